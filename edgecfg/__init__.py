@@ -1,0 +1,73 @@
+"""edgecfg: configuration management for constrained edge devices over CoAP.
+
+The stable public API (DESIGN §7)::
+
+    blob = edgecfg.encode(tree)        # canonical CBOR bytes
+    tree = edgecfg.decode(blob)        # strict; raises edgecfg.DecodeError
+    tag = edgecfg.etag(tree)           # 8 bytes
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from edgecfg.core.path import Path, format_path, parse_path
+from edgecfg.core.schema import KeySpec, Schema, check_evolution, schema_from_document
+from edgecfg.core.tree import UNSET, Tree, UnsetType, Value, values_equal
+from edgecfg.errors import (
+    DecodeError,
+    DeltaBaseMismatch,
+    DeltaError,
+    DeltaIntegrityError,
+    EdgecfgError,
+    EncodeError,
+    ModelError,
+    PathError,
+    PeerError,
+    SchemaError,
+    StoreError,
+    UsageError,
+    ValidationError,
+    Violation,
+)
+from edgecfg.wire.cbor import DecodeLimits, decode, decode_tree, encode, etag
+
+try:
+    __version__ = version("edgecfg")
+except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+    __version__ = "0.0.0"
+
+__all__ = [
+    "UNSET",
+    "DecodeError",
+    "DecodeLimits",
+    "DeltaBaseMismatch",
+    "DeltaError",
+    "DeltaIntegrityError",
+    "EdgecfgError",
+    "EncodeError",
+    "KeySpec",
+    "ModelError",
+    "Path",
+    "PathError",
+    "PeerError",
+    "Schema",
+    "SchemaError",
+    "StoreError",
+    "Tree",
+    "UnsetType",
+    "UsageError",
+    "ValidationError",
+    "Value",
+    "Violation",
+    "__version__",
+    "check_evolution",
+    "decode",
+    "decode_tree",
+    "encode",
+    "etag",
+    "format_path",
+    "parse_path",
+    "schema_from_document",
+    "values_equal",
+]

@@ -1,0 +1,139 @@
+"""The edgecfg exception tree.
+
+One root, :class:`EdgecfgError`.  Subclasses say *whose fault* an error is and
+carry the data needed to act on it (the config path, the limit, the offset,
+the expected and actual ETag).  The gateway maps these classes to CoAP codes
+in one table; the CLI prints ``str(error)`` as one line.
+
+- :class:`UsageError` — local misuse of the API or CLI (bad path text, a value
+  outside the model, a schema that breaks its own rules).
+- :class:`PeerError` — bytes or requests from somebody else are wrong
+  (malformed CBOR, a delta for another base, a config that violates the schema).
+- :class:`StoreError` — persistence could not do what was asked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+class EdgecfgError(Exception):
+    """Root of every error edgecfg raises on purpose."""
+
+
+class UsageError(EdgecfgError, ValueError):
+    """The caller used the API wrongly; fix the call."""
+
+
+class PeerError(EdgecfgError):
+    """Input from outside (a file, a device, a gateway) is wrong."""
+
+
+class PathError(UsageError):
+    """A configuration path is malformed or does not address a node."""
+
+    def __init__(self, message: str, *, path: str) -> None:
+        super().__init__(f"{message} (path {path!r})")
+        self.path = path
+
+
+class ModelError(UsageError, TypeError):
+    """A value is outside the configuration model (DESIGN §3)."""
+
+    def __init__(self, message: str, *, path: str) -> None:
+        where = f" at {path}" if path else " at the root"
+        super().__init__(f"{message}{where}")
+        self.path = path
+
+
+class EncodeError(ModelError):
+    """A tree cannot be encoded as canonical CBOR of the model."""
+
+
+class DecodeError(PeerError, ValueError):
+    """Bytes are not a well-formed, bounded CBOR value of the model.
+
+    ``offset`` is the byte offset at which the problem was found.
+    """
+
+    def __init__(self, message: str, *, offset: int) -> None:
+        super().__init__(f"{message} at byte offset {offset}")
+        self.reason = message
+        self.offset = offset
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    """One way a configuration breaks a schema."""
+
+    path: str
+    value: object
+    expected: str
+
+    def __str__(self) -> str:
+        return f"{self.path or '<root>'}: expected {self.expected}, got {self.value!r}"
+
+
+class SchemaError(UsageError):
+    """A schema document is itself invalid (bad type, reused id, ...)."""
+
+    def __init__(self, message: str, *, path: str = "") -> None:
+        super().__init__(f"{message} (at {path})" if path else message)
+        self.path = path
+
+
+class ValidationError(PeerError, ValueError):
+    """A configuration violates a schema; carries every violation."""
+
+    def __init__(self, violations: Sequence[Violation]) -> None:
+        self.violations = tuple(violations)
+        first = self.violations[0] if self.violations else None
+        more = len(self.violations) - 1
+        tail = f" (and {more} more)" if more > 0 else ""
+        super().__init__(f"{first}{tail}" if first else "invalid configuration")
+
+
+class DeltaError(PeerError, ValueError):
+    """A delta is malformed, exceeds a bound, or does not fit."""
+
+
+class DeltaBaseMismatch(DeltaError):
+    """A delta was applied to a tree that is not its base."""
+
+    def __init__(self, *, expected: bytes, actual: bytes) -> None:
+        super().__init__(
+            f"delta base mismatch: delta is for base {expected.hex()}, "
+            f"this tree checks as {actual.hex()}"
+        )
+        self.expected = expected
+        self.actual = actual
+
+
+class DeltaIntegrityError(DeltaError):
+    """Applying a delta did not produce its declared target."""
+
+    def __init__(self, *, expected: bytes, actual: bytes) -> None:
+        super().__init__(
+            f"delta integrity failure: target should check as {expected.hex()}, "
+            f"result checks as {actual.hex()}"
+        )
+        self.expected = expected
+        self.actual = actual
+
+
+class StoreError(EdgecfgError):
+    """Persistence failed or was asked for something impossible."""
+
+
+class NotFound(StoreError, LookupError):
+    """A stored object (device, layer, schema, blob) does not exist."""
+
+    def __init__(self, kind: str, key: str) -> None:
+        super().__init__(f"no such {kind}: {key}")
+        self.kind = kind
+        self.key = key
+
+
+class StoreConflict(StoreError):
+    """A write raced another (stale parent revision, id already taken)."""

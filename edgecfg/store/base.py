@@ -1,0 +1,312 @@
+"""The gateway persistence contract: the :class:`Store` protocol and its records.
+
+The store keeps schemas, content-addressed blobs, layer revision histories and
+the device registry.  It never interprets configuration contents: schema
+documents and blobs are opaque bytes, and a layer revision points at the blob
+that holds its document.
+
+Rules shared by every implementation:
+
+- Lookups (``get_*``) raise :class:`~edgecfg.errors.NotFound`; listings
+  (``*_versions``, ``*_history``, ``*_ids``, ``*_names``) return an empty list
+  for an unknown key.
+- A write that races another, or contradicts what is stored, raises
+  :class:`~edgecfg.errors.StoreConflict` and changes nothing.
+- Every public method is atomic: it either happens completely or not at all.
+- Any other persistence failure raises :class:`~edgecfg.errors.StoreError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from edgecfg.core.ids import DeviceId, ETag, LayerId
+from edgecfg.errors import StoreConflict, UsageError
+
+__all__ = [
+    "DeviceRecord",
+    "Groups",
+    "LayerRevision",
+    "SchemaRecord",
+    "Store",
+    "blob_etag",
+    "check_group",
+    "check_schema_version",
+    "in_group",
+    "stale_parent",
+]
+
+
+def blob_etag(data: bytes) -> ETag:
+    """Return the content address of ``data``: the first 8 bytes of its SHA-256.
+
+    This is the same rule as a configuration ETag (DESIGN §3), so a blob holding
+    a canonical encoding is keyed by that configuration's ETag.
+    """
+    return ETag(hashlib.sha256(data).digest()[:8])
+
+
+def check_group(dimension: str, path: str) -> None:
+    """Raise :class:`UsageError` unless ``(dimension, path)`` names a group.
+
+    A dimension is non-empty; a path is one or more non-empty segments joined by
+    ``/`` (``eu``, ``eu/eu-west/site-17``), so prefix matching on ``/`` boundaries
+    is unambiguous.
+    """
+    if not dimension:
+        raise UsageError("group dimension must not be empty")
+    if not path or "" in path.split("/"):
+        raise UsageError(
+            f"group path {path!r} in dimension {dimension!r} must be non-empty "
+            "segments separated by '/'"
+        )
+
+
+def check_schema_version(version: int) -> None:
+    """Raise :class:`UsageError` unless ``0 <= version < 2**63`` (an SQLite integer)."""
+    if not 0 <= version < 2**63:
+        raise UsageError(f"schema version {version} is outside 0 .. 2**63-1")
+
+
+def in_group(path: str, group: str) -> bool:
+    """Return whether a device at group ``path`` is in ``group`` or below it.
+
+    Matching is on ``/`` boundaries: ``eu`` contains ``eu`` and ``eu/west`` but
+    not ``europe``.
+    """
+    return path == group or path.startswith(group + "/")
+
+
+def stale_parent(layer: LayerId, parent: int | None, head: int | None) -> StoreConflict:
+    """The conflict raised when an append names ``parent`` but the head is ``head``."""
+    expected = "none (new layer)" if parent is None else f"revision {parent}"
+    actual = "none (layer does not exist)" if head is None else f"revision {head}"
+    return StoreConflict(f"layer {layer!r}: expected head {expected}, actual head is {actual}")
+
+
+class Groups(Mapping[str, str]):
+    """An immutable, hashable mapping from dimension to group path.
+
+    Built from a mapping or from ``(dimension, path)`` pairs; every pair is
+    checked with :func:`check_group`.  Iteration is in dimension order.
+    """
+
+    __slots__ = ("_map", "_pairs")
+
+    def __init__(self, items: Mapping[str, str] | Iterable[tuple[str, str]] = ()) -> None:
+        mapping: dict[str, str] = dict(items)
+        for dimension, path in mapping.items():
+            check_group(dimension, path)
+        self._pairs = tuple(sorted(mapping.items()))
+        self._map = dict(self._pairs)  # private and never mutated
+
+    def __getitem__(self, dimension: str) -> str:
+        return self._map[dimension]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._map)
+
+    def __len__(self) -> int:
+        return len(self._pairs)
+
+    def __hash__(self) -> int:
+        return hash(self._pairs)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Groups):
+            return self._pairs == other._pairs
+        if isinstance(other, Mapping):
+            return self._map == dict(other.items())  # pyright: ignore[reportUnknownArgumentType]
+        return NotImplemented
+
+    def __repr__(self) -> str:
+        return f"Groups({self._map!r})"
+
+
+_NO_GROUPS = Groups()
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaRecord:
+    """One stored version of a named schema; ``document`` is opaque bytes."""
+
+    name: str
+    version: int
+    document: bytes
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class LayerRevision:
+    """One revision of a layer.
+
+    ``revision`` counts from 1 per layer; ``parent`` is the revision it replaced
+    (``None`` for revision 1); ``content`` is the ETag of the blob holding the
+    layer document.
+    """
+
+    layer: LayerId
+    revision: int
+    parent: int | None
+    content: ETag
+    author: str
+    message: str
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRecord:
+    """A device in the registry.
+
+    ``groups`` maps a dimension to the device's group path in it, e.g.
+    ``{"region": "eu/eu-west/site-17"}``; any mapping given is frozen into
+    :class:`Groups` (so records are hashable), and invalid paths raise
+    :class:`UsageError`.
+    """
+
+    id: DeviceId
+    groups: Mapping[str, str] = _NO_GROUPS
+    hardware: str | None = None
+    firmware: str | None = None
+    agent_version: str | None = None
+    last_seen: float | None = None
+    applied_etag: ETag | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.groups, Groups):
+            object.__setattr__(self, "groups", Groups(self.groups))
+
+
+class Store(Protocol):
+    """Gateway persistence.  All methods are synchronous and atomic."""
+
+    # -- schemas -----------------------------------------------------------
+
+    def put_schema(self, name: str, version: int, document: bytes, *, now: float) -> SchemaRecord:
+        """Store ``document`` as ``version`` of schema ``name`` and return the record.
+
+        ``version`` must be greater than every stored version of ``name``
+        (else :class:`StoreConflict`).  Re-putting an existing version with the
+        identical document is a no-op returning the stored record; with a
+        different document it raises :class:`StoreConflict`.  ``version`` must
+        be in ``0 <= version < 2**63`` (else :class:`UsageError`).
+        """
+        ...
+
+    def get_schema(self, name: str, version: int | None = None) -> SchemaRecord:
+        """Return ``version`` of schema ``name`` (``None``: the latest); else NotFound."""
+        ...
+
+    def schema_versions(self, name: str) -> list[int]:
+        """Return the stored versions of ``name``, ascending (empty if unknown)."""
+        ...
+
+    def schema_names(self) -> list[str]:
+        """Return the names of all stored schemas, sorted."""
+        ...
+
+    # -- blobs -------------------------------------------------------------
+
+    def put_blob(self, data: bytes) -> ETag:
+        """Store ``data`` under :func:`blob_etag` and return that ETag.
+
+        Identical bytes are stored once.  Different bytes under an ETag already
+        taken (a SHA-256 prefix collision) raise :class:`StoreConflict`.
+        """
+        ...
+
+    def get_blob(self, etag: ETag) -> bytes:
+        """Return the bytes stored under ``etag``; else :class:`NotFound`."""
+        ...
+
+    def has_blob(self, etag: ETag) -> bool:
+        """Return whether a blob is stored under ``etag``."""
+        ...
+
+    # -- layers ------------------------------------------------------------
+
+    def append_layer_revision(
+        self,
+        layer: LayerId,
+        content: ETag,
+        *,
+        parent: int | None,
+        author: str,
+        message: str,
+        now: float,
+    ) -> LayerRevision:
+        """Append a revision to ``layer`` (creating it) and return it.
+
+        Optimistic concurrency: ``parent`` must be the layer's current head
+        revision, or ``None`` for a layer with no revisions; otherwise
+        :class:`StoreConflict` names the layer, the expected and the actual head.
+        ``content`` must be a stored blob (else :class:`NotFound`).  The new
+        revision number is the head plus one (1 for a new layer).
+        """
+        ...
+
+    def get_layer(self, layer: LayerId, revision: int | None = None) -> LayerRevision:
+        """Return ``revision`` of ``layer`` (``None``: the head); else NotFound."""
+        ...
+
+    def layer_history(self, layer: LayerId) -> list[LayerRevision]:
+        """Return every revision of ``layer``, oldest first (empty if unknown)."""
+        ...
+
+    def layer_ids(self, prefix: str = "") -> list[LayerId]:
+        """Return the ids of layers that start with ``prefix`` (plain text), sorted."""
+        ...
+
+    # -- devices -----------------------------------------------------------
+
+    def put_device(self, record: DeviceRecord) -> None:
+        """Insert ``record``, or replace the device with the same id entirely."""
+        ...
+
+    def put_devices(self, records: Iterable[DeviceRecord]) -> None:
+        """Insert or replace many devices in one transaction.
+
+        If ``records`` repeats an id, the last record wins.  If anything fails,
+        including iterating ``records``, nothing is written.
+        """
+        ...
+
+    def get_device(self, id: DeviceId) -> DeviceRecord:
+        """Return the device ``id``; else :class:`NotFound`."""
+        ...
+
+    def has_device(self, id: DeviceId) -> bool:
+        """Return whether device ``id`` is registered."""
+        ...
+
+    def delete_device(self, id: DeviceId) -> None:
+        """Remove device ``id`` and its group memberships; else :class:`NotFound`."""
+        ...
+
+    def count_devices(self) -> int:
+        """Return the number of registered devices."""
+        ...
+
+    def iter_devices(self, *, group: tuple[str, str] | None = None) -> Iterator[DeviceRecord]:
+        """Yield devices sorted by id; with ``group=(dimension, path)`` only those
+        whose path in that dimension is ``path`` or below it (see :func:`in_group`).
+
+        Iteration is lazy and paged, not a snapshot: a device present for the
+        whole iteration is yielded exactly once; one added, changed or removed
+        meanwhile may or may not be seen.  An invalid group raises UsageError.
+        """
+        ...
+
+    def record_seen(self, id: DeviceId, *, now: float, applied_etag: ETag | None) -> None:
+        """Set the device's ``last_seen`` to ``now`` and ``applied_etag`` as given.
+
+        Raises :class:`NotFound` for an unknown device.
+        """
+        ...
+
+    def close(self) -> None:
+        """Release resources; later calls raise :class:`StoreError`.  Idempotent."""
+        ...

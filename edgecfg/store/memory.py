@@ -1,0 +1,246 @@
+"""An in-memory :class:`~edgecfg.store.base.Store` for tests and simulations.
+
+It follows the same contract as :class:`~edgecfg.store.sqlite.SQLiteStore`
+(the shared test suite runs against both) and keeps nothing after ``close``.
+Not thread-safe.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, replace
+from types import TracebackType
+
+from edgecfg.core.ids import DeviceId, ETag, LayerId
+from edgecfg.errors import NotFound, StoreConflict, StoreError
+from edgecfg.store.base import (
+    DeviceRecord,
+    LayerRevision,
+    SchemaRecord,
+    blob_etag,
+    check_group,
+    check_schema_version,
+    in_group,
+    stale_parent,
+)
+
+__all__ = ["MemoryStore"]
+
+
+@dataclass(slots=True)
+class _Tables:
+    schemas: dict[str, dict[int, SchemaRecord]] = field(
+        default_factory=dict[str, dict[int, SchemaRecord]]
+    )
+    blobs: dict[ETag, bytes] = field(default_factory=dict[ETag, bytes])
+    layers: dict[LayerId, list[LayerRevision]] = field(
+        default_factory=dict[LayerId, list[LayerRevision]]
+    )
+    devices: dict[DeviceId, DeviceRecord] = field(default_factory=dict[DeviceId, DeviceRecord])
+
+
+class MemoryStore:
+    """A :class:`~edgecfg.store.base.Store` held in dictionaries."""
+
+    def __init__(self) -> None:
+        self._tables: _Tables | None = _Tables()
+
+    def __enter__(self) -> MemoryStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _open(self) -> _Tables:
+        if self._tables is None:
+            raise StoreError("store is closed")
+        return self._tables
+
+    def close(self) -> None:
+        """Drop every record; later calls raise :class:`StoreError`."""
+        self._tables = None
+
+    # -- schemas -----------------------------------------------------------
+
+    def put_schema(self, name: str, version: int, document: bytes, *, now: float) -> SchemaRecord:
+        """See :meth:`edgecfg.store.base.Store.put_schema`."""
+        check_schema_version(version)
+        schemas = self._open().schemas
+        versions = schemas.get(name, {})
+        existing = versions.get(version)
+        if existing is not None:
+            if existing.document != document:
+                raise StoreConflict(
+                    f"schema {name!r} version {version} is already stored with a different document"
+                )
+            return existing
+        latest = max(versions, default=None)
+        if latest is not None and version <= latest:
+            raise StoreConflict(
+                f"schema {name!r}: version {version} is not newer than "
+                f"the latest stored version {latest}"
+            )
+        record = SchemaRecord(name, version, bytes(document), now)
+        schemas[name] = {**versions, version: record}
+        return record
+
+    def get_schema(self, name: str, version: int | None = None) -> SchemaRecord:
+        """See :meth:`edgecfg.store.base.Store.get_schema`."""
+        versions = self._open().schemas.get(name, {})
+        if version is None:
+            if not versions:
+                raise NotFound("schema", name)
+            return versions[max(versions)]
+        record = versions.get(version)
+        if record is None:
+            raise NotFound("schema", f"{name} version {version}")
+        return record
+
+    def schema_versions(self, name: str) -> list[int]:
+        """See :meth:`edgecfg.store.base.Store.schema_versions`."""
+        return sorted(self._open().schemas.get(name, {}))
+
+    def schema_names(self) -> list[str]:
+        """See :meth:`edgecfg.store.base.Store.schema_names`."""
+        return sorted(self._open().schemas)
+
+    # -- blobs -------------------------------------------------------------
+
+    def put_blob(self, data: bytes) -> ETag:
+        """See :meth:`edgecfg.store.base.Store.put_blob`."""
+        blobs = self._open().blobs
+        data = bytes(data)
+        etag = blob_etag(data)
+        existing = blobs.get(etag)
+        if existing is None:
+            blobs[etag] = data
+        elif existing != data:
+            raise StoreConflict(
+                f"blob {etag.hex()} is already stored with different bytes "
+                "(SHA-256 prefix collision)"
+            )
+        return etag
+
+    def get_blob(self, etag: ETag) -> bytes:
+        """See :meth:`edgecfg.store.base.Store.get_blob`."""
+        data = self._open().blobs.get(etag)
+        if data is None:
+            raise NotFound("blob", etag.hex())
+        return data
+
+    def has_blob(self, etag: ETag) -> bool:
+        """See :meth:`edgecfg.store.base.Store.has_blob`."""
+        return etag in self._open().blobs
+
+    # -- layers ------------------------------------------------------------
+
+    def append_layer_revision(
+        self,
+        layer: LayerId,
+        content: ETag,
+        *,
+        parent: int | None,
+        author: str,
+        message: str,
+        now: float,
+    ) -> LayerRevision:
+        """See :meth:`edgecfg.store.base.Store.append_layer_revision`."""
+        tables = self._open()
+        history = tables.layers.get(layer, [])
+        head = history[-1].revision if history else None
+        if parent != head:
+            raise stale_parent(layer, parent, head)
+        if content not in tables.blobs:
+            raise NotFound("blob", content.hex())
+        revision = LayerRevision(layer, (head or 0) + 1, head, content, author, message, now)
+        tables.layers[layer] = [*history, revision]
+        return revision
+
+    def get_layer(self, layer: LayerId, revision: int | None = None) -> LayerRevision:
+        """See :meth:`edgecfg.store.base.Store.get_layer`."""
+        history = self._open().layers.get(layer, [])
+        if not history:
+            raise NotFound("layer", layer)
+        if revision is None:
+            return history[-1]
+        if not 1 <= revision <= len(history):
+            raise NotFound("layer revision", f"{layer}@{revision}")
+        return history[revision - 1]
+
+    def layer_history(self, layer: LayerId) -> list[LayerRevision]:
+        """See :meth:`edgecfg.store.base.Store.layer_history`."""
+        return list(self._open().layers.get(layer, []))
+
+    def layer_ids(self, prefix: str = "") -> list[LayerId]:
+        """See :meth:`edgecfg.store.base.Store.layer_ids`."""
+        return sorted(layer for layer in self._open().layers if layer.startswith(prefix))
+
+    # -- devices -----------------------------------------------------------
+
+    def put_device(self, record: DeviceRecord) -> None:
+        """See :meth:`edgecfg.store.base.Store.put_device`."""
+        self._open().devices[record.id] = record
+
+    def put_devices(self, records: Iterable[DeviceRecord]) -> None:
+        """See :meth:`edgecfg.store.base.Store.put_devices`."""
+        devices = self._open().devices
+        batch = {record.id: record for record in records}  # all or nothing
+        devices.update(batch)
+
+    def get_device(self, id: DeviceId) -> DeviceRecord:
+        """See :meth:`edgecfg.store.base.Store.get_device`."""
+        record = self._open().devices.get(id)
+        if record is None:
+            raise NotFound("device", id)
+        return record
+
+    def has_device(self, id: DeviceId) -> bool:
+        """See :meth:`edgecfg.store.base.Store.has_device`."""
+        return id in self._open().devices
+
+    def delete_device(self, id: DeviceId) -> None:
+        """See :meth:`edgecfg.store.base.Store.delete_device`."""
+        devices = self._open().devices
+        if id not in devices:
+            raise NotFound("device", id)
+        del devices[id]
+
+    def count_devices(self) -> int:
+        """See :meth:`edgecfg.store.base.Store.count_devices`."""
+        return len(self._open().devices)
+
+    def iter_devices(self, *, group: tuple[str, str] | None = None) -> Iterator[DeviceRecord]:
+        """See :meth:`edgecfg.store.base.Store.iter_devices`."""
+        devices = self._open().devices
+        if group is not None:
+            check_group(*group)
+        # Eager part above runs at call time, like SQLiteStore's checks.
+        return _iter_sorted(devices, group)
+
+    def record_seen(self, id: DeviceId, *, now: float, applied_etag: ETag | None) -> None:
+        """See :meth:`edgecfg.store.base.Store.record_seen`."""
+        devices = self._open().devices
+        record = devices.get(id)
+        if record is None:
+            raise NotFound("device", id)
+        devices[id] = replace(record, last_seen=now, applied_etag=applied_etag)
+
+
+def _iter_sorted(
+    devices: dict[DeviceId, DeviceRecord], group: tuple[str, str] | None
+) -> Iterator[DeviceRecord]:
+    for id in sorted(devices):
+        record = devices.get(id)
+        if record is None:  # deleted during iteration
+            continue
+        if group is not None:
+            dimension, path = group
+            member = record.groups.get(dimension)
+            if member is None or not in_group(member, path):
+                continue
+        yield record

@@ -1,0 +1,218 @@
+"""Canonical CBOR encoding and strict, bounded decoding of configuration values.
+
+Encoding follows RFC 8949 §4.2.1 (core deterministic encoding): preferred
+(shortest) argument and float forms, map keys sorted bytewise by their
+encoding, definite lengths only.  :func:`etag` hashes that encoding.
+
+Decoding is strict because its input comes from the network and from disk.
+A pure-Python scanner walks the bytes once and rejects, with the byte offset,
+everything outside the model (DESIGN §3) or outside the limits:
+
+- truncated items, reserved additional-information values, indefinite
+  lengths (RFC 8949 §3.2), a stray "break";
+- tags, ``undefined`` and other simple values (not configuration values);
+- map keys that are not text strings, duplicate keys (RFC 8949 §5.6);
+- invalid UTF-8 in text strings (RFC 8949 §3.1, major type 3);
+- nesting deeper than ``max_depth``, inputs longer than ``max_bytes``;
+- declared lengths larger than the bytes that remain (so a 5-byte item
+  cannot announce four billion elements);
+- trailing bytes after the top-level item (cbor2 would silently ignore them).
+
+Only once the scan succeeds does cbor2 build the Python value, so cbor2's own
+parser never sees bytes the scanner did not accept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Final, cast
+
+import cbor2
+
+from edgecfg.core.ids import ETAG_SIZE, ETag
+from edgecfg.core.tree import Tree, Value, check_model, is_map
+from edgecfg.errors import DecodeError, EncodeError, ModelError
+
+CONTENT_FORMAT_CBOR: Final = 60
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeLimits:
+    """Bounds for :func:`decode`; the defaults suit a gateway or a Pi-class agent."""
+
+    max_bytes: int = 4 * 1024 * 1024
+    max_depth: int = 64
+
+
+DEFAULT_LIMITS: Final = DecodeLimits()
+
+_MAJOR_UINT, _MAJOR_NINT, _MAJOR_BYTES, _MAJOR_TEXT = 0, 1, 2, 3
+_MAJOR_ARRAY, _MAJOR_MAP, _MAJOR_TAG, _MAJOR_SIMPLE = 4, 5, 6, 7
+_AI_FALSE, _AI_TRUE, _AI_NULL, _AI_UNDEFINED = 20, 21, 22, 23
+_AI_SIMPLE_1BYTE, _AI_FLOAT16, _AI_FLOAT64 = 24, 25, 27
+_AI_INDEFINITE = 31
+
+
+def encode(value: Value) -> bytes:
+    """Canonical CBOR bytes of a model value (RFC 8949 §4.2.1).
+
+    Raises :class:`EncodeError` naming the path of the first value outside
+    the model (a tuple, a set, an integer beyond 64 bits, a non-text key).
+    """
+    try:
+        check_model(value)
+    except ModelError as error:
+        raise EncodeError(str(error).rsplit(" at ", 1)[0], path=error.path) from None
+    return cbor2.dumps(value, canonical=True)
+
+
+def etag_of_bytes(encoding: bytes) -> ETag:
+    """ETag of an already canonical encoding: SHA-256, first 8 bytes (DESIGN §3)."""
+    return ETag(hashlib.sha256(encoding).digest()[:ETAG_SIZE])
+
+
+def etag(value: Value) -> ETag:
+    """ETag of a model value: the first 8 bytes of SHA-256 of :func:`encode`."""
+    return etag_of_bytes(encode(value))
+
+
+def decode(data: bytes, *, limits: DecodeLimits = DEFAULT_LIMITS) -> Value:
+    """Decode exactly one model value from ``data``; strict and bounded.
+
+    Raises :class:`DecodeError` (with ``offset``) for anything the module
+    docstring lists.  Non-canonical but well-formed encodings are accepted.
+    """
+    data = bytes(data)
+    if len(data) > limits.max_bytes:
+        raise DecodeError(
+            f"input of {len(data)} bytes exceeds the limit of {limits.max_bytes}",
+            offset=limits.max_bytes,
+        )
+    if not data:
+        raise DecodeError("empty input, expected one CBOR item", offset=0)
+    end = _Scanner(data, limits.max_depth).item(0, 0)
+    if end != len(data):
+        raise DecodeError(f"{len(data) - end} trailing bytes after the CBOR item", offset=end)
+    decoded = cbor2.loads(
+        data,
+        allow_indefinite=False,
+        allow_duplicate_keys=False,
+        max_depth=limits.max_depth + 1,
+    )
+    return cast(Value, decoded)
+
+
+def decode_tree(data: bytes, *, limits: DecodeLimits = DEFAULT_LIMITS) -> Tree:
+    """Like :func:`decode` but the top-level item must be a map (a configuration)."""
+    value = decode(data, limits=limits)
+    if not is_map(value):
+        raise DecodeError(f"expected a map at the top level, got {type(value).__name__}", offset=0)
+    return value
+
+
+class _Scanner:
+    """One pass over the bytes checking everything :func:`decode` promises."""
+
+    __slots__ = ("data", "max_depth", "size")
+
+    def __init__(self, data: bytes, max_depth: int) -> None:
+        self.data = data
+        self.size = len(data)
+        self.max_depth = max_depth
+
+    def head(self, pos: int) -> tuple[int, int, int, int]:
+        """Parse an item head at ``pos``: (major, additional info, argument, next pos)."""
+        initial = self.data[pos]
+        major, info = initial >> 5, initial & 0x1F
+        if info < 24:
+            return major, info, info, pos + 1
+        if info <= 27:
+            width = 1 << (info - 24)
+            end = pos + 1 + width
+            if end > self.size:
+                raise DecodeError(
+                    f"truncated head: {width}-byte argument needs {end - self.size} more bytes",
+                    offset=pos,
+                )
+            return major, info, int.from_bytes(self.data[pos + 1 : end], "big"), end
+        if info == _AI_INDEFINITE:
+            what = (
+                "break outside an indefinite-length item"
+                if major == 7
+                else ("indefinite-length item (not allowed)")
+            )
+            raise DecodeError(what, offset=pos)
+        raise DecodeError(f"reserved additional information {info}", offset=pos)
+
+    def item(self, pos: int, depth: int) -> int:
+        """Validate the item at ``pos``; return the position just after it."""
+        if pos >= self.size:
+            raise DecodeError("truncated input: expected another item", offset=pos)
+        major, info, arg, body = self.head(pos)
+        if major in (_MAJOR_UINT, _MAJOR_NINT):
+            return body
+        if major in (_MAJOR_BYTES, _MAJOR_TEXT):
+            return self.string(pos, major, arg, body)
+        if major in (_MAJOR_ARRAY, _MAJOR_MAP):
+            if depth >= self.max_depth:
+                raise DecodeError(f"nesting deeper than {self.max_depth}", offset=pos)
+            per_entry = 1 if major == _MAJOR_ARRAY else 2
+            if arg * per_entry > self.size - body:
+                raise DecodeError(
+                    f"declared {arg} entries but only {self.size - body} bytes remain",
+                    offset=pos,
+                )
+            if major == _MAJOR_ARRAY:
+                for _ in range(arg):
+                    body = self.item(body, depth + 1)
+                return body
+            return self.map_entries(arg, body, depth + 1)
+        if major == _MAJOR_TAG:
+            raise DecodeError(f"tag {arg} is not a configuration value", offset=pos)
+        return self.simple(pos, info)
+
+    def string(self, pos: int, major: int, length: int, body: int) -> int:
+        end = body + length
+        if end > self.size:
+            raise DecodeError(
+                f"truncated string: declared {length} bytes, {self.size - body} remain",
+                offset=pos,
+            )
+        if major == _MAJOR_TEXT:
+            try:
+                self.data[body:end].decode("utf-8")
+            except UnicodeDecodeError as error:
+                offset = body + error.start
+                raise DecodeError("invalid UTF-8 in text string", offset=offset) from None
+        return end
+
+    def map_entries(self, count: int, pos: int, depth: int) -> int:
+        seen: set[bytes] = set()
+        for _ in range(count):
+            if pos >= self.size:
+                raise DecodeError("truncated map: expected a key", offset=pos)
+            major, _info, length, body = self.head(pos)
+            if major != _MAJOR_TEXT:
+                raise DecodeError("map key is not a text string", offset=pos)
+            end = self.string(pos, major, length, body)
+            key = self.data[body:end]
+            if key in seen:
+                raise DecodeError(f"duplicate map key {key.decode()!r}", offset=pos)
+            seen.add(key)
+            pos = self.item(end, depth)
+        return pos
+
+    def simple(self, pos: int, info: int) -> int:
+        if info in (_AI_FALSE, _AI_TRUE, _AI_NULL):
+            return pos + 1
+        if _AI_FLOAT16 <= info <= _AI_FLOAT64:
+            return pos + 1 + (1 << (info - 24))
+        if info == _AI_UNDEFINED:
+            raise DecodeError("undefined is not a configuration value", offset=pos)
+        if info == _AI_SIMPLE_1BYTE:
+            value = self.data[pos + 1]
+            if value < 32:
+                raise DecodeError(f"simple value {value} in two-byte form", offset=pos)
+            raise DecodeError(f"simple value {value} is not a configuration value", offset=pos)
+        raise DecodeError(f"simple value {info} is not a configuration value", offset=pos)
