@@ -32,10 +32,13 @@ __all__ = [
     "LayerRevision",
     "SchemaRecord",
     "Store",
+    "blob_collision",
     "blob_etag",
     "check_group",
     "check_schema_version",
     "in_group",
+    "schema_changed",
+    "schema_not_newer",
     "stale_parent",
 ]
 
@@ -80,11 +83,35 @@ def in_group(path: str, group: str) -> bool:
     return path == group or path.startswith(group + "/")
 
 
+# Conflict texts, shared so every implementation reports the same facts.
+
+
 def stale_parent(layer: LayerId, parent: int | None, head: int | None) -> StoreConflict:
     """The conflict raised when an append names ``parent`` but the head is ``head``."""
     expected = "none (new layer)" if parent is None else f"revision {parent}"
     actual = "none (layer does not exist)" if head is None else f"revision {head}"
     return StoreConflict(f"layer {layer!r}: expected head {expected}, actual head is {actual}")
+
+
+def schema_changed(name: str, version: int) -> StoreConflict:
+    """The conflict raised when a stored schema version is re-put with other bytes."""
+    return StoreConflict(
+        f"schema {name!r} version {version} is already stored with a different document"
+    )
+
+
+def schema_not_newer(name: str, version: int, latest: int) -> StoreConflict:
+    """The conflict raised when a new schema version does not exceed the latest."""
+    return StoreConflict(
+        f"schema {name!r}: version {version} is not newer than the latest stored version {latest}"
+    )
+
+
+def blob_collision(etag: ETag) -> StoreConflict:
+    """The conflict raised when different bytes map to a stored blob's ETag."""
+    return StoreConflict(
+        f"blob {etag.hex()} is already stored with different bytes (SHA-256 prefix collision)"
+    )
 
 
 class Groups(Mapping[str, str]):

@@ -12,15 +12,18 @@ from dataclasses import dataclass, field, replace
 from types import TracebackType
 
 from edgecfg.core.ids import DeviceId, ETag, LayerId
-from edgecfg.errors import NotFound, StoreConflict, StoreError
+from edgecfg.errors import NotFound, StoreError
 from edgecfg.store.base import (
     DeviceRecord,
     LayerRevision,
     SchemaRecord,
+    blob_collision,
     blob_etag,
     check_group,
     check_schema_version,
     in_group,
+    schema_changed,
+    schema_not_newer,
     stale_parent,
 )
 
@@ -75,16 +78,11 @@ class MemoryStore:
         existing = versions.get(version)
         if existing is not None:
             if existing.document != document:
-                raise StoreConflict(
-                    f"schema {name!r} version {version} is already stored with a different document"
-                )
+                raise schema_changed(name, version)
             return existing
         latest = max(versions, default=None)
         if latest is not None and version <= latest:
-            raise StoreConflict(
-                f"schema {name!r}: version {version} is not newer than "
-                f"the latest stored version {latest}"
-            )
+            raise schema_not_newer(name, version, latest)
         record = SchemaRecord(name, version, bytes(document), now)
         schemas[name] = {**versions, version: record}
         return record
@@ -120,10 +118,7 @@ class MemoryStore:
         if existing is None:
             blobs[etag] = data
         elif existing != data:
-            raise StoreConflict(
-                f"blob {etag.hex()} is already stored with different bytes "
-                "(SHA-256 prefix collision)"
-            )
+            raise blob_collision(etag)
         return etag
 
     def get_blob(self, etag: ETag) -> bytes:

@@ -1,0 +1,150 @@
+"""The ``edgecfg`` command line.
+
+Each subcommand is a small function taking the parsed arguments and returning
+an exit code.  Errors from edgecfg become one line on stderr (no traceback)
+and exit 1; argument mistakes exit 2 (argparse's convention).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import cast
+
+import edgecfg
+from edgecfg.cli.files import (
+    CommandError,
+    dump_config,
+    load_config,
+    load_schema,
+    read_bytes,
+)
+from edgecfg.core.tree import is_map
+from edgecfg.errors import EdgecfgError
+from edgecfg.wire.cbor import encode, etag
+from edgecfg.wire.documents import ConfigFormat
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Validate a config against a schema; print each violation; exit 1 when invalid."""
+    schema = load_schema(args.schema)
+    config = load_config(args.config, args.format)
+    if not is_map(config):
+        raise CommandError(f"{args.config}: a configuration must be a map at the top level")
+    violations = schema.validate(config, partial=args.partial)
+    if args.json:
+        rows = [{"path": v.path, "value": repr(v.value), "expected": v.expected} for v in violations]
+        print(json.dumps({"valid": not violations, "violations": rows}, indent=2))
+    elif violations:
+        for violation in violations:
+            print(f"{args.config}: {violation}")
+        print(f"{len(violations)} violation(s) of {schema.name} v{schema.version}")
+    else:
+        print(f"{args.config}: valid against {schema.name} v{schema.version}")
+    return 1 if violations else 0
+
+
+def cmd_encode(args: argparse.Namespace) -> int:
+    """Convert JSON/diag/TOML/YAML (or CBOR) to canonical CBOR or diagnostic notation."""
+    value = load_config(args.input, args.source_format)
+    dump_config(value, args.output, cast(ConfigFormat, args.to))
+    return 0
+
+
+def cmd_decode(args: argparse.Namespace) -> int:
+    """Decode CBOR (raw, or hex text with --hex) strictly into diag or JSON."""
+    if args.hex:
+        text = read_bytes(args.input).decode("ascii", errors="replace")
+        try:
+            data = bytes.fromhex("".join(text.split()))
+        except ValueError:
+            raise CommandError(f"{args.input}: --hex input is not hexadecimal text") from None
+        value = edgecfg.decode(data)
+    else:
+        value = load_config(args.input, "cbor")
+    dump_config(value, args.output, cast(ConfigFormat, args.to))
+    return 0
+
+
+def cmd_etag(args: argparse.Namespace) -> int:
+    """Print the ETag (hex) and canonical size of a configuration file."""
+    value = load_config(args.input, args.format)
+    blob = encode(value)
+    print(f"{etag(value).hex()}  {len(blob)} bytes  {args.input}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Run the local walk-through (see edgecfg.cli.demo)."""
+    from edgecfg.cli.demo import run_demo
+
+    return run_demo(keep=args.keep)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="edgecfg",
+        description="Configuration for constrained edge devices over CoAP.",
+    )
+    parser.add_argument("--version", action="version", version=f"edgecfg {edgecfg.__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    formats = ("json", "cbor", "diag", "toml", "yaml")
+
+    p = commands.add_parser("validate", help="check a config against a schema")
+    p.add_argument("config", metavar="CONFIG")
+    p.add_argument("--schema", required=True, metavar="SCHEMA")
+    p.add_argument("--format", choices=formats, help="config format (default: by suffix)")
+    p.add_argument("--partial", action="store_true", help="a layer: missing keys are fine")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=cmd_validate)
+
+    p = commands.add_parser("encode", help="JSON/diag/TOML/YAML -> canonical CBOR (or diag)")
+    p.add_argument("input", metavar="INPUT", help="file or - for stdin")
+    p.add_argument("-o", "--output", default="-", metavar="OUT", help="default: stdout")
+    p.add_argument("--from", dest="source_format", choices=formats)
+    p.add_argument("--to", choices=("cbor", "diag", "json"), default="cbor")
+    p.set_defaults(handler=cmd_encode)
+
+    p = commands.add_parser("decode", help="CBOR -> diagnostic notation or JSON (strict)")
+    p.add_argument("input", metavar="INPUT", help="file or - for stdin")
+    p.add_argument("-o", "--output", default="-", metavar="OUT", help="default: stdout")
+    p.add_argument("--to", choices=("diag", "json", "cbor"), default="diag")
+    p.add_argument("--hex", action="store_true", help="input is hex text (e.g. from coap-client -v)")
+    p.set_defaults(handler=cmd_decode)
+
+    p = commands.add_parser("etag", help="print a config's ETag and canonical size")
+    p.add_argument("input", metavar="INPUT")
+    p.add_argument("--format", choices=formats)
+    p.set_defaults(handler=cmd_etag)
+
+    p = commands.add_parser("demo", help="walk through schema, store, versions and ETags")
+    p.add_argument("--keep", action="store_true", help="keep the demo database and print its path")
+    p.set_defaults(handler=cmd_demo)
+
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: parse, dispatch, turn edgecfg errors into one line on stderr."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler = cast(Handler, args.handler)
+    try:
+        return handler(args)
+    except EdgecfgError as error:
+        print(f"edgecfg {args.command}: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"edgecfg {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 141
+
+
+if __name__ == "__main__":
+    sys.exit(main())
