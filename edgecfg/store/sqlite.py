@@ -23,7 +23,6 @@ import sqlite3
 import threading
 from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from types import TracebackType
 from typing import Any
 
 from edgecfg.core.ids import DeviceId, ETag, LayerId
@@ -42,7 +41,7 @@ from edgecfg.store.base import (
     stale_parent,
 )
 
-__all__ = ["GROUP_MEMBERS_SQL", "MIGRATIONS", "SCHEMA_VERSION", "SQLiteStore"]
+__all__ = ["GROUP_MEMBERS_SQL", "LAYOUT_VERSION", "MIGRATIONS", "SQLiteStore"]
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: schemas, content-addressed blobs, layer revision histories.
@@ -73,11 +72,8 @@ MIGRATIONS: tuple[str, ...] = (
     """
     CREATE TABLE devices (
         id TEXT PRIMARY KEY,
-        hardware TEXT,
-        firmware TEXT,
-        agent_version TEXT,
-        last_seen REAL,
-        applied_etag BLOB
+        hardware TEXT, firmware TEXT, agent_version TEXT,
+        last_seen REAL, applied_etag BLOB
     ) WITHOUT ROWID;
     CREATE TABLE device_groups (
         device_id TEXT NOT NULL REFERENCES devices (id) ON DELETE CASCADE,
@@ -91,17 +87,21 @@ MIGRATIONS: tuple[str, ...] = (
 """Layout migrations; step ``i`` (0-based) brings a database to version ``i + 1``.
 Append new steps; never edit a released one."""
 
-SCHEMA_VERSION = len(MIGRATIONS)
+LAYOUT_VERSION = len(MIGRATIONS)
 """The layout version this edgecfg writes."""
 
 GROUP_MEMBERS_SQL = """
     SELECT device_id FROM device_groups
-    WHERE dimension = :dimension
-      AND (path = :path OR (path >= :path || '/' AND path < :path || '0'))
+    WHERE dimension = :dimension AND path = :path
+    UNION ALL
+    SELECT device_id FROM device_groups
+    WHERE dimension = :dimension AND path >= :path || '/' AND path < :path || '0'
 """
 """Ids of devices in group ``:path`` or below it.  ``'0'`` is the character after
-``'/'``, so ``[path/, path0)`` is exactly the paths below ``path``: a range scan
-of ``device_groups_by_group`` that cannot match ``europe`` for ``eu``."""
+``'/'``, so ``[path/, path0)`` holds exactly the paths below ``path`` and never
+``europe`` for ``eu``.  Written as two index range scans joined by UNION ALL
+rather than ``path = ? OR (...)``: without ANALYZE statistics SQLite plans that
+OR as a scan of the whole dimension."""
 
 _PAGE = 500  # devices per read transaction in iter_devices; also bounds IN (...) lists
 
@@ -151,12 +151,7 @@ class SQLiteStore:
     def __enter__(self) -> SQLiteStore:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def close(self) -> None:
@@ -167,10 +162,10 @@ class SQLiteStore:
                 connection.close()
 
     @property
-    def schema_version(self) -> int:
-        """The layout version recorded in the database."""
-        with self._transaction("schema_version", write=False) as db:
-            return int(db.execute("SELECT MAX(version) FROM schema_version").fetchone()[0])
+    def layout_version(self) -> int:
+        """The layout version recorded in the database's ``schema_version`` table."""
+        with self._transaction("layout_version", write=False) as db:
+            return _layout_version(db)
 
     # -- transactions and migrations ----------------------------------------
 
@@ -200,23 +195,21 @@ class SQLiteStore:
                 raise
 
     def _migrate(self) -> None:
-        for number, step in enumerate(MIGRATIONS, start=1):
+        with self._transaction("read layout version", write=False) as db:
+            current = _layout_version(db)
+        if current > LAYOUT_VERSION:
+            raise StoreError(
+                f"database {self.path} has layout version {current}, newer than version "
+                f"{LAYOUT_VERSION} that this edgecfg supports; open it with a newer edgecfg"
+            )
+        for number in range(current + 1, LAYOUT_VERSION + 1):
             with self._transaction(f"migrate to layout version {number}", write=True) as db:
+                if _layout_version(db) >= number:
+                    continue  # another process migrated since we looked
                 db.execute(
                     "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY)"
                 )
-                current = int(
-                    db.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()[0]
-                )
-                if current > SCHEMA_VERSION:
-                    raise StoreError(
-                        f"database {self.path} has layout version {current}, newer than "
-                        f"version {SCHEMA_VERSION} that this edgecfg supports; "
-                        "open it with a newer edgecfg"
-                    )
-                if current >= number:
-                    continue  # re-checked inside the transaction: another process may migrate
-                for statement in _statements(step):
+                for statement in _statements(MIGRATIONS[number - 1]):
                     db.execute(statement)
                 db.execute("INSERT INTO schema_version (version) VALUES (?)", (number,))
 
@@ -485,6 +478,16 @@ def _closed(path: str, operation: str) -> StoreError:
     return StoreError(f"{operation} on {path} failed: store is closed")
 
 
+def _layout_version(db: sqlite3.Connection) -> int:
+    """The version in ``schema_version``; 0 for a database without that table."""
+    exists = db.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
+    ).fetchone()
+    if exists is None:
+        return 0
+    return int(db.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()[0])
+
+
 def _statements(script: str) -> Iterator[str]:
     """Split a migration script into complete SQL statements."""
     pending = ""
@@ -502,18 +505,15 @@ def _prefix_upper_bound(prefix: str) -> str | None:
     stripped = prefix.rstrip(chr(0x10FFFF))
     if not stripped:
         return None
-    return stripped[:-1] + chr(ord(stripped[-1]) + 1)
+    following = ord(stripped[-1]) + 1
+    if 0xD800 <= following <= 0xDFFF:  # surrogates cannot be encoded as UTF-8
+        following = 0xE000
+    return stripped[:-1] + chr(following)
 
 
-def _device_row(record: DeviceRecord) -> tuple[object, ...]:
-    return (
-        record.id,
-        record.hardware,
-        record.firmware,
-        record.agent_version,
-        record.last_seen,
-        record.applied_etag,
-    )
+def _device_row(r: DeviceRecord) -> tuple[object, ...]:
+    """The ``devices`` row of ``r``, in :data:`_DEVICE_COLUMNS` order."""
+    return (r.id, r.hardware, r.firmware, r.agent_version, r.last_seen, r.applied_etag)
 
 
 def _device_record(row: Sequence[Any], memberships: Iterable[tuple[str, str]]) -> DeviceRecord:
@@ -544,12 +544,8 @@ def _load_devices(db: sqlite3.Connection, ids: Sequence[str]) -> list[DeviceReco
 
 
 def _layer_revision(row: Sequence[Any]) -> LayerRevision:
+    """The record of a ``layer_revisions`` row in :data:`_LAYER_COLUMNS` order."""
+    layer, revision, parent, content, author, message, created_at = row
     return LayerRevision(
-        layer=LayerId(row[0]),
-        revision=row[1],
-        parent=row[2],
-        content=ETag(row[3]),
-        author=row[4],
-        message=row[5],
-        created_at=row[6],
+        LayerId(layer), revision, parent, ETag(content), author, message, created_at
     )

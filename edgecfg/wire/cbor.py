@@ -52,6 +52,7 @@ _MAJOR_ARRAY, _MAJOR_MAP, _MAJOR_TAG, _MAJOR_SIMPLE = 4, 5, 6, 7
 _AI_FALSE, _AI_TRUE, _AI_NULL, _AI_UNDEFINED = 20, 21, 22, 23
 _AI_SIMPLE_1BYTE, _AI_FLOAT16, _AI_FLOAT64 = 24, 25, 27
 _AI_INDEFINITE = 31
+_TAG_DECIMAL = 4
 
 
 def encode(value: Value) -> bytes:
@@ -83,6 +84,17 @@ def decode(data: bytes, *, limits: DecodeLimits = DEFAULT_LIMITS) -> Value:
     Raises :class:`DecodeError` (with ``offset``) for anything the module
     docstring lists.  Non-canonical but well-formed encodings are accepted.
     """
+    return decode_extended(data, limits=limits, int_keys=False)
+
+
+def decode_extended(data: bytes, *, limits: DecodeLimits = DEFAULT_LIMITS, int_keys: bool) -> Value:
+    """:func:`decode`, optionally extended for formats built on the model.
+
+    With ``int_keys``, unsigned-integer map keys and decimal fractions
+    (tag 4, which cbor2 returns as :class:`decimal.Decimal`) are admitted: the
+    delta format uses them for key references and compact floats.  The caller
+    must translate both before a value leaves ``wire``.
+    """
     data = bytes(data)
     if len(data) > limits.max_bytes:
         raise DecodeError(
@@ -91,7 +103,7 @@ def decode(data: bytes, *, limits: DecodeLimits = DEFAULT_LIMITS) -> Value:
         )
     if not data:
         raise DecodeError("empty input, expected one CBOR item", offset=0)
-    end = _Scanner(data, limits.max_depth).item(0, 0)
+    end = _Scanner(data, limits.max_depth, int_keys=int_keys).item(0, 0)
     if end != len(data):
         raise DecodeError(f"{len(data) - end} trailing bytes after the CBOR item", offset=end)
     decoded = cbor2.loads(
@@ -114,12 +126,13 @@ def decode_tree(data: bytes, *, limits: DecodeLimits = DEFAULT_LIMITS) -> Tree:
 class _Scanner:
     """One pass over the bytes checking everything :func:`decode` promises."""
 
-    __slots__ = ("data", "max_depth", "size")
+    __slots__ = ("data", "int_keys", "max_depth", "size")
 
-    def __init__(self, data: bytes, max_depth: int) -> None:
+    def __init__(self, data: bytes, max_depth: int, *, int_keys: bool = False) -> None:
         self.data = data
         self.size = len(data)
         self.max_depth = max_depth
+        self.int_keys = int_keys
 
     def head(self, pos: int) -> tuple[int, int, int, int]:
         """Parse an item head at ``pos``: (major, additional info, argument, next pos)."""
@@ -169,6 +182,8 @@ class _Scanner:
                 return body
             return self.map_entries(arg, body, depth + 1)
         if major == _MAJOR_TAG:
+            if self.int_keys and arg == _TAG_DECIMAL:
+                return self.decimal(body, depth)
             raise DecodeError(f"tag {arg} is not a configuration value", offset=pos)
         return self.simple(pos, info)
 
@@ -193,15 +208,31 @@ class _Scanner:
             if pos >= self.size:
                 raise DecodeError("truncated map: expected a key", offset=pos)
             major, _info, length, body = self.head(pos)
-            if major != _MAJOR_TEXT:
+            if major == _MAJOR_UINT and self.int_keys:
+                end, key = body, b"#%d" % length
+            elif major != _MAJOR_TEXT:
                 raise DecodeError("map key is not a text string", offset=pos)
-            end = self.string(pos, major, length, body)
-            key = self.data[body:end]
+            else:
+                end = self.string(pos, major, length, body)
+                key = b'"' + self.data[body:end]
             if key in seen:
-                raise DecodeError(f"duplicate map key {key.decode()!r}", offset=pos)
+                shown = key[1:].decode() if key[:1] == b'"' else key.decode()
+                raise DecodeError(f"duplicate map key {shown!r}", offset=pos)
             seen.add(key)
             pos = self.item(end, depth)
         return pos
+
+    def decimal(self, pos: int, depth: int) -> int:
+        """RFC 8949 §3.4.4 decimal fraction: [exponent, mantissa], both plain integers."""
+        if pos + 3 > self.size or self.data[pos] != 0x82:
+            raise DecodeError("decimal fraction must be a 2-element array", offset=pos)
+        end = pos + 1
+        for _ in range(2):
+            major, _info, _arg, end = self.head(end) if end < self.size else (-1, 0, 0, end)
+            if major not in (_MAJOR_UINT, _MAJOR_NINT):
+                raise DecodeError("decimal fraction parts must be integers", offset=pos)
+        del depth
+        return end
 
     def simple(self, pos: int, info: int) -> int:
         if info in (_AI_FALSE, _AI_TRUE, _AI_NULL):

@@ -1,0 +1,462 @@
+"""Structural configuration deltas (pure): diff two trees into edit operations
+and apply them.
+
+Both sides hold the base, so operations address nodes by their **preorder
+index in the base** instead of by key paths: the root is 0, a map's children
+follow in canonical key order (RFC 8949 §4.2.1), an array's elements in
+order.  An index costs one or two bytes where a path costs the keys' text.
+Because every index refers to the *base*, operations compose freely: a
+section can be renamed and edited inside, a list can gain elements while its
+kept elements change.
+
+Operations (at most one of each kind per node; ``Set`` excludes the others
+except ``Rename``):
+
+- :class:`Set` — replace the node's value;
+- :class:`Delete` — drop the node from its map or array;
+- :class:`Add` — add a key to a map node;
+- :class:`Rename` — move a map entry to another key of the same map;
+- :class:`Splice` — keep a prefix and suffix of a text/bytes leaf and put
+  new content between them (long gcode macros, lambdas, templates change by
+  a few characters);
+- :class:`ListEdit` — splice an array: runs of (keep, drop, insert), so an
+  insert does not resend the elements it shifts.
+
+The wire format (``edgecfg.wire.delta``) serialises these; this module never
+touches bytes.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from difflib import SequenceMatcher
+from typing import Final, TypeAlias, cast
+
+from edgecfg.core.path import Path
+from edgecfg.core.tree import (
+    UNSET,
+    Tree,
+    Value,
+    canonical_key_order,
+    flatten,
+    is_map,
+    unflatten,
+    values_equal,
+)
+from edgecfg.errors import DeltaError
+
+# Strings shorter than this are simply replaced; a splice costs two counts.
+SPLICE_MIN_LENGTH: Final = 12
+# A removed and an added map entry count as a rename at this shared-leaf share.
+RENAME_SIMILARITY: Final = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class Set:
+    index: int
+    value: Value
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    index: int
+
+
+@dataclass(frozen=True, slots=True)
+class Add:
+    index: int
+    key: str
+    value: Value
+
+
+@dataclass(frozen=True, slots=True)
+class Rename:
+    index: int
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Splice:
+    index: int
+    prefix: int
+    suffix: int
+    middle: str | bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ListEdit:
+    """``runs`` are (keep, drop, inserted values), applied left to right."""
+
+    index: int
+    runs: tuple[tuple[int, int, tuple[Value, ...]], ...]
+
+
+Op: TypeAlias = Set | Delete | Add | Rename | Splice | ListEdit
+
+
+def node_count(node: Value) -> int:
+    """Number of nodes in ``node``'s subtree (itself included) in preorder numbering."""
+    return _Sizes().of(node)
+
+
+class _Sizes:
+    """Memoised subtree sizes (keyed by object identity, valid for one call)."""
+
+    __slots__ = ("memo",)
+
+    def __init__(self) -> None:
+        self.memo: dict[int, int] = {}
+
+    def of(self, node: Value) -> int:
+        if isinstance(node, dict):
+            children: Iterable[Value] = node.values()
+        elif isinstance(node, list):
+            children = cast(list[Value], node)
+        else:
+            return 1
+        key = id(node)
+        size = self.memo.get(key)
+        if size is None:
+            size = 1 + sum(self.of(child) for child in children)
+            self.memo[key] = size
+        return size
+
+
+def key_table(base: Value) -> list[str]:
+    """Every distinct map key of ``base``, most frequent first, ties in canonical order.
+
+    The wire format may name a key by its position here instead of its text;
+    keys that occur often in the base are likely to occur in new content too,
+    so they get the positions that encode in one byte.
+    """
+    counts: dict[str, int] = {}
+    stack: list[Value] = [base]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            for key in node:
+                counts[key] = counts.get(key, 0) + 1
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(cast(list[Value], node))
+    return sorted(counts, key=lambda key: (-counts[key], *canonical_key_order(key)))
+
+
+# ---------------------------------------------------------------- diff
+
+
+def diff(base: Value, target: Value) -> list[Op]:
+    """Operations that turn ``base`` into ``target`` (empty when they are equal)."""
+    differ = _Differ()
+    differ.node(base, target, 0)
+    return sorted(differ.ops, key=lambda op: op.index)
+
+
+class _Differ:
+    __slots__ = ("ops", "sizes")
+
+    def __init__(self) -> None:
+        self.ops: list[Op] = []
+        self.sizes = _Sizes()
+
+    def node(self, base: Value, target: Value, index: int) -> None:
+        if base is target:
+            return
+        if isinstance(base, dict) and isinstance(target, dict):
+            self.maps(base, target, index)
+        elif isinstance(base, list) and isinstance(target, list):
+            self.lists(cast(list[Value], base), cast(list[Value], target), index)
+        elif not values_equal(base, target):
+            self.ops.append(self.leaf(base, target, index))
+
+    def leaf(self, base: Value, target: Value, index: int) -> Op:
+        if (
+            type(base) is type(target)
+            and isinstance(base, str | bytes)
+            and len(target) >= SPLICE_MIN_LENGTH  # type: ignore[arg-type]
+        ):
+            new = cast(str | bytes, target)
+            prefix = _common_prefix(base, new)
+            limit = min(len(base), len(new)) - prefix
+            suffix = _common_suffix(base, new, limit)
+            if prefix + suffix >= 4:
+                return Splice(index, prefix, suffix, new[prefix : len(new) - suffix])
+        return Set(index, target)
+
+    def maps(self, base: dict[str, Value], target: dict[str, Value], index: int) -> None:
+        child = index + 1
+        removed: dict[str, int] = {}
+        for key in sorted(base, key=canonical_key_order):
+            value = base[key]
+            if key in target:
+                self.node(value, target[key], child)
+            else:
+                removed[key] = child
+            child += self.sizes.of(value)
+        added = [key for key in target if key not in base]
+        for key in sorted(added, key=canonical_key_order):
+            old_key = _best_rename(key, target[key], removed, base)
+            if old_key is None:
+                self.ops.append(Add(index, key, target[key]))
+                continue
+            old_index = removed.pop(old_key)
+            self.ops.append(Rename(old_index, key))
+            self.node(base[old_key], target[key], old_index)
+        self.ops.extend(Delete(old_index) for old_index in removed.values())
+
+    def lists(self, base: list[Value], target: list[Value], index: int) -> None:
+        positions = [index + 1]
+        for element in base:
+            positions.append(positions[-1] + self.sizes.of(element))
+        matcher = SequenceMatcher(None, _fingerprints(base), _fingerprints(target), autojunk=False)
+        runs: list[tuple[int, int, tuple[Value, ...]]] = []
+        keep = 0
+        for tag, b0, b1, t0, t1 in matcher.get_opcodes():
+            if tag == "equal":
+                keep += b1 - b0
+                continue
+            paired = min(b1 - b0, t1 - t0) if tag == "replace" else 0
+            for offset in range(paired):
+                old, new = base[b0 + offset], target[t0 + offset]
+                if isinstance(old, dict | list) and type(old) is type(new):
+                    self.node(old, new, positions[b0 + offset])
+                else:
+                    self.ops.append(self.leaf(old, new, positions[b0 + offset]))
+            keep += paired
+            dropped = (b1 - b0) - paired
+            inserted = tuple(target[t0 + paired : t1])
+            if dropped or inserted:
+                runs.append((keep, dropped, inserted))
+                keep = 0
+        if runs:
+            self.ops.append(ListEdit(index, tuple(runs)))
+
+
+def _fingerprints(items: Sequence[Value]) -> list[object]:
+    # Equality of fingerprints must imply values_equal; repr distinguishes
+    # 1/1.0/True and -0.0/0.0, and all NaNs print alike.
+    return [repr(item) if isinstance(item, dict | list | float) else (type(item), item)
+            for item in items]  # fmt: skip
+
+
+def _common_prefix(a: str | bytes, b: str | bytes) -> int:
+    limit = min(len(a), len(b))
+    low, high = 0, limit
+    while low < high:  # binary search on slice equality: C-speed compares
+        mid = (low + high + 1) // 2
+        if a[:mid] == b[:mid]:
+            low = mid
+        else:
+            high = mid - 1
+    return low
+
+
+def _common_suffix(a: str | bytes, b: str | bytes, limit: int) -> int:
+    low, high = 0, limit
+    while low < high:
+        mid = (low + high + 1) // 2
+        if a[len(a) - mid :] == b[len(b) - mid :]:
+            low = mid
+        else:
+            high = mid - 1
+    return low
+
+
+def _best_rename(
+    key: str, value: Value, removed: Mapping[str, int], base: Mapping[str, Value]
+) -> str | None:
+    """The removed key whose value ``value`` most resembles, if similar enough."""
+    best: str | None = None
+    best_score = 0.0
+    for old_key in removed:
+        old = base[old_key]
+        if isinstance(old, dict) and isinstance(value, dict):
+            score = _similarity(old, value)
+        elif isinstance(old, dict | list) or isinstance(value, dict | list):
+            continue
+        else:
+            score = 1.0 if values_equal(old, value) else 0.0
+        if score > best_score:
+            best, best_score = old_key, score
+    return best if best_score >= RENAME_SIMILARITY else None
+
+
+def _similarity(a: Mapping[str, Value], b: Mapping[str, Value]) -> float:
+    flat_a, flat_b = flatten(a), flatten(b)
+    if not flat_a or not flat_b:
+        return 1.0 if not flat_a and not flat_b else 0.0
+    shared = sum(
+        1 for path, leaf in flat_b.items() if path in flat_a and values_equal(flat_a[path], leaf)
+    )
+    return shared / max(len(flat_a), len(flat_b))
+
+
+# ---------------------------------------------------------------- apply
+
+_DROP: Final = object()
+
+
+def apply(base: Value, ops: Sequence[Op]) -> Value:
+    """The tree that ``ops`` (from :func:`diff` or a decoded delta) make of ``base``.
+
+    Raises :class:`DeltaError` naming the operation when it does not fit the
+    base: an index beyond the base, a splice on a number, a splice longer
+    than its string, two operations of one kind on a node, a duplicate key.
+    """
+    return _Applier(base, ops).run()
+
+
+class _Applier:
+    __slots__ = ("adds", "base", "by_index", "indexes", "sizes")
+
+    def __init__(self, base: Value, ops: Sequence[Op]) -> None:
+        self.base = base
+        self.sizes = _Sizes()
+        self.by_index: dict[int, dict[type, Op]] = {}
+        self.adds: dict[int, list[Add]] = {}
+        for op in ops:
+            slot = self.by_index.setdefault(op.index, {})
+            if isinstance(op, Add):
+                self.adds.setdefault(op.index, []).append(op)
+                slot[Add] = op
+            elif type(op) in slot:
+                raise DeltaError(f"two {type(op).__name__} operations on node {op.index}")
+            slot[type(op)] = op
+        self.indexes = sorted(self.by_index)
+
+    def run(self) -> Value:
+        total = self.sizes.of(self.base)
+        if self.indexes and self.indexes[-1] >= total:
+            raise DeltaError(
+                f"operation on node {self.indexes[-1]}, but the base has only {total} nodes"
+            )
+        root_ops = self.by_index.get(0, {})
+        if Delete in root_ops or Rename in root_ops:
+            raise DeltaError("the root cannot be deleted or renamed")
+        return cast(Value, self.node(self.base, 0))
+
+    def touched(self, index: int, size: int) -> bool:
+        position = bisect.bisect_left(self.indexes, index)
+        return position < len(self.indexes) and self.indexes[position] < index + size
+
+    def node(self, node: Value, index: int) -> Value | object:
+        size = self.sizes.of(node)
+        if not self.touched(index, size):
+            return node
+        ops = self.by_index.get(index, {})
+        if Delete in ops:
+            return _DROP
+        replaced = ops.get(Set)
+        if replaced is not None:
+            if len(ops) > 1 + (Rename in ops):
+                raise DeltaError(f"node {index} is replaced and edited in one delta")
+            return cast(Set, replaced).value
+        splice = ops.get(Splice)
+        if splice is not None:
+            return _splice(node, cast(Splice, splice))
+        if isinstance(node, dict):
+            return self.map(node, index, ops)
+        if isinstance(node, list):
+            if Add in ops:
+                raise DeltaError(f"add of a key to node {index}, which is an array")
+            edit = cast(ListEdit | None, ops.get(ListEdit))
+            return self.list(cast(list[Value], node), index, edit)
+        if set(ops) - {Rename}:
+            kinds = sorted(kind.__name__ for kind in ops)
+            raise DeltaError(f"{kinds} on node {index}, a {type(node).__name__} leaf")
+        return node
+
+    def map(self, node: dict[str, Value], index: int, ops: Mapping[type, Op]) -> Tree:
+        if ListEdit in ops:
+            raise DeltaError(f"list edit on node {index}, which is a map")
+        out: Tree = {}
+        child = index + 1
+        for key in sorted(node, key=canonical_key_order):
+            value = node[key]
+            new = self.node(value, child)
+            if new is not _DROP:
+                renamed = self.by_index.get(child, {}).get(Rename)
+                new_key = cast(Rename, renamed).key if renamed is not None else key
+                if new_key in out:
+                    raise DeltaError(f"rename of node {child} to {new_key!r} collides")
+                out[new_key] = cast(Value, new)
+            child += self.sizes.of(value)
+        for add in self.adds.get(index, []):
+            if add.key in out:
+                raise DeltaError(f"add of {add.key!r} to node {index}: key already present")
+            out[add.key] = add.value
+        return out
+
+    def list(self, node: list[Value], index: int, edit: ListEdit | None) -> list[Value]:
+        kept: list[Value] = []
+        child = index + 1
+        for value in node:
+            new = self.node(value, child)
+            if self.by_index.get(child, {}).get(Rename) is not None:
+                raise DeltaError(f"rename of node {child}, an array element")
+            kept.append(new)  # type: ignore[arg-type]
+            child += self.sizes.of(value)
+        if edit is None:
+            return [v for v in kept if v is not _DROP]
+        out: list[Value] = []
+        position = 0
+        for keep, drop, inserted in edit.runs:
+            if keep < 0 or drop < 0 or position + keep + drop > len(kept):
+                raise DeltaError(
+                    f"list edit on node {index} runs past the {len(kept)} base elements"
+                )
+            out.extend(kept[position : position + keep])
+            position += keep + drop
+            out.extend(inserted)
+        out.extend(kept[position:])
+        return [v for v in out if v is not _DROP]
+
+
+def _splice(node: Value, op: Splice) -> Value:
+    if type(node) is not type(op.middle) or not isinstance(node, str | bytes):
+        raise DeltaError(
+            f"splice on node {op.index}: expected {type(op.middle).__name__}, "
+            f"found {type(node).__name__}"
+        )
+    if op.prefix < 0 or op.suffix < 0 or op.prefix + op.suffix > len(node):
+        raise DeltaError(
+            f"splice on node {op.index} keeps {op.prefix}+{op.suffix} of {len(node)} characters"
+        )
+    return node[: op.prefix] + op.middle + node[len(node) - op.suffix :]  # type: ignore[operator]
+
+
+# ---------------------------------------------------------------- priority classes
+
+
+def restrict(base: Tree, target: Tree, *, wanted: Callable[[Path], bool]) -> Tree:
+    """``base`` with only those leaf changes of ``target`` whose path is ``wanted``.
+
+    The result is a consistent intermediate configuration: applying the rest
+    of the changes to it yields exactly ``target``.
+    """
+    old, new = flatten(base), flatten(target)
+    result = dict(old)
+    for path in old.keys() | new.keys():
+        if not wanted(path):
+            continue
+        before, after = old.get(path, UNSET), new.get(path, UNSET)
+        if values_equal(before, after):
+            continue
+        if after is UNSET:
+            result.pop(path, None)
+        else:
+            result[path] = cast(Value, after)
+    return _unflatten_lenient(result)
+
+
+def _unflatten_lenient(flat: dict[Path, Value]) -> Tree:
+    # A wanted change may turn a leaf into a map (or back) while an unwanted
+    # sibling still needs the old shape; the deeper paths win.
+    for path in sorted(flat, key=len):
+        for depth in range(1, len(path)):
+            prefix = path[:depth]
+            if prefix in flat and (not is_map(flat[prefix]) or flat[prefix] == {}):
+                del flat[prefix]
+    return unflatten(flat)
