@@ -37,7 +37,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
         raise CommandError(f"{args.config}: a configuration must be a map at the top level")
     violations = schema.validate(config, partial=args.partial)
     if args.json:
-        rows = [{"path": v.path, "value": repr(v.value), "expected": v.expected} for v in violations]
+        rows = [
+            {"path": v.path, "value": repr(v.value), "expected": v.expected} for v in violations
+        ]
         print(json.dumps({"valid": not violations, "violations": rows}, indent=2))
     elif violations:
         for violation in violations:
@@ -114,7 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", metavar="INPUT", help="file or - for stdin")
     p.add_argument("-o", "--output", default="-", metavar="OUT", help="default: stdout")
     p.add_argument("--to", choices=("diag", "json", "cbor"), default="diag")
-    p.add_argument("--hex", action="store_true", help="input is hex text (e.g. from coap-client -v)")
+    p.add_argument(
+        "--hex", action="store_true", help="input is hex text (e.g. from coap-client -v)"
+    )
     p.set_defaults(handler=cmd_decode)
 
     p = commands.add_parser("etag", help="print a config's ETag and canonical size")

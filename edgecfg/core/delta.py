@@ -19,6 +19,8 @@ except ``Rename``):
 - :class:`Splice` — keep a prefix and suffix of a text/bytes leaf and put
   new content between them (long gcode macros, lambdas, templates change by
   a few characters);
+- :class:`TextEdit` — several such splices of one long text, found line by
+  line, when edits lie far apart;
 - :class:`ListEdit` — splice an array: runs of (keep, drop, insert), so an
   insert does not resend the elements it shifts.
 
@@ -47,8 +49,10 @@ from edgecfg.core.tree import (
 )
 from edgecfg.errors import DeltaError
 
-# Strings shorter than this are simply replaced; a splice costs two counts.
-SPLICE_MIN_LENGTH: Final = 12
+# A splice costs two counts, so it must keep at least this many characters.
+SPLICE_MIN_KEPT: Final = 3
+# Texts at least this long are also diffed line by line (several hunks).
+TEXT_EDIT_MIN_LENGTH: Final = 64
 # A removed and an added map entry count as a rename at this shared-leaf share.
 RENAME_SIMILARITY: Final = 0.5
 
@@ -86,6 +90,14 @@ class Splice:
 
 
 @dataclass(frozen=True, slots=True)
+class TextEdit:
+    """Several splices of one text/bytes leaf: runs of (keep, drop, insert), left to right."""
+
+    index: int
+    runs: tuple[tuple[int, int, str | bytes], ...]
+
+
+@dataclass(frozen=True, slots=True)
 class ListEdit:
     """``runs`` are (keep, drop, inserted values), applied left to right."""
 
@@ -93,7 +105,7 @@ class ListEdit:
     runs: tuple[tuple[int, int, tuple[Value, ...]], ...]
 
 
-Op: TypeAlias = Set | Delete | Add | Rename | Splice | ListEdit
+Op: TypeAlias = Set | Delete | Add | Rename | Splice | TextEdit | ListEdit
 
 
 def node_count(node: Value) -> int:
@@ -172,17 +184,18 @@ class _Differ:
             self.ops.append(self.leaf(base, target, index))
 
     def leaf(self, base: Value, target: Value, index: int) -> Op:
-        if (
-            type(base) is type(target)
-            and isinstance(base, str | bytes)
-            and len(target) >= SPLICE_MIN_LENGTH  # type: ignore[arg-type]
-        ):
-            new = cast(str | bytes, target)
-            prefix = _common_prefix(base, new)
-            limit = min(len(base), len(new)) - prefix
-            suffix = _common_suffix(base, new, limit)
-            if prefix + suffix >= 4:
-                return Splice(index, prefix, suffix, new[prefix : len(new) - suffix])
+        if type(base) is not type(target) or not isinstance(base, str | bytes):
+            return Set(index, target)
+        new = cast(str | bytes, target)
+        prefix = _common_prefix(base, new)
+        suffix = _common_suffix(base, new, min(len(base), len(new)) - prefix)
+        middle = new[prefix : len(new) - suffix]
+        if len(new) >= TEXT_EDIT_MIN_LENGTH and len(middle) > 2 * SPLICE_MIN_KEPT:
+            runs = _text_runs(base, new)
+            if len(runs) > 1 and sum(len(run[2]) + 2 for run in runs) < len(middle):
+                return TextEdit(index, tuple(runs))
+        if prefix + suffix >= SPLICE_MIN_KEPT:
+            return Splice(index, prefix, suffix, middle)
         return Set(index, target)
 
     def maps(self, base: dict[str, Value], target: dict[str, Value], index: int) -> None:
@@ -232,6 +245,28 @@ class _Differ:
                 keep = 0
         if runs:
             self.ops.append(ListEdit(index, tuple(runs)))
+
+
+def _text_runs(old: str | bytes, new: str | bytes) -> list[tuple[int, int, str | bytes]]:
+    """Line-level hunks of two texts, each trimmed to the characters that differ."""
+    old_lines, new_lines = old.splitlines(keepends=True), new.splitlines(keepends=True)
+    empty = old[:0]
+    matcher = SequenceMatcher(None, old_lines, new_lines, autojunk=False)
+    runs: list[tuple[int, int, str | bytes]] = []
+    keep = 0
+    for tag, o0, o1, n0, n1 in matcher.get_opcodes():
+        before = empty.join(old_lines[o0:o1])  # type: ignore[arg-type]
+        if tag == "equal":
+            keep += len(before)
+            continue
+        after = empty.join(new_lines[n0:n1])  # type: ignore[arg-type]
+        prefix = _common_prefix(before, after)
+        suffix = _common_suffix(before, after, min(len(before), len(after)) - prefix)
+        runs.append(
+            (keep + prefix, len(before) - prefix - suffix, after[prefix : len(after) - suffix])
+        )
+        keep = suffix
+    return runs
 
 
 def _fingerprints(items: Sequence[Value]) -> list[object]:
@@ -356,6 +391,9 @@ class _Applier:
         splice = ops.get(Splice)
         if splice is not None:
             return _splice(node, cast(Splice, splice))
+        text_edit = ops.get(TextEdit)
+        if text_edit is not None:
+            return _text_edit(node, cast(TextEdit, text_edit))
         if isinstance(node, dict):
             return self.map(node, index, ops)
         if isinstance(node, list):
@@ -425,6 +463,20 @@ def _splice(node: Value, op: Splice) -> Value:
             f"splice on node {op.index} keeps {op.prefix}+{op.suffix} of {len(node)} characters"
         )
     return node[: op.prefix] + op.middle + node[len(node) - op.suffix :]  # type: ignore[operator]
+
+
+def _text_edit(node: Value, op: TextEdit) -> Value:
+    if not isinstance(node, str | bytes) or any(type(run[2]) is not type(node) for run in op.runs):
+        raise DeltaError(f"text edit on node {op.index}: the node and the inserts must be one type")
+    parts: list[str | bytes] = []
+    position = 0
+    for keep, drop, inserted in op.runs:
+        if keep < 0 or drop < 0 or position + keep + drop > len(node):
+            raise DeltaError(f"text edit on node {op.index} runs past its {len(node)} characters")
+        parts += [node[position : position + keep], inserted]
+        position += keep + drop
+    parts.append(node[position:])
+    return node[:0].join(parts)  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------- priority classes

@@ -35,8 +35,25 @@ _SECTIONS: Final = (
     "tmc2209 extruder", "heater_fan hotend_fan", "temperature_sensor mcu_temp", "output_pin beeper",
     "neopixel lights", "filament_switch_sensor runout", "display", "input_shaper", "firmware_retraction",
 )  # fmt: skip
-_UCI_TYPES: Final = ("interface", "zone", "rule", "forwarding", "host", "redirect", "dnsmasq", "globals")
-_MACROS: Final = ("PRINT_START", "PRINT_END", "PAUSE", "RESUME", "CANCEL_PRINT", "PARK", "HEAT_SOAK")
+_UCI_TYPES: Final = (
+    "interface",
+    "zone",
+    "rule",
+    "forwarding",
+    "host",
+    "redirect",
+    "dnsmasq",
+    "globals",
+)
+_MACROS: Final = (
+    "PRINT_START",
+    "PRINT_END",
+    "PAUSE",
+    "RESUME",
+    "CANCEL_PRINT",
+    "PARK",
+    "HEAT_SOAK",
+)
 _NESTED: Final = (
     "wifi", "ap", "api", "ota", "logger", "mqtt", "advanced", "availability", "device_options",
     "serial", "esphome", "substitutions", "pin", "count_mode", "total", "frontend", "discovery",
@@ -113,7 +130,9 @@ class _Maker:
         r = self.rng
         lines = _LAMBDA if "lambda" in key or "boot" in key else _GCODE
         lines = _TEMPLATE if "template" in key else lines
-        target = r.choice((r.randint(200, 800), r.randint(200, 800), r.randint(800, 2000), r.randint(60, 200)))
+        target = r.choice(
+            (r.randint(200, 800), r.randint(200, 800), r.randint(800, 2000), r.randint(60, 200))
+        )
         out: list[str] = []
         size = 0
         while size < target:
@@ -126,7 +145,9 @@ class _Maker:
     def scalar(self, kind: str, key: str) -> Value:
         r = self.rng
         if kind == "int":
-            return r.choice((r.randint(0, 10), r.randint(0, 300), r.randint(1024, 65535), -r.randint(1, 120)))
+            return r.choice(
+                (r.randint(0, 10), r.randint(0, 300), r.randint(1024, 65535), -r.randint(1, 120))
+            )
         if kind == "float":
             return round(r.uniform(0.001, r.choice((1.0, 10.0, 500.0))), r.randint(1, 4))
         if kind == "bool":
@@ -155,7 +176,10 @@ class _Maker:
         if r.random() < 0.5:
             node["pin"] = {"number": self.pin(), "inverted": r.random() < 0.5}
         if r.random() < 0.4:
-            node["filters"] = [{"multiply": round(r.uniform(0.01, 2), 3)}, {"lambda": self.long_text("lambda")}]
+            node["filters"] = [
+                {"multiply": round(r.uniform(0.01, 2), 3)},
+                {"lambda": self.long_text("lambda")},
+            ]
         if r.random() < 0.5:
             node["update_interval"] = f"{r.choice((10, 30, 60))}s"
         return node
@@ -193,7 +217,10 @@ class _Maker:
         own = r.randint(1, max(1, (size - subs) // 3))
         node = self.options(own, arrays=True)
         for index, part in enumerate(split(r, size - own, subs)):
-            key = fresh(node, r.choice(_NESTED) if r.random() < 0.8 else f"0x00158d00{r.getrandbits(32):08x}")
+            key = fresh(
+                node,
+                r.choice(_NESTED) if r.random() < 0.8 else f"0x00158d00{r.getrandbits(32):08x}",
+            )
             node[key] = self.nested(part, depth - 1 if index == 0 else r.randint(0, depth - 1))
         return node
 
@@ -279,9 +306,11 @@ def _edit_text(rng: random.Random, text: str) -> str:
         out = text[: m.start()] + new.lstrip("-") + text[m.end() :]
     elif how < 0.6:
         at = rng.randint(0, len(lines))
-        out = "\n".join([*lines[:at], rng.choice(_GCODE).format(a=1, b=2, c=3, d=4, e=5), *lines[at:]])
+        out = "\n".join(
+            [*lines[:at], rng.choice(_GCODE).format(a=1, b=2, c=3, d=4, e=5), *lines[at:]]
+        )
     elif how < 0.75 and len(lines) > 1:
-        out = "\n".join(lines[:(at := rng.randrange(len(lines)))] + lines[at + 1 :])
+        out = "\n".join(lines[: (at := rng.randrange(len(lines)))] + lines[at + 1 :])
     else:
         at = rng.randrange(len(text))
         out = text[:at] + rng.choice(("_", "1", "x", " ", "")) + text[at + rng.randint(1, 3) :]
@@ -345,7 +374,11 @@ def _drop_key(rng: random.Random, node: Tree, key: str) -> Value:
 def _rename_key(rng: random.Random, node: Tree, key: str) -> Value:
     if " " in key:  # `gcode_macro PRINT_START` -> `gcode_macro START_PRINT`, `tmc2209` -> `tmc5160`
         head, _, tail = key.partition(" ")
-        options = (f"{head} {tail}_{rng.randint(1, 9)}", f"tmc5160 {tail}", f"{head} {tail.lower()}")
+        options = (
+            f"{head} {tail}_{rng.randint(1, 9)}",
+            f"tmc5160 {tail}",
+            f"{head} {tail.lower()}",
+        )
     else:
         options = (f"{key}{rng.randint(1, 3)}", key.replace("_", "-"), f"{key}_old", f"{key} main")
     new = fresh(node, rng.choice(options))
@@ -402,7 +435,9 @@ def mutate_config(tree: Tree, seed: int, *, edits: int = 1) -> Tree:
     return out
 
 
-def generate_history(seed: int, *, leaves: int, versions: int, shape: Shape = "mixed") -> list[Tree]:
+def generate_history(
+    seed: int, *, leaves: int, versions: int, shape: Shape = "mixed"
+) -> list[Tree]:
     """``versions`` consecutive versions of one configuration, oldest first.
 
     About one step in five leaves the tree equal (a comment-only change in the
@@ -449,7 +484,7 @@ def config_for_schema(schema: Schema, seed: int, *, hardware: str | None = None)
 
 
 def _valid_value(rng: random.Random, spec: KeySpec) -> Value | UnsetType:
-    default = cast(Value | UnsetType, spec.default)
+    default = cast("Value | UnsetType", spec.default)
     if not isinstance(default, UnsetType) and (rng.random() < 0.5 or spec.pattern):
         return default
     if spec.nullable and rng.random() < 0.1:
@@ -473,7 +508,9 @@ def _random_value(rng: random.Random, spec: KeySpec) -> Value:
     return _random_scalar(rng, kind, low, high)
 
 
-def _random_scalar(rng: random.Random, kind: TypeName, low: float | None, high: float | None) -> Value:
+def _random_scalar(
+    rng: random.Random, kind: TypeName, low: float | None, high: float | None
+) -> Value:
     if kind in ("any", "number"):
         kind = rng.choice(("int", "float", "str", "bool") if kind == "any" else ("int", "float"))
     if kind == "int":

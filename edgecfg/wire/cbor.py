@@ -115,6 +115,29 @@ def decode_extended(data: bytes, *, limits: DecodeLimits = DEFAULT_LIMITS, int_k
     return cast(Value, decoded)
 
 
+def decode_item(
+    data: bytes, start: int, *, limits: DecodeLimits = DEFAULT_LIMITS, int_keys: bool = False
+) -> tuple[Value, int]:
+    """Decode the one item that starts at ``start`` of a larger buffer.
+
+    Returns the value and the offset just after it; offsets in errors are
+    relative to ``data``.  Formats that embed CBOR items in a byte stream of
+    their own (the delta operations) use this.
+    """
+    if start >= len(data):
+        raise DecodeError("truncated input: expected a CBOR item", offset=start)
+    end = _Scanner(data, limits.max_depth, int_keys=int_keys).item(start, 0)
+    if end - start > limits.max_bytes:
+        raise DecodeError(
+            f"item of {end - start} bytes exceeds the limit of {limits.max_bytes}", offset=start
+        )
+    try:
+        value = cbor2.loads(data[start:end], max_depth=limits.max_depth + 1)
+    except (cbor2.CBORDecodeError, ArithmeticError) as error:  # pragma: no cover - scanner-guarded
+        raise DecodeError(f"undecodable item: {error}", offset=start) from None
+    return cast(Value, value), end
+
+
 def decode_tree(data: bytes, *, limits: DecodeLimits = DEFAULT_LIMITS) -> Tree:
     """Like :func:`decode` but the top-level item must be a map (a configuration)."""
     value = decode(data, limits=limits)

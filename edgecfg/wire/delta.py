@@ -3,14 +3,15 @@
 Layout (all deltas)::
 
     byte 0      format version (high nibble, now 1) | encoding kind (low nibble)
-    bytes 1-2   base check: first 2 bytes of the base's ETag
-    bytes 3-4   target check: first 2 bytes of the target's ETag
-    bytes 5-    body, by kind
+    byte 1      base check: first byte of the base's ETag
+    bytes 2-3   target check: first 2 bytes of the target's ETag
+    bytes 4-    body, by kind
 
 Kinds, one chosen per delta as the smallest:
 
 - ``EMPTY`` (0): base and target are equal; no body.
-- ``OPS`` (1): one CBOR array of structural operations (:mod:`edgecfg.core.delta`).
+- ``OPS`` (1): structural operations (:mod:`edgecfg.core.delta`) in the byte
+  encoding of :mod:`edgecfg.wire.delta_ops`.
 - ``OPS_ZSTD`` (2): the ``OPS`` array compressed by zstd (RFC 8878 frame
   without magic number, dictionary id or checksum, with the content size that
   bounds decompression) with the base's canonical CBOR as a raw-content
@@ -21,43 +22,22 @@ Kinds, one chosen per delta as the smallest:
 
 The checks are short on purpose (DESIGN §7): inside a sync, the CoAP exchange
 carries the full ETags (``?from=`` and the ETag option) and the agent checks
-the full target ETag; the 2-byte checks catch a wrong base or a corrupted
-result outside a sync with probability 1 - 2**-16 each.
-
-``OPS`` array: for each operation, ``code = gap << 3 | opcode`` where ``gap``
-is the distance from the previous operation's node index (operations sorted
-by index), then its arguments:
-
-==========  ======  =========================================
-opcode      name    arguments
-==========  ======  =========================================
-0           SET     value
-1           DELETE  —
-2           ADD     key, value
-3           RENAME  key
-4           SPLICE  prefix, suffix, middle (text or bytes)
-5           LIST    [keep, drop, [values...], keep, drop, ...]
-==========  ======  =========================================
-
-A *key* (an ADD or RENAME key, or a map key anywhere inside a value) is text,
-or an unsigned integer: the position of that key in the base's table of
-distinct keys in canonical order, used when it is shorter.  A float inside a
-value may be written as a decimal fraction (RFC 8949 §3.4.4, tag 4) when that
-is shorter; it decodes to the identical float.
+the full 8-byte target ETag.  Outside a sync the 1-byte base check names a
+wrong base at once in 255 of 256 cases; in the rest, applying to the wrong
+base fails the 2-byte target check (or the structure check) instead, so a
+wrong result is accepted with probability below 2**-16 * 2**-8.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Collection, Iterator
-from decimal import Decimal
+from collections.abc import Collection
 from typing import Final, cast
 
 import zstandard
 
 from edgecfg.core import delta as structural
 from edgecfg.core.schema import Schema
-from edgecfg.core.tree import Tree, Value
+from edgecfg.core.tree import Tree
 from edgecfg.errors import (
     DecodeError,
     DeltaBaseMismatch,
@@ -65,14 +45,8 @@ from edgecfg.errors import (
     DeltaIntegrityError,
     UsageError,
 )
-from edgecfg.wire.cbor import (
-    DEFAULT_LIMITS,
-    DecodeLimits,
-    decode_extended,
-    decode_tree,
-    encode,
-    etag_of_bytes,
-)
+from edgecfg.wire.cbor import DEFAULT_LIMITS, DecodeLimits, decode_tree, encode, etag_of_bytes
+from edgecfg.wire.delta_ops import KeyBook, decode_ops, encode_ops
 
 FORMAT_VERSION: Final = 1
 CONTENT_FORMAT_DELTA: Final = 65100
@@ -81,10 +55,10 @@ CONTENT_FORMAT_DELTA: Final = 65100
 EMPTY, OPS, OPS_ZSTD, FULL_ZSTD, FULL = 0, 1, 2, 3, 4
 KIND_NAMES: Final = {EMPTY: "empty", OPS: "ops", OPS_ZSTD: "ops+zstd", FULL_ZSTD: "full+zstd",
                      FULL: "full"}  # fmt: skip
-HEADER_SIZE: Final = 5
-CHECK_SIZE: Final = 2
+HEADER_SIZE: Final = 4
+BASE_CHECK_SIZE: Final = 1
+TARGET_CHECK_SIZE: Final = 2
 
-_SET, _DELETE, _ADD, _RENAME, _SPLICE, _LIST = range(6)
 _ZSTD_LEVEL_SMALL: Final = 19
 _ZSTD_LEVEL_LARGE: Final = 6
 _ZSTD_SMALL_INPUT: Final = 16 * 1024
@@ -112,11 +86,11 @@ def make_delta(
     candidates = [bytes([header[0] & 0xF0 | FULL]) + header[1:] + target_bytes]
     ops = structural.diff(old, new)
     if ops:
-        body = _encode_ops(ops, structural.key_table(old))
+        book = KeyBook(structural.key_table(old))
+        body = encode_ops(ops, book)
         candidates.append(_with_kind(header, OPS) + body)
-        plain = _encode_ops(ops, [], compact_floats=False)
-        candidates.append(_with_kind(header, OPS_ZSTD) + _compress(plain, base_bytes))
-        candidates.append(_with_kind(header, OPS_ZSTD) + _compress(body, base_bytes))
+        for text in (body, encode_ops(ops, book, compact=False)):
+            candidates.append(_with_kind(header, OPS_ZSTD) + _compress(text, base_bytes))
     candidates.append(_with_kind(header, FULL_ZSTD) + _compress(target_bytes, base_bytes))
     return min(candidates, key=len)
 
@@ -167,9 +141,9 @@ def apply_delta(
     if kind not in KIND_NAMES:
         raise DeltaError(f"unknown delta kind {kind}")
     base_bytes = encode(old)
-    actual = etag_of_bytes(base_bytes)[:CHECK_SIZE]
-    if actual != delta[1:3]:
-        raise DeltaBaseMismatch(expected=delta[1:3], actual=actual)
+    actual = etag_of_bytes(base_bytes)[:BASE_CHECK_SIZE]
+    if actual != delta[1:2]:
+        raise DeltaBaseMismatch(expected=delta[1:2], actual=actual)
     body = delta[HEADER_SIZE:]
     if kind == EMPTY:
         if body:
@@ -181,16 +155,14 @@ def apply_delta(
         result = _decode_tree(_decompress(body, base_bytes, limits), limits, None)
     else:
         raw = body if kind == OPS else _decompress(body, base_bytes, limits)
-        ops = _decode_ops(
-            raw, structural.key_table(old), limits, HEADER_SIZE if kind == OPS else None
-        )
+        ops = decode_ops(raw, structural.key_table(old), limits)
         result = cast(Tree, structural.apply(old, ops))
     result_bytes = encode(result)
     if len(result_bytes) > limits.max_bytes:
         raise DeltaError(f"delta result of {len(result_bytes)} bytes exceeds {limits.max_bytes}")
-    produced = etag_of_bytes(result_bytes)[:CHECK_SIZE]
-    if produced != delta[3:5]:
-        raise DeltaIntegrityError(expected=delta[3:5], actual=produced)
+    produced = etag_of_bytes(result_bytes)[:TARGET_CHECK_SIZE]
+    if produced != delta[2:4]:
+        raise DeltaIntegrityError(expected=delta[2:4], actual=produced)
     return result
 
 
@@ -207,8 +179,8 @@ def delta_kind(delta: bytes) -> str:
 def _header(kind: int, base_bytes: bytes, target_bytes: bytes) -> bytes:
     return (
         bytes([FORMAT_VERSION << 4 | kind])
-        + etag_of_bytes(base_bytes)[:CHECK_SIZE]
-        + etag_of_bytes(target_bytes)[:CHECK_SIZE]
+        + etag_of_bytes(base_bytes)[:BASE_CHECK_SIZE]
+        + etag_of_bytes(target_bytes)[:TARGET_CHECK_SIZE]
     )
 
 
@@ -264,7 +236,7 @@ def _decompress(body: bytes, dictionary: bytes, limits: DecodeLimits) -> bytes:
         ).content_size
     except zstandard.ZstdError as error:
         raise DeltaError(f"corrupt compressed delta body: {error}") from None
-    if size == zstandard.CONTENTSIZE_UNKNOWN or size == zstandard.CONTENTSIZE_ERROR:
+    if size in (zstandard.CONTENTSIZE_UNKNOWN, zstandard.CONTENTSIZE_ERROR):
         raise DeltaError("compressed delta body does not declare its size")
     if size > limits.max_bytes:
         raise DeltaError(f"delta declares {size} bytes, above the limit of {limits.max_bytes}")
@@ -278,191 +250,3 @@ def _decompress(body: bytes, dictionary: bytes, limits: DecodeLimits) -> bytes:
     if len(out) != size:
         raise DeltaError(f"compressed body gave {len(out)} bytes, declared {size}")
     return out
-
-
-# ---------------------------------------------------------------- operations
-
-
-def _encode_ops(ops: list[structural.Op], keys: list[str], *, compact_floats: bool = True) -> bytes:
-    refs = {key: position for position, key in enumerate(keys)}
-    floats = _compact_float if compact_floats else _same_float
-    items: list[object] = []
-    previous = 0
-    for op in ops:
-        gap = op.index - previous
-        previous = op.index
-        match op:
-            case structural.Set(value=value):
-                items += [gap << 3 | _SET, _keyed(value, refs, floats)]
-            case structural.Delete():
-                items.append(gap << 3 | _DELETE)
-            case structural.Add(key=key, value=value):
-                items += [gap << 3 | _ADD, _key(key, refs), _keyed(value, refs, floats)]
-            case structural.Rename(key=key):
-                items += [gap << 3 | _RENAME, _key(key, refs)]
-            case structural.Splice(prefix=prefix, suffix=suffix, middle=middle):
-                items += [gap << 3 | _SPLICE, prefix, suffix, middle]
-            case structural.ListEdit(runs=runs):
-                flat: list[object] = []
-                for keep, drop, inserted in runs:
-                    flat += [keep, drop, [_keyed(v, refs, floats) for v in inserted]]
-                items += [gap << 3 | _LIST, flat]
-    return _encode_raw(items)
-
-
-def _encode_raw(items: list[object]) -> bytes:
-    # Integer keys are outside the model, so this bypasses encode()'s check;
-    # everything else in ``items`` came from model trees.
-    import cbor2  # wire owns cbor2; kept local to mark the one unchecked use
-
-    return cbor2.dumps(items, canonical=True)
-
-
-def _key_cost(key: str) -> int:
-    length = len(key.encode("utf-8"))
-    return length + (1 if length < 24 else 2 if length < 256 else 3)
-
-
-def _ref_cost(position: int) -> int:
-    return 1 if position < 24 else 2 if position < 256 else 3 if position < 65536 else 5
-
-
-def _key(key: str, refs: dict[str, int]) -> str | int:
-    position = refs.get(key)
-    if position is not None and _ref_cost(position) < _key_cost(key):
-        return position
-    return key
-
-
-def _keyed(value: Value, refs: dict[str, int], floats: Callable[[float], object]) -> object:
-    if isinstance(value, dict):
-        return {_key(key, refs): _keyed(child, refs, floats) for key, child in value.items()}
-    if isinstance(value, list):
-        return [_keyed(child, refs, floats) for child in cast(list[Value], value)]
-    if isinstance(value, float):
-        return floats(value)
-    return value
-
-
-def _same_float(value: float) -> float:
-    return value
-
-
-def _compact_float(value: float) -> float | Decimal:
-    """A decimal fraction (tag 4) when it is shorter than the binary float.
-
-    Configuration floats are mostly short decimals (``0.0125``, ``23.52``) that
-    need a 9-byte double but only 5-6 bytes as [exponent, mantissa]; Python's
-    ``repr`` is the shortest text that round-trips, so the value is exact.
-    """
-    if not math.isfinite(value) or value == 0.0:
-        return value
-    decimal = Decimal(repr(value))
-    if len(_encode_raw([decimal])) < len(_encode_raw([value])):
-        return decimal
-    return value
-
-
-def _decode_ops(
-    raw: bytes, keys: list[str], limits: DecodeLimits, offset: int | None
-) -> list[structural.Op]:
-    try:
-        items = decode_extended(raw, limits=limits, int_keys=True)
-    except DecodeError as error:
-        raise DeltaError(f"corrupt delta operations: {_where(error, offset)}") from None
-    if not isinstance(items, list):
-        raise DeltaError("delta operations must be a CBOR array")
-    reader = _OpReader(cast(list[object], items), keys)
-    return list(reader)
-
-
-class _OpReader:
-    """Turns the flat operation array back into operations, checking each argument."""
-
-    __slots__ = ("items", "keys", "position")
-
-    def __init__(self, items: list[object], keys: list[str]) -> None:
-        self.items = items
-        self.keys = keys
-        self.position = 0
-
-    def __iter__(self) -> Iterator[structural.Op]:
-        index = 0
-        while self.position < len(self.items):
-            code = self.take_int("operation code")
-            index += code >> 3
-            opcode = code & 7
-            if opcode == _SET:
-                yield structural.Set(index, self.value())
-            elif opcode == _DELETE:
-                yield structural.Delete(index)
-            elif opcode == _ADD:
-                key = self.key()
-                yield structural.Add(index, key, self.value())
-            elif opcode == _RENAME:
-                yield structural.Rename(index, self.key())
-            elif opcode == _SPLICE:
-                prefix, suffix = self.take_int("splice prefix"), self.take_int("splice suffix")
-                middle = self.take()
-                if not isinstance(middle, str | bytes):
-                    raise DeltaError(f"splice on node {index}: middle must be text or bytes")
-                yield structural.Splice(index, prefix, suffix, middle)
-            elif opcode == _LIST:
-                yield structural.ListEdit(index, self.runs(index))
-            else:
-                raise DeltaError(f"unknown delta opcode {opcode} at item {self.position - 1}")
-
-    def take(self) -> object:
-        if self.position >= len(self.items):
-            raise DeltaError(f"delta operations end early at item {self.position}")
-        item = self.items[self.position]
-        self.position += 1
-        return item
-
-    def take_int(self, what: str) -> int:
-        item = self.take()
-        if type(item) is not int or item < 0:
-            raise DeltaError(f"{what} at item {self.position - 1} must be an unsigned integer")
-        return item
-
-    def key(self) -> str:
-        return self.resolve_key(self.take())
-
-    def resolve_key(self, key: object) -> str:
-        if isinstance(key, str):
-            return key
-        if type(key) is int and 0 <= key < len(self.keys):
-            return self.keys[key]
-        raise DeltaError(f"key reference {key!r} outside the base's {len(self.keys)} keys")
-
-    def value(self) -> Value:
-        return self.unkey(self.take())
-
-    def unkey(self, value: object) -> Value:
-        if isinstance(value, dict):
-            out: dict[str, Value] = {}
-            for key, child in cast(dict[object, object], value).items():
-                name = self.resolve_key(key)
-                if name in out:
-                    raise DeltaError(f"key {name!r} appears twice in one delta map")
-                out[name] = self.unkey(child)
-            return out
-        if isinstance(value, list):
-            return [self.unkey(child) for child in cast(list[object], value)]
-        if isinstance(value, Decimal):
-            return float(value)
-        return cast(Value, value)
-
-    def runs(self, index: int) -> tuple[tuple[int, int, tuple[Value, ...]], ...]:
-        flat = self.take()
-        if not isinstance(flat, list) or len(cast(list[object], flat)) % 3:
-            raise DeltaError(f"list edit on node {index} must be [keep, drop, [values]]...")
-        items = cast(list[object], flat)
-        runs: list[tuple[int, int, tuple[Value, ...]]] = []
-        for start in range(0, len(items), 3):
-            keep, drop, inserted = items[start : start + 3]
-            if type(keep) is not int or type(drop) is not int or not isinstance(inserted, list):
-                raise DeltaError(f"list edit on node {index}: run {start // 3} is malformed")
-            values = tuple(self.unkey(v) for v in cast(list[object], inserted))
-            runs.append((keep, drop, values))
-        return tuple(runs)

@@ -1,0 +1,351 @@
+"""Byte encoding of structural delta operations (the body of ``OPS`` deltas).
+
+The body is a byte stream, not one CBOR item, so that the small integers
+that dominate it (operation codes, counts) cost one byte up to 127 instead
+of 23 (unsigned LEB128 varints).  Values stay CBOR items.
+
+::
+
+    body   = op*
+    op     = varint(gap << 3 | opcode) args
+    SET    (0) value
+    DELETE (1)
+    ADD    (2) key value
+    RENAME (3) key
+    SPLICE (4) varint(prefix) varint(suffix) value        ; text or bytes item
+    LIST   (5) varint(runs) { varint(keep) varint(drop) varint(n) value*n }
+    TEXT   (6) varint(runs) { varint(keep) varint(drop) value }  ; value: text or bytes
+
+    key    = varint(len << 2 | 0) utf8                  ; literal
+           | varint(ref << 2 | 1)                       ; key ref
+           | varint(ref << 2 | 2) varint(n) varint(len) utf8
+                                                        ; first n bytes of key ref + tail
+           | varint(ref << 2 | 3) varint(n) varint(len) utf8
+                                                        ; head + last n bytes of key ref
+
+``gap`` is the distance from the previous operation's node index (base
+preorder, see :mod:`edgecfg.core.delta`).  A *key ref* is a position in the
+base's key table (:func:`edgecfg.core.delta.key_table`).  New section names
+often share a prefix or suffix with a known key (``tmc2209 stepper_y`` beside
+``tmc2209 stepper_x``; ``tmc2209 stepper_x`` beside ``stepper_x``), hence the
+third and fourth key forms.
+
+A *value* is one CBOR item of the model, extended in two ways: a map key may
+be an unsigned integer (a key ref), and a float may be a decimal fraction
+(RFC 8949 §3.4.4, tag 4) when shorter — configuration floats such as
+``0.0125`` need 9 bytes as a double and 5 as ``4([-4, 125])``.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Callable, Sequence
+from decimal import Decimal
+from typing import Final, cast
+
+import cbor2
+
+from edgecfg.core import delta as structural
+from edgecfg.core.tree import Value
+from edgecfg.errors import DecodeError, DeltaError
+from edgecfg.wire.cbor import DecodeLimits, decode_item
+
+SET, DELETE, ADD, RENAME, SPLICE, LIST, TEXT = range(7)
+_KEY_TEXT, _KEY_REF, _KEY_PREFIX, _KEY_SUFFIX = 0, 1, 2, 3
+_VARINT_MAX_BYTES: Final = 5  # values below 2**35: every count and index we allow
+
+
+class KeyBook:
+    """The base's key table, for writing keys as short references."""
+
+    __slots__ = ("keys", "positions", "reversed_keys", "sorted_keys")
+
+    def __init__(self, keys: Sequence[str]) -> None:
+        self.keys = list(keys)
+        self.positions = {key: position for position, key in enumerate(self.keys)}
+        raw = [(key.encode("utf-8"), position) for position, key in enumerate(keys)]
+        self.sorted_keys = sorted(raw)
+        self.reversed_keys = sorted((key[::-1], position) for key, position in raw)
+
+    def value_key(self, key: str) -> str | int:
+        """A map key inside a CBOR value: text or a ref, whichever is shorter."""
+        position = self.positions.get(key)
+        if position is not None and _cbor_uint_size(position) < _cbor_text_size(key):
+            return position
+        return key
+
+    def op_key(self, key: str) -> bytes:
+        """An operation's key: the shortest of literal, ref, ref prefix + tail, head + ref suffix."""
+        raw = key.encode("utf-8")
+        best = varint(len(raw) << 2 | _KEY_TEXT) + raw
+        position = self.positions.get(key)
+        if position is not None:
+            ref = varint(position << 2 | _KEY_REF)
+            return ref if len(ref) < len(best) else best
+        shared, source = _longest_shared(self.sorted_keys, raw)
+        while 0 < shared < len(raw) and raw[shared] & 0xC0 == 0x80:
+            shared -= 1  # never split a UTF-8 sequence: the tail stays valid text
+        if shared:
+            tail = raw[shared:]
+            form = varint(source << 2 | _KEY_PREFIX) + varint(shared) + varint(len(tail)) + tail
+            best = min(best, form, key=len)
+        shared, source = _longest_shared(self.reversed_keys, raw[::-1])
+        while 0 < shared < len(raw) and raw[len(raw) - shared] & 0xC0 == 0x80:
+            shared -= 1
+        if shared:
+            head = raw[: len(raw) - shared]
+            form = varint(source << 2 | _KEY_SUFFIX) + varint(shared) + varint(len(head)) + head
+            best = min(best, form, key=len)
+        return best
+
+
+def _longest_shared(table: list[tuple[bytes, int]], raw: bytes) -> tuple[int, int]:
+    """(length, position) of the longest common prefix of ``raw`` with a table entry."""
+    at = bisect.bisect_left(table, (raw, -1))
+    best, source = 0, 0
+    for neighbour, position in table[max(0, at - 1) : at + 1]:
+        shared = _common_prefix(neighbour, raw)
+        if shared > best:
+            best, source = shared, position
+    return best, source
+
+
+def _common_prefix(a: bytes, b: bytes) -> int:
+    limit = min(len(a), len(b))
+    index = 0
+    while index < limit and a[index] == b[index]:
+        index += 1
+    return index
+
+
+def _cbor_uint_size(value: int) -> int:
+    return 1 if value < 24 else 2 if value < 256 else 3 if value < 65536 else 5
+
+
+def _cbor_text_size(key: str) -> int:
+    length = len(key.encode("utf-8"))
+    return length + _cbor_uint_size(length)
+
+
+def varint(value: int) -> bytes:
+    """Unsigned LEB128."""
+    out = bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+# ---------------------------------------------------------------- encode
+
+
+def encode_ops(ops: Sequence[structural.Op], book: KeyBook, *, compact: bool = True) -> bytes:
+    """The body bytes for ``ops`` (sorted by index).
+
+    ``compact`` uses key refs inside values and decimal floats; without it,
+    values are plain canonical CBOR, which a dictionary compressor primed
+    with the base's own encoding matches better.
+    """
+    floats: Callable[[float], object] = _compact_float if compact else _plain
+    plain_book = book if compact else KeyBook(())
+    out = bytearray()
+    previous = 0
+    for op in ops:
+        gap, previous = op.index - previous, op.index
+        match op:
+            case structural.Set(value=value):
+                out += varint(gap << 3 | SET) + _value(value, plain_book, floats)
+            case structural.Delete():
+                out += varint(gap << 3 | DELETE)
+            case structural.Add(key=key, value=value):
+                out += varint(gap << 3 | ADD) + book.op_key(key)
+                out += _value(value, plain_book, floats)
+            case structural.Rename(key=key):
+                out += varint(gap << 3 | RENAME) + book.op_key(key)
+            case structural.Splice(prefix=prefix, suffix=suffix, middle=middle):
+                out += varint(gap << 3 | SPLICE) + varint(prefix) + varint(suffix)
+                out += cbor2.dumps(middle)
+            case structural.TextEdit(runs=text_runs):
+                out += varint(gap << 3 | TEXT) + varint(len(text_runs))
+                for keep, drop, inserted in text_runs:
+                    out += varint(keep) + varint(drop) + cbor2.dumps(inserted)
+            case structural.ListEdit(runs=runs):
+                out += varint(gap << 3 | LIST) + varint(len(runs))
+                for keep, drop, inserted in runs:
+                    out += varint(keep) + varint(drop) + varint(len(inserted))
+                    for item in inserted:
+                        out += _value(item, plain_book, floats)
+    return bytes(out)
+
+
+def _value(value: Value, book: KeyBook, floats: Callable[[float], object]) -> bytes:
+    # Integer keys and tag 4 are outside the model, so encode() would refuse
+    # them; every other part of ``value`` came from a model tree.
+    return cbor2.dumps(_extend(value, book, floats), canonical=True)
+
+
+def _extend(value: Value, book: KeyBook, floats: Callable[[float], object]) -> object:
+    if isinstance(value, dict):
+        return {book.value_key(key): _extend(child, book, floats) for key, child in value.items()}
+    if isinstance(value, list):
+        return [_extend(child, book, floats) for child in cast(list[Value], value)]
+    if isinstance(value, float):
+        return floats(value)
+    return value
+
+
+def _plain(value: float) -> float:
+    return value
+
+
+def _compact_float(value: float) -> float | Decimal:
+    """A decimal fraction when shorter than the float (repr round-trips exactly)."""
+    if not math.isfinite(value) or value == 0.0:
+        return value
+    decimal = Decimal(repr(value))
+    if len(cbor2.dumps(decimal)) < len(cbor2.dumps(value, canonical=True)):
+        return decimal
+    return value
+
+
+# ---------------------------------------------------------------- decode
+
+
+def decode_ops(data: bytes, keys: Sequence[str], limits: DecodeLimits) -> list[structural.Op]:
+    """Parse a body back into operations; every malformation is a :class:`DeltaError`."""
+    return _Reader(data, keys, limits).ops()
+
+
+class _Reader:
+    __slots__ = ("data", "keys", "limits", "pos")
+
+    def __init__(self, data: bytes, keys: Sequence[str], limits: DecodeLimits) -> None:
+        self.data = data
+        self.keys = keys
+        self.limits = limits
+        self.pos = 0
+
+    def ops(self) -> list[structural.Op]:
+        ops: list[structural.Op] = []
+        index = 0
+        while self.pos < len(self.data):
+            start = self.pos
+            code = self.varint("operation code")
+            index += code >> 3
+            ops.append(self.op(code & 7, index, start))
+        return ops
+
+    def op(self, opcode: int, index: int, start: int) -> structural.Op:
+        if opcode == SET:
+            return structural.Set(index, self.value())
+        if opcode == DELETE:
+            return structural.Delete(index)
+        if opcode == ADD:
+            key = self.key()
+            return structural.Add(index, key, self.value())
+        if opcode == RENAME:
+            return structural.Rename(index, self.key())
+        if opcode == SPLICE:
+            prefix, suffix = self.varint("splice prefix"), self.varint("splice suffix")
+            middle = self.value()
+            if not isinstance(middle, str | bytes):
+                raise DeltaError(
+                    f"splice of node {index} at byte {start}: middle must be text or bytes"
+                )
+            return structural.Splice(index, prefix, suffix, middle)
+        if opcode == LIST:
+            runs: list[tuple[int, int, tuple[Value, ...]]] = []
+            for _ in range(self.varint("list run count")):
+                keep, drop = self.varint("list keep"), self.varint("list drop")
+                count = self.varint("list insert count")
+                runs.append((keep, drop, tuple(self.value() for _ in range(count))))
+            return structural.ListEdit(index, tuple(runs))
+        if opcode == TEXT:
+            text_runs: list[tuple[int, int, str | bytes]] = []
+            for _ in range(self.varint("text run count")):
+                keep, drop = self.varint("text keep"), self.varint("text drop")
+                inserted = self.value()
+                if not isinstance(inserted, str | bytes):
+                    raise DeltaError(f"text edit of node {index}: inserts must be text or bytes")
+                text_runs.append((keep, drop, inserted))
+            return structural.TextEdit(index, tuple(text_runs))
+        raise DeltaError(f"unknown delta opcode {opcode} at byte {start}")
+
+    def varint(self, what: str) -> int:
+        value = shift = 0
+        for count in range(_VARINT_MAX_BYTES):
+            if self.pos >= len(self.data):
+                raise DeltaError(f"delta ends inside {what} at byte {self.pos}")
+            byte = self.data[self.pos]
+            self.pos += 1
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                if count and byte == 0:
+                    raise DeltaError(f"overlong {what} at byte {self.pos - 1}")
+                return value
+        raise DeltaError(f"{what} at byte {self.pos} is longer than {_VARINT_MAX_BYTES} bytes")
+
+    def text(self, length: int, what: str) -> str:
+        end = self.pos + length
+        if end > len(self.data):
+            raise DeltaError(f"{what} of {length} bytes runs past the delta end")
+        try:
+            text = self.data[self.pos : end].decode("utf-8")
+        except UnicodeDecodeError:
+            raise DeltaError(f"{what} at byte {self.pos} is not UTF-8") from None
+        self.pos = end
+        return text
+
+    def ref(self, position: int) -> str:
+        if position >= len(self.keys):
+            raise DeltaError(
+                f"key ref {position} at byte {self.pos} outside the base's {len(self.keys)} keys"
+            )
+        return self.keys[position]
+
+    def key(self) -> str:
+        tagged = self.varint("key")
+        form, number = tagged & 3, tagged >> 2
+        if form == _KEY_TEXT:
+            return self.text(number, "key text")
+        if form == _KEY_REF:
+            return self.ref(number)
+        source = self.ref(number).encode("utf-8")
+        shared = self.varint("shared key length")
+        if shared > len(source):
+            raise DeltaError(f"key shares {shared} bytes of a {len(source)}-byte key")
+        own = self.text(self.varint("key text length"), "key text").encode("utf-8")
+        joined = (
+            source[:shared] + own if form == _KEY_PREFIX else own + source[len(source) - shared :]
+        )
+        try:
+            return joined.decode("utf-8")
+        except UnicodeDecodeError:
+            raise DeltaError(f"shared key part splits a character at byte {self.pos}") from None
+
+    def value(self) -> Value:
+        try:
+            raw, self.pos = decode_item(self.data, self.pos, limits=self.limits, int_keys=True)
+        except DecodeError as error:
+            raise DeltaError(
+                f"corrupt value in delta: {error.reason} at byte {error.offset}"
+            ) from None
+        return self.unextend(raw)
+
+    def unextend(self, value: object) -> Value:
+        if isinstance(value, dict):
+            out: dict[str, Value] = {}
+            for key, child in cast(dict[object, object], value).items():
+                name = key if isinstance(key, str) else self.ref(cast(int, key))
+                if name in out:
+                    raise DeltaError(f"key {name!r} appears twice in one delta value")
+                out[name] = self.unextend(child)
+            return out
+        if isinstance(value, list):
+            return [self.unextend(child) for child in cast(list[object], value)]
+        if isinstance(value, Decimal):
+            return float(value)
+        return cast(Value, value)
