@@ -23,7 +23,7 @@ from edgecfg.core.schema import (
     check_evolution,
     schema_from_document,
 )
-from edgecfg.core.tree import UNSET, check_model
+from edgecfg.core.tree import UNSET, check_model, get
 from edgecfg.core.versions import ANY_VERSION, parse_version
 from edgecfg.errors import SchemaError
 from edgecfg.sim.configs import config_for_schema
@@ -60,7 +60,9 @@ def device_types() -> dict[str, dict[str, Any]]:
 
 
 def load_tool() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("make_fixture_schema", ROOT / "tools" / "make_fixture_schema.py")
+    spec = importlib.util.spec_from_file_location(
+        "make_fixture_schema", ROOT / "tools" / "make_fixture_schema.py"
+    )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -72,13 +74,17 @@ def load_tool() -> ModuleType:
 
 def test_committed_fixtures_match_the_generator_script() -> None:
     for path, text in load_tool().outputs().items():
-        assert path.read_text(encoding="utf-8") == text, f"{path} is stale: run tools/make_fixture_schema.py"
+        assert path.read_text(encoding="utf-8") == text, (
+            f"{path} is stale: run tools/make_fixture_schema.py"
+        )
 
 
 # ---------------------------------------------------------------- device types
 
 
-def test_device_types_have_the_three_reference_types(device_types: dict[str, dict[str, Any]]) -> None:
+def test_device_types_have_the_three_reference_types(
+    device_types: dict[str, dict[str, Any]],
+) -> None:
     assert {"nbiot-sensor", "pi-gateway", "lte-camera"} <= device_types.keys()
     assert device_types["nbiot-sensor"]["coap_block_size"] == 64
     assert device_types["nbiot-sensor"]["link"] == "nb-iot"
@@ -245,7 +251,8 @@ def test_v2_that_reuses_a_retired_id_is_rejected() -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "device_type"), [("sensor-default.json", "nbiot-sensor"), ("camera.json", "lte-camera")]
+    ("name", "device_type"),
+    [("sensor-default.json", "nbiot-sensor"), ("camera.json", "lte-camera")],
 )
 def test_example_config_is_valid_and_fits_its_hardware(
     v1: Schema, device_types: dict[str, dict[str, Any]], name: str, device_type: str
@@ -303,11 +310,14 @@ def test_invalid_config_has_several_violations_each_naming_its_path(v1: Schema) 
 @settings(max_examples=25, deadline=None)
 @given(seed=st.integers(min_value=0, max_value=2**32),
        hardware=st.sampled_from([None, "nbiot-sensor-r3", "pi-gateway-cm4", "lte-camera-c2", "ltem-meter-w1"]))  # fmt: skip
-def test_config_for_schema_validates_against_the_fixture_schema(seed: int, hardware: str | None) -> None:
+def test_config_for_schema_validates_against_the_fixture_schema(
+    seed: int, hardware: str | None
+) -> None:
     schema = read_schema(V1_PATH.read_bytes(), "json")
     tree = config_for_schema(schema, seed, hardware=hardware)
     assert schema.validate(tree) == []
-    assert tree["device"]["id"] and tree["security"]["psk_identity"]
+    assert isinstance(get(tree, ("device", "id")), str)
+    assert isinstance(get(tree, ("security", "psk_identity")), str)
 
 
 def test_config_for_schema_validates_against_v2() -> None:

@@ -15,6 +15,7 @@ except ``Rename``):
 - :class:`Set` — replace the node's value;
 - :class:`Delete` — drop the node from its map or array;
 - :class:`Add` — add a key to a map node;
+- :class:`Copy` — add a key holding a copy of a similar base map, edited;
 - :class:`Rename` — move a map entry to another key of the same map;
 - :class:`Splice` — keep a prefix and suffix of a text/bytes leaf and put
   new content between them (long gcode macros, lambdas, templates change by
@@ -53,6 +54,8 @@ from edgecfg.errors import DeltaError
 SPLICE_MIN_KEPT: Final = 3
 # Texts at least this long are also diffed line by line (several hunks).
 TEXT_EDIT_MIN_LENGTH: Final = 64
+# Copies inside copies are allowed to this depth (bounds a hostile delta's recursion).
+MAX_COPY_DEPTH: Final = 4
 # A removed and an added map entry count as a rename at this shared-leaf share.
 RENAME_SIMILARITY: Final = 0.5
 
@@ -73,6 +76,21 @@ class Add:
     index: int
     key: str
     value: Value
+
+
+@dataclass(frozen=True, slots=True)
+class Copy:
+    """Add ``key`` to map node ``index`` with a copy of base node ``source`` changed by ``ops``.
+
+    ``ops`` address the copied subtree in its own preorder (its root is 0).
+    New sections often resemble existing ones (``stepper_z1`` beside
+    ``stepper_z``); a copy plus a few edits is far smaller than the section.
+    """
+
+    index: int
+    key: str
+    source: int
+    ops: tuple[Op, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +123,7 @@ class ListEdit:
     runs: tuple[tuple[int, int, tuple[Value, ...]], ...]
 
 
-Op: TypeAlias = Set | Delete | Add | Rename | Splice | TextEdit | ListEdit
+Op: TypeAlias = "Set | Delete | Add | Copy | Rename | Splice | TextEdit | ListEdit"
 
 
 def node_count(node: Value) -> int:
@@ -159,19 +177,31 @@ def key_table(base: Value) -> list[str]:
 # ---------------------------------------------------------------- diff
 
 
-def diff(base: Value, target: Value) -> list[Op]:
-    """Operations that turn ``base`` into ``target`` (empty when they are equal)."""
-    differ = _Differ()
+Weigh: TypeAlias = Callable[[Op], int]
+"""The encoded size of an operation; lets :func:`diff` choose between encodings."""
+
+# How many similar base sections a new section is tried against as a copy.
+COPY_CANDIDATES: Final = 2
+
+
+def diff(base: Value, target: Value, *, weigh: Weigh | None = None) -> list[Op]:
+    """Operations that turn ``base`` into ``target`` (empty when they are equal).
+
+    With ``weigh``, a new map entry may be written as a :class:`Copy` of a
+    similar sibling plus edits when that weighs less than the entry itself.
+    """
+    differ = _Differ(weigh)
     differ.node(base, target, 0)
     return sorted(differ.ops, key=lambda op: op.index)
 
 
 class _Differ:
-    __slots__ = ("ops", "sizes")
+    __slots__ = ("ops", "sizes", "weigh")
 
-    def __init__(self) -> None:
+    def __init__(self, weigh: Weigh | None) -> None:
         self.ops: list[Op] = []
         self.sizes = _Sizes()
+        self.weigh = weigh
 
     def node(self, base: Value, target: Value, index: int) -> None:
         if base is target:
@@ -212,12 +242,36 @@ class _Differ:
         for key in sorted(added, key=canonical_key_order):
             old_key = _best_rename(key, target[key], removed, base)
             if old_key is None:
-                self.ops.append(Add(index, key, target[key]))
+                self.ops.append(self.add(base, index, key, target[key]))
                 continue
             old_index = removed.pop(old_key)
             self.ops.append(Rename(old_index, key))
             self.node(base[old_key], target[key], old_index)
         self.ops.extend(Delete(old_index) for old_index in removed.values())
+
+    def add(self, base: dict[str, Value], index: int, key: str, value: Value) -> Op:
+        """An :class:`Add`, or a :class:`Copy` of a similar sibling when that weighs less."""
+        plain = Add(index, key, value)
+        if self.weigh is None or not isinstance(value, dict) or not value:
+            return plain
+        wanted = flatten(value).keys()
+        scored: list[tuple[float, int, dict[str, Value]]] = []
+        child = index + 1
+        for sibling_key in sorted(base, key=canonical_key_order):
+            sibling = base[sibling_key]
+            if isinstance(sibling, dict) and sibling:
+                shared = len(wanted & flatten(sibling).keys())
+                if shared:
+                    scored.append((-shared / max(len(wanted), 1), child, sibling))
+            child += self.sizes.of(sibling)
+        best: Op = plain
+        best_weight = self.weigh(plain)
+        for _score, source, sibling in sorted(scored, key=lambda item: item[:2])[:COPY_CANDIDATES]:
+            copy = Copy(index, key, source, tuple(diff(sibling, value, weigh=self.weigh)))
+            weight = self.weigh(copy)
+            if weight < best_weight:
+                best, best_weight = copy, weight
+        return best
 
     def lists(self, base: list[Value], target: list[Value], index: int) -> None:
         positions = [index + 1]
@@ -344,16 +398,17 @@ def apply(base: Value, ops: Sequence[Op]) -> Value:
 
 
 class _Applier:
-    __slots__ = ("adds", "base", "by_index", "indexes", "sizes")
+    __slots__ = ("adds", "base", "by_index", "depth", "indexes", "sizes")
 
-    def __init__(self, base: Value, ops: Sequence[Op]) -> None:
+    def __init__(self, base: Value, ops: Sequence[Op], *, depth: int = 0) -> None:
         self.base = base
+        self.depth = depth
         self.sizes = _Sizes()
         self.by_index: dict[int, dict[type, Op]] = {}
-        self.adds: dict[int, list[Add]] = {}
+        self.adds: dict[int, list[Add | Copy]] = {}
         for op in ops:
             slot = self.by_index.setdefault(op.index, {})
-            if isinstance(op, Add):
+            if isinstance(op, Add | Copy):
                 self.adds.setdefault(op.index, []).append(op)
                 slot[Add] = op
             elif type(op) in slot:
@@ -363,10 +418,10 @@ class _Applier:
 
     def run(self) -> Value:
         total = self.sizes.of(self.base)
-        if self.indexes and self.indexes[-1] >= total:
-            raise DeltaError(
-                f"operation on node {self.indexes[-1]}, but the base has only {total} nodes"
-            )
+        sources = [op.source for ops in self.adds.values() for op in ops if isinstance(op, Copy)]
+        highest = max([*self.indexes, *sources], default=-1)
+        if highest >= total:
+            raise DeltaError(f"operation on node {highest}, but the base has only {total} nodes")
         root_ops = self.by_index.get(0, {})
         if Delete in root_ops or Rename in root_ops:
             raise DeltaError("the root cannot be deleted or renamed")
@@ -424,8 +479,36 @@ class _Applier:
         for add in self.adds.get(index, []):
             if add.key in out:
                 raise DeltaError(f"add of {add.key!r} to node {index}: key already present")
-            out[add.key] = add.value
+            out[add.key] = add.value if isinstance(add, Add) else self.copy(add)
         return out
+
+    def copy(self, op: Copy) -> Value:
+        if self.depth >= MAX_COPY_DEPTH:
+            raise DeltaError(f"copies nested deeper than {MAX_COPY_DEPTH} at node {op.index}")
+        source = self.node_at(op.source)
+        if not isinstance(source, dict):
+            raise DeltaError(f"copy into node {op.index} from node {op.source}, which is no map")
+        return _Applier(source, op.ops, depth=self.depth + 1).run()
+
+    def node_at(self, index: int) -> Value:
+        """The base node with preorder number ``index``."""
+        node, position = self.base, 0
+        while position != index:
+            children: list[Value]
+            if isinstance(node, dict):
+                children = [node[key] for key in sorted(node, key=canonical_key_order)]
+            elif isinstance(node, list):
+                children = cast(list[Value], node)
+            else:  # pragma: no cover - run() checked the index against the size
+                raise DeltaError(f"node {index} does not exist")
+            position += 1
+            for child in children:
+                size = self.sizes.of(child)
+                if index < position + size:
+                    node = child
+                    break
+                position += size
+        return node
 
     def list(self, node: list[Value], index: int, edit: ListEdit | None) -> list[Value]:
         kept: list[Value] = []

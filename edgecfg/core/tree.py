@@ -82,6 +82,36 @@ def check_model(value: object, path: Path = ()) -> Value:
     subclasses of str/bytes other than the builtins, and big integers are
     rejected because they would not round-trip through the codec.
     """
+    try:
+        valid = _is_model(value)
+    except RecursionError:
+        raise ModelError("value nested too deeply", path=_describe(path)) from None
+    if not valid:
+        problem, where = _first_problem(value, path)
+        raise ModelError(problem, path=_describe(where))
+    return value  # type: ignore[return-value]
+
+
+_SCALARS: Final = frozenset({float, bool, str, bytes, type(None)})
+
+
+def _is_model(value: object) -> bool:
+    # The hot path (every encode) tracks no paths; _first_problem finds the
+    # place only once something is wrong.
+    kind = type(value)
+    if kind in _SCALARS:
+        return True
+    if kind is int:
+        return INT_MIN <= value <= INT_MAX  # type: ignore[operator]
+    if kind is dict:
+        items = cast(dict[object, object], value)
+        return all(type(key) is str for key in items) and all(map(_is_model, items.values()))
+    if kind is list:
+        return all(map(_is_model, cast(list[object], value)))
+    return False
+
+
+def _first_problem(value: object, path: Path) -> tuple[str, Path]:
     stack: list[tuple[object, Path]] = [(value, path)]
     while stack:
         item, where = stack.pop()
@@ -89,19 +119,15 @@ def check_model(value: object, path: Path = ()) -> Value:
         if isinstance(item, dict) and kind is dict:
             for key, child in cast(dict[object, object], item).items():
                 if not isinstance(key, str) or type(key) is not str:
-                    raise ModelError(f"map key {key!r} is not text", path=_describe(where))
+                    return f"map key {key!r} is not text", where
                 stack.append((child, (*where, key)))
         elif isinstance(item, list) and kind is list:
             stack.extend((child, where) for child in cast(list[object], item))
-        elif kind is int:
-            if not INT_MIN <= item <= INT_MAX:  # type: ignore[operator]
-                raise ModelError(
-                    f"integer {item} outside the CBOR range [-2**64, 2**64-1]",
-                    path=_describe(where),
-                )
-        elif kind not in (float, bool, str, bytes, type(None)):
-            raise ModelError(f"{kind.__name__} is not a configuration value", path=_describe(where))
-    return value  # type: ignore[return-value]
+        elif kind is int and not INT_MIN <= item <= INT_MAX:  # type: ignore[operator]
+            return f"integer {item} outside the CBOR range [-2**64, 2**64-1]", where
+        elif kind not in _SCALARS and kind is not int:
+            return f"{kind.__name__} is not a configuration value", where
+    raise AssertionError("unreachable: _is_model rejected a valid value")  # pragma: no cover
 
 
 def _float_equal(a: float, b: float) -> bool:

@@ -23,76 +23,53 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Final, Literal, cast
 
 from edgecfg.core.schema import KeySpec, Schema, TypeName
-from edgecfg.core.tree import UNSET, Tree, UnsetType, Value, set_value, values_equal, walk_leaves
+from edgecfg.core.tree import Tree, UnsetType, Value, set_value, values_equal, walk_leaves
 from edgecfg.errors import UsageError
 
 Shape = Literal["flat", "nested", "mixed"]
 Loc = tuple[str | int, ...]  # a step into a map (key) or an array (index)
 
-_SECTIONS: Final = (
-    "printer", "mcu", "stepper_x", "stepper_y", "stepper_z", "extruder", "heater_bed", "fan",
-    "probe", "bed_mesh", "safe_z_home", "idle_timeout", "virtual_sdcard", "tmc2209 stepper_x",
-    "tmc2209 extruder", "heater_fan hotend_fan", "temperature_sensor mcu_temp", "output_pin beeper",
-    "neopixel lights", "filament_switch_sensor runout", "display", "input_shaper", "firmware_retraction",
-)  # fmt: skip
-_UCI_TYPES: Final = (
-    "interface",
-    "zone",
-    "rule",
-    "forwarding",
-    "host",
-    "redirect",
-    "dnsmasq",
-    "globals",
+_SECTIONS: Final = tuple(
+    "printer|mcu|stepper_x|stepper_y|stepper_z|extruder|heater_bed|fan|probe|bed_mesh|safe_z_home|"
+    "idle_timeout|virtual_sdcard|tmc2209 stepper_x|tmc2209 extruder|heater_fan hotend_fan|display|"
+    "temperature_sensor mcu_temp|output_pin beeper|neopixel lights|filament_switch_sensor runout|"
+    "input_shaper|firmware_retraction".split("|")
 )
-_MACROS: Final = (
-    "PRINT_START",
-    "PRINT_END",
-    "PAUSE",
-    "RESUME",
-    "CANCEL_PRINT",
-    "PARK",
-    "HEAT_SOAK",
+_UCI_TYPES: Final = tuple("interface zone rule forwarding host redirect dnsmasq globals".split())
+_MACROS: Final = tuple("PRINT_START PRINT_END PAUSE RESUME CANCEL_PRINT PARK HEAT_SOAK".split())
+_NESTED: Final = tuple(
+    "wifi ap api ota logger mqtt advanced availability device_options serial esphome substitutions "
+    "pin count_mode total frontend discovery climate effects network ble experimental homeassistant "
+    "options state".split()
 )
-_NESTED: Final = (
-    "wifi", "ap", "api", "ota", "logger", "mqtt", "advanced", "availability", "device_options",
-    "serial", "esphome", "substitutions", "pin", "count_mode", "total", "frontend", "discovery",
-    "climate", "effects", "network", "ble", "experimental", "homeassistant", "options", "state",
-)  # fmt: skip
-_OPTIONS: Final[Mapping[str, tuple[str, ...]]] = {
-    "int": ("position_max", "position_endstop", "homing_speed", "microsteps", "max_temp", "min_temp",
-            "max_accel", "max_velocity", "port", "channel", "baud", "accuracy_decimals", "timeout",
-            "mtu", "metric", "lease_time", "update_interval", "retries"),
-    "float": ("rotation_distance", "step_distance", "nozzle_diameter", "filament_diameter", "pid_kp",
-              "pid_ki", "pid_kd", "pressure_advance", "smooth_time", "run_current", "hold_current",
-              "square_corner_velocity", "multiply", "offset", "min_power", "z_offset"),
-    "bool": ("enabled", "inverted", "hidden", "fast_connect", "retain", "interpolate",
-             "stealthchop", "pullup", "permit_join", "ignore", "disabled"),
-    "pin": ("step_pin", "dir_pin", "enable_pin", "endstop_pin", "heater_pin", "sensor_pin",
-            "uart_pin", "cs_pin", "pin", "diag_pin"),
-    "word": ("kinematics", "sensor_type", "serial", "control", "mode", "platform", "name",
-             "friendly_name", "base_topic", "server", "proto", "ifname", "ssid", "password",
-             "target", "src", "dest", "log_level", "board"),
-    "list": ("log_output", "bands", "servers", "dns", "positions", "points", "aliases", "ports"),
-    "long": ("gcode", "lambda", "template", "script", "value_template", "on_boot"),
-    "maps": ("filters", "sensor", "binary_sensor", "on_press", "then", "networks", "output"),
-    "null": ("logger", "comment", "override"),
-}  # fmt: skip
+_OPTIONS: Final = {  # option names by the kind of value they hold
+    "int": "position_max position_endstop homing_speed microsteps max_temp min_temp max_accel "
+    "max_velocity port channel baud accuracy_decimals timeout mtu metric lease_time retries",
+    "float": "rotation_distance step_distance nozzle_diameter filament_diameter pid_kp pid_ki "
+    "pid_kd pressure_advance smooth_time run_current hold_current multiply offset z_offset",
+    "bool": "enabled inverted hidden fast_connect retain interpolate stealthchop pullup disabled",
+    "pin": "step_pin dir_pin enable_pin endstop_pin heater_pin sensor_pin uart_pin cs_pin pin",
+    "word": "kinematics sensor_type serial control mode platform name friendly_name base_topic "
+    "server proto ifname ssid password target src dest log_level board",
+    "list": "log_output bands servers dns positions points aliases ports",
+    "long": "gcode lambda template script value_template on_boot",
+    "maps": "filters sensor binary_sensor on_press then networks output",
+    "null": "logger comment override",
+}
 _KIND_WEIGHTS: Final = {"int": 24, "float": 18, "bool": 11, "pin": 10, "word": 20, "list": 6,
                         "long": 5, "maps": 4, "null": 2}  # fmt: skip
-_WORDS: Final = (
-    "cartesian", "corexy", "pid", "watermark", "/dev/ttyACM0", "!secret wifi_ssid",
-    "!secret api_password", "${esphome_name} Power Meter", "mqtt://10.0.0.6", "static", "dhcp",
-    "lan", "wan", "ACCEPT", "REJECT", "EPCOS 100K B57560G104F", "ATC Semitec 104GT-2", "gpio",
-    "template", "d1_mini", "esp32dev", "warn", "info", "zigbee2mqtt", "tmc2209", "homeassistant",
-)  # fmt: skip
+_WORDS: Final = tuple(
+    "cartesian|corexy|pid|watermark|/dev/ttyACM0|!secret wifi_ssid|!secret api_password|static|"
+    "${esphome_name} Power Meter|mqtt://10.0.0.6|dhcp|lan|wan|ACCEPT|REJECT|EPCOS 100K B57560G104F|"
+    "ATC Semitec 104GT-2|gpio|template|d1_mini|esp32dev|warn|info|zigbee2mqtt|tmc2209".split("|")
+)
 # Long strings are built from coherent snippets, as real macros, lambdas and templates are.
 _GCODE: Final = (
     "G28", "G90\nM83", "G1 X{a} Y{b} F{c}00", "G1 Z{d} F600", "M104 S{e}\nM190 S{d}",
     "SET_PIN PIN=caselight VALUE={d}", "{{% set bed = params.BED|default({d})|float %}}",
     "{{% if printer.toolhead.homed_axes != 'xyz' %}}\n  G28\n{{% endif %}}", "BED_MESH_CALIBRATE",
     'RESPOND MSG="Heating to {e}C"', "TEMPERATURE_WAIT SENSOR=extruder MINIMUM={e}",
-    "SAVE_GCODE_STATE NAME=park_{a}\nG1 X{b} Y{c} F6000\nRESTORE_GCODE_STATE NAME=park_{a} MOVE=1",
+    "SAVE_GCODE_STATE NAME=park_{a}\nG1 X{b} Y{c} F6000\nRESTORE_GCODE_STATE NAME=park_{a}",
 )  # fmt: skip
 _LAMBDA: Final = (
     "if (id(led_enabled).state) {{\n  return x * 0.0{a};\n}} else {{\n  return {{}};\n}}",
@@ -104,9 +81,10 @@ _TEMPLATE: Final = (
     "{{{{ value_json.temperature | round({c}) }}}}",
     "{{% if value_json.state == 'ON' %}}on{{% else %}}off{{% endif %}}",
     "{{{{ (value_json.battery | float * {a}) | int }}}}",
-    "{{% for d in devices[{c}:] %}}\n  {{{{ d.friendly_name }}}}: {{{{ d.linkquality | default({b}) }}}}\n"
-    "{{% endfor %}}",
+    "{{% for d in devices[{c}:] %}}\n  {{{{ d.friendly_name }}}}: {{{{ d.lqi | default({b}) }}}}"
+    "\n{{% endfor %}}",
 )  # fmt: skip
+_PIN: Final = re.compile(r"[!^~]*(P[A-E]\d+|ar\d+|gpio\d+|analog\d+)")
 
 
 def leaf_count(tree: Mapping[str, Value]) -> int:
@@ -122,8 +100,8 @@ class _Maker:
 
     def pin(self) -> str:
         r = self.rng
-        body = r.choice((f"P{r.choice('ABCDE')}{r.randint(0, 15)}", f"ar{r.randint(2, 69)}",
-                         f"gpio{r.randint(0, 27)}", f"analog{r.randint(0, 15)}", f"PB{r.randint(0, 15)}"))  # fmt: skip
+        port = f"P{r.choice('ABCDE')}{r.randint(0, 15)}"
+        body = r.choice((port, port, f"ar{r.randint(2, 69)}", f"gpio{r.randint(0, 27)}"))
         return r.choice(("", "", "", "!", "^", "^!", "~")) + body
 
     def long_text(self, key: str) -> str:
@@ -172,7 +150,7 @@ class _Maker:
         r = self.rng
         node: Tree = {"platform": r.choice(("gpio", "template", "pulse_counter", "dht", "adc"))}
         if r.random() < 0.7:
-            node["name"] = f"${{esphome_name}} {r.choice(_OPTIONS['word'])}"
+            node["name"] = f"${{esphome_name}} {r.choice(_MACROS).lower()}"
         if r.random() < 0.5:
             node["pin"] = {"number": self.pin(), "inverted": r.random() < 0.5}
         if r.random() < 0.4:
@@ -190,7 +168,7 @@ class _Maker:
         weights = [_KIND_WEIGHTS[k] for k in kinds]
         node = {} if node is None else node
         for kind in self.rng.choices(kinds, weights, k=size):
-            key = fresh(node, self.rng.choice(_OPTIONS[kind]))
+            key = fresh(node, self.rng.choice(_OPTIONS[kind].split()))
             node[key] = self.scalar(kind, key)
         return node
 
@@ -229,7 +207,7 @@ class _Maker:
             return self.flat_section(taken, size)
         if size == 1 and self.rng.random() < 0.5:  # Zigbee2MQTT top-level `permit_join: false`
             kind = self.rng.choice(("bool", "word", "int", "null"))
-            key = fresh(taken, self.rng.choice(_OPTIONS[kind]))
+            key = fresh(taken, self.rng.choice(_OPTIONS[kind].split()))
             return key, self.scalar(kind, key)
         return fresh(taken, self.rng.choice(_NESTED)), self.nested(size, self.rng.randint(1, 4))
 
@@ -333,9 +311,6 @@ def _edit_scalar(rng: random.Random, value: Value) -> Value:
     return rng.randint(0, 100)
 
 
-_PIN: Final = re.compile(r"[!^~]*(P[A-E]\d+|PB\d+|ar\d+|gpio\d+|analog\d+)")
-
-
 def _insert(rng: random.Random, node: Value) -> Value:
     items = cast(list[Value], node)
     like = rng.choice(items) if items else 0
@@ -345,9 +320,7 @@ def _insert(rng: random.Random, node: Value) -> Value:
 
 
 def _delete(rng: random.Random, node: Value) -> Value:
-    items = cast(list[Value], node)
-    if not items:
-        return [rng.choice(_WORDS)]
+    items = cast(list[Value], node)  # only non-empty lists are chosen
     at = rng.randrange(len(items))
     return items[:at] + items[at + 1 :]
 
@@ -355,7 +328,7 @@ def _delete(rng: random.Random, node: Value) -> Value:
 def _add_option(rng: random.Random, node: Value) -> Value:
     out = dict(cast(Tree, node))
     kind = rng.choice(("int", "float", "bool", "word", "pin"))
-    name = fresh(out, rng.choice(_OPTIONS[kind]))
+    name = fresh(out, rng.choice(_OPTIONS[kind].split()))
     out[name] = _Maker(rng).scalar(kind, name)
     return out
 
@@ -393,8 +366,9 @@ def _apply_edit(rng: random.Random, tree: Tree) -> Tree:
     nodes = list(_nodes(tree))
     entries = [(loc, v) for loc, v in nodes if loc and isinstance(loc[-1], str)]
     at_node: dict[str, tuple[int, list[Loc], _NodeEdit]] = {
-        "scalar": (50, [loc for loc, v in nodes if not isinstance(v, dict | list) and v is not None],
+        "scalar": (40, [loc for loc, v in nodes if not isinstance(v, dict | list) and v is not None],
                    _edit_scalar),
+        "text": (15, [loc for loc, v in nodes if isinstance(v, str) and len(v) >= 40], _edit_scalar),
         "insert": (7, [loc for loc, v in nodes if isinstance(v, list)], _insert),
         "delete": (5, [loc for loc, v in nodes if isinstance(v, list) and v], _delete),
         "add-option": (12, [loc for loc, v in nodes if loc and isinstance(v, dict)], _add_option),
@@ -489,8 +463,12 @@ def _valid_value(rng: random.Random, spec: KeySpec) -> Value | UnsetType:
         return default
     if spec.nullable and rng.random() < 0.1:
         return None
+    if spec.enum or spec.pattern is not None:
+        choices = spec.enum or _pattern_candidates(rng)
+        fitting = [value for value in choices if not spec.check(value)]
+        return rng.choice(fitting) if fitting else default
     for _ in range(20):
-        value = rng.choice(spec.enum) if spec.enum else _random_value(rng, spec)
+        value = _random_value(rng, spec)
         if not spec.check(value):
             return value
     return default
@@ -503,8 +481,6 @@ def _random_value(rng: random.Random, spec: KeySpec) -> Value:
         return [_random_scalar(rng, spec.items or "any", None, None) for _ in range(max(0, size))]
     if kind == "map":
         return {f"k{n}": _random_scalar(rng, "any", None, None) for n in range(rng.randint(0, 3))}
-    if kind == "str" and spec.pattern is not None:
-        return rng.choice(_pattern_candidates(rng))
     return _random_scalar(rng, kind, low, high)
 
 

@@ -62,6 +62,7 @@ TARGET_CHECK_SIZE: Final = 2
 _ZSTD_LEVEL_SMALL: Final = 19
 _ZSTD_LEVEL_LARGE: Final = 6
 _ZSTD_SMALL_INPUT: Final = 16 * 1024
+_ZSTD_WORTHWHILE: Final = 12
 
 
 def make_delta(
@@ -83,15 +84,18 @@ def make_delta(
     header = _header(EMPTY, base_bytes, target_bytes)
     if base_bytes == target_bytes:
         return header
-    candidates = [bytes([header[0] & 0xF0 | FULL]) + header[1:] + target_bytes]
-    ops = structural.diff(old, new)
-    if ops:
-        book = KeyBook(structural.key_table(old))
-        body = encode_ops(ops, book)
-        candidates.append(_with_kind(header, OPS) + body)
+    candidates = [_with_kind(header, FULL) + target_bytes]
+    book = KeyBook(structural.key_table(old))
+    ops = structural.diff(old, new, weigh=lambda op: len(encode_ops([op], book)))
+    body = encode_ops(ops, book)
+    candidates.append(_with_kind(header, OPS) + body)
+    # A zstd frame costs at least ~6 bytes and loading the base as its
+    # dictionary costs time in proportion to the base: try it only when
+    # the operations are big enough for compression to pay.
+    if len(body) > _ZSTD_WORTHWHILE:
         for text in (body, encode_ops(ops, book, compact=False)):
             candidates.append(_with_kind(header, OPS_ZSTD) + _compress(text, base_bytes))
-    candidates.append(_with_kind(header, FULL_ZSTD) + _compress(target_bytes, base_bytes))
+        candidates.append(_with_kind(header, FULL_ZSTD) + _compress(target_bytes, base_bytes))
     return min(candidates, key=len)
 
 

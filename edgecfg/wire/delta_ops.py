@@ -15,6 +15,7 @@ of 23 (unsigned LEB128 varints).  Values stay CBOR items.
     SPLICE (4) varint(prefix) varint(suffix) value        ; text or bytes item
     LIST   (5) varint(runs) { varint(keep) varint(drop) varint(n) value*n }
     TEXT   (6) varint(runs) { varint(keep) varint(drop) value }  ; value: text or bytes
+    COPY   (7) key varint(source) varint(len) body   ; nested ops on a copy of node source
 
     key    = varint(len << 2 | 0) utf8                  ; literal
            | varint(ref << 2 | 1)                       ; key ref
@@ -51,7 +52,7 @@ from edgecfg.core.tree import Value
 from edgecfg.errors import DecodeError, DeltaError
 from edgecfg.wire.cbor import DecodeLimits, decode_item
 
-SET, DELETE, ADD, RENAME, SPLICE, LIST, TEXT = range(7)
+SET, DELETE, ADD, RENAME, SPLICE, LIST, TEXT, COPY = range(8)
 _KEY_TEXT, _KEY_REF, _KEY_PREFIX, _KEY_SUFFIX = 0, 1, 2, 3
 _VARINT_MAX_BYTES: Final = 5  # values below 2**35: every count and index we allow
 
@@ -162,6 +163,10 @@ def encode_ops(ops: Sequence[structural.Op], book: KeyBook, *, compact: bool = T
             case structural.Add(key=key, value=value):
                 out += varint(gap << 3 | ADD) + book.op_key(key)
                 out += _value(value, plain_book, floats)
+            case structural.Copy(key=key, source=source, ops=nested):
+                inner = encode_ops(nested, book, compact=compact)
+                out += varint(gap << 3 | COPY) + book.op_key(key) + varint(source)
+                out += varint(len(inner)) + inner
             case structural.Rename(key=key):
                 out += varint(gap << 3 | RENAME) + book.op_key(key)
             case structural.Splice(prefix=prefix, suffix=suffix, middle=middle):
@@ -262,6 +267,14 @@ class _Reader:
                 count = self.varint("list insert count")
                 runs.append((keep, drop, tuple(self.value() for _ in range(count))))
             return structural.ListEdit(index, tuple(runs))
+        if opcode == COPY:
+            key = self.key()
+            source, length = self.varint("copy source"), self.varint("copy length")
+            if self.pos + length > len(self.data):
+                raise DeltaError(f"copy of {length} bytes at byte {self.pos} runs past the end")
+            nested = _Reader(self.data[self.pos : self.pos + length], self.keys, self.limits)
+            self.pos += length
+            return structural.Copy(index, key, source, tuple(nested.ops()))
         if opcode == TEXT:
             text_runs: list[tuple[int, int, str | bytes]] = []
             for _ in range(self.varint("text run count")):

@@ -70,7 +70,9 @@ def test_leaf_count_is_exact(shape: Shape, leaves: int) -> None:
 
 @settings(max_examples=60, deadline=None)
 @given(seed=seeds, leaves=st.integers(min_value=1, max_value=150), shape=st.sampled_from(SHAPES))
-def test_generated_tree_is_a_model_value_that_round_trips(seed: int, leaves: int, shape: Shape) -> None:
+def test_generated_tree_is_a_model_value_that_round_trips(
+    seed: int, leaves: int, shape: Shape
+) -> None:
     tree = generate_config(seed, leaves=leaves, shape=shape)
     check_model(tree)
     assert leaf_count(tree) == leaves
@@ -109,7 +111,9 @@ def test_leaves_look_like_the_corpus() -> None:
     texts = strings(tree)
     long = [s for s in texts if 200 <= len(s) <= 2100 and "\n" in s]
     assert len(long) >= 5
-    assert any(s.startswith(("!", "^")) and len(s) <= 12 for s in texts)  # inverted / pulled-up pins
+    assert any(
+        s.startswith(("!", "^")) and len(s) <= 12 for s in texts
+    )  # inverted / pulled-up pins
     assert any(s.startswith("P") and s[1:2] in "ABCDE" and s[2:].isdigit() for s in texts)
 
 
@@ -182,7 +186,9 @@ def _edit_kinds(old: Tree, new: Tree) -> set[str]:
         elif isinstance(x, str) and isinstance(y, str) and len(x) >= 40:
             kinds.add("long-string")
         elif isinstance(x, list) and isinstance(y, list):
-            kinds.add("list-insert" if len(y) > len(x) else "list-delete" if len(y) < len(x) else "list")
+            kinds.add(
+                "list-insert" if len(y) > len(x) else "list-delete" if len(y) < len(x) else "list"
+            )
     gone = {k: v for k, v in old.items() if k not in new}
     added = {k: v for k, v in new.items() if k not in old}
     if any(values_equal(v, w) for v in gone.values() for w in added.values()):
