@@ -19,6 +19,7 @@ from edgecfg.core.schema import (
     PRIORITIES,
     TYPES,
     KeySpec,
+    LocalPolicy,
     Schema,
     check_evolution,
     schema_from_document,
@@ -146,15 +147,19 @@ FEATURES: dict[str, Feature] = {
     "nullable": lambda s: s.nullable,
     "nullable with null default": lambda s: s.nullable and s.default is None,
     "map with default": lambda s: s.type == "map" and s.default == {},
-    "local allowed with min/max": lambda s: s.local.allowed and s.local.min is not None and s.local.max is not None,
+    "local allowed with min/max": lambda s: (
+        s.local.allowed and s.local.min is not None and s.local.max is not None
+    ),
     "local allowed with enum": lambda s: s.local.allowed and s.local.enum is not None,
-    "local allowed without bounds": lambda s: s.local.allowed and s.local == type(s.local)(allowed=True),
+    "local allowed without bounds": lambda s: s.local == LocalPolicy(allowed=True),
     "local not allowed": lambda s: not s.local.allowed,
     "agent version range": lambda s: s.agent != ANY_VERSION,
     "agent range with upper bound": lambda s: any(op.startswith("<") for op, _ in s.agent.clauses),
     "firmware range": lambda s: s.firmware != ANY_VERSION,
     "hardware list": lambda s: s.hardware is not None,
-    "bulk long text default": lambda s: s.priority == "bulk" and isinstance(s.default, str) and len(s.default) >= 400,
+    "bulk long text default": lambda s: (
+        s.priority == "bulk" and isinstance(s.default, str) and len(s.default) >= 400
+    ),
 }  # fmt: skip
 
 
@@ -308,8 +313,12 @@ def test_invalid_config_has_several_violations_each_naming_its_path(v1: Schema) 
 
 
 @settings(max_examples=25, deadline=None)
-@given(seed=st.integers(min_value=0, max_value=2**32),
-       hardware=st.sampled_from([None, "nbiot-sensor-r3", "pi-gateway-cm4", "lte-camera-c2", "ltem-meter-w1"]))  # fmt: skip
+@given(
+    seed=st.integers(min_value=0, max_value=2**32),
+    hardware=st.sampled_from(
+        [None, "nbiot-sensor-r3", "pi-gateway-cm4", "lte-camera-c2", "ltem-meter-w1"]
+    ),
+)
 def test_config_for_schema_validates_against_the_fixture_schema(
     seed: int, hardware: str | None
 ) -> None:

@@ -137,7 +137,10 @@ temp_spread: {{ (t.max - t.min) | round(2) }}
 battery_days_left: {{ (power.battery.remaining_j / power.daily_j) | int }}
 """
 
-OVERLAY = "{{ device.name }} | {{ now | strftime('%Y-%m-%d %H:%M:%S') }}\n{{ temperature | round(1) }}°C  bat {{ battery_pct }}%"
+OVERLAY = (
+    "{{ device.name }} | {{ now | strftime('%Y-%m-%d %H:%M:%S') }}\n"
+    "{{ temperature | round(1) }}°C  bat {{ battery_pct }}%"
+)
 
 
 def transform(channel: str, scale: float) -> str:

@@ -87,6 +87,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(keep=args.keep)
 
 
+def cmd_bench_delta(args: argparse.Namespace) -> int:
+    """Delta sizes and speed against baselines measured in the same run."""
+    from edgecfg.cli.bench import run_delta_bench
+
+    return run_delta_bench(args.files, as_json=args.json, leaves=args.leaves)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
     parser = argparse.ArgumentParser(
@@ -130,6 +137,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep", action="store_true", help="keep the demo database and print its path")
     p.set_defaults(handler=cmd_demo)
 
+    bench = commands.add_parser("bench", help="benchmarks with same-run baselines")
+    benches = bench.add_subparsers(dest="bench", metavar="BENCH", required=True)
+    p = benches.add_parser("delta", help="delta size and speed vs JSON Patch, zstd, lz4")
+    p.add_argument("files", nargs="*", metavar="FILE.jsonl", help="default: ../shared/corpus")
+    p.add_argument("--leaves", type=int, default=2000, help="config size for the speed run")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=cmd_bench_delta)
     return parser
 
 

@@ -398,12 +398,17 @@ def apply(base: Value, ops: Sequence[Op]) -> Value:
 
 
 class _Applier:
-    __slots__ = ("adds", "base", "by_index", "depth", "indexes", "sizes")
+    __slots__ = ("adds", "base", "budget", "by_index", "depth", "indexes", "sizes")
 
-    def __init__(self, base: Value, ops: Sequence[Op], *, depth: int = 0) -> None:
+    def __init__(
+        self, base: Value, ops: Sequence[Op], *, depth: int = 0, budget: list[int] | None = None
+    ) -> None:
         self.base = base
         self.depth = depth
         self.sizes = _Sizes()
+        # Nodes that copies may still add, shared by nested copies: a delta of
+        # a few bytes must not multiply the base (at most doubles it).
+        self.budget = budget if budget is not None else [self.sizes.of(base)]
         self.by_index: dict[int, dict[type, Op]] = {}
         self.adds: dict[int, list[Add | Copy]] = {}
         for op in ops:
@@ -488,7 +493,10 @@ class _Applier:
         source = self.node_at(op.source)
         if not isinstance(source, dict):
             raise DeltaError(f"copy into node {op.index} from node {op.source}, which is no map")
-        return _Applier(source, op.ops, depth=self.depth + 1).run()
+        self.budget[0] -= self.sizes.of(source)
+        if self.budget[0] < 0:
+            raise DeltaError(f"copies of node {op.source} would more than double the base")
+        return _Applier(source, op.ops, depth=self.depth + 1, budget=self.budget).run()
 
     def node_at(self, index: int) -> Value:
         """The base node with preorder number ``index``."""

@@ -16,6 +16,7 @@ leaf, an empty map is one leaf); :func:`generate_config` hits the count exactly.
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import random
 import re
@@ -27,20 +28,26 @@ from edgecfg.core.tree import Tree, UnsetType, Value, set_value, values_equal, w
 from edgecfg.errors import UsageError
 
 Shape = Literal["flat", "nested", "mixed"]
-Loc = tuple[str | int, ...]  # a step into a map (key) or an array (index)
+Loc = tuple[str | int, ...]  # steps into maps (keys) and arrays (indexes)
 
-_SECTIONS: Final = tuple(
+
+def _names(text: str, sep: str | None = None) -> tuple[str, ...]:
+    return tuple(text.split(sep))
+
+
+_SECTIONS: Final = _names(
     "printer|mcu|stepper_x|stepper_y|stepper_z|extruder|heater_bed|fan|probe|bed_mesh|safe_z_home|"
     "idle_timeout|virtual_sdcard|tmc2209 stepper_x|tmc2209 extruder|heater_fan hotend_fan|display|"
     "temperature_sensor mcu_temp|output_pin beeper|neopixel lights|filament_switch_sensor runout|"
-    "input_shaper|firmware_retraction".split("|")
+    "input_shaper|firmware_retraction",
+    "|",
 )
-_UCI_TYPES: Final = tuple("interface zone rule forwarding host redirect dnsmasq globals".split())
-_MACROS: Final = tuple("PRINT_START PRINT_END PAUSE RESUME CANCEL_PRINT PARK HEAT_SOAK".split())
-_NESTED: Final = tuple(
+_UCI_TYPES: Final = _names("interface zone rule forwarding host redirect dnsmasq globals")
+_MACROS: Final = _names("PRINT_START PRINT_END PAUSE RESUME CANCEL_PRINT PARK HEAT_SOAK")
+_NESTED: Final = _names(
     "wifi ap api ota logger mqtt advanced availability device_options serial esphome substitutions "
-    "pin count_mode total frontend discovery climate effects network ble experimental homeassistant "
-    "options state".split()
+    "pin count_mode total frontend discovery climate effects network ble experimental options "
+    "homeassistant state"
 )
 _OPTIONS: Final = {  # option names by the kind of value they hold
     "int": "position_max position_endstop homing_speed microsteps max_temp min_temp max_accel "
@@ -58,10 +65,11 @@ _OPTIONS: Final = {  # option names by the kind of value they hold
 }
 _KIND_WEIGHTS: Final = {"int": 24, "float": 18, "bool": 11, "pin": 10, "word": 20, "list": 6,
                         "long": 5, "maps": 4, "null": 2}  # fmt: skip
-_WORDS: Final = tuple(
+_WORDS: Final = _names(
     "cartesian|corexy|pid|watermark|/dev/ttyACM0|!secret wifi_ssid|!secret api_password|static|"
     "${esphome_name} Power Meter|mqtt://10.0.0.6|dhcp|lan|wan|ACCEPT|REJECT|EPCOS 100K B57560G104F|"
-    "ATC Semitec 104GT-2|gpio|template|d1_mini|esp32dev|warn|info|zigbee2mqtt|tmc2209".split("|")
+    "ATC Semitec 104GT-2|gpio|template|d1_mini|esp32dev|warn|info|zigbee2mqtt|tmc2209",
+    "|",
 )
 # Long strings are built from coherent snippets, as real macros, lambdas and templates are.
 _GCODE: Final = (
@@ -84,7 +92,7 @@ _TEMPLATE: Final = (
     "{{% for d in devices[{c}:] %}}\n  {{{{ d.friendly_name }}}}: {{{{ d.lqi | default({b}) }}}}"
     "\n{{% endfor %}}",
 )  # fmt: skip
-_PIN: Final = re.compile(r"[!^~]*(P[A-E]\d+|ar\d+|gpio\d+|analog\d+)")
+_PIN: Final = re.compile(r"[!^~]*(P[A-E]\d+|ar\d+|gpio\d+)")
 
 
 def leaf_count(tree: Mapping[str, Value]) -> int:
@@ -92,8 +100,17 @@ def leaf_count(tree: Mapping[str, Value]) -> int:
     return sum(1 for _ in walk_leaves(tree))
 
 
+def fresh(taken: Mapping[str, object], base: str) -> str:
+    """``base``, or ``base_2``, ``base_3``... whichever is not yet a key of ``taken``."""
+    name, n = base, 1
+    while name in taken:
+        n += 1
+        name = f"{base}_{n}"
+    return name
+
+
 class _Maker:
-    """Builds values from one random stream."""
+    """Builds corpus-like values from one random stream."""
 
     def __init__(self, rng: random.Random) -> None:
         self.rng = rng
@@ -106,44 +123,33 @@ class _Maker:
 
     def long_text(self, key: str) -> str:
         r = self.rng
-        lines = _LAMBDA if "lambda" in key or "boot" in key else _GCODE
-        lines = _TEMPLATE if "template" in key else lines
-        target = r.choice(
-            (r.randint(200, 800), r.randint(200, 800), r.randint(800, 2000), r.randint(60, 200))
-        )
+        snippets = _LAMBDA if "lambda" in key or "boot" in key else _GCODE
+        snippets = _TEMPLATE if "template" in key else snippets
+        target = r.choice((r.randint(200, 800), r.randint(200, 800), r.randint(800, 2000), 150))
         out: list[str] = []
-        size = 0
-        while size < target:
-            nums = {k: r.randint(1, 9) * 10 ** r.randint(0, 2) for k in "abcde"}
-            line = r.choice(lines).format(**nums)
-            out.append(line)
-            size += len(line) + 1
+        while sum(len(line) + 1 for line in out) < target:
+            numbers = {k: r.randint(1, 9) * 10 ** r.randint(0, 2) for k in "abcde"}
+            out.append(r.choice(snippets).format(**numbers))
         return "\n".join(out)
 
     def scalar(self, kind: str, key: str) -> Value:
         r = self.rng
-        if kind == "int":
-            return r.choice(
-                (r.randint(0, 10), r.randint(0, 300), r.randint(1024, 65535), -r.randint(1, 120))
-            )
-        if kind == "float":
-            return round(r.uniform(0.001, r.choice((1.0, 10.0, 500.0))), r.randint(1, 4))
-        if kind == "bool":
-            return r.random() < 0.5
-        if kind == "pin":
-            return self.pin()
-        if kind == "long":
-            return self.long_text(key)
-        if kind == "list":
-            if r.random() < 0.5:
-                return [r.randint(1, 40) for _ in range(r.randint(0, 6))]
-            return [r.choice(_WORDS) for _ in range(r.randint(1, 4))]
-        if kind == "maps":
-            return [self.element() for _ in range(r.randint(1, 4))]
-        if kind == "null":
-            return None
-        word = r.choice(_WORDS)
-        return word if r.random() < 0.7 else f"{word}_{r.randint(0, 99)}"
+        makers: dict[str, Callable[[], Value]] = {
+            "int": lambda: r.choice((r.randint(0, 10), r.randint(0, 300), r.randint(1024, 65535))),
+            "float": lambda: round(r.uniform(0.001, r.choice((1.0, 10.0, 500.0))), r.randint(1, 4)),
+            "bool": lambda: r.random() < 0.5,
+            "pin": self.pin,
+            "long": lambda: self.long_text(key),
+            "list": lambda: (
+                [r.randint(1, 40) for _ in range(r.randint(0, 6))]
+                if r.random() < 0.5
+                else [r.choice(_WORDS) for _ in range(r.randint(1, 4))]
+            ),
+            "maps": lambda: [self.element() for _ in range(r.randint(1, 4))],
+            "null": lambda: None,
+            "word": lambda: r.choice(_WORDS) if r.random() < 0.7 else f"{key}_{r.randint(0, 99)}",
+        }
+        return makers[kind]()
 
     def element(self) -> Value:
         """One map of an ESPHome-style array (``sensor:``, ``filters:``)."""
@@ -154,10 +160,8 @@ class _Maker:
         if r.random() < 0.5:
             node["pin"] = {"number": self.pin(), "inverted": r.random() < 0.5}
         if r.random() < 0.4:
-            node["filters"] = [
-                {"multiply": round(r.uniform(0.01, 2), 3)},
-                {"lambda": self.long_text("lambda")},
-            ]
+            lam = self.long_text("lambda")
+            node["filters"] = [{"multiply": round(r.uniform(0.01, 2), 3)}, {"lambda": lam}]
         if r.random() < 0.5:
             node["update_interval"] = f"{r.choice((10, 30, 60))}s"
         return node
@@ -165,26 +169,11 @@ class _Maker:
     def options(self, size: int, *, arrays: bool, node: Tree | None = None) -> Tree:
         """``node`` (or a new map) with ``size`` more options, each one leaf."""
         kinds = [k for k in _KIND_WEIGHTS if arrays or k != "maps"]
-        weights = [_KIND_WEIGHTS[k] for k in kinds]
         node = {} if node is None else node
-        for kind in self.rng.choices(kinds, weights, k=size):
+        for kind in self.rng.choices(kinds, [_KIND_WEIGHTS[k] for k in kinds], k=size):
             key = fresh(node, self.rng.choice(_OPTIONS[kind].split()))
             node[key] = self.scalar(kind, key)
         return node
-
-    def flat_section(self, taken: Mapping[str, Value], size: int) -> tuple[str, Tree]:
-        r = self.rng
-        style = r.random()
-        if size == 1 and style < 0.3:
-            return fresh(taken, f"include common/{r.choice(_SECTIONS).replace(' ', '/')}.cfg"), {}
-        if style < 0.2:
-            kind = r.choice(_UCI_TYPES)
-            node = self.options(size - 1, arrays=False, node={".type": kind})
-            return fresh(taken, f"@{kind}[{r.randint(0, 3)}]"), node
-        if style < 0.35 and size >= 2:
-            node = self.options(size - 1, arrays=False, node={"gcode": self.long_text("gcode")})
-            return fresh(taken, f"gcode_macro {r.choice(_MACROS)}"), node
-        return fresh(taken, r.choice(_SECTIONS)), self.options(size, arrays=False)
 
     def nested(self, size: int, depth: int) -> Tree:
         """A map with exactly ``size`` leaves and maps up to ``depth`` levels below it."""
@@ -194,38 +183,33 @@ class _Maker:
         subs = r.randint(1, min(3, size // 2))
         own = r.randint(1, max(1, (size - subs) // 3))
         node = self.options(own, arrays=True)
-        for index, part in enumerate(split(r, size - own, subs)):
-            key = fresh(
-                node,
-                r.choice(_NESTED) if r.random() < 0.8 else f"0x00158d00{r.getrandbits(32):08x}",
-            )
-            node[key] = self.nested(part, depth - 1 if index == 0 else r.randint(0, depth - 1))
+        cuts = sorted(r.sample(range(1, size - own), subs - 1))
+        parts = sorted((b - a for a, b in itertools.pairwise([0, *cuts, size - own])), reverse=True)
+        for index, part in enumerate(parts):  # the largest part carries the full depth
+            name = r.choice(_NESTED) if r.random() < 0.8 else f"0x00158d00{r.getrandbits(32):08x}"
+            node[fresh(node, name)] = self.nested(part, depth - 1 if index == 0 else depth // 2)
         return node
 
     def section(self, taken: Mapping[str, Value], size: int, flat: bool) -> tuple[str, Value]:
+        """A new top-level entry with exactly ``size`` leaves and a name not in ``taken``."""
+        r = self.rng
+        style = r.random()
+        if flat and size == 1 and style < 0.3:
+            return fresh(taken, f"include common/{r.choice(_SECTIONS).replace(' ', '/')}.cfg"), {}
+        if flat and style < 0.2:  # OpenWrt UCI
+            kind = r.choice(_UCI_TYPES)
+            node = self.options(size - 1, arrays=False, node={".type": kind})
+            return fresh(taken, f"@{kind}[{r.randint(0, 3)}]"), node
+        if flat and style < 0.35 and size >= 2:  # Klipper macro
+            node = self.options(size - 1, arrays=False, node={"gcode": self.long_text("gcode")})
+            return fresh(taken, f"gcode_macro {r.choice(_MACROS)}"), node
         if flat:
-            return self.flat_section(taken, size)
-        if size == 1 and self.rng.random() < 0.5:  # Zigbee2MQTT top-level `permit_join: false`
-            kind = self.rng.choice(("bool", "word", "int", "null"))
-            key = fresh(taken, self.rng.choice(_OPTIONS[kind].split()))
+            return fresh(taken, r.choice(_SECTIONS)), self.options(size, arrays=False)
+        if size == 1 and style < 0.5:  # Zigbee2MQTT top-level `permit_join: false`
+            kind = r.choice(("bool", "word", "int", "null"))
+            key = fresh(taken, r.choice(_OPTIONS[kind].split()))
             return key, self.scalar(kind, key)
-        return fresh(taken, self.rng.choice(_NESTED)), self.nested(size, self.rng.randint(1, 4))
-
-
-def fresh(taken: Mapping[str, object], base: str) -> str:
-    """``base``, or ``base_2``, ``base_3``... whichever is not yet a key of ``taken``."""
-    name, n = base, 1
-    while name in taken:
-        n += 1
-        name = f"{base}_{n}"
-    return name
-
-
-def split(rng: random.Random, total: int, parts: int) -> list[int]:
-    """``total`` cut into ``parts`` positive pieces, largest first."""
-    cuts = sorted(rng.sample(range(1, total), parts - 1)) if parts > 1 else []
-    edges = [0, *cuts, total]
-    return sorted((b - a for a, b in zip(edges, edges[1:], strict=False)), reverse=True)
+        return fresh(taken, r.choice(_NESTED)), self.nested(size, r.randint(1, 4))
 
 
 def generate_config(seed: int, *, leaves: int, shape: Shape = "mixed") -> Tree:
@@ -262,16 +246,12 @@ def _update(node: Value, loc: Loc, change: Callable[[Value], Value]) -> Value:
     """A copy of ``node`` with ``change`` applied at ``loc``; only the way there is copied."""
     if not loc:
         return change(node)
-    step, rest = loc[0], loc[1:]
+    step = loc[0]
     if isinstance(node, dict) and isinstance(step, str):
-        out = dict(node)
-        out[step] = _update(node[step], rest, change)
-        return out
-    if isinstance(node, list) and isinstance(step, int):
-        items = list(node)
-        items[step] = _update(node[step], rest, change)
-        return items
-    raise UsageError(f"location {loc!r} does not fit the tree")  # pragma: no cover
+        return {**node, step: _update(node[step], loc[1:], change)}
+    items = list(cast(list[Value], node))
+    items[cast(int, step)] = _update(items[cast(int, step)], loc[1:], change)
+    return items
 
 
 def _edit_text(rng: random.Random, text: str) -> str:
@@ -280,8 +260,8 @@ def _edit_text(rng: random.Random, text: str) -> str:
     how = rng.random()
     if numbers and how < 0.4:  # the most common real edit: a number inside a macro
         m = rng.choice(numbers)
-        new = str(int(m.group()) + rng.choice((-5, -1, 1, 2, 10, 25)))
-        out = text[: m.start()] + new.lstrip("-") + text[m.end() :]
+        new = str(max(0, int(m.group()) + rng.choice((-5, -1, 1, 2, 10, 25))))
+        out = text[: m.start()] + new + text[m.end() :]
     elif how < 0.6:
         at = rng.randint(0, len(lines))
         out = "\n".join(
@@ -303,91 +283,66 @@ def _edit_scalar(rng: random.Random, value: Value) -> Value:
     if isinstance(value, float):
         new = round(value * rng.choice((0.5, 0.8, 0.9, 1.1, 1.25, 2.0)) + rng.choice((0, 0.05)), 4)
         return new if not values_equal(new, value) else value + 1.0
+    if isinstance(value, str) and len(value) >= 40:
+        return _edit_text(rng, value)
     if isinstance(value, str):
-        if len(value) >= 40:
-            return _edit_text(rng, value)
         new = _Maker(rng).pin() if _PIN.fullmatch(value) else rng.choice(_WORDS)
         return new if new != value else value + "_2"
     return rng.randint(0, 100)
 
 
-def _insert(rng: random.Random, node: Value) -> Value:
-    items = cast(list[Value], node)
-    like = rng.choice(items) if items else 0
-    new = _Maker(rng).element() if isinstance(like, dict) else _edit_scalar(rng, like)
-    at = rng.randint(0, len(items))
-    return [*items[:at], new, *items[at:]]
-
-
-def _delete(rng: random.Random, node: Value) -> Value:
-    items = cast(list[Value], node)  # only non-empty lists are chosen
-    at = rng.randrange(len(items))
-    return items[:at] + items[at + 1 :]
-
-
-def _add_option(rng: random.Random, node: Value) -> Value:
+def _edit(rng: random.Random, kind: str, node: Value, key: str) -> Value:
+    """Edit ``kind`` applied to ``node`` (to its entry ``key`` for remove/rename), as a copy."""
+    if kind in ("scalar", "text"):
+        return _edit_scalar(rng, node)
+    if kind in ("insert", "delete"):  # delete is only chosen for non-empty lists
+        items = cast(list[Value], node)
+        if kind == "delete":
+            return items[: (at := rng.randrange(len(items)))] + items[at + 1 :]
+        like = rng.choice(items) if items else 0
+        new = _Maker(rng).element() if isinstance(like, dict) else _edit_scalar(rng, like)
+        return [*items[: (at := rng.randint(0, len(items)))], new, *items[at:]]
     out = dict(cast(Tree, node))
-    kind = rng.choice(("int", "float", "bool", "word", "pin"))
-    name = fresh(out, rng.choice(_OPTIONS[kind].split()))
-    out[name] = _Maker(rng).scalar(kind, name)
-    return out
-
-
-def _add_section(rng: random.Random, node: Value) -> Value:
-    out = dict(cast(Tree, node))
-    name, value = _Maker(rng).section(out, rng.randint(1, 8), rng.random() < 0.6)
-    out[name] = value
-    return out
-
-
-def _drop_key(rng: random.Random, node: Tree, key: str) -> Value:
-    return {k: v for k, v in node.items() if k != key}
-
-
-def _rename_key(rng: random.Random, node: Tree, key: str) -> Value:
-    if " " in key:  # `gcode_macro PRINT_START` -> `gcode_macro START_PRINT`, `tmc2209` -> `tmc5160`
+    if kind == "remove":
+        del out[key]
+    elif kind == "rename":  # `gcode_macro PRINT_START` -> `gcode_macro PRINT_START_2`, `tmc5160 x`
         head, _, tail = key.partition(" ")
-        options = (
-            f"{head} {tail}_{rng.randint(1, 9)}",
-            f"tmc5160 {tail}",
-            f"{head} {tail.lower()}",
-        )
-    else:
-        options = (f"{key}{rng.randint(1, 3)}", key.replace("_", "-"), f"{key}_old", f"{key} main")
-    new = fresh(node, rng.choice(options))
-    return {(new if k == key else k): v for k, v in node.items()}  # keep the section order
-
-
-_NodeEdit = Callable[[random.Random, Value], Value]
-_EntryEdit = Callable[[random.Random, Tree, str], Value]
+        names = (f"{head} {tail}_{rng.randint(1, 9)}", f"tmc5160 {tail}", f"{head} {tail.lower()}")
+        if not tail:
+            names = (f"{key}{rng.randint(1, 3)}", key.replace("_", "-"), f"{key}_old", f"{key} x")
+        new_key = fresh(out, rng.choice(names))
+        return {(new_key if k == key else k): v for k, v in out.items()}  # keep the order
+    elif kind == "add-option":
+        option = rng.choice(("int", "float", "bool", "word", "pin"))
+        name = fresh(out, rng.choice(_OPTIONS[option].split()))
+        out[name] = _Maker(rng).scalar(option, name)
+    else:  # add-section
+        name, value = _Maker(rng).section(out, rng.randint(1, 8), rng.random() < 0.6)
+        out[name] = value
+    return out
 
 
 def _apply_edit(rng: random.Random, tree: Tree) -> Tree:
     nodes = list(_nodes(tree))
     entries = [(loc, v) for loc, v in nodes if loc and isinstance(loc[-1], str)]
-    at_node: dict[str, tuple[int, list[Loc], _NodeEdit]] = {
-        "scalar": (40, [loc for loc, v in nodes if not isinstance(v, dict | list) and v is not None],
-                   _edit_scalar),
-        "text": (15, [loc for loc, v in nodes if isinstance(v, str) and len(v) >= 40], _edit_scalar),
-        "insert": (7, [loc for loc, v in nodes if isinstance(v, list)], _insert),
-        "delete": (5, [loc for loc, v in nodes if isinstance(v, list) and v], _delete),
-        "add-option": (12, [loc for loc, v in nodes if loc and isinstance(v, dict)], _add_option),
-        "add-section": (5, [()], _add_section),
-    }  # fmt: skip
-    at_entry: dict[str, tuple[int, list[Loc], _EntryEdit]] = {
-        "remove": (8, [loc for loc, _ in entries if len(loc) >= 2], _drop_key),
-        "rename": (4, [loc for loc, v in entries if isinstance(v, dict)], _rename_key),
+    where: dict[str, tuple[int, list[Loc]]] = {
+        "scalar": (40, [loc for loc, v in nodes if not isinstance(v, dict | list | None)]),
+        "text": (15, [loc for loc, v in nodes if isinstance(v, str) and len(v) >= 40]),
+        "insert": (7, [loc for loc, v in nodes if isinstance(v, list)]),
+        "delete": (5, [loc for loc, v in nodes if isinstance(v, list) and v]),
+        "add-option": (12, [loc for loc, v in nodes if loc and isinstance(v, dict)]),
+        "add-section": (5, [()]),
+        "remove": (8, [loc for loc, _ in entries if len(loc) >= 2]),
+        "rename": (4, [loc for loc, v in entries if isinstance(v, dict)]),
     }
-    weights = {k: (w, locs) for k, (w, locs, _) in [*at_node.items(), *at_entry.items()] if locs}
-    kind = rng.choices(list(weights), [w for w, _ in weights.values()])[0]
-    loc = rng.choice(weights[kind][1])
-    if kind in at_entry:
-        entry_edit, key = at_entry[kind][2], cast(str, loc[-1])
-        changed = _update(tree, loc[:-1], lambda v: entry_edit(rng, cast(Tree, v), key))
+    usable = [kind for kind, (_, locs) in where.items() if locs]
+    kind = rng.choices(usable, [where[k][0] for k in usable])[0]
+    loc = rng.choice(where[kind][1])
+    if kind in ("remove", "rename"):  # these act on the map that holds the entry
+        key, loc = cast(str, loc[-1]), loc[:-1]
     else:
-        node_edit = at_node[kind][2]
-        changed = _update(tree, loc, lambda v: node_edit(rng, v))
-    return cast(Tree, changed)
+        key = ""
+    return cast(Tree, _update(tree, loc, lambda node: _edit(rng, kind, node, key)))
 
 
 def mutate_config(tree: Tree, seed: int, *, edits: int = 1) -> Tree:
@@ -421,15 +376,13 @@ def generate_history(
     if versions < 1:
         raise UsageError(f"versions must be >= 1, got {versions}")
     rng = random.Random(seed)
-    tree = generate_config(rng.getrandbits(64), leaves=leaves, shape=shape)
-    history = [tree]
+    history = [generate_config(rng.getrandbits(64), leaves=leaves, shape=shape)]
     for _ in range(versions - 1):
         if rng.random() < 0.2:
-            tree = copy.deepcopy(tree)
+            history.append(copy.deepcopy(history[-1]))
         else:
             edits = 1 if rng.random() < 0.6 else rng.randint(2, 6)
-            tree = mutate_config(tree, rng.getrandbits(64), edits=edits)
-        history.append(tree)
+            history.append(mutate_config(history[-1], rng.getrandbits(64), edits=edits))
     return history
 
 
@@ -449,11 +402,10 @@ def config_for_schema(schema: Schema, seed: int, *, hardware: str | None = None)
         if hardware is not None and spec.applies_to(hardware=hardware) is not None:
             continue
         value = _valid_value(rng, spec)
-        if isinstance(value, UnsetType):
-            if spec.required:
-                raise UsageError(f"cannot invent a value for required key {spec.dotted}")
-            continue
-        tree = set_value(tree, spec.path, value)
+        if not isinstance(value, UnsetType):
+            tree = set_value(tree, spec.path, value)
+        elif spec.required:
+            raise UsageError(f"cannot invent a value for required key {spec.dotted}")
     return tree
 
 
@@ -464,54 +416,48 @@ def _valid_value(rng: random.Random, spec: KeySpec) -> Value | UnsetType:
     if spec.nullable and rng.random() < 0.1:
         return None
     if spec.enum or spec.pattern is not None:
-        choices = spec.enum or _pattern_candidates(rng)
-        fitting = [value for value in choices if not spec.check(value)]
+        token = f"{rng.getrandbits(32):08x}"  # shapes that identity, hex, time, URI patterns take
+        hhmm = f"{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}"
+        version = f"{rng.randint(0, 9)}.{rng.randint(0, 20)}.{rng.randint(0, 9)}"
+        shapes: list[Value] = [f"dev-{token}", token, hhmm, version, f"coaps://gw-{token}.example"]
+        fitting = [value for value in spec.enum or shapes if not spec.check(value)]
         return rng.choice(fitting) if fitting else default
     for _ in range(20):
-        value = _random_value(rng, spec)
+        if spec.type == "array":
+            size = rng.randint(*_bounds(spec.min if spec.min is not None else 0, spec.max, 4))
+            value: Value = [_random_scalar(rng, spec.items or "any") for _ in range(size)]
+        elif spec.type == "map":
+            value = {f"k{n}": _random_scalar(rng, "any") for n in range(rng.randint(0, 3))}
+        else:
+            value = _random_scalar(rng, spec.type, spec.min, spec.max)
         if not spec.check(value):
             return value
     return default
 
 
-def _random_value(rng: random.Random, spec: KeySpec) -> Value:
-    kind, low, high = spec.type, spec.min, spec.max
-    if kind == "array":
-        size = rng.randint(*_int_bounds(low if low is not None else 0, high, span=4))
-        return [_random_scalar(rng, spec.items or "any", None, None) for _ in range(max(0, size))]
-    if kind == "map":
-        return {f"k{n}": _random_scalar(rng, "any", None, None) for n in range(rng.randint(0, 3))}
-    return _random_scalar(rng, kind, low, high)
-
-
 def _random_scalar(
-    rng: random.Random, kind: TypeName, low: float | None, high: float | None
+    rng: random.Random, kind: TypeName, low: float | None = None, high: float | None = None
 ) -> Value:
     if kind in ("any", "number"):
         kind = rng.choice(("int", "float", "str", "bool") if kind == "any" else ("int", "float"))
     if kind == "int":
-        return rng.randint(*_int_bounds(low, high, span=1000))
+        return rng.randint(*_bounds(low, high, 1000))
     if kind == "float":
-        lo, hi = _int_bounds(low, high, span=1000) if low is None or high is None else (low, high)
+        lo, hi = (low, high) if low is not None and high is not None else _bounds(low, high, 1000)
         return float(min(max(round(rng.uniform(lo, hi), 3), lo), hi))
     if kind == "bool":
         return rng.random() < 0.5
-    lo, hi = _int_bounds(low if low is not None else 0, high, span=24)
-    size = rng.randint(max(lo, 0), min(hi, max(lo, 0) + 24))
+    lo, hi = _bounds(max(low or 0, 0), high, 24)  # str and bytes: bounds are on the length
+    size = rng.randint(lo, min(hi, lo + 24))
     if kind == "bytes":
         return rng.randbytes(size)
     return "".join(rng.choice("abcdefghijklmnopqrstuvwxyz0123456789-") for _ in range(size))
 
 
-def _int_bounds(low: float | None, high: float | None, *, span: int) -> tuple[int, int]:
+def _bounds(low: float | None, high: float | None, span: int) -> tuple[int, int]:
+    """Integer range inside [low, high]; a missing side lies ``span`` away from the other."""
     lo = math.ceil(low) if low is not None else None
     hi = math.floor(high) if high is not None else None
-    lo = lo if lo is not None else (0 if hi is None or hi >= 0 else hi - span)
+    if lo is None:
+        lo = 0 if hi is None or hi >= 0 else hi - span
     return lo, hi if hi is not None else lo + span
-
-
-def _pattern_candidates(rng: random.Random) -> list[Value]:
-    """Text shapes that common schema patterns accept (identities, hex, versions, times)."""
-    token = f"{rng.getrandbits(32):08x}"
-    return [f"dev-{token}", token, f"{rng.randint(0, 9)}.{rng.randint(0, 20)}.{rng.randint(0, 9)}",
-            f"{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}", f"coaps://gw-{token}.example:5684"]  # fmt: skip

@@ -68,6 +68,14 @@ def encode(value: Value) -> bytes:
     return cbor2.dumps(value, canonical=True)
 
 
+def encode_unchecked(value: Value) -> bytes:
+    """:func:`encode` without the model check, for values edgecfg itself assembled
+    from checked parts (a decoded delta applied to a checked base).  Never pass
+    caller-supplied values: a tuple or a big integer would encode silently.
+    """
+    return cbor2.dumps(value, canonical=True)
+
+
 def etag_of_bytes(encoding: bytes) -> ETag:
     """ETag of an already canonical encoding: SHA-256, first 8 bytes (DESIGN §3)."""
     return ETag(hashlib.sha256(encoding).digest()[:ETAG_SIZE])

@@ -45,7 +45,14 @@ from edgecfg.errors import (
     DeltaIntegrityError,
     UsageError,
 )
-from edgecfg.wire.cbor import DEFAULT_LIMITS, DecodeLimits, decode_tree, encode, etag_of_bytes
+from edgecfg.wire.cbor import (
+    DEFAULT_LIMITS,
+    DecodeLimits,
+    decode_tree,
+    encode,
+    encode_unchecked,
+    etag_of_bytes,
+)
 from edgecfg.wire.delta_ops import KeyBook, decode_ops, encode_ops
 
 FORMAT_VERSION: Final = 1
@@ -85,7 +92,7 @@ def make_delta(
     if base_bytes == target_bytes:
         return header
     candidates = [_with_kind(header, FULL) + target_bytes]
-    book = KeyBook(structural.key_table(old))
+    book = KeyBook(old)
     ops = structural.diff(old, new, weigh=lambda op: len(encode_ops([op], book)))
     body = encode_ops(ops, book)
     candidates.append(_with_kind(header, OPS) + body)
@@ -159,9 +166,10 @@ def apply_delta(
         result = _decode_tree(_decompress(body, base_bytes, limits), limits, None)
     else:
         raw = body if kind == OPS else _decompress(body, base_bytes, limits)
-        ops = decode_ops(raw, structural.key_table(old), limits)
+        ops = decode_ops(raw, KeyBook(old), limits)
         result = cast(Tree, structural.apply(old, ops))
-    result_bytes = encode(result)
+    # Every part of the result was checked: the base by encode(), new values by the decoder.
+    result_bytes = base_bytes if kind == EMPTY else encode_unchecked(result)
     if len(result_bytes) > limits.max_bytes:
         raise DeltaError(f"delta result of {len(result_bytes)} bytes exceeds {limits.max_bytes}")
     produced = etag_of_bytes(result_bytes)[:TARGET_CHECK_SIZE]

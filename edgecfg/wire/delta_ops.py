@@ -58,16 +58,36 @@ _VARINT_MAX_BYTES: Final = 5  # values below 2**35: every count and index we all
 
 
 class KeyBook:
-    """The base's key table, for writing keys as short references."""
+    """The base's key table, for writing and reading keys as short references.
 
-    __slots__ = ("keys", "positions", "reversed_keys", "sorted_keys")
+    Built lazily: a delta of value changes only never needs it.
+    """
 
-    def __init__(self, keys: Sequence[str]) -> None:
-        self.keys = list(keys)
-        self.positions = {key: position for position, key in enumerate(self.keys)}
-        raw = [(key.encode("utf-8"), position) for position, key in enumerate(keys)]
-        self.sorted_keys = sorted(raw)
-        self.reversed_keys = sorted((key[::-1], position) for key, position in raw)
+    __slots__ = ("_keys", "_positions", "_reversed", "_sorted", "base")
+
+    def __init__(self, base: Value) -> None:
+        self.base = base
+        self._keys: list[str] | None = None
+        self._positions: dict[str, int] = {}
+        self._sorted: list[tuple[bytes, int]] = []
+        self._reversed: list[tuple[bytes, int]] = []
+
+    @property
+    def keys(self) -> list[str]:
+        """The key table (:func:`edgecfg.core.delta.key_table` of the base)."""
+        if self._keys is None:
+            keys = structural.key_table(self.base)
+            self._positions = {key: position for position, key in enumerate(keys)}
+            raw = [(key.encode("utf-8"), position) for position, key in enumerate(keys)]
+            self._sorted = sorted(raw)
+            self._reversed = sorted((key[::-1], position) for key, position in raw)
+            self._keys = keys
+        return self._keys
+
+    @property
+    def positions(self) -> dict[str, int]:
+        self.keys  # noqa: B018 - builds the table
+        return self._positions
 
     def value_key(self, key: str) -> str | int:
         """A map key inside a CBOR value: text or a ref, whichever is shorter."""
@@ -77,21 +97,21 @@ class KeyBook:
         return key
 
     def op_key(self, key: str) -> bytes:
-        """An operation's key: the shortest of literal, ref, ref prefix + tail, head + ref suffix."""
+        """An operation's key in its shortest form (literal, ref, shared prefix or suffix)."""
         raw = key.encode("utf-8")
         best = varint(len(raw) << 2 | _KEY_TEXT) + raw
         position = self.positions.get(key)
         if position is not None:
             ref = varint(position << 2 | _KEY_REF)
             return ref if len(ref) < len(best) else best
-        shared, source = _longest_shared(self.sorted_keys, raw)
+        shared, source = _longest_shared(self._sorted, raw)
         while 0 < shared < len(raw) and raw[shared] & 0xC0 == 0x80:
             shared -= 1  # never split a UTF-8 sequence: the tail stays valid text
         if shared:
             tail = raw[shared:]
             form = varint(source << 2 | _KEY_PREFIX) + varint(shared) + varint(len(tail)) + tail
             best = min(best, form, key=len)
-        shared, source = _longest_shared(self.reversed_keys, raw[::-1])
+        shared, source = _longest_shared(self._reversed, raw[::-1])
         while 0 < shared < len(raw) and raw[len(raw) - shared] & 0xC0 == 0x80:
             shared -= 1
         if shared:
@@ -110,6 +130,9 @@ def _longest_shared(table: list[tuple[bytes, int]], raw: bytes) -> tuple[int, in
         if shared > best:
             best, source = shared, position
     return best, source
+
+
+_NO_REFS: Final = KeyBook({})
 
 
 def _common_prefix(a: bytes, b: bytes) -> int:
@@ -150,7 +173,7 @@ def encode_ops(ops: Sequence[structural.Op], book: KeyBook, *, compact: bool = T
     with the base's own encoding matches better.
     """
     floats: Callable[[float], object] = _compact_float if compact else _plain
-    plain_book = book if compact else KeyBook(())
+    plain_book = book if compact else _NO_REFS
     out = bytearray()
     previous = 0
     for op in ops:
@@ -218,17 +241,19 @@ def _compact_float(value: float) -> float | Decimal:
 # ---------------------------------------------------------------- decode
 
 
-def decode_ops(data: bytes, keys: Sequence[str], limits: DecodeLimits) -> list[structural.Op]:
+def decode_ops(data: bytes, book: KeyBook, limits: DecodeLimits) -> list[structural.Op]:
     """Parse a body back into operations; every malformation is a :class:`DeltaError`."""
-    return _Reader(data, keys, limits).ops()
+    return _Reader(data, book, limits).ops()
 
 
 class _Reader:
-    __slots__ = ("data", "keys", "limits", "pos")
+    __slots__ = ("book", "data", "key_budget", "limits", "pos")
 
-    def __init__(self, data: bytes, keys: Sequence[str], limits: DecodeLimits) -> None:
+    def __init__(self, data: bytes, book: KeyBook, limits: DecodeLimits) -> None:
         self.data = data
-        self.keys = keys
+        self.book = book
+        # A one-byte key ref can stand for a long key: bound what refs expand to.
+        self.key_budget = limits.max_bytes
         self.limits = limits
         self.pos = 0
 
@@ -272,9 +297,12 @@ class _Reader:
             source, length = self.varint("copy source"), self.varint("copy length")
             if self.pos + length > len(self.data):
                 raise DeltaError(f"copy of {length} bytes at byte {self.pos} runs past the end")
-            nested = _Reader(self.data[self.pos : self.pos + length], self.keys, self.limits)
+            nested = _Reader(self.data[self.pos : self.pos + length], self.book, self.limits)
+            nested.key_budget = self.key_budget
             self.pos += length
-            return structural.Copy(index, key, source, tuple(nested.ops()))
+            copied = tuple(nested.ops())
+            self.key_budget = nested.key_budget
+            return structural.Copy(index, key, source, copied)
         if opcode == TEXT:
             text_runs: list[tuple[int, int, str | bytes]] = []
             for _ in range(self.varint("text run count")):
@@ -313,11 +341,15 @@ class _Reader:
         return text
 
     def ref(self, position: int) -> str:
-        if position >= len(self.keys):
+        keys = self.book.keys
+        if position >= len(keys):
             raise DeltaError(
-                f"key ref {position} at byte {self.pos} outside the base's {len(self.keys)} keys"
+                f"key ref {position} at byte {self.pos} outside the base's {len(keys)} keys"
             )
-        return self.keys[position]
+        self.key_budget -= len(keys[position])
+        if self.key_budget < 0:
+            raise DeltaError(f"key refs expand beyond {self.limits.max_bytes} bytes")
+        return keys[position]
 
     def key(self) -> str:
         tagged = self.varint("key")

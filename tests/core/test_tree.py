@@ -521,3 +521,12 @@ def test_check_model_accepts_any_text_key(key: str) -> None:
 def test_check_model_rejects_text_with_lone_surrogates(value: object) -> None:
     with pytest.raises(ModelError):
         check_model(value)
+
+
+def test_check_model_refuses_a_value_nested_too_deeply_for_the_codec() -> None:
+    value: Value = []
+    for _ in range(10_000):
+        value = [value]
+    with pytest.raises(ModelError, match="value nested too deeply at the root") as caught:
+        check_model(value)
+    assert caught.value.path == ""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import random
 from typing import get_args
 
@@ -233,7 +234,7 @@ def test_long_string_edits_change_few_characters() -> None:
 def test_history_has_unchanged_and_changed_steps() -> None:
     history = generate_history(5, leaves=300, versions=40)
     assert len(history) == 40
-    same = [values_equal(a, b) for a, b in zip(history, history[1:], strict=False)]
+    same = [values_equal(a, b) for a, b in itertools.pairwise(history)]
     assert 2 <= sum(same) <= 20
     for a, b, equal in zip(history, history[1:], same, strict=False):
         if equal:

@@ -13,7 +13,6 @@ Everything skips cleanly when ../shared is absent.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -242,33 +241,11 @@ def test_spike_inputs_raise_nothing_but_decode_error(shared_dir: Path) -> None:
     vectors = _load(shared_dir, "spike/spike.cbor")
     assert len(vectors) == 1165
     failures: list[str] = []
-    accepted = 0
     for vector in vectors:
         try:
             # NaN payloads collapse to the one canonical NaN, so spike's
             # "roundtrip" does not hold for them: only values are compared.
             check_well_formed(vector, check_roundtrip=False)
-        except DecodeError as error:  # pragma: no cover - reported below
-            failures.append(f"{vector.index} {vector.encoded.hex()}: unexpected {error!r}")
-        except Exception as error:  # pragma: no cover - reported below
+        except Exception as error:  # collect every failure, not just the first
             failures.append(f"{vector.index} {vector.encoded.hex()}: {type(error).__name__} {error}")
-        else:
-            accepted += 1
     assert failures == []
-    assert accepted == len(vectors)
-
-
-def test_spike_in_model_values_decode_to_the_expected_values(shared_dir: Path) -> None:
-    vectors = _load(shared_dir, "spike/spike.cbor")
-    decoded = 0
-    for vector in vectors:
-        try:
-            value = decode(vector.encoded)
-        except DecodeError:
-            continue
-        decoded += 1
-        expected = cast(Value, vector.decoded)
-        assert values_equal(value, expected) or (
-            isinstance(value, float) and math.isnan(value)
-        ), vector.description
-    assert decoded > len(vectors) // 2

@@ -1,0 +1,194 @@
+"""The structural delta core: diff/apply laws and refusals of misfit operations."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edgecfg.core import delta as structural
+from edgecfg.core.delta import (
+    Add,
+    Copy,
+    Delete,
+    ListEdit,
+    Rename,
+    Set,
+    Splice,
+    TextEdit,
+    apply,
+    diff,
+    key_table,
+    node_count,
+    restrict,
+)
+from edgecfg.core.tree import Tree, Value, values_equal
+from edgecfg.errors import DeltaError
+from tests.strategies import tree_pairs
+
+
+@given(tree_pairs())
+@settings(max_examples=300, deadline=None)
+def test_apply_of_diff_returns_target(pair: tuple[Tree, Tree]) -> None:
+    old, new = pair
+    assert values_equal(apply(old, diff(old, new)), new)
+
+
+@given(tree_pairs())
+@settings(max_examples=150, deadline=None)
+def test_apply_of_diff_with_copies_returns_target(pair: tuple[Tree, Tree]) -> None:
+    old, new = pair
+    ops = diff(old, new, weigh=lambda op: len(repr(op)))
+    assert values_equal(apply(old, ops), new)
+
+
+@given(tree_pairs())
+@settings(max_examples=100, deadline=None)
+def test_diff_and_apply_never_mutate_inputs(pair: tuple[Tree, Tree]) -> None:
+    old, new = pair
+    before_old, before_new = repr(old), repr(new)
+    apply(old, diff(old, new))
+    assert (repr(old), repr(new)) == (before_old, before_new)
+
+
+def test_diff_of_equal_trees_is_empty() -> None:
+    tree: Tree = {"a": {"b": [1, 2.5, float("nan")]}, "c": b"x"}
+    assert diff(tree, {"a": {"b": [1, 2.5, float("nan")]}, "c": b"x"}) == []
+
+
+def test_diff_distinguishes_int_float_and_signed_zero() -> None:
+    assert diff({"a": 1}, {"a": 1.0}) == [Set(1, 1.0)]
+    assert diff({"a": 0.0}, {"a": -0.0}) == [Set(1, -0.0)]
+    assert diff({"a": True}, {"a": 1}) == [Set(1, 1)]
+
+
+def test_nodes_are_numbered_in_canonical_preorder() -> None:
+    # canonical order: "b" (len 1) before "aa" (len 2); root is node 0
+    old: Tree = {"aa": {"x": 1}, "b": 2}
+    assert diff(old, {"aa": {"x": 5}, "b": 2}) == [Set(3, 5)]
+    assert diff(old, {"aa": {"x": 1}, "b": 3}) == [Set(1, 3)]
+    assert node_count(old) == 4
+
+
+def test_renamed_section_is_a_rename_not_a_resend() -> None:
+    section = {f"k{i}": i for i in range(10)}
+    old: Tree = {"stepper_z": section}
+    new: Tree = {"stepper_z0": {**section, "k3": 33}}
+    ops = diff(old, new)
+    assert Rename(1, "stepper_z0") in ops
+    assert not any(isinstance(op, Add) for op in ops)
+    assert values_equal(apply(old, ops), new)
+
+
+def test_list_insert_does_not_resend_shifted_elements() -> None:
+    old: Tree = {"l": list(range(20))}
+    new: Tree = {"l": [0, 1, 99, *range(2, 20)]}
+    ops = diff(old, new)
+    assert ops == [ListEdit(1, ((2, 0, (99,)),))]
+    assert apply(old, ops) == new
+
+
+def test_long_text_edit_is_a_splice() -> None:
+    text = "G28\n" + "G1 X10 Y10\n" * 20
+    ops = diff({"m": text}, {"m": text.replace("G28", "G29", 1)})
+    assert len(ops) == 1
+    assert isinstance(ops[0], Splice)
+    assert len(ops[0].middle) <= 3
+
+
+def test_far_apart_text_edits_are_a_multi_hunk_text_edit() -> None:
+    lines = [f"line {i} of the macro\n" for i in range(40)]
+    old = "".join(lines)
+    new = "".join([lines[0].replace("0", "A"), *lines[1:39], lines[39].replace("39", "ZZ")])
+    ops = diff({"m": old}, {"m": new})
+    assert len(ops) == 1
+    assert isinstance(ops[0], TextEdit)
+    assert apply({"m": old}, ops) == {"m": new}
+
+
+def test_new_section_like_a_sibling_is_a_copy_when_lighter() -> None:
+    section = {f"option_{i}": f"value {i}" for i in range(12)}
+    old: Tree = {"stepper_z": section}
+    new: Tree = {"stepper_z": section, "stepper_z1": {**section, "option_3": "changed"}}
+    ops = diff(old, new, weigh=lambda op: len(repr(op)))
+    assert len(ops) == 1
+    assert isinstance(ops[0], Copy)
+    assert ops[0].source == 1
+    assert apply(old, ops) == new
+
+
+def test_key_table_puts_frequent_keys_first() -> None:
+    tree: Tree = {"s1": {"pin": 1, "zz": 2}, "s2": {"pin": 3}, "s3": {"pin": 4}}
+    assert key_table(tree)[0] == "pin"
+    assert sorted(key_table(tree)) == ["pin", "s1", "s2", "s3", "zz"]
+
+
+@pytest.mark.parametrize(
+    ("base", "ops", "message"),
+    [
+        ({"a": 1}, [Set(5, 1)], "base has only 2 nodes"),
+        ({"a": 1}, [Splice(1, 0, 0, "x")], "expected str, found int"),
+        ({"a": "abc"}, [Splice(1, 2, 2, "x")], r"keeps 2\+2 of 3"),
+        ({"a": "abc"}, [TextEdit(1, ((2, 5, "x"),))], "runs past"),
+        ({"a": "abc"}, [TextEdit(1, ((0, 1, b"x"),))], "one type"),
+        ({"a": 1}, [Set(1, 2), Set(1, 3)], "two Set operations"),
+        ({"a": 1}, [Add(0, "a", 2)], "already present"),
+        ({"a": 1, "b": 2}, [Rename(1, "b")], "collides"),
+        ({"a": 1}, [Delete(0)], "root cannot be deleted"),
+        ({"a": [1, 2]}, [ListEdit(1, ((1, 5, ()),))], "runs past"),
+        ({"a": {"b": 1}}, [ListEdit(1, ((0, 0, (1,)),))], "which is a map"),
+        ({"a": [1]}, [Add(1, "k", 1)], "which is an array"),
+        ({"a": [1]}, [Rename(2, "k")], "array element"),
+        ({"a": 1}, [Add(1, "k", 1)], "int leaf"),
+        ({"a": 1}, [Copy(0, "b", 1, ())], "which is no map"),
+        ({"a": {"b": 1}}, [Set(1, 2), Splice(1, 0, 0, "x")], "replaced and edited"),
+    ],
+)
+def test_apply_refuses_operations_that_do_not_fit(
+    base: Tree, ops: list[structural.Op], message: str
+) -> None:
+    with pytest.raises(DeltaError, match=message):
+        apply(base, ops)
+
+
+def test_copies_cannot_multiply_the_base() -> None:
+    base: Tree = {"s": {f"k{i}": i for i in range(50)}}
+    ops: list[structural.Op] = [Copy(0, f"c{i}", 1, ()) for i in range(3)]
+    with pytest.raises(DeltaError, match="more than double"):
+        apply(base, ops)
+
+
+def test_copies_nest_only_to_a_bounded_depth() -> None:
+    base: Tree = {"s": {"t": 1}}
+    op: structural.Op = Copy(0, "x", 1, ())
+    for _ in range(structural.MAX_COPY_DEPTH + 1):
+        op = Copy(0, "x", 0, (op,))
+    with pytest.raises(DeltaError):
+        apply({"s": base}, [op])
+
+
+def _critical(path: tuple[str, ...]) -> bool:
+    return path[:1] == ("crit",)
+
+
+@given(tree_pairs(), tree_pairs())
+@settings(max_examples=150, deadline=None)
+def test_restricted_changes_then_the_rest_yield_the_target(
+    a: tuple[Tree, Tree], b: tuple[Tree, Tree]
+) -> None:
+    old: Tree = {"crit": a[0], "rest": b[0]}
+    new: Tree = {"crit": a[1], "rest": b[1]}
+    middle = restrict(old, new, wanted=_critical)
+    assert values_equal(middle.get("rest", {}), old["rest"]) or not old["rest"]
+    assert values_equal(apply(middle, diff(middle, new)), new)
+
+
+def test_restrict_takes_only_wanted_leaves() -> None:
+    old: Tree = {"crit": {"x": 1}, "bulk": {"y": 1}}
+    new: Tree = {"crit": {"x": 2}, "bulk": {"y": 2, "z": 3}}
+    assert restrict(old, new, wanted=_critical) == {"crit": {"x": 2}, "bulk": {"y": 1}}
+
+
+@given(st.lists(st.integers(0, 5), max_size=12), st.lists(st.integers(0, 5), max_size=12))
+def test_list_diffs_round_trip(old: list[Value], new: list[Value]) -> None:
+    assert apply({"l": old}, diff({"l": old}, {"l": new})) == {"l": new}

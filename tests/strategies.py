@@ -1,0 +1,100 @@
+"""Hypothesis strategies for configuration values and edits, shared by tests."""
+
+from __future__ import annotations
+
+from typing import cast
+
+from hypothesis import strategies as st
+
+from edgecfg.core.tree import Tree, Value
+
+keys = st.text(
+    alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=0, max_size=12
+) | st.sampled_from(["a", "b", "net", "uplink", "interval_s", "a.b", "ключ", "🙂", ""])
+
+scalars: st.SearchStrategy[Value] = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**64), max_value=2**64 - 1),
+    st.integers(min_value=-30, max_value=300),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([0.0, -0.0, 1.0, float("nan"), 0.0125, 23.52]),
+    st.text(max_size=40),
+    st.text(alphabet="ab\n", min_size=60, max_size=200),
+    st.binary(max_size=24),
+)
+
+
+def values(max_leaves: int = 30) -> st.SearchStrategy[Value]:
+    """Any model value: nested maps and lists of scalars, maps and lists."""
+    return st.recursive(
+        scalars,
+        lambda children: st.one_of(
+            st.lists(children, max_size=6),
+            st.dictionaries(keys, children, max_size=6),
+        ),
+        max_leaves=max_leaves,
+    )
+
+
+def trees(max_leaves: int = 30) -> st.SearchStrategy[Tree]:
+    """A configuration: a map at the top."""
+    return cast(
+        st.SearchStrategy[Tree], st.dictionaries(keys, values(max_leaves), max_size=8)
+    )
+
+
+@st.composite
+def edited(draw: st.DrawFn, tree: Tree, depth: int = 0) -> Tree:
+    """A version of ``tree`` after random edits: changed leaves, new and removed keys,
+    renamed sections, list inserts, deletes and moves."""
+    out: Tree = {}
+    items = list(tree.items())
+    for key, value in items:
+        action = draw(st.sampled_from(["keep", "keep", "keep", "change", "drop", "rename"]))
+        if action == "drop":
+            continue
+        new_key = key
+        if action == "rename":
+            new_key = draw(keys)
+            if new_key in out or new_key in tree:
+                new_key = key
+        if isinstance(value, dict) and depth < 4:
+            out[new_key] = draw(edited(value, depth + 1))
+        elif isinstance(value, list):
+            out[new_key] = draw(_edited_list(cast(list[Value], value)))
+        elif action == "change":
+            out[new_key] = draw(scalars)
+        else:
+            out[new_key] = value
+    for _ in range(draw(st.integers(min_value=0, max_value=2))):
+        key = draw(keys)
+        if key not in out:
+            out[key] = draw(values(6))
+    return out
+
+
+@st.composite
+def _edited_list(draw: st.DrawFn, items: list[Value]) -> list[Value]:
+    result = list(items)
+    for _ in range(draw(st.integers(min_value=0, max_value=3))):
+        move = draw(st.sampled_from(["insert", "delete", "move", "change"]))
+        if move == "insert" or not result:
+            result.insert(draw(st.integers(0, len(result))), draw(scalars))
+        elif move == "delete":
+            result.pop(draw(st.integers(0, len(result) - 1)))
+        elif move == "move":
+            element = result.pop(draw(st.integers(0, len(result) - 1)))
+            result.insert(draw(st.integers(0, len(result))), element)
+        else:
+            result[draw(st.integers(0, len(result) - 1))] = draw(scalars)
+    return result
+
+
+@st.composite
+def tree_pairs(draw: st.DrawFn) -> tuple[Tree, Tree]:
+    """(old, new): sometimes independent trees, mostly an edited version."""
+    old = draw(trees())
+    if draw(st.integers(0, 4)) == 0:
+        return old, draw(trees())
+    return old, draw(edited(old))
