@@ -238,13 +238,16 @@ class Schema:
         return len(self.keys)
 
     def spec(self, path: Path) -> KeySpec | None:
-        """The spec governing ``path``: its own, or that of an enclosing ``map`` key."""
+        """The spec governing ``path``: its own, or that of an enclosing free-form key.
+
+        A ``map`` or ``any`` key governs everything below it.
+        """
         spec = self.keys.get(path)
         if spec is not None:
             return spec
         for depth in range(len(path) - 1, 0, -1):
             parent = self.keys.get(path[:depth])
-            if parent is not None and parent.type == "map":
+            if parent is not None and parent.type in ("map", "any"):
                 return parent
         return None
 
@@ -263,11 +266,19 @@ class Schema:
                 tree = set_value(tree, spec.path, cast(Value, spec.default))
         return tree
 
-    def validate(self, tree: Mapping[str, Value], *, partial: bool = False) -> list[Violation]:
+    def validate(
+        self,
+        tree: Mapping[str, Value],
+        *,
+        partial: bool = False,
+        hardware: str | None = None,
+        firmware: str | None = None,
+    ) -> list[Violation]:
         """Every violation of this schema in ``tree``, each with path, value, expectation.
 
         With ``partial`` (a layer rather than a full config) missing required
-        keys are not reported.
+        keys are not reported; with ``hardware``/``firmware``, required keys
+        that do not apply to such a device are not either.
         """
         violations: list[Violation] = []
         for path, value in walk_leaves(tree):
@@ -284,7 +295,12 @@ class Schema:
             violations.extend(Violation(dotted, value, text) for text in spec.check(value))
         if not partial:
             for spec in self.keys.values():
-                if spec.required and spec.default is UNSET and _absent(tree, spec.path):
+                if (
+                    spec.required
+                    and spec.default is UNSET
+                    and spec.applies_to(hardware=hardware, firmware=firmware) is None
+                    and _absent(tree, spec.path)
+                ):
                     violations.append(Violation(spec.dotted, None, "a value (required key)"))
         return violations
 
@@ -347,7 +363,7 @@ def schema_from_document(doc: Mapping[str, object]) -> Schema:
     for dotted, key_id in cast(Mapping[object, object], raw_retired).items():
         if not isinstance(dotted, str) or type(key_id) is not int:
             raise SchemaError(f"retired entry {dotted!r}: {key_id!r} must be path -> int id")
-        retired[parse_path(dotted)] = key_id
+        retired[_parse(dotted, "retired path")] = key_id
     unknown = set(doc) - {"name", "version", "keys", "retired", "description"}
     if unknown:
         raise SchemaError(f"unknown schema fields {sorted(unknown)}")
@@ -386,10 +402,25 @@ def _key_from_document(path: Path, raw: Mapping[str, object]) -> KeySpec:
         agent=_range(raw.get("agent"), "agent", where),
         firmware=_range(raw.get("firmware"), "firmware", where),
         hardware=_hardware(raw.get("hardware"), where),
-        renamed_from=parse_path(r) if isinstance(r := raw.get("renamed_from"), str) else None,
+        renamed_from=_renamed_from(raw.get("renamed_from"), where),
     )
     _check_consistency(spec)
     return spec
+
+
+def _parse(dotted: str, what: str) -> Path:
+    try:
+        return parse_path(dotted)
+    except PathError as error:
+        raise SchemaError(f"{what}: {error}", path=dotted) from None
+
+
+def _renamed_from(value: object, where: str) -> Path | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise SchemaError(f"'renamed_from' must be the old path as text, got {value!r}", path=where)
+    return _parse(value, "'renamed_from'")
 
 
 def _check_consistency(spec: KeySpec) -> None:
@@ -409,6 +440,15 @@ def _check_consistency(spec: KeySpec) -> None:
             if bound is not None and _bound_problems(bound, spec.min, spec.max):
                 raise SchemaError(
                     f"{name} {bound} lies outside the key's bounds [{spec.min}, {spec.max}]",
+                    path=where,
+                )
+        if local.min is not None and local.max is not None and local.min > local.max:
+            raise SchemaError(f"local.min {local.min} > local.max {local.max}", path=where)
+        for allowed in local.enum or ():
+            problems = spec.check(allowed)
+            if problems:
+                raise SchemaError(
+                    f"local.enum value {allowed!r} breaks the key's rule: expected {problems[0]}",
                     path=where,
                 )
     if spec.merge == "device-wins-within-bounds" and not local.allowed:
@@ -542,6 +582,14 @@ def check_evolution(history: Sequence[Schema], new: Schema) -> None:
             ids.setdefault(key_id, path)
             paths.setdefault(path, key_id)
     for spec in new.keys.values():
+        if spec.renamed_from is not None:
+            previous_id = paths.get(spec.renamed_from)
+            if previous_id is not None and previous_id != spec.id:
+                raise SchemaError(
+                    f"renamed from {format_path(spec.renamed_from)} but changes its id "
+                    f"{previous_id} to {spec.id}; a renamed key keeps its id",
+                    path=spec.dotted,
+                )
         old_id = paths.get(spec.path)
         if old_id is not None and old_id != spec.id:
             raise SchemaError(
