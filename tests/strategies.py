@@ -39,9 +39,7 @@ def values(max_leaves: int = 30) -> st.SearchStrategy[Value]:
 
 def trees(max_leaves: int = 30) -> st.SearchStrategy[Tree]:
     """A configuration: a map at the top."""
-    return cast(
-        st.SearchStrategy[Tree], st.dictionaries(keys, values(max_leaves), max_size=8)
-    )
+    return cast(st.SearchStrategy[Tree], st.dictionaries(keys, values(max_leaves), max_size=8))
 
 
 @st.composite

@@ -254,15 +254,19 @@ class _Differ:
         plain = Add(index, key, value)
         if self.weigh is None or not isinstance(value, dict) or not value:
             return plain
-        wanted = flatten(value).keys()
+        # Candidates share top-level keys with the new map (cheap to test);
+        # only the best few are diffed and weighed.
+        wanted = value.keys()
         scored: list[tuple[float, int, dict[str, Value]]] = []
         child = index + 1
         for sibling_key in sorted(base, key=canonical_key_order):
             sibling = base[sibling_key]
             if isinstance(sibling, dict) and sibling:
-                shared = len(wanted & flatten(sibling).keys())
-                if shared:
-                    scored.append((-shared / max(len(wanted), 1), child, sibling))
+                common = wanted & sibling.keys()
+                if common:
+                    equal = sum(1 for key in common if _same_scalar(value[key], sibling[key]))
+                    score = (len(common) + equal) / max(len(wanted), len(sibling))
+                    scored.append((-score, child, sibling))
             child += self.sizes.of(sibling)
         best: Op = plain
         best_weight = self.weigh(plain)
@@ -321,6 +325,10 @@ def _text_runs(old: str | bytes, new: str | bytes) -> list[tuple[int, int, str |
         )
         keep = suffix
     return runs
+
+
+def _same_scalar(a: Value, b: Value) -> bool:
+    return not isinstance(a, dict | list) and values_equal(a, b)
 
 
 def _fingerprints(items: Sequence[Value]) -> list[object]:

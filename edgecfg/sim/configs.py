@@ -64,7 +64,7 @@ _OPTIONS: Final = {  # option names by the kind of value they hold
     "null": "logger comment override",
 }
 _KIND_WEIGHTS: Final = {"int": 24, "float": 18, "bool": 11, "pin": 10, "word": 20, "list": 6,
-                        "long": 5, "maps": 4, "null": 2}  # fmt: skip
+                        "long": 2, "maps": 2, "null": 2}  # fmt: skip
 _WORDS: Final = _names(
     "cartesian|corexy|pid|watermark|/dev/ttyACM0|!secret wifi_ssid|!secret api_password|static|"
     "${esphome_name} Power Meter|mqtt://10.0.0.6|dhcp|lan|wan|ACCEPT|REJECT|EPCOS 100K B57560G104F|"
@@ -125,7 +125,8 @@ class _Maker:
         r = self.rng
         snippets = _LAMBDA if "lambda" in key or "boot" in key else _GCODE
         snippets = _TEMPLATE if "template" in key else snippets
-        target = r.choice((r.randint(200, 800), r.randint(200, 800), r.randint(800, 2000), 150))
+        # Real macros are mostly short; a few run long (corpus: ~22 bytes per leaf overall).
+        target = r.choice((r.randint(60, 200), r.randint(60, 300), r.randint(200, 600), 1500))
         out: list[str] = []
         while sum(len(line) + 1 for line in out) < target:
             numbers = {k: r.randint(1, 9) * 10 ** r.randint(0, 2) for k in "abcde"}
@@ -159,7 +160,7 @@ class _Maker:
             node["name"] = f"${{esphome_name}} {r.choice(_MACROS).lower()}"
         if r.random() < 0.5:
             node["pin"] = {"number": self.pin(), "inverted": r.random() < 0.5}
-        if r.random() < 0.4:
+        if r.random() < 0.15:
             lam = self.long_text("lambda")
             node["filters"] = [{"multiply": round(r.uniform(0.01, 2), 3)}, {"lambda": lam}]
         if r.random() < 0.5:
@@ -200,7 +201,7 @@ class _Maker:
             kind = r.choice(_UCI_TYPES)
             node = self.options(size - 1, arrays=False, node={".type": kind})
             return fresh(taken, f"@{kind}[{r.randint(0, 3)}]"), node
-        if flat and style < 0.35 and size >= 2:  # Klipper macro
+        if flat and style < 0.26 and size >= 2:  # Klipper macro
             node = self.options(size - 1, arrays=False, node={"gcode": self.long_text("gcode")})
             return fresh(taken, f"gcode_macro {r.choice(_MACROS)}"), node
         if flat:

@@ -100,9 +100,10 @@ def make_delta(
     # dictionary costs time in proportion to the base: try it only when
     # the operations are big enough for compression to pay.
     if len(body) > _ZSTD_WORTHWHILE:
+        compressor = _compressor(base_bytes, len(target_bytes))
         for text in (body, encode_ops(ops, book, compact=False)):
-            candidates.append(_with_kind(header, OPS_ZSTD) + _compress(text, base_bytes))
-        candidates.append(_with_kind(header, FULL_ZSTD) + _compress(target_bytes, base_bytes))
+            candidates.append(_with_kind(header, OPS_ZSTD) + compressor.compress(text))
+        candidates.append(_with_kind(header, FULL_ZSTD) + compressor.compress(target_bytes))
     return min(candidates, key=len)
 
 
@@ -216,25 +217,19 @@ def _where(error: DecodeError, offset: int | None) -> str:
 # ---------------------------------------------------------------- zstd
 
 
-def _compress(data: bytes, dictionary: bytes) -> bytes:
-    level = (
-        _ZSTD_LEVEL_SMALL
-        if len(data) + len(dictionary) <= _ZSTD_SMALL_INPUT
-        else (_ZSTD_LEVEL_LARGE)
-    )
+def _compressor(dictionary: bytes, largest_input: int) -> zstandard.ZstdCompressor:
+    """One compressor primed with ``dictionary`` for every candidate of a delta."""
+    small = largest_input + len(dictionary) <= _ZSTD_SMALL_INPUT
     params = zstandard.ZstdCompressionParameters.from_level(  # pyright: ignore[reportUnknownMemberType]
-        level,
-        source_size=len(data),
+        _ZSTD_LEVEL_SMALL if small else _ZSTD_LEVEL_LARGE,
+        source_size=largest_input,
         dict_size=len(dictionary),
         format=zstandard.FORMAT_ZSTD1_MAGICLESS,
         write_checksum=False,
         write_content_size=True,
         write_dict_id=False,
     )
-    compressor = zstandard.ZstdCompressor(
-        dict_data=_dictionary(dictionary), compression_params=params
-    )
-    return compressor.compress(data)
+    return zstandard.ZstdCompressor(dict_data=_dictionary(dictionary), compression_params=params)
 
 
 def _dictionary(data: bytes) -> zstandard.ZstdCompressionDict:

@@ -213,7 +213,9 @@ def test_spec_returns_own_spec_or_that_of_an_enclosing_map(path: Path, governing
     assert spec is not None and spec.path == governing
 
 
-@pytest.mark.parametrize("path", [(), ("net",), ("net", "uplink"), ("log", "level", "x"), ("nope",)])
+@pytest.mark.parametrize(
+    "path", [(), ("net",), ("net", "uplink"), ("log", "level", "x"), ("nope",)]
+)
 def test_spec_is_none_for_undeclared_paths(path: Path) -> None:
     assert sensor().spec(path) is None
 
@@ -392,7 +394,9 @@ def test_local_bounds_inside_the_key_bounds_are_accepted() -> None:
 
 
 def test_local_bounds_are_not_checked_when_local_changes_are_not_allowed() -> None:
-    spec = one({"id": 1, "type": "int", "min": 10, "max": 100, "local": {"allowed": False, "min": 1}})
+    spec = one(
+        {"id": 1, "type": "int", "min": 10, "max": 100, "local": {"allowed": False, "min": 1}}
+    )
     assert spec.local.allowed is False
 
 
@@ -403,14 +407,18 @@ def test_schema_rejects_duplicate_ids_naming_both_paths() -> None:
 
 
 def test_schema_rejects_a_retired_id_reused_by_a_live_key() -> None:
-    with pytest.raises(SchemaError, match=r"id 7 is retired \(was old\.x\) but reused by a") as caught:
+    with pytest.raises(
+        SchemaError, match=r"id 7 is retired \(was old\.x\) but reused by a"
+    ) as caught:
         build({"a": {"id": 7, "type": "int"}}, retired={"old.x": 7})
     assert caught.value.path == "a"
 
 
 @pytest.mark.parametrize("parent_type", ["int", "str", "array", "any"])
 def test_schema_rejects_a_leaf_key_with_children(parent_type: str) -> None:
-    with pytest.raises(SchemaError, match=f"a is a {parent_type} leaf but has child keys") as caught:
+    with pytest.raises(
+        SchemaError, match=f"a is a {parent_type} leaf but has child keys"
+    ) as caught:
         build({"a": {"id": 1, "type": parent_type}, "a.b.c": {"id": 2, "type": "int"}})
     assert caught.value.path == "a.b.c"
 
@@ -475,7 +483,9 @@ def test_malformed_renamed_from_or_retired_path_is_a_schema_error(document: dict
 )
 def test_local_min_above_local_max_is_a_schema_error() -> None:
     with pytest.raises(SchemaError, match="local"):
-        build({"a": {"id": 1, "type": "int", "min": 0, "max": 100, "local": {"min": 50, "max": 10}}})
+        build(
+            {"a": {"id": 1, "type": "int", "min": 0, "max": 100, "local": {"min": 50, "max": 10}}}
+        )
 
 
 @pytest.mark.xfail(
@@ -604,7 +614,11 @@ def test_required_key_holding_null_is_present_but_must_be_nullable() -> None:
         # pattern (whole text must match)
         ({"type": "str", "pattern": "[a-z]+"}, "abc1", ["text matching /[a-z]+/"]),
         # several rules at once
-        ({"type": "str", "pattern": "[a-z]+", "max": 2}, "ABC", ["length <= 2", "text matching /[a-z]+/"]),
+        (
+            {"type": "str", "pattern": "[a-z]+", "max": 2},
+            "ABC",
+            ["length <= 2", "text matching /[a-z]+/"],
+        ),
     ],
 )
 def test_keyspec_check_reports_each_broken_rule(
@@ -642,7 +656,9 @@ def test_keyspec_check_reports_each_broken_rule(
         ({"type": "bool", "min": 0, "max": 0}, True),  # bounds do not apply to bools
     ],
 )
-def test_keyspec_check_accepts_values_meeting_every_rule(fields: dict[str, Any], value: Value) -> None:
+def test_keyspec_check_accepts_values_meeting_every_rule(
+    fields: dict[str, Any], value: Value
+) -> None:
     assert one({"id": 1, **fields}).check(value) == []
 
 
@@ -818,7 +834,9 @@ def test_check_evolution_accepts_a_rename_that_keeps_the_id() -> None:
 
 def test_check_evolution_rejects_a_renumbered_id() -> None:
     v2 = version_of(2, {"a": {"id": 9, "type": "int"}, "b": {"id": 2, "type": "int"}})
-    with pytest.raises(SchemaError, match="renumbers a from id 1 to 9; ids are permanent") as caught:
+    with pytest.raises(
+        SchemaError, match="renumbers a from id 1 to 9; ids are permanent"
+    ) as caught:
         check_evolution([V1], v2)
     assert caught.value.path == "a"
 
@@ -862,7 +880,9 @@ def test_check_evolution_rejects_a_version_that_does_not_increase(version: int) 
 
 
 def test_check_evolution_rejects_a_schema_with_another_name() -> None:
-    other = schema_from_document({"name": "other", "version": 2, "keys": {"a": {"id": 1, "type": "int"}}})
+    other = schema_from_document(
+        {"name": "other", "version": 2, "keys": {"a": {"id": 1, "type": "int"}}}
+    )
     with pytest.raises(SchemaError, match="schema 'other' cannot follow schema 's'"):
         check_evolution([V1], other)
 
@@ -884,7 +904,9 @@ ORDER_BUG = pytest.mark.xfail(
         pytest.param([RENAMED_V1, RENAMED_V2], id="oldest-first", marks=ORDER_BUG),
     ],
 )
-def test_check_evolution_accepts_a_renamed_key_kept_in_a_later_version(history: list[Schema]) -> None:
+def test_check_evolution_accepts_a_renamed_key_kept_in_a_later_version(
+    history: list[Schema],
+) -> None:
     v3 = version_of(3, {"b": {"id": 5, "type": "int"}})
     check_evolution(history, v3)
 

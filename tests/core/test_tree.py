@@ -408,7 +408,9 @@ def test_values_equal_is_reflexive_and_holds_for_a_deep_copy(value: Value) -> No
 
 
 @given(confusable_values, confusable_values)
-def test_values_equal_agrees_with_encoding_equality_on_confusable_values(a: Value, b: Value) -> None:
+def test_values_equal_agrees_with_encoding_equality_on_confusable_values(
+    a: Value, b: Value
+) -> None:
     assert values_equal(a, b) == (encode(a) == encode(b))
 
 

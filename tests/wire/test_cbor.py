@@ -225,8 +225,11 @@ DECODE_ERRORS: list[tuple[str, int, str]] = [
     ("f814", 0, "simple value 20 in two-byte form"),
     ("f800", 0, "simple value 0 in two-byte form"),
     # reserved additional information 28-30 in every major type
-    *[(f"{major << 5 | ai:02x}", 0, f"reserved additional information {ai}")
-      for major in range(8) for ai in (28, 29, 30)],  # fmt: skip
+    *[
+        (f"{major << 5 | ai:02x}", 0, f"reserved additional information {ai}")
+        for major in range(8)
+        for ai in (28, 29, 30)
+    ],  # fmt: skip
     ("811c", 1, "reserved additional information 28"),
     # truncation
     ("18", 0, "truncated head: 1-byte argument needs 1 more bytes"),
@@ -272,7 +275,9 @@ DECODE_ERRORS: list[tuple[str, int, str]] = [
 ]
 
 
-@pytest.mark.parametrize(("hex_", "offset", "reason"), DECODE_ERRORS, ids=[e[0][:20] or "empty" for e in DECODE_ERRORS])
+@pytest.mark.parametrize(
+    ("hex_", "offset", "reason"), DECODE_ERRORS, ids=[e[0][:20] or "empty" for e in DECODE_ERRORS]
+)
 def test_decode_rejects_malformed_or_out_of_model_input_with_offset(
     hex_: str, offset: int, reason: str
 ) -> None:
@@ -366,7 +371,9 @@ def test_default_limits() -> None:
     assert DEFAULT_LIMITS == DecodeLimits(max_bytes=4 * 1024 * 1024, max_depth=64)
 
 
-@pytest.mark.parametrize(("hex_", "kind"), [("01", "int"), ("80", "list"), ("60", "str"), ("f6", "NoneType")])
+@pytest.mark.parametrize(
+    ("hex_", "kind"), [("01", "int"), ("80", "list"), ("60", "str"), ("f6", "NoneType")]
+)
 def test_decode_tree_rejects_a_non_map_top_level(hex_: str, kind: str) -> None:
     with pytest.raises(DecodeError, match=f"expected a map at the top level, got {kind}") as caught:
         decode_tree(bytes.fromhex(hex_))
@@ -573,7 +580,9 @@ def test_encode_unchecked_skips_the_model_check() -> None:
         ("81c482203903e7", [Decimal("-100.0")]),
     ],
 )
-def test_decode_extended_admits_integer_keys_and_decimal_fractions(hex_: str, value: object) -> None:
+def test_decode_extended_admits_integer_keys_and_decimal_fractions(
+    hex_: str, value: object
+) -> None:
     assert decode_extended(bytes.fromhex(hex_), int_keys=True) == value
 
 

@@ -76,7 +76,9 @@ def _params(vectors: list[Vector]) -> list[Any]:
     ]
 
 
-APPENDIX_A_VECTORS = [v for name in APPENDIX_A for v in _load(SHARED_DIR, f"rfc8949-appendixA/{name}")]
+APPENDIX_A_VECTORS = [
+    v for name in APPENDIX_A for v in _load(SHARED_DIR, f"rfc8949-appendixA/{name}")
+]
 BAD_VECTORS = _load(SHARED_DIR, "rfc8949/bad.cbor")
 GOOD_VECTORS = _load(SHARED_DIR, "rfc8949/good.cbor")
 
@@ -247,5 +249,7 @@ def test_spike_inputs_raise_nothing_but_decode_error(shared_dir: Path) -> None:
             # "roundtrip" does not hold for them: only values are compared.
             check_well_formed(vector, check_roundtrip=False)
         except Exception as error:  # collect every failure, not just the first
-            failures.append(f"{vector.index} {vector.encoded.hex()}: {type(error).__name__} {error}")
+            failures.append(
+                f"{vector.index} {vector.encoded.hex()}: {type(error).__name__} {error}"
+            )
     assert failures == []
