@@ -5,6 +5,8 @@ The stable public API (DESIGN §7)::
     blob = edgecfg.encode(tree)        # canonical CBOR bytes
     tree = edgecfg.decode(blob)        # strict; raises edgecfg.DecodeError
     tag = edgecfg.etag(tree)           # 8 bytes
+    d = edgecfg.make_delta(old, new)   # wire delta bytes, bound to base and target
+    new2 = edgecfg.apply_delta(old, d) # == new; raises edgecfg.DeltaBaseMismatch
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from edgecfg.errors import (
     Violation,
 )
 from edgecfg.wire.cbor import DecodeLimits, decode, decode_tree, encode, etag
+from edgecfg.wire.delta import apply_delta, make_delta
 
 try:
     __version__ = version("edgecfg")
@@ -61,12 +64,14 @@ __all__ = [
     "Value",
     "Violation",
     "__version__",
+    "apply_delta",
     "check_evolution",
     "decode",
     "decode_tree",
     "encode",
     "etag",
     "format_path",
+    "make_delta",
     "parse_path",
     "schema_from_document",
     "values_equal",

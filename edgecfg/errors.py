@@ -70,9 +70,11 @@ class Violation:
     path: str
     value: object
     expected: str
+    missing: bool = False
 
     def __str__(self) -> str:
-        return f"{self.path or '<root>'}: expected {self.expected}, got {self.value!r}"
+        got = "it is missing" if self.missing else f"got {self.value!r}"
+        return f"{self.path or '<root>'}: expected {self.expected}, {got}"
 
 
 class SchemaError(UsageError):

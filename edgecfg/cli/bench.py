@@ -10,7 +10,9 @@ prints size and speed for edgecfg and for the baselines of
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
 import statistics
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -96,7 +98,7 @@ def synthetic_pairs(seed: int = 7) -> tuple[list[Pair], int]:
     ]
     for offset, (shape, leaves) in enumerate(shapes):
         history = generate_history(seed + offset, leaves=leaves, versions=60, shape=shape)
-        for old, new in zip(history, history[1:], strict=False):
+        for old, new in itertools.pairwise(history):
             if values_equal(old, new):
                 unchanged += 1
             else:
@@ -211,7 +213,7 @@ def render(tallies: dict[str, dict[str, Tally]], unchanged: int) -> str:
         f"{'source':<22} {'technique':<16} {'pairs':>5} {'median%':>8} {'p90%':>7} "
         f"{'max%':>7} {'1-edit B':>8} {'make us':>8} {'apply us':>8}"
     ]
-    order = sorted(source for source in tallies if source != "all") + ["all"]
+    order = [*sorted(source for source in tallies if source != "all"), "all"]
     for source in order:
         for name in TECHNIQUES:
             f = summarize(tallies[source][name])
@@ -225,7 +227,7 @@ def render(tallies: dict[str, dict[str, Tally]], unchanged: int) -> str:
 
 
 def _blank(value: float) -> str:
-    return "-" if value != value else f"{value:.0f}"  # NaN: not measured
+    return "-" if math.isnan(value) else f"{value:.0f}"  # NaN: not measured
 
 
 def verdicts(tallies: dict[str, dict[str, Tally]], timing: dict[str, float]) -> list[str]:

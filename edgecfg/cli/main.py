@@ -20,11 +20,13 @@ from edgecfg.cli.files import (
     load_config,
     load_schema,
     read_bytes,
+    write_bytes,
 )
-from edgecfg.core.tree import is_map
-from edgecfg.errors import EdgecfgError
+from edgecfg.core.tree import Tree, is_map
+from edgecfg.errors import DeltaError, EdgecfgError
 from edgecfg.wire.cbor import encode, etag
-from edgecfg.wire.documents import ConfigFormat
+from edgecfg.wire.delta import apply_delta, delta_kind, make_delta
+from edgecfg.wire.documents import ConfigFormat, guess_format
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -87,6 +89,44 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(keep=args.keep)
 
 
+def cmd_delta(args: argparse.Namespace) -> int:
+    """Write the delta that turns OLD into NEW."""
+    old, new = _tree(args.old, args.format), _tree(args.new, args.format)
+    schema = load_schema(args.schema) if args.schema else None
+    classes = set(args.classes.split(",")) if args.classes else None
+    if classes is not None and schema is None:
+        raise CommandError("--classes needs --schema (priority classes come from the schema)")
+    delta = make_delta(old, new, schema=schema, classes=classes)
+    write_bytes(args.output, delta)
+    if args.output != "-":
+        full = len(encode(new))
+        print(
+            f"{args.output}: {len(delta)} bytes ({delta_kind(delta)}), "
+            f"{100 * len(delta) / full:.2f}% of the {full}-byte new config"
+        )
+    return 0
+
+
+def cmd_patch(args: argparse.Namespace) -> int:
+    """Apply DELTA to OLD and write the result."""
+    old = _tree(args.old, args.format)
+    delta = read_bytes(args.delta)
+    try:
+        new = apply_delta(old, delta)
+    except DeltaError as error:
+        raise CommandError(f"{args.delta}: {error}") from None
+    fmt = args.to or guess_format(args.output, "json")
+    dump_config(new, args.output, fmt if fmt in ("cbor", "diag") else "json")
+    return 0
+
+
+def _tree(name: str, fmt: str | None) -> Tree:
+    value = load_config(name, fmt)
+    if not is_map(value):
+        raise CommandError(f"{name}: a configuration must be a map at the top level")
+    return value
+
+
 def cmd_bench_delta(args: argparse.Namespace) -> int:
     """Delta sizes and speed against baselines measured in the same run."""
     from edgecfg.cli.bench import run_delta_bench
@@ -136,6 +176,25 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("demo", help="walk through schema, store, versions and ETags")
     p.add_argument("--keep", action="store_true", help="keep the demo database and print its path")
     p.set_defaults(handler=cmd_demo)
+
+    p = commands.add_parser("delta", help="make the delta that turns OLD into NEW")
+    p.add_argument("old", metavar="OLD")
+    p.add_argument("new", metavar="NEW")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="delta file (- for stdout)")
+    p.add_argument("--format", choices=formats, help="format of OLD and NEW (default: by suffix)")
+    p.add_argument("--schema", metavar="SCHEMA", help="schema (needed for --classes)")
+    p.add_argument("--classes", metavar="C[,C]", help="only these priority classes, e.g. critical")
+    p.set_defaults(handler=cmd_delta)
+
+    p = commands.add_parser("patch", help="apply a delta to OLD")
+    p.add_argument("old", metavar="OLD")
+    p.add_argument("delta", metavar="DELTA")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="result (- for stdout)")
+    p.add_argument("--format", choices=formats, help="format of OLD (default: by suffix)")
+    p.add_argument(
+        "--to", choices=("json", "cbor", "diag"), help="result format (default: by suffix)"
+    )
+    p.set_defaults(handler=cmd_patch)
 
     bench = commands.add_parser("bench", help="benchmarks with same-run baselines")
     benches = bench.add_subparsers(dest="bench", metavar="BENCH", required=True)

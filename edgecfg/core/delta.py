@@ -395,14 +395,16 @@ def _similarity(a: Mapping[str, Value], b: Mapping[str, Value]) -> float:
 _DROP: Final = object()
 
 
-def apply(base: Value, ops: Sequence[Op]) -> Value:
+def apply(base: Value, ops: Sequence[Op], *, max_nodes: int | None = None) -> Value:
     """The tree that ``ops`` (from :func:`diff` or a decoded delta) make of ``base``.
 
     Raises :class:`DeltaError` naming the operation when it does not fit the
     base: an index beyond the base, a splice on a number, a splice longer
-    than its string, two operations of one kind on a node, a duplicate key.
+    than its string, two operations of one kind on a node, a duplicate key,
+    copies adding more than ``max_nodes`` nodes (default: four times the base).
     """
-    return _Applier(base, ops).run()
+    budget = max_nodes if max_nodes is not None else 4 * node_count(base) + 1024
+    return _Applier(base, ops, budget=[budget]).run()
 
 
 class _Applier:
@@ -415,8 +417,8 @@ class _Applier:
         self.depth = depth
         self.sizes = _Sizes()
         # Nodes that copies may still add, shared by nested copies: a delta of
-        # a few bytes must not multiply the base (at most doubles it).
-        self.budget = budget if budget is not None else [self.sizes.of(base)]
+        # a few bytes must not multiply the base without bound.
+        self.budget = budget if budget is not None else [4 * self.sizes.of(base) + 1024]
         self.by_index: dict[int, dict[type, Op]] = {}
         self.adds: dict[int, list[Add | Copy]] = {}
         for op in ops:
@@ -503,7 +505,10 @@ class _Applier:
             raise DeltaError(f"copy into node {op.index} from node {op.source}, which is no map")
         self.budget[0] -= self.sizes.of(source)
         if self.budget[0] < 0:
-            raise DeltaError(f"copies of node {op.source} would more than double the base")
+            raise DeltaError(
+                f"copy of node {op.source} exceeds the node budget of the result "
+                "(copies would multiply the base)"
+            )
         return _Applier(source, op.ops, depth=self.depth + 1, budget=self.budget).run()
 
     def node_at(self, index: int) -> Value:

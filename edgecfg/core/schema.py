@@ -301,7 +301,9 @@ class Schema:
                     and spec.applies_to(hardware=hardware, firmware=firmware) is None
                     and _absent(tree, spec.path)
                 ):
-                    violations.append(Violation(spec.dotted, None, "a value (required key)"))
+                    violations.append(
+                        Violation(spec.dotted, None, "a value (required key)", missing=True)
+                    )
         return violations
 
 

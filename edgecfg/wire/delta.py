@@ -168,7 +168,8 @@ def apply_delta(
     else:
         raw = body if kind == OPS else _decompress(body, base_bytes, limits)
         ops = decode_ops(raw, KeyBook(old), limits)
-        result = cast(Tree, structural.apply(old, ops))
+        # Each node encodes to at least one byte: more cannot fit the size limit.
+        result = cast(Tree, structural.apply(old, ops, max_nodes=limits.max_bytes))
     # Every part of the result was checked: the base by encode(), new values by the decoder.
     result_bytes = base_bytes if kind == EMPTY else encode_unchecked(result)
     if len(result_bytes) > limits.max_bytes:

@@ -112,6 +112,10 @@ def build(keys: dict[str, Any], **extra: Any) -> Schema:
     return schema_from_document(doc(keys, **extra))
 
 
+def triples(violations: list[Violation]) -> list[tuple[str, object, str]]:
+    return [(v.path, v.value, v.expected) for v in violations]
+
+
 def one(key_fields: dict[str, Any], path: str = "a") -> KeySpec:
     """The spec of a one-key schema."""
     spec = build({path: key_fields}).spec(tuple(path.split(".")))
@@ -451,41 +455,58 @@ def test_unhashable_items_is_a_schema_error(items: object) -> None:
         build({"a": {"id": 1, "type": "array", "items": items}})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _key_from_document silently ignores a 'renamed_from' that is not text",
-)
-def test_renamed_from_that_is_not_text_is_a_schema_error() -> None:
-    with pytest.raises(SchemaError, match="renamed_from"):
-        build({"a": {"id": 1, "type": "int", "renamed_from": 5}})
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a malformed 'renamed_from' or 'retired' path escapes as PathError, "
-    "not SchemaError (key paths are converted, these two are not)",
-)
 @pytest.mark.parametrize(
-    "document",
+    ("document", "fragment", "path"),
     [
-        doc({"a": {"id": 1, "type": "int", "renamed_from": "x..y"}}),
-        doc({"a": {"id": 1, "type": "int"}}, retired={"x..y": 3}),
+        (
+            doc({"a": {"id": 1, "type": "int", "renamed_from": 5}}),
+            "'renamed_from' must be the old path as text, got 5",
+            "a",
+        ),
+        (
+            doc({"a": {"id": 1, "type": "int", "renamed_from": "x..y"}}),
+            "'renamed_from': empty key before offset 2",
+            "x..y",
+        ),
+        (
+            doc({"a": {"id": 1, "type": "int"}}, retired={"x..y": 3}),
+            "retired path: empty key before offset 2",
+            "x..y",
+        ),
+        (
+            doc(
+                {
+                    "a": {
+                        "id": 1,
+                        "type": "int",
+                        "min": 0,
+                        "max": 100,
+                        "local": {"min": 50, "max": 10},
+                    }
+                }
+            ),
+            "local.min 50 > local.max 10",
+            "a",
+        ),
+        (
+            doc({"a": {"id": 1, "type": "int", "enum": [1, 2], "local": {"enum": [3]}}}),
+            "local.enum value 3 breaks the key's rule: expected one of [1, 2]",
+            "a",
+        ),
+        (
+            doc({"a": {"id": 1, "type": "int", "local": {"enum": ["x"]}}}),
+            "local.enum value 'x' breaks the key's rule: expected int",
+            "a",
+        ),
     ],
 )
-def test_malformed_renamed_from_or_retired_path_is_a_schema_error(document: dict[str, Any]) -> None:
-    with pytest.raises(SchemaError):
+def test_schema_from_document_rejects_bad_renames_retired_paths_and_local_policies(
+    document: dict[str, Any], fragment: str, path: str
+) -> None:
+    with pytest.raises(SchemaError) as caught:
         schema_from_document(document)
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _check_consistency never compares local.min with local.max",
-)
-def test_local_min_above_local_max_is_a_schema_error() -> None:
-    with pytest.raises(SchemaError, match="local"):
-        build(
-            {"a": {"id": 1, "type": "int", "min": 0, "max": 100, "local": {"min": 50, "max": 10}}}
-        )
+    assert fragment in str(caught.value)
+    assert caught.value.path == path
 
 
 @pytest.mark.xfail(
@@ -565,12 +586,12 @@ def test_required_key_with_a_default_is_not_reported_missing() -> None:
 def test_required_key_is_missing_when_its_parent_is_a_leaf() -> None:
     schema = build({"a.b": {"id": 1, "type": "int", "required": True}})
     violations = schema.validate({"a": 5})
-    assert Violation("a.b", None, "a value (required key)") in violations
+    assert ("a.b", None, "a value (required key)") in triples(violations)
 
 
 def test_required_key_holding_null_is_present_but_must_be_nullable() -> None:
     strict = build({"a": {"id": 1, "type": "int", "required": True}})
-    assert strict.validate({"a": None}) == [Violation("a", None, "int")]
+    assert triples(strict.validate({"a": None})) == [("a", None, "int")]
     lenient = build({"a": {"id": 1, "type": "int", "required": True, "nullable": True}})
     assert lenient.validate({"a": None}) == []
 
@@ -626,9 +647,8 @@ def test_keyspec_check_reports_each_broken_rule(
 ) -> None:
     spec = one({"id": 1, **fields})
     assert spec.check(value) == expected
-    assert build({"a": {"id": 1, **fields}}).validate({"a": value}) == [
-        Violation("a", value, text) for text in expected
-    ]
+    violations = build({"a": {"id": 1, **fields}}).validate({"a": value})
+    assert triples(violations) == [("a", value, text) for text in expected]
 
 
 @pytest.mark.parametrize(
@@ -678,6 +698,33 @@ def test_free_form_map_accepts_anything_below_it() -> None:
     assert schema.validate(config) == []
 
 
+def test_an_any_key_is_free_form_like_a_map_key() -> None:
+    schema = sensor()
+    spec = schema.spec(("blob", "x", "y"))
+    assert spec is not None and spec.path == ("blob",)
+    assert schema.validate({"blob": {"x": {"y": [1]}, "z": b""}}, partial=True) == []
+
+
+@pytest.mark.parametrize(
+    ("device", "missing"),
+    [
+        ({}, {"net.uplink.host", "radio.power"}),
+        ({"hardware": "bg96", "firmware": "2.1"}, {"net.uplink.host", "radio.power"}),
+        ({"hardware": "esp32"}, {"net.uplink.host"}),
+        ({"firmware": "1.9"}, {"net.uplink.host"}),
+        ({"hardware": "nrf9160", "firmware": "1.0"}, {"net.uplink.host"}),
+    ],
+)
+def test_validate_skips_required_keys_that_do_not_apply_to_the_device(
+    device: dict[str, str], missing: set[str]
+) -> None:
+    violations = sensor().validate(
+        {}, hardware=device.get("hardware"), firmware=device.get("firmware")
+    )
+    assert {v.path for v in violations} == missing
+    assert all(v.expected == "a value (required key)" for v in violations)
+
+
 def test_validate_reports_unknown_keys_anywhere() -> None:
     schema = sensor()
     violations = schema.validate(
@@ -694,8 +741,8 @@ def test_validate_reports_unknown_keys_anywhere() -> None:
 def test_validate_skips_empty_maps_on_the_way_to_declared_keys_only() -> None:
     schema = sensor()
     assert schema.validate({"net": {"uplink": {}}, "radio": {}}, partial=True) == []
-    assert schema.validate({"nothing": {}}, partial=True) == [
-        Violation("nothing", {}, "a key declared by schema sensor v3")
+    assert triples(schema.validate({"nothing": {}}, partial=True)) == [
+        ("nothing", {}, "a key declared by schema sensor v3")
     ]
 
 
@@ -849,10 +896,17 @@ def test_check_evolution_rejects_an_id_reused_by_another_path() -> None:
 
 
 def test_check_evolution_rejects_a_reused_id_whose_renamed_from_names_another_path() -> None:
-    # c takes b's id but claims to be the renamed a: the id belonged to b, not a.
+    # c takes b's id but claims to be the renamed "zzz": the id belonged to b.
     v2 = version_of(2, {"x": {"id": 3, "type": "int"},
-                        "c": {"id": 2, "type": "int", "renamed_from": "a"}})  # fmt: skip
+                        "c": {"id": 2, "type": "int", "renamed_from": "zzz"}})  # fmt: skip
     with pytest.raises(SchemaError, match="reuses id 2, which belonged to b") as caught:
+        check_evolution([V1], v2)
+    assert caught.value.path == "c"
+
+
+def test_check_evolution_rejects_a_renamed_key_that_changes_its_id() -> None:
+    v2 = version_of(2, {"c": {"id": 9, "type": "int", "renamed_from": "a"}})
+    with pytest.raises(SchemaError, match="renamed from a but changes its id 1 to 9") as caught:
         check_evolution([V1], v2)
     assert caught.value.path == "c"
 

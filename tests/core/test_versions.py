@@ -49,11 +49,11 @@ def test_parse_version_rejects_text_that_is_not_dotted_decimal(text: str) -> Non
 
 @pytest.mark.xfail(
     strict=True,
-    reason="BUG: parse_version uses \\d, so non-ASCII digits ('١.٢') parse as 1.2",
+    reason="BUG: parse_version uses \\d, so non-ASCII digits (U+0661 U+0662) parse as 1.2",
 )
 def test_parse_version_rejects_non_ascii_digits() -> None:
     with pytest.raises(UsageError):
-        parse_version("\u0661.\u0662")
+        parse_version("\u0661.\u0662")  # ARABIC-INDIC DIGIT ONE . TWO
 
 
 def test_versions_order_numerically_not_textually() -> None:
@@ -147,7 +147,7 @@ def test_empty_range_is_any_version() -> None:
 def test_version_range_rejects_a_malformed_clause_naming_it(text: str) -> None:
     with pytest.raises(UsageError, match="version range clause") as caught:
         VersionRange.parse(text)
-    assert repr(text.split(",")[0].strip()) in str(caught.value)
+    assert repr(text.strip()) in str(caught.value)
 
 
 @pytest.mark.parametrize(("text", "bad"), [(">=1, <abc", "abc"), (">=", "="), (">>1", ">1")])

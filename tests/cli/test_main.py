@@ -1,0 +1,219 @@
+"""The edgecfg command line: exit codes, one-line errors, file round trips."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from edgecfg.cli.main import main
+from edgecfg.wire.cbor import decode, encode, etag
+from edgecfg.wire.delta import make_delta
+
+ROOT = Path(__file__).resolve().parents[2]
+SCHEMA = ROOT / "fixtures" / "schema" / "device.json"
+CONFIGS = ROOT / "fixtures" / "configs"
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_version_prints_the_package_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0
+    assert capsys.readouterr().out.startswith("edgecfg ")
+
+
+def test_validate_accepts_a_valid_config(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(
+        capsys, "validate", str(CONFIGS / "sensor-default.json"), "--schema", str(SCHEMA)
+    )
+    assert code == 0
+    assert "valid against edgecfg-device v1" in out
+
+
+def test_validate_reports_every_violation_with_its_path(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "validate", str(CONFIGS / "invalid.json"), "--schema", str(SCHEMA))
+    assert code == 1
+    lines = [line for line in out.splitlines() if ": expected " in line]
+    assert len(lines) == 12
+    assert any("net.uplink.interval_s: expected >= 10, got 5" in line for line in lines)
+    assert any(
+        "device.id: expected a value (required key), it is missing" in line for line in lines
+    )
+    assert out.splitlines()[-1] == "12 violation(s) of edgecfg-device v1"
+
+
+def test_validate_json_output_lists_violations(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(
+        capsys, "validate", str(CONFIGS / "invalid.json"), "--schema", str(SCHEMA), "--json"
+    )
+    document = json.loads(out)
+    assert code == 1
+    assert document["valid"] is False
+    assert {"path", "value", "expected"} <= set(document["violations"][0])
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b'{"a": ', "invalid JSON at line 1 column 7"),
+        (b"\xff\xfe", "not UTF-8"),
+        (b"[1, 2]", "must be a map at the top level"),
+    ],
+)
+def test_malformed_config_files_give_one_line_errors(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, content: bytes, message: str
+) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_bytes(content)
+    code, out, err = run(capsys, "validate", str(bad), "--schema", str(SCHEMA))
+    assert code == 1
+    assert out == ""
+    assert message in err
+    assert len(err.strip().splitlines()) == 1
+    assert "Traceback" not in err
+
+
+def test_missing_file_is_named_in_the_error(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "encode", "/nonexistent/config.json")
+    assert code == 1
+    assert err.strip() == "edgecfg encode: error: /nonexistent/config.json: no such file"
+
+
+def test_encode_then_decode_round_trips(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    source = tmp_path / "c.json"
+    source.write_text(json.dumps({"net": {"interval_s": 300, "ratio": 0.5}, "on": True}))
+    blob = tmp_path / "c.cbor"
+    assert run(capsys, "encode", str(source), "-o", str(blob))[0] == 0
+    assert decode(blob.read_bytes()) == {"net": {"interval_s": 300, "ratio": 0.5}, "on": True}
+    code, out, _ = run(capsys, "decode", str(blob), "--to", "json")
+    assert code == 0
+    assert json.loads(out) == {"net": {"interval_s": 300, "ratio": 0.5}, "on": True}
+    code, out, _ = run(capsys, "decode", str(blob))
+    assert out.strip().startswith("{") and '"interval_s": 300' in out
+
+
+def test_decode_reads_hex_from_coap_client_output(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    hexfile = tmp_path / "payload.hex"
+    hexfile.write_text(encode({"a": [1, 2]}).hex(" ") + "\n")
+    code, out, _ = run(capsys, "decode", str(hexfile), "--hex", "--to", "json")
+    assert code == 0
+    assert json.loads(out) == {"a": [1, 2]}
+
+
+def test_decode_rejects_trailing_bytes_naming_the_offset(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    blob = tmp_path / "x.cbor"
+    blob.write_bytes(encode({"a": 1}) + b"\x00")
+    code, _, err = run(capsys, "decode", str(blob))
+    assert code == 1
+    assert "1 trailing bytes after the CBOR item at byte offset 4" in err
+
+
+def test_etag_prints_the_etag_of_the_canonical_encoding(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    source = tmp_path / "c.json"
+    source.write_text('{"b": 1, "a": 2}')
+    code, out, _ = run(capsys, "etag", str(source))
+    assert code == 0
+    assert out.split()[0] == etag({"a": 2, "b": 1}).hex()
+
+
+def _pair(tmp_path: Path) -> tuple[Path, Path]:
+    old = json.loads((CONFIGS / "sensor-default.json").read_text())
+    new = json.loads(json.dumps(old))
+    new["net"]["uplink"]["interval_s"] = 1800
+    old_file, new_file = tmp_path / "old.json", tmp_path / "new.json"
+    old_file.write_text(json.dumps(old))
+    new_file.write_text(json.dumps(new))
+    return old_file, new_file
+
+
+def test_delta_then_patch_reproduces_the_new_config(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    old_file, new_file = _pair(tmp_path)
+    delta_file, result = tmp_path / "d.bin", tmp_path / "result.cbor"
+    code, out, _ = run(capsys, "delta", str(old_file), str(new_file), "-o", str(delta_file))
+    assert code == 0
+    assert "bytes (ops)" in out
+    assert len(delta_file.read_bytes()) < 20
+    assert run(capsys, "patch", str(old_file), str(delta_file), "-o", str(result))[0] == 0
+    assert decode(result.read_bytes()) == json.loads(new_file.read_text())
+
+
+def test_patch_on_the_wrong_base_names_both_checks(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    old_file, new_file = _pair(tmp_path)
+    delta_file = tmp_path / "d.bin"
+    delta_file.write_bytes(make_delta({"x": 1}, {"x": 2}))
+    code, _, err = run(capsys, "patch", str(old_file), str(delta_file), "-o", "-")
+    assert code == 1
+    assert "delta base mismatch" in err
+    assert str(delta_file) in err
+
+
+def test_patch_with_a_corrupt_delta_is_one_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    old_file, new_file = _pair(tmp_path)
+    delta_file = tmp_path / "d.bin"
+    assert run(capsys, "delta", str(old_file), str(new_file), "-o", str(delta_file))[0] == 0
+    delta_file.write_bytes(delta_file.read_bytes()[:-2])
+    code, _, err = run(capsys, "patch", str(old_file), str(delta_file), "-o", "-")
+    assert code == 1
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_delta_with_classes_needs_a_schema(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    old_file, new_file = _pair(tmp_path)
+    code, _, err = run(
+        capsys, "delta", str(old_file), str(new_file), "-o", "-", "--classes", "critical"
+    )
+    assert code == 1
+    assert "--classes needs --schema" in err
+
+
+def test_demo_runs_and_exits_zero(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "demo")
+    assert code == 0
+    assert "demo finished" in out
+    assert "10,000 devices" in out
+
+
+def test_bench_delta_on_a_small_corpus_prints_targets(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    versions = [{"a": {"x": i, "y": "text " * 10}, "b": list(range(i))} for i in range(1, 8)]
+    corpus = tmp_path / "tiny.jsonl"
+    corpus.write_text(
+        "\n".join(json.dumps({"repo": "r", "path": "p", "tree": tree}) for tree in versions)
+    )
+    code, out, _ = run(capsys, "bench", "delta", str(corpus), "--leaves", "50")
+    assert code == 0
+    assert "tiny" in out
+    assert "zstd-19 dict" in out
+    assert "median <= 3.0%" in out
+
+
+def test_bench_delta_refuses_a_malformed_corpus_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    corpus = tmp_path / "bad.jsonl"
+    corpus.write_text('{"repo": "r"}\n')
+    code, _, err = run(capsys, "bench", "delta", str(corpus))
+    assert code == 1
+    assert f"{corpus}:1: not a corpus record" in err

@@ -1,0 +1,306 @@
+"""The delta wire format: laws, golden vectors, hostile input, priority classes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import edgecfg
+from edgecfg.core.schema import Schema, schema_from_document
+from edgecfg.core.tree import Tree, values_equal
+from edgecfg.errors import DeltaBaseMismatch, DeltaError, DeltaIntegrityError
+from edgecfg.wire.cbor import DecodeLimits, encode, etag
+from edgecfg.wire.delta import (
+    EMPTY,
+    FORMAT_VERSION,
+    FULL,
+    HEADER_SIZE,
+    apply_delta,
+    delta_kind,
+    make_delta,
+)
+from edgecfg.wire.delta_ops import varint
+from tests.strategies import tree_pairs, trees
+
+
+@given(tree_pairs())
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_apply_delta_of_make_delta_returns_target(pair: tuple[Tree, Tree]) -> None:
+    old, new = pair
+    result = apply_delta(old, make_delta(old, new))
+    assert encode(result) == encode(new)
+
+
+@given(trees())
+@settings(max_examples=100, deadline=None)
+def test_equal_trees_give_the_empty_delta(tree: Tree) -> None:
+    delta = make_delta(tree, json_copy(tree))
+    assert len(delta) == HEADER_SIZE
+    assert delta[0] == FORMAT_VERSION << 4 | EMPTY
+    assert encode(apply_delta(tree, delta)) == encode(tree)
+
+
+def json_copy(tree: Tree) -> Tree:
+    return edgecfg.decode_tree(encode(tree))
+
+
+def test_public_api_exports_make_and_apply() -> None:
+    delta = edgecfg.make_delta({"a": 1}, {"a": 2})
+    assert edgecfg.apply_delta({"a": 1}, delta) == {"a": 2}
+
+
+# Golden vectors pin the format: a change here breaks devices in the field.
+# header 0x11 = format 1, kind OPS; then base check (1 byte), target check (2).
+GOLDEN = [
+    pytest.param({"a": 1}, {"a": 2}, "11eb1d200802", id="set-node1"),
+    pytest.param({"a": 1}, {"a": 1, "b": True}, "11eb209a020462f5", id="add-literal-key"),
+    pytest.param({"a": 1, "b": 2}, {"a": 1}, "11a0eb9811", id="delete-node2"),
+    pytest.param(
+        {"s": "hello world!"},
+        {"s": "hello there world!"},
+        "1163a2220c060666746865726520",
+        id="splice-prefix6-suffix6",
+    ),
+    pytest.param({"l": [1, 2, 3]}, {"l": [1, 9, 2, 3]}, "117fda710d0101000109", id="list-insert"),
+    pytest.param({"x": 0.5}, {"x": 0.0125}, "11d37a6908c48223187d", id="decimal-float"),
+    pytest.param(
+        {"sec": {"k1": 1, "k2": 2, "k3": "abc"}},
+        {"sec": {"k1": 1, "k2": 2, "k3": "abc"}, "sec2": {"k1": 1, "k2": 3, "k3": "abc"}},
+        "116d67d2070e03013201021003",
+        id="copy-with-prefix-key",
+    ),
+    pytest.param(
+        {"old": {"a": 1, "b": 2}}, {"new": {"a": 1, "b": 2}}, "110f03f40b0c6e6577", id="rename"
+    ),
+]
+
+
+@pytest.mark.parametrize(("old", "new", "hexed"), GOLDEN)
+def test_golden_deltas(old: Tree, new: Tree, hexed: str) -> None:
+    assert make_delta(old, new).hex() == hexed
+    assert apply_delta(old, bytes.fromhex(hexed)) == new
+
+
+def test_golden_delta_bytes_are_exact() -> None:
+    # {"a": 1} -> {"a": 2}: header 0x11 (v1, OPS), base check, target check,
+    # SET at node 1 (gap 1 << 3 | 0 = 0x08), value 2.
+    delta = make_delta({"a": 1}, {"a": 2})
+    assert delta[0] == 0x11
+    assert delta[1:2] == etag({"a": 1})[:1]
+    assert delta[2:4] == etag({"a": 2})[:2]
+    assert delta[4:] == bytes([0x08, 0x02])
+
+
+def test_delete_and_add_and_float_vectors_are_exact() -> None:
+    assert make_delta({"a": 1, "b": 2}, {"a": 1})[4:] == bytes([0x11])  # DELETE node 2
+    added = make_delta({"a": 1}, {"a": 1, "b": True})[4:]
+    assert added == bytes([0x02]) + varint(1 << 2 | 0) + b"b" + bytes([0xF5])  # ADD at root
+    compact = make_delta({"x": 0.5}, {"x": 0.0125})[4:]
+    assert compact == bytes([0x08]) + bytes.fromhex("c48223187d")  # decimal fraction 125e-4
+
+
+def test_wrong_base_raises_base_mismatch_with_both_checks() -> None:
+    delta = make_delta({"a": 1}, {"a": 2})
+    with pytest.raises(DeltaBaseMismatch) as caught:
+        apply_delta({"a": 7}, delta)
+    assert caught.value.expected == etag({"a": 1})[:1]
+    assert caught.value.actual == etag({"a": 7})[:1]
+
+
+def test_corrupted_target_check_raises_integrity_error() -> None:
+    delta = bytearray(make_delta({"a": 1}, {"a": 2}))
+    delta[2] ^= 0xFF
+    with pytest.raises(DeltaIntegrityError):
+        apply_delta({"a": 1}, bytes(delta))
+
+
+def _sample_delta() -> tuple[Tree, bytes]:
+    old: Tree = {
+        "net": {"uplink": {"interval_s": 300, "apn": "iot.example"}, "retries": 3},
+        "macro": "G28\n" + "G1 X10 Y10\n" * 8,
+        "list": [1, 2, 3, 4],
+        "section_a": {"k1": 1, "k2": "two", "k3": 3.5},
+    }
+    new: Tree = {
+        "net": {"uplink": {"interval_s": 600, "apn": "iot.example.org"}, "retries": 4},
+        "macro": "G28\n" + "G1 X10 Y10\n" * 7 + "G1 X20\n",
+        "list": [1, 5, 3, 4, 6],
+        "section_b": {"k1": 1, "k2": "two", "k3": 3.5, "k4": None},
+    }
+    return old, make_delta(old, new)
+
+
+def test_every_truncation_is_refused_cleanly() -> None:
+    old, delta = _sample_delta()
+    for end in range(len(delta)):
+        with pytest.raises(DeltaError):
+            apply_delta(old, delta[:end])
+
+
+def test_every_single_bit_flip_is_refused_or_harmless() -> None:
+    old, delta = _sample_delta()
+    target = apply_delta(old, delta)
+    for position in range(len(delta)):
+        for bit in range(8):
+            flipped = bytearray(delta)
+            flipped[position] ^= 1 << bit
+            try:
+                result = apply_delta(old, bytes(flipped))
+            except DeltaError:
+                continue
+            assert encode(result) == encode(target)
+
+
+@given(st.binary(max_size=64))
+@settings(max_examples=500, deadline=None)
+def test_random_bodies_only_ever_raise_delta_errors(body: bytes) -> None:
+    old: Tree = {"a": {"b": [1, 2, "x"], "c": "text"}, "d": 1.5}
+    header = make_delta(old, {"a": 1})[:HEADER_SIZE]
+    for kind in range(6):
+        crafted = bytes([FORMAT_VERSION << 4 | kind]) + header[1:] + body
+        try:
+            apply_delta(old, crafted)
+        except DeltaError:
+            pass
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (bytes([0x08]) + bytes.fromhex("9bffffffffffffffff"), "corrupt value"),  # 2**64 items
+        (bytes([0x0D]) + b"\xff\xff\xff\xff\x7f", "list run count|ends inside"),
+        (bytes([0x0D]) + b"\xff\xff\xff\xff\xff\xff", "longer than 5 bytes"),
+        (bytes([0x02]) + b"\xfd\xff\xff\xff\x0f", "key ref"),  # key ref 2**30
+        (bytes([0x02, 0x80, 0x00]), "overlong"),
+        (bytes([0x07]) + varint(0) + varint(0) + varint(10**9), "runs past the end"),  # COPY
+        (bytes([0xF8, 0x7F]) + bytes([0x08, 0x01]), "base has only"),  # op on node 2**12
+    ],
+)
+def test_absurd_declared_lengths_give_clear_errors(body: bytes, message: str) -> None:
+    old: Tree = {"a": 1}
+    header = make_delta(old, {"a": 2})[:HEADER_SIZE]
+    with pytest.raises(DeltaError, match=message):
+        apply_delta(old, bytes([FORMAT_VERSION << 4 | 1]) + header[1:] + body)
+
+
+def test_compressed_size_bomb_is_refused_before_decompressing() -> None:
+    old: Tree = {"text": "x" * 4000}
+    new: Tree = {"text": "y" * 4000, "more": "z" * 4000}
+    delta = make_delta(old, new)
+    assert delta_kind(delta) in {"full+zstd", "ops+zstd"}
+    with pytest.raises(DeltaError, match="above the limit"):
+        apply_delta(old, delta, limits=DecodeLimits(max_bytes=100))
+
+
+def test_key_ref_amplification_is_bounded() -> None:
+    long_key = "k" * 200
+    old: Tree = {long_key: 1}
+    # a SET of a map with 300 keys, all refs to the 200-byte key: duplicates are refused
+    body = bytes([0x08]) + bytes([0xB9, 0x01, 0x2C]) + b"\x00\x01" * 300
+    crafted = make_delta(old, {long_key: 2})[:HEADER_SIZE] + body
+    with pytest.raises(DeltaError):
+        apply_delta(old, crafted, limits=DecodeLimits(max_bytes=10_000))
+
+
+def test_unknown_format_version_and_kind_are_named() -> None:
+    delta = bytearray(make_delta({"a": 1}, {"a": 2}))
+    delta[0] = 0x21
+    with pytest.raises(DeltaError, match="format version 2"):
+        apply_delta({"a": 1}, bytes(delta))
+    delta[0] = 0x1F
+    with pytest.raises(DeltaError, match="unknown delta kind 15"):
+        apply_delta({"a": 1}, bytes(delta))
+
+
+def test_full_kind_carries_the_target_for_an_unrelated_base() -> None:
+    delta = make_delta({}, {"a": 1})
+    assert delta[0] & 0x0F in (FULL, 1)
+    assert apply_delta({}, delta) == {"a": 1}
+
+
+# ---------------------------------------------------------------- priority classes
+
+SCHEMA: Schema = schema_from_document(
+    {
+        "name": "t",
+        "version": 1,
+        "keys": {
+            "sec.key": {"id": 1, "type": "str", "priority": "critical"},
+            "net.interval": {"id": 2, "type": "int", "priority": "critical"},
+            "net.apn": {"id": 3, "type": "str"},
+            "scripts": {"id": 4, "type": "map", "priority": "bulk"},
+            "free": {"id": 5, "type": "any"},
+        },
+    }
+)
+
+configs = st.fixed_dictionaries(
+    {
+        "sec": st.fixed_dictionaries({}, optional={"key": st.text(max_size=8)}),
+        "net": st.fixed_dictionaries(
+            {}, optional={"interval": st.integers(1, 10_000), "apn": st.text(max_size=8)}
+        ),
+        "scripts": st.dictionaries(st.text(max_size=4), st.text(max_size=30), max_size=3),
+    },
+    optional={"free": st.integers(-(2**63), 2**63) | st.text(max_size=5)},
+)
+
+
+@given(configs, configs)
+@settings(max_examples=200, deadline=None)
+def test_critical_delta_then_the_rest_yields_exactly_new(old: Tree, new: Tree) -> None:
+    critical = make_delta(old, new, schema=SCHEMA, classes={"critical"})
+    middle = apply_delta(old, critical)
+    for path in (("sec", "key"), ("net", "interval")):
+        assert values_equal(edgecfg_get(middle, path), edgecfg_get(new, path))
+    for path in (("net", "apn"), ("free",)):
+        assert values_equal(edgecfg_get(middle, path), edgecfg_get(old, path))
+    rest = make_delta(middle, new, schema=SCHEMA)
+    assert encode(apply_delta(middle, rest)) == encode(new)
+
+
+def edgecfg_get(tree: Tree, path: tuple[str, ...]) -> object:
+    from edgecfg.core.tree import get
+
+    return get(tree, path)
+
+
+def test_classes_without_a_schema_are_refused() -> None:
+    with pytest.raises(edgecfg.UsageError, match="need a schema"):
+        make_delta({"a": 1}, {"a": 2}, classes={"critical"})
+
+
+def test_unknown_class_names_are_refused() -> None:
+    with pytest.raises(edgecfg.UsageError, match="urgent"):
+        make_delta({"a": 1}, {"a": 2}, schema=SCHEMA, classes={"urgent"})
+
+
+# ---------------------------------------------------------------- real configurations
+
+
+def _corpus_pairs(shared: Path) -> list[tuple[Tree, Tree]]:
+    pairs: list[tuple[Tree, Tree]] = []
+    for file in sorted((shared / "corpus").glob("*.jsonl")):
+        previous: dict[tuple[str, str], Tree] = {}
+        for line in file.read_text().splitlines():
+            record = json.loads(line)
+            key = (record["repo"], record["path"])
+            if key in previous:
+                pairs.append((previous[key], record["tree"]))
+            previous[key] = record["tree"]
+    return pairs
+
+
+def test_every_corpus_pair_round_trips(shared_dir: Path) -> None:
+    pairs = _corpus_pairs(shared_dir)
+    if not pairs:
+        pytest.skip("no corpus in ../shared/corpus")
+    for old, new in pairs:
+        delta = make_delta(old, new)
+        assert encode(apply_delta(old, delta)) == encode(new)
+        if values_equal(old, new):
+            assert len(delta) == HEADER_SIZE
