@@ -44,6 +44,7 @@ class ModelError(UsageError, TypeError):
     def __init__(self, message: str, *, path: str) -> None:
         where = f" at {path}" if path else " at the root"
         super().__init__(f"{message}{where}")
+        self.reason = message
         self.path = path
 
 

@@ -33,7 +33,16 @@ from dataclasses import dataclass, field
 from typing import Final, Literal, TypeVar, cast, get_args
 
 from edgecfg.core.path import Path, format_path, parse_path
-from edgecfg.core.tree import UNSET, Tree, Value, check_model, is_map, set_value, walk_leaves
+from edgecfg.core.tree import (
+    UNSET,
+    Tree,
+    Value,
+    check_model,
+    is_map,
+    set_value,
+    values_equal,
+    walk_leaves,
+)
 from edgecfg.core.versions import ANY_VERSION, VersionRange
 from edgecfg.errors import ModelError, PathError, SchemaError, UsageError, Violation
 
@@ -148,6 +157,8 @@ class KeySpec:
 
 def _same(a: Value, b: Value) -> bool:
     # enum membership uses model equality but lets JSON's 1 match 1.0 for numbers
+    if isinstance(a, dict | list) or isinstance(b, dict | list):
+        return values_equal(a, b)
     if isinstance(a, bool) or isinstance(b, bool):
         return type(a) is type(b) and a == b
     return a == b and type(a) in (type(b), int, float) and type(b) in (type(a), int, float)
@@ -382,7 +393,9 @@ def _key_from_document(path: Path, raw: Mapping[str, object]) -> KeySpec:
         raise SchemaError("'id' must be an integer in [0, 2**32)", path=where)
     kind: TypeName = _choice(raw, "type", TYPES, None, where)
     items = raw.get("items")
-    if items is not None and (kind != "array" or items not in SCALAR_TYPES):
+    if items is not None and (
+        kind != "array" or not isinstance(items, str) or items not in SCALAR_TYPES
+    ):
         raise SchemaError("'items' is only for arrays and must be a scalar type", path=where)
     spec = KeySpec(
         path=path,
@@ -429,6 +442,14 @@ def _check_consistency(spec: KeySpec) -> None:
     where = spec.dotted
     if spec.min is not None and spec.max is not None and spec.min > spec.max:
         raise SchemaError(f"min {spec.min} > max {spec.max}", path=where)
+    for member in spec.enum or ():
+        problems = _type_problems(spec.type, member, spec.items)
+        numeric = spec.type in ("int", "float") and type(member) in (int, float)
+        if problems and not numeric and not (member is None and spec.nullable):
+            raise SchemaError(
+                f"enum member {member!r} is not a {problems[0]}: no value could match it",
+                path=where,
+            )
     if spec.default is not UNSET:
         problems = spec.check(cast(Value, spec.default))
         if problems:
@@ -468,11 +489,12 @@ def _choice(
     return cast(_T, value)
 
 
-def _model(value: object, where: str) -> Value:
+def _model(value: object, where: str, field: str = "default") -> Value:
     try:
         return check_model(value)
     except ModelError as error:
-        raise SchemaError(f"default is not a configuration value: {error}", path=where) from None
+        message = f"{field} is not a configuration value: {error.reason}"
+        raise SchemaError(message, path=where) from None
 
 
 def _number(value: object, name: str, where: str) -> int | float | None:
@@ -502,7 +524,7 @@ def _enum(value: object, where: str) -> tuple[Value, ...] | None:
         return None
     if not isinstance(value, list) or not value:
         raise SchemaError("'enum' must be a non-empty list", path=where)
-    return tuple(_model(item, where) for item in cast(list[object], value))
+    return tuple(_model(item, where, "enum member") for item in cast(list[object], value))
 
 
 def _pattern(value: object, where: str) -> str | None:
@@ -569,9 +591,9 @@ def check_evolution(history: Sequence[Schema], new: Schema) -> None:
     its id in every version; an id once given to a path is never given to
     another path, unless the new key declares ``renamed_from`` that path.
     """
-    ids: dict[int, Path] = {}
-    paths: dict[Path, int] = {}
-    for old in history:
+    ids: dict[int, Path] = {}  # each id's latest owner (renames move it)
+    paths: dict[Path, int] = {}  # every path ever declared, with its id
+    for old in sorted(history, key=lambda schema: schema.version):
         if old.name != new.name:
             raise SchemaError(f"schema {new.name!r} cannot follow schema {old.name!r}")
         if new.version <= old.version:
@@ -579,10 +601,12 @@ def check_evolution(history: Sequence[Schema], new: Schema) -> None:
                 f"version {new.version} of {new.name} must be higher than existing "
                 f"version {old.version}"
             )
-        entries = [(spec.path, spec.id) for spec in old.keys.values()]
-        for path, key_id in [*entries, *old.retired.items()]:
+        for path, key_id in old.retired.items():
             ids.setdefault(key_id, path)
             paths.setdefault(path, key_id)
+        for spec in old.keys.values():
+            ids[spec.id] = spec.path
+            paths.setdefault(spec.path, spec.id)
     for spec in new.keys.values():
         if spec.renamed_from is not None:
             previous_id = paths.get(spec.renamed_from)

@@ -99,16 +99,31 @@ def _is_model(value: object) -> bool:
     # The hot path (every encode) tracks no paths; _first_problem finds the
     # place only once something is wrong.
     kind = type(value)
+    if kind is str:
+        return _is_text(value)  # type: ignore[arg-type]
     if kind in _SCALARS:
         return True
     if kind is int:
         return INT_MIN <= value <= INT_MAX  # type: ignore[operator]
     if kind is dict:
         items = cast(dict[object, object], value)
-        return all(type(key) is str for key in items) and all(map(_is_model, items.values()))
+        return all(type(key) is str and _is_text(key) for key in items) and all(  # type: ignore[arg-type]
+            map(_is_model, items.values())
+        )
     if kind is list:
         return all(map(_is_model, cast(list[object], value)))
     return False
+
+
+def _is_text(text: str) -> bool:
+    """True unless ``text`` holds lone surrogates, which CBOR text (UTF-8) cannot carry."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _first_problem(value: object, path: Path) -> tuple[str, Path]:
@@ -120,9 +135,13 @@ def _first_problem(value: object, path: Path) -> tuple[str, Path]:
             for key, child in cast(dict[object, object], item).items():
                 if not isinstance(key, str) or type(key) is not str:
                     return f"map key {key!r} is not text", where
+                if not _is_text(key):
+                    return f"map key {key!r} is not Unicode text (lone surrogate)", where
                 stack.append((child, (*where, key)))
         elif isinstance(item, list) and kind is list:
             stack.extend((child, where) for child in cast(list[object], item))
+        elif isinstance(item, str) and kind is str and not _is_text(item):
+            return f"text {item!r} is not Unicode text (lone surrogate)", where
         elif kind is int and not INT_MIN <= item <= INT_MAX:  # type: ignore[operator]
             return f"integer {item} outside the CBOR range [-2**64, 2**64-1]", where
         elif kind not in _SCALARS and kind is not int:

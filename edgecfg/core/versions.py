@@ -18,7 +18,7 @@ from edgecfg.errors import UsageError
 
 Version = tuple[int, ...]
 
-_VERSION = re.compile(r"^v?(\d+(?:\.\d+)*)(?:[-+].*)?$")
+_VERSION = re.compile(r"^v?([0-9]+(?:\.[0-9]+)*)(?:[-+].*)?$")
 _CLAUSE = re.compile(r"^(>=|<=|==|>|<)\s*(\S+)$")
 _OPS: dict[str, Callable[[Version, Version], bool]] = {
     ">=": operator.ge,

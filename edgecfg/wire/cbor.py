@@ -32,9 +32,10 @@ import cbor2
 
 from edgecfg.core.ids import ETAG_SIZE, ETag
 from edgecfg.core.tree import Tree, Value, check_model, is_map
-from edgecfg.errors import DecodeError, EncodeError, ModelError
+from edgecfg.errors import DecodeError, EncodeError, ModelError, UsageError
 
 CONTENT_FORMAT_CBOR: Final = 60
+MAX_DEPTH_LIMIT: Final = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +44,14 @@ class DecodeLimits:
 
     max_bytes: int = 4 * 1024 * 1024
     max_depth: int = 64
+
+    def __post_init__(self) -> None:
+        # The scanner recurses once per level; RFC 8949's deepest good vectors
+        # (over 500 levels) are exactly what a bounded decoder may refuse.
+        if not 0 <= self.max_depth <= MAX_DEPTH_LIMIT:
+            raise UsageError(f"max_depth {self.max_depth} outside [0, {MAX_DEPTH_LIMIT}]")
+        if self.max_bytes < 1:
+            raise UsageError(f"max_bytes {self.max_bytes} must be positive")
 
 
 DEFAULT_LIMITS: Final = DecodeLimits()
@@ -64,7 +73,7 @@ def encode(value: Value) -> bytes:
     try:
         check_model(value)
     except ModelError as error:
-        raise EncodeError(str(error).rsplit(" at ", 1)[0], path=error.path) from None
+        raise EncodeError(error.reason, path=error.path) from None
     return cbor2.dumps(value, canonical=True)
 
 

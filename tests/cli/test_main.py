@@ -155,7 +155,7 @@ def test_delta_then_patch_reproduces_the_new_config(
 def test_patch_on_the_wrong_base_names_both_checks(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    old_file, new_file = _pair(tmp_path)
+    old_file, _new_file = _pair(tmp_path)
     delta_file = tmp_path / "d.bin"
     delta_file.write_bytes(make_delta({"x": 1}, {"x": 2}))
     code, _, err = run(capsys, "patch", str(old_file), str(delta_file), "-o", "-")

@@ -71,7 +71,7 @@ def test_nodes_are_numbered_in_canonical_preorder() -> None:
 
 
 def test_renamed_section_is_a_rename_not_a_resend() -> None:
-    section = {f"k{i}": i for i in range(10)}
+    section: dict[str, Value] = {f"k{i}": i for i in range(10)}
     old: Tree = {"stepper_z": section}
     new: Tree = {"stepper_z0": {**section, "k3": 33}}
     ops = diff(old, new)
@@ -107,7 +107,7 @@ def test_far_apart_text_edits_are_a_multi_hunk_text_edit() -> None:
 
 
 def test_new_section_like_a_sibling_is_a_copy_when_lighter() -> None:
-    section = {f"option_{i}": f"value {i}" for i in range(12)}
+    section: dict[str, Value] = {f"option_{i}": f"value {i}" for i in range(12)}
     old: Tree = {"stepper_z": section}
     new: Tree = {"stepper_z": section, "stepper_z1": {**section, "option_3": "changed"}}
     ops = diff(old, new, weigh=lambda op: len(repr(op)))

@@ -443,12 +443,6 @@ def test_schema_constructed_directly_checks_its_invariants() -> None:
     assert len(Schema("s", 1, {a.path: a})) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason="BUG: _key_from_document tests `items not in SCALAR_TYPES` (a frozenset); "
-    "an unhashable 'items' (list/dict) raises TypeError instead of SchemaError",
-)
 @pytest.mark.parametrize("items", [["int"], {"type": "int"}])
 def test_unhashable_items_is_a_schema_error(items: object) -> None:
     with pytest.raises(SchemaError, match="'items'"):
@@ -509,21 +503,11 @@ def test_schema_from_document_rejects_bad_renames_retired_paths_and_local_polici
     assert caught.value.path == path
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: enum members are not checked against the key's type, so an int key with "
-    "enum ['a'] is accepted although no value can ever satisfy it",
-)
 def test_enum_member_of_the_wrong_type_is_a_schema_error() -> None:
     with pytest.raises(SchemaError, match="enum"):
         build({"a": {"id": 1, "type": "int", "enum": ["a", "b"]}})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _enum reuses _model, whose message says 'default is not a configuration "
-    "value' for an enum member",
-)
 def test_enum_member_outside_the_model_is_reported_as_enum_not_default() -> None:
     with pytest.raises(SchemaError) as caught:
         build({"a": {"id": 1, "type": "any", "enum": [(1,)]}})
@@ -682,11 +666,6 @@ def test_keyspec_check_accepts_values_meeting_every_rule(
     assert one({"id": 1, **fields}).check(value) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _same compares containers with Python ==, so enum [[1]] admits [True] "
-    "(model equality says they differ)",
-)
 def test_enum_membership_of_arrays_uses_model_equality() -> None:
     assert one({"id": 1, "type": "array", "enum": [[1]]}).check([True]) == ["one of [[1]]"]
 
@@ -943,19 +922,13 @@ def test_check_evolution_rejects_a_schema_with_another_name() -> None:
 
 RENAMED_V1 = version_of(1, {"a": {"id": 5, "type": "int"}})
 RENAMED_V2 = version_of(2, {"b": {"id": 5, "type": "int", "renamed_from": "a"}})
-ORDER_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="BUG: check_evolution keeps the FIRST owner of an id seen while iterating "
-    "history (ids.setdefault), so after a rename a->b the id's owner is 'a' or 'b' "
-    "depending on the order of history, and later versions of the renamed key are refused",
-)
 
 
 @pytest.mark.parametrize(
     "history",
     [
         pytest.param([RENAMED_V2, RENAMED_V1], id="newest-first"),
-        pytest.param([RENAMED_V1, RENAMED_V2], id="oldest-first", marks=ORDER_BUG),
+        pytest.param([RENAMED_V1, RENAMED_V2], id="oldest-first"),
     ],
 )
 def test_check_evolution_accepts_a_renamed_key_kept_in_a_later_version(
@@ -969,7 +942,7 @@ def test_check_evolution_accepts_a_renamed_key_kept_in_a_later_version(
     "history",
     [
         pytest.param([RENAMED_V2, RENAMED_V1], id="newest-first"),
-        pytest.param([RENAMED_V1, RENAMED_V2], id="oldest-first", marks=ORDER_BUG),
+        pytest.param([RENAMED_V1, RENAMED_V2], id="oldest-first"),
     ],
 )
 def test_check_evolution_accepts_a_second_rename(history: list[Schema]) -> None:

@@ -47,10 +47,6 @@ def test_parse_version_rejects_text_that_is_not_dotted_decimal(text: str) -> Non
     assert isinstance(caught.value, ValueError)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: parse_version uses \\d, so non-ASCII digits (U+0661 U+0662) parse as 1.2",
-)
 def test_parse_version_rejects_non_ascii_digits() -> None:
     with pytest.raises(UsageError):
         parse_version("\u0661.\u0662")  # ARABIC-INDIC DIGIT ONE . TWO
