@@ -32,8 +32,8 @@ from edgecfg.errors import (
     ValidationError,
     Violation,
 )
-from edgecfg.wire.cbor import DecodeLimits, decode, decode_tree, encode, etag
-from edgecfg.wire.delta import apply_delta, make_delta
+from edgecfg.wire.cbor import DecodeLimits, Encoded, decode, decode_tree, encode, etag
+from edgecfg.wire.delta import apply_delta, apply_delta_encoded, make_delta
 
 try:
     __version__ = version("edgecfg")
@@ -49,6 +49,7 @@ __all__ = [
     "DeltaIntegrityError",
     "EdgecfgError",
     "EncodeError",
+    "Encoded",
     "KeySpec",
     "ModelError",
     "Path",
@@ -65,6 +66,7 @@ __all__ = [
     "Violation",
     "__version__",
     "apply_delta",
+    "apply_delta_encoded",
     "check_evolution",
     "decode",
     "decode_tree",

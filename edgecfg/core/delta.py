@@ -142,14 +142,19 @@ class _Sizes:
     def of(self, node: Value) -> int:
         if isinstance(node, dict):
             children: Iterable[Value] = node.values()
+            count = len(node)
         elif isinstance(node, list):
             children = cast(list[Value], node)
+            count = len(children)
         else:
             return 1
         key = id(node)
         size = self.memo.get(key)
         if size is None:
-            size = 1 + sum(self.of(child) for child in children)
+            size = 1 + count  # every child counts once; containers add their insides
+            for child in children:
+                if isinstance(child, dict | list):
+                    size += self.of(child) - 1
             self.memo[key] = size
         return size
 

@@ -99,17 +99,22 @@ def _is_model(value: object) -> bool:
     # The hot path (every encode) tracks no paths; _first_problem finds the
     # place only once something is wrong.
     kind = type(value)
+    if kind is dict:
+        items = cast(dict[str, object], value)
+        # One C-level pass over all keys: exact str type, then UTF-8 safety of
+        # them all at once (ASCII keys, the usual case, need no encoding).
+        if not all(type(key) is str for key in items):
+            return False
+        keys = "".join(items)
+        if not (keys.isascii() or _is_text(keys)):
+            return False
+        return all(map(_is_model, items.values()))
     if kind is str:
         return _is_text(value)  # type: ignore[arg-type]
     if kind in _SCALARS:
         return True
     if kind is int:
         return INT_MIN <= value <= INT_MAX  # type: ignore[operator]
-    if kind is dict:
-        items = cast(dict[object, object], value)
-        return all(type(key) is str and _is_text(key) for key in items) and all(  # type: ignore[arg-type]
-            map(_is_model, items.values())
-        )
     if kind is list:
         return all(map(_is_model, cast(list[object], value)))
     return False

@@ -85,6 +85,45 @@ def encode_unchecked(value: Value) -> bytes:
     return cbor2.dumps(value, canonical=True)
 
 
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    """A configuration together with its canonical encoding and ETag.
+
+    The gateway serves and caches encodings and the agent stores them, so
+    both hold configurations in this form; passing it to ``make_delta`` and
+    ``apply_delta`` spares them re-encoding (the dominant cost for large
+    configs).  Build it with :meth:`of` or :meth:`from_bytes`, never by hand.
+    """
+
+    tree: Tree
+    cbor: bytes
+    etag: ETag
+
+    @classmethod
+    def of(cls, tree: Tree) -> Encoded:
+        """Encode ``tree`` (checked against the model)."""
+        blob = encode(tree)
+        return cls(tree, blob, etag_of_bytes(blob))
+
+    @classmethod
+    def from_bytes(cls, data: bytes, *, limits: DecodeLimits = DEFAULT_LIMITS) -> Encoded:
+        """Decode a configuration strictly; re-encodes when ``data`` was not canonical."""
+        tree = decode_tree(data, limits=limits)
+        blob = encode_unchecked(tree)
+        return cls(tree, blob, etag_of_bytes(blob))
+
+    @classmethod
+    def trusted(cls, tree: Tree) -> Encoded:
+        """Encode a tree edgecfg assembled itself from checked parts (no model check)."""
+        blob = encode_unchecked(tree)
+        return cls(tree, blob, etag_of_bytes(blob))
+
+
+def encoded(config: Tree | Encoded) -> Encoded:
+    """``config`` as :class:`Encoded`, encoding it only when needed."""
+    return config if isinstance(config, Encoded) else Encoded.of(config)
+
+
 def etag_of_bytes(encoding: bytes) -> ETag:
     """ETag of an already canonical encoding: SHA-256, first 8 bytes (DESIGN §3)."""
     return ETag(hashlib.sha256(encoding).digest()[:ETAG_SIZE])

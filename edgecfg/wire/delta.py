@@ -36,6 +36,7 @@ from typing import Final, cast
 import zstandard
 
 from edgecfg.core import delta as structural
+from edgecfg.core.ids import ETag
 from edgecfg.core.schema import Schema
 from edgecfg.core.tree import Tree
 from edgecfg.errors import (
@@ -45,14 +46,7 @@ from edgecfg.errors import (
     DeltaIntegrityError,
     UsageError,
 )
-from edgecfg.wire.cbor import (
-    DEFAULT_LIMITS,
-    DecodeLimits,
-    decode_tree,
-    encode,
-    encode_unchecked,
-    etag_of_bytes,
-)
+from edgecfg.wire.cbor import DEFAULT_LIMITS, DecodeLimits, Encoded, decode_tree, encoded
 from edgecfg.wire.delta_ops import KeyBook, decode_ops, encode_ops
 
 FORMAT_VERSION: Final = 1
@@ -73,27 +67,34 @@ _ZSTD_WORTHWHILE: Final = 12
 
 
 def make_delta(
-    old: Tree,
-    new: Tree,
+    old: Tree | Encoded,
+    new: Tree | Encoded,
     *,
     schema: Schema | None = None,
     classes: Collection[str] | None = None,
 ) -> bytes:
     """The smallest delta that turns ``old`` into ``new``, bound to both.
 
-    With ``classes`` (needs ``schema``), only changes of keys whose priority
-    class is listed are carried: the result turns ``old`` into a consistent
-    intermediate config (see :func:`restrict_to_classes`).
+    Either side may be an :class:`~edgecfg.wire.cbor.Encoded` configuration,
+    which spares encoding it again.  With ``classes`` (needs ``schema``),
+    only changes of keys whose priority class is listed are carried: the
+    result turns ``old`` into a consistent intermediate config (see
+    :func:`restrict_to_classes`).
     """
+    base = encoded(old)
     if classes is not None:
-        new = restrict_to_classes(old, new, schema=schema, classes=classes)
-    base_bytes, target_bytes = encode(old), encode(new)
-    header = _header(EMPTY, base_bytes, target_bytes)
+        target = encoded(
+            restrict_to_classes(base.tree, encoded(new).tree, schema=schema, classes=classes)
+        )
+    else:
+        target = encoded(new)
+    base_bytes, target_bytes = base.cbor, target.cbor
+    header = _header(EMPTY, base.etag, target.etag)
     if base_bytes == target_bytes:
         return header
     candidates = [_with_kind(header, FULL) + target_bytes]
-    book = KeyBook(old)
-    ops = structural.diff(old, new, weigh=lambda op: len(encode_ops([op], book)))
+    book = KeyBook(base.tree)
+    ops = structural.diff(base.tree, target.tree, weigh=lambda op: len(encode_ops([op], book)))
     body = encode_ops(ops, book)
     candidates.append(_with_kind(header, OPS) + body)
     # A zstd frame costs at least ~6 bytes and loading the base as its
@@ -128,7 +129,7 @@ def restrict_to_classes(
 
 
 def apply_delta(
-    old: Tree,
+    old: Tree | Encoded,
     delta: bytes,
     *,
     schema: Schema | None = None,
@@ -142,6 +143,13 @@ def apply_delta(
     ``schema`` is accepted for symmetry with :func:`make_delta`.
     """
     del schema  # the format does not depend on it
+    return apply_delta_encoded(encoded(old), delta, limits=limits).tree
+
+
+def apply_delta_encoded(
+    base: Encoded, delta: bytes, *, limits: DecodeLimits = DEFAULT_LIMITS
+) -> Encoded:
+    """:func:`apply_delta` for an encoded base, returning the encoded result."""
     delta = bytes(delta)
     if len(delta) < HEADER_SIZE:
         raise DeltaError(
@@ -152,29 +160,29 @@ def apply_delta(
         raise DeltaError(f"delta format version {version}; this edgecfg reads {FORMAT_VERSION}")
     if kind not in KIND_NAMES:
         raise DeltaError(f"unknown delta kind {kind}")
-    base_bytes = encode(old)
-    actual = etag_of_bytes(base_bytes)[:BASE_CHECK_SIZE]
+    actual = base.etag[:BASE_CHECK_SIZE]
     if actual != delta[1:2]:
         raise DeltaBaseMismatch(expected=delta[1:2], actual=actual)
     body = delta[HEADER_SIZE:]
     if kind == EMPTY:
         if body:
             raise DeltaError(f"empty delta carries {len(body)} unexpected bytes")
-        result = old
+        result = base
     elif kind == FULL:
-        result = _decode_tree(body, limits, HEADER_SIZE)
+        result = Encoded.trusted(_decode_tree(body, limits, HEADER_SIZE))
     elif kind == FULL_ZSTD:
-        result = _decode_tree(_decompress(body, base_bytes, limits), limits, None)
+        raw = _decompress(body, base.cbor, limits)
+        result = Encoded.trusted(_decode_tree(raw, limits, None))
     else:
-        raw = body if kind == OPS else _decompress(body, base_bytes, limits)
-        ops = decode_ops(raw, KeyBook(old), limits)
+        raw = body if kind == OPS else _decompress(body, base.cbor, limits)
+        ops = decode_ops(raw, KeyBook(base.tree), limits)
         # Each node encodes to at least one byte: more cannot fit the size limit.
-        result = cast(Tree, structural.apply(old, ops, max_nodes=limits.max_bytes))
-    # Every part of the result was checked: the base by encode(), new values by the decoder.
-    result_bytes = base_bytes if kind == EMPTY else encode_unchecked(result)
-    if len(result_bytes) > limits.max_bytes:
-        raise DeltaError(f"delta result of {len(result_bytes)} bytes exceeds {limits.max_bytes}")
-    produced = etag_of_bytes(result_bytes)[:TARGET_CHECK_SIZE]
+        tree = structural.apply(base.tree, ops, max_nodes=limits.max_bytes)
+        # Every part was checked: the base when encoded, new values by the decoder.
+        result = Encoded.trusted(cast(Tree, tree))
+    if len(result.cbor) > limits.max_bytes:
+        raise DeltaError(f"delta result of {len(result.cbor)} bytes exceeds {limits.max_bytes}")
+    produced = result.etag[:TARGET_CHECK_SIZE]
     if produced != delta[2:4]:
         raise DeltaIntegrityError(expected=delta[2:4], actual=produced)
     return result
@@ -190,12 +198,8 @@ def delta_kind(delta: bytes) -> str:
 # ---------------------------------------------------------------- header
 
 
-def _header(kind: int, base_bytes: bytes, target_bytes: bytes) -> bytes:
-    return (
-        bytes([FORMAT_VERSION << 4 | kind])
-        + etag_of_bytes(base_bytes)[:BASE_CHECK_SIZE]
-        + etag_of_bytes(target_bytes)[:TARGET_CHECK_SIZE]
-    )
+def _header(kind: int, base: ETag, target: ETag) -> bytes:
+    return bytes([FORMAT_VERSION << 4 | kind]) + base[:BASE_CHECK_SIZE] + target[:TARGET_CHECK_SIZE]
 
 
 def _with_kind(header: bytes, kind: int) -> bytes:

@@ -14,13 +14,14 @@ import edgecfg
 from edgecfg.core.schema import Schema, schema_from_document
 from edgecfg.core.tree import Tree, UnsetType, Value, get, values_equal
 from edgecfg.errors import DeltaBaseMismatch, DeltaError, DeltaIntegrityError
-from edgecfg.wire.cbor import DecodeLimits, encode, etag
+from edgecfg.wire.cbor import DecodeLimits, Encoded, encode, etag
 from edgecfg.wire.delta import (
     EMPTY,
     FORMAT_VERSION,
     FULL,
     HEADER_SIZE,
     apply_delta,
+    apply_delta_encoded,
     delta_kind,
     make_delta,
 )
@@ -301,3 +302,26 @@ def test_every_corpus_pair_round_trips(shared_dir: Path) -> None:
         assert encode(apply_delta(old, delta)) == encode(new)
         if values_equal(old, new):
             assert len(delta) == HEADER_SIZE
+
+
+# ---------------------------------------------------------------- encoded configurations
+
+
+@given(tree_pairs())
+@settings(max_examples=100, deadline=None)
+def test_encoded_paths_agree_with_plain_trees(pair: tuple[Tree, Tree]) -> None:
+    old, new = pair
+    base, target = Encoded.of(old), Encoded.of(new)
+    delta = make_delta(base, target)
+    assert delta == make_delta(old, new)
+    result = apply_delta_encoded(base, delta)
+    assert result.cbor == target.cbor
+    assert result.etag == etag(new)
+
+
+def test_encoded_from_non_canonical_bytes_is_canonical() -> None:
+    # {"b": 1, "a": 2} with keys out of order and 1 written in a 2-byte head
+    loose = bytes.fromhex("a261621801616102")
+    config = Encoded.from_bytes(loose)
+    assert config.cbor == encode({"a": 2, "b": 1})
+    assert config.etag == etag({"a": 2, "b": 1})
