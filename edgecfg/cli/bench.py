@@ -284,17 +284,19 @@ def verdicts(tallies: dict[str, dict[str, Tally]], timing: dict[str, float]) -> 
     return [f"{'PASS' if ok else 'MISS'}  {name}: {figure}" for name, ok, figure in checks]
 
 
-def run_delta_bench(files: Sequence[str], *, as_json: bool, leaves: int) -> int:
+def run_delta_bench(
+    files: Sequence[str], *, as_json: bool, leaves: int, synthetic: bool = False
+) -> int:
     """Entry point of ``edgecfg bench delta``; returns the exit code."""
     paths = [Path(name) for name in files]
-    if not paths and DEFAULT_CORPUS.is_dir():
+    if not paths and not synthetic and DEFAULT_CORPUS.is_dir():
         paths = sorted(DEFAULT_CORPUS.glob("*.jsonl"))
     if paths:
         pairs, unchanged = load_pairs(paths)
         origin = ", ".join(str(path) for path in paths)
     else:
         pairs, unchanged = synthetic_pairs()
-        origin = "synthetic generator (no corpus found)"
+        origin = "the synthetic generator" + ("" if synthetic else " (no corpus found)")
     if not pairs:
         raise CommandError(f"no changed pairs in {origin}")
     tallies = measure(pairs)

@@ -131,7 +131,11 @@ def cmd_bench_delta(args: argparse.Namespace) -> int:
     """Delta sizes and speed against baselines measured in the same run."""
     from edgecfg.cli.bench import run_delta_bench
 
-    return run_delta_bench(args.files, as_json=args.json, leaves=args.leaves)
+    if args.synthetic and args.files:
+        raise CommandError("--synthetic and corpus files exclude each other")
+    return run_delta_bench(
+        args.files, as_json=args.json, leaves=args.leaves, synthetic=args.synthetic
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -201,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = benches.add_parser("delta", help="delta size and speed vs JSON Patch, zstd, lz4")
     p.add_argument("files", nargs="*", metavar="FILE.jsonl", help="default: ../shared/corpus")
     p.add_argument("--leaves", type=int, default=2000, help="config size for the speed run")
+    p.add_argument("--synthetic", action="store_true", help="use the generator, not the corpus")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=cmd_bench_delta)
     return parser
