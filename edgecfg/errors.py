@@ -125,6 +125,31 @@ class DeltaIntegrityError(DeltaError):
         self.actual = actual
 
 
+class WriteRefused(UsageError):
+    """A layer or device write was refused; nothing was stored.
+
+    ``devices`` counts the devices that would have been hurt and ``examples``
+    names a few; subclasses say why.
+    """
+
+    def __init__(self, message: str, *, devices: int = 0, examples: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.devices = devices
+        self.examples = tuple(examples)
+
+
+class LockViolation(WriteRefused):
+    """The write changes a path that a lower-precedence layer locked."""
+
+
+class DirectiveConflict(WriteRefused):
+    """The write would make tied layers disagree on a path for some devices."""
+
+
+class FleetValidationError(WriteRefused):
+    """The write would make some devices' effective configs violate the schema."""
+
+
 class StoreError(EdgecfgError):
     """Persistence failed or was asked for something impossible."""
 

@@ -189,33 +189,40 @@ def get(tree: Mapping[str, Value], path: Path) -> Value | UnsetType:
     return node
 
 
-def set_value(tree: Tree, path: Path, value: Value) -> Tree:
+def set_value(tree: Tree, path: Path, value: Value, *, replace_leaves: bool = False) -> Tree:
     """A new tree with ``value`` at ``path``; missing maps on the way are created.
 
     Raises :class:`PathError` for the root path or when the way is blocked by
-    a leaf (``a`` is ``3`` and you set ``a.b``).
+    a leaf (``a`` is ``3`` and you set ``a.b``), unless ``replace_leaves``, in
+    which case the leaf gives way to a map (layer folding needs this).
     """
     if not path:
         raise PathError("cannot set the root; pass a new tree instead", path="")
     check_model(value, path)
-    return _set(tree, path, 0, value)
+    return _set(tree, path, 0, value, replace_leaves)
 
 
-def _set(node: Tree, path: Path, depth: int, value: Value) -> Tree:
+def _set(node: Tree, path: Path, depth: int, value: Value, replace_leaves: bool) -> Tree:
     key = path[depth]
     out = dict(node)
     if depth == len(path) - 1:
         out[key] = value
         return out
     child = node.get(key, UNSET)
-    if child is UNSET:
+    if child is UNSET or (replace_leaves and not is_map(child)):
         child = {}
     elif not is_map(child):
         raise PathError(
             f"{_describe(path[: depth + 1])} holds a leaf, not a map", path=_describe(path)
         )
-    out[key] = _set(child, path, depth + 1, value)
+    out[key] = _set(child, path, depth + 1, value, replace_leaves)
     return out
+
+
+def put_checked_value(tree: Tree, path: Path, value: Value) -> Tree:
+    """:func:`set_value` with ``replace_leaves`` for a value already checked
+    against the model (layer folding sets thousands of them)."""
+    return _set(tree, path, 0, value, True)
 
 
 def delete(tree: Tree, path: Path, *, missing_ok: bool = False) -> Tree:

@@ -253,6 +253,16 @@ class Store(Protocol):
         """Return whether a blob is stored under ``etag``."""
         ...
 
+    # -- settings ----------------------------------------------------------
+
+    def get_setting(self, key: str) -> bytes | None:
+        """The value stored under ``key`` (fleet-wide settings), or None."""
+        ...
+
+    def put_setting(self, key: str, value: bytes) -> None:
+        """Store ``value`` under ``key``, replacing any earlier value."""
+        ...
+
     # -- layers ------------------------------------------------------------
 
     def append_layer_revision(

@@ -39,6 +39,7 @@ class _Tables:
         default_factory=dict[LayerId, list[LayerRevision]]
     )
     devices: dict[DeviceId, DeviceRecord] = field(default_factory=dict[DeviceId, DeviceRecord])
+    settings: dict[str, bytes] = field(default_factory=dict[str, bytes])
 
 
 class MemoryStore:
@@ -125,6 +126,16 @@ class MemoryStore:
     def has_blob(self, etag: ETag) -> bool:
         """See :meth:`edgecfg.store.base.Store.has_blob`."""
         return etag in self._open().blobs
+
+    # -- settings ----------------------------------------------------------
+
+    def get_setting(self, key: str) -> bytes | None:
+        """See :meth:`edgecfg.store.base.Store.get_setting`."""
+        return self._open().settings.get(key)
+
+    def put_setting(self, key: str, value: bytes) -> None:
+        """See :meth:`edgecfg.store.base.Store.put_setting`."""
+        self._open().settings[key] = bytes(value)
 
     # -- layers ------------------------------------------------------------
 

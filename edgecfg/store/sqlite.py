@@ -83,6 +83,13 @@ MIGRATIONS: tuple[str, ...] = (
     ) WITHOUT ROWID;
     CREATE INDEX device_groups_by_group ON device_groups (dimension, path);
     """,
+    # 3: fleet-wide settings (dimension order, the fleet's schema).
+    """
+    CREATE TABLE settings (
+        key TEXT PRIMARY KEY,
+        value BLOB NOT NULL
+    ) WITHOUT ROWID;
+    """,
 )
 """Layout migrations; step ``i`` (0-based) brings a database to version ``i + 1``.
 Append new steps; never edit a released one."""
@@ -291,6 +298,23 @@ class SQLiteStore:
         """See :meth:`edgecfg.store.base.Store.has_blob`."""
         with self._transaction("has_blob", write=False) as db:
             return db.execute("SELECT 1 FROM blobs WHERE etag = ?", (etag,)).fetchone() is not None
+
+    # -- settings ----------------------------------------------------------
+
+    def get_setting(self, key: str) -> bytes | None:
+        """See :meth:`edgecfg.store.base.Store.get_setting`."""
+        with self._transaction("get_setting", write=False) as db:
+            row = db.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def put_setting(self, key: str, value: bytes) -> None:
+        """See :meth:`edgecfg.store.base.Store.put_setting`."""
+        with self._transaction("put_setting", write=True) as db:
+            db.execute(
+                "INSERT INTO settings (key, value) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, bytes(value)),
+            )
 
     # -- layers ------------------------------------------------------------
 

@@ -1,0 +1,492 @@
+"""Effective configurations: folding a device's layers, with locks, conflicts,
+hardware applicability and an explanation for every value (DESIGN §4).
+
+Folding goes tier by tier, lowest precedence first, starting from the schema
+defaults.  A tier's tombstones apply before its values.  Changes to a path
+that a lower tier locked (the path, something below it, or an ancestor whose
+change would sweep it away) are *blocked*.  Tied layers (one tier, several
+dimensions) that disagree on a path are a *conflict*: neither applies, the
+value from below stays, and the conflict is reported.  Finally keys the
+schema says this device's hardware, firmware or agent does not support are
+*dropped*.
+
+:class:`Resolver` memoises folds by tier prefix, so devices that share
+layers share work, and forgets exactly the folds that contain a layer when
+that layer changes.  It is pure: layers come in as values, nothing is read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Final, Literal, TypeAlias
+
+from edgecfg.core.ids import DeviceId, LayerId
+from edgecfg.core.layers import EMPTY_LAYER, Hierarchy, Layer
+from edgecfg.core.path import Path, is_prefix
+from edgecfg.core.schema import Schema
+from edgecfg.core.tree import (
+    UNSET,
+    Tree,
+    UnsetType,
+    Value,
+    delete,
+    flatten,
+    get,
+    put_checked_value,
+    values_equal,
+)
+
+DEFAULTS: Final = LayerId("defaults")
+SCHEMA_SOURCE: Final = LayerId("schema")
+Tiers: TypeAlias = tuple[tuple[LayerId, ...], ...]
+Effect: TypeAlias = "Value | UnsetType"  # UNSET: a tombstone
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceFacts:
+    """What resolution needs to know about a device."""
+
+    id: DeviceId
+    groups: Mapping[str, str] = field(default_factory=lambda: {})
+    hardware: str | None = None
+    firmware: str | None = None
+    agent_version: str | None = None
+
+    @property
+    def applicability(self) -> tuple[str | None, str | None, str | None]:
+        return (self.hardware, self.firmware, self.agent_version)
+
+
+@dataclass(frozen=True, slots=True)
+class Conflict:
+    """Tied layers disagree on ``path``; ``sources`` pairs each layer with its effect."""
+
+    path: Path
+    sources: tuple[tuple[LayerId, Effect], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Blocked:
+    """``layer`` tried to change ``path``, which ``holder`` locked at ``lock``."""
+
+    path: Path
+    layer: LayerId
+    lock: Path
+    holder: LayerId
+
+
+@dataclass(frozen=True, slots=True)
+class Dropped:
+    """A key removed because the device does not support it."""
+
+    path: Path
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    """A device's effective configuration and what happened on the way."""
+
+    tree: Tree
+    tiers: Tiers
+    conflicts: tuple[Conflict, ...] = ()
+    blocked: tuple[Blocked, ...] = ()
+    dropped: tuple[Dropped, ...] = ()
+    locks: Mapping[Path, LayerId] = field(default_factory=lambda: {})
+
+
+StepStatus = Literal["applied", "overridden", "blocked", "conflict", "dropped"]
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One layer's say on a path, in precedence order."""
+
+    layer: LayerId
+    touched: Path  # the path the layer names (the leaf itself or an ancestor)
+    effect: Effect
+    status: StepStatus
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    """Why a device has (or lacks) the value at one leaf path."""
+
+    path: Path
+    value: Effect
+    source: LayerId | None
+    steps: tuple[Step, ...]
+    locks: tuple[tuple[Path, LayerId], ...] = ()
+    dropped: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Fold:
+    tree: Tree
+    locks: Mapping[Path, LayerId]
+    conflicts: tuple[Conflict, ...]
+    blocked: tuple[Blocked, ...]
+
+
+class Resolver:
+    """Folds layers into effective configurations, sharing work between devices.
+
+    ``layers`` maps layer ids to layers; an id absent from it is an empty layer.
+    Replace a layer with :meth:`put_layer`: only folds containing it are redone.
+    """
+
+    def __init__(
+        self,
+        hierarchy: Hierarchy,
+        layers: Mapping[LayerId, Layer] | None = None,
+        schema: Schema | None = None,
+    ) -> None:
+        self.hierarchy = hierarchy
+        self.schema = schema
+        self._layers: dict[LayerId, Layer] = dict(layers or {})
+        self._folds: dict[Tiers, _Fold] = {}
+        self._users: dict[LayerId, set[Tiers]] = {}
+        self._unsupported: dict[tuple[str | None, str | None, str | None], tuple[Dropped, ...]] = {}
+        self._base = _Fold(schema.defaults() if schema else {}, {}, (), ())
+
+    # -- layers ---------------------------------------------------------------
+
+    def layer(self, layer_id: LayerId) -> Layer:
+        """The layer with this id (empty when none was stored)."""
+        return self._layers.get(layer_id, EMPTY_LAYER)
+
+    def has_layer(self, layer_id: LayerId) -> bool:
+        return layer_id in self._layers and not self._layers[layer_id].empty
+
+    def put_layer(self, layer_id: LayerId, layer: Layer) -> None:
+        """Replace a layer and forget every fold that used it."""
+        self._layers[layer_id] = layer
+        for tiers in self._users.pop(layer_id, set()):
+            self._folds.pop(tiers, None)
+
+    def layer_ids(self) -> list[LayerId]:
+        return sorted(self._layers)
+
+    # -- stacks ---------------------------------------------------------------
+
+    def tiers(self, device: DeviceFacts) -> Tiers:
+        """The device's precedence tiers; its own layer only when it has one
+        (so devices without overrides share their folds)."""
+        own = device.id if self.has_layer(_device_layer(device.id)) else None
+        return self.hierarchy.tiers(device.groups, own)
+
+    # -- resolution -----------------------------------------------------------
+
+    def resolve(self, device: DeviceFacts, *, tiers: Tiers | None = None) -> Resolution:
+        """The device's effective configuration."""
+        tiers = tiers if tiers is not None else self.tiers(device)
+        fold = self._fold(tiers)
+        tree = fold.tree
+        dropped: list[Dropped] = []
+        for item in self._unsupported_for(device):
+            if get(tree, item.path) is not UNSET:
+                tree = delete(tree, item.path)
+                dropped.append(item)
+        return Resolution(
+            tree, tiers, fold.conflicts, fold.blocked, tuple(dropped), dict(fold.locks)
+        )
+
+    def _fold(self, tiers: Tiers) -> _Fold:
+        if not tiers:
+            return self._base
+        fold = self._folds.get(tiers)
+        if fold is None:
+            fold = _apply_tier(self._fold(tiers[:-1]), [(i, self.layer(i)) for i in tiers[-1]])
+            self._folds[tiers] = fold
+            for layer_id in tiers[-1]:
+                self._users.setdefault(layer_id, set()).add(tiers)
+            for tier in tiers[:-1]:  # a change below must also forget this fold
+                for layer_id in tier:
+                    self._users.setdefault(layer_id, set()).add(tiers)
+        return fold
+
+    def cached_folds(self) -> int:
+        """How many tier prefixes are memoised (for benchmarks)."""
+        return len(self._folds)
+
+    def _unsupported_for(self, device: DeviceFacts) -> tuple[Dropped, ...]:
+        if self.schema is None:
+            return ()
+        key = device.applicability
+        found = self._unsupported.get(key)
+        if found is None:
+            found = tuple(
+                Dropped(spec.path, reason)
+                for spec in self.schema
+                if (
+                    reason := spec.applies_to(
+                        hardware=device.hardware,
+                        firmware=device.firmware,
+                        agent_version=device.agent_version,
+                    )
+                )
+                is not None
+            )
+            self._unsupported[key] = found
+        return found
+
+    # -- one path at a time ---------------------------------------------------------
+
+    def explain(self, device: DeviceFacts, path: Path = ()) -> list[Explanation]:
+        """Explanations for every leaf at or below ``path`` that any source names."""
+        tiers = self.tiers(device)
+        resolved = self.resolve(device, tiers=tiers)
+        return [
+            self.explain_leaf(device, leaf, tiers=tiers, resolved=resolved)
+            for leaf in self._leaves_named(tiers, resolved.tree, path)
+        ]
+
+    def _leaves_named(self, tiers: Tiers, tree: Tree, path: Path) -> list[Path]:
+        named: set[Path] = set(flatten(tree))
+        named.update(flatten(self._base.tree))
+        for tier in tiers:
+            for layer_id in tier:
+                layer = self.layer(layer_id)
+                named.update(layer.sets)
+                named.update(layer.unsets)
+        return sorted(p for p in named if is_prefix(path, p))
+
+    def explain_leaf(
+        self,
+        device: DeviceFacts,
+        path: Path,
+        *,
+        tiers: Tiers | None = None,
+        resolved: Resolution | None = None,
+        override: tuple[LayerId, Layer] | None = None,
+    ) -> Explanation:
+        """How the layers decide the value at leaf ``path``.
+
+        With ``override``, one layer is replaced first (a dry run of an edit).
+        The value agrees with :meth:`resolve` (a tested law).
+        """
+        tiers = tiers if tiers is not None else self.tiers(device)
+        steps: list[Step] = []
+        current: Effect = get(self._base.tree, path)
+        source: LayerId | None = None
+        if current is not UNSET:
+            steps.append(Step(DEFAULTS, path, current, "applied"))
+            source = DEFAULTS
+        locks: dict[Path, LayerId] = {}
+        for tier in tiers:
+            says: list[tuple[LayerId, Path, Effect]] = []
+            for layer_id in tier:
+                layer = (
+                    override[1] if override and override[0] == layer_id else self.layer(layer_id)
+                )
+                said = _effect_on(layer, path)
+                if said is not None:
+                    says.append((layer_id, *said))
+            if says:
+                current, source = self._weigh(says, steps, locks, current, source)
+            for layer_id in tier:
+                layer = (
+                    override[1] if override and override[0] == layer_id else self.layer(layer_id)
+                )
+                for lock in layer.locks:
+                    if (is_prefix(lock, path) or is_prefix(path, lock)) and lock not in locks:
+                        locks[lock] = layer_id
+        dropped = None
+        for item in self._unsupported_for(device):
+            if is_prefix(item.path, path) and current is not UNSET:
+                dropped = item.reason
+                steps.append(Step(SCHEMA_SOURCE, item.path, UNSET, "dropped", item.reason))
+                current, source = UNSET, None
+        return Explanation(
+            path, current, source, tuple(steps), tuple(sorted(locks.items())), dropped
+        )
+
+    def _weigh(
+        self,
+        says: list[tuple[LayerId, Path, Effect]],
+        steps: list[Step],
+        locks: Mapping[Path, LayerId],
+        current: Effect,
+        source: LayerId | None,
+    ) -> tuple[Effect, LayerId | None]:
+        holder = next(
+            (
+                (lock, owner)
+                for lock, owner in locks.items()
+                if any(
+                    is_prefix(lock, touched) or is_prefix(touched, lock) for _, touched, _ in says
+                )
+            ),
+            None,
+        )
+        if holder is not None:
+            for layer_id, touched, effect in says:
+                note = f"locked at {_dotted(holder[0])} by {holder[1]}"
+                steps.append(Step(layer_id, touched, effect, "blocked", note))
+            return current, source
+        first = says[0][2]
+        if len(says) > 1 and not all(_same_effect(first, effect) for _, _, effect in says[1:]):
+            others = ", ".join(layer_id for layer_id, _, _ in says)
+            for layer_id, touched, effect in says:
+                steps.append(
+                    Step(layer_id, touched, effect, "conflict", f"tied layers disagree: {others}")
+                )
+            return current, source
+        for index, step in enumerate(steps):
+            if step.status == "applied":
+                steps[index] = Step(step.layer, step.touched, step.effect, "overridden", step.note)
+        for layer_id, touched, effect in says:
+            steps.append(Step(layer_id, touched, effect, "applied"))
+        return first, says[-1][0]
+
+    def value_at(
+        self, device: DeviceFacts, path: Path, *, override: tuple[LayerId, Layer] | None = None
+    ) -> Explanation:
+        """:meth:`explain_leaf` without a full fold: cheap enough for fleet-wide dry runs."""
+        tiers = self.tiers(device)
+        if (
+            override is not None
+            and override[0] == _device_layer(device.id)
+            and not any(override[0] in tier for tier in tiers)
+        ):
+            tiers = (*tiers, (override[0],))
+        return self.explain_leaf(device, path, tiers=tiers, override=override)
+
+
+def _device_layer(device: DeviceId) -> LayerId:
+    return LayerId(f"device/{device}")
+
+
+def _dotted(path: Path) -> str:
+    return ".".join(path)
+
+
+def _same_effect(a: Effect, b: Effect) -> bool:
+    return values_equal(a, b)
+
+
+def _effect_on(layer: Layer, path: Path) -> tuple[Path, Effect] | None:
+    """What ``layer`` does to leaf ``path``: (the path it names, value or UNSET), or None.
+
+    A tombstone on the path or an ancestor removes it; a value at the path
+    sets it; a value at an ancestor (a leaf where a map was) or below the path
+    (a map where the leaf was) replaces it, so the leaf is gone.
+    """
+    if path in layer.sets:
+        return path, layer.sets[path]
+    for depth in range(len(path), 0, -1):
+        prefix = path[:depth]
+        if prefix in layer.unsets:
+            return prefix, UNSET
+        if depth < len(path) and prefix in layer.sets:
+            return prefix, UNSET
+    if path in layer.set_prefixes:
+        for touched in layer.sets:
+            if len(touched) > len(path) and touched[: len(path)] == path:
+                return touched, UNSET
+    return None
+
+
+def _apply_tier(below: _Fold, layers: Sequence[tuple[LayerId, Layer]]) -> _Fold:
+    """One tier applied on the fold below it (tombstones first, then values)."""
+    present = [(layer_id, layer) for layer_id, layer in layers if not layer.empty]
+    if not present:
+        return below
+    tree = below.tree
+    locks = dict(below.locks)
+    blocked = list(below.blocked)
+    conflicts = list(below.conflicts)
+    unsets, sets, tier_conflicts = _merge_tier(present)
+    conflicts.extend(tier_conflicts)
+    for path, layer_id in sorted(unsets.items()):
+        hit = _lock_on(locks, path)
+        if hit is not None:
+            blocked.append(Blocked(path, layer_id, *hit))
+        else:
+            tree = delete(tree, path, missing_ok=True) if _reachable(tree, path) else tree
+    for path, (layer_id, value) in sorted(sets.items(), key=lambda item: item[0]):
+        hit = _lock_on(locks, path)
+        if hit is not None:
+            blocked.append(Blocked(path, layer_id, *hit))
+        else:
+            tree = put_checked_value(tree, path, value)
+    for layer_id, layer in present:
+        for lock in layer.locks:
+            locks.setdefault(lock, layer_id)
+    return _Fold(tree, locks, tuple(conflicts), tuple(blocked))
+
+
+def _reachable(tree: Tree, path: Path) -> bool:
+    return get(tree, path) is not UNSET
+
+
+def _lock_on(locks: Mapping[Path, LayerId], path: Path) -> tuple[Path, LayerId] | None:
+    for lock, holder in locks.items():
+        if is_prefix(lock, path) or is_prefix(path, lock):
+            return lock, holder
+    return None
+
+
+def _merge_tier(
+    layers: Sequence[tuple[LayerId, Layer]],
+) -> tuple[dict[Path, LayerId], dict[Path, tuple[LayerId, Value]], list[Conflict]]:
+    """The tier's tombstones and values; tied layers that disagree cancel out."""
+    if len(layers) == 1:
+        layer_id, layer = layers[0]
+        return (
+            dict.fromkeys(layer.unsets, layer_id),
+            {path: (layer_id, value) for path, value in layer.sets.items()},
+            [],
+        )
+    claims: dict[Path, list[tuple[LayerId, Effect]]] = {}
+    for layer_id, layer in layers:
+        for path in layer.unsets:
+            claims.setdefault(path, []).append((layer_id, UNSET))
+        for path, value in layer.sets.items():
+            claims.setdefault(path, []).append((layer_id, value))
+    disputed = _disputed(claims)
+    unsets: dict[Path, LayerId] = {}
+    sets: dict[Path, tuple[LayerId, Value]] = {}
+    conflicts: list[Conflict] = []
+    for path, said in claims.items():
+        if path in disputed:
+            conflicts.append(Conflict(path, tuple(said)))
+            continue
+        layer_id, effect = said[-1]
+        if isinstance(effect, UnsetType):
+            unsets[path] = layer_id
+        else:
+            sets[path] = (layer_id, effect)
+    return unsets, sets, conflicts
+
+
+def _disputed(claims: Mapping[Path, list[tuple[LayerId, Effect]]]) -> set[Path]:
+    """Paths on which tied layers disagree, also across ancestor and descendant paths."""
+    disputed = {
+        path
+        for path, said in claims.items()
+        if len({layer for layer, _ in said}) > 1
+        and not all(_same_effect(said[0][1], effect) for _, effect in said[1:])
+    }
+    owners = {path: {layer for layer, _ in said} for path, said in claims.items()}
+    for path in claims:
+        for depth in range(1, len(path)):
+            prefix = path[:depth]
+            if prefix in owners and owners[prefix] != owners[path]:
+                disputed.update((prefix, path))
+    return disputed
+
+
+def leaves_under(tree: Tree, path: Path) -> Iterator[tuple[Path, Value]]:
+    """Leaf paths and values of ``tree`` at or below ``path``."""
+    for leaf, value in flatten(tree).items():
+        if is_prefix(path, leaf):
+            yield leaf, value
+
+
+def affected_by(touched: Iterable[Path], candidates: Iterable[Path]) -> set[Path]:
+    """The candidate leaf paths that a change at any ``touched`` path can alter."""
+    roots = list(touched)
+    return {c for c in candidates if any(is_prefix(r, c) or is_prefix(c, r) for r in roots)}

@@ -1,0 +1,594 @@
+"""The fleet: groups, layers and devices from the store, resolved and explained.
+
+:class:`Fleet` is the system of record's view of configuration (DESIGN §1,
+§4).  It reads layers, memberships and the schema from a
+:class:`~edgecfg.store.Store` and resolves effective configurations with a
+:class:`~edgecfg.core.resolve.Resolver`.  Resolution is lazy and shared:
+devices with the same tiers and the same hardware, firmware and agent
+version share one fold and one encoding, and changing a layer drops only the
+results that used it.
+
+Writes are checked before anything is stored.  A layer edit is refused
+(:class:`~edgecfg.errors.WriteRefused`, with a device count and examples):
+
+- when it changes a path that a lower-precedence layer locked for any device
+  that inherits from it (:class:`~edgecfg.errors.LockViolation`);
+- when it makes tied layers disagree on a path for any such device
+  (:class:`~edgecfg.errors.DirectiveConflict`). Conflicts are refused at write
+  time and never silently resolved. A conflict that arises from a membership
+  change is flagged in explain: neither value applies;
+- when it makes any device's effective config violate the schema
+  (:class:`~edgecfg.errors.FleetValidationError`).
+
+Only the paths the edit touches are re-evaluated, once per distinct device
+signature, so an edit of the global layer over 100,000 devices costs a few
+thousand cheap per-path walks instead of 100,000 folds.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Final, cast
+
+from edgecfg.core.ids import DeviceId, ETag, LayerId
+from edgecfg.core.layers import (
+    GLOBAL,
+    Hierarchy,
+    Layer,
+    layer_from_document,
+    layer_to_document,
+)
+from edgecfg.core.path import Path, format_path, is_prefix
+from edgecfg.core.resolve import (
+    DeviceFacts,
+    Explanation,
+    Resolution,
+    Resolver,
+    Tiers,
+)
+from edgecfg.core.schema import Schema, check_evolution
+from edgecfg.core.tree import UNSET, UnsetType, Value, flatten, values_equal
+from edgecfg.errors import (
+    DirectiveConflict,
+    FleetValidationError,
+    LockViolation,
+    NotFound,
+    UsageError,
+    Violation,
+)
+from edgecfg.store import DeviceRecord, LayerRevision, Store
+from edgecfg.wire.cbor import Encoded, decode, encode
+from edgecfg.wire.documents import TextFormat, read_schema
+
+HIERARCHY_SETTING: Final = "fleet.hierarchy"
+SCHEMA_SETTING: Final = "fleet.schema"
+SAMPLE: Final = 5
+
+Signature = tuple[Tiers, tuple[str | None, str | None, str | None]]
+_Effects = tuple["Value | UnsetType", "Value | UnsetType"]
+
+
+@dataclass(frozen=True, slots=True)
+class PathChange:
+    """How one path changes on the devices an edit reaches."""
+
+    path: Path
+    devices: int
+    example: DeviceId
+    before: Value | UnsetType
+    after: Value | UnsetType
+
+
+@dataclass(frozen=True, slots=True)
+class Impact:
+    """What an edit of one layer would do (a dry run)."""
+
+    layer: LayerId
+    reached: int  # devices that inherit from the layer
+    changed: int  # devices whose effective config would change
+    sample: tuple[DeviceId, ...]
+    changes: tuple[PathChange, ...]
+    violations: tuple[tuple[Violation, int, DeviceId, LayerId | None], ...] = ()
+    blocked: tuple[tuple[Path, Path, LayerId, int, DeviceId], ...] = ()
+    conflicts: tuple[tuple[Path, tuple[LayerId, ...], int, DeviceId], ...] = ()
+    locks_shadowing: int = 0  # overrides above that a new lock would now block
+
+
+@dataclass(slots=True)
+class _Tally:
+    """Devices counted for one finding, with the smallest id as the example."""
+
+    count: int
+    example: DeviceId
+    detail: tuple[object, ...]
+
+    def add(self, group: Sequence[DeviceId]) -> None:
+        self.count += len(group)
+        self.example = min(self.example, *group)
+
+
+@dataclass(slots=True)
+class _Members:
+    facts: dict[DeviceId, DeviceFacts] = field(default_factory=lambda: {})
+    signatures: dict[Signature, list[DeviceId]] = field(default_factory=lambda: {})
+    by_device: dict[DeviceId, Signature] = field(default_factory=lambda: {})
+
+
+class Fleet:
+    """Configuration state of a fleet, backed by a store."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.hierarchy = self._load_hierarchy()
+        self.schema = self._load_schema()
+        self.resolver = Resolver(self.hierarchy, self._load_layers(), self.schema)
+        self._heads: dict[LayerId, LayerRevision] = {}
+        self._members: _Members | None = None
+        self._encoded: dict[Signature, Encoded] = {}
+        self._encoded_users: dict[LayerId, set[Signature]] = {}
+
+    # -- loading ----------------------------------------------------------------
+
+    def _load_hierarchy(self) -> Hierarchy:
+        raw = self.store.get_setting(HIERARCHY_SETTING)
+        if raw is None:
+            return Hierarchy()
+        ranks = json.loads(raw.decode("utf-8"))
+        return Hierarchy(tuple(tuple(rank) for rank in ranks))
+
+    def _load_schema(self) -> Schema | None:
+        raw = self.store.get_setting(SCHEMA_SETTING)
+        if raw is None:
+            return None
+        record = self.store.get_schema(raw.decode("utf-8"))
+        return read_schema(record.document, _format_of(record.document), source=record.name)
+
+    def _load_layers(self) -> dict[LayerId, Layer]:
+        layers: dict[LayerId, Layer] = {}
+        for layer_id in self.store.layer_ids():
+            head = self.store.get_layer(layer_id)
+            layers[layer_id] = layer_from_document(decode(self.store.get_blob(head.content)))
+        return layers
+
+    def members(self) -> _Members:
+        """Every registered device, grouped by signature (loaded once, lazily)."""
+        if self._members is None:
+            members = _Members()
+            for record in self.store.iter_devices():
+                self._admit(members, _facts(record))
+            self._members = members
+        return self._members
+
+    def _admit(self, members: _Members, facts: DeviceFacts) -> None:
+        old = members.by_device.get(facts.id)
+        if old is not None:
+            members.signatures[old].remove(facts.id)
+            if not members.signatures[old]:
+                del members.signatures[old]
+        signature = (self.resolver.tiers(facts), facts.applicability)
+        members.facts[facts.id] = facts
+        members.by_device[facts.id] = signature
+        members.signatures.setdefault(signature, []).append(facts.id)
+
+    # -- settings ---------------------------------------------------------------
+
+    def set_hierarchy(self, hierarchy: Hierarchy) -> None:
+        """Change the precedence order; refused if a device uses a dimension it drops."""
+        used = {dim for facts in self.members().facts.values() for dim in facts.groups}
+        missing = used - set(hierarchy.dimensions)
+        if missing:
+            raise UsageError(
+                f"devices use dimensions {sorted(missing)}, which the new order leaves out"
+            )
+        allowed = {*hierarchy.dimensions, "global", "device"}
+        orphans = [i for i in self.resolver.layer_ids() if _layer_dimension(i) not in allowed]
+        if orphans:
+            raise UsageError(f"layers {orphans[:SAMPLE]} belong to dimensions the order leaves out")
+        ranks = [list(rank) for rank in hierarchy.ranks]
+        self.store.put_setting(HIERARCHY_SETTING, json.dumps(ranks).encode())
+        self.__init__(self.store)
+
+    def load_schema(self, data: bytes, fmt: TextFormat, *, source: str, now: float) -> Schema:
+        """Store a schema version (checked against the versions before it) and use it."""
+        schema = read_schema(data, fmt, source=source)
+        history: list[Schema] = []
+        for version in self.store.schema_versions(schema.name):
+            record = self.store.get_schema(schema.name, version)
+            if version == schema.version:
+                if record.document != data:
+                    raise UsageError(
+                        f"{schema.name} v{version} is already stored with other content; "
+                        "bump the version"
+                    )
+                continue
+            history.append(read_schema(record.document, _format_of(record.document)))
+        check_evolution([h for h in history if h.version < schema.version], schema)
+        self.store.put_schema(schema.name, schema.version, data, now=now)
+        self.store.put_setting(SCHEMA_SETTING, schema.name.encode())
+        self.__init__(self.store)
+        return schema
+
+    # -- reading ----------------------------------------------------------------
+
+    def layer(self, layer_id: LayerId) -> Layer:
+        """The current content of a layer (empty when never written)."""
+        self.hierarchy.parse(layer_id)
+        return self.resolver.layer(layer_id)
+
+    def head(self, layer_id: LayerId) -> LayerRevision | None:
+        """The newest revision of a layer, or None."""
+        if layer_id not in self._heads:
+            try:
+                self._heads[layer_id] = self.store.get_layer(layer_id)
+            except NotFound:
+                return None
+        return self._heads[layer_id]
+
+    def history(self, layer_id: LayerId) -> list[LayerRevision]:
+        """Every revision of a layer, oldest first."""
+        self.hierarchy.parse(layer_id)
+        return self.store.layer_history(layer_id)
+
+    def device(self, device_id: DeviceId) -> DeviceFacts:
+        """A registered device; :class:`NotFound` otherwise."""
+        if self._members is not None and device_id in self._members.facts:
+            return self._members.facts[device_id]
+        return _facts(self.store.get_device(device_id))
+
+    def resolve(self, device_id: DeviceId) -> Resolution:
+        """The device's effective configuration (with conflicts, blocks, drops)."""
+        return self.resolver.resolve(self.device(device_id))
+
+    def encoded(self, device_id: DeviceId) -> Encoded:
+        """The device's effective configuration, encoded; shared per signature."""
+        facts = self.device(device_id)
+        tiers = self.resolver.tiers(facts)
+        signature = (tiers, facts.applicability)
+        found = self._encoded.get(signature)
+        if found is None:
+            found = Encoded.trusted(self.resolver.resolve(facts, tiers=tiers).tree)
+            self._encoded[signature] = found
+            for tier in tiers:
+                for layer_id in tier:
+                    self._encoded_users.setdefault(layer_id, set()).add(signature)
+        return found
+
+    def etag(self, device_id: DeviceId) -> ETag:
+        """The ETag of the device's effective configuration (cached)."""
+        return self.encoded(device_id).etag
+
+    def explain(self, device_id: DeviceId, path: Path = ()) -> list[Explanation]:
+        """Why the device has each value at or below ``path``."""
+        return self.resolver.explain(self.device(device_id), path)
+
+    # -- writing ----------------------------------------------------------------
+
+    def write_layer(
+        self,
+        layer_id: LayerId,
+        edit: Layer,
+        *,
+        author: str,
+        message: str,
+        now: float,
+        replace: bool = False,
+        unlock: Iterable[Path] = (),
+    ) -> tuple[LayerRevision, Impact]:
+        """Apply ``edit`` to a layer (or replace it), after every check; store a revision."""
+        name = self.hierarchy.parse(layer_id)
+        if name.kind == "device":
+            self.device(DeviceId(name.device))  # the device must exist
+        current = self.resolver.layer(layer_id)
+        new = edit if replace else current.merged(edit)
+        if unlock:
+            kept = frozenset(p for p in new.locks if p not in set(unlock))
+            new = Layer(new.sets, new.unsets, kept)
+        if self.schema is not None:
+            self._check_known_paths(layer_id, new)
+        impact = self.impact(layer_id, new)
+        _refuse(impact)
+        if self.schema is not None:  # values no device inherits yet must be valid too
+            self._check_values(layer_id, new)
+        blob = self.store.put_blob(encode(layer_to_document(new)))
+        head = self.head(layer_id)
+        revision = self.store.append_layer_revision(
+            layer_id,
+            blob,
+            parent=head.revision if head else None,
+            author=author,
+            message=message,
+            now=now,
+        )
+        self._heads[layer_id] = revision
+        self._install(layer_id, new)
+        return revision, impact
+
+    def _install(self, layer_id: LayerId, layer: Layer) -> None:
+        had = self.resolver.has_layer(layer_id)
+        self.resolver.put_layer(layer_id, layer)
+        for signature in self._encoded_users.pop(layer_id, set()):
+            self._encoded.pop(signature, None)
+        name = self.hierarchy.parse(layer_id)
+        if name.kind == "device" and had != self.resolver.has_layer(layer_id):
+            members = self.members()  # the device's own layer appeared or vanished
+            facts = members.facts.get(DeviceId(name.device))
+            if facts is not None:
+                self._admit(members, facts)
+
+    def _check_known_paths(self, layer_id: LayerId, layer: Layer) -> None:
+        assert self.schema is not None
+        schema = self.schema
+        unknown = [
+            p
+            for p in (*layer.sets, *layer.unsets, *layer.locks)
+            if schema.spec(p) is None and not any(is_prefix(p, spec.path) for spec in schema)
+        ]
+        if unknown:
+            shown = ", ".join(format_path(p) for p in sorted(unknown)[:SAMPLE])
+            raise FleetValidationError(
+                f"{layer_id}: {len(unknown)} path(s) not declared by schema {self.schema.name} "
+                f"v{self.schema.version}: {shown}"
+            )
+
+    def _check_values(self, layer_id: LayerId, layer: Layer) -> None:
+        assert self.schema is not None
+        problems = [
+            (p, text)
+            for p, value in layer.sets.items()
+            if (spec := self.schema.spec(p)) is not None and spec.path == p
+            for text in spec.check(value)
+        ]
+        if problems:
+            path, text = problems[0]
+            raise FleetValidationError(
+                f"{layer_id}: {format_path(path)}: expected {text}, got {layer.sets[path]!r}"
+                + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
+            )
+
+    def add_device(self, record: DeviceRecord) -> tuple[Resolution, list[Violation]]:
+        """Register (or re-register) a device after checking its effective config.
+
+        Conflicts and rule violations refuse the device.  Required keys that no
+        layer sets yet do not: they usually come from the device's own layer,
+        written next (``device set``); they are returned as pending.
+        """
+        facts = _facts(record)
+        for dimension in facts.groups:
+            self.hierarchy.rank_of(dimension)
+        resolution = self.resolver.resolve(facts)
+        problems: list[str] = []
+        if resolution.conflicts:
+            conflict = resolution.conflicts[0]
+            sources = ", ".join(layer for layer, _ in conflict.sources)
+            problems.append(f"layers {sources} disagree on {format_path(conflict.path)}")
+        pending: list[Violation] = []
+        if self.schema is not None:
+            violations = self.schema.validate(
+                resolution.tree, hardware=facts.hardware, firmware=facts.firmware
+            )
+            pending = [v for v in violations if v.missing]
+            problems.extend(str(v) for v in violations if not v.missing)
+        if problems:
+            raise FleetValidationError(
+                f"device {facts.id} refused: {problems[0]}"
+                + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""),
+                devices=1,
+                examples=[facts.id],
+            )
+        self.store.put_device(record)
+        if self._members is not None:
+            self._admit(self._members, facts)
+        return resolution, pending
+
+    # -- dry runs ---------------------------------------------------------------
+
+    def reached_by(self, layer_id: LayerId) -> list[DeviceId]:
+        """The devices whose stacks include ``layer_id``."""
+        name = self.hierarchy.parse(layer_id)
+        members = self.members()
+        if name.kind == "global":
+            return list(members.facts)
+        if name.kind == "device":
+            device = DeviceId(name.device)
+            return [device] if device in members.facts else []
+        group = "/".join(name.group)
+        return [
+            device
+            for device, facts in members.facts.items()
+            if (path := facts.groups.get(name.dimension)) is not None
+            and (path == group or path.startswith(group + "/"))
+        ]
+
+    def impact(self, layer_id: LayerId, new: Layer) -> Impact:
+        """What replacing ``layer_id`` with ``new`` would change, violate or break."""
+        old = self.resolver.layer(layer_id)
+        changed_ops = _changed_paths(old, new)
+        lock_changes = old.locks ^ new.locks
+        candidates = self._candidates(changed_ops | lock_changes)
+        devices = self.reached_by(layer_id)
+        members = self.members()
+        by_signature: dict[Signature, list[DeviceId]] = {}
+        for device in devices:
+            by_signature.setdefault(members.by_device[device], []).append(device)
+        changed: list[DeviceId] = []
+        changes: dict[object, _Tally] = {}
+        violations: dict[object, _Tally] = {}
+        blocked: dict[object, _Tally] = {}
+        conflicts: dict[object, _Tally] = {}
+        shadowed = 0
+        override = (layer_id, new)
+        for group in by_signature.values():
+            facts = members.facts[group[0]]
+            differs = False
+            for path in candidates:
+                before = self.resolver.value_at(facts, path)
+                after = self.resolver.value_at(facts, path, override=override)
+                if not values_equal(before.value, after.value):
+                    differs = True
+                    _tally(changes, path, group, before.value, after.value)
+                    self._validate_change(path, after, facts, group, violations)
+                for step in after.steps:
+                    if step.layer != layer_id or step.touched not in changed_ops:
+                        continue
+                    if step.status == "blocked":
+                        lock, holder = _lock_of(after, step.touched)
+                        _tally(blocked, (step.touched, lock, holder), group)
+                    elif step.status == "conflict":
+                        tied = tuple(s.layer for s in after.steps if s.status == "conflict")
+                        _tally(conflicts, (path, tied), group)
+                if path in new.locks or any(is_prefix(lock, path) for lock in lock_changes):
+                    shadowed += len(group) * sum(
+                        1 for s in after.steps if s.status == "blocked" and s.layer != layer_id
+                    )
+            if differs:
+                changed.extend(group)
+        return Impact(
+            layer=layer_id,
+            reached=len(devices),
+            changed=len(changed),
+            sample=tuple(sorted(changed)[:SAMPLE]),
+            changes=tuple(
+                PathChange(cast(Path, path), t.count, t.example, *cast(_Effects, t.detail))
+                for path, t in sorted(changes.items(), key=lambda item: cast(Path, item[0]))
+            ),
+            violations=tuple(
+                (
+                    cast(Violation, t.detail[0]),
+                    t.count,
+                    t.example,
+                    cast(LayerId | None, t.detail[1]),
+                )
+                for t in violations.values()
+            ),
+            blocked=tuple(
+                (*cast(tuple[Path, Path, LayerId], key), t.count, t.example)
+                for key, t in blocked.items()
+            ),
+            conflicts=tuple(
+                (*cast(tuple[Path, tuple[LayerId, ...]], key), t.count, t.example)
+                for key, t in conflicts.items()
+            ),
+            locks_shadowing=shadowed,
+        )
+
+    def _candidates(self, touched: Iterable[Path]) -> list[Path]:
+        """Leaf paths an edit at ``touched`` can change: the paths themselves and
+        every known leaf below them (schema defaults and all layers' values)."""
+        known = self._known_leaves()
+        found: set[Path] = set()
+        for path in touched:
+            found.add(path)
+            at = bisect.bisect_left(known, path)
+            while at < len(known) and is_prefix(path, known[at]):
+                found.add(known[at])
+                at += 1
+        # a leaf that has leaves below it is a map somewhere: its leaves speak for it
+        return sorted(p for p in found if not any(q != p and is_prefix(p, q) for q in found))
+
+    def _known_leaves(self) -> list[Path]:
+        leaves: set[Path] = set(flatten(self.schema.defaults())) if self.schema else set()
+        for layer_id in self.resolver.layer_ids():
+            leaves.update(self.resolver.layer(layer_id).sets)
+        return sorted(leaves)
+
+    def _validate_change(
+        self,
+        path: Path,
+        after: Explanation,
+        facts: DeviceFacts,
+        group: list[DeviceId],
+        violations: dict[object, _Tally],
+    ) -> None:
+        if self.schema is None:
+            return
+        spec = self.schema.spec(path)
+        if spec is None or spec.path != path:
+            return
+        if after.value is UNSET:
+            applies = spec.applies_to(hardware=facts.hardware, firmware=facts.firmware) is None
+            if spec.required and applies:
+                violation = Violation(spec.dotted, None, "a value (required key)", missing=True)
+                _tally(
+                    violations, (spec.dotted, violation.expected), group, violation, after.source
+                )
+            return
+        assert not isinstance(after.value, UnsetType)
+        for text in spec.check(after.value):
+            violation = Violation(spec.dotted, after.value, text)
+            _tally(violations, (spec.dotted, text), group, violation, after.source)
+
+
+def _tally(
+    table: dict[object, _Tally], key: object, group: Sequence[DeviceId], *detail: object
+) -> None:
+    entry = table.get(key)
+    if entry is None:
+        table[key] = _Tally(len(group), min(group), detail)
+    else:
+        entry.add(group)
+
+
+def _lock_of(explanation: Explanation, touched: Path) -> tuple[Path, LayerId]:
+    for lock, holder in explanation.locks:
+        if is_prefix(lock, touched) or is_prefix(touched, lock):
+            return lock, holder
+    return touched, GLOBAL  # pragma: no cover - a blocked step always has its lock
+
+
+def _refuse(impact: Impact) -> None:
+    if impact.blocked:
+        touched, lock, holder, count, example = impact.blocked[0]
+        raise LockViolation(
+            f"{impact.layer}: {format_path(touched)} is locked by {holder} (lock on "
+            f"{format_path(lock)}); refused for {count:,} device(s), e.g. {example}",
+            devices=count,
+            examples=[example],
+        )
+    if impact.conflicts:
+        path, tied, count, example = impact.conflicts[0]
+        raise DirectiveConflict(
+            f"{impact.layer}: layers {', '.join(tied)} have equal precedence and would set "
+            f"{format_path(path)} differently on {count:,} device(s), e.g. {example}; "
+            "make them agree or change the dimension order",
+            devices=count,
+            examples=[example],
+        )
+    if impact.violations:
+        violation, count, example, via = impact.violations[0]
+        more = len(impact.violations) - 1
+        raise FleetValidationError(
+            f"{count:,} device(s) would violate {violation.path} (expected {violation.expected}"
+            f", {'it would be missing' if violation.missing else f'got {violation.value!r}'}), "
+            f"e.g. {example} via {via or 'defaults'}"
+            + (f"; and {more} more rule(s)" if more else ""),
+            devices=count,
+            examples=[example],
+        )
+
+
+def _changed_paths(old: Layer, new: Layer) -> frozenset[Path]:
+    paths = set(old.unsets ^ new.unsets)
+    for path in old.sets.keys() | new.sets.keys():
+        if not values_equal(old.sets.get(path, UNSET), new.sets.get(path, UNSET)):
+            paths.add(path)
+    return frozenset(paths)
+
+
+def _facts(record: DeviceRecord) -> DeviceFacts:
+    return DeviceFacts(
+        record.id, dict(record.groups), record.hardware, record.firmware, record.agent_version
+    )
+
+
+def _layer_dimension(layer_id: LayerId) -> str:
+    return layer_id.split("/", 1)[0]
+
+
+def _format_of(document: bytes) -> TextFormat:
+    stripped = document.lstrip()
+    if stripped.startswith(b"{"):
+        return "json"
+    return "toml" if b"=" in stripped.split(b"\n", 1)[0] or stripped.startswith(b"[") else "yaml"
