@@ -22,6 +22,8 @@ from edgecfg.cli.files import (
     read_bytes,
     write_bytes,
 )
+from edgecfg.cli.operator import default_db
+from edgecfg.cli.operator import register as register_operator_commands
 from edgecfg.core.tree import Tree, is_map
 from edgecfg.errors import DeltaError, EdgecfgError
 from edgecfg.wire.cbor import encode, etag
@@ -145,6 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Configuration for constrained edge devices over CoAP.",
     )
     parser.add_argument("--version", action="version", version=f"edgecfg {edgecfg.__version__}")
+    parser.add_argument(
+        "--db",
+        default=default_db(),
+        metavar="FILE",
+        help="gateway database (default: $EDGECFG_DB or ./edgecfg.db)",
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     formats = ("json", "cbor", "diag", "toml", "yaml")
 
@@ -199,6 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--to", choices=("json", "cbor", "diag"), help="result format (default: by suffix)"
     )
     p.set_defaults(handler=cmd_patch)
+
+    register_operator_commands(commands, formats)
 
     bench = commands.add_parser("bench", help="benchmarks with same-run baselines")
     benches = bench.add_subparsers(dest="bench", metavar="BENCH", required=True)

@@ -187,7 +187,7 @@ class Resolver:
         dropped: list[Dropped] = []
         for item in self._unsupported_for(device):
             if get(tree, item.path) is not UNSET:
-                tree = delete(tree, item.path)
+                tree = _prune(delete(tree, item.path), item.path)
                 dropped.append(item)
         return Resolution(
             tree, tiers, fold.conflicts, fold.blocked, tuple(dropped), dict(fold.locks)
@@ -353,6 +353,16 @@ class Resolver:
         ):
             tiers = (*tiers, (override[0],))
         return self.explain_leaf(device, path, tiers=tiers, override=override)
+
+
+def _prune(tree: Tree, path: Path) -> Tree:
+    """Remove the maps that dropping ``path`` left empty (they held only it)."""
+    for depth in range(len(path) - 1, 0, -1):
+        parent = path[:depth]
+        if get(tree, parent) != {}:
+            break
+        tree = delete(tree, parent)
+    return tree
 
 
 def _device_layer(device: DeviceId) -> LayerId:

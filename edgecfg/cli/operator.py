@@ -1,0 +1,546 @@
+"""Operator commands on the gateway database: schema, groups, devices, config,
+explain, impact and history.
+
+Every read command takes ``--json``.  The database is ``--db FILE``, else
+``$EDGECFG_DB``, else ``./edgecfg.db``.  Values on the command line parse as
+JSON when they can (``60``, ``true``, ``"x"``, ``[1,2]``), else as text.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import sys
+import time
+from collections.abc import Generator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path as FilePath
+from typing import Any
+
+from edgecfg.cli.files import CommandError, read_bytes, write_bytes
+from edgecfg.core.ids import DeviceId, LayerId
+from edgecfg.core.layers import (
+    Hierarchy,
+    Layer,
+    device_layer,
+    hierarchy_from_text,
+    layer_from_document,
+    layer_from_parts,
+    layer_to_document,
+)
+from edgecfg.core.path import Path, format_path, parse_path
+from edgecfg.core.resolve import Explanation
+from edgecfg.core.tree import UNSET, UnsetType, Value, check_model, is_map
+from edgecfg.errors import EdgecfgError, NotFound
+from edgecfg.gateway.fleet import Fleet, Impact
+from edgecfg.store import DeviceRecord, LayerRevision, SQLiteStore
+from edgecfg.wire.cbor import Encoded
+from edgecfg.wire.delta import make_delta
+from edgecfg.wire.documents import guess_format, parse_text_document, write_config
+
+DEFAULT_DB = "edgecfg.db"
+
+
+def default_db() -> str:
+    """``$EDGECFG_DB`` or ``./edgecfg.db``."""
+    return os.environ.get("EDGECFG_DB", DEFAULT_DB)
+
+
+@contextmanager
+def open_fleet(db: str, *, create: bool) -> Generator[Fleet]:
+    """The fleet in database ``db``; read commands refuse a missing file."""
+    if not create and db != ":memory:" and not FilePath(db).exists():
+        raise CommandError(f"{db}: no such database (start with 'edgecfg --db {db} schema load')")
+    with SQLiteStore(db) as store:
+        yield Fleet(store)
+
+
+def parse_value(text: str) -> Value:
+    """JSON when it parses, else the text itself."""
+    try:
+        return check_model(json.loads(text))
+    except (ValueError, EdgecfgError):
+        return text
+
+
+def parse_assignment(text: str) -> tuple[Path, Value]:
+    """``PATH=VALUE`` -> (path, value)."""
+    path, sep, value = text.partition("=")
+    if not sep or not path:
+        raise CommandError(f"{text!r}: expected PATH=VALUE, e.g. net.uplink.interval_s=600")
+    return parse_path(path.strip()), parse_value(value)
+
+
+def _author(args: argparse.Namespace) -> str:
+    if args.author:
+        return str(args.author)
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):
+        return "operator"
+
+
+def _edit_from_args(args: argparse.Namespace) -> Layer:
+    parts: list[Layer] = []
+    if getattr(args, "file", None):
+        parts.append(_layer_file(args.file))
+    sets = dict(parse_assignment(item) for item in _strings(args, "set"))
+    unsets = [parse_path(item) for item in _strings(args, "unset")]
+    locks = [parse_path(item) for item in _strings(args, "lock")]
+    parts.append(layer_from_parts(sets=sets, unsets=unsets, locks=locks))
+    edit = parts[0]
+    for part in parts[1:]:
+        edit = edit.merged(part)
+    return edit
+
+
+def _strings(args: argparse.Namespace, name: str) -> list[str]:
+    """A repeatable option's values (an absent option is an empty list)."""
+    values: list[str] | None = getattr(args, name, None)
+    return list(values or [])
+
+
+def _layer_file(name: str) -> Layer:
+    document = parse_text_document(read_bytes(name), _text_format(name), source=name)
+    if not is_map(document):
+        raise CommandError(f"{name}: a layer file must be a map")
+    try:
+        if document and set(document) <= {"set", "unset", "lock"}:
+            return layer_from_document(check_model(document))
+        return layer_from_parts(document)  # a plain partial tree
+    except EdgecfgError as error:
+        raise CommandError(f"{name}: {error}") from None
+
+
+def _text_format(name: str) -> Any:
+    fmt = guess_format(name)
+    return fmt if fmt in ("json", "toml", "yaml") else "json"
+
+
+def _print_json(document: object) -> None:
+    print(json.dumps(document, indent=2, ensure_ascii=False, default=_jsonable))
+
+
+def _jsonable(value: object) -> object:
+    if isinstance(value, bytes):
+        return {"bytes": value.hex()}
+    if isinstance(value, UnsetType):
+        return None
+    return repr(value)
+
+
+def _show(value: Value | UnsetType) -> str:
+    if value is UNSET:
+        return "(unset)"
+    return json.dumps(value, ensure_ascii=False, default=_jsonable)
+
+
+# ---------------------------------------------------------------- commands
+
+
+def cmd_schema_load(args: argparse.Namespace) -> int:
+    with open_fleet(args.db, create=True) as fleet:
+        fmt = _text_format(args.file)
+        schema = fleet.load_schema(read_bytes(args.file), fmt, source=args.file, now=time.time())
+        print(f"{args.db}: schema {schema.name} v{schema.version} loaded ({len(schema)} keys)")
+    return 0
+
+
+def cmd_fleet_dimensions(args: argparse.Namespace) -> int:
+    with open_fleet(args.db, create=True) as fleet:
+        if args.ranks:
+            fleet.set_hierarchy(hierarchy_from_text(args.ranks))
+        ranks = [list(rank) for rank in fleet.hierarchy.ranks]
+        if args.json:
+            _print_json({"ranks": ranks})
+        else:
+            print(f"precedence, lowest first: global < {hierarchy_text(fleet.hierarchy)} < device")
+    return 0
+
+
+def cmd_group_set(args: argparse.Namespace) -> int:
+    layer_id = LayerId(args.layer)
+    edit = _edit_from_args(args)
+    unlock = [parse_path(item) for item in _strings(args, "unlock")]
+    if edit.empty and not unlock:
+        raise CommandError("nothing to change: give --file, --set, --unset, --lock or --unlock")
+    with open_fleet(args.db, create=True) as fleet:
+        if fleet.hierarchy.parse(layer_id).kind == "device":
+            raise CommandError(f"{layer_id}: use 'edgecfg device set' for a device's overrides")
+        revision, impact = fleet.write_layer(
+            layer_id,
+            edit,
+            author=_author(args),
+            message=args.message or "",
+            now=time.time(),
+            unlock=unlock,
+        )
+        _report_write(revision, impact, as_json=args.json)
+    return 0
+
+
+def _report_write(revision: LayerRevision, impact: Impact, *, as_json: bool) -> None:
+    if as_json:
+        _print_json({"revision": _revision_json(revision), "impact": _impact_json(impact)})
+        return
+    print(
+        f"{revision.layer} r{revision.revision}: {impact.changed:,} of {impact.reached:,} "
+        f"device(s) change" + (f", e.g. {', '.join(impact.sample)}" if impact.sample else "")
+    )
+    if impact.locks_shadowing:
+        print(f"  new locks now block {impact.locks_shadowing:,} override(s) above this layer")
+
+
+def cmd_device_add(args: argparse.Namespace) -> int:
+    groups: dict[str, str] = {}
+    for item in _strings(args, "group"):
+        dimension, sep, path = item.partition("=")
+        if not sep or not dimension or not path:
+            raise CommandError(f"--group {item!r}: expected DIMENSION=PATH, e.g. region=eu/eu-west")
+        groups[dimension] = path
+    record = DeviceRecord(
+        id=DeviceId(args.id),
+        groups=groups,
+        hardware=args.hardware,
+        firmware=args.firmware,
+        agent_version=args.agent_version,
+    )
+    with open_fleet(args.db, create=True) as fleet:
+        _resolution, pending = fleet.add_device(record)
+        print(f"{args.id}: registered; ETag {fleet.etag(record.id).hex()}")
+        for violation in pending:
+            print(f"  pending: {violation} (set it with 'edgecfg device set {args.id} ...')")
+    return 0
+
+
+def cmd_device_set(args: argparse.Namespace) -> int:
+    edit = _edit_from_args(args)
+    if edit.empty:
+        raise CommandError("nothing to change: give PATH=VALUE, --unset or --lock")
+    with open_fleet(args.db, create=True) as fleet:
+        fleet.device(DeviceId(args.id))
+        revision, impact = fleet.write_layer(
+            device_layer(args.id),
+            edit,
+            author=_author(args),
+            message=args.message or "",
+            now=time.time(),
+        )
+        _report_write(revision, impact, as_json=args.json)
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    with open_fleet(args.db, create=False) as fleet:
+        device = DeviceId(args.id)
+        config = fleet.encoded(device)
+        if args.summary:
+            record = fleet.store.get_device(device)
+            summary: dict[str, object] = {
+                "device": device,
+                "etag": config.etag.hex(),
+                "bytes": len(config.cbor),
+                "applied_etag": record.applied_etag.hex() if record.applied_etag else None,
+                "next_sync": _next_sync(fleet, record, config),
+            }
+            if args.json:
+                _print_json(summary)
+            else:
+                for key, value in summary.items():
+                    print(f"{key:>13}: {value}")
+            return 0
+        fmt = "json" if args.json else args.format
+        write_bytes("-", write_config(config.tree, fmt))
+    return 0
+
+
+def _next_sync(fleet: Fleet, record: DeviceRecord, config: Encoded) -> str:
+    if record.applied_etag is None:
+        return f"full config, {len(config.cbor)} bytes (device has not reported)"
+    if record.applied_etag == config.etag:
+        return "nothing: 2.03 Valid (device is current)"
+    try:
+        applied = fleet.store.get_blob(record.applied_etag)
+    except NotFound:
+        return f"full config, {len(config.cbor)} bytes (applied version unknown to the gateway)"
+    delta = make_delta(Encoded.from_bytes(applied), config)
+    return f"delta of {len(delta)} bytes (full config {len(config.cbor)} bytes)"
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    path = parse_path(args.path) if args.path else ()
+    with open_fleet(args.db, create=False) as fleet:
+        device = DeviceId(args.id)
+        explanations = fleet.explain(device, path)
+        if not explanations:
+            raise CommandError(f"{args.id}: nothing at {args.path or 'any path'}")
+        if args.json:
+            _print_json([_explanation_json(fleet, e) for e in explanations])
+            return 0
+        for explanation in explanations:
+            _print_explanation(fleet, explanation)
+    return 0
+
+
+def _print_explanation(fleet: Fleet, explanation: Explanation) -> None:
+    dotted = format_path(explanation.path)
+    if explanation.source:
+        origin = _origin(fleet, explanation.source)
+    else:
+        origin = "dropped for this device" if explanation.dropped else "nothing sets it"
+    print(f"{dotted} = {_show(explanation.value)}   ({origin})")
+    for step in explanation.steps:
+        label = _origin(fleet, step.layer, short=True)
+        where = "" if step.touched == explanation.path else f" at {format_path(step.touched)}"
+        note = f": {step.note}" if step.note else ""
+        print(f"    {label:<28} {_show(step.effect):<24} {step.status}{where}{note}")
+    for lock, holder in explanation.locks:
+        print(f"    lock on {format_path(lock)} held by {holder}")
+    if explanation.dropped:
+        print(f"    dropped for this device: {explanation.dropped}")
+
+
+def _origin(fleet: Fleet, layer: LayerId, *, short: bool = False) -> str:
+    head = fleet.head(layer) if layer not in ("defaults", "schema") else None
+    if head is None:
+        return str(layer)
+    if short:
+        return f"{layer} r{head.revision}"
+    when = datetime.fromtimestamp(head.created_at, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    message = f': "{head.message}"' if head.message else ""
+    return f"from {layer} r{head.revision} by {head.author} at {when}Z{message}"
+
+
+def _explanation_json(fleet: Fleet, explanation: Explanation) -> dict[str, object]:
+    head = fleet.head(explanation.source) if explanation.source else None
+    return {
+        "path": format_path(explanation.path),
+        "value": explanation.value,
+        "source": explanation.source,
+        "revision": _revision_json(head) if head else None,
+        "steps": [
+            {
+                "layer": step.layer,
+                "path": format_path(step.touched),
+                "value": step.effect,
+                "status": step.status,
+                "note": step.note,
+            }
+            for step in explanation.steps
+        ],
+        "locks": [{"path": format_path(p), "holder": h} for p, h in explanation.locks],
+        "dropped": explanation.dropped,
+    }
+
+
+def cmd_impact(args: argparse.Namespace) -> int:
+    layer_id = LayerId(args.layer)
+    with open_fleet(args.db, create=False) as fleet:
+        edit = _edit_from_args(args)
+        new = fleet.layer(layer_id).merged(edit)
+        impact = fleet.impact(layer_id, new)
+        if args.json:
+            _print_json(_impact_json(impact))
+            return 0
+        print(
+            f"{layer_id}: reaches {impact.reached:,} device(s); {impact.changed:,} would change"
+            + (f", e.g. {', '.join(impact.sample)}" if impact.sample else "")
+        )
+        for change in impact.changes:
+            print(
+                f"  {format_path(change.path)}: {_show(change.before)} -> {_show(change.after)} "
+                f"on {change.devices:,} device(s), e.g. {change.example}"
+            )
+        for violation, count, example, via in impact.violations:
+            print(
+                f"  REFUSED: {count:,} device(s) would violate {violation}, "
+                f"e.g. {example} via {via}"
+            )
+        for touched, lock, holder, count, example in impact.blocked:
+            print(
+                f"  REFUSED: {format_path(touched)} locked by {holder} at {format_path(lock)} "
+                f"for {count:,} device(s), e.g. {example}"
+            )
+        for path, tied, count, example in impact.conflicts:
+            print(
+                f"  REFUSED: {', '.join(tied)} would disagree on {format_path(path)} for "
+                f"{count:,} device(s), e.g. {example}"
+            )
+    return 0
+
+
+def _impact_json(impact: Impact) -> dict[str, object]:
+    return {
+        "layer": impact.layer,
+        "reached": impact.reached,
+        "changed": impact.changed,
+        "sample": list(impact.sample),
+        "changes": [
+            {
+                "path": format_path(c.path),
+                "devices": c.devices,
+                "example": c.example,
+                "before": c.before,
+                "after": c.after,
+            }
+            for c in impact.changes
+        ],
+        "violations": [
+            {
+                "path": v.path,
+                "expected": v.expected,
+                "value": v.value,
+                "devices": n,
+                "example": e,
+                "via": via,
+            }
+            for v, n, e, via in impact.violations
+        ],
+        "blocked": [
+            {
+                "path": format_path(t),
+                "lock": format_path(lock),
+                "holder": h,
+                "devices": n,
+                "example": e,
+            }
+            for t, lock, h, n, e in impact.blocked
+        ],
+        "conflicts": [
+            {"path": format_path(p), "layers": list(tied), "devices": n, "example": e}
+            for p, tied, n, e in impact.conflicts
+        ],
+        "locks_shadowing": impact.locks_shadowing,
+    }
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    layer_id = LayerId(args.target) if args.kind == "group" else device_layer(args.target)
+    with open_fleet(args.db, create=False) as fleet:
+        revisions = fleet.history(layer_id)
+        if args.json:
+            _print_json([_revision_json(r) for r in revisions])
+            return 0
+        if not revisions:
+            print(f"{layer_id}: no revisions")
+        for revision in revisions:
+            when = datetime.fromtimestamp(revision.created_at, UTC).strftime("%Y-%m-%d %H:%M:%S")
+            message = f"  {revision.message}" if revision.message else ""
+            print(
+                f"{layer_id} r{revision.revision}  {when}Z  {revision.author:<12} "
+                f"{revision.content.hex()}{message}"
+            )
+    return 0
+
+
+def _revision_json(revision: LayerRevision) -> dict[str, object]:
+    return {
+        "layer": revision.layer,
+        "revision": revision.revision,
+        "parent": revision.parent,
+        "content": revision.content.hex(),
+        "author": revision.author,
+        "message": revision.message,
+        "time": revision.created_at,
+    }
+
+
+def cmd_group_show(args: argparse.Namespace) -> int:
+    layer_id = LayerId(args.layer)
+    with open_fleet(args.db, create=False) as fleet:
+        document = layer_to_document(fleet.layer(layer_id))
+        if args.json:
+            _print_json(document)
+        else:
+            sys.stdout.write(write_config(document, "json").decode())
+    return 0
+
+
+# ---------------------------------------------------------------- parser
+
+
+def register(commands: Any, formats: Sequence[str]) -> None:
+    """Add the operator commands to the top-level parser's subcommands."""
+    del formats
+
+    def add_edit_options(p: argparse.ArgumentParser, *, assignments: bool) -> None:
+        if assignments:
+            p.add_argument("--set", action="append", metavar="PATH=VALUE", help="set a value")
+        p.add_argument("--unset", action="append", metavar="PATH", help="remove an inherited value")
+        p.add_argument("--lock", action="append", metavar="PATH", help="forbid overrides below")
+        p.add_argument("-m", "--message", metavar="MESSAGE", help="revision message")
+        p.add_argument("--author", metavar="NAME", help="revision author (default: $USER)")
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = commands.add_parser("schema", help="load the fleet's schema")
+    schema = p.add_subparsers(dest="schema_command", metavar="ACTION", required=True)
+    q = schema.add_parser("load", help="store a schema version and use it for the fleet")
+    q.add_argument("file", metavar="FILE")
+    q.set_defaults(handler=cmd_schema_load)
+
+    p = commands.add_parser("fleet", help="fleet settings")
+    fleet = p.add_subparsers(dest="fleet_command", metavar="ACTION", required=True)
+    q = fleet.add_parser("dimensions", help="show or set dimension precedence, lowest first")
+    q.add_argument("ranks", nargs="*", metavar="DIM[,DIM]", help="a comma ties dimensions")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(handler=cmd_fleet_dimensions)
+
+    p = commands.add_parser("group", help="edit or show a group layer")
+    group = p.add_subparsers(dest="group_command", metavar="ACTION", required=True)
+    q = group.add_parser("set", help="edit a group's layer (validated against the whole fleet)")
+    q.add_argument("layer", metavar="DIMENSION/PATH", help="or 'global'")
+    q.add_argument("--file", metavar="LAYER.json", help="a layer document or a partial tree")
+    q.add_argument("--unlock", action="append", metavar="PATH", help="drop a lock")
+    add_edit_options(q, assignments=True)
+    q.set_defaults(handler=cmd_group_set)
+    q = group.add_parser("show", help="print a layer's content")
+    q.add_argument("layer", metavar="DIMENSION/PATH")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(handler=cmd_group_show)
+
+    p = commands.add_parser("device", help="register devices and set their overrides")
+    device = p.add_subparsers(dest="device_command", metavar="ACTION", required=True)
+    q = device.add_parser("add", help="register a device in groups")
+    q.add_argument("id", metavar="ID")
+    q.add_argument("--group", action="append", metavar="DIMENSION=PATH")
+    q.add_argument("--hardware", metavar="H")
+    q.add_argument("--firmware", metavar="F")
+    q.add_argument("--agent-version", metavar="V")
+    q.set_defaults(handler=cmd_device_add)
+    q = device.add_parser("set", help="set device overrides")
+    q.add_argument("id", metavar="ID")
+    q.add_argument("set", nargs="*", metavar="PATH=VALUE")
+    add_edit_options(q, assignments=False)
+    q.set_defaults(handler=cmd_device_set)
+
+    p = commands.add_parser("config", help="a device's effective config")
+    p.add_argument("id", metavar="ID")
+    p.add_argument("--format", choices=("json", "cbor", "diag"), default="json")
+    p.add_argument("--summary", action="store_true", help="ETag and what the next sync carries")
+    p.add_argument("--json", action="store_true", help="JSON output")
+    p.set_defaults(handler=cmd_config)
+
+    p = commands.add_parser("explain", help="why a device has each value")
+    p.add_argument("id", metavar="ID")
+    p.add_argument("path", nargs="?", metavar="PATH")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_explain)
+
+    p = commands.add_parser("impact", help="dry run: which devices an edit changes")
+    p.add_argument("layer", metavar="DIMENSION/PATH")
+    add_edit_options(p, assignments=True)
+    p.set_defaults(handler=cmd_impact)
+
+    p = commands.add_parser("history", help="revisions of a group or device layer")
+    p.add_argument("kind", choices=("group", "device"))
+    p.add_argument("target", metavar="DIMENSION/PATH|ID")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_history)
+
+
+def hierarchy_text(hierarchy: Hierarchy) -> str:
+    """``hardware < function < region`` (ties joined by ``=``)."""
+    return " < ".join("=".join(rank) for rank in hierarchy.ranks)
