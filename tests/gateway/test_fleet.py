@@ -9,7 +9,7 @@ import pytest
 from edgecfg.core.ids import DeviceId, LayerId
 from edgecfg.core.layers import GLOBAL, Hierarchy, Layer, device_layer, layer_from_parts
 from edgecfg.core.path import parse_path
-from edgecfg.core.tree import UNSET, get
+from edgecfg.core.tree import UNSET, Value, get
 from edgecfg.errors import (
     DirectiveConflict,
     FleetValidationError,
@@ -27,7 +27,7 @@ INTERVAL = parse_path("net.uplink.interval_s")
 SENSOR, CAMERA = "nbiot-sensor-r3", "lte-camera-c2"
 
 
-def P(text: str) -> tuple[str, ...]:
+def path(text: str) -> tuple[str, ...]:
     return parse_path(text)
 
 
@@ -55,10 +55,9 @@ def fleet() -> Fleet:
     return fleet
 
 
-def write(fleet: Fleet, layer: str, **kwargs: object) -> None:
-    edit = layer_from_parts(
-        sets={P(k.replace("__", ".")): v for k, v in kwargs.items() if not k.startswith("_")},
-    )
+def write(fleet: Fleet, layer: str, **kwargs: Value) -> None:
+    """Set values in a layer; ``net__uplink__x=1`` sets ``net.uplink.x``."""
+    edit = layer_from_parts(sets={path(k.replace("__", ".")): v for k, v in kwargs.items()})
     fleet.write_layer(LayerId(layer), edit, author="test", message="m", now=2.0)
 
 
@@ -95,7 +94,7 @@ def test_region_beats_function_beats_hardware_beats_global(fleet: Fleet) -> None
 
 def test_a_tombstone_removes_an_inherited_value_unlike_null(fleet: Fleet) -> None:
     write(fleet, "global", device__site="hq")
-    site = P("device.site")
+    site = path("device.site")
     assert value(fleet, "dev-0000", site) == "hq"
     fleet.write_layer(
         LayerId("region/eu"), Layer(unsets=frozenset({site})), author="t", message="", now=3
@@ -108,7 +107,7 @@ def test_a_tombstone_removes_an_inherited_value_unlike_null(fleet: Fleet) -> Non
 
 def test_a_lock_refuses_overrides_below_naming_lock_and_holder(fleet: Fleet) -> None:
     fleet.write_layer(
-        GLOBAL, layer_from_parts(locks=[P("net.uplink")]), author="sec", message="", now=2
+        GLOBAL, layer_from_parts(locks=[path("net.uplink")]), author="sec", message="", now=2
     )
     with pytest.raises(LockViolation) as caught:
         write(fleet, "region/eu/eu-west", net__uplink__interval_s=900)
@@ -151,7 +150,7 @@ def test_hardware_applicability_drops_keys_and_explain_says_why(fleet: Fleet) ->
     assert "camera" not in sensor.tree
     assert "camera" in camera.tree
     assert any(item.path[0] == "camera" for item in sensor.dropped)
-    [explanation] = fleet.explain(DeviceId("dev-0000"), P("camera.fps"))
+    [explanation] = fleet.explain(DeviceId("dev-0000"), path("camera.fps"))
     assert explanation.value is UNSET
     assert explanation.dropped is not None
     assert "nbiot-sensor-r3" in explanation.dropped
@@ -232,7 +231,7 @@ def test_free_form_fleet_without_schema_inherits_locks_and_explains() -> None:
     fleet = Fleet(MemoryStore())
     fleet.add_device(DeviceRecord(DeviceId("a"), {"region": "x/y"}))
     fleet.write_layer(
-        GLOBAL, layer_from_parts({"k": {"v": 1}}, locks=[P("k.v")]), author="t", message="",
+        GLOBAL, layer_from_parts({"k": {"v": 1}}, locks=[path("k.v")]), author="t", message="",
         now=1,
     )  # fmt: skip
     fleet.write_layer(
@@ -243,7 +242,7 @@ def test_free_form_fleet_without_schema_inherits_locks_and_explains() -> None:
         fleet.write_layer(
             LayerId("region/x/y"), layer_from_parts({"k": {"v": 2}}), author="t", message="", now=3
         )
-    [explanation] = fleet.explain(DeviceId("a"), P("k.v"))
+    [explanation] = fleet.explain(DeviceId("a"), path("k.v"))
     assert explanation.source == "global"
 
 
