@@ -18,8 +18,11 @@ from typing import cast
 
 from edgecfg.cli.files import CommandError, read_bytes
 from edgecfg.core.ids import DeviceId, LayerId
+from edgecfg.core.layers import GLOBAL, device_layer, layer_from_parts, layer_to_document
 from edgecfg.core.schema import check_evolution
 from edgecfg.core.tree import Tree, set_value
+from edgecfg.errors import WriteRefused
+from edgecfg.gateway.fleet import SCHEMA_SETTING, Fleet
 from edgecfg.sim.configs import config_for_schema
 from edgecfg.store import DeviceRecord, SQLiteStore
 from edgecfg.wire.cbor import encode, etag
@@ -81,27 +84,27 @@ def _walk_through(db: Path, schema_file: Path) -> None:
         again = store.put_blob(encode(next(iter(configs.values()))))
         _say("same config stored again", f"ETag {again.hex()} (content-addressed: one copy)")
 
-        print("\n3. layer revisions with history")
+        print("\n3. layer revisions with history (each revision a content-addressed blob)")
         layer = LayerId("hardware/nbiot-sensor-r3")
-        first = configs["nbiot-sensor-r3"]
-        head = store.append_layer_revision(
-            layer, store.put_blob(encode(first)), parent=None, author="ops",
-            message="initial", now=now,
-        )  # fmt: skip
-        second = set_value(first, ("net", "uplink", "interval_s"), 7200)
-        if v1.validate(second, hardware="nbiot-sensor-r3"):
-            raise CommandError("the edited config breaks the schema")
-        head = store.append_layer_revision(
-            layer, store.put_blob(encode(second)), parent=head.revision, author="ops",
-            message="uplink every 2 h", now=now + 60,
-        )  # fmt: skip
+        interval = ("net", "uplink", "interval_s")
+        head = None
+        for seconds, message in ((3600, "hourly uplink"), (7200, "uplink every 2 h")):
+            document = layer_to_document(layer_from_parts(sets={interval: seconds}))
+            head = store.append_layer_revision(
+                layer, store.put_blob(encode(document)), author="ops", message=message,
+                parent=head.revision if head else None, now=now + seconds / 60,
+            )  # fmt: skip
         for revision in store.layer_history(layer):
             _say(
                 f"{layer} r{revision.revision}",
                 f"ETag {revision.content.hex()}  by {revision.author}: {revision.message}",
             )
+        first = configs["nbiot-sensor-r3"]
+        second = set_value(first, interval, 7200)
+        if v1.validate(second, hardware="nbiot-sensor-r3"):
+            raise CommandError("the edited config breaks the schema")
 
-        print("\n4. the delta a device would fetch between those revisions")
+        print("\n4. the delta a sensor fetches for that change of its config")
         delta = make_delta(first, second, schema=v1)
         applied = apply_delta(first, delta)
         if etag(applied) != etag(second):
@@ -141,4 +144,52 @@ def _walk_through(db: Path, schema_file: Path) -> None:
         _say("dev-04242", f"groups {dict(one.groups)}")
         in_site = sum(1 for _ in store.iter_devices(group=("region", "eu/eu-2")))
         _say("devices in region eu/eu-2", f"{in_site:,}")
-    print("\ndemo finished: schema, blobs, revisions, delta and registry all checked")
+        _groups(store, now)
+    print("\ndemo finished: schema, blobs, revisions, delta, registry and groups all checked")
+
+
+def _groups(store: SQLiteStore, now: float) -> None:
+    print("\n6. groups: inheritance, a lock, a refused edit, explain and a dry run")
+    store.put_setting(SCHEMA_SETTING, b"edgecfg-device")
+    fleet = Fleet(store)
+    interval = ("net", "uplink", "interval_s")
+    for device in ("dev-00000", "dev-00001"):  # the required per-device keys
+        fleet.write_layer(
+            device_layer(device),
+            layer_from_parts({"device": {"id": device}, "security": {"psk_identity": device}}),
+            author="provisioning", message="identity", now=now,
+        )  # fmt: skip
+    started = time.perf_counter()
+    _revision, impact = fleet.write_layer(
+        LayerId("region/eu"), layer_from_parts(sets={interval: 1800}),
+        author="ops", message="eu uplink every 30 min", now=now + 1,
+    )  # fmt: skip
+    elapsed = (time.perf_counter() - started) * 1000
+    _say(
+        "region/eu sets interval_s=1800",
+        f"{impact.changed:,} of {impact.reached:,} devices change ({elapsed:.0f} ms)",
+    )
+    fleet.write_layer(
+        GLOBAL, layer_from_parts(locks=[("net", "coap")]), author="netops",
+        message="CoAP transport settings are global", now=now + 2,
+    )  # fmt: skip
+    _say("global locks net.coap", "nothing below may override it")
+    try:
+        fleet.write_layer(
+            LayerId("region/eu/eu-1"), layer_from_parts(sets={interval: 5}),
+            author="ops", message="too fast", now=now + 3,
+        )  # fmt: skip
+    except WriteRefused as refused:
+        _say("region/eu/eu-1 sets interval_s=5", f"refused: {refused}")
+    else:  # pragma: no cover - the schema forbids it
+        raise CommandError("an invalid edit was accepted")
+    device = DeviceId("dev-00001")
+    [why] = fleet.explain(device, interval)
+    chain = " < ".join(f"{step.layer} {step.status}" for step in why.steps)
+    _say(f"explain {device} interval_s", f"{why.value} from {why.source}: {chain}")
+    edit = layer_from_parts(sets={("log", "level"): "debug"})
+    dry = fleet.impact(LayerId("function/metering"), edit)
+    _say(
+        "dry run: function/metering log=debug",
+        f"would change {dry.changed:,} of {dry.reached:,} devices, e.g. {', '.join(dry.sample[:3])}",
+    )
