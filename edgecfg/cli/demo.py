@@ -191,5 +191,6 @@ def _groups(store: SQLiteStore, now: float) -> None:
     dry = fleet.impact(LayerId("function/metering"), edit)
     _say(
         "dry run: function/metering log=debug",
-        f"would change {dry.changed:,} of {dry.reached:,} devices, e.g. {', '.join(dry.sample[:3])}",
+        f"would change {dry.changed:,} of {dry.reached:,} devices, "
+        f"e.g. {', '.join(dry.sample[:3])}",
     )
