@@ -140,6 +140,14 @@ def cmd_bench_delta(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_bench_resolve(args: argparse.Namespace) -> int:
+    """Effective-config resolution of a synthetic fleet against naive recomputation."""
+    from edgecfg.cli.bench_resolve import Shape, run_resolve_bench
+
+    shape = Shape(args.devices, args.leaves, args.groups, args.seed)
+    return run_resolve_bench(shape, as_json=args.json)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
     parser = argparse.ArgumentParser(
@@ -218,6 +226,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--synthetic", action="store_true", help="use the generator, not the corpus")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=cmd_bench_delta)
+    p = benches.add_parser("resolve", help="fleet resolution, impact and memory vs naive folds")
+    p.add_argument("--devices", type=int, default=100_000, help="fleet size")
+    p.add_argument("--leaves", type=int, default=2000, help="schema keys")
+    p.add_argument("--groups", type=int, default=200, help="group nodes (about)")
+    p.add_argument("--seed", type=int, default=7, help="names one synthetic fleet")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=cmd_bench_resolve)
     return parser
 
 

@@ -124,8 +124,8 @@ class Fleet:
         self.store = store
         self.hierarchy = self._load_hierarchy()
         self.schema = self._load_schema()
-        self.resolver = Resolver(self.hierarchy, self._load_layers(), self.schema)
         self._heads: dict[LayerId, LayerRevision] = {}
+        self.resolver = Resolver(self.hierarchy, self._load_layers(), self.schema)
         self._members: _Members | None = None
         self._encoded: dict[Signature, Encoded] = {}
         self._encoded_users: dict[LayerId, set[Signature]] = {}
@@ -151,7 +151,29 @@ class Fleet:
         for layer_id in self.store.layer_ids():
             head = self.store.get_layer(layer_id)
             layers[layer_id] = layer_from_document(decode(self.store.get_blob(head.content)))
+            self._heads[layer_id] = head
         return layers
+
+    def refresh(self) -> set[LayerId]:
+        """Pick up layers and devices another process wrote; returns changed layers.
+
+        A long-running gateway calls this periodically so that operator
+        commands run against the same database take effect.
+        """
+        changed: set[LayerId] = set()
+        for layer_id in self.store.layer_ids():
+            head = self.store.get_layer(layer_id)
+            known = self.head(layer_id) if layer_id in self._heads else None
+            if known is not None and known.revision == head.revision:
+                continue
+            layer = layer_from_document(decode(self.store.get_blob(head.content)))
+            self._heads[layer_id] = head
+            if layer != self.resolver.layer(layer_id):
+                self._install(layer_id, layer)
+                changed.add(layer_id)
+        if self._members is not None and self.store.count_devices() != len(self._members.facts):
+            self._members = None
+        return changed
 
     def members(self) -> _Members:
         """Every registered device, grouped by signature (loaded once, lazily)."""

@@ -253,6 +253,16 @@ class Store(Protocol):
         """Return whether a blob is stored under ``etag``."""
         ...
 
+    # -- telemetry ---------------------------------------------------------
+
+    def append_telemetry(self, device: DeviceId, payload: bytes, *, now: float) -> None:
+        """Keep one telemetry pack (SenML-CBOR bytes) a device reported at ``now``."""
+        ...
+
+    def telemetry(self, device: DeviceId, *, limit: int = 100) -> list[tuple[float, bytes]]:
+        """The device's newest telemetry packs, newest first, at most ``limit``."""
+        ...
+
     # -- settings ----------------------------------------------------------
 
     def get_setting(self, key: str) -> bytes | None:

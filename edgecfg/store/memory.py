@@ -40,6 +40,9 @@ class _Tables:
     )
     devices: dict[DeviceId, DeviceRecord] = field(default_factory=dict[DeviceId, DeviceRecord])
     settings: dict[str, bytes] = field(default_factory=dict[str, bytes])
+    telemetry: dict[DeviceId, list[tuple[float, bytes]]] = field(
+        default_factory=dict[DeviceId, list[tuple[float, bytes]]]
+    )
 
 
 class MemoryStore:
@@ -126,6 +129,17 @@ class MemoryStore:
     def has_blob(self, etag: ETag) -> bool:
         """See :meth:`edgecfg.store.base.Store.has_blob`."""
         return etag in self._open().blobs
+
+    # -- telemetry ---------------------------------------------------------
+
+    def append_telemetry(self, device: DeviceId, payload: bytes, *, now: float) -> None:
+        """See :meth:`edgecfg.store.base.Store.append_telemetry`."""
+        self._open().telemetry.setdefault(device, []).append((now, bytes(payload)))
+
+    def telemetry(self, device: DeviceId, *, limit: int = 100) -> list[tuple[float, bytes]]:
+        """See :meth:`edgecfg.store.base.Store.telemetry`."""
+        packs = self._open().telemetry.get(device, [])
+        return sorted(packs, key=lambda pack: -pack[0])[:limit]
 
     # -- settings ----------------------------------------------------------
 

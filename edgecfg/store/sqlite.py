@@ -90,6 +90,15 @@ MIGRATIONS: tuple[str, ...] = (
         value BLOB NOT NULL
     ) WITHOUT ROWID;
     """,
+    # 4: telemetry packs as devices reported them (analysis reads them later).
+    """
+    CREATE TABLE telemetry (
+        device_id TEXT NOT NULL,
+        time REAL NOT NULL,
+        payload BLOB NOT NULL
+    );
+    CREATE INDEX telemetry_by_device ON telemetry (device_id, time);
+    """,
 )
 """Layout migrations; step ``i`` (0-based) brings a database to version ``i + 1``.
 Append new steps; never edit a released one."""
@@ -298,6 +307,26 @@ class SQLiteStore:
         """See :meth:`edgecfg.store.base.Store.has_blob`."""
         with self._transaction("has_blob", write=False) as db:
             return db.execute("SELECT 1 FROM blobs WHERE etag = ?", (etag,)).fetchone() is not None
+
+    # -- telemetry ---------------------------------------------------------
+
+    def append_telemetry(self, device: DeviceId, payload: bytes, *, now: float) -> None:
+        """See :meth:`edgecfg.store.base.Store.append_telemetry`."""
+        with self._transaction("append_telemetry", write=True) as db:
+            db.execute(
+                "INSERT INTO telemetry (device_id, time, payload) VALUES (?, ?, ?)",
+                (device, now, bytes(payload)),
+            )
+
+    def telemetry(self, device: DeviceId, *, limit: int = 100) -> list[tuple[float, bytes]]:
+        """See :meth:`edgecfg.store.base.Store.telemetry`."""
+        with self._transaction("telemetry", write=False) as db:
+            rows = db.execute(
+                "SELECT time, payload FROM telemetry WHERE device_id = ? "
+                "ORDER BY time DESC LIMIT ?",
+                (device, limit),
+            ).fetchall()
+        return [(float(row[0]), bytes(row[1])) for row in rows]
 
     # -- settings ----------------------------------------------------------
 

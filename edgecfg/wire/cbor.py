@@ -143,13 +143,20 @@ def decode(data: bytes, *, limits: DecodeLimits = DEFAULT_LIMITS) -> Value:
     return decode_extended(data, limits=limits, int_keys=False)
 
 
-def decode_extended(data: bytes, *, limits: DecodeLimits = DEFAULT_LIMITS, int_keys: bool) -> Value:
+def decode_extended(
+    data: bytes,
+    *,
+    limits: DecodeLimits = DEFAULT_LIMITS,
+    int_keys: bool,
+    negative_keys: bool = False,
+) -> Value:
     """:func:`decode`, optionally extended for formats built on the model.
 
     With ``int_keys``, unsigned-integer map keys and decimal fractions
     (tag 4, which cbor2 returns as :class:`decimal.Decimal`) are admitted: the
     delta format uses them for key references and compact floats.  The caller
-    must translate both before a value leaves ``wire``.
+    must translate both before a value leaves ``wire``.  With
+    ``negative_keys`` negative integer keys are admitted too (SenML labels).
     """
     data = bytes(data)
     if len(data) > limits.max_bytes:
@@ -159,7 +166,8 @@ def decode_extended(data: bytes, *, limits: DecodeLimits = DEFAULT_LIMITS, int_k
         )
     if not data:
         raise DecodeError("empty input, expected one CBOR item", offset=0)
-    end = _Scanner(data, limits.max_depth, int_keys=int_keys).item(0, 0)
+    scanner = _Scanner(data, limits.max_depth, int_keys=int_keys, negative_keys=negative_keys)
+    end = scanner.item(0, 0)
     if end != len(data):
         raise DecodeError(f"{len(data) - end} trailing bytes after the CBOR item", offset=end)
     decoded = cbor2.loads(
@@ -205,13 +213,16 @@ def decode_tree(data: bytes, *, limits: DecodeLimits = DEFAULT_LIMITS) -> Tree:
 class _Scanner:
     """One pass over the bytes checking everything :func:`decode` promises."""
 
-    __slots__ = ("data", "int_keys", "max_depth", "size")
+    __slots__ = ("data", "int_keys", "max_depth", "negative_keys", "size")
 
-    def __init__(self, data: bytes, max_depth: int, *, int_keys: bool = False) -> None:
+    def __init__(
+        self, data: bytes, max_depth: int, *, int_keys: bool = False, negative_keys: bool = False
+    ) -> None:
         self.data = data
         self.size = len(data)
         self.max_depth = max_depth
         self.int_keys = int_keys
+        self.negative_keys = negative_keys
 
     def head(self, pos: int) -> tuple[int, int, int, int]:
         """Parse an item head at ``pos``: (major, additional info, argument, next pos)."""
@@ -289,6 +300,8 @@ class _Scanner:
             major, _info, length, body = self.head(pos)
             if major == _MAJOR_UINT and self.int_keys:
                 end, key = body, b"#%d" % length
+            elif major == _MAJOR_NINT and self.negative_keys:
+                end, key = body, b"#-%d" % length
             elif major != _MAJOR_TEXT:
                 raise DecodeError("map key is not a text string", offset=pos)
             else:

@@ -180,7 +180,7 @@ def test_merged_edit_set_replaces_a_tombstone_on_the_same_path() -> None:
 
 
 def test_merged_keeps_a_tombstone_above_an_edit_set() -> None:
-    """"Unset a and set a.x" replaces a subtree; an edit can build it in two steps."""
+    """ "Unset a and set a.x" replaces a subtree; an edit can build it in two steps."""
     merged = Layer(unsets=frozenset({("a",)})).merged(Layer({("a", "x"): 1}))
     assert same_layer(merged, Layer({("a", "x"): 1}, frozenset({("a",)})))
 
@@ -565,7 +565,10 @@ def test_rank_of_an_unknown_dimension_lists_the_fleets_dimensions() -> None:
     hierarchy = Hierarchy((("model",), ("site", "customer")))
     with pytest.raises(LayerError) as caught:
         hierarchy.rank_of("region")
-    assert str(caught.value) == "unknown dimension 'region'; this fleet has ['model', 'site', 'customer']"
+    assert (
+        str(caught.value)
+        == "unknown dimension 'region'; this fleet has ['model', 'site', 'customer']"
+    )
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,320 @@
+"""What the gateway answers, independent of CoAP: representations, deltas,
+reports and telemetry (DESIGN §5, §6).
+
+:class:`SyncService` turns a device's request into bytes: the effective
+configuration, a delta from the version the device holds, the critical class
+only, a subtree, or a FETCH of paths.  Every representation is deterministic
+for its (device config, base) pair and cached, so Block2 can serve any block
+at any time while the ETag is current.  The CoAP resources in
+:mod:`edgecfg.gateway.resources` only translate options and codes.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Final, Literal, cast
+
+from edgecfg.core.ids import DeviceId, ETag
+from edgecfg.core.path import Path, format_path, parse_path
+from edgecfg.core.schema import Schema
+from edgecfg.core.tree import (
+    UNSET,
+    Tree,
+    UnsetType,
+    Value,
+    flatten,
+    get,
+    is_map,
+    put_checked_value,
+)
+from edgecfg.errors import NotFound, PathError, PeerError
+from edgecfg.gateway.fleet import Fleet
+from edgecfg.store import DeviceRecord
+from edgecfg.wire.cbor import CONTENT_FORMAT_CBOR, Encoded, decode, encode, etag_of_bytes
+from edgecfg.wire.delta import CONTENT_FORMAT_DELTA, make_delta, restrict_to_classes
+from edgecfg.wire.documents import read_schema
+from edgecfg.wire.senml import decode_senml
+
+Priority = Literal["critical"]
+MAX_FETCH_PATHS: Final = 256
+MAX_PIGGYBACK: Final = 1024  # a delta riding on a telemetry reply must fit one block
+
+
+class UnknownPath(NotFound):
+    """A configuration path the device's config does not have (4.04)."""
+
+    def __init__(self, device: DeviceId, path: str) -> None:
+        super().__init__("path", f"{path} in the config of {device}")
+
+
+class BadRequest(PeerError, ValueError):
+    """A request the gateway cannot make sense of (4.00)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Representation:
+    """Bytes to send, their content-format, and the ETag that names them."""
+
+    payload: bytes
+    content_format: int
+    etag: ETag
+
+
+@dataclass(frozen=True, slots=True)
+class NotModified:
+    """The device already holds the current version (2.03 Valid)."""
+
+    etag: ETag
+
+
+class SyncService:
+    """Configuration sync on top of a :class:`~edgecfg.gateway.fleet.Fleet`."""
+
+    def __init__(self, fleet: Fleet, *, cache_entries: int = 4096) -> None:
+        self.fleet = fleet
+        self._known: OrderedDict[ETag, Encoded] = OrderedDict()
+        self._deltas: OrderedDict[tuple[ETag, ETag], bytes] = OrderedDict()
+        self._schemas: dict[int, Schema] = {}
+        self._cache_entries = cache_entries
+        self._persisted: set[ETag] = set()
+
+    # -- configurations -------------------------------------------------------------
+
+    def current(self, device: DeviceId, *, schema_version: int | None = None) -> Encoded:
+        """The device's effective config, in the schema version its agent speaks."""
+        config = self.fleet.encoded(device)
+        schema = self.fleet.schema
+        if schema is not None and schema_version is not None and schema_version != schema.version:
+            config = Encoded.trusted(self._translate(config.tree, schema, schema_version))
+        self._remember(config)
+        return config
+
+    def _translate(self, tree: Tree, schema: Schema, version: int) -> Tree:
+        """Keys by stable id: renamed keys move back, keys that version lacks go."""
+        old = self._schema_version(schema, version)
+        out: Tree = {}
+        for path, value in flatten(tree).items():
+            spec = schema.spec(path)
+            if spec is None:
+                out = put_checked_value(out, path, value)
+                continue
+            then = old.by_id(spec.id)
+            if then is None:
+                continue  # introduced after the agent's schema
+            out = put_checked_value(out, then.path + path[len(spec.path) :], value)
+        return out
+
+    def _schema_version(self, schema: Schema, version: int) -> Schema:
+        found = self._schemas.get(version)
+        if found is None:
+            try:
+                record = self.fleet.store.get_schema(schema.name, version)
+            except NotFound:
+                raise BadRequest(
+                    f"schema {schema.name} has no version {version}; the gateway knows "
+                    f"{self.fleet.store.schema_versions(schema.name)}"
+                ) from None
+            found = read_schema(record.document, "json", source=f"{schema.name} v{version}")
+            self._schemas[version] = found
+        return found
+
+    def _remember(self, config: Encoded) -> None:
+        self._known[config.etag] = config
+        self._known.move_to_end(config.etag)
+        while len(self._known) > self._cache_entries:
+            self._known.popitem(last=False)
+        if config.etag not in self._persisted:
+            # a delta can be made from any version ever served, after restarts too
+            self.fleet.store.put_blob(config.cbor)
+            self._persisted.add(config.etag)
+
+    def known(self, etag: ETag) -> Encoded | None:
+        """A configuration version the gateway served before (memory, then store)."""
+        found = self._known.get(etag)
+        if found is None:
+            try:
+                data = self.fleet.store.get_blob(etag)
+            except NotFound:
+                return None
+            found = Encoded.from_bytes(data)
+            if found.etag != etag:  # a blob that is not a canonical config
+                return None
+            self._known[etag] = found
+        return found
+
+    def config(
+        self,
+        device: DeviceId,
+        *,
+        base: ETag | None = None,
+        prio: Priority | None = None,
+        schema_version: int | None = None,
+    ) -> Representation | NotModified:
+        """GET /cfg/{dev}[?from=..][&prio=critical]: a delta when ``base`` is known."""
+        target = self.current(device, schema_version=schema_version)
+        held = self.known(base) if base is not None else None
+        if prio == "critical":
+            target = self._critical(target, held)
+        if base is not None and base == target.etag:
+            return NotModified(target.etag)
+        if held is None:
+            return Representation(target.cbor, CONTENT_FORMAT_CBOR, target.etag)
+        return Representation(self._delta(held, target), CONTENT_FORMAT_DELTA, target.etag)
+
+    def _critical(self, current: Encoded, held: Encoded | None) -> Encoded:
+        schema = self.fleet.schema
+        if held is not None:
+            if schema is None:
+                return held  # a free-form fleet has no critical keys
+            middle = restrict_to_classes(
+                held.tree, current.tree, schema=schema, classes={"critical"}
+            )
+            config = Encoded.trusted(middle)
+        else:
+            subset: Tree = {}
+            for path, value in flatten(current.tree).items():
+                spec = schema.spec(path) if schema else None
+                if spec is not None and spec.priority == "critical":
+                    subset = put_checked_value(subset, path, value)
+            config = Encoded.trusted(subset)
+        self._remember(config)
+        return config
+
+    def _delta(self, base: Encoded, target: Encoded) -> bytes:
+        key = (base.etag, target.etag)
+        found = self._deltas.get(key)
+        if found is None:
+            found = make_delta(base, target)
+            self._deltas[key] = found
+            while len(self._deltas) > self._cache_entries:
+                self._deltas.popitem(last=False)
+        else:
+            self._deltas.move_to_end(key)
+        return found
+
+    def subtree(self, device: DeviceId, path: Path) -> Representation:
+        """GET /cfg/{dev}/{path...}: one subtree (its own ETag)."""
+        config = self.current(device)
+        node = get(config.tree, path)
+        if node is UNSET:
+            raise UnknownPath(device, format_path(path))
+        blob = encode(cast(Value, node))
+        return Representation(blob, CONTENT_FORMAT_CBOR, etag_of_bytes(blob))
+
+    def fetch(self, device: DeviceId, body: bytes) -> Representation:
+        """FETCH /cfg/{dev} with a CBOR array of dotted paths (RFC 8132)."""
+        try:
+            request = decode(body)
+        except PeerError as error:
+            raise BadRequest(f"FETCH body: {error}") from None
+        if not isinstance(request, list) or not all(isinstance(p, str) for p in request):
+            raise BadRequest('FETCH body must be a CBOR array of dotted paths, e.g. ["net.uplink"]')
+        paths = cast(list[str], request)
+        if len(paths) > MAX_FETCH_PATHS:
+            raise BadRequest(f"FETCH of {len(paths)} paths exceeds {MAX_FETCH_PATHS}")
+        config = self.current(device)
+        answer: Tree = {}
+        for text in paths:
+            try:
+                path = parse_path(text)
+            except PathError as error:
+                raise BadRequest(str(error)) from None
+            node = get(config.tree, path)
+            if isinstance(node, UnsetType):
+                raise UnknownPath(device, text)
+            answer[text] = node
+        blob = encode(answer)
+        return Representation(blob, CONTENT_FORMAT_CBOR, etag_of_bytes(blob))
+
+    # -- uplink ---------------------------------------------------------------------
+
+    def report(self, device: DeviceId, body: bytes, *, now: float) -> Representation:
+        """POST /state/{dev}: record what the device applied; answer where it stands."""
+        try:
+            report = decode(body)
+        except PeerError as error:
+            raise BadRequest(f"state report: {error}") from None
+        if not is_map(report):
+            raise BadRequest("a state report is a CBOR map")
+        applied = report.get("applied")
+        if applied is not None and (not isinstance(applied, bytes) or len(applied) != 8):
+            raise BadRequest("state report 'applied' must be the 8-byte ETag of the config")
+        record = self.fleet.store.get_device(device)
+        updated = _updated_record(record, report)
+        if updated != record:
+            self.fleet.add_device(updated)
+        self.fleet.store.record_seen(
+            device, now=now, applied_etag=ETag(applied) if isinstance(applied, bytes) else None
+        )
+        current = self.current(device, schema_version=_int(report.get("schema")))
+        answer: Tree = {"etag": current.etag, "current": applied == current.etag}
+        blob = encode(answer)
+        return Representation(blob, CONTENT_FORMAT_CBOR, current.etag)
+
+    def telemetry(
+        self, device: DeviceId, body: bytes, *, now: float, held: ETag | None
+    ) -> Representation | NotModified | None:
+        """POST /tel/{dev}[?cfg=..]: store the pack; piggyback the config delta.
+
+        Returns None without ``held``; NotModified when the device is current;
+        a delta (or full config) when it fits one block; otherwise NotModified
+        with the new ETag, telling the device to GET the delta itself.
+        """
+        self.fleet.device(device)
+        decode_senml(body)  # refuse malformed packs before storing anything
+        self.fleet.store.append_telemetry(device, body, now=now)
+        if held is None:
+            return None
+        answer = self.config(device, base=held)
+        if isinstance(answer, Representation) and len(answer.payload) > MAX_PIGGYBACK:
+            return NotModified(answer.etag)  # too big to ride along: fetch with GET
+        return answer
+
+
+def _int(value: object) -> int | None:
+    return value if type(value) is int else None  # type: ignore[return-value]
+
+
+def _updated_record(record: DeviceRecord, report: Mapping[str, Value]) -> DeviceRecord:
+    fields: dict[str, str] = {}
+    for key in ("agent", "firmware", "hardware"):
+        value = report.get(key)
+        if value is not None and not isinstance(value, str):
+            raise BadRequest(f"state report '{key}' must be text")
+        if isinstance(value, str):
+            fields[key] = value
+    return DeviceRecord(
+        record.id,
+        record.groups,
+        hardware=fields.get("hardware", record.hardware),
+        firmware=fields.get("firmware", record.firmware),
+        agent_version=fields.get("agent", record.agent_version),
+        last_seen=record.last_seen,
+        applied_etag=record.applied_etag,
+    )
+
+
+def parse_etag(text: str) -> ETag:
+    """An ETag from its hex form in a query (``from=``, ``cfg=``)."""
+    try:
+        raw = bytes.fromhex(text)
+    except ValueError:
+        raise BadRequest(f"ETag {text!r} is not hexadecimal") from None
+    if not 1 <= len(raw) <= 8:
+        raise BadRequest(f"ETag {text!r} must be 1 to 8 bytes")
+    return ETag(raw)
+
+
+def parse_query(options: Sequence[str]) -> dict[str, str]:
+    """Uri-Query options as a map; repeated or malformed keys are refused."""
+    query: dict[str, str] = {}
+    for option in options:
+        key, sep, value = option.partition("=")
+        if not sep or not key:
+            raise BadRequest(f"query {option!r} must be key=value")
+        if key in query:
+            raise BadRequest(f"query key {key!r} given twice")
+        query[key] = value
+    return query

@@ -1,0 +1,135 @@
+"""SenML records in CBOR (RFC 8428 §6), as devices send telemetry.
+
+Labels are integers in SenML-CBOR: base name -2, base time -3, base unit -4,
+base value -5, base sum -6, base version -1, name 0, unit 1, value 2, string
+value 3, boolean value 4, sum 5, time 6, update time 7, data value 8.
+Decoding resolves base fields into plain records and rejects anything else,
+with the record index in the message.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final, cast
+
+import cbor2
+
+from edgecfg.errors import DecodeError, PeerError
+from edgecfg.wire.cbor import DEFAULT_LIMITS, DecodeLimits, decode_extended
+
+CONTENT_FORMAT_SENML_CBOR: Final = 112
+
+BVER, BN, BT, BU, BV, BS = -1, -2, -3, -4, -5, -6
+N, U, V, VS, VB, S, T, UT, VD = 0, 1, 2, 3, 4, 5, 6, 7, 8
+_LABELS: Final = frozenset({BVER, BN, BT, BU, BV, BS, N, U, V, VS, VB, S, T, UT, VD})
+_VALUE_LABELS: Final = (V, VS, VB, VD, S)
+MAX_RECORDS: Final = 4096
+
+
+class SenmlError(PeerError, ValueError):
+    """A SenML pack is malformed (names the record)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One resolved measurement: base name prefixed, base time added."""
+
+    name: str
+    value: float | str | bool | bytes
+    unit: str | None = None
+    time: float = 0.0
+
+
+def decode_senml(data: bytes, *, limits: DecodeLimits = DEFAULT_LIMITS) -> list[Record]:
+    """Decode and resolve a SenML-CBOR pack (an array of label maps)."""
+    try:
+        pack = decode_extended(data, limits=limits, int_keys=True, negative_keys=True)
+    except DecodeError as error:
+        raise SenmlError(f"SenML pack is not valid CBOR: {error}") from None
+    if not isinstance(pack, list) or not pack:
+        raise SenmlError("a SenML pack is a non-empty CBOR array of records")
+    items = cast(list[object], pack)
+    if len(items) > MAX_RECORDS:
+        raise SenmlError(f"SenML pack of {len(items)} records exceeds {MAX_RECORDS}")
+    records: list[Record] = []
+    base_name, base_time, base_unit, base_value = "", 0.0, None, 0.0
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise SenmlError(f"record {index} is not a map")
+        fields = cast(dict[object, object], item)
+        unknown = [key for key in fields if key not in _LABELS]
+        if unknown:
+            raise SenmlError(f"record {index}: unknown labels {unknown!r}")
+        base_name = _text(fields.get(BN, base_name), index, "base name")
+        base_time = _number(fields.get(BT, base_time), index, "base time")
+        unit_field = fields.get(BU, base_unit)
+        base_unit = None if unit_field is None else _text(unit_field, index, "base unit")
+        base_value = _number(fields.get(BV, base_value), index, "base value")
+        values = [label for label in _VALUE_LABELS if label in fields]
+        if not values:
+            if set(fields) <= {BVER, BN, BT, BU, BV, BS}:
+                continue  # a record that only sets base fields
+            raise SenmlError(f"record {index} has no value (v, vs, vb, vd or s)")
+        if len(values) > 1:
+            raise SenmlError(f"record {index} has more than one value field")
+        name = base_name + _text(fields.get(N, ""), index, "name")
+        if not name:
+            raise SenmlError(f"record {index} has no name (n or bn)")
+        unit = fields.get(U, base_unit)
+        records.append(
+            Record(
+                name=name,
+                value=_value(values[0], fields[values[0]], base_value, index),
+                unit=None if unit is None else _text(unit, index, "unit"),
+                time=base_time + _number(fields.get(T, 0.0), index, "time"),
+            )
+        )
+    return records
+
+
+def encode_senml(records: Sequence[Record]) -> bytes:
+    """A SenML-CBOR pack of plain records (no base fields)."""
+    pack: list[dict[int, object]] = []
+    for record in records:
+        item: dict[int, object] = {N: record.name, T: record.time}
+        if record.unit is not None:
+            item[U] = record.unit
+        value = record.value
+        label = (
+            VB
+            if isinstance(value, bool)
+            else VS
+            if isinstance(value, str)
+            else (VD if isinstance(value, bytes) else V)
+        )
+        item[label] = value
+        pack.append(item)
+    return cbor2.dumps(pack, canonical=True)
+
+
+def _text(value: object, index: int, what: str) -> str:
+    if not isinstance(value, str):
+        raise SenmlError(f"record {index}: {what} must be text, got {type(value).__name__}")
+    return value
+
+
+def _number(value: object, index: int, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise SenmlError(f"record {index}: {what} must be a finite number")
+    return float(value)
+
+
+def _value(label: int, value: object, base: float, index: int) -> float | str | bool | bytes:
+    if label in (V, S):
+        return base + _number(value, index, "value")
+    if label == VS:
+        return _text(value, index, "string value")
+    if label == VB:
+        if not isinstance(value, bool):
+            raise SenmlError(f"record {index}: boolean value must be true or false")
+        return value
+    if not isinstance(value, bytes):
+        raise SenmlError(f"record {index}: data value must be a byte string")
+    return value
