@@ -1,0 +1,285 @@
+"""The device side of sync (DESIGN §6): one round trip when nothing changed,
+a tiny delta when something did, resume where a transfer broke off.
+
+A sync (own wake) is::
+
+    GET /cfg/{dev}?from=<etag>     -> 2.03: done (one round trip)
+                                   -> delta or full config, block by block,
+                                      each block persisted before the next
+    verify the full target ETag, apply, store atomically
+    POST /state/{dev}              -> the gateway records what was applied
+
+Riding on telemetry instead (``POST /tel/{dev}?cfg=<etag>``) costs no extra
+round trip: an empty 2.04 means current; a payload is the delta.
+
+A transfer interrupted at block N resumes at block N while the ETag holds
+(also after a restart: the received bytes are on disk), else starts over.
+Failures back off exponentially with full jitter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass
+from typing import Final, Literal
+
+from edgecfg.agent.coap import Link as CoapLinkProtocol
+from edgecfg.agent.coap import LinkDown, Reply
+from edgecfg.agent.state import LocalState, Transfer
+from edgecfg.core.ids import ETag
+from edgecfg.core.tree import Tree
+from edgecfg.errors import DeltaError, EdgecfgError, PeerError
+from edgecfg.wire.blocks import DEFAULT_SZX, block_size
+from edgecfg.wire.cbor import CONTENT_FORMAT_CBOR, Encoded, encode
+from edgecfg.wire.delta import CONTENT_FORMAT_DELTA, apply_delta_encoded
+from edgecfg.wire.senml import CONTENT_FORMAT_SENML_CBOR, Record, encode_senml
+
+AGENT_VERSION: Final = "1.0.0"
+Outcome = Literal["current", "updated", "partial"]
+
+
+class SyncFailed(EdgecfgError):
+    """The gateway answered something the agent cannot use (after fallbacks)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SyncResult:
+    """What one sync achieved."""
+
+    outcome: Outcome
+    etag: ETag | None
+    round_trips: int
+    bytes_up: int
+    bytes_down: int
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Exponential backoff with full jitter (AWS architecture blog's "full jitter")."""
+
+    base_s: float = 1.0
+    cap_s: float = 300.0
+    attempts: int = 6
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        return rng.uniform(0, min(self.cap_s, self.base_s * 2**attempt))
+
+
+class Agent:
+    """Keeps one device's configuration in sync with the gateway."""
+
+    def __init__(
+        self,
+        link: CoapLinkProtocol,
+        state: LocalState,
+        *,
+        device: str,
+        agent_version: str = AGENT_VERSION,
+        schema_version: int | None = None,
+        hardware: str | None = None,
+        firmware: str | None = None,
+        szx: int = DEFAULT_SZX,
+        critical_first: bool = False,
+        budget: int | None = None,
+        backoff: Backoff | None = None,
+        seed: int | None = None,
+    ) -> None:
+        self.link = link
+        self.state = state
+        self.device = device
+        self.agent_version = agent_version
+        self.schema_version = schema_version
+        self.hardware = hardware
+        self.firmware = firmware
+        self.szx = szx
+        self.critical_first = critical_first
+        self.budget = budget
+        self.backoff = backoff or Backoff()
+        self.rng = random.Random(seed)
+
+    # -- public -------------------------------------------------------------------
+
+    @property
+    def config(self) -> Tree | None:
+        """The applied configuration (what the device runs on)."""
+        held = self.state.load_config()
+        return held.tree if held is not None else None
+
+    async def sync(self) -> SyncResult:
+        """One sync with retries; raises :class:`LinkDown` when every attempt failed."""
+        for attempt in range(self.backoff.attempts):
+            try:
+                return await self._measured(self._sync_once())
+            except LinkDown:
+                if attempt == self.backoff.attempts - 1:
+                    raise
+                await asyncio.sleep(self.backoff.delay(attempt, self.rng))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def telemetry(self, records: Sequence[Record]) -> SyncResult:
+        """Report telemetry; the config rides on the reply when it changed."""
+        return await self._measured(self._telemetry(records))
+
+    # -- the procedure --------------------------------------------------------------
+
+    async def _measured(self, work: Awaitable[Outcome]) -> SyncResult:
+        traffic = self.link.traffic
+        before = (traffic.round_trips, traffic.bytes_up, traffic.bytes_down)
+        outcome = await work
+        held = self.state.load_config()
+        return SyncResult(
+            outcome,
+            held.etag if held else None,
+            traffic.round_trips - before[0],
+            traffic.bytes_up - before[1],
+            traffic.bytes_down - before[2],
+        )
+
+    async def _sync_once(self) -> Outcome:
+        held = self.state.load_config()
+        if self.critical_first and held is not None:
+            step = await self._fetch(held, ("prio=critical",))
+            if step == "partial":
+                return step
+            held = self.state.load_config()
+        outcome = await self._fetch(held, ())
+        if outcome == "updated":
+            await self._report()
+        return outcome
+
+    def _query(self, held: Encoded | None, extra: tuple[str, ...]) -> tuple[str, ...]:
+        query: list[str] = []
+        if held is not None:
+            query.append(f"from={held.etag.hex()}")
+        if self.schema_version is not None:
+            query.append(f"sv={self.schema_version}")
+        return (*query, *extra)
+
+    async def _fetch(self, held: Encoded | None, extra: tuple[str, ...]) -> Outcome:
+        query = self._query(held, extra)
+        transfer = self.state.load_transfer()
+        if transfer is not None and transfer.query != query:
+            self.state.clear_transfer()  # the base moved on: that transfer is stale
+            transfer = None
+        if transfer is None:
+            first = await self._get(query, 0)
+            if first.code == "2.03":
+                return "current"
+            _expect_content(first)
+            if first.block2 is None or not first.block2[1]:
+                return await self._install(held, first.payload, first, query)
+            transfer = Transfer(
+                query, ETag(first.etag or b""), first.block2[2], first.payload,
+                first.size2, first.content_format,
+            )  # fmt: skip
+            self.state.save_transfer(transfer)
+            if self.budget is not None and (first.size2 or 0) > self.budget:
+                return "partial"  # over budget: resume at the next wake
+        return await self._continue(held, transfer)
+
+    async def _continue(self, held: Encoded | None, transfer: Transfer) -> Outcome:
+        while True:
+            reply = await self._get(transfer.query, transfer.next_block(), szx=transfer.szx)
+            if reply.code == "4.00" or (reply.etag is not None and reply.etag != transfer.etag):
+                # the representation changed (or shrank) since: start over cleanly
+                self.state.clear_transfer()
+                return await self._fetch(held, _extra(transfer.query))
+            _expect_content(reply)
+            transfer = Transfer(
+                transfer.query, transfer.etag, transfer.szx, transfer.received + reply.payload,
+                transfer.size, transfer.content_format,
+            )  # fmt: skip
+            if reply.block2 is not None and reply.block2[1]:
+                self.state.save_transfer(transfer)
+                continue
+            final = Reply("2.05", transfer.received, transfer.etag, transfer.content_format, None)
+            return await self._install(held, transfer.received, final, transfer.query)
+
+    async def _install(
+        self, held: Encoded | None, payload: bytes, reply: Reply, query: tuple[str, ...]
+    ) -> Outcome:
+        try:
+            config = _decode(held, payload, reply)
+        except (DeltaError, PeerError):
+            self.state.clear_transfer()
+            if held is None:
+                raise SyncFailed(f"{self.device}: the gateway sent an unusable config") from None
+            # our copy and the gateway disagree: fall back to the full config once
+            self.state.save_config(held)
+            return await self._fetch(None, _extra(query))
+        self.state.save_config(config)
+        self.state.clear_transfer()
+        return "updated" if held is None or config.etag != held.etag else "current"
+
+    async def _get(self, query: tuple[str, ...], number: int, *, szx: int | None = None) -> Reply:
+        reply = await self.link.request(
+            "GET", ("cfg", self.device), query=query, block2=(number, szx or self.szx)
+        )
+        if reply.code == "5.03":
+            raise LinkDown(f"gateway overloaded; retry after {reply.max_age or 60} s")
+        return reply
+
+    async def _report(self) -> None:
+        held = self.state.load_config()
+        report: Tree = {"applied": held.etag if held else None, "agent": self.agent_version}
+        if self.schema_version is not None:
+            report["schema"] = self.schema_version
+        if self.firmware is not None:
+            report["firmware"] = self.firmware
+        reply = await self.link.request(
+            "POST", ("state", self.device), payload=encode(report),
+            content_format=CONTENT_FORMAT_CBOR,
+        )  # fmt: skip
+        if not reply.ok:
+            raise SyncFailed(f"{self.device}: state report refused: {reply.code} {reply.payload!r}")
+
+    async def _telemetry(self, records: Sequence[Record]) -> Outcome:
+        held = self.state.load_config()
+        query = (f"cfg={held.etag.hex()}",) if held is not None else ()
+        reply = await self.link.request(
+            "POST", ("tel", self.device), query=query, payload=encode_senml(records),
+            content_format=CONTENT_FORMAT_SENML_CBOR,
+        )  # fmt: skip
+        if not reply.ok:
+            raise SyncFailed(f"{self.device}: telemetry refused: {reply.code} {reply.payload!r}")
+        if held is None or (not reply.payload and reply.etag in (None, held.etag)):
+            return "current"
+        if not reply.payload:
+            return await self._sync_once()  # stale, and the delta was too big to ride along
+        outcome = await self._install(held, reply.payload, reply, self._query(held, ()))
+        if outcome == "updated":
+            await self._report()
+        return outcome
+
+
+def _extra(query: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(item for item in query if item.startswith("prio="))
+
+
+def _expect_content(reply: Reply) -> None:
+    if reply.code != "2.05":
+        detail = reply.payload.decode("utf-8", "replace")[:120]
+        raise SyncFailed(f"gateway answered {reply.code}: {detail}")
+
+
+def _decode(held: Encoded | None, payload: bytes, reply: Reply) -> Encoded:
+    if reply.content_format == CONTENT_FORMAT_DELTA:
+        if held is None:
+            raise DeltaError("a delta arrived but the agent holds no config")
+        config = apply_delta_encoded(held, payload)
+    elif reply.content_format in (CONTENT_FORMAT_CBOR, None):
+        config = Encoded.from_bytes(payload)
+    else:
+        raise DeltaError(f"unexpected content-format {reply.content_format}")
+    if reply.etag is not None and config.etag != reply.etag:
+        raise DeltaError(
+            f"result checks as {config.etag.hex()}, the gateway announced {reply.etag.hex()}"
+        )
+    return config
+
+
+def blocks_of(size: int, szx: int) -> int:
+    """Blocks a representation of ``size`` bytes needs at ``szx``."""
+    return max(1, -(-size // block_size(szx)))
