@@ -24,6 +24,7 @@ from edgecfg.cli.files import (
 )
 from edgecfg.cli.operator import default_db
 from edgecfg.cli.operator import register as register_operator_commands
+from edgecfg.cli.roles import register as register_roles
 from edgecfg.core.tree import Tree, is_map
 from edgecfg.errors import DeltaError, EdgecfgError
 from edgecfg.wire.cbor import encode, etag
@@ -217,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_patch)
 
     register_operator_commands(commands, formats)
+    register_roles(commands)
 
     bench = commands.add_parser("bench", help="benchmarks with same-run baselines")
     benches = bench.add_subparsers(dest="bench", metavar="BENCH", required=True)

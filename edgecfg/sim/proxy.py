@@ -234,6 +234,13 @@ class UdpProxy:
         return self._refused
 
     @property
+    def elapsed(self) -> float:
+        """Seconds since :meth:`start`: the ``now`` the link model sees; 0 before start."""
+        if self._loop is None:
+            return 0.0
+        return self._now(self._loop)
+
+    @property
     def running(self) -> bool:
         """True between :meth:`start` and :meth:`close`."""
         return self._state == "running"
