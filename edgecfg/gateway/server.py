@@ -24,7 +24,7 @@ from typing import Final
 import aiocoap
 import aiocoap.resource
 
-from edgecfg.core.ids import DeviceId, LayerId
+from edgecfg.core.ids import LayerId
 from edgecfg.gateway.fleet import Fleet
 from edgecfg.gateway.identity import IdentityPolicy
 from edgecfg.gateway.resources import (
@@ -79,6 +79,7 @@ class Gateway:
             ("dev",), DeviceResource(self.service, policy, gate, self.layer_changed)
         )
         self.context: aiocoap.Context | None = None
+        self.address: tuple[str, int] | None = None
         self._refresher: asyncio.Task[None] | None = None
 
     def layer_changed(self, layer: LayerId) -> None:
@@ -93,6 +94,7 @@ class Gateway:
         self.context = await aiocoap.Context.create_server_context(
             self.site, bind=(host, port), transports=["udp6"]
         )
+        self.address = (host, port)
         if self.refresh_s > 0:
             self._refresher = asyncio.create_task(self._refresh_loop())
 
@@ -115,8 +117,13 @@ class Gateway:
             await self.context.shutdown()
             self.context = None
 
-    def etag(self, device: str) -> bytes:
-        return self.fleet.etag(DeviceId(device))
+    @property
+    def uri(self) -> str:
+        """``coap://HOST:PORT`` of the running gateway."""
+        if self.address is None:
+            raise RuntimeError("the gateway is not started")
+        host, port = self.address
+        return f"coap://[{host}]:{port}" if ":" in host else f"coap://{host}:{port}"
 
 
 async def serve(

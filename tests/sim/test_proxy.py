@@ -134,8 +134,7 @@ async def test_lossy_link_loses_datagrams_as_its_stats_say(echo: Echo) -> None:
         await settle(lambda: proxy.link.stats().up.sent == len(PAYLOADS))
         await settle(quiescent(proxy, echo, client))
         stats = proxy.link.stats()
-        assert 0 < len(client.received) < 80  # ~49 expected: 0.7 each way
-        print(len(client.received))
+        assert 0 < len(client.received) < 80  # 0.7 x 0.7 of 100 expected; 55 with this seed
         assert len(client.received) == stats.down.delivered
         assert len(echo.received) == stats.up.delivered
         assert stats.up.dropped > 0
@@ -198,7 +197,6 @@ async def test_partition_window_cuts_traffic_in_both_directions(echo: Echo) -> N
         client.send(b"during")
         await settle(lambda: proxy.link.stats().up.sent == 1)
         assert proxy.link.stats().up.partitioned == 1
-        assert proxy.elapsed < 0.3
         await settle(lambda: proxy.elapsed >= 0.3)
         client.send(b"after")
         await settle(lambda: client.received == [b"after"])

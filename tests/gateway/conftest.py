@@ -1,0 +1,46 @@
+"""A real gateway on loopback UDP for the gateway and agent tests."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from edgecfg.core.ids import DeviceId
+from edgecfg.gateway.identity import InsecurePolicy
+from edgecfg.gateway.server import Gateway
+from edgecfg.store import DeviceRecord, MemoryStore
+
+ROOT = Path(__file__).resolve().parents[2]
+SCHEMA = ROOT / "fixtures" / "schema" / "device.json"
+SCHEMA_V2 = ROOT / "fixtures" / "schema" / "device-v2.json"
+SENSOR = "nbiot-sensor-r3"
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def sensor(device: str, region: str = "eu/west", agent: str = "1.0.0") -> DeviceRecord:
+    return DeviceRecord(
+        DeviceId(device), {"region": region}, hardware=SENSOR, firmware="2.1.0", agent_version=agent
+    )
+
+
+@pytest.fixture
+async def gateway() -> AsyncIterator[Gateway]:
+    """A started gateway with the fixture schema and devices dev-1, dev-2."""
+    gateway = Gateway(MemoryStore(), policy=InsecurePolicy(), refresh_s=0)
+    gateway.fleet.load_schema(SCHEMA.read_bytes(), "json", source="device.json", now=1.0)
+    for device in ("dev-1", "dev-2"):
+        gateway.fleet.add_device(sensor(device))
+    port = free_udp_port()
+    await gateway.start("127.0.0.1", port)
+    try:
+        yield gateway
+    finally:
+        await gateway.stop()
