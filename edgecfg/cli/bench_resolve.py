@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import random
 import resource
 import statistics
@@ -80,7 +81,8 @@ TARGET_RSS_MIB: Final = 1024.0
 
 _MODELS: Final = ("gw100", "gw200", "sx10", "sx20")
 _FUNCTIONS: Final = (
-    "meter", "camera", "hvac", "lighting", "access", "pump", "charger", "weather", "tracker", "relay"
+    "meter", "camera", "hvac", "lighting", "access",
+    "pump", "charger", "weather", "tracker", "relay",
 )  # fmt: skip
 _REGIONS: Final = ("eu", "us", "apac", "latam")
 _WORDS: Final = ("off", "low", "mid", "high", "auto", "eco", "boost", "safe", "night", "burst")
@@ -397,22 +399,21 @@ def _show_tiers(tiers: Tiers) -> str:
     return " < ".join("+".join(tier) for tier in tiers)
 
 
-# ---------------------------------------------------------------- the command
+@dataclass(frozen=True, slots=True)
+class FleetTimes:
+    """Where the full-fleet time went (seconds)."""
+
+    load_s: float  # Fleet(store): schema and layers
+    members_s: float  # members(): every device's facts and signature
+    encode_all_s: float  # encoded() for every device
+
+    @property
+    def total_s(self) -> float:
+        return self.load_s + self.members_s + self.encode_all_s
 
 
-def run_resolve_bench(shape: Shape, *, as_json: bool) -> int:
-    """Entry point of ``edgecfg bench resolve``; returns the exit code."""
-    if shape.devices < 1 or shape.leaves < 100 or shape.groups < 10:
-        raise CommandError("need --devices >= 1, --leaves >= 100 and --groups >= 10")
-    began = time.perf_counter()
-    rng = random.Random(shape.seed + 1)
-    population = populate(shape)
-    store = population.store
-    rss_populated = peak_rss_mib()
-
-    cold, warm = single_device(store, rng)
-    gc.collect()  # that fleet is gone; the full-fleet fleet starts from nothing
-
+def full_fleet(store: MemoryStore) -> tuple[Fleet, FleetTimes]:
+    """A new fleet with every device's effective configuration encoded."""
     start = time.perf_counter()
     fleet = Fleet(store)
     loaded = time.perf_counter()
@@ -420,70 +421,104 @@ def run_resolve_bench(shape: Shape, *, as_json: bool) -> int:
     admitted = time.perf_counter()
     for device in members.facts:
         fleet.encoded(device)
-    fleet_s = time.perf_counter() - start
-    breakdown = {
-        "load_s": loaded - start,
-        "members_s": admitted - loaded,
-        "encode_all_s": fleet_s - (admitted - start),
-    }
-    signatures = len(members.signatures)
-    folds = fleet.resolver.cached_folds()
-    stacks = [sum(len(tier) for tier in tiers) for tiers, _ in members.signatures]
+    end = time.perf_counter()
+    return fleet, FleetTimes(loaded - start, admitted - loaded, end - admitted)
 
+
+# ---------------------------------------------------------------- the command
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """Everything ``bench resolve`` prints (``--json``: this, as a document)."""
+
+    shape: Shape
+    group_nodes: int
+    device_layers: int
+    setup_s: float
+    signatures: int
+    memoised_folds: int
+    layers_per_stack: tuple[int, int]  # fewest, most
+    cold_warm_samples: int
+    naive_samples: int
+    reference_samples: int
+    ours: Side
+    naive: Side  # fleet_s and impact_s extrapolated from the sample
+    fleet_times: FleetTimes
+    edited_paths: tuple[str, ...]
+    reached: int
+    changed: int
+    rss_after_populating_mib: float
+    peak_rss_mib: float
+    load_average: tuple[float, float, float]  # 1, 5, 15 minutes, at the start
+    total_s: float
+
+
+def measure(shape: Shape) -> Report:
+    """Build the fleet, measure both techniques, check them against each other."""
+    if shape.devices < 1 or shape.leaves < 100 or shape.groups < 10:
+        raise CommandError("need --devices >= 1, --leaves >= 100 and --groups >= 10")
+    began = time.perf_counter()
+    load_average = os.getloadavg()
+    rng = random.Random(shape.seed + 1)
+    population = populate(shape)
+    rss_populated = peak_rss_mib()
+
+    cold, warm = single_device(population.store, rng)
+    gc.collect()  # that fleet is gone; the next one starts from nothing
+
+    fleet, times = full_fleet(population.store)
+    members = fleet.members()
+    stacks = [sum(len(tier) for tier in tiers) for tiers, _ in members.signatures]
     edited, edited_paths = root_edit(rng, fleet)
     start = time.perf_counter()
     impact = fleet.impact(GLOBAL, edited)
     impact_s = time.perf_counter() - start
 
     baseline = naive(fleet, edited, rng)
-    rss = peak_rss_mib()
-
-    ours = Side(
-        percentile(cold, 0.5), percentile(cold, 0.99),
-        percentile(warm, 0.5), percentile(warm, 0.99), fleet_s, impact_s,
-    )  # fmt: skip
     naive_p50 = percentile(baseline.resolve_ms, 0.5)
     naive_p99 = percentile(baseline.resolve_ms, 0.99)
-    theirs = Side(
-        naive_p50, naive_p99, naive_p50, naive_p99,  # nothing cached: warm is cold
-        statistics.fmean(baseline.resolve_ms) * len(members.facts) / 1000,
-        statistics.fmean(baseline.impact_ms) * impact.reached / 1000,
-    )  # fmt: skip
-    document: dict[str, object] = {
-        "fleet": {
-            **asdict(shape),
-            "group_nodes": population.groups,
-            "device_layers": population.device_layers,
-            "signatures": signatures,
-            "memoised_folds": folds,
-            "layers_per_stack_min": min(stacks),
-            "layers_per_stack_max": max(stacks),
-            "setup_s": population.setup_s,
-        },
-        "samples": {"cold_warm": len(cold), "naive": baseline.checked},
-        "ours": asdict(ours),
-        "ours_fleet_breakdown": breakdown,
-        "naive": asdict(theirs),
-        "naive_extrapolated": ["fleet_s", "impact_s"],
-        "impact": {
-            "paths": [format_path(path) for path in edited_paths],
-            "reached": impact.reached,
-            "changed": impact.changed,
-        },
-        "memory": {"peak_rss_mib": rss, "rss_after_populating_mib": rss_populated},
-        "check": {"naive_equal": baseline.checked, "reference_equal": baseline.referenced},
-        "verdicts": verdicts(ours, rss),
-        "total_s": time.perf_counter() - began,
-    }
-    if as_json:
-        print(json.dumps(document, indent=2))
-        return 0
-    print(render(document, ours, theirs, baseline))
-    return 0
+    return Report(
+        shape=shape,
+        group_nodes=population.groups,
+        device_layers=population.device_layers,
+        setup_s=population.setup_s,
+        signatures=len(members.signatures),
+        memoised_folds=fleet.resolver.cached_folds(),
+        layers_per_stack=(min(stacks), max(stacks)),
+        cold_warm_samples=len(cold),
+        naive_samples=baseline.checked,
+        reference_samples=baseline.referenced,
+        ours=Side(
+            cold_p50_ms=percentile(cold, 0.5),
+            cold_p99_ms=percentile(cold, 0.99),
+            warm_p50_ms=percentile(warm, 0.5),
+            warm_p99_ms=percentile(warm, 0.99),
+            fleet_s=times.total_s,
+            impact_s=impact_s,
+        ),
+        naive=Side(
+            cold_p50_ms=naive_p50,
+            cold_p99_ms=naive_p99,
+            warm_p50_ms=naive_p50,  # nothing is cached: warm is cold
+            warm_p99_ms=naive_p99,
+            fleet_s=statistics.fmean(baseline.resolve_ms) * len(members.facts) / 1000,
+            impact_s=statistics.fmean(baseline.impact_ms) * impact.reached / 1000,
+        ),
+        fleet_times=times,
+        edited_paths=tuple(format_path(path) for path in edited_paths),
+        reached=impact.reached,
+        changed=impact.changed,
+        rss_after_populating_mib=rss_populated,
+        peak_rss_mib=peak_rss_mib(),
+        load_average=load_average,
+        total_s=time.perf_counter() - began,
+    )
 
 
-def verdicts(ours: Side, rss_mib: float) -> list[str]:
+def verdicts(report: Report) -> list[str]:
     """The issue's targets, each PASS or MISS with the figure behind it."""
+    ours = report.ours
     checks = [
         (
             f"warm resolution p99 <= {TARGET_WARM_P99_MS} ms",
@@ -500,64 +535,80 @@ def verdicts(ours: Side, rss_mib: float) -> list[str]:
             ours.impact_s <= TARGET_IMPACT_S,
             f"{ours.impact_s:.2f} s",
         ),
-        ("peak RSS <= 1 GiB", rss_mib <= TARGET_RSS_MIB, f"{rss_mib:.0f} MiB"),
+        (
+            "peak RSS <= 1 GiB",
+            report.peak_rss_mib <= TARGET_RSS_MIB,
+            f"{report.peak_rss_mib:.0f} MiB",
+        ),
     ]
     return [f"{'PASS' if ok else 'MISS'}  {name}: {figure}" for name, ok, figure in checks]
 
 
-def render(document: Mapping[str, object], ours: Side, theirs: Side, baseline: Naive) -> str:
-    """The human-readable report: fleet, table (edgecfg vs naive), checks, verdicts."""
-    fleet = _section(document, "fleet")
-    impact = _section(document, "impact")
-    memory = _section(document, "memory")
-    breakdown = _section(document, "ours_fleet_breakdown")
-    samples = _section(document, "samples")
-    lines = [
-        f"fleet: {fleet['devices']:,} devices, {fleet['leaves']:,}-leaf schema, "
-        f"{fleet['group_nodes']} group nodes, {fleet['device_layers']:,} device layers, "
-        f"seed {fleet['seed']} (set up in {fleet['setup_s']:.1f} s)",
-        f"stacks: {fleet['layers_per_stack_min']}-{fleet['layers_per_stack_max']} layers; "
-        f"{fleet['signatures']:,} distinct signatures; {fleet['memoised_folds']:,} memoised folds",
-        "",
-        f"{'':<38} {'edgecfg':>16} {'naive':>16}",
-        _row("single device, cold p50 / p99 (ms)", _pair(ours, "cold"), _pair(theirs, "cold")),
-        _row("single device, warm p50 / p99 (ms)", _pair(ours, "warm"), _pair(theirs, "warm")),
-        _row("full fleet from cold (s)", f"{ours.fleet_s:.2f}", f"{theirs.fleet_s:.1f} *"),
-        _row("root-edit impact (s)", f"{ours.impact_s:.2f}", f"{theirs.impact_s:.1f} *"),
-        _row("peak RSS, whole run (MiB)", f"{memory['peak_rss_mib']:.0f}", "-"),
-        "",
-        f"cold/warm: {samples['cold_warm']:,} devices of distinct signatures; every fold "
-        "forgotten before each cold one; naive has no cache, so warm = cold",
-        f"full fleet: load {breakdown['load_s']:.2f} s + members {breakdown['members_s']:.2f} s "
-        f"+ encoded() for every device {breakdown['encode_all_s']:.2f} s",
-        f"root edit: {', '.join(_strings(impact['paths']))}: reached {impact['reached']:,}, "
-        f"changed {impact['changed']:,} devices",
-        f"* extrapolated: mean of {baseline.checked:,} sampled devices x device count "
-        "(impact: fold + encode before and after, per reached device)",
-        f"RSS after populating the store: {memory['rss_after_populating_mib']:.0f} MiB",
-        f"check: fleet == naive for {baseline.checked:,} devices, == leaf-by-leaf reference "
-        f"fold for {baseline.referenced:,}",
-        "",
-        *_strings(document["verdicts"]),
-    ]
-    return "\n".join(lines)
+def to_document(report: Report) -> dict[str, object]:
+    """The report as a JSON document, with the verdicts."""
+    return {
+        **asdict(report),
+        "naive_extrapolated": ["fleet_s", "impact_s"],
+        "verdicts": verdicts(report),
+    }
 
 
-def _section(document: Mapping[str, object], name: str) -> dict[str, float]:
-    section = document[name]
-    assert isinstance(section, dict)
-    return section  # pyright: ignore[reportUnknownVariableType]
+def render(report: Report) -> str:
+    """The report for people: the fleet, a table (edgecfg vs naive), notes, verdicts."""
+    shape, ours, theirs, times = report.shape, report.ours, report.naive, report.fleet_times
+    fewest, most = report.layers_per_stack
+    return "\n".join(
+        [
+            f"fleet: {shape.devices:,} devices, {shape.leaves:,}-leaf schema, "
+            f"{report.group_nodes} group nodes, {report.device_layers:,} device layers, "
+            f"seed {shape.seed} (set up in {report.setup_s:.1f} s)",
+            f"stacks: {fewest}-{most} layers; {report.signatures:,} distinct signatures; "
+            f"{report.memoised_folds:,} memoised folds",
+            "",
+            _row("", "edgecfg", "naive"),
+            _row(
+                "single device, cold p50 / p99 (ms)",
+                _pair(ours.cold_p50_ms, ours.cold_p99_ms),
+                _pair(theirs.cold_p50_ms, theirs.cold_p99_ms),
+            ),
+            _row(
+                "single device, warm p50 / p99 (ms)",
+                _pair(ours.warm_p50_ms, ours.warm_p99_ms),
+                _pair(theirs.warm_p50_ms, theirs.warm_p99_ms),
+            ),
+            _row("full fleet from cold (s)", f"{ours.fleet_s:.2f}", f"{theirs.fleet_s:.1f} *"),
+            _row("root-edit impact (s)", f"{ours.impact_s:.2f}", f"{theirs.impact_s:.1f} *"),
+            _row("peak RSS, whole run (MiB)", f"{report.peak_rss_mib:.0f}", "-"),
+            "",
+            f"cold/warm: {report.cold_warm_samples:,} devices of distinct signatures, every "
+            "fold forgotten before each cold one; naive caches nothing, so warm = cold",
+            f"full fleet: load {times.load_s:.2f} s + members {times.members_s:.2f} s "
+            f"+ encoded() for every device {times.encode_all_s:.2f} s",
+            f"root edit of {', '.join(report.edited_paths)}: reached {report.reached:,} "
+            f"devices, changed {report.changed:,}",
+            f"* extrapolated: mean of {report.naive_samples:,} sampled devices x device count "
+            "(impact: fold and encode before and after, per reached device)",
+            f"RSS after populating the store: {report.rss_after_populating_mib:.0f} MiB; "
+            "load average at the start: " + " ".join(f"{load:.2f}" for load in report.load_average),
+            f"check: fleet == naive for {report.naive_samples:,} devices, == leaf-by-leaf "
+            f"reference fold for {report.reference_samples:,}",
+            f"took {report.total_s:.1f} s",
+            "",
+            *verdicts(report),
+        ]
+    )
 
 
-def _strings(value: object) -> list[str]:
-    assert isinstance(value, list)
-    return [str(item) for item in value]  # pyright: ignore[reportUnknownVariableType]
-
-
-def _pair(side: Side, kind: str) -> str:
-    figures = asdict(side)
-    return f"{figures[f'{kind}_p50_ms']:.3f} / {figures[f'{kind}_p99_ms']:.3f}"
+def _pair(p50: float, p99: float) -> str:
+    return f"{p50:.3f} / {p99:.3f}"
 
 
 def _row(label: str, ours: str, theirs: str) -> str:
     return f"{label:<38} {ours:>16} {theirs:>16}"
+
+
+def run_resolve_bench(shape: Shape, *, as_json: bool) -> int:
+    """Entry point of ``edgecfg bench resolve``; returns the exit code."""
+    report = measure(shape)
+    print(json.dumps(to_document(report), indent=2) if as_json else render(report))
+    return 0

@@ -229,6 +229,7 @@ async def test_block1_bodies_are_bounded_and_ordered(
         )
         message.opt.block1 = BlockOption.BlockwiseTuple(number, True, 6)
         reply = await client.request(message, handle_blockwise=False).response
+        assert reply is not None
         if reply.code != Code.CONTINUE:
             break
     assert reply is not None
@@ -272,14 +273,16 @@ async def test_observing_a_config_notifies_block0_with_etag(
     request = client.request(message, handle_blockwise=False)
     first = await request.response
     assert first.opt.observe is not None
-    notifications = aiter(request.observation)
+    observation = request.observation
+    assert observation is not None
+    notifications = aiter(observation)
     edit(gateway, "region/eu", 1500)
     note = await asyncio.wait_for(anext(notifications), 5)
     expected = gateway.fleet.encoded(DeviceId("dev-1"))
     assert note.opt.etag == expected.etag
     assert note.opt.block2 is not None and note.opt.block2.block_number == 0
     assert note.payload == expected.cbor[:256]
-    request.observation.cancel()
+    observation.cancel()
 
 
 async def test_overload_is_shed_with_5_03_and_max_age(

@@ -1,0 +1,232 @@
+"""The agent against a real gateway over loopback UDP, direct and through lossy links."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from edgecfg.agent.coap import CoapLink, LinkDown, Method, Reply, Traffic
+from edgecfg.agent.state import LocalState
+from edgecfg.agent.sync import Agent, Backoff
+from edgecfg.core.ids import DeviceId, LayerId
+from edgecfg.core.layers import layer_from_parts
+from edgecfg.gateway.server import Gateway
+from edgecfg.sim.link import LinkProfile
+from edgecfg.sim.proxy import UdpProxy
+from edgecfg.wire.senml import Record
+
+INTERVAL = ("net", "uplink", "interval_s")
+FAST = Backoff(base_s=0.05, cap_s=0.5, attempts=8)
+
+
+def edit(gateway: Gateway, value: int, layer: str = "region/eu") -> None:
+    gateway.fleet.write_layer(
+        LayerId(layer), layer_from_parts(sets={INTERVAL: value}), author="t", message="", now=2
+    )
+    gateway.layer_changed(LayerId(layer))
+
+
+def interval(agent: Agent) -> object:
+    config = agent.config
+    assert config is not None
+    return config["net"]["uplink"]["interval_s"]  # type: ignore[index]
+
+
+class CountingLink:
+    """A real CoAP link that records each GET's block number and can fail on cue."""
+
+    def __init__(self, inner: CoapLink, *, fail_after: int | None = None) -> None:
+        self.inner = inner
+        self.traffic: Traffic = inner.traffic
+        self.blocks: list[int] = []
+        self.fail_after = fail_after
+
+    async def request(
+        self,
+        method: Method,
+        path: Sequence[str],
+        *,
+        query: Sequence[str] = (),
+        payload: bytes = b"",
+        content_format: int | None = None,
+        etags: Sequence[bytes] = (),
+        block2: tuple[int, int] | None = None,
+    ) -> Reply:
+        if self.fail_after is not None and len(self.blocks) >= self.fail_after:
+            raise LinkDown("simulated power cut")
+        if method == "GET" and block2 is not None:
+            self.blocks.append(block2[0])
+        return await self.inner.request(
+            method, path, query=query, payload=payload, content_format=content_format,
+            etags=etags, block2=block2,
+        )  # fmt: skip
+
+
+async def test_first_sync_then_unchanged_then_delta(gateway: Gateway, tmp_path: Path) -> None:
+    async with CoapLink(gateway.uri, ack_timeout=0.5) as link:
+        agent = Agent(link, LocalState(tmp_path), device="dev-1", backoff=FAST)
+        first = await agent.sync()
+        assert first.outcome == "updated"
+        assert first.etag == gateway.fleet.etag(DeviceId("dev-1"))
+        unchanged = await agent.sync()
+        assert (unchanged.outcome, unchanged.round_trips) == ("current", 1)  # own wake: 1
+        edit(gateway, 900)
+        changed = await agent.sync()
+        assert changed.outcome == "updated"
+        assert changed.round_trips == 2  # the delta and the state report
+        assert changed.bytes_down < 120
+        assert interval(agent) == 900
+    record = gateway.fleet.store.get_device(DeviceId("dev-1"))
+    assert record.applied_etag == gateway.fleet.etag(DeviceId("dev-1"))
+
+
+async def test_config_rides_on_telemetry(gateway: Gateway, tmp_path: Path) -> None:
+    pack = [Record("temp", 20.5, "Cel", 0.0)]
+    async with CoapLink(gateway.uri, ack_timeout=0.5) as link:
+        agent = Agent(link, LocalState(tmp_path), device="dev-1", backoff=FAST)
+        await agent.sync()
+        current = await agent.telemetry(pack)
+        assert (current.outcome, current.round_trips) == ("current", 1)  # zero extra
+        edit(gateway, 1800)
+        stale = await agent.telemetry(pack)
+        assert stale.outcome == "updated"
+        assert interval(agent) == 1800
+
+
+async def test_transfer_resumes_at_the_block_where_it_broke_off(
+    gateway: Gateway, tmp_path: Path
+) -> None:
+    size = len(gateway.fleet.encoded(DeviceId("dev-1")).cbor)
+    async with CoapLink(gateway.uri, ack_timeout=0.5) as inner:
+        cut = CountingLink(inner, fail_after=5)
+        agent = Agent(cut, LocalState(tmp_path), device="dev-1", szx=2, backoff=Backoff(attempts=1))
+        with pytest.raises(LinkDown):
+            await agent.sync()
+        assert cut.blocks == [0, 1, 2, 3, 4]
+        # the agent restarts (new objects, same state directory) and resumes at block 5
+        resumed = CountingLink(inner)
+        agent = Agent(resumed, LocalState(tmp_path), device="dev-1", szx=2, backoff=FAST)
+        result = await agent.sync()
+    assert result.outcome == "updated"
+    assert resumed.blocks[0] == 5
+    assert len(resumed.blocks) == -(-size // 64) - 5
+    assert agent.state.load_transfer() is None
+
+
+async def test_a_changed_etag_mid_transfer_starts_over_cleanly(
+    gateway: Gateway, tmp_path: Path
+) -> None:
+    async with CoapLink(gateway.uri, ack_timeout=0.5) as inner:
+        cut = CountingLink(inner, fail_after=3)
+        agent = Agent(cut, LocalState(tmp_path), device="dev-1", szx=2, backoff=Backoff(attempts=1))
+        with pytest.raises(LinkDown):
+            await agent.sync()
+        edit(gateway, 2400)  # the config changes while the device sleeps
+        again = CountingLink(inner)
+        agent = Agent(again, LocalState(tmp_path), device="dev-1", szx=2, backoff=FAST)
+        result = await agent.sync()
+    assert result.outcome == "updated"
+    assert again.blocks[0] == 3  # tried to resume...
+    assert 0 in again.blocks[1:]  # ...saw the new ETag and started over
+    assert interval(agent) == 2400
+
+
+async def test_critical_first_then_bulk_within_a_byte_budget(
+    gateway: Gateway, tmp_path: Path
+) -> None:
+    # hashes: a script no compressor can shrink below the budget
+    script = "".join(f"echo {hashlib.sha256(bytes([i])).hexdigest()}\n" for i in range(40))
+    async with CoapLink(gateway.uri, ack_timeout=0.5) as inner:
+        agent = Agent(inner, LocalState(tmp_path), device="dev-1", backoff=FAST)
+        await agent.sync()
+        gateway.fleet.write_layer(
+            LayerId("region/eu"),
+            layer_from_parts(sets={INTERVAL: 600, ("scripts", "on_boot"): script}),
+            author="t", message="", now=3,
+        )  # fmt: skip
+        link = CountingLink(inner)
+        careful = Agent(
+            link, LocalState(tmp_path), device="dev-1", szx=2, critical_first=True,
+            budget=256, backoff=FAST,
+        )  # fmt: skip
+        result = await careful.sync()
+        assert result.outcome == "partial"  # the bulk change is over budget: deferred
+        assert interval(careful) == 600  # the critical change is applied already
+        config = careful.config
+        assert config is not None
+        assert config["scripts"]["on_boot"] != script  # type: ignore[index]
+        generous = Agent(link, LocalState(tmp_path), device="dev-1", szx=2, backoff=FAST)
+        finished = await generous.sync()
+        assert finished.outcome == "updated"
+        assert generous.config is not None
+        assert generous.config["scripts"]["on_boot"] == script  # type: ignore[index]
+    assert link.blocks.count(0) == 2  # critical, bulk block 0; the resume went on at 1
+
+
+async def test_sync_converges_over_a_30_percent_lossy_link(
+    gateway: Gateway, tmp_path: Path
+) -> None:
+    assert gateway.address is not None
+    profile = LinkProfile(loss=0.3, delay_s=0.002, jitter_s=0.004)
+    async with UdpProxy(gateway.address, profile=profile, seed=7) as proxy:
+        host, port = proxy.address
+        async with CoapLink(f"coap://{host}:{port}", ack_timeout=0.2, max_retransmit=6) as link:
+            agent = Agent(link, LocalState(tmp_path), device="dev-1", szx=6, backoff=FAST, seed=1)
+            first = await agent.sync()
+            edit(gateway, 3000)
+            second = await agent.sync()
+        stats = proxy.link.stats()
+    assert first.outcome == second.outcome == "updated"
+    assert interval(agent) == 3000
+    assert stats.up.dropped + stats.down.dropped > 0  # the link really lost datagrams
+
+
+async def test_a_partition_mid_transfer_heals_and_resumes(gateway: Gateway, tmp_path: Path) -> None:
+    assert gateway.address is not None
+    async with UdpProxy(gateway.address, profile=LinkProfile(), seed=3) as proxy:
+        host, port = proxy.address
+        async with CoapLink(f"coap://{host}:{port}", ack_timeout=0.1, max_retransmit=1) as inner:
+            link = CountingLink(inner)
+            agent = Agent(link, LocalState(tmp_path), device="dev-1", szx=2,
+                          backoff=Backoff(attempts=1))  # fmt: skip
+
+            async def cut_after_blocks() -> None:
+                while len(link.blocks) < 4:
+                    await asyncio.sleep(0.001)
+                proxy.link.partition(True)
+
+            cutter = asyncio.create_task(cut_after_blocks())
+            with pytest.raises(LinkDown):
+                await agent.sync()
+            await cutter
+            reached = agent.state.load_transfer()
+            assert reached is not None and reached.next_block() >= 3
+            proxy.link.partition(False)  # the partition heals
+            link.blocks.clear()
+            agent = Agent(link, LocalState(tmp_path), device="dev-1", szx=2, backoff=FAST)
+            result = await agent.sync()
+    assert result.outcome == "updated"
+    assert link.blocks[0] == reached.next_block()
+
+
+async def test_duplicated_and_reordered_datagrams_change_nothing(
+    gateway: Gateway, tmp_path: Path
+) -> None:
+    assert gateway.address is not None
+    profile = LinkProfile(duplicate=0.5, reorder=0.3, jitter_s=0.003)
+    async with UdpProxy(gateway.address, profile=profile, seed=11) as proxy:
+        host, port = proxy.address
+        async with CoapLink(f"coap://{host}:{port}", ack_timeout=0.3) as link:
+            agent = Agent(link, LocalState(tmp_path), device="dev-1", szx=3, backoff=FAST)
+            await agent.sync()
+            edit(gateway, 4200)
+            await agent.sync()
+            assert (await agent.sync()).outcome == "current"
+    held = agent.state.load_config()
+    assert held is not None
+    assert held.etag == gateway.fleet.etag(DeviceId("dev-1"))
+    assert interval(agent) == 4200

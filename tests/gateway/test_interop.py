@@ -1,0 +1,550 @@
+"""Interop: libcoap's ``coap-client`` (4.3.x) against a running gateway (DESIGN §5).
+
+The gateway runs on its own asyncio loop in a background thread, so that the
+synchronous ``subprocess.run`` calls below do not block it; anything touching
+the fleet or the store goes through :meth:`Running.call` onto that loop.
+
+``coap-client`` exits 0 even when the request failed, so every test judges the
+``-v 7`` debug log (written to stdout) and the bytes written with ``-o``.  In
+libcoap 4.3.1 each PDU sent or received is logged as one line::
+
+    v:1 t:ACK c:2.05 i:34c4 {01} [ ETag:0x6add3cbb05f0292a, Content-Format:application/cbor,
+        Block2:0/M/64, Size2:6539 ] :: binary data length 64
+
+(one line in the log), followed for binary payloads by ``<<hex>>`` lines, or
+with ``:: 'text'`` for a printable payload.  Block2 is printed
+``num/M|_/size``; a response to a client-driven block request is logged a
+second time with the original token after ``Client app version of updated PDU``.
+An error response also prints ``4.04 <diagnostic>`` on stderr, not to ``-o``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final, TypeVar
+
+import pytest
+
+from edgecfg.core.ids import DeviceId, ETag, LayerId
+from edgecfg.core.layers import Layer, layer_from_parts, layer_to_document
+from edgecfg.core.tree import Value, get
+from edgecfg.gateway.identity import InsecurePolicy
+from edgecfg.gateway.server import Gateway
+from edgecfg.store import MemoryStore
+from edgecfg.wire.cbor import Encoded, decode, decode_item, encode
+from edgecfg.wire.senml import Record, encode_senml
+from tests.gateway.conftest import SCHEMA, free_udp_port, sensor
+
+CLIENT: Final = "coap-client-notls"
+HOST: Final = "127.0.0.1"
+TIMEOUT_S: Final = 15  # every subprocess, hard
+CLIENT_WAIT_S: Final = "5"  # coap-client's own -B, below TIMEOUT_S
+DEVICE: Final = DeviceId("dev-1")
+EU: Final = LayerId("region/eu")
+INTERVAL: Final = ("net", "uplink", "interval_s")
+BLOCK: Final = 64
+
+pytestmark = pytest.mark.skipif(
+    shutil.which(CLIENT) is None,
+    reason=f"{CLIENT} (Debian package libcoap3-bin) is not installed",
+)
+
+T = TypeVar("T")
+
+
+# ---------------------------------------------------------------- the gateway thread
+
+
+class Running:
+    """A gateway serving on its own event loop in a background thread."""
+
+    def __init__(self, gateway: Gateway, port: int) -> None:
+        self.gateway = gateway
+        self.port = port
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="gateway", daemon=True)
+
+    def uri(self, path: str) -> str:
+        return f"coap://{HOST}:{self.port}{path}"
+
+    def start(self) -> None:
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("the gateway did not start within 10 s")
+        if self._failure is not None:
+            raise RuntimeError("the gateway failed to start") from self._failure
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._serve())
+        except BaseException as error:  # reported to the test thread by start()
+            self._failure = error
+            self._ready.set()
+
+    async def _serve(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        await self.gateway.start(HOST, self.port)
+        try:
+            self._ready.set()
+            await self._stop.wait()
+        finally:
+            await self.gateway.stop()
+
+    def call(self, function: Callable[[], T]) -> T:
+        """Run ``function`` on the gateway's loop (between requests) and return its result."""
+        assert self.loop is not None
+
+        async def run() -> T:
+            return function()
+
+        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(timeout=10)
+
+    def stop(self) -> None:
+        if self.loop is not None and self._stop is not None:
+            self.loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def running() -> Iterator[Running]:
+    """dev-1 and dev-2 (nbiot-sensor-r3 in region eu/west), a small region/eu layer."""
+    gateway = Gateway(MemoryStore(), policy=InsecurePolicy(), refresh_s=0)
+    fleet = gateway.fleet
+    fleet.load_schema(SCHEMA.read_bytes(), "json", source="device.json", now=1.0)
+    for device in ("dev-1", "dev-2"):
+        fleet.add_device(sensor(device, region="eu/west"))
+        fleet.write_layer(
+            LayerId(f"device/{device}"),
+            layer_from_parts(sets={("device", "id"): device}),
+            author="test",
+            message="identity",
+            now=2.0,
+        )
+    fleet.write_layer(
+        EU, layer_from_parts(sets={INTERVAL: 900}), author="test", message="eu", now=2.0
+    )
+    server = Running(gateway, free_udp_port())
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def current(running: Running, device: DeviceId = DEVICE) -> Encoded:
+    return running.call(lambda: running.gateway.fleet.encoded(device))
+
+
+# ---------------------------------------------------------------- coap-client and its log
+
+_PDU = re.compile(
+    r"^v:1 t:(?P<type>CON|NON|ACK|RST) c:(?P<code>\S+) i:(?P<mid>[0-9a-f]+) "
+    r"\{(?P<token>[0-9a-f]*)\} \[ ?(?P<options>.*?) ?\](?: :: (?P<payload>.*))?$"
+)
+_BLOCK = re.compile(r"^(?P<num>\d+)/(?P<more>[M_])/(?P<size>\d+)$")
+
+
+@dataclass(frozen=True)
+class Pdu:
+    """One PDU line of coap-client's ``-v 7`` log."""
+
+    type: str
+    code: str
+    mid: str
+    token: str
+    options: dict[str, list[str]]
+    payload: str | None  # "binary data length N", "'text'", or None when empty
+
+    @property
+    def is_response(self) -> bool:
+        return self.code[0].isdigit() and self.code != "0.00"
+
+    def option(self, name: str) -> str | None:
+        values = self.options.get(name)
+        return values[0] if values else None
+
+    @property
+    def etag(self) -> str | None:
+        """The ETag as libcoap prints it: ``0x`` and lowercase hex."""
+        return self.option("ETag")
+
+    @property
+    def block2(self) -> tuple[int, bool, int] | None:
+        text = self.option("Block2")
+        if text is None:
+            return None
+        match = _BLOCK.match(text)
+        assert match, f"unexpected Block2 format {text!r}"
+        return int(match["num"]), match["more"] == "M", int(match["size"])
+
+    @property
+    def size2(self) -> int | None:
+        text = self.option("Size2")
+        return None if text is None else int(text)
+
+    @property
+    def text(self) -> str | None:
+        """A printable payload, as libcoap quotes it."""
+        if self.payload is None or not self.payload.startswith("'"):
+            return None
+        return self.payload[1:-1]
+
+
+def parse_log(log: str) -> list[Pdu]:
+    pdus: list[Pdu] = []
+    for line in log.splitlines():
+        match = _PDU.match(line)
+        if match is None:
+            continue
+        options: dict[str, list[str]] = {}
+        if match["options"]:
+            for item in match["options"].split(", "):
+                name, _, value = item.partition(":")
+                options.setdefault(name, []).append(value)
+        pdus.append(
+            Pdu(
+                match["type"], match["code"], match["mid"], match["token"], options, match["payload"]
+            )
+        )
+    return pdus
+
+
+@dataclass(frozen=True)
+class Exchange:
+    log: str
+    stderr: str
+    pdus: list[Pdu]
+    body: bytes | None  # what -o wrote; None when coap-client wrote no file
+
+    @property
+    def responses(self) -> list[Pdu]:
+        """Responses received, each once (the re-logged "client app version" dropped)."""
+        seen: set[tuple[str, str | None]] = set()
+        out: list[Pdu] = []
+        for pdu in self.pdus:
+            key = (pdu.mid, pdu.option("Block2"))
+            if pdu.is_response and key not in seen:
+                seen.add(key)
+                out.append(pdu)
+        return out
+
+    def only_response(self) -> Pdu:
+        responses = self.responses
+        assert len(responses) == 1, self.log
+        return responses[0]
+
+
+def coap(running: Running, tmp_path: Path, path: str, *args: str) -> Exchange:
+    """One coap-client run (``-v 7``, output to a fresh file) against the gateway."""
+    output = tmp_path / f"out-{time.monotonic_ns()}.bin"
+    command = [CLIENT, "-v", "7", "-B", CLIENT_WAIT_S, "-o", str(output), *args, running.uri(path)]
+    done = subprocess.run(command, capture_output=True, timeout=TIMEOUT_S, check=False)
+    log = done.stdout.decode("utf-8", "replace")
+    assert done.returncode == 0, f"{command} exited {done.returncode}: {log}"
+    body = output.read_bytes() if output.exists() else None
+    return Exchange(log, done.stderr.decode("utf-8", "replace"), parse_log(log), body)
+
+
+def cbor_sequence(data: bytes) -> list[Value]:
+    """Split concatenated CBOR items (coap-client appends every body it gets to -o)."""
+    items: list[Value] = []
+    offset = 0
+    while offset < len(data):
+        item, offset = decode_item(data, offset)
+        items.append(item)
+    return items
+
+
+# ---------------------------------------------------------------- tests
+
+
+def test_blockwise_get_writes_the_canonical_config(running: Running, tmp_path: Path) -> None:
+    expected = current(running)
+    blocks = -(-len(expected.cbor) // BLOCK)
+    assert blocks > 3, "the fixture config must span several 64-byte blocks"
+
+    exchange = coap(running, tmp_path, "/cfg/dev-1", "-b", str(BLOCK))
+
+    assert exchange.body == expected.cbor
+    responses = exchange.responses
+    assert [r.code for r in responses] == ["2.05"] * blocks
+    numbers = [r.block2 for r in responses]
+    assert numbers == [(n, n < blocks - 1, BLOCK) for n in range(blocks)]
+    assert {r.etag for r in responses} == {"0x" + expected.etag.hex()}  # the same on every block
+    assert {r.option("Content-Format") for r in responses} == {"application/cbor"}
+    assert responses[0].size2 == len(expected.cbor)
+    # each block was its own request from libcoap
+    requests = [p for p in exchange.pdus if p.code == "GET"]
+    assert [r.block2 for r in requests] == [(n, False, BLOCK) for n in range(blocks)]
+
+
+def test_current_etag_gets_valid_without_payload(running: Running, tmp_path: Path) -> None:
+    tag = current(running).etag
+
+    exchange = coap(running, tmp_path, "/cfg/dev-1", "-O", f"4,0x{tag.hex()}")
+
+    request = next(p for p in exchange.pdus if p.code == "GET")
+    assert request.etag == "0x" + tag.hex()  # -O 4,0x... really sent the ETag option
+    response = exchange.only_response()
+    assert response.code == "2.03"
+    assert response.etag == "0x" + tag.hex()
+    assert response.payload is None
+    assert not exchange.body  # nothing written to -o
+
+
+def test_stale_etag_gets_the_content(running: Running, tmp_path: Path) -> None:
+    expected = current(running)
+
+    exchange = coap(running, tmp_path, "/cfg/dev-1", "-O", "4,0x0000000000000000", "-b", "1024")
+
+    assert {r.code for r in exchange.responses} == {"2.05"}
+    assert exchange.body == expected.cbor
+
+
+def test_a_single_block_can_be_fetched_for_resume(running: Running, tmp_path: Path) -> None:
+    expected = current(running)
+
+    exchange = coap(running, tmp_path, "/cfg/dev-1", "-b", f"3,{BLOCK}")
+
+    # libcoap asks for block 3 only when told to start there
+    assert exchange.body == expected.cbor[3 * BLOCK : 4 * BLOCK]
+    response = exchange.only_response()
+    assert response.code == "2.05"
+    assert response.block2 == (3, True, BLOCK)
+    assert response.etag == "0x" + expected.etag.hex()
+    assert response.size2 is None  # Size2 only on block 0 unless asked for
+    assert response.payload == f"binary data length {BLOCK}"
+
+    # Size2 is on block 0, and on any block when the request carries Size2 (RFC 7959 §4)
+    asked = coap(running, tmp_path, "/cfg/dev-1", "-b", f"3,{BLOCK}", "-O", "28,0x")
+    request = next(p for p in asked.pdus if p.code == "GET")
+    assert request.size2 == 0
+    assert asked.only_response().size2 == len(expected.cbor)
+    assert asked.body == expected.cbor[3 * BLOCK : 4 * BLOCK]
+
+    whole = coap(running, tmp_path, "/cfg/dev-1", "-b", f"0,{BLOCK}")
+    first = whole.responses[0]
+    assert first.block2 == (0, True, BLOCK)
+    assert first.size2 == len(expected.cbor)
+    assert all(r.size2 is None for r in whole.responses[1:])
+    assert whole.body == expected.cbor
+
+
+def test_the_last_block_and_past_the_end(running: Running, tmp_path: Path) -> None:
+    expected = current(running)
+    last = (len(expected.cbor) - 1) // BLOCK
+
+    final = coap(running, tmp_path, "/cfg/dev-1", "-b", f"{last},{BLOCK}")
+    assert final.only_response().block2 == (last, False, BLOCK)
+    assert final.body == expected.cbor[last * BLOCK :]
+
+    for number in (last + 1, 500):
+        beyond = coap(running, tmp_path, "/cfg/dev-1", "-b", f"{number},{BLOCK}")
+        response = beyond.only_response()
+        assert response.code == "4.00", beyond.log
+        assert response.text is not None and "beyond the end" in response.text
+        assert f"4.00 {response.text}" in beyond.stderr
+        assert not beyond.body
+
+
+def test_fetch_of_paths_answers_a_map_of_subtrees(running: Running, tmp_path: Path) -> None:
+    tree = current(running).tree
+    request = tmp_path / "paths.cbor"
+    request.write_bytes(encode(["net.uplink", "net.uplink.interval_s"]))
+
+    exchange = coap(
+        running, tmp_path, "/cfg/dev-1", "-m", "fetch", "-t", "60", "-f", str(request)
+    )
+
+    sent = next(p for p in exchange.pdus if p.code == "FETCH")
+    assert sent.option("Content-Format") == "application/cbor"
+    response = exchange.only_response()
+    assert response.code == "2.05"
+    assert response.option("Content-Format") == "application/cbor"
+    assert exchange.body is not None
+    answer = decode(exchange.body)
+    assert answer == {
+        "net.uplink": get(tree, ("net", "uplink")),
+        "net.uplink.interval_s": get(tree, INTERVAL),
+    }
+    assert exchange.body == encode(answer)  # canonical
+
+
+def test_fetch_of_an_unknown_path_is_4_04(running: Running, tmp_path: Path) -> None:
+    request = tmp_path / "paths.cbor"
+    request.write_bytes(encode(["net.nowhere"]))
+
+    exchange = coap(
+        running, tmp_path, "/cfg/dev-1", "-m", "fetch", "-t", "60", "-f", str(request)
+    )
+
+    response = exchange.only_response()
+    assert response.code == "4.04"
+    assert response.text is not None and "net.nowhere" in response.text
+
+
+def _write(running: Running, layer: Layer) -> tuple[ETag, bytes]:
+    """Replace region/eu on the gateway loop and notify; the new ETag and document."""
+
+    def write() -> tuple[ETag, bytes]:
+        fleet = running.gateway.fleet
+        fleet.write_layer(EU, layer, author="test", message="observe", now=time.time(), replace=True)
+        running.gateway.layer_changed(EU)
+        head = fleet.head(EU)
+        assert head is not None
+        return head.content, encode(layer_to_document(fleet.layer(EU)))
+
+    return running.call(write)
+
+
+def _wait_for(
+    log: Path, what: str, found: Callable[[Pdu], bool], process: subprocess.Popen[bytes]
+) -> None:
+    """Poll the running coap-client's log (libcoap flushes each line) for a PDU."""
+    deadline = time.monotonic() + 8
+    while time.monotonic() < deadline:
+        if any(found(p) for p in parse_log(log.read_text("utf-8", "replace"))):
+            return
+        if process.poll() is not None:
+            break
+        time.sleep(0.05)
+    pytest.fail(f"coap-client never logged {what}:\n{log.read_text('utf-8', 'replace')}")
+
+
+def test_observing_a_group_gets_block0_notifications_and_the_rest(
+    running: Running, tmp_path: Path
+) -> None:
+    log = tmp_path / "observe.log"
+    output = tmp_path / "observe.bin"
+    command = [
+        CLIENT, "-v", "7", "-B", "10", "-b", str(BLOCK), "-s", "4", "-o", str(output),
+        running.uri("/grp/region/eu"),
+    ]  # fmt: skip
+    with log.open("wb") as sink:
+        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT)
+        try:
+            _wait_for(  # the registration's answer, before the first change
+                log, "the observe ACK", lambda p: p.is_response and "Observe" in p.options, process
+            )
+            small, small_doc = _write(running, layer_from_parts(sets={INTERVAL: 1200}))
+            assert len(small_doc) <= BLOCK
+            _wait_for(
+                log, "the first notification", lambda p: p.etag == "0x" + small.hex(), process
+            )
+            big_layer = layer_from_parts(
+                sets={
+                    INTERVAL: 1800,
+                    ("device", "name"): "a-rather-long-name-that-grows-the-layer-document",
+                    ("net", "cell", "apn"): "iot.example.org",
+                }
+            )
+            big, big_doc = _write(running, big_layer)
+            assert len(big_doc) > BLOCK
+            process.wait(timeout=TIMEOUT_S)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait(timeout=5)
+    text = log.read_text("utf-8", "replace")
+    pdus = parse_log(text)
+
+    # server-initiated notifications: 2.05 with Observe, not the ACK to the registration
+    notifications = [
+        p for p in pdus if p.code == "2.05" and p.type in ("CON", "NON") and "Observe" in p.options
+    ]
+    assert len(notifications) >= 2, text
+    for notification in notifications:
+        assert notification.block2 is not None and notification.block2[0] == 0
+        assert notification.etag is not None
+        assert notification.size2 is not None
+    assert notifications[-2].etag == "0x" + small.hex()
+    assert notifications[-2].size2 == len(small_doc)
+    assert notifications[-1].etag == "0x" + big.hex()
+    assert notifications[-1].size2 == len(big_doc)
+    assert notifications[-1].block2 == (0, True, BLOCK)
+
+    # libcoap fetched the rest of the big one with plain Block2 GETs under the same ETag
+    rest = [
+        p
+        for p in pdus
+        if p.code == "2.05" and p.type == "ACK" and p.etag == "0x" + big.hex() and p.block2
+    ]
+    assert {p.block2[0] for p in rest if p.block2} == set(range(1, -(-len(big_doc) // BLOCK)))
+
+    # -o got every reassembled body in turn: the registration's, then each notification's
+    assert output.exists(), text
+    bodies = cbor_sequence(output.read_bytes())
+    assert len(bodies) >= 3
+    assert encode(bodies[-2]) == small_doc
+    assert encode(bodies[-1]) == big_doc
+    assert bodies[-1] == layer_to_document(big_layer)
+
+
+def test_senml_telemetry_is_stored(running: Running, tmp_path: Path) -> None:
+    pack = encode_senml(
+        [Record("temp", 21.5, "Cel", 1.7e9), Record("batt", 3.1, "V", 1.7e9 + 1)]
+    )
+    payload = tmp_path / "pack.cbor"
+    payload.write_bytes(pack)
+    store = running.gateway.fleet.store
+    before = running.call(lambda: len(store.telemetry(DEVICE)))
+
+    exchange = coap(running, tmp_path, "/tel/dev-1", "-m", "post", "-t", "112", "-f", str(payload))
+
+    sent = next(p for p in exchange.pdus if p.code == "POST")
+    assert sent.option("Content-Format") == "application/senml+cbor"
+    response = exchange.only_response()
+    assert response.code == "2.04", exchange.log
+    assert response.payload is None
+    stored = running.call(lambda: store.telemetry(DEVICE))
+    assert len(stored) == before + 1
+    assert pack in [blob for _, blob in stored]
+
+
+def test_malformed_senml_is_4_00(running: Running, tmp_path: Path) -> None:
+    exchange = coap(running, tmp_path, "/tel/dev-1", "-m", "post", "-t", "112", "-e", "hello")
+
+    response = exchange.only_response()
+    assert response.code == "4.00"
+    assert response.text is not None and "SenML" in response.text
+
+
+def test_unknown_device_is_4_04_naming_it(running: Running, tmp_path: Path) -> None:
+    exchange = coap(running, tmp_path, "/cfg/nobody")
+
+    response = exchange.only_response()
+    assert response.code == "4.04"
+    assert response.text is not None and "nobody" in response.text
+    assert "4.04" in exchange.stderr and "nobody" in exchange.stderr
+    assert not exchange.body
+
+
+_LINK = re.compile(r"<(?P<target>[^>]*)>(?P<attributes>(?:;[^,;]+)*)")
+
+
+def test_well_known_core_lists_the_resources(running: Running, tmp_path: Path) -> None:
+    exchange = coap(running, tmp_path, "/.well-known/core")
+
+    response = exchange.only_response()
+    assert response.code == "2.05"
+    assert response.option("Content-Format") == "application/link-format"
+    assert exchange.body is not None
+    links: dict[str, list[str]] = {}
+    for match in _LINK.finditer(exchange.body.decode("utf-8")):
+        links[match["target"]] = [a for a in match["attributes"].split(";") if a]
+    for name in ("cfg", "state", "tel", "grp", "dev"):
+        assert f'rt="edgecfg.{name}"' in links.get(f"/{name}", []), links
+    assert "obs" in links["/cfg"]
+    assert "obs" in links["/grp"]
