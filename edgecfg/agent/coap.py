@@ -150,10 +150,10 @@ class CoapLink:
             message.opt.block2 = BlockOption.BlockwiseTuple(block2[0], False, block2[1])
         try:
             response = await self._context.request(message, handle_blockwise=False).response
-        except (aiocoap.error.NetworkError, aiocoap.error.ResolutionError, OSError) as error:
-            raise LinkDown(f"{self.base}: {type(error).__name__}: {error}") from None
         except TimeoutError:
             raise LinkDown(f"{self.base}: timed out") from None
+        except (aiocoap.error.NetworkError, aiocoap.error.ResolutionError, OSError) as error:
+            raise LinkDown(f"{self.base}: {type(error).__name__}: {error}") from None
         token = len(response.token or b"")
         self.traffic.round_trips += 1
         self.traffic.bytes_up += _wire_size(message, token)

@@ -22,8 +22,8 @@ runs; no device is registered yet, so each edit's impact is empty and cheap.
 Devices go in with one ``Store.put_devices``.  Device layers are appended to
 the store as revisions directly: through ``write_layer`` each one costs a
 dry run whose candidate list rebuilds the schema defaults and every layer's
-leaves (``Fleet._known_leaves``), ~12 ms each at 2,000 leaves, about 12 s
-for 1,000 device layers; storing is not what this bench measures.  Every
+leaves (``Fleet._known_leaves``): ~6 ms each at 2,000 leaves (measured), so
+~6 s for 1,000 device layers, and storing is not what this bench measures.  Every
 measured fleet is a new :class:`Fleet` over that store, as after a restart.
 
 **Measurements** (``time.perf_counter``; memory: peak RSS of the process):
@@ -160,31 +160,41 @@ def random_value(rng: random.Random, spec: KeySpec) -> Value:
     return [rng.randrange(100) for _ in range(rng.randrange(int(spec.max or 4) + 1))]
 
 
-def group_tree(rng: random.Random, groups: int) -> dict[str, list[str]]:
-    """Group paths per dimension, about ``groups`` nodes in all (ancestors included).
+@dataclass(frozen=True, slots=True)
+class GroupTree:
+    """The group nodes of each dimension, and those devices join."""
 
-    ``region`` lists the leaves devices join (sites and sub-regions); the
-    ``region-nodes`` entry lists every region node.
-    """
+    hardware_nodes: list[str]  # models and model/revision
+    hardware: list[str]  # model/revision: devices join these
+    functions: list[str]
+    region_nodes: list[str]  # regions, sub-regions and sites
+    sites: list[str]  # region/sub-region/site: nine devices in ten join these
+    sub_regions: list[str]  # region/sub-region: the tenth joins these
+
+    @property
+    def count(self) -> int:
+        return len(self.hardware_nodes) + len(self.functions) + len(self.region_nodes)
+
+
+def group_tree(rng: random.Random, groups: int) -> GroupTree:
+    """About ``groups`` group nodes in all, ancestors included (~200: 4 models x 2
+    revisions, 10 functions, 4 regions > 10 sub-regions > 164 sites)."""
     models = _MODELS[: 4 if groups >= 100 else 2]
     functions = _FUNCTIONS[: max(2, min(10, groups // 20))]
     regions = _REGIONS[: max(1, min(4, groups // 50))]
-    subs = [f"{regions[n % len(regions)]}/{regions[n % len(regions)]}-{n // len(regions) + 1}"
-            for n in range(max(len(regions), min(10, groups // 20)))]  # fmt: skip
+    subs = [
+        f"{regions[n % len(regions)]}/{regions[n % len(regions)]}-{n // len(regions) + 1}"
+        for n in range(max(len(regions), min(10, groups // 20)))
+    ]
     fixed = 3 * len(models) + len(functions) + len(regions) + len(subs)
     sites = [
         f"{subs[n % len(subs)]}/site-{n + 1:03d}" for n in range(max(len(subs), groups - fixed))
     ]
     rng.shuffle(sites)
     hardware = [f"{model}/r{rev}" for model in models for rev in (1, 2)]
-    return {
-        "hardware-nodes": [*models, *hardware],
-        "hardware": hardware,
-        "function": list(functions),
-        "region-nodes": [*regions, *subs, *sites],
-        "region": sites,
-        "sub-regions": subs,
-    }
+    return GroupTree(
+        [*models, *hardware], hardware, list(functions), [*regions, *subs, *sites], sites, subs
+    )
 
 
 def populate(shape: Shape) -> Population:
@@ -204,9 +214,9 @@ def populate(shape: Shape) -> Population:
     free = [spec for spec in specs if spec.path not in locked]
     layers: list[tuple[LayerId, Layer]] = [(GLOBAL, root)]
     for dimension, names in (
-        ("hardware", nodes["hardware-nodes"]),
-        ("function", nodes["function"]),
-        ("region", nodes["region-nodes"]),
+        ("hardware", nodes.hardware_nodes),
+        ("function", nodes.functions),
+        ("region", nodes.region_nodes),
     ):
         for name in names:
             chosen = rng.sample(free, min(len(free), rng.randint(5, 40)))
@@ -217,10 +227,9 @@ def populate(shape: Shape) -> Population:
 
     records: list[DeviceRecord] = []
     for n in range(shape.devices):
-        hardware = rng.choice(nodes["hardware"])
-        at_site = rng.random() >= 0.1
-        region = rng.choice(nodes["region"] if at_site else nodes["sub-regions"])
-        groups = {"hardware": hardware, "function": rng.choice(nodes["function"]), "region": region}
+        hardware = rng.choice(nodes.hardware)
+        region = rng.choice(nodes.sites if rng.random() >= 0.1 else nodes.sub_regions)
+        groups = {"hardware": hardware, "function": rng.choice(nodes.functions), "region": region}
         records.append(DeviceRecord(DeviceId(f"dev-{n:06d}"), groups, hardware.split("/")[0]))
     store.put_devices(records)
     owners = rng.sample(records, max(1, shape.devices // 100))
@@ -231,8 +240,7 @@ def populate(shape: Shape) -> Population:
         store.append_layer_revision(
             device_layer(record.id), blob, parent=None, author="bench", message="seed", now=2.0
         )
-    group_count = len(nodes["hardware-nodes"]) + len(nodes["function"]) + len(nodes["region-nodes"])
-    return Population(store, group_count, len(owners), time.perf_counter() - start)
+    return Population(store, nodes.count, len(owners), time.perf_counter() - start)
 
 
 def root_edit(rng: random.Random, fleet: Fleet) -> tuple[Layer, list[Path]]:
@@ -347,6 +355,7 @@ class Naive:
 
     resolve_ms: list[float]
     impact_ms: list[float]
+    changed: int  # sampled devices whose config the root edit changes
     checked: int
     referenced: int
 
@@ -362,6 +371,7 @@ def naive(fleet: Fleet, edited: Layer, rng: random.Random) -> Naive:
     sample = rng.sample(sorted(members.facts), min(NAIVE_SAMPLES, len(members.facts)))
     resolve_ms: list[float] = []
     impact_ms: list[float] = []
+    changed = 0
     for index, device in enumerate(sample):
         facts = members.facts[device]
         forget_folds(resolver)
@@ -370,8 +380,9 @@ def naive(fleet: Fleet, edited: Layer, rng: random.Random) -> Naive:
         middle = time.perf_counter()
         resolver.put_layer(GLOBAL, edited)  # forgets every fold, as above
         after = Encoded.trusted(resolver.resolve(facts).tree)
-        _ = before.etag != after.etag  # what a naive dry run compares
+        differs = before.etag != after.etag
         end = time.perf_counter()
+        changed += differs
         resolver.put_layer(GLOBAL, original)
         resolve_ms.append((middle - start) * 1000)
         impact_ms.append((end - start) * 1000)
@@ -388,7 +399,8 @@ def naive(fleet: Fleet, edited: Layer, rng: random.Random) -> Naive:
                     f"{device}: the fleet's effective config differs from the leaf-by-leaf "
                     f"reference fold (tiers {_show_tiers(resolver.tiers(facts))})"
                 )
-    return Naive(resolve_ms, impact_ms, len(sample), min(REFERENCE_SAMPLES, len(sample)))
+    sampled = len(sample)
+    return Naive(resolve_ms, impact_ms, changed, sampled, min(REFERENCE_SAMPLES, sampled))
 
 
 def _layers(resolver: Resolver) -> dict[LayerId, Layer]:
@@ -448,6 +460,7 @@ class Report:
     edited_paths: tuple[str, ...]
     reached: int
     changed: int
+    naive_changed: int  # of the naive sample
     rss_after_populating_mib: float
     peak_rss_mib: float
     load_average: tuple[float, float, float]  # 1, 5, 15 minutes, at the start
@@ -476,6 +489,11 @@ def measure(shape: Shape) -> Report:
     impact_s = time.perf_counter() - start
 
     baseline = naive(fleet, edited, rng)
+    if baseline.checked == impact.reached and baseline.changed != impact.changed:
+        raise CommandError(
+            f"the root edit changes {impact.changed:,} devices by Fleet.impact but "
+            f"{baseline.changed:,} by naive folds of every device"
+        )
     naive_p50 = percentile(baseline.resolve_ms, 0.5)
     naive_p99 = percentile(baseline.resolve_ms, 0.99)
     return Report(
@@ -509,6 +527,7 @@ def measure(shape: Shape) -> Report:
         edited_paths=tuple(format_path(path) for path in edited_paths),
         reached=impact.reached,
         changed=impact.changed,
+        naive_changed=baseline.changed,
         rss_after_populating_mib=rss_populated,
         peak_rss_mib=peak_rss_mib(),
         load_average=load_average,
@@ -585,13 +604,15 @@ def render(report: Report) -> str:
             f"full fleet: load {times.load_s:.2f} s + members {times.members_s:.2f} s "
             f"+ encoded() for every device {times.encode_all_s:.2f} s",
             f"root edit of {', '.join(report.edited_paths)}: reached {report.reached:,} "
-            f"devices, changed {report.changed:,}",
+            f"devices, changed {report.changed:,} (naive: {report.naive_changed:,} of "
+            f"{report.naive_samples:,} sampled)",
             f"* extrapolated: mean of {report.naive_samples:,} sampled devices x device count "
             "(impact: fold and encode before and after, per reached device)",
             f"RSS after populating the store: {report.rss_after_populating_mib:.0f} MiB; "
             "load average at the start: " + " ".join(f"{load:.2f}" for load in report.load_average),
             f"check: fleet == naive for {report.naive_samples:,} devices, == leaf-by-leaf "
-            f"reference fold for {report.reference_samples:,}",
+            f"reference fold for {report.reference_samples:,}"
+            + ("; impact == naive" if report.naive_samples == report.reached else ""),
             f"took {report.total_s:.1f} s",
             "",
             *verdicts(report),

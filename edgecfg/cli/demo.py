@@ -8,6 +8,7 @@ issues grow it into the full gateway-plus-fleet demo.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import shutil
@@ -16,6 +17,7 @@ import time
 from pathlib import Path
 from typing import cast
 
+from edgecfg.cli.demo_fleet import run_fleet
 from edgecfg.cli.files import CommandError, read_bytes
 from edgecfg.core.ids import DeviceId, LayerId
 from edgecfg.core.layers import GLOBAL, device_layer, layer_from_parts, layer_to_document
@@ -37,7 +39,7 @@ def _say(step: str, detail: str = "") -> None:
     print(f"  {step:<34} {detail}")
 
 
-def run_demo(*, keep: bool) -> int:
+def run_demo(*, keep: bool, agents: int = 50) -> int:
     """Run the walk-through; returns 0 when every step checked out."""
     schema_file = FIXTURES / "schema" / "device.json"
     if not schema_file.is_file():
@@ -45,6 +47,8 @@ def run_demo(*, keep: bool) -> int:
     folder = Path(tempfile.mkdtemp(prefix="edgecfg-demo-"))
     try:
         _walk_through(folder / "edgecfg.db", schema_file)
+        if agents > 0:
+            asyncio.run(run_fleet(folder, schema_file, agents=agents))
     finally:
         if keep:
             print(f"\ndatabase kept at {folder / 'edgecfg.db'}")

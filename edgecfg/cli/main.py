@@ -89,7 +89,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """Run the local walk-through (see edgecfg.cli.demo)."""
     from edgecfg.cli.demo import run_demo
 
-    return run_demo(keep=args.keep)
+    return run_demo(keep=args.keep, agents=args.agents)
 
 
 def cmd_delta(args: argparse.Namespace) -> int:
@@ -196,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("demo", help="walk through schema, store, versions and ETags")
     p.add_argument("--keep", action="store_true", help="keep the demo database and print its path")
+    p.add_argument("--agents", type=int, default=50, help="simulated agents (0: skip the fleet)")
     p.set_defaults(handler=cmd_demo)
 
     p = commands.add_parser("delta", help="make the delta that turns OLD into NEW")

@@ -215,7 +215,12 @@ def parse_log(log: str) -> list[Pdu]:
                 options.setdefault(name, []).append(value)
         pdus.append(
             Pdu(
-                match["type"], match["code"], match["mid"], match["token"], options, match["payload"]
+                match["type"],
+                match["code"],
+                match["mid"],
+                match["token"],
+                options,
+                match["payload"],
             )
         )
     return pdus
@@ -237,6 +242,16 @@ class Exchange:
             key = (pdu.mid, pdu.option("Block2"))
             if pdu.is_response and key not in seen:
                 seen.add(key)
+                out.append(pdu)
+        return out
+
+    def requests(self, method: str) -> list[Pdu]:
+        """Requests sent with this method, each once (a retransmission keeps its id)."""
+        seen: set[str] = set()
+        out: list[Pdu] = []
+        for pdu in self.pdus:
+            if pdu.code == method and pdu.mid not in seen:
+                seen.add(pdu.mid)
                 out.append(pdu)
         return out
 
@@ -286,8 +301,9 @@ def test_blockwise_get_writes_the_canonical_config(running: Running, tmp_path: P
     assert {r.option("Content-Format") for r in responses} == {"application/cbor"}
     assert responses[0].size2 == len(expected.cbor)
     # each block was its own request from libcoap
-    requests = [p for p in exchange.pdus if p.code == "GET"]
-    assert [r.block2 for r in requests] == [(n, False, BLOCK) for n in range(blocks)]
+    assert [r.block2 for r in exchange.requests("GET")] == [
+        (n, False, BLOCK) for n in range(blocks)
+    ]
 
 
 def test_current_etag_gets_valid_without_payload(running: Running, tmp_path: Path) -> None:
@@ -295,7 +311,7 @@ def test_current_etag_gets_valid_without_payload(running: Running, tmp_path: Pat
 
     exchange = coap(running, tmp_path, "/cfg/dev-1", "-O", f"4,0x{tag.hex()}")
 
-    request = next(p for p in exchange.pdus if p.code == "GET")
+    request = exchange.requests("GET")[0]
     assert request.etag == "0x" + tag.hex()  # -O 4,0x... really sent the ETag option
     response = exchange.only_response()
     assert response.code == "2.03"
@@ -329,7 +345,7 @@ def test_a_single_block_can_be_fetched_for_resume(running: Running, tmp_path: Pa
 
     # Size2 is on block 0, and on any block when the request carries Size2 (RFC 7959 §4)
     asked = coap(running, tmp_path, "/cfg/dev-1", "-b", f"3,{BLOCK}", "-O", "28,0x")
-    request = next(p for p in asked.pdus if p.code == "GET")
+    request = asked.requests("GET")[0]
     assert request.size2 == 0
     assert asked.only_response().size2 == len(expected.cbor)
     assert asked.body == expected.cbor[3 * BLOCK : 4 * BLOCK]
@@ -364,11 +380,9 @@ def test_fetch_of_paths_answers_a_map_of_subtrees(running: Running, tmp_path: Pa
     request = tmp_path / "paths.cbor"
     request.write_bytes(encode(["net.uplink", "net.uplink.interval_s"]))
 
-    exchange = coap(
-        running, tmp_path, "/cfg/dev-1", "-m", "fetch", "-t", "60", "-f", str(request)
-    )
+    exchange = coap(running, tmp_path, "/cfg/dev-1", "-m", "fetch", "-t", "60", "-f", str(request))
 
-    sent = next(p for p in exchange.pdus if p.code == "FETCH")
+    sent = exchange.requests("FETCH")[0]
     assert sent.option("Content-Format") == "application/cbor"
     response = exchange.only_response()
     assert response.code == "2.05"
@@ -382,13 +396,40 @@ def test_fetch_of_paths_answers_a_map_of_subtrees(running: Running, tmp_path: Pa
     assert exchange.body == encode(answer)  # canonical
 
 
+def test_fetch_answer_is_cut_in_blocks(running: Running, tmp_path: Path) -> None:
+    tree = current(running).tree
+    request = tmp_path / "paths.cbor"
+    request.write_bytes(encode(["net", "power"]))
+    expected = encode({"net": tree["net"], "power": tree["power"]})
+    assert len(expected) > BLOCK
+
+    exchange = coap(
+        running, tmp_path, "/cfg/dev-1", "-m", "fetch", "-t", "60", "-f", str(request),
+        "-b", str(BLOCK),
+    )  # fmt: skip
+
+    first = exchange.responses[0]
+    assert first.code == "2.05"
+    assert first.block2 == (0, True, BLOCK)
+    assert first.size2 == len(expected)
+    assert exchange.body is not None
+    continuations = exchange.requests("FETCH")[1:]
+    if continuations and continuations[0].payload is None:
+        # libcoap 4.3.1 sends the Block2 continuation of a FETCH without the request
+        # body (RFC 8132 §2.3.2 wants it repeated; fixed in libcoap 4.3.4, PR #1234),
+        # so the gateway cannot know what is asked: 4.00, and -o holds block 0 only.
+        assert exchange.responses[1].code == "4.00"
+        assert exchange.body == expected[:BLOCK]
+    else:
+        assert {r.code for r in exchange.responses} == {"2.05"}
+        assert exchange.body == expected
+
+
 def test_fetch_of_an_unknown_path_is_4_04(running: Running, tmp_path: Path) -> None:
     request = tmp_path / "paths.cbor"
     request.write_bytes(encode(["net.nowhere"]))
 
-    exchange = coap(
-        running, tmp_path, "/cfg/dev-1", "-m", "fetch", "-t", "60", "-f", str(request)
-    )
+    exchange = coap(running, tmp_path, "/cfg/dev-1", "-m", "fetch", "-t", "60", "-f", str(request))
 
     response = exchange.only_response()
     assert response.code == "4.04"
@@ -400,7 +441,9 @@ def _write(running: Running, layer: Layer) -> tuple[ETag, bytes]:
 
     def write() -> tuple[ETag, bytes]:
         fleet = running.gateway.fleet
-        fleet.write_layer(EU, layer, author="test", message="observe", now=time.time(), replace=True)
+        fleet.write_layer(
+            EU, layer, author="test", message="observe", now=time.time(), replace=True
+        )
         running.gateway.layer_changed(EU)
         head = fleet.head(EU)
         assert head is not None
@@ -493,9 +536,7 @@ def test_observing_a_group_gets_block0_notifications_and_the_rest(
 
 
 def test_senml_telemetry_is_stored(running: Running, tmp_path: Path) -> None:
-    pack = encode_senml(
-        [Record("temp", 21.5, "Cel", 1.7e9), Record("batt", 3.1, "V", 1.7e9 + 1)]
-    )
+    pack = encode_senml([Record("temp", 21.5, "Cel", 1.7e9), Record("batt", 3.1, "V", 1.7e9 + 1)])
     payload = tmp_path / "pack.cbor"
     payload.write_bytes(pack)
     store = running.gateway.fleet.store
@@ -503,7 +544,7 @@ def test_senml_telemetry_is_stored(running: Running, tmp_path: Path) -> None:
 
     exchange = coap(running, tmp_path, "/tel/dev-1", "-m", "post", "-t", "112", "-f", str(payload))
 
-    sent = next(p for p in exchange.pdus if p.code == "POST")
+    sent = exchange.requests("POST")[0]
     assert sent.option("Content-Format") == "application/senml+cbor"
     response = exchange.only_response()
     assert response.code == "2.04", exchange.log
