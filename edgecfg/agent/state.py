@@ -39,6 +39,7 @@ class Transfer:
     received: bytes
     size: int | None = None
     content_format: int | None = None
+    base: ETag | None = None  # the version the transfer is a delta from
 
     def next_block(self) -> int:
         """The number of the next block to ask for."""
@@ -93,6 +94,7 @@ class LocalState:
             "received": transfer.received,
             "size": transfer.size,
             "content_format": transfer.content_format,
+            "base": transfer.base,
         }
         self._write(TRANSFER_FILE, encode(record))
 
@@ -137,6 +139,7 @@ def _transfer_from(record: Value) -> Transfer:
     query = record["query"]
     etag, szx, received = record["etag"], record["szx"], record["received"]
     size, content_format = record.get("size"), record.get("content_format")
+    base = record.get("base")
     if (
         not isinstance(query, list)
         or not all(isinstance(item, str) for item in query)
@@ -152,4 +155,5 @@ def _transfer_from(record: Value) -> Transfer:
         received,
         size if type(size) is int else None,
         content_format if type(content_format) is int else None,
+        ETag(base) if isinstance(base, bytes) else None,
     )

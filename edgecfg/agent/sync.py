@@ -98,6 +98,7 @@ class Agent:
         self.budget = budget
         self.backoff = backoff or Backoff()
         self.rng = random.Random(seed)
+        self._introduced = False
 
     # -- public -------------------------------------------------------------------
 
@@ -151,20 +152,19 @@ class Agent:
 
     def _query(self, held: Encoded | None, extra: tuple[str, ...]) -> tuple[str, ...]:
         query: list[str] = []
-        if held is not None:
-            query.append(f"from={held.etag.hex()}")
         if self.schema_version is not None:
             query.append(f"sv={self.schema_version}")
         return (*query, *extra)
 
     async def _fetch(self, held: Encoded | None, extra: tuple[str, ...]) -> Outcome:
         query = self._query(held, extra)
+        base = held.etag if held is not None else None
         transfer = self.state.load_transfer()
-        if transfer is not None and transfer.query != query:
+        if transfer is not None and (transfer.query != query or transfer.base != base):
             self.state.clear_transfer()  # the base moved on: that transfer is stale
             transfer = None
         if transfer is None:
-            first = await self._get(query, 0)
+            first = await self._get(query, 0, base=base)
             if first.code == "2.03":
                 return "current"
             _expect_content(first)
@@ -172,7 +172,7 @@ class Agent:
                 return await self._install(held, first.payload, first, query)
             transfer = Transfer(
                 query, ETag(first.etag or b""), first.block2[2], first.payload,
-                first.size2, first.content_format,
+                first.size2, first.content_format, base,
             )  # fmt: skip
             self.state.save_transfer(transfer)
             if self.budget is not None and (first.size2 or 0) > self.budget:
@@ -181,7 +181,9 @@ class Agent:
 
     async def _continue(self, held: Encoded | None, transfer: Transfer) -> Outcome:
         while True:
-            reply = await self._get(transfer.query, transfer.next_block(), szx=transfer.szx)
+            reply = await self._get(
+                transfer.query, transfer.next_block(), szx=transfer.szx, base=transfer.base
+            )
             if reply.code == "4.00" or (reply.etag is not None and reply.etag != transfer.etag):
                 # the representation changed (or shrank) since: start over cleanly
                 self.state.clear_transfer()
@@ -189,7 +191,7 @@ class Agent:
             _expect_content(reply)
             transfer = Transfer(
                 transfer.query, transfer.etag, transfer.szx, transfer.received + reply.payload,
-                transfer.size, transfer.content_format,
+                transfer.size, transfer.content_format, transfer.base,
             )  # fmt: skip
             if reply.block2 is not None and reply.block2[1]:
                 self.state.save_transfer(transfer)
@@ -213,27 +215,37 @@ class Agent:
         self.state.clear_transfer()
         return "updated" if held is None or config.etag != held.etag else "current"
 
-    async def _get(self, query: tuple[str, ...], number: int, *, szx: int | None = None) -> Reply:
+    async def _get(
+        self, query: tuple[str, ...], number: int, *, base: ETag | None, szx: int | None = None
+    ) -> Reply:
+        size = szx if szx is not None else self.szx
+        # The held version goes in the ETag option (2.03 when current, else the
+        # delta from it); Block2 only when it says more than the default would.
+        block2 = None if number == 0 and size == DEFAULT_SZX else (number, size)
         reply = await self.link.request(
-            "GET", ("cfg", self.device), query=query, block2=(number, szx or self.szx)
-        )
+            "GET", ("cfg", self.device), query=query, block2=block2,
+            etags=(base,) if base is not None else (),
+        )  # fmt: skip
         if reply.code == "5.03":
             raise LinkDown(f"gateway overloaded; retry after {reply.max_age or 60} s")
         return reply
 
     async def _report(self) -> None:
         held = self.state.load_config()
-        report: Tree = {"applied": held.etag if held else None, "agent": self.agent_version}
-        if self.schema_version is not None:
-            report["schema"] = self.schema_version
-        if self.firmware is not None:
-            report["firmware"] = self.firmware
+        report: Tree = {"applied": held.etag if held else None}
+        if not self._introduced:  # versions once per run: they rarely change
+            report["agent"] = self.agent_version
+            if self.schema_version is not None:
+                report["schema"] = self.schema_version
+            if self.firmware is not None:
+                report["firmware"] = self.firmware
         reply = await self.link.request(
             "POST", ("state", self.device), payload=encode(report),
             content_format=CONTENT_FORMAT_CBOR,
         )  # fmt: skip
         if not reply.ok:
             raise SyncFailed(f"{self.device}: state report refused: {reply.code} {reply.payload!r}")
+        self._introduced = True
 
     async def _telemetry(self, records: Sequence[Record]) -> Outcome:
         held = self.state.load_config()

@@ -261,9 +261,14 @@ class ConfigResource(_Base, aiocoap.interfaces.ObservableResource):
             prio = query.get("prio")
             if prio not in (None, "critical"):
                 raise BadRequest(f"prio={prio}: only prio=critical is defined")
+            # The version the device holds: ?from=, or else the ETag option it
+            # sent (RFC 7252 §5.10.6.2 leaves the 2.05 representation to the
+            # server; a delta against a stored version is one), which saves
+            # a constrained device the 22 bytes of the query.
+            held = request.opt.etags[0] if request.opt.etags else None
             answer = self.service.config(
                 DeviceId(device),
-                base=parse_etag(query["from"]) if "from" in query else None,
+                base=parse_etag(query["from"]) if "from" in query else held,
                 prio="critical" if prio else None,
                 schema_version=_version(query.get("sv")),
             )
@@ -305,6 +310,8 @@ class StateResource(_Base):
         if isinstance(body, aiocoap.Message):
             return body
         answer = self.service.report(DeviceId(device), body, now=time.time())
+        if answer is None:
+            return aiocoap.Message(code=Code.CHANGED)  # current: nothing more to say
         response = aiocoap.Message(code=Code.CHANGED, payload=answer.payload)
         response.opt.content_format = CONTENT_FORMAT_CBOR
         response.opt.etag = answer.etag

@@ -230,8 +230,12 @@ class SyncService:
 
     # -- uplink ---------------------------------------------------------------------
 
-    def report(self, device: DeviceId, body: bytes, *, now: float) -> Representation:
-        """POST /state/{dev}: record what the device applied; answer where it stands."""
+    def report(self, device: DeviceId, body: bytes, *, now: float) -> Representation | None:
+        """POST /state/{dev}: record what the device applied; answer where it stands.
+
+        None when the device applied the current version (an empty 2.04: every
+        byte counts on the device's link); else ``{"etag": current}``.
+        """
         try:
             report = decode(body)
         except PeerError as error:
@@ -249,8 +253,9 @@ class SyncService:
             device, now=now, applied_etag=ETag(applied) if isinstance(applied, bytes) else None
         )
         current = self.current(device, schema_version=_int(report.get("schema")))
-        answer: Tree = {"etag": current.etag, "current": applied == current.etag}
-        blob = encode(answer)
+        if applied == current.etag:
+            return None
+        blob = encode({"etag": current.etag, "current": False})
         return Representation(blob, CONTENT_FORMAT_CBOR, current.etag)
 
     def telemetry(

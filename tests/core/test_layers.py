@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 from collections.abc import Mapping
 
 import pytest
@@ -112,6 +113,11 @@ def test_layer_accepts_sets_exactly_when_no_set_path_is_above_another(
         layer = Layer(sets)
         assert layer.sets == sets
         assert layer.set_prefixes == {p[:d] for p in sets for d in range(1, len(p))}
+
+
+def test_layer_errors_name_a_path_with_an_empty_key_by_its_tuple() -> None:
+    with pytest.raises(LayerError, match=re.escape("('a', '') is both set and unset")):
+        Layer({("a", ""): 1}, frozenset({("a", "")}))
 
 
 @pytest.mark.parametrize(

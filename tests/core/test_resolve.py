@@ -892,6 +892,24 @@ def test_keys_the_device_supports_are_kept(facts: dict[str, str]) -> None:
     assert all(e.dropped is None for e in resolver.explain(device))
 
 
+def test_dropping_the_only_key_of_a_map_prunes_the_emptied_maps_and_nothing_else() -> None:
+    schema = _schema(
+        {
+            "radio.lora.sf": {"id": 1, "type": "int", "default": 7, "hardware": ["x"]},
+            "radio.power": {"id": 2, "type": "int", "hardware": ["x"]},
+            "keep.empty": {"id": 3, "type": "map", "default": {}},
+        }
+    )
+    stored = {GLOBAL: Layer({("net", "apn"): "iot"})}
+    resolver = Resolver(Hierarchy(), stored, schema)
+    device = DeviceFacts(DeviceId("d"), hardware="y")
+    resolved = resolver.resolve(device)
+    assert resolved.tree == {"keep": {"empty": {}}, "net": {"apn": "iot"}}
+    assert [d.path for d in resolved.dropped] == [("radio", "lora", "sf")]
+    with_sibling = Resolver(Hierarchy(), {GLOBAL: Layer({("radio", "band"): 3})}, schema)
+    assert with_sibling.resolve(device).tree == {"keep": {"empty": {}}, "radio": {"band": 3}}
+
+
 def test_a_dropped_key_without_a_value_is_not_reported() -> None:
     schema = _schema({"radio.lora": {"id": 1, "type": "int", "hardware": ["x"]}})
     resolver = Resolver(Hierarchy(), {}, schema)

@@ -103,6 +103,18 @@ async def test_current_etag_is_answered_valid_without_payload(
     assert reply.code == Code.VALID
 
 
+async def test_a_stale_request_etag_names_the_base_of_a_delta(
+    gateway: Gateway, client: aiocoap.Context
+) -> None:
+    before = gateway.fleet.encoded(DeviceId("dev-1"))
+    await ask(client, gateway, Code.GET, "/cfg/dev-1", blockwise=True)
+    edit(gateway, "region/eu", 700)
+    reply = await ask(client, gateway, Code.GET, "/cfg/dev-1", etags=(before.etag,))
+    assert reply.code == Code.CONTENT
+    assert reply.opt.content_format == CONTENT_FORMAT_DELTA
+    assert apply_delta_encoded(before, reply.payload).etag == reply.opt.etag
+
+
 async def test_from_a_known_etag_serves_a_delta(gateway: Gateway, client: aiocoap.Context) -> None:
     before = gateway.fleet.encoded(DeviceId("dev-1"))
     await ask(client, gateway, Code.GET, "/cfg/dev-1", blockwise=True)  # the gateway serves it
@@ -184,9 +196,12 @@ async def test_state_report_records_the_applied_etag(
     tag = gateway.fleet.etag(DeviceId("dev-1"))
     body = encode({"applied": tag, "agent": "1.0.0"})
     reply = await ask(client, gateway, Code.POST, "/state/dev-1", payload=body)
-    assert reply.code == Code.CHANGED
-    assert decode(reply.payload) == {"etag": tag, "current": True}
+    assert (reply.code, reply.payload) == (Code.CHANGED, b"")  # current: nothing to add
     assert gateway.fleet.store.get_device(DeviceId("dev-1")).applied_etag == tag
+    old = encode({"applied": b"\x00" * 8})
+    behind = await ask(client, gateway, Code.POST, "/state/dev-1", payload=old)
+    assert decode(behind.payload) == {"etag": tag, "current": False}
+    assert behind.opt.etag == tag
     bad = await ask(client, gateway, Code.POST, "/state/dev-1", payload=b"\xff")
     assert bad.code == Code.BAD_REQUEST
 
