@@ -149,6 +149,16 @@ def cmd_bench_resolve(args: argparse.Namespace) -> int:
     return run_resolve_bench(shape, as_json=args.json)
 
 
+def cmd_bench_sync(args: argparse.Namespace) -> int:
+    """Gateway CPU, bytes on the wire and round trips per sync."""
+    from edgecfg.cli.bench_sync import run_sync_bench
+
+    return run_sync_bench(
+        devices=args.devices, requests=args.requests, concurrency=args.concurrency,
+        as_json=args.json,
+    )  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
     parser = argparse.ArgumentParser(
@@ -229,6 +239,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--synthetic", action="store_true", help="use the generator, not the corpus")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=cmd_bench_delta)
+    p = benches.add_parser("sync", help="gateway CPU, wire bytes and round trips per sync")
+    p.add_argument("--devices", type=int, default=200)
+    p.add_argument("--requests", type=int, default=4000, help="requests per case")
+    p.add_argument("--concurrency", type=int, default=32)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_bench_sync)
     p = benches.add_parser("resolve", help="fleet resolution, impact and memory vs naive folds")
     p.add_argument("--devices", type=int, default=100_000, help="fleet size")
     p.add_argument("--leaves", type=int, default=2000, help="schema keys")

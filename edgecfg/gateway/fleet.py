@@ -128,6 +128,8 @@ class Fleet:
         self.resolver = Resolver(self.hierarchy, self._load_layers(), self.schema)
         self._members: _Members | None = None
         self._encoded: dict[Signature, Encoded] = {}
+        self._by_device: dict[DeviceId, Encoded] = {}
+        self._facts: dict[DeviceId, DeviceFacts] = {}
         self._encoded_users: dict[LayerId, set[Signature]] = {}
 
     # -- loading ----------------------------------------------------------------
@@ -173,6 +175,8 @@ class Fleet:
                 changed.add(layer_id)
         if self._members is not None and self.store.count_devices() != len(self._members.facts):
             self._members = None
+            self._facts.clear()
+            self._by_device.clear()
         return changed
 
     def members(self) -> _Members:
@@ -258,14 +262,30 @@ class Fleet:
         """A registered device; :class:`NotFound` otherwise."""
         if self._members is not None and device_id in self._members.facts:
             return self._members.facts[device_id]
-        return _facts(self.store.get_device(device_id))
+        found = self._facts.get(device_id)
+        if found is None:
+            found = _facts(self.store.get_device(device_id))
+            self._facts[device_id] = found
+        return found
 
     def resolve(self, device_id: DeviceId) -> Resolution:
         """The device's effective configuration (with conflicts, blocks, drops)."""
         return self.resolver.resolve(self.device(device_id))
 
     def encoded(self, device_id: DeviceId) -> Encoded:
-        """The device's effective configuration, encoded; shared per signature."""
+        """The device's effective configuration, encoded; shared per signature.
+
+        The per-device answer is cached too (the hot path of every sync); any
+        layer or registry change clears that cache, the signature cache below
+        keeps the expensive part.
+        """
+        found = self._by_device.get(device_id)
+        if found is None:
+            found = self._encoded_for(device_id)
+            self._by_device[device_id] = found
+        return found
+
+    def _encoded_for(self, device_id: DeviceId) -> Encoded:
         facts = self.device(device_id)
         tiers = self.resolver.tiers(facts)
         signature = (tiers, facts.applicability)
@@ -329,6 +349,7 @@ class Fleet:
         return revision, impact
 
     def _install(self, layer_id: LayerId, layer: Layer) -> None:
+        self._by_device.clear()
         had = self.resolver.has_layer(layer_id)
         self.resolver.put_layer(layer_id, layer)
         for signature in self._encoded_users.pop(layer_id, set()):
@@ -401,6 +422,8 @@ class Fleet:
                 examples=[facts.id],
             )
         self.store.put_device(record)
+        self._facts[facts.id] = facts
+        self._by_device.pop(facts.id, None)
         if self._members is not None:
             self._admit(self._members, facts)
         return resolution, pending

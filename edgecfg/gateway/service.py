@@ -121,8 +121,9 @@ class SyncService:
         return found
 
     def _remember(self, config: Encoded) -> None:
+        if config.etag in self._known:
+            return
         self._known[config.etag] = config
-        self._known.move_to_end(config.etag)
         while len(self._known) > self._cache_entries:
             self._known.popitem(last=False)
         if config.etag not in self._persisted:

@@ -97,7 +97,7 @@ def test_layer_rejects_a_path_both_set_and_unset_naming_it() -> None:
     ],
 )
 def test_layer_rejects_a_leaf_set_above_another_set_path(sets: dict[Path, Value]) -> None:
-    with pytest.raises(LayerError, match="is set as a leaf and .* below it"):
+    with pytest.raises(LayerError, match=r"is set as a leaf and .* below it"):
         Layer(sets)
 
 
@@ -207,16 +207,6 @@ def _fold_one_by_one(base: Tree, *layers: Layer) -> Tree:
     return Resolver(Hierarchy(), stored).resolve(DeviceFacts(DeviceId("d"), groups)).tree
 
 
-# Trees below the layers hold leaves only where the universe has no deeper
-# path: a layer's set that turns an inherited leaf into a map has a side
-# effect that no single layer can express, so the law below does not cover it.
-base_trees: st.SearchStrategy[Tree] = st.dictionaries(
-    st.sampled_from([p for p in UNIVERSE if not any(q != p and is_prefix(p, q) for q in UNIVERSE)]),
-    leaf_values,
-    max_size=4,
-).map(lambda flat: _unflatten_loosely(flat))
-
-
 def _unflatten_loosely(flat: Mapping[Path, Value]) -> Tree:
     """A tree with the given leaves; a later (deeper) path replaces a leaf on its way."""
     tree: Tree = {}
@@ -229,6 +219,17 @@ def _unflatten_loosely(flat: Mapping[Path, Value]) -> Tree:
             node = child
         node[path[-1]] = copy.deepcopy(flat[path])
     return tree
+
+
+# Trees below the layers hold leaves only where the universe has no deeper
+# path: a layer's set that turns an inherited leaf into a map has a side
+# effect that no single layer can express, so the law below does not cover it.
+DEEPEST: list[Path] = [p for p in UNIVERSE if not any(q != p and is_prefix(p, q) for q in UNIVERSE)]
+base_trees: st.SearchStrategy[Tree] = st.dictionaries(
+    st.sampled_from(DEEPEST),
+    leaf_values,
+    max_size=4,
+).map(_unflatten_loosely)
 
 
 def _sets_overlap_across(base: Layer, edit: Layer) -> bool:
@@ -259,11 +260,10 @@ def _prune(tree: Tree) -> Tree:
     """``tree`` without empty maps (recursively)."""
     out: Tree = {}
     for key, value in tree.items():
-        if is_map(value):
-            value = _prune(value)
-            if not value:
-                continue
-        out[key] = value
+        kept = _prune(value) if is_map(value) else value
+        if is_map(kept) and not kept:
+            continue
+        out[key] = kept
     return out
 
 
