@@ -21,13 +21,14 @@ import asyncio
 import json
 import multiprocessing
 import os
-import statistics
+import socket
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from multiprocessing.synchronize import Event
 from pathlib import Path
-from typing import Final
+from typing import Final, cast
 
 import aiocoap
 import aiocoap.resource
@@ -35,11 +36,12 @@ from aiocoap.numbers.codes import Code
 
 from edgecfg.agent.coap import CoapLink
 from edgecfg.agent.state import LocalState
-from edgecfg.agent.sync import Agent
+from edgecfg.agent.sync import Agent, SyncResult
 from edgecfg.cli.demo_fleet import REGIONS
 from edgecfg.cli.files import CommandError
 from edgecfg.core.ids import DeviceId, ETag, LayerId
 from edgecfg.core.layers import device_layer, layer_from_parts
+from edgecfg.core.tree import Value
 from edgecfg.gateway.fleet import Fleet
 from edgecfg.gateway.identity import InsecurePolicy
 from edgecfg.gateway.server import Gateway, quiet_aiocoap
@@ -57,8 +59,6 @@ def _cpu_seconds(pid: int) -> float:
 
 
 def _free_port() -> int:
-    import socket
-
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
@@ -67,7 +67,7 @@ def _free_port() -> int:
 # ---------------------------------------------------------------- child servers
 
 
-def _run_gateway(db: str, port: int, ready: multiprocessing.synchronize.Event) -> None:
+def _run_gateway(db: str, port: int, ready: Event) -> None:
     async def main() -> None:
         with SQLiteStore(db) as store:
             gateway = Gateway(store, policy=InsecurePolicy(), refresh_s=0.2)
@@ -87,7 +87,7 @@ class _Fixed(aiocoap.resource.Resource):
         return aiocoap.Message(payload=self.payload, content_format=60)
 
 
-def _run_bare(sizes: dict[str, int], port: int, ready: multiprocessing.synchronize.Event) -> None:
+def _run_bare(sizes: dict[str, int], port: int, ready: Event) -> None:
     async def main() -> None:
         quiet_aiocoap()
         site = aiocoap.resource.Site()
@@ -181,11 +181,11 @@ def _prepare(db: Path, devices: int) -> list[str]:
     return names
 
 
-def _edit(db: Path, values: dict[tuple[str, ...], object], message: str) -> None:
+def _edit(db: Path, values: Mapping[tuple[str, ...], Value], message: str) -> None:
     with SQLiteStore(db) as store:
         Fleet(store).write_layer(
             LayerId("function/metering"),
-            layer_from_parts(sets=values),  # type: ignore[arg-type]
+            layer_from_parts(sets=values),
             author="bench",
             message=message,
             now=time.time(),
@@ -237,13 +237,26 @@ async def _wire(uri: str, folder: Path, db: Path, device: str) -> dict[str, dict
     return figures
 
 
-def _figures(result: object) -> dict[str, float]:
-    bytes_up = getattr(result, "bytes_up", 0)
-    bytes_down = getattr(result, "bytes_down", 0)
+def _figures(result: SyncResult) -> dict[str, float]:
     return {
-        "bytes": float(bytes_up + bytes_down),
-        "round_trips": float(getattr(result, "round_trips", 0)),
+        "bytes": float(result.bytes_up + result.bytes_down),
+        "round_trips": float(result.round_trips),
     }
+
+
+@dataclass(frozen=True, slots=True)
+class _Run:
+    """Everything one benchmark run works with."""
+
+    uri: str
+    pid: int
+    db: Path
+    folder: Path
+    names: list[str]
+    old: dict[str, ETag]
+    requests: int
+    concurrency: int
+    bare_port: int
 
 
 def run_sync_bench(*, devices: int, requests: int, concurrency: int, as_json: bool) -> int:
@@ -255,26 +268,24 @@ def run_sync_bench(*, devices: int, requests: int, concurrency: int, as_json: bo
         old = _etags(db, names)
         spawn = multiprocessing.get_context("spawn")
         port, bare_port = _free_port(), _free_port()
-        ready, bare_ready = spawn.Event(), spawn.Event()
+        ready = spawn.Event()
         gateway = spawn.Process(target=_run_gateway, args=(str(db), port, ready), daemon=True)
         gateway.start()
         try:
             if not ready.wait(60):
                 raise CommandError("the benchmark gateway did not start")
-            uri = f"coap://127.0.0.1:{port}"
-            report = asyncio.run(
-                _measure(
-                    uri,
-                    gateway.pid or 0,
-                    db,
-                    folder,
-                    names,
-                    old,
-                    requests,
-                    concurrency,
-                    bare=(spawn, bare_port, bare_ready),
-                )  # fmt: skip
+            run = _Run(
+                uri=f"coap://127.0.0.1:{port}",
+                pid=gateway.pid or 0,
+                db=db,
+                folder=folder,
+                names=names,
+                old=old,
+                requests=requests,
+                concurrency=concurrency,
+                bare_port=bare_port,
             )
+            report = asyncio.run(_measure(run))
         finally:
             gateway.terminate()
             gateway.join(10)
@@ -285,61 +296,64 @@ def run_sync_bench(*, devices: int, requests: int, concurrency: int, as_json: bo
     return 0
 
 
-async def _measure(
-    uri: str,
-    pid: int,
-    db: Path,
-    folder: Path,
-    names: list[str],
-    old: dict[str, ETag],
-    requests: int,
-    concurrency: int,
-    *,
-    bare: tuple[object, int, object],
-) -> dict[str, object]:
-    spawn, bare_port, bare_ready = bare
-    wire = await _wire(uri, folder, db, names[0])
-    current = _etags(db, names)  # after the wire run's edits: what devices should hold
-    previous = old
+def _cfg_request(uri: str, name: str, etag: ETag | None) -> aiocoap.Message:
+    message = aiocoap.Message(code=Code.GET, uri=f"{uri}/cfg/{name}")
+    if etag is not None:
+        message.opt.etags = (etag,)
+    return message
 
-    def cfg(name: str, etag: ETag | None) -> aiocoap.Message:
-        message = aiocoap.Message(code=Code.GET, uri=f"{uri}/cfg/{name}")
-        if etag is not None:
-            message.opt.etags = (etag,)
-        return message
 
-    cases = {
-        "unchanged (2.03)": lambda i: cfg(names[i % len(names)], current[names[i % len(names)]]),
-        "delta": lambda i: cfg(names[i % len(names)], previous[names[i % len(names)]]),
-        "full config": lambda i: cfg(names[i % len(names)], None),
+def _fixed_request(target: str) -> Callable[[int], aiocoap.Message]:
+    def make(_: int) -> aiocoap.Message:
+        return aiocoap.Message(code=Code.GET, uri=target)
+
+    return make
+
+
+async def _measure(run: _Run) -> dict[str, object]:
+    wire = await _wire(run.uri, run.folder, run.db, run.names[0])
+    current = _etags(run.db, run.names)  # after the wire run's edits: what devices hold
+    names, uri = run.names, run.uri
+
+    def unchanged(i: int) -> aiocoap.Message:
+        name = names[i % len(names)]
+        return _cfg_request(uri, name, current[name])
+
+    def delta(i: int) -> aiocoap.Message:
+        name = names[i % len(names)]
+        return _cfg_request(uri, name, run.old[name])
+
+    def full(i: int) -> aiocoap.Message:
+        return _cfg_request(uri, names[i % len(names)], None)
+
+    cases: dict[str, Callable[[int], aiocoap.Message]] = {
+        "unchanged (2.03)": unchanged,
+        "delta": delta,
+        "full config": full,
     }
-    sizes = await _response_sizes(uri, cases)
+    sizes = await _response_sizes(cases)
+    counts = {name: max(1, run.requests // 8) if name == "full config" else run.requests
+              for name in cases}  # fmt: skip
     ours = {
         name: await _drive(
-            pid,
-            make,
-            requests=requests if name != "full config" else requests // 8,
-            concurrency=concurrency,
-            blockwise=True,
-        )  # fmt: skip
+            run.pid, make, requests=counts[name], concurrency=run.concurrency, blockwise=True
+        )
         for name, make in cases.items()
     }
-    process = spawn.Process(  # type: ignore[attr-defined]
-        target=_run_bare, args=({f"c{i}": size for i, size in enumerate(sizes.values())},
-                                bare_port, bare_ready), daemon=True,
-    )  # fmt: skip
+    spawn = multiprocessing.get_context("spawn")
+    ready = spawn.Event()
+    resources = {f"c{index}": size for index, size in enumerate(sizes.values())}
+    process = spawn.Process(target=_run_bare, args=(resources, run.bare_port, ready), daemon=True)
     process.start()
     try:
-        if not bare_ready.wait(60):  # type: ignore[attr-defined]
+        if not ready.wait(60):
             raise CommandError("the baseline server did not start")
         base = {
             name: await _drive(
-                process.pid,
-                lambda i, n=index: aiocoap.Message(
-                    code=Code.GET, uri=f"coap://127.0.0.1:{bare_port}/c{n}"
-                ),
-                requests=requests if name != "full config" else requests // 8,
-                concurrency=concurrency,
+                process.pid or 0,
+                _fixed_request(f"coap://127.0.0.1:{run.bare_port}/c{index}"),
+                requests=counts[name],
+                concurrency=run.concurrency,
                 blockwise=True,
             )
             for index, name in enumerate(cases)
@@ -355,16 +369,14 @@ async def _measure(
                 "bare_us_per_request": base[name].cpu_per_request_us,
                 "ratio": ours[name].cpu_per_request_us / max(base[name].cpu_per_request_us, 1e-9),
                 "gateway_syncs_per_s": ours[name].per_second,
-                "payload_bytes": sizes[name],
+                "payload_bytes": float(sizes[name]),
             }
             for name in cases
         },
     }
 
 
-async def _response_sizes(
-    uri: str, cases: dict[str, Callable[[int], aiocoap.Message]]
-) -> dict[str, int]:
+async def _response_sizes(cases: Mapping[str, Callable[[int], aiocoap.Message]]) -> dict[str, int]:
     context = await aiocoap.Context.create_client_context(transports=["udp6"])
     try:
         sizes: dict[str, int] = {}
@@ -377,35 +389,35 @@ async def _response_sizes(
 
 
 def _print(report: dict[str, object], *, devices: int, concurrency: int) -> None:
-    wire = report["wire"]
-    cpu = report["cpu"]
-    assert isinstance(wire, dict) and isinstance(cpu, dict)
-    print(f"bytes on the wire per sync (both directions, CoAP headers included), one agent")
+    wire = cast(dict[str, dict[str, float]], report["wire"])
+    cpu = cast(dict[str, dict[str, float]], report["cpu"])
+    print("bytes on the wire per sync (both directions, CoAP headers included), one agent")
     print(f"  {'case':<28} {'bytes':>7} {'round trips':>12}")
-    for name, figures in wire.items():  # type: ignore[union-attr]
+    for name, figures in wire.items():
         extra = ""
         if "telemetry_bytes" in figures:
             extra = f"   (the telemetry POST itself: {figures['telemetry_bytes']:.0f} B)"
         print(f"  {name:<28} {figures['bytes']:>7.0f} {figures['round_trips']:>12.0f}{extra}")
     print()
-    print(f"gateway CPU per sync vs a bare aiocoap resource with the same payload "
-          f"({devices} devices, {concurrency} concurrent requests, child processes)")  # fmt: skip
     print(
-        f"  {'case':<18} {'payload B':>9} {'gateway us':>11} {'bare us':>9} {'ratio':>6} {'syncs/s':>8}"
+        "gateway CPU per sync vs a bare aiocoap resource with the same payload "
+        f"({devices} devices, {concurrency} concurrent requests, child processes)"
     )
-    for name, row in cpu.items():  # type: ignore[union-attr]
+    print(
+        f"  {'case':<18} {'payload B':>9} {'gateway us':>11} {'bare us':>9} "
+        f"{'ratio':>6} {'syncs/s':>8}"
+    )
+    for name, row in cpu.items():
         print(
-            f"  {name:<18} {row['payload_bytes']:>9} {row['gateway_us_per_sync']:>11.0f} "
-            f"{row['bare_us_per_request']:>9.0f} {row['ratio']:>6.2f} {row['gateway_syncs_per_s']:>8.0f}"
+            f"  {name:<18} {row['payload_bytes']:>9.0f} {row['gateway_us_per_sync']:>11.0f} "
+            f"{row['bare_us_per_request']:>9.0f} {row['ratio']:>6.2f} "
+            f"{row['gateway_syncs_per_s']:>8.0f}"
         )
-    single = wire.get("single edit", {}).get("bytes", 0.0)  # type: ignore[union-attr]
+    single = wire.get("single edit", {}).get("bytes", 0.0)
     print()
     print(
         f"{'PASS' if single <= 120 else 'MISS'}  single edit <= 120 B on the wire: {single:.0f} B"
     )
-    for name, row in cpu.items():  # type: ignore[union-attr]
-        ok = row["ratio"] <= 1.3
-        print(f"{'PASS' if ok else 'MISS'}  gateway CPU <= 1.3x bare, {name}: {row['ratio']:.2f}x")
-
-
-__all__ = ["run_sync_bench", "statistics"]
+    for name, row in cpu.items():
+        verdict = "PASS" if row["ratio"] <= 1.3 else "MISS"
+        print(f"{verdict}  gateway CPU <= 1.3x bare, {name}: {row['ratio']:.2f}x")

@@ -207,6 +207,27 @@ class Resolver:
                     self._users.setdefault(layer_id, set()).add(tiers)
         return fold
 
+    def layers_speaking_on(self, path: Path) -> set[LayerId]:
+        """Every stored layer that sets, unsets or locks ``path``, something above
+        it or something below it: the only layers that can decide its value."""
+        return {
+            layer_id
+            for layer_id, layer in self._layers.items()
+            if _effect_on(layer, path) is not None
+            or any(is_prefix(lock, path) or is_prefix(path, lock) for lock in layer.locks)
+        }
+
+    def drop_reason(
+        self, applicability: tuple[str | None, str | None, str | None], path: Path
+    ) -> str | None:
+        """Why ``path`` is dropped for devices with this (hardware, firmware, agent)."""
+        hardware, firmware, agent = applicability
+        facts = DeviceFacts(DeviceId(""), {}, hardware, firmware, agent)
+        for item in self._unsupported_for(facts):
+            if is_prefix(item.path, path):
+                return item.reason
+        return None
+
     def cached_folds(self) -> int:
         """How many tier prefixes are memoised (for benchmarks)."""
         return len(self._folds)

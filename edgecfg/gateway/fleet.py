@@ -448,7 +448,13 @@ class Fleet:
         ]
 
     def impact(self, layer_id: LayerId, new: Layer) -> Impact:
-        """What replacing ``layer_id`` with ``new`` would change, violate or break."""
+        """What replacing ``layer_id`` with ``new`` would change, violate or break.
+
+        Per touched leaf path, signatures are grouped by the layers in their
+        stacks that have any say on that path (and by whether the path is
+        dropped for their hardware): members of a group get the same answer,
+        so one walk per group decides for all of them.
+        """
         old = self.resolver.layer(layer_id)
         changed_ops = _changed_paths(old, new)
         lock_changes = old.locks ^ new.locks
@@ -458,21 +464,31 @@ class Fleet:
         by_signature: dict[Signature, list[DeviceId]] = {}
         for device in devices:
             by_signature.setdefault(members.by_device[device], []).append(device)
-        changed: list[DeviceId] = []
+        changed_signatures: set[Signature] = set()
         changes: dict[object, _Tally] = {}
         violations: dict[object, _Tally] = {}
         blocked: dict[object, _Tally] = {}
         conflicts: dict[object, _Tally] = {}
         shadowed = 0
         override = (layer_id, new)
-        for group in by_signature.values():
-            facts = members.facts[group[0]]
-            differs = False
-            for path in candidates:
-                before = self.resolver.value_at(facts, path)
-                after = self.resolver.value_at(facts, path, override=override)
+        for path in candidates:
+            speaking = self.resolver.layers_speaking_on(path) | {layer_id}
+            classes: dict[object, list[Signature]] = {}
+            for signature in by_signature:
+                tiers, applicability = signature
+                say = tuple(
+                    t for t in (tuple(i for i in tier if i in speaking) for tier in tiers) if t
+                )
+                key = (say, self.resolver.drop_reason(applicability, path))
+                classes.setdefault(key, []).append(signature)
+            for signatures in classes.values():
+                group = [device for signature in signatures for device in by_signature[signature]]
+                facts = members.facts[by_signature[signatures[0]][0]]
+                tiers = _with_layer(signatures[0][0], layer_id)
+                before = self.resolver.explain_leaf(facts, path, tiers=signatures[0][0])
+                after = self.resolver.explain_leaf(facts, path, tiers=tiers, override=override)
                 if not values_equal(before.value, after.value):
-                    differs = True
+                    changed_signatures.update(signatures)
                     _tally(changes, path, group, before.value, after.value)
                     self._validate_change(path, after, facts, group, violations)
                 for step in after.steps:
@@ -488,8 +504,7 @@ class Fleet:
                     shadowed += len(group) * sum(
                         1 for s in after.steps if s.status == "blocked" and s.layer != layer_id
                     )
-            if differs:
-                changed.extend(group)
+        changed = [device for signature in changed_signatures for device in by_signature[signature]]
         return Impact(
             layer=layer_id,
             reached=len(devices),
@@ -581,6 +596,13 @@ def _lock_of(explanation: Explanation, touched: Path) -> tuple[Path, LayerId]:
         if is_prefix(lock, touched) or is_prefix(touched, lock):
             return lock, holder
     return touched, GLOBAL  # pragma: no cover - a blocked step always has its lock
+
+
+def _with_layer(tiers: Tiers, layer_id: LayerId) -> Tiers:
+    """The tiers with ``layer_id`` present (a device's own layer, written first now)."""
+    if any(layer_id in tier for tier in tiers) or not layer_id.startswith("device/"):
+        return tiers
+    return (*tiers, (layer_id,))
 
 
 def _refuse(impact: Impact) -> None:
