@@ -33,7 +33,6 @@ from edgecfg.core.tree import (
     delete,
     flatten,
     get,
-    put_checked_value,
     values_equal,
 )
 
@@ -147,6 +146,7 @@ class Resolver:
         self.schema = schema
         self._layers: dict[LayerId, Layer] = dict(layers or {})
         self._folds: dict[Tiers, _Fold] = {}
+        self._tiers: dict[tuple[tuple[str, str], ...], Tiers] = {}
         self._users: dict[LayerId, set[Tiers]] = {}
         self._unsupported: dict[tuple[str | None, str | None, str | None], tuple[Dropped, ...]] = {}
         self._base = _Fold(schema.defaults() if schema else {}, {}, (), ())
@@ -174,8 +174,14 @@ class Resolver:
     def tiers(self, device: DeviceFacts) -> Tiers:
         """The device's precedence tiers; its own layer only when it has one
         (so devices without overrides share their folds)."""
-        own = device.id if self.has_layer(_device_layer(device.id)) else None
-        return self.hierarchy.tiers(device.groups, own)
+        if self.has_layer(_device_layer(device.id)):
+            return self.hierarchy.tiers(device.groups, device.id)
+        key = tuple(sorted(device.groups.items()))
+        found = self._tiers.get(key)
+        if found is None:  # the group part is shared by every device in those groups
+            found = self.hierarchy.tiers(device.groups)
+            self._tiers[key] = found
+        return found
 
     # -- resolution -----------------------------------------------------------
 
@@ -425,32 +431,73 @@ def _apply_tier(below: _Fold, layers: Sequence[tuple[LayerId, Layer]]) -> _Fold:
     present = [(layer_id, layer) for layer_id, layer in layers if not layer.empty]
     if not present:
         return below
-    tree = below.tree
+    writer = _Writer(below.tree)
     locks = dict(below.locks)
     blocked = list(below.blocked)
     conflicts = list(below.conflicts)
     unsets, sets, tier_conflicts = _merge_tier(present)
     conflicts.extend(tier_conflicts)
     for path, layer_id in sorted(unsets.items()):
-        hit = _lock_on(locks, path)
+        hit = _lock_on(locks, path) if locks else None
         if hit is not None:
             blocked.append(Blocked(path, layer_id, *hit))
         else:
-            tree = delete(tree, path, missing_ok=True) if _reachable(tree, path) else tree
+            writer.delete(path)
     for path, (layer_id, value) in sorted(sets.items(), key=lambda item: item[0]):
-        hit = _lock_on(locks, path)
+        hit = _lock_on(locks, path) if locks else None
         if hit is not None:
             blocked.append(Blocked(path, layer_id, *hit))
         else:
-            tree = put_checked_value(tree, path, value)
+            writer.put(path, value)
     for layer_id, layer in present:
         for lock in layer.locks:
             locks.setdefault(lock, layer_id)
-    return _Fold(tree, locks, tuple(conflicts), tuple(blocked))
+    return _Fold(writer.root, locks, tuple(conflicts), tuple(blocked))
 
 
-def _reachable(tree: Tree, path: Path) -> bool:
-    return get(tree, path) is not UNSET
+class _Writer:
+    """Copy-on-write edits of a tree that copy each touched map once per tier.
+
+    The fold below stays untouched (it is shared with other devices); maps
+    on the way to an edit are copied the first time, then edited in place.
+    """
+
+    __slots__ = ("fresh", "root")
+
+    def __init__(self, tree: Tree) -> None:
+        self.root: Tree = dict(tree)
+        self.fresh: set[int] = {id(self.root)}
+
+    def _own(self, parent: Tree, key: str, create: bool) -> Tree | None:
+        child = parent.get(key)
+        if not isinstance(child, dict):
+            if not create:
+                return None
+            child = {}
+        elif id(child) not in self.fresh:
+            child = dict(child)
+        else:
+            return child
+        parent[key] = child
+        self.fresh.add(id(child))
+        return child
+
+    def put(self, path: Path, value: Value) -> None:
+        node = self.root
+        for key in path[:-1]:
+            owned = self._own(node, key, create=True)
+            assert owned is not None
+            node = owned
+        node[path[-1]] = value
+
+    def delete(self, path: Path) -> None:
+        node: Tree | None = self.root
+        for key in path[:-1]:
+            if node is None or not isinstance(node.get(key), dict):
+                return  # nothing there to remove
+            node = self._own(node, key, create=False)
+        if node is not None:
+            node.pop(path[-1], None)
 
 
 def _lock_on(locks: Mapping[Path, LayerId], path: Path) -> tuple[Path, LayerId] | None:

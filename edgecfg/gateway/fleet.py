@@ -28,8 +28,10 @@ thousand cheap per-path walks instead of 100,000 folds.
 from __future__ import annotations
 
 import bisect
+import gc
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Generator, Iterable, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Final, cast
 
@@ -60,7 +62,7 @@ from edgecfg.errors import (
     Violation,
 )
 from edgecfg.store import DeviceRecord, LayerRevision, Store
-from edgecfg.wire.cbor import Encoded, decode, encode
+from edgecfg.wire.cbor import Encoded, SubtreeEncoder, decode, encode
 from edgecfg.wire.documents import TextFormat, read_schema
 
 HIERARCHY_SETTING: Final = "fleet.hierarchy"
@@ -130,6 +132,8 @@ class Fleet:
         self._encoded: dict[Signature, Encoded] = {}
         self._by_device: dict[DeviceId, Encoded] = {}
         self._facts: dict[DeviceId, DeviceFacts] = {}
+        self._leaves: list[Path] | None = None
+        self._encoder = SubtreeEncoder()
         self._encoded_users: dict[LayerId, set[Signature]] = {}
 
     # -- loading ----------------------------------------------------------------
@@ -183,10 +187,27 @@ class Fleet:
         """Every registered device, grouped by signature (loaded once, lazily)."""
         if self._members is None:
             members = _Members()
-            for record in self.store.iter_devices():
-                self._admit(members, _facts(record))
+            with _collector_paused():
+                for record in self.store.iter_devices():
+                    self._admit(members, _facts(record))
             self._members = members
         return self._members
+
+    def warm(self) -> int:
+        """Resolve and encode every device's configuration now (a gateway at
+        start-up); returns the number of distinct configurations.
+
+        The work allocates millions of small objects that all stay alive; the
+        garbage collector is paused meanwhile rather than scanning them again
+        and again.
+        """
+        members = self.members()
+        with _collector_paused():
+            for devices in members.signatures.values():
+                shared = self.encoded(devices[0])
+                for device in devices[1:]:
+                    self._by_device[device] = shared
+        return len({e.etag for e in self._by_device.values()})
 
     def _admit(self, members: _Members, facts: DeviceFacts) -> None:
         old = members.by_device.get(facts.id)
@@ -291,7 +312,8 @@ class Fleet:
         signature = (tiers, facts.applicability)
         found = self._encoded.get(signature)
         if found is None:
-            found = Encoded.trusted(self.resolver.resolve(facts, tiers=tiers).tree)
+            tree = self.resolver.resolve(facts, tiers=tiers).tree
+            found = Encoded.trusted(tree, encoder=self._encoder)
             self._encoded[signature] = found
             for tier in tiers:
                 for layer_id in tier:
@@ -350,6 +372,7 @@ class Fleet:
 
     def _install(self, layer_id: LayerId, layer: Layer) -> None:
         self._by_device.clear()
+        self._leaves = None
         had = self.resolver.has_layer(layer_id)
         self.resolver.put_layer(layer_id, layer)
         for signature in self._encoded_users.pop(layer_id, set()):
@@ -549,10 +572,12 @@ class Fleet:
         return sorted(p for p in found if not any(q != p and is_prefix(p, q) for q in found))
 
     def _known_leaves(self) -> list[Path]:
-        leaves: set[Path] = set(flatten(self.schema.defaults())) if self.schema else set()
-        for layer_id in self.resolver.layer_ids():
-            leaves.update(self.resolver.layer(layer_id).sets)
-        return sorted(leaves)
+        if self._leaves is None:
+            leaves: set[Path] = set(flatten(self.schema.defaults())) if self.schema else set()
+            for layer_id in self.resolver.layer_ids():
+                leaves.update(self.resolver.layer(layer_id).sets)
+            self._leaves = sorted(leaves)
+        return self._leaves
 
     def _validate_change(
         self,
@@ -579,6 +604,17 @@ class Fleet:
         for text in spec.check(after.value):
             violation = Violation(spec.dotted, after.value, text)
             _tally(violations, (spec.dotted, text), group, violation, after.source)
+
+
+@contextmanager
+def _collector_paused() -> Generator[None]:
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _tally(

@@ -31,7 +31,7 @@ from typing import Final, cast
 import cbor2
 
 from edgecfg.core.ids import ETAG_SIZE, ETag
-from edgecfg.core.tree import Tree, Value, check_model, is_map
+from edgecfg.core.tree import Tree, Value, canonical_key_order, check_model, is_map
 from edgecfg.errors import DecodeError, EncodeError, ModelError, UsageError
 
 CONTENT_FORMAT_CBOR: Final = 60
@@ -85,6 +85,59 @@ def encode_unchecked(value: Value) -> bytes:
     return cbor2.dumps(value, canonical=True)
 
 
+class SubtreeEncoder:
+    """Canonical encoding that reuses the encodings of maps it has seen.
+
+    Effective configurations of devices that share groups share most of their
+    maps (folds are copy-on-write), so a fleet's configs are encoded once per
+    distinct map, not once per device.  Output is byte-identical to
+    :func:`encode_unchecked`.  The cache holds each map it encoded (so ids
+    cannot be reused) and is cleared past ``max_entries``; it relies on the
+    trees being immutable values, as everything edgecfg builds is.
+    """
+
+    __slots__ = ("_cache", "max_entries")
+
+    def __init__(self, max_entries: int = 500_000) -> None:
+        self._cache: dict[int, tuple[object, bytes]] = {}
+        self.max_entries = max_entries
+
+    def encode(self, value: Value) -> bytes:
+        if len(self._cache) > self.max_entries:
+            self._cache.clear()
+        if type(value) is dict:
+            return self._map(value)  # type: ignore[arg-type]
+        return cbor2.dumps(value, canonical=True)
+
+    def _map(self, node: dict[str, Value]) -> bytes:
+        hit = self._cache.get(id(node))
+        if hit is not None and hit[0] is node:
+            return hit[1]
+        if not any(type(child) is dict for child in node.values()):
+            data = cbor2.dumps(node, canonical=True)  # no maps below: one C call
+        else:
+            parts = [_head(_MAJOR_MAP, len(node))]
+            for key in sorted(node, key=canonical_key_order):
+                child = node[key]
+                parts.append(cbor2.dumps(key))
+                parts.append(
+                    self._map(child) if type(child) is dict else cbor2.dumps(child, canonical=True)  # type: ignore[arg-type]
+                )
+            data = b"".join(parts)
+        self._cache[id(node)] = (node, data)
+        return data
+
+
+def _head(major: int, argument: int) -> bytes:
+    """An item head in preferred (shortest) form, RFC 8949 §3 and §4.2.1."""
+    if argument < 24:
+        return bytes([major << 5 | argument])
+    for info, width in ((24, 1), (25, 2), (26, 4), (27, 8)):
+        if argument < 1 << (8 * width):
+            return bytes([major << 5 | info]) + argument.to_bytes(width, "big")
+    raise EncodeError(f"length {argument} does not fit a CBOR head", path="")
+
+
 @dataclass(frozen=True, slots=True)
 class Encoded:
     """A configuration together with its canonical encoding and ETag.
@@ -113,9 +166,9 @@ class Encoded:
         return cls(tree, blob, etag_of_bytes(blob))
 
     @classmethod
-    def trusted(cls, tree: Tree) -> Encoded:
+    def trusted(cls, tree: Tree, *, encoder: SubtreeEncoder | None = None) -> Encoded:
         """Encode a tree edgecfg assembled itself from checked parts (no model check)."""
-        blob = encode_unchecked(tree)
+        blob = encoder.encode(tree) if encoder is not None else encode_unchecked(tree)
         return cls(tree, blob, etag_of_bytes(blob))
 
 

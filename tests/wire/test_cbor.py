@@ -641,3 +641,16 @@ def test_decode_item_applies_the_size_limit_to_the_item() -> None:
 def test_decode_item_applies_the_depth_limit() -> None:
     with pytest.raises(DecodeError, match="nesting deeper than 1"):
         decode_item(b"\x81\x81\x00", 0, limits=DecodeLimits(max_depth=1))
+
+
+@given(st.lists(model_values, min_size=1, max_size=4))
+@settings(max_examples=200, deadline=None)
+def test_subtree_encoder_is_byte_identical_to_canonical_encoding(values: list[Value]) -> None:
+    from edgecfg.wire.cbor import SubtreeEncoder, encode_unchecked
+
+    encoder = SubtreeEncoder(max_entries=8)
+    shared: dict[str, Value] = {"shared": {"x": values[0]}}
+    for value in values:  # trees that share a map object, as folds do
+        tree: Value = {"a": value, "s": shared, "nested": {"s": shared, "v": value}}
+        assert encoder.encode(tree) == encode_unchecked(tree)
+        assert encoder.encode(value) == encode_unchecked(value)
