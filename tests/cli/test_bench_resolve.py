@@ -49,9 +49,8 @@ def test_bench_resolve_prints_the_table_and_one_verdict_per_target(
         row = next(line for line in lines if line.startswith(label))
         figures = [float(n) for n in NUMBER.findall(row[len(label) :])]
         assert len(figures) == count, row
-        # a warm answer is a dictionary lookup: it may round to 0.000 ms
-        floor = 0.0 if "warm" in label else 1e-9
-        assert all(figure >= floor for figure in figures), row
+        # on a tiny fleet a warm answer or an impact query may round to zero
+        assert all(figure >= 0 for figure in figures), row
         assert any(figure > 0 for figure in figures), row
     verdicts = [line for line in lines if line.startswith(("PASS  ", "MISS  "))]
     assert [v.split(":")[0][6:] for v in verdicts] == [
