@@ -83,8 +83,19 @@ class Layer:
         return frozenset(self.sets) | self.unsets
 
     def merged(self, other: Layer) -> Layer:
-        """This layer edited by ``other``: its sets, unsets and locks win."""
-        sets = {p: v for p, v in self.sets.items() if not _under_any(p, other.unsets)}
+        """This layer edited by ``other``: its sets, unsets and locks win.
+
+        A value the edit sets replaces what this layer set at that path, above
+        it (a leaf where the edit puts a map) or below it (a map where the
+        edit puts a leaf).
+        """
+        replaced = other.sets.keys()
+        sets = {
+            p: v
+            for p, v in self.sets.items()
+            if not _under_any(p, other.unsets)
+            and not any(is_prefix(p, q) or is_prefix(q, p) for q in replaced)
+        }
         sets.update(other.sets)
         unsets = (self.unsets - other.sets.keys()) | other.unsets
         return Layer(sets, frozenset(unsets), self.locks | other.locks)
@@ -128,7 +139,10 @@ def layer_from_parts(
     """
     flat: dict[Path, Value] = {}
     if values:
-        check_model(dict(values))
+        try:
+            check_model(dict(values))
+        except ModelError as error:
+            raise LayerError(str(error)) from None
         flat.update(flatten(values))
     for path, value in (sets or {}).items():
         if not path:
@@ -176,7 +190,13 @@ def layer_from_document(document: Value) -> Layer:
     raw_sets = document.get("set", {})
     if not is_map(raw_sets):
         raise LayerError("layer 'set' must map dotted paths to values")
-    sets = {_parse(text): value for text, value in raw_sets.items()}
+    sets: dict[Path, Value] = {}
+    for text, value in raw_sets.items():
+        path = _parse(text)
+        if is_map(value) and value:  # a map merges leaf by leaf, as in layer_from_parts
+            sets.update({(*path, *sub): leaf for sub, leaf in flatten(value).items()})
+        else:
+            sets[path] = value
     return Layer(
         sets, _paths(document.get("unset", []), "unset"), _paths(document.get("lock", []), "lock")
     )

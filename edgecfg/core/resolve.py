@@ -214,13 +214,17 @@ class Resolver:
         return fold
 
     def layers_speaking_on(self, path: Path) -> set[LayerId]:
-        """Every stored layer that sets, unsets or locks ``path``, something above
-        it or something below it: the only layers that can decide its value."""
+        """The stored layers that may decide ``path``: every layer with a value,
+        tombstone or lock in the same top-level section.  (A lock on a sibling
+        can block a tombstone above the path; a tie on a sibling can cancel
+        it; all of those paths share the path's first key.)"""
+        if not path:
+            return set(self._layers)
+        head = path[0]
         return {
             layer_id
             for layer_id, layer in self._layers.items()
-            if _effect_on(layer, path) is not None
-            or any(is_prefix(lock, path) or is_prefix(path, lock) for lock in layer.locks)
+            if any(p[0] == head for p in (*layer.sets, *layer.unsets, *layer.locks))
         }
 
     def drop_reason(
@@ -301,72 +305,61 @@ class Resolver:
         if current is not UNSET:
             steps.append(Step(DEFAULTS, path, current, "applied"))
             source = DEFAULTS
-        locks: dict[Path, LayerId] = {}
+        locks: dict[Path, LayerId] = {}  # every lock below, as the fold keeps them
         for tier in tiers:
-            says: list[tuple[LayerId, Path, Effect]] = []
-            for layer_id in tier:
-                layer = (
-                    override[1] if override and override[0] == layer_id else self.layer(layer_id)
-                )
-                said = _effect_on(layer, path)
-                if said is not None:
-                    says.append((layer_id, *said))
-            if says:
-                current, source = self._weigh(says, steps, locks, current, source)
-            for layer_id in tier:
-                layer = (
-                    override[1] if override and override[0] == layer_id else self.layer(layer_id)
-                )
+            layers = [
+                (i, override[1] if override and override[0] == i else self.layer(i)) for i in tier
+            ]
+            present = [(i, layer) for i, layer in layers if not layer.empty]
+            if not present:
+                continue
+            # The same merge the fold does, so ties (also between an ancestor and
+            # a descendant elsewhere in the tier) are judged exactly alike.
+            unsets, sets, conflicts = _merge_tier(present)
+            for conflict in conflicts:
+                if is_prefix(conflict.path, path) or is_prefix(path, conflict.path):
+                    tied = ", ".join(layer for layer, _ in conflict.sources)
+                    for layer_id, effect in conflict.sources:
+                        note = f"tied layers disagree: {tied}"
+                        steps.append(Step(layer_id, conflict.path, effect, "conflict", note))
+            ops: list[tuple[LayerId, Path, Effect]] = [
+                (layer_id, touched, UNSET)
+                for touched, layer_id in sorted(unsets.items())
+                if is_prefix(touched, path)
+            ]
+            for touched, (layer_id, value) in sorted(sets.items(), key=lambda item: item[0]):
+                if touched == path:
+                    ops.append((layer_id, touched, value))
+                elif is_prefix(touched, path) or is_prefix(path, touched):
+                    ops.append((layer_id, touched, UNSET))  # a leaf above, or a map here
+            for layer_id, touched, effect in ops:
+                hit = _lock_on(locks, touched) if locks else None
+                if hit is not None:
+                    note = f"locked at {_dotted(hit[0])} by {hit[1]}"
+                    steps.append(Step(layer_id, touched, effect, "blocked", note))
+                    continue
+                for index, step in enumerate(steps):
+                    if step.status == "applied":
+                        steps[index] = Step(
+                            step.layer, step.touched, step.effect, "overridden", step.note
+                        )
+                steps.append(Step(layer_id, touched, effect, "applied"))
+                current, source = effect, layer_id
+            for layer_id, layer in present:
                 for lock in layer.locks:
-                    if (is_prefix(lock, path) or is_prefix(path, lock)) and lock not in locks:
-                        locks[lock] = layer_id
+                    locks.setdefault(lock, layer_id)
         dropped = None
         for item in self._unsupported_for(device):
             if is_prefix(item.path, path) and current is not UNSET:
                 dropped = item.reason
                 steps.append(Step(SCHEMA_SOURCE, item.path, UNSET, "dropped", item.reason))
                 current, source = UNSET, None
-        return Explanation(
-            path, current, source, tuple(steps), tuple(sorted(locks.items())), dropped
+        related = sorted(
+            (lock, holder)
+            for lock, holder in locks.items()
+            if is_prefix(lock, path) or is_prefix(path, lock)
         )
-
-    def _weigh(
-        self,
-        says: list[tuple[LayerId, Path, Effect]],
-        steps: list[Step],
-        locks: Mapping[Path, LayerId],
-        current: Effect,
-        source: LayerId | None,
-    ) -> tuple[Effect, LayerId | None]:
-        holder = next(
-            (
-                (lock, owner)
-                for lock, owner in locks.items()
-                if any(
-                    is_prefix(lock, touched) or is_prefix(touched, lock) for _, touched, _ in says
-                )
-            ),
-            None,
-        )
-        if holder is not None:
-            for layer_id, touched, effect in says:
-                note = f"locked at {_dotted(holder[0])} by {holder[1]}"
-                steps.append(Step(layer_id, touched, effect, "blocked", note))
-            return current, source
-        first = says[0][2]
-        if len(says) > 1 and not all(_same_effect(first, effect) for _, _, effect in says[1:]):
-            others = ", ".join(layer_id for layer_id, _, _ in says)
-            for layer_id, touched, effect in says:
-                steps.append(
-                    Step(layer_id, touched, effect, "conflict", f"tied layers disagree: {others}")
-                )
-            return current, source
-        for index, step in enumerate(steps):
-            if step.status == "applied":
-                steps[index] = Step(step.layer, step.touched, step.effect, "overridden", step.note)
-        for layer_id, touched, effect in says:
-            steps.append(Step(layer_id, touched, effect, "applied"))
-        return first, says[-1][0]
+        return Explanation(path, current, source, tuple(steps), tuple(related), dropped)
 
     def value_at(
         self, device: DeviceFacts, path: Path, *, override: tuple[LayerId, Layer] | None = None
@@ -402,28 +395,6 @@ def _dotted(path: Path) -> str:
 
 def _same_effect(a: Effect, b: Effect) -> bool:
     return values_equal(a, b)
-
-
-def _effect_on(layer: Layer, path: Path) -> tuple[Path, Effect] | None:
-    """What ``layer`` does to leaf ``path``: (the path it names, value or UNSET), or None.
-
-    A tombstone on the path or an ancestor removes it; a value at the path
-    sets it; a value at an ancestor (a leaf where a map was) or below the path
-    (a map where the leaf was) replaces it, so the leaf is gone.
-    """
-    if path in layer.sets:
-        return path, layer.sets[path]
-    for depth in range(len(path), 0, -1):
-        prefix = path[:depth]
-        if prefix in layer.unsets:
-            return prefix, UNSET
-        if depth < len(path) and prefix in layer.sets:
-            return prefix, UNSET
-    if path in layer.set_prefixes:
-        for touched in layer.sets:
-            if len(touched) > len(path) and touched[: len(path)] == path:
-                return touched, UNSET
-    return None
 
 
 def _apply_tier(below: _Fold, layers: Sequence[tuple[LayerId, Layer]]) -> _Fold:
@@ -491,13 +462,21 @@ class _Writer:
         node[path[-1]] = value
 
     def delete(self, path: Path) -> None:
-        node: Tree | None = self.root
+        """Remove ``path``; maps it leaves empty go too (they held only it)."""
+        trail: list[Tree] = [self.root]
         for key in path[:-1]:
-            if node is None or not isinstance(node.get(key), dict):
+            node = trail[-1]
+            if not isinstance(node.get(key), dict):
                 return  # nothing there to remove
-            node = self._own(node, key, create=False)
-        if node is not None:
-            node.pop(path[-1], None)
+            owned = self._own(node, key, create=False)
+            assert owned is not None
+            trail.append(owned)
+        if trail[-1].pop(path[-1], UNSET) is UNSET:
+            return
+        for depth in range(len(path) - 1, 0, -1):
+            if trail[depth]:
+                break
+            del trail[depth - 1][path[depth - 1]]
 
 
 def _lock_on(locks: Mapping[Path, LayerId], path: Path) -> tuple[Path, LayerId] | None:

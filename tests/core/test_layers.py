@@ -31,7 +31,7 @@ from edgecfg.core.layers import (
 from edgecfg.core.path import Path, is_prefix
 from edgecfg.core.resolve import DeviceFacts, Resolver
 from edgecfg.core.tree import Tree, Value, is_map, values_equal
-from edgecfg.errors import ModelError, UsageError
+from edgecfg.errors import UsageError
 
 # A small universe of paths so that Hypothesis finds ancestor/descendant
 # overlaps (a vs a.x vs a.x.p) and equal paths in different parts of a layer.
@@ -244,8 +244,8 @@ def _sets_overlap_across(base: Layer, edit: Layer) -> bool:
 @settings(max_examples=150, deadline=None)
 @given(base_trees, valid_layers(locks=False), valid_layers(locks=False))
 def test_merged_folds_like_the_layer_then_the_edit(tree: Tree, base: Layer, edit: Layer) -> None:
-    # Known bug (see the xfail tests below): merged() raises when an edit sets
-    # a path above or below a path the layer sets; that case is excluded here.
+    # An edit that sets a path above or below one the layer sets replaces it
+    # (tested on its own below); folding the two one by one differs there.
     if _sets_overlap_across(base, edit):
         return
     merged = base.merged(edit)
@@ -267,24 +267,12 @@ def _prune(tree: Tree) -> Tree:
     return out
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=LayerError,
-    reason="BUG: Layer.merged keeps the layer's set a.x beside the edit's set a, "
-    "and Layer() then raises LayerError instead of letting the edit win",
-)
 def test_merged_lets_an_edit_set_a_leaf_over_a_set_subtree() -> None:
     merged = Layer({("a", "x"): 1, ("b",): 2}).merged(Layer({("a",): 5}))
     assert same_layer(merged, Layer({("a",): 5, ("b",): 2}))
     assert values_equal(_fold_one_by_one({}, merged), {"a": 5, "b": 2})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=LayerError,
-    reason="BUG: Layer.merged keeps the layer's leaf set a beside the edit's set a.x, "
-    "and Layer() then raises LayerError instead of letting the edit win",
-)
 def test_merged_lets_an_edit_set_below_a_set_leaf() -> None:
     merged = Layer({("a",): 1}).merged(Layer({("a", "x"): 5}))
     assert ("a",) not in merged.sets
@@ -370,12 +358,6 @@ def test_layer_from_parts_refuses_a_tuple_in_a_partial_tree_naming_the_path() ->
         layer_from_parts({"net": {"apn": (1, 2)}})  # type: ignore[dict-item]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ModelError,
-    reason="BUG: layer_from_parts(values) lets ModelError escape where sets= raises "
-    "LayerError for the same bad value",
-)
 def test_layer_from_parts_refuses_a_tuple_in_a_partial_tree_with_layer_error() -> None:
     with pytest.raises(LayerError, match=r"at net\.apn"):
         layer_from_parts({"net": {"apn": (1, 2)}})  # type: ignore[dict-item]
@@ -469,12 +451,6 @@ def test_layer_from_document_rejects_malformed_documents(document: Value, fragme
     assert fragment in str(caught.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: layer_from_document stores a map value as one leaf (a -> {x: 1}) instead of "
-    "flattening it like layer_from_parts, so Layer.sets no longer names leaf paths",
-)
 def test_layer_from_document_sets_only_leaf_paths() -> None:
     layer = layer_from_document({"set": {"a": {"x": 1}}})
     assert not any(is_map(value) and value for value in layer.sets.values())
