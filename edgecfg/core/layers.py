@@ -56,6 +56,8 @@ class Layer:
     unsets: frozenset[Path] = frozenset()
     locks: frozenset[Path] = frozenset()
     set_prefixes: frozenset[Path] = field(default=frozenset(), init=False, compare=False)
+    ordered_sets: tuple[tuple[Path, Value], ...] = field(default=(), init=False, compare=False)
+    ordered_unsets: tuple[Path, ...] = field(default=(), init=False, compare=False)
 
     def __post_init__(self) -> None:
         both = self.unsets & self.sets.keys()
@@ -72,6 +74,9 @@ class Layer:
             raise LayerError("a layer cannot set, unset or lock the root")
         prefixes = {path[:depth] for path in self.sets for depth in range(1, len(path))}
         object.__setattr__(self, "set_prefixes", frozenset(prefixes))
+        # the fold applies these in path order, for every device: sort once
+        object.__setattr__(self, "ordered_sets", tuple((p, self.sets[p]) for p in ordered))
+        object.__setattr__(self, "ordered_unsets", tuple(sorted(self.unsets)))
 
     @property
     def empty(self) -> bool:

@@ -17,6 +17,7 @@ that layer changes.  It is pure: layers come in as values, nothing is read.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Literal, TypeAlias
@@ -122,6 +123,15 @@ class Explanation:
 
 
 @dataclass(frozen=True, slots=True)
+class _PathIndex:
+    """Which layers name which paths (values, tombstones, locks), for dry runs."""
+
+    owners: Mapping[Path, set[LayerId]]
+    ops: set[Path]
+    ordered: list[Path]
+
+
+@dataclass(frozen=True, slots=True)
 class _Fold:
     tree: Tree
     locks: Mapping[Path, LayerId]
@@ -147,6 +157,7 @@ class Resolver:
         self._layers: dict[LayerId, Layer] = dict(layers or {})
         self._folds: dict[Tiers, _Fold] = {}
         self._tiers: dict[tuple[tuple[str, str], ...], Tiers] = {}
+        self._index: _PathIndex | None = None
         self._users: dict[LayerId, set[Tiers]] = {}
         self._unsupported: dict[tuple[str | None, str | None, str | None], tuple[Dropped, ...]] = {}
         self._base = _Fold(schema.defaults() if schema else {}, {}, (), ())
@@ -163,6 +174,7 @@ class Resolver:
     def put_layer(self, layer_id: LayerId, layer: Layer) -> None:
         """Replace a layer and forget every fold that used it."""
         self._layers[layer_id] = layer
+        self._index = None
         for tiers in self._users.pop(layer_id, set()):
             self._folds.pop(tiers, None)
 
@@ -213,19 +225,48 @@ class Resolver:
                     self._users.setdefault(layer_id, set()).add(tiers)
         return fold
 
-    def layers_speaking_on(self, path: Path) -> set[LayerId]:
-        """The stored layers that may decide ``path``: every layer with a value,
-        tombstone or lock in the same top-level section.  (A lock on a sibling
-        can block a tombstone above the path; a tie on a sibling can cancel
-        it; all of those paths share the path's first key.)"""
-        if not path:
-            return set(self._layers)
-        head = path[0]
-        return {
-            layer_id
-            for layer_id, layer in self._layers.items()
-            if any(p[0] == head for p in (*layer.sets, *layer.unsets, *layer.locks))
-        }
+    def layers_speaking_on(self, path: Path, *, also: Layer | None = None) -> set[LayerId]:
+        """The stored layers that may decide ``path``.
+
+        Those with a value or tombstone on the path, above or below it (the
+        set O of such paths, over all layers), and those with any value,
+        tombstone or lock on a path related to one in O: a lock there can
+        block that change, a tied claim there can cancel it.  ``also`` adds a
+        layer about to be written.
+        """
+        index = self._path_index()
+        direct = self._related_paths(index, path, ops_only=True)
+        if also is not None:  # a layer about to be written (a dry run) counts too
+            direct.update(
+                p for p in (*also.sets, *also.unsets) if is_prefix(p, path) or is_prefix(path, p)
+            )
+        speaking: set[LayerId] = set()
+        for related in {path, *direct}:
+            for other in self._related_paths(index, related, ops_only=False):
+                speaking.update(index.owners[other])
+        return speaking
+
+    def _path_index(self) -> _PathIndex:
+        if self._index is None:
+            owners: dict[Path, set[LayerId]] = {}
+            ops: set[Path] = set()
+            for layer_id, layer in self._layers.items():
+                for path in (*layer.sets, *layer.unsets):
+                    owners.setdefault(path, set()).add(layer_id)
+                    ops.add(path)
+                for path in layer.locks:
+                    owners.setdefault(path, set()).add(layer_id)
+            self._index = _PathIndex(owners, ops, sorted(owners))
+        return self._index
+
+    @staticmethod
+    def _related_paths(index: _PathIndex, path: Path, *, ops_only: bool) -> set[Path]:
+        found = {path[:d] for d in range(1, len(path) + 1) if path[:d] in index.owners}
+        at = bisect.bisect_left(index.ordered, path)
+        while at < len(index.ordered) and is_prefix(path, index.ordered[at]):
+            found.add(index.ordered[at])
+            at += 1
+        return {p for p in found if p in index.ops} if ops_only else found
 
     def drop_reason(
         self, applicability: tuple[str | None, str | None, str | None], path: Path
@@ -314,8 +355,12 @@ class Resolver:
             if not present:
                 continue
             # The same merge the fold does, so ties (also between an ancestor and
-            # a descendant elsewhere in the tier) are judged exactly alike.
-            unsets, sets, conflicts = _merge_tier(present)
+            # a descendant elsewhere in the tier) are judged exactly alike; a
+            # tier of one layer needs only the paths related to this leaf.
+            if len(present) == 1:
+                unsets, sets, conflicts = _related_ops(*present[0], path)
+            else:
+                unsets, sets, conflicts = _merge_tier(present)
             for conflict in conflicts:
                 if is_prefix(conflict.path, path) or is_prefix(path, conflict.path):
                     tied = ", ".join(layer for layer, _ in conflict.sources)
@@ -406,15 +451,24 @@ def _apply_tier(below: _Fold, layers: Sequence[tuple[LayerId, Layer]]) -> _Fold:
     locks = dict(below.locks)
     blocked = list(below.blocked)
     conflicts = list(below.conflicts)
-    unsets, sets, tier_conflicts = _merge_tier(present)
-    conflicts.extend(tier_conflicts)
-    for path, layer_id in sorted(unsets.items()):
+    if len(present) == 1:  # the usual tier: the layer's own order, no merging
+        only_id, only = present[0]
+        unsets: Iterable[tuple[Path, LayerId]] = ((p, only_id) for p in only.ordered_unsets)
+        sets: Iterable[tuple[Path, tuple[LayerId, Value]]] = (
+            (p, (only_id, v)) for p, v in only.ordered_sets
+        )
+    else:
+        merged_unsets, merged_sets, tier_conflicts = _merge_tier(present)
+        conflicts.extend(tier_conflicts)
+        unsets = sorted(merged_unsets.items())
+        sets = sorted(merged_sets.items(), key=lambda item: item[0])
+    for path, layer_id in unsets:
         hit = _lock_on(locks, path) if locks else None
         if hit is not None:
             blocked.append(Blocked(path, layer_id, *hit))
         else:
             writer.delete(path)
-    for path, (layer_id, value) in sorted(sets.items(), key=lambda item: item[0]):
+    for path, (layer_id, value) in sets:
         hit = _lock_on(locks, path) if locks else None
         if hit is not None:
             blocked.append(Blocked(path, layer_id, *hit))
@@ -484,6 +538,23 @@ def _lock_on(locks: Mapping[Path, LayerId], path: Path) -> tuple[Path, LayerId] 
         if is_prefix(lock, path) or is_prefix(path, lock):
             return lock, holder
     return None
+
+
+def _related_ops(
+    layer_id: LayerId, layer: Layer, path: Path
+) -> tuple[dict[Path, LayerId], dict[Path, tuple[LayerId, Value]], list[Conflict]]:
+    """A one-layer tier's tombstones and values on ``path``, above it or below it."""
+    unsets = {path[:d]: layer_id for d in range(1, len(path) + 1) if path[:d] in layer.unsets}
+    sets = {
+        path[:d]: (layer_id, layer.sets[path[:d]])
+        for d in range(1, len(path) + 1)
+        if path[:d] in layer.sets
+    }
+    if path in layer.set_prefixes:
+        for touched, value in layer.sets.items():
+            if len(touched) > len(path) and touched[: len(path)] == path:
+                sets[touched] = (layer_id, value)
+    return unsets, sets, []
 
 
 def _merge_tier(

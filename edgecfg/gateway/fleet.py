@@ -495,7 +495,7 @@ class Fleet:
         shadowed = 0
         override = (layer_id, new)
         for path in candidates:
-            speaking = self.resolver.layers_speaking_on(path) | {layer_id}
+            speaking = self.resolver.layers_speaking_on(path, also=new) | {layer_id}
             classes: dict[object, list[Signature]] = {}
             for signature in by_signature:
                 tiers, applicability = signature

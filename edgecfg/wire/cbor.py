@@ -96,35 +96,51 @@ class SubtreeEncoder:
     trees being immutable values, as everything edgecfg builds is.
     """
 
-    __slots__ = ("_cache", "max_entries")
+    __slots__ = ("_cache", "_keys", "_orders", "max_entries")
 
     def __init__(self, max_entries: int = 500_000) -> None:
         self._cache: dict[int, tuple[object, bytes]] = {}
+        self._orders: dict[tuple[str, ...], list[str]] = {}
+        self._keys: dict[str, bytes] = {}
         self.max_entries = max_entries
 
     def encode(self, value: Value) -> bytes:
         if len(self._cache) > self.max_entries:
             self._cache.clear()
+            self._orders.clear()
         if type(value) is dict:
             return self._map(value)  # type: ignore[arg-type]
         return cbor2.dumps(value, canonical=True)
 
     def _map(self, node: dict[str, Value]) -> bytes:
-        hit = self._cache.get(id(node))
+        cache = self._cache
+        hit = cache.get(id(node))
         if hit is not None and hit[0] is node:
             return hit[1]
-        if not any(type(child) is dict for child in node.values()):
+        if dict not in map(type, node.values()):
             data = cbor2.dumps(node, canonical=True)  # no maps below: one C call
         else:
+            keys = tuple(node)  # copies keep their order: the sort is usually known
+            order = self._orders.get(keys)
+            if order is None:
+                order = sorted(keys, key=canonical_key_order)
+                self._orders[keys] = order
             parts = [_head(_MAJOR_MAP, len(node))]
-            for key in sorted(node, key=canonical_key_order):
+            for key in order:
+                encoded_key = self._keys.get(key)
+                if encoded_key is None:
+                    encoded_key = self._keys[key] = cbor2.dumps(key)
+                parts.append(encoded_key)
                 child = node[key]
-                parts.append(cbor2.dumps(key))
-                parts.append(
-                    self._map(child) if type(child) is dict else cbor2.dumps(child, canonical=True)  # type: ignore[arg-type]
-                )
+                if type(child) is dict:
+                    known = cache.get(id(child))
+                    parts.append(
+                        known[1] if known is not None and known[0] is child else self._map(child)  # type: ignore[arg-type]
+                    )
+                else:
+                    parts.append(cbor2.dumps(child, canonical=True))
             data = b"".join(parts)
-        self._cache[id(node)] = (node, data)
+        cache[id(node)] = (node, data)
         return data
 
 
