@@ -14,7 +14,7 @@ the energy accounting of DESIGN §6.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 from urllib.parse import urlsplit
@@ -67,6 +67,10 @@ class Link(Protocol):
     """What the sync logic needs from a transport (tests may provide their own)."""
 
     traffic: Traffic
+
+    def observe(self, path: Sequence[str]) -> AsyncIterator[Reply]:
+        """The first reply to an observing GET, then each notification."""
+        ...
 
     async def request(
         self,
@@ -123,6 +127,48 @@ class CoapLink:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    async def observe(self, path: Sequence[str]) -> AsyncIterator[Reply]:
+        """Observe ``path`` (RFC 7641): the first reply, then every notification.
+
+        Notifications of large representations are block 0 with the ETag
+        (the gateway's rule); the caller fetches the rest when it wants it.
+        Ends with :class:`LinkDown` when the observation breaks.
+        """
+        await self.open()
+        assert self._context is not None
+        message = aiocoap.Message(code=Code.GET, observe=0, transport_tuning=self.tuning)
+        message.set_request_uri(self.base)
+        message.opt.uri_path = tuple(path)
+        request = self._context.request(message, handle_blockwise=False)
+        try:
+            first = await request.response
+            yield self._reply(first)
+            observation = request.observation
+            if observation is None:  # the server did not accept the observation
+                raise LinkDown(f"{self.base}: {'/'.join(path)} is not observable")
+            async for notification in observation:
+                yield self._reply(notification)
+        except (aiocoap.error.NetworkError, aiocoap.error.ObservationCancelled, OSError) as error:
+            raise LinkDown(f"{self.base}: observation ended: {type(error).__name__}") from None
+        finally:
+            if request.observation is not None and not request.observation.cancelled:
+                request.observation.cancel()
+
+    def _reply(self, response: aiocoap.Message) -> Reply:
+        block = response.opt.block2
+        code = response.code
+        return Reply(
+            code=f"{code.class_}.{code.dotted.split('.')[1]}" if code is not None else "0.00",
+            payload=bytes(response.payload),
+            etag=response.opt.etag,
+            content_format=int(response.opt.content_format)
+            if response.opt.content_format is not None
+            else None,
+            block2=(block.block_number, block.more, block.size_exponent) if block else None,
+            size2=response.opt.size2,
+            max_age=response.opt.max_age,
+        )
+
     async def request(
         self,
         method: Method,
@@ -158,17 +204,6 @@ class CoapLink:
         self.traffic.round_trips += 1
         self.traffic.bytes_up += _wire_size(message, token)
         self.traffic.bytes_down += _wire_size(response, token)
-        code = f"{response.code.class_}.{response.code.dotted.split('.')[1]}"
-        self.traffic.codes.append(code)
-        block = response.opt.block2
-        return Reply(
-            code=code,
-            payload=bytes(response.payload),
-            etag=response.opt.etag,
-            content_format=int(response.opt.content_format)
-            if response.opt.content_format is not None
-            else None,
-            block2=(block.block_number, block.more, block.size_exponent) if block else None,
-            size2=response.opt.size2,
-            max_age=response.opt.max_age,
-        )
+        reply = self._reply(response)
+        self.traffic.codes.append(reply.code)
+        return reply

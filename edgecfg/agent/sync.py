@@ -20,8 +20,9 @@ Failures back off exponentially with full jitter.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -118,6 +119,36 @@ class Agent:
                     raise
                 await asyncio.sleep(self.backoff.delay(attempt, self.rng))
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def watch(self, stop: asyncio.Event, on_sync: Callable[[SyncResult], None]) -> None:
+        """Stay online: observe the config and sync whenever its ETag moves.
+
+        Online devices observe instead of polling (DESIGN §5): the gateway
+        notifies with block 0 and the ETag, and the agent syncs (a delta) only
+        when that ETag differs from the one it holds.  A broken observation is
+        re-established after a jittered backoff.
+        """
+        attempt = 0
+        while not stop.is_set():
+            try:
+                on_sync(await self.sync())
+                async for note in self.link.observe(("cfg", self.device)):
+                    attempt = 0
+                    held = self.state.load_config()
+                    if (
+                        note.ok
+                        and note.etag is not None
+                        and (held is None or note.etag != held.etag)
+                    ):
+                        on_sync(await self.sync())
+                    if stop.is_set():
+                        return
+            except LinkDown:
+                attempt += 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    stop.wait(), self.backoff.delay(min(attempt, 10), self.rng) + 0.01
+                )
 
     async def telemetry(self, records: Sequence[Record]) -> SyncResult:
         """Report telemetry; the config rides on the reply when it changed."""

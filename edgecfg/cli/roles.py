@@ -72,6 +72,9 @@ def cmd_agent_run(args: argparse.Namespace) -> int:
                 critical_first=args.critical_first,
                 budget=args.budget,
             )
+            if args.observe and not args.once:
+                await agent.watch(stop, lambda result: _print_result(args.device, result))
+                return 0
             while True:
                 try:
                     result = await agent.sync()
@@ -118,6 +121,9 @@ def register(commands: Any) -> None:
     q.add_argument("--state-dir", required=True, metavar="DIR")
     q.add_argument("--once", action="store_true", help="sync once and exit (1 if unreachable)")
     q.add_argument("--interval", type=float, default=3600.0, metavar="S")
+    q.add_argument(
+        "--observe", action="store_true", help="stay online: observe the config, sync on change"
+    )
     q.add_argument("--block-size", type=int, default=1024, metavar="BYTES", help="16..1024")
     q.add_argument("--agent-version", default=AGENT_VERSION, metavar="V")
     q.add_argument("--schema-version", type=int, metavar="N")

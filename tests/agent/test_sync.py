@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,9 @@ def interval(agent: Agent) -> object:
 
 class CountingLink:
     """A real CoAP link that records each GET's block number and can fail on cue."""
+
+    def observe(self, path: Sequence[str]) -> AsyncIterator[Reply]:
+        return self.inner.observe(path)
 
     def __init__(self, inner: CoapLink, *, fail_after: int | None = None) -> None:
         self.inner = inner
@@ -230,3 +234,29 @@ async def test_duplicated_and_reordered_datagrams_change_nothing(
     assert held is not None
     assert held.etag == gateway.fleet.etag(DeviceId("dev-1"))
     assert interval(agent) == 4200
+
+
+async def test_an_online_agent_observes_and_syncs_when_notified(
+    gateway: Gateway, tmp_path: Path
+) -> None:
+    results: list[str] = []
+    stop = asyncio.Event()
+    async with CoapLink(gateway.uri, ack_timeout=0.5) as link:
+        agent = Agent(link, LocalState(tmp_path), device="dev-1", backoff=FAST)
+        watcher = asyncio.create_task(agent.watch(stop, lambda r: results.append(r.outcome)))
+        for _ in range(100):
+            await asyncio.sleep(0.02)
+            if results and gateway.config.observers.get("dev-1"):
+                break
+        edit(gateway, 5400)  # notifies the observers of every device in region/eu
+        for _ in range(200):
+            await asyncio.sleep(0.02)
+            if agent.config is not None and interval(agent) == 5400:
+                break
+        stop.set()
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+    assert interval(agent) == 5400
+    assert results[0] == "updated"  # the first sync, before observing
+    assert "updated" in results[1:]  # the notification's sync
