@@ -241,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_bench_delta)
     p = benches.add_parser("sync", help="gateway CPU, wire bytes and round trips per sync")
     p.add_argument("--devices", type=int, default=200)
-    p.add_argument("--requests", type=int, default=4000, help="requests per case")
+    p.add_argument("--requests", type=int, default=8000, help="requests per case")
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_bench_sync)

@@ -139,8 +139,8 @@ class SyncService:
                 data = self.fleet.store.get_blob(etag)
             except NotFound:
                 return None
-            found = Encoded.from_bytes(data)
-            if found.etag != etag:  # a blob that is not a canonical config
+            found = Encoded.stored(data)
+            if found.etag != etag:  # not a config this gateway stored
                 return None
             self._known[etag] = found
         return found

@@ -182,6 +182,15 @@ class Encoded:
         return cls(tree, blob, etag_of_bytes(blob))
 
     @classmethod
+    def stored(cls, data: bytes, *, limits: DecodeLimits = DEFAULT_LIMITS) -> Encoded:
+        """Bytes edgecfg itself stored as canonical: decoded strictly, not re-encoded.
+
+        The ETag is that of the bytes as given; a caller that looked them up
+        by ETag compares the two to catch anything that was not canonical.
+        """
+        return cls(decode_tree(data, limits=limits), data, etag_of_bytes(data))
+
+    @classmethod
     def trusted(cls, tree: Tree, *, encoder: SubtreeEncoder | None = None) -> Encoded:
         """Encode a tree edgecfg assembled itself from checked parts (no model check)."""
         blob = encoder.encode(tree) if encoder is not None else encode_unchecked(tree)

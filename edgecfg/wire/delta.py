@@ -63,7 +63,7 @@ TARGET_CHECK_SIZE: Final = 2
 _ZSTD_LEVEL_SMALL: Final = 19
 _ZSTD_LEVEL_LARGE: Final = 6
 _ZSTD_SMALL_INPUT: Final = 16 * 1024
-_ZSTD_WORTHWHILE: Final = 12
+_ZSTD_WORTHWHILE: Final = 32
 
 
 def make_delta(
