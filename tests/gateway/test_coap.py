@@ -12,6 +12,7 @@ from aiocoap.optiontypes import BlockOption
 
 from edgecfg.core.ids import DeviceId, LayerId
 from edgecfg.core.layers import layer_from_parts, layer_to_document
+from edgecfg.core.tree import is_map
 from edgecfg.gateway.server import Gateway
 from edgecfg.wire.cbor import decode, encode
 from edgecfg.wire.delta import CONTENT_FORMAT_DELTA, apply_delta_encoded
@@ -331,3 +332,20 @@ async def test_well_known_core_lists_the_resources(
     text = reply.payload.decode()
     for resource in ("cfg", "state", "tel", "grp", "dev"):
         assert f'</{resource}>;rt="edgecfg.{resource}"' in text
+
+
+async def test_two_agent_versions_side_by_side_get_what_they_understand(
+    gateway: Gateway, client: aiocoap.Context
+) -> None:
+    gateway.fleet.add_device(sensor("old-agent", agent="1.0.0"))
+    gateway.fleet.add_device(sensor("new-agent", agent="2.5.0"))
+    old = decode((await ask(client, gateway, Code.GET, "/cfg/old-agent", blockwise=True)).payload)
+    new = decode((await ask(client, gateway, Code.GET, "/cfg/new-agent", blockwise=True)).payload)
+    assert is_map(old) and is_map(new)
+    new_features, old_features = new["features"], old.get("features", {})
+    assert is_map(new_features) and is_map(old_features)
+    assert "local_rules" in new_features  # agent >= 2.0
+    assert "local_rules" not in old_features
+    assert "block_resume" not in old_features  # agent >= 1.1
+    [why] = gateway.fleet.explain(DeviceId("old-agent"), ("features", "local_rules"))
+    assert why.dropped is not None and "agent 1.0.0" in why.dropped

@@ -1,0 +1,75 @@
+"""``edgecfg gateway serve`` and ``edgecfg agent run`` as real processes."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edgecfg.cli.main import main
+from tests.gateway.conftest import SCHEMA, free_udp_port
+
+
+def edgecfg(*argv: str, **options: object) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "edgecfg.cli.main", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **options,  # type: ignore[arg-type]
+    )
+
+
+def test_gateway_serves_an_agent_and_stops_cleanly_on_sigterm(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = str(tmp_path / "fleet.db")
+    assert main(["--db", db, "schema", "load", str(SCHEMA)]) == 0
+    assert main(["--db", db, "device", "add", "dev-1", "--group", "region=eu/west",
+                 "--hardware", "nbiot-sensor-r3", "--agent-version", "1.0.0"]) == 0  # fmt: skip
+    capsys.readouterr()
+    port = free_udp_port()
+    gateway = edgecfg("--db", db, "gateway", "serve", "--bind", f"127.0.0.1:{port}", "--insecure")
+    try:
+        assert gateway.stdout is not None
+        banner = gateway.stdout.readline()
+        assert f"serving {db} on coap://127.0.0.1:{port} (insecure)" in banner
+        agent = [
+            sys.executable, "-m", "edgecfg.cli.main", "agent", "run", "--gateway",
+            f"coap://127.0.0.1:{port}", "--device", "dev-1", "--state-dir",
+            str(tmp_path / "state"), "--once", "--ack-timeout", "0.5",
+        ]  # fmt: skip
+        first = subprocess.run(agent, capture_output=True, text=True, timeout=30, check=False)
+        assert first.returncode == 0, first.stderr
+        assert first.stdout.startswith("dev-1: updated ")
+        again = subprocess.run(agent, capture_output=True, text=True, timeout=30, check=False)
+        assert "dev-1: current " in again.stdout
+        assert "in 1 round trip(s)" in again.stdout
+    finally:
+        gateway.send_signal(signal.SIGTERM)
+        out, err = gateway.communicate(timeout=15)
+    assert gateway.returncode == 0, err
+    assert "edgecfg gateway: stopped" in out
+
+
+def test_gateway_refuses_to_start_without_insecure_until_oscore(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["--db", str(tmp_path / "x.db"), "gateway", "serve", "--bind", "127.0.0.1:1"])
+    assert code == 1
+    assert "--insecure" in capsys.readouterr().err
+
+
+def test_agent_run_reports_an_unreachable_gateway(tmp_path: Path) -> None:
+    port = free_udp_port()  # nothing listens there
+    result = subprocess.run(
+        [sys.executable, "-m", "edgecfg.cli.main", "agent", "run", "--gateway",
+         f"coap://127.0.0.1:{port}", "--device", "d", "--state-dir", str(tmp_path),
+         "--once", "--ack-timeout", "0.1"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "d: gateway unreachable" in result.stderr
