@@ -351,7 +351,71 @@ class TelemetryResource(_Base):
         return response
 
 
-class GroupResource(_Base, aiocoap.resource.ObservableResource):  # pyright: ignore[reportIncompatibleMethodOverride]
+class _LayerResource(_Base):
+    """A resource holding a layer document: PUT replaces it, iPATCH merges into
+    it; If-Match (the layer's revision ETag) guards both (4.12 when stale)."""
+
+    def __init__(
+        self,
+        service: SyncService,
+        policy: IdentityPolicy,
+        gate: Gate,
+        on_change: Callable[[LayerId], None],
+    ) -> None:
+        super().__init__(service, policy, gate)
+        self.on_change = on_change
+
+    def target(self, request: aiocoap.Message) -> LayerId:
+        """The layer a request addresses."""
+        raise NotImplementedError
+
+    def representation(self, layer: LayerId) -> Representation:
+        """The layer document and its revision ETag."""
+        document = layer_to_document(self.service.fleet.layer(layer))
+        head = self.service.fleet.head(layer)
+        blob = encode(document)
+        tag = head.content if head is not None else etag_of_bytes(blob)
+        return Representation(blob, CONTENT_FORMAT_CBOR, tag)
+
+    async def put(self, request: aiocoap.Message, claimed: Identity | None) -> aiocoap.Message:
+        return await self._write(request, claimed, replace=True)
+
+    async def patch(self, request: aiocoap.Message, claimed: Identity | None) -> aiocoap.Message:
+        return await self._write(request, claimed, replace=False)
+
+    async def _write(
+        self, request: aiocoap.Message, claimed: Identity | None, *, replace: bool
+    ) -> aiocoap.Message:
+        operator = self.policy.for_operator(claimed)
+        layer = self.target(request)
+        body = self.body(request)
+        if isinstance(body, aiocoap.Message):
+            return body
+        if request.opt.if_match:
+            current = self.representation(layer).etag
+            if current not in request.opt.if_match:
+                return aiocoap.Message(
+                    code=Code.PRECONDITION_FAILED,
+                    payload=f"{layer} is at {current.hex()}".encode(),
+                )
+        document = decode(body)
+        if not is_map(document):
+            raise BadRequest("a layer document is a CBOR map with set, unset and lock")
+        revision, _impact = self.service.fleet.write_layer(
+            layer,
+            layer_from_document(document),
+            author=operator.name,
+            message="via CoAP",
+            now=time.time(),
+            replace=replace,
+        )
+        self.on_change(layer)
+        response = aiocoap.Message(code=Code.CHANGED)
+        response.opt.etag = revision.content
+        return response
+
+
+class GroupResource(_LayerResource, aiocoap.resource.ObservableResource):  # pyright: ignore[reportIncompatibleMethodOverride]
     """/grp/global and /grp/{dimension}/{path...}: a layer, observable."""
 
     methods: ClassVar[dict[Code, str]] = {Code.GET: "get", Code.PUT: "put", Code.iPATCH: "patch"}
@@ -364,8 +428,7 @@ class GroupResource(_Base, aiocoap.resource.ObservableResource):  # pyright: ign
         gate: Gate,
         on_change: Callable[[LayerId], None],
     ) -> None:
-        super().__init__(service, policy, gate)
-        self.on_change = on_change
+        super().__init__(service, policy, gate, on_change)
         self.layer_observers: dict[LayerId, set[aiocoap.protocol.ServerObservation]] = {}
 
     async def add_observation(
@@ -380,52 +443,15 @@ class GroupResource(_Base, aiocoap.resource.ObservableResource):  # pyright: ign
         for observation in list(self.layer_observers.get(layer, ())):
             observation.trigger()
 
-    def _representation(self, layer: LayerId) -> Representation:
-        document = layer_to_document(self.service.fleet.layer(layer))
-        head = self.service.fleet.head(layer)
-        blob = encode(document)
-        tag = head.content if head is not None else etag_of_bytes(blob)
-        return Representation(blob, CONTENT_FORMAT_CBOR, tag)
+    def target(self, request: aiocoap.Message) -> LayerId:
+        return _layer_of(request)
 
     async def get(self, request: aiocoap.Message, claimed: Identity | None) -> aiocoap.Message:
         self.policy.for_operator(claimed)
-        representation = self._representation(_layer_of(request))
+        representation = self.representation(_layer_of(request))
         if representation.etag in request.opt.etags:
             return valid(representation.etag)
         return serve_blocks(request, representation)
-
-    async def put(self, request: aiocoap.Message, claimed: Identity | None) -> aiocoap.Message:
-        return await self._write(request, claimed, replace=True)
-
-    async def patch(self, request: aiocoap.Message, claimed: Identity | None) -> aiocoap.Message:
-        return await self._write(request, claimed, replace=False)
-
-    async def _write(
-        self, request: aiocoap.Message, claimed: Identity | None, *, replace: bool
-    ) -> aiocoap.Message:
-        operator = self.policy.for_operator(claimed)
-        layer = _layer_of(request)
-        body = self.body(request)
-        if isinstance(body, aiocoap.Message):
-            return body
-        if request.opt.if_match:
-            current = self._representation(layer).etag
-            if current not in request.opt.if_match:
-                return aiocoap.Message(
-                    code=Code.PRECONDITION_FAILED,
-                    payload=f"{layer} is at {current.hex()}".encode(),
-                )
-        document = decode(body)
-        if not is_map(document):
-            raise BadRequest("a layer document is a CBOR map with set, unset and lock")
-        edit = layer_from_document(document)
-        revision, _impact = self.service.fleet.write_layer(
-            layer, edit, author=operator.name, message="via CoAP", now=time.time(), replace=replace
-        )
-        self.on_change(layer)
-        response = aiocoap.Message(code=Code.CHANGED)
-        response.opt.etag = revision.content
-        return response
 
 
 def _layer_of(request: aiocoap.Message) -> LayerId:
@@ -437,21 +463,14 @@ def _layer_of(request: aiocoap.Message) -> LayerId:
     return LayerId("/".join(path))
 
 
-class DeviceResource(_Base):
+class DeviceResource(_LayerResource):
     """/dev/{dev}: GET the registry entry and effective ETag; PUT/iPATCH overrides."""
 
     methods: ClassVar[dict[Code, str]] = {Code.GET: "get", Code.PUT: "put", Code.iPATCH: "patch"}
     link: ClassVar[dict[str, str | None]] = {"rt": "edgecfg.dev", "ct": "60"}
 
-    def __init__(
-        self,
-        service: SyncService,
-        policy: IdentityPolicy,
-        gate: Gate,
-        on_change: Callable[[LayerId], None],
-    ) -> None:
-        super().__init__(service, policy, gate)
-        self.on_change = on_change
+    def target(self, request: aiocoap.Message) -> LayerId:
+        return LayerId(f"device/{_device_of(request)}")
 
     async def get(self, request: aiocoap.Message, claimed: Identity | None) -> aiocoap.Message:
         self.policy.for_operator(claimed)
@@ -469,34 +488,3 @@ class DeviceResource(_Base):
         }
         blob = encode(document)
         return serve_blocks(request, Representation(blob, CONTENT_FORMAT_CBOR, etag_of_bytes(blob)))
-
-    async def put(self, request: aiocoap.Message, claimed: Identity | None) -> aiocoap.Message:
-        return await self._write(request, claimed, replace=True)
-
-    async def patch(self, request: aiocoap.Message, claimed: Identity | None) -> aiocoap.Message:
-        return await self._write(request, claimed, replace=False)
-
-    async def _write(
-        self, request: aiocoap.Message, claimed: Identity | None, *, replace: bool
-    ) -> aiocoap.Message:
-        operator = self.policy.for_operator(claimed)
-        device = _device_of(request)
-        body = self.body(request)
-        if isinstance(body, aiocoap.Message):
-            return body
-        document = decode(body)
-        if not is_map(document):
-            raise BadRequest("a layer document is a CBOR map with set, unset and lock")
-        layer = LayerId(f"device/{device}")
-        revision, _impact = self.service.fleet.write_layer(
-            layer,
-            layer_from_document(document),
-            author=operator.name,
-            message="via CoAP",
-            now=time.time(),
-            replace=replace,
-        )
-        self.on_change(layer)
-        response = aiocoap.Message(code=Code.CHANGED)
-        response.opt.etag = revision.content
-        return response
