@@ -244,12 +244,13 @@ async def test_an_online_agent_observes_and_syncs_when_notified(
     async with CoapLink(gateway.uri, ack_timeout=0.5) as link:
         agent = Agent(link, LocalState(tmp_path), device="dev-1", backoff=FAST)
         watcher = asyncio.create_task(agent.watch(stop, lambda r: results.append(r.outcome)))
-        for _ in range(100):
+        for _ in range(1000):  # until the first sync is done and the observation is up
             await asyncio.sleep(0.02)
             if results and gateway.config.observers.get("dev-1"):
                 break
+        assert results == ["updated"], "the agent never started observing"
         edit(gateway, 5400)  # notifies the observers of every device in region/eu
-        for _ in range(200):
+        for _ in range(1000):
             await asyncio.sleep(0.02)
             if agent.config is not None and interval(agent) == 5400:
                 break
