@@ -1,12 +1,8 @@
-# aiocoap ships no type information; the benchmark drives it directly.
-# pyright: reportMissingTypeStubs=false, reportUnknownMemberType=false
-# pyright: reportUnknownVariableType=false, reportUnknownArgumentType=false
-# pyright: reportUntypedBaseClass=false, reportAttributeAccessIssue=false
 """``edgecfg bench sync``: what a sync costs the gateway and the device.
 
 The gateway and a bare aiocoap resource (serving a fixed payload of the same
 size: what any CoAP server must at least spend) each run in a child process,
-so their CPU time is their own (``/proc/PID/stat``).  The parent drives both
+so their CPU time is their own (:mod:`edgecfg.gateway.loadtest`).  The parent drives both
 with the same concurrent requests and reports:
 
 - gateway CPU per sync against the bare server's, per case (target <= 1.3x);
@@ -26,13 +22,8 @@ import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from multiprocessing.synchronize import Event
 from pathlib import Path
 from typing import Final, cast
-
-import aiocoap
-import aiocoap.resource
-from aiocoap.numbers.codes import Code
 
 from edgecfg.agent.coap import CoapLink
 from edgecfg.agent.state import LocalState
@@ -43,8 +34,7 @@ from edgecfg.core.ids import DeviceId, ETag, LayerId
 from edgecfg.core.layers import device_layer, layer_from_parts
 from edgecfg.core.tree import Value
 from edgecfg.gateway.fleet import Fleet
-from edgecfg.gateway.identity import InsecurePolicy
-from edgecfg.gateway.server import Gateway, quiet_aiocoap
+from edgecfg.gateway.loadtest import Target, drive, response_size, run_bare, run_gateway
 from edgecfg.store import DeviceRecord, SQLiteStore
 from edgecfg.wire.senml import Record
 
@@ -53,104 +43,10 @@ INTERVAL: Final = ("net", "uplink", "interval_s")
 TICKS: Final = os.sysconf("SC_CLK_TCK")
 
 
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
-
-
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
-
-
-# ---------------------------------------------------------------- child servers
-
-
-def _run_gateway(db: str, port: int, ready: Event) -> None:
-    async def main() -> None:
-        with SQLiteStore(db) as store:
-            gateway = Gateway(store, policy=InsecurePolicy(), refresh_s=0.2)
-            await gateway.start("127.0.0.1", port)
-            ready.set()
-            await asyncio.Event().wait()
-
-    asyncio.run(main())
-
-
-class _Fixed(aiocoap.resource.Resource):
-    def __init__(self, payload: bytes) -> None:
-        super().__init__()
-        self.payload = payload
-
-    async def render_get(self, request: aiocoap.Message) -> aiocoap.Message:
-        return aiocoap.Message(payload=self.payload, content_format=60)
-
-
-def _run_bare(sizes: dict[str, int], port: int, ready: Event) -> None:
-    async def main() -> None:
-        quiet_aiocoap()
-        site = aiocoap.resource.Site()
-        for name, size in sizes.items():
-            site.add_resource((name,), _Fixed(b"\x00" * size))
-        await aiocoap.Context.create_server_context(
-            site, bind=("127.0.0.1", port), transports=["udp6"]
-        )
-        ready.set()
-        await asyncio.Event().wait()
-
-    asyncio.run(main())
-
-
-# ---------------------------------------------------------------- load
-
-
-@dataclass(frozen=True, slots=True)
-class Load:
-    requests: int
-    seconds: float
-    cpu_seconds: float
-
-    @property
-    def cpu_per_request_us(self) -> float:
-        return 1e6 * self.cpu_seconds / self.requests
-
-    @property
-    def per_second(self) -> float:
-        return self.requests / self.seconds
-
-
-async def _drive(
-    pid: int,
-    make: Callable[[int], aiocoap.Message],
-    *,
-    requests: int,
-    concurrency: int,
-    blockwise: bool,
-) -> Load:
-    quiet_aiocoap()
-    context = await aiocoap.Context.create_client_context(transports=["udp6"])
-    try:
-        for i in range(min(concurrency, requests)):  # warm caches on both sides
-            await context.request(make(i), handle_blockwise=blockwise).response
-        queue = iter(range(requests))
-        failures = 0
-
-        async def worker() -> None:
-            nonlocal failures
-            for i in queue:
-                response = await context.request(make(i), handle_blockwise=blockwise).response
-                if not response.code.is_successful():
-                    failures += 1
-
-        cpu, started = _cpu_seconds(pid), time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        elapsed, used = time.perf_counter() - started, _cpu_seconds(pid) - cpu
-    finally:
-        await context.shutdown()
-    if failures:
-        raise CommandError(f"{failures} of {requests} benchmark requests failed")
-    return Load(requests, elapsed, used)
 
 
 # ---------------------------------------------------------------- the fleet
@@ -269,7 +165,7 @@ def run_sync_bench(*, devices: int, requests: int, concurrency: int, as_json: bo
         spawn = multiprocessing.get_context("spawn")
         port, bare_port = _free_port(), _free_port()
         ready = spawn.Event()
-        gateway = spawn.Process(target=_run_gateway, args=(str(db), port, ready), daemon=True)
+        gateway = spawn.Process(target=run_gateway, args=(str(db), port, ready), daemon=True)
         gateway.start()
         try:
             if not ready.wait(60):
@@ -296,65 +192,48 @@ def run_sync_bench(*, devices: int, requests: int, concurrency: int, as_json: bo
     return 0
 
 
-def _cfg_request(uri: str, name: str, etag: ETag | None) -> aiocoap.Message:
-    message = aiocoap.Message(code=Code.GET, uri=f"{uri}/cfg/{name}")
-    if etag is not None:
-        message.opt.etags = (etag,)
-    return message
-
-
-def _fixed_request(target: str) -> Callable[[int], aiocoap.Message]:
-    def make(_: int) -> aiocoap.Message:
-        return aiocoap.Message(code=Code.GET, uri=target)
-
-    return make
-
-
 async def _measure(run: _Run) -> dict[str, object]:
     wire = await _wire(run.uri, run.folder, run.db, run.names[0])
     current = _etags(run.db, run.names)  # after the wire run's edits: what devices hold
     names, uri = run.names, run.uri
 
-    def unchanged(i: int) -> aiocoap.Message:
+    def unchanged(i: int) -> Target:
         name = names[i % len(names)]
-        return _cfg_request(uri, name, current[name])
+        return Target(f"{uri}/cfg/{name}", current[name])
 
-    def delta(i: int) -> aiocoap.Message:
+    def delta(i: int) -> Target:
         name = names[i % len(names)]
-        return _cfg_request(uri, name, run.old[name])
+        return Target(f"{uri}/cfg/{name}", run.old[name])
 
-    def full(i: int) -> aiocoap.Message:
-        return _cfg_request(uri, names[i % len(names)], None)
+    def full(i: int) -> Target:
+        return Target(f"{uri}/cfg/{names[i % len(names)]}")
 
-    cases: dict[str, Callable[[int], aiocoap.Message]] = {
+    cases: dict[str, Callable[[int], Target]] = {
         "unchanged (2.03)": unchanged,
         "delta": delta,
         "full config": full,
     }
-    sizes = await _response_sizes(cases)
+    sizes = {name: await response_size(make(0)) for name, make in cases.items()}
     counts = {name: max(1, run.requests // 8) if name == "full config" else run.requests
               for name in cases}  # fmt: skip
     ours = {
-        name: await _drive(
-            run.pid, make, requests=counts[name], concurrency=run.concurrency, blockwise=True
-        )
+        name: await drive(run.pid, make, requests=counts[name], concurrency=run.concurrency)
         for name, make in cases.items()
     }
     spawn = multiprocessing.get_context("spawn")
     ready = spawn.Event()
     resources = {f"c{index}": size for index, size in enumerate(sizes.values())}
-    process = spawn.Process(target=_run_bare, args=(resources, run.bare_port, ready), daemon=True)
+    process = spawn.Process(target=run_bare, args=(resources, run.bare_port, ready), daemon=True)
     process.start()
     try:
         if not ready.wait(60):
             raise CommandError("the baseline server did not start")
         base = {
-            name: await _drive(
+            name: await drive(
                 process.pid or 0,
-                _fixed_request(f"coap://127.0.0.1:{run.bare_port}/c{index}"),
+                lambda _, n=index: Target(f"coap://127.0.0.1:{run.bare_port}/c{n}"),
                 requests=counts[name],
                 concurrency=run.concurrency,
-                blockwise=True,
             )
             for index, name in enumerate(cases)
         }
@@ -374,18 +253,6 @@ async def _measure(run: _Run) -> dict[str, object]:
             for name in cases
         },
     }
-
-
-async def _response_sizes(cases: Mapping[str, Callable[[int], aiocoap.Message]]) -> dict[str, int]:
-    context = await aiocoap.Context.create_client_context(transports=["udp6"])
-    try:
-        sizes: dict[str, int] = {}
-        for name, make in cases.items():
-            response = await context.request(make(0)).response
-            sizes[name] = len(response.payload)
-        return sizes
-    finally:
-        await context.shutdown()
 
 
 def _print(report: dict[str, object], *, devices: int, concurrency: int) -> None:

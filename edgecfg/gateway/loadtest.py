@@ -1,0 +1,154 @@
+# aiocoap ships no type information; this module owns it for load tests.
+# pyright: reportMissingTypeStubs=false, reportUnknownMemberType=false
+# pyright: reportUnknownVariableType=false, reportUnknownArgumentType=false
+# pyright: reportUntypedBaseClass=false, reportAttributeAccessIssue=false
+"""Load generation for benchmarks: the servers run in child processes, the
+requests come from the parent, and each server's CPU time is read from
+``/proc`` (Linux), so it is the server's own.
+
+- :func:`run_gateway` serves a gateway database;
+- :func:`run_bare` serves fixed payloads from a bare aiocoap resource, the
+  least any CoAP server must spend (the baseline of ``edgecfg bench sync``);
+- :func:`drive` sends GETs concurrently and measures the server's CPU.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from multiprocessing.synchronize import Event
+from pathlib import Path
+from typing import Final
+
+import aiocoap
+import aiocoap.resource
+from aiocoap.numbers.codes import Code
+
+from edgecfg.errors import EdgecfgError
+from edgecfg.gateway.identity import InsecurePolicy
+from edgecfg.gateway.server import Gateway, quiet_aiocoap
+from edgecfg.store import SQLiteStore
+
+TICKS: Final = os.sysconf("SC_CLK_TCK")
+
+
+class LoadFailed(EdgecfgError):
+    """Requests of a load run failed (the figures would mean nothing)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One GET: a URI and the ETag the requester holds (None: none)."""
+
+    uri: str
+    etag: bytes | None = None
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of process ``pid`` so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
+
+
+def run_gateway(db: str, port: int, ready: Event) -> None:
+    """Child process: a gateway on ``db`` at 127.0.0.1:``port`` until killed."""
+
+    async def main() -> None:
+        with SQLiteStore(db) as store:
+            gateway = Gateway(store, policy=InsecurePolicy(), refresh_s=0.2)
+            await gateway.start("127.0.0.1", port)
+            ready.set()
+            await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+class _Fixed(aiocoap.resource.Resource):
+    def __init__(self, payload: bytes) -> None:
+        super().__init__()
+        self.payload = payload
+
+    async def render_get(self, request: aiocoap.Message) -> aiocoap.Message:
+        return aiocoap.Message(payload=self.payload, content_format=60)
+
+
+def run_bare(sizes: Mapping[str, int], port: int, ready: Event) -> None:
+    """Child process: /NAME serves SIZE zero bytes, for every (NAME, SIZE)."""
+
+    async def main() -> None:
+        quiet_aiocoap()
+        site = aiocoap.resource.Site()
+        for name, size in sizes.items():
+            site.add_resource((name,), _Fixed(b"\x00" * size))
+        await aiocoap.Context.create_server_context(
+            site, bind=("127.0.0.1", port), transports=["udp6"]
+        )
+        ready.set()
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+@dataclass(frozen=True, slots=True)
+class Load:
+    """What a load run cost the server."""
+
+    requests: int
+    seconds: float
+    cpu_seconds: float
+
+    @property
+    def cpu_per_request_us(self) -> float:
+        return 1e6 * self.cpu_seconds / self.requests
+
+    @property
+    def per_second(self) -> float:
+        return self.requests / self.seconds
+
+
+def _message(target: Target) -> aiocoap.Message:
+    message = aiocoap.Message(code=Code.GET, uri=target.uri)
+    if target.etag is not None:
+        message.opt.etags = (target.etag,)
+    return message
+
+
+async def drive(
+    pid: int, target: Callable[[int], Target], *, requests: int, concurrency: int
+) -> Load:
+    """``requests`` GETs (block-wise completed), ``concurrency`` at a time."""
+    quiet_aiocoap()
+    context = await aiocoap.Context.create_client_context(transports=["udp6"])
+    try:
+        for i in range(min(concurrency, requests)):  # warm caches on both sides
+            await context.request(_message(target(i))).response
+        queue = iter(range(requests))
+        failures = 0
+
+        async def worker() -> None:
+            nonlocal failures
+            for i in queue:
+                response = await context.request(_message(target(i))).response
+                if not response.code.is_successful():
+                    failures += 1
+
+        cpu, started = cpu_seconds(pid), time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed, used = time.perf_counter() - started, cpu_seconds(pid) - cpu
+    finally:
+        await context.shutdown()
+    if failures:
+        raise LoadFailed(f"{failures} of {requests} load requests failed")
+    return Load(requests, elapsed, used)
+
+
+async def response_size(target: Target) -> int:
+    """Bytes of the (block-wise completed) response payload."""
+    context = await aiocoap.Context.create_client_context(transports=["udp6"])
+    try:
+        return len((await context.request(_message(target)).response).payload)
+    finally:
+        await context.shutdown()
