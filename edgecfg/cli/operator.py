@@ -35,7 +35,8 @@ from edgecfg.core.path import Path, format_path, parse_path
 from edgecfg.core.resolve import Explanation
 from edgecfg.core.tree import UNSET, UnsetType, Value, check_model, is_map
 from edgecfg.errors import EdgecfgError, NotFound
-from edgecfg.gateway.fleet import Fleet, Impact
+from edgecfg.gateway.fleet import Fleet
+from edgecfg.gateway.impact import Impact
 from edgecfg.store import DeviceRecord, LayerRevision, SQLiteStore
 from edgecfg.wire.cbor import Encoded
 from edgecfg.wire.delta import make_delta

@@ -30,14 +30,13 @@ from __future__ import annotations
 import bisect
 import gc
 import json
-from collections.abc import Generator, Iterable, Sequence
+from collections.abc import Generator, Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Final, cast
 
 from edgecfg.core.ids import DeviceId, ETag, LayerId
 from edgecfg.core.layers import (
-    GLOBAL,
     Hierarchy,
     Layer,
     layer_from_document,
@@ -52,14 +51,23 @@ from edgecfg.core.resolve import (
     Tiers,
 )
 from edgecfg.core.schema import Schema, check_evolution
-from edgecfg.core.tree import UNSET, UnsetType, Value, flatten, values_equal
+from edgecfg.core.tree import UNSET, UnsetType, flatten, values_equal
 from edgecfg.errors import (
-    DirectiveConflict,
     FleetValidationError,
-    LockViolation,
     NotFound,
     UsageError,
     Violation,
+)
+from edgecfg.gateway.impact import (
+    SAMPLE,
+    Effects,
+    Impact,
+    PathChange,
+    Tally,
+    changed_paths,
+    lock_of,
+    refuse,
+    tally,
 )
 from edgecfg.store import DeviceRecord, LayerRevision, Store
 from edgecfg.wire.cbor import Encoded, SubtreeEncoder, decode, encode
@@ -67,49 +75,8 @@ from edgecfg.wire.documents import TextFormat, read_schema
 
 HIERARCHY_SETTING: Final = "fleet.hierarchy"
 SCHEMA_SETTING: Final = "fleet.schema"
-SAMPLE: Final = 5
 
 Signature = tuple[Tiers, tuple[str | None, str | None, str | None]]
-_Effects = tuple["Value | UnsetType", "Value | UnsetType"]
-
-
-@dataclass(frozen=True, slots=True)
-class PathChange:
-    """How one path changes on the devices an edit reaches."""
-
-    path: Path
-    devices: int
-    example: DeviceId
-    before: Value | UnsetType
-    after: Value | UnsetType
-
-
-@dataclass(frozen=True, slots=True)
-class Impact:
-    """What an edit of one layer would do (a dry run)."""
-
-    layer: LayerId
-    reached: int  # devices that inherit from the layer
-    changed: int  # devices whose effective config would change
-    sample: tuple[DeviceId, ...]
-    changes: tuple[PathChange, ...]
-    violations: tuple[tuple[Violation, int, DeviceId, LayerId | None], ...] = ()
-    blocked: tuple[tuple[Path, Path, LayerId, int, DeviceId], ...] = ()
-    conflicts: tuple[tuple[Path, tuple[LayerId, ...], int, DeviceId], ...] = ()
-    locks_shadowing: int = 0  # overrides above that a new lock would now block
-
-
-@dataclass(slots=True)
-class _Tally:
-    """Devices counted for one finding, with the smallest id as the example."""
-
-    count: int
-    example: DeviceId
-    detail: tuple[object, ...]
-
-    def add(self, group: Sequence[DeviceId]) -> None:
-        self.count += len(group)
-        self.example = min(self.example, *group)
 
 
 @dataclass(slots=True)
@@ -353,7 +320,7 @@ class Fleet:
         if self.schema is not None:
             self._check_known_paths(layer_id, new)
         impact = self.impact(layer_id, new)
-        _refuse(impact)
+        refuse(impact)
         if self.schema is not None:  # values no device inherits yet must be valid too
             self._check_values(layer_id, new)
         blob = self.store.put_blob(encode(layer_to_document(new)))
@@ -479,7 +446,7 @@ class Fleet:
         so one walk per group decides for all of them.
         """
         old = self.resolver.layer(layer_id)
-        changed_ops = _changed_paths(old, new)
+        changed_ops = changed_paths(old, new)
         lock_changes = old.locks ^ new.locks
         candidates = self._candidates(changed_ops | lock_changes)
         devices = self.reached_by(layer_id)
@@ -488,10 +455,10 @@ class Fleet:
         for device in devices:
             by_signature.setdefault(members.by_device[device], []).append(device)
         changed_signatures: set[Signature] = set()
-        changes: dict[object, _Tally] = {}
-        violations: dict[object, _Tally] = {}
-        blocked: dict[object, _Tally] = {}
-        conflicts: dict[object, _Tally] = {}
+        changes: dict[object, Tally] = {}
+        violations: dict[object, Tally] = {}
+        blocked: dict[object, Tally] = {}
+        conflicts: dict[object, Tally] = {}
         shadowed = 0
         override = (layer_id, new)
         for path in candidates:
@@ -512,17 +479,17 @@ class Fleet:
                 after = self.resolver.explain_leaf(facts, path, tiers=tiers, override=override)
                 if not values_equal(before.value, after.value):
                     changed_signatures.update(signatures)
-                    _tally(changes, path, group, before.value, after.value)
+                    tally(changes, path, group, before.value, after.value)
                     self._validate_change(path, after, facts, group, violations)
                 for step in after.steps:
                     if step.layer != layer_id or step.touched not in changed_ops:
                         continue
                     if step.status == "blocked":
-                        lock, holder = _lock_of(after, step.touched)
-                        _tally(blocked, (step.touched, lock, holder), group)
+                        lock, holder = lock_of(after, step.touched)
+                        tally(blocked, (step.touched, lock, holder), group)
                     elif step.status == "conflict":
                         tied = tuple(s.layer for s in after.steps if s.status == "conflict")
-                        _tally(conflicts, (path, tied), group)
+                        tally(conflicts, (path, tied), group)
                 if path in new.locks or any(is_prefix(lock, path) for lock in lock_changes):
                     shadowed += len(group) * sum(
                         1 for s in after.steps if s.status == "blocked" and s.layer != layer_id
@@ -534,7 +501,7 @@ class Fleet:
             changed=len(changed),
             sample=tuple(sorted(changed)[:SAMPLE]),
             changes=tuple(
-                PathChange(cast(Path, path), t.count, t.example, *cast(_Effects, t.detail))
+                PathChange(cast(Path, path), t.count, t.example, *cast(Effects, t.detail))
                 for path, t in sorted(changes.items(), key=lambda item: cast(Path, item[0]))
             ),
             violations=tuple(
@@ -585,7 +552,7 @@ class Fleet:
         after: Explanation,
         facts: DeviceFacts,
         group: list[DeviceId],
-        violations: dict[object, _Tally],
+        violations: dict[object, Tally],
     ) -> None:
         if self.schema is None:
             return
@@ -596,14 +563,12 @@ class Fleet:
             applies = spec.applies_to(hardware=facts.hardware, firmware=facts.firmware) is None
             if spec.required and applies:
                 violation = Violation(spec.dotted, None, "a value (required key)", missing=True)
-                _tally(
-                    violations, (spec.dotted, violation.expected), group, violation, after.source
-                )
+                tally(violations, (spec.dotted, violation.expected), group, violation, after.source)
             return
         assert not isinstance(after.value, UnsetType)
         for text in spec.check(after.value):
             violation = Violation(spec.dotted, after.value, text)
-            _tally(violations, (spec.dotted, text), group, violation, after.source)
+            tally(violations, (spec.dotted, text), group, violation, after.source)
 
 
 @contextmanager
@@ -617,67 +582,11 @@ def _collector_paused() -> Generator[None]:
             gc.enable()
 
 
-def _tally(
-    table: dict[object, _Tally], key: object, group: Sequence[DeviceId], *detail: object
-) -> None:
-    entry = table.get(key)
-    if entry is None:
-        table[key] = _Tally(len(group), min(group), detail)
-    else:
-        entry.add(group)
-
-
-def _lock_of(explanation: Explanation, touched: Path) -> tuple[Path, LayerId]:
-    for lock, holder in explanation.locks:
-        if is_prefix(lock, touched) or is_prefix(touched, lock):
-            return lock, holder
-    return touched, GLOBAL  # pragma: no cover - a blocked step always has its lock
-
-
 def _with_layer(tiers: Tiers, layer_id: LayerId) -> Tiers:
     """The tiers with ``layer_id`` present (a device's own layer, written first now)."""
     if any(layer_id in tier for tier in tiers) or not layer_id.startswith("device/"):
         return tiers
     return (*tiers, (layer_id,))
-
-
-def _refuse(impact: Impact) -> None:
-    if impact.blocked:
-        touched, lock, holder, count, example = impact.blocked[0]
-        raise LockViolation(
-            f"{impact.layer}: {format_path(touched)} is locked by {holder} (lock on "
-            f"{format_path(lock)}); refused for {count:,} device(s), e.g. {example}",
-            devices=count,
-            examples=[example],
-        )
-    if impact.conflicts:
-        path, tied, count, example = impact.conflicts[0]
-        raise DirectiveConflict(
-            f"{impact.layer}: layers {', '.join(tied)} have equal precedence and would set "
-            f"{format_path(path)} differently on {count:,} device(s), e.g. {example}; "
-            "make them agree or change the dimension order",
-            devices=count,
-            examples=[example],
-        )
-    if impact.violations:
-        violation, count, example, via = impact.violations[0]
-        more = len(impact.violations) - 1
-        raise FleetValidationError(
-            f"{count:,} device(s) would violate {violation.path} (expected {violation.expected}"
-            f", {'it would be missing' if violation.missing else f'got {violation.value!r}'}), "
-            f"e.g. {example} via {via or 'defaults'}"
-            + (f"; and {more} more rule(s)" if more else ""),
-            devices=count,
-            examples=[example],
-        )
-
-
-def _changed_paths(old: Layer, new: Layer) -> frozenset[Path]:
-    paths = set(old.unsets ^ new.unsets)
-    for path in old.sets.keys() | new.sets.keys():
-        if not values_equal(old.sets.get(path, UNSET), new.sets.get(path, UNSET)):
-            paths.add(path)
-    return frozenset(paths)
 
 
 def _facts(record: DeviceRecord) -> DeviceFacts:

@@ -2,7 +2,7 @@
 
 - File databases run in WAL mode with ``synchronous=NORMAL``: a crash loses at
   most the last transactions, never consistency.  Foreign keys are enforced.
-- The layout is versioned by :data:`MIGRATIONS`, tracked in the
+- The layout (:mod:`edgecfg.store.layout`) is versioned by its migrations, tracked in the
   ``schema_version`` table; opening an older database migrates it step by step,
   each step in its own transaction.  A database written by a newer edgecfg is
   refused with :class:`~edgecfg.errors.StoreError`.
@@ -11,7 +11,7 @@
   translated once, in :meth:`SQLiteStore._transaction`, into ``StoreError``
   naming the operation.
 - Group membership lives in ``device_groups`` with an index on
-  ``(dimension, path)``, so a group query is a range scan (:data:`GROUP_MEMBERS_SQL`).
+  ``(dimension, path)``, so a group query is a range scan (``GROUP_MEMBERS_SQL``).
 
 A store may be shared between threads; calls are serialised by a lock.
 """
@@ -40,84 +40,9 @@ from edgecfg.store.base import (
     schema_not_newer,
     stale_parent,
 )
+from edgecfg.store.layout import GROUP_MEMBERS_SQL, LAYOUT_VERSION, MIGRATIONS
 
 __all__ = ["GROUP_MEMBERS_SQL", "LAYOUT_VERSION", "MIGRATIONS", "SQLiteStore"]
-
-MIGRATIONS: tuple[str, ...] = (
-    # 1: schemas, content-addressed blobs, layer revision histories.
-    """
-    CREATE TABLE schemas (
-        name TEXT NOT NULL,
-        version INTEGER NOT NULL,
-        document BLOB NOT NULL,
-        created_at REAL NOT NULL,
-        PRIMARY KEY (name, version)
-    );
-    CREATE TABLE blobs (
-        etag BLOB PRIMARY KEY CHECK (length(etag) = 8),
-        data BLOB NOT NULL
-    );
-    CREATE TABLE layer_revisions (
-        layer TEXT NOT NULL,
-        revision INTEGER NOT NULL CHECK (revision >= 1),
-        parent INTEGER,
-        content BLOB NOT NULL REFERENCES blobs (etag),
-        author TEXT NOT NULL,
-        message TEXT NOT NULL,
-        created_at REAL NOT NULL,
-        PRIMARY KEY (layer, revision)
-    ) WITHOUT ROWID;
-    """,
-    # 2: the device registry, with group membership indexed for range scans.
-    """
-    CREATE TABLE devices (
-        id TEXT PRIMARY KEY,
-        hardware TEXT, firmware TEXT, agent_version TEXT,
-        last_seen REAL, applied_etag BLOB
-    ) WITHOUT ROWID;
-    CREATE TABLE device_groups (
-        device_id TEXT NOT NULL REFERENCES devices (id) ON DELETE CASCADE,
-        dimension TEXT NOT NULL,
-        path TEXT NOT NULL,
-        PRIMARY KEY (device_id, dimension)
-    ) WITHOUT ROWID;
-    CREATE INDEX device_groups_by_group ON device_groups (dimension, path);
-    """,
-    # 3: fleet-wide settings (dimension order, the fleet's schema).
-    """
-    CREATE TABLE settings (
-        key TEXT PRIMARY KEY,
-        value BLOB NOT NULL
-    ) WITHOUT ROWID;
-    """,
-    # 4: telemetry packs as devices reported them (analysis reads them later).
-    """
-    CREATE TABLE telemetry (
-        device_id TEXT NOT NULL,
-        time REAL NOT NULL,
-        payload BLOB NOT NULL
-    );
-    CREATE INDEX telemetry_by_device ON telemetry (device_id, time);
-    """,
-)
-"""Layout migrations; step ``i`` (0-based) brings a database to version ``i + 1``.
-Append new steps; never edit a released one."""
-
-LAYOUT_VERSION = len(MIGRATIONS)
-"""The layout version this edgecfg writes."""
-
-GROUP_MEMBERS_SQL = """
-    SELECT device_id FROM device_groups
-    WHERE dimension = :dimension AND path = :path
-    UNION ALL
-    SELECT device_id FROM device_groups
-    WHERE dimension = :dimension AND path >= :path || '/' AND path < :path || '0'
-"""
-"""Ids of devices in group ``:path`` or below it.  ``'0'`` is the character after
-``'/'``, so ``[path/, path0)`` holds exactly the paths below ``path`` and never
-``europe`` for ``eu``.  Written as two index range scans joined by UNION ALL
-rather than ``path = ? OR (...)``: without ANALYZE statistics SQLite plans that
-OR as a scan of the whole dimension."""
 
 _PAGE = 500  # devices per read transaction in iter_devices; also bounds IN (...) lists
 
