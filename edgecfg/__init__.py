@@ -14,7 +14,8 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from edgecfg.core.path import Path, format_path, parse_path
-from edgecfg.core.schema import KeySpec, Schema, check_evolution, schema_from_document
+from edgecfg.core.schema import KeySpec, Schema
+from edgecfg.core.schema_document import check_evolution, schema_from_document
 from edgecfg.core.tree import UNSET, Tree, UnsetType, Value, values_equal
 from edgecfg.errors import (
     DecodeError,

@@ -14,16 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgecfg.core.schema import (
-    MERGE_POLICIES,
-    PRIORITIES,
-    TYPES,
-    KeySpec,
-    LocalPolicy,
-    Schema,
-    check_evolution,
-    schema_from_document,
-)
+from edgecfg.core.schema import MERGE_POLICIES, PRIORITIES, TYPES, KeySpec, LocalPolicy, Schema
+from edgecfg.core.schema_document import check_evolution, schema_from_document
 from edgecfg.core.tree import UNSET, check_model, get
 from edgecfg.core.versions import ANY_VERSION, parse_version
 from edgecfg.errors import SchemaError

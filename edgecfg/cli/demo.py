@@ -21,7 +21,7 @@ from edgecfg.cli.demo_fleet import run_fleet
 from edgecfg.cli.files import CommandError, read_bytes
 from edgecfg.core.ids import DeviceId, LayerId
 from edgecfg.core.layers import GLOBAL, device_layer, layer_from_parts, layer_to_document
-from edgecfg.core.schema import check_evolution
+from edgecfg.core.schema_document import check_evolution
 from edgecfg.core.tree import Tree, set_value
 from edgecfg.errors import WriteRefused
 from edgecfg.gateway.fleet import SCHEMA_SETTING, Fleet

@@ -50,7 +50,8 @@ from edgecfg.core.resolve import (
     Resolver,
     Tiers,
 )
-from edgecfg.core.schema import Schema, check_evolution
+from edgecfg.core.schema import Schema
+from edgecfg.core.schema_document import check_evolution
 from edgecfg.core.tree import UNSET, UnsetType, flatten, values_equal
 from edgecfg.errors import (
     FleetValidationError,

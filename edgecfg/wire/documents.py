@@ -18,7 +18,8 @@ from typing import Final, Literal, cast
 import cbor_diag
 import yaml
 
-from edgecfg.core.schema import Schema, schema_from_document
+from edgecfg.core.schema import Schema
+from edgecfg.core.schema_document import schema_from_document
 from edgecfg.core.tree import Value, check_model
 from edgecfg.errors import ModelError, PeerError, UsageError
 from edgecfg.wire.cbor import DEFAULT_LIMITS, DecodeLimits, decode, encode

@@ -16,7 +16,7 @@ from edgecfg.cli.main import main
 from edgecfg.core.ids import DeviceId, LayerId
 from edgecfg.core.layers import Hierarchy, Layer
 from edgecfg.core.resolve import DeviceFacts, Resolution, Resolver, Tiers
-from edgecfg.core.schema import schema_from_document
+from edgecfg.core.schema_document import schema_from_document
 from edgecfg.core.tree import Tree, flatten
 from edgecfg.gateway.fleet import Fleet
 from edgecfg.wire.cbor import encode

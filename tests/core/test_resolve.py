@@ -45,7 +45,8 @@ from edgecfg.core.resolve import (
     affected_by,
     leaves_under,
 )
-from edgecfg.core.schema import Schema, schema_from_document
+from edgecfg.core.schema import Schema
+from edgecfg.core.schema_document import schema_from_document
 from edgecfg.core.tree import UNSET, Tree, UnsetType, Value, flatten, get, is_map, values_equal
 
 Ranks = tuple[tuple[str, ...], ...]

@@ -16,10 +16,9 @@ from edgecfg.core.schema import (
     KeySpec,
     LocalPolicy,
     Schema,
-    check_evolution,
     is_prefix_of,
-    schema_from_document,
 )
+from edgecfg.core.schema_document import check_evolution, schema_from_document
 from edgecfg.core.tree import UNSET, Tree, Value, values_equal
 from edgecfg.core.versions import ANY_VERSION, VersionRange
 from edgecfg.errors import SchemaError, UsageError, ValidationError, Violation

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import edgecfg
-from edgecfg.core.schema import schema_from_document
+from edgecfg.core.schema_document import schema_from_document
 from edgecfg.core.tree import Tree, Value, check_model, flatten, is_map, values_equal
 from edgecfg.errors import UsageError
 from edgecfg.sim.configs import (

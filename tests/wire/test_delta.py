@@ -11,7 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import edgecfg
-from edgecfg.core.schema import Schema, schema_from_document
+from edgecfg.core.schema import Schema
+from edgecfg.core.schema_document import schema_from_document
 from edgecfg.core.tree import Tree, UnsetType, Value, get, values_equal
 from edgecfg.errors import DeltaBaseMismatch, DeltaError, DeltaIntegrityError
 from edgecfg.wire.cbor import DecodeLimits, Encoded, encode, etag
