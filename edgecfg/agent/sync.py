@@ -32,7 +32,7 @@ from edgecfg.agent.state import LocalState, Transfer
 from edgecfg.core.ids import ETag
 from edgecfg.core.tree import Tree
 from edgecfg.errors import DeltaError, EdgecfgError, PeerError
-from edgecfg.wire.blocks import DEFAULT_SZX, block_size
+from edgecfg.wire.blocks import DEFAULT_SZX
 from edgecfg.wire.cbor import CONTENT_FORMAT_CBOR, Encoded, encode
 from edgecfg.wire.delta import CONTENT_FORMAT_DELTA, apply_delta_encoded
 from edgecfg.wire.senml import CONTENT_FORMAT_SENML_CBOR, Record, encode_senml
@@ -321,8 +321,3 @@ def _decode(held: Encoded | None, payload: bytes, reply: Reply) -> Encoded:
             f"result checks as {config.etag.hex()}, the gateway announced {reply.etag.hex()}"
         )
     return config
-
-
-def blocks_of(size: int, szx: int) -> int:
-    """Blocks a representation of ``size`` bytes needs at ``szx``."""
-    return max(1, -(-size // block_size(szx)))

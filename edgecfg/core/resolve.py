@@ -18,7 +18,7 @@ that layer changes.  It is pure: layers come in as values, nothing is read.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Literal, TypeAlias
 
@@ -605,16 +605,3 @@ def _disputed(claims: Mapping[Path, list[tuple[LayerId, Effect]]]) -> set[Path]:
             if prefix in owners and owners[prefix] != owners[path]:
                 disputed.update((prefix, path))
     return disputed
-
-
-def leaves_under(tree: Tree, path: Path) -> Iterator[tuple[Path, Value]]:
-    """Leaf paths and values of ``tree`` at or below ``path``."""
-    for leaf, value in flatten(tree).items():
-        if is_prefix(path, leaf):
-            yield leaf, value
-
-
-def affected_by(touched: Iterable[Path], candidates: Iterable[Path]) -> set[Path]:
-    """The candidate leaf paths that a change at any ``touched`` path can alter."""
-    roots = list(touched)
-    return {c for c in candidates if any(is_prefix(r, c) or is_prefix(c, r) for r in roots)}

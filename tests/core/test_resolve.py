@@ -42,8 +42,6 @@ from edgecfg.core.resolve import (
     Explanation,
     Resolution,
     Resolver,
-    affected_by,
-    leaves_under,
 )
 from edgecfg.core.schema import Schema
 from edgecfg.core.schema_document import schema_from_document
@@ -547,28 +545,6 @@ def test_explain_of_an_emptied_map_agrees_with_resolve() -> None:
         assert values_equal(listed[leaf], value), (leaf, listed[leaf], value)
 
 
-@settings(max_examples=150, deadline=None)
-@given(fleets(), st.sampled_from([(), *UNIVERSE]))
-def test_explain_lists_exactly_the_named_leaves_under_the_prefix(
-    fleet: Fleet, prefix: Path
-) -> None:
-    resolver = fleet.resolver()
-    for device in fleet.devices:
-        resolved = resolver.resolve(device)
-        named = set(flatten(resolved.tree))
-        for tier in resolved.tiers:
-            for layer_id in tier:
-                named.update(resolver.layer(layer_id).touched())
-        explanations = resolver.explain(device, prefix)
-        listed = [e.path for e in explanations]
-        assert listed == sorted(p for p in named if is_prefix(prefix, p))
-        for explanation in explanations:
-            alone = resolver.explain_leaf(device, explanation.path)
-            assert values_equal(explanation.value, alone.value)
-            assert explanation.source == alone.source
-        assert {leaf for leaf, _ in leaves_under(resolved.tree, prefix)} <= set(listed)
-
-
 def test_explain_names_sources_and_overridden_steps() -> None:
     schema = _schema({"a.x": {"id": 1, "type": "int", "default": 0}})
     stored = {
@@ -1066,22 +1042,29 @@ def test_value_at_sees_locks_of_the_overriding_layer() -> None:
 # ---------------------------------------------------------------- helpers
 
 
-def test_leaves_under_yields_the_leaves_at_or_below_a_path() -> None:
-    tree: Tree = {"a": {"x": {"p": 1}, "y": 2}, "b": {}, "c": 3}
-    assert dict(leaves_under(tree, ("a",))) == {("a", "x", "p"): 1, ("a", "y"): 2}
-    assert dict(leaves_under(tree, ("a", "y"))) == {("a", "y"): 2}
-    assert dict(leaves_under(tree, ())) == flatten(tree)
-    assert dict(leaves_under(tree, ("zz",))) == {}
-
-
-def test_affected_by_is_every_candidate_on_the_same_branch() -> None:
-    candidates = [("a",), ("a", "x"), ("a", "x", "p"), ("a", "y"), ("b",)]
-    assert affected_by([("a", "x")], candidates) == {("a",), ("a", "x"), ("a", "x", "p")}
-    assert affected_by([("b",), ("a", "y")], candidates) == {("a",), ("a", "y"), ("b",)}
-    assert affected_by([], candidates) == set()
-
-
 def test_resolution_reports_what_happened_on_the_way() -> None:
     stored = {GLOBAL: Layer({("a",): 1}, locks=frozenset({("a",)}))}
     resolution = Resolver(Hierarchy(), stored).resolve(_device({}))
     assert resolution == Resolution({"a": 1}, ((GLOBAL,),), locks={("a",): GLOBAL})
+
+
+@settings(max_examples=150, deadline=None)
+@given(fleets(), st.sampled_from([(), *UNIVERSE]))
+def test_explain_lists_exactly_the_named_leaves_under_the_prefix(
+    fleet: Fleet, prefix: Path
+) -> None:
+    resolver = fleet.resolver()
+    for device in fleet.devices:
+        resolved = resolver.resolve(device)
+        named = set(flatten(resolved.tree))
+        for tier in resolved.tiers:
+            for layer_id in tier:
+                named.update(resolver.layer(layer_id).touched())
+        explanations = resolver.explain(device, prefix)
+        listed = [e.path for e in explanations]
+        assert listed == sorted(p for p in named if is_prefix(prefix, p))
+        for explanation in explanations:
+            alone = resolver.explain_leaf(device, explanation.path)
+            assert values_equal(explanation.value, alone.value)
+            assert explanation.source == alone.source
+        assert {leaf for leaf in flatten(resolved.tree) if is_prefix(prefix, leaf)} <= set(listed)
