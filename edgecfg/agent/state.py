@@ -1,12 +1,17 @@
-"""The agent's small local state: the applied configuration and a transfer in
-progress, written atomically (the offline issue hardens this into the
-crash-safe encrypted store).
+"""The agent's local state: the applied configuration and a transfer in progress.
 
-Every write goes to a temporary file, is fsynced, renamed over the old file,
-and the directory is fsynced, so a power cut leaves the old or the new file,
-never a torn one.  A transfer records the request, the representation's ETag,
-the block size and the bytes received so far, so a sync interrupted at block
-N resumes at block N after a reconnect or a restart.
+The configuration lives in the encrypted, crash-safe A/B store
+(:class:`~edgecfg.agent.store.DeviceStore`): every applied version is
+committed as a new generation and marked good once its ETag verified, so
+the last-known-good survives a bad write or a power cut.  A transfer in
+progress records the request, the representation's ETag, the block size and
+the bytes received so far (encrypted with the same key), so a sync
+interrupted at block N resumes at block N after a reconnect or a restart.
+
+The key: pass one derived from the device's provisioning secret
+(:func:`~edgecfg.agent.crypto.derive_store_key`).  Without one, a development
+key file ``device.key`` (mode 0600) is created in the state directory; that
+is for development and tests only, since the key then sits beside the data.
 """
 
 from __future__ import annotations
@@ -16,13 +21,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, cast
 
+from edgecfg.agent.crypto import RecordCipher, load_or_create_dev_key
+from edgecfg.agent.store import DeviceStore
 from edgecfg.core.ids import ETag
 from edgecfg.core.tree import Tree, Value, is_map
 from edgecfg.errors import EdgecfgError, PeerError
 from edgecfg.wire.cbor import Encoded, decode, encode
 
-CONFIG_FILE: Final = "config.cbor"
-TRANSFER_FILE: Final = "transfer.cbor"
+TRANSFER_FILE: Final = "transfer.bin"
+DEV_KEY_FILE: Final = "device.key"
+_TRANSFER_AD: Final = b"edgecfg transfer v1"
 
 
 class StateError(EdgecfgError):
@@ -49,30 +57,40 @@ class Transfer:
 class LocalState:
     """The applied config and the pending transfer, in one directory."""
 
-    def __init__(self, directory: str | os.PathLike[str]) -> None:
+    def __init__(self, directory: str | os.PathLike[str], *, key: bytes | None = None) -> None:
         self.directory = Path(directory)
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise StateError(f"{self.directory}: cannot create: {error.strerror}") from None
+        key = key if key is not None else load_or_create_dev_key(self.directory / DEV_KEY_FILE)
+        self.store = DeviceStore(self.directory / "store", key=key)
+        self._cipher = RecordCipher(key)
+        self._held: Encoded | None = None
+        self._loaded = False
 
     def load_config(self) -> Encoded | None:
-        """The applied configuration, or None before the first sync.
-
-        A file that does not decode is treated as absent (the next sync fetches
-        the full config) rather than crashing the agent.
-        """
-        data = self._read(CONFIG_FILE)
-        if data is None:
-            return None
-        try:
-            return Encoded.from_bytes(data)
-        except PeerError:
-            return None
+        """The applied configuration, or None before the first sync (or when
+        both generations are unusable: the next sync fetches the full config)."""
+        if not self._loaded:
+            self.store.load()
+            self._held = self.store.current()
+            self._loaded = True
+        return self._held
 
     def save_config(self, config: Encoded) -> None:
-        """Replace the applied configuration atomically."""
-        self._write(CONFIG_FILE, config.cbor)
+        """Commit a verified configuration as a new generation and mark it good."""
+        held = self.load_config()
+        if held is not None and held.etag == config.etag:
+            return
+        generation = self.store.commit(config)
+        self.store.mark_good(generation.number)
+        self._held = config
+
+    def events(self) -> list[str]:
+        """Store problems found since the last call (corruption, recovery), to report."""
+        self.load_config()
+        return [str(event) for event in self.store.take_events()]
 
     def load_transfer(self) -> Transfer | None:
         """The transfer in progress, or None."""
@@ -80,10 +98,10 @@ class LocalState:
         if data is None:
             return None
         try:
-            record = decode(data)
+            record = decode(self._cipher.open(data[:12], data[12:], _TRANSFER_AD))
             return _transfer_from(record)
         except (PeerError, KeyError, TypeError, ValueError):
-            return None
+            return None  # damaged or foreign: the transfer starts over
 
     def save_transfer(self, transfer: Transfer) -> None:
         """Record a transfer's progress atomically."""
@@ -96,7 +114,8 @@ class LocalState:
             "content_format": transfer.content_format,
             "base": transfer.base,
         }
-        self._write(TRANSFER_FILE, encode(record))
+        nonce, sealed = self._cipher.seal(encode(record), _TRANSFER_AD)
+        self._write(TRANSFER_FILE, nonce + sealed)
 
     def clear_transfer(self) -> None:
         """Forget the transfer in progress (done, or its ETag changed)."""

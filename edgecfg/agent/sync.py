@@ -30,7 +30,7 @@ from edgecfg.agent.coap import Link as CoapLinkProtocol
 from edgecfg.agent.coap import LinkDown, Reply
 from edgecfg.agent.state import LocalState, Transfer
 from edgecfg.core.ids import ETag
-from edgecfg.core.tree import Tree
+from edgecfg.core.tree import Tree, Value
 from edgecfg.errors import DeltaError, EdgecfgError, PeerError
 from edgecfg.wire.blocks import DEFAULT_SZX
 from edgecfg.wire.cbor import CONTENT_FORMAT_CBOR, Encoded, encode
@@ -264,6 +264,9 @@ class Agent:
     async def _report(self) -> None:
         held = self.state.load_config()
         report: Tree = {"applied": held.etag if held else None}
+        events = self.state.events()
+        if events:  # corruption found (and recovered from) since the last report
+            report["store_events"] = list[Value](events)
         if not self._introduced:  # versions once per run: they rarely change
             report["agent"] = self.agent_version
             if self.schema_version is not None:

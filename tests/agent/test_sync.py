@@ -261,3 +261,38 @@ async def test_an_online_agent_observes_and_syncs_when_notified(
     assert interval(agent) == 5400
     assert results[0] == "updated"  # the first sync, before observing
     assert "updated" in results[1:]  # the notification's sync
+
+
+async def test_a_corrupted_store_falls_back_and_the_next_report_says_so(
+    gateway: Gateway, tmp_path: Path
+) -> None:
+    reports: list[bytes] = []
+
+    class Recording(CountingLink):
+        async def request(self, method: Method, path: Sequence[str], **kw: object) -> Reply:
+            if method == "POST" and path[0] == "state":
+                reports.append(bytes(kw.get("payload", b"")))  # type: ignore[arg-type]
+            return await super().request(method, path, **kw)  # type: ignore[arg-type]
+
+    async with CoapLink(gateway.uri, ack_timeout=0.5) as inner:
+        agent = Agent(inner, LocalState(tmp_path), device="dev-1", backoff=FAST)
+        await agent.sync()
+        first = agent.state.load_config()
+        edit(gateway, 6000)
+        await agent.sync()
+        newest = agent.state.store.load().current
+        assert first is not None and newest is not None
+        slot = Path(agent.state.store.slot_path(newest.slot))
+        damaged = bytearray(slot.read_bytes())
+        damaged[-5] ^= 0x40  # a bit flip in the ciphertext
+        slot.write_bytes(bytes(damaged))
+        restarted = Agent(Recording(inner), LocalState(tmp_path), device="dev-1", backoff=FAST)
+        held = restarted.state.load_config()
+        assert held is not None and held.etag == first.etag  # the older generation
+        result = await restarted.sync()
+    assert result.outcome == "updated"
+    assert interval(restarted) == 6000
+    assert reports and b"store_events" in reports[-1]
+    assert b"authentication" in reports[-1]
+    transfer_plain = gateway.fleet.encoded(DeviceId("dev-1")).cbor[:32]
+    assert all(transfer_plain not in p.read_bytes() for p in tmp_path.rglob("*") if p.is_file())
