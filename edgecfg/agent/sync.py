@@ -24,17 +24,19 @@ import contextlib
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Final, Literal, cast
 
 from edgecfg.agent.coap import Link as CoapLinkProtocol
 from edgecfg.agent.coap import LinkDown, Reply
+from edgecfg.agent.local import LocalOverrides
 from edgecfg.agent.state import LocalState, Transfer
 from edgecfg.core.ids import ETag
-from edgecfg.core.tree import Tree, Value
+from edgecfg.core.tree import Tree, Value, is_map
 from edgecfg.errors import DeltaError, EdgecfgError, PeerError
 from edgecfg.wire.blocks import DEFAULT_SZX
-from edgecfg.wire.cbor import CONTENT_FORMAT_CBOR, Encoded, encode
+from edgecfg.wire.cbor import CONTENT_FORMAT_CBOR, Encoded, decode, encode
 from edgecfg.wire.delta import CONTENT_FORMAT_DELTA, apply_delta_encoded
+from edgecfg.wire.journal import entry_to_value
 from edgecfg.wire.senml import CONTENT_FORMAT_SENML_CBOR, Record, encode_senml
 
 AGENT_VERSION: Final = "1.0.0"
@@ -86,6 +88,7 @@ class Agent:
         budget: int | None = None,
         backoff: Backoff | None = None,
         seed: int | None = None,
+        local: LocalOverrides | None = None,
     ) -> None:
         self.link = link
         self.state = state
@@ -99,15 +102,20 @@ class Agent:
         self.budget = budget
         self.backoff = backoff or Backoff()
         self.rng = random.Random(seed)
+        self.local = local
+        self.last_merge: Value | None = None  # the gateway's last answer about local overrides
         self._introduced = False
 
     # -- public -------------------------------------------------------------------
 
     @property
     def config(self) -> Tree | None:
-        """The applied configuration (what the device runs on)."""
+        """What the device runs on: the applied configuration, plus local overrides
+        the gateway has not merged yet (offline changes)."""
         held = self.state.load_config()
-        return held.tree if held is not None else None
+        if held is None:
+            return None
+        return self.local.effective(held.tree) if self.local is not None else held.tree
 
     async def sync(self) -> SyncResult:
         """One sync with retries; raises :class:`LinkDown` when every attempt failed."""
@@ -177,7 +185,11 @@ class Agent:
                 return step
             held = self.state.load_config()
         outcome = await self._fetch(held, ())
-        if outcome == "updated":
+        reporting = outcome == "updated" or (self.local is not None and bool(self.local.pending()))
+        stale = reporting and await self._report() and outcome != "partial"
+        # the merge put accepted overrides into the served config: fetch and confirm it
+        if stale and await self._fetch(self.state.load_config(), ()) == "updated":
+            outcome = "updated"
             await self._report()
         return outcome
 
@@ -261,9 +273,14 @@ class Agent:
             raise LinkDown(f"gateway overloaded; retry after {reply.max_age or 60} s")
         return reply
 
-    async def _report(self) -> None:
+    async def _report(self) -> bool:
+        """POST /state; True when the gateway says the device is not current."""
         held = self.state.load_config()
         report: Tree = {"applied": held.etag if held else None}
+        pending = self.local.pending() if self.local is not None else ()
+        if pending:  # offline changes, for the gateway's three-way merge
+            report["journal"] = [entry_to_value(entry) for entry in pending]
+            report["base"] = held.etag if held else None
         events = self.state.events()
         if events:  # corruption found (and recovered from) since the last report
             report["store_events"] = list[Value](events)
@@ -280,6 +297,16 @@ class Agent:
         if not reply.ok:
             raise SyncFailed(f"{self.device}: state report refused: {reply.code} {reply.payload!r}")
         self._introduced = True
+        if not reply.payload:
+            return False  # current, nothing merged
+        answer = decode(reply.payload)
+        if not is_map(answer):
+            raise SyncFailed(f"{self.device}: state answer is not a CBOR map")
+        merged = answer.get("local")
+        if is_map(merged) and self.local is not None and type(merged.get("ack")) is int:
+            self.local.acknowledge(cast(int, merged["ack"]))
+            self.last_merge = merged
+        return answer.get("current") is False
 
     async def _telemetry(self, records: Sequence[Record]) -> Outcome:
         held = self.state.load_config()

@@ -31,13 +31,14 @@ from edgecfg.errors import ModelError, PathError, UsageError
 
 GLOBAL: Final = LayerId("global")
 DEVICE_SCOPE: Final = "device"
-RESERVED_SCOPES: Final = frozenset({"global", DEVICE_SCOPE, "defaults"})
+LOCAL_SCOPE: Final = "local"
+RESERVED_SCOPES: Final = frozenset({"global", DEVICE_SCOPE, LOCAL_SCOPE, "defaults"})
 DEFAULT_RANKS: Final[tuple[tuple[str, ...], ...]] = (("hardware",), ("function",), ("region",))
 
 _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 _SEGMENT = re.compile(r"^[A-Za-z0-9_.:@+-]{1,64}$")
 
-LayerKind = Literal["global", "group", "device"]
+LayerKind = Literal["global", "group", "device", "local"]
 
 
 class LayerError(UsageError):
@@ -241,6 +242,8 @@ class LayerName:
             return GLOBAL
         if self.kind == "device":
             return LayerId(f"{DEVICE_SCOPE}/{self.device}")
+        if self.kind == "local":
+            return LayerId(f"{LOCAL_SCOPE}/{self.device}")
         return LayerId("/".join((self.dimension, *self.group)))
 
     @property
@@ -251,6 +254,11 @@ class LayerName:
 def group_layer(dimension: str, group: str) -> LayerId:
     """The layer id of group ``group`` (``eu/eu-west``) in ``dimension``."""
     return LayerId(f"{dimension}/{group}")
+
+
+def local_layer(device: DeviceId | str) -> LayerId:
+    """The layer of a device's merged local overrides (DESIGN §4: above its own layer)."""
+    return LayerId(f"{LOCAL_SCOPE}/{device}")
 
 
 def device_layer(device: DeviceId | str) -> LayerId:
@@ -316,6 +324,8 @@ class Hierarchy:
             )
         if scope == DEVICE_SCOPE:
             return LayerName("device", device=rest)
+        if scope == LOCAL_SCOPE:
+            return LayerName("local", device=rest)
         self.rank_of(scope)
         return LayerName("group", dimension=scope, group=parse_group(rest))
 

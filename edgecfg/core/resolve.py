@@ -187,12 +187,16 @@ class Resolver:
         """The device's precedence tiers; its own layer only when it has one
         (so devices without overrides share their folds)."""
         if self.has_layer(_device_layer(device.id)):
-            return self.hierarchy.tiers(device.groups, device.id)
-        key = tuple(sorted(device.groups.items()))
-        found = self._tiers.get(key)
-        if found is None:  # the group part is shared by every device in those groups
-            found = self.hierarchy.tiers(device.groups)
-            self._tiers[key] = found
+            found = self.hierarchy.tiers(device.groups, device.id)
+        else:
+            key = tuple(sorted(device.groups.items()))
+            found = self._tiers.get(key)
+            if found is None:  # the group part is shared by every device in those groups
+                found = self.hierarchy.tiers(device.groups)
+                self._tiers[key] = found
+        local = LayerId(f"local/{device.id}")
+        if self.has_layer(local):  # merged local overrides: above the device's own layer
+            found = (*found, (local,))
         return found
 
     # -- resolution -----------------------------------------------------------

@@ -198,7 +198,7 @@ class Fleet:
             raise UsageError(
                 f"devices use dimensions {sorted(missing)}, which the new order leaves out"
             )
-        allowed = {*hierarchy.dimensions, "global", "device"}
+        allowed = {*hierarchy.dimensions, "global", "device", "local"}
         orphans = [i for i in self.resolver.layer_ids() if _layer_dimension(i) not in allowed]
         if orphans:
             raise UsageError(f"layers {orphans[:SAMPLE]} belong to dimensions the order leaves out")
@@ -311,7 +311,7 @@ class Fleet:
     ) -> tuple[LayerRevision, Impact]:
         """Apply ``edit`` to a layer (or replace it), after every check; store a revision."""
         name = self.hierarchy.parse(layer_id)
-        if name.kind == "device":
+        if name.kind in ("device", "local"):
             self.device(DeviceId(name.device))  # the device must exist
         current = self.resolver.layer(layer_id)
         new = edit if replace else current.merged(edit)
@@ -346,7 +346,7 @@ class Fleet:
         for signature in self._encoded_users.pop(layer_id, set()):
             self._encoded.pop(signature, None)
         name = self.hierarchy.parse(layer_id)
-        if name.kind == "device" and had != self.resolver.has_layer(layer_id):
+        if name.kind in ("device", "local") and had != self.resolver.has_layer(layer_id):
             members = self.members()  # the device's own layer appeared or vanished
             facts = members.facts.get(DeviceId(name.device))
             if facts is not None:
@@ -427,7 +427,7 @@ class Fleet:
         members = self.members()
         if name.kind == "global":
             return list(members.facts)
-        if name.kind == "device":
+        if name.kind in ("device", "local"):
             device = DeviceId(name.device)
             return [device] if device in members.facts else []
         group = "/".join(name.group)
@@ -585,9 +585,15 @@ def _collector_paused() -> Generator[None]:
 
 def _with_layer(tiers: Tiers, layer_id: LayerId) -> Tiers:
     """The tiers with ``layer_id`` present (a device's own layer, written first now)."""
-    if any(layer_id in tier for tier in tiers) or not layer_id.startswith("device/"):
+    if any(layer_id in tier for tier in tiers):
         return tiers
-    return (*tiers, (layer_id,))
+    if layer_id.startswith("local/"):
+        return (*tiers, (layer_id,))
+    if not layer_id.startswith("device/"):
+        return tiers
+    local = [tier for tier in tiers if tier[0].startswith("local/")]
+    rest = tuple(tier for tier in tiers if not tier[0].startswith("local/"))
+    return (*rest, (layer_id,), *local)
 
 
 def _facts(record: DeviceRecord) -> DeviceFacts:

@@ -31,6 +31,7 @@ from edgecfg.core.tree import (
 )
 from edgecfg.errors import NotFound, PathError, PeerError
 from edgecfg.gateway.fleet import Fleet
+from edgecfg.gateway.reconcile import reconcile
 from edgecfg.store import DeviceRecord
 from edgecfg.wire.cbor import CONTENT_FORMAT_CBOR, Encoded, decode, encode, etag_of_bytes
 from edgecfg.wire.delta import CONTENT_FORMAT_DELTA, make_delta, restrict_to_classes
@@ -253,11 +254,21 @@ class SyncService:
         self.fleet.store.record_seen(
             device, now=now, applied_etag=ETag(applied) if isinstance(applied, bytes) else None
         )
+        outcome: Value | None = None
+        if "journal" in report:  # offline changes to merge (issue 6)
+            base = report.get("base")
+            held = self.known(ETag(base)) if isinstance(base, bytes) and len(base) == 8 else None
+            outcome = reconcile(
+                self.fleet, device, report["journal"],
+                base=held.tree if held is not None else None, now=now,
+            )  # fmt: skip
         current = self.current(device, schema_version=_int(report.get("schema")))
-        if applied == current.etag:
+        if applied == current.etag and outcome is None:
             return None
-        blob = encode({"etag": current.etag, "current": False})
-        return Representation(blob, CONTENT_FORMAT_CBOR, current.etag)
+        answer: Tree = {"etag": current.etag, "current": applied == current.etag}
+        if outcome is not None:
+            answer["local"] = outcome
+        return Representation(encode(answer), CONTENT_FORMAT_CBOR, current.etag)
 
     def telemetry(
         self, device: DeviceId, body: bytes, *, now: float, held: ETag | None

@@ -33,7 +33,7 @@ from edgecfg.core.hlc import timestamp_from_compact
 from edgecfg.core.journal import Journal, JournalEntry
 from edgecfg.core.path import parse_path
 from edgecfg.core.tree import UNSET, UnsetType, Value
-from edgecfg.errors import EdgecfgError, UsageError
+from edgecfg.errors import EdgecfgError, PeerError, UsageError
 from edgecfg.wire.cbor import DecodeLimits, decode, encode
 
 MAX_RECORD_BYTES: Final = 64 * 1024
@@ -85,15 +85,7 @@ def frame(entry: JournalEntry, *, max_record_bytes: int = MAX_RECORD_BYTES) -> b
 
     Raises :class:`RecordTooLarge` when the CBOR exceeds ``max_record_bytes``.
     """
-    fields: list[Value] = [
-        entry.sequence,
-        entry.dotted,
-        [*entry.at.to_compact()],
-        entry.reason,
-    ]
-    if not isinstance(entry.value, UnsetType):
-        fields.append(entry.value)
-    payload = encode(fields)
+    payload = encode(entry_to_value(entry))
     if len(payload) > max_record_bytes:
         raise RecordTooLarge(path=entry.dotted, size=len(payload), limit=max_record_bytes)
     head = len(payload).to_bytes(LENGTH_SIZE, "big")
@@ -104,6 +96,26 @@ def frame(entry: JournalEntry, *, max_record_bytes: int = MAX_RECORD_BYTES) -> b
 def frames(entries: Iterable[JournalEntry], *, max_record_bytes: int = MAX_RECORD_BYTES) -> bytes:
     """The records of ``entries`` one after another (a whole file, e.g. after compaction)."""
     return b"".join(frame(entry, max_record_bytes=max_record_bytes) for entry in entries)
+
+
+def entry_to_value(entry: JournalEntry) -> Value:
+    """The CBOR form of one entry (a record's payload; also what a state report carries)."""
+    fields: list[Value] = [entry.sequence, entry.dotted, [*entry.at.to_compact()], entry.reason]
+    if not isinstance(entry.value, UnsetType):
+        fields.append(entry.value)
+    return fields
+
+
+def entry_from_value(value: Value) -> JournalEntry:
+    """Inverse of :func:`entry_to_value`; raises :class:`BadEntry` naming what is wrong."""
+    try:
+        return _entry(value)
+    except (_BadRecord, EdgecfgError) as error:
+        raise BadEntry(f"not a journal entry: {error}") from None
+
+
+class BadEntry(PeerError, ValueError):
+    """A journal entry from a peer (a state report) is malformed."""
 
 
 class _BadRecord(Exception):

@@ -1,0 +1,159 @@
+"""Local overrides on the device: an append-only, crash-safe journal (issue 6).
+
+A local change (``edgecfg agent set``, or the API) is checked against the
+schema's local-override policy, stamped with a hybrid logical clock and
+appended to ``journal.bin`` as one framed record, fsynced before the call
+returns.  A torn record at the end (a power cut mid-append) is cut off at the
+next start.  The gateway's acknowledgement (a sequence number) is kept in
+``journal.ack`` (written atomically); acknowledged history is compacted away
+when the file grows past its bounds.
+
+While offline the device runs on its applied configuration with the pending
+overrides on top (:meth:`LocalOverrides.effective`).  After the gateway
+merges them, accepted overrides come back inside the served configuration
+(the device's ``local/{id}`` layer), so only unacknowledged entries are laid
+on top locally.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Final
+
+from edgecfg.core.hlc import Timestamp, tick
+from edgecfg.core.journal import Journal, JournalEntry, check_override
+from edgecfg.core.path import Path as ConfigPath
+from edgecfg.core.schema import Schema
+from edgecfg.core.tree import Tree, UnsetType, Value, delete, put_checked_value
+from edgecfg.errors import EdgecfgError
+from edgecfg.wire.journal import frame, frames, scan_frames
+
+JOURNAL_FILE: Final = "journal.bin"
+ACK_FILE: Final = "journal.ack"
+MAX_ENTRIES: Final = 1024
+MAX_BYTES: Final = 256 * 1024
+
+
+class JournalIOError(EdgecfgError):
+    """The journal could not be written (names the file and the OS error)."""
+
+
+class LocalOverrides:
+    """The device's journal of local changes, in its state directory."""
+
+    def __init__(
+        self, directory: str | os.PathLike[str], *, node: str, schema: Schema | None = None
+    ) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.node = node
+        self.schema = schema
+        self.journal = self._load()
+        self.fsyncs = 0
+        self.bytes_written = 0
+
+    # -- reading ----------------------------------------------------------------------
+
+    def _load(self) -> Journal:
+        path = self.directory / JOURNAL_FILE
+        data = path.read_bytes() if path.exists() else b""
+        scan = scan_frames(data)
+        if scan.valid_length != len(data):  # a torn or damaged tail: cut it off
+            with open(path, "r+b") as handle:
+                handle.truncate(scan.valid_length)
+                handle.flush()
+                os.fsync(handle.fileno())
+        ack_path = self.directory / ACK_FILE
+        acknowledged = int(ack_path.read_text()) if ack_path.exists() else 0
+        last = scan.entries[-1].sequence if scan.entries else 0
+        return Journal.of(scan.entries, acknowledged=min(acknowledged, last))
+
+    def pending(self) -> tuple[JournalEntry, ...]:
+        """Entries the gateway has not acknowledged yet (they go in the next report)."""
+        return self.journal.pending()
+
+    def overrides(self) -> dict[ConfigPath, JournalEntry]:
+        """The latest pending change per path."""
+        latest: dict[ConfigPath, JournalEntry] = {}
+        for entry in self.pending():
+            latest[entry.path] = entry
+        return latest
+
+    def effective(self, applied: Tree) -> Tree:
+        """The configuration the device runs on: ``applied`` plus pending overrides."""
+        tree = applied
+        for path, entry in sorted(self.overrides().items()):
+            if isinstance(entry.value, UnsetType):
+                if _present(tree, path):
+                    tree = delete(tree, path)
+            else:
+                tree = put_checked_value(tree, path, entry.value)
+        return tree
+
+    # -- writing ----------------------------------------------------------------------
+
+    def set(
+        self, path: ConfigPath, value: Value | UnsetType, *, reason: str, now_ms: int
+    ) -> JournalEntry:
+        """Record a local change (``UNSET`` removes the override), checked against
+        the schema's local-override policy; durable when this returns."""
+        if self.schema is not None:
+            check_override(self.schema, path, value)
+        last: Timestamp | None = self.journal.entries[-1].at if self.journal.entries else None
+        journal, entry = self.journal.record(
+            path, value, reason=reason, at=tick(last, now_ms, self.node)
+        )
+        self._append(frame(entry))
+        self.journal = journal
+        return entry
+
+    def acknowledge(self, sequence: int) -> None:
+        """The gateway merged everything up to ``sequence``; compact when large."""
+        if sequence <= self.journal.acknowledged:
+            return  # a replayed or reordered answer: nothing new
+        self.journal = self.journal.acknowledge(min(sequence, self.journal.last_sequence))
+        _write_atomic(self.directory / ACK_FILE, str(self.journal.acknowledged).encode())
+        compacted = self.journal.compact(max_entries=MAX_ENTRIES, max_bytes=MAX_BYTES)
+        if len(compacted.entries) < len(self.journal.entries):
+            _write_atomic(self.directory / JOURNAL_FILE, frames(compacted.entries))
+            self.journal = compacted
+
+    def _append(self, record: bytes) -> None:
+        path = self.directory / JOURNAL_FILE
+        try:
+            with open(path, "ab") as handle:
+                handle.write(record)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as error:
+            raise JournalIOError(f"{path}: cannot append: {error.strerror}") from None
+        self.fsyncs += 1
+        self.bytes_written += len(record)
+
+
+def _present(tree: Mapping[str, Value], path: ConfigPath) -> bool:
+    node: object = tree
+    for key in path:
+        if not isinstance(node, dict) or key not in node:
+            return False
+        node = node[key]
+    return True
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    temporary = path.with_suffix(path.suffix + ".tmp")
+    try:
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+        directory = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+    except OSError as error:
+        raise JournalIOError(f"{path}: cannot write: {error.strerror}") from None
