@@ -26,12 +26,14 @@ from edgecfg.core.hlc import Timestamp, tick
 from edgecfg.core.journal import Journal, JournalEntry, check_override
 from edgecfg.core.path import Path as ConfigPath
 from edgecfg.core.schema import Schema
-from edgecfg.core.tree import Tree, UnsetType, Value, delete, put_checked_value
-from edgecfg.errors import EdgecfgError
+from edgecfg.core.tree import Tree, UnsetType, Value, delete, is_map, put_checked_value
+from edgecfg.errors import EdgecfgError, PeerError
+from edgecfg.wire.cbor import decode, encode
 from edgecfg.wire.journal import frame, frames, scan_frames
 
 JOURNAL_FILE: Final = "journal.bin"
 ACK_FILE: Final = "journal.ack"
+MERGED_FILE: Final = "merged.cbor"
 MAX_ENTRIES: Final = 1024
 MAX_BYTES: Final = 256 * 1024
 
@@ -108,6 +110,26 @@ class LocalOverrides:
         self._append(frame(entry))
         self.journal = journal
         return entry
+
+    def merged(self) -> dict[str, str]:
+        """The gateway's last verdicts by dotted path: "accepted" or "rejected: why"."""
+        path = self.directory / MERGED_FILE
+        if not path.exists():
+            return {}
+        try:
+            verdicts = decode(path.read_bytes())
+        except PeerError:
+            return {}
+        return {str(k): str(v) for k, v in verdicts.items()} if is_map(verdicts) else {}
+
+    def remember(self, outcome: Mapping[str, Value]) -> None:
+        """Keep the gateway's answer about our overrides (for ``agent show``)."""
+        verdicts: dict[str, Value] = dict(self.merged())
+        for item in outcome.get("accepted", []) or []:  # type: ignore[union-attr]
+            verdicts[str(item[1])] = "accepted"  # type: ignore[index]
+        for item in outcome.get("rejected", []) or []:  # type: ignore[union-attr]
+            verdicts[str(item[1])] = f"rejected: {item[2]}"  # type: ignore[index]
+        _write_atomic(self.directory / MERGED_FILE, encode(verdicts))
 
     def acknowledge(self, sequence: int) -> None:
         """The gateway merged everything up to ``sequence``; compact when large."""

@@ -305,6 +305,7 @@ class Agent:
         merged = answer.get("local")
         if is_map(merged) and self.local is not None and type(merged.get("ack")) is int:
             self.local.acknowledge(cast(int, merged["ack"]))
+            self.local.remember(merged)
             self.last_merge = merged
         return answer.get("current") is False
 

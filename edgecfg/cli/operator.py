@@ -37,6 +37,7 @@ from edgecfg.core.tree import UNSET, UnsetType, Value, check_model, is_map
 from edgecfg.errors import EdgecfgError, NotFound
 from edgecfg.gateway.fleet import Fleet
 from edgecfg.gateway.impact import Impact
+from edgecfg.gateway.reconcile import describe, last_outcome
 from edgecfg.store import DeviceRecord, LayerRevision, SQLiteStore
 from edgecfg.wire.cbor import Encoded
 from edgecfg.wire.delta import make_delta
@@ -283,6 +284,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
             return 0
         for explanation in explanations:
             _print_explanation(fleet, explanation)
+        outcome = last_outcome(fleet, device)  # the device's offline changes, as merged
+        paths = [e.path for e in explanations]
+        for line in describe(outcome, paths) if outcome is not None else []:
+            print(f"    {line}")
     return 0
 
 

@@ -5,19 +5,27 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import signal
 import sys
+import time
+from pathlib import Path
 from typing import Any
 
 from edgecfg.agent.coap import CoapLink, LinkDown
+from edgecfg.agent.local import LocalOverrides
 from edgecfg.agent.state import LocalState
 from edgecfg.agent.sync import AGENT_VERSION, Agent, SyncResult
-from edgecfg.cli.files import CommandError
+from edgecfg.cli.files import CommandError, load_schema, read_bytes, write_bytes
+from edgecfg.cli.operator import parse_assignment
+from edgecfg.core.path import format_path, is_prefix, parse_path
+from edgecfg.core.tree import UNSET, UnsetType, flatten, get
 from edgecfg.gateway.identity import InsecurePolicy
 from edgecfg.gateway.server import Gateway, serve
 from edgecfg.store import SQLiteStore
 from edgecfg.wire.blocks import szx_for
+from edgecfg.wire.documents import write_config
 
 
 def parse_bind(text: str) -> tuple[str, int]:
@@ -64,6 +72,7 @@ def cmd_agent_run(args: argparse.Namespace) -> int:
             agent = Agent(
                 link,
                 LocalState(args.state_dir),
+                local=_local(args.state_dir, args.device, args.schema),
                 device=args.device,
                 agent_version=args.agent_version,
                 schema_version=args.schema_version,
@@ -91,6 +100,75 @@ def cmd_agent_run(args: argparse.Namespace) -> int:
                     return 0
 
     return asyncio.run(main())
+
+
+def _local(state_dir: str, device: str, schema_file: str | None) -> LocalOverrides:
+    """The agent's journal; a given schema is kept in the state directory for later."""
+    stored = Path(state_dir) / "schema.json"
+    if schema_file is not None:
+        Path(state_dir).mkdir(parents=True, exist_ok=True)
+        stored.write_bytes(read_bytes(schema_file))
+    schema = load_schema(str(stored)) if stored.exists() else None
+    return LocalOverrides(Path(state_dir) / "local", node=device, schema=schema)
+
+
+def cmd_agent_set(args: argparse.Namespace) -> int:
+    """Record local overrides (checked against the schema's local policy)."""
+    local = _local(args.state_dir, args.device, args.schema)
+    if local.schema is None:
+        raise CommandError(
+            f"{args.state_dir}: no schema to check local overrides against; pass --schema FILE"
+        )
+    now_ms = int(time.time() * 1000)
+    for item in args.assignments:
+        path, value = parse_assignment(item)
+        entry = local.set(path, value, reason=args.reason, now_ms=now_ms)
+        print(f"#{entry.sequence} {format_path(path)} = {json.dumps(value)} (pending sync)")
+    removals: list[str] = list(args.unset or [])
+    for dotted in removals:
+        entry = local.set(parse_path(dotted), UNSET, reason=args.reason, now_ms=now_ms)
+        print(f"#{entry.sequence} {dotted} removed (pending sync)")
+    return 0
+
+
+def cmd_agent_show(args: argparse.Namespace) -> int:
+    """The effective local configuration and where each value comes from."""
+    local = _local(args.state_dir, args.device, None)
+    held = LocalState(args.state_dir).load_config()
+    applied = held.tree if held is not None else {}
+    effective = local.effective(applied)
+    prefix = parse_path(args.path) if args.path else ()
+    node = get(effective, prefix) if prefix else effective
+    if isinstance(node, UnsetType):
+        raise CommandError(f"{args.path}: not in the local configuration")
+    if not args.explain:
+        write_bytes("-", write_config(node, "json"))
+        return 0
+    pending = local.overrides()
+    verdicts = local.merged()
+    origin = f"gateway config {held.etag.hex()}" if held is not None else "nothing applied yet"
+    rows: list[dict[str, object]] = []
+    for path, value in sorted(flatten(effective).items()):
+        if not is_prefix(prefix, path):
+            continue
+        dotted = format_path(path)
+        if path in pending:
+            entry = pending[path]
+            source = f"local override #{entry.sequence} (pending: {entry.reason})"
+        elif dotted in verdicts and verdicts[dotted] == "accepted":
+            source = "local override (merged by the gateway)"
+        else:
+            source = origin
+        rows.append({"path": dotted, "value": value, "source": source})
+    for dotted, verdict in sorted(verdicts.items()):
+        if verdict != "accepted" and is_prefix(prefix, parse_path(dotted)):
+            rows.append({"path": dotted, "value": None, "source": f"local override {verdict}"})
+    if args.json:
+        print(json.dumps(rows, indent=2, default=repr))
+    else:
+        for row in rows:
+            print(f"{row['path']} = {json.dumps(row['value'], default=repr)}   ({row['source']})")
+    return 0
 
 
 def _print_result(device: str, result: SyncResult) -> None:
@@ -131,4 +209,22 @@ def register(commands: Any) -> None:
     q.add_argument("--critical-first", action="store_true", help="critical class first")
     q.add_argument("--budget", type=int, metavar="BYTES", help="defer transfers larger than this")
     q.add_argument("--ack-timeout", type=float, default=2.0, metavar="S")
+    q.add_argument("--schema", metavar="FILE", help="schema for local-override policies")
     q.set_defaults(handler=cmd_agent_run)
+
+    q = agent.add_parser("set", help="change values locally (offline), within policy")
+    q.add_argument("assignments", nargs="*", metavar="PATH=VALUE")
+    q.add_argument("--state-dir", required=True, metavar="DIR")
+    q.add_argument("--reason", default="", metavar="TEXT")
+    q.add_argument("--unset", action="append", metavar="PATH", help="drop a local override")
+    q.add_argument("--schema", metavar="FILE", help="schema (kept in the state dir)")
+    q.add_argument("--device", default="agent", metavar="ID", help="clock node id")
+    q.set_defaults(handler=cmd_agent_set)
+
+    q = agent.add_parser("show", help="the effective local config and its sources")
+    q.add_argument("path", nargs="?", metavar="PATH")
+    q.add_argument("--state-dir", required=True, metavar="DIR")
+    q.add_argument("--explain", action="store_true", help="say where each value comes from")
+    q.add_argument("--json", action="store_true")
+    q.add_argument("--device", default="agent", metavar="ID")
+    q.set_defaults(handler=cmd_agent_show)

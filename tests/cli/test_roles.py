@@ -73,3 +73,20 @@ def test_agent_run_reports_an_unreachable_gateway(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 1
     assert "d: gateway unreachable" in result.stderr
+
+
+def test_agent_set_checks_policy_and_show_explains_sources(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state = str(tmp_path / "state")
+    assert main(["agent", "set", "telemetry.interval_s=900", "--state-dir", state,
+                 "--schema", str(SCHEMA), "--reason", "save battery"]) == 0  # fmt: skip
+    assert "#1 telemetry.interval_s = 900 (pending sync)" in capsys.readouterr().out
+    assert main(["agent", "set", "telemetry.interval_s=5", "--state-dir", state]) == 1
+    err = capsys.readouterr().err
+    assert "telemetry.interval_s" in err and "min 300" in err and "device-wins-within-bounds" in err
+    assert main(["agent", "set", "log.level=trace", "--state-dir", state]) == 1
+    assert "local changes allowed" in capsys.readouterr().err
+    assert main(["agent", "show", "telemetry", "--state-dir", state, "--explain"]) == 0
+    out = capsys.readouterr().out
+    assert "telemetry.interval_s = 900   (local override #1 (pending: save battery))" in out
