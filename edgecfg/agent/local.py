@@ -55,6 +55,9 @@ class LocalOverrides:
         self.journal = self._load()
         self.fsyncs = 0
         self.bytes_written = 0
+        # (key, effective tree, the applied tree it was built on: kept alive so
+        # its id() in the key cannot be reused by another tree)
+        self._effective: tuple[tuple[int, int, int], Tree, Tree] | None = None
 
     # -- reading ----------------------------------------------------------------------
 
@@ -84,7 +87,19 @@ class LocalOverrides:
         return latest
 
     def effective(self, applied: Tree) -> Tree:
-        """The configuration the device runs on: ``applied`` plus pending overrides."""
+        """The configuration the device runs on: ``applied`` plus pending overrides.
+
+        Cached until the applied configuration or the journal changes, so the
+        device's many reads cost a lookup.
+        """
+        key = (id(applied), self.journal.last_sequence, self.journal.acknowledged)
+        if self._effective is not None and self._effective[0] == key:
+            return self._effective[1]
+        tree = self._overlay(applied)
+        self._effective = (key, tree, applied)
+        return tree
+
+    def _overlay(self, applied: Tree) -> Tree:
         tree = applied
         for path, entry in sorted(self.overrides().items()):
             if isinstance(entry.value, UnsetType):

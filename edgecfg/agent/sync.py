@@ -40,6 +40,7 @@ from edgecfg.wire.journal import entry_to_value
 from edgecfg.wire.senml import CONTENT_FORMAT_SENML_CBOR, Record, encode_senml
 
 AGENT_VERSION: Final = "1.0.0"
+JOURNAL_CHUNK_BYTES: Final = 900  # journal entries per state report: one CoAP block
 Outcome = Literal["current", "updated", "partial"]
 
 
@@ -274,12 +275,43 @@ class Agent:
         return reply
 
     async def _report(self) -> bool:
-        """POST /state; True when the gateway says the device is not current."""
+        """POST /state (several when the journal is long); True when the gateway
+        says the device is not current.
+
+        Offline changes go up as the latest entry per path, oldest first, in
+        chunks that fit one CoAP block; the gateway acknowledges each chunk by
+        sequence, so a broken reconnect resumes where it stopped.
+        """
+        stale = False
+        while True:
+            before = self.local.journal.acknowledged if self.local is not None else 0
+            chunk = self._journal_chunk()
+            stale = await self._post_state(chunk) or stale
+            if not chunk or self.local is None or not self.local.pending():
+                return stale
+            if self.local.journal.acknowledged <= before:
+                raise SyncFailed(f"{self.device}: the gateway did not acknowledge the journal")
+
+    def _journal_chunk(self) -> list[Value]:
+        if self.local is None:
+            return []
+        chunk: list[Value] = []
+        size = 0
+        latest = sorted(self.local.overrides().values(), key=lambda entry: entry.sequence)
+        for entry in latest:
+            value = entry_to_value(entry)
+            cost = len(encode(value))
+            if chunk and size + cost > JOURNAL_CHUNK_BYTES:
+                break
+            chunk.append(value)
+            size += cost
+        return chunk
+
+    async def _post_state(self, chunk: list[Value]) -> bool:
         held = self.state.load_config()
         report: Tree = {"applied": held.etag if held else None}
-        pending = self.local.pending() if self.local is not None else ()
-        if pending:  # offline changes, for the gateway's three-way merge
-            report["journal"] = [entry_to_value(entry) for entry in pending]
+        if chunk:  # offline changes, for the gateway's three-way merge
+            report["journal"] = chunk
             report["base"] = held.etag if held else None
         events = self.state.events()
         if events:  # corruption found (and recovered from) since the last report

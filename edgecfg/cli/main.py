@@ -159,6 +159,13 @@ def cmd_bench_sync(args: argparse.Namespace) -> int:
     )  # fmt: skip
 
 
+def cmd_bench_agent(args: argparse.Namespace) -> int:
+    """Agent heap, local resolution and journal cost."""
+    from edgecfg.cli.bench_agent import run_agent_bench
+
+    return run_agent_bench(leaves=args.leaves, journal=args.journal, samples=args.samples)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
     parser = argparse.ArgumentParser(
@@ -245,6 +252,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_bench_sync)
+    p = benches.add_parser("agent", help="agent heap, local resolution, journal cost")
+    p.add_argument("--leaves", type=int, default=2000)
+    p.add_argument("--journal", type=int, default=1000, help="pending local changes")
+    p.add_argument("--samples", type=int, default=2000)
+    p.set_defaults(handler=cmd_bench_agent)
     p = benches.add_parser("resolve", help="fleet resolution, impact and memory vs naive folds")
     p.add_argument("--devices", type=int, default=100_000, help="fleet size")
     p.add_argument("--leaves", type=int, default=2000, help="schema keys")
