@@ -18,6 +18,7 @@ configuration tree directly.
 from __future__ import annotations
 
 import asyncio
+import json
 import multiprocessing
 import random
 import resource
@@ -128,7 +129,7 @@ async def _run(uri: str, folder: Path, journal: int, samples: int) -> dict[str, 
         }
 
 
-def run_agent_bench(*, leaves: int, journal: int, samples: int) -> int:
+def run_agent_bench(*, leaves: int, journal: int, samples: int, as_json: bool = False) -> int:
     """Entry point of ``edgecfg bench agent``."""
     with tempfile.TemporaryDirectory(prefix="edgecfg-bench-agent-") as tmp:
         folder = Path(tmp)
@@ -148,6 +149,12 @@ def run_agent_bench(*, leaves: int, journal: int, samples: int) -> int:
         finally:
             gateway.terminate()
             gateway.join(10)
+    heap_ok = figures["heap_peak_mb"] <= HEAP_TARGET_MB
+    resolve_ok = figures["resolve_warm_p99_ms"] <= RESOLVE_TARGET_MS
+    if as_json:
+        verdicts = {"heap": heap_ok, "local_resolution": resolve_ok}
+        print(json.dumps({"figures": figures, "pass": verdicts}, indent=2, sort_keys=True))
+        return 0
     print(
         f"agent with a {figures['leaves']:.0f}-leaf config ({figures['config_bytes']:.0f} B CBOR) "
         f"and {figures['journal_entries']:.0f} pending journal entries"
@@ -170,9 +177,7 @@ def run_agent_bench(*, leaves: int, journal: int, samples: int) -> int:
         ("", figures["reconnect_bytes_up"]),
     ]
     for label, value in rows:
-        print(f"  {label:<52} {value:>10.4f}" if label else f"  {'':<52} {value:>10.4f}")
-    heap_ok = figures["heap_peak_mb"] <= HEAP_TARGET_MB
-    resolve_ok = figures["resolve_warm_p99_ms"] <= RESOLVE_TARGET_MS
+        print(f"  {label:<52} {value:>10.4f}")
     print()
     print(f"{'PASS' if heap_ok else 'MISS'}  heap <= {HEAP_TARGET_MB} MB: "
           f"{figures['heap_peak_mb']:.2f} MB")  # fmt: skip

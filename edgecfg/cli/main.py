@@ -163,7 +163,9 @@ def cmd_bench_agent(args: argparse.Namespace) -> int:
     """Agent heap, local resolution and journal cost."""
     from edgecfg.cli.bench_agent import run_agent_bench
 
-    return run_agent_bench(leaves=args.leaves, journal=args.journal, samples=args.samples)
+    return run_agent_bench(
+        leaves=args.leaves, journal=args.journal, samples=args.samples, as_json=args.json
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -256,6 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--leaves", type=int, default=2000)
     p.add_argument("--journal", type=int, default=1000, help="pending local changes")
     p.add_argument("--samples", type=int, default=2000)
+    p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_bench_agent)
     p = benches.add_parser("resolve", help="fleet resolution, impact and memory vs naive folds")
     p.add_argument("--devices", type=int, default=100_000, help="fleet size")
