@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from edgecfg.agent.coap import CoapLink, LinkDown
+from edgecfg.agent.crypto import derive_store_key
 from edgecfg.agent.local import LocalOverrides
 from edgecfg.agent.state import LocalState
 from edgecfg.agent.sync import AGENT_VERSION, Agent, SyncResult
@@ -71,7 +72,7 @@ def cmd_agent_run(args: argparse.Namespace) -> int:
         async with CoapLink(args.gateway, ack_timeout=args.ack_timeout) as link:
             agent = Agent(
                 link,
-                LocalState(args.state_dir),
+                _state(args),
                 local=_local(args.state_dir, args.device, args.schema),
                 device=args.device,
                 agent_version=args.agent_version,
@@ -100,6 +101,19 @@ def cmd_agent_run(args: argparse.Namespace) -> int:
                     return 0
 
     return asyncio.run(main())
+
+
+def _state(args: argparse.Namespace) -> LocalState:
+    """The agent's store, keyed from ``--secret-file`` (else a development key file)."""
+    if args.secret_file is None:
+        return LocalState(args.state_dir)
+    secret = read_bytes(args.secret_file)
+    if len(secret) < 16:
+        raise CommandError(
+            f"{args.secret_file}: a provisioning secret must be at least 16 bytes, "
+            f"got {len(secret)}"
+        )
+    return LocalState(args.state_dir, key=derive_store_key(secret, args.device))
 
 
 def _local(state_dir: str, device: str, schema_file: str | None) -> LocalOverrides:
@@ -134,7 +148,7 @@ def cmd_agent_set(args: argparse.Namespace) -> int:
 def cmd_agent_show(args: argparse.Namespace) -> int:
     """The effective local configuration and where each value comes from."""
     local = _local(args.state_dir, args.device, None)
-    held = LocalState(args.state_dir).load_config()
+    held = _state(args).load_config()
     applied = held.tree if held is not None else {}
     effective = local.effective(applied)
     prefix = parse_path(args.path) if args.path else ()
@@ -210,6 +224,11 @@ def register(commands: Any) -> None:
     q.add_argument("--budget", type=int, metavar="BYTES", help="defer transfers larger than this")
     q.add_argument("--ack-timeout", type=float, default=2.0, metavar="S")
     q.add_argument("--schema", metavar="FILE", help="schema for local-override policies")
+    q.add_argument(
+        "--secret-file",
+        metavar="FILE",
+        help="provisioning secret the store key is derived from (else a dev key file)",
+    )
     q.set_defaults(handler=cmd_agent_run)
 
     q = agent.add_parser("set", help="change values locally (offline), within policy")
@@ -227,4 +246,9 @@ def register(commands: Any) -> None:
     q.add_argument("--explain", action="store_true", help="say where each value comes from")
     q.add_argument("--json", action="store_true")
     q.add_argument("--device", default="agent", metavar="ID")
+    q.add_argument(
+        "--secret-file",
+        metavar="FILE",
+        help="provisioning secret the store key is derived from (else a dev key file)",
+    )
     q.set_defaults(handler=cmd_agent_show)

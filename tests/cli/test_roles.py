@@ -37,10 +37,13 @@ def test_gateway_serves_an_agent_and_stops_cleanly_on_sigterm(
         assert gateway.stdout is not None
         banner = gateway.stdout.readline()
         assert f"serving {db} on coap://127.0.0.1:{port} (insecure)" in banner
+        secret = tmp_path / "provisioning.secret"
+        secret.write_bytes(bytes(range(32)))
         agent = [
             sys.executable, "-m", "edgecfg.cli.main", "agent", "run", "--gateway",
             f"coap://127.0.0.1:{port}", "--device", "dev-1", "--state-dir",
             str(tmp_path / "state"), "--once", "--ack-timeout", "0.5",
+            "--secret-file", str(secret),
         ]  # fmt: skip
         first = subprocess.run(agent, capture_output=True, text=True, timeout=30, check=False)
         assert first.returncode == 0, first.stderr
@@ -48,6 +51,16 @@ def test_gateway_serves_an_agent_and_stops_cleanly_on_sigterm(
         again = subprocess.run(agent, capture_output=True, text=True, timeout=30, check=False)
         assert "dev-1: current " in again.stdout
         assert "in 1 round trip(s)" in again.stdout
+        # the store key came from the secret: no development key beside the data
+        assert not (tmp_path / "state" / "device.key").exists()
+        capsys.readouterr()
+        show = ["agent", "show", "--state-dir", str(tmp_path / "state"), "--device", "dev-1",
+                "--secret-file", str(secret), "--json"]  # fmt: skip
+        assert main(show) == 0
+        assert '"telemetry"' in capsys.readouterr().out
+        secret.write_bytes(bytes(32))  # another secret: nothing decrypts, nothing is shown
+        assert main(show) == 0
+        assert '"telemetry"' not in capsys.readouterr().out
     finally:
         gateway.send_signal(signal.SIGTERM)
         out, err = gateway.communicate(timeout=15)
@@ -90,3 +103,13 @@ def test_agent_set_checks_policy_and_show_explains_sources(
     assert main(["agent", "show", "telemetry", "--state-dir", state, "--explain"]) == 0
     out = capsys.readouterr().out
     assert "telemetry.interval_s = 900   (local override #1 (pending: save battery))" in out
+
+
+def test_agent_refuses_a_short_provisioning_secret(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    secret = tmp_path / "short.secret"
+    secret.write_bytes(b"tiny")
+    code = main(["agent", "show", "--state-dir", str(tmp_path / "s"), "--secret-file", str(secret)])
+    assert code == 1
+    assert "at least 16 bytes, got 4" in capsys.readouterr().err
