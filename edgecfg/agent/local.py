@@ -23,10 +23,11 @@ from pathlib import Path
 from typing import Final
 
 from edgecfg.core.hlc import Timestamp, tick
+from edgecfg.core.ids import ETag
 from edgecfg.core.journal import Journal, JournalEntry, check_override
 from edgecfg.core.path import Path as ConfigPath
 from edgecfg.core.schema import Schema
-from edgecfg.core.tree import Tree, UnsetType, Value, delete, is_map, put_checked_value
+from edgecfg.core.tree import Tree, UnsetType, Value, delete, get, is_map, put_checked_value
 from edgecfg.errors import EdgecfgError, PeerError
 from edgecfg.wire.cbor import decode, encode
 from edgecfg.wire.journal import frame, frames, scan_frames
@@ -34,6 +35,7 @@ from edgecfg.wire.journal import frame, frames, scan_frames
 JOURNAL_FILE: Final = "journal.bin"
 ACK_FILE: Final = "journal.ack"
 MERGED_FILE: Final = "merged.cbor"
+BASE_FILE: Final = "journal.base"
 MAX_ENTRIES: Final = 1024
 MAX_BYTES: Final = 256 * 1024
 
@@ -55,9 +57,27 @@ class LocalOverrides:
         self.journal = self._load()
         self.fsyncs = 0
         self.bytes_written = 0
-        # (key, effective tree, the applied tree it was built on: kept alive so
-        # its id() in the key cannot be reused by another tree)
-        self._effective: tuple[tuple[int, int, int], Tree, Tree] | None = None
+        self._view: _View | None = None  # the effective config, cached
+
+    @property
+    def base(self) -> ETag | None:
+        """The server configuration the pending entries were made on (see :meth:`note_base`)."""
+        path = self.directory / BASE_FILE
+        if not self.pending() or not path.exists():
+            return None
+        raw = path.read_bytes()
+        return ETag(raw) if raw else None
+
+    def note_base(self, etag: ETag | None) -> None:
+        """Remember ``etag`` as the base of the pending entries, unless one is kept.
+
+        The agent calls this before it fetches a newer configuration, so the
+        gateway's three-way merge compares against the version the device
+        made its changes on, not the one it has just received.
+        """
+        if not self.pending() or etag is None or self.base is not None:
+            return
+        _write_atomic(self.directory / BASE_FILE, etag)
 
     # -- reading ----------------------------------------------------------------------
 
@@ -90,24 +110,33 @@ class LocalOverrides:
         """The configuration the device runs on: ``applied`` plus pending overrides.
 
         Cached until the applied configuration or the journal changes, so the
-        device's many reads cost a lookup.
+        device's many reads cost a lookup.  A local change made since the
+        last read is laid on the cached view (copying only the maps along its
+        path) unless its path nests with another override's, where the order
+        of application matters: then the view is rebuilt.
         """
-        key = (id(applied), self.journal.last_sequence, self.journal.acknowledged)
-        if self._effective is not None and self._effective[0] == key:
-            return self._effective[1]
-        tree = self._overlay(applied)
-        self._effective = (key, tree, applied)
-        return tree
+        view = self._view
+        last, acknowledged = self.journal.last_sequence, self.journal.acknowledged
+        if view is not None and view.applied is applied and view.acknowledged == acknowledged:
+            if view.last == last:
+                return view.tree
+            if view.last < last and self._step(view):
+                return view.tree
+        self._view = view = _View.build(applied, self.overrides(), last, acknowledged)
+        return view.tree
 
-    def _overlay(self, applied: Tree) -> Tree:
-        tree = applied
-        for path, entry in sorted(self.overrides().items()):
-            if isinstance(entry.value, UnsetType):
-                if _present(tree, path):
-                    tree = delete(tree, path)
-            else:
-                tree = put_checked_value(tree, path, entry.value)
-        return tree
+    def _step(self, view: _View) -> bool:
+        """Lay the entries after ``view.last`` on the view; False when it must be rebuilt."""
+        fresh: list[JournalEntry] = []
+        for entry in reversed(self.journal.entries):
+            if entry.sequence <= view.last:
+                break
+            fresh.append(entry)
+        for entry in reversed(fresh):
+            if not view.add(entry):
+                return False
+        view.last = self.journal.last_sequence
+        return True
 
     # -- writing ----------------------------------------------------------------------
 
@@ -152,6 +181,8 @@ class LocalOverrides:
             return  # a replayed or reordered answer: nothing new
         self.journal = self.journal.acknowledge(min(sequence, self.journal.last_sequence))
         _write_atomic(self.directory / ACK_FILE, str(self.journal.acknowledged).encode())
+        if not self.pending():
+            (self.directory / BASE_FILE).unlink(missing_ok=True)  # a fresh base next time
         compacted = self.journal.compact(max_entries=MAX_ENTRIES, max_bytes=MAX_BYTES)
         if len(compacted.entries) < len(self.journal.entries):
             _write_atomic(self.directory / JOURNAL_FILE, frames(compacted.entries))
@@ -168,6 +199,57 @@ class LocalOverrides:
             raise JournalIOError(f"{path}: cannot append: {error.strerror}") from None
         self.fsyncs += 1
         self.bytes_written += len(record)
+
+
+class _View:
+    """The effective configuration for one applied tree and journal position."""
+
+    __slots__ = ("acknowledged", "applied", "last", "paths", "prefixes", "tree")
+
+    def __init__(self, applied: Tree, last: int, acknowledged: int) -> None:
+        self.applied = applied
+        self.tree = applied
+        self.last = last
+        self.acknowledged = acknowledged
+        self.paths: set[ConfigPath] = set()  # overridden paths
+        self.prefixes: set[ConfigPath] = set()  # their proper prefixes
+
+    @classmethod
+    def build(
+        cls,
+        applied: Tree,
+        overrides: Mapping[ConfigPath, JournalEntry],
+        last: int,
+        acknowledged: int,
+    ) -> _View:
+        view = cls(applied, last, acknowledged)
+        for _, entry in sorted(overrides.items()):  # parents before children
+            view.lay(entry)
+        return view
+
+    def add(self, entry: JournalEntry) -> bool:
+        """Lay a newer entry on the view; False when its path nests with another's."""
+        path = entry.path
+        nested = path in self.prefixes or any(
+            path[:depth] in self.paths for depth in range(len(path))
+        )
+        if nested:
+            return False
+        self.lay(entry)
+        return True
+
+    def lay(self, entry: JournalEntry) -> None:
+        path = entry.path
+        if isinstance(entry.value, UnsetType):  # the override is dropped: the applied value
+            synced = get(self.applied, path)
+            if not isinstance(synced, UnsetType):
+                self.tree = put_checked_value(self.tree, path, synced)
+            elif _present(self.tree, path):
+                self.tree = delete(self.tree, path)
+        else:
+            self.tree = put_checked_value(self.tree, path, entry.value)
+        self.paths.add(path)
+        self.prefixes.update(path[:depth] for depth in range(len(path)))
 
 
 def _present(tree: Mapping[str, Value], path: ConfigPath) -> bool:

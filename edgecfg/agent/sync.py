@@ -180,6 +180,8 @@ class Agent:
 
     async def _sync_once(self) -> Outcome:
         held = self.state.load_config()
+        if self.local is not None:  # pending changes were made on this version
+            self.local.note_base(held.etag if held is not None else None)
         if self.critical_first and held is not None:
             step = await self._fetch(held, ("prio=critical",))
             if step == "partial":
@@ -312,7 +314,8 @@ class Agent:
         report: Tree = {"applied": held.etag if held else None}
         if chunk:  # offline changes, for the gateway's three-way merge
             report["journal"] = chunk
-            report["base"] = held.etag if held else None
+            base = self.local.base if self.local is not None else None
+            report["base"] = base if base is not None else (held.etag if held else None)
         events = self.state.events()
         if events:  # corruption found (and recovered from) since the last report
             report["store_events"] = list[Value](events)

@@ -14,17 +14,17 @@ replayed or late report is answered with the stored outcome.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Final, cast
 
 from edgecfg.core.hlc import Timestamp
 from edgecfg.core.ids import DeviceId, LayerId
 from edgecfg.core.journal import JournalEntry
-from edgecfg.core.layers import Layer, local_layer
+from edgecfg.core.layers import Layer, layer_from_document, local_layer
 from edgecfg.core.merge import Resolution, merge
-from edgecfg.core.path import Path, format_path
-from edgecfg.core.tree import Tree, UnsetType, Value
+from edgecfg.core.path import Path, format_path, is_prefix
+from edgecfg.core.tree import Tree, UnsetType, Value, is_map
 from edgecfg.errors import PeerError, WriteRefused
 from edgecfg.gateway.fleet import Fleet
 from edgecfg.wire.cbor import decode, encode
@@ -90,7 +90,7 @@ def reconcile(
         theirs,
         ours,
         schema=fleet.schema,
-        server_changed_at=_server_time(fleet, device),
+        server_changed_at=_server_times(fleet, device, _needs_time(fleet, ours)),
     )
     current = fleet.resolver.layer(layer_id)
     sets = dict(current.sets)
@@ -116,7 +116,8 @@ def reconcile(
     outcome = Outcome(fresh[-1].sequence, tuple(resolutions))
     value = outcome.to_value()
     fleet.store.put_setting(ACK_SETTING + device, str(outcome.acknowledged).encode())
-    fleet.store.put_setting(OUTCOME_SETTING + device, encode(value))
+    kept = _accumulate(last_outcome(fleet, device), value)  # a long journal comes in chunks
+    fleet.store.put_setting(OUTCOME_SETTING + device, encode(kept))
     return value
 
 
@@ -147,18 +148,69 @@ def _server_config(fleet: Fleet, device: DeviceId, layer_id: LayerId) -> Tree:
     return fleet.resolver.resolve(facts, tiers=tiers).tree
 
 
-def _server_time(fleet: Fleet, device: DeviceId) -> Timestamp:
-    """When the server side of the device's configuration last changed."""
+def _needs_time(fleet: Fleet, ours: Mapping[Path, JournalEntry]) -> list[Path]:
+    """The paths whose policy compares times (last-writer-wins)."""
+    schema = fleet.schema
+    if schema is None:
+        return []
+    return [
+        path
+        for path in ours
+        if (spec := schema.keys.get(path)) is not None and spec.merge == "last-writer-wins"
+    ]
+
+
+def _server_times(fleet: Fleet, device: DeviceId, paths: Sequence[Path]) -> dict[Path, Timestamp]:
+    """When the server last changed each of ``paths`` for ``device``.
+
+    The time of the newest revision, among the device's layers (its local
+    layer aside), that changed what the layer says about the path: a value,
+    a tombstone or a lock at the path, above it or below it.  A rewrite that
+    leaves the path as it was does not count.  Paths no layer ever touched
+    are left out (the merge then decides by "changed since base").
+    """
+    if not paths:
+        return {}
     facts = fleet.device(device)
-    newest = 0.0
+    newest: dict[Path, float] = {}
     for tier in fleet.resolver.tiers(facts):
         for layer_id in tier:
             if layer_id.startswith("local/"):
                 continue
-            head = fleet.head(layer_id)
-            if head is not None:
-                newest = max(newest, head.created_at)
-    return Timestamp(int(newest * 1000), 0, "gateway")
+            before: dict[Path, tuple[bytes, ...]] = {}
+            for revision in fleet.history(layer_id):  # oldest first
+                layer = layer_from_document(decode(fleet.store.get_blob(revision.content)))
+                for path in paths:
+                    says = _what_layer_says(layer, path)
+                    if says != before.get(path, ()):
+                        newest[path] = max(newest.get(path, 0.0), revision.created_at)
+                    before[path] = says
+    return {path: Timestamp(int(at * 1000), 0, "gateway") for path, at in newest.items()}
+
+
+def _what_layer_says(layer: Layer, path: Path) -> tuple[bytes, ...]:
+    def related(other: Path) -> bool:
+        return is_prefix(other, path) or is_prefix(path, other)
+
+    said = [b"s" + encode([list(p), v]) for p, v in layer.sets.items() if related(p)]
+    said += [b"u" + encode(list(p)) for p in layer.unsets if related(p)]
+    said += [b"l" + encode(list(p)) for p in layer.locks if related(p)]
+    return tuple(sorted(said))
+
+
+def _accumulate(previous: Value | None, latest: Value) -> Value:
+    """The stored outcome: the newest decision per path, across reports."""
+    if not is_map(previous) or not is_map(latest):
+        return latest
+    decided: dict[str, tuple[str, list[Value]]] = {}
+    for source in (previous, latest):
+        for kind in ("accepted", "rejected"):
+            for item in cast(list[list[Value]], source.get(kind, [])):
+                decided[str(item[1])] = (kind, item)
+    merged: dict[str, Value] = {"ack": latest.get("ack"), "accepted": [], "rejected": []}
+    for _, (kind, item) in sorted(decided.items()):
+        cast(list[Value], merged[kind]).append(list[Value](item))
+    return merged
 
 
 def _refused(resolution: Resolution, reason: str) -> Resolution:
