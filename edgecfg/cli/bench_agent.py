@@ -8,7 +8,8 @@ Printed, with the targets:
 - heap (tracemalloc peak) during the reconnect sync that carries the journal
   (target <= 5 MB), and the process's peak RSS;
 - local resolution (the config the device runs on, pending overrides on top)
-  p50/p99 warm, and cold after a change (target p99 <= 0.25 ms);
+  p50/p99 warm, and on the first read after a change (target p99 <= 0.25 ms
+  for both);
 - bytes and fsyncs written per local change (the journal's durability price);
 
 next to a baseline from the same run: reading one value from the applied
@@ -151,8 +152,13 @@ def run_agent_bench(*, leaves: int, journal: int, samples: int, as_json: bool = 
             gateway.join(10)
     heap_ok = figures["heap_peak_mb"] <= HEAP_TARGET_MB
     resolve_ok = figures["resolve_warm_p99_ms"] <= RESOLVE_TARGET_MS
+    changed_ok = figures["resolve_cold_p99_ms"] <= RESOLVE_TARGET_MS
     if as_json:
-        verdicts = {"heap": heap_ok, "local_resolution": resolve_ok}
+        verdicts = {
+            "heap": heap_ok,
+            "local_resolution": resolve_ok,
+            "local_resolution_after_change": changed_ok,
+        }
         print(json.dumps({"figures": figures, "pass": verdicts}, indent=2, sort_keys=True))
         return 0
     print(
@@ -183,4 +189,6 @@ def run_agent_bench(*, leaves: int, journal: int, samples: int, as_json: bool = 
           f"{figures['heap_peak_mb']:.2f} MB")  # fmt: skip
     print(f"{'PASS' if resolve_ok else 'MISS'}  local resolution p99 <= {RESOLVE_TARGET_MS} ms: "
           f"{figures['resolve_warm_p99_ms']:.4f} ms")  # fmt: skip
+    print(f"{'PASS' if changed_ok else 'MISS'}  the same, first read after a change: "
+          f"{figures['resolve_cold_p99_ms']:.4f} ms")  # fmt: skip
     return 0

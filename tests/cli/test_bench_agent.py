@@ -25,7 +25,7 @@ def test_bench_agent_reconnects_with_its_journal_and_reports_costs(
     assert 20 < figures["bytes_per_change"] < 400
     assert figures["reconnect_round_trips"] >= 2
     assert figures["reconnect_bytes_up"] > figures["journal_entries"] * 10
-    assert set(report["pass"]) == {"heap", "local_resolution"}
+    assert set(report["pass"]) == {"heap", "local_resolution", "local_resolution_after_change"}
 
 
 def test_bench_agent_text_output_names_the_targets(capsys: pytest.CaptureFixture[str]) -> None:
@@ -35,3 +35,4 @@ def test_bench_agent_text_output_names_the_targets(capsys: pytest.CaptureFixture
     assert "heap <= 5.0 MB" in out
     assert "local resolution p99 <= 0.25 ms" in out
     assert "journal bytes per local change" in out
+    assert "first read after a change" in out
