@@ -60,6 +60,10 @@ class Outcome:
                 for r in self.resolutions
                 if r.outcome != "accepted"
             ],
+            # overrides of keys the server changed too (to another value), whichever won
+            "conflicts": [
+                [r.sequence, format_path(r.path)] for r in self.resolutions if r.conflict
+            ],
         }
 
 
@@ -79,7 +83,7 @@ def reconcile(
         stored = fleet.store.get_setting(OUTCOME_SETTING + device)
         if stored is not None:
             return decode(stored)
-        return {"ack": acknowledged, "accepted": [], "rejected": []}
+        return {"ack": acknowledged, "accepted": [], "rejected": [], "conflicts": []}
     ours: dict[Path, JournalEntry] = {}
     for entry in fresh:
         ours[entry.path] = entry  # the latest per path
@@ -203,13 +207,18 @@ def _accumulate(previous: Value | None, latest: Value) -> Value:
     if not is_map(previous) or not is_map(latest):
         return latest
     decided: dict[str, tuple[str, list[Value]]] = {}
+    conflicts: dict[str, list[Value]] = {}
     for source in (previous, latest):
         for kind in ("accepted", "rejected"):
             for item in cast(list[list[Value]], source.get(kind, [])):
                 decided[str(item[1])] = (kind, item)
+                conflicts.pop(str(item[1]), None)  # decided again: its old conflict is gone
+        for item in cast(list[list[Value]], source.get("conflicts", [])):
+            conflicts[str(item[1])] = item
     merged: dict[str, Value] = {"ack": latest.get("ack"), "accepted": [], "rejected": []}
     for _, (kind, item) in sorted(decided.items()):
         cast(list[Value], merged[kind]).append(list[Value](item))
+    merged["conflicts"] = [list[Value](item) for _, item in sorted(conflicts.items())]
     return merged
 
 
@@ -231,4 +240,10 @@ def describe(outcome: Value, paths: Sequence[Path] = ()) -> list[str]:
     for item in cast(list[list[Value]], outcome.get("rejected", [])):
         if not wanted or item[1] in wanted:
             lines.append(f"local override #{item[0]} of {item[1]}: rejected: {item[2]}")
+    for item in cast(list[list[Value]], outcome.get("conflicts", [])):
+        if not wanted or item[1] in wanted:
+            lines.append(
+                f"local override #{item[0]} of {item[1]}: a conflict "
+                f"(the server changed it too, to another value)"
+            )
     return lines

@@ -16,7 +16,7 @@ from edgecfg.core.ids import DeviceId, LayerId
 from edgecfg.core.journal import LocalOverrideRefused
 from edgecfg.core.layers import layer_from_parts, local_layer
 from edgecfg.core.tree import get
-from edgecfg.gateway.reconcile import last_outcome
+from edgecfg.gateway.reconcile import describe, last_outcome
 from edgecfg.gateway.server import Gateway
 from edgecfg.wire.cbor import decode, encode
 from edgecfg.wire.journal import entry_to_value
@@ -69,6 +69,12 @@ async def test_offline_overrides_are_used_locally_then_merged_on_reconnect(
     [(sequence, path, reason)] = outcome["rejected"]  # type: ignore[misc,index]
     assert (sequence, path) == (2, "power.wake.interval_s")
     assert "min" in reason  # type: ignore[operator]
+    # the server moved power.wake.interval_s too: a conflict, reported and explained
+    assert outcome["conflicts"] == [[2, "power.wake.interval_s"]]
+    assert describe(outcome, [POWER])[-1] == (
+        "local override #2 of power.wake.interval_s: a conflict "
+        "(the server changed it too, to another value)"
+    )
     [why] = gateway.fleet.explain(DeviceId("dev-1"), TELEMETRY)
     assert why.source == local_layer("dev-1")
 
