@@ -90,7 +90,9 @@ def reconcile(
     layer_id = local_layer(device)
     theirs = _server_config(fleet, device, layer_id)
     result = merge(
-        base if base is not None else theirs,
+        # an unknown base (never synced, or a version the gateway no longer has):
+        # every server value counts as changed, so server-wins keeps the server's
+        base if base is not None else {},
         theirs,
         ours,
         schema=fleet.schema,

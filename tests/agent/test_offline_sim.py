@@ -813,3 +813,22 @@ async def test_a_reboot_while_offline_keeps_the_pending_overrides(
     assert get(served, LEVEL) == "info"  # last-writer-wins: the server never wrote it
     assert get(served, WAKE) == 7200  # min(7200, 86400)
     assert get(served, RATE) == 30  # the server's change while the device slept
+
+
+async def test_an_unknown_base_lets_the_server_keep_server_wins_keys(
+    gateway: Gateway, tmp_path: Path
+) -> None:
+    _allow_local_on_every_policy(gateway)
+    async with CoapLink(gateway.uri, ack_timeout=ACK_TIMEOUT) as link:
+        agent = _agent(link, tmp_path, gateway)
+        await agent.sync()
+        before = get(_served(gateway), JITTER)
+        entry = _local(agent).set(JITTER, 33, reason="mine", now_ms=START_MS + DAY_MS)
+        held = _held_etag(agent)
+        unknown = bytes(8)  # a version the gateway never served
+        report = {"applied": held, "base": unknown, "journal": [entry_to_value(entry)]}
+        answer = await _post_report(gateway.uri, "dev-1", encode(report))
+    # without the base the gateway cannot tell whether it changed the key: it keeps its value
+    _, rejected = _decisions(answer["local"])
+    assert JITTER in rejected
+    assert get(_served(gateway), JITTER) == before
