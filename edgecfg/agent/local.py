@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
 
+from edgecfg.agent.fs import REAL_FS, WriteFailed
 from edgecfg.core.hlc import Timestamp, tick
 from edgecfg.core.ids import ETag
 from edgecfg.core.journal import Journal, JournalEntry, check_override
@@ -262,17 +263,7 @@ def _present(tree: Mapping[str, Value], path: ConfigPath) -> bool:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    temporary = path.with_suffix(path.suffix + ".tmp")
     try:
-        with open(temporary, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-        directory = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
-    except OSError as error:
-        raise JournalIOError(f"{path}: cannot write: {error.strerror}") from None
+        REAL_FS.write_file_atomic(str(path), data)
+    except WriteFailed as failure:
+        raise JournalIOError(f"cannot write: {failure}") from None

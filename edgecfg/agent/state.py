@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Final, cast
 
 from edgecfg.agent.crypto import RecordCipher, load_or_create_dev_key
+from edgecfg.agent.fs import REAL_FS, WriteFailed
 from edgecfg.agent.store import DeviceStore
 from edgecfg.core.ids import ETag
 from edgecfg.core.tree import Tree, Value, is_map
@@ -135,21 +136,10 @@ class LocalState:
             raise StateError(f"{self.directory / name}: cannot read: {error.strerror}") from None
 
     def _write(self, name: str, data: bytes) -> None:
-        target = self.directory / name
-        temporary = target.with_suffix(target.suffix + ".tmp")
         try:
-            with open(temporary, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temporary, target)
-            directory = os.open(self.directory, os.O_RDONLY)
-            try:
-                os.fsync(directory)
-            finally:
-                os.close(directory)
-        except OSError as error:
-            raise StateError(f"{target}: cannot write: {error.strerror}") from None
+            REAL_FS.write_file_atomic(str(self.directory / name), data)
+        except WriteFailed as failure:
+            raise StateError(f"cannot write: {failure}") from None
 
 
 def _transfer_from(record: Value) -> Transfer:
