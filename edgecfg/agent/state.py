@@ -9,7 +9,7 @@ the bytes received so far (encrypted with the same key), so a sync
 interrupted at block N resumes at block N after a reconnect or a restart.
 
 The key: pass one derived from the device's provisioning secret
-(:func:`~edgecfg.agent.crypto.derive_store_key`).  Without one, a development
+(:func:`~edgecfg.crypto.derive_store_key`).  Without one, a development
 key file ``device.key`` (mode 0600) is created in the state directory; that
 is for development and tests only, since the key then sits beside the data.
 """
@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, cast
 
-from edgecfg.agent.crypto import RecordCipher, load_or_create_dev_key
 from edgecfg.agent.fs import REAL_FS, WriteFailed
 from edgecfg.agent.store import DeviceStore
 from edgecfg.core.ids import ETag
 from edgecfg.core.tree import Tree, Value, is_map
+from edgecfg.crypto import RecordCipher, load_or_create_dev_key
 from edgecfg.errors import EdgecfgError, PeerError
 from edgecfg.wire.cbor import Encoded, decode, encode
 

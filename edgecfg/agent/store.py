@@ -50,9 +50,9 @@ import struct
 from dataclasses import dataclass, replace
 from typing import Final, Literal
 
-from edgecfg.agent.crypto import TAG_SIZE, AuthenticationFailed, RecordCipher
 from edgecfg.agent.fs import REAL_FS, FileSystem, WriteFailed
 from edgecfg.core.ids import ETag
+from edgecfg.crypto import TAG_SIZE, AuthenticationFailed, RecordCipher
 from edgecfg.errors import PeerError, StoreError, UsageError
 from edgecfg.wire.cbor import DEFAULT_LIMITS, Encoded, etag_of_bytes
 

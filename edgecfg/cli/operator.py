@@ -21,6 +21,8 @@ from pathlib import Path as FilePath
 from typing import Any
 
 from edgecfg.cli.files import CommandError, read_bytes, write_bytes
+from edgecfg.cli.security import add_device_actions
+from edgecfg.cli.security import register as register_security
 from edgecfg.core.ids import DeviceId, LayerId
 from edgecfg.core.layers import (
     Hierarchy,
@@ -521,6 +523,9 @@ def register(commands: Any, formats: Sequence[str]) -> None:
     q.add_argument("set", nargs="*", metavar="PATH=VALUE")
     add_edit_options(q, assignments=False)
     q.set_defaults(handler=cmd_device_set)
+    add_device_actions(device)
+
+    register_security(commands)
 
     p = commands.add_parser("config", help="a device's effective config")
     p.add_argument("id", metavar="ID")

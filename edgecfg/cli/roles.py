@@ -14,15 +14,17 @@ from pathlib import Path
 from typing import Any
 
 from edgecfg.agent.coap import CoapLink, LinkDown
-from edgecfg.agent.crypto import derive_store_key
 from edgecfg.agent.local import LocalOverrides
 from edgecfg.agent.state import LocalState
 from edgecfg.agent.sync import AGENT_VERSION, Agent, SyncResult
 from edgecfg.cli.files import CommandError, load_schema, read_bytes, write_bytes
 from edgecfg.cli.operator import parse_assignment
+from edgecfg.cli.security import add_master_key_option, master_cipher
 from edgecfg.core.path import format_path, is_prefix, parse_path
 from edgecfg.core.tree import UNSET, UnsetType, flatten, get
+from edgecfg.crypto import derive_store_key
 from edgecfg.gateway.identity import InsecurePolicy
+from edgecfg.gateway.oscore import StoredCredentials
 from edgecfg.gateway.server import Gateway, serve
 from edgecfg.store import SQLiteStore
 from edgecfg.wire.blocks import szx_for
@@ -38,20 +40,21 @@ def parse_bind(text: str) -> tuple[str, int]:
 
 
 def cmd_gateway_serve(args: argparse.Namespace) -> int:
-    if not args.insecure:
-        raise CommandError(
-            "OSCORE is not available yet in this build: start with --insecure to accept "
-            "device ids from the path (for trusted networks and tests only)"
-        )
     host, port = parse_bind(args.bind)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
 
     async def main() -> None:
         with SQLiteStore(args.db) as store:
-            gateway = Gateway(store, policy=InsecurePolicy(), refresh_s=args.refresh)
+            if args.insecure:
+                gateway = Gateway(store, policy=InsecurePolicy(), refresh_s=args.refresh)
+                mode = "insecure: no OSCORE, device ids trusted from paths"
+            else:
+                credentials = StoredCredentials(store, master_cipher(args, store, create=False))
+                gateway = Gateway(store, credentials=credentials, refresh_s=args.refresh)
+                mode = f"OSCORE, {store.count_credentials()} enrolled identities"
 
             def ready() -> None:
-                print(f"edgecfg gateway: serving {args.db} on coap://{args.bind} (insecure)")
+                print(f"edgecfg gateway: serving {args.db} on coap://{args.bind} ({mode})")
                 sys.stdout.flush()
 
             await serve(gateway, host, port, ready=ready)
@@ -69,7 +72,9 @@ def cmd_agent_run(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
-        async with CoapLink(args.gateway, ack_timeout=args.ack_timeout) as link:
+        async with CoapLink(
+            args.gateway, ack_timeout=args.ack_timeout, credentials=args.credentials
+        ) as link:
             agent = Agent(
                 link,
                 _state(args),
@@ -201,6 +206,7 @@ def register(commands: Any) -> None:
     q = gateway.add_parser("serve", help="serve the fleet over CoAP (UDP)")
     q.add_argument("--bind", default="127.0.0.1:5683", metavar="HOST:PORT")
     q.add_argument("--insecure", action="store_true", help="no OSCORE: trust ids in paths")
+    add_master_key_option(q)
     q.add_argument("--refresh", type=float, default=1.0, metavar="S",
                    help="seconds between picking up operator edits from the database")  # fmt: skip
     q.set_defaults(handler=cmd_gateway_serve)
@@ -223,6 +229,11 @@ def register(commands: Any) -> None:
     q.add_argument("--critical-first", action="store_true", help="critical class first")
     q.add_argument("--budget", type=int, metavar="BYTES", help="defer transfers larger than this")
     q.add_argument("--ack-timeout", type=float, default=2.0, metavar="S")
+    q.add_argument(
+        "--credentials",
+        metavar="FILE",
+        help="OSCORE credentials.json from 'device enroll' (else plain CoAP)",
+    )
     q.add_argument("--schema", metavar="FILE", help="schema for local-override policies")
     q.add_argument(
         "--secret-file",

@@ -7,9 +7,11 @@ Only this package imports ``sqlite3``.
 """
 
 from edgecfg.store.base import (
+    CredentialRecord,
     DeviceRecord,
     Groups,
     LayerRevision,
+    OscoreState,
     SchemaRecord,
     Store,
     blob_etag,
@@ -19,10 +21,12 @@ from edgecfg.store.memory import MemoryStore
 from edgecfg.store.sqlite import SQLiteStore
 
 __all__ = [
+    "CredentialRecord",
     "DeviceRecord",
     "Groups",
     "LayerRevision",
     "MemoryStore",
+    "OscoreState",
     "SQLiteStore",
     "SchemaRecord",
     "Store",

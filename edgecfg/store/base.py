@@ -27,16 +27,22 @@ from edgecfg.core.ids import DeviceId, ETag, LayerId
 from edgecfg.errors import StoreConflict, UsageError
 
 __all__ = [
+    "ROLES",
+    "CredentialRecord",
     "DeviceRecord",
     "Groups",
     "LayerRevision",
+    "OscoreState",
     "SchemaRecord",
     "Store",
+    "already_enrolled",
     "blob_collision",
     "blob_etag",
     "check_group",
+    "check_role",
     "check_schema_version",
     "in_group",
+    "kid_for",
     "schema_changed",
     "schema_not_newer",
     "stale_parent",
@@ -72,6 +78,18 @@ def check_schema_version(version: int) -> None:
     """Raise :class:`UsageError` unless ``0 <= version < 2**63`` (an SQLite integer)."""
     if not 0 <= version < 2**63:
         raise UsageError(f"schema version {version} is outside 0 .. 2**63-1")
+
+
+def check_role(role: str) -> None:
+    if role not in ROLES:
+        raise UsageError(f"unknown role {role!r}: expected one of {', '.join(ROLES)}")
+
+
+def already_enrolled(role: str, name: str, kid: bytes) -> StoreConflict:
+    return StoreConflict(
+        f"{role} {name!r} is already enrolled (key id {kid.hex() or 'empty'}); "
+        "revoke it first to issue new credentials"
+    )
 
 
 def in_group(path: str, group: str) -> bool:
@@ -205,6 +223,55 @@ class DeviceRecord:
     def __post_init__(self) -> None:
         if not isinstance(self.groups, Groups):
             object.__setattr__(self, "groups", Groups(self.groups))
+
+
+ROLES = ("device", "operator")
+"""Who a credential speaks for: a device (its own resources) or an operator."""
+
+
+def kid_for(number: int) -> bytes:
+    """The OSCORE key id for the ``number``-th credential (1, 2, ...): shortest
+    big-endian bytes.  Numbers are never reused, so neither are key ids."""
+    if number < 1:
+        raise UsageError(f"credential number must be at least 1, got {number}")
+    return number.to_bytes((number.bit_length() + 7) // 8, "big")
+
+
+@dataclass(frozen=True, slots=True)
+class CredentialRecord:
+    """An enrolled OSCORE identity (RFC 8613) as the gateway stores it.
+
+    ``kid`` is the peer's Sender ID (the gateway's Recipient ID): unique in
+    the database and never reused, even after revocation.  ``sealed`` holds the
+    master secret and salt encrypted under the operator master key; the store
+    never sees them in clear.
+    """
+
+    kid: bytes
+    role: str
+    name: str
+    sealed: bytes
+    created_at: float
+    revoked_at: float | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+
+@dataclass(frozen=True, slots=True)
+class OscoreState:
+    """A security context's mutable state: what must survive a restart.
+
+    ``next_to_send`` is the gateway's next usable Sender Sequence Number (a
+    number at or above every number ever used: RFC 8613 Appendix B.1.1).
+    ``window`` is the replay window as the context persisted it, or ``None``
+    when it is unknown (the gateway stopped without saving it): the peer then
+    has to prove freshness with Echo (Appendix B.1.2).
+    """
+
+    next_to_send: int = 0
+    window: bytes | None = None
 
 
 class Store(Protocol):
@@ -352,6 +419,50 @@ class Store(Protocol):
 
         Raises :class:`NotFound` for an unknown device.
         """
+        ...
+
+    # -- OSCORE credentials -----------------------------------------------
+
+    def enroll(self, role: str, name: str, sealed: bytes, *, now: float) -> CredentialRecord:
+        """Record a new credential for ``(role, name)`` under a fresh key id.
+
+        Raises :class:`StoreConflict` when ``(role, name)`` already has an
+        active credential (revoke it first) and UsageError for an unknown role.
+        """
+        ...
+
+    def enroll_many(
+        self, entries: Iterable[tuple[str, str, bytes]], *, now: float
+    ) -> list[CredentialRecord]:
+        """:meth:`enroll` for many ``(role, name, sealed)`` at once, atomically."""
+        ...
+
+    def credential(self, kid: bytes) -> CredentialRecord | None:
+        """The credential with key id ``kid`` (revoked ones too), or ``None``."""
+        ...
+
+    def active_credential(self, role: str, name: str) -> CredentialRecord | None:
+        """The active credential of ``(role, name)``, or ``None``."""
+        ...
+
+    def revoke(self, role: str, name: str, *, now: float) -> CredentialRecord:
+        """Revoke the active credential of ``(role, name)``; raises NotFound without one."""
+        ...
+
+    def count_credentials(self, *, active: bool = True) -> int:
+        """Enrolled credentials (only active ones unless ``active=False``)."""
+        ...
+
+    def revocations(self) -> int:
+        """How many credentials were ever revoked: a cheap change counter."""
+        ...
+
+    def oscore_state(self, kid: bytes) -> OscoreState | None:
+        """The persisted context state for ``kid``, or ``None`` if never saved."""
+        ...
+
+    def put_oscore_states(self, states: Iterable[tuple[bytes, OscoreState]]) -> None:
+        """Persist context states, atomically and durably (they guard nonce reuse)."""
         ...
 
     def close(self) -> None:

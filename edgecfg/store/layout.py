@@ -59,6 +59,27 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX telemetry_by_device ON telemetry (device_id, time);
     """,
+    # 5: OSCORE credentials (secrets sealed under the operator master key) and
+    # each security context's sequence number and replay window.  ``number`` is
+    # AUTOINCREMENT so a key id is never handed out twice, even after deletes.
+    """
+    CREATE TABLE credentials (
+        number INTEGER PRIMARY KEY AUTOINCREMENT,
+        kid BLOB NOT NULL UNIQUE,
+        role TEXT NOT NULL,
+        name TEXT NOT NULL,
+        sealed BLOB NOT NULL,
+        created_at REAL NOT NULL,
+        revoked_at REAL
+    );
+    CREATE UNIQUE INDEX credentials_active ON credentials (role, name)
+        WHERE revoked_at IS NULL;
+    CREATE TABLE oscore_state (
+        kid BLOB PRIMARY KEY,
+        next_to_send INTEGER NOT NULL,
+        window BLOB
+    ) WITHOUT ROWID;
+    """,
 )
 """Layout migrations; step ``i`` (0-based) brings a database to version ``i + 1``.
 Append new steps; never edit a released one."""

@@ -13,14 +13,19 @@ from dataclasses import dataclass, field, replace
 from edgecfg.core.ids import DeviceId, ETag, LayerId
 from edgecfg.errors import NotFound, StoreError
 from edgecfg.store.base import (
+    CredentialRecord,
     DeviceRecord,
     LayerRevision,
+    OscoreState,
     SchemaRecord,
+    already_enrolled,
     blob_collision,
     blob_etag,
     check_group,
+    check_role,
     check_schema_version,
     in_group,
+    kid_for,
     schema_changed,
     schema_not_newer,
     stale_parent,
@@ -43,6 +48,11 @@ class _Tables:
     telemetry: dict[DeviceId, list[tuple[float, bytes]]] = field(
         default_factory=dict[DeviceId, list[tuple[float, bytes]]]
     )
+    credentials: dict[bytes, CredentialRecord] = field(
+        default_factory=dict[bytes, CredentialRecord]
+    )
+    active: dict[tuple[str, str], bytes] = field(default_factory=dict[tuple[str, str], bytes])
+    oscore: dict[bytes, OscoreState] = field(default_factory=dict[bytes, OscoreState])
 
 
 class MemoryStore:
@@ -243,6 +253,75 @@ class MemoryStore:
         if record is None:
             raise NotFound("device", id)
         devices[id] = replace(record, last_seen=now, applied_etag=applied_etag)
+
+    # -- OSCORE credentials -----------------------------------------------
+
+    def enroll(self, role: str, name: str, sealed: bytes, *, now: float) -> CredentialRecord:
+        """See :meth:`edgecfg.store.base.Store.enroll`."""
+        return self.enroll_many([(role, name, sealed)], now=now)[0]
+
+    def enroll_many(
+        self, entries: Iterable[tuple[str, str, bytes]], *, now: float
+    ) -> list[CredentialRecord]:
+        """See :meth:`edgecfg.store.base.Store.enroll_many`."""
+        tables = self._open()
+        items = list(entries)
+        seen: set[tuple[str, str]] = set()
+        for role, name, _ in items:
+            check_role(role)
+            held = tables.active.get((role, name))
+            if held is not None:
+                raise already_enrolled(role, name, held)
+            if (role, name) in seen:
+                raise already_enrolled(role, name, b"")
+            seen.add((role, name))
+        records: list[CredentialRecord] = []
+        for role, name, sealed in items:
+            record = CredentialRecord(
+                kid_for(len(tables.credentials) + 1), role, name, bytes(sealed), now
+            )
+            tables.credentials[record.kid] = record
+            tables.active[(role, name)] = record.kid
+            records.append(record)
+        return records
+
+    def credential(self, kid: bytes) -> CredentialRecord | None:
+        """See :meth:`edgecfg.store.base.Store.credential`."""
+        return self._open().credentials.get(bytes(kid))
+
+    def active_credential(self, role: str, name: str) -> CredentialRecord | None:
+        """See :meth:`edgecfg.store.base.Store.active_credential`."""
+        tables = self._open()
+        kid = tables.active.get((role, name))
+        return None if kid is None else tables.credentials[kid]
+
+    def revoke(self, role: str, name: str, *, now: float) -> CredentialRecord:
+        """See :meth:`edgecfg.store.base.Store.revoke`."""
+        tables = self._open()
+        kid = tables.active.pop((role, name), None)
+        if kid is None:
+            raise NotFound(f"enrolled {role}", name)
+        record = replace(tables.credentials[kid], revoked_at=now)
+        tables.credentials[kid] = record
+        return record
+
+    def count_credentials(self, *, active: bool = True) -> int:
+        """See :meth:`edgecfg.store.base.Store.count_credentials`."""
+        tables = self._open()
+        return len(tables.active) if active else len(tables.credentials)
+
+    def revocations(self) -> int:
+        """See :meth:`edgecfg.store.base.Store.revocations`."""
+        tables = self._open()
+        return len(tables.credentials) - len(tables.active)
+
+    def oscore_state(self, kid: bytes) -> OscoreState | None:
+        """See :meth:`edgecfg.store.base.Store.oscore_state`."""
+        return self._open().oscore.get(bytes(kid))
+
+    def put_oscore_states(self, states: Iterable[tuple[bytes, OscoreState]]) -> None:
+        """See :meth:`edgecfg.store.base.Store.put_oscore_states`."""
+        self._open().oscore.update((bytes(kid), state) for kid, state in states)
 
 
 def _iter_sorted(

@@ -23,19 +23,25 @@ import sqlite3
 import threading
 from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from dataclasses import replace
+from typing import Any, cast
 
 from edgecfg.core.ids import DeviceId, ETag, LayerId
 from edgecfg.errors import NotFound, StoreError
 from edgecfg.store.base import (
+    CredentialRecord,
     DeviceRecord,
     Groups,
     LayerRevision,
+    OscoreState,
     SchemaRecord,
+    already_enrolled,
     blob_collision,
     blob_etag,
     check_group,
+    check_role,
     check_schema_version,
+    kid_for,
     schema_changed,
     schema_not_newer,
     stale_parent,
@@ -450,6 +456,136 @@ class SQLiteStore:
             )
             if cursor.rowcount == 0:
                 raise NotFound("device", id)
+
+    # -- OSCORE credentials -----------------------------------------------
+
+    def enroll(self, role: str, name: str, sealed: bytes, *, now: float) -> CredentialRecord:
+        """See :meth:`edgecfg.store.base.Store.enroll`."""
+        return self.enroll_many([(role, name, sealed)], now=now)[0]
+
+    def enroll_many(
+        self, entries: Iterable[tuple[str, str, bytes]], *, now: float
+    ) -> list[CredentialRecord]:
+        """See :meth:`edgecfg.store.base.Store.enroll_many`."""
+        items = list(entries)
+        for role, _, _ in items:
+            check_role(role)
+        records: list[CredentialRecord] = []
+        with self._transaction("enroll", write=True) as db:
+            row = db.execute(
+                "SELECT seq FROM sqlite_sequence WHERE name = 'credentials'"
+            ).fetchone()
+            number = 0 if row is None else int(row[0])
+            for role, name, sealed in items:
+                held = db.execute(
+                    "SELECT kid FROM credentials WHERE role = ? AND name = ? "
+                    "AND revoked_at IS NULL",
+                    (role, name),
+                ).fetchone()
+                if held is not None:
+                    raise already_enrolled(role, name, bytes(held[0]))
+                number += 1
+                record = CredentialRecord(kid_for(number), role, name, bytes(sealed), now)
+                db.execute(
+                    "INSERT INTO credentials (number, kid, role, name, sealed, created_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (number, record.kid, role, name, record.sealed, now),
+                )
+                records.append(record)
+        return records
+
+    def credential(self, kid: bytes) -> CredentialRecord | None:
+        """See :meth:`edgecfg.store.base.Store.credential`."""
+        with self._transaction("credential", write=False) as db:
+            row = db.execute(f"{_CREDENTIAL_SELECT} WHERE kid = ?", (bytes(kid),)).fetchone()
+        return None if row is None else _credential(row)
+
+    def active_credential(self, role: str, name: str) -> CredentialRecord | None:
+        """See :meth:`edgecfg.store.base.Store.active_credential`."""
+        with self._transaction("active_credential", write=False) as db:
+            row = db.execute(
+                f"{_CREDENTIAL_SELECT} WHERE role = ? AND name = ? AND revoked_at IS NULL",
+                (role, name),
+            ).fetchone()
+        return None if row is None else _credential(row)
+
+    def revoke(self, role: str, name: str, *, now: float) -> CredentialRecord:
+        """See :meth:`edgecfg.store.base.Store.revoke`."""
+        with self._transaction("revoke", write=True) as db:
+            row = db.execute(
+                f"{_CREDENTIAL_SELECT} WHERE role = ? AND name = ? AND revoked_at IS NULL",
+                (role, name),
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"enrolled {role}", name)
+            db.execute("UPDATE credentials SET revoked_at = ? WHERE kid = ?", (now, row[0]))
+        return replace(_credential(row), revoked_at=now)
+
+    def count_credentials(self, *, active: bool = True) -> int:
+        """See :meth:`edgecfg.store.base.Store.count_credentials`."""
+        where = " WHERE revoked_at IS NULL" if active else ""
+        with self._transaction("count_credentials", write=False) as db:
+            return int(db.execute(f"SELECT COUNT(*) FROM credentials{where}").fetchone()[0])
+
+    def revocations(self) -> int:
+        """See :meth:`edgecfg.store.base.Store.revocations`."""
+        with self._transaction("revocations", write=False) as db:
+            row = db.execute(
+                "SELECT COUNT(*) FROM credentials WHERE revoked_at IS NOT NULL"
+            ).fetchone()
+        return int(row[0])
+
+    def oscore_state(self, kid: bytes) -> OscoreState | None:
+        """See :meth:`edgecfg.store.base.Store.oscore_state`."""
+        with self._transaction("oscore_state", write=False) as db:
+            row = db.execute(
+                "SELECT next_to_send, window FROM oscore_state WHERE kid = ?", (bytes(kid),)
+            ).fetchone()
+        if row is None:
+            return None
+        return OscoreState(int(row[0]), None if row[1] is None else bytes(row[1]))
+
+    def put_oscore_states(self, states: Iterable[tuple[bytes, OscoreState]]) -> None:
+        """See :meth:`edgecfg.store.base.Store.put_oscore_states`.
+
+        Committed with ``synchronous = FULL`` semantics: a sequence number
+        reservation must be on disk before the numbers are used.
+        """
+        rows = [(bytes(kid), s.next_to_send, s.window) for kid, s in states]
+        if not rows:
+            return
+        with self._lock:
+            self._set_synchronous("FULL")
+            try:
+                with self._transaction("put_oscore_states", write=True) as db:
+                    db.executemany(
+                        "INSERT INTO oscore_state (kid, next_to_send, window) VALUES (?, ?, ?) "
+                        "ON CONFLICT (kid) DO UPDATE SET next_to_send = excluded.next_to_send, "
+                        "window = excluded.window",
+                        rows,
+                    )
+            finally:
+                self._set_synchronous("NORMAL")
+
+    def _set_synchronous(self, level: str) -> None:
+        with self._translated(f"set synchronous = {level}"):
+            if self._connection is not None:
+                self._connection.execute(f"PRAGMA synchronous = {level}")
+
+
+_CREDENTIAL_SELECT = "SELECT kid, role, name, sealed, created_at, revoked_at FROM credentials"
+
+
+def _credential(row: tuple[object, ...]) -> CredentialRecord:
+    kid, role, name, sealed, created, revoked = row
+    return CredentialRecord(
+        bytes(cast(bytes, kid)),
+        str(role),
+        str(name),
+        bytes(cast(bytes, sealed)),
+        float(cast(float, created)),
+        None if revoked is None else float(cast(float, revoked)),
+    )
 
 
 def _closed(path: str, operation: str) -> StoreError:

@@ -17,13 +17,6 @@ from pathlib import Path
 
 import pytest
 
-from edgecfg.agent.crypto import (
-    KEY_SIZE,
-    KeyFileError,
-    RecordCipher,
-    derive_store_key,
-    load_or_create_dev_key,
-)
 from edgecfg.agent.fs import REAL_FS, FaultyFileSystem
 from edgecfg.agent.store import (
     RECORD_OVERHEAD,
@@ -32,6 +25,13 @@ from edgecfg.agent.store import (
     SlotName,
     StoreEventKind,
     UnknownGeneration,
+)
+from edgecfg.crypto import (
+    KEY_SIZE,
+    KeyFileError,
+    RecordCipher,
+    derive_store_key,
+    load_or_create_dev_key,
 )
 from edgecfg.errors import StoreError, UsageError
 from edgecfg.wire.cbor import Encoded, etag_of_bytes

@@ -63,7 +63,6 @@ from typing import Literal
 
 import pytest
 
-from edgecfg.agent.crypto import derive_store_key
 from edgecfg.agent.fs import (
     REAL_FS,
     FaultyFileSystem,
@@ -73,6 +72,7 @@ from edgecfg.agent.fs import (
     RecordingFileSystem,
 )
 from edgecfg.agent.store import CommitFailed, DeviceStore, Loaded, NothingToRevert
+from edgecfg.crypto import derive_store_key
 from edgecfg.wire.cbor import Encoded
 
 KEY = derive_store_key(bytes(range(32)), "dev-0042")

@@ -1,0 +1,139 @@
+"""``device enroll|revoke``, ``operator enroll|revoke`` and the operator master key.
+
+The master key seals every OSCORE secret in the gateway database.  It comes
+from ``--master-key FILE``, else ``$EDGECFG_MASTER_KEY``, else (development)
+``DB.master-key`` beside the database: 32 random bytes, created ``0600`` by
+the first enrolment.  A key file is never created once credentials exist
+(they would no longer open), and ``gateway serve`` never creates one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from edgecfg.cli.files import CommandError
+from edgecfg.crypto import RecordCipher, load_or_create_dev_key
+from edgecfg.errors import EdgecfgError
+from edgecfg.gateway.credentials import enroll, write_peer_side
+from edgecfg.store import SQLiteStore
+from edgecfg.store.base import Store
+
+MASTER_KEY_ENV = "EDGECFG_MASTER_KEY"
+
+
+def master_key_path(args: argparse.Namespace) -> Path:
+    """Where the operator master key is: flag, environment, or beside the database."""
+    chosen = getattr(args, "master_key", None) or os.environ.get(MASTER_KEY_ENV)
+    if chosen:
+        return Path(chosen)
+    if args.db == ":memory:":
+        raise CommandError("an in-memory database needs --master-key FILE")
+    return Path(f"{args.db}.master-key")
+
+
+def master_cipher(args: argparse.Namespace, store: Store, *, create: bool) -> RecordCipher:
+    """The cipher under the operator master key; creates the key only for a
+    database without credentials (``create``)."""
+    path = master_key_path(args)
+    if not path.exists() and not (create and store.count_credentials(active=False) == 0):
+        raise CommandError(
+            f"{path}: no operator master key; pass --master-key FILE (or set "
+            f"${MASTER_KEY_ENV}) naming the key this database's credentials were sealed with"
+        )
+    try:
+        return RecordCipher(load_or_create_dev_key(path))
+    except EdgecfgError as error:
+        raise CommandError(str(error)) from None
+
+
+def _enroll(args: argparse.Namespace, role: str) -> int:
+    out = Path(args.out)
+    with SQLiteStore(args.db) as store:
+        cipher = master_cipher(args, store, create=True)
+        unregistered = role == "device" and not store.has_device(args.id)
+        if store.active_credential(role, args.id) is not None and args.replace:
+            store.revoke(role, args.id, now=time.time())
+        enrolment = enroll(store, cipher, role, args.id, now=time.time())
+        try:
+            credentials = write_peer_side(enrolment, out, gateway=args.gateway)
+        except BaseException:
+            # The peer never got its half: do not leave a usable credential behind.
+            store.revoke(role, args.id, now=time.time())
+            raise
+    print(
+        f"{role} {args.id}: enrolled with key id {enrolment.record.kid.hex()}; "
+        f"credentials in {credentials}"
+    )
+    if unregistered:
+        print(
+            f"note: device {args.id} is not registered yet; it gets 4.04 until "
+            f"'edgecfg --db {args.db} device add {args.id} --group ...'"
+        )
+    return 0
+
+
+def _revoke(args: argparse.Namespace, role: str) -> int:
+    with SQLiteStore(args.db) as store:
+        record = store.revoke(role, args.id, now=time.time())
+    print(
+        f"{role} {args.id}: credential {record.kid.hex()} revoked "
+        "(a running gateway stops accepting it within its refresh interval)"
+    )
+    return 0
+
+
+def cmd_device_enroll(args: argparse.Namespace) -> int:
+    """Issue a device's OSCORE credentials."""
+    return _enroll(args, "device")
+
+
+def cmd_device_revoke(args: argparse.Namespace) -> int:
+    """End a device's OSCORE credentials."""
+    return _revoke(args, "device")
+
+
+def cmd_operator_enroll(args: argparse.Namespace) -> int:
+    """Issue an operator's OSCORE credentials."""
+    return _enroll(args, "operator")
+
+
+def cmd_operator_revoke(args: argparse.Namespace) -> int:
+    """End an operator's OSCORE credentials."""
+    return _revoke(args, "operator")
+
+
+def add_master_key_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--master-key",
+        metavar="FILE",
+        help=f"operator master key (default: ${MASTER_KEY_ENV}, else DB.master-key)",
+    )
+
+
+def add_device_actions(device: Any) -> None:
+    """``device enroll`` and ``device revoke`` under the existing ``device`` command."""
+    _add_actions(device, "device", cmd_device_enroll, cmd_device_revoke)
+
+
+def register(commands: Any) -> None:
+    """The ``operator`` command: enrol and revoke operator identities."""
+    p = commands.add_parser("operator", help="operator identities (OSCORE)")
+    operator = p.add_subparsers(dest="operator_command", metavar="ACTION", required=True)
+    _add_actions(operator, "operator", cmd_operator_enroll, cmd_operator_revoke)
+
+
+def _add_actions(parent: Any, role: str, enroll_handler: Any, revoke_handler: Any) -> None:
+    q = parent.add_parser("enroll", help=f"issue a {role}'s OSCORE credentials")
+    q.add_argument("id", metavar="ID" if role == "device" else "NAME")
+    q.add_argument("--out", required=True, metavar="DIR", help="where the peer's side goes")
+    q.add_argument("--gateway", metavar="coap://HOST:PORT", help="limit them to this gateway")
+    q.add_argument("--replace", action="store_true", help="revoke an active credential first")
+    add_master_key_option(q)
+    q.set_defaults(handler=enroll_handler)
+    q = parent.add_parser("revoke", help=f"end a {role}'s OSCORE credentials")
+    q.add_argument("id", metavar="ID" if role == "device" else "NAME")
+    q.set_defaults(handler=revoke_handler)
