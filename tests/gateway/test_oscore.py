@@ -1,0 +1,477 @@
+"""OSCORE end to end: real aiocoap clients with enrolled credentials, a real
+gateway on loopback UDP, its contexts in a SQLite store.
+
+Covers authorization on every resource (own, another device's, no identity,
+operator), revocation, replayed datagrams, sequence numbers that survive a
+crash, and the Echo recovery of the replay window after one (RFC 8613
+Appendix B.1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiocoap
+import pytest
+from aiocoap import oscore
+from aiocoap.message import Direction
+from aiocoap.numbers.codes import Code
+from aiocoap.numbers.types import Type
+
+from edgecfg.agent.coap import CoapLink, Reply
+from edgecfg.core.ids import DeviceId, LayerId
+from edgecfg.core.layers import layer_from_document
+from edgecfg.crypto import RecordCipher
+from edgecfg.errors import StoreConflict
+from edgecfg.gateway.credentials import (
+    CredentialError,
+    Enrolment,
+    enroll,
+    seal,
+    unseal,
+    write_peer_side,
+)
+from edgecfg.gateway.oscore import CHUNK_LIMIT, StoredCredentials
+from edgecfg.gateway.server import Gateway
+from edgecfg.store import MemoryStore, OscoreState, SQLiteStore
+from edgecfg.wire.cbor import encode
+from edgecfg.wire.senml import CONTENT_FORMAT_SENML_CBOR, Record, encode_senml
+from tests.gateway.conftest import SCHEMA, free_udp_port, sensor
+
+KEY = bytes(range(32))
+
+
+@dataclass
+class Secured:
+    gateway: Gateway
+    db: Path
+    dirs: Path
+    enrolments: dict[str, Enrolment] = field(default_factory=dict[str, Enrolment])
+    links: list[CoapLink] = field(default_factory=list[CoapLink])
+
+    @property
+    def uri(self) -> str:
+        return self.gateway.uri
+
+    def link(self, who: str | None) -> CoapLink:
+        credentials = None if who is None else self.dirs / who / "credentials.json"
+        link = CoapLink(self.uri, ack_timeout=0.5, credentials=credentials)
+        self.links.append(link)
+        return link
+
+
+async def _start(db: Path, port: int) -> Gateway:
+    store = SQLiteStore(db)
+    gateway = Gateway(store, credentials=StoredCredentials(store, RecordCipher(KEY)), refresh_s=0)
+    await gateway.start("127.0.0.1", port)
+    return gateway
+
+
+async def _stop(gateway: Gateway, *, crash: bool = False) -> None:
+    if crash:
+        assert gateway.credentials is not None
+        gateway.credentials.flush = lambda: None  # a kill -9 saves nothing
+    await gateway.stop()
+    gateway.fleet.store.close()
+
+
+@pytest.fixture
+async def secured(tmp_path: Path) -> AsyncIterator[Secured]:
+    db = tmp_path / "gateway.db"
+    with SQLiteStore(db) as store:
+        gateway = Gateway(store, credentials=StoredCredentials(store, RecordCipher(KEY)))
+        gateway.fleet.load_schema(SCHEMA.read_bytes(), "json", source="device.json", now=1.0)
+        for device in ("dev-1", "dev-2"):
+            gateway.fleet.add_device(sensor(device))
+        enrolments: dict[str, Enrolment] = {}
+        for role, name in (("device", "dev-1"), ("device", "dev-2"), ("operator", "alice")):
+            enrolments[name] = enroll(store, RecordCipher(KEY), role, name, now=1.0)
+            write_peer_side(enrolments[name], tmp_path / name, gateway=None)
+    secured = Secured(await _start(db, free_udp_port()), db, tmp_path, enrolments)
+    try:
+        yield secured
+    finally:
+        for link in secured.links:
+            await link.close()
+        if secured.gateway.context is not None:
+            await _stop(secured.gateway)
+
+
+async def call(
+    link: CoapLink, method: str, path: str, payload: bytes = b"", content_format: int | None = None
+) -> Reply:
+    return await link.request(
+        method,  # pyright: ignore[reportArgumentType]
+        tuple(path.strip("/").split("/")),
+        payload=payload,
+        content_format=content_format,
+    )
+
+
+REPORT = encode({"agent": "1.0.0"})
+SENML = encode_senml([Record("battery", 3.1, "V", 0.0)])
+LAYER = encode({"set": {"net.uplink.interval_s": 600}})
+
+Case = tuple[str, str, bytes, int | None, str | None]
+# (method, path, payload, content-format) for every resource, with the owner
+# device the path belongs to (None: an operator resource).
+CASES: list[Case] = [
+    ("GET", "cfg/dev-1", b"", None, "dev-1"),
+    ("FETCH", "cfg/dev-1", encode(["net.uplink"]), 60, "dev-1"),
+    ("POST", "state/dev-1", REPORT, 60, "dev-1"),
+    ("POST", "tel/dev-1", SENML, CONTENT_FORMAT_SENML_CBOR, "dev-1"),
+    ("GET", "grp/region/eu", b"", None, None),
+    ("PUT", "grp/region/eu", LAYER, 60, None),
+    ("iPATCH", "grp/region/eu", LAYER, 60, None),
+    ("GET", "dev/dev-1", b"", None, None),
+    ("PUT", "dev/dev-1", LAYER, 60, None),
+    ("iPATCH", "dev/dev-1", LAYER, 60, None),
+]
+IDS = [f"{method} /{path}" for method, path, *_ in CASES]
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+async def test_without_an_identity_every_resource_is_4_01(secured: Secured, case: Case) -> None:
+    method, path, payload, fmt, _ = case
+    reply = await call(secured.link(None), method, path, payload, fmt)
+    assert reply.code == "4.01"
+    assert b"authentication required" in reply.payload
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+async def test_another_device_is_4_03(secured: Secured, case: Case) -> None:
+    method, path, payload, fmt, owner = case
+    store = secured.gateway.fleet.store
+    before = [store.layer_history(LayerId(layer)) for layer in ("region/eu", "device/dev-1")]
+    reply = await call(secured.link("dev-2"), method, path, payload, fmt)
+    assert reply.code == "4.03", reply.payload
+    expected = b"may not act for device dev-1" if owner else b"is not an operator"
+    assert expected in reply.payload
+    after = [store.layer_history(LayerId(layer)) for layer in ("region/eu", "device/dev-1")]
+    assert after == before  # nothing written
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+async def test_the_owner_or_an_operator_gets_through(secured: Secured, case: Case) -> None:
+    method, path, payload, fmt, owner = case
+    who = owner or "alice"
+    reply = await call(secured.link(who), method, path, payload, fmt)
+    assert reply.code.startswith("2."), (reply.code, reply.payload)
+    if owner is None:
+        # ... and a device never gets an operator resource, even its own layer.
+        denied = await call(secured.link("dev-1"), method, path, payload, fmt)
+        assert denied.code == "4.03"
+
+
+async def test_an_operator_may_read_any_device_config(secured: Secured) -> None:
+    reply = await call(secured.link("alice"), "GET", "cfg/dev-2")
+    assert reply.code == "2.05"
+    assert reply.etag == secured.gateway.fleet.etag(DeviceId("dev-2"))
+
+
+async def test_discovery_needs_no_identity(secured: Secured) -> None:
+    reply = await call(secured.link(None), "GET", ".well-known/core")
+    assert reply.code == "2.05"
+    assert b"</cfg>" in reply.payload
+
+
+async def test_a_revoked_device_is_refused_at_once(secured: Secured) -> None:
+    link = secured.link("dev-2")
+    assert (await call(link, "GET", "cfg/dev-2")).code == "2.05"
+    secured.gateway.fleet.store.revoke("device", "dev-2", now=2.0)
+    assert secured.gateway.credentials is not None
+    assert secured.gateway.credentials.refresh() == 1
+    refused = await call(link, "GET", "cfg/dev-2")
+    assert refused.code == "4.01"
+    assert b"Security context not found" in refused.payload
+    # The other devices carry on.
+    assert (await call(secured.link("dev-1"), "GET", "cfg/dev-1")).code == "2.05"
+
+
+# -- raw datagrams: replays --------------------------------------------------
+
+
+class DeviceSide(oscore.CanProtect, oscore.CanUnprotect, oscore.SecurityContextUtils):
+    """The device's context built from its enrolment (aiocoap's key schedule)."""
+
+    def __init__(self, enrolment: Enrolment, sequence: int) -> None:
+        self.alg_aead = oscore.algorithms["AES-CCM-16-64-128"]
+        self.hashfun = oscore.hashfunctions["sha256"]
+        self.sender_id = enrolment.record.kid
+        self.recipient_id = b""
+        self.id_context = None
+        self.derive_keys(enrolment.secret.master_salt, enrolment.secret.master_secret)
+        self.sender_sequence_number = sequence
+        self.recipient_replay_window = oscore.ReplayWindow(32, lambda: None)
+        self.recipient_replay_window.initialize_empty()
+        self.echo_recovery = None
+
+    def post_seqnoincrease(self) -> None:
+        pass
+
+    def datagram(self, path: str, mid: int, echo: bytes | None = None) -> bytes:
+        plain = aiocoap.Message(code=Code.GET)
+        plain.mtype, plain.mid, plain.token = Type.CON, mid, b"\x01\x02"
+        plain.opt.uri_path = tuple(path.split("/"))
+        if echo is not None:
+            plain.opt.echo = echo
+        plain.direction = Direction.OUTGOING
+        protected, self.request_id = self.protect(plain)
+        protected.mtype, protected.mid, protected.token = plain.mtype, mid, plain.token
+        return protected.encode()
+
+    def open(self, data: bytes) -> aiocoap.Message:
+        response = aiocoap.Message.decode(data)
+        response.direction = Direction.INCOMING
+        plain, _ = self.unprotect(response, self.request_id)
+        return plain
+
+    async def get(
+        self, uri: str, path: str, mid: int, echo: bytes | None = None
+    ) -> aiocoap.Message:
+        """GET over this device's own socket, answering Echo challenges
+        (the gateway's address check) like any client."""
+        for attempt in range(3):
+            answer = self.open(await exchange(uri, self.datagram(path, mid + attempt, echo), self))
+            if answer.code != Code.UNAUTHORIZED or answer.opt.echo is None:
+                return answer
+            echo = answer.opt.echo
+        raise AssertionError("still challenged after three Echo rounds")
+
+
+_SOCKETS: dict[int, socket.socket] = {}
+
+
+async def exchange(uri: str, data: bytes, sender: object | None = None) -> bytes:
+    """Send one datagram and return the answer; one socket (address) per ``sender``."""
+    host, port = uri.removeprefix("coap://").rsplit(":", 1)
+    loop = asyncio.get_running_loop()
+    key = id(sender) if sender is not None else -1
+    sock = _SOCKETS.get(key)
+    if sock is None or sender is None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setblocking(False)
+        sock.bind(("127.0.0.1", 0))
+        if sender is not None:
+            _SOCKETS[key] = sock
+    try:
+        await loop.sock_sendto(sock, data, (host, int(port)))
+        answer, _ = await asyncio.wait_for(loop.sock_recvfrom(sock, 4096), timeout=5)
+        return answer
+    finally:
+        if sender is None:
+            sock.close()
+
+
+@pytest.fixture(autouse=True)
+def _close_sockets() -> Iterator[None]:
+    yield
+    for sock in _SOCKETS.values():
+        sock.close()
+    _SOCKETS.clear()
+
+
+async def plain(uri: str, data: bytes) -> aiocoap.Message:
+    """The answer to ``data``, decoded but not unprotected."""
+    return aiocoap.Message.decode(await exchange(uri, data))
+
+
+async def test_a_replayed_request_is_refused(secured: Secured) -> None:
+    device = DeviceSide(secured.enrolments["dev-1"], sequence=1000)
+    assert (await device.get(secured.uri, "cfg/dev-1", mid=1)).code == Code.CONTENT
+    datagram = device.datagram("cfg/dev-1", mid=5)
+    assert device.open(await exchange(secured.uri, datagram, device)).code == Code.CONTENT
+    # The same protected request with a new message id (no CoAP deduplication):
+    replayed = bytearray(datagram)
+    replayed[2:4] = (2).to_bytes(2, "big")
+    answer = await plain(secured.uri, bytes(replayed))
+    assert answer.code == Code.UNAUTHORIZED
+    assert answer.payload == b"Replay detected"
+    assert answer.opt.oscore is None  # plain: the replay learns nothing
+    # A fresh request from the device still works.
+    assert (await device.get(secured.uri, "cfg/dev-1", mid=7)).code == Code.CONTENT
+
+
+async def test_a_request_under_an_unknown_key_id_is_4_01(secured: Secured) -> None:
+    stranger = DeviceSide(secured.enrolments["dev-1"], sequence=5)
+    stranger.sender_id = b"\x7f\x7f"
+    answer = await plain(secured.uri, stranger.datagram("cfg/dev-1", mid=9))
+    assert answer.code == Code.UNAUTHORIZED
+    assert answer.payload == b"Security context not found"
+
+
+async def test_a_forged_request_is_refused(secured: Secured) -> None:
+    device = DeviceSide(secured.enrolments["dev-1"], sequence=2000)
+    data = bytearray(device.datagram("cfg/dev-1", mid=4))
+    data[-1] ^= 0x01  # the last byte of the tag
+    answer = await plain(secured.uri, bytes(data))
+    assert answer.code == Code.BAD_REQUEST
+    assert answer.payload == b"Decryption failed"
+
+
+# -- restarts ------------------------------------------------------------------
+
+
+async def test_after_a_crash_the_replay_window_is_recovered_with_echo(secured: Secured) -> None:
+    device = DeviceSide(secured.enrolments["dev-1"], sequence=100)
+    assert (await device.get(secured.uri, "cfg/dev-1", mid=5)).code == Code.CONTENT
+    old = device.datagram("cfg/dev-1", mid=10)
+    assert device.open(await exchange(secured.uri, old, device)).code == Code.CONTENT
+    kid = secured.enrolments["dev-1"].record.kid
+    port = int(secured.uri.rsplit(":", 1)[1])
+    await _stop(secured.gateway, crash=True)
+    with SQLiteStore(secured.db) as store:
+        assert store.oscore_state(kid) == OscoreState(0, None)  # window unknown
+    secured.gateway = await _start(secured.db, port)
+
+    # An old request replayed to the restarted gateway is not processed: it
+    # gets a protected 4.01 asking for an Echo, which the replayer cannot add.
+    replayed = bytearray(old)
+    replayed[2:4] = (11).to_bytes(2, "big")
+    challenge = device.open(await exchange(secured.uri, bytes(replayed), device))
+    assert challenge.code == Code.UNAUTHORIZED
+    echo = challenge.opt.echo
+    assert echo is not None and len(echo) == 8
+
+    # The device repeats a fresh request with the Echo: the window starts there.
+    answer = await device.get(secured.uri, "cfg/dev-1", mid=12, echo=echo)
+    assert answer.code == Code.CONTENT
+
+
+async def test_the_agent_link_recovers_by_itself_after_a_gateway_crash(secured: Secured) -> None:
+    link = secured.link("dev-1")
+    assert (await call(link, "GET", "cfg/dev-1")).code == "2.05"
+    port = int(secured.uri.rsplit(":", 1)[1])
+    await _stop(secured.gateway, crash=True)
+    secured.gateway = await _start(secured.db, port)
+    # aiocoap's client answers the 4.01 Echo (Appendix B.1.2) without help.
+    reply = await call(link, "GET", "cfg/dev-1")
+    assert reply.code == "2.05"
+    assert reply.etag == secured.gateway.fleet.etag(DeviceId("dev-1"))
+
+
+async def test_after_a_clean_stop_no_echo_is_needed(secured: Secured) -> None:
+    device = DeviceSide(secured.enrolments["dev-1"], sequence=300)
+    assert (await device.get(secured.uri, "cfg/dev-1", 20)).code == Code.CONTENT
+    kid = secured.enrolments["dev-1"].record.kid
+    port = int(secured.uri.rsplit(":", 1)[1])
+    await _stop(secured.gateway)
+    with SQLiteStore(secured.db) as store:
+        state = store.oscore_state(kid)
+    assert state is not None and state.window is not None
+    secured.gateway = await _start(secured.db, port)
+    answer = await device.get(secured.uri, "cfg/dev-1", 24)
+    assert answer.code == Code.CONTENT
+    assert answer.opt.echo is None
+
+
+# -- sequence numbers ------------------------------------------------------------
+
+
+def _credentials(store: MemoryStore, cache_size: int = 100) -> StoredCredentials:
+    return StoredCredentials(store, RecordCipher(KEY), cache_size=cache_size)
+
+
+def _enrolled(store: MemoryStore, *names: str) -> list[bytes]:
+    return [enroll(store, RecordCipher(KEY), "device", n, now=0.0).record.kid for n in names]
+
+
+def _find(credentials: StoredCredentials, kid: bytes) -> oscore.CanProtect:
+    return credentials.find_oscore({oscore.COSE_KID: kid})
+
+
+def test_sequence_numbers_survive_a_crash_and_are_never_reused() -> None:
+    store = MemoryStore()
+    (kid,) = _enrolled(store, "dev-1")
+    used: list[int] = []
+    for _ in range(5):  # five crashes: nothing flushed, objects dropped
+        context = _find(_credentials(store), kid)
+        used.extend(context.new_sequence_number() for _ in range(37))
+    assert len(used) == len(set(used))
+    assert used == sorted(used)
+    state = store.oscore_state(kid)
+    assert state is not None and state.next_to_send > used[-1]
+
+
+def test_an_evicted_context_is_reloaded_without_reusing_numbers() -> None:
+    store = MemoryStore()
+    first, second = _enrolled(store, "dev-1", "dev-2")
+    credentials = _credentials(store, cache_size=1)
+    old = _find(credentials, first)
+    numbers = [old.new_sequence_number() for _ in range(3)]
+    _find(credentials, second)  # evicts dev-1's context
+    assert list(credentials.loaded) == [second]
+    # An observation may still hold the old context: it may use its last reservation ...
+    numbers.append(old.new_sequence_number())
+    again = _find(credentials, first)
+    assert again is not old
+    fresh = [again.new_sequence_number() for _ in range(3)]
+    assert min(fresh) > max(numbers)
+    # ... but never more than that, so the two can never collide.
+    old.sender_sequence_number = old.sender_sequence_number + CHUNK_LIMIT
+    with pytest.raises(oscore.ContextUnavailable):
+        old.new_sequence_number()
+
+
+def test_configuration_edits_never_touch_oscore_state() -> None:
+    store = MemoryStore()
+    gateway = Gateway(store, credentials=_credentials(store))
+    gateway.fleet.load_schema(SCHEMA.read_bytes(), "json", source="device.json", now=1.0)
+    gateway.fleet.add_device(sensor("dev-1"))
+    (kid,) = _enrolled(store, "dev-1")
+    assert gateway.credentials is not None
+    context = _find(gateway.credentials, kid)
+    [context.new_sequence_number() for _ in range(40)]
+    saved = store.oscore_state(kid)
+    layer = LayerId("device/dev-1")
+
+    def write(interval: int, now: float) -> bytes:
+        edit = layer_from_document({"set": {"net.uplink.interval_s": interval}})
+        gateway.fleet.write_layer(layer, edit, author="t", message="m", now=now)
+        return store.layer_history(layer)[-1].content
+
+    first = write(600, 2.0)
+    write(900, 3.0)
+    assert write(600, 4.0) == first  # rolled back
+
+    assert store.oscore_state(kid) == saved
+
+
+# -- credentials at rest ------------------------------------------------------------
+
+
+def test_secrets_are_sealed_and_bound_to_their_identity() -> None:
+    store = MemoryStore()
+    cipher = RecordCipher(KEY)
+    enrolment = enroll(store, cipher, "device", "dev-1", now=0.0)
+    record = enrolment.record
+    assert enrolment.secret.master_secret not in record.sealed
+    assert unseal(cipher, record) == enrolment.secret
+    with pytest.raises(CredentialError, match="master key"):
+        unseal(RecordCipher(os.urandom(32)), record)
+    # A sealed secret moved to another identity's row does not open.
+    from dataclasses import replace
+
+    with pytest.raises(CredentialError):
+        unseal(cipher, replace(record, name="dev-2"))
+    assert unseal(cipher, replace(record, sealed=seal(cipher, "device", "dev-1", enrolment.secret)))
+
+
+def test_enrolling_twice_needs_a_revocation_and_key_ids_are_never_reused() -> None:
+    store = MemoryStore()
+    cipher = RecordCipher(KEY)
+    first = enroll(store, cipher, "device", "dev-1", now=0.0).record
+    with pytest.raises(StoreConflict, match="already enrolled"):
+        enroll(store, cipher, "device", "dev-1", now=1.0)
+    store.revoke("device", "dev-1", now=2.0)
+    second = enroll(store, cipher, "device", "dev-1", now=3.0).record
+    assert second.kid != first.kid
+    credentials = _credentials(store)
+    with pytest.raises(KeyError):
+        _find(credentials, first.kid)
+    assert _find(credentials, second.kid) is not None
