@@ -36,7 +36,7 @@ def test_gateway_serves_an_agent_and_stops_cleanly_on_sigterm(
     try:
         assert gateway.stdout is not None
         banner = gateway.stdout.readline()
-        assert f"serving {db} on coap://127.0.0.1:{port} (insecure)" in banner
+        assert f"serving {db} on coap://127.0.0.1:{port} (insecure: no OSCORE" in banner
         secret = tmp_path / "provisioning.secret"
         secret.write_bytes(bytes(range(32)))
         agent = [
@@ -68,12 +68,12 @@ def test_gateway_serves_an_agent_and_stops_cleanly_on_sigterm(
     assert "edgecfg gateway: stopped" in out
 
 
-def test_gateway_refuses_to_start_without_insecure_until_oscore(
+def test_gateway_without_insecure_needs_the_operator_master_key(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code = main(["--db", str(tmp_path / "x.db"), "gateway", "serve", "--bind", "127.0.0.1:1"])
     assert code == 1
-    assert "--insecure" in capsys.readouterr().err
+    assert "no operator master key" in capsys.readouterr().err
 
 
 def test_agent_run_reports_an_unreachable_gateway(tmp_path: Path) -> None:
