@@ -17,6 +17,7 @@ from edgecfg.store import (
     DeviceRecord,
     Groups,
     MemoryStore,
+    OscoreState,
     SQLiteStore,
     Store,
     blob_etag,
@@ -515,3 +516,50 @@ def test_random_device_operations_leave_store_equal_to_dict_model(
             assert found == expected
     finally:
         store.close()
+
+
+# -- OSCORE credentials ---------------------------------------------------------
+
+
+def test_enroll_hands_out_key_ids_once(store: Store) -> None:
+    first = store.enroll("device", "dev-1", b"sealed-1", now=1.0)
+    operator = store.enroll("operator", "dev-1", b"sealed-2", now=2.0)  # same name, other role
+    assert (first.kid, operator.kid) == (b"\x01", b"\x02")
+    assert store.credential(b"\x01") == first
+    assert store.active_credential("device", "dev-1") == first
+    assert store.active_credential("device", "dev-2") is None
+    assert store.credential(b"\x09") is None
+    with pytest.raises(StoreConflict, match="already enrolled"):
+        store.enroll("device", "dev-1", b"again", now=3.0)
+    revoked = store.revoke("device", "dev-1", now=4.0)
+    assert revoked == replace(first, revoked_at=4.0)
+    assert not revoked.active
+    assert store.credential(b"\x01") == revoked
+    assert store.revocations() == 1
+    with pytest.raises(NotFound):
+        store.revoke("device", "dev-1", now=5.0)
+    again = store.enroll("device", "dev-1", b"sealed-3", now=6.0)
+    assert again.kid == b"\x03"  # never 01 again
+    assert store.count_credentials() == 2
+    assert store.count_credentials(active=False) == 3
+
+
+def test_enroll_many_is_atomic(store: Store) -> None:
+    records = store.enroll_many([("device", f"d{i}", b"s") for i in range(300)], now=1.0)
+    assert [r.kid for r in records[:2]] == [b"\x01", b"\x02"]
+    assert records[-1].kid == (300).to_bytes(2, "big")
+    with pytest.raises(StoreConflict):
+        store.enroll_many([("device", "new", b"s"), ("device", "d7", b"s")], now=2.0)
+    assert store.active_credential("device", "new") is None
+    with pytest.raises(UsageError, match="unknown role"):
+        store.enroll("admin", "root", b"s", now=3.0)
+
+
+def test_oscore_state_round_trips(store: Store) -> None:
+    (record,) = store.enroll_many([("device", "dev-1", b"s")], now=1.0)
+    assert store.oscore_state(record.kid) is None
+    store.put_oscore_states([(record.kid, OscoreState(16, None))])
+    assert store.oscore_state(record.kid) == OscoreState(16, None)
+    store.put_oscore_states([(record.kid, OscoreState(40, b"\x00" * 12))])
+    assert store.oscore_state(record.kid) == OscoreState(40, b"\x00" * 12)
+    store.put_oscore_states([])
