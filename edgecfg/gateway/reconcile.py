@@ -76,7 +76,7 @@ def reconcile(
     now: float,
 ) -> Value:
     """Merge a report's journal; returns the outcome's CBOR form (see module docstring)."""
-    entries = _entries(raw_journal)
+    entries = journal_entries(raw_journal)
     acknowledged = acknowledged_sequence(fleet, device)
     fresh = sorted((e for e in entries if e.sequence > acknowledged), key=lambda e: e.sequence)
     if not fresh:  # a replay, or a report that crossed an answer: nothing new to apply
@@ -139,7 +139,9 @@ def last_outcome(fleet: Fleet, device: DeviceId) -> Value | None:
     return decode(raw) if raw is not None else None
 
 
-def _entries(raw: Value) -> list[JournalEntry]:
+def journal_entries(raw: Value) -> list[JournalEntry]:
+    """The entries of a report's ``journal``; :class:`BadJournal` or
+    :class:`~edgecfg.wire.journal.BadEntry` when it is not one."""
     if not isinstance(raw, list):
         raise BadJournal("'journal' must be a list of entries")
     items = cast(list[Value], raw)

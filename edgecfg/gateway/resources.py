@@ -17,7 +17,12 @@ response per peer and answers 4.08 to a new peer asking for block N:
   past the end is 4.00.
 - Block1 bodies (§2.3) are collected in a bounded spool: at most
   ``MAX_BODY`` bytes (4.13 with Size1 beyond), at most ``MAX_SPOOLS``
-  transfers at once, blocks in order (4.08 for a gap).
+  transfers at once, blocks in order (4.08 for a gap); a Size1 beyond the
+  bound is refused at block 0 (RFC 7959 §4).
+- A body in a content-format the resource does not take is 4.15 before any
+  of it is spooled; a query of more than ``MAX_QUERY_OPTIONS`` options or
+  ``MAX_QUERY_BYTES`` bytes, or with a key the resource does not define, is
+  4.00 before any handler runs.
 - An observation's notification is block 0 plus the ETag; a client fetches
   the rest with ordinary Block2 requests (aiocoap would send it unsplit).
 """
@@ -39,7 +44,7 @@ from aiocoap.util.linkformat import Link, LinkFormat
 from edgecfg.core.ids import DeviceId, ETag, LayerId
 from edgecfg.core.layers import GLOBAL, layer_from_document, layer_to_document
 from edgecfg.core.tree import Value, is_map
-from edgecfg.gateway.errors import error_response
+from edgecfg.gateway.errors import MAX_DIAGNOSTIC, error_response
 from edgecfg.gateway.identity import Identity, IdentityPolicy
 from edgecfg.gateway.service import (
     BadRequest,
@@ -59,6 +64,8 @@ MAX_BODY: Final = 64 * 1024
 MAX_SPOOLS: Final = 256
 SPOOL_TTL_S: Final = 60.0
 OVERLOAD_MAX_AGE_S: Final = 5
+MAX_QUERY_OPTIONS: Final = 8
+MAX_QUERY_BYTES: Final = 256
 
 Handler = Callable[[aiocoap.Message, Identity | None], Awaitable[aiocoap.Message]]
 
@@ -86,6 +93,9 @@ class _Spool:
     def __init__(self) -> None:
         self._bodies: OrderedDict[tuple[object, ...], tuple[bytearray, float]] = OrderedDict()
 
+    def __len__(self) -> int:
+        return len(self._bodies)
+
     def feed(self, request: aiocoap.Message) -> bytes | aiocoap.Message:
         """The whole body, or the response that asks for (or refuses) more."""
         block1 = request.opt.block1
@@ -94,6 +104,9 @@ class _Spool:
                 return _too_large()
             return request.payload
         key = (request.remote, request.code, request.opt.uri_path, request.opt.uri_query)
+        if request.opt.size1 is not None and request.opt.size1 > MAX_BODY:
+            self._bodies.pop(key, None)
+            return _too_large()  # RFC 7959 §4: the announced size is already too much
         now = time.monotonic()
         for stale in [k for k, (_, t) in self._bodies.items() if now - t > SPOOL_TTL_S]:
             del self._bodies[stale]
@@ -163,6 +176,8 @@ class _Base(aiocoap.resource.Resource, aiocoap.resource.PathCapable):
 
     methods: ClassVar[dict[Code, str]] = {}
     link: ClassVar[dict[str, str | None]] = {}  # RFC 6690 attributes in /.well-known/core
+    formats: ClassVar[tuple[int, ...]] = (CONTENT_FORMAT_CBOR,)  # of request bodies
+    queries: ClassVar[frozenset[str]] = frozenset()  # the Uri-Query keys it defines
 
     def __init__(self, service: SyncService, policy: IdentityPolicy, gate: Gate) -> None:
         super().__init__()
@@ -178,6 +193,9 @@ class _Base(aiocoap.resource.Resource, aiocoap.resource.PathCapable):
         name = self.methods.get(request.code) if request.code is not None else None
         if name is None:
             return aiocoap.Message(code=Code.METHOD_NOT_ALLOWED)
+        refused = self.refused_query(request.opt.uri_query)
+        if refused is not None:
+            return aiocoap.Message(code=Code.BAD_REQUEST, payload=refused.encode()[:MAX_DIAGNOSTIC])
         with self.gate as admitted:
             if not admitted:
                 response = aiocoap.Message(code=Code.SERVICE_UNAVAILABLE, payload=b"overloaded")
@@ -192,7 +210,29 @@ class _Base(aiocoap.resource.Resource, aiocoap.resource.PathCapable):
                     log.exception("unexpected error on %s", request.get_request_uri())
                 return response
 
+    def refused_query(self, query: tuple[str, ...]) -> str | None:
+        """Why a query is refused (too big, malformed, a key not defined here), or None."""
+        if len(query) > MAX_QUERY_OPTIONS or sum(map(len, query)) > MAX_QUERY_BYTES:
+            return (
+                f"query of {len(query)} options exceeds {MAX_QUERY_OPTIONS} options "
+                f"or {MAX_QUERY_BYTES} bytes"
+            )
+        try:
+            unknown = set(parse_query(query)) - self.queries
+        except BadRequest as error:
+            return str(error)
+        if not unknown:
+            return None
+        known = f"use {', '.join(sorted(self.queries))}" if self.queries else "none are defined"
+        return f"unknown query keys {sorted(unknown)}; {known}"
+
     def body(self, request: aiocoap.Message) -> bytes | aiocoap.Message:
+        """The whole request body, or the response to send instead (4.15, 2.31, 4.08, 4.13)."""
+        if request.opt.content_format not in (None, *self.formats):
+            return aiocoap.Message(
+                code=Code.UNSUPPORTED_CONTENT_FORMAT,
+                payload=f"this resource takes content-format {self.formats[0]}".encode(),
+            )
         return self.spool.feed(request)
 
     def get_resources_as_linkheader(self) -> LinkFormat:
@@ -218,6 +258,7 @@ class ConfigResource(_Base, aiocoap.interfaces.ObservableResource):
 
     methods: ClassVar[dict[Code, str]] = {Code.GET: "get", Code.FETCH: "fetch"}
     link: ClassVar[dict[str, str | None]] = {"rt": "edgecfg.cfg", "ct": "60 65100", "obs": None}
+    queries: ClassVar[frozenset[str]] = frozenset({"from", "prio", "sv"})
 
     def __init__(self, service: SyncService, policy: IdentityPolicy, gate: Gate) -> None:
         super().__init__(service, policy, gate)
@@ -251,10 +292,7 @@ class ConfigResource(_Base, aiocoap.interfaces.ObservableResource):
     async def get(self, request: aiocoap.Message, claimed: Identity | None) -> aiocoap.Message:
         device = _device_of(request)
         self.policy.for_device(claimed, device)
-        query = parse_query(request.opt.uri_query)
-        unknown = set(query) - {"from", "prio", "sv"}
-        if unknown:
-            raise BadRequest(f"unknown query keys {sorted(unknown)}; use from, prio, sv")
+        query = parse_query(request.opt.uri_query)  # keys checked in render
         if len(request.opt.uri_path) > 1:
             representation = self.service.subtree(DeviceId(device), request.opt.uri_path[1:])
         else:
@@ -323,15 +361,12 @@ class TelemetryResource(_Base):
 
     methods: ClassVar[dict[Code, str]] = {Code.POST: "post"}
     link: ClassVar[dict[str, str | None]] = {"rt": "edgecfg.tel", "ct": "112"}
+    formats: ClassVar[tuple[int, ...]] = (CONTENT_FORMAT_SENML_CBOR,)
+    queries: ClassVar[frozenset[str]] = frozenset({"cfg"})
 
     async def post(self, request: aiocoap.Message, claimed: Identity | None) -> aiocoap.Message:
         device = _device_of(request)
         self.policy.for_device(claimed, device)
-        if request.opt.content_format not in (None, CONTENT_FORMAT_SENML_CBOR):
-            return aiocoap.Message(
-                code=Code.UNSUPPORTED_CONTENT_FORMAT,
-                payload=b"telemetry is application/senml+cbor (112)",
-            )
         body = self.body(request)
         if isinstance(body, aiocoap.Message):
             return body

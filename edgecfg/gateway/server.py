@@ -26,6 +26,7 @@ import aiocoap.resource
 
 from edgecfg.core.ids import LayerId
 from edgecfg.gateway.fleet import Fleet
+from edgecfg.gateway.hardening import harden
 from edgecfg.gateway.identity import IdentityPolicy
 from edgecfg.gateway.resources import (
     ConfigResource,
@@ -94,6 +95,7 @@ class Gateway:
         self.context = await aiocoap.Context.create_server_context(
             self.site, bind=(host, port), transports=["udp6"]
         )
+        harden(self.context)  # datagrams aiocoap cannot decode (issue 7)
         self.address = (host, port)
         if self.refresh_s > 0:
             self._refresher = asyncio.create_task(self._refresh_loop())

@@ -31,7 +31,7 @@ from edgecfg.core.tree import (
 )
 from edgecfg.errors import NotFound, PathError, PeerError
 from edgecfg.gateway.fleet import Fleet
-from edgecfg.gateway.reconcile import reconcile
+from edgecfg.gateway.reconcile import journal_entries, reconcile
 from edgecfg.store import DeviceRecord
 from edgecfg.wire.cbor import CONTENT_FORMAT_CBOR, Encoded, decode, encode, etag_of_bytes
 from edgecfg.wire.delta import CONTENT_FORMAT_DELTA, make_delta, restrict_to_classes
@@ -249,6 +249,13 @@ class SyncService:
             raise BadRequest("state report 'applied' must be the 8-byte ETag of the config")
         record = self.fleet.store.get_device(device)
         updated = _updated_record(record, report)
+        # everything a report can be refused for is checked before anything is recorded
+        schema_version = _int(report.get("schema"))
+        schema = self.fleet.schema
+        if schema is not None and schema_version not in (None, schema.version):
+            self._schema_version(schema, schema_version)
+        if "journal" in report:
+            journal_entries(report["journal"])
         if updated != record:
             self.fleet.add_device(updated)
         self.fleet.store.record_seen(
@@ -262,7 +269,7 @@ class SyncService:
                 self.fleet, device, report["journal"],
                 base=held.tree if held is not None else None, now=now,
             )  # fmt: skip
-        current = self.current(device, schema_version=_int(report.get("schema")))
+        current = self.current(device, schema_version=schema_version)
         if applied == current.etag and outcome is None:
             return None
         answer: Tree = {"etag": current.etag, "current": applied == current.etag}
@@ -315,12 +322,13 @@ def _updated_record(record: DeviceRecord, report: Mapping[str, Value]) -> Device
 
 def parse_etag(text: str) -> ETag:
     """An ETag from its hex form in a query (``from=``, ``cfg=``)."""
+    shown = text if len(text) <= 16 else f"{text[:16]}..."  # the diagnostic stays short
     try:
         raw = bytes.fromhex(text)
     except ValueError:
-        raise BadRequest(f"ETag {text!r} is not hexadecimal") from None
+        raise BadRequest(f"ETag {shown!r} is not hexadecimal") from None
     if not 1 <= len(raw) <= 8:
-        raise BadRequest(f"ETag {text!r} must be 1 to 8 bytes")
+        raise BadRequest(f"ETag {shown!r} must be 1 to 8 bytes")
     return ETag(raw)
 
 

@@ -4,7 +4,13 @@ Labels are integers in SenML-CBOR: base name -2, base time -3, base unit -4,
 base value -5, base sum -6, base version -1, name 0, unit 1, value 2, string
 value 3, boolean value 4, sum 5, time 6, update time 7, data value 8.
 Decoding resolves base fields into plain records and rejects anything else,
-with the record index in the message.
+with the record index in the message, including values a sensor cannot mean:
+sums that overflow a double (``bv + v``, ``bt + t``), a resolved time more
+than 2**28 s in the past or past ``MAX_TIME`` (RFC 8428 §4.5.3: below 2**28
+a time is relative to now, negative meaning the past), a negative update
+time, a base version above 10 (§4.4), names and units over ``MAX_NAME``
+characters, string and data values over ``MAX_STRING`` bytes, and a pack
+without any measurement.
 """
 
 from __future__ import annotations
@@ -26,6 +32,11 @@ N, U, V, VS, VB, S, T, UT, VD = 0, 1, 2, 3, 4, 5, 6, 7, 8
 _LABELS: Final = frozenset({BVER, BN, BT, BU, BV, BS, N, U, V, VS, VB, S, T, UT, VD})
 _VALUE_LABELS: Final = (V, VS, VB, VD, S)
 MAX_RECORDS: Final = 4096
+MAX_NAME: Final = 255
+MAX_STRING: Final = 1024
+SENML_VERSION: Final = 10  # RFC 8428 §4.4
+MIN_TIME: Final = -float(2**28)  # relative, more than 8.5 years before now
+MAX_TIME: Final = float(2**34)  # absolute, the year 2514
 
 
 class SenmlError(PeerError, ValueError):
@@ -54,7 +65,7 @@ def decode_senml(data: bytes, *, limits: DecodeLimits = DEFAULT_LIMITS) -> list[
     if len(items) > MAX_RECORDS:
         raise SenmlError(f"SenML pack of {len(items)} records exceeds {MAX_RECORDS}")
     records: list[Record] = []
-    base_name, base_time, base_unit, base_value = "", 0.0, None, 0.0
+    base_name, base_time, base_unit, base_value, base_sum = "", 0.0, None, 0.0, 0.0
     for index, item in enumerate(items):
         if not isinstance(item, dict):
             raise SenmlError(f"record {index} is not a map")
@@ -67,6 +78,12 @@ def decode_senml(data: bytes, *, limits: DecodeLimits = DEFAULT_LIMITS) -> list[
         unit_field = fields.get(BU, base_unit)
         base_unit = None if unit_field is None else _text(unit_field, index, "base unit")
         base_value = _number(fields.get(BV, base_value), index, "base value")
+        base_sum = _number(fields.get(BS, base_sum), index, "base sum")
+        version = fields.get(BVER, SENML_VERSION)
+        if type(version) is not int or not 1 <= version <= SENML_VERSION:
+            raise SenmlError(f"record {index}: base version must be an integer 1..{SENML_VERSION}")
+        if UT in fields and _number(fields[UT], index, "update time") < 0:
+            raise SenmlError(f"record {index}: update time must not be negative")
         values = [label for label in _VALUE_LABELS if label in fields]
         if not values:
             if set(fields) <= {BVER, BN, BT, BU, BV, BS}:
@@ -74,18 +91,24 @@ def decode_senml(data: bytes, *, limits: DecodeLimits = DEFAULT_LIMITS) -> list[
             raise SenmlError(f"record {index} has no value (v, vs, vb, vd or s)")
         if len(values) > 1:
             raise SenmlError(f"record {index} has more than one value field")
-        name = base_name + _text(fields.get(N, ""), index, "name")
+        name = _text(base_name + _text(fields.get(N, ""), index, "name"), index, "name", MAX_NAME)
         if not name:
             raise SenmlError(f"record {index} has no name (n or bn)")
         unit = fields.get(U, base_unit)
+        time = base_time + _number(fields.get(T, 0.0), index, "time")
+        if not MIN_TIME <= time <= MAX_TIME:
+            raise SenmlError(f"record {index}: time {time:g} is not in [-2**28, 2**34]")
+        base = base_sum if values[0] == S else base_value
         records.append(
             Record(
                 name=name,
-                value=_value(values[0], fields[values[0]], base_value, index),
-                unit=None if unit is None else _text(unit, index, "unit"),
-                time=base_time + _number(fields.get(T, 0.0), index, "time"),
+                value=_value(values[0], fields[values[0]], base, index),
+                unit=None if unit is None else _text(unit, index, "unit", MAX_NAME),
+                time=time,
             )
         )
+    if not records:
+        raise SenmlError("SenML pack has no measurement, only base fields")
     return records
 
 
@@ -109,21 +132,29 @@ def encode_senml(records: Sequence[Record]) -> bytes:
     return cbor2.dumps(pack, canonical=True)
 
 
-def _text(value: object, index: int, what: str) -> str:
+def _text(value: object, index: int, what: str, limit: int = MAX_STRING) -> str:
     if not isinstance(value, str):
         raise SenmlError(f"record {index}: {what} must be text, got {type(value).__name__}")
+    if len(value) > limit:
+        raise SenmlError(f"record {index}: {what} of {len(value)} characters exceeds {limit}")
     return value
 
 
 def _number(value: object, index: int, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, int | float):
         raise SenmlError(f"record {index}: {what} must be a finite number")
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond a double
+        number = math.inf
+    if not math.isfinite(number):
+        raise SenmlError(f"record {index}: {what} must be a finite number")
+    return number
 
 
 def _value(label: int, value: object, base: float, index: int) -> float | str | bool | bytes:
     if label in (V, S):
-        return base + _number(value, index, "value")
+        return _number(base + _number(value, index, "value"), index, "value")  # bv + v overflows
     if label == VS:
         return _text(value, index, "string value")
     if label == VB:
@@ -132,4 +163,6 @@ def _value(label: int, value: object, base: float, index: int) -> float | str | 
         return value
     if not isinstance(value, bytes):
         raise SenmlError(f"record {index}: data value must be a byte string")
+    if len(value) > MAX_STRING:
+        raise SenmlError(f"record {index}: data value of {len(value)} bytes exceeds {MAX_STRING}")
     return value

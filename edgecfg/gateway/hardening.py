@@ -1,0 +1,125 @@
+# aiocoap ships no type information; this module owns it (DESIGN §2), so only
+# the "unknown type" family of strict checks is relaxed here.
+# pyright: reportMissingTypeStubs=false, reportUnknownMemberType=false
+# pyright: reportUnknownVariableType=false, reportUnknownArgumentType=false
+# pyright: reportUnknownParameterType=false, reportAttributeAccessIssue=false
+"""Datagrams aiocoap 0.4.17 cannot take, answered instead of raised (issue 7).
+
+aiocoap's UDP transport decodes each datagram before anything of ours runs,
+and two kinds of datagram go wrong there:
+
+- An option of string format (Uri-Path, Uri-Query, Uri-Host, ...) whose value
+  is not UTF-8 raises ``UnicodeDecodeError`` out of the transport callback:
+  nothing is answered and asyncio logs an error per datagram.  RFC 7252
+  §5.4.3 treats a value outside the option's format like an unrecognized
+  option, so (§5.4.1, §4.2) a Confirmable request gets 4.02 Bad Option, any
+  other Confirmable message a Reset, and a Non-confirmable one is dropped.
+  Elective options are refused the same way (stricter than §5.4.1, which
+  would ignore them), since aiocoap cannot drop one option and go on.
+- A datagram longer than aiocoap's 4096-byte receive buffer arrives cut off
+  (``MSG_TRUNC``) and would be parsed as if whole.  A Confirmable request gets
+  4.13 with Size1 and a Block1 option naming the block size to use (RFC 7959
+  §2.9.3); anything else is dropped.
+
+Messages aiocoap itself finds unparsable (a short header, version 2, an
+option running past the end) it drops; the guard drops the format errors it
+lets through too (§3: a token length of 9 to 15, or a token longer than the
+datagram), which aiocoap would answer as if they were requests.  §4.2 would
+have a Confirmable one rejected with a Reset; like aiocoap, the gateway stays
+silent, as it cannot trust the header of a malformed message.
+
+:func:`harden` installs this on the UDP interfaces of one server context, in
+the gateway's start-up path; clients (the agent) are untouched.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Callable
+from typing import Final
+
+import aiocoap
+from aiocoap.numbers.codes import Code
+from aiocoap.numbers.types import Type
+from aiocoap.optiontypes import BlockOption
+from aiocoap.transports.udp6 import MessageInterfaceUDP6, UDP6EndpointAddress
+
+from edgecfg.gateway.resources import MAX_BODY
+
+log = logging.getLogger("edgecfg.gateway")
+
+HEADER_SIZE: Final = 4
+MAX_TOKEN: Final = 8  # RFC 7252 §3: token lengths 9-15 are a message format error
+PREFERRED_SZX: Final = 6  # 1024-byte blocks fit aiocoap's receive buffer
+
+Received = Callable[[bytes, list[tuple[int, int, bytes]], int, tuple[object, ...]], None]
+
+
+def harden(context: aiocoap.Context) -> int:
+    """Guard every UDP interface of a server context; returns how many."""
+    guarded = 0
+    for interface in context.request_interfaces:
+        messages = getattr(getattr(interface, "token_interface", None), "message_interface", None)
+        if isinstance(messages, MessageInterfaceUDP6):
+            # an attribute of this one protocol instance: the class stays as it is
+            messages.datagram_msg_received = _guard(messages, messages.datagram_msg_received)
+            guarded += 1
+    return guarded
+
+
+def _guard(interface: MessageInterfaceUDP6, received: Received) -> Received:
+    def guarded(
+        data: bytes, ancdata: list[tuple[int, int, bytes]], flags: int, address: tuple[object, ...]
+    ) -> None:
+        if len(data) >= HEADER_SIZE and (data[0] & 0x0F) > min(MAX_TOKEN, len(data) - HEADER_SIZE):
+            return  # RFC 7252 §3: a message format error in the token length
+        if flags & socket.MSG_TRUNC:
+            reason = f"datagram beyond {len(data)} bytes; send the body with Block1"
+            _refuse(interface, data, ancdata, address, code=Code.REQUEST_ENTITY_TOO_LARGE,
+                    reason=reason)  # fmt: skip
+            return
+        try:
+            received(data, ancdata, flags, address)
+        except UnicodeDecodeError:  # raised by aiocoap's option decoding
+            _refuse(interface, data, ancdata, address, code=Code.BAD_OPTION,
+                    reason="an option value is not UTF-8")  # fmt: skip
+
+    return guarded
+
+
+def _refuse(
+    interface: MessageInterfaceUDP6,
+    data: bytes,
+    ancdata: list[tuple[int, int, bytes]],
+    address: tuple[object, ...],
+    *,
+    code: Code,
+    reason: str,
+) -> None:
+    """Answer a message whose header is readable but whose rest is not."""
+    if len(data) < HEADER_SIZE or data[0] >> 6 != 1 or data[0] & 0x0F > MAX_TOKEN:
+        return  # not even a header to answer to
+    mtype, token_length, request_code = data[0] >> 4 & 0x03, data[0] & 0x0F, data[1]
+    log.info("refused a datagram from %s: %s", address, reason)
+    if mtype != Type.CON:
+        return  # RFC 7252 §4.3: rejecting a Non-confirmable message may be silent
+    pktinfo = next(
+        (value for level, kind, value in ancdata
+         if level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO),
+        None,
+    )  # fmt: skip
+    if Code(request_code).is_request():
+        answer = aiocoap.Message(
+            code=code, token=data[HEADER_SIZE : HEADER_SIZE + token_length], payload=reason.encode()
+        )
+        answer.mtype = Type.ACK  # piggybacked (RFC 7252 §5.2.1)
+        if code == Code.REQUEST_ENTITY_TOO_LARGE:
+            answer.opt.size1 = MAX_BODY  # RFC 7959 §2.9.3
+            answer.opt.block1 = BlockOption.BlockwiseTuple(0, False, PREFERRED_SZX)
+    else:
+        answer = aiocoap.Message(code=Code.EMPTY)
+        answer.mtype = Type.RST  # RFC 7252 §4.2
+    answer.mid = int.from_bytes(data[2:HEADER_SIZE], "big")
+    answer.remote = UDP6EndpointAddress(address, interface, pktinfo=pktinfo)
+    interface.send(answer)
