@@ -10,26 +10,52 @@ left to the sync logic (so it can persist and resume), and every network
 failure becomes :class:`LinkDown`, the one error the sync loop retries.  The
 link counts round trips and bytes on the wire (CoAP headers included) for
 the energy accounting of DESIGN §6.
+
+A gateway that has not seen this device's address proven answers a large
+request with 4.01 and an Echo value (RFC 9175 §2.4 item 3;
+:mod:`edgecfg.core.echo`).  The link repeats the request once with that
+value, counting the extra round trip, and keeps the value: the first request
+after a pause (``ECHO_AFTER_IDLE_S``) carries it while it is fresh, so a
+gateway that has forgotten the address (its list of proven peers is bounded)
+accepts it at once and a wake costs 14 bytes instead of a round trip.  The
+value is kept in memory only: after a restart the device is usually at a new
+address, where the value would not count anyway.
 """
 
 from __future__ import annotations
 
+import functools
+import json
+import os
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from pathlib import Path
+from typing import Final, Literal, Protocol
 from urllib.parse import urlsplit
 
 import aiocoap
+import aiocoap.credentials
 import aiocoap.error
+import aiocoap.oscore
 from aiocoap.numbers.codes import Code
 from aiocoap.numbers.constants import TransportTuning
 from aiocoap.optiontypes import BlockOption
 
+from edgecfg.core.echo import FRESHNESS_S
 from edgecfg.errors import EdgecfgError, UsageError
 
 Method = Literal["GET", "POST", "FETCH", "PUT", "iPATCH"]
 _METHODS = {"GET": Code.GET, "POST": Code.POST, "FETCH": Code.FETCH, "PUT": Code.PUT,
             "iPATCH": Code.iPATCH}  # fmt: skip
+
+
+ECHO_AFTER_IDLE_S: Final = 60.0  # a pause after which the kept Echo value rides along
+
+
+def _is_challenge(reply: Reply) -> bool:
+    """4.01 with an Echo value: prove the address by repeating (RFC 9175 §2.4 item 3)."""
+    return reply.code == "4.01" and reply.echo is not None
 
 
 class LinkDown(EdgecfgError):
@@ -47,6 +73,7 @@ class Reply:
     block2: tuple[int, bool, int] | None = None  # (number, more, szx)
     size2: int | None = None
     max_age: int | None = None
+    echo: bytes | None = None  # RFC 9175 Echo option, e.g. on a 4.01 challenge
 
     @property
     def ok(self) -> bool:
@@ -61,6 +88,7 @@ class Traffic:
     bytes_up: int = 0
     bytes_down: int = 0
     codes: list[str] = field(default_factory=lambda: [])
+    echo_challenges: int = 0  # 4.01 + Echo answers repeated (included above)
 
 
 class Link(Protocol):
@@ -102,18 +130,57 @@ class _Tuning(TransportTuning):
 class CoapLink:
     """A :class:`Link` over UDP to one gateway, e.g. ``coap://127.0.0.1:5683``."""
 
-    def __init__(self, gateway: str, *, ack_timeout: float = 2.0, max_retransmit: int = 4) -> None:
+    def __init__(
+        self,
+        gateway: str,
+        *,
+        ack_timeout: float = 2.0,
+        max_retransmit: int = 4,
+        credentials: str | os.PathLike[str] | None = None,
+    ) -> None:
         parts = urlsplit(gateway)
         if parts.scheme != "coap" or not parts.hostname:
             raise UsageError(f"gateway {gateway!r} must look like coap://HOST:PORT")
         self.base = f"coap://{parts.netloc}"
         self.tuning = _Tuning(ack_timeout, max_retransmit)
         self.traffic = Traffic()
+        self.credentials = None if credentials is None else Path(credentials)
         self._context: aiocoap.Context | None = None
+        self._echo: tuple[bytes, float] | None = None  # last Echo value, when received
+        self._last_reply: float | None = None  # monotonic time of the last reply
 
     async def open(self) -> None:
         if self._context is None:
-            self._context = await aiocoap.Context.create_client_context(transports=["udp6"])
+            transports = ["udp6"] if self.credentials is None else ["oscore", "udp6"]
+            context = await aiocoap.Context.create_client_context(transports=transports)
+            if self.credentials is not None:
+                try:
+                    self._load_credentials(context, self.credentials)
+                except BaseException:
+                    await context.shutdown()
+                    raise
+            self._context = context
+
+    def _load_credentials(self, context: aiocoap.Context, path: Path) -> None:
+        """Load an aiocoap credentials file (``edgecfg device enroll`` writes one)
+        and check that it covers this gateway, so nothing goes out unprotected."""
+        try:
+            document = json.loads(path.read_bytes())
+            context.client_credentials.load_from_dict(document)
+        except TimeoutError:
+            raise UsageError(f"{path}: its OSCORE context is in use by another process") from None
+        except OSError as error:
+            raise UsageError(f"{path}: cannot read credentials: {error.strerror}") from None
+        except (ValueError, TypeError, KeyError, aiocoap.credentials.CredentialsLoadError) as error:
+            raise UsageError(f"{path}: not usable aiocoap credentials: {error}") from None
+        probe = aiocoap.Message(code=Code.GET, uri=f"{self.base}/cfg")
+        try:
+            context.client_credentials.credentials_from_request(probe)
+        except aiocoap.credentials.CredentialsMissingError:
+            raise UsageError(
+                f"{path}: no credentials for {self.base} (the file names "
+                f"{', '.join(map(str, document))}); enrol with --gateway {self.base}"
+            ) from None
 
     async def close(self) -> None:
         if self._context is not None:
@@ -136,13 +203,12 @@ class CoapLink:
         """
         await self.open()
         assert self._context is not None
-        message = aiocoap.Message(code=Code.GET, observe=0, transport_tuning=self.tuning)
-        message.set_request_uri(self.base)
-        message.opt.uri_path = tuple(path)
-        request = self._context.request(message, handle_blockwise=False)
+        request, reply = await self._register(path, self._echo_to_offer())
+        if _is_challenge(reply):  # a registration is challenged whatever its size
+            self.traffic.echo_challenges += 1
+            request, reply = await self._register(path, reply.echo)
         try:
-            first = await request.response
-            yield self._reply(first)
+            yield reply
             observation = request.observation
             if observation is None:  # the server did not accept the observation
                 raise LinkDown(f"{self.base}: {'/'.join(path)} is not observable")
@@ -153,6 +219,23 @@ class CoapLink:
         finally:
             if request.observation is not None and not request.observation.cancelled:
                 request.observation.cancel()
+
+    async def _register(
+        self, path: Sequence[str], echo: bytes | None
+    ) -> tuple[aiocoap.protocol.Request | aiocoap.protocol.BlockwiseRequest, Reply]:
+        """Send an observe registration; the request and its first reply."""
+        assert self._context is not None
+        message = aiocoap.Message(code=Code.GET, observe=0, transport_tuning=self.tuning)
+        message.set_request_uri(self.base)
+        message.opt.uri_path = tuple(path)
+        message.opt.echo = echo
+        request = self._context.request(message, handle_blockwise=False)
+        try:
+            reply = self._reply(await request.response)
+        except (aiocoap.error.NetworkError, OSError) as error:
+            raise LinkDown(f"{self.base}: observation failed: {type(error).__name__}") from None
+        self._heard(reply)
+        return request, reply
 
     def _reply(self, response: aiocoap.Message) -> Reply:
         block = response.opt.block2
@@ -167,7 +250,24 @@ class CoapLink:
             block2=(block.block_number, block.more, block.size_exponent) if block else None,
             size2=response.opt.size2,
             max_age=response.opt.max_age,
+            echo=response.opt.echo,
         )
+
+    def _heard(self, reply: Reply) -> None:
+        now = time.monotonic()
+        self._last_reply = now
+        if reply.echo is not None:  # RFC 9175 §2.3: echo it in a later request
+            self._echo = (reply.echo, now)
+
+    def _echo_to_offer(self) -> bytes | None:
+        """The kept Echo value, on the first request after a pause while it is fresh."""
+        if self._echo is None:
+            return None
+        now = time.monotonic()
+        if self._last_reply is not None and now - self._last_reply < ECHO_AFTER_IDLE_S:
+            return None  # mid-exchange: the gateway knows this address already
+        value, received = self._echo
+        return value if now - received < FRESHNESS_S else None
 
     async def request(
         self,
@@ -179,6 +279,38 @@ class CoapLink:
         content_format: int | None = None,
         etags: Sequence[bytes] = (),
         block2: tuple[int, int] | None = None,
+    ) -> Reply:
+        """One request and its reply; a 4.01 challenge with an Echo value is
+        answered once by repeating the request with that value (RFC 9175 §2.3)."""
+        once = functools.partial(
+            self._request_once,
+            method,
+            path,
+            query=query,
+            payload=payload,
+            content_format=content_format,
+            etags=etags,
+            block2=block2,
+        )
+        reply = await once(echo=self._echo_to_offer())
+        self._heard(reply)
+        if _is_challenge(reply):
+            self.traffic.echo_challenges += 1
+            reply = await once(echo=reply.echo)
+            self._heard(reply)
+        return reply
+
+    async def _request_once(
+        self,
+        method: Method,
+        path: Sequence[str],
+        *,
+        query: Sequence[str],
+        payload: bytes,
+        content_format: int | None,
+        etags: Sequence[bytes],
+        block2: tuple[int, int] | None,
+        echo: bytes | None,
     ) -> Reply:
         await self.open()
         assert self._context is not None
@@ -194,8 +326,17 @@ class CoapLink:
             message.opt.etags = tuple(etags)
         if block2 is not None:
             message.opt.block2 = BlockOption.BlockwiseTuple(block2[0], False, block2[1])
+        message.opt.echo = echo
         try:
             response = await self._context.request(message, handle_blockwise=False).response
+        except aiocoap.oscore.NotAProtectedMessage as error:
+            # The gateway could not use our context (revoked, unknown): it answers
+            # in plain CoAP, typically 4.01.  Unauthenticated, so only ever a failure.
+            response = error.plain_message
+            if response.code is None or response.code.is_successful():
+                raise LinkDown(f"{self.base}: unprotected success answer refused") from None
+        except aiocoap.oscore.ProtectionInvalid as error:
+            raise LinkDown(f"{self.base}: answer failed OSCORE verification: {error}") from None
         except TimeoutError:
             raise LinkDown(f"{self.base}: timed out") from None
         except (aiocoap.error.NetworkError, aiocoap.error.ResolutionError, OSError) as error:

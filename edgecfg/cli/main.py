@@ -168,6 +168,13 @@ def cmd_bench_agent(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_bench_oscore(args: argparse.Namespace) -> int:
+    """OSCORE cost with 100k enrolled devices against 10, in one run."""
+    from edgecfg.cli.bench_oscore import run_oscore_bench
+
+    return run_oscore_bench(devices=args.devices, sample=args.sample, as_json=args.json)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
     parser = argparse.ArgumentParser(
@@ -260,6 +267,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=int, default=2000)
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_bench_agent)
+    p = benches.add_parser("oscore", help="OSCORE start-up, RSS, per-request cost at 100k devices")
+    p.add_argument("--devices", type=int, default=100_000)
+    p.add_argument("--sample", type=int, default=2000, help="devices sending requests")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_bench_oscore)
     p = benches.add_parser("resolve", help="fleet resolution, impact and memory vs naive folds")
     p.add_argument("--devices", type=int, default=100_000, help="fleet size")
     p.add_argument("--leaves", type=int, default=2000, help="schema keys")

@@ -161,6 +161,35 @@ class StoredContext(oscore.CanProtect, oscore.CanUnprotect, oscore.SecurityConte
             self._persist(self.kid, self.state(exact=False))
 
 
+class MemoryContext(oscore.CanProtect, oscore.CanUnprotect, oscore.SecurityContextUtils):
+    """An OSCORE context held only in memory, with no persistence at all.
+
+    For the other end in benchmarks and tests (never for the gateway: its
+    sequence numbers would be reused after a restart).
+    """
+
+    def __init__(
+        self,
+        sender_id: bytes,
+        recipient_id: bytes,
+        secret: Secret,
+        *,
+        id_context: bytes | None = None,
+        sequence: int = 0,
+    ) -> None:
+        self.alg_aead = oscore.algorithms[ALGORITHM]
+        self.hashfun = oscore.hashfunctions[HKDF]
+        self.sender_id, self.recipient_id, self.id_context = sender_id, recipient_id, id_context
+        self.derive_keys(secret.master_salt, secret.master_secret)
+        self.sender_sequence_number = sequence
+        self.recipient_replay_window = oscore.ReplayWindow(WINDOW_SIZE, lambda: None)
+        self.recipient_replay_window.initialize_empty()
+        self.echo_recovery = None
+
+    def post_seqnoincrease(self) -> None:
+        pass
+
+
 class StoredCredentials(CredentialsMap):
     """Server credentials for aiocoap's OSCORE site wrapper, backed by the store.
 

@@ -44,6 +44,7 @@ from aiocoap.util.linkformat import Link, LinkFormat
 from edgecfg.core.ids import DeviceId, ETag, LayerId
 from edgecfg.core.layers import GLOBAL, layer_from_document, layer_to_document
 from edgecfg.core.tree import Value, is_map
+from edgecfg.gateway.amplification import AddressGuard
 from edgecfg.gateway.errors import MAX_DIAGNOSTIC, error_response
 from edgecfg.gateway.identity import Identity, IdentityPolicy
 from edgecfg.gateway.service import (
@@ -71,11 +72,14 @@ Handler = Callable[[aiocoap.Message, Identity | None], Awaitable[aiocoap.Message
 
 
 class Gate:
-    """Bounds concurrent request handling; past the bound, 5.03 with Max-Age."""
+    """The door every request of one gateway passes: bounds concurrent handling
+    (past the bound, 5.03 with Max-Age) and holds the amplification guard that
+    screens each response on its way out."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, guard: AddressGuard | None = None) -> None:
         self.limit = limit
         self.active = 0
+        self.guard = guard if guard is not None else AddressGuard(None)
 
     def __enter__(self) -> bool:
         if self.active >= self.limit:
@@ -203,12 +207,12 @@ class _Base(aiocoap.resource.Resource, aiocoap.resource.PathCapable):
                 return response
             try:
                 handler = cast(Handler, getattr(self, name))
-                return await handler(request, _claimed(request))
+                response = await handler(request, _claimed(request))
             except Exception as error:  # translated once, here (DESIGN §5)
                 response = error_response(error)
                 if response.code == Code.INTERNAL_SERVER_ERROR:
                     log.exception("unexpected error on %s", request.get_request_uri())
-                return response
+            return self.gate.guard.screen(request, response)  # RFC 9175 §2.4 item 3
 
     def refused_query(self, query: tuple[str, ...]) -> str | None:
         """Why a query is refused (too big, malformed, a key not defined here), or None."""
@@ -241,9 +245,14 @@ class _Base(aiocoap.resource.Resource, aiocoap.resource.PathCapable):
 
 
 def _claimed(request: aiocoap.Message) -> Identity | None:
-    # OSCORE (the security issue) fills in authenticated claims here.
-    del request
-    return None
+    """The identity OSCORE authenticated for this request, if any.
+
+    aiocoap's OSCORE site wrapper sets the remote of an unprotected request
+    to one carrying the security context's claims; a plain request (which
+    the wrapper passes through) has none.
+    """
+    claims = getattr(request.remote, "authenticated_claims", ())
+    return next((claim for claim in claims if isinstance(claim, Identity)), None)
 
 
 def _device_of(request: aiocoap.Message) -> str:

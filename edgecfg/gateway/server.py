@@ -23,11 +23,15 @@ from typing import Final
 
 import aiocoap
 import aiocoap.resource
+from aiocoap.oscore_sitewrapper import OscoreSiteWrapper
 
+from edgecfg.core.echo import AMPLIFICATION_FACTOR
 from edgecfg.core.ids import LayerId
+from edgecfg.gateway.amplification import AddressGuard, Discovery
 from edgecfg.gateway.fleet import Fleet
 from edgecfg.gateway.hardening import harden
-from edgecfg.gateway.identity import IdentityPolicy
+from edgecfg.gateway.identity import AuthenticatedPolicy, IdentityPolicy
+from edgecfg.gateway.oscore import StoredCredentials
 from edgecfg.gateway.resources import (
     ConfigResource,
     DeviceResource,
@@ -51,26 +55,42 @@ def quiet_aiocoap() -> None:
 
 
 class Gateway:
-    """A running gateway: fleet, sync service, CoAP context."""
+    """A running gateway: fleet, sync service, CoAP context.
+
+    With ``credentials`` the site sits behind aiocoap's OSCORE site wrapper
+    and every resource authorizes through ``policy`` (default: a peer acts
+    only as its enrolled identity).  Without, ``policy`` must be given
+    (:class:`~edgecfg.gateway.identity.InsecurePolicy` for ``--insecure``).
+    """
 
     def __init__(
         self,
         store: Store,
         *,
-        policy: IdentityPolicy,
+        policy: IdentityPolicy | None = None,
+        credentials: StoredCredentials | None = None,
         max_concurrent: int = MAX_CONCURRENT,
         refresh_s: float = REFRESH_S,
+        amplification_factor: int | None = AMPLIFICATION_FACTOR,
     ) -> None:
+        if policy is None:
+            if credentials is None:
+                raise ValueError("a gateway without OSCORE credentials needs an explicit policy")
+            policy = AuthenticatedPolicy()
+        self.credentials = credentials
         self.fleet = Fleet(store)
         self.service = SyncService(self.fleet)
         self.refresh_s = refresh_s
-        gate = Gate(max_concurrent)
+        # Large responses only to proven addresses (edgecfg.gateway.amplification);
+        # None or 0 turns that off, for load tests only.
+        self.guard = AddressGuard(amplification_factor)
+        gate = Gate(max_concurrent, self.guard)
         self.config = ConfigResource(self.service, policy, gate)
         self.groups = GroupResource(self.service, policy, gate, self.layer_changed)
         self.site = aiocoap.resource.Site()
         self.site.add_resource(
             (".well-known", "core"),
-            aiocoap.resource.WKCResource(self.site.get_resources_as_linkheader),
+            Discovery(self.site.get_resources_as_linkheader, self.guard),
         )
         self.site.add_resource(("cfg",), self.config)
         self.site.add_resource(("state",), StateResource(self.service, policy, gate))
@@ -92,8 +112,13 @@ class Gateway:
     async def start(self, host: str, port: int) -> None:
         """Bind UDP on ``host:port`` and start serving."""
         quiet_aiocoap()
+        root = (
+            self.site
+            if self.credentials is None
+            else OscoreSiteWrapper(self.site, self.credentials)
+        )
         self.context = await aiocoap.Context.create_server_context(
-            self.site, bind=(host, port), transports=["udp6"]
+            root, bind=(host, port), transports=["udp6"]
         )
         harden(self.context)  # datagrams aiocoap cannot decode (issue 7)
         self.address = (host, port)
@@ -106,6 +131,8 @@ class Gateway:
             try:
                 for layer in self.fleet.refresh():
                     self.layer_changed(layer)
+                if self.credentials is not None:
+                    self.credentials.refresh()
             except Exception:  # a bad row must not stop the gateway
                 log.exception("refreshing the fleet from the store failed")
 
@@ -118,6 +145,9 @@ class Gateway:
         if self.context is not None:
             await self.context.shutdown()
             self.context = None
+        if self.credentials is not None:
+            # Exact sequence numbers and replay windows: no Echo round after a clean restart.
+            self.credentials.flush()
 
     @property
     def uri(self) -> str:

@@ -36,7 +36,7 @@ from edgecfg.gateway.credentials import (
     unseal,
     write_peer_side,
 )
-from edgecfg.gateway.oscore import CHUNK_LIMIT, StoredCredentials
+from edgecfg.gateway.oscore import CHUNK_LIMIT, MemoryContext, StoredCredentials
 from edgecfg.gateway.server import Gateway
 from edgecfg.store import MemoryStore, OscoreState, SQLiteStore
 from edgecfg.wire.cbor import encode
@@ -196,23 +196,11 @@ async def test_a_revoked_device_is_refused_at_once(secured: Secured) -> None:
 # -- raw datagrams: replays --------------------------------------------------
 
 
-class DeviceSide(oscore.CanProtect, oscore.CanUnprotect, oscore.SecurityContextUtils):
+class DeviceSide(MemoryContext):
     """The device's context built from its enrolment (aiocoap's key schedule)."""
 
     def __init__(self, enrolment: Enrolment, sequence: int) -> None:
-        self.alg_aead = oscore.algorithms["AES-CCM-16-64-128"]
-        self.hashfun = oscore.hashfunctions["sha256"]
-        self.sender_id = enrolment.record.kid
-        self.recipient_id = b""
-        self.id_context = None
-        self.derive_keys(enrolment.secret.master_salt, enrolment.secret.master_secret)
-        self.sender_sequence_number = sequence
-        self.recipient_replay_window = oscore.ReplayWindow(32, lambda: None)
-        self.recipient_replay_window.initialize_empty()
-        self.echo_recovery = None
-
-    def post_seqnoincrease(self) -> None:
-        pass
+        super().__init__(enrolment.record.kid, b"", enrolment.secret, sequence=sequence)
 
     def datagram(self, path: str, mid: int, echo: bytes | None = None) -> bytes:
         plain = aiocoap.Message(code=Code.GET)
