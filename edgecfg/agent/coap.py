@@ -25,6 +25,7 @@ address, where the value would not count anyway.
 from __future__ import annotations
 
 import functools
+import gc
 import json
 import os
 import time
@@ -113,6 +114,12 @@ class Link(Protocol):
     ) -> Reply: ...
 
 
+OSCORE_REQUEST_OVERHEAD: Final = 12
+"""OSCORE option header and flags, inner code, AEAD tag (8) and payload marker."""
+OSCORE_RESPONSE_OVERHEAD: Final = 11
+"""The same for a response (empty OSCORE option, no key id or partial IV)."""
+
+
 def _wire_size(message: aiocoap.Message, token: int) -> int:
     """Bytes of the UDP datagram (RFC 7252 §3): header, token, options, payload."""
     payload = len(message.payload)
@@ -185,7 +192,11 @@ class CoapLink:
     async def close(self) -> None:
         if self._context is not None:
             await self._context.shutdown()
+            # aiocoap saves an OSCORE context's sequence number when the context
+            # is dropped: drop it now, while its directory certainly exists.
+            self._context.client_credentials.clear()
             self._context = None
+            gc.collect()
 
     async def __aenter__(self) -> CoapLink:
         await self.open()
@@ -300,6 +311,27 @@ class CoapLink:
             self._heard(reply)
         return reply
 
+    @staticmethod
+    def _oscore_overhead(request: aiocoap.Message, response: aiocoap.Message) -> tuple[int, int]:
+        """Bytes OSCORE added to both datagrams (aiocoap hands us the inner messages).
+
+        Measured against aiocoap's protect(): a request grows by 12 bytes plus
+        the key id plus the partial IV (the sequence number's bytes), a
+        response by 11 bytes, 13 with a payload.
+        """
+        del request
+        # An OSCORE answer comes from an address that carries its security context.
+        context = getattr(response.remote, "security_context", None)
+        if context is None:
+            return 0, 0
+        kid = getattr(context, "sender_id", b"")
+        sequence = max(0, int(getattr(context, "sender_sequence_number", 1)) - 1)
+        partial_iv = max(1, (sequence.bit_length() + 7) // 8)
+        return (
+            OSCORE_REQUEST_OVERHEAD + len(kid) + partial_iv,
+            OSCORE_RESPONSE_OVERHEAD + (2 if response.payload else 0),
+        )
+
     async def _request_once(
         self,
         method: Method,
@@ -343,8 +375,9 @@ class CoapLink:
             raise LinkDown(f"{self.base}: {type(error).__name__}: {error}") from None
         token = len(response.token or b"")
         self.traffic.round_trips += 1
-        self.traffic.bytes_up += _wire_size(message, token)
-        self.traffic.bytes_down += _wire_size(response, token)
+        up, down = self._oscore_overhead(message, response)
+        self.traffic.bytes_up += _wire_size(message, token) + up
+        self.traffic.bytes_down += _wire_size(response, token) + down
         reply = self._reply(response)
         self.traffic.codes.append(reply.code)
         return reply

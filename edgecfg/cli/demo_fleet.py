@@ -17,7 +17,9 @@ from pathlib import Path
 from edgecfg.cli.files import CommandError
 from edgecfg.core.ids import DeviceId, LayerId
 from edgecfg.core.layers import device_layer, layer_from_parts
-from edgecfg.gateway.identity import InsecurePolicy
+from edgecfg.crypto import RecordCipher, load_or_create_dev_key
+from edgecfg.gateway.credentials import enroll, write_peer_side
+from edgecfg.gateway.oscore import StoredCredentials
 from edgecfg.gateway.server import Gateway
 from edgecfg.sim.fleet import FleetTally, SimulatedFleet
 from edgecfg.store import DeviceRecord, SQLiteStore
@@ -60,9 +62,10 @@ def _line(what: str, tally: FleetTally) -> None:
 async def run_fleet(folder: Path, schema_file: Path, *, agents: int) -> None:
     """Gateway plus ``agents`` devices; raises CommandError if the fleet does not converge."""
     started = time.perf_counter()
-    print(f"\n7. the fleet over CoAP: a gateway and {agents} agents on loopback UDP")
+    print(f"\n7. the fleet over CoAP: a gateway and {agents} agents on loopback UDP, OSCORE")
     with SQLiteStore(folder / "fleet.db") as store:
-        gateway = Gateway(store, policy=InsecurePolicy(), refresh_s=0)
+        cipher = RecordCipher(load_or_create_dev_key(folder / "fleet.db.master-key"))
+        gateway = Gateway(store, credentials=StoredCredentials(store, cipher), refresh_s=0)
         gateway.fleet.load_schema(schema_file.read_bytes(), "json", source="demo", now=time.time())
         devices = [f"node-{n:03d}" for n in range(agents)]
         for number, device in enumerate(devices):
@@ -84,8 +87,19 @@ async def run_fleet(folder: Path, schema_file: Path, *, agents: int) -> None:
                 author="provisioning", message="identity", now=time.time(),
             )  # fmt: skip
         port = _free_port()
+        credentials = {
+            device: write_peer_side(
+                enroll(store, cipher, "device", device, now=time.time()),
+                folder / "credentials" / device,
+                gateway=f"coap://127.0.0.1:{port}",
+            )
+            for device in devices
+        }
+        print(f"  enrolled {agents} devices: OSCORE credentials in {folder / 'credentials'}")
         await gateway.start("127.0.0.1", port)
-        fleet = SimulatedFleet(gateway, devices, folder / "agents", ack_timeout=0.5)
+        fleet = SimulatedFleet(
+            gateway, devices, folder / "agents", ack_timeout=0.5, credentials=credentials
+        )
         try:
             print(f"  gateway on {gateway.uri}, SQLite at {folder / 'fleet.db'}")
             first = await fleet.sync_all(_bar("first sync (full configs)"))

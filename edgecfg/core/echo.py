@@ -28,6 +28,11 @@ item 3, RFC 7252 §11.3).  The gateway's rule:
   syncs once a day (DESIGN §6) still holds a fresh value at its next wake,
   with half a day for jitter and backoff; a device that moved to another
   address is challenged again there.
+- **Renewal.** A successful answer to a proven peer whose proof has less
+  than half its freshness left carries a fresh Echo value (RFC 9175 §2.3
+  lets a server send Echo in any response); the agent keeps it and shows it
+  on its next wake, so a device that keeps syncing is challenged once, at
+  first contact (and after a gateway restart, which changes the key).
 - **Verified peers** are remembered in a bounded LRU (``VERIFIED_CAPACITY``)
   until their proof expires; past the bound the least recently seen peer is
   forgotten and shows its Echo value again (the agent sends its last one
@@ -107,6 +112,10 @@ class VerifiedPeers:
         self._until.move_to_end(peer)
         while len(self._until) > self.capacity:
             self._until.popitem(last=False)
+
+    def until(self, peer: bytes) -> float | None:
+        """When ``peer``'s proof expires, if it is remembered."""
+        return self._until.get(peer)
 
     def holds(self, peer: bytes, now: float) -> bool:
         """Whether ``peer`` is proven at ``now`` (an expired entry is dropped)."""

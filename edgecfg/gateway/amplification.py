@@ -118,6 +118,7 @@ class AddressGuard:
         self.clock = clock
         self.verified = VerifiedPeers(capacity)
         self.challenges = 0  # 4.01 challenges sent, for operators and tests
+        self.renewals = 0  # fresh Echo values attached to successful answers
 
     def trust(self, host: str) -> None:
         """Treat ``host`` (an IP address) as proven for ``freshness_s``: for
@@ -133,13 +134,13 @@ class AddressGuard:
             return response
         now = self.clock()
         if self.verified.holds(peer, now):
-            return response
+            return self._renewed(peer, response, now)
         echo = request.opt.echo
         if echo is not None:
             until = proven_until(self.key, peer, echo, now, freshness_s=self.freshness_s)
             if until is not None:
                 self.verified.admit(peer, until)
-                return response
+                return self._renewed(peer, response, now)
         if not self._amplifies(request, response):
             return response
         self.challenges += 1
@@ -150,6 +151,22 @@ class AddressGuard:
         )
         challenge.opt.echo = make_echo(self.key, peer, now)
         return challenge
+
+    def _renewed(self, peer: bytes, response: aiocoap.Message, now: float) -> aiocoap.Message:
+        """``response``, with a fresh Echo value when the peer's proof is past
+        half its life (see :mod:`edgecfg.core.echo`, "Renewal")."""
+        until = self.verified.until(peer)
+        code = response.code
+        if (
+            until is not None
+            and until - now < self.freshness_s / 2
+            and code is not None
+            and code.is_successful()
+            and response.opt.echo is None
+        ):
+            response.opt.echo = make_echo(self.key, peer, now)
+            self.renewals += 1
+        return response
 
     def _amplifies(self, request: aiocoap.Message, response: aiocoap.Message) -> bool:
         assert self.factor is not None

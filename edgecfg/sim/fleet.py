@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,7 +51,8 @@ class SimulatedDevice:
 
 
 class SimulatedFleet:
-    """Agents for ``devices``, each with a link to ``gateway`` and a state folder."""
+    """Agents for ``devices``, each with a link to ``gateway`` and a state folder
+    (and OSCORE, for a device that has a ``credentials.json`` in ``credentials``)."""
 
     def __init__(
         self,
@@ -62,12 +63,16 @@ class SimulatedFleet:
         ack_timeout: float = 1.0,
         concurrency: int = 32,
         seed: int = 0,
+        credentials: Mapping[str, Path] | None = None,
     ) -> None:
         self.gateway = gateway
+        found = credentials or {}
         self.members = [
             SimulatedDevice(
                 device,
-                link := CoapLink(gateway.uri, ack_timeout=ack_timeout),
+                link := CoapLink(
+                    gateway.uri, ack_timeout=ack_timeout, credentials=found.get(device)
+                ),
                 Agent(
                     link,
                     LocalState(folder / device),

@@ -170,6 +170,27 @@ async def test_an_expired_echo_and_an_expired_proof_are_challenged_again(
     assert fresh.guard.challenges == 3
 
 
+async def test_a_proof_past_half_its_life_is_renewed_in_a_successful_answer(
+    fresh: Gateway, client: aiocoap.Context
+) -> None:
+    clock = clock_of(fresh)
+    _, challenge = await get(client, fresh, "/cfg/dev-1")
+    _, proven = await get(client, fresh, "/cfg/dev-1", echo=challenge.opt.echo)
+    assert proven.code == Code.CONTENT
+    assert proven.opt.echo is None  # a fresh proof needs no renewal
+
+    clock.now += FRESHNESS_S * 0.6  # a day later: still proven, but past half its life
+    _, renewed = await get(client, fresh, "/cfg/dev-1")
+    assert renewed.code == Code.CONTENT
+    assert renewed.opt.echo is not None
+    assert fresh.guard.renewals == 1
+
+    clock.now += FRESHNESS_S * 0.6  # the first proof has expired; the renewal has not
+    _, shown = await get(client, fresh, "/cfg/dev-1", echo=renewed.opt.echo)
+    assert shown.code == Code.CONTENT
+    assert fresh.guard.challenges == 1  # only at first contact
+
+
 async def test_small_answers_are_never_challenged(fresh: Gateway, client: aiocoap.Context) -> None:
     tag = fresh.fleet.encoded(DeviceId("dev-1")).etag
     _, valid = await get(client, fresh, "/cfg/dev-1", etag=tag)
