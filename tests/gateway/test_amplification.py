@@ -154,12 +154,20 @@ async def test_an_echo_for_another_address_is_challenged_again(
     assert len(fresh.guard.verified) == 0
 
 
+async def prove(
+    client: aiocoap.Context, gateway: Gateway
+) -> tuple[aiocoap.Message, aiocoap.Message]:
+    """The challenge for /cfg/dev-1 and the answer to the repeat with its Echo."""
+    _, challenge = await get(client, gateway, "/cfg/dev-1")
+    _, proven = await get(client, gateway, "/cfg/dev-1", echo=challenge.opt.echo)
+    return challenge, proven
+
+
 async def test_an_expired_echo_and_an_expired_proof_are_challenged_again(
     fresh: Gateway, client: aiocoap.Context
 ) -> None:
     clock = clock_of(fresh)
-    _, challenge = await get(client, fresh, "/cfg/dev-1")
-    _, proven = await get(client, fresh, "/cfg/dev-1", echo=challenge.opt.echo)
+    challenge, proven = await prove(client, fresh)
     assert proven.code == Code.CONTENT
 
     clock.now += FRESHNESS_S
@@ -174,8 +182,7 @@ async def test_a_proof_past_half_its_life_is_renewed_in_a_successful_answer(
     fresh: Gateway, client: aiocoap.Context
 ) -> None:
     clock = clock_of(fresh)
-    _, challenge = await get(client, fresh, "/cfg/dev-1")
-    _, proven = await get(client, fresh, "/cfg/dev-1", echo=challenge.opt.echo)
+    _, proven = await prove(client, fresh)
     assert proven.code == Code.CONTENT
     assert proven.opt.echo is None  # a fresh proof needs no renewal
 
