@@ -110,9 +110,8 @@ def _refuse(
         None,
     )  # fmt: skip
     if Code(request_code).is_request():
-        answer = aiocoap.Message(
-            code=code, token=data[HEADER_SIZE : HEADER_SIZE + token_length], payload=reason.encode()
-        )
+        answer = aiocoap.Message(code=code, payload=reason.encode())
+        answer.token = data[HEADER_SIZE : HEADER_SIZE + token_length]
         answer.mtype = Type.ACK  # piggybacked (RFC 7252 §5.2.1)
         if code == Code.REQUEST_ENTITY_TOO_LARGE:
             answer.opt.size1 = MAX_BODY  # RFC 7959 §2.9.3
