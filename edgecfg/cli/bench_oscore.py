@@ -114,5 +114,8 @@ def run_oscore_bench(*, devices: int, sample: int, as_json: bool) -> int:
         f"{naive_large:,.0f} us at {naive_peers:,}, ~{naive_extrapolated / 1000:,.0f} ms "
         f"at {devices:,} (linear)"
     )
-    print(f"  sample: {small['sample']} and {large['sample']} devices, one cold + one warm each")
+    print(
+        f"  sample: {small['sample']} and {large['sample']} devices, one cold request each; "
+        f"warm requests repeat them until {sample} are timed"
+    )
     return 0
