@@ -23,6 +23,7 @@ from edgecfg.cli.security import add_master_key_option, master_cipher
 from edgecfg.core.path import format_path, is_prefix, parse_path
 from edgecfg.core.tree import UNSET, UnsetType, flatten, get
 from edgecfg.crypto import derive_store_key
+from edgecfg.errors import EdgecfgError
 from edgecfg.gateway.identity import InsecurePolicy
 from edgecfg.gateway.oscore import StoredCredentials
 from edgecfg.gateway.server import Gateway, serve
@@ -50,6 +51,10 @@ def cmd_gateway_serve(args: argparse.Namespace) -> int:
                 mode = "insecure: no OSCORE, device ids trusted from paths"
             else:
                 credentials = StoredCredentials(store, master_cipher(args, store, create=False))
+                try:
+                    credentials.check_key()
+                except EdgecfgError as error:
+                    raise CommandError(str(error)) from None
                 gateway = Gateway(store, credentials=credentials, refresh_s=args.refresh)
                 mode = f"OSCORE, {store.count_credentials()} enrolled identities"
 

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Final
 
 from edgecfg.crypto import NONCE_SIZE, RecordCipher
-from edgecfg.errors import PeerError, UsageError
+from edgecfg.errors import PeerError, StoreError, UsageError
 from edgecfg.store.base import CredentialRecord, Store
 
 SECRET_SIZE: Final = 16
@@ -48,7 +48,7 @@ GATEWAY_SENDER_ID: Final = b""
 _SEAL_LABEL: Final = b"edgecfg oscore secret v1\0"
 
 
-class CredentialError(PeerError):
+class CredentialError(StoreError):
     """A stored credential cannot be opened (wrong master key, tampered row)."""
 
 

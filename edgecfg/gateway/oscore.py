@@ -45,9 +45,16 @@ from aiocoap import oscore
 from aiocoap.credentials import CredentialsMap
 
 from edgecfg.crypto import RecordCipher
-from edgecfg.gateway.credentials import ALGORITHM, GATEWAY_SENDER_ID, HKDF, Secret, unseal
+from edgecfg.gateway.credentials import (
+    ALGORITHM,
+    GATEWAY_SENDER_ID,
+    HKDF,
+    CredentialError,
+    Secret,
+    unseal,
+)
 from edgecfg.gateway.identity import Identity, Role
-from edgecfg.store.base import CredentialRecord, OscoreState, Store
+from edgecfg.store.base import CredentialRecord, OscoreState, Store, kid_for
 
 log = logging.getLogger("edgecfg.gateway.oscore")
 
@@ -221,14 +228,26 @@ class StoredCredentials(CredentialsMap):
         record = self.store.credential(kid)
         if record is None or not record.active:
             raise KeyError(kid)
-        context = StoredContext(
-            record, unseal(self.cipher, record), self.store.oscore_state(kid), self._save
-        )
+        try:
+            secret = unseal(self.cipher, record)
+        except CredentialError:
+            # The peer gets 4.01 (no context); the operator gets the reason.
+            log.exception("OSCORE credential %s cannot be used", kid.hex())
+            raise KeyError(kid) from None
+        context = StoredContext(record, secret, self.store.oscore_state(kid), self._save)
         self.loaded[kid] = context
         while len(self.loaded) > self.cache_size:
             _, evicted = self.loaded.popitem(last=False)
             self._save(evicted.kid, evicted.retire())
         return context
+
+    def check_key(self) -> None:
+        """Raise :class:`CredentialError` unless the master key opens the stored
+        credentials (the first one ever enrolled stands for all): a gateway
+        started with the wrong key fails at once, not on each request."""
+        record = self.store.credential(kid_for(1))
+        if record is not None:
+            unseal(self.cipher, record)
 
     def _save(self, kid: bytes, state: OscoreState) -> None:
         self.store.put_oscore_states([(kid, state)])

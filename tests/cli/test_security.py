@@ -99,6 +99,11 @@ def test_the_master_key_is_never_silently_replaced(
     code = main(["--db", fleet, "gateway", "serve", "--master-key", str(key)])
     assert code == 1
     assert "no operator master key" in capsys.readouterr().err
+    key.write_bytes(bytes(32))  # another key: the stored secrets do not open
+    key.chmod(0o600)
+    code = main(["--db", fleet, "gateway", "serve", "--master-key", str(key)])
+    assert code == 1
+    assert "does not open" in capsys.readouterr().err
 
 
 class Served:

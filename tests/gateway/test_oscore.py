@@ -433,6 +433,39 @@ def test_configuration_edits_never_touch_oscore_state() -> None:
 # -- credentials at rest ------------------------------------------------------------
 
 
+def test_under_the_wrong_master_key_a_peer_gets_no_context() -> None:
+    store = MemoryStore()
+    (kid,) = _enrolled(store, "dev-1")
+    credentials = StoredCredentials(store, RecordCipher(os.urandom(32)))
+    with pytest.raises(CredentialError, match="master key"):
+        credentials.check_key()
+    with pytest.raises(KeyError):  # the site wrapper answers 4.01; the log says why
+        _find(credentials, kid)
+    _credentials(store).check_key()  # the right key opens it
+
+
+async def test_an_observation_over_oscore_gets_protected_notifications(secured: Secured) -> None:
+    """Notifications carry the gateway's own sequence numbers (Appendix B.1.1)."""
+    link = secured.link("dev-1")
+    replies = link.observe(["cfg", "dev-1"])
+    first = await anext(replies)
+    assert first.code == "2.05"
+    layer = LayerId("region/eu")
+    edit = layer_from_document({"set": {"net.uplink.interval_s": 900}})
+    secured.gateway.fleet.write_layer(layer, edit, author="t", message="m", now=5.0)
+    secured.gateway.layer_changed(layer)
+    notification = await asyncio.wait_for(anext(replies), timeout=10)
+    assert notification.etag == secured.gateway.fleet.etag(DeviceId("dev-1"))
+    assert notification.etag != first.etag
+    await replies.aclose()  # pyright: ignore[reportAttributeAccessIssue]
+    kid = secured.enrolments["dev-1"].record.kid
+    assert secured.gateway.credentials is not None
+    context = secured.gateway.credentials.loaded[kid]
+    assert context.sender_sequence_number >= 1
+    state = secured.gateway.fleet.store.oscore_state(kid)
+    assert state is not None and state.next_to_send >= context.sender_sequence_number
+
+
 def test_secrets_are_sealed_and_bound_to_their_identity() -> None:
     store = MemoryStore()
     cipher = RecordCipher(KEY)
