@@ -243,6 +243,13 @@ class CoapLink:
         request = self._context.request(message, handle_blockwise=False)
         try:
             reply = self._reply(await request.response)
+        except aiocoap.oscore.NotAProtectedMessage as error:
+            plain = error.plain_message  # refused in plain CoAP (revoked, unknown): a failure
+            if plain.code is None or plain.code.is_successful():
+                raise LinkDown(f"{self.base}: unprotected success answer refused") from None
+            reply = self._reply(plain)
+        except aiocoap.oscore.ProtectionInvalid as error:
+            raise LinkDown(f"{self.base}: answer failed OSCORE verification: {error}") from None
         except (aiocoap.error.NetworkError, OSError) as error:
             raise LinkDown(f"{self.base}: observation failed: {type(error).__name__}") from None
         self._heard(reply)

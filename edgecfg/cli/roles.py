@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import fcntl
 import json
 import logging
 import signal
 import sys
 import time
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +47,7 @@ def cmd_gateway_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
 
     async def main() -> None:
-        with SQLiteStore(args.db) as store:
+        with _serving_lock(args.db), SQLiteStore(args.db) as store:
             if args.insecure:
                 gateway = Gateway(store, policy=InsecurePolicy(), refresh_s=args.refresh)
                 mode = "insecure: no OSCORE, device ids trusted from paths"
@@ -67,6 +69,24 @@ def cmd_gateway_serve(args: argparse.Namespace) -> int:
 
     asyncio.run(main())
     return 0
+
+
+@contextlib.contextmanager
+def _serving_lock(db: str) -> Generator[None]:
+    """One gateway per database: two would keep two replay windows for each
+    OSCORE context (and race for its sequence numbers).  ``DB.lock``, flock."""
+    if db == ":memory:":
+        yield
+        return
+    with open(f"{db}.lock", "a+b") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise CommandError(f"{db}: another gateway is serving this database") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def cmd_agent_run(args: argparse.Namespace) -> int:

@@ -18,7 +18,7 @@ from typing import Any
 from edgecfg.cli.files import CommandError
 from edgecfg.crypto import RecordCipher, load_or_create_dev_key
 from edgecfg.errors import EdgecfgError
-from edgecfg.gateway.credentials import enroll, write_peer_side
+from edgecfg.gateway.credentials import check_master_key, check_out, enroll, write_peer_side
 from edgecfg.store import SQLiteStore
 from edgecfg.store.base import Store
 
@@ -52,8 +52,13 @@ def master_cipher(args: argparse.Namespace, store: Store, *, create: bool) -> Re
 
 def _enroll(args: argparse.Namespace, role: str) -> int:
     out = Path(args.out)
+    check_out(out)  # before anything changes in the store
     with SQLiteStore(args.db) as store:
         cipher = master_cipher(args, store, create=True)
+        try:
+            check_master_key(store, cipher)
+        except EdgecfgError as error:
+            raise CommandError(str(error)) from None
         unregistered = role == "device" and not store.has_device(args.id)
         if store.active_credential(role, args.id) is not None and args.replace:
             store.revoke(role, args.id, now=time.time())

@@ -33,7 +33,7 @@ from typing import Final
 
 from edgecfg.crypto import NONCE_SIZE, RecordCipher
 from edgecfg.errors import PeerError, StoreError, UsageError
-from edgecfg.store.base import CredentialRecord, Store
+from edgecfg.store.base import CredentialRecord, Store, kid_for
 
 SECRET_SIZE: Final = 16
 """Bytes of a master secret (RFC 8613 §3.2: at least the key length, 128 bits)."""
@@ -94,6 +94,14 @@ def unseal(cipher: RecordCipher, record: CredentialRecord) -> Secret:
     return Secret(plaintext[1 : 1 + length], plaintext[1 + length :])
 
 
+def check_master_key(store: Store, cipher: RecordCipher) -> None:
+    """Raise :class:`CredentialError` unless ``cipher`` opens the first credential
+    ever enrolled (all are sealed under one key), if there is one."""
+    record = store.credential(kid_for(1))
+    if record is not None:
+        unseal(cipher, record)
+
+
 @dataclass(frozen=True, slots=True)
 class Enrolment:
     """A freshly issued credential: the stored record and the peer's secret."""
@@ -129,11 +137,8 @@ def write_peer_side(enrolment: Enrolment, out: Path, *, gateway: str | None) -> 
     """
     record, secret = enrolment.record, enrolment.secret
     pattern = credentials_pattern(gateway)
+    check_out(out)
     context = (out / "oscore").resolve()
-    if context.exists() and any(context.iterdir()):
-        raise UsageError(
-            f"{context}: already holds an OSCORE context; choose an empty --out directory"
-        )
     context.mkdir(parents=True, exist_ok=True)
     settings = {
         "sender-id_hex": record.kid.hex(),
@@ -154,6 +159,18 @@ def write_peer_side(enrolment: Enrolment, out: Path, *, gateway: str | None) -> 
         identity["gateway"] = gateway
     _write(out.resolve() / "identity.json", identity, mode=0o644)
     return credentials
+
+
+def check_out(out: Path) -> None:
+    """Refuse an ``--out`` that holds an OSCORE context already (its sequence
+    numbers belong to another credential) or cannot be a directory."""
+    context = (out / "oscore").resolve()
+    if context.exists() and (not context.is_dir() or any(context.iterdir())):
+        raise UsageError(
+            f"{context}: already holds an OSCORE context; choose an empty --out directory"
+        )
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{out}: not a directory")
 
 
 def _write(path: Path, document: object, *, mode: int) -> None:

@@ -41,20 +41,24 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Final
 
+import aiocoap.error
 from aiocoap import oscore
 from aiocoap.credentials import CredentialsMap
+from aiocoap.oscore_sitewrapper import OscoreSiteWrapper
 
 from edgecfg.crypto import RecordCipher
+from edgecfg.errors import StoreError
 from edgecfg.gateway.credentials import (
     ALGORITHM,
     GATEWAY_SENDER_ID,
     HKDF,
     CredentialError,
     Secret,
+    check_master_key,
     unseal,
 )
 from edgecfg.gateway.identity import Identity, Role
-from edgecfg.store.base import CredentialRecord, OscoreState, Store, kid_for
+from edgecfg.store.base import CredentialRecord, OscoreState, Store
 
 log = logging.getLogger("edgecfg.gateway.oscore")
 
@@ -62,10 +66,15 @@ CACHE_SIZE: Final = 20_000
 """Security contexts kept in memory; a context costs about 4 KiB (`bench oscore`)."""
 WINDOW_SIZE: Final = oscore.DEFAULT_WINDOWSIZE
 """Replay window width in sequence numbers (aiocoap's default, 32)."""
+PENDING_SIZE: Final = 1024
+"""Loaded contexts waiting for their first verified request."""
 CHUNK_START: Final = 16
 """First sender sequence number reservation after loading a context."""
 CHUNK_LIMIT: Final = 4096
 """Largest reservation: at most this many numbers are skipped by a crash."""
+
+MAX_PARTIAL_IV: Final = 5
+"""Longest Partial IV (RFC 8613 §6.1: lengths 6 and 7 are reserved)."""
 
 Persist = Callable[[bytes, OscoreState], None]
 
@@ -106,7 +115,8 @@ class StoredContext(oscore.CanProtect, oscore.CanUnprotect, oscore.SecurityConte
         self.derive_keys(secret.master_salt, secret.master_secret)
         role: Role = "operator" if record.role == "operator" else "device"
         self.identity = Identity(role, record.name)
-        self.authenticated_claims = [self.identity]
+        self.revoked = False
+        self.on_verified: Callable[[StoredContext], None] | None = None
         # Always on: committing the window on every request would cost a
         # durable write per request.
         self.echo_recovery = secrets.token_bytes(8)
@@ -118,9 +128,16 @@ class StoredContext(oscore.CanProtect, oscore.CanUnprotect, oscore.SecurityConte
             self.window_saved = True
         else:
             self.sender_sequence_number = state.next_to_send
-            self.window_saved = state.window is not None
+            self.window_saved = False
             if state.window is not None:
-                self.recipient_replay_window.initialize_from_persisted(decode_window(state.window))
+                try:
+                    window = decode_window(state.window)
+                except ValueError:
+                    # Unknown, then: the peer proves freshness with Echo.
+                    log.error("stored replay window of kid %s is unreadable", record.kid.hex())
+                else:
+                    self.recipient_replay_window.initialize_from_persisted(window)
+                    self.window_saved = True
         self.reserved = self.sender_sequence_number
         self.chunk = CHUNK_START
         self.retired = False
@@ -132,6 +149,20 @@ class StoredContext(oscore.CanProtect, oscore.CanUnprotect, oscore.SecurityConte
     @property
     def kid(self) -> bytes:
         return self.recipient_id
+
+    @property
+    def authenticated_claims(self) -> list[Identity]:  # type: ignore[override]
+        """The peer's identity, while its credential is not revoked: a revoked
+        context still held by an observation authorizes nothing."""
+        return [] if self.revoked else [self.identity]
+
+    def unprotect(self, protected_message: Any, request_id: Any = None) -> Any:
+        result = super().unprotect(protected_message, request_id)
+        # Verified: only now may a freshly loaded context take a cache slot.
+        if self.on_verified is not None:
+            verified, self.on_verified = self.on_verified, None
+            verified(self)
+        return result
 
     def state(self, *, exact: bool) -> OscoreState:
         """What to store: the reservation and an unknown window, or (``exact``,
@@ -145,27 +176,34 @@ class StoredContext(oscore.CanProtect, oscore.CanUnprotect, oscore.SecurityConte
 
     def _window_changed(self) -> None:
         if self.window_saved:
-            # Once per load: from now on the stored window is stale.
-            self.window_saved = False
+            # Once per load: from now on the stored window is stale.  The flag
+            # drops only once that is stored, so a failed write is retried.
             self._persist(self.kid, self.state(exact=False))
+            self.window_saved = False
 
-    def retire(self) -> OscoreState:
-        """Stop persisting (the context leaves the cache, but an observation may
-        still hold it): it keeps the numbers up to a last reservation, which the
-        returned state skips, and refuses to go beyond them."""
+    def retirement(self) -> OscoreState:
+        """The state to store when the context leaves the cache: the window as
+        it is, and a last reservation above every number it may still use (an
+        observation can keep it alive)."""
+        window = self.state(exact=True).window
+        return OscoreState(self.sender_sequence_number + CHUNK_LIMIT, window)
+
+    def retire(self, stored: OscoreState) -> None:
+        """Left the cache, with ``stored`` saved: use the numbers below its
+        reservation and refuse to go beyond (a reload starts there)."""
         self.retired = True
-        self.reserved = self.sender_sequence_number + CHUNK_LIMIT
-        state = self.state(exact=True)
-        return OscoreState(self.reserved, state.window)
+        self.reserved = stored.next_to_send
 
     def post_seqnoincrease(self) -> None:
-        if self.sender_sequence_number > self.reserved and self.retired:
+        if self.sender_sequence_number <= self.reserved:
+            return
+        if self.retired:
             raise oscore.ContextUnavailable("security context was unloaded")
-        if self.sender_sequence_number > self.reserved:
-            self.reserved += self.chunk
-            self.chunk = min(self.chunk * 2, CHUNK_LIMIT)
-            # Durable before the number is used (protect() runs after this).
-            self._persist(self.kid, self.state(exact=False))
+        reserved, chunk = self.reserved + self.chunk, min(self.chunk * 2, CHUNK_LIMIT)
+        # Durable before the number is used (protect() runs after this), and
+        # in memory only once stored: a failed write reserves nothing.
+        self._persist(self.kid, OscoreState(reserved, None))
+        self.reserved, self.chunk = reserved, chunk
 
 
 class MemoryContext(oscore.CanProtect, oscore.CanUnprotect, oscore.SecurityContextUtils):
@@ -212,6 +250,7 @@ class StoredCredentials(CredentialsMap):
         self.cipher = cipher
         self.cache_size = cache_size
         self.loaded: OrderedDict[bytes, StoredContext] = OrderedDict()
+        self.pending: OrderedDict[bytes, StoredContext] = OrderedDict()
         self._revocations = store.revocations()
 
     def find_oscore(self, unprotected: dict[Any, Any]) -> StoredContext:
@@ -222,9 +261,19 @@ class StoredCredentials(CredentialsMap):
         if context is not None:
             self.loaded.move_to_end(kid)
             return context
-        return self._load(kid)
+        context = self.pending.get(kid)
+        if context is not None:
+            return context
+        try:
+            return self._load(kid)
+        except StoreError:
+            log.exception("loading the OSCORE context of kid %s failed", kid.hex())
+            raise aiocoap.error.ServiceUnavailable("credentials unavailable") from None
 
     def _load(self, kid: bytes) -> StoredContext:
+        """A context not yet verified: it waits in ``pending`` (bounded, never
+        saved: it has used nothing) until a request under it decrypts, so forged
+        requests under enumerated key ids cannot churn the cache."""
         record = self.store.credential(kid)
         if record is None or not record.active:
             raise KeyError(kid)
@@ -235,39 +284,55 @@ class StoredCredentials(CredentialsMap):
             log.exception("OSCORE credential %s cannot be used", kid.hex())
             raise KeyError(kid) from None
         context = StoredContext(record, secret, self.store.oscore_state(kid), self._save)
-        self.loaded[kid] = context
-        while len(self.loaded) > self.cache_size:
-            _, evicted = self.loaded.popitem(last=False)
-            self._save(evicted.kid, evicted.retire())
+        context.on_verified = self._admit
+        self.pending[kid] = context
+        while len(self.pending) > PENDING_SIZE:
+            self.pending.popitem(last=False)
         return context
 
-    def check_key(self) -> None:
-        """Raise :class:`CredentialError` unless the master key opens the stored
-        credentials (the first one ever enrolled stands for all): a gateway
-        started with the wrong key fails at once, not on each request."""
-        record = self.store.credential(kid_for(1))
-        if record is not None:
-            unseal(self.cipher, record)
+    def _admit(self, context: StoredContext) -> None:
+        """Move a verified context into the cache, saving the least recently
+        used out of it first (if that save fails, nothing moves)."""
+        while len(self.loaded) >= self.cache_size:
+            kid, evicted = next(iter(self.loaded.items()))
+            stored = evicted.retirement()
+            self._save(kid, stored)
+            evicted.retire(stored)
+            del self.loaded[kid]
+        self.pending.pop(context.kid, None)
+        self.loaded[context.kid] = context
 
     def _save(self, kid: bytes, state: OscoreState) -> None:
         self.store.put_oscore_states([(kid, state)])
 
-    def refresh(self) -> int:
-        """Drop contexts whose credential was revoked since the last call; how many."""
+    def refresh(self) -> list[Identity]:
+        """Drop contexts whose credential was revoked since the last call; returns
+        their identities (the gateway ends their observations)."""
         revocations = self.store.revocations()
         if revocations == self._revocations:
-            return 0
-        self._revocations = revocations
-        dropped = 0
+            return []
+        self.pending.clear()
+        dropped: list[Identity] = []
         for kid in list(self.loaded):
             record = self.store.credential(kid)
             if record is None or not record.active:
-                context = self.loaded.pop(kid)
-                self._save(kid, context.retire())
-                dropped += 1
+                context = self.loaded[kid]
+                context.revoked = True
+                stored = context.retirement()
+                self._save(kid, stored)
+                context.retire(stored)
+                del self.loaded[kid]
+                dropped.append(context.identity)
+        # Only now: a failure above leaves the counter stale, so the next call retries.
+        self._revocations = revocations
         if dropped:
-            log.info("dropped %d revoked OSCORE context(s)", dropped)
+            log.info("dropped %d revoked OSCORE context(s)", len(dropped))
         return dropped
+
+    def check_key(self) -> None:
+        """Raise :class:`CredentialError` unless the master key opens the stored
+        credentials: a gateway started with the wrong key fails at once."""
+        check_master_key(self.store, self.cipher)
 
     def flush(self) -> None:
         """Save every loaded context exactly (clean shutdown): no Echo needed after."""
@@ -278,3 +343,27 @@ class StoredCredentials(CredentialsMap):
     def find_all_used_contextless_oscore_kid(self) -> set[bytes]:
         # Only EDHOC asks; the gateway does not offer EDHOC.
         return set(self.loaded)
+
+
+class OscoreSite(OscoreSiteWrapper):
+    """aiocoap's OSCORE site wrapper, with the edges it leaves open closed.
+
+    - A malformed OSCORE option is 4.02 Bad Option (RFC 8613 §8.2), where the
+      wrapper would let the decoder's exception become 5.00.
+    - ``/.well-known/edhoc`` is 4.04: the gateway does not offer EDHOC, and the
+      wrapper would load contexts for it.
+    """
+
+    async def render_to_pipe(self, pipe: Any) -> None:
+        request = pipe.request
+        if request.opt.uri_path == (".well-known", "edhoc"):
+            raise aiocoap.error.NotFound("EDHOC is not offered")
+        option = request.opt.oscore
+        if option is not None:
+            if option and option[0] & 0x07 > MAX_PARTIAL_IV:
+                raise aiocoap.error.BadOption("OSCORE option: reserved partial IV length")
+            try:
+                oscore.verify_start(request)
+            except (oscore.DecodeError, IndexError, ValueError) as error:
+                raise aiocoap.error.BadOption(f"OSCORE option: {error}") from None
+        await super().render_to_pipe(pipe)

@@ -23,7 +23,6 @@ from typing import Final
 
 import aiocoap
 import aiocoap.resource
-from aiocoap.oscore_sitewrapper import OscoreSiteWrapper
 
 from edgecfg.core.echo import AMPLIFICATION_FACTOR
 from edgecfg.core.ids import LayerId
@@ -31,7 +30,7 @@ from edgecfg.gateway.amplification import AddressGuard, Discovery
 from edgecfg.gateway.fleet import Fleet
 from edgecfg.gateway.hardening import harden
 from edgecfg.gateway.identity import AuthenticatedPolicy, IdentityPolicy
-from edgecfg.gateway.oscore import StoredCredentials
+from edgecfg.gateway.oscore import OscoreSite, StoredCredentials
 from edgecfg.gateway.resources import (
     ConfigResource,
     DeviceResource,
@@ -112,11 +111,7 @@ class Gateway:
     async def start(self, host: str, port: int) -> None:
         """Bind UDP on ``host:port`` and start serving."""
         quiet_aiocoap()
-        root = (
-            self.site
-            if self.credentials is None
-            else OscoreSiteWrapper(self.site, self.credentials)
-        )
+        root = self.site if self.credentials is None else OscoreSite(self.site, self.credentials)
         self.context = await aiocoap.Context.create_server_context(
             root, bind=(host, port), transports=["udp6"]
         )
@@ -131,10 +126,23 @@ class Gateway:
             try:
                 for layer in self.fleet.refresh():
                     self.layer_changed(layer)
-                if self.credentials is not None:
-                    self.credentials.refresh()
             except Exception:  # a bad row must not stop the gateway
                 log.exception("refreshing the fleet from the store failed")
+            try:  # on its own: a bad fleet row must not hold up revocations
+                self.revocations()
+            except Exception:
+                log.exception("checking for revoked credentials failed")
+
+    def revocations(self) -> int:
+        """Drop revoked credentials and end their devices' observations (their
+        next notification is a 4.01, which ends an observation); how many."""
+        if self.credentials is None:
+            return 0
+        dropped = self.credentials.refresh()
+        devices = {identity.name for identity in dropped if identity.role == "device"}
+        if devices:
+            self.config.changed(devices)
+        return len(dropped)
 
     async def stop(self) -> None:
         """Stop serving and release the socket."""

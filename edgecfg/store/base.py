@@ -462,7 +462,11 @@ class Store(Protocol):
         ...
 
     def put_oscore_states(self, states: Iterable[tuple[bytes, OscoreState]]) -> None:
-        """Persist context states, atomically and durably (they guard nonce reuse)."""
+        """Persist context states, atomically and durably (they guard nonce reuse).
+
+        ``next_to_send`` never goes down: a stored value stays when a lower one
+        is written (two writers can never hand out the same numbers twice).
+        """
         ...
 
     def close(self) -> None:

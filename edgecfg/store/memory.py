@@ -321,7 +321,11 @@ class MemoryStore:
 
     def put_oscore_states(self, states: Iterable[tuple[bytes, OscoreState]]) -> None:
         """See :meth:`edgecfg.store.base.Store.put_oscore_states`."""
-        self._open().oscore.update((bytes(kid), state) for kid, state in states)
+        held = self._open().oscore
+        for kid, state in states:
+            before = held.get(bytes(kid))
+            floor = before.next_to_send if before is not None else 0
+            held[bytes(kid)] = OscoreState(max(floor, state.next_to_send), state.window)
 
 
 def _iter_sorted(

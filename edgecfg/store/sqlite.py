@@ -471,7 +471,7 @@ class SQLiteStore:
         for role, _, _ in items:
             check_role(role)
         records: list[CredentialRecord] = []
-        with self._transaction("enroll", write=True) as db:
+        with self._durable("enroll") as db:
             row = db.execute(
                 "SELECT seq FROM sqlite_sequence WHERE name = 'credentials'"
             ).fetchone()
@@ -511,7 +511,7 @@ class SQLiteStore:
 
     def revoke(self, role: str, name: str, *, now: float) -> CredentialRecord:
         """See :meth:`edgecfg.store.base.Store.revoke`."""
-        with self._transaction("revoke", write=True) as db:
+        with self._durable("revoke") as db:
             row = db.execute(
                 f"{_CREDENTIAL_SELECT} WHERE role = ? AND name = ? AND revoked_at IS NULL",
                 (role, name),
@@ -558,16 +558,24 @@ class SQLiteStore:
         rows = [(bytes(kid), s.next_to_send, s.window) for kid, s in states]
         if not rows:
             return
+        with self._durable("put_oscore_states") as db:
+            db.executemany(
+                "INSERT INTO oscore_state (kid, next_to_send, window) VALUES (?, ?, ?) "
+                "ON CONFLICT (kid) DO UPDATE SET "
+                "next_to_send = MAX(next_to_send, excluded.next_to_send), "
+                "window = excluded.window",
+                rows,
+            )
+
+    @contextmanager
+    def _durable(self, operation: str) -> Generator[sqlite3.Connection, None, None]:
+        """A write transaction committed with ``synchronous = FULL``: it survives
+        a power cut, not only a crash (credentials and nonce reservations)."""
         with self._lock:
             self._set_synchronous("FULL")
             try:
-                with self._transaction("put_oscore_states", write=True) as db:
-                    db.executemany(
-                        "INSERT INTO oscore_state (kid, next_to_send, window) VALUES (?, ?, ?) "
-                        "ON CONFLICT (kid) DO UPDATE SET next_to_send = excluded.next_to_send, "
-                        "window = excluded.window",
-                        rows,
-                    )
+                with self._transaction(operation, write=True) as db:
+                    yield db
             finally:
                 self._set_synchronous("NORMAL")
 

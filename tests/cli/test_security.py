@@ -75,15 +75,18 @@ def test_enrolling_again_needs_replace_and_revoke_ends_it(
     assert "already enrolled (key id 01); revoke it first" in capsys.readouterr().err
     assert main([*enroll, str(tmp_path / "a"), "--replace"]) == 1  # a directory in use
     assert "already holds an OSCORE context" in capsys.readouterr().err
+    with SQLiteStore(fleet) as store:  # refused before anything changed
+        active = store.active_credential("device", "dev-1")
+        assert active is not None and active.kid == b"\x01"
     assert main([*enroll, str(tmp_path / "b"), "--replace"]) == 0
-    assert "key id 03" in capsys.readouterr().out  # 02 went to the refused attempt
+    assert "key id 02" in capsys.readouterr().out
     assert main(["--db", fleet, "device", "revoke", "dev-1"]) == 0
-    assert "credential 03 revoked" in capsys.readouterr().out
+    assert "credential 02 revoked" in capsys.readouterr().out
     assert main(["--db", fleet, "device", "revoke", "dev-1"]) == 1
     assert "dev-1" in capsys.readouterr().err
     with SQLiteStore(fleet) as store:
         assert store.active_credential("device", "dev-1") is None
-        assert store.count_credentials(active=False) == 3
+        assert store.count_credentials(active=False) == 2
 
 
 def test_the_master_key_is_never_silently_replaced(
@@ -104,6 +107,11 @@ def test_the_master_key_is_never_silently_replaced(
     code = main(["--db", fleet, "gateway", "serve", "--master-key", str(key)])
     assert code == 1
     assert "does not open" in capsys.readouterr().err
+    # ... and nothing is enrolled under it either.
+    assert main([*enroll[:4], "dev-2", *enroll[4:], "--out", str(tmp_path / "c")]) == 1
+    assert "does not open" in capsys.readouterr().err
+    with SQLiteStore(fleet) as store:
+        assert store.active_credential("device", "dev-2") is None
 
 
 class Served:
@@ -187,6 +195,14 @@ def test_the_agent_syncs_over_oscore_and_a_revoked_device_is_refused(
     assert again.returncode == 1
     assert "4.01" in again.stderr
     assert "Security context not found" in again.stderr
+
+
+def test_a_second_gateway_on_the_same_database_is_refused(
+    served: Served, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["--db", served.db, "gateway", "serve", "--bind", f"127.0.0.1:{free_udp_port()}"])
+    assert code == 1
+    assert "another gateway is serving this database" in capsys.readouterr().err
 
 
 def test_agent_credentials_for_another_gateway_are_refused_before_sending(

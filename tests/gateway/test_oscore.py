@@ -10,9 +10,10 @@ Appendix B.1).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,11 +24,11 @@ from aiocoap.message import Direction
 from aiocoap.numbers.codes import Code
 from aiocoap.numbers.types import Type
 
-from edgecfg.agent.coap import CoapLink, Reply
+from edgecfg.agent.coap import CoapLink, LinkDown, Reply
 from edgecfg.core.ids import DeviceId, LayerId
 from edgecfg.core.layers import layer_from_document
 from edgecfg.crypto import RecordCipher
-from edgecfg.errors import StoreConflict
+from edgecfg.errors import StoreConflict, StoreError
 from edgecfg.gateway.credentials import (
     CredentialError,
     Enrolment,
@@ -36,9 +37,9 @@ from edgecfg.gateway.credentials import (
     unseal,
     write_peer_side,
 )
-from edgecfg.gateway.oscore import CHUNK_LIMIT, MemoryContext, StoredCredentials
+from edgecfg.gateway.oscore import MemoryContext, StoredContext, StoredCredentials
 from edgecfg.gateway.server import Gateway
-from edgecfg.store import MemoryStore, OscoreState, SQLiteStore
+from edgecfg.store import CredentialRecord, MemoryStore, OscoreState, SQLiteStore
 from edgecfg.wire.cbor import encode
 from edgecfg.wire.senml import CONTENT_FORMAT_SENML_CBOR, Record, encode_senml
 from tests.gateway.conftest import SCHEMA, free_udp_port, sensor
@@ -185,7 +186,7 @@ async def test_a_revoked_device_is_refused_at_once(secured: Secured) -> None:
     assert (await call(link, "GET", "cfg/dev-2")).code == "2.05"
     secured.gateway.fleet.store.revoke("device", "dev-2", now=2.0)
     assert secured.gateway.credentials is not None
-    assert secured.gateway.credentials.refresh() == 1
+    assert secured.gateway.revocations() == 1
     refused = await call(link, "GET", "cfg/dev-2")
     assert refused.code == "4.01"
     assert b"Security context not found" in refused.payload
@@ -302,6 +303,63 @@ async def test_a_forged_request_is_refused(secured: Secured) -> None:
     assert answer.payload == b"Decryption failed"
 
 
+def _with_option(value: bytes) -> bytes:
+    message = aiocoap.Message(code=Code.POST, payload=b"\x00" * 12)
+    message.mtype, message.mid, message.token = Type.CON, 77, b"\x05"
+    message.opt.oscore = value
+    return message.encode()
+
+
+@pytest.mark.parametrize(
+    "option",
+    [b"\x06" + bytes(6) + b"\x01", b"\x10", b"\x03\x00", b"\xe9\x00\x01"],
+    ids=["reserved-piv-length", "context-hint-missing", "piv-missing", "reserved-bits"],
+)
+async def test_a_malformed_oscore_option_is_4_02(secured: Secured, option: bytes) -> None:
+    answer = await plain(secured.uri, _with_option(option))
+    assert answer.code == Code.BAD_OPTION, answer.payload
+    assert b"OSCORE option" in answer.payload
+    assert (await call(secured.link("dev-1"), "GET", "cfg/dev-1")).code == "2.05"
+
+
+async def test_edhoc_is_not_offered(secured: Secured) -> None:
+    message = aiocoap.Message(code=Code.POST, payload=b"\xf5\x03")
+    message.mtype, message.mid, message.token = Type.CON, 78, b"\x06"
+    message.opt.uri_path = (".well-known", "edhoc")
+    answer = await plain(secured.uri, message.encode())
+    assert answer.code == Code.NOT_FOUND
+
+
+async def test_a_database_failure_is_5_03_not_5_00(
+    secured: Secured, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(kid: bytes) -> None:
+        raise StoreError("database is locked (injected)")
+
+    monkeypatch.setattr(secured.gateway.fleet.store, "credential", broken)
+    device = DeviceSide(secured.enrolments["dev-2"], sequence=50)
+    answer = await plain(secured.uri, device.datagram("cfg/dev-2", mid=30))
+    assert answer.code == Code.SERVICE_UNAVAILABLE
+
+
+async def test_revoking_a_device_ends_its_observation(secured: Secured) -> None:
+    link = secured.link("dev-2")
+    replies = link.observe(["cfg", "dev-2"])
+    assert (await anext(replies)).code == "2.05"
+    secured.gateway.fleet.store.revoke("device", "dev-2", now=2.0)
+    assert secured.gateway.revocations() == 1
+    ended: Reply | None = None
+    with contextlib.suppress(LinkDown, StopAsyncIteration):
+        ended = await asyncio.wait_for(anext(replies), timeout=10)
+    assert ended is None or ended.code == "4.01"
+    # A later change reaches nothing for the revoked device.
+    layer = LayerId("region/eu")
+    edit = layer_from_document({"set": {"net.uplink.interval_s": 700}})
+    secured.gateway.fleet.write_layer(layer, edit, author="t", message="m", now=6.0)
+    assert secured.gateway.config.changed({"dev-2"}) == 0
+    await replies.aclose()  # pyright: ignore[reportAttributeAccessIssue]
+
+
 # -- restarts ------------------------------------------------------------------
 
 
@@ -361,49 +419,176 @@ async def test_after_a_clean_stop_no_echo_is_needed(secured: Secured) -> None:
 # -- sequence numbers ------------------------------------------------------------
 
 
+class FailingStore(MemoryStore):
+    """A store whose next ``fail`` calls of ``operation`` raise StoreError."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failures: dict[str, int] = {}
+
+    def _maybe_fail(self, operation: str) -> None:
+        if self.failures.get(operation, 0) > 0:
+            self.failures[operation] -= 1
+            raise StoreError(f"{operation} failed (injected)")
+
+    def put_oscore_states(self, states: Iterable[tuple[bytes, OscoreState]]) -> None:
+        self._maybe_fail("put_oscore_states")
+        super().put_oscore_states(states)
+
+    def credential(self, kid: bytes) -> CredentialRecord | None:
+        self._maybe_fail("credential")
+        return super().credential(kid)
+
+
 def _credentials(store: MemoryStore, cache_size: int = 100) -> StoredCredentials:
     return StoredCredentials(store, RecordCipher(KEY), cache_size=cache_size)
 
 
-def _enrolled(store: MemoryStore, *names: str) -> list[bytes]:
-    return [enroll(store, RecordCipher(KEY), "device", n, now=0.0).record.kid for n in names]
+def _enrolled(store: MemoryStore, *names: str) -> list[Enrolment]:
+    return [enroll(store, RecordCipher(KEY), "device", n, now=0.0) for n in names]
 
 
-def _find(credentials: StoredCredentials, kid: bytes) -> oscore.CanProtect:
+def _find(credentials: StoredCredentials, kid: bytes) -> StoredContext:
     return credentials.find_oscore({oscore.COSE_KID: kid})
+
+
+_SEQUENCES: dict[bytes, int] = {}
+
+
+def _verified(credentials: StoredCredentials, enrolment: Enrolment) -> StoredContext:
+    """A request from the device, as the site wrapper handles it: find, unprotect."""
+    kid = enrolment.record.kid
+    echo: bytes | None = None
+    for _ in range(2):  # a second time with Echo when the window is unknown (B.1.2)
+        sequence = _SEQUENCES.get(kid, 10_000)  # the device's own numbers only grow
+        _SEQUENCES[kid] = sequence + 1
+        request = DeviceSide(enrolment, sequence).datagram("cfg/dev-1", mid=1, echo=echo)
+        message = aiocoap.Message.decode(request)
+        message.direction = Direction.INCOMING
+        context = credentials.find_oscore(oscore.verify_start(message))
+        try:
+            context.unprotect(message)
+        except oscore.ReplayErrorWithEcho as challenge:
+            echo = challenge.echo
+            continue
+        return context
+    raise AssertionError("challenged twice")
 
 
 def test_sequence_numbers_survive_a_crash_and_are_never_reused() -> None:
     store = MemoryStore()
-    (kid,) = _enrolled(store, "dev-1")
+    (enrolment,) = _enrolled(store, "dev-1")
     used: list[int] = []
     for _ in range(5):  # five crashes: nothing flushed, objects dropped
-        context = _find(_credentials(store), kid)
+        context = _verified(_credentials(store), enrolment)
         used.extend(context.new_sequence_number() for _ in range(37))
     assert len(used) == len(set(used))
     assert used == sorted(used)
-    state = store.oscore_state(kid)
+    state = store.oscore_state(enrolment.record.kid)
     assert state is not None and state.next_to_send > used[-1]
+
+
+def test_sequence_numbers_round_trip_through_sqlite(tmp_path: Path) -> None:
+    used: list[int] = []
+    with SQLiteStore(tmp_path / "g.db") as store:
+        (enrolment,) = [enroll(store, RecordCipher(KEY), "device", "dev-1", now=0.0)]
+    for _ in range(3):
+        with SQLiteStore(tmp_path / "g.db") as store:
+            credentials = StoredCredentials(store, RecordCipher(KEY))
+            context = _verified(credentials, enrolment)
+            used.extend(context.new_sequence_number() for _ in range(20))
+    assert used == sorted(set(used))
+
+
+def test_a_failed_reservation_reserves_nothing() -> None:
+    store = FailingStore()
+    (enrolment,) = _enrolled(store, "dev-1")
+    context = _verified(_credentials(store), enrolment)
+    store.failures["put_oscore_states"] = 1
+    with pytest.raises(StoreError):
+        context.new_sequence_number()  # the number is never handed out
+    used = [context.new_sequence_number() for _ in range(20)]
+    after_crash = _verified(_credentials(store), enrolment)
+    assert after_crash.new_sequence_number() > max(used)
+
+
+def test_a_failed_window_write_is_retried_so_a_crash_never_restores_a_stale_window() -> None:
+    store = FailingStore()
+    (enrolment,) = _enrolled(store, "dev-1")
+    kid = enrolment.record.kid
+    credentials = _credentials(store)
+    _verified(credentials, enrolment)
+    credentials.flush()  # a clean stop: the exact window is stored
+    assert store.oscore_state(kid) is not None
+    restarted = _credentials(store)
+    store.failures["put_oscore_states"] = 1
+    with pytest.raises(StoreError):  # the request is not processed
+        _verified(restarted, enrolment)
+    _verified(restarted, enrolment)  # the next one marks the window unknown
+    state = store.oscore_state(kid)
+    assert state is not None and state.window is None
+
+
+def test_forged_requests_under_a_real_key_id_never_enter_the_cache() -> None:
+    store = MemoryStore()
+    real, other = _enrolled(store, "dev-1", "dev-2")
+    credentials = _credentials(store, cache_size=1)
+    _verified(credentials, other)
+    impostor = Enrolment(real.record, other.secret)  # the kid of dev-1, another secret
+    for _ in range(3):
+        with pytest.raises(oscore.ProtectionInvalid):
+            _verified(credentials, impostor)
+    assert list(credentials.loaded) == [other.record.kid]  # nothing evicted
+    assert store.oscore_state(real.record.kid) is None  # nothing written
 
 
 def test_an_evicted_context_is_reloaded_without_reusing_numbers() -> None:
     store = MemoryStore()
     first, second = _enrolled(store, "dev-1", "dev-2")
     credentials = _credentials(store, cache_size=1)
-    old = _find(credentials, first)
+    old = _verified(credentials, first)
     numbers = [old.new_sequence_number() for _ in range(3)]
-    _find(credentials, second)  # evicts dev-1's context
-    assert list(credentials.loaded) == [second]
+    _verified(credentials, second)  # evicts dev-1's context
+    assert list(credentials.loaded) == [second.record.kid]
     # An observation may still hold the old context: it may use its last reservation ...
     numbers.append(old.new_sequence_number())
-    again = _find(credentials, first)
+    again = _verified(credentials, first)
     assert again is not old
     fresh = [again.new_sequence_number() for _ in range(3)]
     assert min(fresh) > max(numbers)
     # ... but never more than that, so the two can never collide.
-    old.sender_sequence_number = old.sender_sequence_number + CHUNK_LIMIT
+    while old.sender_sequence_number < old.reserved:
+        numbers.append(old.new_sequence_number())
     with pytest.raises(oscore.ContextUnavailable):
         old.new_sequence_number()
+    assert max(numbers) < min(fresh)
+
+
+def test_a_failed_revocation_check_is_retried() -> None:
+    store = FailingStore()
+    first, second = _enrolled(store, "dev-1", "dev-2")
+    credentials = _credentials(store)
+    _verified(credentials, first)
+    _verified(credentials, second)
+    store.revoke("device", "dev-1", now=1.0)
+    store.revoke("device", "dev-2", now=1.0)
+    store.failures["credential"] = 1
+    with pytest.raises(StoreError):
+        credentials.refresh()
+    dropped = credentials.refresh()
+    assert {identity.name for identity in dropped} == {"dev-1", "dev-2"}
+    assert not credentials.loaded
+    with pytest.raises(KeyError):
+        _find(credentials, first.record.kid)
+
+
+def test_a_tampered_window_row_means_echo_not_an_error() -> None:
+    store = MemoryStore()
+    (enrolment,) = _enrolled(store, "dev-1")
+    store.put_oscore_states([(enrolment.record.kid, OscoreState(40, b"\x01\x02"))])
+    context = _find(_credentials(store), enrolment.record.kid)
+    assert not context.recipient_replay_window.is_initialized()  # Echo recovery
+    assert context.sender_sequence_number == 40
 
 
 def test_configuration_edits_never_touch_oscore_state() -> None:
@@ -411,9 +596,10 @@ def test_configuration_edits_never_touch_oscore_state() -> None:
     gateway = Gateway(store, credentials=_credentials(store))
     gateway.fleet.load_schema(SCHEMA.read_bytes(), "json", source="device.json", now=1.0)
     gateway.fleet.add_device(sensor("dev-1"))
-    (kid,) = _enrolled(store, "dev-1")
+    (enrolment,) = _enrolled(store, "dev-1")
+    kid = enrolment.record.kid
     assert gateway.credentials is not None
-    context = _find(gateway.credentials, kid)
+    context = _verified(gateway.credentials, enrolment)
     [context.new_sequence_number() for _ in range(40)]
     saved = store.oscore_state(kid)
     layer = LayerId("device/dev-1")
@@ -435,7 +621,8 @@ def test_configuration_edits_never_touch_oscore_state() -> None:
 
 def test_under_the_wrong_master_key_a_peer_gets_no_context() -> None:
     store = MemoryStore()
-    (kid,) = _enrolled(store, "dev-1")
+    (enrolment,) = _enrolled(store, "dev-1")
+    kid = enrolment.record.kid
     credentials = StoredCredentials(store, RecordCipher(os.urandom(32)))
     with pytest.raises(CredentialError, match="master key"):
         credentials.check_key()
