@@ -262,6 +262,26 @@ def _device_of(request: aiocoap.Message) -> str:
     return path[0]
 
 
+def _watch(
+    table: dict[str, set[aiocoap.protocol.ServerObservation]],
+    key: str,
+    observation: aiocoap.protocol.ServerObservation,
+) -> Callable[[], None]:
+    """Register ``observation`` under ``key``; returns its cancel callback, which
+    also drops an emptied entry (refused registrations for made-up names must
+    not pile up)."""
+    table.setdefault(key, set()).add(observation)
+
+    def cancel() -> None:
+        watchers = table.get(key)
+        if watchers is not None:
+            watchers.discard(observation)
+            if not watchers:
+                del table[key]
+
+    return cancel
+
+
 class ConfigResource(_Base, aiocoap.interfaces.ObservableResource):
     """/cfg/{dev}[/{key}...]: GET (deltas, prio, subtrees), FETCH, observe."""
 
@@ -279,14 +299,7 @@ class ConfigResource(_Base, aiocoap.interfaces.ObservableResource):
         path = request.opt.uri_path
         if len(path) != 1:
             return  # subtrees are not observable
-        device = path[0]
-        watchers = self.observers.setdefault(device, set())
-        watchers.add(serverobservation)
-
-        def cancel() -> None:
-            watchers.discard(serverobservation)
-
-        serverobservation.accept(cancel)
+        serverobservation.accept(_watch(self.observers, path[0], serverobservation))
 
     def changed(self, devices: set[str] | None = None) -> int:
         """Notify observers of these devices (all when None); returns how many."""
@@ -473,15 +486,13 @@ class GroupResource(_LayerResource, aiocoap.resource.ObservableResource):  # pyr
         on_change: Callable[[LayerId], None],
     ) -> None:
         super().__init__(service, policy, gate, on_change)
-        self.layer_observers: dict[LayerId, set[aiocoap.protocol.ServerObservation]] = {}
+        self.layer_observers: dict[str, set[aiocoap.protocol.ServerObservation]] = {}
 
     async def add_observation(
         self, request: aiocoap.Message, serverobservation: aiocoap.protocol.ServerObservation
     ) -> None:
-        layer = _layer_of(request)
-        watchers = self.layer_observers.setdefault(layer, set())
-        watchers.add(serverobservation)
-        serverobservation.accept(lambda: watchers.discard(serverobservation))
+        watchers = _watch(self.layer_observers, _layer_of(request), serverobservation)
+        serverobservation.accept(watchers)
 
     def changed(self, layer: LayerId) -> None:
         for observation in list(self.layer_observers.get(layer, ())):

@@ -342,6 +342,16 @@ async def test_a_database_failure_is_5_03_not_5_00(
     assert answer.code == Code.SERVICE_UNAVAILABLE
 
 
+async def test_refused_observations_leave_nothing_behind(secured: Secured) -> None:
+    link = secured.link(None)
+    for number in range(5):
+        replies = link.observe(["cfg", f"nobody-{number}"])
+        assert (await anext(replies)).code == "4.01"
+        await replies.aclose()  # pyright: ignore[reportAttributeAccessIssue]
+    await asyncio.sleep(0.1)
+    assert not [name for name in secured.gateway.config.observers if name.startswith("nobody")]
+
+
 async def test_revoking_a_device_ends_its_observation(secured: Secured) -> None:
     link = secured.link("dev-2")
     replies = link.observe(["cfg", "dev-2"])
