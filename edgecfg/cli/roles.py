@@ -44,6 +44,11 @@ def parse_bind(text: str) -> tuple[str, int]:
 
 def cmd_gateway_serve(args: argparse.Namespace) -> int:
     host, port = parse_bind(args.bind)
+    if not args.refresh > 0:
+        raise CommandError(
+            f"--refresh {args.refresh}: must be above 0 (operator edits and revocations "
+            "are picked up at that interval)"
+        )
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
 
     async def main() -> None:

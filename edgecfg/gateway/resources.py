@@ -498,6 +498,11 @@ class GroupResource(_LayerResource, aiocoap.resource.ObservableResource):  # pyr
         for observation in list(self.layer_observers.get(layer, ())):
             observation.trigger()
 
+    def changed_all(self) -> None:
+        """Notify every group observer (an operator credential was revoked)."""
+        for layer in list(self.layer_observers):
+            self.changed(LayerId(layer))
+
     def target(self, request: aiocoap.Message) -> LayerId:
         return _layer_of(request)
 

@@ -142,6 +142,11 @@ class Gateway:
         devices = {identity.name for identity in dropped if identity.role == "device"}
         if devices:
             self.config.changed(devices)
+        if any(identity.role == "operator" for identity in dropped):
+            # Operators observe groups (and may observe any device's config):
+            # every observer is asked again; only the revoked ones get 4.01.
+            self.groups.changed_all()
+            self.config.changed()
         return len(dropped)
 
     async def stop(self) -> None:

@@ -197,6 +197,13 @@ def test_the_agent_syncs_over_oscore_and_a_revoked_device_is_refused(
     assert "Security context not found" in again.stderr
 
 
+def test_gateway_serve_needs_a_refresh_interval(
+    fleet: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--db", fleet, "gateway", "serve", "--refresh", "0"]) == 1
+    assert "--refresh 0.0: must be above 0" in capsys.readouterr().err
+
+
 def test_a_second_gateway_on_the_same_database_is_refused(
     served: Served, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -342,6 +342,29 @@ async def test_a_database_failure_is_5_03_not_5_00(
     assert answer.code == Code.SERVICE_UNAVAILABLE
 
 
+async def _observe_then_revoke(
+    secured: Secured, role: str, name: str, path: list[str]
+) -> AsyncIterator[Reply]:
+    """Observe ``path`` as ``name``, revoke ``name``: the observation must end
+    (a 4.01 notification, or the link reports it ended)."""
+    replies = secured.link(name).observe(path)
+    assert (await anext(replies)).code == "2.05"
+    secured.gateway.fleet.store.revoke(role, name, now=2.0)
+    assert secured.gateway.revocations() == 1
+    ended: Reply | None = None
+    with contextlib.suppress(LinkDown, StopAsyncIteration):
+        ended = await asyncio.wait_for(anext(replies), timeout=10)
+    assert ended is None or ended.code == "4.01"
+    return replies
+
+
+async def test_revoking_an_operator_ends_their_group_observation(secured: Secured) -> None:
+    replies = await _observe_then_revoke(secured, "operator", "alice", ["grp", "region", "eu"])
+    await asyncio.sleep(0.1)
+    assert not any(secured.gateway.groups.layer_observers.values())
+    await replies.aclose()  # pyright: ignore[reportAttributeAccessIssue]
+
+
 async def test_refused_observations_leave_nothing_behind(secured: Secured) -> None:
     link = secured.link(None)
     for number in range(5):
@@ -353,15 +376,7 @@ async def test_refused_observations_leave_nothing_behind(secured: Secured) -> No
 
 
 async def test_revoking_a_device_ends_its_observation(secured: Secured) -> None:
-    link = secured.link("dev-2")
-    replies = link.observe(["cfg", "dev-2"])
-    assert (await anext(replies)).code == "2.05"
-    secured.gateway.fleet.store.revoke("device", "dev-2", now=2.0)
-    assert secured.gateway.revocations() == 1
-    ended: Reply | None = None
-    with contextlib.suppress(LinkDown, StopAsyncIteration):
-        ended = await asyncio.wait_for(anext(replies), timeout=10)
-    assert ended is None or ended.code == "4.01"
+    replies = await _observe_then_revoke(secured, "device", "dev-2", ["cfg", "dev-2"])
     # A later change reaches nothing for the revoked device.
     layer = LayerId("region/eu")
     edit = layer_from_document({"set": {"net.uplink.interval_s": 700}})
