@@ -196,7 +196,8 @@ class CoapLink:
             # is dropped: drop it now, while its directory certainly exists.
             self._context.client_credentials.clear()
             self._context = None
-            gc.collect()
+            if self.credentials is not None:
+                gc.collect()
 
     async def __aenter__(self) -> CoapLink:
         await self.open()
@@ -242,14 +243,7 @@ class CoapLink:
         message.opt.echo = echo
         request = self._context.request(message, handle_blockwise=False)
         try:
-            reply = self._reply(await request.response)
-        except aiocoap.oscore.NotAProtectedMessage as error:
-            plain = error.plain_message  # refused in plain CoAP (revoked, unknown): a failure
-            if plain.code is None or plain.code.is_successful():
-                raise LinkDown(f"{self.base}: unprotected success answer refused") from None
-            reply = self._reply(plain)
-        except aiocoap.oscore.ProtectionInvalid as error:
-            raise LinkDown(f"{self.base}: answer failed OSCORE verification: {error}") from None
+            reply = self._reply(await self._response(request))
         except (aiocoap.error.NetworkError, OSError) as error:
             raise LinkDown(f"{self.base}: observation failed: {type(error).__name__}") from None
         self._heard(reply)
@@ -318,15 +312,31 @@ class CoapLink:
             self._heard(reply)
         return reply
 
+    async def _response(
+        self, request: aiocoap.protocol.Request | aiocoap.protocol.BlockwiseRequest
+    ) -> aiocoap.Message:
+        """The answer to ``request``, with OSCORE's failures translated: a gateway
+        that cannot use our context (revoked, unknown) answers in plain CoAP,
+        typically 4.01, which is returned as it is (unauthenticated, so only
+        ever a failure); an answer that does not verify is :class:`LinkDown`."""
+        try:
+            return await request.response
+        except aiocoap.oscore.NotAProtectedMessage as error:
+            plain = error.plain_message
+            if plain.code is None or plain.code.is_successful():
+                raise LinkDown(f"{self.base}: unprotected success answer refused") from None
+            return plain
+        except aiocoap.oscore.ProtectionInvalid as error:
+            raise LinkDown(f"{self.base}: answer failed OSCORE verification: {error}") from None
+
     @staticmethod
-    def _oscore_overhead(request: aiocoap.Message, response: aiocoap.Message) -> tuple[int, int]:
+    def _oscore_overhead(response: aiocoap.Message) -> tuple[int, int]:
         """Bytes OSCORE added to both datagrams (aiocoap hands us the inner messages).
 
         Measured against aiocoap's protect(): a request grows by 12 bytes plus
         the key id plus the partial IV (the sequence number's bytes), a
         response by 11 bytes, 13 with a payload.
         """
-        del request
         # An OSCORE answer comes from an address that carries its security context.
         context = getattr(response.remote, "security_context", None)
         if context is None:
@@ -367,22 +377,14 @@ class CoapLink:
             message.opt.block2 = BlockOption.BlockwiseTuple(block2[0], False, block2[1])
         message.opt.echo = echo
         try:
-            response = await self._context.request(message, handle_blockwise=False).response
-        except aiocoap.oscore.NotAProtectedMessage as error:
-            # The gateway could not use our context (revoked, unknown): it answers
-            # in plain CoAP, typically 4.01.  Unauthenticated, so only ever a failure.
-            response = error.plain_message
-            if response.code is None or response.code.is_successful():
-                raise LinkDown(f"{self.base}: unprotected success answer refused") from None
-        except aiocoap.oscore.ProtectionInvalid as error:
-            raise LinkDown(f"{self.base}: answer failed OSCORE verification: {error}") from None
+            response = await self._response(self._context.request(message, handle_blockwise=False))
         except TimeoutError:
             raise LinkDown(f"{self.base}: timed out") from None
         except (aiocoap.error.NetworkError, aiocoap.error.ResolutionError, OSError) as error:
             raise LinkDown(f"{self.base}: {type(error).__name__}: {error}") from None
         token = len(response.token or b"")
         self.traffic.round_trips += 1
-        up, down = self._oscore_overhead(message, response)
+        up, down = self._oscore_overhead(response)
         self.traffic.bytes_up += _wire_size(message, token) + up
         self.traffic.bytes_down += _wire_size(response, token) + down
         reply = self._reply(response)
