@@ -14,6 +14,8 @@ from collections.abc import Callable, Sequence
 from typing import cast
 
 import edgecfg
+from edgecfg.cli.database import default_db
+from edgecfg.cli.database import register as register_database_commands
 from edgecfg.cli.files import (
     CommandError,
     dump_config,
@@ -22,7 +24,6 @@ from edgecfg.cli.files import (
     read_bytes,
     write_bytes,
 )
-from edgecfg.cli.operator import default_db
 from edgecfg.cli.operator import register as register_operator_commands
 from edgecfg.cli.roles import register as register_roles
 from edgecfg.core.tree import Tree, is_map
@@ -32,6 +33,19 @@ from edgecfg.wire.delta import apply_delta, delta_kind, make_delta
 from edgecfg.wire.documents import ConfigFormat, guess_format
 
 Handler = Callable[[argparse.Namespace], int]
+
+DEMO_DESCRIPTION = """\
+Runs edgecfg's main job end to end in a throw-away folder, on an embedded
+SQLite database, and exits 0 only when every step checked out:
+(1) loads the fixture schema and checks its evolution to v2; (2) builds,
+validates and stores one config per device type by ETag; (3) keeps a layer's
+revision history; (4) shows the delta a sensor fetches for one change;
+(5) registers a fleet of 10,000 devices in groups; (6) inheritance, a lock, a
+refused edit, explain and a dry run; (7) starts a gateway on loopback UDP,
+enrols N agents with OSCORE credentials, syncs them (full configs, then
+2.03 Valid), rolls a group change out as deltas, lets a second change ride on
+telemetry, and prints bytes and round trips per sync.  Ctrl-C stops it
+cleanly (exit 130)."""
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -186,14 +200,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--db",
         default=default_db(),
         metavar="FILE",
-        help="gateway database (default: $EDGECFG_DB or ./edgecfg.db)",
+        help="gateway database (default: $EDGECFG_DB, else ./edgecfg.db); "
+        "may also come after the command",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     formats = ("json", "cbor", "diag", "toml", "yaml")
 
     p = commands.add_parser("validate", help="check a config against a schema")
     p.add_argument("config", metavar="CONFIG")
-    p.add_argument("--schema", required=True, metavar="SCHEMA")
+    p.add_argument("--schema", required=True, metavar="SCHEMA", help="schema document (JSON)")
     p.add_argument("--format", choices=formats, help="config format (default: by suffix)")
     p.add_argument("--partial", action="store_true", help="a layer: missing keys are fine")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -202,14 +217,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("encode", help="JSON/diag/TOML/YAML -> canonical CBOR (or diag)")
     p.add_argument("input", metavar="INPUT", help="file or - for stdin")
     p.add_argument("-o", "--output", default="-", metavar="OUT", help="default: stdout")
-    p.add_argument("--from", dest="source_format", choices=formats)
-    p.add_argument("--to", choices=("cbor", "diag", "json"), default="cbor")
+    p.add_argument(
+        "--from", dest="source_format", choices=formats, help="input format (default: by suffix)"
+    )
+    p.add_argument("--to", choices=("cbor", "diag", "json"), default="cbor", help="default: cbor")
     p.set_defaults(handler=cmd_encode)
 
     p = commands.add_parser("decode", help="CBOR -> diagnostic notation or JSON (strict)")
     p.add_argument("input", metavar="INPUT", help="file or - for stdin")
     p.add_argument("-o", "--output", default="-", metavar="OUT", help="default: stdout")
-    p.add_argument("--to", choices=("diag", "json", "cbor"), default="diag")
+    p.add_argument("--to", choices=("diag", "json", "cbor"), default="diag", help="default: diag")
     p.add_argument(
         "--hex", action="store_true", help="input is hex text (e.g. from coap-client -v)"
     )
@@ -217,12 +234,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("etag", help="print a config's ETag and canonical size")
     p.add_argument("input", metavar="INPUT")
-    p.add_argument("--format", choices=formats)
+    p.add_argument("--format", choices=formats, help="input format (default: by suffix)")
     p.set_defaults(handler=cmd_etag)
 
-    p = commands.add_parser("demo", help="walk through schema, store, versions and ETags")
-    p.add_argument("--keep", action="store_true", help="keep the demo database and print its path")
-    p.add_argument("--agents", type=int, default=50, help="simulated agents (0: skip the fleet)")
+    p = commands.add_parser(
+        "demo",
+        help="the main job end to end on a throw-away SQLite database",
+        description=DEMO_DESCRIPTION,
+    )
+    p.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the demo's folder (database, agents' state) and print its path",
+    )
+    p.add_argument(
+        "--agents",
+        type=int,
+        default=50,
+        help="agents synced over OSCORE on loopback (default: 50; 0 skips the fleet step)",
+    )
     p.set_defaults(handler=cmd_demo)
 
     p = commands.add_parser("delta", help="make the delta that turns OLD into NEW")
@@ -244,6 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(handler=cmd_patch)
 
+    register_database_commands(commands)
     register_operator_commands(commands, formats)
     register_roles(commands)
 

@@ -1,29 +1,30 @@
 """Operator commands on the gateway database: schema, groups, devices, config,
 explain, impact and history.
 
-Every read command takes ``--json``.  The database is ``--db FILE``, else
-``$EDGECFG_DB``, else ``./edgecfg.db``.  Values on the command line parse as
-JSON when they can (``60``, ``true``, ``"x"``, ``[1,2]``), else as text.
+Every read command takes ``--json``.  The database is ``--db FILE`` (before or
+after the command), else ``$EDGECFG_DB``, else ``./edgecfg.db``; only ``init``
+and ``--create`` make a new one (:mod:`edgecfg.cli.database`).  Values on the
+command line parse as JSON when they can (``60``, ``true``, ``"x"``, ``[1,2]``),
+else as text.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import getpass
 import json
-import os
 import sys
 import time
-from collections.abc import Generator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from pathlib import Path as FilePath
 from typing import Any
 
+from edgecfg.cli.database import add_db_option, open_fleet
 from edgecfg.cli.files import CommandError, read_bytes, write_bytes
 from edgecfg.cli.security import add_device_actions
 from edgecfg.cli.security import register as register_security
-from edgecfg.core.ids import DeviceId, LayerId
+from edgecfg.core.ids import DEVICE_ID_RULE, DeviceId, LayerId, check_device_id
 from edgecfg.core.layers import (
     Hierarchy,
     Layer,
@@ -40,26 +41,10 @@ from edgecfg.errors import EdgecfgError, NotFound
 from edgecfg.gateway.fleet import Fleet
 from edgecfg.gateway.impact import Impact
 from edgecfg.gateway.reconcile import describe, last_outcome
-from edgecfg.store import DeviceRecord, LayerRevision, SQLiteStore
+from edgecfg.store import DeviceRecord, LayerRevision
 from edgecfg.wire.cbor import Encoded
 from edgecfg.wire.delta import make_delta
 from edgecfg.wire.documents import guess_format, parse_text_document, write_config
-
-DEFAULT_DB = "edgecfg.db"
-
-
-def default_db() -> str:
-    """``$EDGECFG_DB`` or ``./edgecfg.db``."""
-    return os.environ.get("EDGECFG_DB", DEFAULT_DB)
-
-
-@contextmanager
-def open_fleet(db: str, *, create: bool) -> Generator[Fleet]:
-    """The fleet in database ``db``; read commands refuse a missing file."""
-    if not create and db != ":memory:" and not FilePath(db).exists():
-        raise CommandError(f"{db}: no such database (start with 'edgecfg --db {db} schema load')")
-    with SQLiteStore(db) as store:
-        yield Fleet(store)
 
 
 def parse_value(text: str) -> Value:
@@ -142,11 +127,13 @@ def _show(value: Value | UnsetType) -> str:
     return json.dumps(value, ensure_ascii=False, default=_jsonable)
 
 
+SAMPLE_GROUPS = 8
+
 # ---------------------------------------------------------------- commands
 
 
 def cmd_schema_load(args: argparse.Namespace) -> int:
-    with open_fleet(args.db, create=True) as fleet:
+    with open_fleet(args) as fleet:
         fmt = _text_format(args.file)
         schema = fleet.load_schema(read_bytes(args.file), fmt, source=args.file, now=time.time())
         print(f"{args.db}: schema {schema.name} v{schema.version} loaded ({len(schema)} keys)")
@@ -154,7 +141,7 @@ def cmd_schema_load(args: argparse.Namespace) -> int:
 
 
 def cmd_fleet_dimensions(args: argparse.Namespace) -> int:
-    with open_fleet(args.db, create=True) as fleet:
+    with open_fleet(args) as fleet:
         if args.ranks:
             fleet.set_hierarchy(hierarchy_from_text(args.ranks))
         ranks = [list(rank) for rank in fleet.hierarchy.ranks]
@@ -171,7 +158,7 @@ def cmd_group_set(args: argparse.Namespace) -> int:
     unlock = [parse_path(item) for item in _strings(args, "unlock")]
     if edit.empty and not unlock:
         raise CommandError("nothing to change: give --file, --set, --unset, --lock or --unlock")
-    with open_fleet(args.db, create=True) as fleet:
+    with open_fleet(args) as fleet:
         if fleet.hierarchy.parse(layer_id).kind == "device":
             raise CommandError(f"{layer_id}: use 'edgecfg device set' for a device's overrides")
         revision, impact = fleet.write_layer(
@@ -198,47 +185,94 @@ def _report_write(revision: LayerRevision, impact: Impact, *, as_json: bool) -> 
         print(f"  new locks now block {impact.locks_shadowing:,} override(s) above this layer")
 
 
-def cmd_device_add(args: argparse.Namespace) -> int:
+def _groups_from_args(args: argparse.Namespace) -> dict[str, str]:
     groups: dict[str, str] = {}
     for item in _strings(args, "group"):
         dimension, sep, path = item.partition("=")
         if not sep or not dimension or not path:
             raise CommandError(f"--group {item!r}: expected DIMENSION=PATH, e.g. region=eu/eu-west")
         groups[dimension] = path
+    return groups
+
+
+def _memberships(record: DeviceRecord) -> str:
+    groups = ", ".join(f"{dimension}={path}" for dimension, path in sorted(record.groups.items()))
+    parts = [f"groups {groups or '(none)'}"]
+    parts.extend(
+        f"{name} {value}"
+        for name, value in (
+            ("hardware", record.hardware),
+            ("firmware", record.firmware),
+            ("agent version", record.agent_version),
+        )
+        if value is not None
+    )
+    return "; ".join(parts)
+
+
+def cmd_device_add(args: argparse.Namespace) -> int:
+    device = check_device_id(args.id)
     record = DeviceRecord(
-        id=DeviceId(args.id),
-        groups=groups,
+        id=device,
+        groups=_groups_from_args(args),
         hardware=args.hardware,
         firmware=args.firmware,
         agent_version=args.agent_version,
     )
-    with open_fleet(args.db, create=True) as fleet:
-        _resolution, pending = fleet.add_device(record)
-        print(f"{args.id}: registered; ETag {fleet.etag(record.id).hex()}")
-        for violation in pending:
-            print(f"  pending: {violation} (set it with 'edgecfg device set {args.id} ...')")
+    with open_fleet(args) as fleet:
+        if fleet.store.has_device(device):
+            current = fleet.store.get_device(device)
+            raise CommandError(
+                f"{device}: already registered ({_memberships(current)}); change it with "
+                f"'edgecfg device set {device} --group DIMENSION=PATH --hardware H ...'"
+            )
+        _register(fleet, record, "registered")
     return 0
+
+
+def _register(fleet: Fleet, record: DeviceRecord, verb: str) -> None:
+    _resolution, pending = fleet.add_device(record)
+    print(f"{record.id}: {verb}; ETag {fleet.etag(record.id).hex()}")
+    for violation in pending:
+        print(f"  pending: {violation} (set it with 'edgecfg device set {record.id} ...')")
 
 
 def cmd_device_set(args: argparse.Namespace) -> int:
     edit = _edit_from_args(args)
-    if edit.empty:
-        raise CommandError("nothing to change: give PATH=VALUE, --unset or --lock")
-    with open_fleet(args.db, create=True) as fleet:
-        fleet.device(DeviceId(args.id))
-        revision, impact = fleet.write_layer(
-            device_layer(args.id),
-            edit,
-            author=_author(args),
-            message=args.message or "",
-            now=time.time(),
+    groups = _groups_from_args(args)
+    facts = {
+        name: getattr(args, name)
+        for name in ("hardware", "firmware", "agent_version")
+        if getattr(args, name) is not None
+    }
+    if edit.empty and not groups and not facts:
+        raise CommandError(
+            "nothing to change: give PATH=VALUE, --unset, --lock, --group, --hardware, "
+            "--firmware or --agent-version"
         )
-        _report_write(revision, impact, as_json=args.json)
+    with open_fleet(args) as fleet:
+        device = DeviceId(args.id)
+        current = fleet.store.get_device(device)
+        if groups or facts:
+            record = dataclasses.replace(current, groups={**current.groups, **groups}, **facts)
+            if record != current:
+                _register(fleet, record, f"now {_memberships(record)}")
+            else:
+                print(f"{device}: memberships unchanged ({_memberships(current)})")
+        if not edit.empty:
+            revision, impact = fleet.write_layer(
+                device_layer(args.id),
+                edit,
+                author=_author(args),
+                message=args.message or "",
+                now=time.time(),
+            )
+            _report_write(revision, impact, as_json=args.json)
     return 0
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    with open_fleet(args.db, create=False) as fleet:
+    with open_fleet(args) as fleet:
         device = DeviceId(args.id)
         config = fleet.encoded(device)
         if args.summary:
@@ -276,7 +310,7 @@ def _next_sync(fleet: Fleet, record: DeviceRecord, config: Encoded) -> str:
 
 def cmd_explain(args: argparse.Namespace) -> int:
     path = parse_path(args.path) if args.path else ()
-    with open_fleet(args.db, create=False) as fleet:
+    with open_fleet(args) as fleet:
         device = DeviceId(args.id)
         explanations = fleet.explain(device, path)
         if not explanations:
@@ -346,13 +380,15 @@ def _explanation_json(fleet: Fleet, explanation: Explanation) -> dict[str, objec
 
 def cmd_impact(args: argparse.Namespace) -> int:
     layer_id = LayerId(args.layer)
-    with open_fleet(args.db, create=False) as fleet:
+    with open_fleet(args) as fleet:
         edit = _edit_from_args(args)
         new = fleet.layer(layer_id).merged(edit)
         impact = fleet.impact(layer_id, new)
+        schema_refusals = fleet.schema_refusals(layer_id, new)
+        refused = bool(schema_refusals or impact.violations or impact.blocked or impact.conflicts)
         if args.json:
-            _print_json(_impact_json(impact))
-            return 0
+            _print_json({**_impact_json(impact), "refused": refused, "schema": schema_refusals})
+            return 1 if refused else 0
         print(
             f"{layer_id}: reaches {impact.reached:,} device(s); {impact.changed:,} would change"
             + (f", e.g. {', '.join(impact.sample)}" if impact.sample else "")
@@ -377,7 +413,9 @@ def cmd_impact(args: argparse.Namespace) -> int:
                 f"  REFUSED: {', '.join(tied)} would disagree on {format_path(path)} for "
                 f"{count:,} device(s), e.g. {example}"
             )
-    return 0
+        for refusal in schema_refusals:
+            print(f"  REFUSED: {refusal}")
+    return 1 if refused else 0
 
 
 def _impact_json(impact: Impact) -> dict[str, object]:
@@ -427,8 +465,10 @@ def _impact_json(impact: Impact) -> dict[str, object]:
 
 def cmd_history(args: argparse.Namespace) -> int:
     layer_id = LayerId(args.target) if args.kind == "group" else device_layer(args.target)
-    with open_fleet(args.db, create=False) as fleet:
+    with open_fleet(args) as fleet:
         revisions = fleet.history(layer_id)
+        if not revisions:
+            _check_known(fleet, layer_id)
         if args.json:
             _print_json([_revision_json(r) for r in revisions])
             return 0
@@ -442,6 +482,26 @@ def cmd_history(args: argparse.Namespace) -> int:
                 f"{revision.content.hex()}{message}"
             )
     return 0
+
+
+def _check_known(fleet: Fleet, layer_id: LayerId) -> None:
+    """Refuse a layer that names nothing in the fleet (a typo, most likely)."""
+    if fleet.group_known(layer_id):
+        return
+    name = fleet.hierarchy.parse(layer_id)
+    if name.kind in ("device", "local"):
+        raise CommandError(f"{layer_id}: no such device ('edgecfg device add {name.device}')")
+    known = fleet.known_groups(name.dimension)
+    shown = ", ".join(f"{name.dimension}/{group}" for group in known[:SAMPLE_GROUPS])
+    more = f" and {len(known) - SAMPLE_GROUPS} more" if len(known) > SAMPLE_GROUPS else ""
+    raise CommandError(
+        f"{layer_id}: no such group (no revisions, no member devices); "
+        + (
+            f"known {name.dimension} groups: {shown}{more}"
+            if known
+            else f"no {name.dimension} groups yet"
+        )
+    )
 
 
 def _revision_json(revision: LayerRevision) -> dict[str, object]:
@@ -458,7 +518,8 @@ def _revision_json(revision: LayerRevision) -> dict[str, object]:
 
 def cmd_group_show(args: argparse.Namespace) -> int:
     layer_id = LayerId(args.layer)
-    with open_fleet(args.db, create=False) as fleet:
+    with open_fleet(args) as fleet:
+        _check_known(fleet, layer_id)
         document = layer_to_document(fleet.layer(layer_id))
         if args.json:
             _print_json(document)
@@ -476,24 +537,50 @@ def register(commands: Any, formats: Sequence[str]) -> None:
 
     def add_edit_options(p: argparse.ArgumentParser, *, assignments: bool) -> None:
         if assignments:
-            p.add_argument("--set", action="append", metavar="PATH=VALUE", help="set a value")
-        p.add_argument("--unset", action="append", metavar="PATH", help="remove an inherited value")
-        p.add_argument("--lock", action="append", metavar="PATH", help="forbid overrides below")
-        p.add_argument("-m", "--message", metavar="MESSAGE", help="revision message")
-        p.add_argument("--author", metavar="NAME", help="revision author (default: $USER)")
+            p.add_argument(
+                "--set", action="append", metavar="PATH=VALUE", help="set a value (repeatable)"
+            )
+        p.add_argument(
+            "--unset",
+            action="append",
+            metavar="PATH",
+            help="remove an inherited value (repeatable)",
+        )
+        p.add_argument(
+            "--lock", action="append", metavar="PATH", help="forbid overrides below (repeatable)"
+        )
+        p.add_argument(
+            "-m", "--message", metavar="MESSAGE", help="revision message (default: none)"
+        )
+        p.add_argument(
+            "--author", metavar="NAME", help="revision author (default: your login name)"
+        )
         p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    def add_device_facts(p: argparse.ArgumentParser, *, verb: str) -> None:
+        p.add_argument(
+            "--group",
+            action="append",
+            metavar="DIMENSION=PATH",
+            help=f"{verb} the group in a dimension, e.g. region=eu/eu-west (repeatable)",
+        )
+        p.add_argument("--hardware", metavar="H", help=f"{verb} the hardware model")
+        p.add_argument("--firmware", metavar="F", help=f"{verb} the firmware version")
+        p.add_argument("--agent-version", metavar="V", help=f"{verb} the agent version")
 
     p = commands.add_parser("schema", help="load the fleet's schema")
     schema = p.add_subparsers(dest="schema_command", metavar="ACTION", required=True)
     q = schema.add_parser("load", help="store a schema version and use it for the fleet")
-    q.add_argument("file", metavar="FILE")
+    q.add_argument("file", metavar="FILE", help="schema document (JSON, TOML or YAML)")
+    add_db_option(q, create=True)
     q.set_defaults(handler=cmd_schema_load)
 
     p = commands.add_parser("fleet", help="fleet settings")
     fleet = p.add_subparsers(dest="fleet_command", metavar="ACTION", required=True)
     q = fleet.add_parser("dimensions", help="show or set dimension precedence, lowest first")
     q.add_argument("ranks", nargs="*", metavar="DIM[,DIM]", help="a comma ties dimensions")
-    q.add_argument("--json", action="store_true")
+    q.add_argument("--json", action="store_true", help="machine-readable output")
+    add_db_option(q, create=True)
     q.set_defaults(handler=cmd_fleet_dimensions)
 
     p = commands.add_parser("group", help="edit or show a group layer")
@@ -501,27 +588,31 @@ def register(commands: Any, formats: Sequence[str]) -> None:
     q = group.add_parser("set", help="edit a group's layer (validated against the whole fleet)")
     q.add_argument("layer", metavar="DIMENSION/PATH", help="or 'global'")
     q.add_argument("--file", metavar="LAYER.json", help="a layer document or a partial tree")
-    q.add_argument("--unlock", action="append", metavar="PATH", help="drop a lock")
+    q.add_argument("--unlock", action="append", metavar="PATH", help="drop a lock (repeatable)")
     add_edit_options(q, assignments=True)
+    add_db_option(q, create=True)
     q.set_defaults(handler=cmd_group_set)
     q = group.add_parser("show", help="print a layer's content")
-    q.add_argument("layer", metavar="DIMENSION/PATH")
-    q.add_argument("--json", action="store_true")
+    q.add_argument("layer", metavar="DIMENSION/PATH", help="or 'global'")
+    q.add_argument("--json", action="store_true", help="machine-readable output")
+    add_db_option(q)
     q.set_defaults(handler=cmd_group_show)
 
     p = commands.add_parser("device", help="register devices and set their overrides")
     device = p.add_subparsers(dest="device_command", metavar="ACTION", required=True)
-    q = device.add_parser("add", help="register a device in groups")
-    q.add_argument("id", metavar="ID")
-    q.add_argument("--group", action="append", metavar="DIMENSION=PATH")
-    q.add_argument("--hardware", metavar="H")
-    q.add_argument("--firmware", metavar="F")
-    q.add_argument("--agent-version", metavar="V")
+    q = device.add_parser("add", help="register a new device in groups")
+    q.add_argument("id", metavar="ID", help=DEVICE_ID_RULE)
+    add_device_facts(q, verb="set")
+    add_db_option(q, create=True)
     q.set_defaults(handler=cmd_device_add)
-    q = device.add_parser("set", help="set device overrides")
+    q = device.add_parser(
+        "set", help="change a registered device: its overrides, groups or hardware"
+    )
     q.add_argument("id", metavar="ID")
-    q.add_argument("set", nargs="*", metavar="PATH=VALUE")
+    q.add_argument("set", nargs="*", metavar="PATH=VALUE", help="override values on this device")
+    add_device_facts(q, verb="change")
     add_edit_options(q, assignments=False)
+    add_db_option(q)
     q.set_defaults(handler=cmd_device_set)
     add_device_actions(device)
 
@@ -529,26 +620,34 @@ def register(commands: Any, formats: Sequence[str]) -> None:
 
     p = commands.add_parser("config", help="a device's effective config")
     p.add_argument("id", metavar="ID")
-    p.add_argument("--format", choices=("json", "cbor", "diag"), default="json")
+    p.add_argument(
+        "--format", choices=("json", "cbor", "diag"), default="json", help="default: json"
+    )
     p.add_argument("--summary", action="store_true", help="ETag and what the next sync carries")
     p.add_argument("--json", action="store_true", help="JSON output")
+    add_db_option(p)
     p.set_defaults(handler=cmd_config)
 
     p = commands.add_parser("explain", help="why a device has each value")
     p.add_argument("id", metavar="ID")
-    p.add_argument("path", nargs="?", metavar="PATH")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("path", nargs="?", metavar="PATH", help="default: every value")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    add_db_option(p)
     p.set_defaults(handler=cmd_explain)
 
-    p = commands.add_parser("impact", help="dry run: which devices an edit changes")
-    p.add_argument("layer", metavar="DIMENSION/PATH")
+    p = commands.add_parser(
+        "impact", help="dry run: which devices an edit changes (exit 1 when it would be refused)"
+    )
+    p.add_argument("layer", metavar="DIMENSION/PATH", help="or 'global' or 'device/ID'")
     add_edit_options(p, assignments=True)
+    add_db_option(p)
     p.set_defaults(handler=cmd_impact)
 
     p = commands.add_parser("history", help="revisions of a group or device layer")
-    p.add_argument("kind", choices=("group", "device"))
+    p.add_argument("kind", choices=("group", "device"), help="group or device")
     p.add_argument("target", metavar="DIMENSION/PATH|ID")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    add_db_option(p)
     p.set_defaults(handler=cmd_history)
 
 

@@ -15,11 +15,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from edgecfg.cli.database import add_db_option, check_exists, open_store
 from edgecfg.cli.files import CommandError
+from edgecfg.core.ids import check_device_id
 from edgecfg.crypto import RecordCipher, load_or_create_dev_key
 from edgecfg.errors import EdgecfgError
 from edgecfg.gateway.credentials import check_master_key, check_out, enroll, write_peer_side
-from edgecfg.store import SQLiteStore
 from edgecfg.store.base import Store
 
 MASTER_KEY_ENV = "EDGECFG_MASTER_KEY"
@@ -39,6 +40,12 @@ def master_cipher(args: argparse.Namespace, store: Store, *, create: bool) -> Re
     """The cipher under the operator master key; creates the key only for a
     database without credentials (``create``)."""
     path = master_key_path(args)
+    if not path.exists() and not create and store.count_credentials(active=False) == 0:
+        raise CommandError(
+            f"{args.db}: no device or operator is enrolled yet, so OSCORE has nobody to "
+            f"serve; enrol one with 'edgecfg --db {args.db} device enroll ID --out DIR', "
+            "or serve plain CoAP on a test bench with --insecure"
+        )
     if not path.exists() and not (create and store.count_credentials(active=False) == 0):
         raise CommandError(
             f"{path}: no operator master key; pass --master-key FILE (or set "
@@ -52,8 +59,11 @@ def master_cipher(args: argparse.Namespace, store: Store, *, create: bool) -> Re
 
 def _enroll(args: argparse.Namespace, role: str) -> int:
     out = Path(args.out)
+    check_exists(args.db)
+    if role == "device":
+        check_device_id(args.id)
     check_out(out)  # before anything changes in the store
-    with SQLiteStore(args.db) as store:
+    with open_store(args) as store:
         cipher = master_cipher(args, store, create=True)
         try:
             check_master_key(store, cipher)
@@ -82,7 +92,7 @@ def _enroll(args: argparse.Namespace, role: str) -> int:
 
 
 def _revoke(args: argparse.Namespace, role: str) -> int:
-    with SQLiteStore(args.db) as store:
+    with open_store(args) as store:
         record = store.revoke(role, args.id, now=time.time())
     print(
         f"{role} {args.id}: credential {record.kid.hex()} revoked "
@@ -132,13 +142,20 @@ def register(commands: Any) -> None:
 
 
 def _add_actions(parent: Any, role: str, enroll_handler: Any, revoke_handler: Any) -> None:
-    q = parent.add_parser("enroll", help=f"issue a {role}'s OSCORE credentials")
+    article = "an" if role[0] in "aeiou" else "a"
+    q = parent.add_parser("enroll", help=f"issue {article} {role}'s OSCORE credentials")
     q.add_argument("id", metavar="ID" if role == "device" else "NAME")
     q.add_argument("--out", required=True, metavar="DIR", help="where the peer's side goes")
-    q.add_argument("--gateway", metavar="coap://HOST:PORT", help="limit them to this gateway")
+    q.add_argument(
+        "--gateway",
+        metavar="coap://HOST:PORT",
+        help="limit them to this gateway (default: any, coap://*)",
+    )
     q.add_argument("--replace", action="store_true", help="revoke an active credential first")
     add_master_key_option(q)
+    add_db_option(q)
     q.set_defaults(handler=enroll_handler)
-    q = parent.add_parser("revoke", help=f"end a {role}'s OSCORE credentials")
+    q = parent.add_parser("revoke", help=f"end {article} {role}'s OSCORE credentials")
     q.add_argument("id", metavar="ID" if role == "device" else "NAME")
+    add_db_option(q)
     q.set_defaults(handler=revoke_handler)

@@ -35,7 +35,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Final, cast
 
-from edgecfg.core.ids import DeviceId, ETag, LayerId
+from edgecfg.core.ids import DeviceId, ETag, LayerId, check_device_id
 from edgecfg.core.layers import (
     Hierarchy,
     Layer,
@@ -352,6 +352,46 @@ class Fleet:
             if facts is not None:
                 self._admit(members, facts)
 
+    def schema_refusals(self, layer_id: LayerId, layer: Layer) -> list[str]:
+        """Why the schema refuses ``layer`` whatever devices it reaches: paths it
+        does not declare, values outside its rules (``write_layer`` raises the
+        first; a dry run prints them all)."""
+        if self.schema is None:
+            return []
+        refusals: list[str] = []
+        for check in (self._check_known_paths, self._check_values):
+            try:
+                check(layer_id, layer)
+            except FleetValidationError as error:
+                refusals.append(str(error))
+        return refusals
+
+    def group_known(self, layer_id: LayerId) -> bool:
+        """Whether a layer names something in this fleet: ``global``, a group
+        with revisions or members (at or below it), or a registered device."""
+        name = self.hierarchy.parse(layer_id)
+        if name.kind == "global" or self.head(layer_id) is not None:
+            return True
+        if name.kind in ("device", "local"):
+            return self.store.has_device(DeviceId(name.device))
+        return bool(self.reached_by(layer_id))
+
+    def known_groups(self, dimension: str) -> list[str]:
+        """Group paths in ``dimension`` that have members or revisions, sorted."""
+        found: set[str] = set()
+        for facts in self.members().facts.values():
+            path = facts.groups.get(dimension)
+            while path:
+                found.add(path)
+                path = path.rpartition("/")[0]
+        prefix = f"{dimension}/"
+        found.update(
+            layer.removeprefix(prefix)
+            for layer in self.resolver.layer_ids()
+            if layer.startswith(prefix)
+        )
+        return sorted(found)
+
     def _check_known_paths(self, layer_id: LayerId, layer: Layer) -> None:
         assert self.schema is not None
         schema = self.schema
@@ -389,6 +429,7 @@ class Fleet:
         layer sets yet do not: they usually come from the device's own layer,
         written next (``device set``); they are returned as pending.
         """
+        check_device_id(record.id)
         facts = _facts(record)
         for dimension in facts.groups:
             self.hierarchy.rank_of(dimension)

@@ -27,7 +27,7 @@ def test_gateway_serves_an_agent_and_stops_cleanly_on_sigterm(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     db = str(tmp_path / "fleet.db")
-    assert main(["--db", db, "schema", "load", str(SCHEMA)]) == 0
+    assert main(["--db", db, "schema", "load", "--create", str(SCHEMA)]) == 0
     assert main(["--db", db, "device", "add", "dev-1", "--group", "region=eu/west",
                  "--hardware", "nbiot-sensor-r3", "--agent-version", "1.0.0"]) == 0  # fmt: skip
     capsys.readouterr()

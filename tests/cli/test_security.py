@@ -31,7 +31,7 @@ def _mode(path: Path) -> int:
 @pytest.fixture
 def fleet(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> str:
     db = str(tmp_path / "fleet.db")
-    assert main(["--db", db, "schema", "load", str(SCHEMA)]) == 0
+    assert main(["--db", db, "schema", "load", "--create", str(SCHEMA)]) == 0
     for device in ("dev-1", "dev-2"):
         assert main(["--db", db, "device", "add", device, "--group", "region=eu/west",
                      "--hardware", "nbiot-sensor-r3", "--agent-version", "1.0.0"]) == 0  # fmt: skip

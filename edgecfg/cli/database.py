@@ -1,0 +1,102 @@
+"""The gateway database on the command line.
+
+``--db FILE`` is accepted before the subcommand (``edgecfg --db F group set``)
+and after it (``edgecfg group set --db F``, as scripts write ``gateway serve
+--db F``); after wins when both are given.  Without it: ``$EDGECFG_DB``, else
+``./edgecfg.db``.
+
+Only explicit commands create a database: ``edgecfg --db F init``, or a
+writing command given ``--create``.  Every other command refuses a missing
+file, so a typo in ``--db`` never serves or edits an empty fleet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Generator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from edgecfg.cli.files import CommandError
+from edgecfg.gateway.fleet import Fleet
+from edgecfg.store import SQLiteStore
+
+DEFAULT_DB = "edgecfg.db"
+MEMORY = ":memory:"
+
+
+def default_db() -> str:
+    """``$EDGECFG_DB`` or ``./edgecfg.db``."""
+    return os.environ.get("EDGECFG_DB", DEFAULT_DB)
+
+
+def add_db_option(parser: argparse.ArgumentParser, *, create: bool = False) -> None:
+    """``--db`` after the subcommand (it overrides one given before it) and,
+    for commands that may start a fleet, ``--create``."""
+    parser.add_argument(
+        "--db",
+        default=argparse.SUPPRESS,  # keeps the value given before the subcommand
+        metavar="FILE",
+        help=f"gateway database (default: $EDGECFG_DB, else ./{DEFAULT_DB}); "
+        "may also come before the command",
+    )
+    if create:
+        parser.add_argument(
+            "--create",
+            action="store_true",
+            help="create the database when it does not exist (default: refuse)",
+        )
+
+
+def check_exists(db: str, *, create: bool = False) -> None:
+    """Refuse a database file that does not exist, unless creating one."""
+    if create or db == MEMORY or Path(db).is_file():
+        return
+    if Path(db).exists():
+        raise CommandError(f"{db}: not a database file")
+    raise CommandError(
+        f"{db}: no such database; create it with 'edgecfg --db {db} init' "
+        "(or pass --create to this command)"
+    )
+
+
+@contextmanager
+def open_store(args: argparse.Namespace) -> Generator[SQLiteStore]:
+    """The store in ``args.db``; a missing file is created only with ``--create``."""
+    check_exists(args.db, create=bool(getattr(args, "create", False)))
+    with SQLiteStore(args.db) as store:
+        yield store
+
+
+@contextmanager
+def open_fleet(args: argparse.Namespace) -> Generator[Fleet]:
+    """The fleet in ``args.db`` (see :func:`open_store`)."""
+    with open_store(args) as store:
+        yield Fleet(store)
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    """Create an empty gateway database (nothing to do when it exists)."""
+    existed = args.db != MEMORY and Path(args.db).is_file()
+    check_exists(args.db, create=True)
+    if Path(args.db).exists() and not Path(args.db).is_file():
+        raise CommandError(f"{args.db}: not a database file")
+    with SQLiteStore(args.db):
+        pass
+    if existed:
+        print(f"{args.db}: database exists; nothing to do")
+    else:
+        print(
+            f"{args.db}: new database; next: 'edgecfg --db {args.db} schema load FILE' "
+            "or 'group set' and 'device add'"
+        )
+    return 0
+
+
+def register(commands: Any) -> None:
+    """The ``init`` command."""
+    p = commands.add_parser("init", help="create an empty gateway database")
+    add_db_option(p)
+    p.set_defaults(handler=cmd_init)
