@@ -2,13 +2,14 @@
 
 It loads the fixture schema (and its evolution), builds a valid config for
 each device type, stores configs as content-addressed blobs with a layer
-revision history, registers a fleet, and shows ETags and delta sizes.  Later
-issues grow it into the full gateway-plus-fleet demo.
+revision history, registers a fleet, shows ETags and delta sizes, then runs a
+gateway and a fleet of agents over OSCORE on loopback (:mod:`demo_fleet`).
+Ctrl-C stops it cleanly (exit 130).
 """
 
 from __future__ import annotations
 
-import asyncio
+import gc
 import json
 import random
 import shutil
@@ -19,6 +20,7 @@ from typing import cast
 
 from edgecfg.cli.demo_fleet import run_fleet
 from edgecfg.cli.files import CommandError, read_bytes
+from edgecfg.cli.interrupt import run_interruptibly
 from edgecfg.core.ids import DeviceId, LayerId
 from edgecfg.core.layers import GLOBAL, device_layer, layer_from_parts, layer_to_document
 from edgecfg.core.schema_document import check_evolution
@@ -48,11 +50,12 @@ def run_demo(*, keep: bool, agents: int = 50) -> int:
     try:
         _walk_through(folder / "edgecfg.db", schema_file)
         if agents > 0:
-            asyncio.run(run_fleet(folder, schema_file, agents=agents))
+            run_interruptibly(run_fleet(folder, schema_file, agents=agents))
     finally:
         if keep:
-            print(f"\ndatabase kept at {folder / 'edgecfg.db'}")
+            print(f"\ndemo folder kept at {folder} (edgecfg.db, fleet.db, agents/, credentials/)")
         else:
+            gc.collect()  # aiocoap saves OSCORE sequence numbers when a context is collected
             shutil.rmtree(folder, ignore_errors=True)
     return 0
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import fcntl
 import json
 import logging
@@ -19,6 +20,7 @@ from edgecfg.agent.coap import CoapLink, LinkDown
 from edgecfg.agent.local import LocalOverrides
 from edgecfg.agent.state import LocalState
 from edgecfg.agent.sync import AGENT_VERSION, Agent, SyncResult
+from edgecfg.cli.database import add_db_option, check_exists
 from edgecfg.cli.files import CommandError, load_schema, read_bytes, write_bytes
 from edgecfg.cli.operator import parse_assignment
 from edgecfg.cli.security import add_master_key_option, master_cipher
@@ -33,12 +35,16 @@ from edgecfg.store import SQLiteStore
 from edgecfg.wire.blocks import szx_for
 from edgecfg.wire.documents import write_config
 
+MAX_PORT = 65535
+
 
 def parse_bind(text: str) -> tuple[str, int]:
-    """``HOST:PORT`` (IPv6 hosts in brackets: ``[::1]:5683``)."""
+    """``HOST:PORT`` (IPv6 hosts in brackets: ``[::1]:5683``); port 0 picks a free one."""
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or not host:
         raise CommandError(f"--bind {text!r}: expected HOST:PORT, e.g. 127.0.0.1:5683")
+    if int(port) > MAX_PORT:
+        raise CommandError(f"--bind {text!r}: port {int(port)} is above {MAX_PORT}")
     return host.strip("[]"), int(port)
 
 
@@ -49,6 +55,7 @@ def cmd_gateway_serve(args: argparse.Namespace) -> int:
             f"--refresh {args.refresh}: must be above 0 (operator edits and revocations "
             "are picked up at that interval)"
         )
+    check_exists(args.db)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
 
     async def main() -> None:
@@ -66,14 +73,31 @@ def cmd_gateway_serve(args: argparse.Namespace) -> int:
                 mode = f"OSCORE, {store.count_credentials()} enrolled identities"
 
             def ready() -> None:
-                print(f"edgecfg gateway: serving {args.db} on coap://{args.bind} ({mode})")
+                print(f"edgecfg gateway: serving {args.db} on {gateway.uri} ({mode})")
                 sys.stdout.flush()
 
-            await serve(gateway, host, port, ready=ready)
+            try:
+                await serve(gateway, host, port, ready=ready)
+            except OSError as error:
+                raise CommandError(_bind_failure(args.bind, error)) from None
         print("edgecfg gateway: stopped")
 
     asyncio.run(main())
     return 0
+
+
+def _bind_failure(bind: str, error: OSError) -> str:
+    """One line for a socket that could not be bound, with the likely cause."""
+    reason = error.strerror or str(error)
+    hints = {
+        errno.EADDRINUSE: "another process (another gateway?) is bound to that port; "
+        "stop it or choose another --bind",
+        errno.EADDRNOTAVAIL: "that address is not on this machine; use one of its "
+        "addresses, 127.0.0.1 or 0.0.0.0",
+        errno.EACCES: "ports below 1024 need privileges; use 5683 or above",
+    }
+    hint = hints.get(error.errno or 0, "check --bind")
+    return f"cannot serve on {bind}: {reason} ({hint})"
 
 
 @contextlib.contextmanager
@@ -234,11 +258,27 @@ def register(commands: Any) -> None:
     p = commands.add_parser("gateway", help="the CoAP gateway")
     gateway = p.add_subparsers(dest="gateway_command", metavar="ACTION", required=True)
     q = gateway.add_parser("serve", help="serve the fleet over CoAP (UDP)")
-    q.add_argument("--bind", default="127.0.0.1:5683", metavar="HOST:PORT")
-    q.add_argument("--insecure", action="store_true", help="no OSCORE: trust ids in paths")
+    q.add_argument(
+        "--bind",
+        default="127.0.0.1:5683",
+        metavar="HOST:PORT",
+        help="UDP address to serve on; port 0 picks a free one (default: 127.0.0.1:5683)",
+    )
+    q.add_argument(
+        "--insecure",
+        action="store_true",
+        help="plain CoAP, no OSCORE: device ids in paths are trusted (test benches only)",
+    )
     add_master_key_option(q)
-    q.add_argument("--refresh", type=float, default=1.0, metavar="S",
-                   help="seconds between picking up operator edits from the database")  # fmt: skip
+    q.add_argument(
+        "--refresh",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="seconds between picking up operator edits and revocations from the "
+        "database (default: 1.0)",
+    )
+    add_db_option(q)
     q.set_defaults(handler=cmd_gateway_serve)
 
     p = commands.add_parser("agent", help="the device agent")

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import signal
+import socket
 from collections.abc import Awaitable, Callable
 from typing import Final
 
@@ -111,12 +113,14 @@ class Gateway:
     async def start(self, host: str, port: int) -> None:
         """Bind UDP on ``host:port`` and start serving."""
         quiet_aiocoap()
+        if port != 0:
+            _refuse_a_taken_port(host, port)
         root = self.site if self.credentials is None else OscoreSite(self.site, self.credentials)
         self.context = await aiocoap.Context.create_server_context(
             root, bind=(host, port), transports=["udp6"]
         )
         harden(self.context)  # datagrams aiocoap cannot decode (issue 7)
-        self.address = (host, port)
+        self.address = (host, _bound_port(self.context) or port)
         if self.refresh_s > 0:
             self._refresher = asyncio.create_task(self._refresh_loop())
 
@@ -169,6 +173,44 @@ class Gateway:
             raise RuntimeError("the gateway is not started")
         host, port = self.address
         return f"coap://[{host}]:{port}" if ":" in host else f"coap://{host}:{port}"
+
+
+def _refuse_a_taken_port(host: str, port: int) -> None:
+    """Raise EADDRINUSE when something already serves ``host:port``.
+
+    aiocoap binds with SO_REUSEPORT, so a second gateway on a taken port would
+    bind too and the kernel would split the devices' datagrams between the two.
+    A probe bound without that option fails where the port is taken.
+    """
+    try:
+        found = socket.getaddrinfo(
+            host, port, socket.AF_INET6, socket.SOCK_DGRAM, 0, socket.AI_V4MAPPED
+        )
+    except OSError:
+        return  # aiocoap reports an unresolvable host in its own words
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
+        probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        try:
+            probe.bind(found[0][4])
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                raise
+            # anything else (an address not on this machine): aiocoap's bind says it
+
+
+def _bound_port(context: aiocoap.Context) -> int | None:
+    """The UDP port the server context's socket is bound to (the one the OS
+    chose for port 0); None when aiocoap's transport does not say."""
+    for interface in context.request_interfaces:
+        messages = getattr(getattr(interface, "token_interface", None), "message_interface", None)
+        transport = getattr(messages, "transport", None)
+        get_extra_info = getattr(transport, "get_extra_info", None)
+        if get_extra_info is None:
+            continue
+        sock = get_extra_info("socket")
+        if sock is not None:
+            return int(sock.getsockname()[1])
+    return None
 
 
 async def serve(

@@ -284,7 +284,9 @@ def test_device_set_changes_memberships_and_keeps_the_rest(
     config = json.loads(ok(capsys, fleet, "config", "dev-1"))
     assert config["net"]["uplink"]["interval_s"] == 900
     assert config["device"]["id"] == "dev-1"  # its own layer is untouched
-    assert "memberships unchanged" in ok(capsys, fleet, "device", "set", "dev-1", "--firmware", "2.1.0")
+    assert "memberships unchanged" in ok(
+        capsys, fleet, "device", "set", "dev-1", "--firmware", "2.1.0"
+    )
     code, _, err = run(capsys, fleet, "device", "set", "dev-1", "--group", "planet=mars")
     assert code == 1
     assert "unknown dimension 'planet'" in err

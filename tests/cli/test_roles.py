@@ -68,14 +68,6 @@ def test_gateway_serves_an_agent_and_stops_cleanly_on_sigterm(
     assert "edgecfg gateway: stopped" in out
 
 
-def test_gateway_without_insecure_needs_the_operator_master_key(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    code = main(["--db", str(tmp_path / "x.db"), "gateway", "serve", "--bind", "127.0.0.1:1"])
-    assert code == 1
-    assert "no operator master key" in capsys.readouterr().err
-
-
 def test_agent_run_reports_an_unreachable_gateway(tmp_path: Path) -> None:
     port = free_udp_port()  # nothing listens there
     result = subprocess.run(
