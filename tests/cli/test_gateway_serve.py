@@ -67,9 +67,11 @@ def test_port_zero_announces_the_port_actually_bound(db: str) -> None:
         banner = gateway.stdout.readline()
         port = int(banner.split("coap://127.0.0.1:")[1].split()[0])
         assert port != 0
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-            with pytest.raises(OSError, match="Address already in use"):
-                probe.bind(("127.0.0.1", port))  # the announced port is the bound one
+        with (
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe,
+            pytest.raises(OSError, match="Address already in use"),
+        ):
+            probe.bind(("127.0.0.1", port))  # the announced port is the bound one
     finally:
         stop(gateway)
 

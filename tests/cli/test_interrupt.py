@@ -65,7 +65,7 @@ def test_ctrl_c_during_the_demos_coap_step_is_one_line_and_exit_130() -> None:
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
         # a background child of a non-interactive shell would inherit SIGINT ignored
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # noqa: PLW1509
     )
     assert demo.stdout is not None
     for line in demo.stdout:
