@@ -32,7 +32,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final, Literal, Protocol
+from typing import Final, Literal, Protocol, cast
 from urllib.parse import urlsplit
 
 import aiocoap
@@ -172,7 +172,7 @@ class CoapLink:
         """Load an aiocoap credentials file (``edgecfg device enroll`` writes one)
         and check that it covers this gateway, so nothing goes out unprotected."""
         try:
-            document = json.loads(path.read_bytes())
+            document = _anchored(json.loads(path.read_bytes()), path.parent)
             context.client_credentials.load_from_dict(document)
         except TimeoutError:
             raise UsageError(f"{path}: its OSCORE context is in use by another process") from None
@@ -390,3 +390,23 @@ class CoapLink:
         reply = self._reply(response)
         self.traffic.codes.append(reply.code)
         return reply
+
+
+def _anchored(document: object, folder: Path) -> dict[str, object]:
+    """``document`` with each relative OSCORE ``basedir`` made relative to
+    ``folder`` (the credentials file's), not to the working directory: an
+    enrolled folder works wherever it is moved."""
+    if not isinstance(document, dict):
+        raise ValueError("expected a JSON object mapping URI patterns to credentials")
+    anchored: dict[str, object] = {}
+    for pattern, entry in cast(dict[str, object], document).items():
+        if isinstance(entry, dict):
+            fields = cast(dict[str, object], entry)
+            oscore = fields.get("oscore")
+            if isinstance(oscore, dict):
+                settings = cast(dict[str, object], oscore)
+                basedir = settings.get("basedir")
+                if isinstance(basedir, str):
+                    entry = {**fields, "oscore": {**settings, "basedir": f"{folder / basedir}/"}}
+        anchored[pattern] = entry
+    return anchored

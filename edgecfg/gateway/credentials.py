@@ -153,7 +153,9 @@ def write_peer_side(enrolment: Enrolment, out: Path, *, gateway: str | None) -> 
         mode=0o600,
     )
     credentials = out.resolve() / "credentials.json"
-    _write(credentials, {pattern: {"oscore": {"basedir": f"{context}/"}}}, mode=0o600)
+    # Relative to the folder, so the folder can move to the device as it is
+    # (the agent resolves it against the file; aiocoap-client against its cwd).
+    _write(credentials, {pattern: {"oscore": {"basedir": "oscore/"}}}, mode=0o600)
     identity = {"role": record.role, "name": record.name, "kid": record.kid.hex()}
     if gateway is not None:
         identity["gateway"] = gateway

@@ -48,9 +48,8 @@ def test_enroll_writes_aiocoap_credentials_and_seals_the_secret(
     assert code == 0
     assert "device dev-1: enrolled with key id 01" in capsys.readouterr().out
     credentials = json.loads((out / "credentials.json").read_text())
-    assert credentials == {
-        "coap://127.0.0.1:5683/*": {"oscore": {"basedir": f"{(out / 'oscore').resolve()}/"}}
-    }
+    # relative, so the folder can be moved to the device as it is (issue 18)
+    assert credentials == {"coap://127.0.0.1:5683/*": {"oscore": {"basedir": "oscore/"}}}
     settings = json.loads((out / "oscore" / "settings.json").read_text())
     assert settings["sender-id_hex"] == "01"
     assert settings["recipient-id_hex"] == ""
@@ -126,8 +125,12 @@ class Served:
         argv = [str(AIOCOAP_CLIENT), "--no-pretty-print"]
         if credentials is not None:
             argv += ["--credentials", str(credentials)]
-        result = subprocess.run(
-            [*argv, *args, f"{self.base}{path}"], capture_output=True, timeout=30, check=False
+        result = subprocess.run(  # aiocoap-client resolves basedir against its cwd
+            [*argv, *args, f"{self.base}{path}"],
+            capture_output=True,
+            timeout=30,
+            check=False,
+            cwd=credentials.parent if credentials is not None else None,
         )
         return result.stdout + result.stderr
 
@@ -195,6 +198,45 @@ def test_the_agent_syncs_over_oscore_and_a_revoked_device_is_refused(
     assert again.returncode == 1
     assert "4.01" in again.stderr
     assert "Security context not found" in again.stderr
+
+
+def test_an_enrolled_folder_still_works_after_it_is_moved(
+    served: Served, tmp_path: Path
+) -> None:
+    moved = tmp_path / "elsewhere" / "device-folder"
+    moved.parent.mkdir()
+    (tmp_path / "dev-1").rename(moved)
+    agent = [
+        sys.executable, "-m", "edgecfg.cli.main", "agent", "run", "--gateway", served.base,
+        "--device", "dev-1", "--state-dir", str(tmp_path / "state"), "--once",
+        "--ack-timeout", "0.5", "--credentials", str(moved / "credentials.json"),
+    ]  # fmt: skip
+    result = subprocess.run(agent, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("dev-1: updated ")
+    assert json.loads((moved / "oscore" / "sequence.json").read_text())["next-to-send"] > 0
+    own = served.client("/cfg/dev-1", credentials=moved / "credentials.json")
+    assert isinstance(decode(own), dict)
+
+
+def test_aiocoap_client_with_revoked_credentials_gets_an_unprotected_401(
+    served: Served, tmp_path: Path
+) -> None:
+    """What an operator sees (README, Security): the gateway no longer holds the
+    context, so its 4.01 is unprotected and aiocoap 0.4.17's client raises
+    NotAProtectedMessage instead of printing it."""
+    credentials = tmp_path / "dev-1" / "credentials.json"
+    assert isinstance(decode(served.client("/cfg/dev-1", credentials=credentials)), dict)
+    assert main(["--db", served.db, "device", "revoke", "dev-1"]) == 0
+    deadline = time.monotonic() + 10
+    while True:  # the gateway picks the revocation up with its refresh
+        answer = served.client("/cfg/dev-1", credentials=credentials)
+        if b"NotAProtectedMessage" in answer or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert answer.rstrip().endswith(
+        b"aiocoap.oscore.NotAProtectedMessage: No Object-Security option present"
+    )
 
 
 def test_gateway_serve_needs_a_refresh_interval(
