@@ -14,8 +14,10 @@ in one table; the CLI prints ``str(error)`` as one line.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 
 class EdgecfgError(Exception):
@@ -64,6 +66,32 @@ class DecodeError(PeerError, ValueError):
         self.offset = offset
 
 
+SHOWN_CHARS = 80
+"""A value quoted in a message is cut after this many characters."""
+
+
+def show_value(value: object) -> str:
+    """A configuration value as users write it (JSON; bytes as ``h'..'``, as
+    CBOR diagnostic notation does), cut at :data:`SHOWN_CHARS`: messages quote
+    values, never Python reprs (``null``, not ``None``)."""
+    text = _shown(value)
+    return text if len(text) <= SHOWN_CHARS else f"{text[: SHOWN_CHARS - 3]}..."
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, bytes):
+        return f"h'{value.hex()}'"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_shown(item) for item in cast(Sequence[object], value)) + "]"
+    if isinstance(value, dict):
+        items = cast(dict[object, object], value).items()
+        return "{" + ", ".join(f"{_shown(k)}: {_shown(v)}" for k, v in items) + "}"
+    try:
+        return json.dumps(value, ensure_ascii=False, allow_nan=True)
+    except (TypeError, ValueError):
+        return str(value)
+
+
 @dataclass(frozen=True, slots=True)
 class Violation:
     """One way a configuration breaks a schema."""
@@ -74,7 +102,7 @@ class Violation:
     missing: bool = False
 
     def __str__(self) -> str:
-        got = "it is missing" if self.missing else f"got {self.value!r}"
+        got = "it is missing" if self.missing else f"got {show_value(self.value)}"
         return f"{self.path or '<root>'}: expected {self.expected}, {got}"
 
 

@@ -399,7 +399,8 @@ def _anchored(document: object, folder: Path) -> dict[str, object]:
     if not isinstance(document, dict):
         raise ValueError("expected a JSON object mapping URI patterns to credentials")
     anchored: dict[str, object] = {}
-    for pattern, entry in cast(dict[str, object], document).items():
+    for pattern, given in cast(dict[str, object], document).items():
+        entry = given
         if isinstance(entry, dict):
             fields = cast(dict[str, object], entry)
             oscore = fields.get("oscore")

@@ -288,7 +288,7 @@ def cmd_config(args: argparse.Namespace) -> int:
                 _print_json(summary)
             else:
                 for key, value in summary.items():
-                    print(f"{key:>13}: {value}")
+                    print(f"{key:>13}: {'(not reported yet)' if value is None else value}")
             return 0
         fmt = "json" if args.json else args.format
         write_bytes("-", write_config(config.tree, fmt))

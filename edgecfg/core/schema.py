@@ -43,7 +43,7 @@ from edgecfg.core.tree import (
     walk_leaves,
 )
 from edgecfg.core.versions import ANY_VERSION, VersionRange
-from edgecfg.errors import PathError, SchemaError, Violation
+from edgecfg.errors import PathError, SchemaError, Violation, show_value
 
 TypeName = Literal["int", "float", "number", "bool", "str", "bytes", "array", "map", "any"]
 Priority = Literal["critical", "normal", "bulk"]
@@ -103,7 +103,7 @@ class KeySpec:
         if problems:
             return problems
         if self.enum is not None and not any(_same(value, allowed) for allowed in self.enum):
-            return [f"one of {list(self.enum)!r}"]
+            return [f"one of {show_value(list(self.enum))}"]
         return bound_problems(value, self.min, self.max) + self._pattern_problems(value)
 
     def _pattern_problems(self, value: Value) -> list[str]:
@@ -123,7 +123,7 @@ class KeySpec:
         if problems:
             return problems
         if self.local.enum is not None and not any(_same(value, a) for a in self.local.enum):
-            return [f"one of {list(self.local.enum)!r} (local-override policy)"]
+            return [f"one of {show_value(list(self.local.enum))} (local-override policy)"]
         return [f"{p} (local-override policy)" for p in
                 bound_problems(value, self.local.min, self.local.max)]  # fmt: skip
 

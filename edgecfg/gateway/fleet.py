@@ -58,6 +58,7 @@ from edgecfg.errors import (
     NotFound,
     UsageError,
     Violation,
+    show_value,
 )
 from edgecfg.gateway.impact import (
     SAMPLE,
@@ -417,8 +418,9 @@ class Fleet:
         ]
         if problems:
             path, text = problems[0]
+            got = show_value(layer.sets[path])
             raise FleetValidationError(
-                f"{layer_id}: {format_path(path)}: expected {text}, got {layer.sets[path]!r}"
+                f"{layer_id}: {format_path(path)}: expected {text}, got {got}"
                 + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
             )
 

@@ -200,9 +200,7 @@ def test_the_agent_syncs_over_oscore_and_a_revoked_device_is_refused(
     assert "Security context not found" in again.stderr
 
 
-def test_an_enrolled_folder_still_works_after_it_is_moved(
-    served: Served, tmp_path: Path
-) -> None:
+def test_an_enrolled_folder_still_works_after_it_is_moved(served: Served, tmp_path: Path) -> None:
     moved = tmp_path / "elsewhere" / "device-folder"
     moved.parent.mkdir()
     (tmp_path / "dev-1").rename(moved)

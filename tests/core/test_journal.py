@@ -379,7 +379,7 @@ def test_check_override_allows_what_the_policy_allows(
         (("net", "interval_s"), 3601, "<= 3600 (local-override policy)", "max 3600"),
         (("net", "interval_s"), 5, ">= 10", "min 60"),
         (("net", "interval_s"), "60", "int", "device-wins-within-bounds"),
-        (("log", "level"), "warn", "one of ['info', 'debug'] (local-override policy)", "one of"),
+        (("log", "level"), "warn", 'one of ["info", "debug"] (local-override policy)', "one of"),
         (("net", "host"), "h", "no local override", "local changes not allowed, merge server-wins"),
         (("led",), 1, "bool", "local changes allowed, merge last-writer-wins"),
         (("nowhere",), 1, "a key declared by schema sensor v4", "undeclared"),

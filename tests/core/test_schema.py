@@ -317,7 +317,7 @@ def test_schema_from_document_rejects_a_bad_document(
         ({"id": 1, "type": "int", "default": True}, "breaks its own rule: expected int"),
         ({"id": 1, "type": "int", "max": 10, "default": 11}, "expected <= 10"),
         ({"id": 1, "type": "int", "min": 10, "default": 9}, "expected >= 10"),
-        ({"id": 1, "type": "str", "enum": ["a"], "default": "b"}, "expected one of ['a']"),
+        ({"id": 1, "type": "str", "enum": ["a"], "default": "b"}, 'expected one of ["a"]'),
         ({"id": 1, "type": "str", "pattern": "[a-z]+", "default": "A"}, "text matching"),
         ({"id": 1, "type": "str", "max": 2, "default": "abc"}, "expected length <= 2"),
         ({"id": 1, "type": "array", "items": "int", "default": ["x"]}, "element 0 is str"),
@@ -537,7 +537,7 @@ def test_validate_reports_every_violation_with_path_value_and_expectation() -> N
         ("net.uplink.interval_s", ">= 10"),
         ("net.uplink.host", "text matching /[a-z0-9.-]+/"),
         ("net.apn", "str"),
-        ("log.level", "one of ['debug', 'info', 'warn', 'error']"),
+        ("log.level", 'one of ["debug", "info", "warn", "error"]'),
         ("log.ratio", "<= 1.0"),
         ("radio.channels", "array of int (element 1 is str)"),
         ("radio.power", "a value (required key)"),
@@ -613,8 +613,8 @@ def test_required_key_holding_null_is_present_but_must_be_nullable() -> None:
         # enum
         ({"type": "int", "enum": [1, 2]}, 3, ["one of [1, 2]"]),
         ({"type": "any", "enum": [1]}, True, ["one of [1]"]),
-        ({"type": "any", "enum": [True]}, 1, ["one of [True]"]),
-        ({"type": "any", "enum": ["1"]}, 1, ["one of ['1']"]),
+        ({"type": "any", "enum": [True]}, 1, ["one of [true]"]),
+        ({"type": "any", "enum": ["1"]}, 1, ['one of ["1"]']),
         # pattern (whole text must match)
         ({"type": "str", "pattern": "[a-z]+"}, "abc1", ["text matching /[a-z]+/"]),
         # several rules at once
@@ -805,8 +805,8 @@ def test_a_key_without_restrictions_applies_to_every_device() -> None:
         (("net", "uplink", "interval_s"), 5, [">= 10"]),  # the key's own rule first
         (("net", "uplink", "interval_s"), "600", ["int"]),
         (("log", "level"), "debug", []),
-        (("log", "level"), "warn", ["one of ['info', 'debug'] (local-override policy)"]),
-        (("log", "level"), "trace", ["one of ['debug', 'info', 'warn', 'error']"]),
+        (("log", "level"), "warn", ['one of ["info", "debug"] (local-override policy)']),
+        (("log", "level"), "trace", ['one of ["debug", "info", "warn", "error"]']),
         (
             ("log", "ratio"),
             0.1,
