@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
+from typing import cast
 
 import pytest
 
-from edgecfg.cli.main import main
+from edgecfg.cli.main import build_parser, main
 from edgecfg.wire.cbor import decode, encode, etag
 from edgecfg.wire.delta import make_delta
 
@@ -217,3 +219,40 @@ def test_bench_delta_refuses_a_malformed_corpus_line(
     code, _, err = run(capsys, "bench", "delta", str(corpus))
     assert code == 1
     assert f"{corpus}:1: not a corpus record" in err
+
+
+def _parsers(
+    parser: argparse.ArgumentParser, prog: str = "edgecfg"
+) -> list[tuple[str, argparse.ArgumentParser]]:
+    found = [(prog, parser)]
+    for action in parser._actions:  # pyright: ignore[reportPrivateUsage]
+        if isinstance(action, argparse._SubParsersAction):  # pyright: ignore[reportPrivateUsage]
+            choices = cast(dict[str, argparse.ArgumentParser], action.choices)
+            for name, child in choices.items():
+                found.extend(_parsers(child, f"{prog} {name}"))
+    return found
+
+
+def test_every_option_has_help_that_states_its_default() -> None:
+    missing: list[str] = []
+    for prog, parser in _parsers(build_parser()):
+        for action in parser._actions:  # pyright: ignore[reportPrivateUsage]
+            if not action.option_strings or action.dest in ("help", "version"):
+                continue
+            name = f"{prog} {action.option_strings[-1]}"
+            if not action.help:
+                missing.append(f"{name}: no help")
+            elif action.default not in (None, False, argparse.SUPPRESS) and (
+                "default" not in action.help
+            ):
+                missing.append(f"{name}: help does not state the default {action.default!r}")
+    assert missing == []
+
+
+def test_demo_help_describes_what_it_does(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["demo", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "OSCORE" in out
+    assert "--keep" in out
+    assert "keep the demo's folder" in out
