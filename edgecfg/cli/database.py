@@ -1,6 +1,7 @@
 """The gateway database on the command line.
 
-``--db FILE`` is accepted before the subcommand (``edgecfg --db F group set``)
+``--db FILE`` (a SQLite file) or ``--db postgresql://...`` (PostgreSQL) is
+accepted before the subcommand (``edgecfg --db F group set``)
 and after it (``edgecfg group set --db F``, as scripts write ``gateway serve
 --db F``); after wins when both are given.  Without it: ``$EDGECFG_DB``, else
 ``./edgecfg.db``.
@@ -21,7 +22,7 @@ from typing import Any
 
 from edgecfg.cli.files import CommandError
 from edgecfg.gateway.fleet import Fleet
-from edgecfg.store import SQLiteStore
+from edgecfg.store import PostgresStore, SQLiteStore, is_initialised, is_postgres_url, redact
 
 DEFAULT_DB = "edgecfg.db"
 MEMORY = ":memory:"
@@ -51,8 +52,17 @@ def add_db_option(parser: argparse.ArgumentParser, *, create: bool = False) -> N
 
 
 def check_exists(db: str, *, create: bool = False) -> None:
-    """Refuse a database file that does not exist, unless creating one."""
-    if create or db == MEMORY or Path(db).is_file():
+    """Refuse a database that does not exist yet, unless creating one."""
+    if create or db == MEMORY:
+        return
+    if is_postgres_url(db):
+        if not is_initialised(db):
+            raise CommandError(
+                f"{redact(db)}: no edgecfg database there yet; create it with "
+                f"'edgecfg --db {redact(db)} init' (or pass --create to this command)"
+            )
+        return
+    if Path(db).is_file():
         return
     if Path(db).exists():
         raise CommandError(f"{db}: not a database file")
@@ -62,11 +72,21 @@ def check_exists(db: str, *, create: bool = False) -> None:
     )
 
 
+def connect(db: str) -> SQLiteStore | PostgresStore:
+    """The store ``db`` names, opened (created or migrated as needed)."""
+    return PostgresStore(db) if is_postgres_url(db) else SQLiteStore(db)
+
+
+def shown(db: str) -> str:
+    """``db`` as messages name it (a URL without its password)."""
+    return redact(db) if is_postgres_url(db) else db
+
+
 @contextmanager
-def open_store(args: argparse.Namespace) -> Generator[SQLiteStore]:
-    """The store in ``args.db``; a missing file is created only with ``--create``."""
+def open_store(args: argparse.Namespace) -> Generator[SQLiteStore | PostgresStore]:
+    """The store in ``args.db``; a missing one is created only with ``--create``."""
     check_exists(args.db, create=bool(getattr(args, "create", False)))
-    with SQLiteStore(args.db) as store:
+    with connect(args.db) as store:
         yield store
 
 
@@ -79,17 +99,20 @@ def open_fleet(args: argparse.Namespace) -> Generator[Fleet]:
 
 def cmd_init(args: argparse.Namespace) -> int:
     """Create an empty gateway database (nothing to do when it exists)."""
-    existed = args.db != MEMORY and Path(args.db).is_file()
-    check_exists(args.db, create=True)
-    if Path(args.db).exists() and not Path(args.db).is_file():
-        raise CommandError(f"{args.db}: not a database file")
-    with SQLiteStore(args.db):
+    name = shown(args.db)
+    if is_postgres_url(args.db):
+        existed = is_initialised(args.db)
+    else:
+        if Path(args.db).exists() and not Path(args.db).is_file():
+            raise CommandError(f"{args.db}: not a database file")
+        existed = args.db != MEMORY and Path(args.db).is_file()
+    with connect(args.db):
         pass
     if existed:
-        print(f"{args.db}: database exists; nothing to do")
+        print(f"{name}: database exists; nothing to do")
     else:
         print(
-            f"{args.db}: new database; next: 'edgecfg --db {args.db} schema load FILE' "
+            f"{name}: new database; next: 'edgecfg --db {name} schema load FILE' "
             "or 'group set' and 'device add'"
         )
     return 0

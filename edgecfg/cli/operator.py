@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from edgecfg.cli.database import add_db_option, open_fleet
+from edgecfg.cli.database import add_db_option, open_fleet, shown
 from edgecfg.cli.files import CommandError, read_bytes, write_bytes
 from edgecfg.cli.security import add_device_actions
 from edgecfg.cli.security import register as register_security
@@ -136,7 +136,9 @@ def cmd_schema_load(args: argparse.Namespace) -> int:
     with open_fleet(args) as fleet:
         fmt = _text_format(args.file)
         schema = fleet.load_schema(read_bytes(args.file), fmt, source=args.file, now=time.time())
-        print(f"{args.db}: schema {schema.name} v{schema.version} loaded ({len(schema)} keys)")
+        print(
+            f"{shown(args.db)}: schema {schema.name} v{schema.version} loaded ({len(schema)} keys)"
+        )
     return 0
 
 

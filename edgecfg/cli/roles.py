@@ -20,18 +20,18 @@ from edgecfg.agent.coap import CoapLink, LinkDown
 from edgecfg.agent.local import LocalOverrides
 from edgecfg.agent.state import LocalState
 from edgecfg.agent.sync import AGENT_VERSION, Agent, SyncResult
-from edgecfg.cli.database import add_db_option, check_exists
+from edgecfg.cli.database import add_db_option, check_exists, connect, shown
 from edgecfg.cli.files import CommandError, load_schema, read_bytes, write_bytes
 from edgecfg.cli.operator import parse_assignment
 from edgecfg.cli.security import add_master_key_option, master_cipher
 from edgecfg.core.path import format_path, is_prefix, parse_path
 from edgecfg.core.tree import UNSET, UnsetType, flatten, get
 from edgecfg.crypto import derive_store_key
-from edgecfg.errors import EdgecfgError
+from edgecfg.errors import EdgecfgError, StoreError
 from edgecfg.gateway.identity import InsecurePolicy
 from edgecfg.gateway.oscore import StoredCredentials
 from edgecfg.gateway.server import Gateway, serve
-from edgecfg.store import SQLiteStore
+from edgecfg.store import PostgresStore, SQLiteStore
 from edgecfg.wire.blocks import szx_for
 from edgecfg.wire.documents import write_config
 
@@ -59,7 +59,7 @@ def cmd_gateway_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
 
     async def main() -> None:
-        with _serving_lock(args.db), SQLiteStore(args.db) as store:
+        with connect(args.db) as store, _serving_lock(args.db, store):
             if args.insecure:
                 gateway = Gateway(store, policy=InsecurePolicy(), refresh_s=args.refresh)
                 mode = "insecure: no OSCORE, device ids trusted from paths"
@@ -73,7 +73,7 @@ def cmd_gateway_serve(args: argparse.Namespace) -> int:
                 mode = f"OSCORE, {store.count_credentials()} enrolled identities"
 
             def ready() -> None:
-                print(f"edgecfg gateway: serving {args.db} on {gateway.uri} ({mode})")
+                print(f"edgecfg gateway: serving {shown(args.db)} on {gateway.uri} ({mode})")
                 sys.stdout.flush()
 
             try:
@@ -101,9 +101,17 @@ def _bind_failure(bind: str, error: OSError) -> str:
 
 
 @contextlib.contextmanager
-def _serving_lock(db: str) -> Generator[None]:
+def _serving_lock(db: str, store: SQLiteStore | PostgresStore) -> Generator[None]:
     """One gateway per database: two would keep two replay windows for each
-    OSCORE context (and race for its sequence numbers).  ``DB.lock``, flock."""
+    OSCORE context (and race for its sequence numbers).  ``DB.lock`` (flock)
+    for a SQLite file, an advisory lock for PostgreSQL."""
+    if isinstance(store, PostgresStore):
+        try:
+            with store.serving_lock():
+                yield
+        except StoreError as error:
+            raise CommandError(str(error)) from None
+        return
     if db == ":memory:":
         yield
         return

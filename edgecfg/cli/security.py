@@ -15,12 +15,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edgecfg.cli.database import add_db_option, check_exists, open_store
+from edgecfg.cli.database import add_db_option, check_exists, open_store, shown
 from edgecfg.cli.files import CommandError
 from edgecfg.core.ids import check_device_id
 from edgecfg.crypto import RecordCipher, load_or_create_dev_key
 from edgecfg.errors import EdgecfgError
 from edgecfg.gateway.credentials import check_master_key, check_out, enroll, write_peer_side
+from edgecfg.store import is_postgres_url
 from edgecfg.store.base import Store
 
 MASTER_KEY_ENV = "EDGECFG_MASTER_KEY"
@@ -33,6 +34,11 @@ def master_key_path(args: argparse.Namespace) -> Path:
         return Path(chosen)
     if args.db == ":memory:":
         raise CommandError("an in-memory database needs --master-key FILE")
+    if is_postgres_url(args.db):
+        raise CommandError(
+            f"{shown(args.db)}: a PostgreSQL database needs --master-key FILE "
+            f"(or ${MASTER_KEY_ENV}): there is no folder beside it for a key file"
+        )
     return Path(f"{args.db}.master-key")
 
 
@@ -42,8 +48,9 @@ def master_cipher(args: argparse.Namespace, store: Store, *, create: bool) -> Re
     path = master_key_path(args)
     if not path.exists() and not create and store.count_credentials(active=False) == 0:
         raise CommandError(
-            f"{args.db}: no device or operator is enrolled yet, so OSCORE has nobody to "
-            f"serve; enrol one with 'edgecfg --db {args.db} device enroll ID --out DIR', "
+            f"{shown(args.db)}: no device or operator is enrolled yet, so OSCORE has nobody "
+            f"to serve; enrol one with 'edgecfg --db {shown(args.db)} device enroll ID --out "
+            "DIR', "
             "or serve plain CoAP on a test bench with --insecure"
         )
     if not path.exists() and not (create and store.count_credentials(active=False) == 0):
@@ -86,7 +93,7 @@ def _enroll(args: argparse.Namespace, role: str) -> int:
     if unregistered:
         print(
             f"note: device {args.id} is not registered yet; it gets 4.04 until "
-            f"'edgecfg --db {args.db} device add {args.id} --group ...'"
+            f"'edgecfg --db {shown(args.db)} device add {args.id} --group ...'"
         )
     return 0
 

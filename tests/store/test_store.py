@@ -18,11 +18,13 @@ from edgecfg.store import (
     Groups,
     MemoryStore,
     OscoreState,
+    PostgresStore,
     SQLiteStore,
     Store,
     blob_etag,
     in_group,
 )
+from tests.store.conftest import postgres_store
 
 StoreFactory = Callable[[Path], Store]
 
@@ -30,14 +32,19 @@ FACTORIES: dict[str, StoreFactory] = {
     "memory": lambda _: MemoryStore(),
     "sqlite-memory": lambda _: SQLiteStore(":memory:"),
     "sqlite-file": lambda tmp: SQLiteStore(tmp / "store.db"),
+    "postgres": lambda _: postgres_store(),
 }
 
 
 @pytest.fixture(params=sorted(FACTORIES))
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     opened = FACTORIES[request.param](tmp_path)
-    yield opened
-    opened.close()
+    try:
+        yield opened
+    finally:
+        if isinstance(opened, PostgresStore):
+            opened.drop_schema()
+        opened.close()
 
 
 def dev(id: str, **groups: str) -> DeviceRecord:
@@ -144,6 +151,7 @@ def test_blob_etag_collision_with_different_bytes_raises_conflict(
 
     monkeypatch.setattr("edgecfg.store.memory.blob_etag", colliding)
     monkeypatch.setattr("edgecfg.store.sqlite.blob_etag", colliding)
+    monkeypatch.setattr("edgecfg.store.postgres.blob_etag", colliding)
     etag = store.put_blob(b"first")
     with pytest.raises(StoreConflict, match="0000000000000000"):
         store.put_blob(b"second")

@@ -1,0 +1,106 @@
+"""The PostgreSQL layout of the gateway store: migrations and the queries that
+depend on its indexes.  Only :mod:`edgecfg.store.postgres` uses it.
+
+It mirrors :mod:`edgecfg.store.layout` step for step (the same version numbers
+mean the same tables), in PostgreSQL's types.  Text that is ordered or
+range-scanned (device ids, layer ids, group paths) uses the ``"C"`` collation:
+code-point order, as SQLite and :class:`~edgecfg.store.MemoryStore` compare,
+so ``[path/, path0)`` holds exactly the paths below ``path`` whatever the
+database's locale.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: schemas, content-addressed blobs, layer revision histories.
+    """
+    CREATE TABLE schemas (
+        name TEXT COLLATE "C" NOT NULL,
+        version BIGINT NOT NULL,
+        document BYTEA NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (name, version)
+    );
+    CREATE TABLE blobs (
+        etag BYTEA PRIMARY KEY CHECK (octet_length(etag) = 8),
+        data BYTEA NOT NULL
+    );
+    CREATE TABLE layer_revisions (
+        layer TEXT COLLATE "C" NOT NULL,
+        revision BIGINT NOT NULL CHECK (revision >= 1),
+        parent BIGINT,
+        content BYTEA NOT NULL REFERENCES blobs (etag),
+        author TEXT NOT NULL,
+        message TEXT NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (layer, revision)
+    );
+    """,
+    # 2: the device registry, with group membership indexed for range scans.
+    """
+    CREATE TABLE devices (
+        id TEXT COLLATE "C" PRIMARY KEY,
+        hardware TEXT, firmware TEXT, agent_version TEXT,
+        last_seen DOUBLE PRECISION, applied_etag BYTEA
+    );
+    CREATE TABLE device_groups (
+        device_id TEXT COLLATE "C" NOT NULL REFERENCES devices (id) ON DELETE CASCADE,
+        dimension TEXT COLLATE "C" NOT NULL,
+        path TEXT COLLATE "C" NOT NULL,
+        PRIMARY KEY (device_id, dimension)
+    );
+    CREATE INDEX device_groups_by_group ON device_groups (dimension, path);
+    """,
+    # 3: fleet-wide settings (dimension order, the fleet's schema).
+    """
+    CREATE TABLE settings (
+        key TEXT COLLATE "C" PRIMARY KEY,
+        value BYTEA NOT NULL
+    );
+    """,
+    # 4: telemetry packs as devices reported them (analysis reads them later).
+    """
+    CREATE TABLE telemetry (
+        device_id TEXT COLLATE "C" NOT NULL,
+        time DOUBLE PRECISION NOT NULL,
+        payload BYTEA NOT NULL
+    );
+    CREATE INDEX telemetry_by_device ON telemetry (device_id, time);
+    """,
+    # 5: OSCORE credentials and each context's sequence number and replay
+    # window.  Key-id numbers come from a sequence, so none is handed out twice
+    # (a sequence never goes back, even when a transaction rolls back).
+    """
+    CREATE SEQUENCE credential_numbers;
+    CREATE TABLE credentials (
+        number BIGINT PRIMARY KEY,
+        kid BYTEA NOT NULL UNIQUE,
+        role TEXT NOT NULL,
+        name TEXT NOT NULL,
+        sealed BYTEA NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL,
+        revoked_at DOUBLE PRECISION
+    );
+    CREATE UNIQUE INDEX credentials_active ON credentials (role, name)
+        WHERE revoked_at IS NULL;
+    CREATE TABLE oscore_state (
+        kid BYTEA PRIMARY KEY,
+        next_to_send BIGINT NOT NULL,
+        "window" BYTEA
+    );
+    """,
+)
+"""Layout migrations; step ``i`` (0-based) brings a database to version ``i + 1``.
+Append new steps; never edit a released one."""
+
+LAYOUT_VERSION = len(MIGRATIONS)
+"""The layout version this edgecfg writes."""
+
+GROUP_MEMBERS_SQL = """
+    SELECT device_id FROM device_groups
+    WHERE dimension = %(dimension)s AND path = %(path)s
+    UNION ALL
+    SELECT device_id FROM device_groups
+    WHERE dimension = %(dimension)s AND path >= %(path)s || '/' AND path < %(path)s || '0'
+"""
+"""Ids of devices in group ``path`` or below it (see :mod:`edgecfg.store.layout`)."""
