@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 from edgecfg.core.ids import DeviceId, ETag, LayerId
 from edgecfg.errors import StoreConflict, UsageError
@@ -274,6 +274,32 @@ class OscoreState:
     window: bytes | None = None
 
 
+ChangeKind = Literal["layer", "device", "setting", "revocation"]
+
+FLEET_SETTINGS = "fleet."
+"""Settings under this prefix configure the fleet (dimension order, schema):
+writing one appends a change; other settings (per-device bookkeeping) do not."""
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One entry of the change log: what a writer changed, in commit order.
+
+    ``kind`` and ``key`` say what to re-read: a layer (its id), a device (its
+    id; registered, changed or deleted), a fleet setting (its key) or a
+    credential revocation (``role/name``).
+    """
+
+    seq: int
+    kind: ChangeKind
+    key: str
+
+
+def logs_change(key: str) -> bool:
+    """Whether writing setting ``key`` appends to the change log."""
+    return key.startswith(FLEET_SETTINGS)
+
+
 class Store(Protocol):
     """Gateway persistence.  All methods are synchronous and atomic."""
 
@@ -467,6 +493,24 @@ class Store(Protocol):
         ``next_to_send`` never goes down: a stored value stays when a lower one
         is written (two writers can never hand out the same numbers twice).
         """
+        ...
+
+    # -- change log --------------------------------------------------------
+
+    def changes_since(self, seq: int, *, limit: int = 10_000) -> list[Change]:
+        """Changes committed after ``seq``, oldest first, at most ``limit``.
+
+        Every write that changes what a device is served appends one, in the
+        same transaction: a layer revision, a device put or delete, a
+        :data:`FLEET_SETTINGS` setting, a revocation.  ``seq`` increases in
+        commit order, so a reader that remembers the last ``seq`` it saw and
+        asks again misses nothing (``record_seen``, telemetry and other
+        settings append nothing).
+        """
+        ...
+
+    def last_change(self) -> int:
+        """The newest change's ``seq``; 0 when nothing was ever logged."""
         ...
 
     def close(self) -> None:

@@ -80,6 +80,16 @@ MIGRATIONS: tuple[str, ...] = (
         window BLOB
     ) WITHOUT ROWID;
     """,
+    # 6: the change log: one row per write that changes what devices are
+    # served, in commit order (writers hold the write lock), so a gateway reads
+    # only what changed since the last seq it saw.
+    """
+    CREATE TABLE changes (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind TEXT NOT NULL,
+        key TEXT NOT NULL
+    );
+    """,
 )
 """Layout migrations; step ``i`` (0-based) brings a database to version ``i + 1``.
 Append new steps; never edit a released one."""

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, replace
 from edgecfg.core.ids import DeviceId, ETag, LayerId
 from edgecfg.errors import NotFound, StoreError
 from edgecfg.store.base import (
+    Change,
+    ChangeKind,
     CredentialRecord,
     DeviceRecord,
     LayerRevision,
@@ -26,6 +28,7 @@ from edgecfg.store.base import (
     check_schema_version,
     in_group,
     kid_for,
+    logs_change,
     schema_changed,
     schema_not_newer,
     stale_parent,
@@ -53,6 +56,10 @@ class _Tables:
     )
     active: dict[tuple[str, str], bytes] = field(default_factory=dict[tuple[str, str], bytes])
     oscore: dict[bytes, OscoreState] = field(default_factory=dict[bytes, OscoreState])
+    changes: list[Change] = field(default_factory=list[Change])
+
+    def log(self, kind: ChangeKind, key: str) -> None:
+        self.changes.append(Change(len(self.changes) + 1, kind, key))
 
 
 class MemoryStore:
@@ -71,6 +78,14 @@ class MemoryStore:
         if self._tables is None:
             raise StoreError("store is closed")
         return self._tables
+
+    def changes_since(self, seq: int, *, limit: int = 10_000) -> list[Change]:
+        """See :meth:`edgecfg.store.base.Store.changes_since`."""
+        return self._open().changes[max(seq, 0) : max(seq, 0) + limit]
+
+    def last_change(self) -> int:
+        """See :meth:`edgecfg.store.base.Store.last_change`."""
+        return len(self._open().changes)
 
     def close(self) -> None:
         """Drop every record; later calls raise :class:`StoreError`."""
@@ -159,7 +174,10 @@ class MemoryStore:
 
     def put_setting(self, key: str, value: bytes) -> None:
         """See :meth:`edgecfg.store.base.Store.put_setting`."""
-        self._open().settings[key] = bytes(value)
+        tables = self._open()
+        tables.settings[key] = bytes(value)
+        if logs_change(key):
+            tables.log("setting", key)
 
     # -- layers ------------------------------------------------------------
 
@@ -183,6 +201,7 @@ class MemoryStore:
             raise NotFound("blob", content.hex())
         revision = LayerRevision(layer, (head or 0) + 1, head, content, author, message, now)
         tables.layers[layer] = [*history, revision]
+        tables.log("layer", layer)
         return revision
 
     def get_layer(self, layer: LayerId, revision: int | None = None) -> LayerRevision:
@@ -208,13 +227,17 @@ class MemoryStore:
 
     def put_device(self, record: DeviceRecord) -> None:
         """See :meth:`edgecfg.store.base.Store.put_device`."""
-        self._open().devices[record.id] = record
+        tables = self._open()
+        tables.devices[record.id] = record
+        tables.log("device", record.id)
 
     def put_devices(self, records: Iterable[DeviceRecord]) -> None:
         """See :meth:`edgecfg.store.base.Store.put_devices`."""
-        devices = self._open().devices
+        tables = self._open()
         batch = {record.id: record for record in records}  # all or nothing
-        devices.update(batch)
+        tables.devices.update(batch)
+        for id in batch:
+            tables.log("device", id)
 
     def get_device(self, id: DeviceId) -> DeviceRecord:
         """See :meth:`edgecfg.store.base.Store.get_device`."""
@@ -229,10 +252,11 @@ class MemoryStore:
 
     def delete_device(self, id: DeviceId) -> None:
         """See :meth:`edgecfg.store.base.Store.delete_device`."""
-        devices = self._open().devices
-        if id not in devices:
+        tables = self._open()
+        if id not in tables.devices:
             raise NotFound("device", id)
-        del devices[id]
+        del tables.devices[id]
+        tables.log("device", id)
 
     def count_devices(self) -> int:
         """See :meth:`edgecfg.store.base.Store.count_devices`."""
@@ -303,6 +327,7 @@ class MemoryStore:
             raise NotFound(f"enrolled {role}", name)
         record = replace(tables.credentials[kid], revoked_at=now)
         tables.credentials[kid] = record
+        tables.log("revocation", f"{role}/{name}")
         return record
 
     def count_credentials(self, *, active: bool = True) -> int:

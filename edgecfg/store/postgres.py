@@ -39,6 +39,8 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from edgecfg.core.ids import DeviceId, ETag, LayerId
 from edgecfg.errors import NotFound, StoreError
 from edgecfg.store.base import (
+    Change,
+    ChangeKind,
     CredentialRecord,
     DeviceRecord,
     Groups,
@@ -52,6 +54,7 @@ from edgecfg.store.base import (
     check_role,
     check_schema_version,
     kid_for,
+    logs_change,
     schema_changed,
     schema_not_newer,
     stale_parent,
@@ -64,7 +67,8 @@ URL_SCHEMES = ("postgresql://", "postgres://")
 _PAGE = 500  # devices per read transaction in iter_devices
 _POOL_SIZE = 4
 _CONNECT_TIMEOUT_S = 10.0
-_MIGRATION_LOCK = 0x6564676563666701  # advisory lock key: "edgecfg" + 1
+_MIGRATION_LOCK = 0x6564676563666701  # advisory lock keys: "edgecfg" + 1, + 3
+_CHANGES_LOCK = 0x6564676563666703
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 _DEVICE_COLUMNS = "id, hardware, firmware, agent_version, last_seen, applied_etag"
@@ -381,6 +385,8 @@ class PostgresStore:
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 (key, bytes(value)),
             )
+            if logs_change(key):
+                _log(db, "setting", [key])
 
     # -- layers ------------------------------------------------------------
 
@@ -414,6 +420,7 @@ class PostgresStore:
                 "VALUES (%s, %s, %s, %s, %s, %s, %s)",
                 (layer, revision.revision, head, bytes(content), author, message, now),
             )
+            _log(db, "layer", [layer])
         return revision
 
     def get_layer(self, layer: LayerId, revision: int | None = None) -> LayerRevision:
@@ -482,6 +489,7 @@ class PostgresStore:
                     for dimension, path in memberships.items()
                 ],
             )
+            _log(db, "device", list(groups))
 
     def get_device(self, id: DeviceId) -> DeviceRecord:
         """See :meth:`edgecfg.store.base.Store.get_device`."""
@@ -511,6 +519,7 @@ class PostgresStore:
             db.execute("DELETE FROM device_groups WHERE device_id = %s", (id,))
             if db.execute("DELETE FROM devices WHERE id = %s", (id,)).rowcount == 0:
                 raise NotFound("device", id)
+            _log(db, "device", [id])
 
     def count_devices(self) -> int:
         """See :meth:`edgecfg.store.base.Store.count_devices`."""
@@ -637,6 +646,7 @@ class PostgresStore:
                 "(convert_from(settings.value, 'UTF8')::bigint + 1)::text, 'UTF8')",
                 (_REVOCATIONS,),
             )
+            _log(db, "revocation", [f"{role}/{name}"])
         return replace(_credential(row), revoked_at=now)
 
     def count_credentials(self, *, active: bool = True) -> int:
@@ -649,6 +659,22 @@ class PostgresStore:
         """See :meth:`edgecfg.store.base.Store.revocations`."""
         value = self.get_setting(_REVOCATIONS)
         return 0 if value is None else int(value.decode("ascii"))
+
+    # -- change log --------------------------------------------------------
+
+    def changes_since(self, seq: int, *, limit: int = 10_000) -> list[Change]:
+        """See :meth:`edgecfg.store.base.Store.changes_since`."""
+        with self._transaction("changes_since") as db:
+            rows = db.execute(
+                "SELECT seq, kind, key FROM changes WHERE seq > %s ORDER BY seq LIMIT %s",
+                (seq, limit),
+            ).fetchall()
+        return [Change(int(row[0]), cast(ChangeKind, row[1]), str(row[2])) for row in rows]
+
+    def last_change(self) -> int:
+        """See :meth:`edgecfg.store.base.Store.last_change`."""
+        with self._transaction("last_change") as db:
+            return int(_scalar(db, "SELECT COALESCE(MAX(seq), 0) FROM changes", ()) or 0)
 
     def oscore_state(self, kid: bytes) -> OscoreState | None:
         """See :meth:`edgecfg.store.base.Store.oscore_state`."""
@@ -678,6 +704,22 @@ class PostgresStore:
                 '"window" = excluded."window"',
                 rows,
             )
+
+
+def _log(db: Connection, kind: ChangeKind, keys: Sequence[str]) -> None:
+    """Append to the change log inside the caller's transaction.
+
+    The lock serialises appenders until they commit, so ``seq`` order is
+    commit order; the NOTIFY reaches listening gateways at commit.
+    """
+    if not keys:
+        return
+    db.execute("SELECT pg_advisory_xact_lock(%s)", (_CHANGES_LOCK,))
+    with db.cursor() as cursor:
+        cursor.executemany(
+            "INSERT INTO changes (kind, key) VALUES (%s, %s)", [(kind, key) for key in keys]
+        )
+    db.execute("NOTIFY edgecfg_changes")
 
 
 def _scalar(db: Connection, query: str, params: Sequence[object]) -> Any:

@@ -89,6 +89,17 @@ MIGRATIONS: tuple[str, ...] = (
         "window" BYTEA
     );
     """,
+    # 6: the change log (see edgecfg.store.layout).  Writers append under one
+    # transaction-scoped advisory lock, so seq order is commit order: a
+    # sequence alone hands out numbers before commit, and a reader could see
+    # seq 11 before seq 10 commits.
+    """
+    CREATE TABLE changes (
+        seq BIGSERIAL PRIMARY KEY,
+        kind TEXT NOT NULL,
+        key TEXT NOT NULL
+    );
+    """,
 )
 """Layout migrations; step ``i`` (0-based) brings a database to version ``i + 1``.
 Append new steps; never edit a released one."""

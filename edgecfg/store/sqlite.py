@@ -29,6 +29,8 @@ from typing import Any, cast
 from edgecfg.core.ids import DeviceId, ETag, LayerId
 from edgecfg.errors import NotFound, StoreError
 from edgecfg.store.base import (
+    Change,
+    ChangeKind,
     CredentialRecord,
     DeviceRecord,
     Groups,
@@ -42,6 +44,7 @@ from edgecfg.store.base import (
     check_role,
     check_schema_version,
     kid_for,
+    logs_change,
     schema_changed,
     schema_not_newer,
     stale_parent,
@@ -275,6 +278,8 @@ class SQLiteStore:
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 (key, bytes(value)),
             )
+            if logs_change(key):
+                _log(db, "setting", key)
 
     # -- layers ------------------------------------------------------------
 
@@ -302,6 +307,7 @@ class SQLiteStore:
                 f"INSERT INTO layer_revisions ({_LAYER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (layer, revision.revision, head, content, author, message, now),
             )
+            _log(db, "layer", layer)
         return revision
 
     def get_layer(self, layer: LayerId, revision: int | None = None) -> LayerRevision:
@@ -373,6 +379,9 @@ class SQLiteStore:
                     for dimension, path in memberships.items()
                 ),
             )
+            db.executemany(
+                "INSERT INTO changes (kind, key) VALUES ('device', ?)", ((id,) for id in groups)
+            )
 
     def get_device(self, id: DeviceId) -> DeviceRecord:
         """See :meth:`edgecfg.store.base.Store.get_device`."""
@@ -402,6 +411,7 @@ class SQLiteStore:
             db.execute("DELETE FROM device_groups WHERE device_id = ?", (id,))
             if db.execute("DELETE FROM devices WHERE id = ?", (id,)).rowcount == 0:
                 raise NotFound("device", id)
+            _log(db, "device", id)
 
     def count_devices(self) -> int:
         """See :meth:`edgecfg.store.base.Store.count_devices`."""
@@ -525,6 +535,7 @@ class SQLiteStore:
                 "DO UPDATE SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT)",
                 (_REVOCATIONS,),
             )
+            _log(db, "revocation", f"{role}/{name}")
         return replace(_credential(row), revoked_at=now)
 
     def count_credentials(self, *, active: bool = True) -> int:
@@ -538,6 +549,22 @@ class SQLiteStore:
         with self._transaction("revocations", write=False) as db:
             row = db.execute("SELECT value FROM settings WHERE key = ?", (_REVOCATIONS,)).fetchone()
         return 0 if row is None else int(row[0])
+
+    # -- change log --------------------------------------------------------
+
+    def changes_since(self, seq: int, *, limit: int = 10_000) -> list[Change]:
+        """See :meth:`edgecfg.store.base.Store.changes_since`."""
+        with self._transaction("changes_since", write=False) as db:
+            rows = db.execute(
+                "SELECT seq, kind, key FROM changes WHERE seq > ? ORDER BY seq LIMIT ?",
+                (seq, limit),
+            ).fetchall()
+        return [Change(int(row[0]), cast(ChangeKind, row[1]), str(row[2])) for row in rows]
+
+    def last_change(self) -> int:
+        """See :meth:`edgecfg.store.base.Store.last_change`."""
+        with self._transaction("last_change", write=False) as db:
+            return int(db.execute("SELECT COALESCE(MAX(seq), 0) FROM changes").fetchone()[0])
 
     def oscore_state(self, kid: bytes) -> OscoreState | None:
         """See :meth:`edgecfg.store.base.Store.oscore_state`."""
@@ -599,6 +626,11 @@ def _credential(row: tuple[object, ...]) -> CredentialRecord:
         float(cast(float, created)),
         None if revoked is None else float(cast(float, revoked)),
     )
+
+
+def _log(db: sqlite3.Connection, kind: ChangeKind, key: str) -> None:
+    """Append to the change log inside the caller's write transaction."""
+    db.execute("INSERT INTO changes (kind, key) VALUES (?, ?)", (kind, key))
 
 
 def _closed(path: str, operation: str) -> StoreError:

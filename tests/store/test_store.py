@@ -571,3 +571,66 @@ def test_oscore_state_round_trips(store: Store) -> None:
     store.put_oscore_states([(record.kid, OscoreState(40, b"\x00" * 12))])
     assert store.oscore_state(record.kid) == OscoreState(40, b"\x00" * 12)
     store.put_oscore_states([])
+
+
+# -- change log ------------------------------------------------------------------
+
+
+def test_every_write_that_changes_serving_appends_one_change_in_order(store: Store) -> None:
+    assert store.last_change() == 0
+    assert store.changes_since(0) == []
+    content = store.put_blob(b"layer")
+    store.append_layer_revision(L("region/eu"), content, parent=None, author="a", message="", now=1)
+    store.put_device(dev("d1", region="eu"))
+    store.put_devices([dev("d2"), dev("d3")])
+    store.put_setting("fleet.hierarchy", b"[]")
+    store.enroll("device", "d1", b"sealed", now=1.0)
+    store.revoke("device", "d1", now=2.0)
+    store.delete_device(DeviceId("d3"))
+    changes = store.changes_since(0)
+    assert [(c.kind, c.key) for c in changes] == [
+        ("layer", "region/eu"),
+        ("device", "d1"),
+        ("device", "d2"),
+        ("device", "d3"),
+        ("setting", "fleet.hierarchy"),
+        ("revocation", "device/d1"),
+        ("device", "d3"),
+    ]
+    seqs = [c.seq for c in changes]
+    assert seqs == sorted(seqs)
+    assert len(set(seqs)) == len(seqs)
+    assert store.last_change() == seqs[-1]
+
+
+def test_bookkeeping_writes_append_no_change(store: Store) -> None:
+    store.put_device(dev("d1"))
+    before = store.last_change()
+    store.record_seen(DeviceId("d1"), now=5.0, applied_etag=None)
+    store.append_telemetry(DeviceId("d1"), b"\x80", now=5.0)
+    store.put_setting("local-ack/d1", b"3")
+    store.put_blob(b"anything")
+    store.put_oscore_states([(b"\x01", OscoreState(16, None))])
+    assert store.last_change() == before
+    assert store.changes_since(before) == []
+
+
+def test_changes_since_returns_only_later_changes_up_to_the_limit(store: Store) -> None:
+    store.put_devices([dev(f"d{n}") for n in range(5)])
+    first, *rest = store.changes_since(0)
+    assert [c.key for c in store.changes_since(first.seq)] == [c.key for c in rest]
+    assert [c.key for c in store.changes_since(first.seq, limit=2)] == ["d1", "d2"]
+    assert store.changes_since(store.last_change()) == []
+
+
+def test_a_refused_write_appends_no_change(store: Store) -> None:
+    content = store.put_blob(b"layer")
+    store.append_layer_revision(L("global"), content, parent=None, author="a", message="", now=1)
+    before = store.last_change()
+    with pytest.raises(StoreConflict):
+        store.append_layer_revision(
+            L("global"), content, parent=None, author="a", message="", now=2
+        )
+    with pytest.raises(NotFound):
+        store.delete_device(DeviceId("nobody"))
+    assert store.last_change() == before
