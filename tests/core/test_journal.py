@@ -377,7 +377,8 @@ def test_check_override_allows_what_the_policy_allows(
             "local changes allowed (min 60, max 3600), merge device-wins-within-bounds",
         ),
         (("net", "interval_s"), 3601, "<= 3600 (local-override policy)", "max 3600"),
-        (("net", "interval_s"), 5, ">= 10", "min 60"),
+        # below both bounds: the tighter one applies, and it is the local policy's
+        (("net", "interval_s"), 5, ">= 60 (local-override policy)", "min 60"),
         (("net", "interval_s"), "60", "int", "device-wins-within-bounds"),
         (("log", "level"), "warn", "one of ['info', 'debug'] (local-override policy)", "one of"),
         (("net", "host"), "h", "no local override", "local changes not allowed, merge server-wins"),
