@@ -294,10 +294,9 @@ class CoapLink:
             yield reply
             observation = request.observation
             if observation is None:  # the server did not accept the observation
+                cause = f"{'/'.join(path)} is not observable"
                 raise LinkDown(
-                    f"{self.base}: {'/'.join(path)} is not observable",
-                    address=self.base,
-                    kind="observation",
+                    f"{self.base}: {cause}", address=self.base, kind="observation", cause=cause
                 )
             async for notification in observation:
                 yield self._reply(notification)
@@ -399,17 +398,15 @@ class CoapLink:
         except aiocoap.oscore.NotAProtectedMessage as error:
             plain = error.plain_message
             if plain.code is None or plain.code.is_successful():
+                cause = "unprotected success answer refused"
                 raise LinkDown(
-                    f"{self.base}: unprotected success answer refused",
-                    address=self.base,
-                    kind="oscore",
+                    f"{self.base}: {cause}", address=self.base, kind="oscore", cause=cause
                 ) from None
             return plain
         except aiocoap.oscore.ProtectionInvalid as error:
+            cause = f"answer failed OSCORE verification: {error}"
             raise LinkDown(
-                f"{self.base}: answer failed OSCORE verification: {error}",
-                address=self.base,
-                kind="oscore",
+                f"{self.base}: {cause}", address=self.base, kind="oscore", cause=cause
             ) from None
 
     @staticmethod

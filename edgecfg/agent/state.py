@@ -151,6 +151,7 @@ class LocalState:
         self._cipher = RecordCipher(key)
         self._held: Encoded | None = None
         self._loaded = False
+        self._key_checked = False  # key.check exists and opens with this key
         if _create:
             self._check_key(writable=True)
 
@@ -187,26 +188,24 @@ class LocalState:
         return state
 
     def _check_key(self, *, writable: bool) -> None:
-        """Refuse a key that does not open ``key.check`` (or, in a directory from
-        before that file, any slot of the store); write the file when absent."""
-        path = self.directory / KEY_CHECK_FILE
+        """Refuse a key that does not open ``key.check``; reading a directory
+        from before that file, refuse a key that opens no slot of the store
+        (nothing tells a wrong key from damage there, so no guessing)."""
         data = self._read(KEY_CHECK_FILE)
         if data is not None:
+            self._key_checked = True
             try:
                 self._cipher.open(data[:12], data[12:], _KEY_CHECK_AD)
             except AuthenticationFailed:
                 detail = "the store key does not open this store"
                 raise KeyMismatch(self.directory, detail) from None
             return
+        if writable:
+            return  # written with the first configuration (save_config)
         loaded = self.store.load()
         kinds = {event.kind for event in loaded.events}
         if loaded.current is None and StoreEventKind.AUTHENTICATION_FAILED in kinds:
-            if not writable:  # no key check to tell a wrong key from damage: refuse to guess
-                raise KeyMismatch(self.directory, "the store key does not open any slot")
-            return  # damaged (or keyed otherwise): the next sync starts over
-        if writable:
-            nonce, sealed = self._cipher.seal(b"", _KEY_CHECK_AD)
-            self._write(path.name, nonce + sealed)
+            raise KeyMismatch(self.directory, "the store key does not open any slot")
 
     def load_config(self) -> Encoded | None:
         """The applied configuration, or None before the first sync (or when
@@ -222,6 +221,10 @@ class LocalState:
         held = self.load_config()
         if held is not None and held.etag == config.etag:
             return
+        if not self._key_checked:  # before the first record sealed with this key
+            nonce, sealed = self._cipher.seal(b"", _KEY_CHECK_AD)
+            self._write(KEY_CHECK_FILE, nonce + sealed)
+            self._key_checked = True
         generation = self.store.commit(config)
         self.store.mark_good(generation.number)
         self._held = config

@@ -165,13 +165,15 @@ def cmd_agent_run(args: argparse.Namespace) -> int:
 
 def _print_retry(device: str, retry: Retry) -> None:
     """Progress while the gateway does not answer (stderr: stdout carries results)."""
-    of = f" of {retry.attempts}" if retry.attempts is not None else ""
-    print(
-        f"{device}: attempt {retry.attempt}{of} failed: {retry.error.cause}; "
-        f"next retry in {_seconds(retry.delay_s)} s",
-        file=sys.stderr,
-        flush=True,
-    )
+    wait = _seconds(retry.delay_s)
+    if retry.attempts is None:  # online: the observation broke, the agent reconnects
+        line = f"{device}: {retry.error}; reconnecting in {wait} s (try {retry.attempt})"
+    else:
+        line = (
+            f"{device}: attempt {retry.attempt} of {retry.attempts} failed: "
+            f"{retry.error.cause}; next retry in {wait} s"
+        )
+    print(line, file=sys.stderr, flush=True)
 
 
 def _seconds(value: float) -> str:
@@ -235,9 +237,9 @@ def _state(args: argparse.Namespace, *, device: str | None, writing: bool) -> Lo
                 "device id, and this state directory records none: pass --device ID"
             )
         key = derive_store_key(secret, device)
-    if writing:
-        return LocalState(args.state_dir, key=key)
     try:
+        if writing:
+            return LocalState(args.state_dir, key=key)
         return LocalState.open_existing(args.state_dir, key=key)
     except NoState as error:
         raise CommandError(f"{error}; check --state-dir") from None

@@ -9,7 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from edgecfg.agent.state import LocalState, record_device
 from edgecfg.cli.main import main
+from edgecfg.crypto import derive_store_key
+from edgecfg.wire.cbor import Encoded
 from tests.gateway.conftest import SCHEMA, free_udp_port
 
 
@@ -179,3 +182,24 @@ def test_agent_show_reads_without_creating_keys_or_journal_dirs(
     assert captured.out.strip() == "900"
     assert "no configuration applied yet (never synced)" in captured.err
     assert sorted(p.relative_to(state) for p in state.rglob("*")) == before
+
+
+def test_agent_run_refuses_a_key_or_device_that_does_not_fit_its_state(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state = tmp_path / "state"
+    secret = tmp_path / "provisioning.secret"
+    secret.write_bytes(bytes(range(32)))
+    LocalState(state, key=derive_store_key(secret.read_bytes(), "dev-1")).save_config(
+        Encoded.of({"a": 1})
+    )
+    record_device(state, "dev-1")
+    run = ["agent", "run", "--gateway", f"coap://127.0.0.1:{free_udp_port()}", "--once",
+           "--state-dir", str(state), "--secret-file", str(secret)]  # fmt: skip
+    assert main([*run, "--device", "dev-2"]) == 1
+    assert "belongs to device dev-1, not dev-2" in capsys.readouterr().err
+    secret.write_bytes(bytes(32))  # another secret: the store is not silently replaced
+    assert main([*run, "--device", "dev-1"]) == 1
+    err = capsys.readouterr().err
+    assert f"the key derived from {secret} for device dev-1 does not open this store" in err
+    assert len(err.splitlines()) == 1

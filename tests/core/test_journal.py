@@ -6,7 +6,7 @@ import math
 from typing import Any, cast
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edgecfg.core.hlc import Timestamp
@@ -81,6 +81,9 @@ def test_the_latest_entry_per_path_wins_and_unset_removes() -> None:
 
 
 @given(journals(values=model_values))
+# Drawing journals of arbitrary model values takes seconds on a busy machine:
+# Hypothesis's wall-clock checks would fail the test for the load, not the code.
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_overrides_match_a_replay_of_the_entries(journal: Journal) -> None:
     expected = {
         path: entry
