@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -43,11 +43,18 @@ class CountingLink:
     def observe(self, path: Sequence[str]) -> AsyncIterator[Reply]:
         return self.inner.observe(path)
 
-    def __init__(self, inner: CoapLink, *, fail_after: int | None = None) -> None:
+    def __init__(
+        self,
+        inner: CoapLink,
+        *,
+        fail_after: int | None = None,
+        before_block: Callable[[int], None] | None = None,
+    ) -> None:
         self.inner = inner
         self.traffic: Traffic = inner.traffic
         self.blocks: list[int] = []
         self.fail_after = fail_after
+        self.before_block = before_block  # told each block's count before it is sent
 
     async def request(
         self,
@@ -64,6 +71,8 @@ class CountingLink:
             raise LinkDown("simulated power cut")
         if method == "GET" and block2 is not None:
             self.blocks.append(block2[0])
+            if self.before_block is not None:
+                self.before_block(len(self.blocks))
         return await self.inner.request(
             method, path, query=query, payload=payload, content_format=content_format,
             etags=etags, block2=block2,
@@ -194,22 +203,21 @@ async def test_a_partition_mid_transfer_heals_and_resumes(gateway: Gateway, tmp_
     async with UdpProxy(gateway.address, profile=LinkProfile(), seed=3) as proxy:
         host, port = proxy.address
         async with CoapLink(f"coap://{host}:{port}", ack_timeout=0.1, max_retransmit=1) as inner:
-            link = CountingLink(inner)
+
+            def cut_at_the_fourth_block(count: int) -> None:
+                # on the link's own event, not a polling task that load can delay
+                if count == 4:
+                    proxy.link.partition(True)
+
+            link = CountingLink(inner, before_block=cut_at_the_fourth_block)
             agent = Agent(link, LocalState(tmp_path), device="dev-1", szx=2,
                           backoff=Backoff(attempts=1))  # fmt: skip
-
-            async def cut_after_blocks() -> None:
-                while len(link.blocks) < 4:
-                    await asyncio.sleep(0.001)
-                proxy.link.partition(True)
-
-            cutter = asyncio.create_task(cut_after_blocks())
             with pytest.raises(LinkDown):
                 await agent.sync()
-            await cutter
             reached = agent.state.load_transfer()
-            assert reached is not None and reached.next_block() >= 3
+            assert reached is not None and reached.next_block() == 3
             proxy.link.partition(False)  # the partition heals
+            link.before_block = None
             link.blocks.clear()
             agent = Agent(link, LocalState(tmp_path), device="dev-1", szx=2, backoff=FAST)
             result = await agent.sync()
