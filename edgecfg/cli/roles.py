@@ -107,10 +107,14 @@ def cmd_agent_run(args: argparse.Namespace) -> int:
         raise CommandError(f"--attempts {args.attempts}: must be at least 1")
     if not args.backoff >= 0:
         raise CommandError(f"--backoff {args.backoff}: must be 0 or more seconds")
-    _claim(args.state_dir, args.device)
-    state = _state(args, device=args.device, writing=True)
-    local = _local(args.state_dir, args.device, args.schema)
-    device: str = args.device
+    if not args.ack_timeout > 0:
+        raise CommandError(f"--ack-timeout {args.ack_timeout}: must be above 0 seconds")
+    if args.max_retransmit < 0:
+        raise CommandError(f"--max-retransmit {args.max_retransmit}: must be 0 or more")
+    device: str = _reading_device(args) or args.device  # another device's directory: refused
+    state = _state(args, device=device, writing=True)
+    _claim(args.state_dir, device)
+    local = _local(args.state_dir, device, args.schema)
 
     async def main() -> int:
         stop = asyncio.Event()
