@@ -68,8 +68,7 @@ LinkFailure = Literal[
 
 _LIKELY: Final[dict[LinkFailure, str]] = {
     "refused": "nothing listens on that port: is the gateway running, is the port right?",
-    "timeout": "no answer: is the gateway host up and the address right, "
-    "or does a firewall drop UDP?",
+    "timeout": "is the gateway host up and the address right, or does a firewall drop UDP?",
     "unresolved": "the host name does not resolve: a typo, or no DNS?",
     "unreachable": "no route to that address: is the network up, is the address right?",
     "overloaded": "the gateway is shedding load (5.03); it asks to retry later",

@@ -119,6 +119,7 @@ def cmd_agent_run(args: argparse.Namespace) -> int:
     async def main() -> int:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+        progress = _Progress(loop, device, args.gateway, args.attempts, 3 * args.ack_timeout)
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
         async with CoapLink(
@@ -139,14 +140,19 @@ def cmd_agent_run(args: argparse.Namespace) -> int:
                 critical_first=args.critical_first,
                 budget=args.budget,
                 backoff=Backoff(base_s=args.backoff, attempts=args.attempts),
-                on_retry=lambda retry: _print_retry(device, retry),
+                on_retry=progress.retried,
             )
             if args.observe and not args.once:
+                progress.finished()  # quiet is normal while observing: no notes
                 await agent.watch(stop, lambda result: _print_result(device, result))
                 return _stopped(device)
             while True:
                 try:
-                    result = await until(stop, agent.sync())
+                    progress.started()
+                    try:
+                        result = await until(stop, agent.sync())
+                    finally:
+                        progress.finished()
                 except LinkDown as error:
                     message = _unreachable(args.gateway, device, args.attempts, error)
                     if args.once:
@@ -167,21 +173,62 @@ def cmd_agent_run(args: argparse.Namespace) -> int:
     return asyncio.run(main())
 
 
-def _print_retry(device: str, retry: Retry) -> None:
-    """Progress while the gateway does not answer (stderr: stdout carries results)."""
-    wait = _seconds(retry.delay_s)
-    if retry.attempts is None:  # online: the observation broke, the agent reconnects
-        line = f"{device}: {retry.error}; reconnecting in {wait} s (try {retry.attempt})"
-    else:
+class _Progress:
+    """What a person sees while the gateway does not answer (on stderr: stdout
+    carries results): each failed attempt and, when one attempt stays quiet
+    for ``quiet_s`` (its request still retransmitting), a note that it waits."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        device: str,
+        gateway: str,
+        attempts: int,
+        quiet_s: float,
+    ) -> None:
+        self.loop = loop
+        self.device = device
+        self.gateway = gateway
+        self.attempts = attempts
+        self.quiet_s = quiet_s
+        self._note: asyncio.TimerHandle | None = None
+
+    def started(self) -> None:
+        self._expect(1, self.quiet_s)
+
+    def finished(self) -> None:
+        if self._note is not None:
+            self._note.cancel()
+            self._note = None
+
+    def retried(self, retry: Retry) -> None:
+        wait = _seconds(retry.delay_s)
+        if retry.attempts is None:  # online: the observation broke, the agent reconnects
+            line = f"{self.device}: {retry.error}; reconnecting in {wait} s (try {retry.attempt})"
+        else:
+            line = (
+                f"{self.device}: attempt {retry.attempt} of {retry.attempts} failed: "
+                f"{retry.error.cause}; next retry in {wait} s"
+            )
+            if self._note is not None:
+                self._expect(retry.attempt + 1, retry.delay_s + self.quiet_s)
+        _progress(line)
+
+    def _expect(self, attempt: int, after_s: float) -> None:
+        self.finished()
         line = (
-            f"{device}: attempt {retry.attempt} of {retry.attempts} failed: "
-            f"{retry.error.cause}; next retry in {wait} s"
+            f"{self.device}: no answer from {self.gateway} for {_seconds(self.quiet_s)} s "
+            f"(attempt {attempt} of {self.attempts}); still trying"
         )
+        self._note = self.loop.call_later(after_s, _progress, line)
+
+
+def _progress(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
 def _seconds(value: float) -> str:
-    return f"{value:.2f}" if value < 10 else f"{value:.0f}"
+    return f"{value:.2g}" if value < 10 else f"{value:.0f}"
 
 
 def _unreachable(gateway: str, device: str, attempts: int, error: LinkDown) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -85,11 +86,11 @@ def test_gateway_without_insecure_needs_the_operator_master_key(
 
 
 def test_agent_run_reports_an_unreachable_gateway(tmp_path: Path) -> None:
-    port = free_udp_port()  # nothing listens there
-    result = subprocess.run(
+    port = free_udp_port()  # nothing listens there: ICMP refuses each request at once
+    result = subprocess.run(  # (a long --ack-timeout: no "no answer for" notes under load)
         [sys.executable, "-m", "edgecfg.cli.main", "agent", "run", "--gateway",
          f"coap://127.0.0.1:{port}", "--device", "d", "--state-dir", str(tmp_path),
-         "--once", "--ack-timeout", "0.1", "--attempts", "3", "--backoff", "0.01"],
+         "--once", "--ack-timeout", "5", "--attempts", "3", "--backoff", "0.01"],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert result.returncode == 1
@@ -104,6 +105,30 @@ def test_agent_run_reports_an_unreachable_gateway(tmp_path: Path) -> None:
         "that port: is the gateway running, is the port right?"
     )
     assert result.stdout == ""
+
+
+def test_agent_run_says_it_waits_while_a_silent_gateway_does_not_answer(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as hole:  # reads nothing, answers nothing
+        hole.bind(("127.0.0.1", 0))
+        address = f"coap://127.0.0.1:{hole.getsockname()[1]}"
+        result = subprocess.run(
+            [sys.executable, "-m", "edgecfg.cli.main", "agent", "run", "--gateway", address,
+             "--device", "d", "--state-dir", str(tmp_path), "--once", "--ack-timeout", "0.1",
+             "--max-retransmit", "2", "--attempts", "2", "--backoff", "0.01"],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    waiting = f"d: no answer from {address} for 0.3 s (attempt {{}} of 2); still trying"
+    assert lines[0] == waiting.format(1)
+    assert lines[1].startswith("d: attempt 1 of 2 failed: no answer (retransmissions exhausted)")
+    assert lines[2] == waiting.format(2)
+    assert lines[3] == (
+        f"edgecfg agent: error: d: gateway {address} unreachable after 2 attempts (last: no "
+        "answer (retransmissions exhausted)); is the gateway host up and the address right, "
+        "or does a firewall drop UDP?"
+    )
+    assert len(lines) == 4
 
 
 def test_agent_set_checks_policy_and_show_explains_sources(
