@@ -320,11 +320,14 @@ def _local(
 
 def cmd_agent_set(args: argparse.Namespace) -> int:
     """Record local overrides (checked against the schema's local policy)."""
-    local = _local(args.state_dir, _reading_device(args) or "agent", args.schema)
-    if local.schema is None:
+    if args.schema is None and not (Path(args.state_dir) / "schema.json").exists():
+        # before anything is created: a mistyped --state-dir must not leave a directory
         raise CommandError(
             f"{args.state_dir}: no schema to check local overrides against; pass --schema FILE"
         )
+    if not args.assignments and not args.unset:
+        raise CommandError("nothing to set: give PATH=VALUE or --unset PATH")
+    local = _local(args.state_dir, _reading_device(args) or "agent", args.schema)
     now_ms = int(time.time() * 1000)
     for item in args.assignments:
         path, value = parse_assignment(item)

@@ -228,3 +228,12 @@ def test_agent_run_refuses_a_key_or_device_that_does_not_fit_its_state(
     err = capsys.readouterr().err
     assert f"the key derived from {secret} for device dev-1 does not open this store" in err
     assert len(err.splitlines()) == 1
+
+
+def test_agent_set_on_a_mistyped_state_dir_without_a_schema_creates_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    typo = tmp_path / "sate"
+    assert main(["agent", "set", "telemetry.interval_s=900", "--state-dir", str(typo)]) == 1
+    assert "no schema to check local overrides against" in capsys.readouterr().err
+    assert not typo.exists()
