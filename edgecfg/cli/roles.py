@@ -382,11 +382,19 @@ def cmd_agent_show(args: argparse.Namespace) -> int:
         if verdict != "accepted" and is_prefix(prefix, parse_path(dotted)):
             rows.append({"path": dotted, "value": None, "source": f"local override {verdict}"})
     if args.json:
-        print(json.dumps(rows, indent=2, default=repr))
+        print(json.dumps(rows, indent=2, default=_bytes_as_diag))
     else:
         for row in rows:
-            print(f"{row['path']} = {json.dumps(row['value'], default=repr)}   ({row['source']})")
+            shown = json.dumps(row["value"], default=_bytes_as_diag)
+            print(f"{row['path']} = {shown}   ({row['source']})")
     return 0
+
+
+def _bytes_as_diag(value: object) -> str:
+    """JSON has no bytes: show them as CBOR diagnostic notation (``h'00ff'``)."""
+    if isinstance(value, bytes):
+        return f"h'{value.hex()}'"
+    raise TypeError(f"{type(value).__name__} is not a configuration value")
 
 
 def _print_result(device: str, result: SyncResult) -> None:

@@ -237,3 +237,14 @@ def test_agent_set_on_a_mistyped_state_dir_without_a_schema_creates_nothing(
     assert main(["agent", "set", "telemetry.interval_s=900", "--state-dir", str(typo)]) == 1
     assert "no schema to check local overrides against" in capsys.readouterr().err
     assert not typo.exists()
+
+
+def test_agent_show_explain_writes_bytes_as_diagnostic_notation(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state = tmp_path / "state"
+    LocalState(state).save_config(Encoded.of({"security": {"psk": bytes([0, 255])}}))
+    assert main(["agent", "show", "--state-dir", str(state), "--explain"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("security.psk = \"h'00ff'\"   (gateway config ")
+    assert "b'" not in out
