@@ -7,7 +7,14 @@ import struct
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
+
+# No test may depend on the machine being idle: Hypothesis's per-example
+# deadline and its "too slow" health check fail on a busy machine, so they are
+# off for the whole suite (each property still runs all its examples).
+settings.register_profile("edgecfg", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("edgecfg")
 
 SHARED_DIR = Path(__file__).resolve().parents[1].parent / "shared"
 """``../shared`` beside the repository: test vectors from outside the project."""

@@ -24,6 +24,7 @@ address, where the value would not count anyway.
 
 from __future__ import annotations
 
+import errno
 import functools
 import gc
 import json
@@ -59,8 +60,77 @@ def _is_challenge(reply: Reply) -> bool:
     return reply.code == "4.01" and reply.echo is not None
 
 
+LinkFailure = Literal[
+    "refused", "timeout", "unresolved", "unreachable", "overloaded", "observation", "oscore",
+    "network",
+]  # fmt: skip
+"""Why a link went down, coarsely: it decides what to tell the person at the console."""
+
+_LIKELY: Final[dict[LinkFailure, str]] = {
+    "refused": "nothing listens on that port: is the gateway running, is the port right?",
+    "timeout": "is the gateway host up and the address right, or does a firewall drop UDP?",
+    "unresolved": "the host name does not resolve: a typo, or no DNS?",
+    "unreachable": "no route to that address: is the network up, is the address right?",
+    "overloaded": "the gateway is shedding load (5.03); it asks to retry later",
+    "observation": "the gateway ended the observation (restarted, or dropped this device)",
+    "oscore": "the gateway's answers do not verify: are the credentials for this gateway?",
+    "network": "is the network up and the address right?",
+}
+
+
 class LinkDown(EdgecfgError):
-    """The gateway could not be reached (timeouts, no route, ICMP errors)."""
+    """The gateway could not be reached (timeouts, no route, ICMP errors).
+
+    ``address`` is the gateway (``coap://HOST:PORT``) when known, ``cause``
+    the failure without the address, ``kind`` the coarse cause and
+    :attr:`likely` what usually causes it, for the message a person reads
+    after the last retry.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        address: str | None = None,
+        kind: LinkFailure = "network",
+        cause: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.address = address
+        self.kind: LinkFailure = kind
+        self.cause = cause if cause is not None else message
+
+    @property
+    def likely(self) -> str:
+        """The likely causes of this kind of failure, in words."""
+        return _LIKELY[self.kind]
+
+
+_UNREACHABLE: Final = frozenset({errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EHOSTDOWN})
+
+
+def link_down(address: str, error: BaseException, doing: str = "") -> LinkDown:
+    """Translate a transport failure into :class:`LinkDown`: the one place that
+    reads aiocoap's and the OS's network errors (STYLE habit 6)."""
+    cause = error.__cause__ if error.__cause__ is not None else error.__context__
+    os_error = error if isinstance(error, OSError) else cause
+    kind: LinkFailure
+    if isinstance(error, TimeoutError | aiocoap.error.TimeoutError):
+        kind, detail = "timeout", "no answer (retransmissions exhausted)"
+    elif isinstance(error, aiocoap.error.ResolutionError):
+        kind, detail = "unresolved", "cannot resolve the host name"
+    elif isinstance(os_error, ConnectionRefusedError):
+        kind, detail = "refused", "connection refused (ICMP port unreachable)"
+    elif isinstance(os_error, OSError) and os_error.errno in _UNREACHABLE:
+        kind, detail = "unreachable", (os_error.strerror or "unreachable").lower()
+    elif isinstance(os_error, OSError) and os_error.strerror:
+        kind, detail = "network", os_error.strerror.lower()
+    elif isinstance(error, aiocoap.error.ObservationCancelled):
+        kind, detail = "observation", "the observation was cancelled"
+    else:
+        kind, detail = "network", f"network error ({type(error).__name__})"
+    cause_text = f"{doing}{detail}"
+    return LinkDown(f"{address}: {cause_text}", address=address, kind=kind, cause=cause_text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,11 +293,14 @@ class CoapLink:
             yield reply
             observation = request.observation
             if observation is None:  # the server did not accept the observation
-                raise LinkDown(f"{self.base}: {'/'.join(path)} is not observable")
+                cause = f"{'/'.join(path)} is not observable"
+                raise LinkDown(
+                    f"{self.base}: {cause}", address=self.base, kind="observation", cause=cause
+                )
             async for notification in observation:
                 yield self._reply(notification)
         except (aiocoap.error.NetworkError, aiocoap.error.ObservationCancelled, OSError) as error:
-            raise LinkDown(f"{self.base}: observation ended: {type(error).__name__}") from None
+            raise link_down(self.base, error, "observation ended: ") from None
         finally:
             if request.observation is not None and not request.observation.cancelled:
                 request.observation.cancel()
@@ -245,7 +318,7 @@ class CoapLink:
         try:
             reply = self._reply(await self._response(request))
         except (aiocoap.error.NetworkError, OSError) as error:
-            raise LinkDown(f"{self.base}: observation failed: {type(error).__name__}") from None
+            raise link_down(self.base, error, "observation failed: ") from None
         self._heard(reply)
         return request, reply
 
@@ -324,10 +397,16 @@ class CoapLink:
         except aiocoap.oscore.NotAProtectedMessage as error:
             plain = error.plain_message
             if plain.code is None or plain.code.is_successful():
-                raise LinkDown(f"{self.base}: unprotected success answer refused") from None
+                cause = "unprotected success answer refused"
+                raise LinkDown(
+                    f"{self.base}: {cause}", address=self.base, kind="oscore", cause=cause
+                ) from None
             return plain
         except aiocoap.oscore.ProtectionInvalid as error:
-            raise LinkDown(f"{self.base}: answer failed OSCORE verification: {error}") from None
+            cause = f"answer failed OSCORE verification: {error}"
+            raise LinkDown(
+                f"{self.base}: {cause}", address=self.base, kind="oscore", cause=cause
+            ) from None
 
     @staticmethod
     def _oscore_overhead(response: aiocoap.Message) -> tuple[int, int]:
@@ -378,10 +457,8 @@ class CoapLink:
         message.opt.echo = echo
         try:
             response = await self._response(self._context.request(message, handle_blockwise=False))
-        except TimeoutError:
-            raise LinkDown(f"{self.base}: timed out") from None
-        except (aiocoap.error.NetworkError, aiocoap.error.ResolutionError, OSError) as error:
-            raise LinkDown(f"{self.base}: {type(error).__name__}: {error}") from None
+        except (TimeoutError, aiocoap.error.NetworkError, OSError) as error:
+            raise link_down(self.base, error) from None
         token = len(response.token or b"")
         self.traffic.round_trips += 1
         up, down = self._oscore_overhead(response)

@@ -49,10 +49,22 @@ class LocalOverrides:
     """The device's journal of local changes, in its state directory."""
 
     def __init__(
-        self, directory: str | os.PathLike[str], *, node: str, schema: Schema | None = None
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        node: str,
+        schema: Schema | None = None,
+        read_only: bool = False,
     ) -> None:
+        """``read_only``: create nothing and repair nothing (a torn tail is
+        ignored, not cut off); for commands that only show the state."""
         self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self.read_only = read_only
+        if not read_only:
+            try:
+                self.directory.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise JournalIOError(f"{self.directory}: cannot create: {error.strerror}") from None
         self.node = node
         self.schema = schema
         self.journal = self._load()
@@ -86,7 +98,7 @@ class LocalOverrides:
         path = self.directory / JOURNAL_FILE
         data = path.read_bytes() if path.exists() else b""
         scan = scan_frames(data)
-        if scan.valid_length != len(data):  # a torn or damaged tail: cut it off
+        if scan.valid_length != len(data) and not self.read_only:  # a torn tail: cut it off
             with open(path, "r+b") as handle:
                 handle.truncate(scan.valid_length)
                 handle.flush()

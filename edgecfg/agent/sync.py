@@ -14,7 +14,13 @@ round trip: an empty 2.04 means current; a payload is the delta.
 
 A transfer interrupted at block N resumes at block N while the ETag holds
 (also after a restart: the received bytes are on disk), else starts over.
-Failures back off exponentially with full jitter.
+Failures back off exponentially with full jitter; each failed attempt is
+reported (:class:`Retry`) so a person watching sees progress, not silence.
+
+Stopping: :meth:`Agent.watch` and :func:`until` end as soon as their stop
+event is set, whatever they are waiting for (a notification, a retry
+delay, a reply).  Cancelling mid-sync is safe: every block and every
+applied configuration is on disk before the next await.
 """
 
 from __future__ import annotations
@@ -22,9 +28,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Final, Literal, cast
+from typing import Any, Final, Literal, TypeVar, cast
 
 from edgecfg.agent.coap import Link as CoapLinkProtocol
 from edgecfg.agent.coap import LinkDown, Reply
@@ -42,6 +48,7 @@ from edgecfg.wire.senml import CONTENT_FORMAT_SENML_CBOR, Record, encode_senml
 AGENT_VERSION: Final = "1.0.0"
 JOURNAL_CHUNK_BYTES: Final = 900  # journal entries per state report: one CoAP block
 Outcome = Literal["current", "updated", "partial"]
+T = TypeVar("T")
 
 
 class SyncFailed(EdgecfgError):
@@ -71,8 +78,42 @@ class Backoff:
         return rng.uniform(0, min(self.cap_s, self.base_s * 2**attempt))
 
 
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """An attempt failed and another follows after ``delay_s`` seconds.
+
+    ``attempt`` counts from 1; ``attempts`` is the limit, or None when the
+    agent keeps trying (an online agent re-establishing its observation).
+    """
+
+    attempt: int
+    attempts: int | None
+    delay_s: float
+    error: LinkDown
+
+
+async def until(stop: asyncio.Event, work: Coroutine[Any, Any, T]) -> T | None:
+    """Run ``work`` until it finishes (its result, or its exception) or ``stop``
+    is set (``work`` is cancelled and awaited, then None)."""
+    task = asyncio.ensure_future(work)
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait((task, stopped), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    return None if task.cancelled() else task.result()
+
+
 class Agent:
-    """Keeps one device's configuration in sync with the gateway."""
+    """Keeps one device's configuration in sync with the gateway.
+
+    ``on_retry`` is told about each failed attempt before the agent waits
+    to retry (the CLI prints it).
+    """
 
     def __init__(
         self,
@@ -90,6 +131,7 @@ class Agent:
         backoff: Backoff | None = None,
         seed: int | None = None,
         local: LocalOverrides | None = None,
+        on_retry: Callable[[Retry], None] | None = None,
     ) -> None:
         self.link = link
         self.state = state
@@ -104,6 +146,7 @@ class Agent:
         self.backoff = backoff or Backoff()
         self.rng = random.Random(seed)
         self.local = local
+        self.on_retry = on_retry
         self.last_merge: Value | None = None  # the gateway's last answer about local overrides
         self._introduced = False
 
@@ -120,44 +163,62 @@ class Agent:
 
     async def sync(self) -> SyncResult:
         """One sync with retries; raises :class:`LinkDown` when every attempt failed."""
-        for attempt in range(self.backoff.attempts):
+        attempts = self.backoff.attempts
+        for attempt in range(attempts):
             try:
                 return await self._measured(self._sync_once())
-            except LinkDown:
-                if attempt == self.backoff.attempts - 1:
+            except LinkDown as error:
+                if attempt == attempts - 1:
                     raise
-                await asyncio.sleep(self.backoff.delay(attempt, self.rng))
+                delay = self.backoff.delay(attempt, self.rng)
+                self._retrying(Retry(attempt + 1, attempts, delay, error))
+                await asyncio.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def watch(self, stop: asyncio.Event, on_sync: Callable[[SyncResult], None]) -> None:
-        """Stay online: observe the config and sync whenever its ETag moves.
+        """Stay online: observe the config and sync whenever its ETag moves;
+        return as soon as ``stop`` is set.
 
         Online devices observe instead of polling (DESIGN §5): the gateway
         notifies with block 0 and the ETag, and the agent syncs (a delta) only
         when that ETag differs from the one it holds.  A broken observation is
-        re-established after a jittered backoff.
+        re-established after a jittered backoff.  ``stop`` is raced against
+        whatever the agent waits for, so a quiet observation (no notification
+        for hours) still ends at once.
         """
-        attempt = 0
-        while not stop.is_set():
+        if not stop.is_set():
+            await until(stop, self._watch(on_sync))
+
+    async def _watch(self, on_sync: Callable[[SyncResult], None]) -> None:
+        failures = 0
+        while True:
             try:
                 on_sync(await self.sync())
-                async for note in self.link.observe(("cfg", self.device)):
-                    attempt = 0
-                    held = self.state.load_config()
-                    if (
-                        note.ok
-                        and note.etag is not None
-                        and (held is None or note.etag != held.etag)
-                    ):
-                        on_sync(await self.sync())
-                    if stop.is_set():
-                        return
-            except LinkDown:
-                attempt += 1
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    stop.wait(), self.backoff.delay(min(attempt, 10), self.rng) + 0.01
-                )
+                notes = self.link.observe(("cfg", self.device))
+                try:
+                    async for note in notes:
+                        failures = 0
+                        held = self.state.load_config()
+                        if (
+                            note.ok
+                            and note.etag is not None
+                            and (held is None or note.etag != held.etag)
+                        ):
+                            on_sync(await self.sync())
+                finally:  # also when stopped mid-sync: deregister now, not at gc
+                    if isinstance(notes, AsyncGenerator):
+                        await notes.aclose()
+                error = LinkDown("the observation ended", kind="observation")
+            except LinkDown as down:
+                error = down
+            failures += 1
+            delay = self.backoff.delay(min(failures, 10), self.rng) + 0.01
+            self._retrying(Retry(failures, None, delay, error))
+            await asyncio.sleep(delay)
+
+    def _retrying(self, retry: Retry) -> None:
+        if self.on_retry is not None:
+            self.on_retry(retry)
 
     async def telemetry(self, records: Sequence[Record]) -> SyncResult:
         """Report telemetry; the config rides on the reply when it changed."""
@@ -273,7 +334,9 @@ class Agent:
             etags=(base,) if base is not None else (),
         )  # fmt: skip
         if reply.code == "5.03":
-            raise LinkDown(f"gateway overloaded; retry after {reply.max_age or 60} s")
+            raise LinkDown(
+                f"gateway overloaded; retry after {reply.max_age or 60} s", kind="overloaded"
+            )
         return reply
 
     async def _report(self) -> bool:

@@ -18,8 +18,15 @@ from typing import Any
 
 from edgecfg.agent.coap import CoapLink, LinkDown
 from edgecfg.agent.local import LocalOverrides
-from edgecfg.agent.state import LocalState
-from edgecfg.agent.sync import AGENT_VERSION, Agent, SyncResult
+from edgecfg.agent.state import (
+    DeviceMismatch,
+    KeyMismatch,
+    LocalState,
+    NoState,
+    record_device,
+    recorded_device,
+)
+from edgecfg.agent.sync import AGENT_VERSION, Agent, Backoff, Retry, SyncResult, until
 from edgecfg.cli.database import add_db_option, check_exists, connect, shown
 from edgecfg.cli.files import CommandError, load_schema, read_bytes, write_bytes
 from edgecfg.cli.operator import parse_assignment
@@ -128,78 +135,231 @@ def _serving_lock(db: str, store: SQLiteStore | PostgresStore) -> Generator[None
 
 def cmd_agent_run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING)
+    if args.attempts < 1:
+        raise CommandError(f"--attempts {args.attempts}: must be at least 1")
+    if not args.backoff >= 0:
+        raise CommandError(f"--backoff {args.backoff}: must be 0 or more seconds")
+    if not args.ack_timeout > 0:
+        raise CommandError(f"--ack-timeout {args.ack_timeout}: must be above 0 seconds")
+    if args.max_retransmit < 0:
+        raise CommandError(f"--max-retransmit {args.max_retransmit}: must be 0 or more")
+    device: str = _reading_device(args) or args.device  # another device's directory: refused
+    state = _state(args, device=device, writing=True)
+    _claim(args.state_dir, device)
+    local = _local(args.state_dir, device, args.schema)
 
     async def main() -> int:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+        progress = _Progress(loop, device, args.gateway, args.attempts, 3 * args.ack_timeout)
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
         async with CoapLink(
-            args.gateway, ack_timeout=args.ack_timeout, credentials=args.credentials
+            args.gateway,
+            ack_timeout=args.ack_timeout,
+            max_retransmit=args.max_retransmit,
+            credentials=args.credentials,
         ) as link:
             agent = Agent(
                 link,
-                _state(args),
-                local=_local(args.state_dir, args.device, args.schema),
-                device=args.device,
+                state,
+                local=local,
+                device=device,
                 agent_version=args.agent_version,
                 schema_version=args.schema_version,
                 firmware=args.firmware,
                 szx=szx_for(args.block_size),
                 critical_first=args.critical_first,
                 budget=args.budget,
+                backoff=Backoff(base_s=args.backoff, attempts=args.attempts),
+                on_retry=progress.retried,
             )
             if args.observe and not args.once:
-                await agent.watch(stop, lambda result: _print_result(args.device, result))
-                return 0
+                progress.finished()  # quiet is normal while observing: no notes
+                await agent.watch(stop, lambda result: _print_result(device, result))
+                return _stopped(device)
             while True:
                 try:
-                    result = await agent.sync()
-                    _print_result(args.device, result)
+                    progress.started()
+                    try:
+                        result = await until(stop, agent.sync())
+                    finally:
+                        progress.finished()
                 except LinkDown as error:
-                    print(f"{args.device}: gateway unreachable: {error}", file=sys.stderr)
+                    message = _unreachable(args.gateway, device, args.attempts, error)
                     if args.once:
-                        return 1
+                        raise CommandError(message) from None
+                    print(f"{message}; next sync in {args.interval:g} s", file=sys.stderr)
+                else:
+                    if result is not None:
+                        _print_result(device, result)
+                if stop.is_set():
+                    return _stopped(device)
                 if args.once:
                     return 0
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=args.interval)
                 if stop.is_set():
-                    return 0
+                    return _stopped(device)
 
     return asyncio.run(main())
 
 
-def _state(args: argparse.Namespace) -> LocalState:
-    """The agent's store, keyed from ``--secret-file`` (else a development key file)."""
-    if args.secret_file is None:
-        return LocalState(args.state_dir)
-    secret = read_bytes(args.secret_file)
-    if len(secret) < 16:
-        raise CommandError(
-            f"{args.secret_file}: a provisioning secret must be at least 16 bytes, "
-            f"got {len(secret)}"
+class _Progress:
+    """What a person sees while the gateway does not answer (on stderr: stdout
+    carries results): each failed attempt and, when one attempt stays quiet
+    for ``quiet_s`` (its request still retransmitting), a note that it waits."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        device: str,
+        gateway: str,
+        attempts: int,
+        quiet_s: float,
+    ) -> None:
+        self.loop = loop
+        self.device = device
+        self.gateway = gateway
+        self.attempts = attempts
+        self.quiet_s = quiet_s
+        self._note: asyncio.TimerHandle | None = None
+
+    def started(self) -> None:
+        self._expect(1, self.quiet_s)
+
+    def finished(self) -> None:
+        if self._note is not None:
+            self._note.cancel()
+            self._note = None
+
+    def retried(self, retry: Retry) -> None:
+        wait = _seconds(retry.delay_s)
+        if retry.attempts is None:  # online: the observation broke, the agent reconnects
+            line = f"{self.device}: {retry.error}; reconnecting in {wait} s (try {retry.attempt})"
+        else:
+            line = (
+                f"{self.device}: attempt {retry.attempt} of {retry.attempts} failed: "
+                f"{retry.error.cause}; next retry in {wait} s"
+            )
+            if self._note is not None:
+                self._expect(retry.attempt + 1, retry.delay_s + self.quiet_s)
+        _progress(line)
+
+    def _expect(self, attempt: int, after_s: float) -> None:
+        self.finished()
+        line = (
+            f"{self.device}: no answer from {self.gateway} for {_seconds(self.quiet_s)} s "
+            f"(attempt {attempt} of {self.attempts}); still trying"
         )
-    return LocalState(args.state_dir, key=derive_store_key(secret, args.device))
+        self._note = self.loop.call_later(after_s, _progress, line)
 
 
-def _local(state_dir: str, device: str, schema_file: str | None) -> LocalOverrides:
+def _progress(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.2g}" if value < 10 else f"{value:.0f}"
+
+
+def _unreachable(gateway: str, device: str, attempts: int, error: LinkDown) -> str:
+    """The last word after every attempt failed: the address, what went wrong, why."""
+    address = error.address or gateway
+    tries = "1 attempt" if attempts == 1 else f"{attempts} attempts"
+    return (
+        f"{device}: gateway {address} unreachable after {tries} "
+        f"(last: {error.cause}); {error.likely}"
+    )
+
+
+def _stopped(device: str) -> int:
+    print(f"{device}: stopped", flush=True)
+    return 0
+
+
+def _claim(state_dir: str, device: str) -> None:
+    """Record the device a state directory belongs to; refuse another device's."""
+    try:
+        record_device(state_dir, device)
+    except DeviceMismatch as error:
+        raise CommandError(
+            f"{state_dir}: this state belongs to device {error.recorded}, not {device}; "
+            "use one --state-dir per device"
+        ) from None
+
+
+def _reading_device(args: argparse.Namespace) -> str | None:
+    """The device a reading command is about: ``--device``, else the one the
+    state directory records; ``--device`` must agree with the record."""
+    recorded = recorded_device(args.state_dir) if Path(args.state_dir).is_dir() else None
+    if args.device is not None and recorded is not None and args.device != recorded:
+        raise CommandError(
+            f"{args.state_dir}: this state belongs to device {recorded}, not {args.device}"
+        )
+    return args.device if args.device is not None else recorded
+
+
+def _state(args: argparse.Namespace, *, device: str | None, writing: bool) -> LocalState:
+    """The agent's store, keyed from ``--secret-file`` (else a development key file).
+
+    Writing opens (or creates) the directory; reading creates nothing and
+    fails, saying why, when there is no state or the key does not open it.
+    """
+    key: bytes | None = None
+    if args.secret_file is not None:
+        secret = read_bytes(args.secret_file)
+        if len(secret) < 16:
+            raise CommandError(
+                f"{args.secret_file}: a provisioning secret must be at least 16 bytes, "
+                f"got {len(secret)}"
+            )
+        if device is None:
+            raise CommandError(
+                f"{args.state_dir}: the store key is derived from {args.secret_file} and a "
+                "device id, and this state directory records none: pass --device ID"
+            )
+        key = derive_store_key(secret, device)
+    try:
+        if writing:
+            return LocalState(args.state_dir, key=key)
+        return LocalState.open_existing(args.state_dir, key=key)
+    except NoState as error:
+        raise CommandError(f"{error}; check --state-dir") from None
+    except KeyMismatch as error:
+        if args.secret_file is None:
+            raise CommandError(f"{error}: pass --secret-file (and --device)") from None
+        raise CommandError(
+            f"{args.state_dir}: the key derived from {args.secret_file} for device "
+            f"{device} does not open this store: is it the device's secret, and the "
+            "--device the agent ran as?"
+        ) from None
+
+
+def _local(
+    state_dir: str, device: str, schema_file: str | None, *, read_only: bool = False
+) -> LocalOverrides:
     """The agent's journal; a given schema is kept in the state directory for later."""
     stored = Path(state_dir) / "schema.json"
     if schema_file is not None:
         Path(state_dir).mkdir(parents=True, exist_ok=True)
         stored.write_bytes(read_bytes(schema_file))
     schema = load_schema(str(stored)) if stored.exists() else None
-    return LocalOverrides(Path(state_dir) / "local", node=device, schema=schema)
+    return LocalOverrides(
+        Path(state_dir) / "local", node=device, schema=schema, read_only=read_only
+    )
 
 
 def cmd_agent_set(args: argparse.Namespace) -> int:
     """Record local overrides (checked against the schema's local policy)."""
-    local = _local(args.state_dir, args.device, args.schema)
-    if local.schema is None:
+    if args.schema is None and not (Path(args.state_dir) / "schema.json").exists():
+        # before anything is created: a mistyped --state-dir must not leave a directory
         raise CommandError(
             f"{args.state_dir}: no schema to check local overrides against; pass --schema FILE"
         )
+    if not args.assignments and not args.unset:
+        raise CommandError("nothing to set: give PATH=VALUE or --unset PATH")
+    local = _local(args.state_dir, _reading_device(args) or "agent", args.schema)
     now_ms = int(time.time() * 1000)
     for item in args.assignments:
         path, value = parse_assignment(item)
@@ -213,9 +373,18 @@ def cmd_agent_set(args: argparse.Namespace) -> int:
 
 
 def cmd_agent_show(args: argparse.Namespace) -> int:
-    """The effective local configuration and where each value comes from."""
-    local = _local(args.state_dir, args.device, None)
-    held = _state(args).load_config()
+    """The effective local configuration and where each value comes from.
+
+    Reads only: a missing or mistyped ``--state-dir`` and a key that does not
+    open the store are errors, never an empty configuration."""
+    device = _reading_device(args)
+    state = _state(args, device=device, writing=False)
+    local = _local(args.state_dir, device or "agent", None, read_only=True)
+    held = state.load_config()
+    if held is None:  # on stderr: stdout stays the (empty) configuration
+        damage = state.events()
+        why = f"the store is damaged ({damage[0]})" if damage else "never synced"
+        print(f"{args.state_dir}: no configuration applied yet ({why})", file=sys.stderr)
     applied = held.tree if held is not None else {}
     effective = local.effective(applied)
     prefix = parse_path(args.path) if args.path else ()
@@ -245,11 +414,19 @@ def cmd_agent_show(args: argparse.Namespace) -> int:
         if verdict != "accepted" and is_prefix(prefix, parse_path(dotted)):
             rows.append({"path": dotted, "value": None, "source": f"local override {verdict}"})
     if args.json:
-        print(json.dumps(rows, indent=2, default=repr))
+        print(json.dumps(rows, indent=2, default=_bytes_as_diag))
     else:
         for row in rows:
-            print(f"{row['path']} = {json.dumps(row['value'], default=repr)}   ({row['source']})")
+            shown = json.dumps(row["value"], default=_bytes_as_diag)
+            print(f"{row['path']} = {shown}   ({row['source']})")
     return 0
+
+
+def _bytes_as_diag(value: object) -> str:
+    """JSON has no bytes: show them as CBOR diagnostic notation (``h'00ff'``)."""
+    if isinstance(value, bytes):
+        return f"h'{value.hex()}'"
+    raise TypeError(f"{type(value).__name__} is not a configuration value")
 
 
 def _print_result(device: str, result: SyncResult) -> None:
@@ -307,6 +484,12 @@ def register(commands: Any) -> None:
     q.add_argument("--critical-first", action="store_true", help="critical class first")
     q.add_argument("--budget", type=int, metavar="BYTES", help="defer transfers larger than this")
     q.add_argument("--ack-timeout", type=float, default=2.0, metavar="S")
+    q.add_argument("--max-retransmit", type=int, default=4, metavar="N",
+                   help="CoAP retransmissions per request (RFC 7252 MAX_RETRANSMIT)")  # fmt: skip
+    q.add_argument("--attempts", type=int, default=6, metavar="N",
+                   help="attempts per sync before giving up until the next one")  # fmt: skip
+    q.add_argument("--backoff", type=float, default=1.0, metavar="S",
+                   help="first retry delay bound; doubles per attempt (full jitter)")  # fmt: skip
     q.add_argument(
         "--credentials",
         metavar="FILE",
@@ -326,7 +509,9 @@ def register(commands: Any) -> None:
     q.add_argument("--reason", default="", metavar="TEXT")
     q.add_argument("--unset", action="append", metavar="PATH", help="drop a local override")
     q.add_argument("--schema", metavar="FILE", help="schema (kept in the state dir)")
-    q.add_argument("--device", default="agent", metavar="ID", help="clock node id")
+    q.add_argument(
+        "--device", metavar="ID", help="device id (default: the one 'agent run' recorded)"
+    )
     q.set_defaults(handler=cmd_agent_set)
 
     q = agent.add_parser("show", help="the effective local config and its sources")
@@ -334,7 +519,9 @@ def register(commands: Any) -> None:
     q.add_argument("--state-dir", required=True, metavar="DIR")
     q.add_argument("--explain", action="store_true", help="say where each value comes from")
     q.add_argument("--json", action="store_true")
-    q.add_argument("--device", default="agent", metavar="ID")
+    q.add_argument(
+        "--device", metavar="ID", help="device id the store key is for (default: the recorded one)"
+    )
     q.add_argument(
         "--secret-file",
         metavar="FILE",

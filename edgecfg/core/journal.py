@@ -46,7 +46,7 @@ class LocalOverrideRefused(UsageError):
 
     def __init__(self, *, path: str, policy: str, bound: str, value: object) -> None:
         super().__init__(
-            f"local override of {path} = {value!r} refused: expected {bound} (policy: {policy})"
+            f"local override of {path} = {value!r} refused: expected {bound}; policy: {policy}"
         )
         self.path = path
         self.policy = policy

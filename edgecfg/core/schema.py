@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Final, Literal, cast, get_args
 
@@ -116,16 +116,26 @@ class KeySpec:
         return []
 
     def check_local(self, value: Value) -> list[str]:
-        """Rules a *local override* of ``value`` breaks (policy first, then bounds)."""
+        """Rules a *local override* of ``value`` breaks, each naming the rule
+        that set it: the policy, then the key's type, then the allowed
+        values and bounds that actually apply, i.e. the tighter of the key's
+        own (``(schema)``) and the local-override policy's
+        (``(local-override policy)``), then the key's pattern."""
         if not self.local.allowed:
             return ["no local override (policy: local changes not allowed)"]
-        problems = self.check(value)
+        if value is None and self.nullable:
+            return _local_enum_problems(value, None, self.local.enum)
+        problems = type_problems(self.type, value, self.items)
         if problems:
             return problems
-        if self.local.enum is not None and not any(_same(value, a) for a in self.local.enum):
-            return [f"one of {show_value(list(self.local.enum))} (local-override policy)"]
-        return [f"{p} (local-override policy)" for p in
-                bound_problems(value, self.local.min, self.local.max)]  # fmt: skip
+        problems = _local_enum_problems(value, self.enum, self.local.enum)
+        if problems:
+            return problems
+        low, low_by = _tighter(self.min, self.local.min, max)
+        high, high_by = _tighter(self.max, self.local.max, min)
+        problems = [f"{p} ({low_by})" for p in bound_problems(value, low, None)]
+        problems = problems or [f"{p} ({high_by})" for p in bound_problems(value, None, high)]
+        return problems or self._pattern_problems(value)
 
     def applies_to(
         self,
@@ -151,6 +161,38 @@ def _same(a: Value, b: Value) -> bool:
     if isinstance(a, bool) or isinstance(b, bool):
         return type(a) is type(b) and a == b
     return a == b and type(a) in (type(b), int, float) and type(b) in (type(a), int, float)
+
+
+_KEY_RULE: Final = "schema"
+_LOCAL_RULE: Final = "local-override policy"
+
+
+def _tighter(
+    key: int | float | None,
+    local: int | float | None,
+    pick: Callable[[int | float, int | float], int | float],
+) -> tuple[int | float | None, str]:
+    """The bound that applies (``pick`` is max for minimums, min for maximums)
+    and the rule that set it; the local policy's on a tie."""
+    if local is None:
+        return key, _KEY_RULE
+    if key is None or pick(key, local) == local:
+        return local, _LOCAL_RULE
+    return key, _KEY_RULE
+
+
+def _local_enum_problems(
+    value: Value, allowed: tuple[Value, ...] | None, local: tuple[Value, ...] | None
+) -> list[str]:
+    """The allowed values that apply: the local policy's (those the key allows too)."""
+    if local is not None:
+        both = [a for a in local if allowed is None or any(_same(a, b) for b in allowed)]
+        if not any(_same(value, a) for a in both):
+            return [f"one of {show_value(both)} ({_LOCAL_RULE})"]
+        return []
+    if allowed is not None and not any(_same(value, a) for a in allowed):
+        return [f"one of {show_value(list(allowed))} ({_KEY_RULE})"]
+    return []
 
 
 def type_problems(kind: TypeName, value: Value, items: TypeName | None) -> list[str]:

@@ -341,7 +341,7 @@ class ReportTap:
             return self._heard(await sending)
         offered = proxy.link.stats().up.sent
         reply = asyncio.ensure_future(sending)
-        async with asyncio.timeout(5):
+        async with asyncio.timeout(60):  # bounds a broken link, not the machine's speed
             while proxy.link.stats().up.sent == offered:
                 await asyncio.sleep(0.001)
         # The report's datagram is scheduled for delivery (the link delays it);

@@ -3,22 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
 import pytest
 
 from edgecfg.agent.coap import CoapLink, LinkDown, Method, Reply, Traffic
 from edgecfg.agent.state import LocalState
-from edgecfg.agent.sync import Agent, Backoff
+from edgecfg.agent.sync import Agent, Backoff, Retry, until
 from edgecfg.core.ids import DeviceId, LayerId
 from edgecfg.core.layers import layer_from_parts
 from edgecfg.gateway.server import Gateway
 from edgecfg.sim.link import LinkProfile
 from edgecfg.sim.proxy import UdpProxy
 from edgecfg.wire.senml import Record
+from tests.gateway.conftest import free_udp_port
 
 INTERVAL = ("net", "uplink", "interval_s")
 FAST = Backoff(base_s=0.05, cap_s=0.5, attempts=8)
@@ -43,11 +43,18 @@ class CountingLink:
     def observe(self, path: Sequence[str]) -> AsyncIterator[Reply]:
         return self.inner.observe(path)
 
-    def __init__(self, inner: CoapLink, *, fail_after: int | None = None) -> None:
+    def __init__(
+        self,
+        inner: CoapLink,
+        *,
+        fail_after: int | None = None,
+        before_block: Callable[[int], None] | None = None,
+    ) -> None:
         self.inner = inner
         self.traffic: Traffic = inner.traffic
         self.blocks: list[int] = []
         self.fail_after = fail_after
+        self.before_block = before_block  # told each block's count before it is sent
 
     async def request(
         self,
@@ -64,6 +71,8 @@ class CountingLink:
             raise LinkDown("simulated power cut")
         if method == "GET" and block2 is not None:
             self.blocks.append(block2[0])
+            if self.before_block is not None:
+                self.before_block(len(self.blocks))
         return await self.inner.request(
             method, path, query=query, payload=payload, content_format=content_format,
             etags=etags, block2=block2,
@@ -194,22 +203,21 @@ async def test_a_partition_mid_transfer_heals_and_resumes(gateway: Gateway, tmp_
     async with UdpProxy(gateway.address, profile=LinkProfile(), seed=3) as proxy:
         host, port = proxy.address
         async with CoapLink(f"coap://{host}:{port}", ack_timeout=0.1, max_retransmit=1) as inner:
-            link = CountingLink(inner)
+
+            def cut_at_the_fourth_block(count: int) -> None:
+                # on the link's own event, not a polling task that load can delay
+                if count == 4:
+                    proxy.link.partition(True)
+
+            link = CountingLink(inner, before_block=cut_at_the_fourth_block)
             agent = Agent(link, LocalState(tmp_path), device="dev-1", szx=2,
                           backoff=Backoff(attempts=1))  # fmt: skip
-
-            async def cut_after_blocks() -> None:
-                while len(link.blocks) < 4:
-                    await asyncio.sleep(0.001)
-                proxy.link.partition(True)
-
-            cutter = asyncio.create_task(cut_after_blocks())
             with pytest.raises(LinkDown):
                 await agent.sync()
-            await cutter
             reached = agent.state.load_transfer()
-            assert reached is not None and reached.next_block() >= 3
+            assert reached is not None and reached.next_block() == 3
             proxy.link.partition(False)  # the partition heals
+            link.before_block = None
             link.blocks.clear()
             agent = Agent(link, LocalState(tmp_path), device="dev-1", szx=2, backoff=FAST)
             result = await agent.sync()
@@ -236,31 +244,114 @@ async def test_duplicated_and_reordered_datagrams_change_nothing(
     assert interval(agent) == 4200
 
 
+async def observing(gateway: Gateway, device: str = "dev-1") -> None:
+    """Wait until the gateway holds an observation of ``device``'s config.
+
+    The gateway offers no event for a registration, so this polls, but with
+    no deadline of its own: the test's ``asyncio.timeout`` bounds it."""
+    while not gateway.config.observers.get(device):
+        await asyncio.sleep(0.005)
+
+
 async def test_an_online_agent_observes_and_syncs_when_notified(
     gateway: Gateway, tmp_path: Path
 ) -> None:
-    results: list[str] = []
+    # Waits for the events it asserts (each on_sync call), never for time: the
+    # first version cancelled the watcher once the config showed the new value,
+    # which under load could be before the callback recorded "updated".
+    results: asyncio.Queue[str] = asyncio.Queue()
     stop = asyncio.Event()
     async with CoapLink(gateway.uri, ack_timeout=0.5) as link:
         agent = Agent(link, LocalState(tmp_path), device="dev-1", backoff=FAST)
-        watcher = asyncio.create_task(agent.watch(stop, lambda r: results.append(r.outcome)))
-        for _ in range(1000):  # until the first sync is done and the observation is up
-            await asyncio.sleep(0.02)
-            if results and gateway.config.observers.get("dev-1"):
-                break
-        assert results == ["updated"], "the agent never started observing"
-        edit(gateway, 5400)  # notifies the observers of every device in region/eu
-        for _ in range(1000):
-            await asyncio.sleep(0.02)
-            if agent.config is not None and interval(agent) == 5400:
-                break
-        stop.set()
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
+        watcher = asyncio.create_task(agent.watch(stop, lambda r: results.put_nowait(r.outcome)))
+        async with asyncio.timeout(60):  # a bound for a broken agent, not a timing assumption
+            assert await results.get() == "updated"  # the first sync, before observing
+            await observing(gateway)
+            edit(gateway, 5400)  # notifies the observers of every device in region/eu
+            assert await results.get() == "updated"  # the notification's sync
+            stop.set()
             await watcher
     assert interval(agent) == 5400
-    assert results[0] == "updated"  # the first sync, before observing
-    assert "updated" in results[1:]  # the notification's sync
+    assert results.empty()
+
+
+async def test_watch_stops_within_a_second_while_no_notification_arrives(
+    gateway: Gateway, tmp_path: Path
+) -> None:
+    synced = asyncio.Event()
+    stop = asyncio.Event()
+    async with CoapLink(gateway.uri, ack_timeout=0.5) as link:
+        agent = Agent(link, LocalState(tmp_path), device="dev-1", backoff=FAST)
+        watcher = asyncio.create_task(agent.watch(stop, lambda _: synced.set()))
+        async with asyncio.timeout(60):
+            await synced.wait()
+            await observing(gateway)
+        assert not watcher.done()  # observing a config nobody changes: nothing arrives
+        stop.set()
+        await asyncio.wait_for(watcher, timeout=1.0)  # was: only at the next notification
+
+
+async def test_watch_stops_within_a_second_while_waiting_to_retry(tmp_path: Path) -> None:
+    retries: asyncio.Queue[Retry] = asyncio.Queue()
+    stop = asyncio.Event()
+    async with CoapLink(f"coap://127.0.0.1:{free_udp_port()}", ack_timeout=0.1) as link:
+        slow = Backoff(base_s=600.0, attempts=3)  # the next retry is minutes away
+        agent = Agent(
+            link, LocalState(tmp_path), device="dev-1", backoff=slow, on_retry=retries.put_nowait
+        )
+        watcher = asyncio.create_task(agent.watch(stop, lambda _: None))
+        async with asyncio.timeout(60):
+            await retries.get()
+        stop.set()
+        await asyncio.wait_for(watcher, timeout=1.0)
+
+
+async def test_until_returns_the_result_or_none_once_stopped() -> None:
+    stop = asyncio.Event()
+
+    async def answer() -> int:
+        return 42
+
+    assert await until(stop, answer()) == 42
+    cancelled = asyncio.Event()
+
+    async def forever() -> int:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            cancelled.set()
+        return 0
+
+    pending = asyncio.create_task(until(stop, forever()))
+    await asyncio.sleep(0)
+    stop.set()
+    assert await asyncio.wait_for(pending, timeout=1.0) is None
+    assert cancelled.is_set()  # the work was cancelled and its cleanup ran
+
+    async def broken() -> int:
+        raise LinkDown("down")
+
+    with pytest.raises(LinkDown):
+        await until(asyncio.Event(), broken())
+
+
+async def test_a_sync_against_a_dead_gateway_reports_each_attempt(tmp_path: Path) -> None:
+    port = free_udp_port()  # nothing listens there
+    retries: list[Retry] = []
+    async with CoapLink(f"coap://127.0.0.1:{port}", ack_timeout=0.1) as link:
+        agent = Agent(
+            link, LocalState(tmp_path), device="dev-1",
+            backoff=Backoff(base_s=0.01, attempts=3), on_retry=retries.append,
+        )  # fmt: skip
+        with pytest.raises(LinkDown) as caught:
+            await agent.sync()
+    assert [(r.attempt, r.attempts) for r in retries] == [(1, 3), (2, 3)]
+    assert all(0 <= r.delay_s <= 0.04 for r in retries)
+    error = caught.value
+    assert error.address == f"coap://127.0.0.1:{port}"
+    assert error.kind == "refused"  # loopback answers ICMP port unreachable
+    assert "connection refused" in error.cause
+    assert "is the gateway running" in error.likely
 
 
 async def test_a_corrupted_store_falls_back_and_the_next_report_says_so(

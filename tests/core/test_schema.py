@@ -7,6 +7,8 @@ import math
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from edgecfg.core.path import Path
 from edgecfg.core.schema import (
@@ -802,11 +804,13 @@ def test_a_key_without_restrictions_applies_to_every_device() -> None:
         (("net", "uplink", "interval_s"), 60, []),
         (("net", "uplink", "interval_s"), 30, [">= 60 (local-override policy)"]),
         (("net", "uplink", "interval_s"), 7200, ["<= 3600 (local-override policy)"]),
-        (("net", "uplink", "interval_s"), 5, [">= 10"]),  # the key's own rule first
+        # the bound that applies is the tighter one, named with the rule that set it
+        (("net", "uplink", "interval_s"), 5, [">= 60 (local-override policy)"]),
+        (("net", "uplink", "interval_s"), 20, [">= 60 (local-override policy)"]),
         (("net", "uplink", "interval_s"), "600", ["int"]),
         (("log", "level"), "debug", []),
         (("log", "level"), "warn", ['one of ["info", "debug"] (local-override policy)']),
-        (("log", "level"), "trace", ['one of ["debug", "info", "warn", "error"]']),
+        (("log", "level"), "trace", ['one of ["info", "debug"] (local-override policy)']),
         (
             ("log", "ratio"),
             0.1,
@@ -825,7 +829,45 @@ def test_check_local_applies_policy_then_key_rules_then_local_bounds(
 def test_check_local_with_local_true_only_applies_the_key_rules() -> None:
     spec = one({"id": 1, "type": "int", "min": 0, "local": True})
     assert spec.check_local(5) == []
-    assert spec.check_local(-1) == [">= 0"]
+    assert spec.check_local(-1) == [">= 0 (schema)"]
+
+
+LOCAL_MIN = ">= 60 (local-override policy)"
+
+
+@pytest.mark.parametrize(
+    ("rules", "value", "expected"),
+    [
+        # a schema keeps local bounds within the key's: below both, the local one applies
+        ({"min": 10, "max": 100, "local": {"min": 60, "max": 90}}, 5, LOCAL_MIN),
+        (
+            {"min": 10, "max": 100, "local": {"min": 60, "max": 90}},
+            95,
+            "<= 90 (local-override policy)",
+        ),
+        # a side the local policy leaves open is bounded by the key's own rule
+        ({"min": 10, "max": 100, "local": {"min": 60}}, 200, "<= 100 (schema)"),
+        ({"min": 50, "local": {"max": 300}}, 20, ">= 50 (schema)"),
+        ({"local": {"min": 5}}, 1, ">= 5 (local-override policy)"),
+    ],
+)
+def test_check_local_quotes_the_tighter_bound_and_the_rule_that_set_it(
+    rules: dict[str, Any], value: int, expected: str
+) -> None:
+    spec = one({"id": 1, "type": "int", **rules})
+    assert spec.check_local(value) == [expected]
+
+
+@given(st.integers(-100, 2000), st.integers(0, 1000), st.integers(0, 1000))
+def test_check_local_refuses_exactly_what_breaks_either_bound(
+    value: int, key: int, extra: int
+) -> None:
+    local = key + extra  # a schema keeps the local bound within the key's
+    spec = one({"id": 1, "type": "int", "min": key, "local": {"min": local}})
+    problems = spec.check_local(value)
+    assert bool(problems) == (value < local)
+    if problems:  # the quoted bound is the one that applies, and its rule
+        assert problems == [f">= {local} (local-override policy)"]
 
 
 # ---------------------------------------------------------------- check_evolution
