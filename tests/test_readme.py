@@ -74,4 +74,5 @@ def test_the_cli_tour_runs_as_written(tmp_path: Path) -> None:
     assert "dev-1: updated " in out
     assert "edgecfg gateway: stopped" in out
     assert "net.uplink.interval_s = 7200" in out
+    assert "expected >= 600 (local-override policy); policy:" in result.stderr
     assert "Traceback" not in result.stderr

@@ -282,7 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
     benches = bench.add_subparsers(dest="bench", metavar="BENCH", required=True)
     p = benches.add_parser("delta", help="delta size and speed vs JSON Patch, zstd, lz4")
     p.add_argument("files", nargs="*", metavar="FILE.jsonl", help="default: ../shared/corpus")
-    p.add_argument("--leaves", type=int, default=2000, help="config size for the speed run")
+    p.add_argument(
+        "--leaves", type=int, default=2000, help="config size for the speed run (default: 2000)"
+    )
     p.add_argument("--synthetic", action="store_true", help="use the generator, not the corpus")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=cmd_bench_delta)

@@ -31,6 +31,7 @@ from edgecfg.cli.database import add_db_option, check_exists, connect, shown
 from edgecfg.cli.files import CommandError, load_schema, read_bytes, write_bytes
 from edgecfg.cli.operator import parse_assignment
 from edgecfg.cli.security import add_master_key_option, master_cipher
+from edgecfg.core.ids import check_device_id
 from edgecfg.core.path import format_path, is_prefix, parse_path
 from edgecfg.core.tree import UNSET, UnsetType, flatten, get
 from edgecfg.crypto import derive_store_key
@@ -143,6 +144,7 @@ def cmd_agent_run(args: argparse.Namespace) -> int:
         raise CommandError(f"--ack-timeout {args.ack_timeout}: must be above 0 seconds")
     if args.max_retransmit < 0:
         raise CommandError(f"--max-retransmit {args.max_retransmit}: must be 0 or more")
+    check_device_id(args.device)  # one /cfg/{dev} path segment
     device: str = _reading_device(args) or args.device  # another device's directory: refused
     state = _state(args, device=device, writing=True)
     _claim(args.state_dir, device)
@@ -469,27 +471,73 @@ def register(commands: Any) -> None:
     p = commands.add_parser("agent", help="the device agent")
     agent = p.add_subparsers(dest="agent_command", metavar="ACTION", required=True)
     q = agent.add_parser("run", help="keep one device's config in sync")
-    q.add_argument("--gateway", required=True, metavar="coap://HOST:PORT")
-    q.add_argument("--device", required=True, metavar="ID")
-    q.add_argument("--state-dir", required=True, metavar="DIR")
+    q.add_argument(
+        "--gateway", required=True, metavar="coap://HOST:PORT", help="the gateway to sync with"
+    )
+    q.add_argument(
+        "--device", required=True, metavar="ID", help="this device's id (recorded in the state dir)"
+    )
+    q.add_argument(
+        "--state-dir", required=True, metavar="DIR", help="the device's encrypted local store"
+    )
     q.add_argument("--once", action="store_true", help="sync once and exit (1 if unreachable)")
-    q.add_argument("--interval", type=float, default=3600.0, metavar="S")
+    q.add_argument(
+        "--interval",
+        type=float,
+        default=3600.0,
+        metavar="S",
+        help="seconds between syncs without --once or --observe (default: 3600)",
+    )
     q.add_argument(
         "--observe", action="store_true", help="stay online: observe the config, sync on change"
     )
-    q.add_argument("--block-size", type=int, default=1024, metavar="BYTES", help="16..1024")
-    q.add_argument("--agent-version", default=AGENT_VERSION, metavar="V")
-    q.add_argument("--schema-version", type=int, metavar="N")
-    q.add_argument("--firmware", metavar="F")
+    q.add_argument(
+        "--block-size",
+        type=int,
+        default=1024,
+        metavar="BYTES",
+        help="Block2 size, a power of two in 16..1024 (default: 1024)",
+    )
+    q.add_argument(
+        "--agent-version",
+        default=AGENT_VERSION,
+        metavar="V",
+        help=f"agent version reported to the gateway (default: {AGENT_VERSION})",
+    )
+    q.add_argument(
+        "--schema-version", type=int, metavar="N", help="schema version reported (default: none)"
+    )
+    q.add_argument("--firmware", metavar="F", help="firmware version reported (default: none)")
     q.add_argument("--critical-first", action="store_true", help="critical class first")
     q.add_argument("--budget", type=int, metavar="BYTES", help="defer transfers larger than this")
-    q.add_argument("--ack-timeout", type=float, default=2.0, metavar="S")
-    q.add_argument("--max-retransmit", type=int, default=4, metavar="N",
-                   help="CoAP retransmissions per request (RFC 7252 MAX_RETRANSMIT)")  # fmt: skip
-    q.add_argument("--attempts", type=int, default=6, metavar="N",
-                   help="attempts per sync before giving up until the next one")  # fmt: skip
-    q.add_argument("--backoff", type=float, default=1.0, metavar="S",
-                   help="first retry delay bound; doubles per attempt (full jitter)")  # fmt: skip
+    q.add_argument(
+        "--ack-timeout",
+        type=float,
+        default=2.0,
+        metavar="S",
+        help="CoAP ACK_TIMEOUT, the first retransmission wait (default: 2.0)",
+    )
+    q.add_argument(
+        "--max-retransmit",
+        type=int,
+        default=4,
+        metavar="N",
+        help="CoAP retransmissions per request, RFC 7252 MAX_RETRANSMIT (default: 4)",
+    )
+    q.add_argument(
+        "--attempts",
+        type=int,
+        default=6,
+        metavar="N",
+        help="attempts per sync before giving up until the next one (default: 6)",
+    )
+    q.add_argument(
+        "--backoff",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="first retry delay bound; doubles per attempt, full jitter (default: 1.0)",
+    )
     q.add_argument(
         "--credentials",
         metavar="FILE",
@@ -504,9 +552,13 @@ def register(commands: Any) -> None:
     q.set_defaults(handler=cmd_agent_run)
 
     q = agent.add_parser("set", help="change values locally (offline), within policy")
-    q.add_argument("assignments", nargs="*", metavar="PATH=VALUE")
-    q.add_argument("--state-dir", required=True, metavar="DIR")
-    q.add_argument("--reason", default="", metavar="TEXT")
+    q.add_argument("assignments", nargs="*", metavar="PATH=VALUE", help="values to set locally")
+    q.add_argument(
+        "--state-dir", required=True, metavar="DIR", help="the device's encrypted local store"
+    )
+    q.add_argument(
+        "--reason", default="", metavar="TEXT", help="why, kept in the journal (default: none)"
+    )
     q.add_argument("--unset", action="append", metavar="PATH", help="drop a local override")
     q.add_argument("--schema", metavar="FILE", help="schema (kept in the state dir)")
     q.add_argument(
@@ -515,10 +567,12 @@ def register(commands: Any) -> None:
     q.set_defaults(handler=cmd_agent_set)
 
     q = agent.add_parser("show", help="the effective local config and its sources")
-    q.add_argument("path", nargs="?", metavar="PATH")
-    q.add_argument("--state-dir", required=True, metavar="DIR")
+    q.add_argument("path", nargs="?", metavar="PATH", help="default: the whole config")
+    q.add_argument(
+        "--state-dir", required=True, metavar="DIR", help="the device's encrypted local store"
+    )
     q.add_argument("--explain", action="store_true", help="say where each value comes from")
-    q.add_argument("--json", action="store_true")
+    q.add_argument("--json", action="store_true", help="machine-readable output")
     q.add_argument(
         "--device", metavar="ID", help="device id the store key is for (default: the recorded one)"
     )
