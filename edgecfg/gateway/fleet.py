@@ -77,8 +77,25 @@ from edgecfg.wire.documents import TextFormat, read_schema
 
 HIERARCHY_SETTING: Final = "fleet.hierarchy"
 SCHEMA_SETTING: Final = "fleet.schema"
+CHANGE_BATCH: Final = 10_000
+"""Change-log entries read per query by :meth:`Fleet.refresh`."""
 
 Signature = tuple[Tiers, tuple[str | None, str | None, str | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class FleetChanges:
+    """What :meth:`Fleet.refresh` picked up from other writers."""
+
+    layers: frozenset[LayerId] = frozenset()
+    """Layers whose content changed."""
+    devices: frozenset[DeviceId] = frozenset()
+    """Devices registered, changed (groups, hardware, ...) or deleted."""
+    everything: bool = False
+    """The dimension order or the schema changed: any device may have changed."""
+
+    def __bool__(self) -> bool:
+        return bool(self.layers or self.devices or self.everything)
 
 
 @dataclass(slots=True)
@@ -93,6 +110,12 @@ class Fleet:
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        # Read before anything is loaded: a write committed meanwhile is then
+        # both loaded and logged after this seq, never lost between the two.
+        self._seq = store.last_change()
+        self._load()
+
+    def _load(self) -> None:
         self.hierarchy = self._load_hierarchy()
         self.schema = self._load_schema()
         self._heads: dict[LayerId, LayerRevision] = {}
@@ -129,28 +152,71 @@ class Fleet:
             self._heads[layer_id] = head
         return layers
 
-    def refresh(self) -> set[LayerId]:
-        """Pick up layers and devices another process wrote; returns changed layers.
+    def refresh(self) -> FleetChanges:
+        """Pick up what other writers (the CLI, another gateway) committed.
 
-        A long-running gateway calls this periodically so that operator
-        commands run against the same database take effect.
+        Reads the store's change log after the last entry seen, so the cost is
+        one indexed read when nothing changed and proportional to the changes
+        otherwise, never to the fleet: each changed layer is re-read once,
+        each changed device re-admitted.  A changed dimension order or schema
+        reloads everything (rare).  The fleet's own writes come back through
+        the log too; they change nothing here.
         """
-        changed: set[LayerId] = set()
-        for layer_id in self.store.layer_ids():
+        layers: set[LayerId] = set()
+        devices: set[DeviceId] = set()
+        everything = False
+        while True:
+            batch = self.store.changes_since(self._seq, limit=CHANGE_BATCH)
+            for change in batch:
+                if change.kind == "layer":
+                    layers.add(LayerId(change.key))
+                elif change.kind == "device":
+                    devices.add(DeviceId(change.key))
+                elif change.kind == "setting":
+                    everything = True
+            if batch:
+                self._seq = batch[-1].seq
+            if len(batch) < CHANGE_BATCH:
+                break
+        if everything:
+            self._load()
+            return FleetChanges(
+                layers=frozenset(self.resolver.layer_ids()), devices=frozenset(devices),
+                everything=True,
+            )  # fmt: skip
+        changed = frozenset(layer for layer in sorted(layers) if self._reload_layer(layer))
+        for device in devices:
+            self._reload_device(device)
+        return FleetChanges(layers=changed, devices=frozenset(devices))
+
+    def _reload_layer(self, layer_id: LayerId) -> bool:
+        """Re-read one layer's head; whether its content changed."""
+        try:
             head = self.store.get_layer(layer_id)
-            known = self.head(layer_id) if layer_id in self._heads else None
-            if known is not None and known.revision == head.revision:
-                continue
-            layer = layer_from_document(decode(self.store.get_blob(head.content)))
-            self._heads[layer_id] = head
-            if layer != self.resolver.layer(layer_id):
-                self._install(layer_id, layer)
-                changed.add(layer_id)
-        if self._members is not None and self.store.count_devices() != len(self._members.facts):
-            self._members = None
-            self._facts.clear()
-            self._by_device.clear()
-        return changed
+        except NotFound:
+            return False
+        known = self._heads.get(layer_id)
+        if known is not None and known.revision == head.revision:
+            return False  # this fleet's own write, already installed
+        layer = layer_from_document(decode(self.store.get_blob(head.content)))
+        self._heads[layer_id] = head
+        if layer == self.resolver.layer(layer_id):
+            return False
+        self._install(layer_id, layer)
+        return True
+
+    def _reload_device(self, device_id: DeviceId) -> None:
+        """Re-read one device's registration (or notice it is gone)."""
+        self._facts.pop(device_id, None)
+        self._by_device.pop(device_id, None)
+        if self._members is None:
+            return  # loaded lazily, from the store as it is now
+        try:
+            record = self.store.get_device(device_id)
+        except NotFound:
+            _evict(self._members, device_id)
+            return
+        self._admit(self._members, _facts(record))
 
     def members(self) -> _Members:
         """Every registered device, grouped by signature (loaded once, lazily)."""
@@ -624,6 +690,16 @@ def _collector_paused() -> Generator[None]:
     finally:
         if enabled:
             gc.enable()
+
+
+def _evict(members: _Members, device_id: DeviceId) -> None:
+    """Drop a deleted device from the member index."""
+    signature = members.by_device.pop(device_id, None)
+    members.facts.pop(device_id, None)
+    if signature is not None:
+        members.signatures[signature].remove(device_id)
+        if not members.signatures[signature]:
+            del members.signatures[signature]
 
 
 def _with_layer(tiers: Tiers, layer_id: LayerId) -> Tiers:

@@ -29,7 +29,7 @@ import aiocoap.resource
 from edgecfg.core.echo import AMPLIFICATION_FACTOR
 from edgecfg.core.ids import LayerId
 from edgecfg.gateway.amplification import AddressGuard, Discovery
-from edgecfg.gateway.fleet import Fleet
+from edgecfg.gateway.fleet import Fleet, FleetChanges
 from edgecfg.gateway.hardening import harden
 from edgecfg.gateway.identity import AuthenticatedPolicy, IdentityPolicy
 from edgecfg.gateway.oscore import OscoreSite, StoredCredentials
@@ -110,6 +110,17 @@ class Gateway:
         reached = self.fleet.reached_by(layer)
         self.config.changed({str(device) for device in reached})
 
+    def changed(self, changes: FleetChanges) -> None:
+        """Notify the observers of what another writer changed."""
+        if changes.everything:
+            self.groups.changed_all()
+            self.config.changed()
+            return
+        for layer in changes.layers:
+            self.layer_changed(layer)
+        if changes.devices:
+            self.config.changed({str(device) for device in changes.devices})
+
     async def start(self, host: str, port: int) -> None:
         """Bind UDP on ``host:port`` and start serving."""
         quiet_aiocoap()
@@ -128,8 +139,7 @@ class Gateway:
         while True:
             await asyncio.sleep(self.refresh_s)
             try:
-                for layer in self.fleet.refresh():
-                    self.layer_changed(layer)
+                self.changed(self.fleet.refresh())
             except Exception:  # a bad row must not stop the gateway
                 log.exception("refreshing the fleet from the store failed")
             try:  # on its own: a bad fleet row must not hold up revocations
