@@ -37,9 +37,10 @@ from edgecfg.core.tree import UNSET, UnsetType, flatten, get
 from edgecfg.crypto import derive_store_key
 from edgecfg.errors import EdgecfgError, StoreError
 from edgecfg.gateway.identity import InsecurePolicy
+from edgecfg.gateway.mqtt import DEFAULT_OUTBOX, MqttBridge, parse_mqtt_url
 from edgecfg.gateway.oscore import StoredCredentials
 from edgecfg.gateway.server import Gateway, serve
-from edgecfg.store import PostgresStore, SQLiteStore
+from edgecfg.store import PostgresStore, SQLiteStore, is_postgres_url
 from edgecfg.wire.blocks import szx_for
 from edgecfg.wire.documents import write_config
 
@@ -64,6 +65,8 @@ def cmd_gateway_serve(args: argparse.Namespace) -> int:
             "are picked up at that interval)"
         )
     check_exists(args.db)
+    broker = parse_mqtt_url(args.mqtt) if args.mqtt else None
+    outbox = _mqtt_outbox(args) if broker else None
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
 
     async def main() -> None:
@@ -80,7 +83,16 @@ def cmd_gateway_serve(args: argparse.Namespace) -> int:
                 gateway = Gateway(store, credentials=credentials, refresh_s=args.refresh)
                 mode = f"OSCORE, {store.count_credentials()} enrolled identities"
 
+            bridge = None
+            if broker is not None and outbox is not None:
+                bridge = MqttBridge(broker, outbox, max_messages=args.mqtt_outbox_size)
+                gateway.service.events = bridge
+                mode += f"; telemetry and events to mqtt://{broker.host}:{broker.port}"
+                mode += f"/{broker.prefix}"
+
             def ready() -> None:
+                if bridge is not None:
+                    bridge.start()
                 print(f"edgecfg gateway: serving {shown(args.db)} on {gateway.uri} ({mode})")
                 sys.stdout.flush()
 
@@ -88,10 +100,23 @@ def cmd_gateway_serve(args: argparse.Namespace) -> int:
                 await serve(gateway, host, port, ready=ready)
             except OSError as error:
                 raise CommandError(_bind_failure(args.bind, error)) from None
+            finally:
+                if bridge is not None:
+                    await bridge.stop()
         print("edgecfg gateway: stopped")
 
     asyncio.run(main())
     return 0
+
+
+def _mqtt_outbox(args: argparse.Namespace) -> Path:
+    """Where the MQTT bridge queues messages: ``--mqtt-outbox``, else beside a
+    SQLite database (a PostgreSQL URL has no folder: the option is needed)."""
+    if args.mqtt_outbox:
+        return Path(args.mqtt_outbox)
+    if args.db == ":memory:" or is_postgres_url(args.db):
+        raise CommandError("--mqtt needs --mqtt-outbox FILE with this database")
+    return Path(f"{args.db}.mqtt-outbox")
 
 
 def _bind_failure(bind: str, error: OSError) -> str:
@@ -457,6 +482,25 @@ def register(commands: Any) -> None:
         help="plain CoAP, no OSCORE: device ids in paths are trusted (test benches only)",
     )
     add_master_key_option(q)
+    q.add_argument(
+        "--mqtt",
+        metavar="mqtt://HOST:PORT[/prefix]",
+        help="publish telemetry and sync events to this MQTT broker (default: none; "
+        "prefix default: edgecfg)",
+    )
+    q.add_argument(
+        "--mqtt-outbox",
+        metavar="FILE",
+        help="on-disk queue for the broker's outages (default: DB.mqtt-outbox)",
+    )
+    q.add_argument(
+        "--mqtt-outbox-size",
+        type=int,
+        default=DEFAULT_OUTBOX,
+        metavar="N",
+        help=f"messages the outbox keeps; beyond, the oldest are dropped and counted "
+        f"(default: {DEFAULT_OUTBOX})",
+    )
     q.add_argument(
         "--refresh",
         type=float,

@@ -30,6 +30,7 @@ from edgecfg.core.tree import (
     put_checked_value,
 )
 from edgecfg.errors import NotFound, PathError, PeerError
+from edgecfg.gateway.events import NO_EVENTS, EventSink
 from edgecfg.gateway.fleet import Fleet
 from edgecfg.gateway.reconcile import journal_entries, reconcile
 from edgecfg.store import DeviceRecord
@@ -80,6 +81,7 @@ class SyncService:
         self._schemas: dict[int, Schema] = {}
         self._cache_entries = cache_entries
         self._persisted: set[ETag] = set()
+        self.events: EventSink = NO_EVENTS  # telemetry and sync events (the MQTT bridge)
 
     # -- configurations -------------------------------------------------------------
 
@@ -258,9 +260,9 @@ class SyncService:
             journal_entries(report["journal"])
         if updated != record:
             self.fleet.add_device(updated)
-        self.fleet.store.record_seen(
-            device, now=now, applied_etag=ETag(applied) if isinstance(applied, bytes) else None
-        )
+        applied_etag = ETag(applied) if isinstance(applied, bytes) else None
+        self.fleet.store.record_seen(device, now=now, applied_etag=applied_etag)
+        self.events.applied(device, applied_etag, now=now)
         outcome: Value | None = None
         if "journal" in report:  # offline changes to merge (issue 6)
             base = report.get("base")
@@ -269,6 +271,7 @@ class SyncService:
                 self.fleet, device, report["journal"],
                 base=held.tree if held is not None else None, now=now,
             )  # fmt: skip
+            self.events.local_changes(device, outcome, now=now)
         current = self.current(device, schema_version=schema_version)
         if applied == current.etag and outcome is None:
             return None
@@ -289,6 +292,7 @@ class SyncService:
         self.fleet.device(device)
         decode_senml(body)  # refuse malformed packs before storing anything
         self.fleet.store.append_telemetry(device, body, now=now)
+        self.events.telemetry(device, body, now=now)
         if held is None:
             return None
         answer = self.config(device, base=held)

@@ -15,6 +15,8 @@ without any measurement.
 
 from __future__ import annotations
 
+import base64
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -130,6 +132,30 @@ def encode_senml(records: Sequence[Record]) -> bytes:
         item[label] = value
         pack.append(item)
     return cbor2.dumps(pack, canonical=True)
+
+
+CONTENT_FORMAT_SENML_JSON: Final = 110
+
+
+def encode_senml_json(records: Sequence[Record]) -> bytes:
+    """The same records as SenML-JSON (RFC 8428 §5): text labels, data values
+    in base64url without padding, for tools that want text."""
+    pack: list[dict[str, object]] = []
+    for record in records:
+        item: dict[str, object] = {"n": record.name, "t": record.time}
+        if record.unit is not None:
+            item["u"] = record.unit
+        value = record.value
+        if isinstance(value, bool):
+            item["vb"] = value
+        elif isinstance(value, str):
+            item["vs"] = value
+        elif isinstance(value, bytes):
+            item["vd"] = base64.urlsafe_b64encode(value).rstrip(b"=").decode("ascii")
+        else:
+            item["v"] = value
+        pack.append(item)
+    return json.dumps(pack, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
 
 
 def _text(value: object, index: int, what: str, limit: int = MAX_STRING) -> str:

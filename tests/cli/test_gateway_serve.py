@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import subprocess
 import sys
@@ -146,3 +147,51 @@ def test_oscore_with_nobody_enrolled_points_to_enroll_or_insecure(db: str) -> No
         f"nobody to serve; enrol one with 'edgecfg --db {db} device enroll ID --out DIR', "
         "or serve plain CoAP on a test bench with --insecure"
     )
+
+
+def test_a_bad_mqtt_url_is_one_line(db: str) -> None:
+    result = run("gateway", "serve", "--db", db, "--insecure", "--mqtt", "http://broker")
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        "edgecfg gateway: error: --mqtt 'http://broker': expected mqtt://HOST[:PORT][/prefix], "
+        "e.g. mqtt://127.0.0.1:1883/edgecfg"
+    )
+
+
+async def test_gateway_serve_with_mqtt_publishes_a_synced_devices_event(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import uuid
+
+    import aiomqtt
+
+    from tests.gateway.conftest import SCHEMA
+    from tests.gateway.test_mqtt import BROKER, broker_listening
+
+    if not broker_listening(*BROKER):
+        pytest.skip(f"no MQTT broker on {BROKER[0]}:{BROKER[1]} (Mosquitto runs there on CI)")
+    db = str(tmp_path / "fleet.db")
+    assert main(["--db", db, "schema", "load", "--create", str(SCHEMA)]) == 0
+    assert main(["--db", db, "device", "add", "dev-1", "--group", "region=eu/west",
+                 "--hardware", "nbiot-sensor-r3"]) == 0  # fmt: skip
+    capsys.readouterr()
+    prefix = f"test-{uuid.uuid4().hex[:12]}"
+    async with aiomqtt.Client(*BROKER, identifier=f"sub-{prefix}") as sub:
+        await sub.subscribe(f"{prefix}/#", qos=1)
+        gateway = serve("--db", db, "--bind", "127.0.0.1:0", "--insecure",
+                        "--mqtt", f"mqtt://{BROKER[0]}:{BROKER[1]}/{prefix}")  # fmt: skip
+        try:
+            assert gateway.stdout is not None
+            banner = gateway.stdout.readline()
+            assert f"telemetry and events to mqtt://127.0.0.1:1883/{prefix})" in banner
+            port = banner.split("coap://127.0.0.1:")[1].split()[0]
+            agent = run("agent", "run", "--gateway", f"coap://127.0.0.1:{port}", "--device",
+                        "dev-1", "--state-dir", str(tmp_path / "st"), "--once",
+                        "--ack-timeout", "0.5")  # fmt: skip
+            assert agent.returncode == 0, agent.stderr
+            async with asyncio.timeout(TIMEOUT):
+                message = await anext(aiter(sub.messages))
+            assert str(message.topic) == f"{prefix}/events/applied/dev-1"
+        finally:
+            stop(gateway)
+    assert (tmp_path / "fleet.db.mqtt-outbox").exists()
