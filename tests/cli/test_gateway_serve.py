@@ -165,8 +165,7 @@ async def test_gateway_serve_with_mqtt_publishes_a_synced_devices_event(
 
     import aiomqtt
 
-    from tests.gateway.conftest import SCHEMA
-    from tests.gateway.test_mqtt import BROKER, broker_listening
+    from tests.gateway.conftest import BROKER, SCHEMA, broker_listening
 
     if not broker_listening(*BROKER):
         pytest.skip(f"no MQTT broker on {BROKER[0]}:{BROKER[1]} (Mosquitto runs there on CI)")

@@ -19,6 +19,17 @@ SCHEMA_V2 = ROOT / "fixtures" / "schema" / "device-v2.json"
 SENSOR = "nbiot-sensor-r3"
 
 
+BROKER = ("127.0.0.1", 1883)
+"""The MQTT broker (Mosquitto) the machines run."""
+
+
+def broker_listening(host: str, port: int) -> bool:
+    """Whether something accepts TCP connections at ``host:port``."""
+    with socket.socket() as probe:
+        probe.settimeout(1.0)
+        return probe.connect_ex((host, port)) == 0
+
+
 def free_udp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         probe.bind(("127.0.0.1", 0))

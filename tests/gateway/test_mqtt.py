@@ -26,17 +26,10 @@ from edgecfg.gateway.server import Gateway
 from edgecfg.store import MemoryStore
 from edgecfg.wire.cbor import encode
 from edgecfg.wire.senml import Record, encode_senml
-from tests.gateway.conftest import SCHEMA, sensor
+from tests.gateway.conftest import BROKER, SCHEMA, broker_listening, sensor
 
-BROKER = ("127.0.0.1", 1883)
 TIMEOUT = 60.0
 PACK = encode_senml([Record("battery", 87.0, "%EL", 1.7e9), Record("rsrp", -101.0, "dBm", 1.7e9)])
-
-
-def broker_listening(host: str, port: int) -> bool:
-    with socket.socket() as probe:
-        probe.settimeout(1.0)
-        return probe.connect_ex((host, port)) == 0
 
 
 def free_tcp_port() -> int:
