@@ -148,7 +148,7 @@ def _walk_through(db: Path, schema_file: Path) -> None:
         elapsed = time.perf_counter() - started
         _say("registered", f"{store.count_devices():,} devices in {elapsed * 1000:.0f} ms")
         one = store.get_device(DeviceId("dev-04242"))
-        _say("dev-04242", f"groups {dict(one.groups)}")
+        _say("dev-04242", "groups " + ", ".join(f"{d}={p}" for d, p in sorted(one.groups.items())))
         in_site = sum(1 for _ in store.iter_devices(group=("region", "eu/eu-2")))
         _say("devices in region eu/eu-2", f"{in_site:,}")
         _groups(store, now)

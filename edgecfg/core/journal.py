@@ -29,7 +29,7 @@ from edgecfg.core.hlc import Timestamp
 from edgecfg.core.path import Path, format_path
 from edgecfg.core.schema import KeySpec, Schema
 from edgecfg.core.tree import UNSET, UnsetType, Value, check_model, values_equal
-from edgecfg.errors import PathError, PeerError, UsageError
+from edgecfg.errors import PathError, PeerError, UsageError, show_value
 
 FRAME_OVERHEAD: Final = 8
 """Bytes a journal file adds around each entry's CBOR (length prefix and CRC32)."""
@@ -46,7 +46,8 @@ class LocalOverrideRefused(UsageError):
 
     def __init__(self, *, path: str, policy: str, bound: str, value: object) -> None:
         super().__init__(
-            f"local override of {path} = {value!r} refused: expected {bound}; policy: {policy}"
+            f"local override of {path} = {show_value(value)} refused: "
+            f"expected {bound}; policy: {policy}"
         )
         self.path = path
         self.policy = policy
@@ -81,7 +82,7 @@ def describe_local_policy(spec: KeySpec) -> str:
     if local.max is not None:
         limits.append(f"max {local.max}")
     if local.enum is not None:
-        limits.append(f"one of {list(local.enum)!r}")
+        limits.append(f"one of {show_value(list(local.enum))}")
     within = f" ({', '.join(limits)})" if limits else ""
     return f"local changes allowed{within}, merge {spec.merge}"
 
@@ -148,10 +149,14 @@ class JournalEntry:
         if not isinstance(self.value, UnsetType):
             check_model(self.value, self.path)
         if type(self.reason) is not str:
-            raise JournalError(f"a journal entry's reason must be text, got {self.reason!r}")
+            raise JournalError(
+                f"a journal entry's reason must be text, got {show_value(self.reason)}"
+            )
         check_model(self.reason, self.path)  # Unicode text, as the journal file needs
         if type(self.sequence) is not int or self.sequence < 1:
-            raise JournalError(f"journal sequence must be an integer >= 1, got {self.sequence!r}")
+            raise JournalError(
+                f"journal sequence must be an integer >= 1, got {show_value(self.sequence)}"
+            )
 
     def __hash__(self) -> int:
         return hash((self.path, self.sequence, self.at))

@@ -73,7 +73,7 @@ from edgecfg.core.tree import (
     put_checked_value,
     values_equal,
 )
-from edgecfg.errors import PathError, UsageError
+from edgecfg.errors import PathError, UsageError, show_value
 
 Outcome = Literal["accepted", "rejected"]
 ServerChangeTimes = Mapping[Path, Timestamp] | Timestamp | None
@@ -130,7 +130,7 @@ class Resolution:
 
     def __str__(self) -> str:
         return (
-            f"{self.dotted}: local {self.local!r} {self.outcome} "
+            f"{self.dotted}: local {show_value(self.local)} {self.outcome} "
             f"(server {_show(self.server)}, {self.policy}): {self.reason}"
         )
 
@@ -317,13 +317,20 @@ def _extreme(
     word = "larger" if policy == "max" else "smaller"
     if mine == theirs:
         return resolve(
-            "rejected", f"local {local!r} ties with the server's {server!r}; ties go to the server"
+            "rejected",
+            f"local {show_value(local)} ties with the server's {show_value(server)}; "
+            "ties go to the server",
         )
     if (mine > theirs) == (policy == "max"):
         return resolve(
-            "accepted", f"local {local!r} is {word} than the server's {server!r} ({policy})"
+            "accepted",
+            f"local {show_value(local)} is {word} than the server's {show_value(server)} "
+            f"({policy})",
         )
-    return resolve("rejected", f"the server's {server!r} is {word} than local {local!r} ({policy})")
+    return resolve(
+        "rejected",
+        f"the server's {show_value(server)} is {word} than local {show_value(local)} ({policy})",
+    )
 
 
 def _last_writer(
@@ -386,7 +393,7 @@ def _obstacle(theirs: Tree, path: Path, overridden: set[Path]) -> str | None:
 
 
 def _show(value: Value | UnsetType) -> str:
-    return "absent" if value is UNSET else repr(value)
+    return "absent" if value is UNSET else show_value(value)
 
 
 def _dotted(path: Path) -> str:

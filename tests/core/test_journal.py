@@ -25,7 +25,7 @@ from edgecfg.core.path import Path
 from edgecfg.core.schema import Schema
 from edgecfg.core.schema_document import schema_from_document
 from edgecfg.core.tree import UNSET, UnsetType, Value
-from edgecfg.errors import ModelError, PathError, PeerError, UsageError
+from edgecfg.errors import ModelError, PathError, PeerError, UsageError, show_value
 from tests.conftest import model_values
 
 PATHS: list[Path] = [("net", "interval_s"), ("log", "level"), ("a",), ("a", "b"), ("x.y", "z")]
@@ -401,7 +401,9 @@ def test_check_override_refuses_naming_path_policy_and_bound(
     assert policy in error.policy
     assert error.path == ".".join(path)
     assert error.value == value
-    assert str(error).startswith(f"local override of {'.'.join(path)} = {value!r} refused")
+    assert str(error).startswith(
+        f"local override of {'.'.join(path)} = {show_value(value)} refused"
+    )
     assert bound in str(error)
     assert policy in str(error)
 
@@ -422,5 +424,5 @@ def test_describe_local_policy(schema: Schema) -> None:
         "local changes not allowed, merge server-wins"
     )
     assert describe_local_policy(schema.keys[("log", "level")]) == (
-        "local changes allowed (one of ['info', 'debug']), merge server-wins"
+        'local changes allowed (one of ["info", "debug"]), merge server-wins'
     )

@@ -230,18 +230,18 @@ FALLBACK = "max compares numbers, but the server value"
             ("k", "any_max"),
             (1, "text", 5),
             "rejected",
-            f"{FALLBACK} 'text' is not one; server-wins: the server changed it since the last "
-            "sync (1 -> 'text')",
+            f'{FALLBACK} "text" is not one; server-wins: the server changed it since the last '
+            'sync (1 -> "text")',
         ),
         (
             ("k", "any_max"),
             ("t", "t", 5),
             "accepted",
-            f"{FALLBACK} 't' is not one; server-wins: the server has not changed it",
+            f'{FALLBACK} "t" is not one; server-wins: the server has not changed it',
         ),
-        (("k", "any_max"), (1, 1, "big"), "accepted", "the local value 'big' is not one"),
-        (("k", "any_max"), (1, 2, math.nan), "rejected", "the local value nan is not one"),
-        (("k", "any_max"), (1, 2, True), "rejected", "the local value True is not one"),
+        (("k", "any_max"), (1, 1, "big"), "accepted", 'the local value "big" is not one'),
+        (("k", "any_max"), (1, 2, math.nan), "rejected", "the local value NaN is not one"),
+        (("k", "any_max"), (1, 2, True), "rejected", "the local value true is not one"),
         (
             ("k", "any_max"),
             (1, UNSET, 3),
@@ -249,7 +249,7 @@ FALLBACK = "max compares numbers, but the server value"
             f"{FALLBACK} absent is not one; server-wins: the server removed it",
         ),
         (("k", "text"), ("b", "b", "a"), "accepted", "min compares numbers"),
-        (("k", "text"), ("b", "c", "a"), "rejected", "the local value 'a' is not one"),
+        (("k", "text"), ("b", "c", "a"), "rejected", 'the local value "a" is not one'),
     ],
 )
 def test_max_and_min_compare_numbers_and_fall_back_to_server_wins(
