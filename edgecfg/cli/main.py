@@ -25,8 +25,8 @@ from edgecfg.cli.files import (
 from edgecfg.cli.operator import default_db
 from edgecfg.cli.operator import register as register_operator_commands
 from edgecfg.cli.roles import register as register_roles
-from edgecfg.core.tree import Tree, is_map
-from edgecfg.errors import DeltaError, EdgecfgError
+from edgecfg.core.tree import Value, is_map
+from edgecfg.errors import DeltaError, EdgecfgError, Violation
 from edgecfg.wire.cbor import encode, etag
 from edgecfg.wire.delta import apply_delta, delta_kind, make_delta
 from edgecfg.wire.documents import ConfigFormat, guess_format
@@ -38,9 +38,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
     """Validate a config against a schema; print each violation; exit 1 when invalid."""
     schema = load_schema(args.schema)
     config = load_config(args.config, args.format)
-    if not is_map(config):
-        raise CommandError(f"{args.config}: a configuration must be a map at the top level")
-    violations = schema.validate(config, partial=args.partial)
+    if is_map(config):
+        violations = schema.validate(config, partial=args.partial)
+    else:
+        # Any model value encodes, diffs and patches; a schema declares keys,
+        # so a list or scalar at the top level is one violation at the root.
+        expected = f"a map of the keys declared by schema {schema.name} v{schema.version}"
+        violations = [Violation("", config, expected)]
     if args.json:
         rows = [
             {"path": v.path, "value": repr(v.value), "expected": v.expected} for v in violations
@@ -123,11 +127,9 @@ def cmd_patch(args: argparse.Namespace) -> int:
     return 0
 
 
-def _tree(name: str, fmt: str | None) -> Tree:
-    value = load_config(name, fmt)
-    if not is_map(value):
-        raise CommandError(f"{name}: a configuration must be a map at the top level")
-    return value
+def _tree(name: str, fmt: str | None) -> Value:
+    # Any model value at the top level (map, list, scalar), as for encode and etag.
+    return load_config(name, fmt)
 
 
 def cmd_bench_delta(args: argparse.Namespace) -> int:

@@ -170,7 +170,18 @@ class Encoded:
 
     @classmethod
     def of(cls, tree: Tree) -> Encoded:
-        """Encode ``tree`` (checked against the model)."""
+        """Encode ``tree`` (checked against the model; a configuration is a map here).
+
+        Values of any other top-level type are model values too (``encode``,
+        ``etag`` and the delta functions take them), but the fleet's
+        configurations are maps by construction, and so is this holder.
+        """
+        if not is_map(tree):
+            raise EncodeError(
+                f"an Encoded configuration is a map, got {type(tree).__name__}; "
+                "use encode() or the delta functions for other values",
+                path="",
+            )
         blob = encode(tree)
         return cls(tree, blob, etag_of_bytes(blob))
 

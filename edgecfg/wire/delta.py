@@ -20,6 +20,10 @@ Kinds, one chosen per delta as the smallest:
   wins when most of the config changed.
 - ``FULL`` (4): the target's canonical CBOR, for an empty or unrelated base.
 
+Base and target may be any model value: a map, a list (Home Assistant's
+``automations.yaml``) or a scalar at the top level, and every kind carries
+every one of them (``FULL`` and ``FULL_ZSTD`` decode any top-level item).
+
 The checks are short on purpose (DESIGN §7): inside a sync, the CoAP exchange
 carries the full ETags (``?from=`` and the ETag option) and the agent checks
 the full 8-byte target ETag.  Outside a sync the 1-byte base check names a
@@ -31,14 +35,14 @@ wrong result is accepted with probability below 2**-16 * 2**-8.
 from __future__ import annotations
 
 from collections.abc import Collection
-from typing import Final, cast
+from typing import Final, NamedTuple
 
 import zstandard
 
 from edgecfg.core import delta as structural
 from edgecfg.core.ids import ETag
 from edgecfg.core.schema import Schema
-from edgecfg.core.tree import Tree
+from edgecfg.core.tree import Tree, Value, is_map
 from edgecfg.errors import (
     DecodeError,
     DeltaBaseMismatch,
@@ -46,7 +50,15 @@ from edgecfg.errors import (
     DeltaIntegrityError,
     UsageError,
 )
-from edgecfg.wire.cbor import DEFAULT_LIMITS, DecodeLimits, Encoded, decode_tree, encoded
+from edgecfg.wire.cbor import (
+    DEFAULT_LIMITS,
+    DecodeLimits,
+    Encoded,
+    decode,
+    encode,
+    encode_unchecked,
+    etag_of_bytes,
+)
 from edgecfg.wire.delta_ops import KeyBook, decode_ops, encode_ops
 
 FORMAT_VERSION: Final = 1
@@ -67,45 +79,103 @@ _ZSTD_WORTHWHILE: Final = 32
 
 
 def make_delta(
-    old: Tree | Encoded,
-    new: Tree | Encoded,
+    old: Value | Encoded,
+    new: Value | Encoded,
     *,
     schema: Schema | None = None,
     classes: Collection[str] | None = None,
 ) -> bytes:
     """The smallest delta that turns ``old`` into ``new``, bound to both.
 
-    Either side may be an :class:`~edgecfg.wire.cbor.Encoded` configuration,
-    which spares encoding it again.  With ``classes`` (needs ``schema``),
-    only changes of keys whose priority class is listed are carried: the
-    result turns ``old`` into a consistent intermediate config (see
-    :func:`restrict_to_classes`).
+    Either side may be any model value (a map, a list or a scalar at the top
+    level: real configuration files such as Home Assistant's
+    ``automations.yaml`` are lists) or an :class:`~edgecfg.wire.cbor.Encoded`
+    configuration, which spares encoding it again.  With ``classes`` (needs
+    ``schema`` and maps on both sides), only changes of keys whose priority
+    class is listed are carried: the result turns ``old`` into a consistent
+    intermediate config (see :func:`restrict_to_classes`).
     """
-    base = encoded(old)
+    base = _side(old)
     if classes is not None:
-        target = encoded(
-            restrict_to_classes(base.tree, encoded(new).tree, schema=schema, classes=classes)
-        )
+        new_value = new.tree if isinstance(new, Encoded) else new
+        if not (is_map(base.value) and is_map(new_value)):
+            raise UsageError("priority classes select keys of maps; both sides must be maps")
+        target = _side(restrict_to_classes(base.value, new_value, schema=schema, classes=classes))
     else:
-        target = encoded(new)
-    base_bytes, target_bytes = base.cbor, target.cbor
+        target = _side(new)
     header = _header(EMPTY, base.etag, target.etag)
-    if base_bytes == target_bytes:
+    if base.cbor == target.cbor:
         return header
-    candidates = [_with_kind(header, FULL) + target_bytes]
-    book = KeyBook(base.tree)
-    ops = structural.diff(base.tree, target.tree, weigh=lambda op: len(encode_ops([op], book)))
-    body = encode_ops(ops, book)
-    candidates.append(_with_kind(header, OPS) + body)
+    return min(_candidates(base, target, header, kinds=None), key=len)
+
+
+def encode_delta(old: Value | Encoded, new: Value | Encoded, kind: int) -> bytes:
+    """The delta of one given ``kind`` (tests, diagnostics), however large.
+
+    :func:`make_delta` picks the smallest kind; this lets a test prove that
+    :func:`apply_delta` accepts every kind it might pick.  ``EMPTY`` needs
+    equal sides.
+    """
+    if kind not in KIND_NAMES:
+        raise UsageError(f"unknown delta kind {kind}; kinds are {sorted(KIND_NAMES)}")
+    base, target = _side(old), _side(new)
+    header = _header(EMPTY, base.etag, target.etag)
+    if kind == EMPTY:
+        if base.cbor != target.cbor:
+            raise UsageError("an empty delta needs equal base and target")
+        return header
+    return min(_candidates(base, target, header, kinds={kind}), key=len)
+
+
+def _candidates(
+    base: _Side, target: _Side, header: bytes, *, kinds: Collection[int] | None
+) -> list[bytes]:
+    """Deltas of the wanted ``kinds`` (all when None); zstd only when worthwhile."""
+
+    def wanted(kind: int) -> bool:
+        return kinds is None or kind in kinds
+
+    candidates: list[bytes] = []
+    if wanted(FULL):
+        candidates.append(_with_kind(header, FULL) + target.cbor)
+    if not (wanted(OPS) or wanted(OPS_ZSTD) or wanted(FULL_ZSTD)):
+        return candidates
+    book = KeyBook(base.value)
+    ops: list[structural.Op] = []
+    body = b""
+    if wanted(OPS) or wanted(OPS_ZSTD):
+        ops = structural.diff(
+            base.value, target.value, weigh=lambda op: len(encode_ops([op], book))
+        )
+        body = encode_ops(ops, book)
+    if wanted(OPS):
+        candidates.append(_with_kind(header, OPS) + body)
     # A zstd frame costs at least ~6 bytes and loading the base as its
     # dictionary costs time in proportion to the base: try it only when
     # the operations are big enough for compression to pay.
-    if len(body) > _ZSTD_WORTHWHILE:
-        compressor = _compressor(base_bytes, len(target_bytes))
-        for text in (body, encode_ops(ops, book, compact=False)):
-            candidates.append(_with_kind(header, OPS_ZSTD) + compressor.compress(text))
-        candidates.append(_with_kind(header, FULL_ZSTD) + compressor.compress(target_bytes))
-    return min(candidates, key=len)
+    if len(body) > _ZSTD_WORTHWHILE or kinds is not None:
+        compressor = _compressor(base.cbor, len(target.cbor))
+        if wanted(OPS_ZSTD):
+            for text in (body, encode_ops(ops, book, compact=False)):
+                candidates.append(_with_kind(header, OPS_ZSTD) + compressor.compress(text))
+        if wanted(FULL_ZSTD):
+            candidates.append(_with_kind(header, FULL_ZSTD) + compressor.compress(target.cbor))
+    return candidates
+
+
+class _Side(NamedTuple):
+    """One side of a delta: a model value with its canonical encoding and ETag."""
+
+    value: Value
+    cbor: bytes
+    etag: ETag
+
+
+def _side(config: Value | Encoded) -> _Side:
+    if isinstance(config, Encoded):
+        return _Side(config.tree, config.cbor, config.etag)
+    blob = encode(config)
+    return _Side(config, blob, etag_of_bytes(blob))
 
 
 def restrict_to_classes(
@@ -129,27 +199,43 @@ def restrict_to_classes(
 
 
 def apply_delta(
-    old: Tree | Encoded,
+    old: Value | Encoded,
     delta: bytes,
     *,
     schema: Schema | None = None,
     limits: DecodeLimits = DEFAULT_LIMITS,
-) -> Tree:
+) -> Value:
     """Apply ``delta`` to ``old``; the result is checked against the target.
 
-    Raises :class:`DeltaBaseMismatch` when ``old`` is not the delta's base,
+    ``old`` may be any model value or an :class:`Encoded` configuration, and
+    so may the result: a delta may turn a map into a list.  Raises
+    :class:`DeltaBaseMismatch` when ``old`` is not the delta's base,
     :class:`DeltaIntegrityError` when the result is not the target, and
     :class:`DeltaError` for a malformed delta or one that exceeds ``limits``.
     ``schema`` is accepted for symmetry with :func:`make_delta`.
     """
     del schema  # the format does not depend on it
-    return apply_delta_encoded(encoded(old), delta, limits=limits).tree
+    return _apply(_side(old), delta, limits).value
 
 
 def apply_delta_encoded(
     base: Encoded, delta: bytes, *, limits: DecodeLimits = DEFAULT_LIMITS
 ) -> Encoded:
-    """:func:`apply_delta` for an encoded base, returning the encoded result."""
+    """:func:`apply_delta` for an encoded configuration, returning the encoded result.
+
+    :class:`Encoded` holds a device configuration, a map by construction of
+    the fleet model; a delta whose checked target is not a map raises
+    :class:`DeltaError` here (use :func:`apply_delta` for other values).
+    """
+    result = _apply(_Side(base.tree, base.cbor, base.etag), delta, limits)
+    if not is_map(result.value):
+        raise DeltaError(
+            f"delta target is a {type(result.value).__name__}, not a configuration map"
+        )
+    return Encoded(result.value, result.cbor, result.etag)
+
+
+def _apply(base: _Side, delta: bytes, limits: DecodeLimits) -> _Side:
     delta = bytes(delta)
     if len(delta) < HEADER_SIZE:
         raise DeltaError(
@@ -169,23 +255,28 @@ def apply_delta_encoded(
             raise DeltaError(f"empty delta carries {len(body)} unexpected bytes")
         result = base
     elif kind == FULL:
-        result = Encoded.trusted(_decode_tree(body, limits, HEADER_SIZE))
+        result = _trusted(_decode_value(body, limits, HEADER_SIZE))
     elif kind == FULL_ZSTD:
         raw = _decompress(body, base.cbor, limits)
-        result = Encoded.trusted(_decode_tree(raw, limits, None))
+        result = _trusted(_decode_value(raw, limits, None))
     else:
         raw = body if kind == OPS else _decompress(body, base.cbor, limits)
-        ops = decode_ops(raw, KeyBook(base.tree), limits)
+        ops = decode_ops(raw, KeyBook(base.value), limits)
         # Each node encodes to at least one byte: more cannot fit the size limit.
-        tree = structural.apply(base.tree, ops, max_nodes=limits.max_bytes)
+        value = structural.apply(base.value, ops, max_nodes=limits.max_bytes)
         # Every part was checked: the base when encoded, new values by the decoder.
-        result = Encoded.trusted(cast(Tree, tree))
+        result = _trusted(value)
     if len(result.cbor) > limits.max_bytes:
         raise DeltaError(f"delta result of {len(result.cbor)} bytes exceeds {limits.max_bytes}")
     produced = result.etag[:TARGET_CHECK_SIZE]
     if produced != delta[2:4]:
         raise DeltaIntegrityError(expected=delta[2:4], actual=produced)
     return result
+
+
+def _trusted(value: Value) -> _Side:
+    blob = encode_unchecked(value)
+    return _Side(value, blob, etag_of_bytes(blob))
 
 
 def delta_kind(delta: bytes) -> str:
@@ -206,9 +297,9 @@ def _with_kind(header: bytes, kind: int) -> bytes:
     return bytes([FORMAT_VERSION << 4 | kind]) + header[1:]
 
 
-def _decode_tree(data: bytes, limits: DecodeLimits, offset: int | None) -> Tree:
+def _decode_value(data: bytes, limits: DecodeLimits, offset: int | None) -> Value:
     try:
-        return decode_tree(data, limits=limits)
+        return decode(data, limits=limits)
     except DecodeError as error:
         raise DeltaError(f"corrupt delta: {_where(error, offset)}") from None
 

@@ -14,20 +14,31 @@ import edgecfg
 from edgecfg.core.schema import Schema
 from edgecfg.core.schema_document import schema_from_document
 from edgecfg.core.tree import Tree, UnsetType, Value, get, values_equal
-from edgecfg.errors import DeltaBaseMismatch, DeltaError, DeltaIntegrityError
+from edgecfg.errors import (
+    DeltaBaseMismatch,
+    DeltaError,
+    DeltaIntegrityError,
+    EncodeError,
+    UsageError,
+)
 from edgecfg.wire.cbor import DecodeLimits, Encoded, encode, etag
 from edgecfg.wire.delta import (
     EMPTY,
     FORMAT_VERSION,
     FULL,
+    FULL_ZSTD,
     HEADER_SIZE,
+    KIND_NAMES,
+    OPS,
+    OPS_ZSTD,
     apply_delta,
     apply_delta_encoded,
     delta_kind,
+    encode_delta,
     make_delta,
 )
 from edgecfg.wire.delta_ops import varint
-from tests.strategies import tree_pairs, trees
+from tests.strategies import top_values, tree_pairs, trees, value_pairs
 
 
 @given(tree_pairs())
@@ -45,6 +56,82 @@ def test_equal_trees_give_the_empty_delta(tree: Tree) -> None:
     assert len(delta) == HEADER_SIZE
     assert delta[0] == FORMAT_VERSION << 4 | EMPTY
     assert encode(apply_delta(tree, delta)) == encode(tree)
+
+
+# ---------------------------------------------------------------- any top-level value
+
+
+@given(value_pairs(), st.sampled_from([None, EMPTY, OPS, OPS_ZSTD, FULL, FULL_ZSTD]))
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_every_kind_round_trips_for_every_top_level_type(
+    pair: tuple[Value, Value], kind: int | None
+) -> None:
+    # No kind may be chosen that its decoder rejects: force each one, on maps,
+    # lists, scalars and empty containers at the top level.
+    old, new = pair
+    if kind is None:
+        delta = make_delta(old, new)
+    elif kind == EMPTY:
+        delta = encode_delta(old, old, EMPTY)
+        new = old
+    else:
+        delta = encode_delta(old, new, kind)
+        assert delta_kind(delta) == KIND_NAMES[kind]
+    assert encode(apply_delta(old, delta)) == encode(new)
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        pytest.param([{"alias": "on", "on": []}], [{"alias": "off", "on": []}], id="list"),
+        pytest.param([], [1], id="empty-list"),
+        pytest.param({}, [], id="map-to-list"),
+        pytest.param(3, "three", id="scalars"),
+        pytest.param(None, {"a": 1}, id="null-to-map"),
+    ],
+)
+@pytest.mark.parametrize("kind", [OPS, OPS_ZSTD, FULL, FULL_ZSTD])
+def test_list_and_scalar_tops_apply_under_every_kind(old: Value, new: Value, kind: int) -> None:
+    assert encode(apply_delta(old, encode_delta(old, new, kind))) == encode(new)
+
+
+def test_home_assistant_style_list_top_round_trips_as_full_zstd() -> None:
+    # The field failure: a list at the top, full+zstd chosen, refused on apply.
+    old: Value = [{"id": str(n), "alias": f"light {n}", "trigger": [{"at": "07:00"}]}
+                  for n in range(30)]  # fmt: skip
+    new: Value = [{"id": "x", "alias": "all new", "mode": "single"} for _ in range(3)]
+    delta = encode_delta(old, new, FULL_ZSTD)
+    assert apply_delta(old, delta) == new
+    assert apply_delta(old, make_delta(old, new)) == new
+
+
+@given(top_values())
+@settings(max_examples=100, deadline=None)
+def test_equal_values_of_any_type_give_the_empty_delta(value: Value) -> None:
+    delta = make_delta(value, edgecfg.decode(encode(value)))
+    assert len(delta) == HEADER_SIZE
+    assert encode(apply_delta(value, delta)) == encode(value)
+
+
+def test_encode_delta_refuses_an_unknown_kind_and_an_unequal_empty() -> None:
+    with pytest.raises(UsageError, match="unknown delta kind"):
+        encode_delta({}, {}, 9)
+    with pytest.raises(UsageError, match="equal"):
+        encode_delta({}, {"a": 1}, EMPTY)
+
+
+def test_encoded_configurations_are_maps_and_say_so() -> None:
+    with pytest.raises(EncodeError, match="is a map"):
+        Encoded.of([1, 2])  # type: ignore[arg-type]
+    delta = make_delta({"a": 1}, [1])
+    assert apply_delta({"a": 1}, delta) == [1]
+    with pytest.raises(DeltaError, match="not a configuration map"):
+        apply_delta_encoded(Encoded.of({"a": 1}), delta)
+
+
+def test_classes_need_maps_on_both_sides() -> None:
+    with pytest.raises(UsageError, match="maps"):
+        make_delta([1], [2], schema=SCHEMA, classes={"critical"})
 
 
 def json_copy(tree: Tree) -> Tree:
@@ -256,6 +343,7 @@ configs = st.fixed_dictionaries(
 def test_critical_delta_then_the_rest_yields_exactly_new(old: Tree, new: Tree) -> None:
     critical = make_delta(old, new, schema=SCHEMA, classes={"critical"})
     middle = apply_delta(old, critical)
+    assert isinstance(middle, dict)
     for path in (("sec", "key"), ("net", "interval")):
         assert values_equal(edgecfg_get(middle, path), edgecfg_get(new, path))
     for path in (("net", "apn"), ("free",)):
