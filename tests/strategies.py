@@ -120,7 +120,7 @@ def value_pairs(draw: st.DrawFn) -> tuple[Value, Value]:
     if isinstance(old, dict):
         return old, draw(edited(old))
     if isinstance(old, list):
-        items = [
+        items: list[Value] = [
             draw(edited(item)) if isinstance(item, dict) and draw(st.booleans()) else item
             for item in cast(list[Value], old)
         ]

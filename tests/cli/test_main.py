@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from edgecfg.cli.main import main
+from edgecfg.core.tree import Value
 from edgecfg.wire.cbor import decode, encode, etag
 from edgecfg.wire.delta import make_delta
 
@@ -152,8 +153,8 @@ def test_delta_patch_and_etag_take_a_list_at_the_top_level(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     # Home Assistant automations.yaml: a list of maps at the top level.
-    old = [{"id": str(n), "alias": f"lamp {n}", "mode": "single"} for n in range(20)]
-    new = [*old[:5], {"id": "new", "alias": "porch", "mode": "queued"}, *old[5:]]
+    old: list[Value] = [{"id": str(n), "alias": f"lamp {n}", "mode": "single"} for n in range(20)]
+    new: list[Value] = [*old[:5], {"id": "new", "alias": "porch", "mode": "queued"}, *old[5:]]
     old_file, new_file = tmp_path / "old.json", tmp_path / "new.json"
     old_file.write_text(json.dumps(old))
     new_file.write_text(json.dumps(new))
