@@ -136,11 +136,15 @@ def cmd_bench_delta(args: argparse.Namespace) -> int:
     """Delta sizes and speed against baselines measured in the same run."""
     from edgecfg.cli.bench import run_delta_bench
 
-    if args.synthetic and args.files:
+    files = [*args.files, *args.corpus]
+    if args.synthetic and files:
         raise CommandError("--synthetic and corpus files exclude each other")
+    if args.worst < 0 or args.runs < 1:
+        raise CommandError("--worst must be >= 0 and --runs >= 1")
     return run_delta_bench(
-        args.files, as_json=args.json, leaves=args.leaves, synthetic=args.synthetic
-    )
+        files, as_json=args.json, leaves=args.leaves, synthetic=args.synthetic,
+        worst_count=args.worst, runs=args.runs,
+    )  # fmt: skip
 
 
 def cmd_bench_resolve(args: argparse.Namespace) -> int:
@@ -253,7 +257,14 @@ def build_parser() -> argparse.ArgumentParser:
     benches = bench.add_subparsers(dest="bench", metavar="BENCH", required=True)
     p = benches.add_parser("delta", help="delta size and speed vs JSON Patch, zstd, lz4")
     p.add_argument("files", nargs="*", metavar="FILE.jsonl", help="default: ../shared/corpus")
+    p.add_argument(
+        "--corpus", action="append", default=[], metavar="DIR",
+        help="a directory of *.jsonl histories (or one file) in ../shared/corpus's format",
+    )  # fmt: skip
+    p.add_argument("--worst", type=int, default=0, metavar="N",
+                   help="print the N largest deltas with their op mix")  # fmt: skip
     p.add_argument("--leaves", type=int, default=2000, help="config size for the speed run")
+    p.add_argument("--runs", type=int, default=200, help="edits timed in the speed run")
     p.add_argument("--synthetic", action="store_true", help="use the generator, not the corpus")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=cmd_bench_delta)

@@ -230,11 +230,71 @@ def test_bench_delta_on_a_small_corpus_prints_targets(
     corpus.write_text(
         "\n".join(json.dumps({"repo": "r", "path": "p", "tree": tree}) for tree in versions)
     )
-    code, out, _ = run(capsys, "bench", "delta", str(corpus), "--leaves", "50")
+    code, out, _ = run(capsys, "bench", "delta", str(corpus), "--leaves", "50", "--runs", "3")
     assert code == 0
     assert "tiny" in out
     assert "zstd-19 dict" in out
-    assert "median <= 3.0%" in out
+    assert "median <= 2.8%" in out
+    assert "6 changed pairs (changed pair = consecutive versions" in out
+    assert "p99%" in out
+    assert "PASS  all 6 changed pairs round-trip" in out
+
+
+def _history_dir(tmp_path: Path) -> Path:
+    """Two histories in a directory: a map config and a list-topped one (automations)."""
+    folder = tmp_path / "histories"
+    folder.mkdir()
+    maps = [{"a": {"x": i, "y": "text " * 10}} for i in range(4)]
+    lists = [[{"id": str(n), "alias": f"lamp {n}"} for n in range(i + 2)] for i in range(4)]
+    for name, versions in (("maps", maps), ("lists", lists)):
+        (folder / f"{name}.jsonl").write_text(
+            "\n".join(json.dumps({"repo": name, "path": "p", "tree": t}) for t in versions)
+        )
+    return folder
+
+
+def test_bench_delta_takes_a_corpus_directory_with_list_tops_and_prints_the_worst(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    folder = _history_dir(tmp_path)
+    code, out, _ = run(
+        capsys, "bench", "delta", "--corpus", str(folder), "--worst", "2",
+        "--leaves", "50", "--runs", "3",
+    )  # fmt: skip
+    assert code == 0
+    assert "6 changed pairs" in out
+    assert "lists " in out
+    assert "the 2 largest deltas" in out
+    assert "ops: " in out
+
+
+def test_bench_delta_exits_non_zero_when_a_pair_does_not_round_trip(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import edgecfg.cli.bench as bench
+
+    real = bench.apply_delta
+
+    def broken(old: Value, delta: bytes) -> Value:
+        result = real(old, delta)
+        return ["not", "the", "target"] if isinstance(result, list) else result
+
+    monkeypatch.setattr(bench, "apply_delta", broken)
+    folder = _history_dir(tmp_path)
+    code, out, _ = run(
+        capsys, "bench", "delta", "--corpus", str(folder), "--leaves", "50", "--runs", "3"
+    )
+    assert code == 1
+    assert "FAIL  3 of 6 changed pairs do not round-trip" in out
+    assert "lists p #1" in out
+
+
+def test_bench_delta_names_a_missing_corpus(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, _, err = run(capsys, "bench", "delta", "--corpus", str(tmp_path / "nowhere"))
+    assert code == 1
+    assert "no such file or directory" in err
 
 
 def test_bench_delta_refuses_a_malformed_corpus_line(
