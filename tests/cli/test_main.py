@@ -271,7 +271,7 @@ def test_bench_delta_takes_a_corpus_directory_with_list_tops_and_prints_the_wors
 def test_bench_delta_exits_non_zero_when_a_pair_does_not_round_trip(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import edgecfg.cli.bench as bench
+    from edgecfg.cli import bench
 
     real = bench.apply_delta
 
