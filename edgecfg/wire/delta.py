@@ -2,10 +2,14 @@
 
 Layout (all deltas)::
 
-    byte 0      format version (high nibble, now 1) | encoding kind (low nibble)
-    byte 1      base check: first byte of the base's ETag
-    bytes 2-3   target check: first 2 bytes of the target's ETag
-    bytes 4-    body, by kind
+    byte 0      format version (bits 7-6, now 2) | encoding kind (bits 5-3)
+                | base check (bits 2-0: the top 3 bits of the base's ETag)
+    bytes 1-2   target check: first 2 bytes of the target's ETag
+    bytes 3-    body, by kind
+
+Format 1 (a 4-byte header with an 8-bit base check) is not read any more: its
+first byte, ``0x1k``, names version 0 here, and format-1 readers see 8-11 in
+this byte's high nibble, so each side refuses the other's deltas by name.
 
 Kinds, one chosen per delta as the smallest:
 
@@ -13,9 +17,10 @@ Kinds, one chosen per delta as the smallest:
 - ``OPS`` (1): structural operations (:mod:`edgecfg.core.delta`) in the byte
   encoding of :mod:`edgecfg.wire.delta_ops`.
 - ``OPS_ZSTD`` (2): the ``OPS`` array compressed by zstd (RFC 8878 frame
-  without magic number, dictionary id or checksum, with the content size that
-  bounds decompression) with the base's canonical CBOR as a raw-content
-  dictionary, so new text that resembles the base costs little.
+  without magic number, dictionary id, checksum or content size:
+  decompression is bounded by the decode limits instead) with the base's
+  canonical CBOR as a raw-content dictionary, so new text that resembles the
+  base costs little.
 - ``FULL_ZSTD`` (3): the target's canonical CBOR compressed the same way:
   wins when most of the config changed.
 - ``FULL`` (4): the target's canonical CBOR, for an empty or unrelated base.
@@ -26,10 +31,12 @@ every one of them (``FULL`` and ``FULL_ZSTD`` decode any top-level item).
 
 The checks are short on purpose (DESIGN §7): inside a sync, the CoAP exchange
 carries the full ETags (``?from=`` and the ETag option) and the agent checks
-the full 8-byte target ETag.  Outside a sync the 1-byte base check names a
-wrong base at once in 255 of 256 cases; in the rest, applying to the wrong
-base fails the 2-byte target check (or the structure check) instead, so a
-wrong result is accepted with probability below 2**-16 * 2**-8.
+the full 8-byte target ETag.  Outside a sync the 3-bit base check names a
+wrong base at once in 7 of 8 cases; in the rest, applying to the wrong base
+fails the 16-bit target check (or the structure check) instead, so a wrong
+result is accepted with probability below 2**-16 * 2**-3.  Every delta pays
+for the header, and the median real delta is ~40 bytes: one header byte is
+2-3% of it.
 """
 
 from __future__ import annotations
@@ -61,15 +68,15 @@ from edgecfg.wire.cbor import (
 )
 from edgecfg.wire.delta_ops import KeyBook, decode_ops, encode_ops
 
-FORMAT_VERSION: Final = 1
+FORMAT_VERSION: Final = 2
 CONTENT_FORMAT_DELTA: Final = 65100
 """Experimental-range CoAP content-format for this delta format (DESIGN §5)."""
 
 EMPTY, OPS, OPS_ZSTD, FULL_ZSTD, FULL = 0, 1, 2, 3, 4
 KIND_NAMES: Final = {EMPTY: "empty", OPS: "ops", OPS_ZSTD: "ops+zstd", FULL_ZSTD: "full+zstd",
                      FULL: "full"}  # fmt: skip
-HEADER_SIZE: Final = 4
-BASE_CHECK_SIZE: Final = 1
+HEADER_SIZE: Final = 3
+BASE_CHECK_BITS: Final = 3
 TARGET_CHECK_SIZE: Final = 2
 
 _ZSTD_LEVEL_SMALL: Final = 19
@@ -137,7 +144,7 @@ def _candidates(
 
     candidates: list[bytes] = []
     if wanted(FULL):
-        candidates.append(_with_kind(header, FULL) + target.cbor)
+        candidates.append(with_kind(header, FULL) + target.cbor)
     if not (wanted(OPS) or wanted(OPS_ZSTD) or wanted(FULL_ZSTD)):
         return candidates
     book = KeyBook(base.value)
@@ -149,7 +156,7 @@ def _candidates(
         )
         body = encode_ops(ops, book)
     if wanted(OPS):
-        candidates.append(_with_kind(header, OPS) + body)
+        candidates.append(with_kind(header, OPS) + body)
     # A zstd frame costs at least ~6 bytes and loading the base as its
     # dictionary costs time in proportion to the base: try it only when
     # the operations are big enough for compression to pay.
@@ -157,9 +164,9 @@ def _candidates(
         compressor = _compressor(base.cbor, len(target.cbor))
         if wanted(OPS_ZSTD):
             for text in (body, encode_ops(ops, book, compact=False)):
-                candidates.append(_with_kind(header, OPS_ZSTD) + compressor.compress(text))
+                candidates.append(with_kind(header, OPS_ZSTD) + compressor.compress(text))
         if wanted(FULL_ZSTD):
-            candidates.append(_with_kind(header, FULL_ZSTD) + compressor.compress(target.cbor))
+            candidates.append(with_kind(header, FULL_ZSTD) + compressor.compress(target.cbor))
     return candidates
 
 
@@ -241,14 +248,14 @@ def _apply(base: _Side, delta: bytes, limits: DecodeLimits) -> _Side:
         raise DeltaError(
             f"delta of {len(delta)} bytes is shorter than its {HEADER_SIZE}-byte header"
         )
-    version, kind = delta[0] >> 4, delta[0] & 0x0F
+    version, kind = delta[0] >> 6, delta[0] >> 3 & 7
     if version != FORMAT_VERSION:
         raise DeltaError(f"delta format version {version}; this edgecfg reads {FORMAT_VERSION}")
     if kind not in KIND_NAMES:
         raise DeltaError(f"unknown delta kind {kind}")
-    actual = base.etag[:BASE_CHECK_SIZE]
-    if actual != delta[1:2]:
-        raise DeltaBaseMismatch(expected=delta[1:2], actual=actual)
+    expected, actual = delta[0] & 7, _base_check(base.etag)
+    if actual != expected:
+        raise DeltaBaseMismatch(expected=bytes([expected]), actual=bytes([actual]))
     body = delta[HEADER_SIZE:]
     if kind == EMPTY:
         if body:
@@ -269,8 +276,8 @@ def _apply(base: _Side, delta: bytes, limits: DecodeLimits) -> _Side:
     if len(result.cbor) > limits.max_bytes:
         raise DeltaError(f"delta result of {len(result.cbor)} bytes exceeds {limits.max_bytes}")
     produced = result.etag[:TARGET_CHECK_SIZE]
-    if produced != delta[2:4]:
-        raise DeltaIntegrityError(expected=delta[2:4], actual=produced)
+    if produced != delta[1:HEADER_SIZE]:
+        raise DeltaIntegrityError(expected=delta[1:HEADER_SIZE], actual=produced)
     return result
 
 
@@ -281,20 +288,28 @@ def _trusted(value: Value) -> _Side:
 
 def delta_kind(delta: bytes) -> str:
     """The name of a delta's encoding kind (for reports and benchmarks)."""
-    if len(delta) < HEADER_SIZE or delta[0] & 0x0F not in KIND_NAMES:
+    if len(delta) < HEADER_SIZE or delta[0] >> 6 != FORMAT_VERSION:
         raise DeltaError("not an edgecfg delta")
-    return KIND_NAMES[delta[0] & 0x0F]
+    kind = delta[0] >> 3 & 7
+    if kind not in KIND_NAMES:
+        raise DeltaError("not an edgecfg delta")
+    return KIND_NAMES[kind]
 
 
 # ---------------------------------------------------------------- header
 
 
+def _base_check(base: ETag) -> int:
+    return base[0] >> (8 - BASE_CHECK_BITS)
+
+
 def _header(kind: int, base: ETag, target: ETag) -> bytes:
-    return bytes([FORMAT_VERSION << 4 | kind]) + base[:BASE_CHECK_SIZE] + target[:TARGET_CHECK_SIZE]
+    return with_kind(bytes([_base_check(base)]) + target[:TARGET_CHECK_SIZE], kind)
 
 
-def _with_kind(header: bytes, kind: int) -> bytes:
-    return bytes([FORMAT_VERSION << 4 | kind]) + header[1:]
+def with_kind(delta: bytes, kind: int) -> bytes:
+    """``delta`` with its kind field set to ``kind`` (checks and body unchanged)."""
+    return bytes([FORMAT_VERSION << 6 | kind << 3 | delta[0] & 7]) + delta[1:]
 
 
 def _decode_value(data: bytes, limits: DecodeLimits, offset: int | None) -> Value:
@@ -322,7 +337,7 @@ def _compressor(dictionary: bytes, largest_input: int) -> zstandard.ZstdCompress
         dict_size=len(dictionary),
         format=zstandard.FORMAT_ZSTD1_MAGICLESS,
         write_checksum=False,
-        write_content_size=True,
+        write_content_size=False,
         write_dict_id=False,
     )
     return zstandard.ZstdCompressor(dict_data=_dictionary(dictionary), compression_params=params)
@@ -333,23 +348,32 @@ def _dictionary(data: bytes) -> zstandard.ZstdCompressionDict:
 
 
 def _decompress(body: bytes, dictionary: bytes, limits: DecodeLimits) -> bytes:
+    """The one frame of ``body``; at most ``limits.max_bytes`` out, no bytes after it."""
     try:
         size = zstandard.get_frame_parameters(
             body, format=zstandard.FORMAT_ZSTD1_MAGICLESS
         ).content_size
     except zstandard.ZstdError as error:
         raise DeltaError(f"corrupt compressed delta body: {error}") from None
-    if size in (zstandard.CONTENTSIZE_UNKNOWN, zstandard.CONTENTSIZE_ERROR):
-        raise DeltaError("compressed delta body does not declare its size")
-    if size > limits.max_bytes:
-        raise DeltaError(f"delta declares {size} bytes, above the limit of {limits.max_bytes}")
+    # edgecfg writes no size, but a hostile frame may declare one: decompress()
+    # would allocate it, so refuse one above the limit before that.
+    if size != zstandard.CONTENTSIZE_UNKNOWN and size > limits.max_bytes:
+        raise DeltaError(f"delta declares {size} bytes, more than {limits.max_bytes} bytes allowed")
     decompressor = zstandard.ZstdDecompressor(
         dict_data=_dictionary(dictionary), format=zstandard.FORMAT_ZSTD1_MAGICLESS
     )
     try:
-        out = decompressor.decompress(body, max_output_size=size)
+        # The frame declares no size: the limit bounds the output buffer, and
+        # a frame that would exceed it fails here, before the bytes exist.
+        out = decompressor.decompress(body, max_output_size=limits.max_bytes)
+        # decompress() ignores bytes after the frame; a strict reader does not.
+        # Safe to run again: the output is now known to be within the limit.
+        rest = decompressor.decompressobj()
+        rest.decompress(body)
     except zstandard.ZstdError as error:
-        raise DeltaError(f"corrupt compressed delta body: {error}") from None
-    if len(out) != size:
-        raise DeltaError(f"compressed body gave {len(out)} bytes, declared {size}")
+        raise DeltaError(
+            f"corrupt compressed delta body, or one of more than {limits.max_bytes} bytes: {error}"
+        ) from None
+    if not rest.eof or rest.unused_data:
+        raise DeltaError(f"compressed delta body has {len(rest.unused_data)} bytes after its frame")
     return out

@@ -36,6 +36,7 @@ from edgecfg.wire.delta import (
     delta_kind,
     encode_delta,
     make_delta,
+    with_kind,
 )
 from edgecfg.wire.delta_ops import varint
 from tests.strategies import top_values, tree_pairs, trees, value_pairs
@@ -54,7 +55,7 @@ def test_apply_delta_of_make_delta_returns_target(pair: tuple[Tree, Tree]) -> No
 def test_equal_trees_give_the_empty_delta(tree: Tree) -> None:
     delta = make_delta(tree, json_copy(tree))
     assert len(delta) == HEADER_SIZE
-    assert delta[0] == FORMAT_VERSION << 4 | EMPTY
+    assert delta[0] >> 3 == FORMAT_VERSION << 3 | EMPTY
     assert encode(apply_delta(tree, delta)) == encode(tree)
 
 
@@ -144,27 +145,30 @@ def test_public_api_exports_make_and_apply() -> None:
 
 
 # Golden vectors pin the format: a change here breaks devices in the field.
-# header 0x11 = format 1, kind OPS; then base check (1 byte), target check (2).
+# Header byte 0b10_001_bbb = format 2, kind OPS (1), base check bbb (the top 3
+# bits of the base's ETag); then the target check (2 bytes), then the body.
+# Format 1 had 0x11 + a whole base-ETag byte: "11eb1d200802" is "8f1d200802"
+# now (0xeb >> 5 = 7), with the body (0802) unchanged.
 GOLDEN = [
-    pytest.param({"a": 1}, {"a": 2}, "11eb1d200802", id="set-node1"),
-    pytest.param({"a": 1}, {"a": 1, "b": True}, "11eb209a020462f5", id="add-literal-key"),
-    pytest.param({"a": 1, "b": 2}, {"a": 1}, "11a0eb9811", id="delete-node2"),
+    pytest.param({"a": 1}, {"a": 2}, "8f1d200802", id="set-node1"),
+    pytest.param({"a": 1}, {"a": 1, "b": True}, "8f209a020462f5", id="add-literal-key"),
+    pytest.param({"a": 1, "b": 2}, {"a": 1}, "8deb9811", id="delete-node2"),
     pytest.param(
         {"s": "hello world!"},
         {"s": "hello there world!"},
-        "1163a2220c060666746865726520",
+        "8ba2220c060666746865726520",
         id="splice-prefix6-suffix6",
     ),
-    pytest.param({"l": [1, 2, 3]}, {"l": [1, 9, 2, 3]}, "117fda710d0101000109", id="list-insert"),
-    pytest.param({"x": 0.5}, {"x": 0.0125}, "11d37a6908c48223187d", id="decimal-float"),
+    pytest.param({"l": [1, 2, 3]}, {"l": [1, 9, 2, 3]}, "8bda710d0101000109", id="list-insert"),
+    pytest.param({"x": 0.5}, {"x": 0.0125}, "8e7a6908c48223187d", id="decimal-float"),
     pytest.param(
         {"sec": {"k1": 1, "k2": 2, "k3": "abc"}},
         {"sec": {"k1": 1, "k2": 2, "k3": "abc"}, "sec2": {"k1": 1, "k2": 3, "k3": "abc"}},
-        "116d67d2070e03013201021003",
+        "8b67d2070e03013201021003",
         id="copy-with-prefix-key",
     ),
     pytest.param(
-        {"old": {"a": 1, "b": 2}}, {"new": {"a": 1, "b": 2}}, "110f03f40b0c6e6577", id="rename"
+        {"old": {"a": 1, "b": 2}}, {"new": {"a": 1, "b": 2}}, "8803f40b0c6e6577", id="rename"
     ),
 ]
 
@@ -176,34 +180,36 @@ def test_golden_deltas(old: Tree, new: Tree, hexed: str) -> None:
 
 
 def test_golden_delta_bytes_are_exact() -> None:
-    # {"a": 1} -> {"a": 2}: header 0x11 (v1, OPS), base check, target check,
+    # {"a": 1} -> {"a": 2}: version 2, kind OPS, base check, target check,
     # SET at node 1 (gap 1 << 3 | 0 = 0x08), value 2.
     delta = make_delta({"a": 1}, {"a": 2})
-    assert delta[0] == 0x11
-    assert delta[1:2] == etag({"a": 1})[:1]
-    assert delta[2:4] == etag({"a": 2})[:2]
-    assert delta[4:] == bytes([0x08, 0x02])
+    assert delta[0] == 0b10_001_000 | etag({"a": 1})[0] >> 5
+    assert delta[1:3] == etag({"a": 2})[:2]
+    assert delta[3:] == bytes([0x08, 0x02])
 
 
 def test_delete_and_add_and_float_vectors_are_exact() -> None:
-    assert make_delta({"a": 1, "b": 2}, {"a": 1})[4:] == bytes([0x11])  # DELETE node 2
-    added = make_delta({"a": 1}, {"a": 1, "b": True})[4:]
+    assert make_delta({"a": 1, "b": 2}, {"a": 1})[3:] == bytes([0x11])  # DELETE node 2
+    added = make_delta({"a": 1}, {"a": 1, "b": True})[3:]
     assert added == bytes([0x02]) + varint(1 << 2 | 0) + b"b" + bytes([0xF5])  # ADD at root
-    compact = make_delta({"x": 0.5}, {"x": 0.0125})[4:]
+    compact = make_delta({"x": 0.5}, {"x": 0.0125})[3:]
     assert compact == bytes([0x08]) + bytes.fromhex("c48223187d")  # decimal fraction 125e-4
 
 
 def test_wrong_base_raises_base_mismatch_with_both_checks() -> None:
     delta = make_delta({"a": 1}, {"a": 2})
+    wrong = next(
+        {"a": n} for n in range(2, 99) if etag({"a": n})[0] >> 5 != etag({"a": 1})[0] >> 5
+    )
     with pytest.raises(DeltaBaseMismatch) as caught:
-        apply_delta({"a": 7}, delta)
-    assert caught.value.expected == etag({"a": 1})[:1]
-    assert caught.value.actual == etag({"a": 7})[:1]
+        apply_delta(wrong, delta)
+    assert caught.value.expected == bytes([etag({"a": 1})[0] >> 5])
+    assert caught.value.actual == bytes([etag(wrong)[0] >> 5])
 
 
 def test_corrupted_target_check_raises_integrity_error() -> None:
     delta = bytearray(make_delta({"a": 1}, {"a": 2}))
-    delta[2] ^= 0xFF
+    delta[1] ^= 0xFF
     with pytest.raises(DeltaIntegrityError):
         apply_delta({"a": 1}, bytes(delta))
 
@@ -251,7 +257,7 @@ def test_random_bodies_only_ever_raise_delta_errors(body: bytes) -> None:
     old: Tree = {"a": {"b": [1, 2, "x"], "c": "text"}, "d": 1.5}
     header = make_delta(old, {"a": 1})[:HEADER_SIZE]
     for kind in range(6):
-        crafted = bytes([FORMAT_VERSION << 4 | kind]) + header[1:] + body
+        crafted = with_kind(header, kind) + body
         with contextlib.suppress(DeltaError):
             apply_delta(old, crafted)
 
@@ -272,7 +278,7 @@ def test_absurd_declared_lengths_give_clear_errors(body: bytes, message: str) ->
     old: Tree = {"a": 1}
     header = make_delta(old, {"a": 2})[:HEADER_SIZE]
     with pytest.raises(DeltaError, match=message):
-        apply_delta(old, bytes([FORMAT_VERSION << 4 | 1]) + header[1:] + body)
+        apply_delta(old, with_kind(header, OPS) + body)
 
 
 def test_compressed_size_bomb_is_refused_before_decompressing() -> None:
@@ -280,7 +286,7 @@ def test_compressed_size_bomb_is_refused_before_decompressing() -> None:
     new: Tree = {"text": "y" * 4000, "more": "z" * 4000}
     delta = make_delta(old, new)
     assert delta_kind(delta) in {"full+zstd", "ops+zstd"}
-    with pytest.raises(DeltaError, match="above the limit"):
+    with pytest.raises(DeltaError, match="more than 100 bytes"):
         apply_delta(old, delta, limits=DecodeLimits(max_bytes=100))
 
 
@@ -296,17 +302,19 @@ def test_key_ref_amplification_is_bounded() -> None:
 
 def test_unknown_format_version_and_kind_are_named() -> None:
     delta = bytearray(make_delta({"a": 1}, {"a": 2}))
-    delta[0] = 0x21
-    with pytest.raises(DeltaError, match="format version 2"):
+    delta[0] = 0x11  # format 1 (4-byte header)
+    with pytest.raises(DeltaError, match="format version 0; this edgecfg reads 2"):
         apply_delta({"a": 1}, bytes(delta))
-    delta[0] = 0x1F
-    with pytest.raises(DeltaError, match="unknown delta kind 15"):
+    delta[0] = 0b10_111_000 | etag({"a": 1})[0] >> 5
+    with pytest.raises(DeltaError, match="unknown delta kind 7"):
         apply_delta({"a": 1}, bytes(delta))
+    with pytest.raises(DeltaError, match="not an edgecfg delta"):
+        delta_kind(bytes(delta))
 
 
 def test_full_kind_carries_the_target_for_an_unrelated_base() -> None:
     delta = make_delta({}, {"a": 1})
-    assert delta[0] & 0x0F in (FULL, 1)
+    assert delta_kind(delta) in ("full", "ops")
     assert apply_delta({}, delta) == {"a": 1}
 
 
