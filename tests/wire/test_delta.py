@@ -198,7 +198,7 @@ def test_delete_and_add_and_float_vectors_are_exact() -> None:
 
 def test_wrong_base_raises_base_mismatch_with_both_checks() -> None:
     delta = make_delta({"a": 1}, {"a": 2})
-    wrong = next(
+    wrong: Tree = next(
         {"a": n} for n in range(2, 99) if etag({"a": n})[0] >> 5 != etag({"a": 1})[0] >> 5
     )
     with pytest.raises(DeltaBaseMismatch) as caught:
