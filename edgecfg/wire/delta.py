@@ -163,7 +163,11 @@ def _candidates(
     if len(body) > _ZSTD_WORTHWHILE or kinds is not None:
         compressor = _compressor(base.cbor, len(target.cbor))
         if wanted(OPS_ZSTD):
-            for text in (body, encode_ops(ops, book, compact=False)):
+            for text in (
+                body,
+                encode_ops(ops, book, memory=False),
+                encode_ops(ops, book, compact=False, memory=False),
+            ):
                 candidates.append(with_kind(header, OPS_ZSTD) + compressor.compress(text))
         if wanted(FULL_ZSTD):
             candidates.append(with_kind(header, FULL_ZSTD) + compressor.compress(target.cbor))
