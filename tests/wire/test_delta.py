@@ -429,3 +429,72 @@ def test_encoded_from_non_canonical_bytes_is_canonical() -> None:
     config = Encoded.from_bytes(loose)
     assert config.cbor == encode({"a": 2, "b": 1})
     assert config.etag == etag({"a": 2, "b": 1})
+
+
+# ---------------------------------------------------------------- format 2 details
+
+
+def test_compressed_kinds_carry_one_block_without_frame_and_block_headers() -> None:
+    old: Tree = {f"section {n}": {"pin": f"PA{n}", "speed": n * 10} for n in range(40)}
+    new: Tree = {**old, **{f"extra {n}": {"pin": f"PB{n}", "note": "x" * n} for n in range(9)}}
+    block, frame = encode_delta(old, new, FULL_ZSTD), encode_delta(old, new, FULL_ZSTD_FRAME)
+    # the frame: descriptor 0x00, window descriptor, 3-byte block header, then the block
+    assert frame[HEADER_SIZE] == 0x00
+    assert frame[HEADER_SIZE + 5 :] == block[HEADER_SIZE:]
+    assert len(block) == len(frame) - 5
+    assert apply_delta(old, block) == new
+    assert apply_delta(old, frame) == new
+
+
+def test_a_frame_with_bytes_after_it_is_refused() -> None:
+    old: Tree = {"text": "abc " * 200}
+    new: Tree = {"text": "abd " * 200}
+    frame = encode_delta(old, new, FULL_ZSTD_FRAME)
+    with pytest.raises(DeltaError, match="1 bytes after its frame"):
+        apply_delta(old, frame + b"\x00")
+
+
+def test_an_oversized_block_is_refused() -> None:
+    header = make_delta({"a": 1}, {"a": 2})[:HEADER_SIZE]
+    with pytest.raises(DeltaError, match="exceeds"):
+        apply_delta({"a": 1}, with_kind(header, FULL_ZSTD) + bytes(128 * 1024 + 1))
+
+
+def test_repeated_new_keys_and_values_are_sent_once() -> None:
+    old: Tree = {f"stepper_{axis}": {"step_pin": f"P{axis}"} for axis in "xyz"}
+    new: Tree = {
+        key: {**section, "microsteps_per_turn": 999999, "rotation_distance": 40.25}
+        for key, section in old.items()
+    }
+    delta = encode_delta(old, new, OPS)
+    body = delta[HEADER_SIZE:]
+    assert body.count(b"microsteps_per_turn") == 1
+    assert body.count(bytes.fromhex("1a000f423f")) == 1  # 999999 once, then value refs
+    assert bytes([0xC6, 0x00]) in body
+    assert apply_delta(old, delta) == new
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (bytes([0x08, 0xC6, 0x05]), "value ref 5"),  # SET node 1 to value #5 of none
+        (bytes([0x08, 0xC6, 0x61]), "value ref"),  # the index is text
+        (bytes([0x08, 0xC6]), "value ref"),  # truncated
+        (bytes([0x02, 0x0D]), "key ref 3"),  # ADD with key ref 3: base has 1 key
+    ],
+)
+def test_refs_beyond_what_was_said_are_refused(body: bytes, message: str) -> None:
+    header = make_delta({"a": 1}, {"a": 2})[:HEADER_SIZE]
+    with pytest.raises(DeltaError, match=message):
+        apply_delta({"a": 1}, with_kind(header, OPS) + body)
+
+
+def test_value_refs_cannot_amplify_a_delta_without_bound() -> None:
+    old: Tree = {"l": []}
+    big = "v" * 1000
+    # LIST edit of node 1: one run inserting the big text, then 200 refs to it
+    body = bytes([0x0D, 0x01, 0x00, 0x00]) + varint(201) + encode(big)
+    body += bytes([0xC6, 0x00]) * 200
+    crafted = with_kind(make_delta(old, {"l": [1]})[:HEADER_SIZE], OPS) + body
+    with pytest.raises(DeltaError, match="value refs expand beyond"):
+        apply_delta(old, crafted, limits=DecodeLimits(max_bytes=50_000))
