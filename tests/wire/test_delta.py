@@ -463,9 +463,11 @@ def test_an_oversized_block_is_refused() -> None:
 def test_repeated_new_keys_and_values_are_sent_once() -> None:
     old: Tree = {f"stepper_{axis}": {"step_pin": f"P{axis}"} for axis in "xyz"}
     new: Tree = {
-        key: {**section, "microsteps_per_turn": 999999, "rotation_distance": 40.25}
-        for key, section in old.items()
-    }
+        f"stepper_{axis}": {
+            "step_pin": f"P{axis}", "microsteps_per_turn": 999999, "rotation_distance": 40.25
+        }
+        for axis in "xyz"
+    }  # fmt: skip
     delta = encode_delta(old, new, OPS)
     body = delta[HEADER_SIZE:]
     assert body.count(b"microsteps_per_turn") == 1
