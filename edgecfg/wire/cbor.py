@@ -144,6 +144,39 @@ class SubtreeEncoder:
         return data
 
 
+def encode_reusing(value: Value, assemble: set[int], parts: dict[int, bytes]) -> bytes:
+    """Canonical bytes of ``value`` (no model check), reusing and filling ``parts``.
+
+    ``parts`` maps ``id(node)`` to the node's canonical bytes.  A container
+    whose id is in ``assemble`` is put together from its children's bytes;
+    any other node is taken from ``parts`` or encoded in one C call and
+    remembered there.  Encoding a base with ``assemble`` = the containers a
+    delta rebuilt, then the result with ``assemble`` = their replacements,
+    costs one encoding of the base plus the change: the result shares every
+    other subtree with the base, and those subtrees' bytes are in ``parts``.
+    The ids are valid while the values live, so ``parts`` is for one call.
+    """
+    key = id(value)
+    known = parts.get(key)
+    if known is not None:
+        return known
+    if key not in assemble:
+        data = parts[key] = cbor2.dumps(value, canonical=True)
+        return data
+    if type(value) is dict:
+        node = cast(dict[str, Value], value)
+        pieces = [_head(_MAJOR_MAP, len(node))]
+        for name in sorted(node, key=canonical_key_order):
+            pieces.append(cbor2.dumps(name))
+            pieces.append(encode_reusing(node[name], assemble, parts))
+    else:
+        items = cast(list[Value], value)
+        pieces = [_head(_MAJOR_ARRAY, len(items))]
+        pieces.extend(encode_reusing(item, assemble, parts) for item in items)
+    data = parts[key] = b"".join(pieces)
+    return data
+
+
 def _head(major: int, argument: int) -> bytes:
     """An item head in preferred (shortest) form, RFC 8949 §3 and §4.2.1."""
     if argument < 24:

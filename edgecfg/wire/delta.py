@@ -50,7 +50,7 @@ for the header, and the median real delta is ~40 bytes: one header byte is
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from typing import Final, NamedTuple
 
 import zstandard
@@ -58,12 +58,14 @@ import zstandard
 from edgecfg.core import delta as structural
 from edgecfg.core.ids import ETag
 from edgecfg.core.schema import Schema
-from edgecfg.core.tree import Tree, Value, is_map
+from edgecfg.core.tree import Tree, Value, check_model, is_map
 from edgecfg.errors import (
     DecodeError,
     DeltaBaseMismatch,
     DeltaError,
     DeltaIntegrityError,
+    EncodeError,
+    ModelError,
     UsageError,
 )
 from edgecfg.wire.cbor import (
@@ -72,6 +74,7 @@ from edgecfg.wire.cbor import (
     Encoded,
     decode,
     encode,
+    encode_reusing,
     encode_unchecked,
     etag_of_bytes,
 )
@@ -114,18 +117,28 @@ def make_delta(
     class is listed are carried: the result turns ``old`` into a consistent
     intermediate config (see :func:`restrict_to_classes`).
     """
-    base = _side(old)
+    old_value = old.tree if isinstance(old, Encoded) else _checked(old)
+    new_value = new.tree if isinstance(new, Encoded) else new
     if classes is not None:
-        new_value = new.tree if isinstance(new, Encoded) else new
-        if not (is_map(base.value) and is_map(new_value)):
+        if not (is_map(old_value) and is_map(new_value)):
             raise UsageError("priority classes select keys of maps; both sides must be maps")
-        target = _side(restrict_to_classes(base.value, new_value, schema=schema, classes=classes))
+        new = new_value = restrict_to_classes(old_value, new_value, schema=schema, classes=classes)
+    book = KeyBook(old_value)
+    diffed = structural.diff_traced(
+        old_value, new_value, weigh=lambda op: len(encode_ops([op], book))
+    )
+    ops = diffed.ops
+    if isinstance(new, Encoded):
+        base, target = _side(old), _side(new)
     else:
-        target = _side(new)
+        # The target's bytes are the base's, spliced: parts the diff found
+        # equal are equal in encoding, and only the operations' values are new.
+        _check_payloads(ops)
+        base, target = _spliced_pair(old, new_value, diffed)
     header = _header(EMPTY, base.etag, target.etag)
     if base.cbor == target.cbor:
         return header
-    return min(_candidates(base, target, header, kinds=None), key=len)
+    return min(_candidates(base, target, header, kinds=None, ops=(ops, book)), key=len)
 
 
 def encode_delta(old: Value | Encoded, new: Value | Encoded, kind: int) -> bytes:
@@ -153,9 +166,17 @@ def encode_delta(old: Value | Encoded, new: Value | Encoded, kind: int) -> bytes
 
 
 def _candidates(
-    base: _Side, target: _Side, header: bytes, *, kinds: Collection[int] | None
+    base: _Side,
+    target: _Side,
+    header: bytes,
+    *,
+    kinds: Collection[int] | None,
+    ops: tuple[list[structural.Op], KeyBook] | None = None,
 ) -> list[bytes]:
-    """Deltas of the wanted ``kinds`` (all when None); zstd only when worthwhile."""
+    """Deltas of the wanted ``kinds`` (all when None); zstd only when worthwhile.
+
+    ``ops`` are the diff's operations and key book when the caller has them.
+    """
 
     def wanted(*which: int) -> bool:
         return kinds is None or any(kind in kinds for kind in which)
@@ -163,14 +184,14 @@ def _candidates(
     candidates: list[bytes] = []
     if wanted(FULL):
         candidates.append(with_kind(header, FULL) + target.cbor)
-    book = KeyBook(base.value)
-    ops: list[structural.Op] = []
-    body = b""
-    if wanted(*_OPS_KINDS):
-        ops = structural.diff(
+    if ops is None:
+        book = KeyBook(base.value)
+        operations = structural.diff(
             base.value, target.value, weigh=lambda op: len(encode_ops([op], book))
         )
-        body = encode_ops(ops, book)
+    else:
+        operations, book = ops
+    body = encode_ops(operations, book) if wanted(*_OPS_KINDS) else b""
     if wanted(OPS):
         candidates.append(with_kind(header, OPS) + body)
     # A zstd block costs a few bytes of tables and loading the base as its
@@ -185,8 +206,8 @@ def _candidates(
             (text, OPS_ZSTD, OPS_ZSTD_FRAME)
             for text in (
                 body,
-                encode_ops(ops, book, memory=False),
-                encode_ops(ops, book, compact=False, memory=False),
+                encode_ops(operations, book, memory=False),
+                encode_ops(operations, book, compact=False, memory=False),
             )
         ]
     if wanted(FULL_ZSTD, FULL_ZSTD_FRAME):
@@ -214,6 +235,64 @@ def _side(config: Value | Encoded) -> _Side:
         return _Side(config.tree, config.cbor, config.etag)
     blob = encode(config)
     return _Side(config, blob, etag_of_bytes(blob))
+
+
+def _checked(value: Value) -> Value:
+    try:
+        return check_model(value)
+    except ModelError as error:
+        raise EncodeError(error.reason, path=error.path) from None
+
+
+def _check_payloads(ops: Sequence[structural.Op]) -> None:
+    """The model check of what a target adds to its base: the operations' keys and values."""
+    for op in ops:
+        match op:
+            case structural.Set(value=value):
+                _checked(value)
+            case structural.Add(key=key, value=value):
+                _checked({key: value})
+            case structural.Rename(key=key):
+                _checked({key: None})
+            case structural.Copy(key=key, ops=nested):
+                _checked({key: None})
+                _check_payloads(nested)
+            case structural.Splice(middle=middle):
+                _checked(middle)
+            case structural.TextEdit(runs=text_runs):
+                _checked([run[2] for run in text_runs])
+            case structural.ListEdit(runs=runs):
+                _checked([item for run in runs for item in run[2]])
+            case structural.Delete():
+                pass
+
+
+def _spliced_pair(
+    base: Value | Encoded, target: Value, diffed: structural.Diffed
+) -> tuple[_Side, _Side]:
+    """Base and target with their encodings, the target's spliced from the base's."""
+    parts: dict[int, bytes] = {}
+    if isinstance(base, Encoded):
+        old = _Side(base.tree, base.cbor, base.etag)
+    else:
+        blob = encode_reusing(base, {id(node) for node in diffed.base_visited}, parts)
+        old = _Side(base, blob, etag_of_bytes(blob))
+    blob = encode_reusing(target, {id(node) for node in diffed.target_visited}, parts)
+    return old, _Side(target, blob, etag_of_bytes(blob))
+
+
+def _spliced(base: Value | Encoded | _Side, applied: structural.Applied) -> tuple[_Side, _Side]:
+    """Base and result with their encodings, the result's spliced from the base's."""
+    parts: dict[int, bytes] = {}
+    if isinstance(base, _Side):
+        old = base
+    elif isinstance(base, Encoded):
+        old = _Side(base.tree, base.cbor, base.etag)
+    else:
+        blob = encode_reusing(base, {id(node) for node in applied.rebuilt}, parts)
+        old = _Side(base, blob, etag_of_bytes(blob))
+    blob = encode_reusing(applied.result, {id(node) for node in applied.built}, parts)
+    return old, _Side(applied.result, blob, etag_of_bytes(blob))
 
 
 def restrict_to_classes(
@@ -253,7 +332,7 @@ def apply_delta(
     ``schema`` is accepted for symmetry with :func:`make_delta`.
     """
     del schema  # the format does not depend on it
-    return _apply(_side(old), delta, limits).value
+    return _apply(old, delta, limits).value
 
 
 def apply_delta_encoded(
@@ -265,7 +344,7 @@ def apply_delta_encoded(
     the fleet model; a delta whose checked target is not a map raises
     :class:`DeltaError` here (use :func:`apply_delta` for other values).
     """
-    result = _apply(_Side(base.tree, base.cbor, base.etag), delta, limits)
+    result = _apply(base, delta, limits)
     if not is_map(result.value):
         raise DeltaError(
             f"delta target is a {type(result.value).__name__}, not a configuration map"
@@ -273,7 +352,7 @@ def apply_delta_encoded(
     return Encoded(result.value, result.cbor, result.etag)
 
 
-def _apply(base: _Side, delta: bytes, limits: DecodeLimits) -> _Side:
+def _apply(old: Value | Encoded, delta: bytes, limits: DecodeLimits) -> _Side:
     delta = bytes(delta)
     if len(delta) < HEADER_SIZE:
         raise DeltaError(
@@ -284,32 +363,51 @@ def _apply(base: _Side, delta: bytes, limits: DecodeLimits) -> _Side:
         raise DeltaError(f"delta format version {version}; this edgecfg reads {FORMAT_VERSION}")
     if kind not in KIND_NAMES:
         raise DeltaError(f"unknown delta kind {kind}")
-    expected, actual = delta[0] & 7, _base_check(base.etag)
-    if actual != expected:
-        raise DeltaBaseMismatch(expected=bytes([expected]), actual=bytes([actual]))
     body = delta[HEADER_SIZE:]
-    if kind == EMPTY:
-        if body:
-            raise DeltaError(f"empty delta carries {len(body)} unexpected bytes")
-        result = base
-    elif kind == FULL:
-        result = _trusted(_decode_value(body, limits, HEADER_SIZE))
-    elif kind in _FULL_KINDS:
-        raw = _decompress(_frame(kind, body), base.cbor, limits)
-        result = _trusted(_decode_value(raw, limits, None))
+    if kind == OPS and not isinstance(old, Encoded):
+        # A plain base is encoded once, split where the operations apply, and
+        # the result spliced from it: apply costs one encoding, not two.
+        try:
+            ops = decode_ops(body, KeyBook(old), limits)
+            applied = structural.apply_traced(old, ops, max_nodes=limits.max_bytes)
+        except DeltaError:
+            _check_base(_side(old), delta)  # a wrong base is the likelier story
+            raise
+        base, result = _spliced(old, applied)
+        _check_base(base, delta)
     else:
-        raw = body if kind == OPS else _decompress(_frame(kind, body), base.cbor, limits)
-        ops = decode_ops(raw, KeyBook(base.value), limits)
-        # Each node encodes to at least one byte: more cannot fit the size limit.
-        value = structural.apply(base.value, ops, max_nodes=limits.max_bytes)
-        # Every part was checked: the base when encoded, new values by the decoder.
-        result = _trusted(value)
+        base = _side(old)
+        _check_base(base, delta)
+        result = _apply_to(base, kind, body, limits)
     if len(result.cbor) > limits.max_bytes:
         raise DeltaError(f"delta result of {len(result.cbor)} bytes exceeds {limits.max_bytes}")
     produced = result.etag[:TARGET_CHECK_SIZE]
     if produced != delta[1:HEADER_SIZE]:
         raise DeltaIntegrityError(expected=delta[1:HEADER_SIZE], actual=produced)
     return result
+
+
+def _check_base(base: _Side, delta: bytes) -> None:
+    expected, actual = delta[0] & 7, _base_check(base.etag)
+    if actual != expected:
+        raise DeltaBaseMismatch(expected=bytes([expected]), actual=bytes([actual]))
+
+
+def _apply_to(base: _Side, kind: int, body: bytes, limits: DecodeLimits) -> _Side:
+    if kind == EMPTY:
+        if body:
+            raise DeltaError(f"empty delta carries {len(body)} unexpected bytes")
+        return base
+    if kind == FULL:
+        return _trusted(_decode_value(body, limits, HEADER_SIZE))
+    if kind in _FULL_KINDS:
+        raw = _decompress(_frame(kind, body), base.cbor, limits)
+        return _trusted(_decode_value(raw, limits, None))
+    raw = body if kind == OPS else _decompress(_frame(kind, body), base.cbor, limits)
+    ops = decode_ops(raw, KeyBook(base.value), limits)
+    # Each node encodes to at least one byte: more cannot fit the size limit.
+    # Every part was checked: the base when encoded, new values by the decoder.
+    return _spliced(base, structural.apply_traced(base.value, ops, max_nodes=limits.max_bytes))[1]
 
 
 def _trusted(value: Value) -> _Side:
