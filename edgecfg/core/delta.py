@@ -48,7 +48,7 @@ from edgecfg.core.tree import (
     unflatten,
     values_equal,
 )
-from edgecfg.errors import DeltaError
+from edgecfg.errors import DeltaError, ModelError
 
 # A splice costs two counts, so it must keep at least this many characters.
 SPLICE_MIN_KEPT: Final = 3
@@ -265,6 +265,9 @@ class _Differ:
         return Set(index, target)
 
     def maps(self, base: dict[str, Value], target: dict[str, Value], index: int) -> None:
+        if not all(type(key) is str for key in target):  # pyright: ignore[reportUnnecessaryComparison]
+            bad = next(key for key in target if type(key) is not str)  # pyright: ignore[reportUnnecessaryComparison]
+            raise ModelError(f"map key {bad!r} is not text", path="")
         self.base_visited.append(base)
         self.target_visited.append(target)
         child = index + 1

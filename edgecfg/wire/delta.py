@@ -124,9 +124,12 @@ def make_delta(
             raise UsageError("priority classes select keys of maps; both sides must be maps")
         new = new_value = restrict_to_classes(old_value, new_value, schema=schema, classes=classes)
     book = KeyBook(old_value)
-    diffed = structural.diff_traced(
-        old_value, new_value, weigh=lambda op: len(encode_ops([op], book))
-    )
+    try:
+        diffed = structural.diff_traced(
+            old_value, new_value, weigh=lambda op: len(encode_ops([op], book))
+        )
+    except ModelError as error:  # a map key of the target is no text
+        raise EncodeError(error.reason, path=error.path) from None
     ops = diffed.ops
     if isinstance(new, Encoded):
         base, target = _side(old), _side(new)

@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import edgecfg
+from edgecfg.core.delta import apply_traced, diff_traced
 from edgecfg.core.schema import Schema
 from edgecfg.core.schema_document import schema_from_document
 from edgecfg.core.tree import Tree, UnsetType, Value, get, values_equal
@@ -21,7 +22,7 @@ from edgecfg.errors import (
     EncodeError,
     UsageError,
 )
-from edgecfg.wire.cbor import DecodeLimits, Encoded, encode, etag
+from edgecfg.wire.cbor import DecodeLimits, Encoded, encode, encode_reusing, etag
 from edgecfg.wire.delta import (
     EMPTY,
     FORMAT_VERSION,
@@ -500,3 +501,50 @@ def test_value_refs_cannot_amplify_a_delta_without_bound() -> None:
     crafted = with_kind(make_delta(old, {"l": [1]})[:HEADER_SIZE], OPS) + body
     with pytest.raises(DeltaError, match="value refs expand beyond"):
         apply_delta(old, crafted, limits=DecodeLimits(max_bytes=50_000))
+
+
+# ---------------------------------------------------------------- spliced encodings
+
+
+@given(value_pairs())
+@settings(max_examples=300, deadline=None)
+def test_spliced_encodings_equal_full_encodings(pair: tuple[Value, Value]) -> None:
+    old, new = pair
+    diffed = diff_traced(old, new)
+    parts: dict[int, bytes] = {}
+    assert encode_reusing(old, {id(n) for n in diffed.base_visited}, parts) == encode(old)
+    assert encode_reusing(new, {id(n) for n in diffed.target_visited}, parts) == encode(new)
+    applied = apply_traced(old, diffed.ops)
+    parts = {}
+    assert encode_reusing(old, {id(n) for n in applied.rebuilt}, parts) == encode(old)
+    assert encode_reusing(applied.result, {id(n) for n in applied.built}, parts) == encode(new)
+
+
+@pytest.mark.parametrize(
+    "new",
+    [
+        {"a": (1, 2)},
+        {"a": 1, "b": {1, 2}},
+        {"a": 1, "b": [1, (2,)]},
+        {"a": 1, "l": [1, 2, (3,)]},
+        {"a": 1, 7: "int key"},
+        {"a": 1, "s": "\udc80"},
+    ],
+)
+def test_make_delta_refuses_a_target_outside_the_model(new: object) -> None:
+    old: Tree = {"a": 1, "l": [1, 2], "s": "text"}
+    with pytest.raises(EncodeError):
+        make_delta(old, new)  # type: ignore[arg-type]
+
+
+def test_make_delta_refuses_a_base_outside_the_model() -> None:
+    with pytest.raises(EncodeError):
+        make_delta({"a": (1,)}, {"a": [1]})  # type: ignore[dict-item]
+
+
+def test_a_wrong_plain_base_is_named_even_when_the_operations_do_not_fit_it() -> None:
+    old: Tree = {"a": {"b": {"c": 1}}}
+    delta = make_delta(old, {"a": {"b": {"c": 2}}})
+    wrong: Tree = next({"z": n} for n in range(99) if etag({"z": n})[0] >> 5 != etag(old)[0] >> 5)
+    with pytest.raises(DeltaBaseMismatch):
+        apply_delta(wrong, delta)
