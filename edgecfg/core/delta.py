@@ -536,10 +536,11 @@ class _Applier:
     def node(self, node: Value, index: int) -> Value | object:
         if index > self.last:  # nothing at or after this node: no need to size it
             return node
-        size = self.sizes.of(node)
-        if not self.touched(index, size):
-            return node
         ops = self.by_index.get(index, {})
+        # An operation at this node touches it; else one inside it does, which
+        # needs its size.  The root holds every node: its size is never needed.
+        if not ops and index and not self.touched(index, self.sizes.of(node)):
+            return node
         if ops:
             self.reached.add(index)
         if Delete in ops:

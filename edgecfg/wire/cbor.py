@@ -25,6 +25,7 @@ parser never sees bytes the scanner did not accept.
 from __future__ import annotations
 
 import hashlib
+import io
 from dataclasses import dataclass
 from typing import Final, cast
 
@@ -175,6 +176,78 @@ def encode_reusing(value: Value, assemble: set[int], parts: dict[int, bytes]) ->
         pieces.extend(encode_reusing(item, assemble, parts) for item in items)
     data = parts[key] = b"".join(pieces)
     return data
+
+
+def parts_from_bytes(value: Value, data: bytes, descend: set[int], parts: dict[int, bytes]) -> bool:
+    """Fill ``parts`` (see :func:`encode_reusing`) from ``data``, the canonical
+    encoding of ``value``, for the children of the containers in ``descend``.
+
+    Each such child's bytes are sliced out of ``data``; a child outside
+    ``descend`` is skipped by cbor2's C decoder, so the cost is that of
+    decoding the containers on the way, not of encoding the value again.
+    Returns False (``parts`` then partly filled, still correct) when ``data``
+    turns out not to be the canonical encoding of ``value``.
+    """
+    if id(value) not in descend:
+        return True
+    stream = io.BytesIO(data)
+    decoder = cbor2.CBORDecoder(stream)
+
+    def skip(position: int) -> int:
+        stream.seek(position)
+        decoder.decode()
+        return stream.tell()
+
+    def walk(node: Value, position: int) -> int:
+        major, length, position = _read_head(data, position)
+        if type(node) is dict:
+            entries = cast(dict[str, Value], node)
+            if major != _MAJOR_MAP or length != len(entries):
+                raise _NotCanonical
+            for name in sorted(entries, key=canonical_key_order):
+                key_major, key_length, key_start = _read_head(data, position)
+                position = key_start + key_length
+                if key_major != _MAJOR_TEXT or data[key_start:position] != name.encode():
+                    raise _NotCanonical
+                position = child(entries[name], position)
+        else:
+            items = cast(list[Value], node)
+            if major != _MAJOR_ARRAY or length != len(items):
+                raise _NotCanonical
+            for item in items:
+                position = child(item, position)
+        return position
+
+    def child(node: Value, position: int) -> int:
+        if id(node) in descend and type(node) in (dict, list):
+            end = walk(node, position)
+        else:
+            end = skip(position)
+        parts.setdefault(id(node), data[position:end])
+        return end
+
+    try:
+        parts[id(value)] = data[: walk(value, 0)]
+    except (_NotCanonical, IndexError, cbor2.CBORDecodeError):
+        return False
+    return True
+
+
+class _NotCanonical(Exception):
+    """Bytes that do not encode the value they were said to encode."""
+
+
+def _read_head(data: bytes, position: int) -> tuple[int, int, int]:
+    """(major type, argument, position after the head) of the item at ``position``."""
+    initial = data[position]
+    info = initial & 0x1F
+    if info < 24:
+        return initial >> 5, info, position + 1
+    if info > 27:
+        raise _NotCanonical
+    width = 1 << (info - 24)
+    end = position + 1 + width
+    return initial >> 5, int.from_bytes(data[position + 1 : end], "big"), end
 
 
 def _head(major: int, argument: int) -> bytes:

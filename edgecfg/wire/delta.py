@@ -77,6 +77,7 @@ from edgecfg.wire.cbor import (
     encode_reusing,
     encode_unchecked,
     etag_of_bytes,
+    parts_from_bytes,
 )
 from edgecfg.wire.delta_ops import KeyBook, decode_ops, encode_ops
 
@@ -287,10 +288,12 @@ def _spliced_pair(
 def _spliced(base: Value | Encoded | _Side, applied: structural.Applied) -> tuple[_Side, _Side]:
     """Base and result with their encodings, the result's spliced from the base's."""
     parts: dict[int, bytes] = {}
-    if isinstance(base, _Side):
-        old = base
-    elif isinstance(base, Encoded):
-        old = _Side(base.tree, base.cbor, base.etag)
+    if isinstance(base, _Side | Encoded):
+        old = base if isinstance(base, _Side) else _Side(base.tree, base.cbor, base.etag)
+        # The base's bytes are at hand: slice the untouched children out of
+        # them instead of encoding them again.
+        if not parts_from_bytes(old.value, old.cbor, {id(n) for n in applied.rebuilt}, parts):
+            parts.clear()  # not canonical after all: encode instead of slicing
     else:
         blob = encode_reusing(base, {id(node) for node in applied.rebuilt}, parts)
         old = _Side(base, blob, etag_of_bytes(blob))

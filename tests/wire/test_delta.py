@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 from pathlib import Path
+from typing import cast
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -22,7 +23,14 @@ from edgecfg.errors import (
     EncodeError,
     UsageError,
 )
-from edgecfg.wire.cbor import DecodeLimits, Encoded, encode, encode_reusing, etag
+from edgecfg.wire.cbor import (
+    DecodeLimits,
+    Encoded,
+    encode,
+    encode_reusing,
+    etag,
+    parts_from_bytes,
+)
 from edgecfg.wire.delta import (
     EMPTY,
     FORMAT_VERSION,
@@ -548,3 +556,29 @@ def test_a_wrong_plain_base_is_named_even_when_the_operations_do_not_fit_it() ->
     wrong: Tree = next({"z": n} for n in range(99) if etag({"z": n})[0] >> 5 != etag(old)[0] >> 5)
     with pytest.raises(DeltaBaseMismatch):
         apply_delta(wrong, delta)
+
+
+@given(value_pairs())
+@settings(max_examples=200, deadline=None)
+def test_parts_sliced_from_the_base_bytes_are_the_encodings(pair: tuple[Value, Value]) -> None:
+    old, new = pair
+    applied = apply_traced(old, diff_traced(old, new).ops)
+    parts: dict[int, bytes] = {}
+    assert parts_from_bytes(old, encode(old), {id(n) for n in applied.rebuilt}, parts)
+    for node in applied.rebuilt:
+        if id(node) in parts:
+            assert parts[id(node)] == encode(node)
+    assert encode_reusing(applied.result, {id(n) for n in applied.built}, parts) == encode(new)
+
+
+def test_parts_from_bytes_notices_bytes_of_another_value() -> None:
+    value: Value = {"a": [1, 2], "b": {"c": 1}}
+    inner = cast(dict[str, Value], value["b"])
+    parts: dict[int, bytes] = {}
+    assert not parts_from_bytes(value, encode({"a": [1, 2], "x": {"c": 1}}), {id(value)}, parts)
+    assert not parts_from_bytes(value, encode({"a": [1]}), {id(value)}, {})
+    assert not parts_from_bytes(value, encode([1, 2]), {id(value)}, {})
+    assert not parts_from_bytes(
+        value, encode({"a": [1, 2], "b": {"c": 1}})[:-1], {id(value), id(inner)}, {}
+    )
+    assert parts_from_bytes(value, b"", set(), {})  # nothing to descend into
