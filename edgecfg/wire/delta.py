@@ -331,7 +331,13 @@ def apply_delta(
     """Apply ``delta`` to ``old``; the result is checked against the target.
 
     ``old`` may be any model value or an :class:`Encoded` configuration, and
-    so may the result: a delta may turn a map into a list.  Raises
+    so may the result: a delta may turn a map into a list.  ``old`` is
+    hashed as given, not validated against the model again (the checks
+    compare canonical encodings; :func:`make_delta` validated the base).
+    The work is one canonical encoding of a plain ``old`` (the base check
+    needs its ETag), split where the operations apply so that the result's
+    encoding is spliced from it; an :class:`Encoded` ``old`` is not encoded
+    at all (its untouched subtrees are sliced out of its bytes).  Raises
     :class:`DeltaBaseMismatch` when ``old`` is not the delta's base,
     :class:`DeltaIntegrityError` when the result is not the target, and
     :class:`DeltaError` for a malformed delta or one that exceeds ``limits``.
@@ -382,7 +388,9 @@ def _apply(old: Value | Encoded, delta: bytes, limits: DecodeLimits) -> _Side:
         base, result = _spliced(old, applied)
         _check_base(base, delta)
     else:
-        base = _side(old)
+        # Hashed, not re-validated, like the split encoding above: the base
+        # check compares encodings, and the caller's base is a model value.
+        base = _side(old) if isinstance(old, Encoded) else _trusted(old)
         _check_base(base, delta)
         result = _apply_to(base, kind, body, limits)
     if len(result.cbor) > limits.max_bytes:
