@@ -427,6 +427,7 @@ def test_encoded_paths_agree_with_plain_trees(pair: tuple[Tree, Tree]) -> None:
     base, target = Encoded.of(old), Encoded.of(new)
     delta = make_delta(base, target)
     assert delta == make_delta(old, new)
+    assert delta == make_delta(base, new) == make_delta(old, target)
     result = apply_delta_encoded(base, delta)
     assert result.cbor == target.cbor
     assert result.etag == etag(new)
