@@ -157,25 +157,54 @@ def encode_reusing(value: Value, assemble: set[int], parts: dict[int, bytes]) ->
     other subtree with the base, and those subtrees' bytes are in ``parts``.
     The ids are valid while the values live, so ``parts`` is for one call.
     """
-    key = id(value)
-    known = parts.get(key)
+    known = parts.get(id(value))
     if known is not None:
         return known
-    if key not in assemble:
-        data = parts[key] = cbor2.dumps(value, canonical=True)
+    return _Reuser(assemble, parts).encode(value)
+
+
+class _Reuser:
+    """:func:`encode_reusing`'s walk, with the key encodings and orders it met."""
+
+    __slots__ = ("assemble", "keys", "orders", "parts")
+
+    def __init__(self, assemble: set[int], parts: dict[int, bytes]) -> None:
+        self.assemble = assemble
+        self.parts = parts
+        self.keys: dict[str, bytes] = {}
+        self.orders: dict[tuple[str, ...], list[str]] = {}
+
+    def encode(self, value: Value) -> bytes:
+        key = id(value)
+        if key not in self.assemble:
+            data = self.parts[key] = cbor2.dumps(value, canonical=True)
+            return data
+        parts = self.parts
+        if type(value) is dict:
+            node = cast(dict[str, Value], value)
+            names = tuple(node)
+            order = self.orders.get(names)
+            if order is None:  # a rebuilt map and its base share the order
+                order = self.orders[names] = sorted(names, key=canonical_key_order)
+            pieces = [_head(_MAJOR_MAP, len(node))]
+            for name in order:
+                encoded_name = self.keys.get(name)
+                if encoded_name is None:
+                    encoded_name = self.keys[name] = cbor2.dumps(name)
+                child = node[name]
+                data = parts.get(id(child))
+                if data is None:
+                    data = self.encode(child)
+                pieces.append(encoded_name)
+                pieces.append(data)
+        else:
+            items = cast(list[Value], value)
+            pieces = [_head(_MAJOR_ARRAY, len(items))]
+            for item in items:
+                data = parts.get(id(item))
+                pieces.append(data if data is not None else self.encode(item))
+        data = parts[key] = b"".join(pieces)
         return data
-    if type(value) is dict:
-        node = cast(dict[str, Value], value)
-        pieces = [_head(_MAJOR_MAP, len(node))]
-        for name in sorted(node, key=canonical_key_order):
-            pieces.append(cbor2.dumps(name))
-            pieces.append(encode_reusing(node[name], assemble, parts))
-    else:
-        items = cast(list[Value], value)
-        pieces = [_head(_MAJOR_ARRAY, len(items))]
-        pieces.extend(encode_reusing(item, assemble, parts) for item in items)
-    data = parts[key] = b"".join(pieces)
-    return data
 
 
 def parts_from_bytes(value: Value, data: bytes, descend: set[int], parts: dict[int, bytes]) -> bool:
