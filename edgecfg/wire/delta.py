@@ -415,9 +415,9 @@ def _apply_to(base: _Side, kind: int, body: bytes, limits: DecodeLimits) -> _Sid
     if kind == FULL:
         return _trusted(_decode_value(body, limits, HEADER_SIZE))
     if kind in _FULL_KINDS:
-        raw = _decompress(_frame(kind, body), base.cbor, limits)
+        raw = _decompress(kind, body, base.cbor, limits)
         return _trusted(_decode_value(raw, limits, None))
-    raw = body if kind == OPS else _decompress(_frame(kind, body), base.cbor, limits)
+    raw = body if kind == OPS else _decompress(kind, body, base.cbor, limits)
     ops = decode_ops(raw, KeyBook(base.value), limits)
     # Each node encodes to at least one byte: more cannot fit the size limit.
     # Every part was checked: the base when encoded, new values by the decoder.
@@ -490,11 +490,17 @@ def _dictionary(data: bytes) -> zstandard.ZstdCompressionDict:
     return zstandard.ZstdCompressionDict(data, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
 
 
-def _decompress(body: bytes, dictionary: bytes, limits: DecodeLimits) -> bytes:
-    """The one frame of ``body``; at most ``limits.max_bytes`` out, no bytes after it."""
+def _decompress(kind: int, body: bytes, dictionary: bytes, limits: DecodeLimits) -> bytes:
+    """The content of a compressed body; at most ``limits.max_bytes`` out.
+
+    A bare block (kinds 2 and 3) gets its frame back and decompresses to at
+    most one block (128 KiB), all of its bytes used.  A whole frame (kinds 5
+    and 6) may hold several blocks, and no bytes may follow it.
+    """
+    frame = _frame(kind, body)
     try:
         size = zstandard.get_frame_parameters(
-            body, format=zstandard.FORMAT_ZSTD1_MAGICLESS
+            frame, format=zstandard.FORMAT_ZSTD1_MAGICLESS
         ).content_size
     except zstandard.ZstdError as error:
         raise DeltaError(f"corrupt compressed delta body: {error}") from None
@@ -502,23 +508,28 @@ def _decompress(body: bytes, dictionary: bytes, limits: DecodeLimits) -> bytes:
     # would allocate it, so refuse one above the limit before that.
     if size != zstandard.CONTENTSIZE_UNKNOWN and size > limits.max_bytes:
         raise DeltaError(f"delta declares {size} bytes, more than {limits.max_bytes} bytes allowed")
+    whole = frame is body
+    bound = limits.max_bytes if whole else min(limits.max_bytes, _BLOCK_SIZE_MAX)
     decompressor = zstandard.ZstdDecompressor(
         dict_data=_dictionary(dictionary), format=zstandard.FORMAT_ZSTD1_MAGICLESS
     )
     try:
-        # The frame declares no size: the limit bounds the output buffer, and
+        # The frame declares no size: the bound sizes the output buffer, and
         # a frame that would exceed it fails here, before the bytes exist.
-        out = decompressor.decompress(body, max_output_size=limits.max_bytes)
-        # decompress() ignores bytes after the frame; a strict reader does not.
-        # Safe to run again: the output is now known to be within the limit.
-        rest = decompressor.decompressobj()
-        rest.decompress(body)
+        out = decompressor.decompress(frame, max_output_size=bound)
+        if whole:
+            # decompress() ignores bytes after the frame; a strict reader does
+            # not.  Safe to run again: the output is known to be within bounds.
+            rest = decompressor.decompressobj()
+            rest.decompress(frame)
+            if not rest.eof or rest.unused_data:
+                raise DeltaError(
+                    f"compressed delta body has {len(rest.unused_data)} bytes after its frame"
+                )
     except zstandard.ZstdError as error:
         raise DeltaError(
-            f"corrupt compressed delta body, or one of more than {limits.max_bytes} bytes: {error}"
+            f"corrupt compressed delta body, or one of more than {bound} bytes: {error}"
         ) from None
-    if not rest.eof or rest.unused_data:
-        raise DeltaError(f"compressed delta body has {len(rest.unused_data)} bytes after its frame")
     return out
 
 
