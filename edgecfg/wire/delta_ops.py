@@ -167,7 +167,8 @@ class _Memory:
 
     Both sides build it in the same order while they write or read: every key
     an operation spells out (not as a ref) joins the key table after the
-    base's keys, and every value item of 3 bytes or more joins the value list.
+    base's keys (a reader needs the base's table only once it meets a ref),
+    and every value item of 3 bytes or more joins the value list.
     A delta often says one new thing several times (``microsteps: 16`` added
     to each stepper, one pin renamed in each section); the repeats then cost
     a key ref or a value ref (tag 6 + index, two bytes) instead of the text.
@@ -183,15 +184,17 @@ class _Memory:
         self.value_index: dict[bytes, int] = {}
 
     def key_position(self, key: str) -> int | None:
+        """Where a ref to ``key`` points: its base position, else its first learned one."""
         position = self.book.positions.get(key)
         if position is None:
-            position = self.key_positions.get(key)
+            learned = self.key_positions.get(key)
+            if learned is not None:
+                position = len(self.book.keys) + learned
         return position
 
     def learn_key(self, key: str) -> None:
-        if self.key_position(key) is None:
-            self.key_positions[key] = len(self.book.keys) + len(self.keys)
-            self.keys.append(key)
+        self.key_positions.setdefault(key, len(self.keys))
+        self.keys.append(key)
 
     def key_at(self, position: int) -> str | None:
         keys = self.book.keys
@@ -277,9 +280,10 @@ class _Writer:
         literal = varint(len(raw) << 2 | _KEY_TEXT) + raw
         if position is not None:
             ref = varint(position << 2 | _KEY_REF)
-            return ref if len(ref) < len(literal) else literal
-        memory.learn_key(key)  # the reader learns it too, whatever this writer does
-        return memory.book.op_key(key)
+            if len(ref) < len(literal):
+                return ref
+        memory.learn_key(key)  # spelled out: the reader learns it, so this writer does too
+        return literal if position is not None else memory.book.op_key(key)
 
     def value(self, value: Value) -> bytes:
         memory = self.memory
