@@ -168,16 +168,23 @@ def key_table(base: Value) -> list[str]:
     so they get the positions that encode in one byte.
     """
     counts: dict[str, int] = {}
+    seen = counts.get
     stack: list[Value] = [base]
     while stack:
         node = stack.pop()
-        if isinstance(node, dict):
-            for key in node:
-                counts[key] = counts.get(key, 0) + 1
-            stack.extend(node.values())
-        elif isinstance(node, list):
-            stack.extend(cast(list[Value], node))
-    return sorted(counts, key=lambda key: (-counts[key], *canonical_key_order(key)))
+        if type(node) is dict:
+            for key, value in cast(dict[str, Value], node).items():
+                counts[key] = seen(key, 0) + 1
+                if type(value) in _CONTAINERS:
+                    stack.append(value)
+        elif type(node) is list:
+            stack.extend([item for item in cast(list[Value], node) if type(item) in _CONTAINERS])
+
+    def order(key: str) -> tuple[int, int, str]:
+        # canonical_key_order without encoding: UTF-8 sorts as code points do
+        return (-counts[key], len(key) if key.isascii() else len(key.encode()), key)
+
+    return sorted(counts, key=order)
 
 
 # ---------------------------------------------------------------- diff

@@ -240,3 +240,23 @@ def test_shared_subtrees_after_the_last_change_are_not_sized() -> None:
     applied = apply_traced(old, diffed.ops)
     assert applied.result == new
     assert applied.rebuilt == (sections["s000"], old)
+
+
+@given(value_pairs())
+@settings(max_examples=200, deadline=None)
+def test_key_table_orders_by_count_then_canonical_key_order(pair: tuple[Value, Value]) -> None:
+    from collections import Counter
+
+    from edgecfg.core.tree import canonical_key_order
+
+    counts: Counter[str] = Counter()
+    stack: list[Value] = [pair[0]]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            counts.update(list(node))
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    expected = sorted(counts, key=lambda key: (-counts[key], *canonical_key_order(key)))
+    assert key_table(pair[0]) == expected
