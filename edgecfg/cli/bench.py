@@ -179,7 +179,7 @@ def measure(pairs: Iterable[Pair]) -> tuple[dict[str, dict[str, Tally]], list[Ou
             delta, make_us = _timed(lambda p=pair: make_delta(p.old, p.new))
             assert isinstance(delta, bytes)
             result, apply_us = _timed(lambda p=pair, d=delta: apply_delta(p.old, d))
-        except EdgecfgError as error:
+        except Exception as error:  # a bench names every failing pair, whatever went wrong
             outcomes.append(Outcome(pair, 0, target_size, "-", f"{type(error).__name__}: {error}"))
             continue
         kind = delta_kind(delta)

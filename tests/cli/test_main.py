@@ -305,3 +305,28 @@ def test_bench_delta_refuses_a_malformed_corpus_line(
     code, _, err = run(capsys, "bench", "delta", str(corpus))
     assert code == 1
     assert f"{corpus}:1: not a corpus record" in err
+
+
+def test_bench_delta_names_a_pair_whose_delta_raises(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from edgecfg.cli import bench
+    from edgecfg.errors import DeltaError
+
+    real = bench.make_delta
+
+    def failing(old: Value, new: Value) -> bytes:
+        if isinstance(new, list):
+            raise DeltaError("corrupt delta: expected a map at the top level")
+        return real(old, new)
+
+    monkeypatch.setattr(bench, "make_delta", failing)
+    code, out, _ = run(
+        capsys, "bench", "delta", "--corpus", str(_history_dir(tmp_path)), "--runs", "2",
+        "--leaves", "50", "--json",
+    )  # fmt: skip
+    document = json.loads(out)
+    assert code == 1
+    assert document["changed_pairs"] == 6
+    assert len(document["round_trip_failures"]) == 3
+    assert "expected a map" in document["round_trip_failures"][0]["error"]
