@@ -145,7 +145,12 @@ class SubtreeEncoder:
         return data
 
 
-def encode_reusing(value: Value, assemble: set[int], parts: dict[int, bytes]) -> bytes:
+def encode_reusing(
+    value: Value,
+    assemble: set[int],
+    parts: dict[int, bytes],
+    tail: tuple[int, int, bytes] | None = None,
+) -> bytes:
     """Canonical bytes of ``value`` (no model check), reusing and filling ``parts``.
 
     ``parts`` maps ``id(node)`` to the node's canonical bytes.  A container
@@ -156,21 +161,26 @@ def encode_reusing(value: Value, assemble: set[int], parts: dict[int, bytes]) ->
     costs one encoding of the base plus the change: the result shares every
     other subtree with the base, and those subtrees' bytes are in ``parts``.
     The ids are valid while the values live, so ``parts`` is for one call.
+    ``tail`` = (id of a map, n, bytes): that map's last n entries in canonical
+    order are ``bytes`` (see :func:`parts_from_bytes`).
     """
     known = parts.get(id(value))
     if known is not None:
         return known
-    return _Reuser(assemble, parts).encode(value)
+    return _Reuser(assemble, parts, tail).encode(value)
 
 
 class _Reuser:
     """:func:`encode_reusing`'s walk, with the key encodings and orders it met."""
 
-    __slots__ = ("assemble", "keys", "orders", "parts")
+    __slots__ = ("assemble", "keys", "orders", "parts", "tail")
 
-    def __init__(self, assemble: set[int], parts: dict[int, bytes]) -> None:
+    def __init__(
+        self, assemble: set[int], parts: dict[int, bytes], tail: tuple[int, int, bytes] | None
+    ) -> None:
         self.assemble = assemble
         self.parts = parts
+        self.tail = tail
         self.keys: dict[str, bytes] = {}
         self.orders: dict[tuple[str, ...], list[str]] = {}
 
@@ -187,7 +197,8 @@ class _Reuser:
             if order is None:  # a rebuilt map and its base share the order
                 order = self.orders[names] = sorted(names, key=canonical_key_order)
             pieces = [_head(_MAJOR_MAP, len(node))]
-            for name in order:
+            tail = self.tail if self.tail is not None and self.tail[0] == key else None
+            for name in order[: len(order) - tail[1]] if tail is not None else order:
                 encoded_name = self.keys.get(name)
                 if encoded_name is None:
                     encoded_name = self.keys[name] = cbor2.dumps(name)
@@ -197,6 +208,8 @@ class _Reuser:
                     data = self.encode(child)
                 pieces.append(encoded_name)
                 pieces.append(data)
+            if tail is not None:
+                pieces.append(tail[2])
         else:
             items = cast(list[Value], value)
             pieces = [_head(_MAJOR_ARRAY, len(items))]
@@ -207,18 +220,23 @@ class _Reuser:
         return data
 
 
-def parts_from_bytes(value: Value, data: bytes, descend: set[int], parts: dict[int, bytes]) -> bool:
+def parts_from_bytes(
+    value: Value, data: bytes, descend: set[int], parts: dict[int, bytes], *, root_tail: int = 0
+) -> bytes | None:
     """Fill ``parts`` (see :func:`encode_reusing`) from ``data``, the canonical
     encoding of ``value``, for the children of the containers in ``descend``.
 
     Each such child's bytes are sliced out of ``data``; a child outside
     ``descend`` is skipped by cbor2's C decoder, so the cost is that of
     decoding the containers on the way, not of encoding the value again.
-    Returns False (``parts`` then partly filled, still correct) when ``data``
-    turns out not to be the canonical encoding of ``value``.
+    The last ``root_tail`` entries of a map at the root are neither decoded
+    nor sliced one by one: their bytes, keys included, are returned whole
+    (``b""`` when ``root_tail`` is 0).  Returns None (``parts`` then partly
+    filled, still correct) when ``data`` turns out not to be the canonical
+    encoding of ``value``.
     """
     if id(value) not in descend:
-        return True
+        return b""
     stream = io.BytesIO(data)
     decoder = cbor2.CBORDecoder(stream)
 
@@ -227,13 +245,14 @@ def parts_from_bytes(value: Value, data: bytes, descend: set[int], parts: dict[i
         decoder.decode()
         return stream.tell()
 
-    def walk(node: Value, position: int) -> int:
+    def walk(node: Value, position: int, tail: int = 0) -> int:
         major, length, position = _read_head(data, position)
         if type(node) is dict:
             entries = cast(dict[str, Value], node)
             if major != _MAJOR_MAP or length != len(entries):
                 raise _NotCanonical
-            for name in sorted(entries, key=canonical_key_order):
+            order = sorted(entries, key=canonical_key_order)
+            for name in order[: len(order) - tail]:
                 key_major, key_length, key_start = _read_head(data, position)
                 position = key_start + key_length
                 if key_major != _MAJOR_TEXT or data[key_start:position] != name.encode():
@@ -256,10 +275,12 @@ def parts_from_bytes(value: Value, data: bytes, descend: set[int], parts: dict[i
         return end
 
     try:
+        if root_tail and type(value) is dict:
+            return data[walk(value, 0, root_tail) :]
         parts[id(value)] = data[: walk(value, 0)]
     except (_NotCanonical, IndexError, cbor2.CBORDecodeError):
-        return False
-    return True
+        return None
+    return b""
 
 
 class _NotCanonical(Exception):

@@ -51,14 +51,14 @@ for the header, and the median real delta is ~40 bytes: one header byte is
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from typing import Final, NamedTuple
+from typing import Final, NamedTuple, cast
 
 import zstandard
 
 from edgecfg.core import delta as structural
 from edgecfg.core.ids import ETag
 from edgecfg.core.schema import Schema
-from edgecfg.core.tree import Tree, Value, check_model, is_map
+from edgecfg.core.tree import Tree, Value, canonical_key_order, check_model, is_map
 from edgecfg.errors import (
     DecodeError,
     DeltaBaseMismatch,
@@ -288,17 +288,40 @@ def _spliced_pair(
 def _spliced(base: Value | Encoded | _Side, applied: structural.Applied) -> tuple[_Side, _Side]:
     """Base and result with their encodings, the result's spliced from the base's."""
     parts: dict[int, bytes] = {}
+    result = applied.result
+    tail: tuple[int, int, bytes] | None = None
     if isinstance(base, _Side | Encoded):
         old = base if isinstance(base, _Side) else _Side(base.tree, base.cbor, base.etag)
         # The base's bytes are at hand: slice the untouched children out of
-        # them instead of encoding them again.
-        if not parts_from_bytes(old.value, old.cbor, {id(n) for n in applied.rebuilt}, parts):
+        # them instead of encoding them again, and take the root's entries
+        # after the last change as one run of bytes.
+        count = _shared_tail(old.value, result)
+        rebuilt = {id(node) for node in applied.rebuilt}
+        run = parts_from_bytes(old.value, old.cbor, rebuilt, parts, root_tail=count)
+        if run is None:
             parts.clear()  # not canonical after all: encode instead of slicing
+        elif count:
+            tail = (id(result), count, run)
     else:
         blob = encode_reusing(base, {id(node) for node in applied.rebuilt}, parts)
         old = _Side(base, blob, etag_of_bytes(blob))
-    blob = encode_reusing(applied.result, {id(node) for node in applied.built}, parts)
-    return old, _Side(applied.result, blob, etag_of_bytes(blob))
+    blob = encode_reusing(result, {id(node) for node in applied.built}, parts, tail)
+    return old, _Side(result, blob, etag_of_bytes(blob))
+
+
+def _shared_tail(base: Value, result: Value) -> int:
+    """How many last entries (canonical order) two root maps share: same keys, same objects."""
+    if type(base) is not dict or type(result) is not dict or base is result:
+        return 0
+    old, new = cast(dict[str, Value], base), cast(dict[str, Value], result)
+    old_order = sorted(old, key=canonical_key_order)
+    new_order = sorted(new, key=canonical_key_order)
+    count = 0
+    for name, other in zip(reversed(old_order), reversed(new_order), strict=False):
+        if name != other or old[name] is not new[name]:
+            break
+        count += 1
+    return count
 
 
 def restrict_to_classes(

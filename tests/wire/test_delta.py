@@ -565,7 +565,7 @@ def test_parts_sliced_from_the_base_bytes_are_the_encodings(pair: tuple[Value, V
     old, new = pair
     applied = apply_traced(old, diff_traced(old, new).ops)
     parts: dict[int, bytes] = {}
-    assert parts_from_bytes(old, encode(old), {id(n) for n in applied.rebuilt}, parts)
+    assert parts_from_bytes(old, encode(old), {id(n) for n in applied.rebuilt}, parts) == b""
     for node in applied.rebuilt:
         if id(node) in parts:
             assert parts[id(node)] == encode(node)
@@ -576,10 +576,13 @@ def test_parts_from_bytes_notices_bytes_of_another_value() -> None:
     value: Value = {"a": [1, 2], "b": {"c": 1}}
     inner = cast(dict[str, Value], value["b"])
     parts: dict[int, bytes] = {}
-    assert not parts_from_bytes(value, encode({"a": [1, 2], "x": {"c": 1}}), {id(value)}, parts)
-    assert not parts_from_bytes(value, encode({"a": [1]}), {id(value)}, {})
-    assert not parts_from_bytes(value, encode([1, 2]), {id(value)}, {})
-    assert not parts_from_bytes(
-        value, encode({"a": [1, 2], "b": {"c": 1}})[:-1], {id(value), id(inner)}, {}
-    )
-    assert parts_from_bytes(value, b"", set(), {})  # nothing to descend into
+    other = encode({"a": [1, 2], "x": {"c": 1}})
+    assert parts_from_bytes(value, other, {id(value)}, parts) is None
+    assert parts_from_bytes(value, encode({"a": [1]}), {id(value)}, {}) is None
+    assert parts_from_bytes(value, encode([1, 2]), {id(value)}, {}) is None
+    truncated = encode({"a": [1, 2], "b": {"c": 1}})[:-1]
+    assert parts_from_bytes(value, truncated, {id(value), id(inner)}, {}) is None
+    assert parts_from_bytes(value, b"", set(), {}) == b""  # nothing to descend into
+    # the root's last entry taken whole, its key included
+    whole = parts_from_bytes(value, encode(value), {id(value)}, {}, root_tail=1)
+    assert whole == encode({"b": {"c": 1}})[1:]
