@@ -96,3 +96,33 @@ def tree_pairs(draw: st.DrawFn) -> tuple[Tree, Tree]:
     if draw(st.integers(0, 4)) == 0:
         return old, draw(trees())
     return old, draw(edited(old))
+
+
+def top_values(max_leaves: int = 30) -> st.SearchStrategy[Value]:
+    """Any value at the top level: a map, a list (Home Assistant ``automations.yaml``
+    is a list of maps), a scalar, or an empty container."""
+    return st.one_of(
+        trees(max_leaves),
+        st.lists(trees(max_leaves // 3), max_size=6).map(lambda items: cast(Value, items)),
+        st.lists(values(max_leaves // 2), max_size=6).map(lambda items: cast(Value, items)),
+        scalars,
+        st.sampled_from([cast(Value, {}), cast(Value, [])]),
+    )
+
+
+@st.composite
+def value_pairs(draw: st.DrawFn) -> tuple[Value, Value]:
+    """(old, new) with any top-level types: edited versions of one another,
+    or unrelated values (a map becoming a list, a scalar becoming a map)."""
+    old = draw(top_values())
+    if draw(st.integers(0, 3)) == 0:
+        return old, draw(top_values())
+    if isinstance(old, dict):
+        return old, draw(edited(old))
+    if isinstance(old, list):
+        items: list[Value] = [
+            draw(edited(item)) if isinstance(item, dict) and draw(st.booleans()) else item
+            for item in cast(list[Value], old)
+        ]
+        return old, draw(_edited_list(items))
+    return old, draw(scalars)

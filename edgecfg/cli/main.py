@@ -26,8 +26,8 @@ from edgecfg.cli.files import (
 )
 from edgecfg.cli.operator import register as register_operator_commands
 from edgecfg.cli.roles import register as register_roles
-from edgecfg.core.tree import Tree, is_map
-from edgecfg.errors import DeltaError, EdgecfgError
+from edgecfg.core.tree import Value, is_map
+from edgecfg.errors import DeltaError, EdgecfgError, Violation
 from edgecfg.wire.cbor import encode, etag
 from edgecfg.wire.delta import apply_delta, delta_kind, make_delta
 from edgecfg.wire.documents import ConfigFormat, guess_format
@@ -52,9 +52,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
     """Validate a config against a schema; print each violation; exit 1 when invalid."""
     schema = load_schema(args.schema)
     config = load_config(args.config, args.format)
-    if not is_map(config):
-        raise CommandError(f"{args.config}: a configuration must be a map at the top level")
-    violations = schema.validate(config, partial=args.partial)
+    if is_map(config):
+        violations = schema.validate(config, partial=args.partial)
+    else:
+        # Any model value encodes, diffs and patches; a schema declares keys,
+        # so a list or scalar at the top level is one violation at the root.
+        expected = f"a map of the keys declared by schema {schema.name} v{schema.version}"
+        violations = [Violation("", config, expected)]
     if args.json:
         rows = [
             {"path": v.path, "value": repr(v.value), "expected": v.expected} for v in violations
@@ -137,22 +141,24 @@ def cmd_patch(args: argparse.Namespace) -> int:
     return 0
 
 
-def _tree(name: str, fmt: str | None) -> Tree:
-    value = load_config(name, fmt)
-    if not is_map(value):
-        raise CommandError(f"{name}: a configuration must be a map at the top level")
-    return value
+def _tree(name: str, fmt: str | None) -> Value:
+    # Any model value at the top level (map, list, scalar), as for encode and etag.
+    return load_config(name, fmt)
 
 
 def cmd_bench_delta(args: argparse.Namespace) -> int:
     """Delta sizes and speed against baselines measured in the same run."""
     from edgecfg.cli.bench import run_delta_bench
 
-    if args.synthetic and args.files:
+    files = [*args.files, *args.corpus]
+    if args.synthetic and files:
         raise CommandError("--synthetic and corpus files exclude each other")
+    if args.worst < 0 or args.runs < 1:
+        raise CommandError("--worst must be >= 0 and --runs >= 1")
     return run_delta_bench(
-        args.files, as_json=args.json, leaves=args.leaves, synthetic=args.synthetic
-    )
+        files, as_json=args.json, leaves=args.leaves, synthetic=args.synthetic,
+        worst_count=args.worst, runs=args.runs,
+    )  # fmt: skip
 
 
 def cmd_bench_resolve(args: argparse.Namespace) -> int:
@@ -283,8 +289,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = benches.add_parser("delta", help="delta size and speed vs JSON Patch, zstd, lz4")
     p.add_argument("files", nargs="*", metavar="FILE.jsonl", help="default: ../shared/corpus")
     p.add_argument(
-        "--leaves", type=int, default=2000, help="config size for the speed run (default: 2000)"
-    )
+        "--corpus", action="append", default=[], metavar="DIR",
+        help="a directory of *.jsonl histories (or one file) in ../shared/corpus's format "
+        "(repeatable; default: ../shared/corpus)",
+    )  # fmt: skip
+    p.add_argument("--worst", type=int, default=0, metavar="N",
+                   help="print the N largest deltas, op mix too (default: 0, none)")  # fmt: skip
+    p.add_argument("--leaves", type=int, default=2000,
+                   help="config size for the speed run (default: 2000)")  # fmt: skip
+    p.add_argument("--runs", type=int, default=200,
+                   help="edits timed in the speed run (default: 200)")  # fmt: skip
     p.add_argument("--synthetic", action="store_true", help="use the generator, not the corpus")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=cmd_bench_delta)

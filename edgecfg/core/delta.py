@@ -48,7 +48,7 @@ from edgecfg.core.tree import (
     unflatten,
     values_equal,
 )
-from edgecfg.errors import DeltaError
+from edgecfg.errors import DeltaError, ModelError
 
 # A splice costs two counts, so it must keep at least this many characters.
 SPLICE_MIN_KEPT: Final = 3
@@ -131,6 +131,9 @@ def node_count(node: Value) -> int:
     return _Sizes().of(node)
 
 
+_CONTAINERS: Final = (dict, list)
+
+
 class _Sizes:
     """Memoised subtree sizes (keyed by object identity, valid for one call)."""
 
@@ -140,21 +143,19 @@ class _Sizes:
         self.memo: dict[int, int] = {}
 
     def of(self, node: Value) -> int:
-        if isinstance(node, dict):
-            children: Iterable[Value] = node.values()
-            count = len(node)
-        elif isinstance(node, list):
-            children = cast(list[Value], node)
-            count = len(children)
-        else:
+        kind = type(node)
+        if kind is not dict and kind is not list:
             return 1
         key = id(node)
         size = self.memo.get(key)
         if size is None:
-            size = 1 + count  # every child counts once; containers add their insides
+            children: Iterable[Value] = (
+                cast(dict[str, Value], node).values() if kind is dict else cast(list[Value], node)
+            )
+            size = 1 + len(cast(list[Value], children))  # every child counts once
             for child in children:
-                if isinstance(child, dict | list):
-                    size += self.of(child) - 1
+                if type(child) in _CONTAINERS:
+                    size += self.of(child) - 1  # containers add their insides
             self.memo[key] = size
         return size
 
@@ -167,16 +168,23 @@ def key_table(base: Value) -> list[str]:
     so they get the positions that encode in one byte.
     """
     counts: dict[str, int] = {}
+    seen = counts.get
     stack: list[Value] = [base]
     while stack:
         node = stack.pop()
-        if isinstance(node, dict):
-            for key in node:
-                counts[key] = counts.get(key, 0) + 1
-            stack.extend(node.values())
-        elif isinstance(node, list):
-            stack.extend(cast(list[Value], node))
-    return sorted(counts, key=lambda key: (-counts[key], *canonical_key_order(key)))
+        if type(node) is dict:
+            for key, value in cast(dict[str, Value], node).items():
+                counts[key] = seen(key, 0) + 1
+                if type(value) in _CONTAINERS:
+                    stack.append(value)
+        elif type(node) is list:
+            stack.extend([item for item in cast(list[Value], node) if type(item) in _CONTAINERS])
+
+    def order(key: str) -> tuple[int, int, str]:
+        # canonical_key_order without encoding: UTF-8 sorts as code points do
+        return (-counts[key], len(key) if key.isascii() else len(key.encode()), key)
+
+    return sorted(counts, key=order)
 
 
 # ---------------------------------------------------------------- diff
@@ -195,25 +203,55 @@ def diff(base: Value, target: Value, *, weigh: Weigh | None = None) -> list[Op]:
     With ``weigh``, a new map entry may be written as a :class:`Copy` of a
     similar sibling plus edits when that weighs less than the entry itself.
     """
+    return diff_traced(base, target, weigh=weigh).ops
+
+
+@dataclass(frozen=True, slots=True)
+class Diffed:
+    """The result of :func:`diff_traced`."""
+
+    ops: list[Op]
+    base_visited: tuple[Value, ...]
+    """Containers of the base the diff looked into (it differs from the target there)."""
+    target_visited: tuple[Value, ...]
+    """Their counterparts in the target.  Every other subtree of the target
+    equals (in encoding) the base subtree at its place, or is inside an
+    operation: a canonical encoder can splice the base's bytes."""
+
+
+def diff_traced(base: Value, target: Value, *, weigh: Weigh | None = None) -> Diffed:
+    """:func:`diff`, telling which containers it looked into.
+
+    Subtrees that the two trees share (the same objects, as copy-on-write
+    edits leave them) are neither compared nor sized after the last change.
+    """
     differ = _Differ(weigh)
     differ.node(base, target, 0)
-    return sorted(differ.ops, key=lambda op: op.index)
+    ops = sorted(differ.ops, key=lambda op: op.index)
+    return Diffed(ops, tuple(differ.base_visited), tuple(differ.target_visited))
+
+
+_MISSING: Final = object()
 
 
 class _Differ:
-    __slots__ = ("ops", "sizes", "weigh")
+    __slots__ = ("base_visited", "ops", "sizes", "target_visited", "weigh")
 
     def __init__(self, weigh: Weigh | None) -> None:
         self.ops: list[Op] = []
         self.sizes = _Sizes()
         self.weigh = weigh
+        self.base_visited: list[Value] = []
+        self.target_visited: list[Value] = []
 
     def node(self, base: Value, target: Value, index: int) -> None:
         if base is target:
             return
-        if isinstance(base, dict) and isinstance(target, dict):
-            self.maps(base, target, index)
-        elif isinstance(base, list) and isinstance(target, list):
+        # Exact types: a dict or list subclass in the target is not a model
+        # value; as a leaf it lands in an operation, where encoding refuses it.
+        if type(base) is dict and type(target) is dict:
+            self.maps(cast(dict[str, Value], base), cast(dict[str, Value], target), index)
+        elif type(base) is list and type(target) is list:
             self.lists(cast(list[Value], base), cast(list[Value], target), index)
         elif not values_equal(base, target):
             self.ops.append(self.leaf(base, target, index))
@@ -234,14 +272,27 @@ class _Differ:
         return Set(index, target)
 
     def maps(self, base: dict[str, Value], target: dict[str, Value], index: int) -> None:
+        if not all(type(key) is str for key in target):  # pyright: ignore[reportUnnecessaryComparison]
+            bad = next(key for key in target if type(key) is not str)  # pyright: ignore[reportUnnecessaryComparison]
+            raise ModelError(f"map key {bad!r} is not text", path="")
+        self.base_visited.append(base)
+        self.target_visited.append(target)
         child = index + 1
         removed: dict[str, int] = {}
+        shared: list[Value] = []  # passed over, not yet sized: sized only if a change follows
         for key in sorted(base, key=canonical_key_order):
             value = base[key]
-            if key in target:
-                self.node(value, target[key], child)
-            else:
+            new = target.get(key, _MISSING)
+            if new is value:
+                shared.append(value)
+                continue
+            if shared:
+                child += sum(map(self.sizes.of, shared))
+                shared.clear()
+            if new is _MISSING:
                 removed[key] = child
+            else:
+                self.node(value, cast(Value, new), child)
             child += self.sizes.of(value)
         added = [key for key in target if key not in base]
         for key in sorted(added, key=canonical_key_order):
@@ -283,6 +334,8 @@ class _Differ:
         return best
 
     def lists(self, base: list[Value], target: list[Value], index: int) -> None:
+        self.base_visited.append(base)
+        self.target_visited.append(target)
         positions = [index + 1]
         for element in base:
             positions.append(positions[-1] + self.sizes.of(element))
@@ -408,12 +461,39 @@ def apply(base: Value, ops: Sequence[Op], *, max_nodes: int | None = None) -> Va
     than its string, two operations of one kind on a node, a duplicate key,
     copies adding more than ``max_nodes`` nodes (default: four times the base).
     """
+    return apply_traced(base, ops, max_nodes=max_nodes).result
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """The result of :func:`apply_traced` and the containers it rebuilt.
+
+    Everything else in ``result`` is the base's own objects, shared: a
+    canonical encoder can reuse their bytes and encode only ``built``.
+    """
+
+    result: Value
+    rebuilt: tuple[Value, ...]
+    """Base containers on the way to an operation (their copies are in ``built``)."""
+    built: tuple[Value, ...]
+    """Containers of ``result`` made by applying, not taken from the base."""
+
+
+def apply_traced(base: Value, ops: Sequence[Op], *, max_nodes: int | None = None) -> Applied:
+    """:func:`apply`, telling which containers it rebuilt.
+
+    Work is proportional to the part of the base before the last operation,
+    in preorder, not to the whole base: nothing after it is visited.
+    """
     budget = max_nodes if max_nodes is not None else 4 * node_count(base) + 1024
-    return _Applier(base, ops, budget=[budget]).run()
+    applier = _Applier(base, ops, budget=[budget])
+    result = applier.run()
+    return Applied(result, tuple(applier.rebuilt), tuple(applier.built))
 
 
 class _Applier:
-    __slots__ = ("adds", "base", "budget", "by_index", "depth", "indexes", "sizes")
+    __slots__ = ("adds", "base", "budget", "built", "by_index", "depth", "indexes", "last",
+                 "reached", "rebuilt", "sizes")  # fmt: skip
 
     def __init__(
         self, base: Value, ops: Sequence[Op], *, depth: int = 0, budget: list[int] | None = None
@@ -435,27 +515,41 @@ class _Applier:
                 raise DeltaError(f"two {type(op).__name__} operations on node {op.index}")
             slot[type(op)] = op
         self.indexes = sorted(self.by_index)
+        self.last = self.indexes[-1] if self.indexes else -1
+        self.reached: set[int] = set()
+        self.rebuilt: list[Value] = []
+        self.built: list[Value] = []
 
     def run(self) -> Value:
-        total = self.sizes.of(self.base)
-        sources = [op.source for ops in self.adds.values() for op in ops if isinstance(op, Copy)]
-        highest = max([*self.indexes, *sources], default=-1)
-        if highest >= total:
-            raise DeltaError(f"operation on node {highest}, but the base has only {total} nodes")
         root_ops = self.by_index.get(0, {})
         if Delete in root_ops or Rename in root_ops:
             raise DeltaError("the root cannot be deleted or renamed")
-        return cast(Value, self.node(self.base, 0))
+        result = cast(Value, self.node(self.base, 0))
+        if len(self.reached) < len(self.indexes):
+            missed = min(set(self.indexes) - self.reached)
+            total = self.sizes.of(self.base)
+            where = (
+                f"but the base has only {total} nodes"
+                if missed >= total
+                else "inside a node the delta replaces or deletes"
+            )
+            raise DeltaError(f"operation on node {missed}, {where}")
+        return result
 
     def touched(self, index: int, size: int) -> bool:
         position = bisect.bisect_left(self.indexes, index)
         return position < len(self.indexes) and self.indexes[position] < index + size
 
     def node(self, node: Value, index: int) -> Value | object:
-        size = self.sizes.of(node)
-        if not self.touched(index, size):
+        if index > self.last:  # nothing at or after this node: no need to size it
             return node
         ops = self.by_index.get(index, {})
+        # An operation at this node touches it; else one inside it does, which
+        # needs its size.  The root holds every node: its size is never needed.
+        if not ops and index and not self.touched(index, self.sizes.of(node)):
+            return node
+        if ops:
+            self.reached.add(index)
         if Delete in ops:
             return _DROP
         replaced = ops.get(Set)
@@ -488,6 +582,11 @@ class _Applier:
         child = index + 1
         for key in sorted(node, key=canonical_key_order):
             value = node[key]
+            if child > self.last:  # the rest is untouched: no need to size it
+                if key in out:
+                    raise DeltaError(f"a rename in node {index} to {key!r} collides")
+                out[key] = value
+                continue
             new = self.node(value, child)
             if new is not _DROP:
                 renamed = self.by_index.get(child, {}).get(Rename)
@@ -500,11 +599,16 @@ class _Applier:
             if add.key in out:
                 raise DeltaError(f"add of {add.key!r} to node {index}: key already present")
             out[add.key] = add.value if isinstance(add, Add) else self.copy(add)
+        self.rebuilt.append(node)
+        self.built.append(out)
         return out
 
     def copy(self, op: Copy) -> Value:
         if self.depth >= MAX_COPY_DEPTH:
             raise DeltaError(f"copies nested deeper than {MAX_COPY_DEPTH} at node {op.index}")
+        total = self.sizes.of(self.base)
+        if op.source >= total:
+            raise DeltaError(f"copy from node {op.source}, but the base has only {total} nodes")
         source = self.node_at(op.source)
         if not isinstance(source, dict):
             raise DeltaError(f"copy into node {op.index} from node {op.source}, which is no map")
@@ -540,13 +644,19 @@ class _Applier:
         kept: list[Value] = []
         child = index + 1
         for value in node:
+            if child > self.last:
+                kept.append(value)
+                continue
             new = self.node(value, child)
             if self.by_index.get(child, {}).get(Rename) is not None:
                 raise DeltaError(f"rename of node {child}, an array element")
             kept.append(new)  # type: ignore[arg-type]
             child += self.sizes.of(value)
+        self.rebuilt.append(node)
         if edit is None:
-            return [v for v in kept if v is not _DROP]
+            out = [v for v in kept if v is not _DROP]
+            self.built.append(out)
+            return out
         out: list[Value] = []
         position = 0
         for keep, drop, inserted in edit.runs:
@@ -558,7 +668,9 @@ class _Applier:
             position += keep + drop
             out.extend(inserted)
         out.extend(kept[position:])
-        return [v for v in out if v is not _DROP]
+        out = [v for v in out if v is not _DROP]
+        self.built.append(out)
+        return out
 
 
 def _splice(node: Value, op: Splice) -> Value:

@@ -162,6 +162,8 @@ def _float_equal(a: float, b: float) -> bool:
 
 def values_equal(a: Value | UnsetType, b: Value | UnsetType) -> bool:
     """Encoding equality of two values (see the module docstring)."""
+    if a is b:  # shared subtrees (copy-on-write trees share what did not change)
+        return True
     if type(a) is not type(b):
         return False
     if isinstance(a, float):

@@ -20,24 +20,24 @@ import jsonpatch  # pyright: ignore[reportMissingTypeStubs]
 import lz4.block  # pyright: ignore[reportMissingTypeStubs]
 import zstandard
 
-from edgecfg.core.tree import Tree, Value
+from edgecfg.core.tree import Value
 from edgecfg.wire.cbor import encode
 
 
-def full_lz4(new: Tree) -> bytes:
+def full_lz4(new: Value) -> bytes:
     """The new config's canonical CBOR, LZ4-compressed (block format, no size prefix)."""
     compress = cast(Callable[..., bytes], lz4.block.compress)  # pyright: ignore[reportUnknownMemberType]
     return compress(encode(new), store_size=False)
 
 
-def json_patch_cbor(old: Tree, new: Tree) -> bytes:
+def json_patch_cbor(old: Value, new: Value) -> bytes:
     """An RFC 6902 patch from ``old`` to ``new`` (python-jsonpatch), as canonical CBOR."""
     patch = jsonpatch.make_patch(old, new)  # pyright: ignore[reportUnknownMemberType]
     operations = cast(list[dict[str, Value]], patch.patch)  # pyright: ignore[reportUnknownMemberType]
     return encode(cast(Value, operations))
 
 
-def zstd_dictionary(old: Tree, new: Tree, *, level: int = 19) -> bytes:
+def zstd_dictionary(old: Value, new: Value, *, level: int = 19) -> bytes:
     """The new CBOR compressed by zstd with the old CBOR as dictionary (magicless frame)."""
     dictionary = zstandard.ZstdCompressionDict(
         encode(old), dict_type=zstandard.DICT_TYPE_RAWCONTENT

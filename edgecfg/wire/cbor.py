@@ -25,6 +25,7 @@ parser never sees bytes the scanner did not accept.
 from __future__ import annotations
 
 import hashlib
+import io
 from dataclasses import dataclass
 from typing import Final, cast
 
@@ -144,6 +145,161 @@ class SubtreeEncoder:
         return data
 
 
+def encode_reusing(
+    value: Value,
+    assemble: set[int],
+    parts: dict[int, bytes],
+    tail: tuple[int, int, bytes] | None = None,
+) -> bytes:
+    """Canonical bytes of ``value`` (no model check), reusing and filling ``parts``.
+
+    ``parts`` maps ``id(node)`` to the node's canonical bytes.  A container
+    whose id is in ``assemble`` is put together from its children's bytes;
+    any other node is taken from ``parts`` or encoded in one C call and
+    remembered there.  Encoding a base with ``assemble`` = the containers a
+    delta rebuilt, then the result with ``assemble`` = their replacements,
+    costs one encoding of the base plus the change: the result shares every
+    other subtree with the base, and those subtrees' bytes are in ``parts``.
+    The ids are valid while the values live, so ``parts`` is for one call.
+    ``tail`` = (id of a map, n, bytes): that map's last n entries in canonical
+    order are ``bytes`` (see :func:`parts_from_bytes`).
+    """
+    known = parts.get(id(value))
+    if known is not None:
+        return known
+    return _Reuser(assemble, parts, tail).encode(value)
+
+
+class _Reuser:
+    """:func:`encode_reusing`'s walk, with the key encodings and orders it met."""
+
+    __slots__ = ("assemble", "keys", "orders", "parts", "tail")
+
+    def __init__(
+        self, assemble: set[int], parts: dict[int, bytes], tail: tuple[int, int, bytes] | None
+    ) -> None:
+        self.assemble = assemble
+        self.parts = parts
+        self.tail = tail
+        self.keys: dict[str, bytes] = {}
+        self.orders: dict[tuple[str, ...], list[str]] = {}
+
+    def encode(self, value: Value) -> bytes:
+        key = id(value)
+        if key not in self.assemble:
+            data = self.parts[key] = cbor2.dumps(value, canonical=True)
+            return data
+        parts = self.parts
+        if type(value) is dict:
+            node = cast(dict[str, Value], value)
+            names = tuple(node)
+            order = self.orders.get(names)
+            if order is None:  # a rebuilt map and its base share the order
+                order = self.orders[names] = sorted(names, key=canonical_key_order)
+            pieces = [_head(_MAJOR_MAP, len(node))]
+            tail = self.tail if self.tail is not None and self.tail[0] == key else None
+            for name in order[: len(order) - tail[1]] if tail is not None else order:
+                encoded_name = self.keys.get(name)
+                if encoded_name is None:
+                    encoded_name = self.keys[name] = cbor2.dumps(name)
+                child = node[name]
+                data = parts.get(id(child))
+                if data is None:
+                    data = self.encode(child)
+                pieces.append(encoded_name)
+                pieces.append(data)
+            if tail is not None:
+                pieces.append(tail[2])
+        else:
+            items = cast(list[Value], value)
+            pieces = [_head(_MAJOR_ARRAY, len(items))]
+            for item in items:
+                data = parts.get(id(item))
+                pieces.append(data if data is not None else self.encode(item))
+        data = parts[key] = b"".join(pieces)
+        return data
+
+
+def parts_from_bytes(
+    value: Value, data: bytes, descend: set[int], parts: dict[int, bytes], *, root_tail: int = 0
+) -> bytes | None:
+    """Fill ``parts`` (see :func:`encode_reusing`) from ``data``, the canonical
+    encoding of ``value``, for the children of the containers in ``descend``.
+
+    Each such child's bytes are sliced out of ``data``; a child outside
+    ``descend`` is skipped by cbor2's C decoder, so the cost is that of
+    decoding the containers on the way, not of encoding the value again.
+    The last ``root_tail`` entries of a map at the root are neither decoded
+    nor sliced one by one: their bytes, keys included, are returned whole
+    (``b""`` when ``root_tail`` is 0).  Returns None (``parts`` then partly
+    filled, still correct) when ``data`` turns out not to be the canonical
+    encoding of ``value``.
+    """
+    if id(value) not in descend:
+        return b""
+    stream = io.BytesIO(data)
+    decoder = cbor2.CBORDecoder(stream)
+
+    def skip(position: int) -> int:
+        stream.seek(position)
+        decoder.decode()
+        return stream.tell()
+
+    def walk(node: Value, position: int, tail: int = 0) -> int:
+        major, length, position = _read_head(data, position)
+        if type(node) is dict:
+            entries = cast(dict[str, Value], node)
+            if major != _MAJOR_MAP or length != len(entries):
+                raise _NotCanonical
+            order = sorted(entries, key=canonical_key_order)
+            for name in order[: len(order) - tail]:
+                key_major, key_length, key_start = _read_head(data, position)
+                position = key_start + key_length
+                if key_major != _MAJOR_TEXT or data[key_start:position] != name.encode():
+                    raise _NotCanonical
+                position = child(entries[name], position)
+        else:
+            items = cast(list[Value], node)
+            if major != _MAJOR_ARRAY or length != len(items):
+                raise _NotCanonical
+            for item in items:
+                position = child(item, position)
+        return position
+
+    def child(node: Value, position: int) -> int:
+        if id(node) in descend and type(node) in (dict, list):
+            end = walk(node, position)
+        else:
+            end = skip(position)
+        parts.setdefault(id(node), data[position:end])
+        return end
+
+    try:
+        if root_tail and type(value) is dict:
+            return data[walk(value, 0, root_tail) :]
+        parts[id(value)] = data[: walk(value, 0)]
+    except (_NotCanonical, IndexError, cbor2.CBORDecodeError):
+        return None
+    return b""
+
+
+class _NotCanonical(Exception):
+    """Bytes that do not encode the value they were said to encode."""
+
+
+def _read_head(data: bytes, position: int) -> tuple[int, int, int]:
+    """(major type, argument, position after the head) of the item at ``position``."""
+    initial = data[position]
+    info = initial & 0x1F
+    if info < 24:
+        return initial >> 5, info, position + 1
+    if info > 27:
+        raise _NotCanonical
+    width = 1 << (info - 24)
+    end = position + 1 + width
+    return initial >> 5, int.from_bytes(data[position + 1 : end], "big"), end
+
+
 def _head(major: int, argument: int) -> bytes:
     """An item head in preferred (shortest) form, RFC 8949 §3 and §4.2.1."""
     if argument < 24:
@@ -170,7 +326,18 @@ class Encoded:
 
     @classmethod
     def of(cls, tree: Tree) -> Encoded:
-        """Encode ``tree`` (checked against the model)."""
+        """Encode ``tree`` (checked against the model; a configuration is a map here).
+
+        Values of any other top-level type are model values too (``encode``,
+        ``etag`` and the delta functions take them), but the fleet's
+        configurations are maps by construction, and so is this holder.
+        """
+        if not is_map(tree):
+            raise EncodeError(
+                f"an Encoded configuration is a map, got {type(tree).__name__}; "
+                "use encode() or the delta functions for other values",
+                path="",
+            )
         blob = encode(tree)
         return cls(tree, blob, etag_of_bytes(blob))
 

@@ -2,10 +2,14 @@
 
 Layout (all deltas)::
 
-    byte 0      format version (high nibble, now 1) | encoding kind (low nibble)
-    byte 1      base check: first byte of the base's ETag
-    bytes 2-3   target check: first 2 bytes of the target's ETag
-    bytes 4-    body, by kind
+    byte 0      format version (bits 7-6, now 2) | encoding kind (bits 5-3)
+                | base check (bits 2-0: the top 3 bits of the base's ETag)
+    bytes 1-2   target check: first 2 bytes of the target's ETag
+    bytes 3-    body, by kind
+
+Format 1 (a 4-byte header with an 8-bit base check) is not read any more: its
+first byte, ``0x1k``, names version 0 here, and format-1 readers see 8-11 in
+this byte's high nibble, so each side refuses the other's deltas by name.
 
 Kinds, one chosen per delta as the smallest:
 
@@ -13,51 +17,82 @@ Kinds, one chosen per delta as the smallest:
 - ``OPS`` (1): structural operations (:mod:`edgecfg.core.delta`) in the byte
   encoding of :mod:`edgecfg.wire.delta_ops`.
 - ``OPS_ZSTD`` (2): the ``OPS`` array compressed by zstd (RFC 8878 frame
-  without magic number, dictionary id or checksum, with the content size that
-  bounds decompression) with the base's canonical CBOR as a raw-content
-  dictionary, so new text that resembles the base costs little.
+  without magic number, dictionary id, checksum or content size:
+  decompression is bounded by the decode limits instead) with the base's
+  canonical CBOR as a raw-content dictionary, so new text that resembles the
+  base costs little.
 - ``FULL_ZSTD`` (3): the target's canonical CBOR compressed the same way:
   wins when most of the config changed.
 - ``FULL`` (4): the target's canonical CBOR, for an empty or unrelated base.
+- ``OPS_ZSTD_FRAME`` (5), ``FULL_ZSTD_FRAME`` (6): as kinds 2 and 3, but the
+  body is the whole zstd frame (frame header and blocks).
+
+Kinds 2 and 3 carry only the *content of one compressed zstd block*: the
+frame header (descriptor and window: fixed here) and the block header (last
+block, compressed, size: the rest of the delta) say nothing the delta does
+not already say, and they cost 5 bytes, 10% of a median delta.  The reader
+puts them back (:func:`_unstrip`).  Output that zstd writes as several
+blocks (over 128 KiB) or as a raw or RLE block travels as kind 5 or 6.
+
+Base and target may be any model value: a map, a list (Home Assistant's
+``automations.yaml``) or a scalar at the top level, and every kind carries
+every one of them (``FULL`` and ``FULL_ZSTD`` decode any top-level item).
 
 The checks are short on purpose (DESIGN §7): inside a sync, the CoAP exchange
 carries the full ETags (``?from=`` and the ETag option) and the agent checks
-the full 8-byte target ETag.  Outside a sync the 1-byte base check names a
-wrong base at once in 255 of 256 cases; in the rest, applying to the wrong
-base fails the 2-byte target check (or the structure check) instead, so a
-wrong result is accepted with probability below 2**-16 * 2**-8.
+the full 8-byte target ETag.  Outside a sync the 3-bit base check names a
+wrong base at once in 7 of 8 cases; in the rest, applying to the wrong base
+fails the 16-bit target check (or the structure check) instead, so a wrong
+result is accepted with probability below 2**-16 * 2**-3.  Every delta pays
+for the header, and the median real delta is ~40 bytes: one header byte is
+2-3% of it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
-from typing import Final, cast
+from collections.abc import Collection, Sequence
+from typing import Final, NamedTuple, cast
 
 import zstandard
 
 from edgecfg.core import delta as structural
 from edgecfg.core.ids import ETag
 from edgecfg.core.schema import Schema
-from edgecfg.core.tree import Tree
+from edgecfg.core.tree import Tree, Value, canonical_key_order, check_model, is_map
 from edgecfg.errors import (
     DecodeError,
     DeltaBaseMismatch,
     DeltaError,
     DeltaIntegrityError,
+    EncodeError,
+    ModelError,
     UsageError,
 )
-from edgecfg.wire.cbor import DEFAULT_LIMITS, DecodeLimits, Encoded, decode_tree, encoded
+from edgecfg.wire.cbor import (
+    DEFAULT_LIMITS,
+    DecodeLimits,
+    Encoded,
+    decode,
+    encode,
+    encode_reusing,
+    encode_unchecked,
+    etag_of_bytes,
+    parts_from_bytes,
+)
 from edgecfg.wire.delta_ops import KeyBook, decode_ops, encode_ops
 
-FORMAT_VERSION: Final = 1
+FORMAT_VERSION: Final = 2
 CONTENT_FORMAT_DELTA: Final = 65100
 """Experimental-range CoAP content-format for this delta format (DESIGN §5)."""
 
-EMPTY, OPS, OPS_ZSTD, FULL_ZSTD, FULL = 0, 1, 2, 3, 4
+EMPTY, OPS, OPS_ZSTD, FULL_ZSTD, FULL, OPS_ZSTD_FRAME, FULL_ZSTD_FRAME = range(7)
 KIND_NAMES: Final = {EMPTY: "empty", OPS: "ops", OPS_ZSTD: "ops+zstd", FULL_ZSTD: "full+zstd",
-                     FULL: "full"}  # fmt: skip
-HEADER_SIZE: Final = 4
-BASE_CHECK_SIZE: Final = 1
+                     FULL: "full", OPS_ZSTD_FRAME: "ops+zstd-frame",
+                     FULL_ZSTD_FRAME: "full+zstd-frame"}  # fmt: skip
+_OPS_KINDS: Final = frozenset({OPS, OPS_ZSTD, OPS_ZSTD_FRAME})
+_FULL_KINDS: Final = frozenset({FULL, FULL_ZSTD, FULL_ZSTD_FRAME})
+HEADER_SIZE: Final = 3
+BASE_CHECK_BITS: Final = 3
 TARGET_CHECK_SIZE: Final = 2
 
 _ZSTD_LEVEL_SMALL: Final = 19
@@ -67,45 +102,226 @@ _ZSTD_WORTHWHILE: Final = 32
 
 
 def make_delta(
-    old: Tree | Encoded,
-    new: Tree | Encoded,
+    old: Value | Encoded,
+    new: Value | Encoded,
     *,
     schema: Schema | None = None,
     classes: Collection[str] | None = None,
 ) -> bytes:
     """The smallest delta that turns ``old`` into ``new``, bound to both.
 
-    Either side may be an :class:`~edgecfg.wire.cbor.Encoded` configuration,
-    which spares encoding it again.  With ``classes`` (needs ``schema``),
-    only changes of keys whose priority class is listed are carried: the
-    result turns ``old`` into a consistent intermediate config (see
-    :func:`restrict_to_classes`).
+    Either side may be any model value (a map, a list or a scalar at the top
+    level: real configuration files such as Home Assistant's
+    ``automations.yaml`` are lists) or an :class:`~edgecfg.wire.cbor.Encoded`
+    configuration, which spares encoding it again.  With ``classes`` (needs
+    ``schema`` and maps on both sides), only changes of keys whose priority
+    class is listed are carried: the result turns ``old`` into a consistent
+    intermediate config (see :func:`restrict_to_classes`).
     """
-    base = encoded(old)
+    old_value = old.tree if isinstance(old, Encoded) else _checked(old)
+    new_value = new.tree if isinstance(new, Encoded) else new
     if classes is not None:
-        target = encoded(
-            restrict_to_classes(base.tree, encoded(new).tree, schema=schema, classes=classes)
+        if not (is_map(old_value) and is_map(new_value)):
+            raise UsageError("priority classes select keys of maps; both sides must be maps")
+        new = new_value = restrict_to_classes(old_value, new_value, schema=schema, classes=classes)
+    book = KeyBook(old_value)
+    try:
+        diffed = structural.diff_traced(
+            old_value, new_value, weigh=lambda op: len(encode_ops([op], book))
+        )
+    except ModelError as error:  # a map key of the target is no text
+        raise EncodeError(error.reason, path=error.path) from None
+    ops = diffed.ops
+    if isinstance(new, Encoded):
+        base, target = _side(old), _side(new)
+    else:
+        # The target's bytes are the base's, spliced: parts the diff found
+        # equal are equal in encoding, and only the operations' values are new.
+        _check_payloads(ops)
+        base, target = _spliced_pair(old, new_value, diffed)
+    header = _header(EMPTY, base.etag, target.etag)
+    if base.cbor == target.cbor:
+        return header
+    return min(_candidates(base, target, header, kinds=None, ops=(ops, book)), key=len)
+
+
+def encode_delta(old: Value | Encoded, new: Value | Encoded, kind: int) -> bytes:
+    """The delta of one given ``kind`` (tests, diagnostics), however large.
+
+    :func:`make_delta` picks the smallest kind; this lets a test prove that
+    :func:`apply_delta` accepts every kind it might pick.  ``EMPTY`` needs
+    equal sides.
+    """
+    if kind not in KIND_NAMES:
+        raise UsageError(f"unknown delta kind {kind}; kinds are {sorted(KIND_NAMES)}")
+    base, target = _side(old), _side(new)
+    header = _header(EMPTY, base.etag, target.etag)
+    if kind == EMPTY:
+        if base.cbor != target.cbor:
+            raise UsageError("an empty delta needs equal base and target")
+        return header
+    found = _candidates(base, target, header, kinds={kind})
+    if not found:
+        raise UsageError(
+            f"zstd did not write one compressed block for this pair: no {KIND_NAMES[kind]} "
+            f"delta (kind {kind + 3} carries the frame)"
+        )
+    return min(found, key=len)
+
+
+def _candidates(
+    base: _Side,
+    target: _Side,
+    header: bytes,
+    *,
+    kinds: Collection[int] | None,
+    ops: tuple[list[structural.Op], KeyBook] | None = None,
+) -> list[bytes]:
+    """Deltas of the wanted ``kinds`` (all when None); zstd only when worthwhile.
+
+    ``ops`` are the diff's operations and key book when the caller has them.
+    """
+
+    def wanted(*which: int) -> bool:
+        return kinds is None or any(kind in kinds for kind in which)
+
+    candidates: list[bytes] = []
+    if wanted(FULL):
+        candidates.append(with_kind(header, FULL) + target.cbor)
+    if ops is None:
+        book = KeyBook(base.value)
+        operations = structural.diff(
+            base.value, target.value, weigh=lambda op: len(encode_ops([op], book))
         )
     else:
-        target = encoded(new)
-    base_bytes, target_bytes = base.cbor, target.cbor
-    header = _header(EMPTY, base.etag, target.etag)
-    if base_bytes == target_bytes:
-        return header
-    candidates = [_with_kind(header, FULL) + target_bytes]
-    book = KeyBook(base.tree)
-    ops = structural.diff(base.tree, target.tree, weigh=lambda op: len(encode_ops([op], book)))
-    body = encode_ops(ops, book)
-    candidates.append(_with_kind(header, OPS) + body)
-    # A zstd frame costs at least ~6 bytes and loading the base as its
+        operations, book = ops
+    body = encode_ops(operations, book) if wanted(*_OPS_KINDS) else b""
+    if wanted(OPS):
+        candidates.append(with_kind(header, OPS) + body)
+    # A zstd block costs a few bytes of tables and loading the base as its
     # dictionary costs time in proportion to the base: try it only when
     # the operations are big enough for compression to pay.
-    if len(body) > _ZSTD_WORTHWHILE:
-        compressor = _compressor(base_bytes, len(target_bytes))
-        for text in (body, encode_ops(ops, book, compact=False)):
-            candidates.append(_with_kind(header, OPS_ZSTD) + compressor.compress(text))
-        candidates.append(_with_kind(header, FULL_ZSTD) + compressor.compress(target_bytes))
-    return min(candidates, key=len)
+    if len(body) <= _ZSTD_WORTHWHILE and kinds is None:
+        return candidates
+    compressor = _compressor(base.cbor, len(target.cbor))
+    texts: list[tuple[bytes, int, int]] = []
+    if wanted(OPS_ZSTD, OPS_ZSTD_FRAME):
+        texts += [
+            (text, OPS_ZSTD, OPS_ZSTD_FRAME)
+            for text in (
+                body,
+                encode_ops(operations, book, memory=False),
+                encode_ops(operations, book, compact=False, memory=False),
+            )
+        ]
+    if wanted(FULL_ZSTD, FULL_ZSTD_FRAME):
+        texts.append((target.cbor, FULL_ZSTD, FULL_ZSTD_FRAME))
+    for text, block_kind, frame_kind in texts:
+        frame = compressor.compress(text)
+        block = _strip(frame)
+        if block is not None and wanted(block_kind):
+            candidates.append(with_kind(header, block_kind) + block)
+        if (block is None and kinds is None) or wanted(frame_kind):
+            candidates.append(with_kind(header, frame_kind) + frame)
+    return candidates
+
+
+class _Side(NamedTuple):
+    """One side of a delta: a model value with its canonical encoding and ETag."""
+
+    value: Value
+    cbor: bytes
+    etag: ETag
+
+
+def _side(config: Value | Encoded) -> _Side:
+    if isinstance(config, Encoded):
+        return _Side(config.tree, config.cbor, config.etag)
+    blob = encode(config)
+    return _Side(config, blob, etag_of_bytes(blob))
+
+
+def _checked(value: Value) -> Value:
+    try:
+        return check_model(value)
+    except ModelError as error:
+        raise EncodeError(error.reason, path=error.path) from None
+
+
+def _check_payloads(ops: Sequence[structural.Op]) -> None:
+    """The model check of what a target adds to its base: the operations' keys and values."""
+    for op in ops:
+        match op:
+            case structural.Set(value=value):
+                _checked(value)
+            case structural.Add(key=key, value=value):
+                _checked({key: value})
+            case structural.Rename(key=key):
+                _checked({key: None})
+            case structural.Copy(key=key, ops=nested):
+                _checked({key: None})
+                _check_payloads(nested)
+            case structural.Splice(middle=middle):
+                _checked(middle)
+            case structural.TextEdit(runs=text_runs):
+                _checked([run[2] for run in text_runs])
+            case structural.ListEdit(runs=runs):
+                _checked([item for run in runs for item in run[2]])
+            case structural.Delete():
+                pass
+
+
+def _spliced_pair(
+    base: Value | Encoded, target: Value, diffed: structural.Diffed
+) -> tuple[_Side, _Side]:
+    """Base and target with their encodings, the target's spliced from the base's."""
+    parts: dict[int, bytes] = {}
+    if isinstance(base, Encoded):
+        old = _Side(base.tree, base.cbor, base.etag)
+    else:
+        blob = encode_reusing(base, {id(node) for node in diffed.base_visited}, parts)
+        old = _Side(base, blob, etag_of_bytes(blob))
+    blob = encode_reusing(target, {id(node) for node in diffed.target_visited}, parts)
+    return old, _Side(target, blob, etag_of_bytes(blob))
+
+
+def _spliced(base: Value | Encoded | _Side, applied: structural.Applied) -> tuple[_Side, _Side]:
+    """Base and result with their encodings, the result's spliced from the base's."""
+    parts: dict[int, bytes] = {}
+    result = applied.result
+    tail: tuple[int, int, bytes] | None = None
+    if isinstance(base, _Side | Encoded):
+        old = base if isinstance(base, _Side) else _Side(base.tree, base.cbor, base.etag)
+        # The base's bytes are at hand: slice the untouched children out of
+        # them instead of encoding them again, and take the root's entries
+        # after the last change as one run of bytes.
+        count = _shared_tail(old.value, result)
+        rebuilt = {id(node) for node in applied.rebuilt}
+        run = parts_from_bytes(old.value, old.cbor, rebuilt, parts, root_tail=count)
+        if run is None:
+            parts.clear()  # not canonical after all: encode instead of slicing
+        elif count:
+            tail = (id(result), count, run)
+    else:
+        blob = encode_reusing(base, {id(node) for node in applied.rebuilt}, parts)
+        old = _Side(base, blob, etag_of_bytes(blob))
+    blob = encode_reusing(result, {id(node) for node in applied.built}, parts, tail)
+    return old, _Side(result, blob, etag_of_bytes(blob))
+
+
+def _shared_tail(base: Value, result: Value) -> int:
+    """How many last entries (canonical order) two root maps share: same keys, same objects."""
+    if type(base) is not dict or type(result) is not dict or base is result:
+        return 0
+    old, new = cast(dict[str, Value], base), cast(dict[str, Value], result)
+    old_order = sorted(old, key=canonical_key_order)
+    new_order = sorted(new, key=canonical_key_order)
+    count = 0
+    for name, other in zip(reversed(old_order), reversed(new_order), strict=False):
+        if name != other or old[name] is not new[name]:
+            break
+        count += 1
+    return count
 
 
 def restrict_to_classes(
@@ -129,86 +345,142 @@ def restrict_to_classes(
 
 
 def apply_delta(
-    old: Tree | Encoded,
+    old: Value | Encoded,
     delta: bytes,
     *,
     schema: Schema | None = None,
     limits: DecodeLimits = DEFAULT_LIMITS,
-) -> Tree:
+) -> Value:
     """Apply ``delta`` to ``old``; the result is checked against the target.
 
-    Raises :class:`DeltaBaseMismatch` when ``old`` is not the delta's base,
+    ``old`` may be any model value or an :class:`Encoded` configuration, and
+    so may the result: a delta may turn a map into a list.  ``old`` is
+    hashed as given, not validated against the model again (the checks
+    compare canonical encodings; :func:`make_delta` validated the base).
+    The work is one canonical encoding of a plain ``old`` (the base check
+    needs its ETag), split where the operations apply so that the result's
+    encoding is spliced from it; an :class:`Encoded` ``old`` is not encoded
+    at all (its untouched subtrees are sliced out of its bytes).  Raises
+    :class:`DeltaBaseMismatch` when ``old`` is not the delta's base,
     :class:`DeltaIntegrityError` when the result is not the target, and
     :class:`DeltaError` for a malformed delta or one that exceeds ``limits``.
     ``schema`` is accepted for symmetry with :func:`make_delta`.
     """
     del schema  # the format does not depend on it
-    return apply_delta_encoded(encoded(old), delta, limits=limits).tree
+    return _apply(old, delta, limits).value
 
 
 def apply_delta_encoded(
     base: Encoded, delta: bytes, *, limits: DecodeLimits = DEFAULT_LIMITS
 ) -> Encoded:
-    """:func:`apply_delta` for an encoded base, returning the encoded result."""
+    """:func:`apply_delta` for an encoded configuration, returning the encoded result.
+
+    :class:`Encoded` holds a device configuration, a map by construction of
+    the fleet model; a delta whose checked target is not a map raises
+    :class:`DeltaError` here (use :func:`apply_delta` for other values).
+    """
+    result = _apply(base, delta, limits)
+    if not is_map(result.value):
+        raise DeltaError(
+            f"delta target is a {type(result.value).__name__}, not a configuration map"
+        )
+    return Encoded(result.value, result.cbor, result.etag)
+
+
+def _apply(old: Value | Encoded, delta: bytes, limits: DecodeLimits) -> _Side:
     delta = bytes(delta)
     if len(delta) < HEADER_SIZE:
         raise DeltaError(
             f"delta of {len(delta)} bytes is shorter than its {HEADER_SIZE}-byte header"
         )
-    version, kind = delta[0] >> 4, delta[0] & 0x0F
+    version, kind = delta[0] >> 6, delta[0] >> 3 & 7
     if version != FORMAT_VERSION:
         raise DeltaError(f"delta format version {version}; this edgecfg reads {FORMAT_VERSION}")
     if kind not in KIND_NAMES:
         raise DeltaError(f"unknown delta kind {kind}")
-    actual = base.etag[:BASE_CHECK_SIZE]
-    if actual != delta[1:2]:
-        raise DeltaBaseMismatch(expected=delta[1:2], actual=actual)
     body = delta[HEADER_SIZE:]
-    if kind == EMPTY:
-        if body:
-            raise DeltaError(f"empty delta carries {len(body)} unexpected bytes")
-        result = base
-    elif kind == FULL:
-        result = Encoded.trusted(_decode_tree(body, limits, HEADER_SIZE))
-    elif kind == FULL_ZSTD:
-        raw = _decompress(body, base.cbor, limits)
-        result = Encoded.trusted(_decode_tree(raw, limits, None))
+    if kind == OPS and not isinstance(old, Encoded):
+        # A plain base is encoded once, split where the operations apply, and
+        # the result spliced from it: apply costs one encoding, not two.
+        try:
+            ops = decode_ops(body, KeyBook(old), limits)
+            applied = structural.apply_traced(old, ops, max_nodes=limits.max_bytes)
+        except DeltaError:
+            _check_base(_side(old), delta)  # a wrong base is the likelier story
+            raise
+        base, result = _spliced(old, applied)
+        _check_base(base, delta)
     else:
-        raw = body if kind == OPS else _decompress(body, base.cbor, limits)
-        ops = decode_ops(raw, KeyBook(base.tree), limits)
-        # Each node encodes to at least one byte: more cannot fit the size limit.
-        tree = structural.apply(base.tree, ops, max_nodes=limits.max_bytes)
-        # Every part was checked: the base when encoded, new values by the decoder.
-        result = Encoded.trusted(cast(Tree, tree))
+        # Hashed, not re-validated, like the split encoding above: the base
+        # check compares encodings, and the caller's base is a model value.
+        base = _side(old) if isinstance(old, Encoded) else _trusted(old)
+        _check_base(base, delta)
+        result = _apply_to(base, kind, body, limits)
     if len(result.cbor) > limits.max_bytes:
         raise DeltaError(f"delta result of {len(result.cbor)} bytes exceeds {limits.max_bytes}")
     produced = result.etag[:TARGET_CHECK_SIZE]
-    if produced != delta[2:4]:
-        raise DeltaIntegrityError(expected=delta[2:4], actual=produced)
+    if produced != delta[1:HEADER_SIZE]:
+        raise DeltaIntegrityError(expected=delta[1:HEADER_SIZE], actual=produced)
     return result
+
+
+def _check_base(base: _Side, delta: bytes) -> None:
+    expected, actual = delta[0] & 7, _base_check(base.etag)
+    if actual != expected:
+        raise DeltaBaseMismatch(expected=bytes([expected]), actual=bytes([actual]))
+
+
+def _apply_to(base: _Side, kind: int, body: bytes, limits: DecodeLimits) -> _Side:
+    if kind == EMPTY:
+        if body:
+            raise DeltaError(f"empty delta carries {len(body)} unexpected bytes")
+        return base
+    if kind == FULL:
+        return _trusted(_decode_value(body, limits, HEADER_SIZE))
+    if kind in _FULL_KINDS:
+        raw = _decompress(kind, body, base.cbor, limits)
+        return _trusted(_decode_value(raw, limits, None))
+    raw = body if kind == OPS else _decompress(kind, body, base.cbor, limits)
+    ops = decode_ops(raw, KeyBook(base.value), limits)
+    # Each node encodes to at least one byte: more cannot fit the size limit.
+    # Every part was checked: the base when encoded, new values by the decoder.
+    return _spliced(base, structural.apply_traced(base.value, ops, max_nodes=limits.max_bytes))[1]
+
+
+def _trusted(value: Value) -> _Side:
+    blob = encode_unchecked(value)
+    return _Side(value, blob, etag_of_bytes(blob))
 
 
 def delta_kind(delta: bytes) -> str:
     """The name of a delta's encoding kind (for reports and benchmarks)."""
-    if len(delta) < HEADER_SIZE or delta[0] & 0x0F not in KIND_NAMES:
+    if len(delta) < HEADER_SIZE or delta[0] >> 6 != FORMAT_VERSION:
         raise DeltaError("not an edgecfg delta")
-    return KIND_NAMES[delta[0] & 0x0F]
+    kind = delta[0] >> 3 & 7
+    if kind not in KIND_NAMES:
+        raise DeltaError("not an edgecfg delta")
+    return KIND_NAMES[kind]
 
 
 # ---------------------------------------------------------------- header
 
 
+def _base_check(base: ETag) -> int:
+    return base[0] >> (8 - BASE_CHECK_BITS)
+
+
 def _header(kind: int, base: ETag, target: ETag) -> bytes:
-    return bytes([FORMAT_VERSION << 4 | kind]) + base[:BASE_CHECK_SIZE] + target[:TARGET_CHECK_SIZE]
+    return with_kind(bytes([_base_check(base)]) + target[:TARGET_CHECK_SIZE], kind)
 
 
-def _with_kind(header: bytes, kind: int) -> bytes:
-    return bytes([FORMAT_VERSION << 4 | kind]) + header[1:]
+def with_kind(delta: bytes, kind: int) -> bytes:
+    """``delta`` with its kind field set to ``kind`` (checks and body unchanged)."""
+    return bytes([FORMAT_VERSION << 6 | kind << 3 | delta[0] & 7]) + delta[1:]
 
 
-def _decode_tree(data: bytes, limits: DecodeLimits, offset: int | None) -> Tree:
+def _decode_value(data: bytes, limits: DecodeLimits, offset: int | None) -> Value:
     try:
-        return decode_tree(data, limits=limits)
+        return decode(data, limits=limits)
     except DecodeError as error:
         raise DeltaError(f"corrupt delta: {_where(error, offset)}") from None
 
@@ -231,7 +503,7 @@ def _compressor(dictionary: bytes, largest_input: int) -> zstandard.ZstdCompress
         dict_size=len(dictionary),
         format=zstandard.FORMAT_ZSTD1_MAGICLESS,
         write_checksum=False,
-        write_content_size=True,
+        write_content_size=False,
         write_dict_id=False,
     )
     return zstandard.ZstdCompressor(dict_data=_dictionary(dictionary), compression_params=params)
@@ -241,24 +513,76 @@ def _dictionary(data: bytes) -> zstandard.ZstdCompressionDict:
     return zstandard.ZstdCompressionDict(data, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
 
 
-def _decompress(body: bytes, dictionary: bytes, limits: DecodeLimits) -> bytes:
+def _decompress(kind: int, body: bytes, dictionary: bytes, limits: DecodeLimits) -> bytes:
+    """The content of a compressed body; at most ``limits.max_bytes`` out.
+
+    A bare block (kinds 2 and 3) gets its frame back and decompresses to at
+    most one block (128 KiB), all of its bytes used.  A whole frame (kinds 5
+    and 6) may hold several blocks, and no bytes may follow it.
+    """
+    frame = _frame(kind, body)
     try:
         size = zstandard.get_frame_parameters(
-            body, format=zstandard.FORMAT_ZSTD1_MAGICLESS
+            frame, format=zstandard.FORMAT_ZSTD1_MAGICLESS
         ).content_size
     except zstandard.ZstdError as error:
         raise DeltaError(f"corrupt compressed delta body: {error}") from None
-    if size in (zstandard.CONTENTSIZE_UNKNOWN, zstandard.CONTENTSIZE_ERROR):
-        raise DeltaError("compressed delta body does not declare its size")
-    if size > limits.max_bytes:
-        raise DeltaError(f"delta declares {size} bytes, above the limit of {limits.max_bytes}")
+    # edgecfg writes no size, but a hostile frame may declare one: decompress()
+    # would allocate it, so refuse one above the limit before that.
+    if size != zstandard.CONTENTSIZE_UNKNOWN and size > limits.max_bytes:
+        raise DeltaError(f"delta declares {size} bytes, more than {limits.max_bytes} bytes allowed")
+    whole = frame is body
+    bound = limits.max_bytes if whole else min(limits.max_bytes, _BLOCK_SIZE_MAX)
     decompressor = zstandard.ZstdDecompressor(
         dict_data=_dictionary(dictionary), format=zstandard.FORMAT_ZSTD1_MAGICLESS
     )
     try:
-        out = decompressor.decompress(body, max_output_size=size)
+        # The frame declares no size: the bound sizes the output buffer, and
+        # a frame that would exceed it fails here, before the bytes exist.
+        out = decompressor.decompress(frame, max_output_size=bound)
+        if whole:
+            # decompress() ignores bytes after the frame; a strict reader does
+            # not.  Safe to run again: the output is known to be within bounds.
+            rest = decompressor.decompressobj()
+            rest.decompress(frame)
+            if not rest.eof or rest.unused_data:
+                raise DeltaError(
+                    f"compressed delta body has {len(rest.unused_data)} bytes after its frame"
+                )
     except zstandard.ZstdError as error:
-        raise DeltaError(f"corrupt compressed delta body: {error}") from None
-    if len(out) != size:
-        raise DeltaError(f"compressed body gave {len(out)} bytes, declared {size}")
+        raise DeltaError(
+            f"corrupt compressed delta body, or one of more than {bound} bytes: {error}"
+        ) from None
     return out
+
+
+# The frame header of kinds 2 and 3: no content size, checksum or dictionary
+# id, not single-segment (RFC 8878 §3.1.1.1.1), and a window descriptor of
+# 2**23 bytes (exponent 13, §3.1.1.1.2), above every window the writer uses
+# for the configurations the decode limits admit.
+_FRAME_DESCRIPTOR: Final = 0x00
+_WINDOW_DESCRIPTOR: Final = 13 << 3
+_BLOCK_COMPRESSED: Final = 2
+_BLOCK_SIZE_MAX: Final = 128 * 1024
+
+
+def _strip(frame: bytes) -> bytes | None:
+    """The content of ``frame``'s only block, if it is one last compressed block
+    under our fixed frame header (else the frame must travel whole)."""
+    if len(frame) < 5 or frame[0] != _FRAME_DESCRIPTOR or frame[1] > _WINDOW_DESCRIPTOR:
+        return None
+    header = int.from_bytes(frame[2:5], "little")  # RFC 8878 §3.1.1.2
+    last, block_type, size = header & 1, header >> 1 & 3, header >> 3
+    if not last or block_type != _BLOCK_COMPRESSED or len(frame) != 5 + size:
+        return None
+    return frame[5:]
+
+
+def _frame(kind: int, body: bytes) -> bytes:
+    """The zstd frame a body of ``kind`` stands for (see :func:`_strip`)."""
+    if kind in (OPS_ZSTD_FRAME, FULL_ZSTD_FRAME):
+        return body
+    if len(body) > _BLOCK_SIZE_MAX:
+        raise DeltaError(f"compressed block of {len(body)} bytes exceeds {_BLOCK_SIZE_MAX}")
+    block_header = (len(body) << 3 | _BLOCK_COMPRESSED << 1 | 1).to_bytes(3, "little")
+    return bytes([_FRAME_DESCRIPTOR, _WINDOW_DESCRIPTOR]) + block_header + body

@@ -50,7 +50,7 @@ import cbor2
 from edgecfg.core import delta as structural
 from edgecfg.core.tree import Value
 from edgecfg.errors import DecodeError, DeltaError
-from edgecfg.wire.cbor import DecodeLimits, decode_item
+from edgecfg.wire.cbor import DecodeLimits, decode_item, encode_unchecked
 
 SET, DELETE, ADD, RENAME, SPLICE, LIST, TEXT, COPY = range(8)
 _KEY_TEXT, _KEY_REF, _KEY_PREFIX, _KEY_SUFFIX = 0, 1, 2, 3
@@ -90,7 +90,7 @@ class KeyBook:
         return self._positions
 
     def value_key(self, key: str) -> str | int:
-        """A map key inside a CBOR value: text or a ref, whichever is shorter."""
+        """A map key inside a CBOR value: text or a ref to the base's keys, the shorter."""
         position = self.positions.get(key)
         if position is not None and _cbor_uint_size(position) < _cbor_text_size(key):
             return position
@@ -132,9 +132,6 @@ def _longest_shared(table: list[tuple[bytes, int]], raw: bytes) -> tuple[int, in
     return best, source
 
 
-_NO_REFS: Final = KeyBook({})
-
-
 def _common_prefix(a: bytes, b: bytes) -> int:
     limit = min(len(a), len(b))
     index = 0
@@ -165,60 +162,160 @@ def varint(value: int) -> bytes:
 # ---------------------------------------------------------------- encode
 
 
-def encode_ops(ops: Sequence[structural.Op], book: KeyBook, *, compact: bool = True) -> bytes:
+class _Memory:
+    """What a delta has said so far, which later operations may refer to.
+
+    Both sides build it in the same order while they write or read: every key
+    an operation spells out (not as a ref) joins the key table after the
+    base's keys (a reader needs the base's table only once it meets a ref),
+    and every value item of 3 bytes or more joins the value list.
+    A delta often says one new thing several times (``microsteps: 16`` added
+    to each stepper, one pin renamed in each section); the repeats then cost
+    a key ref or a value ref (tag 6 + index, two bytes) instead of the text.
+    """
+
+    __slots__ = ("book", "key_positions", "keys", "value_index", "values")
+
+    def __init__(self, book: KeyBook) -> None:
+        self.book = book
+        self.keys: list[str] = []
+        self.key_positions: dict[str, int] = {}
+        self.values: list[Value] = []
+        self.value_index: dict[bytes, int] = {}
+
+    def key_position(self, key: str) -> int | None:
+        """Where a ref to ``key`` points: its base position, else its first learned one."""
+        position = self.book.positions.get(key)
+        if position is None:
+            learned = self.key_positions.get(key)
+            if learned is not None:
+                position = len(self.book.keys) + learned
+        return position
+
+    def learn_key(self, key: str) -> None:
+        self.key_positions.setdefault(key, len(self.keys))
+        self.keys.append(key)
+
+    def key_at(self, position: int) -> str | None:
+        keys = self.book.keys
+        if position < len(keys):
+            return keys[position]
+        position -= len(keys)
+        return self.keys[position] if position < len(self.keys) else None
+
+    def value_key(self, key: str) -> str | int:
+        """A map key inside a CBOR value: text or a ref, whichever is shorter."""
+        position = self.key_position(key)
+        if position is not None and _cbor_uint_size(position) < _cbor_text_size(key):
+            return position
+        return key
+
+
+_MIN_REMEMBERED: Final = 3  # a value ref costs 2 bytes: shorter values are not worth one
+_TAG_VALUE_REF: Final = 0xC6  # CBOR head of tag 6, then an unsigned index
+
+
+def encode_ops(
+    ops: Sequence[structural.Op], book: KeyBook, *, compact: bool = True, memory: bool = True
+) -> bytes:
     """The body bytes for ``ops`` (sorted by index).
 
     ``compact`` uses key refs inside values and decimal floats; without it,
-    values are plain canonical CBOR, which a dictionary compressor primed
-    with the base's own encoding matches better.
+    values are plain canonical CBOR, which a dictionary compressor primed with
+    the base's own encoding matches better.  ``memory`` refers back to keys
+    and values the delta said before (see :class:`_Memory`); without it,
+    repeats are spelled out again, which a compressor may encode in fewer bits
+    than the refs.  Either way the reader decodes the same operations.
     """
-    floats: Callable[[float], object] = _compact_float if compact else _plain
-    plain_book = book if compact else _NO_REFS
-    out = bytearray()
-    previous = 0
-    for op in ops:
-        gap, previous = op.index - previous, op.index
-        match op:
-            case structural.Set(value=value):
-                out += varint(gap << 3 | SET) + _value(value, plain_book, floats)
-            case structural.Delete():
-                out += varint(gap << 3 | DELETE)
-            case structural.Add(key=key, value=value):
-                out += varint(gap << 3 | ADD) + book.op_key(key)
-                out += _value(value, plain_book, floats)
-            case structural.Copy(key=key, source=source, ops=nested):
-                inner = encode_ops(nested, book, compact=compact)
-                out += varint(gap << 3 | COPY) + book.op_key(key) + varint(source)
-                out += varint(len(inner)) + inner
-            case structural.Rename(key=key):
-                out += varint(gap << 3 | RENAME) + book.op_key(key)
-            case structural.Splice(prefix=prefix, suffix=suffix, middle=middle):
-                out += varint(gap << 3 | SPLICE) + varint(prefix) + varint(suffix)
-                out += cbor2.dumps(middle)
-            case structural.TextEdit(runs=text_runs):
-                out += varint(gap << 3 | TEXT) + varint(len(text_runs))
-                for keep, drop, inserted in text_runs:
-                    out += varint(keep) + varint(drop) + cbor2.dumps(inserted)
-            case structural.ListEdit(runs=runs):
-                out += varint(gap << 3 | LIST) + varint(len(runs))
-                for keep, drop, inserted in runs:
-                    out += varint(keep) + varint(drop) + varint(len(inserted))
-                    for item in inserted:
-                        out += _value(item, plain_book, floats)
-    return bytes(out)
+    return _Writer(book, compact, memory).ops(ops)
 
 
-def _value(value: Value, book: KeyBook, floats: Callable[[float], object]) -> bytes:
-    # Integer keys and tag 4 are outside the model, so encode() would refuse
-    # them; every other part of ``value`` came from a model tree.
-    return cbor2.dumps(_extend(value, book, floats), canonical=True)
+class _Writer:
+    __slots__ = ("compact", "floats", "memory", "refer")
+
+    def __init__(self, book: KeyBook, compact: bool, refer: bool) -> None:
+        self.memory = _Memory(book)
+        self.compact = compact
+        self.refer = refer
+        self.floats: Callable[[float], object] = _compact_float if compact else _plain
+
+    def ops(self, ops: Sequence[structural.Op]) -> bytes:
+        out = bytearray()
+        previous = 0
+        for op in ops:
+            gap, previous = op.index - previous, op.index
+            match op:
+                case structural.Set(value=value):
+                    out += varint(gap << 3 | SET) + self.value(value)
+                case structural.Delete():
+                    out += varint(gap << 3 | DELETE)
+                case structural.Add(key=key, value=value):
+                    out += varint(gap << 3 | ADD) + self.key(key)
+                    out += self.value(value)
+                case structural.Copy(key=key, source=source, ops=nested):
+                    out += varint(gap << 3 | COPY) + self.key(key) + varint(source)
+                    inner = self.ops(nested)  # after the key: the reader learns it first
+                    out += varint(len(inner)) + inner
+                case structural.Rename(key=key):
+                    out += varint(gap << 3 | RENAME) + self.key(key)
+                case structural.Splice(prefix=prefix, suffix=suffix, middle=middle):
+                    out += varint(gap << 3 | SPLICE) + varint(prefix) + varint(suffix)
+                    out += self.value(middle)
+                case structural.TextEdit(runs=text_runs):
+                    out += varint(gap << 3 | TEXT) + varint(len(text_runs))
+                    for keep, drop, inserted in text_runs:
+                        out += varint(keep) + varint(drop) + self.value(inserted)
+                case structural.ListEdit(runs=runs):
+                    out += varint(gap << 3 | LIST) + varint(len(runs))
+                    for keep, drop, inserted in runs:
+                        out += varint(keep) + varint(drop) + varint(len(inserted))
+                        for item in inserted:
+                            out += self.value(item)
+        return bytes(out)
+
+    def key(self, key: str) -> bytes:
+        memory = self.memory
+        position = memory.key_position(key) if self.refer else memory.book.positions.get(key)
+        raw = key.encode("utf-8")
+        literal = varint(len(raw) << 2 | _KEY_TEXT) + raw
+        if position is not None:
+            ref = varint(position << 2 | _KEY_REF)
+            if len(ref) < len(literal):
+                return ref
+        memory.learn_key(key)  # spelled out: the reader learns it, so this writer does too
+        return literal if position is not None else memory.book.op_key(key)
+
+    def value(self, value: Value) -> bytes:
+        memory = self.memory
+        keys: Callable[[str], str | int] = _text_key
+        if self.compact:
+            keys = memory.value_key if self.refer else memory.book.value_key
+        # Integer keys and tag 4 are outside the model, so encode() would refuse
+        # them; every other part of ``value`` came from a model tree.
+        data = cbor2.dumps(_extend(value, keys, self.floats), canonical=True)
+        if len(data) < _MIN_REMEMBERED:
+            return data
+        known = memory.value_index.get(data)
+        if known is not None and self.refer:
+            ref = bytes([_TAG_VALUE_REF]) + cbor2.dumps(known)
+            if len(ref) < len(data):
+                return ref
+        memory.value_index.setdefault(data, len(memory.values))
+        memory.values.append(value)
+        return data
 
 
-def _extend(value: Value, book: KeyBook, floats: Callable[[float], object]) -> object:
+def _text_key(key: str) -> str:
+    return key
+
+
+def _extend(
+    value: Value, keys: Callable[[str], str | int], floats: Callable[[float], object]
+) -> object:
     if isinstance(value, dict):
-        return {book.value_key(key): _extend(child, book, floats) for key, child in value.items()}
+        return {keys(key): _extend(child, keys, floats) for key, child in value.items()}
     if isinstance(value, list):
-        return [_extend(child, book, floats) for child in cast(list[Value], value)]
+        return [_extend(child, keys, floats) for child in cast(list[Value], value)]
     if isinstance(value, float):
         return floats(value)
     return value
@@ -243,15 +340,15 @@ def _compact_float(value: float) -> float | Decimal:
 
 def decode_ops(data: bytes, book: KeyBook, limits: DecodeLimits) -> list[structural.Op]:
     """Parse a body back into operations; every malformation is a :class:`DeltaError`."""
-    return _Reader(data, book, limits).ops()
+    return _Reader(data, _Memory(book), limits).ops()
 
 
 class _Reader:
-    __slots__ = ("book", "data", "key_budget", "limits", "pos")
+    __slots__ = ("data", "key_budget", "limits", "memory", "pos")
 
-    def __init__(self, data: bytes, book: KeyBook, limits: DecodeLimits) -> None:
+    def __init__(self, data: bytes, memory: _Memory, limits: DecodeLimits) -> None:
         self.data = data
-        self.book = book
+        self.memory = memory
         # A one-byte key ref can stand for a long key: bound what refs expand to.
         self.key_budget = limits.max_bytes
         self.limits = limits
@@ -297,7 +394,7 @@ class _Reader:
             source, length = self.varint("copy source"), self.varint("copy length")
             if self.pos + length > len(self.data):
                 raise DeltaError(f"copy of {length} bytes at byte {self.pos} runs past the end")
-            nested = _Reader(self.data[self.pos : self.pos + length], self.book, self.limits)
+            nested = _Reader(self.data[self.pos : self.pos + length], self.memory, self.limits)
             nested.key_budget = self.key_budget
             self.pos += length
             copied = tuple(nested.ops())
@@ -341,23 +438,27 @@ class _Reader:
         return text
 
     def ref(self, position: int) -> str:
-        keys = self.book.keys
-        if position >= len(keys):
+        key = self.memory.key_at(position)
+        if key is None:
+            known = len(self.memory.book.keys) + len(self.memory.keys)
             raise DeltaError(
-                f"key ref {position} at byte {self.pos} outside the base's {len(keys)} keys"
+                f"key ref {position} at byte {self.pos} outside the {known} keys known so far"
             )
-        self.key_budget -= len(keys[position])
+        self.key_budget -= len(key)
         if self.key_budget < 0:
             raise DeltaError(f"key refs expand beyond {self.limits.max_bytes} bytes")
-        return keys[position]
+        return key
 
     def key(self) -> str:
         tagged = self.varint("key")
         form, number = tagged & 3, tagged >> 2
-        if form == _KEY_TEXT:
-            return self.text(number, "key text")
         if form == _KEY_REF:
             return self.ref(number)
+        key = self.text(number, "key text") if form == _KEY_TEXT else self.shared_key(form, number)
+        self.memory.learn_key(key)
+        return key
+
+    def shared_key(self, form: int, number: int) -> str:
         source = self.ref(number).encode("utf-8")
         shared = self.varint("shared key length")
         if shared > len(source):
@@ -372,13 +473,37 @@ class _Reader:
             raise DeltaError(f"shared key part splits a character at byte {self.pos}") from None
 
     def value(self) -> Value:
+        start = self.pos
+        if start < len(self.data) and self.data[start] == _TAG_VALUE_REF:
+            return self.value_ref()
         try:
-            raw, self.pos = decode_item(self.data, self.pos, limits=self.limits, int_keys=True)
+            raw, self.pos = decode_item(self.data, start, limits=self.limits, int_keys=True)
         except DecodeError as error:
             raise DeltaError(
                 f"corrupt value in delta: {error.reason} at byte {error.offset}"
             ) from None
-        return self.unextend(raw)
+        value = self.unextend(raw)
+        if self.pos - start >= _MIN_REMEMBERED:
+            self.memory.values.append(value)
+        return value
+
+    def value_ref(self) -> Value:
+        start = self.pos
+        try:
+            index, self.pos = decode_item(self.data, start + 1, limits=self.limits)
+        except DecodeError as error:
+            raise DeltaError(f"corrupt value ref at byte {start}: {error.reason}") from None
+        values = self.memory.values
+        if type(index) is not int or not 0 <= index < len(values):
+            raise DeltaError(
+                f"value ref {index!r} at byte {start} outside the {len(values)} values so far"
+            )
+        value = values[index]
+        # A 2-byte ref can stand for a long value: bound what refs expand to.
+        self.key_budget -= len(encode_unchecked(value))
+        if self.key_budget < 0:
+            raise DeltaError(f"value refs expand beyond {self.limits.max_bytes} bytes")
+        return value
 
     def unextend(self, value: object) -> Value:
         if isinstance(value, dict):

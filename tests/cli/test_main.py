@@ -10,6 +10,7 @@ from typing import cast
 import pytest
 
 from edgecfg.cli.main import build_parser, main
+from edgecfg.core.tree import Value
 from edgecfg.wire.cbor import decode, encode, etag
 from edgecfg.wire.delta import make_delta
 
@@ -66,7 +67,6 @@ def test_validate_json_output_lists_violations(capsys: pytest.CaptureFixture[str
     [
         (b'{"a": ', "invalid JSON at line 1 column 7"),
         (b"\xff\xfe", "not UTF-8"),
-        (b"[1, 2]", "must be a map at the top level"),
     ],
 )
 def test_malformed_config_files_give_one_line_errors(
@@ -141,6 +141,34 @@ def _pair(tmp_path: Path) -> tuple[Path, Path]:
     return old_file, new_file
 
 
+def test_validate_reports_a_list_top_as_one_violation_at_the_root(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    config = tmp_path / "automations.json"
+    config.write_text("[1, 2]")
+    code, out, _ = run(capsys, "validate", str(config), "--schema", str(SCHEMA))
+    assert code == 1
+    assert "<root>: expected a map of the keys declared by schema" in out
+
+
+def test_delta_patch_and_etag_take_a_list_at_the_top_level(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # Home Assistant automations.yaml: a list of maps at the top level.
+    old: list[Value] = [{"id": str(n), "alias": f"lamp {n}", "mode": "single"} for n in range(20)]
+    new: list[Value] = [*old[:5], {"id": "new", "alias": "porch", "mode": "queued"}, *old[5:]]
+    old_file, new_file = tmp_path / "old.json", tmp_path / "new.json"
+    old_file.write_text(json.dumps(old))
+    new_file.write_text(json.dumps(new))
+    delta_file, result = tmp_path / "d.bin", tmp_path / "result.json"
+    assert run(capsys, "delta", str(old_file), str(new_file), "-o", str(delta_file))[0] == 0
+    assert run(capsys, "patch", str(old_file), str(delta_file), "-o", str(result))[0] == 0
+    assert json.loads(result.read_text()) == new
+    code, out, _ = run(capsys, "etag", str(new_file))
+    assert code == 0
+    assert etag(new).hex() in out
+
+
 def test_delta_then_patch_reproduces_the_new_config(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
@@ -204,11 +232,71 @@ def test_bench_delta_on_a_small_corpus_prints_targets(
     corpus.write_text(
         "\n".join(json.dumps({"repo": "r", "path": "p", "tree": tree}) for tree in versions)
     )
-    code, out, _ = run(capsys, "bench", "delta", str(corpus), "--leaves", "50")
+    code, out, _ = run(capsys, "bench", "delta", str(corpus), "--leaves", "50", "--runs", "3")
     assert code == 0
     assert "tiny" in out
     assert "zstd-19 dict" in out
-    assert "median <= 3.0%" in out
+    assert "median <= 2.8%" in out
+    assert "6 changed pairs (changed pair = consecutive versions" in out
+    assert "p99%" in out
+    assert "PASS  all 6 changed pairs round-trip" in out
+
+
+def _history_dir(tmp_path: Path) -> Path:
+    """Two histories in a directory: a map config and a list-topped one (automations)."""
+    folder = tmp_path / "histories"
+    folder.mkdir()
+    maps = [{"a": {"x": i, "y": "text " * 10}} for i in range(4)]
+    lists = [[{"id": str(n), "alias": f"lamp {n}"} for n in range(i + 2)] for i in range(4)]
+    for name, versions in (("maps", maps), ("lists", lists)):
+        (folder / f"{name}.jsonl").write_text(
+            "\n".join(json.dumps({"repo": name, "path": "p", "tree": t}) for t in versions)
+        )
+    return folder
+
+
+def test_bench_delta_takes_a_corpus_directory_with_list_tops_and_prints_the_worst(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    folder = _history_dir(tmp_path)
+    code, out, _ = run(
+        capsys, "bench", "delta", "--corpus", str(folder), "--worst", "2",
+        "--leaves", "50", "--runs", "3",
+    )  # fmt: skip
+    assert code == 0
+    assert "6 changed pairs" in out
+    assert "lists " in out
+    assert "the 2 largest deltas" in out
+    assert "ops: " in out
+
+
+def test_bench_delta_exits_non_zero_when_a_pair_does_not_round_trip(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from edgecfg.cli import bench
+
+    real = bench.apply_delta
+
+    def broken(old: Value, delta: bytes) -> Value:
+        result = real(old, delta)
+        return ["not", "the", "target"] if isinstance(result, list) else result
+
+    monkeypatch.setattr(bench, "apply_delta", broken)
+    folder = _history_dir(tmp_path)
+    code, out, _ = run(
+        capsys, "bench", "delta", "--corpus", str(folder), "--leaves", "50", "--runs", "3"
+    )
+    assert code == 1
+    assert "FAIL  3 of 6 changed pairs do not round-trip" in out
+    assert "lists p #1" in out
+
+
+def test_bench_delta_names_a_missing_corpus(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, _, err = run(capsys, "bench", "delta", "--corpus", str(tmp_path / "nowhere"))
+    assert code == 1
+    assert "no such file or directory" in err
 
 
 def test_bench_delta_refuses_a_malformed_corpus_line(
@@ -256,3 +344,28 @@ def test_demo_help_describes_what_it_does(capsys: pytest.CaptureFixture[str]) ->
     assert "OSCORE" in out
     assert "--keep" in out
     assert "keep the demo's folder" in out
+
+
+def test_bench_delta_names_a_pair_whose_delta_raises(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from edgecfg.cli import bench
+    from edgecfg.errors import DeltaError
+
+    real = bench.make_delta
+
+    def failing(old: Value, new: Value) -> bytes:
+        if isinstance(new, list):
+            raise DeltaError("corrupt delta: expected a map at the top level")
+        return real(old, new)
+
+    monkeypatch.setattr(bench, "make_delta", failing)
+    code, out, _ = run(
+        capsys, "bench", "delta", "--corpus", str(_history_dir(tmp_path)), "--runs", "2",
+        "--leaves", "50", "--json",
+    )  # fmt: skip
+    document = json.loads(out)
+    assert code == 1
+    assert document["changed_pairs"] == 6
+    assert len(document["round_trip_failures"]) == 3
+    assert "expected a map" in document["round_trip_failures"][0]["error"]

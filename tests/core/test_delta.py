@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -17,14 +19,16 @@ from edgecfg.core.delta import (
     Splice,
     TextEdit,
     apply,
+    apply_traced,
     diff,
+    diff_traced,
     key_table,
     node_count,
     restrict,
 )
 from edgecfg.core.tree import Tree, Value, values_equal
 from edgecfg.errors import DeltaError
-from tests.strategies import tree_pairs
+from tests.strategies import tree_pairs, value_pairs
 
 
 @given(tree_pairs())
@@ -142,6 +146,8 @@ def test_key_table_puts_frequent_keys_first() -> None:
         ({"a": 1}, [Add(1, "k", 1)], "int leaf"),
         ({"a": 1}, [Copy(0, "b", 1, ())], "which is no map"),
         ({"a": {"b": 1}}, [Set(1, 2), Splice(1, 0, 0, "x")], "replaced and edited"),
+        ({"a": {"b": 1}}, [Delete(1), Set(2, 5)], "inside a node the delta replaces"),
+        ({"a": {"b": 1}}, [Copy(0, "c", 9, ())], "copy from node 9, but the base has only 3"),
     ],
 )
 def test_apply_refuses_operations_that_do_not_fit(
@@ -196,3 +202,61 @@ def test_restrict_takes_only_wanted_leaves() -> None:
 @given(st.lists(st.integers(0, 5), max_size=12), st.lists(st.integers(0, 5), max_size=12))
 def test_list_diffs_round_trip(old: list[Value], new: list[Value]) -> None:
     assert apply({"l": old}, diff({"l": old}, {"l": new})) == {"l": new}
+
+
+@given(value_pairs())
+@settings(max_examples=300, deadline=None)
+def test_apply_traced_shares_all_but_what_it_rebuilt(pair: tuple[Value, Value]) -> None:
+    old, new = pair
+    applied = apply_traced(old, diff(old, new))
+    assert values_equal(applied.result, new)
+    assert len(applied.rebuilt) == len(applied.built)
+    rebuilt = {id(node) for node in applied.rebuilt}
+    # every container of the result is either built by apply, taken whole from
+    # the base (shared), or new content from an operation
+    assert all(id(node) not in rebuilt for node in applied.built)
+
+
+@given(value_pairs())
+@settings(max_examples=300, deadline=None)
+def test_diff_traced_visits_only_containers_that_differ(pair: tuple[Value, Value]) -> None:
+    old, new = pair
+    diffed = diff_traced(old, new)
+    assert diffed.ops == diff(old, new)
+    for base, target in zip(diffed.base_visited, diffed.target_visited, strict=True):
+        assert base is not target
+        assert type(base) is type(target)
+
+
+def test_shared_subtrees_after_the_last_change_are_not_sized() -> None:
+    # copy-on-write: the new tree shares every section but one with the old
+    sections: dict[str, Value] = {f"s{n:03}": {"k": n, "l": [n, {"x": n}]} for n in range(300)}
+    old: Tree = dict(sections)
+    edited = dict(cast(dict[str, Value], sections["s000"]), k=-1)
+    new: Tree = {**sections, "s000": edited}
+    diffed = diff_traced(old, new)
+    assert diffed.ops == [Set(2, -1)]
+    assert diffed.base_visited == (old, sections["s000"])
+    applied = apply_traced(old, diffed.ops)
+    assert applied.result == new
+    assert applied.rebuilt == (sections["s000"], old)
+
+
+@given(value_pairs())
+@settings(max_examples=200, deadline=None)
+def test_key_table_orders_by_count_then_canonical_key_order(pair: tuple[Value, Value]) -> None:
+    from collections import Counter
+
+    from edgecfg.core.tree import canonical_key_order
+
+    counts: Counter[str] = Counter()
+    stack: list[Value] = [pair[0]]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            counts.update(list(node))
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    expected = sorted(counts, key=lambda key: (-counts[key], *canonical_key_order(key)))
+    assert key_table(pair[0]) == expected

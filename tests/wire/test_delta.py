@@ -5,29 +5,52 @@ from __future__ import annotations
 import contextlib
 import json
 from pathlib import Path
+from typing import cast
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import edgecfg
+from edgecfg.core.delta import apply_traced, diff_traced
 from edgecfg.core.schema import Schema
 from edgecfg.core.schema_document import schema_from_document
 from edgecfg.core.tree import Tree, UnsetType, Value, get, values_equal
-from edgecfg.errors import DeltaBaseMismatch, DeltaError, DeltaIntegrityError
-from edgecfg.wire.cbor import DecodeLimits, Encoded, encode, etag
+from edgecfg.errors import (
+    DeltaBaseMismatch,
+    DeltaError,
+    DeltaIntegrityError,
+    EncodeError,
+    UsageError,
+)
+from edgecfg.wire.cbor import (
+    DecodeLimits,
+    Encoded,
+    encode,
+    encode_reusing,
+    etag,
+    parts_from_bytes,
+)
 from edgecfg.wire.delta import (
     EMPTY,
     FORMAT_VERSION,
     FULL,
+    FULL_ZSTD,
+    FULL_ZSTD_FRAME,
     HEADER_SIZE,
+    KIND_NAMES,
+    OPS,
+    OPS_ZSTD,
+    OPS_ZSTD_FRAME,
     apply_delta,
     apply_delta_encoded,
     delta_kind,
+    encode_delta,
     make_delta,
+    with_kind,
 )
 from edgecfg.wire.delta_ops import varint
-from tests.strategies import tree_pairs, trees
+from tests.strategies import top_values, tree_pairs, trees, value_pairs
 
 
 @given(tree_pairs())
@@ -43,8 +66,89 @@ def test_apply_delta_of_make_delta_returns_target(pair: tuple[Tree, Tree]) -> No
 def test_equal_trees_give_the_empty_delta(tree: Tree) -> None:
     delta = make_delta(tree, json_copy(tree))
     assert len(delta) == HEADER_SIZE
-    assert delta[0] == FORMAT_VERSION << 4 | EMPTY
+    assert delta[0] >> 3 == FORMAT_VERSION << 3 | EMPTY
     assert encode(apply_delta(tree, delta)) == encode(tree)
+
+
+# ---------------------------------------------------------------- any top-level value
+
+
+@given(value_pairs(), st.sampled_from([None, *KIND_NAMES]))
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_every_kind_round_trips_for_every_top_level_type(
+    pair: tuple[Value, Value], kind: int | None
+) -> None:
+    # No kind may be chosen that its decoder rejects: force each one, on maps,
+    # lists, scalars and empty containers at the top level.
+    old, new = pair
+    if kind is None:
+        delta = make_delta(old, new)
+    elif kind == EMPTY:
+        delta = encode_delta(old, old, EMPTY)
+        new = old
+    else:
+        try:
+            delta = encode_delta(old, new, kind)
+        except UsageError:
+            # zstd wrote a raw or RLE block: the framed kind carries it instead.
+            assert kind in (OPS_ZSTD, FULL_ZSTD)
+            delta = encode_delta(old, new, kind + 3)
+        assert delta_kind(delta) in (KIND_NAMES[kind], KIND_NAMES[kind] + "-frame")
+    assert encode(apply_delta(old, delta)) == encode(new)
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        pytest.param([{"alias": "on", "on": []}], [{"alias": "off", "on": []}], id="list"),
+        pytest.param([], [1], id="empty-list"),
+        pytest.param({}, [], id="map-to-list"),
+        pytest.param(3, "three", id="scalars"),
+        pytest.param(None, {"a": 1}, id="null-to-map"),
+    ],
+)
+@pytest.mark.parametrize("kind", [OPS, FULL, OPS_ZSTD_FRAME, FULL_ZSTD_FRAME])
+def test_list_and_scalar_tops_apply_under_every_kind(old: Value, new: Value, kind: int) -> None:
+    assert encode(apply_delta(old, encode_delta(old, new, kind))) == encode(new)
+
+
+def test_home_assistant_style_list_top_round_trips_as_full_zstd() -> None:
+    # The field failure: a list at the top, full+zstd chosen, refused on apply.
+    old: Value = [{"id": str(n), "alias": f"light {n}", "trigger": [{"at": "07:00"}]}
+                  for n in range(30)]  # fmt: skip
+    new: Value = [{"id": "x", "alias": "all new", "mode": "single"} for _ in range(3)]
+    delta = encode_delta(old, new, FULL_ZSTD)
+    assert apply_delta(old, delta) == new
+    assert apply_delta(old, make_delta(old, new)) == new
+
+
+@given(top_values())
+@settings(max_examples=100, deadline=None)
+def test_equal_values_of_any_type_give_the_empty_delta(value: Value) -> None:
+    delta = make_delta(value, edgecfg.decode(encode(value)))
+    assert len(delta) == HEADER_SIZE
+    assert encode(apply_delta(value, delta)) == encode(value)
+
+
+def test_encode_delta_refuses_an_unknown_kind_and_an_unequal_empty() -> None:
+    with pytest.raises(UsageError, match="unknown delta kind"):
+        encode_delta({}, {}, 9)
+    with pytest.raises(UsageError, match="equal"):
+        encode_delta({}, {"a": 1}, EMPTY)
+
+
+def test_encoded_configurations_are_maps_and_say_so() -> None:
+    with pytest.raises(EncodeError, match="is a map"):
+        Encoded.of([1, 2])  # type: ignore[arg-type]
+    delta = make_delta({"a": 1}, [1])
+    assert apply_delta({"a": 1}, delta) == [1]
+    with pytest.raises(DeltaError, match="not a configuration map"):
+        apply_delta_encoded(Encoded.of({"a": 1}), delta)
+
+
+def test_classes_need_maps_on_both_sides() -> None:
+    with pytest.raises(UsageError, match="maps"):
+        make_delta([1], [2], schema=SCHEMA, classes={"critical"})
 
 
 def json_copy(tree: Tree) -> Tree:
@@ -57,27 +161,30 @@ def test_public_api_exports_make_and_apply() -> None:
 
 
 # Golden vectors pin the format: a change here breaks devices in the field.
-# header 0x11 = format 1, kind OPS; then base check (1 byte), target check (2).
+# Header byte 0b10_001_bbb = format 2, kind OPS (1), base check bbb (the top 3
+# bits of the base's ETag); then the target check (2 bytes), then the body.
+# Format 1 had 0x11 + a whole base-ETag byte: "11eb1d200802" is "8f1d200802"
+# now (0xeb >> 5 = 7), with the body (0802) unchanged.
 GOLDEN = [
-    pytest.param({"a": 1}, {"a": 2}, "11eb1d200802", id="set-node1"),
-    pytest.param({"a": 1}, {"a": 1, "b": True}, "11eb209a020462f5", id="add-literal-key"),
-    pytest.param({"a": 1, "b": 2}, {"a": 1}, "11a0eb9811", id="delete-node2"),
+    pytest.param({"a": 1}, {"a": 2}, "8f1d200802", id="set-node1"),
+    pytest.param({"a": 1}, {"a": 1, "b": True}, "8f209a020462f5", id="add-literal-key"),
+    pytest.param({"a": 1, "b": 2}, {"a": 1}, "8deb9811", id="delete-node2"),
     pytest.param(
         {"s": "hello world!"},
         {"s": "hello there world!"},
-        "1163a2220c060666746865726520",
+        "8ba2220c060666746865726520",
         id="splice-prefix6-suffix6",
     ),
-    pytest.param({"l": [1, 2, 3]}, {"l": [1, 9, 2, 3]}, "117fda710d0101000109", id="list-insert"),
-    pytest.param({"x": 0.5}, {"x": 0.0125}, "11d37a6908c48223187d", id="decimal-float"),
+    pytest.param({"l": [1, 2, 3]}, {"l": [1, 9, 2, 3]}, "8bda710d0101000109", id="list-insert"),
+    pytest.param({"x": 0.5}, {"x": 0.0125}, "8e7a6908c48223187d", id="decimal-float"),
     pytest.param(
         {"sec": {"k1": 1, "k2": 2, "k3": "abc"}},
         {"sec": {"k1": 1, "k2": 2, "k3": "abc"}, "sec2": {"k1": 1, "k2": 3, "k3": "abc"}},
-        "116d67d2070e03013201021003",
+        "8b67d2070e03013201021003",
         id="copy-with-prefix-key",
     ),
     pytest.param(
-        {"old": {"a": 1, "b": 2}}, {"new": {"a": 1, "b": 2}}, "110f03f40b0c6e6577", id="rename"
+        {"old": {"a": 1, "b": 2}}, {"new": {"a": 1, "b": 2}}, "8803f40b0c6e6577", id="rename"
     ),
 ]
 
@@ -89,34 +196,36 @@ def test_golden_deltas(old: Tree, new: Tree, hexed: str) -> None:
 
 
 def test_golden_delta_bytes_are_exact() -> None:
-    # {"a": 1} -> {"a": 2}: header 0x11 (v1, OPS), base check, target check,
+    # {"a": 1} -> {"a": 2}: version 2, kind OPS, base check, target check,
     # SET at node 1 (gap 1 << 3 | 0 = 0x08), value 2.
     delta = make_delta({"a": 1}, {"a": 2})
-    assert delta[0] == 0x11
-    assert delta[1:2] == etag({"a": 1})[:1]
-    assert delta[2:4] == etag({"a": 2})[:2]
-    assert delta[4:] == bytes([0x08, 0x02])
+    assert delta[0] == 0b10_001_000 | etag({"a": 1})[0] >> 5
+    assert delta[1:3] == etag({"a": 2})[:2]
+    assert delta[3:] == bytes([0x08, 0x02])
 
 
 def test_delete_and_add_and_float_vectors_are_exact() -> None:
-    assert make_delta({"a": 1, "b": 2}, {"a": 1})[4:] == bytes([0x11])  # DELETE node 2
-    added = make_delta({"a": 1}, {"a": 1, "b": True})[4:]
+    assert make_delta({"a": 1, "b": 2}, {"a": 1})[3:] == bytes([0x11])  # DELETE node 2
+    added = make_delta({"a": 1}, {"a": 1, "b": True})[3:]
     assert added == bytes([0x02]) + varint(1 << 2 | 0) + b"b" + bytes([0xF5])  # ADD at root
-    compact = make_delta({"x": 0.5}, {"x": 0.0125})[4:]
+    compact = make_delta({"x": 0.5}, {"x": 0.0125})[3:]
     assert compact == bytes([0x08]) + bytes.fromhex("c48223187d")  # decimal fraction 125e-4
 
 
 def test_wrong_base_raises_base_mismatch_with_both_checks() -> None:
     delta = make_delta({"a": 1}, {"a": 2})
+    wrong: Tree = next(
+        {"a": n} for n in range(2, 99) if etag({"a": n})[0] >> 5 != etag({"a": 1})[0] >> 5
+    )
     with pytest.raises(DeltaBaseMismatch) as caught:
-        apply_delta({"a": 7}, delta)
-    assert caught.value.expected == etag({"a": 1})[:1]
-    assert caught.value.actual == etag({"a": 7})[:1]
+        apply_delta(wrong, delta)
+    assert caught.value.expected == bytes([etag({"a": 1})[0] >> 5])
+    assert caught.value.actual == bytes([etag(wrong)[0] >> 5])
 
 
 def test_corrupted_target_check_raises_integrity_error() -> None:
     delta = bytearray(make_delta({"a": 1}, {"a": 2}))
-    delta[2] ^= 0xFF
+    delta[1] ^= 0xFF
     with pytest.raises(DeltaIntegrityError):
         apply_delta({"a": 1}, bytes(delta))
 
@@ -164,7 +273,7 @@ def test_random_bodies_only_ever_raise_delta_errors(body: bytes) -> None:
     old: Tree = {"a": {"b": [1, 2, "x"], "c": "text"}, "d": 1.5}
     header = make_delta(old, {"a": 1})[:HEADER_SIZE]
     for kind in range(6):
-        crafted = bytes([FORMAT_VERSION << 4 | kind]) + header[1:] + body
+        crafted = with_kind(header, kind) + body
         with contextlib.suppress(DeltaError):
             apply_delta(old, crafted)
 
@@ -185,7 +294,7 @@ def test_absurd_declared_lengths_give_clear_errors(body: bytes, message: str) ->
     old: Tree = {"a": 1}
     header = make_delta(old, {"a": 2})[:HEADER_SIZE]
     with pytest.raises(DeltaError, match=message):
-        apply_delta(old, bytes([FORMAT_VERSION << 4 | 1]) + header[1:] + body)
+        apply_delta(old, with_kind(header, OPS) + body)
 
 
 def test_compressed_size_bomb_is_refused_before_decompressing() -> None:
@@ -193,7 +302,7 @@ def test_compressed_size_bomb_is_refused_before_decompressing() -> None:
     new: Tree = {"text": "y" * 4000, "more": "z" * 4000}
     delta = make_delta(old, new)
     assert delta_kind(delta) in {"full+zstd", "ops+zstd"}
-    with pytest.raises(DeltaError, match="above the limit"):
+    with pytest.raises(DeltaError, match="more than 100 bytes"):
         apply_delta(old, delta, limits=DecodeLimits(max_bytes=100))
 
 
@@ -209,17 +318,19 @@ def test_key_ref_amplification_is_bounded() -> None:
 
 def test_unknown_format_version_and_kind_are_named() -> None:
     delta = bytearray(make_delta({"a": 1}, {"a": 2}))
-    delta[0] = 0x21
-    with pytest.raises(DeltaError, match="format version 2"):
+    delta[0] = 0x11  # format 1 (4-byte header)
+    with pytest.raises(DeltaError, match="format version 0; this edgecfg reads 2"):
         apply_delta({"a": 1}, bytes(delta))
-    delta[0] = 0x1F
-    with pytest.raises(DeltaError, match="unknown delta kind 15"):
+    delta[0] = 0b10_111_000 | etag({"a": 1})[0] >> 5
+    with pytest.raises(DeltaError, match="unknown delta kind 7"):
         apply_delta({"a": 1}, bytes(delta))
+    with pytest.raises(DeltaError, match="not an edgecfg delta"):
+        delta_kind(bytes(delta))
 
 
 def test_full_kind_carries_the_target_for_an_unrelated_base() -> None:
     delta = make_delta({}, {"a": 1})
-    assert delta[0] & 0x0F in (FULL, 1)
+    assert delta_kind(delta) in ("full", "ops")
     assert apply_delta({}, delta) == {"a": 1}
 
 
@@ -256,6 +367,7 @@ configs = st.fixed_dictionaries(
 def test_critical_delta_then_the_rest_yields_exactly_new(old: Tree, new: Tree) -> None:
     critical = make_delta(old, new, schema=SCHEMA, classes={"critical"})
     middle = apply_delta(old, critical)
+    assert isinstance(middle, dict)
     for path in (("sec", "key"), ("net", "interval")):
         assert values_equal(edgecfg_get(middle, path), edgecfg_get(new, path))
     for path in (("net", "apn"), ("free",)):
@@ -315,6 +427,7 @@ def test_encoded_paths_agree_with_plain_trees(pair: tuple[Tree, Tree]) -> None:
     base, target = Encoded.of(old), Encoded.of(new)
     delta = make_delta(base, target)
     assert delta == make_delta(old, new)
+    assert delta == make_delta(base, new) == make_delta(old, target)
     result = apply_delta_encoded(base, delta)
     assert result.cbor == target.cbor
     assert result.etag == etag(new)
@@ -326,3 +439,150 @@ def test_encoded_from_non_canonical_bytes_is_canonical() -> None:
     config = Encoded.from_bytes(loose)
     assert config.cbor == encode({"a": 2, "b": 1})
     assert config.etag == etag({"a": 2, "b": 1})
+
+
+# ---------------------------------------------------------------- format 2 details
+
+
+def test_compressed_kinds_carry_one_block_without_frame_and_block_headers() -> None:
+    old: Tree = {f"section {n}": {"pin": f"PA{n}", "speed": n * 10} for n in range(40)}
+    new: Tree = {**old, **{f"extra {n}": {"pin": f"PB{n}", "note": "x" * n} for n in range(9)}}
+    block, frame = encode_delta(old, new, FULL_ZSTD), encode_delta(old, new, FULL_ZSTD_FRAME)
+    # the frame: descriptor 0x00, window descriptor, 3-byte block header, then the block
+    assert frame[HEADER_SIZE] == 0x00
+    assert frame[HEADER_SIZE + 5 :] == block[HEADER_SIZE:]
+    assert len(block) == len(frame) - 5
+    assert apply_delta(old, block) == new
+    assert apply_delta(old, frame) == new
+
+
+def test_a_frame_with_bytes_after_it_is_refused() -> None:
+    old: Tree = {"text": "abc " * 200}
+    new: Tree = {"text": "abd " * 200}
+    frame = encode_delta(old, new, FULL_ZSTD_FRAME)
+    with pytest.raises(DeltaError, match="1 bytes after its frame"):
+        apply_delta(old, frame + b"\x00")
+
+
+def test_an_oversized_block_is_refused() -> None:
+    header = make_delta({"a": 1}, {"a": 2})[:HEADER_SIZE]
+    with pytest.raises(DeltaError, match="exceeds"):
+        apply_delta({"a": 1}, with_kind(header, FULL_ZSTD) + bytes(128 * 1024 + 1))
+
+
+def test_repeated_new_keys_and_values_are_sent_once() -> None:
+    old: Tree = {f"stepper_{axis}": {"step_pin": f"P{axis}"} for axis in "xyz"}
+    new: Tree = {
+        f"stepper_{axis}": {
+            "step_pin": f"P{axis}", "microsteps_per_turn": 999999, "rotation_distance": 40.25
+        }
+        for axis in "xyz"
+    }  # fmt: skip
+    delta = encode_delta(old, new, OPS)
+    body = delta[HEADER_SIZE:]
+    assert body.count(b"microsteps_per_turn") == 1
+    assert body.count(bytes.fromhex("1a000f423f")) == 1  # 999999 once, then value refs
+    assert bytes([0xC6, 0x00]) in body
+    assert apply_delta(old, delta) == new
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (bytes([0x08, 0xC6, 0x05]), "value ref 5"),  # SET node 1 to value #5 of none
+        (bytes([0x08, 0xC6, 0x61]), "value ref"),  # the index is text
+        (bytes([0x08, 0xC6]), "value ref"),  # truncated
+        (bytes([0x02, 0x0D]), "key ref 3"),  # ADD with key ref 3: base has 1 key
+    ],
+)
+def test_refs_beyond_what_was_said_are_refused(body: bytes, message: str) -> None:
+    header = make_delta({"a": 1}, {"a": 2})[:HEADER_SIZE]
+    with pytest.raises(DeltaError, match=message):
+        apply_delta({"a": 1}, with_kind(header, OPS) + body)
+
+
+def test_value_refs_cannot_amplify_a_delta_without_bound() -> None:
+    old: Tree = {"l": []}
+    big = "v" * 1000
+    # LIST edit of node 1: one run inserting the big text, then 200 refs to it
+    body = bytes([0x0D, 0x01, 0x00, 0x00]) + varint(201) + encode(big)
+    body += bytes([0xC6, 0x00]) * 200
+    crafted = with_kind(make_delta(old, {"l": [1]})[:HEADER_SIZE], OPS) + body
+    with pytest.raises(DeltaError, match="value refs expand beyond"):
+        apply_delta(old, crafted, limits=DecodeLimits(max_bytes=50_000))
+
+
+# ---------------------------------------------------------------- spliced encodings
+
+
+@given(value_pairs())
+@settings(max_examples=300, deadline=None)
+def test_spliced_encodings_equal_full_encodings(pair: tuple[Value, Value]) -> None:
+    old, new = pair
+    diffed = diff_traced(old, new)
+    parts: dict[int, bytes] = {}
+    assert encode_reusing(old, {id(n) for n in diffed.base_visited}, parts) == encode(old)
+    assert encode_reusing(new, {id(n) for n in diffed.target_visited}, parts) == encode(new)
+    applied = apply_traced(old, diffed.ops)
+    parts = {}
+    assert encode_reusing(old, {id(n) for n in applied.rebuilt}, parts) == encode(old)
+    assert encode_reusing(applied.result, {id(n) for n in applied.built}, parts) == encode(new)
+
+
+@pytest.mark.parametrize(
+    "new",
+    [
+        {"a": (1, 2)},
+        {"a": 1, "b": {1, 2}},
+        {"a": 1, "b": [1, (2,)]},
+        {"a": 1, "l": [1, 2, (3,)]},
+        {"a": 1, 7: "int key"},
+        {"a": 1, "s": "\udc80"},
+    ],
+)
+def test_make_delta_refuses_a_target_outside_the_model(new: object) -> None:
+    old: Tree = {"a": 1, "l": [1, 2], "s": "text"}
+    with pytest.raises(EncodeError):
+        make_delta(old, new)  # type: ignore[arg-type]
+
+
+def test_make_delta_refuses_a_base_outside_the_model() -> None:
+    with pytest.raises(EncodeError):
+        make_delta({"a": (1,)}, {"a": [1]})  # type: ignore[dict-item]
+
+
+def test_a_wrong_plain_base_is_named_even_when_the_operations_do_not_fit_it() -> None:
+    old: Tree = {"a": {"b": {"c": 1}}}
+    delta = make_delta(old, {"a": {"b": {"c": 2}}})
+    wrong: Tree = next({"z": n} for n in range(99) if etag({"z": n})[0] >> 5 != etag(old)[0] >> 5)
+    with pytest.raises(DeltaBaseMismatch):
+        apply_delta(wrong, delta)
+
+
+@given(value_pairs())
+@settings(max_examples=200, deadline=None)
+def test_parts_sliced_from_the_base_bytes_are_the_encodings(pair: tuple[Value, Value]) -> None:
+    old, new = pair
+    applied = apply_traced(old, diff_traced(old, new).ops)
+    parts: dict[int, bytes] = {}
+    assert parts_from_bytes(old, encode(old), {id(n) for n in applied.rebuilt}, parts) == b""
+    for node in applied.rebuilt:
+        if id(node) in parts:
+            assert parts[id(node)] == encode(node)
+    assert encode_reusing(applied.result, {id(n) for n in applied.built}, parts) == encode(new)
+
+
+def test_parts_from_bytes_notices_bytes_of_another_value() -> None:
+    value: Value = {"a": [1, 2], "b": {"c": 1}}
+    inner = cast(dict[str, Value], value["b"])
+    parts: dict[int, bytes] = {}
+    other = encode({"a": [1, 2], "x": {"c": 1}})
+    assert parts_from_bytes(value, other, {id(value)}, parts) is None
+    assert parts_from_bytes(value, encode({"a": [1]}), {id(value)}, {}) is None
+    assert parts_from_bytes(value, encode([1, 2]), {id(value)}, {}) is None
+    truncated = encode({"a": [1, 2], "b": {"c": 1}})[:-1]
+    assert parts_from_bytes(value, truncated, {id(value), id(inner)}, {}) is None
+    assert parts_from_bytes(value, b"", set(), {}) == b""  # nothing to descend into
+    # the root's last entry taken whole, its key included
+    whole = parts_from_bytes(value, encode(value), {id(value)}, {}, root_tail=1)
+    assert whole == encode({"b": {"c": 1}})[1:]
