@@ -334,6 +334,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 141
+    except OSError as error:
+        if error.filename is None:
+            raise
+        # a file the command may not open or lock (a read-only folder, a lock
+        # path that is a folder): one line, as for edgecfg's own errors
+        print(f"edgecfg {args.command}: error: {error.filename}: {error.strerror}",
+              file=sys.stderr)  # fmt: skip
+        return 1
 
 
 if __name__ == "__main__":

@@ -45,9 +45,10 @@ from edgecfg.core.ids import DeviceId, ETag, LayerId
 from edgecfg.core.layers import GLOBAL, layer_from_document, layer_to_document
 from edgecfg.core.tree import Value, is_map
 from edgecfg.gateway.amplification import AddressGuard
-from edgecfg.gateway.errors import MAX_DIAGNOSTIC, error_response
+from edgecfg.gateway.errors import MAX_DIAGNOSTIC, error_response, log_failure
 from edgecfg.gateway.identity import Identity, IdentityPolicy
 from edgecfg.gateway.service import (
+    MAX_SCHEMA_VERSION,
     BadRequest,
     NotModified,
     Representation,
@@ -210,8 +211,7 @@ class _Base(aiocoap.resource.Resource, aiocoap.resource.PathCapable):
                 response = await handler(request, _claimed(request))
             except Exception as error:  # translated once, here (DESIGN §5)
                 response = error_response(error)
-                if response.code == Code.INTERNAL_SERVER_ERROR:
-                    log.exception("unexpected error on %s", request.get_request_uri())
+                log_failure(response, request.get_request_uri(), error)
             return self.gate.guard.screen(request, response)  # RFC 9175 §2.4 item 3
 
     def refused_query(self, query: tuple[str, ...]) -> str | None:
@@ -352,9 +352,14 @@ class ConfigResource(_Base, aiocoap.interfaces.ObservableResource):
 def _version(text: str | None) -> int | None:
     if text is None:
         return None
-    if not text.isdigit():
-        raise BadRequest(f"sv={text}: the schema version is a number")
-    return int(text)
+    wrong = f"sv={text[:16]}: the schema version is a number up to {MAX_SCHEMA_VERSION}"
+    # str.isdigit() takes "²" and other non-ASCII digits, which int() refuses
+    if not (text.isascii() and text.isdigit()) or len(text) > len(str(MAX_SCHEMA_VERSION)):
+        raise BadRequest(wrong)
+    version = int(text)
+    if version > MAX_SCHEMA_VERSION:
+        raise BadRequest(wrong)
+    return version
 
 
 class StateResource(_Base):

@@ -113,6 +113,7 @@ class Gateway:
     async def start(self, host: str, port: int) -> None:
         """Bind UDP on ``host:port`` and start serving."""
         quiet_aiocoap()
+        self.fleet.store.check_writable()  # one StoreError now, not one per write later
         if port != 0:
             _refuse_a_taken_port(host, port)
         root = self.site if self.credentials is None else OscoreSite(self.site, self.credentials)

@@ -41,6 +41,8 @@ from edgecfg.wire.senml import decode_senml
 Priority = Literal["critical"]
 MAX_FETCH_PATHS: Final = 256
 MAX_PIGGYBACK: Final = 1024  # a delta riding on a telemetry reply must fit one block
+MAX_SCHEMA_VERSION: Final = 2**31 - 1
+"""Largest schema version a request may name (SQLite integers stop at 2**63 - 1)."""
 
 
 class UnknownPath(NotFound):
@@ -251,6 +253,10 @@ class SyncService:
         updated = _updated_record(record, report)
         # everything a report can be refused for is checked before anything is recorded
         schema_version = _int(report.get("schema"))
+        if schema_version is not None and not 0 <= schema_version <= MAX_SCHEMA_VERSION:
+            raise BadRequest(
+                f"state report 'schema' must be a version from 0 to {MAX_SCHEMA_VERSION}"
+            )
         schema = self.fleet.schema
         if schema is not None and schema_version not in (None, schema.version):
             self._schema_version(schema, schema_version)

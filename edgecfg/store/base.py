@@ -469,6 +469,12 @@ class Store(Protocol):
         """
         ...
 
+    def check_writable(self) -> None:
+        """Raise :class:`StoreError` when the store can be read but not written
+        (a read-only file or folder): a gateway refuses to start on it rather
+        than fail every write it is sent."""
+        ...
+
     def close(self) -> None:
         """Release resources; later calls raise :class:`StoreError`.  Idempotent."""
         ...

@@ -72,6 +72,10 @@ class MemoryStore:
             raise StoreError("store is closed")
         return self._tables
 
+    def check_writable(self) -> None:
+        """See :meth:`edgecfg.store.base.Store.check_writable`: memory always is."""
+        self._open()
+
     def close(self) -> None:
         """Drop every record; later calls raise :class:`StoreError`."""
         self._tables = None

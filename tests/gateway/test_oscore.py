@@ -708,3 +708,20 @@ def test_enrolling_twice_needs_a_revocation_and_key_ids_are_never_reused() -> No
     with pytest.raises(KeyError):
         _find(credentials, first.kid)
     assert _find(credentials, second.kid) is not None
+
+
+@pytest.mark.parametrize(
+    "option",
+    [b"\x29\x01\x01", b"\x31\x01\x01", b"\x31\x01\x03", b"\x51\x01\x01", b"\x91\x01\x01"],
+    ids=["group-flag-context", "group-flag-kid", "group-flag-enrolled-kid", "bit-6", "bit-7"],
+)
+async def test_the_group_flag_and_reserved_bits_are_4_02_without_a_traceback(
+    secured: Secured, option: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    # RFC 8613 §6.1: bits 0-2 of the flag byte are reserved (Group OSCORE uses
+    # bit 2, which this gateway does not speak): a malformed option is 4.02 (§8.2)
+    answer = await plain(secured.uri, _with_option(option))
+    assert answer.code == Code.BAD_OPTION, answer.payload
+    assert b"OSCORE option" in answer.payload
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL") or r.exc_info]
+    assert (await call(secured.link("dev-1"), "GET", "cfg/dev-1")).code == "2.05"
