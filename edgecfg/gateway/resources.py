@@ -18,7 +18,9 @@ response per peer and answers 4.08 to a new peer asking for block N:
 - Block1 bodies (§2.3) are collected in a bounded spool: at most
   ``MAX_BODY`` bytes (4.13 with Size1 beyond), at most ``MAX_SPOOLS``
   transfers at once, blocks in order (4.08 for a gap); a Size1 beyond the
-  bound is refused at block 0 (RFC 7959 §4).
+  bound is refused at block 0 (RFC 7959 §4).  Every non-final block carries
+  exactly its block size, SZX 7 is refused (4.00), and the answer to the
+  final block carries the Block1 option (§2.3).
 - A body in a content-format the resource does not take is 4.15 before any
   of it is spooled; a query of more than ``MAX_QUERY_OPTIONS`` options or
   ``MAX_QUERY_BYTES`` bytes, or with a key the resource does not define, is
@@ -45,6 +47,7 @@ from edgecfg.core.ids import DeviceId, ETag, LayerId
 from edgecfg.core.layers import GLOBAL, layer_from_document, layer_to_document
 from edgecfg.core.tree import Value, is_map
 from edgecfg.gateway.amplification import AddressGuard
+from edgecfg.gateway.conformance import bad_option, block_size_fault
 from edgecfg.gateway.errors import MAX_DIAGNOSTIC, error_response, log_failure
 from edgecfg.gateway.identity import Identity, IdentityPolicy
 from edgecfg.gateway.service import (
@@ -108,6 +111,11 @@ class _Spool:
             if len(request.payload) > MAX_BODY:
                 return _too_large()
             return request.payload
+        fault = block_size_fault(
+            szx=block1.size_exponent, more=block1.more, payload=len(request.payload)
+        )
+        if fault is not None:
+            return aiocoap.Message(code=Code.BAD_REQUEST, payload=fault.encode())
         key = (request.remote, request.code, request.opt.uri_path, request.opt.uri_query)
         if request.opt.size1 is not None and request.opt.size1 > MAX_BODY:
             self._bodies.pop(key, None)
@@ -198,6 +206,11 @@ class _Base(aiocoap.resource.Resource, aiocoap.resource.PathCapable):
         name = self.methods.get(request.code) if request.code is not None else None
         if name is None:
             return aiocoap.Message(code=Code.METHOD_NOT_ALLOWED)
+        # RFC 7252 §5.4.1, §5.4.5 for an OSCORE message's inner options (the
+        # datagram screen checked the outer ones, and every plain request)
+        faulty = bad_option(int(option.number) for option in request.opt.option_list())
+        if faulty is not None:
+            return aiocoap.Message(code=Code.BAD_OPTION, payload=faulty.encode())
         refused = self.refused_query(request.opt.uri_query)
         if refused is not None:
             return aiocoap.Message(code=Code.BAD_REQUEST, payload=refused.encode()[:MAX_DIAGNOSTIC])
@@ -212,6 +225,17 @@ class _Base(aiocoap.resource.Resource, aiocoap.resource.PathCapable):
             except Exception as error:  # translated once, here (DESIGN §5)
                 response = error_response(error)
                 log_failure(response, request.get_request_uri(), error)
+            block1 = request.opt.block1
+            if (
+                block1 is not None
+                and response.code is not None
+                and response.code.is_successful()
+                and response.opt.block1 is None
+            ):
+                # RFC 7959 §2.3: the answer to the final block names it (M=0)
+                response.opt.block1 = BlockOption.BlockwiseTuple(
+                    block1.block_number, False, block1.size_exponent
+                )  # fmt: skip
             return self.gate.guard.screen(request, response)  # RFC 9175 §2.4 item 3
 
     def refused_query(self, query: tuple[str, ...]) -> str | None:

@@ -23,6 +23,7 @@ from aiocoap import oscore
 from aiocoap.message import Direction
 from aiocoap.numbers.codes import Code
 from aiocoap.numbers.types import Type
+from aiocoap.optiontypes import OpaqueOption
 
 from edgecfg.agent.coap import CoapLink, LinkDown, Reply
 from edgecfg.core.ids import DeviceId, LayerId
@@ -725,3 +726,25 @@ async def test_the_group_flag_and_reserved_bits_are_4_02_without_a_traceback(
     assert b"OSCORE option" in answer.payload
     assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL") or r.exc_info]
     assert (await call(secured.link("dev-1"), "GET", "cfg/dev-1")).code == "2.05"
+
+
+@pytest.mark.parametrize("option", [(19, b"\x01"), (65001, b""), (17, b"\x3c")],
+                         ids=["unknown-19", "unknown-65001", "accept-twice"])  # fmt: skip
+async def test_an_inner_critical_option_is_checked_like_an_outer_one(
+    secured: Secured, option: tuple[int, bytes]
+) -> None:
+    # RFC 7252 §5.4.1/§5.4.5 hold for the request OSCORE protects, too
+    device = DeviceSide(secured.enrolments["dev-1"], sequence=3000)
+    await device.get(secured.uri, "cfg/dev-1", mid=30)  # any Echo round done
+    plain_request = aiocoap.Message(code=Code.GET)
+    plain_request.mtype, plain_request.mid, plain_request.token = Type.CON, 40, b"\x01\x02"
+    plain_request.opt.uri_path = ("cfg", "dev-1")
+    number, value = option
+    plain_request.opt.add_option(OpaqueOption(number, value))
+    if number == 17:
+        plain_request.opt.add_option(OpaqueOption(number, value))
+    plain_request.direction = Direction.OUTGOING
+    protected, device.request_id = device.protect(plain_request)
+    protected.mtype, protected.mid, protected.token = Type.CON, 40, b"\x01\x02"
+    answer = device.open(await exchange(secured.uri, protected.encode(), device))
+    assert answer.code == Code.BAD_OPTION, answer
