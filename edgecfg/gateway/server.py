@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import logging
 import signal
@@ -26,6 +27,7 @@ from typing import Final
 import aiocoap
 import aiocoap.resource
 
+from edgecfg.core.admission import Admission, Budgets
 from edgecfg.core.echo import AMPLIFICATION_FACTOR
 from edgecfg.core.ids import LayerId
 from edgecfg.gateway.amplification import AddressGuard, Discovery
@@ -58,6 +60,8 @@ def quiet_aiocoap() -> None:
 class Gateway:
     """A running gateway: fleet, sync service, CoAP context.
 
+    ``budgets`` bound what any one peer, and all together, may hold of the
+    gateway (:class:`~edgecfg.core.admission.Budgets`; the defaults there).
     With ``credentials`` the site sits behind aiocoap's OSCORE site wrapper
     and every resource authorizes through ``policy`` (default: a peer acts
     only as its enrolled identity).  Without, ``policy`` must be given
@@ -73,6 +77,7 @@ class Gateway:
         max_concurrent: int = MAX_CONCURRENT,
         refresh_s: float = REFRESH_S,
         amplification_factor: int | None = AMPLIFICATION_FACTOR,
+        budgets: Budgets | None = None,
     ) -> None:
         if policy is None:
             if credentials is None:
@@ -85,7 +90,12 @@ class Gateway:
         # Large responses only to proven addresses (edgecfg.gateway.amplification);
         # None or 0 turns that off, for load tests only.
         self.guard = AddressGuard(amplification_factor)
-        gate = Gate(max_concurrent, self.guard)
+        # Per-peer and global budgets (edgecfg.core.admission); ``max_concurrent``
+        # is their in-flight bound.
+        budgets = dataclasses.replace(budgets or Budgets(), in_flight=max_concurrent)
+        self.admission = Admission(budgets)
+        gate = Gate(self.admission, self.guard)
+        self.gate = gate
         self.config = ConfigResource(self.service, policy, gate)
         self.groups = GroupResource(self.service, policy, gate, self.layer_changed)
         self.site = aiocoap.resource.Site()
@@ -120,7 +130,8 @@ class Gateway:
         self.context = await aiocoap.Context.create_server_context(
             root, bind=(host, port), transports=["udp6"]
         )
-        harden(self.context)  # datagrams aiocoap cannot decode (issue 7)
+        # datagrams aiocoap cannot decode (issue 7), budgets and RFC 7252 §5.4 (issue 20)
+        harden(self.context, self.admission)
         self.address = (host, _bound_port(self.context) or port)
         if self.refresh_s > 0:
             self._refresher = asyncio.create_task(self._refresh_loop())
