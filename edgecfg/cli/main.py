@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import cast
 
 import edgecfg
+from edgecfg.cli import bench_flood
 from edgecfg.cli.database import default_db
 from edgecfg.cli.database import register as register_database_commands
 from edgecfg.cli.files import (
@@ -316,6 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=7, help="names one synthetic fleet (default: 7)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=cmd_bench_resolve)
+    bench_flood.register(benches)
     return parser
 
 

@@ -124,6 +124,11 @@ class Admission:
     def remembered(self) -> int:
         return len(self._remembered)
 
+    def remembered_by(self, peer: Hashable) -> int:
+        """Remembered exchanges of ``peer``."""
+        state = self._peers.get(peer)
+        return len(state.expiries) if state is not None else 0
+
     def is_remembered(self, key: Hashable, now: float) -> bool:
         """Whether ``key`` (peer address and message ID) names a request
         admitted within the exchange lifetime: a duplicate, let through."""

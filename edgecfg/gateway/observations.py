@@ -57,6 +57,7 @@ class Observations:
         held = self._by_peer.get(peer)
         if self.total >= self.budgets.observations and not held:
             cancel()
+            decline(observation)
             return False
         held = self._by_peer.setdefault(peer, OrderedDict())
         while held and len(held) >= self.budgets.peer_observations:
@@ -68,6 +69,7 @@ class Observations:
         held = self._by_peer.setdefault(peer, held)
         if self.total >= self.budgets.observations:
             cancel()
+            decline(observation)
             return False
         key = id(observation)
         done = False
@@ -88,3 +90,20 @@ class Observations:
         self.total += 1
         observation.accept(cancelled)
         return True
+
+
+def decline(observation: Observation) -> None:
+    """Answer the registering GET as a plain GET (no Observe option).
+
+    aiocoap 0.4.17 calls the cancellation callback of every observation it
+    offered when the exchange ends, accepted or not (an AttributeError and
+    two tracebacks per request otherwise), so a declined one is accepted with
+    a callback that does nothing and deregistered before its first response,
+    which aiocoap documents as the way to refuse.
+    """
+    observation.accept(_nothing)
+    observation.deregister()
+
+
+def _nothing() -> None:
+    pass

@@ -55,7 +55,7 @@ from edgecfg.gateway.amplification import AddressGuard
 from edgecfg.gateway.conformance import bad_option, block_size_fault
 from edgecfg.gateway.errors import MAX_DIAGNOSTIC, error_response, log_failure
 from edgecfg.gateway.identity import Identity, IdentityPolicy
-from edgecfg.gateway.observations import Observations
+from edgecfg.gateway.observations import Observations, decline
 from edgecfg.gateway.service import (
     MAX_SCHEMA_VERSION,
     BadRequest,
@@ -400,10 +400,13 @@ class ConfigResource(_Base, aiocoap.interfaces.ObservableResource):
         self, request: aiocoap.Message, serverobservation: aiocoap.protocol.ServerObservation
     ) -> None:
         path = request.opt.uri_path
-        if len(path) != 1 or not path[0]:
-            return  # subtrees are not observable
-        if not self.service.fleet.store.has_device(DeviceId(path[0])):
-            return  # nothing to observe: the GET is 4.04
+        if (
+            len(path) != 1
+            or not path[0]
+            or not self.service.fleet.store.has_device(DeviceId(path[0]))
+        ):
+            decline(serverobservation)  # subtrees are not observable; unknown devices 4.04
+            return
         cancel = _watch(self.observers, path[0], serverobservation)
         peer = request_peer(request, _claimed(request))
         self.gate.observations.register(peer, serverobservation, cancel)
@@ -606,9 +609,11 @@ class GroupResource(_LayerResource, aiocoap.resource.ObservableResource):  # pyr
         try:
             layer = _layer_of(request)
         except BadRequest:
-            return  # the GET says why
+            decline(serverobservation)  # the GET says why
+            return
         if layer != GLOBAL and self.service.fleet.head(layer) is None:
-            return  # a layer nobody wrote: answered, but not observed
+            decline(serverobservation)  # a layer nobody wrote: answered, not observed
+            return
         cancel = _watch(self.layer_observers, layer, serverobservation)
         peer = request_peer(request, _claimed(request))
         self.gate.observations.register(peer, serverobservation, cancel)

@@ -8,7 +8,9 @@ that the well-behaved peer is still served; none measures speed.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import gc
+import logging
+from collections.abc import AsyncIterator, Iterator
 
 import aiocoap
 import pytest
@@ -68,6 +70,29 @@ def remembered_by_aiocoap(gateway: Gateway) -> int:
 async def served(gateway: Gateway, client: aiocoap.Context) -> None:
     reply = await ask(client, gateway, Code.GET, "/cfg/dev-2", blockwise=True)
     assert reply.code == Code.CONTENT
+
+
+class _Errors(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture(autouse=True)
+def no_errors_logged() -> Iterator[None]:
+    """Every test here: no error and no traceback in the log, asyncio's "task
+    exception was never retrieved" included (logged when the task is collected)."""
+    errors = _Errors()
+    logging.getLogger().addHandler(errors)
+    try:
+        yield
+        gc.collect()
+    finally:
+        logging.getLogger().removeHandler(errors)
+    assert not errors.records, [r.getMessage() for r in errors.records[:3]]
 
 
 async def test_a_flooding_peer_gets_4_29_and_aiocoap_remembers_its_share_only(
