@@ -65,6 +65,8 @@ class Budgets:
     """Of those, one peer's (three 64 KiB uploads)."""
     peers: int = 65536
     """Peers whose rate and counts are tracked (least recently seen forgotten)."""
+    telemetry_kib_per_day: float | None = 1024.0
+    """Telemetry one device may store per UTC day (4.29 beyond); None: no limit."""
 
     @property
     def exchanges(self) -> int:
@@ -78,7 +80,7 @@ class Budgets:
 UNLIMITED: Final = Budgets(
     peer_rate=math.inf, peer_burst=math.inf, memory_mib=1e9, peer_share=1.0, in_flight=10**9,
     peer_in_flight=10**9, observations=10**9, peer_observations=10**9, spool_mib=1e9,
-    peer_spool_kib=1e12,
+    peer_spool_kib=1e12, telemetry_kib_per_day=None,
 )  # fmt: skip
 """No budgets (same-run baselines in benchmarks only)."""
 

@@ -84,15 +84,18 @@ class Gateway:
                 raise ValueError("a gateway without OSCORE credentials needs an explicit policy")
             policy = AuthenticatedPolicy()
         self.credentials = credentials
+        budgets = dataclasses.replace(budgets or Budgets(), in_flight=max_concurrent)
         self.fleet = Fleet(store)
-        self.service = SyncService(self.fleet)
+        daily = budgets.telemetry_kib_per_day
+        self.service = SyncService(
+            self.fleet, telemetry_per_day=None if daily is None else int(daily * 1024)
+        )
         self.refresh_s = refresh_s
         # Large responses only to proven addresses (edgecfg.gateway.amplification);
         # None or 0 turns that off, for load tests only.
         self.guard = AddressGuard(amplification_factor)
         # Per-peer and global budgets (edgecfg.core.admission); ``max_concurrent``
         # is their in-flight bound.
-        budgets = dataclasses.replace(budgets or Budgets(), in_flight=max_concurrent)
         self.admission = Admission(budgets)
         gate = Gate(self.admission, self.guard)
         self.gate = gate
