@@ -80,9 +80,9 @@ class Budgets:
 UNLIMITED: Final = Budgets(
     peer_rate=math.inf, peer_burst=math.inf, memory_mib=1e9, peer_share=1.0, in_flight=10**9,
     peer_in_flight=10**9, observations=10**9, peer_observations=10**9, spool_mib=1e9,
-    peer_spool_kib=1e12, telemetry_kib_per_day=None,
+    peer_spool_kib=1e12, telemetry_kib_per_day=None, exchange_lifetime_s=247.0,
 )  # fmt: skip
-"""No budgets (same-run baselines in benchmarks only)."""
+"""No budgets, and RFC 7252's exchange lifetime (same-run baselines in benchmarks only)."""
 
 
 @dataclass(frozen=True, slots=True)

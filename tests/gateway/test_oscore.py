@@ -26,6 +26,7 @@ from aiocoap.numbers.types import Type
 from aiocoap.optiontypes import OpaqueOption
 
 from edgecfg.agent.coap import CoapLink, LinkDown, Reply
+from edgecfg.core.admission import Budgets
 from edgecfg.core.ids import DeviceId, LayerId
 from edgecfg.core.layers import layer_from_document
 from edgecfg.crypto import RecordCipher
@@ -748,3 +749,42 @@ async def test_an_inner_critical_option_is_checked_like_an_outer_one(
     protected.mtype, protected.mid, protected.token = Type.CON, 40, b"\x01\x02"
     answer = device.open(await exchange(secured.uri, protected.encode(), device))
     assert answer.code == Code.BAD_OPTION, answer
+
+
+async def test_an_identity_is_charged_wherever_it_sends_from(tmp_path: Path) -> None:
+    # issue 20: per-identity budgets for authenticated peers; two addresses
+    # each within their own budget, one identity over its own: 4.29, protected
+    db = tmp_path / "gateway.db"
+    with SQLiteStore(db) as store:
+        tight = Budgets(peer_rate=0.01, peer_burst=4.0)
+        fleet_gateway = Gateway(store, credentials=StoredCredentials(store, RecordCipher(KEY)),
+                                refresh_s=0, budgets=tight)  # fmt: skip
+        fleet_gateway.fleet.load_schema(SCHEMA.read_bytes(), "json", source="d", now=1.0)
+        fleet_gateway.fleet.add_device(sensor("dev-1"))
+        enrolment = enroll(store, RecordCipher(KEY), "device", "dev-1", now=1.0)
+        for host in ("127.0.0.1", "127.0.0.2"):
+            fleet_gateway.guard.trust(host)
+        await fleet_gateway.start("127.0.0.1", free_udp_port())
+        try:
+            device = DeviceSide(enrolment, sequence=0)
+            codes: list[Code | None] = []
+            for number in range(6):
+                host = ("127.0.0.1", "127.0.0.2")[number % 2]
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+                    sock.bind((host, 0))
+                    sock.setblocking(False)
+                    loop = asyncio.get_running_loop()
+                    assert fleet_gateway.address is not None
+                    await loop.sock_sendto(sock, device.datagram("cfg/dev-1", mid=number),
+                                           fleet_gateway.address)  # fmt: skip
+                    data, _ = await asyncio.wait_for(loop.sock_recvfrom(sock, 4096), 5)
+                answer = device.open(data)
+                if answer.code == Code.UNAUTHORIZED and answer.opt.echo is not None:
+                    codes.append(None)  # the replay window's Echo round: not a request served
+                    continue
+                codes.append(answer.code)
+            served = [code for code in codes if code is not None]
+            assert Code.TOO_MANY_REQUESTS in served, codes
+            assert served[:3] == [Code.CONTENT] * 3
+        finally:
+            await fleet_gateway.stop()
