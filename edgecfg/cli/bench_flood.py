@@ -42,6 +42,8 @@ LEGIT: Final = "legit-0"
 SYNC_TIMEOUT_S: Final = 120.0
 TARGET_SYNC_S: Final = 5.0
 TARGET_GROWTH_MIB: Final = 200.0
+PHASES: Final = ("baseline", "flood", "after")
+SERIES_STEP_S: Final = 10
 KEY: Final = bytes(range(32))
 
 
@@ -222,10 +224,14 @@ async def _device(
 
 
 async def _sample(
-    pid: int, phases: Sequence[_Phase], current: list[int], stop: asyncio.Event
-) -> None:
+    pid: int, phases: Sequence[_Phase], current: list[int], stop: asyncio.Event,
+    series: list[tuple[float, str, float]],
+) -> None:  # fmt: skip
+    started = time.monotonic()
     while not stop.is_set():
-        phases[current[0]].rss.append(rss_mib(pid))
+        rss = rss_mib(pid)
+        phases[current[0]].rss.append(rss)
+        series.append((round(time.monotonic() - started, 1), PHASES[current[0]], round(rss, 1)))
         await asyncio.sleep(1.0)
 
 
@@ -280,7 +286,8 @@ async def _measure(
     device = asyncio.create_task(
         _device(uri, folder, credentials, phases=phases, current=current, stop=stop)
     )
-    sampler = asyncio.create_task(_sample(pid, phases, current, stop))
+    series: list[tuple[float, str, float]] = []
+    sampler = asyncio.create_task(_sample(pid, phases, current, stop, series))
     await asyncio.sleep(baseline)
     while not phases[0].syncs and not phases[0].failures:  # at least one baseline sync
         await asyncio.sleep(0.1)
@@ -300,6 +307,7 @@ async def _measure(
         "during": during,
         "after": later,
         "after_s": after,
+        "rss_series": [list(sample) for sample in series],  # [seconds, phase, MiB] each second
         "flood": {
             "sent": sent,
             "seconds": round(flood_s, 1),
@@ -321,6 +329,10 @@ def _print(report: dict[str, Any]) -> None:
         print(f"{name:<10}{_num(phase['rss_max_mib']):>12}{_num(phase['rss_last_mib']):>10}"
               f"{phase['syncs']:>7}{phase['failures']:>8}{_num(phase['sync_median_s']):>10}"
               f"{_num(phase['sync_max_s']):>8}")  # fmt: skip
+    shown = report["rss_series"][::SERIES_STEP_S]
+    print(f"RSS MiB every {SERIES_STEP_S} s: "
+          + " ".join(f"{mib:.0f}" + ("*" if phase == "flood" else "") for _, phase, mib in shown)
+          + "  (* during the flood)")  # fmt: skip
     answers = ", ".join(f"{code}: {count}" for code, count in sorted(flood["answers"].items()))
     print(f"flood answers: {answers or 'none'}")
     baseline_rss = base["rss_max_mib"] or 0.0
