@@ -16,7 +16,10 @@ shedding legitimate load (issue 12):
   ``peer_exchanges`` per peer (4.29 beyond).  A duplicate of a remembered
   request is always let through, uncharged: its answer is already kept;
 - **in flight**: at most ``in_flight`` requests handled at once (5.03), and
-  ``peer_in_flight`` per peer (4.29).
+  ``peer_in_flight`` per peer (4.29);
+- **queue delay**: while the gateway's shell reports (:meth:`Admission.note_delay`)
+  that work waits longer than ``queue_delay_s`` before it runs, new requests
+  are shed with 5.03 (legitimate overload, issue 12).
 
 Every refusal carries a Max-Age: when the budget it hit has room again.
 """
@@ -55,6 +58,9 @@ class Budgets:
     """Requests handled at once, in all."""
     peer_in_flight: int = 32
     """Requests of one peer handled at once."""
+    queue_delay_s: float = 5.0
+    """Longest wait before queued work runs (the event loop's lag) before new
+    requests are shed."""
     observations: int = 8192
     """Observations registered, in all."""
     peer_observations: int = 32
@@ -79,6 +85,7 @@ class Budgets:
 
 UNLIMITED: Final = Budgets(
     peer_rate=math.inf, peer_burst=math.inf, memory_mib=1e9, peer_share=1.0, in_flight=10**9,
+    queue_delay_s=math.inf,
     peer_in_flight=10**9, observations=10**9, peer_observations=10**9, spool_mib=1e9,
     peer_spool_kib=1e12, telemetry_kib_per_day=None, exchange_lifetime_s=247.0,
 )  # fmt: skip
@@ -118,6 +125,7 @@ class Admission:
         # which is expiry order, as the lifetime is one constant
         self._remembered: OrderedDict[Hashable, tuple[Hashable, float]] = OrderedDict()
         self.in_flight = 0
+        self.delay_s = 0.0
         self.refused: dict[str, int] = {}
 
     # -- remembered exchanges (the datagram screen) ---------------------------------
@@ -204,9 +212,15 @@ class Admission:
 
     # -- in flight (the resources) ----------------------------------------------------
 
+    def note_delay(self, delay_s: float) -> None:
+        """The latest measured queue delay (how late queued work runs)."""
+        self.delay_s = max(0.0, delay_s)
+
     def enter(self, peer: Hashable, now: float) -> Refusal | None:
         """Start handling a request of ``peer``; pair with :meth:`leave`."""
         budgets = self.budgets
+        if self.delay_s > budgets.queue_delay_s:
+            return self._refuse("5.03", "queue delay", self.delay_s)
         if self.in_flight >= budgets.in_flight:
             return self._refuse("5.03", "in-flight", 1.0)
         state = self._peer(peer, now)

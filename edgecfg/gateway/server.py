@@ -49,6 +49,7 @@ from edgecfg.store import Store
 log = logging.getLogger("edgecfg.gateway")
 REFRESH_S: Final = 1.0
 MAX_CONCURRENT: Final = 256
+LAG_PROBE_S: Final = 0.25
 
 
 def quiet_aiocoap() -> None:
@@ -116,6 +117,7 @@ class Gateway:
         self.context: aiocoap.Context | None = None
         self.address: tuple[str, int] | None = None
         self._refresher: asyncio.Task[None] | None = None
+        self._lag: asyncio.Task[None] | None = None
 
     def layer_changed(self, layer: LayerId) -> None:
         """Notify observers of the layer and of every device that inherits it."""
@@ -138,6 +140,16 @@ class Gateway:
         self.address = (host, _bound_port(self.context) or port)
         if self.refresh_s > 0:
             self._refresher = asyncio.create_task(self._refresh_loop())
+        self._lag = asyncio.create_task(self._measure_delay())
+
+    async def _measure_delay(self) -> None:
+        """Feed admission the event loop's lag: how late a timer fires is how
+        long queued work (datagrams, handlers) waits before it runs."""
+        loop = asyncio.get_running_loop()
+        while True:
+            due = loop.time() + LAG_PROBE_S
+            await asyncio.sleep(LAG_PROBE_S)
+            self.admission.note_delay(loop.time() - due)
 
     async def _refresh_loop(self) -> None:
         while True:
@@ -170,10 +182,11 @@ class Gateway:
 
     async def stop(self) -> None:
         """Stop serving and release the socket."""
-        if self._refresher is not None:
-            self._refresher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._refresher
+        for task in (self._refresher, self._lag):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self.context is not None:
             await self.context.shutdown()
             self.context = None

@@ -103,3 +103,13 @@ def test_state_stays_within_the_budgets_whatever_arrives(
         for owner, _ in admission._remembered.values():  # pyright: ignore[reportPrivateUsage]
             held[str(owner)] = held.get(str(owner), 0) + 1
         assert all(count <= SMALL.peer_exchanges for count in held.values())
+
+
+def test_a_long_queue_delay_sheds_new_requests_with_5_03() -> None:
+    admission = Admission(SMALL)
+    admission.note_delay(SMALL.queue_delay_s + 1.5)
+    refusal = admission.enter("a", 0.0)
+    assert refusal is not None
+    assert (refusal.code, refusal.limit, refusal.retry_after_s) == ("5.03", "queue delay", 4)
+    admission.note_delay(0.01)
+    assert admission.enter("a", 0.0) is None

@@ -194,3 +194,16 @@ async def test_over_the_total_a_new_observation_is_answered_without_observe(
         first.close()
         second.close()
     await served(gateway, client)
+
+
+async def test_a_long_queue_delay_is_shed_with_5_03_and_max_age(
+    gateway: Gateway, client: aiocoap.Context
+) -> None:
+    # the admission input of issue 12 (legitimate overload): the event loop's lag
+    gateway.admission.note_delay(BUDGETS.queue_delay_s * 3)
+    reply = await ask(client, gateway, Code.GET, "/cfg/dev-2")
+    assert reply.code == Code.SERVICE_UNAVAILABLE
+    assert reply.opt.max_age is not None and reply.opt.max_age >= BUDGETS.queue_delay_s
+    assert b"queue delay" in reply.payload
+    gateway.admission.note_delay(0.0)
+    await served(gateway, client)
