@@ -200,6 +200,11 @@ class Admission:
                 del self._peers[peer]
                 return
 
+    def expire(self, now: float) -> None:
+        """Forget the exchanges whose lifetime ended by ``now`` (admission does
+        this as it goes; the shell calls it when no request comes)."""
+        self._expire(now)
+
     def _expire(self, now: float) -> None:
         while self._remembered:
             key, (peer, expiry) = next(iter(self._remembered.items()))

@@ -21,6 +21,7 @@ import errno
 import logging
 import signal
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from typing import Final
 
@@ -150,6 +151,7 @@ class Gateway:
             due = loop.time() + LAG_PROBE_S
             await asyncio.sleep(LAG_PROBE_S)
             self.admission.note_delay(loop.time() - due)
+            self.admission.expire(time.monotonic())  # counts stay true when it is quiet
 
     async def _refresh_loop(self) -> None:
         while True:

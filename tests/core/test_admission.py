@@ -116,3 +116,12 @@ def test_a_long_queue_delay_sheds_new_requests_with_5_03() -> None:
     assert refusal.retry_after_s == math.ceil(SMALL.queue_delay_s + 1.5)  # the delay itself
     admission.note_delay(0.01)
     assert admission.enter("a", 0.0) is None
+
+
+def test_expiry_without_traffic_frees_the_counts() -> None:
+    admission = Admission(SMALL)
+    assert admission.admit("a", ("a", 1), 0.0) is None
+    admission.expire(59.0)
+    assert (admission.remembered, admission.remembered_by("a")) == (1, 1)
+    admission.expire(60.0)
+    assert (admission.remembered, admission.remembered_by("a")) == (0, 0)
