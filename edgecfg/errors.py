@@ -178,6 +178,17 @@ class FleetValidationError(WriteRefused):
     """The write would make some devices' effective configs violate the schema."""
 
 
+class OverBudget(PeerError):
+    """A peer went over one of its budgets or quotas (requests, observations,
+    upload spool, telemetry bytes per day); nothing was done.  ``limit`` names
+    the budget, ``retry_after_s`` says when trying again may succeed."""
+
+    def __init__(self, message: str, *, limit: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.retry_after_s = retry_after_s
+
+
 class StoreError(EdgecfgError):
     """Persistence failed or was asked for something impossible."""
 

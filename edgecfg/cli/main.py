@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import cast
 
 import edgecfg
+from edgecfg.cli import bench_flood
 from edgecfg.cli.database import default_db
 from edgecfg.cli.database import register as register_database_commands
 from edgecfg.cli.files import (
@@ -332,6 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=7, help="names one synthetic fleet (default: 7)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=cmd_bench_resolve)
+    bench_flood.register(benches)
     return parser
 
 
@@ -350,6 +352,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 141
+    except OSError as error:
+        if error.filename is None:
+            raise
+        # a file the command may not open or lock (a read-only folder, a lock
+        # path that is a folder): one line, as for edgecfg's own errors
+        print(f"edgecfg {args.command}: error: {error.filename}: {error.strerror}",
+              file=sys.stderr)  # fmt: skip
+        return 1
 
 
 if __name__ == "__main__":

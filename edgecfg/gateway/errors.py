@@ -6,11 +6,16 @@
 # pyright: reportUnknownLambdaType=false, reportAttributeAccessIssue=false
 """One table from edgecfg errors to CoAP response codes (DESIGN §5).
 
-Client mistakes are 4.xx with a short diagnostic payload, never 5.00.
+Client mistakes are 4.xx with a short diagnostic payload, never 5.00.  A
+storage failure (disk full, I/O error, a locked database) is not the client's:
+5.03 Service Unavailable with Max-Age, and a payload that names no server path
+(the log has the details, :func:`log_failure`).  Budgets and quotas refused
+by admission are 5.03 or 4.29 (RFC 8516) with Max-Age too.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Final
 
 import aiocoap
@@ -23,9 +28,11 @@ from edgecfg.errors import (
     FleetValidationError,
     LockViolation,
     NotFound,
+    OverBudget,
     PathError,
     SchemaError,
     StoreConflict,
+    StoreError,
     UsageError,
     ValidationError,
 )
@@ -53,9 +60,16 @@ CODES: Final[tuple[tuple[type[Exception], Code], ...]] = (
     (PathError, Code.BAD_REQUEST),
     (BadRequest, Code.BAD_REQUEST),
     (UsageError, Code.BAD_REQUEST),
+    (OverBudget, Code.TOO_MANY_REQUESTS),
+    (StoreError, Code.SERVICE_UNAVAILABLE),  # after NotFound and StoreConflict
 )
 
 MAX_DIAGNOSTIC: Final = 200
+STORE_RETRY_S: Final = 30
+"""Max-Age of a 5.03 for a storage failure: when to try again."""
+STORE_UNAVAILABLE: Final = b"storage unavailable; retry later"
+
+log = logging.getLogger("edgecfg.gateway")
 
 
 def error_response(error: Exception) -> aiocoap.Message:
@@ -70,5 +84,21 @@ def error_response(error: Exception) -> aiocoap.Message:
                 if isinstance(error, EdgecfgError)
                 else (Code.INTERNAL_SERVER_ERROR)
             )
+    if code == Code.SERVICE_UNAVAILABLE:
+        response = aiocoap.Message(code=code, payload=STORE_UNAVAILABLE)
+        response.opt.max_age = STORE_RETRY_S
+        return response
     text = str(error) if code != Code.INTERNAL_SERVER_ERROR else "internal error"
-    return aiocoap.Message(code=code, payload=text.encode("utf-8")[:MAX_DIAGNOSTIC])
+    response = aiocoap.Message(code=code, payload=text.encode("utf-8")[:MAX_DIAGNOSTIC])
+    if isinstance(error, OverBudget):
+        response.opt.max_age = error.retry_after_s  # RFC 8516 §3
+    return response
+
+
+def log_failure(response: aiocoap.Message, uri: str, error: Exception) -> None:
+    """Log what a client is not told: the traceback of a 5.00, one line (with
+    the store's own words, paths included) for a storage failure."""
+    if response.code == Code.INTERNAL_SERVER_ERROR:
+        log.error("unexpected error on %s", uri, exc_info=error)
+    elif response.code == Code.SERVICE_UNAVAILABLE:
+        log.error("storage failure on %s: %s", uri, error)

@@ -75,6 +75,9 @@ CHUNK_LIMIT: Final = 4096
 
 MAX_PARTIAL_IV: Final = 5
 """Longest Partial IV (RFC 8613 §6.1: lengths 6 and 7 are reserved)."""
+RESERVED_FLAGS: Final = 0xE0
+"""Flag bits 0-2 of the OSCORE option (RFC 8613 §6.1: reserved; Group OSCORE,
+RFC 9203, gives bit 2 a meaning this gateway does not speak)."""
 
 Persist = Callable[[bytes, OscoreState], None]
 
@@ -349,7 +352,9 @@ class OscoreSite(OscoreSiteWrapper):
     """aiocoap's OSCORE site wrapper, with the edges it leaves open closed.
 
     - A malformed OSCORE option is 4.02 Bad Option (RFC 8613 §8.2), where the
-      wrapper would let the decoder's exception become 5.00.
+      wrapper would let the decoder's exception become 5.00; so is one with a
+      reserved flag bit set, the group flag among them (aiocoap would try a
+      group signature on a pairwise context: 5.00 and a traceback each).
     - ``/.well-known/edhoc`` is 4.04: the gateway does not offer EDHOC, and the
       wrapper would load contexts for it.
     """
@@ -358,12 +363,22 @@ class OscoreSite(OscoreSiteWrapper):
         request = pipe.request
         if request.opt.uri_path == (".well-known", "edhoc"):
             raise aiocoap.error.NotFound("EDHOC is not offered")
-        option = request.opt.oscore
-        if option is not None:
-            if option and option[0] & 0x07 > MAX_PARTIAL_IV:
-                raise aiocoap.error.BadOption("OSCORE option: reserved partial IV length")
-            try:
-                oscore.verify_start(request)
-            except (oscore.DecodeError, IndexError, ValueError) as error:
-                raise aiocoap.error.BadOption(f"OSCORE option: {error}") from None
+        screen_oscore_option(request)
         await super().render_to_pipe(pipe)
+
+
+def screen_oscore_option(request: aiocoap.Message) -> None:
+    """Raise 4.02 Bad Option (RFC 8613 §8.2) for an OSCORE option this gateway
+    cannot take: reserved or group flag bits, a reserved Partial IV length, or
+    one aiocoap's parser refuses.  A request without the option passes."""
+    option = request.opt.oscore
+    if option is None:
+        return
+    if option and option[0] & RESERVED_FLAGS:
+        raise aiocoap.error.BadOption("OSCORE option: reserved or group flag bits set")
+    if option and option[0] & 0x07 > MAX_PARTIAL_IV:
+        raise aiocoap.error.BadOption("OSCORE option: reserved partial IV length")
+    try:
+        oscore.verify_start(request)
+    except (oscore.DecodeError, IndexError, ValueError) as error:
+        raise aiocoap.error.BadOption(f"OSCORE option: {error}") from None

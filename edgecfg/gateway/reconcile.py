@@ -14,17 +14,18 @@ replayed or late report is answered with the stored outcome.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Final, cast
 
-from edgecfg.core.hlc import Timestamp
+from edgecfg.core.hlc import DEFAULT_MAX_DRIFT_MS, Timestamp
 from edgecfg.core.ids import DeviceId, LayerId
 from edgecfg.core.journal import JournalEntry
 from edgecfg.core.layers import Layer, layer_from_document, local_layer
 from edgecfg.core.merge import Resolution, merge
 from edgecfg.core.path import Path, format_path, is_prefix
-from edgecfg.core.tree import Tree, UnsetType, Value, is_map
+from edgecfg.core.tree import UNSET, Tree, UnsetType, Value, get, is_map
 from edgecfg.errors import PeerError, WriteRefused
 from edgecfg.gateway.fleet import Fleet
 from edgecfg.wire.cbor import decode, encode
@@ -74,8 +75,18 @@ def reconcile(
     *,
     base: Tree | None,
     now: float,
+    max_drift_ms: int = DEFAULT_MAX_DRIFT_MS,
+    change_times: ChangeTimes | None = None,
 ) -> Value:
-    """Merge a report's journal; returns the outcome's CBOR form (see module docstring)."""
+    """Merge a report's journal; returns the outcome's CBOR form (see module docstring).
+
+    An entry stamped more than ``max_drift_ms`` ahead of ``now`` is refused
+    with the reason in the outcome (an HLC bounds the drift it accepts, as
+    :func:`edgecfg.core.hlc.receive` does): a device whose clock runs years
+    ahead must not win every last-writer-wins merge.  ``change_times`` (the
+    gateway keeps one) answers when the server last changed a key without
+    reading layer histories again.
+    """
     entries = journal_entries(raw_journal)
     acknowledged = acknowledged_sequence(fleet, device)
     fresh = sorted((e for e in entries if e.sequence > acknowledged), key=lambda e: e.sequence)
@@ -89,6 +100,13 @@ def reconcile(
         ours[entry.path] = entry  # the latest per path
     layer_id = local_layer(device)
     theirs = _server_config(fleet, device, layer_id)
+    now_ms = int(now * 1000)
+    ahead = {
+        path: entry for path, entry in ours.items()
+        if not isinstance(entry.value, UnsetType) and entry.at.wall_ms - now_ms > max_drift_ms
+    }  # fmt: skip
+    ours = {path: entry for path, entry in ours.items() if path not in ahead}
+    times = change_times if change_times is not None else ChangeTimes(fleet)
     result = merge(
         # an unknown base (never synced, or a version the gateway no longer has):
         # every server value counts as changed, so server-wins keeps the server's
@@ -96,7 +114,7 @@ def reconcile(
         theirs,
         ours,
         schema=fleet.schema,
-        server_changed_at=_server_times(fleet, device, _needs_time(fleet, ours)),
+        server_changed_at=times.for_device(device, _needs_time(fleet, ours)),
     )
     current = fleet.resolver.layer(layer_id)
     sets = dict(current.sets)
@@ -108,6 +126,11 @@ def reconcile(
         if decided is not None and decided.outcome == "accepted":
             sets[path] = entry.value
     resolutions = list(result.resolutions)
+    resolutions += [
+        _too_far_ahead(fleet, entry, theirs, base, now_ms=now_ms, max_drift_ms=max_drift_ms)
+        for entry in ahead.values()
+    ]
+    resolutions.sort(key=lambda r: r.sequence)
     try:
         fleet.write_layer(
             layer_id,
@@ -168,42 +191,124 @@ def _needs_time(fleet: Fleet, ours: Mapping[Path, JournalEntry]) -> list[Path]:
     ]
 
 
-def _server_times(fleet: Fleet, device: DeviceId, paths: Sequence[Path]) -> dict[Path, Timestamp]:
-    """When the server last changed each of ``paths`` for ``device``.
+def _too_far_ahead(
+    fleet: Fleet, entry: JournalEntry, theirs: Tree, base: Tree | None, *, now_ms: int,
+    max_drift_ms: int,
+) -> Resolution:  # fmt: skip
+    """The refusal of an entry stamped beyond the drift bound."""
+    spec = fleet.schema.keys.get(entry.path) if fleet.schema is not None else None
+    reason = (
+        f"timestamp {entry.at.wall_ms} ms is {(entry.at.wall_ms - now_ms) / 1000:.0f} s ahead "
+        f"of the gateway's clock; at most {max_drift_ms / 1000:.0f} s is accepted"
+    )
+    return Resolution(
+        path=entry.path,
+        local=cast(Value, entry.value),
+        server=get(theirs, entry.path),
+        base=get(base, entry.path) if base is not None else UNSET,
+        policy=spec.merge if spec is not None else "server-wins",
+        outcome="rejected",
+        reason=reason,
+        conflict=False,
+        sequence=entry.sequence,
+        at=entry.at,
+    )
 
-    The time of the newest revision, among the device's layers (its local
-    layer aside), that changed what the layer says about the path: a value,
-    a tombstone or a lock at the path, above it or below it.  A rewrite that
-    leaves the path as it was does not count.  Paths no layer ever touched
-    are left out (the merge then decides by "changed since base").
+
+class ChangeTimes:
+    """When the server last changed each path, per layer: an index kept up to
+    date from each layer's new revisions only (the last-writer-wins merge
+    asked the whole history of every layer, on every report).
+
+    Per layer it holds, for every path the layer ever said something at (a
+    value, a tombstone, a lock), the time of the newest revision that changed
+    it; what a layer says about a path changed when any of those at, above
+    or below the path did.  At most ``layers`` layers are indexed (least
+    recently used dropped; rebuilt from their history when asked again).
     """
-    if not paths:
-        return {}
-    facts = fleet.device(device)
-    newest: dict[Path, float] = {}
-    for tier in fleet.resolver.tiers(facts):
-        for layer_id in tier:
-            if layer_id.startswith("local/"):
-                continue
-            before: dict[Path, tuple[bytes, ...]] = {}
-            for revision in fleet.history(layer_id):  # oldest first
-                layer = layer_from_document(decode(fleet.store.get_blob(revision.content)))
+
+    def __init__(self, fleet: Fleet, *, layers: int = 4096) -> None:
+        self.fleet = fleet
+        self.layers = layers
+        self._index: OrderedDict[LayerId, _LayerTimes] = OrderedDict()
+        self.decoded = 0  # revisions read so far (the cost this index saves)
+
+    def for_device(self, device: DeviceId, paths: Sequence[Path]) -> dict[Path, Timestamp]:
+        """When the server last changed each of ``paths`` for ``device``.
+
+        The time of the newest revision, among the device's layers (its local
+        layer aside), that changed what the layer says about the path.  A
+        rewrite that leaves the path as it was does not count.  Paths no layer
+        ever touched are left out (the merge then decides by "changed since
+        base").
+        """
+        if not paths:
+            return {}
+        facts = self.fleet.device(device)
+        newest: dict[Path, float] = {}
+        for tier in self.fleet.resolver.tiers(facts):
+            for layer_id in tier:
+                if layer_id.startswith("local/"):
+                    continue
+                index = self._layer(layer_id)
                 for path in paths:
-                    says = _what_layer_says(layer, path)
-                    if says != before.get(path, ()):
-                        newest[path] = max(newest.get(path, 0.0), revision.created_at)
-                    before[path] = says
-    return {path: Timestamp(int(at * 1000), 0, "gateway") for path, at in newest.items()}
+                    at = index.changed_at(path)
+                    if at is not None:
+                        newest[path] = max(newest.get(path, 0.0), at)
+        return {path: Timestamp(int(at * 1000), 0, "gateway") for path, at in newest.items()}
+
+    def _layer(self, layer_id: LayerId) -> _LayerTimes:
+        index = self._index.get(layer_id)
+        if index is None:
+            index = _LayerTimes()
+            self._index[layer_id] = index
+            while len(self._index) > self.layers:
+                self._index.popitem(last=False)
+        else:
+            self._index.move_to_end(layer_id)
+        head = self.fleet.head(layer_id)
+        if head is None or head.revision <= index.revision:
+            return index
+        for revision in self.fleet.history(layer_id):  # oldest first; only new ones read
+            if revision.revision <= index.revision:
+                continue
+            blob = self.fleet.store.get_blob(revision.content)
+            index.add(layer_from_document(decode(blob)), revision.revision, revision.created_at)
+            self.decoded += 1
+        return index
 
 
-def _what_layer_says(layer: Layer, path: Path) -> tuple[bytes, ...]:
-    def related(other: Path) -> bool:
-        return is_prefix(other, path) or is_prefix(path, other)
+class _LayerTimes:
+    __slots__ = ("revision", "said", "times")
 
-    said = [b"s" + encode([list(p), v]) for p, v in layer.sets.items() if related(p)]
-    said += [b"u" + encode(list(p)) for p in layer.unsets if related(p)]
-    said += [b"l" + encode(list(p)) for p in layer.locks if related(p)]
-    return tuple(sorted(said))
+    def __init__(self) -> None:
+        self.revision = 0
+        self.said: dict[Path, bytes] = {}
+        self.times: dict[Path, float] = {}
+
+    def add(self, layer: Layer, revision: int, at: float) -> None:
+        said = _entries(layer)
+        for path in said.keys() | self.said.keys():
+            if said.get(path) != self.said.get(path):
+                self.times[path] = at
+        self.said, self.revision = said, revision
+
+    def changed_at(self, path: Path) -> float | None:
+        related = [at for p, at in self.times.items() if is_prefix(p, path) or is_prefix(path, p)]
+        return max(related, default=None)
+
+
+def _entries(layer: Layer) -> dict[Path, bytes]:
+    """What a layer says, per path (a value, a tombstone, a lock; a path may
+    carry a value and a lock at once)."""
+    said: dict[Path, bytes] = {}
+    for path, value in layer.sets.items():
+        said[path] = b"s" + encode(value)
+    for path in layer.unsets:
+        said[path] = said.get(path, b"") + b"u"
+    for path in layer.locks:
+        said[path] = said.get(path, b"") + b"l"
+    return said
 
 
 def _accumulate(previous: Value | None, latest: Value) -> Value:

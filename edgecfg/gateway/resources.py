@@ -15,10 +15,13 @@ response per peer and answers 4.08 to a new peer asking for block N:
   block can be fetched at any time while its ETag is current, by any peer.
   Every block carries the ETag (§2.4), block 0 carries Size2, and a block
   past the end is 4.00.
-- Block1 bodies (§2.3) are collected in a bounded spool: at most
-  ``MAX_BODY`` bytes (4.13 with Size1 beyond), at most ``MAX_SPOOLS``
-  transfers at once, blocks in order (4.08 for a gap); a Size1 beyond the
-  bound is refused at block 0 (RFC 7959 §4).
+- Block1 bodies (§2.3) are collected in one bounded :class:`Spool` per
+  gateway: at most ``MAX_BODY`` bytes a body (4.13 with Size1 beyond), a
+  byte budget per peer and in all (4.29 / 5.03 with Max-Age for a new
+  transfer beyond it; nobody's upload is evicted), blocks in order (4.08 for
+  a gap); a Size1 beyond the bound is refused at block 0 (RFC 7959 §4).
+  Every non-final block carries exactly its block size, SZX 7 is refused
+  (4.00), and the answer to the final block carries the Block1 option (§2.3).
 - A body in a content-format the resource does not take is 4.15 before any
   of it is spooled; a query of more than ``MAX_QUERY_OPTIONS`` options or
   ``MAX_QUERY_BYTES`` bytes, or with a key the resource does not define, is
@@ -29,7 +32,9 @@ response per peer and answers 4.08 to a new peer asking for block N:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -41,13 +46,18 @@ from aiocoap.numbers.codes import Code
 from aiocoap.optiontypes import BlockOption
 from aiocoap.util.linkformat import Link, LinkFormat
 
+from edgecfg.core.admission import Admission, Budgets, Refusal
 from edgecfg.core.ids import DeviceId, ETag, LayerId
 from edgecfg.core.layers import GLOBAL, layer_from_document, layer_to_document
 from edgecfg.core.tree import Value, is_map
+from edgecfg.gateway.admission import refusal_response, request_peer
 from edgecfg.gateway.amplification import AddressGuard
-from edgecfg.gateway.errors import MAX_DIAGNOSTIC, error_response
+from edgecfg.gateway.conformance import bad_option, block_size_fault
+from edgecfg.gateway.errors import MAX_DIAGNOSTIC, error_response, log_failure
 from edgecfg.gateway.identity import Identity, IdentityPolicy
+from edgecfg.gateway.observations import Observations, decline
 from edgecfg.gateway.service import (
+    MAX_SCHEMA_VERSION,
     BadRequest,
     NotModified,
     Representation,
@@ -62,9 +72,8 @@ from edgecfg.wire.senml import CONTENT_FORMAT_SENML_CBOR
 log = logging.getLogger("edgecfg.gateway")
 
 MAX_BODY: Final = 64 * 1024
-MAX_SPOOLS: Final = 256
+MAX_SPOOLS: Final = 256  # transfers of MAX_BODY in the default spool budget (16 MiB)
 SPOOL_TTL_S: Final = 60.0
-OVERLOAD_MAX_AGE_S: Final = 5
 MAX_QUERY_OPTIONS: Final = 8
 MAX_QUERY_BYTES: Final = 256
 
@@ -72,71 +81,142 @@ Handler = Callable[[aiocoap.Message, Identity | None], Awaitable[aiocoap.Message
 
 
 class Gate:
-    """The door every request of one gateway passes: bounds concurrent handling
-    (past the bound, 5.03 with Max-Age) and holds the amplification guard that
-    screens each response on its way out."""
+    """The door every request of one gateway passes: admission while it is
+    handled (in flight, per peer and in all: 4.29 or 5.03 with Max-Age; see
+    :mod:`edgecfg.core.admission`), the observation registry, the shared
+    Block1 spool, and the amplification guard that screens each response on
+    its way out."""
 
-    def __init__(self, limit: int, guard: AddressGuard | None = None) -> None:
-        self.limit = limit
-        self.active = 0
+    def __init__(
+        self,
+        admission: Admission | int,
+        guard: AddressGuard | None = None,
+    ) -> None:
+        if isinstance(admission, int):  # a bare in-flight limit
+            admission = Admission(dataclasses.replace(Budgets(), in_flight=admission))
+        self.admission = admission
         self.guard = guard if guard is not None else AddressGuard(None)
+        self.observations = Observations(admission.budgets)
+        self.spool = Spool(admission.budgets)
 
-    def __enter__(self) -> bool:
-        if self.active >= self.limit:
-            return False
-        self.active += 1
-        return True
+    @property
+    def limit(self) -> int:
+        """Requests handled at once, in all."""
+        return self.admission.budgets.in_flight
 
-    def __exit__(self, *exc: object) -> None:
-        self.active -= 1
+    @limit.setter
+    def limit(self, value: int) -> None:
+        self.admission.budgets = dataclasses.replace(self.admission.budgets, in_flight=value)
+
+    @property
+    def active(self) -> int:
+        return self.admission.in_flight
 
 
-class _Spool:
-    """Bounded Block1 reassembly, keyed by peer and request target."""
+class Spool:
+    """Bounded Block1 reassembly, shared by the resources of one gateway and
+    keyed by peer, resource and request target.
 
-    def __init__(self) -> None:
-        self._bodies: OrderedDict[tuple[object, ...], tuple[bytearray, float]] = OrderedDict()
+    A transfer reserves ``MAX_BODY`` bytes (or its announced Size1) at block
+    0, from its peer's share and from the total; a block 0 over either is
+    refused (4.29 over the peer's share, 5.03 over the total, with Max-Age),
+    so no peer can evict another's upload.  Transfers idle for
+    ``SPOOL_TTL_S`` are dropped.
+    """
+
+    def __init__(self, budgets: Budgets) -> None:
+        self.budgets = budgets
+        self._bodies: OrderedDict[tuple[object, ...], _Transfer] = OrderedDict()
+        self._reserved: dict[object, int] = {}
+        self.reserved = 0
 
     def __len__(self) -> int:
         return len(self._bodies)
 
-    def feed(self, request: aiocoap.Message) -> bytes | aiocoap.Message:
+    def of(self, peer: object) -> int:
+        """Bytes reserved by ``peer``'s transfers."""
+        return self._reserved.get(peer, 0)
+
+    def feed(
+        self, request: aiocoap.Message, peer: object, resource: str
+    ) -> bytes | aiocoap.Message:
         """The whole body, or the response that asks for (or refuses) more."""
         block1 = request.opt.block1
         if block1 is None:
             if len(request.payload) > MAX_BODY:
                 return _too_large()
             return request.payload
-        key = (request.remote, request.code, request.opt.uri_path, request.opt.uri_query)
+        fault = block_size_fault(
+            szx=block1.size_exponent, more=block1.more, payload=len(request.payload)
+        )
+        if fault is not None:
+            return aiocoap.Message(code=Code.BAD_REQUEST, payload=fault.encode())
+        key = (resource, request.remote, request.code, request.opt.uri_path, request.opt.uri_query)
         if request.opt.size1 is not None and request.opt.size1 > MAX_BODY:
-            self._bodies.pop(key, None)
+            self._drop(key)
             return _too_large()  # RFC 7959 §4: the announced size is already too much
         now = time.monotonic()
-        for stale in [k for k, (_, t) in self._bodies.items() if now - t > SPOOL_TTL_S]:
-            del self._bodies[stale]
+        for stale in [k for k, t in self._bodies.items() if now - t.touched > SPOOL_TTL_S]:
+            self._drop(stale)
         if block1.block_number == 0:
-            if len(self._bodies) >= MAX_SPOOLS:
-                self._bodies.popitem(last=False)
-            self._bodies[key] = (bytearray(), now)
+            self._drop(key)  # starting over
+            size = min(MAX_BODY, request.opt.size1 or MAX_BODY)
+            refused = self._reserve(peer, size, now)
+            if refused is not None:
+                return refusal_response(refused)
+            self._bodies[key] = _Transfer(peer, size, now)
         entry = self._bodies.get(key)
-        if entry is None or block1.start != len(entry[0]):
-            self._bodies.pop(key, None)
+        if entry is None or block1.start != len(entry.body):
+            self._drop(key)
             return aiocoap.Message(
                 code=Code.REQUEST_ENTITY_INCOMPLETE,
-                payload=f"expected block at byte {len(entry[0]) if entry else 0}".encode(),
+                payload=f"expected block at byte {len(entry.body) if entry else 0}".encode(),
             )
-        body = entry[0]
-        body += request.payload
-        if len(body) > MAX_BODY:
-            del self._bodies[key]
+        entry.body += request.payload
+        if len(entry.body) > entry.size:
+            self._drop(key)
             return _too_large()
         if block1.more:
-            self._bodies[key] = (body, now)
+            entry.touched = now
+            self._bodies.move_to_end(key)
             response = aiocoap.Message(code=Code.CONTINUE)
             response.opt.block1 = block1
             return response
-        del self._bodies[key]
-        return bytes(body)
+        self._drop(key)
+        return bytes(entry.body)
+
+    def _reserve(self, peer: object, size: int, now: float) -> Refusal | None:
+        budgets = self.budgets
+        oldest = next(iter(self._bodies.values()), None)
+        wait = SPOOL_TTL_S - (now - oldest.touched) if oldest is not None else 1.0
+        if self.reserved + size > budgets.spool_mib * 2**20:
+            return Refusal("5.03", "upload spool", max(1, math.ceil(wait)))
+        if self.of(peer) + size > budgets.peer_spool_kib * 1024:
+            return Refusal("4.29", "peer upload spool", max(1, math.ceil(SPOOL_TTL_S)))
+        self._reserved[peer] = self.of(peer) + size
+        self.reserved += size
+        return None
+
+    def _drop(self, key: tuple[object, ...]) -> None:
+        entry = self._bodies.pop(key, None)
+        if entry is None:
+            return
+        self.reserved -= entry.size
+        left = self._reserved.get(entry.peer, 0) - entry.size
+        if left > 0:
+            self._reserved[entry.peer] = left
+        else:
+            self._reserved.pop(entry.peer, None)
+
+
+class _Transfer:
+    __slots__ = ("body", "peer", "size", "touched")
+
+    def __init__(self, peer: object, size: int, now: float) -> None:
+        self.peer = peer
+        self.size = size
+        self.body = bytearray()
+        self.touched = now
 
 
 def _too_large() -> aiocoap.Message:
@@ -188,7 +268,7 @@ class _Base(aiocoap.resource.Resource, aiocoap.resource.PathCapable):
         self.service = service
         self.policy = policy
         self.gate = gate
-        self.spool = _Spool()
+        self.spool = gate.spool
 
     async def needs_blockwise_assembly(self, request: aiocoap.Message) -> bool:  # pyright: ignore[reportIncompatibleMethodOverride]
         return False
@@ -197,22 +277,43 @@ class _Base(aiocoap.resource.Resource, aiocoap.resource.PathCapable):
         name = self.methods.get(request.code) if request.code is not None else None
         if name is None:
             return aiocoap.Message(code=Code.METHOD_NOT_ALLOWED)
+        # RFC 7252 §5.4.1, §5.4.5 for an OSCORE message's inner options (the
+        # datagram screen checked the outer ones, and every plain request)
+        faulty = bad_option(int(option.number) for option in request.opt.option_list())
+        if faulty is not None:
+            return aiocoap.Message(code=Code.BAD_OPTION, payload=faulty.encode())
         refused = self.refused_query(request.opt.uri_query)
         if refused is not None:
             return aiocoap.Message(code=Code.BAD_REQUEST, payload=refused.encode()[:MAX_DIAGNOSTIC])
-        with self.gate as admitted:
-            if not admitted:
-                response = aiocoap.Message(code=Code.SERVICE_UNAVAILABLE, payload=b"overloaded")
-                response.opt.max_age = OVERLOAD_MAX_AGE_S
-                return response
+        claimed = _claimed(request)
+        peer = request_peer(request, claimed)
+        admission, now = self.gate.admission, time.monotonic()
+        # an identity is charged wherever it sends from (its address was charged too)
+        refusal = admission.charge(peer, now) if claimed is not None else None
+        refusal = refusal or admission.enter(peer, now)
+        if refusal is not None:
+            return refusal_response(refusal)
+        try:
             try:
                 handler = cast(Handler, getattr(self, name))
-                response = await handler(request, _claimed(request))
+                response = await handler(request, claimed)
             except Exception as error:  # translated once, here (DESIGN §5)
                 response = error_response(error)
-                if response.code == Code.INTERNAL_SERVER_ERROR:
-                    log.exception("unexpected error on %s", request.get_request_uri())
+                log_failure(response, request.get_request_uri(), error)
+            block1 = request.opt.block1
+            if (
+                block1 is not None
+                and response.code is not None
+                and response.code.is_successful()
+                and response.opt.block1 is None
+            ):
+                # RFC 7959 §2.3: the answer to the final block names it (M=0)
+                response.opt.block1 = BlockOption.BlockwiseTuple(
+                    block1.block_number, False, block1.size_exponent
+                )  # fmt: skip
             return self.gate.guard.screen(request, response)  # RFC 9175 §2.4 item 3
+        finally:
+            admission.leave(peer)
 
     def refused_query(self, query: tuple[str, ...]) -> str | None:
         """Why a query is refused (too big, malformed, a key not defined here), or None."""
@@ -237,7 +338,9 @@ class _Base(aiocoap.resource.Resource, aiocoap.resource.PathCapable):
                 code=Code.UNSUPPORTED_CONTENT_FORMAT,
                 payload=f"this resource takes content-format {self.formats[0]}".encode(),
             )
-        return self.spool.feed(request)
+        return self.spool.feed(
+            request, request_peer(request, _claimed(request)), type(self).__name__
+        )
 
     def get_resources_as_linkheader(self) -> LinkFormat:
         """This resource's entry for /.well-known/core (the site adds the path)."""
@@ -297,9 +400,16 @@ class ConfigResource(_Base, aiocoap.interfaces.ObservableResource):
         self, request: aiocoap.Message, serverobservation: aiocoap.protocol.ServerObservation
     ) -> None:
         path = request.opt.uri_path
-        if len(path) != 1:
-            return  # subtrees are not observable
-        serverobservation.accept(_watch(self.observers, path[0], serverobservation))
+        if (
+            len(path) != 1
+            or not path[0]
+            or not self.service.fleet.store.has_device(DeviceId(path[0]))
+        ):
+            decline(serverobservation)  # subtrees are not observable; unknown devices 4.04
+            return
+        cancel = _watch(self.observers, path[0], serverobservation)
+        peer = request_peer(request, _claimed(request))
+        self.gate.observations.register(peer, serverobservation, cancel)
 
     def changed(self, devices: set[str] | None = None) -> int:
         """Notify observers of these devices (all when None); returns how many."""
@@ -352,9 +462,14 @@ class ConfigResource(_Base, aiocoap.interfaces.ObservableResource):
 def _version(text: str | None) -> int | None:
     if text is None:
         return None
-    if not text.isdigit():
-        raise BadRequest(f"sv={text}: the schema version is a number")
-    return int(text)
+    wrong = f"sv={text[:16]}: the schema version is a number up to {MAX_SCHEMA_VERSION}"
+    # str.isdigit() takes "²" and other non-ASCII digits, which int() refuses
+    if not (text.isascii() and text.isdigit()) or len(text) > len(str(MAX_SCHEMA_VERSION)):
+        raise BadRequest(wrong)
+    version = int(text)
+    if version > MAX_SCHEMA_VERSION:
+        raise BadRequest(wrong)
+    return version
 
 
 class StateResource(_Base):
@@ -491,8 +606,17 @@ class GroupResource(_LayerResource, aiocoap.resource.ObservableResource):  # pyr
     async def add_observation(
         self, request: aiocoap.Message, serverobservation: aiocoap.protocol.ServerObservation
     ) -> None:
-        watchers = _watch(self.layer_observers, _layer_of(request), serverobservation)
-        serverobservation.accept(watchers)
+        try:
+            layer = _layer_of(request)
+        except BadRequest:
+            decline(serverobservation)  # the GET says why
+            return
+        if layer != GLOBAL and self.service.fleet.head(layer) is None:
+            decline(serverobservation)  # a layer nobody wrote: answered, not observed
+            return
+        cancel = _watch(self.layer_observers, layer, serverobservation)
+        peer = request_peer(request, _claimed(request))
+        self.gate.observations.register(peer, serverobservation, cancel)
 
     def changed(self, layer: LayerId) -> None:
         for observation in list(self.layer_observers.get(layer, ())):

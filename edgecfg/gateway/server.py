@@ -16,16 +16,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import logging
 import signal
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from typing import Final
 
 import aiocoap
 import aiocoap.resource
 
+from edgecfg.core.admission import Admission, Budgets
 from edgecfg.core.echo import AMPLIFICATION_FACTOR
 from edgecfg.core.ids import LayerId
 from edgecfg.gateway.amplification import AddressGuard, Discovery
@@ -47,6 +50,7 @@ from edgecfg.store import Store
 log = logging.getLogger("edgecfg.gateway")
 REFRESH_S: Final = 1.0
 MAX_CONCURRENT: Final = 256
+LAG_PROBE_S: Final = 0.25
 
 
 def quiet_aiocoap() -> None:
@@ -58,6 +62,8 @@ def quiet_aiocoap() -> None:
 class Gateway:
     """A running gateway: fleet, sync service, CoAP context.
 
+    ``budgets`` bound what any one peer, and all together, may hold of the
+    gateway (:class:`~edgecfg.core.admission.Budgets`; the defaults there).
     With ``credentials`` the site sits behind aiocoap's OSCORE site wrapper
     and every resource authorizes through ``policy`` (default: a peer acts
     only as its enrolled identity).  Without, ``policy`` must be given
@@ -73,19 +79,28 @@ class Gateway:
         max_concurrent: int = MAX_CONCURRENT,
         refresh_s: float = REFRESH_S,
         amplification_factor: int | None = AMPLIFICATION_FACTOR,
+        budgets: Budgets | None = None,
     ) -> None:
         if policy is None:
             if credentials is None:
                 raise ValueError("a gateway without OSCORE credentials needs an explicit policy")
             policy = AuthenticatedPolicy()
         self.credentials = credentials
+        budgets = dataclasses.replace(budgets or Budgets(), in_flight=max_concurrent)
         self.fleet = Fleet(store)
-        self.service = SyncService(self.fleet)
+        daily = budgets.telemetry_kib_per_day
+        self.service = SyncService(
+            self.fleet, telemetry_per_day=None if daily is None else int(daily * 1024)
+        )
         self.refresh_s = refresh_s
         # Large responses only to proven addresses (edgecfg.gateway.amplification);
         # None or 0 turns that off, for load tests only.
         self.guard = AddressGuard(amplification_factor)
-        gate = Gate(max_concurrent, self.guard)
+        # Per-peer and global budgets (edgecfg.core.admission); ``max_concurrent``
+        # is their in-flight bound.
+        self.admission = Admission(budgets)
+        gate = Gate(self.admission, self.guard)
+        self.gate = gate
         self.config = ConfigResource(self.service, policy, gate)
         self.groups = GroupResource(self.service, policy, gate, self.layer_changed)
         self.site = aiocoap.resource.Site()
@@ -103,6 +118,7 @@ class Gateway:
         self.context: aiocoap.Context | None = None
         self.address: tuple[str, int] | None = None
         self._refresher: asyncio.Task[None] | None = None
+        self._lag: asyncio.Task[None] | None = None
 
     def layer_changed(self, layer: LayerId) -> None:
         """Notify observers of the layer and of every device that inherits it."""
@@ -124,16 +140,29 @@ class Gateway:
     async def start(self, host: str, port: int) -> None:
         """Bind UDP on ``host:port`` and start serving."""
         quiet_aiocoap()
+        self.fleet.store.check_writable()  # one StoreError now, not one per write later
         if port != 0:
             _refuse_a_taken_port(host, port)
         root = self.site if self.credentials is None else OscoreSite(self.site, self.credentials)
         self.context = await aiocoap.Context.create_server_context(
             root, bind=(host, port), transports=["udp6"]
         )
-        harden(self.context)  # datagrams aiocoap cannot decode (issue 7)
+        # datagrams aiocoap cannot decode (issue 7), budgets and RFC 7252 §5.4 (issue 20)
+        harden(self.context, self.admission)
         self.address = (host, _bound_port(self.context) or port)
         if self.refresh_s > 0:
             self._refresher = asyncio.create_task(self._refresh_loop())
+        self._lag = asyncio.create_task(self._measure_delay())
+
+    async def _measure_delay(self) -> None:
+        """Feed admission the event loop's lag: how late a timer fires is how
+        long queued work (datagrams, handlers) waits before it runs."""
+        loop = asyncio.get_running_loop()
+        while True:
+            due = loop.time() + LAG_PROBE_S
+            await asyncio.sleep(LAG_PROBE_S)
+            self.admission.note_delay(loop.time() - due)
+            self.admission.expire(time.monotonic())  # counts stay true when it is quiet
 
     async def _refresh_loop(self) -> None:
         while True:
@@ -165,10 +194,11 @@ class Gateway:
 
     async def stop(self) -> None:
         """Stop serving and release the socket."""
-        if self._refresher is not None:
-            self._refresher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._refresher
+        for task in (self._refresher, self._lag):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self.context is not None:
             await self.context.shutdown()
             self.context = None

@@ -11,11 +11,13 @@ at any time while the ETag is current.  The CoAP resources in
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal, cast
 
+from edgecfg.core.hlc import DEFAULT_MAX_DRIFT_MS
 from edgecfg.core.ids import DeviceId, ETag
 from edgecfg.core.path import Path, format_path, parse_path
 from edgecfg.core.schema import Schema
@@ -29,11 +31,11 @@ from edgecfg.core.tree import (
     is_map,
     put_checked_value,
 )
-from edgecfg.errors import NotFound, PathError, PeerError
+from edgecfg.errors import NotFound, OverBudget, PathError, PeerError
 from edgecfg.gateway.events import NO_EVENTS, EventSink
 from edgecfg.gateway.fleet import Fleet
-from edgecfg.gateway.reconcile import journal_entries, reconcile
-from edgecfg.store import DeviceRecord
+from edgecfg.gateway.reconcile import ChangeTimes, journal_entries, reconcile
+from edgecfg.store import DeviceRecord, Store
 from edgecfg.wire.cbor import CONTENT_FORMAT_CBOR, Encoded, decode, encode, etag_of_bytes
 from edgecfg.wire.delta import CONTENT_FORMAT_DELTA, make_delta, restrict_to_classes
 from edgecfg.wire.documents import read_schema
@@ -42,6 +44,8 @@ from edgecfg.wire.senml import decode_senml
 Priority = Literal["critical"]
 MAX_FETCH_PATHS: Final = 256
 MAX_PIGGYBACK: Final = 1024  # a delta riding on a telemetry reply must fit one block
+MAX_SCHEMA_VERSION: Final = 2**31 - 1
+"""Largest schema version a request may name (SQLite integers stop at 2**63 - 1)."""
 
 
 class UnknownPath(NotFound):
@@ -74,8 +78,18 @@ class NotModified:
 class SyncService:
     """Configuration sync on top of a :class:`~edgecfg.gateway.fleet.Fleet`."""
 
-    def __init__(self, fleet: Fleet, *, cache_entries: int = 4096) -> None:
+    def __init__(
+        self,
+        fleet: Fleet,
+        *,
+        cache_entries: int = 4096,
+        telemetry_per_day: int | None = None,
+        max_drift_ms: int = DEFAULT_MAX_DRIFT_MS,
+    ) -> None:
         self.fleet = fleet
+        self.quota = TelemetryQuota(fleet.store, telemetry_per_day)
+        self.max_drift_ms = max_drift_ms
+        self.change_times = ChangeTimes(fleet)
         self._known: OrderedDict[ETag, Encoded] = OrderedDict()
         self._deltas: OrderedDict[tuple[ETag, ETag], bytes] = OrderedDict()
         self._schemas: dict[int, Schema] = {}
@@ -253,6 +267,10 @@ class SyncService:
         updated = _updated_record(record, report)
         # everything a report can be refused for is checked before anything is recorded
         schema_version = _int(report.get("schema"))
+        if schema_version is not None and not 0 <= schema_version <= MAX_SCHEMA_VERSION:
+            raise BadRequest(
+                f"state report 'schema' must be a version from 0 to {MAX_SCHEMA_VERSION}"
+            )
         schema = self.fleet.schema
         if schema is not None and schema_version not in (None, schema.version):
             self._schema_version(schema, schema_version)
@@ -270,6 +288,7 @@ class SyncService:
             outcome = reconcile(
                 self.fleet, device, report["journal"],
                 base=held.tree if held is not None else None, now=now,
+                max_drift_ms=self.max_drift_ms, change_times=self.change_times,
             )  # fmt: skip
             self.events.local_changes(device, outcome, now=now)
         current = self.current(device, schema_version=schema_version)
@@ -291,6 +310,7 @@ class SyncService:
         """
         self.fleet.device(device)
         decode_senml(body)  # refuse malformed packs before storing anything
+        self.quota.charge(device, len(body), now=now)  # 4.29 beyond the day's bytes
         self.fleet.store.append_telemetry(device, body, now=now)
         self.events.telemetry(device, body, now=now)
         if held is None:
@@ -299,6 +319,55 @@ class SyncService:
         if isinstance(answer, Representation) and len(answer.payload) > MAX_PIGGYBACK:
             return NotModified(answer.etag)  # too big to ride along: fetch with GET
         return answer
+
+
+DAY_S: Final = 86400
+RECOUNT_PACKS: Final = 10_000
+
+
+class TelemetryQuota:
+    """Telemetry bytes per device per UTC day (None: no limit).
+
+    One device must not fill the gateway's disk: beyond its bytes for the day
+    a pack is refused with :class:`~edgecfg.errors.OverBudget` (4.29 with
+    Max-Age until the next day) and counted in ``refused``.  The count of a
+    day starts from the store (the day's newest packs, at most
+    ``RECOUNT_PACKS``), so a restart does not hand out a fresh day.
+    """
+
+    def __init__(self, store: Store, per_day: int | None) -> None:
+        self.store = store
+        self.per_day = per_day
+        self.refused: dict[DeviceId, int] = {}
+        self._used: dict[DeviceId, tuple[int, int]] = {}  # device -> (day, bytes)
+
+    def used(self, device: DeviceId, *, now: float) -> int:
+        """Bytes ``device`` stored on the day of ``now``."""
+        day = int(now // DAY_S)
+        found = self._used.get(device)
+        if found is not None and found[0] == day:
+            return found[1]
+        start = day * DAY_S
+        packs = self.store.telemetry(device, limit=RECOUNT_PACKS)
+        used = sum(len(blob) for at, blob in packs if at >= start)
+        self._used[device] = (day, used)
+        return used
+
+    def charge(self, device: DeviceId, size: int, *, now: float) -> None:
+        """Count ``size`` bytes for ``device``, or raise OverBudget."""
+        if self.per_day is None:
+            return
+        used = self.used(device, now=now)
+        if used + size > self.per_day:
+            self.refused[device] = self.refused.get(device, 0) + 1
+            next_day = (int(now // DAY_S) + 1) * DAY_S
+            raise OverBudget(
+                f"telemetry quota: {device} stored {used} of {self.per_day} bytes today; "
+                f"this pack of {size} bytes is refused",
+                limit="telemetry bytes per day",
+                retry_after_s=max(1, math.ceil(next_day - now)),
+            )
+        self._used[device] = (int(now // DAY_S), used + size)
 
 
 def _int(value: object) -> int | None:

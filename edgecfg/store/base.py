@@ -513,6 +513,12 @@ class Store(Protocol):
         """The newest change's ``seq``; 0 when nothing was ever logged."""
         ...
 
+    def check_writable(self) -> None:
+        """Raise :class:`StoreError` when the store can be read but not written
+        (a read-only file or folder): a gateway refuses to start on it rather
+        than fail every write it is sent."""
+        ...
+
     def close(self) -> None:
         """Release resources; later calls raise :class:`StoreError`.  Idempotent."""
         ...

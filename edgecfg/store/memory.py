@@ -87,6 +87,10 @@ class MemoryStore:
         """See :meth:`edgecfg.store.base.Store.last_change`."""
         return len(self._open().changes)
 
+    def check_writable(self) -> None:
+        """See :meth:`edgecfg.store.base.Store.check_writable`: memory always is."""
+        self._open()
+
     def close(self) -> None:
         """Drop every record; later calls raise :class:`StoreError`."""
         self._tables = None

@@ -676,6 +676,13 @@ class PostgresStore:
         with self._transaction("last_change") as db:
             return int(_scalar(db, "SELECT COALESCE(MAX(seq), 0) FROM changes", ()) or 0)
 
+    def check_writable(self) -> None:
+        """See :meth:`edgecfg.store.base.Store.check_writable`: an update that
+        matches no row still needs write access (a read-only role or a
+        standby server refuses it), and changes nothing."""
+        with self._transaction("check_writable") as db:
+            db.execute("UPDATE schema_version SET version = version WHERE false")
+
     def oscore_state(self, kid: bytes) -> OscoreState | None:
         """See :meth:`edgecfg.store.base.Store.oscore_state`."""
         with self._transaction("oscore_state") as db:

@@ -111,6 +111,12 @@ class SQLiteStore:
             if connection is not None:
                 connection.close()
 
+    def check_writable(self) -> None:
+        """See :meth:`edgecfg.store.base.Store.check_writable`: an update that
+        matches no row still needs write access, and changes nothing."""
+        with self._transaction("check_writable", write=True) as db:
+            db.execute("UPDATE schema_version SET version = version WHERE 0")
+
     @property
     def layout_version(self) -> int:
         """The layout version recorded in the database's ``schema_version`` table."""

@@ -14,7 +14,10 @@ import contextlib
 import math
 from collections.abc import Callable
 
+import aiocoap
+import aiocoap.error
 import cbor2
+from aiocoap.numbers.codes import Code
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -22,6 +25,7 @@ from edgecfg.core.ids import DeviceId
 from edgecfg.core.layers import GLOBAL, layer_from_parts
 from edgecfg.errors import EdgecfgError
 from edgecfg.gateway.fleet import Fleet
+from edgecfg.gateway.oscore import RESERVED_FLAGS, screen_oscore_option
 from edgecfg.gateway.service import SyncService
 from edgecfg.store import DeviceRecord, MemoryStore
 from edgecfg.wire.cbor import DecodeLimits, Encoded, decode, encode
@@ -129,3 +133,24 @@ def test_device_report_refuses_with_edgecfg_errors_only(data: bytes) -> None:
 @given(inputs(encode(["net.interval_s", "net"])))
 def test_fetch_body_refuses_with_edgecfg_errors_only(data: bytes) -> None:
     only_edgecfg_errors(lambda: SERVICE.fetch(DeviceId("dev-1"), data))
+
+
+def _with_oscore_option(value: bytes) -> aiocoap.Message:
+    message = aiocoap.Message(code=Code.POST, payload=b"\x00" * 12)
+    message.opt.oscore = value
+    return message
+
+
+@FUZZ
+@given(st.one_of(st.binary(max_size=24), st.binary(min_size=1, max_size=24).map(
+    lambda b: bytes([b[0] | 0x20]) + b[1:])))  # fmt: skip
+@example(b"\x29\x01\x01")  # the group flag with a kid context (issue 20)
+@example(b"\x31\x01\x01")  # the group flag with a kid
+def test_oscore_option_screen_refuses_with_bad_option_only(option: bytes) -> None:
+    # RFC 8613 §6.1: reserved flag bits (the group flag among them) are refused
+    # before aiocoap tries a group signature on a pairwise context
+    try:
+        screen_oscore_option(_with_oscore_option(option))
+    except aiocoap.error.BadOption:
+        return
+    assert not option or not option[0] & RESERVED_FLAGS

@@ -201,12 +201,12 @@ CON, NON = 0, 1
 class RawPeer:
     """A UDP socket speaking hand-built CoAP to the gateway."""
 
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: Gateway, host: str = "127.0.0.1") -> None:
         assert gateway.address is not None
         self.address = gateway.address
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.setblocking(False)
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock.bind((host, 0))
 
     async def send(self, data: bytes) -> None:
         await asyncio.get_running_loop().sock_sendto(self.sock, data, self.address)
@@ -421,26 +421,45 @@ async def test_an_oversize_block1_body_is_4_13_with_size1_on_every_body_resource
     await still_serving(gateway, bystander)
 
 
-async def test_a_block1_flood_keeps_a_bounded_spool(
+async def test_a_block1_flood_keeps_a_bounded_spool_and_evicts_nobody(
     gateway: Gateway, client: aiocoap.Context, bystander: aiocoap.Context
 ) -> None:
+    # issue 20: another peer's block-0s used to evict a victim's upload (4.08)
     before = stored(gateway)
-    started = await asyncio.gather(*(
-        block1(client, gateway, f"/cfg/ghost-{i}", (0, True), b"\x81" * 64, code=Code.FETCH)
-        for i in range(MAX_SPOOLS + 44)
-    ))  # fmt: skip
-    assert {reply.code for reply in started} == {Code.CONTINUE}
-    assert len(gateway.config.spool) <= MAX_SPOOLS
+    body = encode(layer_to_document(layer_from_parts(sets={INTERVAL: 600})))
+    assert len(body) > 16
+    first = await block1(client, gateway, "/grp/region/eu", (0, True), body[:16], szx=0,
+                         code=Code.PUT)  # fmt: skip
+    assert first.code == Code.CONTINUE
+    attacker = RawPeer(gateway, host="127.0.0.2")  # another host
+    try:
+        codes: dict[Code | None, int] = {}
+        for i in range(MAX_SPOOLS + 44):  # one at a time: a burst would overflow the socket
+            options = [(URI_PATH, b"state"), (URI_PATH, f"ghost-{i}".encode()), (12, b"\x3c"),
+                       (27, b"\x0a")]  # fmt: skip
+            await attacker.send(coap(CON, Code.POST, i, b"\x07", options, payload=b"\xa0" * 64))
+            reply = await attacker.answer()
+            assert reply is not None, codes
+            codes[reply.code] = codes.get(reply.code, 0) + 1
+            if reply.code == Code.TOO_MANY_REQUESTS:
+                assert reply.opt.max_age is not None and reply.opt.max_age > 0
+    finally:
+        attacker.close()
+    assert set(codes) <= {Code.CONTINUE, Code.TOO_MANY_REQUESTS}, codes
+    budgets = gateway.admission.budgets
+    assert codes.get(Code.CONTINUE, 0) * MAX_BODY <= budgets.peer_spool_kib * 1024
+    assert gateway.gate.spool.of(b"\x7f\x00\x00\x02") <= budgets.peer_spool_kib * 1024
+    assert gateway.gate.spool.reserved <= budgets.spool_mib * 2**20
     assert stored(gateway) == before
     await still_serving(gateway, bystander)
-    body = encode(["net.uplink.interval_s"])  # a proper transfer still goes through
-    first = await block1(client, gateway, "/cfg/dev-1", (0, True), body[:16], szx=0,
-                         code=Code.FETCH)  # fmt: skip
-    assert first.code == Code.CONTINUE
-    last = await block1(
-        client, gateway, "/cfg/dev-1", (1, False), body[16:], szx=0, code=Code.FETCH
-    )
-    assert last.code == Code.CONTENT
+    # the victim's upload goes on where it was
+    reply = first
+    for start in range(16, len(body), 16):
+        more = start + 16 < len(body)
+        reply = await block1(client, gateway, "/grp/region/eu", (start // 16, more),
+                             body[start : start + 16], szx=0, code=Code.PUT)  # fmt: skip
+    assert reply.code == Code.CHANGED
+    assert reply.opt.block1 is not None and not reply.opt.block1.more  # RFC 7959 §2.3
 
 
 # -- content formats and queries --------------------------------------------------------

@@ -23,8 +23,10 @@ from aiocoap import oscore
 from aiocoap.message import Direction
 from aiocoap.numbers.codes import Code
 from aiocoap.numbers.types import Type
+from aiocoap.optiontypes import OpaqueOption
 
 from edgecfg.agent.coap import CoapLink, LinkDown, Reply
+from edgecfg.core.admission import Budgets
 from edgecfg.core.ids import DeviceId, LayerId
 from edgecfg.core.layers import layer_from_document
 from edgecfg.crypto import RecordCipher
@@ -708,3 +710,81 @@ def test_enrolling_twice_needs_a_revocation_and_key_ids_are_never_reused() -> No
     with pytest.raises(KeyError):
         _find(credentials, first.kid)
     assert _find(credentials, second.kid) is not None
+
+
+@pytest.mark.parametrize(
+    "option",
+    [b"\x29\x01\x01", b"\x31\x01\x01", b"\x31\x01\x03", b"\x51\x01\x01", b"\x91\x01\x01"],
+    ids=["group-flag-context", "group-flag-kid", "group-flag-enrolled-kid", "bit-6", "bit-7"],
+)
+async def test_the_group_flag_and_reserved_bits_are_4_02_without_a_traceback(
+    secured: Secured, option: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    # RFC 8613 §6.1: bits 0-2 of the flag byte are reserved (Group OSCORE uses
+    # bit 2, which this gateway does not speak): a malformed option is 4.02 (§8.2)
+    answer = await plain(secured.uri, _with_option(option))
+    assert answer.code == Code.BAD_OPTION, answer.payload
+    assert b"OSCORE option" in answer.payload
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL") or r.exc_info]
+    assert (await call(secured.link("dev-1"), "GET", "cfg/dev-1")).code == "2.05"
+
+
+@pytest.mark.parametrize("option", [(19, b"\x01"), (65001, b""), (17, b"\x3c")],
+                         ids=["unknown-19", "unknown-65001", "accept-twice"])  # fmt: skip
+async def test_an_inner_critical_option_is_checked_like_an_outer_one(
+    secured: Secured, option: tuple[int, bytes]
+) -> None:
+    # RFC 7252 §5.4.1/§5.4.5 hold for the request OSCORE protects, too
+    device = DeviceSide(secured.enrolments["dev-1"], sequence=3000)
+    await device.get(secured.uri, "cfg/dev-1", mid=30)  # any Echo round done
+    plain_request = aiocoap.Message(code=Code.GET)
+    plain_request.mtype, plain_request.mid, plain_request.token = Type.CON, 40, b"\x01\x02"
+    plain_request.opt.uri_path = ("cfg", "dev-1")
+    number, value = option
+    plain_request.opt.add_option(OpaqueOption(number, value))
+    if number == 17:
+        plain_request.opt.add_option(OpaqueOption(number, value))
+    plain_request.direction = Direction.OUTGOING
+    protected, device.request_id = device.protect(plain_request)
+    protected.mtype, protected.mid, protected.token = Type.CON, 40, b"\x01\x02"
+    answer = device.open(await exchange(secured.uri, protected.encode(), device))
+    assert answer.code == Code.BAD_OPTION, answer
+
+
+async def test_an_identity_is_charged_wherever_it_sends_from(tmp_path: Path) -> None:
+    # issue 20: per-identity budgets for authenticated peers; two addresses
+    # each within their own budget, one identity over its own: 4.29, protected
+    db = tmp_path / "gateway.db"
+    with SQLiteStore(db) as store:
+        tight = Budgets(peer_rate=0.01, peer_burst=4.0)
+        fleet_gateway = Gateway(store, credentials=StoredCredentials(store, RecordCipher(KEY)),
+                                refresh_s=0, budgets=tight)  # fmt: skip
+        fleet_gateway.fleet.load_schema(SCHEMA.read_bytes(), "json", source="d", now=1.0)
+        fleet_gateway.fleet.add_device(sensor("dev-1"))
+        enrolment = enroll(store, RecordCipher(KEY), "device", "dev-1", now=1.0)
+        for host in ("127.0.0.1", "127.0.0.2"):
+            fleet_gateway.guard.trust(host)
+        await fleet_gateway.start("127.0.0.1", free_udp_port())
+        try:
+            device = DeviceSide(enrolment, sequence=0)
+            codes: list[Code | None] = []
+            for number in range(6):
+                host = ("127.0.0.1", "127.0.0.2")[number % 2]
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+                    sock.bind((host, 0))
+                    sock.setblocking(False)
+                    loop = asyncio.get_running_loop()
+                    assert fleet_gateway.address is not None
+                    await loop.sock_sendto(sock, device.datagram("cfg/dev-1", mid=number),
+                                           fleet_gateway.address)  # fmt: skip
+                    data, _ = await asyncio.wait_for(loop.sock_recvfrom(sock, 4096), 5)
+                answer = device.open(data)
+                if answer.code == Code.UNAUTHORIZED and answer.opt.echo is not None:
+                    codes.append(None)  # the replay window's Echo round: not a request served
+                    continue
+                codes.append(answer.code)
+            served = [code for code in codes if code is not None]
+            assert Code.TOO_MANY_REQUESTS in served, codes
+            assert served[:3] == [Code.CONTENT] * 3
+        finally:
+            await fleet_gateway.stop()

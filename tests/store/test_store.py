@@ -634,3 +634,8 @@ def test_a_refused_write_appends_no_change(store: Store) -> None:
     with pytest.raises(NotFound):
         store.delete_device(DeviceId("nobody"))
     assert store.last_change() == before
+
+
+def test_an_open_store_is_writable(store: Store) -> None:
+    store.check_writable()
+    assert store.last_change() == 0  # the check changes nothing

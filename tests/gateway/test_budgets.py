@@ -1,0 +1,209 @@
+"""Per-peer budgets and observation caps over real loopback UDP (issue 20).
+
+A gateway with small budgets; hostile peers send hand-built datagrams from
+other loopback addresses (127.0.0.2, ...: other hosts to the gateway), a
+well-behaved one asks from 127.0.0.1.  Each test asserts bounded state and
+that the well-behaved peer is still served; none measures speed.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+from collections.abc import AsyncIterator, Iterator
+
+import aiocoap
+import pytest
+from aiocoap.numbers.codes import Code
+
+from edgecfg.core.admission import EXCHANGE_COST, Budgets
+from edgecfg.core.ids import DeviceId, LayerId
+from edgecfg.core.layers import layer_from_parts
+from edgecfg.gateway.identity import InsecurePolicy
+from edgecfg.gateway.server import Gateway
+from edgecfg.store import MemoryStore
+from tests.gateway.conftest import SCHEMA, free_udp_port, sensor
+from tests.gateway.test_coap import INTERVAL, ask
+from tests.gateway.test_hostile import CON, URI_PATH, RawPeer, coap
+
+ETAG, OBSERVE = 4, 6
+BUDGETS = Budgets(memory_mib=200 * EXCHANGE_COST / 2**20, peer_share=0.25, peer_observations=3,
+                  observations=5)  # fmt: skip
+
+
+@pytest.fixture
+async def gateway() -> AsyncIterator[Gateway]:
+    gateway = Gateway(MemoryStore(), policy=InsecurePolicy(), refresh_s=0, budgets=BUDGETS)
+    for host in ("127.0.0.1", "127.0.0.2", "127.0.0.3"):
+        gateway.guard.trust(host)
+    gateway.fleet.load_schema(SCHEMA.read_bytes(), "json", source="device.json", now=1.0)
+    for device in ("dev-1", "dev-2"):
+        gateway.fleet.add_device(sensor(device))
+    gateway.fleet.write_layer(LayerId("region/eu"), layer_from_parts(sets={INTERVAL: 90}),
+                              author="t", message="", now=2.0)  # fmt: skip
+    await gateway.start("127.0.0.1", free_udp_port())
+    try:
+        yield gateway
+    finally:
+        await gateway.stop()
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[aiocoap.Context]:
+    context = await aiocoap.Context.create_client_context(transports=["udp6"])
+    try:
+        yield context
+    finally:
+        await context.shutdown()
+
+
+def remembered_by_aiocoap(gateway: Gateway) -> int:
+    """Requests aiocoap keeps for duplicate detection (its private table)."""
+    assert gateway.context is not None
+    total = 0
+    for interface in gateway.context.request_interfaces:
+        messages = interface.token_interface.message_interface
+        total += len(messages._ctx._recent_messages)  # pyright: ignore
+    return total
+
+
+async def served(gateway: Gateway, client: aiocoap.Context) -> None:
+    reply = await ask(client, gateway, Code.GET, "/cfg/dev-2", blockwise=True)
+    assert reply.code == Code.CONTENT
+
+
+class _Errors(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture(autouse=True)
+def no_errors_logged() -> Iterator[None]:
+    """Every test here: no error and no traceback in the log, asyncio's "task
+    exception was never retrieved" included (logged when the task is collected)."""
+    errors = _Errors()
+    logging.getLogger().addHandler(errors)
+    try:
+        yield
+        gc.collect()
+    finally:
+        logging.getLogger().removeHandler(errors)
+    assert not errors.records, [r.getMessage() for r in errors.records[:3]]
+
+
+async def test_a_flooding_peer_gets_4_29_and_aiocoap_remembers_its_share_only(
+    gateway: Gateway, client: aiocoap.Context
+) -> None:
+    tag = gateway.fleet.etag(DeviceId("dev-1"))
+    flood = RawPeer(gateway, host="127.0.0.2")
+    share = BUDGETS.peer_exchanges
+    codes: list[Code | None] = []
+    try:
+        for mid in range(share * 3):
+            options = [(ETAG, tag), (URI_PATH, b"cfg"), (URI_PATH, b"dev-1")]
+            await flood.send(coap(CON, Code.GET, mid, mid.to_bytes(2, "big"), options))
+            reply = await flood.answer()
+            assert reply is not None and reply.mid == mid
+            codes.append(reply.code)
+            if reply.code == Code.TOO_MANY_REQUESTS:
+                assert reply.opt.max_age is not None and reply.opt.max_age > 0
+        assert codes[:share] == [Code.VALID] * share
+        assert codes[share:] == [Code.TOO_MANY_REQUESTS] * (share * 2)
+        assert remembered_by_aiocoap(gateway) <= share
+        # a duplicate of an admitted request is answered as before, not refused
+        await flood.send(coap(CON, Code.GET, 3, b"\x00\x03", [(ETAG, tag), (URI_PATH, b"cfg"),
+                                                             (URI_PATH, b"dev-1")]))  # fmt: skip
+        again = await flood.answer()
+        assert again is not None and again.code == Code.VALID
+    finally:
+        flood.close()
+    await served(gateway, client)  # another host keeps its own budget
+    assert remembered_by_aiocoap(gateway) <= BUDGETS.exchanges
+
+
+def observe(path: tuple[bytes, ...]) -> list[tuple[int, bytes]]:
+    return [(OBSERVE, b""), *((URI_PATH, part) for part in path)]
+
+
+async def test_observations_of_made_up_layers_and_unknown_devices_are_not_kept(
+    gateway: Gateway, client: aiocoap.Context
+) -> None:
+    peer = RawPeer(gateway, host="127.0.0.2")
+    try:
+        for i in range(20):
+            target = (b"grp", b"region", f"made-up-{i}".encode())
+            if i % 2:
+                target = (b"cfg", f"ghost-{i}".encode())
+            await peer.send(coap(CON, Code.GET, i, bytes([i]), observe(target)))
+            reply = await peer.answer()
+            assert reply is not None
+            assert reply.opt.observe is None  # answered, not observed
+    finally:
+        peer.close()
+    assert gateway.gate.observations.total == 0
+    assert gateway.groups.layer_observers == {}
+    assert gateway.config.observers == {}
+    await served(gateway, client)
+
+
+async def test_a_peer_over_its_observation_share_loses_its_oldest_with_a_notification(
+    gateway: Gateway, client: aiocoap.Context
+) -> None:
+    peer = RawPeer(gateway, host="127.0.0.2")
+    try:
+        for i in range(BUDGETS.peer_observations):
+            await peer.send(coap(CON, Code.GET, i, bytes([i + 1]), observe((b"cfg", b"dev-1"))))
+            reply = await peer.answer()
+            assert reply is not None and reply.opt.observe is not None
+        assert gateway.gate.observations.of(b"\x7f\x00\x00\x02") == BUDGETS.peer_observations
+        await peer.send(coap(CON, Code.GET, 99, b"\x63", observe((b"grp", b"region", b"eu"))))
+        answers = [await peer.answer(), await peer.answer()]
+        assert all(answer is not None for answer in answers)
+        by_token = {answer.token: answer for answer in answers if answer is not None}
+        ended = by_token[b"\x01"]  # the oldest: a last notification, 4.29 with Max-Age
+        assert ended.code == Code.TOO_MANY_REQUESTS
+        assert ended.opt.max_age is not None and ended.opt.max_age > 0
+        assert by_token[b"\x63"].opt.observe is not None  # the new one is taken
+        assert gateway.gate.observations.of(b"\x7f\x00\x00\x02") == BUDGETS.peer_observations
+    finally:
+        peer.close()
+    await served(gateway, client)
+
+
+async def test_over_the_total_a_new_observation_is_answered_without_observe(
+    gateway: Gateway, client: aiocoap.Context
+) -> None:
+    first, second = RawPeer(gateway, host="127.0.0.2"), RawPeer(gateway, host="127.0.0.3")
+    try:
+        for i in range(BUDGETS.peer_observations):
+            await first.send(coap(CON, Code.GET, i, bytes([i + 1]), observe((b"cfg", b"dev-1"))))
+            assert (await first.answer()) is not None
+        kept: list[bool] = []
+        for i in range(BUDGETS.peer_observations):
+            await second.send(coap(CON, Code.GET, i, bytes([i + 1]), observe((b"cfg", b"dev-2"))))
+            reply = await second.answer()
+            assert reply is not None and reply.code == Code.CONTENT
+            kept.append(reply.opt.observe is not None)
+        assert kept == [True, True, False]  # 3 + 2 = the total of 5
+        assert gateway.gate.observations.total == BUDGETS.observations
+    finally:
+        first.close()
+        second.close()
+    await served(gateway, client)
+
+
+async def test_a_long_queue_delay_is_shed_with_5_03_and_max_age(
+    gateway: Gateway, client: aiocoap.Context
+) -> None:
+    # the admission input of issue 12 (legitimate overload): the event loop's lag
+    gateway.admission.note_delay(BUDGETS.queue_delay_s * 3)
+    reply = await ask(client, gateway, Code.GET, "/cfg/dev-2")
+    assert reply.code == Code.SERVICE_UNAVAILABLE
+    assert reply.opt.max_age is not None and reply.opt.max_age >= BUDGETS.queue_delay_s
+    assert b"queue delay" in reply.payload
+    gateway.admission.note_delay(0.0)
+    await served(gateway, client)
