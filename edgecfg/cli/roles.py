@@ -70,7 +70,8 @@ def cmd_gateway_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
 
     async def main() -> None:
-        with connect(args.db) as store, _serving_lock(args.db, store):
+        # the lock file first: a gateway already serving is the likelier mistake
+        with _file_lock(args.db), connect(args.db) as store, _server_lock(store):
             if args.insecure:
                 gateway = Gateway(store, policy=InsecurePolicy(), refresh_s=args.refresh)
                 mode = "insecure: no OSCORE, device ids trusted from paths"
@@ -134,18 +135,10 @@ def _bind_failure(bind: str, error: OSError) -> str:
 
 
 @contextlib.contextmanager
-def _serving_lock(db: str, store: SQLiteStore | PostgresStore) -> Generator[None]:
-    """One gateway per database: two would keep two replay windows for each
-    OSCORE context (and race for its sequence numbers).  ``DB.lock`` (flock)
-    for a SQLite file, an advisory lock for PostgreSQL."""
-    if isinstance(store, PostgresStore):
-        try:
-            with store.serving_lock():
-                yield
-        except StoreError as error:
-            raise CommandError(str(error)) from None
-        return
-    if db == ":memory:":
+def _file_lock(db: str) -> Generator[None]:
+    """One gateway per SQLite database: two would keep two replay windows for
+    each OSCORE context (and race for its sequence numbers).  ``DB.lock``, flock."""
+    if db == ":memory:" or is_postgres_url(db):
         yield
         return
     with open(f"{db}.lock", "a+b") as lock:
@@ -157,6 +150,19 @@ def _serving_lock(db: str, store: SQLiteStore | PostgresStore) -> Generator[None
             yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def _server_lock(store: SQLiteStore | PostgresStore) -> Generator[None]:
+    """The same rule on PostgreSQL, with a session advisory lock."""
+    if not isinstance(store, PostgresStore):
+        yield
+        return
+    try:
+        with store.serving_lock():
+            yield
+    except StoreError as error:
+        raise CommandError(str(error)) from None
 
 
 def cmd_agent_run(args: argparse.Namespace) -> int:
