@@ -174,7 +174,7 @@ async def test_a_peer_over_its_observation_share_loses_its_oldest_with_a_notific
     await served(gateway, client)
 
 
-async def test_over_the_total_a_new_observation_is_answered_without_observe(
+async def test_over_the_total_the_biggest_holder_gives_up_its_oldest(
     gateway: Gateway, client: aiocoap.Context
 ) -> None:
     first, second = RawPeer(gateway, host="127.0.0.2"), RawPeer(gateway, host="127.0.0.3")
@@ -188,8 +188,14 @@ async def test_over_the_total_a_new_observation_is_answered_without_observe(
             reply = await second.answer()
             assert reply is not None and reply.code == Code.CONTENT
             kept.append(reply.opt.observe is not None)
-        assert kept == [True, True, False]  # 3 + 2 = the total of 5
+        assert kept == [True, True, True]  # a newcomer is let in
+        # 3 + 3 is over the total of 5: the first peer (holding most) lost its oldest
+        ended = await first.answer()
+        assert ended is not None
+        assert (ended.token, ended.code) == (b"\x01", Code.SERVICE_UNAVAILABLE)
+        assert ended.opt.max_age is not None and ended.opt.max_age > 0
         assert gateway.gate.observations.total == BUDGETS.observations
+        assert gateway.gate.observations.of(b"\x7f\x00\x00\x02") == 2
     finally:
         first.close()
         second.close()
