@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import socket
 from collections.abc import AsyncIterator, Iterator
 
 import aiocoap
@@ -19,6 +20,7 @@ from aiocoap.numbers.codes import Code
 from edgecfg.core.admission import EXCHANGE_COST, Budgets
 from edgecfg.core.ids import DeviceId, LayerId
 from edgecfg.core.layers import layer_from_parts
+from edgecfg.gateway.hardening import RECEIVE_BUFFER
 from edgecfg.gateway.identity import InsecurePolicy
 from edgecfg.gateway.server import Gateway
 from edgecfg.store import MemoryStore
@@ -213,3 +215,16 @@ async def test_a_long_queue_delay_is_shed_with_5_03_and_max_age(
     assert b"queue delay" in reply.payload
     gateway.admission.note_delay(0.0)
     await served(gateway, client)
+
+
+async def test_the_gateway_socket_queues_more_than_the_default(gateway: Gateway) -> None:
+    # a flood that outpaces the gateway for a moment must delay, not drop, a device's datagram
+    assert gateway.context is not None
+    interface = gateway.context.request_interfaces[0].token_interface.message_interface
+    sock = interface.transport.get_extra_info("socket")
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as fresh:
+        default = fresh.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        fresh.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+        allowed = fresh.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) == allowed
+    assert allowed > default
