@@ -55,7 +55,7 @@ from aiocoap.transports.udp6 import MessageInterfaceUDP6, UDP6EndpointAddress
 from edgecfg.core.admission import Admission, Budgets
 from edgecfg.gateway.admission import CODES, address_peer
 from edgecfg.gateway.conformance import bad_option
-from edgecfg.gateway.resources import MAX_BODY
+from edgecfg.gateway.spool import MAX_BODY
 
 log = logging.getLogger("edgecfg.gateway")
 
@@ -88,8 +88,27 @@ def harden(context: aiocoap.Context, admission: Admission | None = None) -> int:
             tuning = None if admission is None else _Remembered(admission.budgets)
             manager.dispatch_message = _screen(messages, manager.dispatch_message, tuning)
             _quiet_unparsable(messages.log)
+            _deepen(messages)
             guarded += 1
     return guarded
+
+
+RECEIVE_BUFFER: Final = 4 * 2**20
+"""Bytes the kernel may queue for the gateway's socket (the default is about
+200 KiB): a flood that outpaces the gateway for a moment then delays a
+device's datagram instead of dropping it, which would cost the device a
+retransmission (seconds).  Linux caps it at twice ``net.core.rmem_max``."""
+
+
+def _deepen(interface: MessageInterfaceUDP6) -> None:
+    transport = getattr(interface, "transport", None)
+    get_extra_info = getattr(transport, "get_extra_info", None)
+    sock = get_extra_info("socket") if get_extra_info is not None else None
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+        except OSError:  # not allowed here: the default it is
+            log.info("could not enlarge the receive buffer of %s", sock)
 
 
 class _Remembered(TransportTuning):

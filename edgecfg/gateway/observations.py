@@ -13,9 +13,10 @@ the client goes away, which it may never say.  So the gateway holds at most
 - a peer registering one more than its share ends its own oldest one, with a
   4.29 notification carrying Max-Age (an unsuccessful notification ends an
   observation, RFC 7641 §3.2; the client may register again later);
-- over the total, a new registration is not taken: the GET is answered as
-  an ordinary GET, without Observe (RFC 7641 §3.1 allows a server that), and
-  established observers keep theirs.
+- over the total, the peer holding the most observations ends its oldest
+  one, with a 5.03 notification carrying Max-Age: a flood from many hosts
+  cannot lock newcomers out, and nobody holds more than a fair share for
+  long.
 
 The resources only register observations of things that exist (a known
 device, a layer that was written).
@@ -53,21 +54,21 @@ class Observations:
         self, peer: Hashable, observation: Observation, cancel: Callable[[], None]
     ) -> bool:
         """Accept ``observation`` for ``peer`` (``cancel`` runs when it ends),
-        or leave it unaccepted when the gateway holds its total."""
-        held = self._by_peer.get(peer)
-        if self.total >= self.budgets.observations and not held:
-            cancel()
-            decline(observation)
-            return False
+        making room as the module docstring says."""
         held = self._by_peer.setdefault(peer, OrderedDict())
         while held and len(held) >= self.budgets.peer_observations:
-            oldest, ended = next(iter(held.values()))
-            ended()  # out of the registry now; aiocoap calls it again when done
-            self.ended += 1
-            refusal = Refusal("4.29", "peer observations", RETRY_S)
-            oldest.trigger(refusal_response(refusal), is_last=True)
+            self._end_oldest(peer, Refusal("4.29", "peer observations", RETRY_S))
+        while self.total >= self.budgets.observations:
+            # the gateway is full: the peer holding most gives up its oldest
+            # (a newcomer holding none is still let in, nobody holds many)
+            biggest = max(self._by_peer, key=lambda p: len(self._by_peer[p]), default=None)
+            if biggest is None or not self._by_peer[biggest]:
+                break
+            self._end_oldest(biggest, Refusal("5.03", "observations", RETRY_S))
         held = self._by_peer.setdefault(peer, held)
-        if self.total >= self.budgets.observations:
+        if self.total >= self.budgets.observations:  # only with a total of 0
+            if not held:
+                del self._by_peer[peer]
             cancel()
             decline(observation)
             return False
@@ -90,6 +91,13 @@ class Observations:
         self.total += 1
         observation.accept(cancelled)
         return True
+
+    def _end_oldest(self, peer: Hashable, refusal: Refusal) -> None:
+        """End ``peer``'s oldest observation with an unsuccessful notification."""
+        oldest, ended = next(iter(self._by_peer[peer].values()))
+        ended()  # out of the registry now; aiocoap calls it again when done
+        self.ended += 1
+        oldest.trigger(refusal_response(refusal), is_last=True)
 
 
 def decline(observation: Observation) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import socket
 from collections.abc import AsyncIterator, Iterator
 
 import aiocoap
@@ -19,6 +20,7 @@ from aiocoap.numbers.codes import Code
 from edgecfg.core.admission import EXCHANGE_COST, Budgets
 from edgecfg.core.ids import DeviceId, LayerId
 from edgecfg.core.layers import layer_from_parts
+from edgecfg.gateway.hardening import RECEIVE_BUFFER
 from edgecfg.gateway.identity import InsecurePolicy
 from edgecfg.gateway.server import Gateway
 from edgecfg.store import MemoryStore
@@ -174,7 +176,7 @@ async def test_a_peer_over_its_observation_share_loses_its_oldest_with_a_notific
     await served(gateway, client)
 
 
-async def test_over_the_total_a_new_observation_is_answered_without_observe(
+async def test_over_the_total_the_biggest_holder_gives_up_its_oldest(
     gateway: Gateway, client: aiocoap.Context
 ) -> None:
     first, second = RawPeer(gateway, host="127.0.0.2"), RawPeer(gateway, host="127.0.0.3")
@@ -188,8 +190,14 @@ async def test_over_the_total_a_new_observation_is_answered_without_observe(
             reply = await second.answer()
             assert reply is not None and reply.code == Code.CONTENT
             kept.append(reply.opt.observe is not None)
-        assert kept == [True, True, False]  # 3 + 2 = the total of 5
+        assert kept == [True, True, True]  # a newcomer is let in
+        # 3 + 3 is over the total of 5: the first peer (holding most) lost its oldest
+        ended = await first.answer()
+        assert ended is not None
+        assert (ended.token, ended.code) == (b"\x01", Code.SERVICE_UNAVAILABLE)
+        assert ended.opt.max_age is not None and ended.opt.max_age > 0
         assert gateway.gate.observations.total == BUDGETS.observations
+        assert gateway.gate.observations.of(b"\x7f\x00\x00\x02") == 2
     finally:
         first.close()
         second.close()
@@ -207,3 +215,16 @@ async def test_a_long_queue_delay_is_shed_with_5_03_and_max_age(
     assert b"queue delay" in reply.payload
     gateway.admission.note_delay(0.0)
     await served(gateway, client)
+
+
+async def test_the_gateway_socket_queues_more_than_the_default(gateway: Gateway) -> None:
+    # a flood that outpaces the gateway for a moment must delay, not drop, a device's datagram
+    assert gateway.context is not None
+    interface = gateway.context.request_interfaces[0].token_interface.message_interface
+    sock = interface.transport.get_extra_info("socket")
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as fresh:
+        default = fresh.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        fresh.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+        allowed = fresh.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) == allowed
+    assert allowed > default

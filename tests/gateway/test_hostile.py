@@ -24,8 +24,9 @@ from aiocoap.optiontypes import BlockOption
 from edgecfg.core.ids import DeviceId, LayerId
 from edgecfg.core.layers import layer_from_parts, layer_to_document
 from edgecfg.errors import DeltaError
-from edgecfg.gateway.resources import MAX_BODY, MAX_QUERY_OPTIONS, MAX_SPOOLS
+from edgecfg.gateway.resources import MAX_QUERY_OPTIONS
 from edgecfg.gateway.server import Gateway
+from edgecfg.gateway.spool import MAX_BODY, MAX_SPOOLS
 from edgecfg.wire.cbor import Encoded, encode
 from edgecfg.wire.delta import CONTENT_FORMAT_DELTA, apply_delta_encoded
 from edgecfg.wire.senml import Record, encode_senml
