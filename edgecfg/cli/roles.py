@@ -31,6 +31,7 @@ from edgecfg.cli.database import add_db_option, check_exists, connect, shown
 from edgecfg.cli.files import CommandError, load_schema, read_bytes, write_bytes
 from edgecfg.cli.operator import parse_assignment
 from edgecfg.cli.security import add_master_key_option, master_cipher
+from edgecfg.core.admission import Budgets
 from edgecfg.core.ids import check_device_id
 from edgecfg.core.path import format_path, is_prefix, parse_path
 from edgecfg.core.tree import UNSET, UnsetType, flatten, get
@@ -45,6 +46,7 @@ from edgecfg.wire.blocks import szx_for
 from edgecfg.wire.documents import write_config
 
 MAX_PORT = 65535
+DEFAULT_BUDGETS = Budgets()
 
 
 def parse_bind(text: str) -> tuple[str, int]:
@@ -72,8 +74,11 @@ def cmd_gateway_serve(args: argparse.Namespace) -> int:
     async def main() -> None:
         # the lock file first: a gateway already serving is the likelier mistake
         with _file_lock(args.db), connect(args.db) as store, _server_lock(store):
+            budgets = _budgets(args)
             if args.insecure:
-                gateway = Gateway(store, policy=InsecurePolicy(), refresh_s=args.refresh)
+                gateway = Gateway(
+                    store, policy=InsecurePolicy(), refresh_s=args.refresh, budgets=budgets
+                )
                 mode = "insecure: no OSCORE, device ids trusted from paths"
             else:
                 credentials = StoredCredentials(store, master_cipher(args, store, create=False))
@@ -81,7 +86,9 @@ def cmd_gateway_serve(args: argparse.Namespace) -> int:
                     credentials.check_key()
                 except EdgecfgError as error:
                     raise CommandError(str(error)) from None
-                gateway = Gateway(store, credentials=credentials, refresh_s=args.refresh)
+                gateway = Gateway(
+                    store, credentials=credentials, refresh_s=args.refresh, budgets=budgets
+                )
                 mode = f"OSCORE, {store.count_credentials()} enrolled identities"
 
             bridge = None
@@ -108,6 +115,21 @@ def cmd_gateway_serve(args: argparse.Namespace) -> int:
 
     asyncio.run(main())
     return 0
+
+
+def _budgets(args: argparse.Namespace) -> Budgets:
+    """The gateway's budgets (issue 20) from the command line."""
+    if not args.peer_rate > 0 or not args.memory_mib > 0:
+        raise CommandError("--peer-rate and --memory-mib must be above 0")
+    per_day = args.telemetry_kib_per_day
+    if per_day is not None and per_day < 0:
+        raise CommandError(f"--telemetry-kib-per-day {per_day}: must be 0 or more")
+    return Budgets(
+        peer_rate=args.peer_rate,
+        peer_burst=max(args.peer_rate * 10, 1.0),
+        memory_mib=args.memory_mib,
+        telemetry_kib_per_day=None if per_day == 0 else per_day,
+    )
 
 
 def _mqtt_outbox(args: argparse.Namespace) -> Path:
@@ -488,6 +510,30 @@ def register(commands: Any) -> None:
         help="plain CoAP, no OSCORE: device ids in paths are trusted (test benches only)",
     )
     add_master_key_option(q)
+    q.add_argument(
+        "--peer-rate",
+        type=float,
+        default=DEFAULT_BUDGETS.peer_rate,
+        metavar="N",
+        help="requests per second one peer (address or identity) may send, bursts of 10 s "
+        f"(default: {DEFAULT_BUDGETS.peer_rate:g}); beyond: 4.29 with Max-Age",
+    )
+    q.add_argument(
+        "--memory-mib",
+        type=float,
+        default=DEFAULT_BUDGETS.memory_mib,
+        metavar="MIB",
+        help="memory for remembered exchanges in all; beyond: 5.03 with Max-Age "
+        f"(default: {DEFAULT_BUDGETS.memory_mib:g})",
+    )
+    q.add_argument(
+        "--telemetry-kib-per-day",
+        type=float,
+        default=DEFAULT_BUDGETS.telemetry_kib_per_day,
+        metavar="KIB",
+        help="telemetry one device may store per UTC day, 0: no limit "
+        f"(default: {DEFAULT_BUDGETS.telemetry_kib_per_day:g})",
+    )
     q.add_argument(
         "--mqtt",
         metavar="mqtt://HOST:PORT[/prefix]",

@@ -194,3 +194,19 @@ async def test_gateway_serve_with_mqtt_publishes_a_synced_devices_event(
         finally:
             stop(gateway)
     assert (tmp_path / "fleet.db.mqtt-outbox").exists()
+
+
+def test_budgets_come_from_the_command_line(db: str) -> None:
+    result = run("gateway", "serve", "--db", db, "--insecure", "--peer-rate", "0")
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        "edgecfg gateway: error: --peer-rate and --memory-mib must be above 0"
+    )
+    gateway = serve("--db", db, "--bind", "127.0.0.1:0", "--insecure", "--peer-rate", "5",
+                    "--memory-mib", "8", "--telemetry-kib-per-day", "0")  # fmt: skip
+    try:
+        assert gateway.stdout is not None
+        assert "serving" in gateway.stdout.readline()
+    finally:
+        stop(gateway)
+    assert gateway.returncode == 0
