@@ -43,7 +43,6 @@ from edgecfg.store.base import (
     ChangeKind,
     CredentialRecord,
     DeviceRecord,
-    Groups,
     LayerRevision,
     OscoreState,
     SchemaRecord,
@@ -60,6 +59,15 @@ from edgecfg.store.base import (
     stale_parent,
 )
 from edgecfg.store.postgres_layout import GROUP_MEMBERS_SQL, LAYOUT_VERSION, MIGRATIONS
+from edgecfg.store.rows import (
+    CREDENTIAL_SELECT,
+    DEVICE_COLUMNS,
+    LAYER_COLUMNS,
+    credential_record,
+    device_record,
+    device_row,
+    layer_revision,
+)
 
 __all__ = ["LAYOUT_VERSION", "PostgresStore", "is_initialised", "is_postgres_url", "redact"]
 
@@ -71,9 +79,8 @@ _MIGRATION_LOCK = 0x6564676563666701  # advisory lock keys: "edgecfg" + 1, + 3
 _CHANGES_LOCK = 0x6564676563666703
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
-_DEVICE_COLUMNS = "id, hardware, firmware, agent_version, last_seen, applied_etag"
 _UPSERT_DEVICE = f"""
-    INSERT INTO devices ({_DEVICE_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s)
+    INSERT INTO devices ({DEVICE_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s)
     ON CONFLICT (id) DO UPDATE SET
         hardware = excluded.hardware,
         firmware = excluded.firmware,
@@ -81,9 +88,7 @@ _UPSERT_DEVICE = f"""
         last_seen = excluded.last_seen,
         applied_etag = excluded.applied_etag
 """
-_LAYER_COLUMNS = "layer, revision, parent, content, author, message, created_at"
 _REVOCATIONS = "oscore.revocations"
-_CREDENTIAL_SELECT = "SELECT kid, role, name, sealed, created_at, revoked_at FROM credentials"
 
 Connection = psycopg.Connection[tuple[Any, ...]]
 
@@ -416,7 +421,7 @@ class PostgresStore:
                 raise NotFound("blob", content.hex())
             revision = LayerRevision(layer, (head or 0) + 1, head, content, author, message, now)
             db.execute(
-                f"INSERT INTO layer_revisions ({_LAYER_COLUMNS}) "
+                f"INSERT INTO layer_revisions ({LAYER_COLUMNS}) "
                 "VALUES (%s, %s, %s, %s, %s, %s, %s)",
                 (layer, revision.revision, head, bytes(content), author, message, now),
             )
@@ -425,7 +430,7 @@ class PostgresStore:
 
     def get_layer(self, layer: LayerId, revision: int | None = None) -> LayerRevision:
         """See :meth:`edgecfg.store.base.Store.get_layer`."""
-        query = f"SELECT {_LAYER_COLUMNS} FROM layer_revisions WHERE layer = %s"
+        query = f"SELECT {LAYER_COLUMNS} FROM layer_revisions WHERE layer = %s"
         with self._transaction("get_layer") as db:
             if revision is None:
                 row = db.execute(query + " ORDER BY revision DESC LIMIT 1", (layer,)).fetchone()
@@ -437,16 +442,16 @@ class PostgresStore:
                         raise NotFound("layer revision", f"{layer}@{revision}")
         if row is None:
             raise NotFound("layer", layer)
-        return _layer_revision(row)
+        return layer_revision(row)
 
     def layer_history(self, layer: LayerId) -> list[LayerRevision]:
         """See :meth:`edgecfg.store.base.Store.layer_history`."""
         with self._transaction("layer_history") as db:
             rows = db.execute(
-                f"SELECT {_LAYER_COLUMNS} FROM layer_revisions WHERE layer = %s ORDER BY revision",
+                f"SELECT {LAYER_COLUMNS} FROM layer_revisions WHERE layer = %s ORDER BY revision",
                 (layer,),
             ).fetchall()
-        return [_layer_revision(row) for row in rows]
+        return [layer_revision(row) for row in rows]
 
     def layer_ids(self, prefix: str = "") -> list[LayerId]:
         """See :meth:`edgecfg.store.base.Store.layer_ids`."""
@@ -474,7 +479,7 @@ class PostgresStore:
         def rows() -> Iterator[tuple[object, ...]]:
             for record in records:
                 groups[record.id] = record.groups
-                yield _device_row(record)
+                yield device_row(record)
 
         with self._transaction(operation) as db, db.cursor() as cursor:
             # Records stream into the open transaction; if iterating them fails,
@@ -506,7 +511,7 @@ class PostgresStore:
         if not rows:
             raise NotFound("device", id)
         memberships = [(row[6], row[7]) for row in rows if row[6] is not None]
-        return _device_record(rows[0], memberships)
+        return device_record(rows[0], memberships)
 
     def has_device(self, id: DeviceId) -> bool:
         """See :meth:`edgecfg.store.base.Store.has_device`."""
@@ -616,24 +621,24 @@ class PostgresStore:
     def credential(self, kid: bytes) -> CredentialRecord | None:
         """See :meth:`edgecfg.store.base.Store.credential`."""
         with self._transaction("credential") as db:
-            row = db.execute(f"{_CREDENTIAL_SELECT} WHERE kid = %s", (bytes(kid),)).fetchone()
-        return None if row is None else _credential(row)
+            row = db.execute(f"{CREDENTIAL_SELECT} WHERE kid = %s", (bytes(kid),)).fetchone()
+        return None if row is None else credential_record(row)
 
     def active_credential(self, role: str, name: str) -> CredentialRecord | None:
         """See :meth:`edgecfg.store.base.Store.active_credential`."""
         with self._transaction("active_credential") as db:
             row = db.execute(
-                f"{_CREDENTIAL_SELECT} WHERE role = %s AND name = %s AND revoked_at IS NULL",
+                f"{CREDENTIAL_SELECT} WHERE role = %s AND name = %s AND revoked_at IS NULL",
                 (role, name),
             ).fetchone()
-        return None if row is None else _credential(row)
+        return None if row is None else credential_record(row)
 
     def revoke(self, role: str, name: str, *, now: float) -> CredentialRecord:
         """See :meth:`edgecfg.store.base.Store.revoke`."""
         with self._transaction("revoke") as db:
             self._lock(db, "credential", role, name)
             row = db.execute(
-                f"{_CREDENTIAL_SELECT} WHERE role = %s AND name = %s AND revoked_at IS NULL",
+                f"{CREDENTIAL_SELECT} WHERE role = %s AND name = %s AND revoked_at IS NULL",
                 (role, name),
             ).fetchone()
             if row is None:
@@ -647,7 +652,7 @@ class PostgresStore:
                 (_REVOCATIONS,),
             )
             _log(db, "revocation", [f"{role}/{name}"])
-        return replace(_credential(row), revoked_at=now)
+        return replace(credential_record(row), revoked_at=now)
 
     def count_credentials(self, *, active: bool = True) -> int:
         """See :meth:`edgecfg.store.base.Store.count_credentials`."""
@@ -742,42 +747,12 @@ def _layout_version(db: Connection) -> int:
     return int(_scalar(db, "SELECT COALESCE(MAX(version), 0) FROM schema_version", ()) or 0)
 
 
-def _credential(row: Sequence[Any]) -> CredentialRecord:
-    kid, role, name, sealed, created, revoked = row
-    return CredentialRecord(
-        bytes(kid),
-        str(role),
-        str(name),
-        bytes(sealed),
-        float(created),
-        None if revoked is None else float(revoked),
-    )
-
-
-def _device_row(r: DeviceRecord) -> tuple[object, ...]:
-    """The ``devices`` row of ``r``, in :data:`_DEVICE_COLUMNS` order."""
-    etag = None if r.applied_etag is None else bytes(r.applied_etag)
-    return (r.id, r.hardware, r.firmware, r.agent_version, r.last_seen, etag)
-
-
-def _device_record(row: Sequence[Any], memberships: Iterable[tuple[str, str]]) -> DeviceRecord:
-    return DeviceRecord(
-        id=DeviceId(row[0]),
-        groups=Groups(memberships),
-        hardware=row[1],
-        firmware=row[2],
-        agent_version=row[3],
-        last_seen=row[4],
-        applied_etag=None if row[5] is None else ETag(bytes(row[5])),
-    )
-
-
 def _load_devices(db: Connection, ids: Sequence[str]) -> list[DeviceRecord]:
     """Load the devices ``ids`` (at most :data:`_PAGE`) in that order, skipping gone ones."""
     if not ids:
         return []
     rows = db.execute(
-        f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE id = ANY(%s)", (list(ids),)
+        f"SELECT {DEVICE_COLUMNS} FROM devices WHERE id = ANY(%s)", (list(ids),)
     ).fetchall()
     by_id = {str(row[0]): row for row in rows}
     memberships: dict[str, list[tuple[str, str]]] = {}
@@ -786,18 +761,4 @@ def _load_devices(db: Connection, ids: Sequence[str]) -> list[DeviceRecord]:
         (list(ids),),
     ).fetchall():
         memberships.setdefault(device_id, []).append((dimension, path))
-    return [_device_record(by_id[id], memberships.get(id, ())) for id in ids if id in by_id]
-
-
-def _layer_revision(row: Sequence[Any]) -> LayerRevision:
-    """The record of a ``layer_revisions`` row in :data:`_LAYER_COLUMNS` order."""
-    layer, revision, parent, content, author, message, created_at = row
-    return LayerRevision(
-        LayerId(layer),
-        int(revision),
-        None if parent is None else int(parent),
-        ETag(bytes(content)),
-        author,
-        message,
-        float(created_at),
-    )
+    return [device_record(by_id[id], memberships.get(id, ())) for id in ids if id in by_id]

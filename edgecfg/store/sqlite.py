@@ -24,7 +24,7 @@ import threading
 from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
-from typing import Any, cast
+from typing import cast
 
 from edgecfg.core.ids import DeviceId, ETag, LayerId
 from edgecfg.errors import NotFound, StoreError
@@ -33,7 +33,6 @@ from edgecfg.store.base import (
     ChangeKind,
     CredentialRecord,
     DeviceRecord,
-    Groups,
     LayerRevision,
     OscoreState,
     SchemaRecord,
@@ -50,14 +49,22 @@ from edgecfg.store.base import (
     stale_parent,
 )
 from edgecfg.store.layout import GROUP_MEMBERS_SQL, LAYOUT_VERSION, MIGRATIONS
+from edgecfg.store.rows import (
+    CREDENTIAL_SELECT,
+    DEVICE_COLUMNS,
+    LAYER_COLUMNS,
+    credential_record,
+    device_record,
+    device_row,
+    layer_revision,
+)
 
 __all__ = ["GROUP_MEMBERS_SQL", "LAYOUT_VERSION", "MIGRATIONS", "SQLiteStore"]
 
 _PAGE = 500  # devices per read transaction in iter_devices; also bounds IN (...) lists
 
-_DEVICE_COLUMNS = "id, hardware, firmware, agent_version, last_seen, applied_etag"
 _UPSERT_DEVICE = f"""
-    INSERT INTO devices ({_DEVICE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)
+    INSERT INTO devices ({DEVICE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)
     ON CONFLICT (id) DO UPDATE SET
         hardware = excluded.hardware,
         firmware = excluded.firmware,
@@ -65,7 +72,6 @@ _UPSERT_DEVICE = f"""
         last_seen = excluded.last_seen,
         applied_etag = excluded.applied_etag
 """
-_LAYER_COLUMNS = "layer, revision, parent, content, author, message, created_at"
 
 
 class SQLiteStore:
@@ -310,7 +316,7 @@ class SQLiteStore:
                 raise NotFound("blob", content.hex())
             revision = LayerRevision(layer, (head or 0) + 1, head, content, author, message, now)
             db.execute(
-                f"INSERT INTO layer_revisions ({_LAYER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO layer_revisions ({LAYER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (layer, revision.revision, head, content, author, message, now),
             )
             _log(db, "layer", layer)
@@ -318,7 +324,7 @@ class SQLiteStore:
 
     def get_layer(self, layer: LayerId, revision: int | None = None) -> LayerRevision:
         """See :meth:`edgecfg.store.base.Store.get_layer`."""
-        query = f"SELECT {_LAYER_COLUMNS} FROM layer_revisions WHERE layer = ?"
+        query = f"SELECT {LAYER_COLUMNS} FROM layer_revisions WHERE layer = ?"
         with self._transaction("get_layer", write=False) as db:
             if revision is None:
                 row = db.execute(query + " ORDER BY revision DESC LIMIT 1", (layer,)).fetchone()
@@ -330,16 +336,16 @@ class SQLiteStore:
                         raise NotFound("layer revision", f"{layer}@{revision}")
         if row is None:
             raise NotFound("layer", layer)
-        return _layer_revision(row)
+        return layer_revision(row)
 
     def layer_history(self, layer: LayerId) -> list[LayerRevision]:
         """See :meth:`edgecfg.store.base.Store.layer_history`."""
         with self._transaction("layer_history", write=False) as db:
             rows = db.execute(
-                f"SELECT {_LAYER_COLUMNS} FROM layer_revisions WHERE layer = ? ORDER BY revision",
+                f"SELECT {LAYER_COLUMNS} FROM layer_revisions WHERE layer = ? ORDER BY revision",
                 (layer,),
             ).fetchall()
-        return [_layer_revision(row) for row in rows]
+        return [layer_revision(row) for row in rows]
 
     def layer_ids(self, prefix: str = "") -> list[LayerId]:
         """See :meth:`edgecfg.store.base.Store.layer_ids`."""
@@ -368,7 +374,7 @@ class SQLiteStore:
         def rows() -> Iterator[tuple[object, ...]]:
             for record in records:
                 groups[record.id] = record.groups
-                yield _device_row(record)
+                yield device_row(record)
 
         with self._transaction(operation, write=True) as db:
             # Records stream into the open transaction; if iterating them fails,
@@ -404,7 +410,7 @@ class SQLiteStore:
         if not rows:
             raise NotFound("device", id)
         memberships = [(row[6], row[7]) for row in rows if row[6] is not None]
-        return _device_record(rows[0], memberships)
+        return device_record(rows[0], memberships)
 
     def has_device(self, id: DeviceId) -> bool:
         """See :meth:`edgecfg.store.base.Store.has_device`."""
@@ -513,23 +519,23 @@ class SQLiteStore:
     def credential(self, kid: bytes) -> CredentialRecord | None:
         """See :meth:`edgecfg.store.base.Store.credential`."""
         with self._transaction("credential", write=False) as db:
-            row = db.execute(f"{_CREDENTIAL_SELECT} WHERE kid = ?", (bytes(kid),)).fetchone()
-        return None if row is None else _credential(row)
+            row = db.execute(f"{CREDENTIAL_SELECT} WHERE kid = ?", (bytes(kid),)).fetchone()
+        return None if row is None else credential_record(row)
 
     def active_credential(self, role: str, name: str) -> CredentialRecord | None:
         """See :meth:`edgecfg.store.base.Store.active_credential`."""
         with self._transaction("active_credential", write=False) as db:
             row = db.execute(
-                f"{_CREDENTIAL_SELECT} WHERE role = ? AND name = ? AND revoked_at IS NULL",
+                f"{CREDENTIAL_SELECT} WHERE role = ? AND name = ? AND revoked_at IS NULL",
                 (role, name),
             ).fetchone()
-        return None if row is None else _credential(row)
+        return None if row is None else credential_record(row)
 
     def revoke(self, role: str, name: str, *, now: float) -> CredentialRecord:
         """See :meth:`edgecfg.store.base.Store.revoke`."""
         with self._durable("revoke") as db:
             row = db.execute(
-                f"{_CREDENTIAL_SELECT} WHERE role = ? AND name = ? AND revoked_at IS NULL",
+                f"{CREDENTIAL_SELECT} WHERE role = ? AND name = ? AND revoked_at IS NULL",
                 (role, name),
             ).fetchone()
             if row is None:
@@ -542,7 +548,7 @@ class SQLiteStore:
                 (_REVOCATIONS,),
             )
             _log(db, "revocation", f"{role}/{name}")
-        return replace(_credential(row), revoked_at=now)
+        return replace(credential_record(row), revoked_at=now)
 
     def count_credentials(self, *, active: bool = True) -> int:
         """See :meth:`edgecfg.store.base.Store.count_credentials`."""
@@ -619,19 +625,6 @@ class SQLiteStore:
 
 
 _REVOCATIONS = "oscore.revocations"
-_CREDENTIAL_SELECT = "SELECT kid, role, name, sealed, created_at, revoked_at FROM credentials"
-
-
-def _credential(row: tuple[object, ...]) -> CredentialRecord:
-    kid, role, name, sealed, created, revoked = row
-    return CredentialRecord(
-        bytes(cast(bytes, kid)),
-        str(role),
-        str(name),
-        bytes(cast(bytes, sealed)),
-        float(cast(float, created)),
-        None if revoked is None else float(cast(float, revoked)),
-    )
 
 
 def _log(db: sqlite3.Connection, kind: ChangeKind, key: str) -> None:
@@ -676,41 +669,16 @@ def _prefix_upper_bound(prefix: str) -> str | None:
     return stripped[:-1] + chr(following)
 
 
-def _device_row(r: DeviceRecord) -> tuple[object, ...]:
-    """The ``devices`` row of ``r``, in :data:`_DEVICE_COLUMNS` order."""
-    return (r.id, r.hardware, r.firmware, r.agent_version, r.last_seen, r.applied_etag)
-
-
-def _device_record(row: Sequence[Any], memberships: Iterable[tuple[str, str]]) -> DeviceRecord:
-    return DeviceRecord(
-        id=DeviceId(row[0]),
-        groups=Groups(memberships),
-        hardware=row[1],
-        firmware=row[2],
-        agent_version=row[3],
-        last_seen=row[4],
-        applied_etag=None if row[5] is None else ETag(row[5]),
-    )
-
-
 def _load_devices(db: sqlite3.Connection, ids: Sequence[str]) -> list[DeviceRecord]:
     """Load the devices ``ids`` (at most :data:`_PAGE`) in that order, skipping gone ones."""
     if not ids:
         return []
     marks = ", ".join("?" * len(ids))
-    rows = db.execute(f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE id IN ({marks})", ids)
+    rows = db.execute(f"SELECT {DEVICE_COLUMNS} FROM devices WHERE id IN ({marks})", ids)
     by_id = {str(row[0]): row for row in rows}
     memberships: dict[str, list[tuple[str, str]]] = {}
     for device_id, dimension, path in db.execute(
         f"SELECT device_id, dimension, path FROM device_groups WHERE device_id IN ({marks})", ids
     ):
         memberships.setdefault(device_id, []).append((dimension, path))
-    return [_device_record(by_id[id], memberships.get(id, ())) for id in ids if id in by_id]
-
-
-def _layer_revision(row: Sequence[Any]) -> LayerRevision:
-    """The record of a ``layer_revisions`` row in :data:`_LAYER_COLUMNS` order."""
-    layer, revision, parent, content, author, message, created_at = row
-    return LayerRevision(
-        LayerId(layer), revision, parent, ETag(content), author, message, created_at
-    )
+    return [device_record(by_id[id], memberships.get(id, ())) for id in ids if id in by_id]
