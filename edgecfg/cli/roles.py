@@ -180,11 +180,12 @@ def _server_lock(store: SQLiteStore | PostgresStore) -> Generator[None]:
     if not isinstance(store, PostgresStore):
         yield
         return
-    try:
-        with store.serving_lock():
-            yield
-    except StoreError as error:
-        raise CommandError(str(error)) from None
+    with contextlib.ExitStack() as held:
+        try:  # only taking the lock is translated, not what runs under it
+            held.enter_context(store.serving_lock())
+        except StoreError as error:
+            raise CommandError(str(error)) from None
+        yield
 
 
 def cmd_agent_run(args: argparse.Namespace) -> int:

@@ -6,6 +6,7 @@ import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiocoap
 import pytest
 
 from edgecfg.core.ids import DeviceId
@@ -58,3 +59,13 @@ async def gateway() -> AsyncIterator[Gateway]:
         yield gateway
     finally:
         await gateway.stop()
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[aiocoap.Context]:
+    """A plain-CoAP aiocoap client context."""
+    context = await aiocoap.Context.create_client_context(transports=["udp6"])
+    try:
+        yield context
+    finally:
+        await context.shutdown()

@@ -29,10 +29,7 @@ from edgecfg.gateway.server import Gateway
 from edgecfg.store import MemoryStore
 from edgecfg.wire.senml import Record, encode_senml
 from tests.gateway.conftest import SCHEMA, free_udp_port, sensor
-from tests.gateway.test_coap import client
 from tests.gateway.test_interop import CLIENT, Running, coap
-
-__all__ = ["client"]  # the plain aiocoap client fixture of test_coap.py
 
 LOOPBACK = bytes([127, 0, 0, 1])
 FAST = Backoff(base_s=0.05, cap_s=0.5, attempts=8)

@@ -50,15 +50,6 @@ async def gateway() -> AsyncIterator[Gateway]:
         await gateway.stop()
 
 
-@pytest.fixture
-async def client() -> AsyncIterator[aiocoap.Context]:
-    context = await aiocoap.Context.create_client_context(transports=["udp6"])
-    try:
-        yield context
-    finally:
-        await context.shutdown()
-
-
 def remembered_by_aiocoap(gateway: Gateway) -> int:
     """Requests aiocoap keeps for duplicate detection (its private table)."""
     assert gateway.context is not None

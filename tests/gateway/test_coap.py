@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import aiocoap
 import pytest
@@ -20,15 +19,6 @@ from edgecfg.wire.senml import Record, encode_senml
 from tests.gateway.conftest import SCHEMA_V2, sensor
 
 INTERVAL = ("net", "uplink", "interval_s")
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[aiocoap.Context]:
-    context = await aiocoap.Context.create_client_context(transports=["udp6"])
-    try:
-        yield context
-    finally:
-        await context.shutdown()
 
 
 async def ask(

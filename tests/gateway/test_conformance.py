@@ -136,15 +136,6 @@ async def send_block(
     return await client.request(message, handle_blockwise=False).response
 
 
-@pytest.fixture
-async def client() -> AsyncIterator[aiocoap.Context]:
-    context = await aiocoap.Context.create_client_context(transports=["udp6"])
-    try:
-        yield context
-    finally:
-        await context.shutdown()
-
-
 async def test_the_answer_to_the_final_block1_block_carries_block1(
     gateway: Gateway, client: aiocoap.Context
 ) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import math
 import socket
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 
 import aiocoap
 import cbor2
@@ -21,6 +21,7 @@ from aiocoap.numbers.codes import Code
 from aiocoap.numbers.types import Type
 from aiocoap.optiontypes import BlockOption
 
+from edgecfg.cli.flood import datagram
 from edgecfg.core.ids import DeviceId, LayerId
 from edgecfg.core.layers import layer_from_parts, layer_to_document
 from edgecfg.errors import DeltaError
@@ -170,29 +171,7 @@ async def test_malformed_cbor_is_4_00_naming_the_fault_on_every_body_resource(
 # -- a datagram aiocoap cannot decode ---------------------------------------------------
 
 
-def coap(
-    mtype: int, code: int, mid: int, token: bytes, options: Sequence[tuple[int, bytes]],
-    *, payload: bytes = b"",
-) -> bytes:  # fmt: skip
-    """A CoAP message built by hand (RFC 7252 §3), options in the given order."""
-
-    def nibble(value: int) -> tuple[int, bytes]:
-        if value < 13:
-            return value, b""
-        if value < 269:
-            return 13, bytes([value - 13])
-        return 14, (value - 269).to_bytes(2, "big")
-
-    out = bytearray([0x40 | mtype << 4 | len(token), code]) + mid.to_bytes(2, "big") + token
-    last = 0
-    for number, value in options:
-        delta, delta_ext = nibble(number - last)
-        length, length_ext = nibble(len(value))
-        out += bytes([delta << 4 | length]) + delta_ext + length_ext + value
-        last = number
-    if payload:
-        out += b"\xff" + payload
-    return bytes(out)
+coap = datagram  # the load driver's builder: RFC 7252 §3, options in the given order
 
 
 URI_HOST, URI_PATH, URI_QUERY = 3, 11, 15

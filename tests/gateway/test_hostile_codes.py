@@ -43,15 +43,6 @@ async def stored_gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
         store.close()
 
 
-@pytest.fixture
-async def client() -> AsyncIterator[aiocoap.Context]:
-    context = await aiocoap.Context.create_client_context(transports=["udp6"])
-    try:
-        yield context
-    finally:
-        await context.shutdown()
-
-
 def no_tracebacks(caplog: pytest.LogCaptureFixture) -> None:
     assert not [r for r in caplog.records if r.exc_info or r.levelname == "CRITICAL"]
 

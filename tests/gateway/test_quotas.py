@@ -51,15 +51,6 @@ async def gateway() -> AsyncIterator[Gateway]:
         await gateway.stop()
 
 
-@pytest.fixture
-async def client() -> AsyncIterator[aiocoap.Context]:
-    context = await aiocoap.Context.create_client_context(transports=["udp6"])
-    try:
-        yield context
-    finally:
-        await context.shutdown()
-
-
 PACK = encode_senml([Record(f"r{i}", "x" * 40) for i in range(10)])  # about 500 bytes
 
 
