@@ -34,8 +34,8 @@ from typing import Any, Final, Literal, TypeVar, cast
 
 from edgecfg.agent.coap import Link as CoapLinkProtocol
 from edgecfg.agent.coap import LinkDown, Reply
-from edgecfg.agent.local import LocalOverrides
-from edgecfg.agent.state import LocalState, Transfer
+from edgecfg.agent.local_state import LocalState, Transfer
+from edgecfg.agent.overrides import LocalOverrides
 from edgecfg.core.ids import ETag
 from edgecfg.core.tree import Tree, Value, is_map
 from edgecfg.errors import DeltaError, EdgecfgError, PeerError

@@ -14,21 +14,14 @@ from collections.abc import Callable, Sequence
 from typing import cast
 
 import edgecfg
-from edgecfg.cli import bench_flood
+from edgecfg.bench import flood as bench_flood
 from edgecfg.cli.database import default_db
 from edgecfg.cli.database import register as register_database_commands
-from edgecfg.cli.files import (
-    CommandError,
-    dump_config,
-    load_config,
-    load_schema,
-    read_bytes,
-    write_bytes,
-)
+from edgecfg.cli.files import dump_config, load_config, load_schema, read_bytes, write_bytes
 from edgecfg.cli.operator import register as register_operator_commands
 from edgecfg.cli.roles import register as register_roles
 from edgecfg.core.tree import Value, is_map
-from edgecfg.errors import DeltaError, EdgecfgError, Violation
+from edgecfg.errors import CommandError, DeltaError, EdgecfgError, Violation
 from edgecfg.wire.cbor import encode, etag
 from edgecfg.wire.delta import apply_delta, delta_kind, make_delta
 from edgecfg.wire.documents import ConfigFormat, guess_format
@@ -149,7 +142,7 @@ def _tree(name: str, fmt: str | None) -> Value:
 
 def cmd_bench_delta(args: argparse.Namespace) -> int:
     """Delta sizes and speed against baselines measured in the same run."""
-    from edgecfg.cli.bench import run_delta_bench
+    from edgecfg.bench.delta import run_delta_bench
 
     files = [*args.files, *args.corpus]
     if args.synthetic and files:
@@ -164,7 +157,7 @@ def cmd_bench_delta(args: argparse.Namespace) -> int:
 
 def cmd_bench_resolve(args: argparse.Namespace) -> int:
     """Effective-config resolution of a synthetic fleet against naive recomputation."""
-    from edgecfg.cli.bench_resolve import Shape, run_resolve_bench
+    from edgecfg.bench.resolve import Shape, run_resolve_bench
 
     shape = Shape(args.devices, args.leaves, args.groups, args.seed)
     return run_resolve_bench(shape, as_json=args.json)
@@ -172,7 +165,7 @@ def cmd_bench_resolve(args: argparse.Namespace) -> int:
 
 def cmd_bench_sync(args: argparse.Namespace) -> int:
     """Gateway CPU, bytes on the wire and round trips per sync."""
-    from edgecfg.cli.bench_sync import run_sync_bench
+    from edgecfg.bench.sync import run_sync_bench
 
     return run_sync_bench(
         devices=args.devices, requests=args.requests, concurrency=args.concurrency,
@@ -182,16 +175,23 @@ def cmd_bench_sync(args: argparse.Namespace) -> int:
 
 def cmd_bench_agent(args: argparse.Namespace) -> int:
     """Agent heap, local resolution and journal cost."""
-    from edgecfg.cli.bench_agent import run_agent_bench
+    from edgecfg.bench.agent import run_agent_bench
 
     return run_agent_bench(
         leaves=args.leaves, journal=args.journal, samples=args.samples, as_json=args.json
     )
 
 
+def cmd_bench_store(args: argparse.Namespace) -> int:
+    """Run the device-registry benchmark."""
+    from edgecfg.bench.store import run_store_bench
+
+    return run_store_bench(devices=args.devices, seed=args.seed)
+
+
 def cmd_bench_oscore(args: argparse.Namespace) -> int:
     """OSCORE cost with 100k enrolled devices against 10, in one run."""
-    from edgecfg.cli.bench_oscore import run_oscore_bench
+    from edgecfg.bench.oscore import run_oscore_bench
 
     return run_oscore_bench(devices=args.devices, sample=args.sample, as_json=args.json)
 
@@ -333,6 +333,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=7, help="names one synthetic fleet (default: 7)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=cmd_bench_resolve)
+    p = benches.add_parser("store", help="device registry reads and group queries at fleet scale")
+    p.add_argument("--devices", type=int, default=100_000, help="fleet size (default: 100000)")
+    p.add_argument("--seed", type=int, default=1, help="random seed (default: 1)")
+    p.set_defaults(handler=cmd_bench_store)
     bench_flood.register(benches)
     return parser
 

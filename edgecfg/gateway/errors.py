@@ -36,8 +36,8 @@ from edgecfg.errors import (
     UsageError,
     ValidationError,
 )
-from edgecfg.gateway.identity import AccessDenied
-from edgecfg.gateway.service import BadRequest, UnknownPath
+from edgecfg.fleet.identity import AccessDenied
+from edgecfg.fleet.sync import BadRequest, UnknownPath
 from edgecfg.wire.blocks import BlockRangeError
 from edgecfg.wire.senml import SenmlError
 

@@ -7,7 +7,7 @@
 """The gateway's CoAP resources (DESIGN §5) on aiocoap.
 
 Each resource only translates: options and codes in, a
-:class:`~edgecfg.gateway.service.SyncService` call, options and codes out.
+:class:`~edgecfg.fleet.sync.SyncService` call, options and codes out.
 Block-wise transfer is handled here rather than by aiocoap, which caches a
 response per peer and answers 4.08 to a new peer asking for block N:
 
@@ -36,7 +36,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import ClassVar, Final, cast
 
 import aiocoap
@@ -49,21 +49,19 @@ from edgecfg.core.admission import Admission, Budgets
 from edgecfg.core.ids import DeviceId, ETag, LayerId
 from edgecfg.core.layers import GLOBAL, layer_from_document, layer_to_document
 from edgecfg.core.tree import Value, is_map
-from edgecfg.gateway.admission import refusal_response, request_peer
-from edgecfg.gateway.amplification import AddressGuard
-from edgecfg.gateway.conformance import bad_option
-from edgecfg.gateway.errors import MAX_DIAGNOSTIC, error_response, log_failure
-from edgecfg.gateway.identity import Identity, IdentityPolicy
-from edgecfg.gateway.observations import Observations, decline
-from edgecfg.gateway.service import (
+from edgecfg.fleet.identity import Identity, IdentityPolicy
+from edgecfg.fleet.sync import (
     MAX_SCHEMA_VERSION,
     BadRequest,
     NotModified,
     Representation,
     SyncService,
-    parse_etag,
-    parse_query,
 )
+from edgecfg.gateway.admission import refusal_response, request_peer
+from edgecfg.gateway.amplification import AddressGuard
+from edgecfg.gateway.conformance import bad_option
+from edgecfg.gateway.errors import MAX_DIAGNOSTIC, error_response, log_failure
+from edgecfg.gateway.observations import Observations, decline
 from edgecfg.gateway.spool import Spool
 from edgecfg.wire.blocks import DEFAULT_SZX, MAX_SZX, block_of, block_size
 from edgecfg.wire.cbor import CONTENT_FORMAT_CBOR, decode, encode, etag_of_bytes
@@ -555,3 +553,28 @@ class DeviceResource(_LayerResource):
         }
         blob = encode(document)
         return serve_blocks(request, Representation(blob, CONTENT_FORMAT_CBOR, etag_of_bytes(blob)))
+
+
+def parse_etag(text: str) -> ETag:
+    """An ETag from its hex form in a query (``from=``, ``cfg=``)."""
+    shown = text if len(text) <= 16 else f"{text[:16]}..."  # the diagnostic stays short
+    try:
+        raw = bytes.fromhex(text)
+    except ValueError:
+        raise BadRequest(f"ETag {shown!r} is not hexadecimal") from None
+    if not 1 <= len(raw) <= 8:
+        raise BadRequest(f"ETag {shown!r} must be 1 to 8 bytes")
+    return ETag(raw)
+
+
+def parse_query(options: Sequence[str]) -> dict[str, str]:
+    """Uri-Query options as a map; repeated or malformed keys are refused."""
+    query: dict[str, str] = {}
+    for option in options:
+        key, sep, value = option.partition("=")
+        if not sep or not key:
+            raise BadRequest(f"query {option!r} must be key=value")
+        if key in query:
+            raise BadRequest(f"query key {key!r} given twice")
+        query[key] = value
+    return query

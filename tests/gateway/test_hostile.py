@@ -21,7 +21,7 @@ from aiocoap.numbers.codes import Code
 from aiocoap.numbers.types import Type
 from aiocoap.optiontypes import BlockOption
 
-from edgecfg.cli.flood import datagram
+from edgecfg.bench.hostile import datagram
 from edgecfg.core.ids import DeviceId, LayerId
 from edgecfg.core.layers import layer_from_parts, layer_to_document
 from edgecfg.errors import DeltaError

@@ -31,7 +31,7 @@ from edgecfg.core.ids import DeviceId, LayerId
 from edgecfg.core.layers import layer_from_document
 from edgecfg.crypto import RecordCipher
 from edgecfg.errors import StoreConflict, StoreError
-from edgecfg.gateway.credentials import (
+from edgecfg.fleet.credentials import (
     CredentialError,
     Enrolment,
     enroll,

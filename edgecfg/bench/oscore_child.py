@@ -38,8 +38,9 @@ from aiocoap.credentials import CredentialsMap
 from aiocoap.message import Direction
 from aiocoap.numbers.codes import Code
 
+from edgecfg.bench.measure import percentile, rss_mib
 from edgecfg.crypto import RecordCipher
-from edgecfg.gateway.credentials import Secret, unseal
+from edgecfg.fleet.credentials import Secret, unseal
 from edgecfg.gateway.oscore import MemoryContext, StoredContext, StoredCredentials
 from edgecfg.gateway.server import Gateway
 from edgecfg.store import SQLiteStore
@@ -61,19 +62,6 @@ class _Peer(MemoryContext):
         return protected
 
 
-def _rss_mib() -> float:
-    with open("/proc/self/status", encoding="ascii") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 def _serve_one(credentials: StoredCredentials, request: aiocoap.Message) -> None:
     """What the OSCORE site wrapper does around a resource, minus the resource."""
     context = credentials.find_oscore(oscore.verify_start(request))
@@ -87,7 +75,7 @@ def _serve_one(credentials: StoredCredentials, request: aiocoap.Message) -> None
 def measure(db: str, key: bytes, sample: int, seed: int = 7) -> dict[str, Any]:
     """Start-up, RSS and per-request OSCORE cost on the database ``db``."""
     gc.collect()
-    rss_before = _rss_mib()
+    rss_before = rss_mib()
     started = time.perf_counter()
     store = SQLiteStore(db)
     credentials = StoredCredentials(store, RecordCipher(key))
@@ -99,7 +87,7 @@ def measure(db: str, key: bytes, sample: int, seed: int = 7) -> dict[str, Any]:
     loop = asyncio.new_event_loop()
     loop.run_until_complete(start())
     startup_ms = (time.perf_counter() - started) * 1000
-    rss_started = _rss_mib()
+    rss_started = rss_mib()
 
     enrolled = store.count_credentials()
     rng = random.Random(seed)
@@ -122,7 +110,7 @@ def measure(db: str, key: bytes, sample: int, seed: int = 7) -> dict[str, Any]:
                 t0 = time.perf_counter()
                 _serve_one(credentials, request)
                 timings.append((time.perf_counter() - t0) * 1e6)
-    rss_loaded = _rss_mib()
+    rss_loaded = rss_mib()
 
     async def stop() -> None:
         await gateway.stop()
@@ -142,7 +130,7 @@ def measure(db: str, key: bytes, sample: int, seed: int = 7) -> dict[str, Any]:
             for phase, timings in rounds.items()
             for name, value in (
                 ("p50", statistics.median(timings)),
-                ("p99", _percentile(timings, 0.99)),
+                ("p99", percentile(timings, 0.99)),
             )
         },
     }
@@ -165,7 +153,7 @@ def naive_lookup_us(peers: int, repeats: int = 200) -> float:
 
 
 def main() -> None:
-    """Child entry: ``python -m edgecfg.gateway.oscore_bench DB KEYHEX SAMPLE``."""
+    """Child entry: ``python -m edgecfg.bench.oscore_child DB KEYHEX SAMPLE``."""
     db, key, sample = sys.argv[1], bytes.fromhex(sys.argv[2]), int(sys.argv[3])
     result = measure(db, key, sample)
     sys.stdout.write(json.dumps(result) + "\n")

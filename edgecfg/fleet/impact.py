@@ -1,6 +1,6 @@
 """Dry runs of layer edits: what an edit changes, and why it would be refused.
 
-:meth:`edgecfg.gateway.fleet.Fleet.impact` computes an :class:`Impact`;
+:meth:`edgecfg.fleet.fleet.Fleet.impact` computes an :class:`Impact`;
 :func:`refuse` turns its findings into the errors a write raises (lock,
 conflict, schema violation), each with a device count and an example.
 """

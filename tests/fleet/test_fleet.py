@@ -17,7 +17,7 @@ from edgecfg.errors import (
     NotFound,
     UsageError,
 )
-from edgecfg.gateway.fleet import Fleet
+from edgecfg.fleet.fleet import Fleet
 from edgecfg.store import DeviceRecord, MemoryStore, SQLiteStore
 from edgecfg.wire.cbor import etag
 

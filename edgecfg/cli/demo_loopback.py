@@ -8,30 +8,21 @@ summary compares bytes on the wire per sync with full-config syncs.
 
 from __future__ import annotations
 
-import socket
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from edgecfg.cli.files import CommandError
+from edgecfg.bench.measure import free_udp_port
 from edgecfg.core.ids import DeviceId, LayerId
 from edgecfg.core.layers import device_layer, layer_from_parts
 from edgecfg.crypto import RecordCipher, load_or_create_dev_key
-from edgecfg.gateway.credentials import enroll, write_peer_side
+from edgecfg.errors import CommandError
+from edgecfg.fleet.credentials import enroll, write_peer_side
 from edgecfg.gateway.oscore import StoredCredentials
 from edgecfg.gateway.server import Gateway
-from edgecfg.sim.fleet import FleetTally, SimulatedFleet
+from edgecfg.sim.loopback_fleet import FUNCTIONS, REGIONS, FleetTally, SimulatedFleet
 from edgecfg.store import DeviceRecord, SQLiteStore
-
-REGIONS = ("eu/eu-west/site-1", "eu/eu-west/site-2", "eu/eu-north/site-3", "us/us-east/site-4")
-FUNCTIONS = ("metering", "environment", "security")
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _bar(label: str) -> Callable[[int, int], None]:
@@ -86,7 +77,7 @@ async def run_fleet(folder: Path, schema_file: Path, *, agents: int) -> None:
                 layer_from_parts({"device": {"id": device}, "security": {"psk_identity": device}}),
                 author="provisioning", message="identity", now=time.time(),
             )  # fmt: skip
-        port = _free_port()
+        port = free_udp_port()
         credentials = {
             device: write_peer_side(
                 enroll(store, cipher, "device", device, now=time.time()),

@@ -1,7 +1,7 @@
 # pyright: strict
 """The device store: generations, last-known-good, corruption recovery, keys.
 
-Crash safety (prefix replay, kill -9, ENOSPC/EIO) is in ``test_store_crash.py``.
+Crash safety (prefix replay, kill -9, ENOSPC/EIO) is in ``test_ab_store_crash.py``.
 """
 
 from __future__ import annotations
@@ -17,8 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from edgecfg.agent.fs import REAL_FS, FaultyFileSystem
-from edgecfg.agent.store import (
+from edgecfg.agent.ab_store import (
     RECORD_OVERHEAD,
     DeviceStore,
     NothingToRevert,
@@ -26,6 +25,7 @@ from edgecfg.agent.store import (
     StoreEventKind,
     UnknownGeneration,
 )
+from edgecfg.agent.fs import REAL_FS, FaultyFileSystem
 from edgecfg.crypto import (
     KEY_SIZE,
     KeyFileError,
@@ -376,7 +376,7 @@ def test_events_accumulate_until_taken(store: DeviceStore) -> None:
 
 
 def sealed_by_hand(slot: str, number: int, body: bytes) -> bytes:
-    """A slot file built from the layout documented in ``edgecfg.agent.store``."""
+    """A slot file built from the layout documented in ``edgecfg.agent.ab_store``."""
     aad = b"ECDS\x01" + slot.encode() + b"\x00\x00" + number.to_bytes(8, "big")
     nonce, sealed = RecordCipher(KEY).seal(body, aad)
     return aad + nonce + sealed

@@ -18,8 +18,8 @@ from edgecfg.core.ids import DeviceId, LayerId
 from edgecfg.core.layers import Hierarchy, layer_from_parts
 from edgecfg.core.path import parse_path
 from edgecfg.errors import NotFound
-from edgecfg.gateway.fleet import Fleet
-from edgecfg.gateway.identity import InsecurePolicy
+from edgecfg.fleet.fleet import Fleet
+from edgecfg.fleet.identity import InsecurePolicy
 from edgecfg.gateway.server import Gateway
 from edgecfg.store import DeviceRecord, MemoryStore, SQLiteStore, Store
 

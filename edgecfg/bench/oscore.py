@@ -3,7 +3,7 @@
 Two gateway databases are enrolled in this run, one with 10 devices and one
 with ``--devices`` (100,000 by default).  Each is opened (twice, alternating;
 the first round warms up and is discarded) by a fresh child process
-(:mod:`edgecfg.gateway.oscore_bench`) that starts a gateway on it and plays
+(:mod:`edgecfg.bench.oscore_child`) that starts a gateway on it and plays
 OSCORE requests from ``--sample`` of its devices.  Printed side by side:
 
 - start-up time (open the database, build the credentials, bind) and RSS;
@@ -29,10 +29,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edgecfg.cli.files import CommandError
+from edgecfg.bench.oscore_child import naive_lookup_us
 from edgecfg.crypto import RecordCipher
-from edgecfg.gateway.credentials import Secret, seal
-from edgecfg.gateway.oscore_bench import naive_lookup_us
+from edgecfg.errors import CommandError
+from edgecfg.fleet.credentials import Secret, seal
 from edgecfg.store import SQLiteStore
 
 SMALL = 10
@@ -53,7 +53,7 @@ def _enroll(db: Path, cipher: RecordCipher, count: int) -> float:
 
 def _child(db: Path, key: bytes, sample: int) -> dict[str, Any]:
     result = subprocess.run(
-        [sys.executable, "-m", "edgecfg.gateway.oscore_bench", str(db), key.hex(), str(sample)],
+        [sys.executable, "-m", "edgecfg.bench.oscore_child", str(db), key.hex(), str(sample)],
         capture_output=True,
         text=True,
         timeout=600,

@@ -27,7 +27,7 @@ from edgecfg.core.merge import Resolution, merge
 from edgecfg.core.path import Path, format_path, is_prefix
 from edgecfg.core.tree import UNSET, Tree, UnsetType, Value, get, is_map
 from edgecfg.errors import PeerError, WriteRefused
-from edgecfg.gateway.fleet import Fleet
+from edgecfg.fleet.fleet import Fleet
 from edgecfg.wire.cbor import decode, encode
 from edgecfg.wire.journal import entry_from_value
 

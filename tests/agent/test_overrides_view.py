@@ -9,7 +9,7 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgecfg.agent.local import LocalOverrides
+from edgecfg.agent.overrides import LocalOverrides
 from edgecfg.core.tree import UNSET, Tree
 
 APPLIED: Tree = {"a": {"b": 1, "c": {"d": 2}}, "e": 3}

@@ -23,7 +23,6 @@ import json
 import multiprocessing
 import random
 import resource
-import socket
 import statistics
 import tempfile
 import time
@@ -31,26 +30,21 @@ import tracemalloc
 from pathlib import Path
 
 from edgecfg.agent.coap import CoapLink
-from edgecfg.agent.local import LocalOverrides
-from edgecfg.agent.state import LocalState
+from edgecfg.agent.local_state import LocalState
+from edgecfg.agent.overrides import LocalOverrides
 from edgecfg.agent.sync import Agent, Backoff
-from edgecfg.cli.files import CommandError
+from edgecfg.bench.load import run_gateway
+from edgecfg.bench.measure import free_udp_port, percentile
 from edgecfg.core.ids import DeviceId
 from edgecfg.core.layers import GLOBAL, layer_from_parts
 from edgecfg.core.tree import flatten, get, is_map
-from edgecfg.gateway.fleet import Fleet
-from edgecfg.gateway.loadtest import run_gateway
+from edgecfg.errors import CommandError
+from edgecfg.fleet.fleet import Fleet
 from edgecfg.sim.configs import generate_config
 from edgecfg.store import DeviceRecord, SQLiteStore
 
 HEAP_TARGET_MB = 5.0
 RESOLVE_TARGET_MS = 0.25
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _prepare(db: Path, leaves: int) -> None:
@@ -59,11 +53,6 @@ def _prepare(db: Path, leaves: int) -> None:
         fleet = Fleet(store)
         fleet.write_layer(GLOBAL, layer_from_parts(config), author="bench", message="", now=1.0)
         fleet.add_device(DeviceRecord(DeviceId("bench-agent"), {}))
-
-
-def _percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[round(fraction * (len(ordered) - 1))]
 
 
 async def _run(uri: str, folder: Path, journal: int, samples: int) -> dict[str, float]:
@@ -118,10 +107,10 @@ async def _run(uri: str, folder: Path, journal: int, samples: int) -> dict[str, 
             "heap_peak_mb": peak / 2**20,
             "rss_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "resolve_warm_p50_ms": statistics.median(warm),
-            "resolve_warm_p99_ms": _percentile(warm, 0.99),
+            "resolve_warm_p99_ms": percentile(warm, 0.99),
             "resolve_cold_p50_ms": statistics.median(cold),
-            "resolve_cold_p99_ms": _percentile(cold, 0.99),
-            "baseline_direct_read_p99_ms": _percentile(direct, 0.99),
+            "resolve_cold_p99_ms": percentile(cold, 0.99),
+            "baseline_direct_read_p99_ms": percentile(direct, 0.99),
             "bytes_per_change": local.bytes_written / (changes + len(cold)),
             "fsyncs_per_change": local.fsyncs / (changes + len(cold)),
             "ms_per_change": per_change_ms,
@@ -138,7 +127,7 @@ def run_agent_bench(*, leaves: int, journal: int, samples: int, as_json: bool = 
         _prepare(db, leaves)
         spawn = multiprocessing.get_context("spawn")
         ready = spawn.Event()
-        port = _free_port()
+        port = free_udp_port()
         gateway = spawn.Process(target=run_gateway, args=(str(db), port, ready), daemon=True)
         gateway.start()
         try:

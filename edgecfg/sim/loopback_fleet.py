@@ -14,11 +14,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgecfg.agent.coap import CoapLink
-from edgecfg.agent.state import LocalState
+from edgecfg.agent.local_state import LocalState
 from edgecfg.agent.sync import Agent, Backoff, SyncResult
 from edgecfg.core.ids import DeviceId
 from edgecfg.gateway.server import Gateway
 from edgecfg.wire.senml import Record
+
+REGIONS = ("eu/eu-west/site-1", "eu/eu-west/site-2", "eu/eu-north/site-3", "us/us-east/site-4")
+"""The region groups of the demo fleet (and of ``bench sync``)."""
+FUNCTIONS = ("metering", "environment", "security")
+"""The function groups of the demo fleet."""
 
 
 @dataclass(slots=True)

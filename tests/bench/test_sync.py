@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from edgecfg.cli.bench_sync import _cpu_row  # pyright: ignore[reportPrivateUsage]
+from edgecfg.bench.load import MIN_CPU_TICKS, TICKS, Load
+from edgecfg.bench.sync import _cpu_row  # pyright: ignore[reportPrivateUsage]
 from edgecfg.cli.main import main
-from edgecfg.gateway.loadtest import MIN_CPU_TICKS, TICKS, Load
 
 
 def test_bench_sync_reports_wire_bytes_cpu_and_verdicts(

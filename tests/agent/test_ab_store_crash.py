@@ -41,7 +41,7 @@ tests check the harness itself: without the data fsync it finds violations
 under (b) and (c); without the directory fsync, under (d).
 
 Not modelled: reordering across an fsync (it is a barrier), damage to
-synced data (``test_store.py`` covers corruption) and the creation of the
+synced data (``test_ab_store.py`` covers corruption) and the creation of the
 store directory itself (the tests create it first).
 """
 
@@ -63,6 +63,7 @@ from typing import Literal
 
 import pytest
 
+from edgecfg.agent.ab_store import CommitFailed, DeviceStore, Loaded, NothingToRevert
 from edgecfg.agent.fs import (
     REAL_FS,
     FaultyFileSystem,
@@ -71,7 +72,6 @@ from edgecfg.agent.fs import (
     Operation,
     RecordingFileSystem,
 )
-from edgecfg.agent.store import CommitFailed, DeviceStore, Loaded, NothingToRevert
 from edgecfg.crypto import derive_store_key
 from edgecfg.wire.cbor import Encoded
 

@@ -15,25 +15,23 @@ requests come from the parent, and each server's CPU time is read from
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from multiprocessing.synchronize import Event
-from pathlib import Path
 from typing import Final
 
 import aiocoap
 import aiocoap.resource
 from aiocoap.numbers.codes import Code
 
+from edgecfg.bench.measure import TICKS, cpu_seconds
 from edgecfg.core.admission import Budgets
 from edgecfg.errors import EdgecfgError
-from edgecfg.gateway.identity import InsecurePolicy
+from edgecfg.fleet.identity import InsecurePolicy
 from edgecfg.gateway.server import Gateway, quiet_aiocoap
 from edgecfg.store import SQLiteStore
 
-TICKS: Final = os.sysconf("SC_CLK_TCK")
 MIN_CPU_TICKS: Final = 20
 LOAD_BUDGETS: Final = Budgets(
     peer_rate=1e9, peer_burst=1e9, memory_mib=1024.0, peer_share=1.0, peer_in_flight=256
@@ -52,12 +50,6 @@ class Target:
 
     uri: str
     etag: bytes | None = None
-
-
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time of process ``pid`` so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
 
 
 def run_gateway(db: str, port: int, ready: Event) -> None:

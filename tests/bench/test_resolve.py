@@ -10,15 +10,15 @@ from dataclasses import replace
 
 import pytest
 
-from edgecfg.cli import bench_resolve
-from edgecfg.cli.bench_resolve import Shape, group_tree, populate, reference_tree
+from edgecfg.bench import resolve as bench_resolve
+from edgecfg.bench.resolve import Shape, group_tree, populate, reference_tree
 from edgecfg.cli.main import main
 from edgecfg.core.ids import DeviceId, LayerId
 from edgecfg.core.layers import Hierarchy, Layer
 from edgecfg.core.resolve import DeviceFacts, Resolution, Resolver, Tiers
 from edgecfg.core.schema_document import schema_from_document
 from edgecfg.core.tree import Tree, flatten
-from edgecfg.gateway.fleet import Fleet
+from edgecfg.fleet.fleet import Fleet
 from edgecfg.wire.cbor import encode
 
 TINY = ("--devices", "300", "--leaves", "200", "--groups", "30")

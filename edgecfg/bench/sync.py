@@ -2,7 +2,7 @@
 
 The gateway and a bare aiocoap resource (serving a fixed payload of the same
 size: what any CoAP server must at least spend) each run in a child process,
-so their CPU time is their own (:mod:`edgecfg.gateway.loadtest`).  The parent drives both
+so their CPU time is their own (:mod:`edgecfg.bench.load`).  The parent drives both
 with the same concurrent requests and reports:
 
 - gateway CPU per sync against the bare server's, per case (target <= 1.3x);
@@ -17,7 +17,6 @@ import asyncio
 import json
 import multiprocessing
 import os
-import socket
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -26,27 +25,22 @@ from pathlib import Path
 from typing import Final, cast
 
 from edgecfg.agent.coap import CoapLink
-from edgecfg.agent.state import LocalState
+from edgecfg.agent.local_state import LocalState
 from edgecfg.agent.sync import Agent, SyncResult
-from edgecfg.cli.demo_fleet import REGIONS
-from edgecfg.cli.files import CommandError
+from edgecfg.bench.load import Load, Target, drive, response_size, run_bare, run_gateway
+from edgecfg.bench.measure import free_udp_port
 from edgecfg.core.ids import DeviceId, ETag, LayerId
 from edgecfg.core.layers import device_layer, layer_from_parts
 from edgecfg.core.tree import Value
-from edgecfg.gateway.fleet import Fleet
-from edgecfg.gateway.loadtest import Load, Target, drive, response_size, run_bare, run_gateway
+from edgecfg.errors import CommandError
+from edgecfg.fleet.fleet import Fleet
+from edgecfg.sim.loopback_fleet import REGIONS
 from edgecfg.store import DeviceRecord, SQLiteStore
 from edgecfg.wire.senml import Record
 
 FIXTURE_SCHEMA: Final = Path(__file__).resolve().parents[2] / "fixtures" / "schema" / "device.json"
 INTERVAL: Final = ("net", "uplink", "interval_s")
 TICKS: Final = os.sysconf("SC_CLK_TCK")
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 # ---------------------------------------------------------------- the fleet
@@ -163,7 +157,7 @@ def run_sync_bench(*, devices: int, requests: int, concurrency: int, as_json: bo
         names = _prepare(db, devices)
         old = _etags(db, names)
         spawn = multiprocessing.get_context("spawn")
-        port, bare_port = _free_port(), _free_port()
+        port, bare_port = free_udp_port(), free_udp_port()
         ready = spawn.Event()
         gateway = spawn.Process(target=run_gateway, args=(str(db), port, ready), daemon=True)
         gateway.start()

@@ -4,7 +4,7 @@
 ``../shared/corpus``: ``{"repo", "path", "tree", ...}`` per version, oldest
 first per ``(repo, path)``; ``--corpus DIR`` takes every ``*.jsonl`` of a
 directory), makes and applies a delta for every changed pair, and prints size
-and speed for edgecfg and for the baselines of :mod:`edgecfg.wire.baselines`.
+and speed for edgecfg and for the baselines of :mod:`edgecfg.bench.baselines`.
 
 A **changed pair** is two consecutive versions of one ``(repo, path)`` whose
 trees differ (their canonical CBOR differs); pairs with equal trees cost a
@@ -24,12 +24,11 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgecfg.cli.files import CommandError
+from edgecfg.bench.baselines import full_lz4, json_patch_cbor, zstd_dictionary
 from edgecfg.core import delta as structural
 from edgecfg.core.tree import Value, check_model, flatten, is_map, values_equal
-from edgecfg.errors import EdgecfgError
+from edgecfg.errors import CommandError, EdgecfgError
 from edgecfg.sim.configs import Shape, generate_config, generate_history, mutate_config
-from edgecfg.wire.baselines import full_lz4, json_patch_cbor, zstd_dictionary
 from edgecfg.wire.cbor import Encoded, encode
 from edgecfg.wire.delta import apply_delta, apply_delta_encoded, delta_kind, make_delta
 from edgecfg.wire.delta_ops import KeyBook, encode_ops

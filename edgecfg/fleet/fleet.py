@@ -60,7 +60,7 @@ from edgecfg.errors import (
     Violation,
     show_value,
 )
-from edgecfg.gateway.impact import (
+from edgecfg.fleet.impact import (
     SAMPLE,
     Effects,
     Impact,

@@ -54,21 +54,21 @@ import gc
 import json
 import os
 import random
-import resource
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Final
 
-from edgecfg.cli.files import CommandError
+from edgecfg.bench.measure import peak_rss_mib, percentile
 from edgecfg.core.ids import DeviceId, LayerId
 from edgecfg.core.layers import GLOBAL, Layer, device_layer, group_layer, layer_to_document
 from edgecfg.core.path import Path, format_path, is_prefix
 from edgecfg.core.resolve import DeviceFacts, Resolver, Tiers
 from edgecfg.core.schema import KeySpec, Schema
 from edgecfg.core.tree import UNSET, Tree, Value, flatten, unflatten, values_equal
-from edgecfg.gateway.fleet import Fleet
+from edgecfg.errors import CommandError
+from edgecfg.fleet.fleet import Fleet
 from edgecfg.store import DeviceRecord, MemoryStore
 from edgecfg.wire.cbor import Encoded, encode
 
@@ -271,17 +271,6 @@ class Side:
     warm_p99_ms: float
     fleet_s: float
     impact_s: float
-
-
-def percentile(values: Sequence[float], fraction: float) -> float:
-    """The nearest-rank percentile (NaN for no values)."""
-    ordered = sorted(values)
-    return ordered[round(fraction * (len(ordered) - 1))] if ordered else float("nan")
-
-
-def peak_rss_mib() -> float:
-    """Peak resident set size of this process so far (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def forget_folds(resolver: Resolver) -> None:

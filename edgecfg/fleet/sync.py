@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final, Literal, cast
 
@@ -32,9 +32,9 @@ from edgecfg.core.tree import (
     put_checked_value,
 )
 from edgecfg.errors import NotFound, OverBudget, PathError, PeerError
-from edgecfg.gateway.events import NO_EVENTS, EventSink
-from edgecfg.gateway.fleet import Fleet
-from edgecfg.gateway.reconcile import ChangeTimes, journal_entries, reconcile
+from edgecfg.fleet.events import NO_EVENTS, EventSink
+from edgecfg.fleet.fleet import Fleet
+from edgecfg.fleet.reconcile import ChangeTimes, journal_entries, reconcile
 from edgecfg.store import DeviceRecord, Store
 from edgecfg.wire.cbor import CONTENT_FORMAT_CBOR, Encoded, decode, encode, etag_of_bytes
 from edgecfg.wire.delta import CONTENT_FORMAT_DELTA, make_delta, restrict_to_classes
@@ -76,7 +76,7 @@ class NotModified:
 
 
 class SyncService:
-    """Configuration sync on top of a :class:`~edgecfg.gateway.fleet.Fleet`."""
+    """Configuration sync on top of a :class:`~edgecfg.fleet.fleet.Fleet`."""
 
     def __init__(
         self,
@@ -391,28 +391,3 @@ def _updated_record(record: DeviceRecord, report: Mapping[str, Value]) -> Device
         last_seen=record.last_seen,
         applied_etag=record.applied_etag,
     )
-
-
-def parse_etag(text: str) -> ETag:
-    """An ETag from its hex form in a query (``from=``, ``cfg=``)."""
-    shown = text if len(text) <= 16 else f"{text[:16]}..."  # the diagnostic stays short
-    try:
-        raw = bytes.fromhex(text)
-    except ValueError:
-        raise BadRequest(f"ETag {shown!r} is not hexadecimal") from None
-    if not 1 <= len(raw) <= 8:
-        raise BadRequest(f"ETag {shown!r} must be 1 to 8 bytes")
-    return ETag(raw)
-
-
-def parse_query(options: Sequence[str]) -> dict[str, str]:
-    """Uri-Query options as a map; repeated or malformed keys are refused."""
-    query: dict[str, str] = {}
-    for option in options:
-        key, sep, value = option.partition("=")
-        if not sep or not key:
-            raise BadRequest(f"query {option!r} must be key=value")
-        if key in query:
-            raise BadRequest(f"query key {key!r} given twice")
-        query[key] = value
-    return query

@@ -6,12 +6,11 @@ groups) into a fresh database file in one bulk call, then measures
 group.  A baseline with 1,000 devices runs in the same process; the ratio
 column shows that point reads stay O(log n) as the fleet grows.
 
-    uv run python tools/bench_store.py [--devices 100000] [--db PATH] [--seed 1]
+    uv run edgecfg bench store [--devices 100000] [--seed 1]
 """
 
 from __future__ import annotations
 
-import argparse
 import random
 import statistics
 import sys
@@ -22,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgecfg.core.ids import DeviceId
+from edgecfg.errors import CommandError
 from edgecfg.store import DeviceRecord, SQLiteStore, blob_etag
 
 REGIONS = ("eu", "us", "apac", "latam")
@@ -137,22 +137,14 @@ def report(base: Figures, big: Figures) -> None:
         print(f"{name:<34} {small:>14{spec}} {large:>14{spec}} {ratio:>7.2f}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--devices", type=int, default=100_000, help="fleet size (default 100000)")
-    parser.add_argument("--db", type=Path, help="database file for the fleet (must not exist)")
-    parser.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
-    args = parser.parse_args(argv)
-    count: int = args.devices
-    seed: int = args.seed
-    db: Path | None = args.db
-    if db is not None and db.exists():
-        parser.error(f"{db} exists; pass a new path")
-
+def run_store_bench(*, devices: int, seed: int) -> int:
+    """Entry point of ``edgecfg bench store``."""
+    if devices < 1:
+        raise CommandError(f"--devices must be at least 1, got {devices}")
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="edgecfg-bench-") as scratch:
         base = measure(Path(scratch) / "baseline.db", BASELINE_DEVICES, seed)
-        big = measure(db or Path(scratch) / "fleet.db", count, seed)
+        big = measure(Path(scratch) / "fleet.db", devices, seed)
     print(
         f"SQLiteStore on Python {sys.version.split()[0]}, "
         f"{LOOKUPS:,} random get_device calls, group query best of 3"
@@ -160,7 +152,3 @@ def main(argv: list[str] | None = None) -> int:
     report(base, big)
     print(f"total wall time {time.perf_counter() - started:.1f} s")
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,7 +1,7 @@
 """The agent's local state: the applied configuration and a transfer in progress.
 
 The configuration lives in the encrypted, crash-safe A/B store
-(:class:`~edgecfg.agent.store.DeviceStore`): every applied version is
+(:class:`~edgecfg.agent.ab_store.DeviceStore`): every applied version is
 committed as a new generation and marked good once its ETag verified, so
 the last-known-good survives a bad write or a power cut.  A transfer in
 progress records the request, the representation's ETag, the block size and
@@ -32,8 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, cast
 
+from edgecfg.agent.ab_store import SLOTS, DeviceStore, StoreEventKind
 from edgecfg.agent.fs import REAL_FS, WriteFailed
-from edgecfg.agent.store import SLOTS, DeviceStore, StoreEventKind
 from edgecfg.core.ids import ETag
 from edgecfg.core.tree import Tree, Value, is_map
 from edgecfg.crypto import AuthenticationFailed, RecordCipher, load_or_create_dev_key

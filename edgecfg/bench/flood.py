@@ -1,7 +1,7 @@
 """``edgecfg bench flood``: the gateway under a single-host flood (issue 20).
 
 The gateway runs in a child process (its RSS, read from ``/proc``, is its
-own), the flood (:mod:`edgecfg.cli.flood`) in another, from 127.0.0.2; a
+own), the flood (:mod:`edgecfg.bench.hostile`) in another, from 127.0.0.2; a
 legitimate device (a real agent, 127.0.0.1) runs full syncs one after the
 other in this process, from a fresh local state each, before, during and
 after the flood.  Reported, with the same-run baseline (before the flood):
@@ -35,7 +35,7 @@ from multiprocessing.synchronize import Event
 from pathlib import Path
 from typing import Any, Final
 
-from edgecfg.cli.files import CommandError
+from edgecfg.errors import CommandError
 
 DEVICES: Final = 10
 LEGIT: Final = "legit-0"
@@ -99,11 +99,11 @@ def _command(args: argparse.Namespace) -> int:
 
 def _prepare(folder: Path, *, oscore: bool) -> Path | None:
     """The fleet database; with ``oscore``, the device's credentials file."""
-    from edgecfg.cli.bench_sync import FIXTURE_SCHEMA
+    from edgecfg.bench.sync import FIXTURE_SCHEMA
     from edgecfg.core.ids import DeviceId
     from edgecfg.crypto import RecordCipher
-    from edgecfg.gateway.credentials import enroll, write_peer_side
-    from edgecfg.gateway.fleet import Fleet
+    from edgecfg.fleet.credentials import enroll, write_peer_side
+    from edgecfg.fleet.fleet import Fleet
     from edgecfg.store import DeviceRecord, SQLiteStore
 
     with SQLiteStore(folder / "fleet.db") as store:
@@ -134,7 +134,7 @@ def _serve(setup: _Serving, ready: Event) -> None:
                                         setup.unbounded)  # fmt: skip
     from edgecfg.core.admission import UNLIMITED
     from edgecfg.crypto import RecordCipher
-    from edgecfg.gateway.identity import InsecurePolicy
+    from edgecfg.fleet.identity import InsecurePolicy
     from edgecfg.gateway.oscore import StoredCredentials
     from edgecfg.gateway.server import Gateway
     from edgecfg.store import SQLiteStore
@@ -162,7 +162,7 @@ def _serve(setup: _Serving, ready: Event) -> None:
 
 def _flood(port: int, rate: float, seconds: float, ports: int, out: Any) -> None:
     """Child process: the flood; puts its report on ``out``."""
-    from edgecfg.cli.flood import flood
+    from edgecfg.bench.hostile import flood
 
     devices = [f"dev-{n}" for n in range(DEVICES)]
     report = flood(("127.0.0.1", port), devices=devices, rate=rate, seconds=seconds, ports=ports)
@@ -204,7 +204,7 @@ async def _device(
 ) -> None:  # fmt: skip
     """Full syncs one after the other, each from a fresh local state."""
     from edgecfg.agent.coap import CoapLink
-    from edgecfg.agent.state import LocalState
+    from edgecfg.agent.local_state import LocalState
     from edgecfg.agent.sync import Agent
 
     number = 0
@@ -240,13 +240,13 @@ def run_flood_bench(
     baseline: float = 10.0,
 ) -> dict[str, Any]:  # fmt: skip
     """Entry point of ``edgecfg bench flood``; returns the report."""
-    from edgecfg.cli.bench_sync import _free_port  # pyright: ignore[reportPrivateUsage]
+    from edgecfg.bench.measure import free_udp_port
 
     spawn = multiprocessing.get_context("spawn")
     with tempfile.TemporaryDirectory(prefix="edgecfg-flood-") as tmp:
         folder = Path(tmp)
         credentials = _prepare(folder, oscore=oscore)
-        port, log = _free_port(), folder / "gateway.log"
+        port, log = free_udp_port(), folder / "gateway.log"
         ready = spawn.Event()
         setup = _Serving(str(folder / "fleet.db"), port, str(log), oscore, unbounded)
         gateway = spawn.Process(target=_serve, args=(setup, ready), daemon=True)
