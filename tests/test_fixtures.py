@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -66,10 +67,58 @@ def load_tool() -> ModuleType:
 
 
 def test_committed_fixtures_match_the_generator_script() -> None:
-    for path, text in load_tool().outputs().items():
+    outputs = load_tool().outputs()
+    assert {path.relative_to(FIXTURES).as_posix() for path in outputs} == {
+        "schema/device.json",
+        "schema/device-v2.json",
+        "configs/sensor-default.json",
+        "configs/camera.json",
+        "configs/invalid.json",
+    }
+    for path, text in outputs.items():
         assert path.read_text(encoding="utf-8") == text, (
             f"{path} is stale: run tools/make_fixture_schema.py"
         )
+
+
+def _source_with(tmp_path: Path, edit: Callable[[str], str]) -> Path:
+    source = tmp_path / "device-schema.yaml"
+    text = (FIXTURES / "source" / "device-schema.yaml").read_text(encoding="utf-8")
+    changed = edit(text)
+    assert changed != text
+    source.write_text(changed, encoding="utf-8")
+    return source
+
+
+def test_generator_refuses_a_path_written_twice(tmp_path: Path) -> None:
+    twice = "  device.name: {id: 2, type: str, description: again}\n"
+    source = _source_with(
+        tmp_path, lambda text: text.replace("\n  device.site:", f"\n{twice}  device.site:")
+    )
+    with pytest.raises(ValueError, match=re.escape("duplicate key 'device.name'")):
+        load_tool().outputs(source)
+
+
+def test_generator_refuses_an_id_given_to_two_paths(tmp_path: Path) -> None:
+    source = _source_with(
+        tmp_path, lambda text: text.replace("device.site: {id: 3,", "device.site: {id: 2,")
+    )
+    with pytest.raises(
+        ValueError, match=re.escape("id 2 of device.site already used by device.name")
+    ):
+        load_tool().outputs(source)
+
+
+def test_generator_refuses_a_v2_key_that_reuses_a_retired_id(tmp_path: Path) -> None:
+    source = _source_with(
+        tmp_path, lambda text: text.replace("net.coap.edhoc: {id: 45,", "net.coap.edhoc: {id: 77,")
+    )
+    retired_id = load_json(V2_PATH)["retired"]["net.cell.roaming"]
+    assert retired_id == 77
+    with pytest.raises(
+        ValueError, match=re.escape("id 77 of net.coap.edhoc already used by net.cell.roaming")
+    ):
+        load_tool().outputs(source)
 
 
 # ---------------------------------------------------------------- device types
@@ -187,12 +236,9 @@ def test_critical_class_holds_the_uplink_interval_and_security(v1: Schema) -> No
 def test_camera_and_gateway_keys_are_hardware_specific(
     v1: Schema, device_types: dict[str, dict[str, Any]]
 ) -> None:
-    cam, gw = device_types["lte-camera"]["hardware"], device_types["pi-gateway"]["hardware"]
-    for spec in v1:
-        if spec.path[0] == "camera":
-            assert spec.hardware == {cam}, spec.dotted
-        if spec.path[0] == "gateway":
-            assert spec.hardware == {gw}, spec.dotted
+    for namespace, device_type in (("camera", "lte-camera"), ("gateway", "pi-gateway")):
+        hardware = {spec.hardware for spec in v1 if spec.path[0] == namespace}
+        assert hardware == {frozenset({device_types[device_type]["hardware"]})}, namespace
 
 
 def test_schema_defaults_are_a_valid_partial_layer(v1: Schema) -> None:
@@ -258,10 +304,15 @@ def test_example_config_is_valid_and_fits_its_hardware(
     assert isinstance(tree, dict)
     assert v1.validate(tree) == []
     hardware = device_types[device_type]["hardware"]
-    for spec in v1:
-        present = spec.dotted in _dotted_leaves(tree)
-        if spec.applies_to(hardware=hardware) is not None:
-            assert not present, spec.dotted
+    applicable = [spec for spec in v1 if spec.applies_to(hardware=hardware) is None]
+    excluded = {spec.dotted for spec in v1} - {spec.dotted for spec in applicable}
+    with_default = {
+        spec.dotted for spec in applicable if spec.default is not UNSET and spec.default != {}
+    }
+    leaves = _dotted_leaves(tree)
+    assert excluded, f"every key applies to {hardware}: the example shows no hardware filter"
+    assert not leaves & excluded
+    assert with_default <= leaves
 
 
 def _dotted_leaves(tree: dict[str, Any]) -> set[str]:
