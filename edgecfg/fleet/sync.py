@@ -36,9 +36,10 @@ from edgecfg.fleet.events import NO_EVENTS, EventSink
 from edgecfg.fleet.fleet import Fleet
 from edgecfg.fleet.reconcile import ChangeTimes, journal_entries, reconcile
 from edgecfg.store import DeviceRecord, Store
-from edgecfg.wire.cbor import CONTENT_FORMAT_CBOR, Encoded, decode, encode, etag_of_bytes
-from edgecfg.wire.delta import CONTENT_FORMAT_DELTA, make_delta, restrict_to_classes
+from edgecfg.wire.cbor import Encoded, decode, encode, etag_of_bytes
+from edgecfg.wire.delta import make_delta, restrict_to_classes
 from edgecfg.wire.documents import read_schema
+from edgecfg.wire.numbers import ContentFormat
 from edgecfg.wire.senml import decode_senml
 
 Priority = Literal["critical"]
@@ -178,8 +179,8 @@ class SyncService:
         if base is not None and base == target.etag:
             return NotModified(target.etag)
         if held is None:
-            return Representation(target.cbor, CONTENT_FORMAT_CBOR, target.etag)
-        return Representation(self._delta(held, target), CONTENT_FORMAT_DELTA, target.etag)
+            return Representation(target.cbor, ContentFormat.CBOR, target.etag)
+        return Representation(self._delta(held, target), ContentFormat.DELTA, target.etag)
 
     def _critical(self, current: Encoded, held: Encoded | None) -> Encoded:
         schema = self.fleet.schema
@@ -219,7 +220,7 @@ class SyncService:
         if node is UNSET:
             raise UnknownPath(device, format_path(path))
         blob = encode(cast(Value, node))
-        return Representation(blob, CONTENT_FORMAT_CBOR, etag_of_bytes(blob))
+        return Representation(blob, ContentFormat.CBOR, etag_of_bytes(blob))
 
     def fetch(self, device: DeviceId, body: bytes) -> Representation:
         """FETCH /cfg/{dev} with a CBOR array of dotted paths (RFC 8132)."""
@@ -244,7 +245,7 @@ class SyncService:
                 raise UnknownPath(device, text)
             answer[text] = node
         blob = encode(answer)
-        return Representation(blob, CONTENT_FORMAT_CBOR, etag_of_bytes(blob))
+        return Representation(blob, ContentFormat.CBOR, etag_of_bytes(blob))
 
     # -- uplink ---------------------------------------------------------------------
 
@@ -297,7 +298,7 @@ class SyncService:
         answer: Tree = {"etag": current.etag, "current": applied == current.etag}
         if outcome is not None:
             answer["local"] = outcome
-        return Representation(encode(answer), CONTENT_FORMAT_CBOR, current.etag)
+        return Representation(encode(answer), ContentFormat.CBOR, current.etag)
 
     def telemetry(
         self, device: DeviceId, body: bytes, *, now: float, held: ETag | None

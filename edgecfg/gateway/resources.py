@@ -64,8 +64,8 @@ from edgecfg.gateway.errors import MAX_DIAGNOSTIC, error_response, log_failure
 from edgecfg.gateway.observations import Observations, decline
 from edgecfg.gateway.spool import Spool
 from edgecfg.wire.blocks import DEFAULT_SZX, MAX_SZX, block_of, block_size
-from edgecfg.wire.cbor import CONTENT_FORMAT_CBOR, decode, encode, etag_of_bytes
-from edgecfg.wire.senml import CONTENT_FORMAT_SENML_CBOR
+from edgecfg.wire.cbor import decode, encode, etag_of_bytes
+from edgecfg.wire.numbers import ContentFormat
 
 log = logging.getLogger("edgecfg.gateway")
 
@@ -141,7 +141,7 @@ class _Base(aiocoap.resource.Resource, aiocoap.resource.PathCapable):
 
     methods: ClassVar[dict[Code, str]] = {}
     link: ClassVar[dict[str, str | None]] = {}  # RFC 6690 attributes in /.well-known/core
-    formats: ClassVar[tuple[int, ...]] = (CONTENT_FORMAT_CBOR,)  # of request bodies
+    formats: ClassVar[tuple[int, ...]] = (ContentFormat.CBOR,)  # of request bodies
     queries: ClassVar[frozenset[str]] = frozenset()  # the Uri-Query keys it defines
 
     def __init__(self, service: SyncService, policy: IdentityPolicy, gate: Gate) -> None:
@@ -270,7 +270,11 @@ class ConfigResource(_Base, aiocoap.interfaces.ObservableResource):
     """/cfg/{dev}[/{key}...]: GET (deltas, prio, subtrees), FETCH, observe."""
 
     methods: ClassVar[dict[Code, str]] = {Code.GET: "get", Code.FETCH: "fetch"}
-    link: ClassVar[dict[str, str | None]] = {"rt": "edgecfg.cfg", "ct": "60 65100", "obs": None}
+    link: ClassVar[dict[str, str | None]] = {
+        "rt": "edgecfg.cfg",
+        "ct": f"{ContentFormat.CBOR:d} {ContentFormat.DELTA:d}",
+        "obs": None,
+    }
     queries: ClassVar[frozenset[str]] = frozenset({"from", "prio", "sv"})
 
     def __init__(self, service: SyncService, policy: IdentityPolicy, gate: Gate) -> None:
@@ -357,7 +361,7 @@ class StateResource(_Base):
     """/state/{dev}: POST of the device's report."""
 
     methods: ClassVar[dict[Code, str]] = {Code.POST: "post"}
-    link: ClassVar[dict[str, str | None]] = {"rt": "edgecfg.state", "ct": "60"}
+    link: ClassVar[dict[str, str | None]] = {"rt": "edgecfg.state", "ct": f"{ContentFormat.CBOR:d}"}
 
     async def post(self, request: aiocoap.Message, claimed: Identity | None) -> aiocoap.Message:
         device = _device_of(request)
@@ -369,7 +373,7 @@ class StateResource(_Base):
         if answer is None:
             return aiocoap.Message(code=Code.CHANGED)  # current: nothing more to say
         response = aiocoap.Message(code=Code.CHANGED, payload=answer.payload)
-        response.opt.content_format = CONTENT_FORMAT_CBOR
+        response.opt.content_format = ContentFormat.CBOR
         response.opt.etag = answer.etag
         return response
 
@@ -378,8 +382,11 @@ class TelemetryResource(_Base):
     """/tel/{dev}[?cfg=etag]: POST of SenML; the reply may carry the config delta."""
 
     methods: ClassVar[dict[Code, str]] = {Code.POST: "post"}
-    link: ClassVar[dict[str, str | None]] = {"rt": "edgecfg.tel", "ct": "112"}
-    formats: ClassVar[tuple[int, ...]] = (CONTENT_FORMAT_SENML_CBOR,)
+    link: ClassVar[dict[str, str | None]] = {
+        "rt": "edgecfg.tel",
+        "ct": f"{ContentFormat.SENML_CBOR:d}",
+    }
+    formats: ClassVar[tuple[int, ...]] = (ContentFormat.SENML_CBOR,)
     queries: ClassVar[frozenset[str]] = frozenset({"cfg"})
 
     async def post(self, request: aiocoap.Message, claimed: Identity | None) -> aiocoap.Message:
@@ -428,7 +435,7 @@ class _LayerResource(_Base):
         head = self.service.fleet.head(layer)
         blob = encode(document)
         tag = head.content if head is not None else etag_of_bytes(blob)
-        return Representation(blob, CONTENT_FORMAT_CBOR, tag)
+        return Representation(blob, ContentFormat.CBOR, tag)
 
     async def put(self, request: aiocoap.Message, claimed: Identity | None) -> aiocoap.Message:
         return await self._write(request, claimed, replace=True)
@@ -472,7 +479,11 @@ class GroupResource(_LayerResource, aiocoap.resource.ObservableResource):  # pyr
     """/grp/global and /grp/{dimension}/{path...}: a layer, observable."""
 
     methods: ClassVar[dict[Code, str]] = {Code.GET: "get", Code.PUT: "put", Code.iPATCH: "patch"}
-    link: ClassVar[dict[str, str | None]] = {"rt": "edgecfg.grp", "ct": "60", "obs": None}
+    link: ClassVar[dict[str, str | None]] = {
+        "rt": "edgecfg.grp",
+        "ct": f"{ContentFormat.CBOR:d}",
+        "obs": None,
+    }
 
     def __init__(
         self,
@@ -532,7 +543,7 @@ class DeviceResource(_LayerResource):
     """/dev/{dev}: GET the registry entry and effective ETag; PUT/iPATCH overrides."""
 
     methods: ClassVar[dict[Code, str]] = {Code.GET: "get", Code.PUT: "put", Code.iPATCH: "patch"}
-    link: ClassVar[dict[str, str | None]] = {"rt": "edgecfg.dev", "ct": "60"}
+    link: ClassVar[dict[str, str | None]] = {"rt": "edgecfg.dev", "ct": f"{ContentFormat.CBOR:d}"}
 
     def target(self, request: aiocoap.Message) -> LayerId:
         return LayerId(f"device/{_device_of(request)}")
@@ -552,7 +563,7 @@ class DeviceResource(_LayerResource):
             "etag": self.service.fleet.etag(device),
         }
         blob = encode(document)
-        return serve_blocks(request, Representation(blob, CONTENT_FORMAT_CBOR, etag_of_bytes(blob)))
+        return serve_blocks(request, Representation(blob, ContentFormat.CBOR, etag_of_bytes(blob)))
 
 
 def parse_etag(text: str) -> ETag:
