@@ -60,7 +60,14 @@ from edgecfg.fleet.sync import (
 from edgecfg.gateway.admission import refusal_response, request_peer
 from edgecfg.gateway.amplification import AddressGuard
 from edgecfg.gateway.conformance import bad_option
-from edgecfg.gateway.errors import MAX_DIAGNOSTIC, error_response, log_failure
+from edgecfg.gateway.errors import (
+    BadOption,
+    MethodNotAllowed,
+    StalePrecondition,
+    UnsupportedFormat,
+    error_response,
+    log_failure,
+)
 from edgecfg.gateway.observations import Observations, decline
 from edgecfg.gateway.spool import Spool
 from edgecfg.wire.blocks import DEFAULT_SZX, MAX_SZX, block_of, block_size
@@ -157,15 +164,16 @@ class _Base(aiocoap.resource.Resource, aiocoap.resource.PathCapable):
     async def render(self, request: aiocoap.Message) -> aiocoap.Message:
         name = self.methods.get(request.code) if request.code is not None else None
         if name is None:
-            return aiocoap.Message(code=Code.METHOD_NOT_ALLOWED)
+            allowed = ", ".join(str(method) for method in self.methods)
+            return error_response(MethodNotAllowed(f"this resource takes {allowed}"))
         # RFC 7252 §5.4.1, §5.4.5 for an OSCORE message's inner options (the
         # datagram screen checked the outer ones, and every plain request)
         faulty = bad_option(int(option.number) for option in request.opt.option_list())
         if faulty is not None:
-            return aiocoap.Message(code=Code.BAD_OPTION, payload=faulty.encode())
+            return error_response(BadOption(faulty))
         refused = self.refused_query(request.opt.uri_query)
         if refused is not None:
-            return aiocoap.Message(code=Code.BAD_REQUEST, payload=refused.encode()[:MAX_DIAGNOSTIC])
+            return error_response(BadRequest(refused))
         claimed = _claimed(request)
         peer = request_peer(request, claimed)
         admission, now = self.gate.admission, time.monotonic()
@@ -215,10 +223,8 @@ class _Base(aiocoap.resource.Resource, aiocoap.resource.PathCapable):
     def body(self, request: aiocoap.Message) -> bytes | aiocoap.Message:
         """The whole request body, or the response to send instead (4.15, 2.31, 4.08, 4.13)."""
         if request.opt.content_format not in (None, *self.formats):
-            return aiocoap.Message(
-                code=Code.UNSUPPORTED_CONTENT_FORMAT,
-                payload=f"this resource takes content-format {self.formats[0]}".encode(),
-            )
+            taken = self.formats[0]
+            return error_response(UnsupportedFormat(f"this resource takes content-format {taken}"))
         return self.spool.feed(
             request, request_peer(request, _claimed(request)), type(self).__name__
         )
@@ -454,10 +460,7 @@ class _LayerResource(_Base):
         if request.opt.if_match:
             current = self.representation(layer).etag
             if current not in request.opt.if_match:
-                return aiocoap.Message(
-                    code=Code.PRECONDITION_FAILED,
-                    payload=f"{layer} is at {current.hex()}".encode(),
-                )
+                raise StalePrecondition(f"{layer} is at {current.hex()}")
         document = decode(body)
         if not is_map(document):
             raise BadRequest("a layer document is a CBOR map with set, unset and lock")
