@@ -20,16 +20,14 @@ from typing import Final, Literal, cast
 from edgecfg.core.hlc import DEFAULT_MAX_DRIFT_MS
 from edgecfg.core.ids import DeviceId, ETag
 from edgecfg.core.path import Path, format_path, parse_path
-from edgecfg.core.schema import Schema
+from edgecfg.core.schema import Schema, of_priority, translate
 from edgecfg.core.tree import (
     UNSET,
     Tree,
     UnsetType,
     Value,
-    flatten,
     get,
     is_map,
-    put_checked_value,
 )
 from edgecfg.errors import NotFound, OverBudget, PathError, PeerError
 from edgecfg.fleet.events import NO_EVENTS, EventSink
@@ -105,24 +103,11 @@ class SyncService:
         config = self.fleet.encoded(device)
         schema = self.fleet.schema
         if schema is not None and schema_version is not None and schema_version != schema.version:
-            config = Encoded.trusted(self._translate(config.tree, schema, schema_version))
+            config = Encoded.trusted(
+                translate(config.tree, schema, self._schema_version(schema, schema_version))
+            )
         self._remember(config)
         return config
-
-    def _translate(self, tree: Tree, schema: Schema, version: int) -> Tree:
-        """Keys by stable id: renamed keys move back, keys that version lacks go."""
-        old = self._schema_version(schema, version)
-        out: Tree = {}
-        for path, value in flatten(tree).items():
-            spec = schema.spec(path)
-            if spec is None:
-                out = put_checked_value(out, path, value)
-                continue
-            then = old.by_id(spec.id)
-            if then is None:
-                continue  # introduced after the agent's schema
-            out = put_checked_value(out, then.path + path[len(spec.path) :], value)
-        return out
 
     def _schema_version(self, schema: Schema, version: int) -> Schema:
         found = self._schemas.get(version)
@@ -192,12 +177,7 @@ class SyncService:
             )
             config = Encoded.trusted(middle)
         else:
-            subset: Tree = {}
-            for path, value in flatten(current.tree).items():
-                spec = schema.spec(path) if schema else None
-                if spec is not None and spec.priority == "critical":
-                    subset = put_checked_value(subset, path, value)
-            config = Encoded.trusted(subset)
+            config = Encoded.trusted(of_priority(current.tree, schema, "critical"))
         self._remember(config)
         return config
 

@@ -291,11 +291,7 @@ class ConfigResource(_Base, aiocoap.interfaces.ObservableResource):
         self, request: aiocoap.Message, serverobservation: aiocoap.protocol.ServerObservation
     ) -> None:
         path = request.opt.uri_path
-        if (
-            len(path) != 1
-            or not path[0]
-            or not self.service.fleet.store.has_device(DeviceId(path[0]))
-        ):
+        if len(path) != 1 or not path[0] or not self.service.fleet.has_device(DeviceId(path[0])):
             decline(serverobservation)  # subtrees are not observable; unknown devices 4.04
             return
         cancel = _watch(self.observers, path[0], serverobservation)
@@ -554,7 +550,7 @@ class DeviceResource(_LayerResource):
     async def get(self, request: aiocoap.Message, claimed: Identity | None) -> aiocoap.Message:
         self.policy.for_operator(claimed)
         device = DeviceId(_device_of(request))
-        record = self.service.fleet.store.get_device(device)
+        record = self.service.fleet.record(device)
         document: dict[str, Value] = {
             "id": record.id,
             "groups": dict[str, Value](record.groups),
