@@ -40,10 +40,11 @@ from edgecfg.core.ids import ETag
 from edgecfg.core.tree import Tree, Value, is_map
 from edgecfg.errors import DeltaError, EdgecfgError, PeerError
 from edgecfg.wire.blocks import DEFAULT_SZX
-from edgecfg.wire.cbor import CONTENT_FORMAT_CBOR, Encoded, decode, encode
-from edgecfg.wire.delta import CONTENT_FORMAT_DELTA, apply_delta_encoded
+from edgecfg.wire.cbor import Encoded, decode, encode
+from edgecfg.wire.delta import apply_delta_encoded
 from edgecfg.wire.journal import entry_to_value
-from edgecfg.wire.senml import CONTENT_FORMAT_SENML_CBOR, Record, encode_senml
+from edgecfg.wire.numbers import ContentFormat
+from edgecfg.wire.senml import Record, encode_senml
 
 AGENT_VERSION: Final = "1.0.0"
 JOURNAL_CHUNK_BYTES: Final = 900  # journal entries per state report: one CoAP block
@@ -390,7 +391,7 @@ class Agent:
                 report["firmware"] = self.firmware
         reply = await self.link.request(
             "POST", ("state", self.device), payload=encode(report),
-            content_format=CONTENT_FORMAT_CBOR,
+            content_format=ContentFormat.CBOR,
         )  # fmt: skip
         if not reply.ok:
             raise SyncFailed(f"{self.device}: state report refused: {reply.code} {reply.payload!r}")
@@ -412,7 +413,7 @@ class Agent:
         query = (f"cfg={held.etag.hex()}",) if held is not None else ()
         reply = await self.link.request(
             "POST", ("tel", self.device), query=query, payload=encode_senml(records),
-            content_format=CONTENT_FORMAT_SENML_CBOR,
+            content_format=ContentFormat.SENML_CBOR,
         )  # fmt: skip
         if not reply.ok:
             raise SyncFailed(f"{self.device}: telemetry refused: {reply.code} {reply.payload!r}")
@@ -437,11 +438,11 @@ def _expect_content(reply: Reply) -> None:
 
 
 def _decode(held: Encoded | None, payload: bytes, reply: Reply) -> Encoded:
-    if reply.content_format == CONTENT_FORMAT_DELTA:
+    if reply.content_format == ContentFormat.DELTA:
         if held is None:
             raise DeltaError("a delta arrived but the agent holds no config")
         config = apply_delta_encoded(held, payload)
-    elif reply.content_format in (CONTENT_FORMAT_CBOR, None):
+    elif reply.content_format in (ContentFormat.CBOR, None):
         config = Encoded.from_bytes(payload)
     else:
         raise DeltaError(f"unexpected content-format {reply.content_format}")

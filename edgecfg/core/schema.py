@@ -37,7 +37,9 @@ from edgecfg.core.tree import (
     UNSET,
     Tree,
     Value,
+    flatten,
     is_map,
+    put_checked_value,
     set_value,
     values_equal,
     walk_leaves,
@@ -368,3 +370,33 @@ def _dotted(path: Path) -> str:
         return format_path(path)
     except PathError:
         return repr(path)
+
+
+def translate(tree: Tree, schema: Schema, old: Schema) -> Tree:
+    """``tree`` (valid under ``schema``) as an agent that speaks ``old`` sees
+    it: keys matched by stable id, so a renamed key moves back to its old
+    path and a key ``old`` lacks is left out; paths no key declares stay."""
+    out: Tree = {}
+    for path, value in flatten(tree).items():
+        spec = schema.spec(path)
+        if spec is None:
+            out = put_checked_value(out, path, value)
+            continue
+        then = old.by_id(spec.id)
+        if then is None:
+            continue  # introduced after the agent's schema
+        out = put_checked_value(out, then.path + path[len(spec.path) :], value)
+    return out
+
+
+def of_priority(tree: Tree, schema: Schema | None, priority: Priority) -> Tree:
+    """The part of ``tree`` whose keys ``schema`` gives ``priority`` (nothing
+    without a schema: a free-form fleet has no classes)."""
+    subset: Tree = {}
+    if schema is None:
+        return subset
+    for path, value in flatten(tree).items():
+        spec = schema.spec(path)
+        if spec is not None and spec.priority == priority:
+            subset = put_checked_value(subset, path, value)
+    return subset

@@ -314,6 +314,15 @@ class Fleet:
         self.hierarchy.parse(layer_id)
         return self.store.layer_history(layer_id)
 
+    def has_device(self, device_id: DeviceId) -> bool:
+        """Whether ``device_id`` is registered (one indexed lookup)."""
+        return self.store.has_device(device_id)
+
+    def record(self, device_id: DeviceId) -> DeviceRecord:
+        """A registered device's stored record (what it last reported, too);
+        :class:`NotFound` otherwise."""
+        return self.store.get_device(device_id)
+
     def device(self, device_id: DeviceId) -> DeviceFacts:
         """A registered device; :class:`NotFound` otherwise."""
         if self._members is not None and device_id in self._members.facts:

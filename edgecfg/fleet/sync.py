@@ -20,25 +20,24 @@ from typing import Final, Literal, cast
 from edgecfg.core.hlc import DEFAULT_MAX_DRIFT_MS
 from edgecfg.core.ids import DeviceId, ETag
 from edgecfg.core.path import Path, format_path, parse_path
-from edgecfg.core.schema import Schema
+from edgecfg.core.schema import Schema, of_priority, translate
 from edgecfg.core.tree import (
     UNSET,
     Tree,
     UnsetType,
     Value,
-    flatten,
     get,
     is_map,
-    put_checked_value,
 )
 from edgecfg.errors import NotFound, OverBudget, PathError, PeerError
 from edgecfg.fleet.events import NO_EVENTS, EventSink
 from edgecfg.fleet.fleet import Fleet
 from edgecfg.fleet.reconcile import ChangeTimes, journal_entries, reconcile
 from edgecfg.store import DeviceRecord, Store
-from edgecfg.wire.cbor import CONTENT_FORMAT_CBOR, Encoded, decode, encode, etag_of_bytes
-from edgecfg.wire.delta import CONTENT_FORMAT_DELTA, make_delta, restrict_to_classes
+from edgecfg.wire.cbor import Encoded, decode, encode, etag_of_bytes
+from edgecfg.wire.delta import make_delta, restrict_to_classes
 from edgecfg.wire.documents import read_schema
+from edgecfg.wire.numbers import ContentFormat
 from edgecfg.wire.senml import decode_senml
 
 Priority = Literal["critical"]
@@ -104,24 +103,11 @@ class SyncService:
         config = self.fleet.encoded(device)
         schema = self.fleet.schema
         if schema is not None and schema_version is not None and schema_version != schema.version:
-            config = Encoded.trusted(self._translate(config.tree, schema, schema_version))
+            config = Encoded.trusted(
+                translate(config.tree, schema, self._schema_version(schema, schema_version))
+            )
         self._remember(config)
         return config
-
-    def _translate(self, tree: Tree, schema: Schema, version: int) -> Tree:
-        """Keys by stable id: renamed keys move back, keys that version lacks go."""
-        old = self._schema_version(schema, version)
-        out: Tree = {}
-        for path, value in flatten(tree).items():
-            spec = schema.spec(path)
-            if spec is None:
-                out = put_checked_value(out, path, value)
-                continue
-            then = old.by_id(spec.id)
-            if then is None:
-                continue  # introduced after the agent's schema
-            out = put_checked_value(out, then.path + path[len(spec.path) :], value)
-        return out
 
     def _schema_version(self, schema: Schema, version: int) -> Schema:
         found = self._schemas.get(version)
@@ -178,8 +164,8 @@ class SyncService:
         if base is not None and base == target.etag:
             return NotModified(target.etag)
         if held is None:
-            return Representation(target.cbor, CONTENT_FORMAT_CBOR, target.etag)
-        return Representation(self._delta(held, target), CONTENT_FORMAT_DELTA, target.etag)
+            return Representation(target.cbor, ContentFormat.CBOR, target.etag)
+        return Representation(self._delta(held, target), ContentFormat.DELTA, target.etag)
 
     def _critical(self, current: Encoded, held: Encoded | None) -> Encoded:
         schema = self.fleet.schema
@@ -191,12 +177,7 @@ class SyncService:
             )
             config = Encoded.trusted(middle)
         else:
-            subset: Tree = {}
-            for path, value in flatten(current.tree).items():
-                spec = schema.spec(path) if schema else None
-                if spec is not None and spec.priority == "critical":
-                    subset = put_checked_value(subset, path, value)
-            config = Encoded.trusted(subset)
+            config = Encoded.trusted(of_priority(current.tree, schema, "critical"))
         self._remember(config)
         return config
 
@@ -219,7 +200,7 @@ class SyncService:
         if node is UNSET:
             raise UnknownPath(device, format_path(path))
         blob = encode(cast(Value, node))
-        return Representation(blob, CONTENT_FORMAT_CBOR, etag_of_bytes(blob))
+        return Representation(blob, ContentFormat.CBOR, etag_of_bytes(blob))
 
     def fetch(self, device: DeviceId, body: bytes) -> Representation:
         """FETCH /cfg/{dev} with a CBOR array of dotted paths (RFC 8132)."""
@@ -244,7 +225,7 @@ class SyncService:
                 raise UnknownPath(device, text)
             answer[text] = node
         blob = encode(answer)
-        return Representation(blob, CONTENT_FORMAT_CBOR, etag_of_bytes(blob))
+        return Representation(blob, ContentFormat.CBOR, etag_of_bytes(blob))
 
     # -- uplink ---------------------------------------------------------------------
 
@@ -297,7 +278,7 @@ class SyncService:
         answer: Tree = {"etag": current.etag, "current": applied == current.etag}
         if outcome is not None:
             answer["local"] = outcome
-        return Representation(encode(answer), CONTENT_FORMAT_CBOR, current.etag)
+        return Representation(encode(answer), ContentFormat.CBOR, current.etag)
 
     def telemetry(
         self, device: DeviceId, body: bytes, *, now: float, held: ETag | None

@@ -30,6 +30,7 @@ from edgecfg.errors import (
     NotFound,
     OverBudget,
     PathError,
+    PeerError,
     SchemaError,
     StoreConflict,
     StoreError,
@@ -43,8 +44,30 @@ from edgecfg.wire.senml import SenmlError
 
 Code = aiocoap.numbers.codes.Code
 
+
+class MethodNotAllowed(PeerError):
+    """A method the resource does not define (4.05)."""
+
+
+class BadOption(PeerError):
+    """An unknown critical option, or a non-repeatable one repeated (4.02,
+    RFC 7252 §5.4.1 and §5.4.5)."""
+
+
+class UnsupportedFormat(PeerError):
+    """A request body in a content-format the resource does not take (4.15)."""
+
+
+class StalePrecondition(PeerError):
+    """An If-Match that names no current version (4.12, RFC 7252 §5.10.8.1)."""
+
+
 # Most specific first; the first matching class decides.
 CODES: Final[tuple[tuple[type[Exception], Code], ...]] = (
+    (MethodNotAllowed, Code.METHOD_NOT_ALLOWED),
+    (BadOption, Code.BAD_OPTION),
+    (UnsupportedFormat, Code.UNSUPPORTED_CONTENT_FORMAT),
+    (StalePrecondition, Code.PRECONDITION_FAILED),
     (UnknownPath, Code.NOT_FOUND),
     (NotFound, Code.NOT_FOUND),
     (LockViolation, Code.FORBIDDEN),
