@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import struct
 from typing import cast
 
 from hypothesis import strategies as st
@@ -126,3 +128,50 @@ def value_pairs(draw: st.DrawFn) -> tuple[Value, Value]:
         ]
         return old, draw(_edited_list(items))
     return old, draw(scalars)
+
+
+# ---------------------------------------------------------------- the model's edges
+# Values of the configuration model (DESIGN §3) at its edges: every float the
+# codec must keep bit-exact, integers at the CBOR limits, short keys.
+
+NAN_WITH_PAYLOAD = struct.unpack(">d", bytes.fromhex("7ff8000000000001"))[0]
+NEGATIVE_NAN = struct.unpack(">d", bytes.fromhex("fff8000000000000"))[0]
+
+model_ints = st.integers(min_value=-(2**64), max_value=2**64 - 1)
+model_floats = st.floats() | st.sampled_from(
+    [0.0, -0.0, math.inf, -math.inf, math.nan, NAN_WITH_PAYLOAD, NEGATIVE_NAN]
+)
+model_scalars = (
+    st.none()
+    | st.booleans()
+    | model_ints
+    | model_floats
+    | st.text(max_size=12)
+    | st.binary(max_size=12)
+)
+model_keys = st.text(max_size=8)
+model_values = st.recursive(
+    model_scalars,
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(model_keys, children, max_size=4)
+    ),
+    max_leaves=24,
+)
+model_trees = st.dictionaries(model_keys, model_values, max_size=6)
+
+# Values that Python's == confuses (1 / 1.0 / True, 0.0 / -0.0, NaN), drawn
+# from a tiny domain so that pairs of them are often equal.
+confusable_scalars = st.sampled_from(
+    [
+        0, 1, -1, 0.0, -0.0, 1.0, -1.0, math.nan, NEGATIVE_NAN, NAN_WITH_PAYLOAD,
+        math.inf, -math.inf, True, False, None, "", "1", b"", b"1", 2**64 - 1, -(2**64),
+    ]
+)  # fmt: skip
+confusable_values = st.recursive(
+    confusable_scalars,
+    lambda children: (
+        st.lists(children, max_size=2)
+        | st.dictionaries(st.sampled_from(["a", "b"]), children, max_size=2)
+    ),
+    max_leaves=4,
+)

@@ -16,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.gateway.conftest import free_udp_port
+from tests.gateway.helpers import free_udp_port
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from edgecfg.gateway.server import Gateway
-from tests.gateway.conftest import free_udp_port
+from tests.gateway.helpers import free_udp_port
 
 
 async def observing(gateway: Gateway, device: str) -> None:

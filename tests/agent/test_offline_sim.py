@@ -38,7 +38,7 @@ from edgecfg.sim.link import PERFECT, LinkProfile
 from edgecfg.sim.proxy import UdpProxy
 from edgecfg.wire.cbor import decode, encode
 from edgecfg.wire.journal import entry_to_value
-from tests.gateway.conftest import SCHEMA
+from tests.paths import SCHEMA
 
 FAST = Backoff(base_s=0.05, cap_s=0.5, attempts=8)
 DAY_S = 86_400

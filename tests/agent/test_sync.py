@@ -18,7 +18,7 @@ from edgecfg.gateway.server import Gateway
 from edgecfg.sim.link import LinkProfile
 from edgecfg.sim.proxy import UdpProxy
 from edgecfg.wire.senml import Record
-from tests.gateway.conftest import free_udp_port
+from tests.gateway.helpers import free_udp_port
 
 INTERVAL = ("net", "uplink", "interval_s")
 FAST = Backoff(base_s=0.05, cap_s=0.5, attempts=8)

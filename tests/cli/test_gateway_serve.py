@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from edgecfg.cli.main import main
-from tests.gateway.conftest import free_udp_port
+from tests.gateway.helpers import free_udp_port
 
 TIMEOUT = 60
 
@@ -165,7 +165,8 @@ async def test_gateway_serve_with_mqtt_publishes_a_synced_devices_event(
 
     import aiomqtt
 
-    from tests.gateway.conftest import BROKER, SCHEMA, broker_listening
+    from tests.gateway.helpers import BROKER, broker_listening
+    from tests.paths import SCHEMA
 
     if not broker_listening(*BROKER):
         pytest.skip(f"no MQTT broker on {BROKER[0]}:{BROKER[1]} (Mosquitto runs there on CI)")

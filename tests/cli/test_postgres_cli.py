@@ -14,8 +14,8 @@ import pytest
 from psycopg import sql
 
 from edgecfg.cli.main import main
-from tests.gateway.conftest import SCHEMA
-from tests.store.conftest import POSTGRES_URL, postgres_unreachable
+from tests.paths import SCHEMA
+from tests.store.helpers import POSTGRES_URL, postgres_unreachable
 
 TIMEOUT = 60
 

@@ -14,17 +14,9 @@ from edgecfg.agent.local_state import LocalState, record_device
 from edgecfg.cli.main import main
 from edgecfg.crypto import derive_store_key
 from edgecfg.wire.cbor import Encoded
-from tests.gateway.conftest import SCHEMA, free_udp_port
-
-
-def edgecfg(*argv: str, **options: object) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "edgecfg.cli.main", *argv],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        **options,  # type: ignore[arg-type]
-    )
+from tests.cli.helpers import edgecfg
+from tests.gateway.helpers import free_udp_port
+from tests.paths import SCHEMA
 
 
 def test_gateway_serves_an_agent_and_stops_cleanly_on_sigterm(

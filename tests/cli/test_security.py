@@ -18,8 +18,9 @@ import pytest
 from edgecfg.cli.main import main
 from edgecfg.store import SQLiteStore
 from edgecfg.wire.cbor import decode
-from tests.cli.test_roles import edgecfg
-from tests.gateway.conftest import SCHEMA, free_udp_port
+from tests.cli.helpers import edgecfg
+from tests.gateway.helpers import free_udp_port
+from tests.paths import SCHEMA
 
 AIOCOAP_CLIENT = Path(sys.executable).parent / "aiocoap-client"
 

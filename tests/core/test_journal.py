@@ -26,7 +26,7 @@ from edgecfg.core.schema import Schema
 from edgecfg.core.schema_document import schema_from_document
 from edgecfg.core.tree import UNSET, UnsetType, Value
 from edgecfg.errors import ModelError, PathError, PeerError, UsageError, show_value
-from tests.conftest import model_values
+from tests.strategies import model_values
 
 PATHS: list[Path] = [("net", "interval_s"), ("log", "level"), ("a",), ("a", "b"), ("x.y", "z")]
 

@@ -32,7 +32,7 @@ from edgecfg.core.tree import (
     walk_leaves,
 )
 from edgecfg.errors import ModelError, PathError, UsageError
-from tests.conftest import (
+from tests.strategies import (
     NAN_WITH_PAYLOAD,
     NEGATIVE_NAN,
     confusable_values,

@@ -28,8 +28,9 @@ from edgecfg.gateway.amplification import AddressGuard, peer_of, wire_size
 from edgecfg.gateway.server import Gateway
 from edgecfg.store import MemoryStore
 from edgecfg.wire.senml import Record, encode_senml
-from tests.gateway.conftest import SCHEMA, free_udp_port, sensor
-from tests.gateway.test_interop import CLIENT, Running, coap
+from tests.gateway.coap_client import CLIENT, Running, coap
+from tests.gateway.helpers import free_udp_port, sensor
+from tests.paths import SCHEMA
 
 LOOPBACK = bytes([127, 0, 0, 1])
 FAST = Backoff(base_s=0.05, cap_s=0.5, attempts=8)

@@ -24,9 +24,9 @@ from edgecfg.fleet.identity import InsecurePolicy
 from edgecfg.gateway.hardening import RECEIVE_BUFFER
 from edgecfg.gateway.server import Gateway
 from edgecfg.store import MemoryStore
-from tests.gateway.conftest import SCHEMA, free_udp_port, sensor
-from tests.gateway.test_coap import INTERVAL, ask
-from tests.gateway.test_hostile import CON, URI_PATH, RawPeer, coap
+from tests.gateway.helpers import INTERVAL, ask, free_udp_port, remembered_by_aiocoap, sensor
+from tests.gateway.raw_peer import CON, URI_PATH, RawPeer, coap
+from tests.paths import SCHEMA
 
 ETAG, OBSERVE = 4, 6
 BUDGETS = Budgets(memory_mib=200 * EXCHANGE_COST / 2**20, peer_share=0.25, peer_observations=3,
@@ -48,16 +48,6 @@ async def gateway() -> AsyncIterator[Gateway]:
         yield gateway
     finally:
         await gateway.stop()
-
-
-def remembered_by_aiocoap(gateway: Gateway) -> int:
-    """Requests aiocoap keeps for duplicate detection (its private table)."""
-    assert gateway.context is not None
-    total = 0
-    for interface in gateway.context.request_interfaces:
-        messages = interface.token_interface.message_interface
-        total += len(messages._ctx._recent_messages)  # pyright: ignore
-    return total
 
 
 async def served(gateway: Gateway, client: aiocoap.Context) -> None:

@@ -17,31 +17,8 @@ from edgecfg.wire.cbor import decode, encode
 from edgecfg.wire.delta import apply_delta_encoded
 from edgecfg.wire.numbers import ContentFormat
 from edgecfg.wire.senml import Record, encode_senml
-from tests.gateway.conftest import SCHEMA_V2, sensor
-
-INTERVAL = ("net", "uplink", "interval_s")
-
-
-async def ask(
-    client: aiocoap.Context,
-    gateway: Gateway,
-    code: Code,
-    path: str,
-    *,
-    payload: bytes = b"",
-    block2: tuple[int, int] | None = None,
-    etags: tuple[bytes, ...] = (),
-    blockwise: bool = False,
-    **options: object,
-) -> aiocoap.Message:
-    message = aiocoap.Message(code=code, uri=gateway.uri + path, payload=payload)
-    if block2 is not None:
-        message.opt.block2 = BlockOption.BlockwiseTuple(block2[0], False, block2[1])
-    if etags:
-        message.opt.etags = etags
-    for name, value in options.items():
-        setattr(message.opt, name, value)
-    return await client.request(message, handle_blockwise=blockwise).response
+from tests.gateway.helpers import INTERVAL, ask, sensor
+from tests.paths import SCHEMA_V2
 
 
 def edit(gateway: Gateway, layer: str, value: int) -> None:

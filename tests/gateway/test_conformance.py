@@ -24,7 +24,7 @@ from edgecfg.gateway.conformance import bad_option, block_size_fault
 from edgecfg.gateway.hardening import UnparsableCount
 from edgecfg.gateway.server import Gateway
 from edgecfg.wire.cbor import encode
-from tests.gateway.test_hostile import CON, NON, URI_PATH, RawPeer, coap
+from tests.gateway.raw_peer import CON, NON, URI_PATH, RawPeer, coap
 
 CFG = [(URI_PATH, b"cfg"), (URI_PATH, b"dev-1")]
 UNKNOWN_CRITICAL = [19, 25, 29, 31, 33, 37, 41, 61, 253, 1023, 2049, 64999, 65001]

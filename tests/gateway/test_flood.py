@@ -21,9 +21,8 @@ from edgecfg.fleet.identity import InsecurePolicy
 from edgecfg.gateway.server import Gateway
 from edgecfg.store import MemoryStore
 from edgecfg.wire.cbor import encode
-from tests.gateway.conftest import SCHEMA, free_udp_port, sensor
-from tests.gateway.test_budgets import remembered_by_aiocoap
-from tests.gateway.test_coap import ask
+from tests.gateway.helpers import ask, free_udp_port, remembered_by_aiocoap, sensor
+from tests.paths import SCHEMA
 
 BUDGETS = Budgets(memory_mib=800 * EXCHANGE_COST / 2**20, peer_share=0.25, peer_observations=8,
                   observations=64, peer_spool_kib=128)  # fmt: skip

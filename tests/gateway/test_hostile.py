@@ -9,9 +9,7 @@ nothing stored changed (layers, device records, telemetry, config ETags).
 
 from __future__ import annotations
 
-import asyncio
 import math
-import socket
 from collections.abc import AsyncIterator
 
 import aiocoap
@@ -21,7 +19,6 @@ from aiocoap.numbers.codes import Code
 from aiocoap.numbers.types import Type
 from aiocoap.optiontypes import BlockOption
 
-from edgecfg.bench.hostile import datagram
 from edgecfg.core.ids import DeviceId, LayerId
 from edgecfg.core.layers import layer_from_parts, layer_to_document
 from edgecfg.errors import DeltaError
@@ -32,8 +29,9 @@ from edgecfg.wire.cbor import Encoded, encode
 from edgecfg.wire.delta import apply_delta_encoded
 from edgecfg.wire.numbers import ContentFormat
 from edgecfg.wire.senml import Record, encode_senml
-from tests.gateway.test_coap import INTERVAL, ask
-from tests.wire.test_cbor_vectors import BAD_VECTORS
+from tests.gateway.helpers import INTERVAL, ask
+from tests.gateway.raw_peer import CON, NON, URI_HOST, URI_PATH, URI_QUERY, RawPeer, coap
+from tests.wire.cbor_vectors import BAD_VECTORS
 
 DEVICES = ("dev-1", "dev-2")
 CBOR, SENML = 60, 112
@@ -170,39 +168,6 @@ async def test_malformed_cbor_is_4_00_naming_the_fault_on_every_body_resource(
 
 
 # -- a datagram aiocoap cannot decode ---------------------------------------------------
-
-
-coap = datagram  # the load driver's builder: RFC 7252 §3, options in the given order
-
-
-URI_HOST, URI_PATH, URI_QUERY = 3, 11, 15
-CON, NON = 0, 1
-
-
-class RawPeer:
-    """A UDP socket speaking hand-built CoAP to the gateway."""
-
-    def __init__(self, gateway: Gateway, host: str = "127.0.0.1") -> None:
-        assert gateway.address is not None
-        self.address = gateway.address
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.setblocking(False)
-        self.sock.bind((host, 0))
-
-    async def send(self, data: bytes) -> None:
-        await asyncio.get_running_loop().sock_sendto(self.sock, data, self.address)
-
-    async def answer(self, timeout: float = 5.0) -> aiocoap.Message | None:
-        """The next datagram, decoded; None when nothing came within ``timeout``."""
-        loop = asyncio.get_running_loop()
-        try:
-            data, _ = await asyncio.wait_for(loop.sock_recvfrom(self.sock, 65536), timeout)
-        except TimeoutError:
-            return None
-        return aiocoap.Message.decode(data)
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 @pytest.fixture

@@ -20,8 +20,8 @@ from edgecfg.fleet.identity import InsecurePolicy
 from edgecfg.gateway.server import Gateway
 from edgecfg.store import SQLiteStore
 from edgecfg.wire.senml import Record, encode_senml
-from tests.gateway.conftest import SCHEMA, free_udp_port, sensor
-from tests.gateway.test_coap import ask
+from tests.gateway.helpers import ask, free_udp_port, sensor
+from tests.paths import SCHEMA
 
 CBOR, SENML = 60, 112
 

@@ -26,7 +26,8 @@ from edgecfg.gateway.server import Gateway
 from edgecfg.store import MemoryStore
 from edgecfg.wire.cbor import encode
 from edgecfg.wire.senml import Record, encode_senml
-from tests.gateway.conftest import BROKER, SCHEMA, broker_listening, sensor
+from tests.gateway.helpers import BROKER, broker_listening, sensor
+from tests.paths import SCHEMA
 
 TIMEOUT = 60.0
 PACK = encode_senml([Record("battery", 87.0, "%EL", 1.7e9), Record("rsrp", -101.0, "dBm", 1.7e9)])

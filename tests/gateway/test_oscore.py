@@ -45,7 +45,8 @@ from edgecfg.store import CredentialRecord, MemoryStore, OscoreState, SQLiteStor
 from edgecfg.wire.cbor import encode
 from edgecfg.wire.numbers import ContentFormat
 from edgecfg.wire.senml import Record, encode_senml
-from tests.gateway.conftest import SCHEMA, free_udp_port, sensor
+from tests.gateway.helpers import free_udp_port, sensor
+from tests.paths import SCHEMA
 
 KEY = bytes(range(32))
 

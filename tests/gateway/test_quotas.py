@@ -28,8 +28,8 @@ from edgecfg.store import MemoryStore
 from edgecfg.wire.cbor import decode, encode
 from edgecfg.wire.journal import entry_to_value
 from edgecfg.wire.senml import Record, encode_senml
-from tests.gateway.conftest import SCHEMA, free_udp_port, sensor
-from tests.gateway.test_coap import ask
+from tests.gateway.helpers import ask, free_udp_port, sensor
+from tests.paths import SCHEMA
 
 SENML = 112
 SOURCE = ("device", "location", "source")  # last-writer-wins in the fixture schema

@@ -13,7 +13,7 @@ from edgecfg.core.ids import DeviceId, LayerId
 from edgecfg.errors import StoreConflict, StoreError
 from edgecfg.store import DeviceRecord, PostgresStore, redact
 from edgecfg.store.postgres import LAYOUT_VERSION
-from tests.store.conftest import POSTGRES_URL, postgres_unreachable
+from tests.store.helpers import POSTGRES_URL, postgres_unreachable
 
 
 @pytest.fixture(autouse=True)

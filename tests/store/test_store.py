@@ -24,7 +24,7 @@ from edgecfg.store import (
     blob_etag,
     in_group,
 )
-from tests.store.conftest import postgres_store
+from tests.store.helpers import postgres_store
 
 StoreFactory = Callable[[Path], Store]
 

@@ -26,7 +26,7 @@ from edgecfg.wire.cbor import (
     etag_of_bytes,
 )
 from edgecfg.wire.numbers import ContentFormat
-from tests.conftest import NAN_WITH_PAYLOAD, NEGATIVE_NAN, model_trees, model_values
+from tests.strategies import NAN_WITH_PAYLOAD, NEGATIVE_NAN, model_trees, model_values
 
 # ---------------------------------------------------------------- golden vectors
 

@@ -1,72 +1,33 @@
-"""The strict decoder against the cbor-wg test vectors (../shared/vectors/cbor-wg).
-
-Each suite file is itself CBOR: ``{"title", "description", "tests": [{"description",
-"encoded", "decoded", "roundtrip"?, "encodeOptions"?, ...}], "fail"?, ...}``.  The
-project's own decoder refuses tags, which the suites use (bignums, dates), so
-the suite files are read with cbor2 directly; only the ``encoded`` inputs go to
-:func:`edgecfg.decode`.  ``roundtrip: false`` marks a non-preferred encoding;
-``fail: true`` (per suite or per test) marks inputs that must be rejected;
-``encodeOptions``/``decodeOptions`` concern other codecs' settings and are ignored.
+"""The strict decoder against the cbor-wg test vectors (../shared/vectors/cbor-wg,
+read by tests/wire/cbor_vectors.py): only the ``encoded`` inputs go to
+:func:`edgecfg.decode`.  ``encodeOptions``/``decodeOptions`` concern other
+codecs' settings and are ignored.
 
 Everything skips cleanly when ../shared is absent.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-import cbor2
 import pytest
 
 from edgecfg import DecodeError, decode, encode
 from edgecfg.core.tree import INT_MAX, INT_MIN, Value, values_equal
 from edgecfg.wire.cbor import DEFAULT_LIMITS
-from tests.conftest import SHARED_DIR
-
-CBOR_WG = ("vectors", "cbor-wg")
-APPENDIX_A = [
-    "mt0.cbor", "mt1.cbor", "mt2.cbor", "mt3.cbor", "mt4.cbor", "mt5.cbor", "mt6.cbor",
-    "mt7-float.cbor", "mt7-simple.cbor", "streaming.cbor",
-]  # fmt: skip
+from tests.wire.cbor_vectors import (
+    APPENDIX_A,
+    APPENDIX_A_VECTORS,
+    BAD_VECTORS,
+    GOOD_VECTORS,
+    Vector,
+    load_suite,
+)
 
 # Appendix A suites whose every input is outside the model for a reason the
 # decoded value does not show (it is de-streamed), with the reason expected.
 REJECTED_SUITES = {"streaming.cbor": "indefinite-length item"}
-
-
-@dataclass(frozen=True)
-class Vector:
-    suite: str
-    index: int
-    description: str
-    encoded: bytes
-    decoded: object
-    has_decoded: bool
-    roundtrip: bool
-    fail: bool
-
-
-def _load(root: Path, relative: str) -> list[Vector]:
-    path = root.joinpath(*CBOR_WG, relative)
-    if not path.is_file():
-        return []
-    suite = cbor2.loads(path.read_bytes(), max_depth=100_000)
-    suite_fail = bool(suite.get("fail", False))
-    return [
-        Vector(
-            suite=path.name,
-            index=index,
-            description=str(test.get("description", "")),
-            encoded=bytes(test["encoded"]),
-            decoded=test.get("decoded"),
-            has_decoded="decoded" in test,
-            roundtrip=test.get("roundtrip", True) is not False,
-            fail=bool(test.get("fail", suite_fail)),
-        )
-        for index, test in enumerate(suite["tests"])
-    ]
 
 
 def _params(vectors: list[Vector]) -> list[Any]:
@@ -74,13 +35,6 @@ def _params(vectors: list[Vector]) -> list[Any]:
         pytest.param(v, id=f"{v.suite.removesuffix('.cbor')}-{v.index}-{v.encoded.hex()[:16]}")
         for v in vectors
     ]
-
-
-APPENDIX_A_VECTORS = [
-    v for name in APPENDIX_A for v in _load(SHARED_DIR, f"rfc8949-appendixA/{name}")
-]
-BAD_VECTORS = _load(SHARED_DIR, "rfc8949/bad.cbor")
-GOOD_VECTORS = _load(SHARED_DIR, "rfc8949/good.cbor")
 
 
 def in_model(value: object) -> bool:
@@ -240,7 +194,7 @@ def test_good_suite_decodes_every_in_model_input_of_bounded_depth(shared_dir: Pa
 
 
 def test_spike_inputs_raise_nothing_but_decode_error(shared_dir: Path) -> None:
-    vectors = _load(shared_dir, "spike/spike.cbor")
+    vectors = load_suite(shared_dir, "spike/spike.cbor")
     assert len(vectors) == 1165
     failures: list[str] = []
     for vector in vectors:

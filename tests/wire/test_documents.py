@@ -24,7 +24,7 @@ from edgecfg.wire.documents import (
     read_schema,
     write_config,
 )
-from tests.conftest import model_values
+from tests.strategies import model_values
 
 CONFIG: Value = {
     "net": {"uplink": {"interval_s": 300, "host": "gw.example"}},

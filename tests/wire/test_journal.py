@@ -25,7 +25,7 @@ from edgecfg.wire.journal import (
     read_journal,
     scan_frames,
 )
-from tests.conftest import model_values
+from tests.strategies import model_values
 
 path_keys = st.text(min_size=1, max_size=6) | st.sampled_from(["net", "a.b", "x\\y", "ключ"])
 paths = st.lists(path_keys, min_size=1, max_size=4).map(tuple)
