@@ -8,7 +8,9 @@ from typing import cast
 
 from hypothesis import strategies as st
 
-from edgecfg.core.tree import Tree, Value
+from edgecfg.core.hlc import Timestamp
+from edgecfg.core.journal import JournalEntry
+from edgecfg.core.tree import UNSET, Tree, UnsetType, Value
 
 keys = st.text(
     alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=0, max_size=12
@@ -175,3 +177,34 @@ confusable_values = st.recursive(
     ),
     max_leaves=4,
 )
+
+
+# ---------------------------------------------------------------- journals
+
+journal_path_keys = st.text(min_size=1, max_size=6) | st.sampled_from(
+    ["net", "a.b", "x\\y", "ключ"]
+)
+journal_paths = st.lists(journal_path_keys, min_size=1, max_size=4).map(tuple)
+timestamps = st.builds(
+    Timestamp,
+    st.integers(0, 2**64 - 1),
+    st.integers(0, 2**64 - 1),
+    st.text(max_size=8),
+)
+
+
+@st.composite
+def journal_entry_lists(draw: st.DrawFn) -> list[JournalEntry]:
+    """Up to six journal entries in sequence order (gaps allowed), of any model
+    value or a removal, on any path, at any hybrid-logical-clock time."""
+    entries: list[JournalEntry] = []
+    sequence = 0
+    for _ in range(draw(st.integers(0, 6))):
+        sequence += draw(st.integers(1, 2**20))
+        value: Value | UnsetType = draw(st.just(UNSET) | model_values)
+        entries.append(
+            JournalEntry(
+                draw(journal_paths), value, draw(st.text(max_size=20)), draw(timestamps), sequence
+            )
+        )
+    return entries

@@ -17,7 +17,8 @@ def test_bench_flood_reports_rss_sync_latency_and_answers(
     assert main([*argv, "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["mode"] == "plain CoAP"
-    assert report["baseline"]["rss_max_mib"] > 0
+    # a Python gateway holds tens of MiB: the probe reads MiB, not pages or bytes
+    assert 10 < report["baseline"]["rss_max_mib"] < 4096
     assert report["baseline"]["syncs"] >= 1
     assert report["flood"]["sent"] == 800
     assert report["flood"]["server_errors"] == 0

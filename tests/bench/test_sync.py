@@ -29,11 +29,13 @@ def test_bench_sync_reports_wire_bytes_cpu_and_verdicts(
         row = report["cpu"][name]
         # runs repeat until /proc can resolve the CPU used; a figure that is
         # still below its resolution is null (and its ratio with it), never 0
-        for figure in ("gateway_us_per_sync", "bare_us_per_request"):
-            assert row[figure] is None or row[figure] > 0
-        both = row["gateway_us_per_sync"] is not None and row["bare_us_per_request"] is not None
-        assert (row["ratio"] is not None) == both
-        assert row["gateway_syncs_per_s"] > 0
+        assert set(row) == {"gateway_us_per_sync", "bare_us_per_request", "ratio",
+                            "gateway_syncs_per_s", "payload_bytes"}  # fmt: skip
+        ours, bare = row["gateway_us_per_sync"], row["bare_us_per_request"]
+        if ours is None or bare is None:
+            assert row["ratio"] is None
+        else:
+            assert row["ratio"] == pytest.approx(ours / bare)
     assert report["cpu"]["unchanged (2.03)"]["payload_bytes"] == 0
     assert report["cpu"]["full config"]["payload_bytes"] > 1000
 
@@ -57,3 +59,11 @@ def test_a_load_below_the_clock_tick_resolution_is_not_a_figure() -> None:
         payload=40,
     )
     assert row["ratio"] == pytest.approx(2.0)
+    assert row["gateway_syncs_per_s"] == pytest.approx(100.0)
+    assert row["payload_bytes"] == 40.0
+
+
+def test_a_load_s_figures_are_per_request_and_per_second() -> None:
+    load = Load(requests=400, seconds=2.0, cpu_seconds=0.1)
+    assert load.cpu_per_request_us == pytest.approx(250.0)
+    assert load.per_second == pytest.approx(200.0)

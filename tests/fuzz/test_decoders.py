@@ -21,8 +21,11 @@ from aiocoap.numbers.codes import Code
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from edgecfg.core.hlc import Timestamp
 from edgecfg.core.ids import DeviceId
+from edgecfg.core.journal import JournalEntry
 from edgecfg.core.layers import GLOBAL, layer_from_parts
+from edgecfg.core.tree import UNSET
 from edgecfg.errors import EdgecfgError
 from edgecfg.fleet.fleet import Fleet
 from edgecfg.fleet.sync import SyncService
@@ -30,8 +33,9 @@ from edgecfg.gateway.oscore import RESERVED_FLAGS, screen_oscore_option
 from edgecfg.store import DeviceRecord, MemoryStore
 from edgecfg.wire.cbor import DecodeLimits, Encoded, decode, encode
 from edgecfg.wire.delta import apply_delta_encoded, make_delta
-from edgecfg.wire.journal import read_frames
+from edgecfg.wire.journal import frames, read_frames
 from edgecfg.wire.senml import Record, decode_senml, encode_senml
+from tests.strategies import journal_entry_lists
 
 FUZZ = settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SMALL = DecodeLimits(max_bytes=4096, max_depth=16)
@@ -105,12 +109,28 @@ def test_senml_decode_refuses_with_senml_error_only(data: bytes) -> None:
     only_edgecfg_errors(run)
 
 
+JOURNAL = frames(
+    [
+        JournalEntry(
+            ("net", "interval_s"), 900, "battery low", Timestamp(1_700_000_000, 0, "d"), 1
+        ),
+        JournalEntry(("log", "level"), UNSET, "", Timestamp(1_700_000_000, 1, "d"), 3),
+    ]
+)
+
+
 @FUZZ
-@given(inputs(bytes.fromhex("00000010") + REPORT))
-def test_journal_frames_never_raise(data: bytes) -> None:
+@given(inputs(JOURNAL) | st.builds(frames, journal_entry_lists()).flatmap(inputs))
+@example(bytes.fromhex("00000010") + REPORT)
+def test_journal_frames_never_raise_and_keep_exactly_the_valid_prefix(data: bytes) -> None:
     entries, valid = read_frames(data)
     assert 0 <= valid <= len(data)
-    assert isinstance(entries, list)
+    # the valid prefix is those entries' frames, byte for byte, and reads alone
+    # as the same entries; whatever follows it is cut off, not half-read
+    assert frames(entries) == data[:valid]
+    assert read_frames(data[:valid]) == (entries, valid)
+    sequences = [entry.sequence for entry in entries]
+    assert sequences == sorted(set(sequences))
 
 
 SERVICE_FLEET = Fleet(MemoryStore())

@@ -343,7 +343,10 @@ def test_depth_limits_beyond_the_scanner_bound_are_refused() -> None:
     with pytest.raises(UsageError, match="max_depth 5000 outside"):
         DecodeLimits(max_depth=5000)
     deep = b"\x81" * 499 + b"\x00"
-    assert decode(deep, limits=DecodeLimits(max_depth=500)) is not None
+    expected: Value = 0
+    for _ in range(499):
+        expected = [expected]
+    assert decode(deep, limits=DecodeLimits(max_depth=500)) == expected
 
 
 def test_decode_rejects_a_size_bomb_before_scanning() -> None:

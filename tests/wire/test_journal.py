@@ -25,29 +25,7 @@ from edgecfg.wire.journal import (
     read_journal,
     scan_frames,
 )
-from tests.strategies import model_values
-
-path_keys = st.text(min_size=1, max_size=6) | st.sampled_from(["net", "a.b", "x\\y", "ключ"])
-paths = st.lists(path_keys, min_size=1, max_size=4).map(tuple)
-stamps = st.builds(
-    Timestamp,
-    st.integers(0, 2**64 - 1),
-    st.integers(0, 2**64 - 1),
-    st.text(max_size=8),
-)
-
-
-@st.composite
-def entry_lists(draw: st.DrawFn) -> list[JournalEntry]:
-    entries: list[JournalEntry] = []
-    sequence = 0
-    for _ in range(draw(st.integers(0, 6))):
-        sequence += draw(st.integers(1, 2**20))
-        value: Value | UnsetType = draw(st.just(UNSET) | model_values)
-        entries.append(
-            JournalEntry(draw(paths), value, draw(st.text(max_size=20)), draw(stamps), sequence)
-        )
-    return entries
+from tests.strategies import journal_entry_lists
 
 
 def sample_entries() -> list[JournalEntry]:
@@ -85,7 +63,7 @@ def framed_payload(payload: bytes) -> bytes:
 # ---------------------------------------------------------------- round trip and golden bytes
 
 
-@given(entry_lists())
+@given(journal_entry_lists())
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_read_frames_of_frames_returns_the_entries(entries: list[JournalEntry]) -> None:
     data = frames(entries)
@@ -95,7 +73,7 @@ def test_read_frames_of_frames_returns_the_entries(entries: list[JournalEntry]) 
     assert scan_frames(data).damage is None
 
 
-@given(entry_lists())
+@given(journal_entry_lists())
 @settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_entry_size_bound_never_underestimates_a_record(entries: list[JournalEntry]) -> None:
     for entry in entries:
