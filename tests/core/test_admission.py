@@ -125,3 +125,117 @@ def test_expiry_without_traffic_frees_the_counts() -> None:
     assert (admission.remembered, admission.remembered_by("a")) == (1, 1)
     admission.expire(60.0)
     assert (admission.remembered, admission.remembered_by("a")) == (0, 0)
+
+
+# ---------------------------------------------------------------- every event, against a model
+
+MODEL_BUDGETS = Budgets(peer_rate=2.0, peer_burst=4.0, exchange_lifetime_s=30.0,
+                        memory_mib=12 * EXCHANGE_COST / 2**20, peer_share=0.5, in_flight=4,
+                        peer_in_flight=2, queue_delay_s=5.0)  # fmt: skip
+PEERS = ("a", "b", "c")
+
+actions = st.one_of(
+    st.tuples(st.just("admit"), st.sampled_from(PEERS), st.integers(0, 20)),
+    st.tuples(st.just("charge"), st.sampled_from(PEERS), st.just(0)),
+    st.tuples(st.just("enter"), st.sampled_from(PEERS), st.just(0)),
+    st.tuples(st.just("leave"), st.sampled_from(PEERS), st.just(0)),
+    st.tuples(st.just("delay"), st.just(""), st.integers(0, 8)),
+    st.tuples(st.just("wait"), st.just(""), st.sampled_from([0, 1, 3, 10, 29, 31, 120])),
+    st.tuples(st.just("expire"), st.just(""), st.just(0)),
+)
+
+
+@st.composite
+def bursts(draw: st.DrawFn) -> list[tuple[str, str, int]]:
+    """An action repeated 1-10 times at one instant (admits with consecutive
+    message IDs): floods are bursts, and a budget is only hit by one."""
+    kind, peer, number = draw(actions)
+    return [(kind, peer, number + step) for step in range(draw(st.integers(1, 10)))]
+
+
+events = st.lists(bursts(), max_size=60).map(lambda groups: [e for group in groups for e in group])
+
+
+@settings(max_examples=300, deadline=None)
+@given(events)
+def test_every_decision_matches_a_model_of_the_budgets(
+    script: list[tuple[str, str, int]],
+) -> None:
+    """Exchanges and in-flight counts follow a plain model exactly (a refusal
+    names a budget the model says is full, and a full budget always refuses);
+    the rate never lets a peer take more than burst + rate x elapsed."""
+    budgets = MODEL_BUDGETS
+    admission = Admission(budgets)
+    now = 0.0
+    remembered: dict[tuple[str, int], tuple[str, float]] = {}  # key -> (peer, expiry)
+    in_flight: dict[str, int] = dict.fromkeys(PEERS, 0)
+    taken: dict[str, list[float]] = {peer: [] for peer in PEERS}  # times a token was taken
+    delay = 0.0
+
+    def forget_expired() -> None:
+        for key in [key for key, (_, expiry) in remembered.items() if expiry <= now]:
+            del remembered[key]
+
+    def held(peer: str) -> int:
+        return sum(1 for owner, _ in remembered.values() if owner == peer)
+
+    for kind, peer, number in script:
+        if kind == "wait":
+            now += number
+        elif kind == "delay":
+            delay = float(number)
+            admission.note_delay(delay)
+        elif kind == "expire":
+            admission.expire(now)
+            forget_expired()
+        elif kind == "admit":
+            key = (peer, number)
+            forget_expired()
+            assert admission.is_remembered(key, now) == (key in remembered)
+            if key in remembered:
+                continue  # a duplicate: the shell lets it through uncharged
+            refusal = admission.admit(peer, key, now)
+            if len(remembered) >= budgets.exchanges:
+                oldest = min(expiry for _, expiry in remembered.values())
+                assert refusal is not None
+                assert (refusal.code, refusal.limit) == ("5.03", "exchanges")
+                assert refusal.retry_after_s == max(1, math.ceil(oldest - now))
+            elif held(peer) >= budgets.peer_exchanges:
+                assert refusal is not None
+                assert (refusal.code, refusal.limit) == ("4.29", "peer exchanges")
+            elif refusal is None:
+                remembered[key] = (peer, now + budgets.exchange_lifetime_s)
+                taken[peer].append(now)
+            else:
+                assert (refusal.code, refusal.limit) == ("4.29", "peer rate")
+        elif kind == "charge":
+            refusal = admission.charge(peer, now)
+            if refusal is None:
+                taken[peer].append(now)
+            else:
+                assert (refusal.code, refusal.limit) == ("4.29", "identity rate")
+        elif kind == "enter":
+            refusal = admission.enter(peer, now)
+            if delay > budgets.queue_delay_s:
+                assert refusal is not None and refusal.limit == "queue delay"
+            elif sum(in_flight.values()) >= budgets.in_flight:
+                assert refusal is not None and refusal.limit == "in-flight"
+            elif in_flight[peer] >= budgets.peer_in_flight:
+                assert refusal is not None and refusal.limit == "peer in-flight"
+            else:
+                assert refusal is None
+                in_flight[peer] += 1
+        elif in_flight[peer]:  # leave, only after an admitted enter
+            admission.leave(peer)
+            in_flight[peer] -= 1
+
+        assert admission.remembered == len(remembered) <= budgets.exchanges
+        assert admission.in_flight == sum(in_flight.values()) <= budgets.in_flight
+        for name in PEERS:
+            assert admission.remembered_by(name) == held(name) <= budgets.peer_exchanges
+            assert in_flight[name] <= budgets.peer_in_flight
+            # token bucket: in any window [start, now], at most burst + rate x length
+            times = taken[name]
+            for index, start in enumerate(times):
+                allowed = budgets.peer_burst + budgets.peer_rate * (now - start)
+                assert len(times) - index <= allowed + 1e-9, (name, start, now)
