@@ -16,6 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edgecfg.agent.ab_store import (
     RECORD_OVERHEAD,
@@ -25,7 +27,7 @@ from edgecfg.agent.ab_store import (
     StoreEventKind,
     UnknownGeneration,
 )
-from edgecfg.agent.fs import REAL_FS, FaultyFileSystem
+from edgecfg.agent.fs import REAL_FS, FaultyFileSystem, MemoryFileSystem
 from edgecfg.crypto import (
     KEY_SIZE,
     KeyFileError,
@@ -484,3 +486,73 @@ def test_dev_key_file_symlink_is_refused(tmp_path: Path) -> None:
     (tmp_path / "link.key").symlink_to(real)
     with pytest.raises(KeyFileError, match="cannot open"):
         load_or_create_dev_key(tmp_path / "link.key")
+
+
+# ---------------------------------------------------------------- generations against a model
+
+store_actions = st.lists(
+    st.one_of(
+        st.tuples(st.just("commit"), st.integers(0, 5)),
+        st.tuples(st.just("mark_good"), st.integers(0, 12)),
+        st.tuples(st.just("mark_current_good"), st.just(0)),
+        st.tuples(st.just("revert"), st.just(0)),
+        st.tuples(st.just("reopen"), st.just(0)),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(store_actions)
+def test_generations_follow_a_model_of_two_slots(actions: list[tuple[str, int]]) -> None:
+    """After any sequence of commits, marks and reverts, current and
+    last-known-good are what a plain model of two slots says, in memory and
+    after reopening the store: a commit keeps the last-known-good (or, with
+    none, the current) and replaces the other slot; a revert commits the
+    last-known-good again, as good."""
+    fs = MemoryFileSystem()
+    fs.make_dir("/data")
+    store = DeviceStore("/data/store", key=KEY, fs=fs)
+    held: dict[int, tuple[Encoded, bool]] = {}  # generation -> (config, good): the two slots
+    next_number = 1
+
+    def model_current() -> int | None:
+        return max(held, default=None)
+
+    def model_good() -> int | None:
+        return max((n for n, (_, good) in held.items() if good), default=None)
+
+    for action, argument in actions:
+        if action == "commit":
+            kept = model_good() or model_current()
+            generation = store.commit(config(argument))
+            assert generation.number == next_number
+            held = {**({kept: held[kept]} if kept else {}), next_number: (config(argument), False)}
+            next_number += 1
+        elif action in ("mark_good", "mark_current_good"):
+            number = (model_current() or 0) if action == "mark_current_good" else argument
+            if number in held:
+                assert store.mark_good(number).number == number
+                held[number] = (held[number][0], True)
+            else:
+                with pytest.raises(UnknownGeneration):
+                    store.mark_good(number)
+        elif action == "revert":
+            good, current = model_good(), model_current()
+            if good is None:
+                with pytest.raises(NothingToRevert):
+                    store.revert()
+            else:
+                assert store.revert() == held[good][0]
+                if current != good:
+                    held = {good: held[good], next_number: (held[good][0], True)}
+                    next_number += 1
+        else:
+            store = DeviceStore("/data/store", key=KEY, fs=fs)
+        for view in (store, DeviceStore("/data/store", key=KEY, fs=fs)):
+            current, good = model_current(), model_good()
+            assert view.current() == (held[current][0] if current else None)
+            assert view.last_known_good() == (held[good][0] if good else None)
+        loaded = DeviceStore("/data/store", key=KEY, fs=fs).load()
+        assert loaded.events == ()
+        assert {g.number for g in (loaded.current, loaded.last_known_good) if g} <= set(held)
