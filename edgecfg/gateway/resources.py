@@ -51,7 +51,6 @@ from edgecfg.core.layers import GLOBAL, layer_from_document, layer_to_document
 from edgecfg.core.tree import Value, is_map
 from edgecfg.fleet.identity import Identity, IdentityPolicy
 from edgecfg.fleet.sync import (
-    MAX_SCHEMA_VERSION,
     BadRequest,
     NotModified,
     Representation,
@@ -72,6 +71,7 @@ from edgecfg.gateway.observations import Observations, decline
 from edgecfg.gateway.spool import Spool
 from edgecfg.wire.blocks import DEFAULT_SZX, MAX_SZX, block_of, block_size
 from edgecfg.wire.cbor import decode, encode, etag_of_bytes
+from edgecfg.wire.messages import MAX_SCHEMA_VERSION
 from edgecfg.wire.numbers import ContentFormat
 
 log = logging.getLogger("edgecfg.gateway")
