@@ -34,6 +34,7 @@ response per peer and answers 4.08 to a new peer asking for block N:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -484,15 +485,10 @@ class GroupResource(_LayerResource, aiocoap.resource.ObservableResource):  # pyr
         "obs": None,
     }
 
-    def __init__(
-        self,
-        service: SyncService,
-        policy: IdentityPolicy,
-        gate: Gate,
-        on_change: Callable[[LayerId], None],
-    ) -> None:
-        super().__init__(service, policy, gate, on_change)
-        self.layer_observers: dict[str, set[aiocoap.protocol.ServerObservation]] = {}
+    @functools.cached_property
+    def layer_observers(self) -> dict[str, set[aiocoap.protocol.ServerObservation]]:
+        """The observations of each layer."""
+        return {}
 
     async def add_observation(
         self, request: aiocoap.Message, serverobservation: aiocoap.protocol.ServerObservation
