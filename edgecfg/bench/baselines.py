@@ -16,9 +16,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import cast
 
-import jsonpatch  # pyright: ignore[reportMissingTypeStubs]
-import lz4.block  # pyright: ignore[reportMissingTypeStubs]
 import zstandard
+
+from edgecfg.errors import CommandError
+
+try:
+    import jsonpatch  # pyright: ignore[reportMissingTypeStubs]
+    import lz4.block  # pyright: ignore[reportMissingTypeStubs]
+except ImportError as missing:  # a device install leaves the baselines out
+    raise CommandError(
+        f"the delta baselines need {missing.name}: install edgecfg[bench] (uv sync does)"
+    ) from None
 
 from edgecfg.core.tree import Value
 from edgecfg.wire.cbor import encode

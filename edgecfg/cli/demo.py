@@ -3,7 +3,7 @@
 It loads the fixture schema (and its evolution), builds a valid config for
 each device type, stores configs as content-addressed blobs with a layer
 revision history, registers a fleet, shows ETags and delta sizes, then runs a
-gateway and a fleet of agents over OSCORE on loopback (:mod:`demo_fleet`).
+gateway and a fleet of agents over OSCORE on loopback (:mod:`demo_loopback`).
 Ctrl-C stops it cleanly (exit 130).
 """
 

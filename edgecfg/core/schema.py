@@ -28,11 +28,11 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Final, Literal, cast, get_args
 
-from edgecfg.core.path import Path, format_path
+from edgecfg.core.path import Path, format_path, is_prefix
 from edgecfg.core.tree import (
     UNSET,
     Tree,
@@ -400,3 +400,24 @@ def of_priority(tree: Tree, schema: Schema | None, priority: Priority) -> Tree:
         if spec is not None and spec.priority == priority:
             subset = put_checked_value(subset, path, value)
     return subset
+
+
+def undeclared(schema: Schema, paths: Iterable[Path]) -> list[Path]:
+    """The ``paths`` ``schema`` declares no key at, in or above (a path above
+    a declared key names a map of the schema and is declared too)."""
+    return [
+        path
+        for path in paths
+        if schema.spec(path) is None and not any(is_prefix(path, spec.path) for spec in schema)
+    ]
+
+
+def value_problems(schema: Schema, sets: Mapping[Path, Value]) -> list[tuple[Path, str]]:
+    """``(path, expected)`` for each value of ``sets`` its key's rules refuse
+    (values set inside a map-typed key are that key's business)."""
+    return [
+        (path, text)
+        for path, value in sets.items()
+        if (spec := schema.spec(path)) is not None and spec.path == path
+        for text in spec.check(value)
+    ]

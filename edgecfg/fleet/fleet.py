@@ -50,7 +50,7 @@ from edgecfg.core.resolve import (
     Resolver,
     Tiers,
 )
-from edgecfg.core.schema import Schema
+from edgecfg.core.schema import Schema, undeclared, value_problems
 from edgecfg.core.schema_document import check_evolution
 from edgecfg.core.tree import UNSET, UnsetType, flatten, values_equal
 from edgecfg.errors import (
@@ -470,12 +470,7 @@ class Fleet:
 
     def _check_known_paths(self, layer_id: LayerId, layer: Layer) -> None:
         assert self.schema is not None
-        schema = self.schema
-        unknown = [
-            p
-            for p in (*layer.sets, *layer.unsets, *layer.locks)
-            if schema.spec(p) is None and not any(is_prefix(p, spec.path) for spec in schema)
-        ]
+        unknown = undeclared(self.schema, (*layer.sets, *layer.unsets, *layer.locks))
         if unknown:
             shown = ", ".join(format_path(p) for p in sorted(unknown)[:SAMPLE])
             raise FleetValidationError(
@@ -485,12 +480,7 @@ class Fleet:
 
     def _check_values(self, layer_id: LayerId, layer: Layer) -> None:
         assert self.schema is not None
-        problems = [
-            (p, text)
-            for p, value in layer.sets.items()
-            if (spec := self.schema.spec(p)) is not None and spec.path == p
-            for text in spec.check(value)
-        ]
+        problems = value_problems(self.schema, layer.sets)
         if problems:
             path, text = problems[0]
             got = show_value(layer.sets[path])

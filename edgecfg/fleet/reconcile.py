@@ -28,12 +28,11 @@ from edgecfg.core.path import Path, format_path, is_prefix
 from edgecfg.core.tree import UNSET, Tree, UnsetType, Value, get, is_map
 from edgecfg.errors import PeerError, WriteRefused
 from edgecfg.fleet.fleet import Fleet
+from edgecfg.store import MergeRecord
 from edgecfg.wire.cbor import decode, encode
 from edgecfg.wire.journal import entry_from_value
 
 MAX_ENTRIES: Final = 4096
-ACK_SETTING: Final = "local-ack/"
-OUTCOME_SETTING: Final = "local-outcome/"
 
 
 class BadJournal(PeerError, ValueError):
@@ -91,9 +90,9 @@ def reconcile(
     acknowledged = acknowledged_sequence(fleet, device)
     fresh = sorted((e for e in entries if e.sequence > acknowledged), key=lambda e: e.sequence)
     if not fresh:  # a replay, or a report that crossed an answer: nothing new to apply
-        stored = fleet.store.get_setting(OUTCOME_SETTING + device)
+        stored = fleet.store.get_merge(device)
         if stored is not None:
-            return decode(stored)
+            return decode(stored.outcome)
         return {"ack": acknowledged, "accepted": [], "rejected": [], "conflicts": []}
     ours: dict[Path, JournalEntry] = {}
     for entry in fresh:
@@ -144,22 +143,21 @@ def reconcile(
         resolutions = [_refused(r, str(refused)) for r in resolutions]
     outcome = Outcome(fresh[-1].sequence, tuple(resolutions))
     value = outcome.to_value()
-    fleet.store.put_setting(ACK_SETTING + device, str(outcome.acknowledged).encode())
     kept = _accumulate(last_outcome(fleet, device), value)  # a long journal comes in chunks
-    fleet.store.put_setting(OUTCOME_SETTING + device, encode(kept))
+    fleet.store.put_merge(MergeRecord(device, outcome.acknowledged, encode(kept)))
     return value
 
 
 def acknowledged_sequence(fleet: Fleet, device: DeviceId) -> int:
     """The highest journal sequence of ``device`` the gateway has merged."""
-    raw = fleet.store.get_setting(ACK_SETTING + device)
-    return int(raw.decode()) if raw is not None else 0
+    merge = fleet.store.get_merge(device)
+    return merge.acknowledged if merge is not None else 0
 
 
 def last_outcome(fleet: Fleet, device: DeviceId) -> Value | None:
     """The stored answer to the device's last journal (for ``explain``)."""
-    raw = fleet.store.get_setting(OUTCOME_SETTING + device)
-    return decode(raw) if raw is not None else None
+    merge = fleet.store.get_merge(device)
+    return decode(merge.outcome) if merge is not None else None
 
 
 def journal_entries(raw: Value) -> list[JournalEntry]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final, Literal, cast
 
@@ -27,7 +26,6 @@ from edgecfg.core.tree import (
     UnsetType,
     Value,
     get,
-    is_map,
 )
 from edgecfg.errors import NotFound, OverBudget, PathError, PeerError
 from edgecfg.fleet.events import NO_EVENTS, EventSink
@@ -37,13 +35,13 @@ from edgecfg.store import DeviceRecord, Store
 from edgecfg.wire.cbor import Encoded, decode, encode, etag_of_bytes
 from edgecfg.wire.delta import make_delta, restrict_to_classes
 from edgecfg.wire.documents import read_schema
+from edgecfg.wire.messages import DeviceReport, StateAnswer
 from edgecfg.wire.numbers import ContentFormat
 from edgecfg.wire.senml import decode_senml
 
 Priority = Literal["critical"]
 MAX_FETCH_PATHS: Final = 256
 MAX_PIGGYBACK: Final = 1024  # a delta riding on a telemetry reply must fit one block
-MAX_SCHEMA_VERSION: Final = 2**31 - 1
 """Largest schema version a request may name (SQLite integers stop at 2**63 - 1)."""
 
 
@@ -235,50 +233,34 @@ class SyncService:
         None when the device applied the current version (an empty 2.04: every
         byte counts on the device's link); else ``{"etag": current}``.
         """
-        try:
-            report = decode(body)
-        except PeerError as error:
-            raise BadRequest(f"state report: {error}") from None
-        if not is_map(report):
-            raise BadRequest("a state report is a CBOR map")
-        applied = report.get("applied")
-        if applied is not None and (not isinstance(applied, bytes) or len(applied) != 8):
-            raise BadRequest("state report 'applied' must be the 8-byte ETag of the config")
-        record = self.fleet.store.get_device(device)
+        report = DeviceReport.decode(body)
+        record = self.fleet.record(device)
         updated = _updated_record(record, report)
         # everything a report can be refused for is checked before anything is recorded
-        schema_version = _int(report.get("schema"))
-        if schema_version is not None and not 0 <= schema_version <= MAX_SCHEMA_VERSION:
-            raise BadRequest(
-                f"state report 'schema' must be a version from 0 to {MAX_SCHEMA_VERSION}"
-            )
+        schema_version = report.schema
         schema = self.fleet.schema
         if schema is not None and schema_version not in (None, schema.version):
             self._schema_version(schema, schema_version)
-        if "journal" in report:
-            journal_entries(report["journal"])
+        if report.journal is not None:
+            journal_entries(list(report.journal))
         if updated != record:
             self.fleet.add_device(updated)
-        applied_etag = ETag(applied) if isinstance(applied, bytes) else None
-        self.fleet.store.record_seen(device, now=now, applied_etag=applied_etag)
-        self.events.applied(device, applied_etag, now=now)
+        self.fleet.store.record_seen(device, now=now, applied_etag=report.applied)
+        self.events.applied(device, report.applied, now=now)
         outcome: Value | None = None
-        if "journal" in report:  # offline changes to merge (issue 6)
-            base = report.get("base")
-            held = self.known(ETag(base)) if isinstance(base, bytes) and len(base) == 8 else None
+        if report.journal is not None:  # offline changes to merge (issue 6)
+            held = self.known(report.base) if report.base is not None else None
             outcome = reconcile(
-                self.fleet, device, report["journal"],
+                self.fleet, device, list(report.journal),
                 base=held.tree if held is not None else None, now=now,
                 max_drift_ms=self.max_drift_ms, change_times=self.change_times,
             )  # fmt: skip
             self.events.local_changes(device, outcome, now=now)
         current = self.current(device, schema_version=schema_version)
-        if applied == current.etag and outcome is None:
+        if report.applied == current.etag and outcome is None:
             return None
-        answer: Tree = {"etag": current.etag, "current": applied == current.etag}
-        if outcome is not None:
-            answer["local"] = outcome
-        return Representation(encode(answer), ContentFormat.CBOR, current.etag)
+        answer = StateAnswer(current.etag, report.applied == current.etag, outcome)
+        return Representation(answer.encode(), ContentFormat.CBOR, current.etag)
 
     def telemetry(
         self, device: DeviceId, body: bytes, *, now: float, held: ETag | None
@@ -351,24 +333,13 @@ class TelemetryQuota:
         self._used[device] = (int(now // DAY_S), used + size)
 
 
-def _int(value: object) -> int | None:
-    return value if type(value) is int else None  # type: ignore[return-value]
-
-
-def _updated_record(record: DeviceRecord, report: Mapping[str, Value]) -> DeviceRecord:
-    fields: dict[str, str] = {}
-    for key in ("agent", "firmware", "hardware"):
-        value = report.get(key)
-        if value is not None and not isinstance(value, str):
-            raise BadRequest(f"state report '{key}' must be text")
-        if isinstance(value, str):
-            fields[key] = value
+def _updated_record(record: DeviceRecord, report: DeviceReport) -> DeviceRecord:
     return DeviceRecord(
         record.id,
         record.groups,
-        hardware=fields.get("hardware", record.hardware),
-        firmware=fields.get("firmware", record.firmware),
-        agent_version=fields.get("agent", record.agent_version),
+        hardware=report.hardware if report.hardware is not None else record.hardware,
+        firmware=report.firmware if report.firmware is not None else record.firmware,
+        agent_version=report.agent if report.agent is not None else record.agent_version,
         last_seen=record.last_seen,
         applied_etag=record.applied_etag,
     )

@@ -40,6 +40,7 @@ from edgecfg.errors import (
 from edgecfg.fleet.identity import AccessDenied
 from edgecfg.fleet.sync import BadRequest, UnknownPath
 from edgecfg.wire.blocks import BlockRangeError
+from edgecfg.wire.messages import MessageError
 from edgecfg.wire.senml import SenmlError
 
 Code = aiocoap.numbers.codes.Code
@@ -77,6 +78,7 @@ CODES: Final[tuple[tuple[type[Exception], Code], ...]] = (
     (SchemaError, Code.UNPROCESSABLE_ENTITY),
     (StoreConflict, Code.PRECONDITION_FAILED),
     (BlockRangeError, Code.BAD_REQUEST),
+    (MessageError, Code.BAD_REQUEST),
     (SenmlError, Code.BAD_REQUEST),
     (DecodeError, Code.BAD_REQUEST),
     (DeltaError, Code.BAD_REQUEST),

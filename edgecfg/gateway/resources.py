@@ -34,6 +34,7 @@ response per peer and answers 4.08 to a new peer asking for block N:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -51,7 +52,6 @@ from edgecfg.core.layers import GLOBAL, layer_from_document, layer_to_document
 from edgecfg.core.tree import Value, is_map
 from edgecfg.fleet.identity import Identity, IdentityPolicy
 from edgecfg.fleet.sync import (
-    MAX_SCHEMA_VERSION,
     BadRequest,
     NotModified,
     Representation,
@@ -72,6 +72,7 @@ from edgecfg.gateway.observations import Observations, decline
 from edgecfg.gateway.spool import Spool
 from edgecfg.wire.blocks import DEFAULT_SZX, MAX_SZX, block_of, block_size
 from edgecfg.wire.cbor import decode, encode, etag_of_bytes
+from edgecfg.wire.messages import MAX_SCHEMA_VERSION
 from edgecfg.wire.numbers import ContentFormat
 
 log = logging.getLogger("edgecfg.gateway")
@@ -484,15 +485,10 @@ class GroupResource(_LayerResource, aiocoap.resource.ObservableResource):  # pyr
         "obs": None,
     }
 
-    def __init__(
-        self,
-        service: SyncService,
-        policy: IdentityPolicy,
-        gate: Gate,
-        on_change: Callable[[LayerId], None],
-    ) -> None:
-        super().__init__(service, policy, gate, on_change)
-        self.layer_observers: dict[str, set[aiocoap.protocol.ServerObservation]] = {}
+    @functools.cached_property
+    def layer_observers(self) -> dict[str, set[aiocoap.protocol.ServerObservation]]:
+        """The observations of each layer."""
+        return {}
 
     async def add_observation(
         self, request: aiocoap.Message, serverobservation: aiocoap.protocol.ServerObservation

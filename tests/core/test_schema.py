@@ -21,6 +21,8 @@ from edgecfg.core.schema import (
     is_prefix_of,
     of_priority,
     translate,
+    undeclared,
+    value_problems,
 )
 from edgecfg.core.schema_document import check_evolution, schema_from_document
 from edgecfg.core.tree import UNSET, Tree, Value, values_equal
@@ -1023,3 +1025,16 @@ def test_of_priority_keeps_only_that_class_and_nothing_without_a_schema() -> Non
     assert of_priority(tree, schema, "critical") == {"net": {"apn": "iot"}}
     assert of_priority(tree, schema, "bulk") == {"log": {"level": "info"}}
     assert of_priority(tree, None, "critical") == {}
+
+
+def test_undeclared_names_paths_no_key_declares_and_keeps_maps_of_the_schema() -> None:
+    schema = build({"net.uplink.interval_s": {"id": 1, "type": "int"}})
+    paths = [("net",), ("net", "uplink"), ("net", "uplink", "interval_s"), ("net", "typo"), ("x",)]
+    assert undeclared(schema, paths) == [("net", "typo"), ("x",)]
+
+
+def test_value_problems_names_each_refused_value_with_what_was_expected() -> None:
+    schema = build({"a": {"id": 1, "type": "int", "min": 10}, "m": {"id": 2, "type": "map"}})
+    sets: dict[Path, Value] = {("a",): 5, ("m", "free"): "anything"}
+    assert value_problems(schema, sets) == [(("a",), ">= 10")]
+    assert value_problems(schema, {("a",): 12}) == []
