@@ -10,6 +10,8 @@ from hypothesis import strategies as st
 
 from edgecfg.core.hlc import Timestamp
 from edgecfg.core.journal import JournalEntry
+from edgecfg.core.layers import Layer
+from edgecfg.core.path import Path, is_prefix
 from edgecfg.core.tree import UNSET, Tree, UnsetType, Value
 
 keys = st.text(
@@ -208,3 +210,38 @@ def journal_entry_lists(draw: st.DrawFn) -> list[JournalEntry]:
             )
         )
     return entries
+
+
+# ---------------------------------------------------------------- layers and groups
+
+# A small universe of paths so that Hypothesis finds ancestor/descendant
+# overlaps (a vs a.x vs a.x.p) and equal paths in different parts of a layer.
+UNIVERSE: tuple[Path, ...] = (
+    ("a",),
+    ("a", "x"),
+    ("a", "y"),
+    ("a", "x", "p"),
+    ("b",),
+    ("b", "z"),
+    ("c",),
+)
+universe_paths = st.sampled_from(UNIVERSE)
+# Leaf values, including those Python's == confuses (1 / 1.0 / True, 0.0 / -0.0).
+leaf_values: st.SearchStrategy[Value] = st.sampled_from(
+    [0, 1, 1.0, True, False, None, 0.0, -0.0, "s", b"b", [1], [], {}, math.nan]
+)
+group_paths = st.lists(st.sampled_from(["g", "h"]), min_size=1, max_size=3).map("/".join)
+"""Group nodes of one dimension (``g``, ``g/h``, ...): ancestors and siblings."""
+
+
+@st.composite
+def layers(draw: st.DrawFn, *, locks: bool = True) -> Layer:
+    """A well-formed layer over :data:`UNIVERSE` (sometimes empty): no set
+    above another set, no path both set and unset."""
+    sets: dict[Path, Value] = {}
+    for path in draw(st.lists(universe_paths, unique=True, max_size=4)):
+        if not any(is_prefix(path, other) or is_prefix(other, path) for other in sets):
+            sets[path] = draw(leaf_values)
+    unsets = frozenset(draw(st.lists(universe_paths, max_size=3))) - frozenset(sets)
+    locked = frozenset(draw(st.lists(universe_paths, max_size=2))) if locks else frozenset[Path]()
+    return Layer(sets, unsets, locked)

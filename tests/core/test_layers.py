@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import math
 import re
 from collections.abc import Mapping
 
@@ -32,40 +31,11 @@ from edgecfg.core.path import Path, is_prefix
 from edgecfg.core.resolve import DeviceFacts, Resolver
 from edgecfg.core.tree import Tree, Value, is_map, values_equal
 from edgecfg.errors import UsageError
-
-# A small universe of paths so that Hypothesis finds ancestor/descendant
-# overlaps (a vs a.x vs a.x.p) and equal paths in different parts of a layer.
-UNIVERSE: tuple[Path, ...] = (
-    ("a",),
-    ("a", "x"),
-    ("a", "y"),
-    ("a", "x", "p"),
-    ("b",),
-    ("b", "z"),
-    ("c",),
-)
-paths = st.sampled_from(UNIVERSE)
-# Leaf values, including those Python's == confuses (1 / 1.0 / True, 0.0 / -0.0).
-leaf_values: st.SearchStrategy[Value] = st.sampled_from(
-    [0, 1, 1.0, True, False, None, 0.0, -0.0, "s", b"b", [1], [], {}, math.nan]
-)
+from tests.strategies import UNIVERSE, group_paths, layers, leaf_values, universe_paths
 
 
 def _related(a: Path, b: Path) -> bool:
     return is_prefix(a, b) or is_prefix(b, a)
-
-
-@st.composite
-def valid_layers(draw: st.DrawFn, *, locks: bool = True) -> Layer:
-    """A well-formed layer over :data:`UNIVERSE`: no set above another set,
-    no path both set and unset."""
-    sets: dict[Path, Value] = {}
-    for path in draw(st.lists(paths, unique=True, max_size=4)):
-        if not any(_related(path, other) for other in sets):
-            sets[path] = draw(leaf_values)
-    unsets = frozenset(draw(st.lists(paths, max_size=3))) - frozenset(sets)
-    locked = frozenset(draw(st.lists(paths, max_size=2))) if locks else frozenset[Path]()
-    return Layer(sets, unsets, locked)
 
 
 def same_layer(a: Layer, b: Layer) -> bool:
@@ -101,7 +71,7 @@ def test_layer_rejects_a_leaf_set_above_another_set_path(sets: dict[Path, Value]
         Layer(sets)
 
 
-@given(st.dictionaries(paths, leaf_values, max_size=5))
+@given(st.dictionaries(universe_paths, leaf_values, max_size=5))
 def test_layer_accepts_sets_exactly_when_no_set_path_is_above_another(
     sets: dict[Path, Value],
 ) -> None:
@@ -242,7 +212,7 @@ def _sets_overlap_across(base: Layer, edit: Layer) -> bool:
 
 
 @settings(max_examples=150, deadline=None)
-@given(base_trees, valid_layers(locks=False), valid_layers(locks=False))
+@given(base_trees, layers(locks=False), layers(locks=False))
 def test_merged_folds_like_the_layer_then_the_edit(tree: Tree, base: Layer, edit: Layer) -> None:
     # An edit that sets a path above or below one the layer sets replaces it
     # (tested on its own below); folding the two one by one differs there.
@@ -292,7 +262,7 @@ def test_without_forgets_sets_unsets_and_locks_at_and_below_the_paths() -> None:
     assert layer.without([("a",), ("b",), ("c",)]).empty
 
 
-@given(valid_layers(), st.lists(paths, max_size=3))
+@given(layers(), st.lists(universe_paths, max_size=3))
 def test_without_leaves_nothing_at_or_below_the_removed_paths(
     layer: Layer, gone: list[Path]
 ) -> None:
@@ -631,9 +601,6 @@ def test_tiers_reject_unknown_dimensions_and_bad_groups() -> None:
         Hierarchy().tiers({"site": "x"})
     with pytest.raises(LayerError, match="segment"):
         Hierarchy().tiers({"region": "eu//x"})
-
-
-group_paths = st.lists(st.sampled_from(["g", "h"]), min_size=1, max_size=3).map("/".join)
 
 
 @given(

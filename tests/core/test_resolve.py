@@ -46,24 +46,12 @@ from edgecfg.core.resolve import (
 from edgecfg.core.schema import Schema
 from edgecfg.core.schema_document import schema_from_document
 from edgecfg.core.tree import UNSET, Tree, UnsetType, Value, flatten, get, is_map, values_equal
+from tests.strategies import UNIVERSE, group_paths, layers, leaf_values, universe_paths
 
 Ranks = tuple[tuple[str, ...], ...]
 
 # ---------------------------------------------------------------- strategies
 
-UNIVERSE: tuple[Path, ...] = (
-    ("a",),
-    ("a", "x"),
-    ("a", "y"),
-    ("a", "x", "p"),
-    ("b",),
-    ("b", "z"),
-    ("c",),
-)
-paths = st.sampled_from(UNIVERSE)
-leaf_values: st.SearchStrategy[Value] = st.sampled_from(
-    [0, 1, 1.0, True, None, -0.0, 0.0, "s", [1], {}, math.nan]
-)
 TIED: Ranks = (("hardware",), ("function", "site"), ("region",))
 RANK_CHOICES: tuple[Ranks, ...] = (
     DEFAULT_RANKS,
@@ -75,18 +63,6 @@ RANK_CHOICES: tuple[Ranks, ...] = (
 
 def _related(a: Path, b: Path) -> bool:
     return is_prefix(a, b) or is_prefix(b, a)
-
-
-@st.composite
-def layers(draw: st.DrawFn, *, locks: bool = True) -> Layer:
-    """A well-formed layer over :data:`UNIVERSE` (sometimes empty)."""
-    sets: dict[Path, Value] = {}
-    for path in draw(st.lists(paths, unique=True, max_size=3)):
-        if not any(_related(path, other) for other in sets):
-            sets[path] = draw(leaf_values)
-    unsets = frozenset(draw(st.lists(paths, max_size=2))) - frozenset(sets)
-    locked = frozenset(draw(st.lists(paths, max_size=2))) if locks else frozenset[Path]()
-    return Layer(sets, unsets, locked)
 
 
 @dataclass(frozen=True)
@@ -113,9 +89,6 @@ class Fleet:
 
 def _show_layer(layer: Layer) -> str:
     return f"Layer({layer.sets!r}, {set(layer.unsets)!r}, {set(layer.locks)!r})"
-
-
-group_paths = st.lists(st.sampled_from(["g", "h"]), min_size=1, max_size=3).map("/".join)
 
 
 @st.composite
@@ -651,7 +624,9 @@ def test_incremental_resolution_agrees_with_a_fresh_resolver_after_edits(
     for lid, action, drawn in edits:
         layer = drawn
         if action == "without":
-            layer = current.get(lid, EMPTY_LAYER).without(data.draw(st.lists(paths, max_size=2)))
+            layer = current.get(lid, EMPTY_LAYER).without(
+                data.draw(st.lists(universe_paths, max_size=2))
+            )
         current[lid] = layer
         live.put_layer(lid, layer)
         fresh = Resolver(fleet.hierarchy, current)
@@ -779,7 +754,7 @@ def test_tied_tombstone_and_value_on_one_path_conflict() -> None:
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.dictionaries(paths, leaf_values, max_size=4), paths)
+@given(st.dictionaries(universe_paths, leaf_values, max_size=4), universe_paths)
 def test_a_tombstone_removes_an_inherited_value_but_null_keeps_the_key(
     below: dict[Path, Value], path: Path
 ) -> None:
