@@ -1,5 +1,6 @@
 # pyright: strict
-"""The device store: generations, last-known-good, corruption recovery, keys.
+"""The device store: generations, last-known-good, corruption recovery (its keys
+and record sealing: ``tests/test_crypto.py``).
 
 Crash safety (prefix replay, kill -9, ENOSPC/EIO) is in ``test_ab_store_crash.py``.
 """
@@ -7,8 +8,6 @@ Crash safety (prefix replay, kill -9, ENOSPC/EIO) is in ``test_ab_store_crash.py
 from __future__ import annotations
 
 import errno
-import hashlib
-import hmac
 import os
 import random
 import stat
@@ -29,13 +28,10 @@ from edgecfg.agent.ab_store import (
 )
 from edgecfg.agent.fs import REAL_FS, FaultyFileSystem, MemoryFileSystem
 from edgecfg.crypto import (
-    KEY_SIZE,
-    KeyFileError,
     RecordCipher,
     derive_store_key,
-    load_or_create_dev_key,
 )
-from edgecfg.errors import StoreError, UsageError
+from edgecfg.errors import UsageError
 from edgecfg.wire.cbor import Encoded, etag_of_bytes
 
 SECRET = bytes(range(32))
@@ -415,77 +411,9 @@ def test_authenticated_but_malformed_record_is_bad_content(store: DeviceStore, n
     assert kinds(store) == [(Kind.BAD_CONTENT, "b"), (Kind.RECOVERED, "a")]
 
 
-# ------------------------------------------------------------------ keys
-
-
-def test_store_key_golden_vector() -> None:
-    assert KEY.hex() == "451b059ce0f1c33a59ddfbbfb69ba3c8c383d89a15c8cb6413ee4e93fe71d4ea"
-
-
-def test_store_key_is_rfc5869_hkdf_sha256() -> None:
-    prk = hmac.new(b"\x00" * 32, SECRET, hashlib.sha256).digest()  # RFC 5869 §2.2, no salt
-    info = b"edgecfg device store v1" + b"dev-0042"
-    first = hmac.new(prk, info + b"\x01", hashlib.sha256).digest()  # §2.3, L = 32: T(1)
-    assert first == KEY
-
-
-def test_devices_and_secrets_get_different_keys() -> None:
-    keys = {
-        derive_store_key(SECRET, "dev-0042"),
-        derive_store_key(SECRET, "dev-0043"),
-        derive_store_key(SECRET, "dev-00420"),
-        derive_store_key(bytes(32), "dev-0042"),
-    }
-    assert len(keys) == 4 and all(len(key) == KEY_SIZE for key in keys)
-
-
-@pytest.mark.parametrize(("secret", "device"), [(b"short", "dev-1"), (SECRET, "")])
-def test_key_derivation_refuses_weak_input(secret: bytes, device: str) -> None:
-    with pytest.raises(UsageError):
-        derive_store_key(secret, device)
-
-
-def test_cipher_refuses_a_key_of_the_wrong_size(tmp_path: Path) -> None:
+def test_a_store_refuses_a_key_of_the_wrong_size(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="32 bytes"):
-        RecordCipher(b"\x00" * 16)
-    with pytest.raises(UsageError):
         DeviceStore(tmp_path, key=b"short")
-
-
-def test_dev_key_file_is_created_0600_and_reused(tmp_path: Path) -> None:
-    path = tmp_path / "keys" / "store.key"
-    path.parent.mkdir()
-    key = load_or_create_dev_key(path)
-    assert len(key) == KEY_SIZE
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert load_or_create_dev_key(path) == key
-    assert os.listdir(path.parent) == ["store.key"]  # no temporary left behind
-
-
-@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o620, 0o602])
-def test_dev_key_file_open_to_others_is_refused(tmp_path: Path, mode: int) -> None:
-    path = tmp_path / "store.key"
-    load_or_create_dev_key(path)
-    path.chmod(mode)
-    with pytest.raises(KeyFileError, match=f"mode {mode:04o}.*chmod 600") as raised:
-        load_or_create_dev_key(path)
-    assert isinstance(raised.value, StoreError) and raised.value.path == str(path)
-
-
-def test_dev_key_file_of_the_wrong_size_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "store.key"
-    path.write_bytes(b"\x01" * 16)
-    path.chmod(0o600)
-    with pytest.raises(KeyFileError, match="16 bytes, expected exactly 32"):
-        load_or_create_dev_key(path)
-
-
-def test_dev_key_file_symlink_is_refused(tmp_path: Path) -> None:
-    real = tmp_path / "real.key"
-    load_or_create_dev_key(real)
-    (tmp_path / "link.key").symlink_to(real)
-    with pytest.raises(KeyFileError, match="cannot open"):
-        load_or_create_dev_key(tmp_path / "link.key")
 
 
 # ---------------------------------------------------------------- generations against a model
