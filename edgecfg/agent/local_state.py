@@ -28,13 +28,13 @@ starting afresh.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, cast
 
 from edgecfg.agent.ab_store import SLOTS, DeviceStore, StoreEventKind
 from edgecfg.agent.fs import REAL_FS, WriteFailed
 from edgecfg.core.ids import ETag
+from edgecfg.core.session import Transfer
 from edgecfg.core.tree import Tree, Value, is_map
 from edgecfg.crypto import AuthenticationFailed, RecordCipher, load_or_create_dev_key
 from edgecfg.errors import EdgecfgError, PeerError
@@ -114,23 +114,6 @@ def record_device(directory: str | os.PathLike[str], device: str) -> None:
         raise StateError(f"{folder}: cannot create: {error.strerror}") from None
     except WriteFailed as failure:
         raise StateError(f"cannot write: {failure}") from None
-
-
-@dataclass(frozen=True, slots=True)
-class Transfer:
-    """A block-wise download in progress."""
-
-    query: tuple[str, ...]
-    etag: ETag
-    szx: int
-    received: bytes
-    size: int | None = None
-    content_format: int | None = None
-    base: ETag | None = None  # the version the transfer is a delta from
-
-    def next_block(self) -> int:
-        """The number of the next block to ask for."""
-        return len(self.received) >> (self.szx + 4)
 
 
 class LocalState:
