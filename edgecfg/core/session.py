@@ -14,7 +14,8 @@ fetches once more when the report says the merge changed the served config.
 With ``critical_first`` it first fetches the critical keys alone.  A failed
 exchange or a busy gateway (5.03, 4.29) restarts the sync after a delay:
 the gateway's Max-Age when it gave one, else exponential backoff with full
-jitter; after ``attempts`` tries the session gives up.
+jitter; after ``attempts`` failures in a row (an answer in between is
+progress and starts the count again) the session gives up.
 
 Transitions (state, event -> what happens; :data:`TRANSITIONS` is the table
 itself, any other pair raises :class:`SessionError`)::
@@ -307,6 +308,8 @@ class SyncSession:
     def _on_got(self, event: Event) -> list[Action]:
         assert isinstance(event, Got)
         answer = event.answer
+        if answer.kind in ("valid", "content"):
+            self.attempt = 0  # progress: a long transfer on a bad link is not a failure
         if answer.kind == "busy":  # wait what the gateway asked (RFC 7252's default: 60 s)
             wait = answer.max_age if answer.max_age is not None else DEFAULT_MAX_AGE_S
             return self._retry(event.now, f"gateway busy ({answer.code})", 0.0, wait)

@@ -162,6 +162,7 @@ def test_driven_over_a_lossy_link_it_ends_holding_the_gateways_version(
                 failures += 1
                 actions = session.receive(Lost(now, "timeout", jitter))
                 continue
+            failures = 0  # an answer is progress: the count of failures in a row restarts
             assert last.etag == held and last.szx == SZX
             chunk = representation[last.block * size : (last.block + 1) * size]
             more = (last.block + 1) * size < len(representation)
