@@ -2,7 +2,8 @@
 
 The vectors are RFC 8428's own examples: the SenML-JSON packs of §5.1 (turned
 into SenML-CBOR with the labels of §6, Table 6, since devices send CBOR) with
-the records they resolve to (§4.6), and the CBOR bytes of §6.
+the records they resolve to (§4.6), and the CBOR bytes of §6.  §5.1.2's
+SenSML example is a stream (an array left open), not a pack: it is left out.
 """
 
 from __future__ import annotations
