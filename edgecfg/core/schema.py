@@ -249,6 +249,9 @@ class Schema:
     version: int
     keys: Mapping[Path, KeySpec]
     retired: Mapping[Path, int] = field(default_factory=lambda: {})
+    _memo: dict[str, object] = field(
+        default_factory=lambda: {}, init=False, repr=False, compare=False, hash=False
+    )  # what is derived from the keys once (the schema never changes)
 
     def __post_init__(self) -> None:
         by_id: dict[int, Path] = {}
@@ -300,7 +303,17 @@ class Schema:
         return self._ids().get(key_id)
 
     def _ids(self) -> dict[int, KeySpec]:
-        return {spec.id: spec for spec in self.keys.values()}
+        found = self._memo.get("ids")
+        if found is None:
+            found = self._memo["ids"] = {spec.id: spec for spec in self.keys.values()}
+        return cast(dict[int, KeySpec], found)
+
+    def default_paths(self) -> frozenset[Path]:
+        """The leaf paths :meth:`defaults` sets (computed once)."""
+        found = self._memo.get("default_paths")
+        if found is None:
+            found = self._memo["default_paths"] = frozenset(flatten(self.defaults()))
+        return cast(frozenset[Path], found)
 
     def defaults(self) -> Tree:
         """A tree holding every declared default (DESIGN §4: the lowest layer)."""

@@ -52,7 +52,7 @@ from edgecfg.core.resolve import (
 )
 from edgecfg.core.schema import Schema, undeclared, value_problems
 from edgecfg.core.schema_document import check_evolution
-from edgecfg.core.tree import UNSET, UnsetType, flatten, values_equal
+from edgecfg.core.tree import UNSET, UnsetType, values_equal
 from edgecfg.errors import (
     FleetValidationError,
     NotFound,
@@ -649,7 +649,7 @@ class Fleet:
 
     def _known_leaves(self) -> list[Path]:
         if self._leaves is None:
-            leaves: set[Path] = set(flatten(self.schema.defaults())) if self.schema else set()
+            leaves: set[Path] = set(self.schema.default_paths()) if self.schema else set()
             for layer_id in self.resolver.layer_ids():
                 leaves.update(self.resolver.layer(layer_id).sets)
             self._leaves = sorted(leaves)
