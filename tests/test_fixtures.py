@@ -22,9 +22,8 @@ from edgecfg.core.versions import ANY_VERSION, parse_version
 from edgecfg.errors import SchemaError
 from edgecfg.sim.configs import config_for_schema
 from edgecfg.wire.documents import read_schema
+from tests.paths import FIXTURES, ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
-FIXTURES = ROOT / "fixtures"
 V1_PATH = FIXTURES / "schema" / "device.json"
 V2_PATH = FIXTURES / "schema" / "device-v2.json"
 DEVICE_TYPE_FIELDS = {

@@ -13,10 +13,9 @@ from edgecfg.cli.main import build_parser, main
 from edgecfg.core.tree import Value
 from edgecfg.wire.cbor import decode, encode, etag
 from edgecfg.wire.delta import make_delta
+from tests.paths import FIXTURES, SCHEMA
 
-ROOT = Path(__file__).resolve().parents[2]
-SCHEMA = ROOT / "fixtures" / "schema" / "device.json"
-CONFIGS = ROOT / "fixtures" / "configs"
+CONFIGS = FIXTURES / "configs"
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

@@ -9,9 +9,7 @@ import pytest
 
 from edgecfg.cli.main import main
 from edgecfg.cli.operator import parse_value
-
-ROOT = Path(__file__).resolve().parents[2]
-SCHEMA = ROOT / "fixtures" / "schema" / "device.json"
+from tests.paths import SCHEMA
 
 
 @pytest.fixture

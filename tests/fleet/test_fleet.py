@@ -20,9 +20,8 @@ from edgecfg.errors import (
 from edgecfg.fleet.fleet import Fleet
 from edgecfg.store import DeviceRecord, MemoryStore, SQLiteStore
 from edgecfg.wire.cbor import etag
+from tests.paths import SCHEMA
 
-ROOT = Path(__file__).resolve().parents[2]
-SCHEMA = ROOT / "fixtures" / "schema" / "device.json"
 INTERVAL = parse_path("net.uplink.interval_s")
 SENSOR, CAMERA = "nbiot-sensor-r3", "lte-camera-c2"
 
