@@ -9,10 +9,12 @@ from typing import cast
 from hypothesis import strategies as st
 
 from edgecfg.core.hlc import Timestamp
+from edgecfg.core.ids import DeviceId, ETag
 from edgecfg.core.journal import JournalEntry
 from edgecfg.core.layers import Layer
 from edgecfg.core.path import Path, is_prefix
 from edgecfg.core.tree import UNSET, Tree, UnsetType, Value
+from edgecfg.store import DeviceRecord
 
 keys = st.text(
     alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=0, max_size=12
@@ -245,3 +247,22 @@ def layers(draw: st.DrawFn, *, locks: bool = True) -> Layer:
     unsets = frozenset(draw(st.lists(universe_paths, max_size=3))) - frozenset(sets)
     locked = frozenset(draw(st.lists(universe_paths, max_size=2))) if locks else frozenset[Path]()
     return Layer(sets, unsets, locked)
+
+
+# ---------------------------------------------------------------- device records
+
+device_ids = st.sampled_from([DeviceId(f"d{n}") for n in range(6)])
+device_records = st.builds(
+    DeviceRecord,
+    id=device_ids,
+    groups=st.dictionaries(
+        st.sampled_from(["region", "function"]),
+        st.sampled_from(["eu", "eu/west", "europe", "us", "eu/west/x"]),
+    ),
+    hardware=st.none() | st.text(max_size=3),
+    firmware=st.none() | st.sampled_from(["2.1.0", "3.0.0-rc1", ""]),
+    agent_version=st.none() | st.text(max_size=6),
+    last_seen=st.none() | st.floats(0, 2e9),
+    applied_etag=st.none() | st.binary(min_size=8, max_size=8).map(ETag),
+)
+"""Registry records of six device ids, every field drawn."""

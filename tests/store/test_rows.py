@@ -7,7 +7,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edgecfg.core.ids import DeviceId, ETag, LayerId
+from edgecfg.core.ids import ETag, LayerId
 from edgecfg.store import DeviceRecord
 from edgecfg.store.base import CredentialRecord, LayerRevision
 from edgecfg.store.rows import (
@@ -18,26 +18,10 @@ from edgecfg.store.rows import (
     device_row,
     layer_revision,
 )
-
-texts = st.none() | st.text(max_size=12)
-etags = st.none() | st.binary(min_size=8, max_size=8).map(ETag)
-groups = st.dictionaries(
-    st.sampled_from(["region", "function", "hardware", "site"]),
-    st.sampled_from(["eu", "eu/west", "eu/west/site-17", "pumps", "x"]),
-)
-devices = st.builds(
-    DeviceRecord,
-    id=st.sampled_from(["dev-1", "nbs-000001", "a"]).map(DeviceId),
-    groups=groups,
-    hardware=texts,
-    firmware=texts,
-    agent_version=texts,
-    last_seen=st.none() | st.floats(0, 2e9),
-    applied_etag=etags,
-)
+from tests.strategies import device_records
 
 
-@given(devices, st.booleans())
+@given(device_records, st.booleans())
 def test_a_device_record_survives_its_row(record: DeviceRecord, as_memoryview: bool) -> None:
     row = device_row(record)
     assert len(row) == len(DEVICE_COLUMNS.split(", "))

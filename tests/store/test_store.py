@@ -26,6 +26,7 @@ from edgecfg.store import (
     in_group,
 )
 from tests.store.helpers import postgres_store
+from tests.strategies import device_ids, device_records
 
 StoreFactory = Callable[[Path], Store]
 
@@ -465,21 +466,10 @@ class Seen:
     now: float
 
 
-_ids = st.sampled_from([DeviceId(f"d{n}") for n in range(6)])
-_records = st.builds(
-    DeviceRecord,
-    id=_ids,
-    groups=st.dictionaries(
-        st.sampled_from(["region", "function"]),
-        st.sampled_from(["eu", "eu/west", "europe", "us", "eu/west/x"]),
-    ),
-    hardware=st.none() | st.text(max_size=3),
-    applied_etag=st.none() | st.binary(min_size=8, max_size=8).map(ETag),
-)
 _ops = st.one_of(
-    st.builds(Put, st.lists(_records, min_size=1, max_size=4).map(tuple)),
-    st.builds(Delete, _ids),
-    st.builds(Seen, _ids, st.floats(0, 1e9)),
+    st.builds(Put, st.lists(device_records, min_size=1, max_size=4).map(tuple)),
+    st.builds(Delete, device_ids),
+    st.builds(Seen, device_ids, st.floats(0, 1e9)),
 )
 
 
