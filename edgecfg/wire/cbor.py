@@ -26,11 +26,14 @@ from __future__ import annotations
 
 import hashlib
 import io
+import marshal
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Final, cast
 
 import cbor2
 
+from edgecfg.core.delta import canonical_keys
 from edgecfg.core.ids import ETAG_SIZE, ETag
 from edgecfg.core.tree import Tree, Value, canonical_key_order, check_model, is_map
 from edgecfg.errors import DecodeError, EncodeError, ModelError, UsageError
@@ -84,6 +87,27 @@ def encode_unchecked(value: Value) -> bytes:
     caller-supplied values: a tuple or a big integer would encode silently.
     """
     return cbor2.dumps(value, canonical=True)
+
+
+def content_key(value: Value) -> bytes | None:
+    """Bytes that stand for ``value``'s content and exact types: a cache key.
+
+    The :mod:`marshal` serialisation (format 2: no back-references, so equal
+    contents give equal bytes), one C pass about eight times cheaper than
+    :func:`encode`.  Equal bytes mean equal contents with equal key orders
+    and equal types: marshal refuses subclasses of the builtins and keeps
+    lists and tuples, ints, bools and floats, ``0.0`` and ``-0.0`` apart.
+    The one model-relevant blur: a ``bytearray`` or ``memoryview`` leaf
+    gives the bytes of the equal ``bytes`` leaf (and encodes like it in
+    CBOR too).  None for what marshal cannot serialise.
+    """
+    try:
+        return marshal.dumps(value, _MARSHAL_VERSION)
+    except (ValueError, RecursionError):
+        return None
+
+
+_MARSHAL_VERSION: Final = 2
 
 
 class SubtreeEncoder:
@@ -173,7 +197,7 @@ def encode_reusing(
 class _Reuser:
     """:func:`encode_reusing`'s walk, with the key encodings and orders it met."""
 
-    __slots__ = ("assemble", "keys", "orders", "parts", "tail")
+    __slots__ = ("assemble", "parts", "tail")
 
     def __init__(
         self, assemble: set[int], parts: dict[int, bytes], tail: tuple[int, int, bytes] | None
@@ -181,8 +205,6 @@ class _Reuser:
         self.assemble = assemble
         self.parts = parts
         self.tail = tail
-        self.keys: dict[str, bytes] = {}
-        self.orders: dict[tuple[str, ...], list[str]] = {}
 
     def encode(self, value: Value) -> bytes:
         key = id(value)
@@ -192,16 +214,11 @@ class _Reuser:
         parts = self.parts
         if type(value) is dict:
             node = cast(dict[str, Value], value)
-            names = tuple(node)
-            order = self.orders.get(names)
-            if order is None:  # a rebuilt map and its base share the order
-                order = self.orders[names] = sorted(names, key=canonical_key_order)
+            order = canonical_keys(tuple(node))
             pieces = [_head(_MAJOR_MAP, len(node))]
             tail = self.tail if self.tail is not None and self.tail[0] == key else None
             for name in order[: len(order) - tail[1]] if tail is not None else order:
-                encoded_name = self.keys.get(name)
-                if encoded_name is None:
-                    encoded_name = self.keys[name] = cbor2.dumps(name)
+                encoded_name = text_item(name)
                 child = node[name]
                 data = parts.get(id(child))
                 if data is None:
@@ -251,7 +268,7 @@ def parts_from_bytes(
             entries = cast(dict[str, Value], node)
             if major != _MAJOR_MAP or length != len(entries):
                 raise _NotCanonical
-            order = sorted(entries, key=canonical_key_order)
+            order = canonical_keys(tuple(entries))
             for name in order[: len(order) - tail]:
                 key_major, key_length, key_start = _read_head(data, position)
                 position = key_start + key_length
@@ -281,6 +298,12 @@ def parts_from_bytes(
     except (_NotCanonical, IndexError, cbor2.CBORDecodeError):
         return None
     return b""
+
+
+@lru_cache(maxsize=8192)
+def text_item(text: str) -> bytes:
+    """The CBOR encoding of a text string (cached: map keys recur)."""
+    return cbor2.dumps(text)
 
 
 class _NotCanonical(Exception):

@@ -51,6 +51,8 @@ for the header, and the median real delta is ~40 bytes: one header byte is
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
 from typing import Final, NamedTuple, cast
 
 import zstandard
@@ -72,6 +74,7 @@ from edgecfg.wire.cbor import (
     DEFAULT_LIMITS,
     DecodeLimits,
     Encoded,
+    content_key,
     decode,
     encode,
     encode_reusing,
@@ -118,27 +121,39 @@ def make_delta(
     class is listed are carried: the result turns ``old`` into a consistent
     intermediate config (see :func:`restrict_to_classes`).
     """
-    old_value = old.tree if isinstance(old, Encoded) else _checked(old)
+    known = _Known.of(old)
+    if isinstance(old, Encoded):
+        old_value = old.tree
+    else:
+        if not known.checked:  # checked once per content (see _Known)
+            _checked(old)
+            known.checked = True
+        old_value = old
     new_value = new.tree if isinstance(new, Encoded) else new
     if classes is not None:
         if not (is_map(old_value) and is_map(new_value)):
             raise UsageError("priority classes select keys of maps; both sides must be maps")
         new = new_value = restrict_to_classes(old_value, new_value, schema=schema, classes=classes)
-    book = KeyBook(old_value)
+    book = KeyBook(old_value, known.keys)
     try:
         diffed = structural.diff_traced(
-            old_value, new_value, weigh=lambda op: len(encode_ops([op], book))
+            old_value,
+            new_value,
+            weigh=lambda op: len(encode_ops([op], book)),
+            sizes=known.sizes,
         )
     except ModelError as error:  # a map key of the target is no text
         raise EncodeError(error.reason, path=error.path) from None
+    known.learn(old_value, book)
     ops = diffed.ops
+    base = known.side(old_value)
     if isinstance(new, Encoded):
-        base, target = _side(old), _side(new)
+        target = _side(new)
     else:
         # The target's bytes are the base's, spliced: parts the diff found
         # equal are equal in encoding, and only the operations' values are new.
         _check_payloads(ops)
-        base, target = _spliced_pair(old, new_value, diffed)
+        target = _spliced_target(base, new_value, diffed)
     header = _header(EMPTY, base.etag, target.etag)
     if base.cbor == target.cbor:
         return header
@@ -271,42 +286,93 @@ def _check_payloads(ops: Sequence[structural.Op]) -> None:
                 pass
 
 
-def _spliced_pair(
-    base: Value | Encoded, target: Value, diffed: structural.Diffed
-) -> tuple[_Side, _Side]:
-    """Base and target with their encodings, the target's spliced from the base's."""
+def _spliced_target(base: _Side, target: Value, diffed: structural.Diffed) -> _Side:
+    """The target with its encoding, spliced from the base's bytes."""
     parts: dict[int, bytes] = {}
-    if isinstance(base, Encoded):
-        old = _Side(base.tree, base.cbor, base.etag)
-    else:
-        blob = encode_reusing(base, {id(node) for node in diffed.base_visited}, parts)
-        old = _Side(base, blob, etag_of_bytes(blob))
+    visited = {id(node) for node in diffed.base_visited}
+    if parts_from_bytes(base.value, base.cbor, visited, parts) is None:
+        parts.clear()  # pragma: no cover - the base's bytes are its canonical encoding
     blob = encode_reusing(target, {id(node) for node in diffed.target_visited}, parts)
-    return old, _Side(target, blob, etag_of_bytes(blob))
+    return _Side(target, blob, etag_of_bytes(blob))
 
 
-def _spliced(base: Value | Encoded | _Side, applied: structural.Applied) -> tuple[_Side, _Side]:
-    """Base and result with their encodings, the result's spliced from the base's."""
+def _spliced(base: _Side, applied: structural.Applied) -> _Side:
+    """The result with its encoding, spliced from the base's bytes."""
     parts: dict[int, bytes] = {}
     result = applied.result
     tail: tuple[int, int, bytes] | None = None
-    if isinstance(base, _Side | Encoded):
-        old = base if isinstance(base, _Side) else _Side(base.tree, base.cbor, base.etag)
-        # The base's bytes are at hand: slice the untouched children out of
-        # them instead of encoding them again, and take the root's entries
-        # after the last change as one run of bytes.
-        count = _shared_tail(old.value, result)
-        rebuilt = {id(node) for node in applied.rebuilt}
-        run = parts_from_bytes(old.value, old.cbor, rebuilt, parts, root_tail=count)
-        if run is None:
-            parts.clear()  # not canonical after all: encode instead of slicing
-        elif count:
-            tail = (id(result), count, run)
-    else:
-        blob = encode_reusing(base, {id(node) for node in applied.rebuilt}, parts)
-        old = _Side(base, blob, etag_of_bytes(blob))
+    # The base's bytes are at hand: slice the untouched children out of them
+    # instead of encoding them again, and take the root's entries after the
+    # last change as one run of bytes.
+    count = _shared_tail(base.value, result)
+    rebuilt = {id(node) for node in applied.rebuilt}
+    run = parts_from_bytes(base.value, base.cbor, rebuilt, parts, root_tail=count)
+    if run is None:
+        parts.clear()  # not canonical after all: encode instead of slicing
+    elif count:
+        tail = (id(result), count, run)
     blob = encode_reusing(result, {id(node) for node in applied.built}, parts, tail)
-    return old, _Side(result, blob, etag_of_bytes(blob))
+    return _Side(result, blob, etag_of_bytes(blob))
+
+
+# How many bases the cache below remembers.  An entry holds two encodings of
+# the base (its key and its canonical bytes) and two tables about its size.
+_KNOWN_BASES: Final = 8
+
+
+@dataclass(slots=True)
+class _Known:
+    """What is known about one base content: its canonical encoding and ETag,
+    its :func:`~edgecfg.core.delta.size_table` and key table.
+
+    A gateway makes many deltas from one version and a device applies
+    several to one config, so these are cached, keyed by content and exact
+    types (see :func:`~edgecfg.wire.cbor.content_key`), never by object
+    identity: a caller may change a tree between calls, and then it is
+    another key.  The tables are built the second time a base is met: a
+    base met once does not pay for a walk it would not repeat.  ``checked``:
+    :func:`make_delta` checked this content against the model (a
+    ``bytearray`` leaf in place of an equal ``bytes`` leaf has the same key,
+    and the same canonical encoding, so it is taken as that ``bytes``).
+    """
+
+    cbor: bytes | None = None
+    etag: ETag | None = None
+    sizes: list[int] | None = None
+    keys: list[str] | None = None
+    met: int = 0
+    checked: bool = False
+
+    @staticmethod
+    def of(base: Value | Encoded) -> _Known:
+        """The cache entry for ``base`` (a fresh, uncached one if it has no content key)."""
+        if isinstance(base, Encoded):
+            known = _known(base.cbor)
+            known.cbor, known.etag = base.cbor, base.etag
+        else:
+            content = content_key(base)
+            known = _known(content) if content is not None else _Known()
+        known.met += 1
+        return known
+
+    def side(self, value: Value) -> _Side:
+        """``value``, this entry's base, with its canonical encoding (encoded if need be)."""
+        if self.cbor is None or self.etag is None:
+            self.cbor = encode_unchecked(value)
+            self.etag = etag_of_bytes(self.cbor)
+        return _Side(value, self.cbor, self.etag)
+
+    def learn(self, value: Value, book: KeyBook) -> None:
+        """Keep the key table if ``book`` built it; the size table from the second meeting on."""
+        if self.keys is None:
+            self.keys = book.built
+        if self.sizes is None and self.met > 1:
+            self.sizes = structural.size_table(value)
+
+
+@lru_cache(maxsize=_KNOWN_BASES)
+def _known(content: bytes) -> _Known:
+    return _Known()
 
 
 def _shared_tail(base: Value, result: Value) -> int:
@@ -399,23 +465,12 @@ def _apply(old: Value | Encoded, delta: bytes, limits: DecodeLimits) -> _Side:
     if kind not in KIND_NAMES:
         raise DeltaError(f"unknown delta kind {kind}")
     body = delta[HEADER_SIZE:]
-    if kind == OPS and not isinstance(old, Encoded):
-        # A plain base is encoded once, split where the operations apply, and
-        # the result spliced from it: apply costs one encoding, not two.
-        try:
-            ops = decode_ops(body, KeyBook(old), limits)
-            applied = structural.apply_traced(old, ops, max_nodes=limits.max_bytes)
-        except DeltaError:
-            _check_base(_side(old), delta)  # a wrong base is the likelier story
-            raise
-        base, result = _spliced(old, applied)
-        _check_base(base, delta)
-    else:
-        # Hashed, not re-validated, like the split encoding above: the base
-        # check compares encodings, and the caller's base is a model value.
-        base = _side(old) if isinstance(old, Encoded) else _trusted(old)
-        _check_base(base, delta)
-        result = _apply_to(base, kind, body, limits)
+    # Hashed, not re-validated: the base check compares encodings, and the
+    # caller's base is a model value.  A base met before is not encoded again.
+    known = _Known.of(old)
+    base = known.side(old.tree if isinstance(old, Encoded) else old)
+    _check_base(base, delta)
+    result = _apply_to(base, kind, body, limits, known)
     if len(result.cbor) > limits.max_bytes:
         raise DeltaError(f"delta result of {len(result.cbor)} bytes exceeds {limits.max_bytes}")
     produced = result.etag[:TARGET_CHECK_SIZE]
@@ -430,7 +485,7 @@ def _check_base(base: _Side, delta: bytes) -> None:
         raise DeltaBaseMismatch(expected=bytes([expected]), actual=bytes([actual]))
 
 
-def _apply_to(base: _Side, kind: int, body: bytes, limits: DecodeLimits) -> _Side:
+def _apply_to(base: _Side, kind: int, body: bytes, limits: DecodeLimits, known: _Known) -> _Side:
     if kind == EMPTY:
         if body:
             raise DeltaError(f"empty delta carries {len(body)} unexpected bytes")
@@ -441,10 +496,15 @@ def _apply_to(base: _Side, kind: int, body: bytes, limits: DecodeLimits) -> _Sid
         raw = _decompress(kind, body, base.cbor, limits)
         return _trusted(_decode_value(raw, limits, None))
     raw = body if kind == OPS else _decompress(kind, body, base.cbor, limits)
-    ops = decode_ops(raw, KeyBook(base.value), limits)
+    book = KeyBook(base.value, known.keys)
+    ops = decode_ops(raw, book, limits)
     # Each node encodes to at least one byte: more cannot fit the size limit.
     # Every part was checked: the base when encoded, new values by the decoder.
-    return _spliced(base, structural.apply_traced(base.value, ops, max_nodes=limits.max_bytes))[1]
+    applied = structural.apply_traced(
+        base.value, ops, max_nodes=limits.max_bytes, sizes=known.sizes
+    )
+    known.learn(base.value, book)
+    return _spliced(base, applied)
 
 
 def _trusted(value: Value) -> _Side:
