@@ -60,7 +60,7 @@ import zstandard
 from edgecfg.core import delta as structural
 from edgecfg.core.ids import ETag
 from edgecfg.core.schema import Schema
-from edgecfg.core.tree import Tree, Value, canonical_key_order, check_model, is_map
+from edgecfg.core.tree import Tree, Value, check_model, is_map
 from edgecfg.errors import (
     DecodeError,
     DeltaBaseMismatch,
@@ -80,6 +80,7 @@ from edgecfg.wire.cbor import (
     encode_reusing,
     encode_unchecked,
     etag_of_bytes,
+    node_ends,
     parts_from_bytes,
 )
 from edgecfg.wire.delta_ops import KeyBook, decode_ops, encode_ops
@@ -153,7 +154,7 @@ def make_delta(
         # The target's bytes are the base's, spliced: parts the diff found
         # equal are equal in encoding, and only the operations' values are new.
         _check_payloads(ops)
-        target = _spliced_target(base, new_value, diffed)
+        target = _spliced_target(base, new_value, diffed, known)
     header = _header(EMPTY, base.etag, target.etag)
     if base.cbor == target.cbor:
         return header
@@ -286,17 +287,17 @@ def _check_payloads(ops: Sequence[structural.Op]) -> None:
                 pass
 
 
-def _spliced_target(base: _Side, target: Value, diffed: structural.Diffed) -> _Side:
+def _spliced_target(base: _Side, target: Value, diffed: structural.Diffed, known: _Known) -> _Side:
     """The target with its encoding, spliced from the base's bytes."""
     parts: dict[int, bytes] = {}
     visited = {id(node) for node in diffed.base_visited}
-    if parts_from_bytes(base.value, base.cbor, visited, parts) is None:
+    if parts_from_bytes(base.value, base.cbor, visited, parts, tables=known.tables()) is None:
         parts.clear()  # pragma: no cover - the base's bytes are its canonical encoding
     blob = encode_reusing(target, {id(node) for node in diffed.target_visited}, parts)
     return _Side(target, blob, etag_of_bytes(blob))
 
 
-def _spliced(base: _Side, applied: structural.Applied) -> _Side:
+def _spliced(base: _Side, applied: structural.Applied, known: _Known) -> _Side:
     """The result with its encoding, spliced from the base's bytes."""
     parts: dict[int, bytes] = {}
     result = applied.result
@@ -306,7 +307,9 @@ def _spliced(base: _Side, applied: structural.Applied) -> _Side:
     # last change as one run of bytes.
     count = _shared_tail(base.value, result)
     rebuilt = {id(node) for node in applied.rebuilt}
-    run = parts_from_bytes(base.value, base.cbor, rebuilt, parts, root_tail=count)
+    run = parts_from_bytes(
+        base.value, base.cbor, rebuilt, parts, root_tail=count, tables=known.tables()
+    )
     if run is None:
         parts.clear()  # not canonical after all: encode instead of slicing
     elif count:
@@ -339,6 +342,7 @@ class _Known:
     cbor: bytes | None = None
     etag: ETag | None = None
     sizes: list[int] | None = None
+    ends: list[int] | None = None
     keys: list[str] | None = None
     met: int = 0
     checked: bool = False
@@ -368,6 +372,11 @@ class _Known:
             self.keys = book.built
         if self.sizes is None and self.met > 1:
             self.sizes = structural.size_table(value)
+            self.ends = node_ends(self.side(value).cbor)
+
+    def tables(self) -> tuple[list[int], list[int]] | None:
+        """The size table and :func:`~edgecfg.wire.cbor.node_ends`, once both are known."""
+        return (self.sizes, self.ends) if self.sizes is not None and self.ends is not None else None
 
 
 @lru_cache(maxsize=_KNOWN_BASES)
@@ -375,13 +384,18 @@ def _known(content: bytes) -> _Known:
     return _Known()
 
 
+def forget_bases() -> None:
+    """Empty the cache of bases met before (benchmarks time a first meeting with it)."""
+    _known.cache_clear()
+
+
 def _shared_tail(base: Value, result: Value) -> int:
     """How many last entries (canonical order) two root maps share: same keys, same objects."""
     if type(base) is not dict or type(result) is not dict or base is result:
         return 0
     old, new = cast(dict[str, Value], base), cast(dict[str, Value], result)
-    old_order = sorted(old, key=canonical_key_order)
-    new_order = sorted(new, key=canonical_key_order)
+    old_order = structural.canonical_keys(tuple(old))
+    new_order = structural.canonical_keys(tuple(new))
     count = 0
     for name, other in zip(reversed(old_order), reversed(new_order), strict=False):
         if name != other or old[name] is not new[name]:
@@ -504,7 +518,7 @@ def _apply_to(base: _Side, kind: int, body: bytes, limits: DecodeLimits, known: 
         base.value, ops, max_nodes=limits.max_bytes, sizes=known.sizes
     )
     known.learn(base.value, book)
-    return _spliced(base, applied)
+    return _spliced(base, applied, known)
 
 
 def _trusted(value: Value) -> _Side:
