@@ -145,16 +145,15 @@ def make_delta(
         )
     except ModelError as error:  # a map key of the target is no text
         raise EncodeError(error.reason, path=error.path) from None
-    known.learn(old_value, book)
     ops = diffed.ops
-    base = known.side(old_value)
     if isinstance(new, Encoded):
-        target = _side(new)
+        base, target = known.side(old_value), _side(new)
     else:
         # The target's bytes are the base's, spliced: parts the diff found
         # equal are equal in encoding, and only the operations' values are new.
         _check_payloads(ops)
-        target = _spliced_target(base, new_value, diffed, known)
+        base, target = _spliced_pair(old_value, new_value, diffed, known)
+    known.learn(old_value, book)
     header = _header(EMPTY, base.etag, target.etag)
     if base.cbor == target.cbor:
         return header
@@ -287,14 +286,23 @@ def _check_payloads(ops: Sequence[structural.Op]) -> None:
                 pass
 
 
-def _spliced_target(base: _Side, target: Value, diffed: structural.Diffed, known: _Known) -> _Side:
-    """The target with its encoding, spliced from the base's bytes."""
+def _spliced_pair(
+    base: Value, target: Value, diffed: structural.Diffed, known: _Known
+) -> tuple[_Side, _Side]:
+    """Base and target with their encodings, the target's spliced from the base's.
+
+    A base met before has its bytes: the target's parts are sliced out of
+    them.  Otherwise the base is encoded once, in parts split where the
+    diff looked, and the target reuses those parts.
+    """
     parts: dict[int, bytes] = {}
     visited = {id(node) for node in diffed.base_visited}
-    if parts_from_bytes(base.value, base.cbor, visited, parts, tables=known.tables()) is None:
-        parts.clear()  # pragma: no cover - the base's bytes are its canonical encoding
+    if known.cbor is None:
+        known.keep(encode_reusing(base, visited, parts))
+    elif parts_from_bytes(base, known.cbor, visited, parts, tables=known.tables()) is None:
+        parts.clear()  # pragma: no cover - the kept bytes are the base's canonical encoding
     blob = encode_reusing(target, {id(node) for node in diffed.target_visited}, parts)
-    return _Side(target, blob, etag_of_bytes(blob))
+    return known.side(base), _Side(target, blob, etag_of_bytes(blob))
 
 
 def _spliced(base: _Side, applied: structural.Applied, known: _Known) -> _Side:
@@ -362,9 +370,12 @@ class _Known:
     def side(self, value: Value) -> _Side:
         """``value``, this entry's base, with its canonical encoding (encoded if need be)."""
         if self.cbor is None or self.etag is None:
-            self.cbor = encode_unchecked(value)
-            self.etag = etag_of_bytes(self.cbor)
-        return _Side(value, self.cbor, self.etag)
+            self.keep(encode_unchecked(value))
+        return _Side(value, cast(bytes, self.cbor), cast(ETag, self.etag))
+
+    def keep(self, cbor: bytes) -> None:
+        """Remember the base's canonical encoding (and its ETag)."""
+        self.cbor, self.etag = cbor, etag_of_bytes(cbor)
 
     def learn(self, value: Value, book: KeyBook) -> None:
         """Keep the key table if ``book`` built it; the size table from the second meeting on."""
@@ -482,15 +493,43 @@ def _apply(old: Value | Encoded, delta: bytes, limits: DecodeLimits) -> _Side:
     # Hashed, not re-validated: the base check compares encodings, and the
     # caller's base is a model value.  A base met before is not encoded again.
     known = _Known.of(old)
-    base = known.side(old.tree if isinstance(old, Encoded) else old)
-    _check_base(base, delta)
-    result = _apply_to(base, kind, body, limits, known)
+    value = old.tree if isinstance(old, Encoded) else old
+    if kind == OPS and known.cbor is None:
+        base, result = _apply_first_meeting(value, delta, limits, known)
+    else:
+        base = known.side(value)
+        _check_base(base, delta)
+        result = _apply_to(base, kind, body, limits, known)
     if len(result.cbor) > limits.max_bytes:
         raise DeltaError(f"delta result of {len(result.cbor)} bytes exceeds {limits.max_bytes}")
     produced = result.etag[:TARGET_CHECK_SIZE]
     if produced != delta[1:HEADER_SIZE]:
         raise DeltaIntegrityError(expected=delta[1:HEADER_SIZE], actual=produced)
     return result
+
+
+def _apply_first_meeting(
+    value: Value, delta: bytes, limits: DecodeLimits, known: _Known
+) -> tuple[_Side, _Side]:
+    """Apply operations to a plain base met for the first time.
+
+    The base is encoded once, split where the operations apply, and the
+    result spliced from its parts: apply costs one encoding, not two.
+    """
+    book = KeyBook(value, known.keys)
+    try:
+        ops = decode_ops(delta[HEADER_SIZE:], book, limits)
+        applied = structural.apply_traced(value, ops, max_nodes=limits.max_bytes, sizes=known.sizes)
+    except DeltaError:
+        _check_base(known.side(value), delta)  # a wrong base is the likelier story
+        raise
+    parts: dict[int, bytes] = {}
+    known.keep(encode_reusing(value, {id(node) for node in applied.rebuilt}, parts))
+    base = known.side(value)
+    _check_base(base, delta)
+    known.learn(value, book)
+    blob = encode_reusing(applied.result, {id(node) for node in applied.built}, parts)
+    return base, _Side(applied.result, blob, etag_of_bytes(blob))
 
 
 def _check_base(base: _Side, delta: bytes) -> None:
