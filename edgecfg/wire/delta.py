@@ -51,7 +51,7 @@ for the header, and the median real delta is ~40 bytes: one header byte is
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Final, NamedTuple, cast
 
@@ -157,7 +157,7 @@ def make_delta(
     header = _header(EMPTY, base.etag, target.etag)
     if base.cbor == target.cbor:
         return header
-    return min(_candidates(base, target, header, kinds=None, ops=(ops, book)), key=len)
+    return min(_candidates(base, target, header, kinds=None, ops=(ops, book), known=known), key=len)
 
 
 def encode_delta(old: Value | Encoded, new: Value | Encoded, kind: int) -> bytes:
@@ -191,6 +191,7 @@ def _candidates(
     *,
     kinds: Collection[int] | None,
     ops: tuple[list[structural.Op], KeyBook] | None = None,
+    known: _Known | None = None,
 ) -> list[bytes]:
     """Deltas of the wanted ``kinds`` (all when None); zstd only when worthwhile.
 
@@ -218,7 +219,7 @@ def _candidates(
     # the operations are big enough for compression to pay.
     if len(body) <= _ZSTD_WORTHWHILE and kinds is None:
         return candidates
-    compressor = _compressor(base.cbor, len(target.cbor))
+    compressor = _compressor(base.cbor, len(target.cbor), known)
     texts: list[tuple[bytes, int, int]] = []
     if wanted(OPS_ZSTD, OPS_ZSTD_FRAME):
         texts += [
@@ -354,6 +355,9 @@ class _Known:
     keys: list[str] | None = None
     met: int = 0
     checked: bool = False
+    dictionaries: dict[tuple[int, ...], zstandard.ZstdCompressionDict] = field(
+        default_factory=lambda: {}
+    )
 
     @staticmethod
     def of(base: Value | Encoded) -> _Known:
@@ -607,11 +611,21 @@ def _where(error: DecodeError, offset: int | None) -> str:
 # ---------------------------------------------------------------- zstd
 
 
-def _compressor(dictionary: bytes, largest_input: int) -> zstandard.ZstdCompressor:
-    """One compressor primed with ``dictionary`` for every candidate of a delta."""
+def _compressor(
+    dictionary: bytes, largest_input: int, known: _Known | None = None
+) -> zstandard.ZstdCompressor:
+    """One compressor primed with ``dictionary`` for every candidate of a delta.
+
+    zstd digests a dictionary into match tables before it compresses with
+    it, which costs about as much as compressing the dictionary itself.  A
+    base met before (``known``) keeps the dictionary digested (a CDict, which
+    zstd lets compressors share, read-only): the output is byte for byte the
+    same.
+    """
     small = largest_input + len(dictionary) <= _ZSTD_SMALL_INPUT
+    level = _ZSTD_LEVEL_SMALL if small else _ZSTD_LEVEL_LARGE
     params = zstandard.ZstdCompressionParameters.from_level(  # pyright: ignore[reportUnknownMemberType]
-        _ZSTD_LEVEL_SMALL if small else _ZSTD_LEVEL_LARGE,
+        level,
         source_size=largest_input,
         dict_size=len(dictionary),
         format=zstandard.FORMAT_ZSTD1_MAGICLESS,
@@ -619,7 +633,23 @@ def _compressor(dictionary: bytes, largest_input: int) -> zstandard.ZstdCompress
         write_content_size=False,
         write_dict_id=False,
     )
-    return zstandard.ZstdCompressor(dict_data=_dictionary(dictionary), compression_params=params)
+    if known is None:
+        digested = _dictionary(dictionary)
+    else:
+        key = (params.window_log, params.chain_log, params.hash_log, params.search_log,
+               params.min_match, params.target_length, params.strategy)  # fmt: skip
+        digested = known.dictionaries.get(key)
+        if digested is None:
+            digested = _dictionary(dictionary)
+            digested.precompute_compress(compression_params=params)  # pyright: ignore[reportUnknownMemberType]
+            if len(known.dictionaries) >= _DICTIONARIES_KEPT:
+                known.dictionaries.clear()
+            known.dictionaries[key] = digested
+    return zstandard.ZstdCompressor(dict_data=digested, compression_params=params)
+
+
+# Digested dictionaries kept per known base: their tables take up to a few MiB.
+_DICTIONARIES_KEPT: Final = 2
 
 
 def _dictionary(data: bytes) -> zstandard.ZstdCompressionDict:

@@ -703,3 +703,27 @@ def test_a_checked_base_does_not_vouch_for_a_tuple_in_its_place() -> None:
     make_delta({"a": [1]}, {"a": [2]})
     with pytest.raises(EncodeError):
         make_delta({"a": (1,)}, {"a": [2]})  # type: ignore[dict-item]
+
+
+@given(value_pairs())
+@settings(max_examples=100, deadline=None)
+def test_a_kept_zstd_dictionary_compresses_as_a_fresh_one(pair: tuple[Value, Value]) -> None:
+    old, new = pair
+    forget_bases()
+    made = [make_delta(old, new) for _ in range(2)]  # the second with the digested dictionary
+    kind = made[0][0] >> 3 & 7
+    if kind in (OPS_ZSTD, FULL_ZSTD, OPS_ZSTD_FRAME, FULL_ZSTD_FRAME):
+        assert made[0] == made[1] == encode_delta(old, new, kind)  # encode_delta keeps nothing
+
+
+def test_a_kept_zstd_dictionary_compresses_a_large_change_as_a_fresh_one() -> None:
+    forget_bases()
+    old: Tree = {
+        f"section {i}": {f"option_{j}": f"value {i}.{j}" for j in range(8)} for i in range(40)
+    }
+    new: Tree = {**old, **{f"new {i}": {"text": f"line {i} of a new macro " * 4} for i in range(6)}}
+    made = [make_delta(old, new) for _ in range(3)]
+    kind = made[0][0] >> 3 & 7
+    assert kind in (OPS_ZSTD, FULL_ZSTD)
+    assert made[0] == made[1] == made[2] == encode_delta(old, new, kind)
+    assert apply_delta(old, made[2]) == new
