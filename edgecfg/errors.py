@@ -24,6 +24,10 @@ class EdgecfgError(Exception):
     """Root of every error edgecfg raises on purpose."""
 
 
+class CommandError(EdgecfgError):
+    """A command (CLI or benchmark) cannot go on; the message is printed as one line."""
+
+
 class UsageError(EdgecfgError, ValueError):
     """The caller used the API wrongly; fix the call."""
 

@@ -27,8 +27,8 @@ with atheris.instrument_imports():
     from edgecfg.core.ids import DeviceId
     from edgecfg.core.layers import GLOBAL, layer_from_parts
     from edgecfg.errors import EdgecfgError
-    from edgecfg.gateway.fleet import Fleet
-    from edgecfg.gateway.service import SyncService
+    from edgecfg.fleet.fleet import Fleet
+    from edgecfg.fleet.sync import SyncService
     from edgecfg.store import DeviceRecord, MemoryStore
     from edgecfg.wire.cbor import DecodeLimits, Encoded, decode
     from edgecfg.wire.delta import apply_delta_encoded

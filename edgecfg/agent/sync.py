@@ -28,26 +28,51 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Literal, TypeVar, cast
+from typing import Any, Final, TypeVar, cast
 
 from edgecfg.agent.coap import Link as CoapLinkProtocol
 from edgecfg.agent.coap import LinkDown, Reply
-from edgecfg.agent.local import LocalOverrides
-from edgecfg.agent.state import LocalState, Transfer
+from edgecfg.agent.local_state import LocalState
+from edgecfg.agent.overrides import LocalOverrides
 from edgecfg.core.ids import ETag
+from edgecfg.core.session import (
+    DEFAULT_MAX_AGE_S,
+    Answer,
+    AnswerKind,
+    Drop,
+    Event,
+    Finished,
+    GaveUp,
+    Get,
+    Got,
+    Install,
+    Installed,
+    Keep,
+    Lost,
+    Outcome,
+    Policy,
+    Report,
+    Reported,
+    Sleep,
+    Start,
+    SyncSession,
+    Unusable,
+    Woke,
+)
 from edgecfg.core.tree import Tree, Value, is_map
 from edgecfg.errors import DeltaError, EdgecfgError, PeerError
 from edgecfg.wire.blocks import DEFAULT_SZX
-from edgecfg.wire.cbor import CONTENT_FORMAT_CBOR, Encoded, decode, encode
-from edgecfg.wire.delta import CONTENT_FORMAT_DELTA, apply_delta_encoded
+from edgecfg.wire.cbor import Encoded, decode, encode
+from edgecfg.wire.delta import apply_delta_encoded
 from edgecfg.wire.journal import entry_to_value
-from edgecfg.wire.senml import CONTENT_FORMAT_SENML_CBOR, Record, encode_senml
+from edgecfg.wire.numbers import CoapCode, ContentFormat
+from edgecfg.wire.senml import Record, encode_senml
 
 AGENT_VERSION: Final = "1.0.0"
 JOURNAL_CHUNK_BYTES: Final = 900  # journal entries per state report: one CoAP block
-Outcome = Literal["current", "updated", "partial"]
 T = TypeVar("T")
 
 
@@ -163,17 +188,7 @@ class Agent:
 
     async def sync(self) -> SyncResult:
         """One sync with retries; raises :class:`LinkDown` when every attempt failed."""
-        attempts = self.backoff.attempts
-        for attempt in range(attempts):
-            try:
-                return await self._measured(self._sync_once())
-            except LinkDown as error:
-                if attempt == attempts - 1:
-                    raise
-                delay = self.backoff.delay(attempt, self.rng)
-                self._retrying(Retry(attempt + 1, attempts, delay, error))
-                await asyncio.sleep(delay)
-        raise AssertionError("unreachable")  # pragma: no cover
+        return await self._measured(self._drive(self._start()))
 
     async def watch(self, stop: asyncio.Event, on_sync: Callable[[SyncResult], None]) -> None:
         """Stay online: observe the config and sync whenever its ETag moves;
@@ -239,105 +254,98 @@ class Agent:
             traffic.bytes_down - before[2],
         )
 
-    async def _sync_once(self) -> Outcome:
+    def _start(self, piggyback: Answer | None = None) -> Start:
         held = self.state.load_config()
         if self.local is not None:  # pending changes were made on this version
             self.local.note_base(held.etag if held is not None else None)
-        if self.critical_first and held is not None:
-            step = await self._fetch(held, ("prio=critical",))
-            if step == "partial":
-                return step
-            held = self.state.load_config()
-        outcome = await self._fetch(held, ())
-        reporting = outcome == "updated" or (self.local is not None and bool(self.local.pending()))
-        stale = reporting and await self._report() and outcome != "partial"
-        # the merge put accepted overrides into the served config: fetch and confirm it
-        if stale and await self._fetch(self.state.load_config(), ()) == "updated":
-            outcome = "updated"
-            await self._report()
-        return outcome
+        return Start(
+            time.monotonic(),
+            held.etag if held is not None else None,
+            self.state.load_transfer(),
+            local_pending=self.local is not None and bool(self.local.pending()),
+            piggyback=piggyback,
+        )
 
-    def _query(self, held: Encoded | None, extra: tuple[str, ...]) -> tuple[str, ...]:
-        query: list[str] = []
-        if self.schema_version is not None:
-            query.append(f"sv={self.schema_version}")
-        return (*query, *extra)
+    def _policy(self) -> Policy:
+        return Policy(
+            query=(f"sv={self.schema_version}",) if self.schema_version is not None else (),
+            szx=self.szx,
+            critical_first=self.critical_first,
+            budget=self.budget,
+            attempts=self.backoff.attempts,
+            backoff_base_s=self.backoff.base_s,
+            backoff_cap_s=self.backoff.cap_s,
+        )
 
-    async def _fetch(self, held: Encoded | None, extra: tuple[str, ...]) -> Outcome:
-        query = self._query(held, extra)
-        base = held.etag if held is not None else None
-        transfer = self.state.load_transfer()
-        if transfer is not None and (transfer.query != query or transfer.base != base):
-            self.state.clear_transfer()  # the base moved on: that transfer is stale
-            transfer = None
-        if transfer is None:
-            first = await self._get(query, 0, base=base)
-            if first.code == "2.03":
-                return "current"
-            _expect_content(first)
-            if first.block2 is None or not first.block2[1]:
-                return await self._install(held, first.payload, first, query)
-            transfer = Transfer(
-                query, ETag(first.etag or b""), first.block2[2], first.payload,
-                first.size2, first.content_format, base,
-            )  # fmt: skip
-            self.state.save_transfer(transfer)
-            if self.budget is not None and (first.size2 or 0) > self.budget:
-                return "partial"  # over budget: resume at the next wake
-        return await self._continue(held, transfer)
-
-    async def _continue(self, held: Encoded | None, transfer: Transfer) -> Outcome:
+    async def _drive(self, start: Start) -> Outcome:
+        """Carry out what a :class:`SyncSession` decides, one event at a time
+        (the session decides; this does the I/O and keeps the time)."""
+        session = SyncSession(self._policy())
+        actions = session.receive(start)
+        down: LinkDown | None = None
         while True:
-            reply = await self._get(
-                transfer.query, transfer.next_block(), szx=transfer.szx, base=transfer.base
-            )
-            if reply.code == "4.00" or (reply.etag is not None and reply.etag != transfer.etag):
-                # the representation changed (or shrank) since: start over cleanly
-                self.state.clear_transfer()
-                return await self._fetch(held, _extra(transfer.query))
-            _expect_content(reply)
-            transfer = Transfer(
-                transfer.query, transfer.etag, transfer.szx, transfer.received + reply.payload,
-                transfer.size, transfer.content_format, transfer.base,
-            )  # fmt: skip
-            if reply.block2 is not None and reply.block2[1]:
-                self.state.save_transfer(transfer)
-                continue
-            final = Reply("2.05", transfer.received, transfer.etag, transfer.content_format, None)
-            return await self._install(held, transfer.received, final, transfer.query)
+            event: Event | None = None
+            for action in actions:
+                match action:
+                    case Keep(transfer=transfer):
+                        self.state.save_transfer(transfer)
+                    case Drop():
+                        self.state.clear_transfer()
+                    case Get():
+                        event, down = await self._get(action, down)
+                    case Install():
+                        event = self._install(action)
+                    case Report():
+                        try:
+                            event = Reported(time.monotonic(), await self._report())
+                        except LinkDown as error:
+                            event, down = self._lost(error), error
+                    case Sleep(until=until, attempt=attempt, attempts=attempts):
+                        delay = max(0.0, until - time.monotonic())
+                        assert down is not None
+                        self._retrying(Retry(attempt, attempts, delay, down))
+                        await asyncio.sleep(delay)
+                        event = Woke(time.monotonic())
+                    case Finished(outcome=outcome):
+                        return outcome
+                    case GaveUp(reason=reason, kind=kind):
+                        if kind == "link" and down is not None:
+                            raise down
+                        raise SyncFailed(f"{self.device}: {reason}")
+            assert event is not None, f"no event after {actions}"
+            actions = session.receive(event)
 
-    async def _install(
-        self, held: Encoded | None, payload: bytes, reply: Reply, query: tuple[str, ...]
-    ) -> Outcome:
-        try:
-            config = _decode(held, payload, reply)
-        except (DeltaError, PeerError):
-            self.state.clear_transfer()
-            if held is None:
-                raise SyncFailed(f"{self.device}: the gateway sent an unusable config") from None
-            # our copy and the gateway disagree: fall back to the full config once
-            self.state.save_config(held)
-            return await self._fetch(None, _extra(query))
-        self.state.save_config(config)
-        self.state.clear_transfer()
-        return "updated" if held is None or config.etag != held.etag else "current"
+    def _lost(self, error: LinkDown) -> Lost:
+        return Lost(time.monotonic(), str(error), self.rng.random())
 
-    async def _get(
-        self, query: tuple[str, ...], number: int, *, base: ETag | None, szx: int | None = None
-    ) -> Reply:
-        size = szx if szx is not None else self.szx
+    async def _get(self, action: Get, down: LinkDown | None) -> tuple[Event, LinkDown | None]:
+        size = action.szx if action.szx is not None else DEFAULT_SZX
         # The held version goes in the ETag option (2.03 when current, else the
         # delta from it); Block2 only when it says more than the default would.
-        block2 = None if number == 0 and size == DEFAULT_SZX else (number, size)
-        reply = await self.link.request(
-            "GET", ("cfg", self.device), query=query, block2=block2,
-            etags=(base,) if base is not None else (),
-        )  # fmt: skip
-        if reply.code == "5.03":
-            raise LinkDown(
-                f"gateway overloaded; retry after {reply.max_age or 60} s", kind="overloaded"
-            )
-        return reply
+        block2 = None if action.block == 0 and size == DEFAULT_SZX else (action.block, size)
+        try:
+            reply = await self.link.request(
+                "GET", ("cfg", self.device), query=action.query, block2=block2,
+                etags=(action.etag,) if action.etag is not None else (),
+            )  # fmt: skip
+        except LinkDown as error:
+            return self._lost(error), error
+        answer = _answer(reply)
+        if answer.kind == "busy":
+            wait = reply.max_age if reply.max_age is not None else DEFAULT_MAX_AGE_S
+            down = LinkDown(f"gateway overloaded; retry after {wait} s", kind="overloaded")
+        return Got(time.monotonic(), answer), down
+
+    def _install(self, action: Install) -> Installed | Unusable:
+        held = self.state.load_config()
+        base = held if held is not None and action.base == held.etag else None
+        try:
+            config = _decode(base, action.payload, action.content_format, action.etag)
+        except (DeltaError, PeerError) as error:
+            return Unusable(time.monotonic(), str(error))
+        self.state.save_config(config)
+        changed = held is None or config.etag != held.etag
+        return Installed(time.monotonic(), config.etag, changed)
 
     async def _report(self) -> bool:
         """POST /state (several when the journal is long); True when the gateway
@@ -390,7 +398,7 @@ class Agent:
                 report["firmware"] = self.firmware
         reply = await self.link.request(
             "POST", ("state", self.device), payload=encode(report),
-            content_format=CONTENT_FORMAT_CBOR,
+            content_format=ContentFormat.CBOR,
         )  # fmt: skip
         if not reply.ok:
             raise SyncFailed(f"{self.device}: state report refused: {reply.code} {reply.payload!r}")
@@ -412,41 +420,54 @@ class Agent:
         query = (f"cfg={held.etag.hex()}",) if held is not None else ()
         reply = await self.link.request(
             "POST", ("tel", self.device), query=query, payload=encode_senml(records),
-            content_format=CONTENT_FORMAT_SENML_CBOR,
+            content_format=ContentFormat.SENML_CBOR,
         )  # fmt: skip
         if not reply.ok:
             raise SyncFailed(f"{self.device}: telemetry refused: {reply.code} {reply.payload!r}")
         if held is None or (not reply.payload and reply.etag in (None, held.etag)):
             return "current"
         if not reply.payload:
-            return await self._sync_once()  # stale, and the delta was too big to ride along
-        outcome = await self._install(held, reply.payload, reply, self._query(held, ()))
-        if outcome == "updated":
-            await self._report()
-        return outcome
+            return await self._drive(self._start())  # stale, too big to ride along
+        return await self._drive(self._start(piggyback=_answer(reply)))
 
 
-def _extra(query: tuple[str, ...]) -> tuple[str, ...]:
-    return tuple(item for item in query if item.startswith("prio="))
+_KINDS: Final[dict[str, AnswerKind]] = {
+    CoapCode.VALID.dotted: "valid",
+    CoapCode.CONTENT.dotted: "content",
+    CoapCode.CHANGED.dotted: "content",  # a config riding on a telemetry answer
+    CoapCode.BAD_REQUEST.dotted: "stale",
+    CoapCode.SERVICE_UNAVAILABLE.dotted: "busy",
+    CoapCode.TOO_MANY_REQUESTS.dotted: "busy",
+}
 
 
-def _expect_content(reply: Reply) -> None:
-    if reply.code != "2.05":
-        detail = reply.payload.decode("utf-8", "replace")[:120]
-        raise SyncFailed(f"gateway answered {reply.code}: {detail}")
+def _answer(reply: Reply) -> Answer:
+    """What the sync session decides on, from a CoAP reply (codes read here, once)."""
+    return Answer(
+        _KINDS.get(reply.code, "refused"),
+        reply.code,
+        reply.payload,
+        ETag(reply.etag) if reply.etag is not None else None,
+        reply.content_format,
+        reply.block2,
+        reply.size2,
+        reply.max_age,
+    )
 
 
-def _decode(held: Encoded | None, payload: bytes, reply: Reply) -> Encoded:
-    if reply.content_format == CONTENT_FORMAT_DELTA:
+def _decode(
+    held: Encoded | None, payload: bytes, content_format: int | None, etag: ETag | None
+) -> Encoded:
+    if content_format == ContentFormat.DELTA:
         if held is None:
             raise DeltaError("a delta arrived but the agent holds no config")
         config = apply_delta_encoded(held, payload)
-    elif reply.content_format in (CONTENT_FORMAT_CBOR, None):
+    elif content_format in (ContentFormat.CBOR, None):
         config = Encoded.from_bytes(payload)
     else:
-        raise DeltaError(f"unexpected content-format {reply.content_format}")
-    if reply.etag is not None and config.etag != reply.etag:
+        raise DeltaError(f"unexpected content-format {content_format}")
+    if etag is not None and config.etag != etag:
         raise DeltaError(
-            f"result checks as {config.etag.hex()}, the gateway announced {reply.etag.hex()}"
+            f"result checks as {config.etag.hex()}, the gateway announced {etag.hex()}"
         )
     return config

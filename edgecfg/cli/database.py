@@ -20,8 +20,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from edgecfg.cli.files import CommandError
-from edgecfg.gateway.fleet import Fleet
+from edgecfg.errors import CommandError
+from edgecfg.fleet.fleet import Fleet
 from edgecfg.store import PostgresStore, SQLiteStore, is_initialised, is_postgres_url, redact
 
 DEFAULT_DB = "edgecfg.db"

@@ -3,7 +3,7 @@
 It loads the fixture schema (and its evolution), builds a valid config for
 each device type, stores configs as content-addressed blobs with a layer
 revision history, registers a fleet, shows ETags and delta sizes, then runs a
-gateway and a fleet of agents over OSCORE on loopback (:mod:`demo_fleet`).
+gateway and a fleet of agents over OSCORE on loopback (:mod:`demo_loopback`).
 Ctrl-C stops it cleanly (exit 130).
 """
 
@@ -18,15 +18,15 @@ import time
 from pathlib import Path
 from typing import cast
 
-from edgecfg.cli.demo_fleet import run_fleet
-from edgecfg.cli.files import CommandError, read_bytes
+from edgecfg.cli.demo_loopback import run_fleet
+from edgecfg.cli.files import read_bytes
 from edgecfg.cli.interrupt import run_interruptibly
 from edgecfg.core.ids import DeviceId, LayerId
 from edgecfg.core.layers import GLOBAL, device_layer, layer_from_parts, layer_to_document
 from edgecfg.core.schema_document import check_evolution
 from edgecfg.core.tree import Tree, set_value
-from edgecfg.errors import WriteRefused
-from edgecfg.gateway.fleet import SCHEMA_SETTING, Fleet
+from edgecfg.errors import CommandError, WriteRefused
+from edgecfg.fleet.fleet import SCHEMA_SETTING, Fleet
 from edgecfg.sim.configs import config_for_schema
 from edgecfg.store import DeviceRecord, SQLiteStore
 from edgecfg.wire.cbor import encode, etag

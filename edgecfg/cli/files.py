@@ -11,7 +11,7 @@ from pathlib import Path
 
 from edgecfg.core.schema import Schema
 from edgecfg.core.tree import Value
-from edgecfg.errors import EdgecfgError, UsageError
+from edgecfg.errors import CommandError, EdgecfgError, UsageError
 from edgecfg.wire.documents import (
     ConfigFormat,
     TextFormat,
@@ -20,10 +20,6 @@ from edgecfg.wire.documents import (
     read_schema,
     write_config,
 )
-
-
-class CommandError(EdgecfgError):
-    """A command cannot go on; the message is printed as one line."""
 
 
 def read_bytes(name: str) -> bytes:

@@ -11,24 +11,18 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import cast
 
 import edgecfg
-from edgecfg.cli import bench_flood
+from edgecfg.bench import flood as bench_flood
 from edgecfg.cli.database import default_db
 from edgecfg.cli.database import register as register_database_commands
-from edgecfg.cli.files import (
-    CommandError,
-    dump_config,
-    load_config,
-    load_schema,
-    read_bytes,
-    write_bytes,
-)
+from edgecfg.cli.files import dump_config, load_config, load_schema, read_bytes, write_bytes
 from edgecfg.cli.operator import register as register_operator_commands
 from edgecfg.cli.roles import register as register_roles
 from edgecfg.core.tree import Value, is_map
-from edgecfg.errors import DeltaError, EdgecfgError, Violation
+from edgecfg.errors import CommandError, DeltaError, EdgecfgError, Violation
 from edgecfg.wire.cbor import encode, etag
 from edgecfg.wire.delta import apply_delta, delta_kind, make_delta
 from edgecfg.wire.documents import ConfigFormat, guess_format
@@ -111,6 +105,39 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(keep=args.keep, agents=args.agents)
 
 
+def cmd_sim(args: argparse.Namespace) -> int:
+    """Simulate a fleet in virtual time and write the report folder."""
+    from edgecfg.sim.report import write_report
+    from edgecfg.sim.virtual import Scenario, run
+
+    scenario = Scenario(
+        devices=args.devices, days=args.days, seed=args.seed, wake_every_s=args.wake_every,
+        writes_per_day=args.writes_per_day, group_share=args.group_share, loss=args.loss,
+    )  # fmt: skip
+    live = sys.stderr.isatty()
+
+    def progress(done: float) -> None:
+        if live:
+            filled = int(done * 30)
+            sys.stderr.write(f"\r  [{'#' * filled}{'.' * (30 - filled)}] {done:4.0%}")
+            sys.stderr.flush()
+
+    report = run(scenario, progress=progress)
+    if live:
+        sys.stderr.write("\n")
+    written = write_report(report, args.out)
+    summary = report.summary()
+    print(
+        f"{scenario.devices:,} devices x {scenario.days:g} days: {report.events:,} events "
+        f"in {report.wall_s:.1f} s; divergent devices: {report.divergent}; "
+        f"failed syncs: {report.failed_syncs}"
+    )
+    print(f"convergence (write -> applied): {summary['convergence_s']}")
+    for path in written:
+        print(f"  wrote {path}")
+    return 1 if report.divergent else 0
+
+
 def cmd_delta(args: argparse.Namespace) -> int:
     """Write the delta that turns OLD into NEW."""
     old, new = _tree(args.old, args.format), _tree(args.new, args.format)
@@ -149,7 +176,7 @@ def _tree(name: str, fmt: str | None) -> Value:
 
 def cmd_bench_delta(args: argparse.Namespace) -> int:
     """Delta sizes and speed against baselines measured in the same run."""
-    from edgecfg.cli.bench import run_delta_bench
+    from edgecfg.bench.delta import run_delta_bench
 
     files = [*args.files, *args.corpus]
     if args.synthetic and files:
@@ -164,7 +191,7 @@ def cmd_bench_delta(args: argparse.Namespace) -> int:
 
 def cmd_bench_resolve(args: argparse.Namespace) -> int:
     """Effective-config resolution of a synthetic fleet against naive recomputation."""
-    from edgecfg.cli.bench_resolve import Shape, run_resolve_bench
+    from edgecfg.bench.resolve import Shape, run_resolve_bench
 
     shape = Shape(args.devices, args.leaves, args.groups, args.seed)
     return run_resolve_bench(shape, as_json=args.json)
@@ -172,7 +199,7 @@ def cmd_bench_resolve(args: argparse.Namespace) -> int:
 
 def cmd_bench_sync(args: argparse.Namespace) -> int:
     """Gateway CPU, bytes on the wire and round trips per sync."""
-    from edgecfg.cli.bench_sync import run_sync_bench
+    from edgecfg.bench.sync import run_sync_bench
 
     return run_sync_bench(
         devices=args.devices, requests=args.requests, concurrency=args.concurrency,
@@ -182,16 +209,23 @@ def cmd_bench_sync(args: argparse.Namespace) -> int:
 
 def cmd_bench_agent(args: argparse.Namespace) -> int:
     """Agent heap, local resolution and journal cost."""
-    from edgecfg.cli.bench_agent import run_agent_bench
+    from edgecfg.bench.agent import run_agent_bench
 
     return run_agent_bench(
         leaves=args.leaves, journal=args.journal, samples=args.samples, as_json=args.json
     )
 
 
+def cmd_bench_store(args: argparse.Namespace) -> int:
+    """Run the device-registry benchmark."""
+    from edgecfg.bench.store import run_store_bench
+
+    return run_store_bench(devices=args.devices, seed=args.seed)
+
+
 def cmd_bench_oscore(args: argparse.Namespace) -> int:
     """OSCORE cost with 100k enrolled devices against 10, in one run."""
-    from edgecfg.cli.bench_oscore import run_oscore_bench
+    from edgecfg.bench.oscore import run_oscore_bench
 
     return run_oscore_bench(devices=args.devices, sample=args.sample, as_json=args.json)
 
@@ -261,6 +295,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="agents synced over OSCORE on loopback (default: 50; 0 skips the fleet step)",
     )
     p.set_defaults(handler=cmd_demo)
+
+    p = commands.add_parser(
+        "sim",
+        help="a fleet in virtual time: the real sync session against the real service layer",
+    )
+    p.add_argument("--devices", type=int, default=1000, help="fleet size (default: 1000)")
+    p.add_argument("--days", type=float, default=7.0, help="simulated days (default: 7)")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR",
+                   help="report folder: summary.json and PNG plots")  # fmt: skip
+    p.add_argument("--seed", type=int, default=1, help="names one run (default: 1)")
+    p.add_argument("--wake-every", type=float, default=86400.0, metavar="S",
+                   help="seconds between a device's wakes (default: 86400, daily)")  # fmt: skip
+    p.add_argument("--writes-per-day", type=float, default=10.0, metavar="N",
+                   help="operator layer edits a day, fleet-wide (default: 10)")  # fmt: skip
+    p.add_argument("--group-share", type=float, default=0.2, metavar="P",
+                   help="share of edits on group layers (default: 0.2)")  # fmt: skip
+    p.add_argument("--loss", type=float, default=0.0, metavar="P",
+                   help="probability that one exchange is lost (default: 0)")  # fmt: skip
+    p.set_defaults(handler=cmd_sim)
 
     p = commands.add_parser("delta", help="make the delta that turns OLD into NEW")
     p.add_argument("old", metavar="OLD")
@@ -333,6 +386,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=7, help="names one synthetic fleet (default: 7)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=cmd_bench_resolve)
+    p = benches.add_parser("store", help="device registry reads and group queries at fleet scale")
+    p.add_argument("--devices", type=int, default=100_000, help="fleet size (default: 100000)")
+    p.add_argument("--seed", type=int, default=1, help="random seed (default: 1)")
+    p.set_defaults(handler=cmd_bench_store)
     bench_flood.register(benches)
     return parser
 

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from edgecfg.cli.database import add_db_option, open_fleet, shown
-from edgecfg.cli.files import CommandError, read_bytes, write_bytes
+from edgecfg.cli.files import read_bytes, write_bytes
 from edgecfg.cli.security import add_device_actions
 from edgecfg.cli.security import register as register_security
 from edgecfg.core.ids import DEVICE_ID_RULE, DeviceId, LayerId, check_device_id
@@ -37,10 +37,10 @@ from edgecfg.core.layers import (
 from edgecfg.core.path import Path, format_path, parse_path
 from edgecfg.core.resolve import Explanation
 from edgecfg.core.tree import UNSET, UnsetType, Value, check_model, is_map
-from edgecfg.errors import EdgecfgError, NotFound
-from edgecfg.gateway.fleet import Fleet
-from edgecfg.gateway.impact import Impact
-from edgecfg.gateway.reconcile import describe, last_outcome
+from edgecfg.errors import CommandError, EdgecfgError, NotFound
+from edgecfg.fleet.fleet import Fleet
+from edgecfg.fleet.impact import Impact
+from edgecfg.fleet.reconcile import describe, last_outcome
 from edgecfg.store import DeviceRecord, LayerRevision
 from edgecfg.wire.cbor import Encoded
 from edgecfg.wire.delta import make_delta

@@ -17,8 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from edgecfg.agent.coap import CoapLink, LinkDown
-from edgecfg.agent.local import LocalOverrides
-from edgecfg.agent.state import (
+from edgecfg.agent.local_state import (
     DeviceMismatch,
     KeyMismatch,
     LocalState,
@@ -26,9 +25,10 @@ from edgecfg.agent.state import (
     record_device,
     recorded_device,
 )
+from edgecfg.agent.overrides import LocalOverrides
 from edgecfg.agent.sync import AGENT_VERSION, Agent, Backoff, Retry, SyncResult, until
 from edgecfg.cli.database import add_db_option, check_exists, connect, shown
-from edgecfg.cli.files import CommandError, load_schema, read_bytes, write_bytes
+from edgecfg.cli.files import load_schema, read_bytes, write_bytes
 from edgecfg.cli.operator import parse_assignment
 from edgecfg.cli.security import add_master_key_option, master_cipher
 from edgecfg.core.admission import Budgets
@@ -36,8 +36,8 @@ from edgecfg.core.ids import check_device_id
 from edgecfg.core.path import format_path, is_prefix, parse_path
 from edgecfg.core.tree import UNSET, UnsetType, flatten, get
 from edgecfg.crypto import derive_store_key
-from edgecfg.errors import EdgecfgError, StoreError
-from edgecfg.gateway.identity import InsecurePolicy
+from edgecfg.errors import CommandError, EdgecfgError, StoreError
+from edgecfg.fleet.identity import InsecurePolicy
 from edgecfg.gateway.mqtt import DEFAULT_OUTBOX, MqttBridge, parse_mqtt_url
 from edgecfg.gateway.oscore import StoredCredentials
 from edgecfg.gateway.server import Gateway, serve

@@ -16,11 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from edgecfg.cli.database import add_db_option, check_exists, open_store, shown
-from edgecfg.cli.files import CommandError
 from edgecfg.core.ids import check_device_id
 from edgecfg.crypto import RecordCipher, load_or_create_dev_key
-from edgecfg.errors import EdgecfgError
-from edgecfg.gateway.credentials import check_master_key, check_out, enroll, write_peer_side
+from edgecfg.errors import CommandError, EdgecfgError
+from edgecfg.fleet.credentials import check_master_key, check_out, enroll, write_peer_side
 from edgecfg.store import is_postgres_url
 from edgecfg.store.base import Store
 

@@ -28,16 +28,18 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Final, Literal, cast, get_args
 
-from edgecfg.core.path import Path, format_path
+from edgecfg.core.path import Path, format_path, is_prefix
 from edgecfg.core.tree import (
     UNSET,
     Tree,
     Value,
+    flatten,
     is_map,
+    put_checked_value,
     set_value,
     values_equal,
     walk_leaves,
@@ -247,6 +249,9 @@ class Schema:
     version: int
     keys: Mapping[Path, KeySpec]
     retired: Mapping[Path, int] = field(default_factory=lambda: {})
+    _memo: dict[str, object] = field(
+        default_factory=lambda: {}, init=False, repr=False, compare=False, hash=False
+    )  # what is derived from the keys once (the schema never changes)
 
     def __post_init__(self) -> None:
         by_id: dict[int, Path] = {}
@@ -298,7 +303,17 @@ class Schema:
         return self._ids().get(key_id)
 
     def _ids(self) -> dict[int, KeySpec]:
-        return {spec.id: spec for spec in self.keys.values()}
+        found = self._memo.get("ids")
+        if found is None:
+            found = self._memo["ids"] = {spec.id: spec for spec in self.keys.values()}
+        return cast(dict[int, KeySpec], found)
+
+    def default_paths(self) -> frozenset[Path]:
+        """The leaf paths :meth:`defaults` sets (computed once)."""
+        found = self._memo.get("default_paths")
+        if found is None:
+            found = self._memo["default_paths"] = frozenset(flatten(self.defaults()))
+        return cast(frozenset[Path], found)
 
     def defaults(self) -> Tree:
         """A tree holding every declared default (DESIGN §4: the lowest layer)."""
@@ -368,3 +383,54 @@ def _dotted(path: Path) -> str:
         return format_path(path)
     except PathError:
         return repr(path)
+
+
+def translate(tree: Tree, schema: Schema, old: Schema) -> Tree:
+    """``tree`` (valid under ``schema``) as an agent that speaks ``old`` sees
+    it: keys matched by stable id, so a renamed key moves back to its old
+    path and a key ``old`` lacks is left out; paths no key declares stay."""
+    out: Tree = {}
+    for path, value in flatten(tree).items():
+        spec = schema.spec(path)
+        if spec is None:
+            out = put_checked_value(out, path, value)
+            continue
+        then = old.by_id(spec.id)
+        if then is None:
+            continue  # introduced after the agent's schema
+        out = put_checked_value(out, then.path + path[len(spec.path) :], value)
+    return out
+
+
+def of_priority(tree: Tree, schema: Schema | None, priority: Priority) -> Tree:
+    """The part of ``tree`` whose keys ``schema`` gives ``priority`` (nothing
+    without a schema: a free-form fleet has no classes)."""
+    subset: Tree = {}
+    if schema is None:
+        return subset
+    for path, value in flatten(tree).items():
+        spec = schema.spec(path)
+        if spec is not None and spec.priority == priority:
+            subset = put_checked_value(subset, path, value)
+    return subset
+
+
+def undeclared(schema: Schema, paths: Iterable[Path]) -> list[Path]:
+    """The ``paths`` ``schema`` declares no key at, in or above (a path above
+    a declared key names a map of the schema and is declared too)."""
+    return [
+        path
+        for path in paths
+        if schema.spec(path) is None and not any(is_prefix(path, spec.path) for spec in schema)
+    ]
+
+
+def value_problems(schema: Schema, sets: Mapping[Path, Value]) -> list[tuple[Path, str]]:
+    """``(path, expected)`` for each value of ``sets`` its key's rules refuse
+    (values set inside a map-typed key are that key's business)."""
+    return [
+        (path, text)
+        for path, value in sets.items()
+        if (spec := schema.spec(path)) is not None and spec.path == path
+        for text in spec.check(value)
+    ]

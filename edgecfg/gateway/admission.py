@@ -24,7 +24,7 @@ import aiocoap
 from aiocoap.numbers.codes import Code
 
 from edgecfg.core.admission import Refusal
-from edgecfg.gateway.identity import Identity
+from edgecfg.fleet.identity import Identity
 
 CODES: Final = {"4.29": Code.TOO_MANY_REQUESTS, "5.03": Code.SERVICE_UNAVAILABLE}
 

@@ -30,21 +30,45 @@ from edgecfg.errors import (
     NotFound,
     OverBudget,
     PathError,
+    PeerError,
     SchemaError,
     StoreConflict,
     StoreError,
     UsageError,
     ValidationError,
 )
-from edgecfg.gateway.identity import AccessDenied
-from edgecfg.gateway.service import BadRequest, UnknownPath
+from edgecfg.fleet.identity import AccessDenied
+from edgecfg.fleet.sync import BadRequest, UnknownPath
 from edgecfg.wire.blocks import BlockRangeError
+from edgecfg.wire.messages import MessageError
 from edgecfg.wire.senml import SenmlError
 
 Code = aiocoap.numbers.codes.Code
 
+
+class MethodNotAllowed(PeerError):
+    """A method the resource does not define (4.05)."""
+
+
+class BadOption(PeerError):
+    """An unknown critical option, or a non-repeatable one repeated (4.02,
+    RFC 7252 §5.4.1 and §5.4.5)."""
+
+
+class UnsupportedFormat(PeerError):
+    """A request body in a content-format the resource does not take (4.15)."""
+
+
+class StalePrecondition(PeerError):
+    """An If-Match that names no current version (4.12, RFC 7252 §5.10.8.1)."""
+
+
 # Most specific first; the first matching class decides.
 CODES: Final[tuple[tuple[type[Exception], Code], ...]] = (
+    (MethodNotAllowed, Code.METHOD_NOT_ALLOWED),
+    (BadOption, Code.BAD_OPTION),
+    (UnsupportedFormat, Code.UNSUPPORTED_CONTENT_FORMAT),
+    (StalePrecondition, Code.PRECONDITION_FAILED),
     (UnknownPath, Code.NOT_FOUND),
     (NotFound, Code.NOT_FOUND),
     (LockViolation, Code.FORBIDDEN),
@@ -54,6 +78,7 @@ CODES: Final[tuple[tuple[type[Exception], Code], ...]] = (
     (SchemaError, Code.UNPROCESSABLE_ENTITY),
     (StoreConflict, Code.PRECONDITION_FAILED),
     (BlockRangeError, Code.BAD_REQUEST),
+    (MessageError, Code.BAD_REQUEST),
     (SenmlError, Code.BAD_REQUEST),
     (DecodeError, Code.BAD_REQUEST),
     (DeltaError, Code.BAD_REQUEST),

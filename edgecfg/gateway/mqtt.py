@@ -75,7 +75,7 @@ def parse_mqtt_url(text: str) -> BrokerAddress:
 
 
 class MqttBridge:
-    """An :class:`~edgecfg.gateway.events.EventSink` publishing to one broker.
+    """An :class:`~edgecfg.fleet.events.EventSink` publishing to one broker.
 
     :meth:`start` launches the publisher task; :meth:`stop` ends it (what is
     still queued stays in the outbox for the next start).

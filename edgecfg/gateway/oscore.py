@@ -48,7 +48,7 @@ from aiocoap.oscore_sitewrapper import OscoreSiteWrapper
 
 from edgecfg.crypto import RecordCipher
 from edgecfg.errors import StoreError
-from edgecfg.gateway.credentials import (
+from edgecfg.fleet.credentials import (
     ALGORITHM,
     GATEWAY_SENDER_ID,
     HKDF,
@@ -57,7 +57,7 @@ from edgecfg.gateway.credentials import (
     check_master_key,
     unseal,
 )
-from edgecfg.gateway.identity import Identity, Role
+from edgecfg.fleet.identity import Identity, Role
 from edgecfg.store.base import CredentialRecord, OscoreState, Store
 
 log = logging.getLogger("edgecfg.gateway.oscore")
@@ -100,7 +100,7 @@ class StoredContext(oscore.CanProtect, oscore.CanUnprotect, oscore.SecurityConte
 
     The gateway is the server: its Sender ID is empty and the peer's key id
     is its Recipient ID.  ``authenticated_claims`` carries the peer's
-    :class:`~edgecfg.gateway.identity.Identity` for the resources.
+    :class:`~edgecfg.fleet.identity.Identity` for the resources.
     """
 
     def __init__(

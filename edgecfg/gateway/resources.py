@@ -7,7 +7,7 @@
 """The gateway's CoAP resources (DESIGN §5) on aiocoap.
 
 Each resource only translates: options and codes in, a
-:class:`~edgecfg.gateway.service.SyncService` call, options and codes out.
+:class:`~edgecfg.fleet.sync.SyncService` call, options and codes out.
 Block-wise transfer is handled here rather than by aiocoap, which caches a
 response per peer and answers 4.08 to a new peer asking for block N:
 
@@ -34,9 +34,10 @@ response per peer and answers 4.08 to a new peer asking for block N:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import ClassVar, Final, cast
 
 import aiocoap
@@ -49,25 +50,30 @@ from edgecfg.core.admission import Admission, Budgets
 from edgecfg.core.ids import DeviceId, ETag, LayerId
 from edgecfg.core.layers import GLOBAL, layer_from_document, layer_to_document
 from edgecfg.core.tree import Value, is_map
-from edgecfg.gateway.admission import refusal_response, request_peer
-from edgecfg.gateway.amplification import AddressGuard
-from edgecfg.gateway.conformance import bad_option
-from edgecfg.gateway.errors import MAX_DIAGNOSTIC, error_response, log_failure
-from edgecfg.gateway.identity import Identity, IdentityPolicy
-from edgecfg.gateway.observations import Observations, decline
-from edgecfg.gateway.service import (
-    MAX_SCHEMA_VERSION,
+from edgecfg.fleet.identity import Identity, IdentityPolicy
+from edgecfg.fleet.sync import (
     BadRequest,
     NotModified,
     Representation,
     SyncService,
-    parse_etag,
-    parse_query,
 )
+from edgecfg.gateway.admission import refusal_response, request_peer
+from edgecfg.gateway.amplification import AddressGuard
+from edgecfg.gateway.conformance import bad_option
+from edgecfg.gateway.errors import (
+    BadOption,
+    MethodNotAllowed,
+    StalePrecondition,
+    UnsupportedFormat,
+    error_response,
+    log_failure,
+)
+from edgecfg.gateway.observations import Observations, decline
 from edgecfg.gateway.spool import Spool
 from edgecfg.wire.blocks import DEFAULT_SZX, MAX_SZX, block_of, block_size
-from edgecfg.wire.cbor import CONTENT_FORMAT_CBOR, decode, encode, etag_of_bytes
-from edgecfg.wire.senml import CONTENT_FORMAT_SENML_CBOR
+from edgecfg.wire.cbor import decode, encode, etag_of_bytes
+from edgecfg.wire.messages import MAX_SCHEMA_VERSION
+from edgecfg.wire.numbers import ContentFormat
 
 log = logging.getLogger("edgecfg.gateway")
 
@@ -143,7 +149,7 @@ class _Base(aiocoap.resource.Resource, aiocoap.resource.PathCapable):
 
     methods: ClassVar[dict[Code, str]] = {}
     link: ClassVar[dict[str, str | None]] = {}  # RFC 6690 attributes in /.well-known/core
-    formats: ClassVar[tuple[int, ...]] = (CONTENT_FORMAT_CBOR,)  # of request bodies
+    formats: ClassVar[tuple[int, ...]] = (ContentFormat.CBOR,)  # of request bodies
     queries: ClassVar[frozenset[str]] = frozenset()  # the Uri-Query keys it defines
 
     def __init__(self, service: SyncService, policy: IdentityPolicy, gate: Gate) -> None:
@@ -159,15 +165,16 @@ class _Base(aiocoap.resource.Resource, aiocoap.resource.PathCapable):
     async def render(self, request: aiocoap.Message) -> aiocoap.Message:
         name = self.methods.get(request.code) if request.code is not None else None
         if name is None:
-            return aiocoap.Message(code=Code.METHOD_NOT_ALLOWED)
+            allowed = ", ".join(str(method) for method in self.methods)
+            return error_response(MethodNotAllowed(f"this resource takes {allowed}"))
         # RFC 7252 §5.4.1, §5.4.5 for an OSCORE message's inner options (the
         # datagram screen checked the outer ones, and every plain request)
         faulty = bad_option(int(option.number) for option in request.opt.option_list())
         if faulty is not None:
-            return aiocoap.Message(code=Code.BAD_OPTION, payload=faulty.encode())
+            return error_response(BadOption(faulty))
         refused = self.refused_query(request.opt.uri_query)
         if refused is not None:
-            return aiocoap.Message(code=Code.BAD_REQUEST, payload=refused.encode()[:MAX_DIAGNOSTIC])
+            return error_response(BadRequest(refused))
         claimed = _claimed(request)
         peer = request_peer(request, claimed)
         admission, now = self.gate.admission, time.monotonic()
@@ -217,10 +224,8 @@ class _Base(aiocoap.resource.Resource, aiocoap.resource.PathCapable):
     def body(self, request: aiocoap.Message) -> bytes | aiocoap.Message:
         """The whole request body, or the response to send instead (4.15, 2.31, 4.08, 4.13)."""
         if request.opt.content_format not in (None, *self.formats):
-            return aiocoap.Message(
-                code=Code.UNSUPPORTED_CONTENT_FORMAT,
-                payload=f"this resource takes content-format {self.formats[0]}".encode(),
-            )
+            taken = self.formats[0]
+            return error_response(UnsupportedFormat(f"this resource takes content-format {taken}"))
         return self.spool.feed(
             request, request_peer(request, _claimed(request)), type(self).__name__
         )
@@ -272,7 +277,11 @@ class ConfigResource(_Base, aiocoap.interfaces.ObservableResource):
     """/cfg/{dev}[/{key}...]: GET (deltas, prio, subtrees), FETCH, observe."""
 
     methods: ClassVar[dict[Code, str]] = {Code.GET: "get", Code.FETCH: "fetch"}
-    link: ClassVar[dict[str, str | None]] = {"rt": "edgecfg.cfg", "ct": "60 65100", "obs": None}
+    link: ClassVar[dict[str, str | None]] = {
+        "rt": "edgecfg.cfg",
+        "ct": f"{ContentFormat.CBOR:d} {ContentFormat.DELTA:d}",
+        "obs": None,
+    }
     queries: ClassVar[frozenset[str]] = frozenset({"from", "prio", "sv"})
 
     def __init__(self, service: SyncService, policy: IdentityPolicy, gate: Gate) -> None:
@@ -283,11 +292,7 @@ class ConfigResource(_Base, aiocoap.interfaces.ObservableResource):
         self, request: aiocoap.Message, serverobservation: aiocoap.protocol.ServerObservation
     ) -> None:
         path = request.opt.uri_path
-        if (
-            len(path) != 1
-            or not path[0]
-            or not self.service.fleet.store.has_device(DeviceId(path[0]))
-        ):
+        if len(path) != 1 or not path[0] or not self.service.fleet.has_device(DeviceId(path[0])):
             decline(serverobservation)  # subtrees are not observable; unknown devices 4.04
             return
         cancel = _watch(self.observers, path[0], serverobservation)
@@ -359,7 +364,7 @@ class StateResource(_Base):
     """/state/{dev}: POST of the device's report."""
 
     methods: ClassVar[dict[Code, str]] = {Code.POST: "post"}
-    link: ClassVar[dict[str, str | None]] = {"rt": "edgecfg.state", "ct": "60"}
+    link: ClassVar[dict[str, str | None]] = {"rt": "edgecfg.state", "ct": f"{ContentFormat.CBOR:d}"}
 
     async def post(self, request: aiocoap.Message, claimed: Identity | None) -> aiocoap.Message:
         device = _device_of(request)
@@ -371,7 +376,7 @@ class StateResource(_Base):
         if answer is None:
             return aiocoap.Message(code=Code.CHANGED)  # current: nothing more to say
         response = aiocoap.Message(code=Code.CHANGED, payload=answer.payload)
-        response.opt.content_format = CONTENT_FORMAT_CBOR
+        response.opt.content_format = ContentFormat.CBOR
         response.opt.etag = answer.etag
         return response
 
@@ -380,8 +385,11 @@ class TelemetryResource(_Base):
     """/tel/{dev}[?cfg=etag]: POST of SenML; the reply may carry the config delta."""
 
     methods: ClassVar[dict[Code, str]] = {Code.POST: "post"}
-    link: ClassVar[dict[str, str | None]] = {"rt": "edgecfg.tel", "ct": "112"}
-    formats: ClassVar[tuple[int, ...]] = (CONTENT_FORMAT_SENML_CBOR,)
+    link: ClassVar[dict[str, str | None]] = {
+        "rt": "edgecfg.tel",
+        "ct": f"{ContentFormat.SENML_CBOR:d}",
+    }
+    formats: ClassVar[tuple[int, ...]] = (ContentFormat.SENML_CBOR,)
     queries: ClassVar[frozenset[str]] = frozenset({"cfg"})
 
     async def post(self, request: aiocoap.Message, claimed: Identity | None) -> aiocoap.Message:
@@ -430,7 +438,7 @@ class _LayerResource(_Base):
         head = self.service.fleet.head(layer)
         blob = encode(document)
         tag = head.content if head is not None else etag_of_bytes(blob)
-        return Representation(blob, CONTENT_FORMAT_CBOR, tag)
+        return Representation(blob, ContentFormat.CBOR, tag)
 
     async def put(self, request: aiocoap.Message, claimed: Identity | None) -> aiocoap.Message:
         return await self._write(request, claimed, replace=True)
@@ -449,10 +457,7 @@ class _LayerResource(_Base):
         if request.opt.if_match:
             current = self.representation(layer).etag
             if current not in request.opt.if_match:
-                return aiocoap.Message(
-                    code=Code.PRECONDITION_FAILED,
-                    payload=f"{layer} is at {current.hex()}".encode(),
-                )
+                raise StalePrecondition(f"{layer} is at {current.hex()}")
         document = decode(body)
         if not is_map(document):
             raise BadRequest("a layer document is a CBOR map with set, unset and lock")
@@ -474,17 +479,16 @@ class GroupResource(_LayerResource, aiocoap.resource.ObservableResource):  # pyr
     """/grp/global and /grp/{dimension}/{path...}: a layer, observable."""
 
     methods: ClassVar[dict[Code, str]] = {Code.GET: "get", Code.PUT: "put", Code.iPATCH: "patch"}
-    link: ClassVar[dict[str, str | None]] = {"rt": "edgecfg.grp", "ct": "60", "obs": None}
+    link: ClassVar[dict[str, str | None]] = {
+        "rt": "edgecfg.grp",
+        "ct": f"{ContentFormat.CBOR:d}",
+        "obs": None,
+    }
 
-    def __init__(
-        self,
-        service: SyncService,
-        policy: IdentityPolicy,
-        gate: Gate,
-        on_change: Callable[[LayerId], None],
-    ) -> None:
-        super().__init__(service, policy, gate, on_change)
-        self.layer_observers: dict[str, set[aiocoap.protocol.ServerObservation]] = {}
+    @functools.cached_property
+    def layer_observers(self) -> dict[str, set[aiocoap.protocol.ServerObservation]]:
+        """The observations of each layer."""
+        return {}
 
     async def add_observation(
         self, request: aiocoap.Message, serverobservation: aiocoap.protocol.ServerObservation
@@ -534,7 +538,7 @@ class DeviceResource(_LayerResource):
     """/dev/{dev}: GET the registry entry and effective ETag; PUT/iPATCH overrides."""
 
     methods: ClassVar[dict[Code, str]] = {Code.GET: "get", Code.PUT: "put", Code.iPATCH: "patch"}
-    link: ClassVar[dict[str, str | None]] = {"rt": "edgecfg.dev", "ct": "60"}
+    link: ClassVar[dict[str, str | None]] = {"rt": "edgecfg.dev", "ct": f"{ContentFormat.CBOR:d}"}
 
     def target(self, request: aiocoap.Message) -> LayerId:
         return LayerId(f"device/{_device_of(request)}")
@@ -542,7 +546,7 @@ class DeviceResource(_LayerResource):
     async def get(self, request: aiocoap.Message, claimed: Identity | None) -> aiocoap.Message:
         self.policy.for_operator(claimed)
         device = DeviceId(_device_of(request))
-        record = self.service.fleet.store.get_device(device)
+        record = self.service.fleet.record(device)
         document: dict[str, Value] = {
             "id": record.id,
             "groups": dict[str, Value](record.groups),
@@ -554,4 +558,29 @@ class DeviceResource(_LayerResource):
             "etag": self.service.fleet.etag(device),
         }
         blob = encode(document)
-        return serve_blocks(request, Representation(blob, CONTENT_FORMAT_CBOR, etag_of_bytes(blob)))
+        return serve_blocks(request, Representation(blob, ContentFormat.CBOR, etag_of_bytes(blob)))
+
+
+def parse_etag(text: str) -> ETag:
+    """An ETag from its hex form in a query (``from=``, ``cfg=``)."""
+    shown = text if len(text) <= 16 else f"{text[:16]}..."  # the diagnostic stays short
+    try:
+        raw = bytes.fromhex(text)
+    except ValueError:
+        raise BadRequest(f"ETag {shown!r} is not hexadecimal") from None
+    if not 1 <= len(raw) <= 8:
+        raise BadRequest(f"ETag {shown!r} must be 1 to 8 bytes")
+    return ETag(raw)
+
+
+def parse_query(options: Sequence[str]) -> dict[str, str]:
+    """Uri-Query options as a map; repeated or malformed keys are refused."""
+    query: dict[str, str] = {}
+    for option in options:
+        key, sep, value = option.partition("=")
+        if not sep or not key:
+            raise BadRequest(f"query {option!r} must be key=value")
+        if key in query:
+            raise BadRequest(f"query key {key!r} given twice")
+        query[key] = value
+    return query

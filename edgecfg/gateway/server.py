@@ -31,10 +31,11 @@ import aiocoap.resource
 from edgecfg.core.admission import Admission, Budgets
 from edgecfg.core.echo import AMPLIFICATION_FACTOR
 from edgecfg.core.ids import LayerId
+from edgecfg.fleet.fleet import Fleet, FleetChanges
+from edgecfg.fleet.identity import AuthenticatedPolicy, IdentityPolicy
+from edgecfg.fleet.sync import SyncService
 from edgecfg.gateway.amplification import AddressGuard, Discovery
-from edgecfg.gateway.fleet import Fleet, FleetChanges
 from edgecfg.gateway.hardening import harden
-from edgecfg.gateway.identity import AuthenticatedPolicy, IdentityPolicy
 from edgecfg.gateway.oscore import OscoreSite, StoredCredentials
 from edgecfg.gateway.resources import (
     ConfigResource,
@@ -44,7 +45,6 @@ from edgecfg.gateway.resources import (
     StateResource,
     TelemetryResource,
 )
-from edgecfg.gateway.service import SyncService
 from edgecfg.store import Store
 
 log = logging.getLogger("edgecfg.gateway")
@@ -67,7 +67,7 @@ class Gateway:
     With ``credentials`` the site sits behind aiocoap's OSCORE site wrapper
     and every resource authorizes through ``policy`` (default: a peer acts
     only as its enrolled identity).  Without, ``policy`` must be given
-    (:class:`~edgecfg.gateway.identity.InsecurePolicy` for ``--insecure``).
+    (:class:`~edgecfg.fleet.identity.InsecurePolicy` for ``--insecure``).
     """
 
     def __init__(

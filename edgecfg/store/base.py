@@ -282,6 +282,18 @@ writing one appends a change; other settings (per-device bookkeeping) do not."""
 
 
 @dataclass(frozen=True, slots=True)
+class MergeRecord:
+    """What the gateway remembers of merging one device's offline changes:
+    the highest journal sequence it merged (``acknowledged``) and the answer
+    it sent, as CBOR (``outcome``: replayed to a report that crossed it, shown
+    by ``explain``)."""
+
+    device: DeviceId
+    acknowledged: int
+    outcome: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class Change:
     """One entry of the change log: what a writer changed, in commit order.
 
@@ -364,6 +376,17 @@ class Store(Protocol):
 
     def put_setting(self, key: str, value: bytes) -> None:
         """Store ``value`` under ``key``, replacing any earlier value."""
+        ...
+
+    # -- merges of offline changes -------------------------------------------
+
+    def get_merge(self, device: DeviceId) -> MergeRecord | None:
+        """The last merge of ``device``'s offline changes, or None."""
+        ...
+
+    def put_merge(self, record: MergeRecord) -> None:
+        """Remember a merge, replacing the device's earlier one (deleting the
+        device forgets it)."""
         ...
 
     # -- layers ------------------------------------------------------------

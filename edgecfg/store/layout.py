@@ -90,6 +90,23 @@ MIGRATIONS: tuple[str, ...] = (
         key TEXT NOT NULL
     );
     """,
+    # 7: the last merge of each device's offline changes, typed (they were two
+    # settings keys per device, moved here).  ``local-ack/`` is 10 characters.
+    """
+    CREATE TABLE merges (
+        device_id TEXT PRIMARY KEY,
+        acknowledged INTEGER NOT NULL,
+        outcome BLOB NOT NULL
+    ) WITHOUT ROWID;
+    INSERT INTO merges (device_id, acknowledged, outcome)
+        SELECT substr(ack.key, 11), CAST(CAST(ack.value AS TEXT) AS INTEGER), outcome.value
+        FROM settings AS ack
+        JOIN settings AS outcome ON outcome.key = 'local-outcome/' || substr(ack.key, 11)
+        WHERE ack.key >= 'local-ack/' AND ack.key < 'local-ack0';
+    DELETE FROM settings
+        WHERE (key >= 'local-ack/' AND key < 'local-ack0')
+           OR (key >= 'local-outcome/' AND key < 'local-outcome0');
+    """,
 )
 """Layout migrations; step ``i`` (0-based) brings a database to version ``i + 1``.
 Append new steps; never edit a released one."""

@@ -18,6 +18,7 @@ from edgecfg.store.base import (
     CredentialRecord,
     DeviceRecord,
     LayerRevision,
+    MergeRecord,
     OscoreState,
     SchemaRecord,
     already_enrolled,
@@ -48,6 +49,7 @@ class _Tables:
     )
     devices: dict[DeviceId, DeviceRecord] = field(default_factory=dict[DeviceId, DeviceRecord])
     settings: dict[str, bytes] = field(default_factory=dict[str, bytes])
+    merges: dict[DeviceId, MergeRecord] = field(default_factory=dict[DeviceId, MergeRecord])
     telemetry: dict[DeviceId, list[tuple[float, bytes]]] = field(
         default_factory=dict[DeviceId, list[tuple[float, bytes]]]
     )
@@ -183,6 +185,16 @@ class MemoryStore:
         if logs_change(key):
             tables.log("setting", key)
 
+    # -- merges of offline changes -------------------------------------------
+
+    def get_merge(self, device: DeviceId) -> MergeRecord | None:
+        """See :meth:`edgecfg.store.base.Store.get_merge`."""
+        return self._open().merges.get(device)
+
+    def put_merge(self, record: MergeRecord) -> None:
+        """See :meth:`edgecfg.store.base.Store.put_merge`."""
+        self._open().merges[record.device] = record
+
     # -- layers ------------------------------------------------------------
 
     def append_layer_revision(
@@ -260,6 +272,7 @@ class MemoryStore:
         if id not in tables.devices:
             raise NotFound("device", id)
         del tables.devices[id]
+        tables.merges.pop(id, None)
         tables.log("device", id)
 
     def count_devices(self) -> int:

@@ -44,6 +44,7 @@ from edgecfg.store.base import (
     CredentialRecord,
     DeviceRecord,
     LayerRevision,
+    MergeRecord,
     OscoreState,
     SchemaRecord,
     already_enrolled,
@@ -393,6 +394,26 @@ class PostgresStore:
             if logs_change(key):
                 _log(db, "setting", [key])
 
+    # -- merges of offline changes -------------------------------------------
+
+    def get_merge(self, device: DeviceId) -> MergeRecord | None:
+        """See :meth:`edgecfg.store.base.Store.get_merge`."""
+        with self._transaction("get_merge") as db:
+            row = db.execute(
+                "SELECT acknowledged, outcome FROM merges WHERE device_id = %s", (device,)
+            ).fetchone()
+        return None if row is None else MergeRecord(device, int(row[0]), bytes(row[1]))
+
+    def put_merge(self, record: MergeRecord) -> None:
+        """See :meth:`edgecfg.store.base.Store.put_merge`."""
+        with self._transaction("put_merge") as db:
+            db.execute(
+                "INSERT INTO merges (device_id, acknowledged, outcome) VALUES (%s, %s, %s) "
+                "ON CONFLICT (device_id) DO UPDATE SET "
+                "acknowledged = excluded.acknowledged, outcome = excluded.outcome",
+                (record.device, record.acknowledged, bytes(record.outcome)),
+            )
+
     # -- layers ------------------------------------------------------------
 
     def append_layer_revision(
@@ -522,6 +543,7 @@ class PostgresStore:
         """See :meth:`edgecfg.store.base.Store.delete_device`."""
         with self._transaction("delete_device") as db:
             db.execute("DELETE FROM device_groups WHERE device_id = %s", (id,))
+            db.execute("DELETE FROM merges WHERE device_id = %s", (id,))
             if db.execute("DELETE FROM devices WHERE id = %s", (id,)).rowcount == 0:
                 raise NotFound("device", id)
             _log(db, "device", [id])

@@ -39,7 +39,6 @@ from edgecfg.core.ids import ETAG_SIZE, ETag
 from edgecfg.core.tree import Tree, Value, canonical_key_order, check_model, is_map
 from edgecfg.errors import DecodeError, EncodeError, ModelError, UsageError
 
-CONTENT_FORMAT_CBOR: Final = 60
 MAX_DEPTH_LIMIT: Final = 500
 
 

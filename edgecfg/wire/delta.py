@@ -86,8 +86,6 @@ from edgecfg.wire.cbor import (
 from edgecfg.wire.delta_ops import KeyBook, decode_ops, encode_ops
 
 FORMAT_VERSION: Final = 2
-CONTENT_FORMAT_DELTA: Final = 65100
-"""Experimental-range CoAP content-format for this delta format (DESIGN §5)."""
 
 EMPTY, OPS, OPS_ZSTD, FULL_ZSTD, FULL, OPS_ZSTD_FRAME, FULL_ZSTD_FRAME = range(7)
 KIND_NAMES: Final = {EMPTY: "empty", OPS: "ops", OPS_ZSTD: "ops+zstd", FULL_ZSTD: "full+zstd",

@@ -27,8 +27,6 @@ import cbor2
 from edgecfg.errors import DecodeError, PeerError
 from edgecfg.wire.cbor import DEFAULT_LIMITS, DecodeLimits, decode_extended
 
-CONTENT_FORMAT_SENML_CBOR: Final = 112
-
 BVER, BN, BT, BU, BV, BS = -1, -2, -3, -4, -5, -6
 N, U, V, VS, VB, S, T, UT, VD = 0, 1, 2, 3, 4, 5, 6, 7, 8
 _LABELS: Final = frozenset({BVER, BN, BT, BU, BV, BS, N, U, V, VS, VB, S, T, UT, VD})
@@ -132,9 +130,6 @@ def encode_senml(records: Sequence[Record]) -> bytes:
         item[label] = value
         pack.append(item)
     return cbor2.dumps(pack, canonical=True)
-
-
-CONTENT_FORMAT_SENML_JSON: Final = 110
 
 
 def encode_senml_json(records: Sequence[Record]) -> bytes:

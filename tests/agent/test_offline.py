@@ -9,14 +9,14 @@ import pytest
 from aiocoap.numbers.codes import Code
 
 from edgecfg.agent.coap import CoapLink
-from edgecfg.agent.local import LocalOverrides
-from edgecfg.agent.state import LocalState
+from edgecfg.agent.local_state import LocalState
+from edgecfg.agent.overrides import LocalOverrides
 from edgecfg.agent.sync import Agent, Backoff
 from edgecfg.core.ids import DeviceId, LayerId
 from edgecfg.core.journal import LocalOverrideRefused
 from edgecfg.core.layers import layer_from_parts, local_layer
 from edgecfg.core.tree import get
-from edgecfg.gateway.reconcile import describe, last_outcome
+from edgecfg.fleet.reconcile import describe, last_outcome
 from edgecfg.gateway.server import Gateway
 from edgecfg.wire.cbor import decode, encode
 from edgecfg.wire.journal import entry_to_value

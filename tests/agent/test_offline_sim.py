@@ -24,15 +24,15 @@ import pytest
 from aiocoap.numbers.codes import Code
 
 from edgecfg.agent.coap import CoapLink, Link, LinkDown, Method, Reply, Traffic
-from edgecfg.agent.local import LocalOverrides
-from edgecfg.agent.state import LocalState
+from edgecfg.agent.local_state import LocalState
+from edgecfg.agent.overrides import LocalOverrides
 from edgecfg.agent.sync import Agent, Backoff
 from edgecfg.core.ids import DeviceId, ETag, LayerId
 from edgecfg.core.layers import layer_from_parts, local_layer
 from edgecfg.core.path import Path as ConfigPath
 from edgecfg.core.path import format_path, parse_path
 from edgecfg.core.tree import UNSET, Tree, UnsetType, Value, get, is_map
-from edgecfg.gateway.reconcile import acknowledged_sequence, describe, last_outcome
+from edgecfg.fleet.reconcile import acknowledged_sequence, describe, last_outcome
 from edgecfg.gateway.server import Gateway
 from edgecfg.sim.link import PERFECT, LinkProfile
 from edgecfg.sim.proxy import UdpProxy

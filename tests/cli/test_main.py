@@ -273,7 +273,7 @@ def test_bench_delta_takes_a_corpus_directory_with_list_tops_and_prints_the_wors
 def test_bench_delta_exits_non_zero_when_a_pair_does_not_round_trip(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from edgecfg.cli import bench
+    from edgecfg.bench import delta as bench
 
     real = bench.apply_delta
 
@@ -349,7 +349,7 @@ def test_demo_help_describes_what_it_does(capsys: pytest.CaptureFixture[str]) ->
 def test_bench_delta_names_a_pair_whose_delta_raises(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from edgecfg.cli import bench
+    from edgecfg.bench import delta as bench
     from edgecfg.errors import DeltaError
 
     real = bench.make_delta

@@ -19,6 +19,10 @@ from edgecfg.core.schema import (
     LocalPolicy,
     Schema,
     is_prefix_of,
+    of_priority,
+    translate,
+    undeclared,
+    value_problems,
 )
 from edgecfg.core.schema_document import check_evolution, schema_from_document
 from edgecfg.core.tree import UNSET, Tree, Value, values_equal
@@ -989,3 +993,48 @@ def test_check_evolution_accepts_a_renamed_key_kept_in_a_later_version(
 def test_check_evolution_accepts_a_second_rename(history: list[Schema]) -> None:
     v3 = version_of(3, {"c": {"id": 5, "type": "int", "renamed_from": "b"}})
     check_evolution(history, v3)
+
+
+def test_translate_moves_renamed_keys_back_and_drops_keys_the_old_version_lacks() -> None:
+    old = build({"log.buffer_kib": {"id": 1, "type": "int"}, "net.port": {"id": 2, "type": "int"}})
+    new = build(
+        {
+            "log.ring_kib": {"id": 1, "type": "int", "renamed_from": "log.buffer_kib"},
+            "net.port": {"id": 2, "type": "int"},
+            "net.tls": {"id": 3, "type": "bool"},
+        },
+        version=2,
+    )
+    tree: Tree = {"log": {"ring_kib": 16}, "net": {"port": 5683, "tls": True}, "extra": {"x": 1}}
+    assert translate(tree, new, old) == {
+        "log": {"buffer_kib": 16},
+        "net": {"port": 5683},
+        "extra": {"x": 1},  # declared by no key: kept as it is
+    }
+
+
+def test_of_priority_keeps_only_that_class_and_nothing_without_a_schema() -> None:
+    schema = build(
+        {
+            "net.apn": {"id": 1, "type": "str", "priority": "critical"},
+            "net.port": {"id": 2, "type": "int"},
+            "log.level": {"id": 3, "type": "str", "priority": "bulk"},
+        }
+    )
+    tree: Tree = {"net": {"apn": "iot", "port": 5683}, "log": {"level": "info"}}
+    assert of_priority(tree, schema, "critical") == {"net": {"apn": "iot"}}
+    assert of_priority(tree, schema, "bulk") == {"log": {"level": "info"}}
+    assert of_priority(tree, None, "critical") == {}
+
+
+def test_undeclared_names_paths_no_key_declares_and_keeps_maps_of_the_schema() -> None:
+    schema = build({"net.uplink.interval_s": {"id": 1, "type": "int"}})
+    paths = [("net",), ("net", "uplink"), ("net", "uplink", "interval_s"), ("net", "typo"), ("x",)]
+    assert undeclared(schema, paths) == [("net", "typo"), ("x",)]
+
+
+def test_value_problems_names_each_refused_value_with_what_was_expected() -> None:
+    schema = build({"a": {"id": 1, "type": "int", "min": 10}, "m": {"id": 2, "type": "map"}})
+    sets: dict[Path, Value] = {("a",): 5, ("m", "free"): "anything"}
+    assert value_problems(schema, sets) == [(("a",), ">= 10")]
+    assert value_problems(schema, {("a",): 12}) == []

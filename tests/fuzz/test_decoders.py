@@ -24,9 +24,9 @@ from hypothesis import strategies as st
 from edgecfg.core.ids import DeviceId
 from edgecfg.core.layers import GLOBAL, layer_from_parts
 from edgecfg.errors import EdgecfgError
-from edgecfg.gateway.fleet import Fleet
+from edgecfg.fleet.fleet import Fleet
+from edgecfg.fleet.sync import SyncService
 from edgecfg.gateway.oscore import RESERVED_FLAGS, screen_oscore_option
-from edgecfg.gateway.service import SyncService
 from edgecfg.store import DeviceRecord, MemoryStore
 from edgecfg.wire.cbor import DecodeLimits, Encoded, decode, encode
 from edgecfg.wire.delta import apply_delta_encoded, make_delta

@@ -10,7 +10,7 @@ import aiocoap
 import pytest
 
 from edgecfg.core.ids import DeviceId
-from edgecfg.gateway.identity import InsecurePolicy
+from edgecfg.fleet.identity import InsecurePolicy
 from edgecfg.gateway.server import Gateway
 from edgecfg.store import DeviceRecord, MemoryStore
 

@@ -18,13 +18,13 @@ from aiocoap.numbers.types import Type
 
 from edgecfg.agent import coap as agent_coap
 from edgecfg.agent.coap import CoapLink
-from edgecfg.agent.state import LocalState
+from edgecfg.agent.local_state import LocalState
 from edgecfg.agent.sync import Agent, Backoff
 from edgecfg.core.echo import FRESHNESS_S, VerifiedPeers, allowance, make_echo
 from edgecfg.core.ids import DeviceId, LayerId
 from edgecfg.core.layers import layer_from_parts
+from edgecfg.fleet.identity import InsecurePolicy
 from edgecfg.gateway.amplification import AddressGuard, peer_of, wire_size
-from edgecfg.gateway.identity import InsecurePolicy
 from edgecfg.gateway.server import Gateway
 from edgecfg.store import MemoryStore
 from edgecfg.wire.senml import Record, encode_senml

@@ -20,8 +20,8 @@ from aiocoap.numbers.codes import Code
 from edgecfg.core.admission import EXCHANGE_COST, Budgets
 from edgecfg.core.ids import DeviceId, LayerId
 from edgecfg.core.layers import layer_from_parts
+from edgecfg.fleet.identity import InsecurePolicy
 from edgecfg.gateway.hardening import RECEIVE_BUFFER
-from edgecfg.gateway.identity import InsecurePolicy
 from edgecfg.gateway.server import Gateway
 from edgecfg.store import MemoryStore
 from tests.gateway.conftest import SCHEMA, free_udp_port, sensor

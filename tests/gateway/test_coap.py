@@ -14,7 +14,8 @@ from edgecfg.core.layers import layer_from_parts, layer_to_document
 from edgecfg.core.tree import is_map
 from edgecfg.gateway.server import Gateway
 from edgecfg.wire.cbor import decode, encode
-from edgecfg.wire.delta import CONTENT_FORMAT_DELTA, apply_delta_encoded
+from edgecfg.wire.delta import apply_delta_encoded
+from edgecfg.wire.numbers import ContentFormat
 from edgecfg.wire.senml import Record, encode_senml
 from tests.gateway.conftest import SCHEMA_V2, sensor
 
@@ -102,7 +103,7 @@ async def test_a_stale_request_etag_names_the_base_of_a_delta(
     edit(gateway, "region/eu", 700)
     reply = await ask(client, gateway, Code.GET, "/cfg/dev-1", etags=(before.etag,))
     assert reply.code == Code.CONTENT
-    assert reply.opt.content_format == CONTENT_FORMAT_DELTA
+    assert reply.opt.content_format == ContentFormat.DELTA
     assert apply_delta_encoded(before, reply.payload).etag == reply.opt.etag
 
 
@@ -113,7 +114,7 @@ async def test_from_a_known_etag_serves_a_delta(gateway: Gateway, client: aiocoa
     after = gateway.fleet.encoded(DeviceId("dev-1"))
     reply = await ask(client, gateway, Code.GET, f"/cfg/dev-1?from={before.etag.hex()}")
     assert reply.code == Code.CONTENT
-    assert reply.opt.content_format == CONTENT_FORMAT_DELTA
+    assert reply.opt.content_format == ContentFormat.DELTA
     assert reply.opt.etag == after.etag
     assert len(reply.payload) < 20
     assert apply_delta_encoded(before, reply.payload).etag == after.etag
@@ -212,7 +213,7 @@ async def test_telemetry_piggyback(gateway: Gateway, client: aiocoap.Context) ->
         content_format=112,
     )  # fmt: skip
     assert stale.code == Code.CHANGED
-    assert stale.opt.content_format == CONTENT_FORMAT_DELTA
+    assert stale.opt.content_format == ContentFormat.DELTA
     assert apply_delta_encoded(held, stale.payload).etag == stale.opt.etag
     assert len(gateway.fleet.store.telemetry(DeviceId("dev-1"))) == 2
     wrong = await ask(client, gateway, Code.POST, "/tel/dev-1", payload=b"\x01", content_format=112)

@@ -14,10 +14,10 @@ import aiocoap
 import pytest
 from aiocoap.numbers.codes import Code
 
-from edgecfg.cli.flood import flood
+from edgecfg.bench.hostile import flood
 from edgecfg.core.admission import EXCHANGE_COST, Budgets
 from edgecfg.core.ids import DeviceId
-from edgecfg.gateway.identity import InsecurePolicy
+from edgecfg.fleet.identity import InsecurePolicy
 from edgecfg.gateway.server import Gateway
 from edgecfg.store import MemoryStore
 from edgecfg.wire.cbor import encode

@@ -21,7 +21,7 @@ from aiocoap.numbers.codes import Code
 from aiocoap.numbers.types import Type
 from aiocoap.optiontypes import BlockOption
 
-from edgecfg.cli.flood import datagram
+from edgecfg.bench.hostile import datagram
 from edgecfg.core.ids import DeviceId, LayerId
 from edgecfg.core.layers import layer_from_parts, layer_to_document
 from edgecfg.errors import DeltaError
@@ -29,7 +29,8 @@ from edgecfg.gateway.resources import MAX_QUERY_OPTIONS
 from edgecfg.gateway.server import Gateway
 from edgecfg.gateway.spool import MAX_BODY, MAX_SPOOLS
 from edgecfg.wire.cbor import Encoded, encode
-from edgecfg.wire.delta import CONTENT_FORMAT_DELTA, apply_delta_encoded
+from edgecfg.wire.delta import apply_delta_encoded
+from edgecfg.wire.numbers import ContentFormat
 from edgecfg.wire.senml import Record, encode_senml
 from tests.gateway.test_coap import INTERVAL, ask
 from tests.wire.test_cbor_vectors import BAD_VECTORS
@@ -446,7 +447,7 @@ async def test_a_block1_flood_keeps_a_bounded_spool_and_evicts_nobody(
 
 
 @pytest.mark.parametrize(("method", "path", "format_", "good"), BODY_ENDPOINTS)
-@pytest.mark.parametrize("wrong", [0, 50, CONTENT_FORMAT_DELTA, 9999])
+@pytest.mark.parametrize("wrong", [0, 50, ContentFormat.DELTA, 9999])
 async def test_an_unknown_content_format_is_4_15_on_every_body_resource(
     *,
     gateway: Gateway,
@@ -531,7 +532,7 @@ async def test_a_wrong_base_never_yields_a_delta_that_applies(
     # the version the device really holds refuses
     crossed = await proven(client, gateway, Code.GET, f"/cfg/dev-1?from={other.etag.hex()}",
                         blockwise=True)  # fmt: skip
-    assert crossed.opt.content_format == CONTENT_FORMAT_DELTA
+    assert crossed.opt.content_format == ContentFormat.DELTA
     assert apply_delta_encoded(other, crossed.payload).etag == current
     with pytest.raises(DeltaError):
         apply_delta_encoded(held, crossed.payload)

@@ -16,7 +16,7 @@ import pytest
 from aiocoap.numbers.codes import Code
 
 from edgecfg.core.ids import DeviceId
-from edgecfg.gateway.identity import InsecurePolicy
+from edgecfg.fleet.identity import InsecurePolicy
 from edgecfg.gateway.server import Gateway
 from edgecfg.store import SQLiteStore
 from edgecfg.wire.senml import Record, encode_senml

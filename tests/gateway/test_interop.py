@@ -36,7 +36,7 @@ import pytest
 from edgecfg.core.ids import DeviceId, ETag, LayerId
 from edgecfg.core.layers import Layer, layer_from_parts, layer_to_document
 from edgecfg.core.tree import Value, get
-from edgecfg.gateway.identity import InsecurePolicy
+from edgecfg.fleet.identity import InsecurePolicy
 from edgecfg.gateway.server import Gateway
 from edgecfg.store import MemoryStore
 from edgecfg.wire.cbor import Encoded, decode, decode_item, encode

@@ -20,7 +20,7 @@ from aiocoap.numbers.codes import Code
 
 from edgecfg.core.ids import DeviceId
 from edgecfg.errors import UsageError
-from edgecfg.gateway.identity import InsecurePolicy
+from edgecfg.fleet.identity import InsecurePolicy
 from edgecfg.gateway.mqtt import BrokerAddress, MqttBridge, parse_mqtt_url
 from edgecfg.gateway.server import Gateway
 from edgecfg.store import MemoryStore

@@ -31,7 +31,7 @@ from edgecfg.core.ids import DeviceId, LayerId
 from edgecfg.core.layers import layer_from_document
 from edgecfg.crypto import RecordCipher
 from edgecfg.errors import StoreConflict, StoreError
-from edgecfg.gateway.credentials import (
+from edgecfg.fleet.credentials import (
     CredentialError,
     Enrolment,
     enroll,
@@ -43,7 +43,8 @@ from edgecfg.gateway.oscore import MemoryContext, StoredContext, StoredCredentia
 from edgecfg.gateway.server import Gateway
 from edgecfg.store import CredentialRecord, MemoryStore, OscoreState, SQLiteStore
 from edgecfg.wire.cbor import encode
-from edgecfg.wire.senml import CONTENT_FORMAT_SENML_CBOR, Record, encode_senml
+from edgecfg.wire.numbers import ContentFormat
+from edgecfg.wire.senml import Record, encode_senml
 from tests.gateway.conftest import SCHEMA, free_udp_port, sensor
 
 KEY = bytes(range(32))
@@ -127,7 +128,7 @@ CASES: list[Case] = [
     ("GET", "cfg/dev-1", b"", None, "dev-1"),
     ("FETCH", "cfg/dev-1", encode(["net.uplink"]), 60, "dev-1"),
     ("POST", "state/dev-1", REPORT, 60, "dev-1"),
-    ("POST", "tel/dev-1", SENML, CONTENT_FORMAT_SENML_CBOR, "dev-1"),
+    ("POST", "tel/dev-1", SENML, ContentFormat.SENML_CBOR, "dev-1"),
     ("GET", "grp/region/eu", b"", None, None),
     ("PUT", "grp/region/eu", LAYER, 60, None),
     ("iPATCH", "grp/region/eu", LAYER, 60, None),

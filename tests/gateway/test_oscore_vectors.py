@@ -22,7 +22,7 @@ from aiocoap import Message, oscore
 from aiocoap.message import Direction
 from aiocoap.numbers.codes import Code
 
-from edgecfg.gateway.credentials import Secret
+from edgecfg.fleet.credentials import Secret
 from edgecfg.gateway.oscore import MemoryContext, StoredContext
 from edgecfg.store import CredentialRecord, OscoreState
 

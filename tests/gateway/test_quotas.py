@@ -19,11 +19,11 @@ from edgecfg.core.journal import JournalEntry
 from edgecfg.core.layers import layer_from_document, layer_from_parts
 from edgecfg.core.path import Path, is_prefix
 from edgecfg.errors import OverBudget
-from edgecfg.gateway.fleet import Fleet
-from edgecfg.gateway.identity import InsecurePolicy
-from edgecfg.gateway.reconcile import ChangeTimes
+from edgecfg.fleet.fleet import Fleet
+from edgecfg.fleet.identity import InsecurePolicy
+from edgecfg.fleet.reconcile import ChangeTimes
+from edgecfg.fleet.sync import DAY_S, SyncService
 from edgecfg.gateway.server import Gateway
-from edgecfg.gateway.service import DAY_S, SyncService
 from edgecfg.store import MemoryStore
 from edgecfg.wire.cbor import decode, encode
 from edgecfg.wire.journal import entry_to_value

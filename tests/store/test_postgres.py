@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from typing import Any, cast
 
 import psycopg
 import pytest
@@ -11,8 +12,9 @@ from psycopg import sql
 
 from edgecfg.core.ids import DeviceId, LayerId
 from edgecfg.errors import StoreConflict, StoreError
-from edgecfg.store import DeviceRecord, PostgresStore, redact
+from edgecfg.store import DeviceRecord, MergeRecord, PostgresStore, redact
 from edgecfg.store.postgres import LAYOUT_VERSION
+from edgecfg.store.postgres_layout import MIGRATIONS
 from tests.store.conftest import POSTGRES_URL, postgres_unreachable
 
 
@@ -150,5 +152,33 @@ def test_one_gateway_per_database_and_schema(schema: str) -> None:
                 pass
             with store.serving_lock():  # released with the first
                 pass
+        finally:
+            store.drop_schema()
+
+
+def test_merges_kept_in_settings_by_layout_6_move_to_their_own_table(schema: str) -> None:
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as db:
+        db.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+        db.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
+        for number, step in enumerate(MIGRATIONS[:6], start=1):
+            db.execute(cast(Any, step))  # a migration is trusted text, not a literal
+            if number == 1:
+                db.execute("CREATE TABLE schema_version (version BIGINT PRIMARY KEY)")
+            db.execute("INSERT INTO schema_version (version) VALUES (%s)", (number,))
+        db.execute("INSERT INTO devices (id) VALUES ('d1'), ('d2')")
+        db.execute(
+            "INSERT INTO settings VALUES ('local-ack/d1', %s), ('local-outcome/d1', %s), "
+            "('dimensions', %s)",
+            (b"12", bytes.fromhex("a16361636b0c"), b"\x80"),
+        )
+    with PostgresStore(POSTGRES_URL, schema=schema) as store:
+        try:
+            assert store.layout_version == LAYOUT_VERSION
+            assert store.get_merge(DeviceId("d1")) == MergeRecord(
+                DeviceId("d1"), 12, bytes.fromhex("a16361636b0c")
+            )
+            assert store.get_merge(DeviceId("d2")) is None
+            assert store.get_setting("local-ack/d1") is None
+            assert store.get_setting("dimensions") == b"\x80"
         finally:
             store.drop_schema()

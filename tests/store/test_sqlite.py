@@ -17,7 +17,7 @@ import pytest
 
 from edgecfg.core.ids import DeviceId, ETag, LayerId
 from edgecfg.errors import StoreConflict, StoreError
-from edgecfg.store import DeviceRecord, SQLiteStore
+from edgecfg.store import DeviceRecord, MergeRecord, SQLiteStore
 from edgecfg.store.sqlite import GROUP_MEMBERS_SQL, LAYOUT_VERSION, MIGRATIONS
 
 
@@ -90,6 +90,31 @@ def test_db_at_an_older_layout_is_migrated_and_keeps_its_data(db_path: Path) -> 
         assert store.get_schema("net").document == b"\xa0"
         store.put_device(DeviceRecord(DeviceId("d"), {"region": "eu"}))
         assert [r.id for r in store.iter_devices(group=("region", "eu"))] == ["d"]
+
+
+def test_merges_kept_in_settings_by_layout_6_move_to_their_own_table(db_path: Path) -> None:
+    connection = sqlite3.connect(db_path)
+    connection.executescript(
+        "".join(MIGRATIONS[:6])
+        + """
+        CREATE TABLE schema_version (version INTEGER PRIMARY KEY);
+        INSERT INTO schema_version VALUES (1), (2), (3), (4), (5), (6);
+        INSERT INTO devices (id) VALUES ('d1'), ('d2');
+        INSERT INTO settings VALUES ('local-ack/d1', CAST('12' AS BLOB));
+        INSERT INTO settings VALUES ('local-outcome/d1', x'a16361636b0c');
+        INSERT INTO settings VALUES ('dimensions', x'80');
+        """
+    )
+    connection.close()
+    with SQLiteStore(db_path) as store:
+        assert store.layout_version == LAYOUT_VERSION
+        assert store.get_merge(DeviceId("d1")) == MergeRecord(
+            DeviceId("d1"), 12, bytes.fromhex("a16361636b0c")
+        )
+        assert store.get_merge(DeviceId("d2")) is None
+        assert store.get_setting("local-ack/d1") is None
+        assert store.get_setting("local-outcome/d1") is None
+        assert store.get_setting("dimensions") == b"\x80"
 
 
 def test_db_from_a_newer_edgecfg_is_refused_naming_both_versions(db_path: Path) -> None:

@@ -17,6 +17,7 @@ from edgecfg.store import (
     DeviceRecord,
     Groups,
     MemoryStore,
+    MergeRecord,
     OscoreState,
     PostgresStore,
     SQLiteStore,
@@ -639,3 +640,22 @@ def test_a_refused_write_appends_no_change(store: Store) -> None:
 def test_an_open_store_is_writable(store: Store) -> None:
     store.check_writable()
     assert store.last_change() == 0  # the check changes nothing
+
+
+# -- merges of offline changes ------------------------------------------------
+
+
+def test_a_merge_is_remembered_per_device_replaced_and_forgotten_with_the_device(
+    store: Store,
+) -> None:
+    device = DeviceId("dev-merge")
+    store.put_device(DeviceRecord(device))
+    assert store.get_merge(device) is None
+    store.put_merge(MergeRecord(device, 3, b"\xa1cack\x03"))
+    store.put_merge(MergeRecord(DeviceId("other"), 9, b"\xa0"))
+    assert store.get_merge(device) == MergeRecord(device, 3, b"\xa1cack\x03")
+    store.put_merge(MergeRecord(device, 7, b"\xa1cack\x07"))
+    assert store.get_merge(device) == MergeRecord(device, 7, b"\xa1cack\x07")
+    store.delete_device(device)
+    assert store.get_merge(device) is None
+    assert store.get_merge(DeviceId("other")) == MergeRecord(DeviceId("other"), 9, b"\xa0")

@@ -19,13 +19,13 @@ from edgecfg import DecodeError, DecodeLimits, EncodeError, decode, decode_tree,
 from edgecfg.core.tree import Value, values_equal
 from edgecfg.errors import EdgecfgError, ModelError, PeerError, UsageError
 from edgecfg.wire.cbor import (
-    CONTENT_FORMAT_CBOR,
     DEFAULT_LIMITS,
     decode_extended,
     decode_item,
     encode_unchecked,
     etag_of_bytes,
 )
+from edgecfg.wire.numbers import ContentFormat
 from tests.conftest import NAN_WITH_PAYLOAD, NEGATIVE_NAN, model_trees, model_values
 
 # ---------------------------------------------------------------- golden vectors
@@ -143,7 +143,7 @@ def test_decode_accepts_bytearray_and_memoryview() -> None:
 
 
 def test_content_format_is_application_cbor() -> None:
-    assert CONTENT_FORMAT_CBOR == 60
+    assert ContentFormat.CBOR == 60
 
 
 # ---------------------------------------------------------------- etag

@@ -1,0 +1,731 @@
+"""The fleet: groups, layers and devices from the store, resolved and explained.
+
+:class:`Fleet` is the system of record's view of configuration (DESIGN §1,
+§4).  It reads layers, memberships and the schema from a
+:class:`~edgecfg.store.Store` and resolves effective configurations with a
+:class:`~edgecfg.core.resolve.Resolver`.  Resolution is lazy and shared:
+devices with the same tiers and the same hardware, firmware and agent
+version share one fold and one encoding, and changing a layer drops only the
+results that used it.
+
+Writes are checked before anything is stored.  A layer edit is refused
+(:class:`~edgecfg.errors.WriteRefused`, with a device count and examples):
+
+- when it changes a path that a lower-precedence layer locked for any device
+  that inherits from it (:class:`~edgecfg.errors.LockViolation`);
+- when it makes tied layers disagree on a path for any such device
+  (:class:`~edgecfg.errors.DirectiveConflict`). Conflicts are refused at write
+  time and never silently resolved. A conflict that arises from a membership
+  change is flagged in explain: neither value applies;
+- when it makes any device's effective config violate the schema
+  (:class:`~edgecfg.errors.FleetValidationError`).
+
+Only the paths the edit touches are re-evaluated, once per distinct device
+signature, so an edit of the global layer over 100,000 devices costs a few
+thousand cheap per-path walks instead of 100,000 folds.
+"""
+
+from __future__ import annotations
+
+import bisect
+import gc
+import json
+from collections.abc import Generator, Iterable
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Final, cast
+
+from edgecfg.core.ids import DeviceId, ETag, LayerId, check_device_id
+from edgecfg.core.layers import (
+    Hierarchy,
+    Layer,
+    layer_from_document,
+    layer_to_document,
+)
+from edgecfg.core.path import Path, format_path, is_prefix
+from edgecfg.core.resolve import (
+    DeviceFacts,
+    Explanation,
+    Resolution,
+    Resolver,
+    Tiers,
+)
+from edgecfg.core.schema import Schema, undeclared, value_problems
+from edgecfg.core.schema_document import check_evolution
+from edgecfg.core.tree import UNSET, UnsetType, values_equal
+from edgecfg.errors import (
+    FleetValidationError,
+    NotFound,
+    UsageError,
+    Violation,
+    show_value,
+)
+from edgecfg.fleet.impact import (
+    SAMPLE,
+    Effects,
+    Impact,
+    PathChange,
+    Tally,
+    changed_paths,
+    lock_of,
+    refuse,
+    tally,
+)
+from edgecfg.store import DeviceRecord, LayerRevision, Store
+from edgecfg.wire.cbor import Encoded, SubtreeEncoder, decode, encode
+from edgecfg.wire.documents import TextFormat, read_schema
+
+HIERARCHY_SETTING: Final = "fleet.hierarchy"
+SCHEMA_SETTING: Final = "fleet.schema"
+CHANGE_BATCH: Final = 10_000
+"""Change-log entries read per query by :meth:`Fleet.refresh`."""
+
+Signature = tuple[Tiers, tuple[str | None, str | None, str | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class FleetChanges:
+    """What :meth:`Fleet.refresh` picked up from other writers."""
+
+    layers: frozenset[LayerId] = frozenset()
+    """Layers whose content changed."""
+    devices: frozenset[DeviceId] = frozenset()
+    """Devices registered, changed (groups, hardware, ...) or deleted."""
+    everything: bool = False
+    """The dimension order or the schema changed: any device may have changed."""
+
+    def __bool__(self) -> bool:
+        return bool(self.layers or self.devices or self.everything)
+
+
+@dataclass(slots=True)
+class _Members:
+    facts: dict[DeviceId, DeviceFacts] = field(default_factory=lambda: {})
+    signatures: dict[Signature, list[DeviceId]] = field(default_factory=lambda: {})
+    by_device: dict[DeviceId, Signature] = field(default_factory=lambda: {})
+
+
+class Fleet:
+    """Configuration state of a fleet, backed by a store."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        # Read before anything is loaded: a write committed meanwhile is then
+        # both loaded and logged after this seq, never lost between the two.
+        self._seq = store.last_change()
+        self._load()
+
+    def _load(self) -> None:
+        self.hierarchy = self._load_hierarchy()
+        self.schema = self._load_schema()
+        self._heads: dict[LayerId, LayerRevision] = {}
+        self.resolver = Resolver(self.hierarchy, self._load_layers(), self.schema)
+        self._members: _Members | None = None
+        self._encoded: dict[Signature, Encoded] = {}
+        self._by_device: dict[DeviceId, Encoded] = {}
+        self._facts: dict[DeviceId, DeviceFacts] = {}
+        self._leaves: list[Path] | None = None
+        self._encoder = SubtreeEncoder()
+        self._encoded_users: dict[LayerId, set[Signature]] = {}
+
+    # -- loading ----------------------------------------------------------------
+
+    def _load_hierarchy(self) -> Hierarchy:
+        raw = self.store.get_setting(HIERARCHY_SETTING)
+        if raw is None:
+            return Hierarchy()
+        ranks = json.loads(raw.decode("utf-8"))
+        return Hierarchy(tuple(tuple(rank) for rank in ranks))
+
+    def _load_schema(self) -> Schema | None:
+        raw = self.store.get_setting(SCHEMA_SETTING)
+        if raw is None:
+            return None
+        record = self.store.get_schema(raw.decode("utf-8"))
+        return read_schema(record.document, _format_of(record.document), source=record.name)
+
+    def _load_layers(self) -> dict[LayerId, Layer]:
+        layers: dict[LayerId, Layer] = {}
+        for layer_id in self.store.layer_ids():
+            head = self.store.get_layer(layer_id)
+            layers[layer_id] = layer_from_document(decode(self.store.get_blob(head.content)))
+            self._heads[layer_id] = head
+        return layers
+
+    def refresh(self) -> FleetChanges:
+        """Pick up what other writers (the CLI, another gateway) committed.
+
+        Reads the store's change log after the last entry seen, so the cost is
+        one indexed read when nothing changed and proportional to the changes
+        otherwise, never to the fleet: each changed layer is re-read once,
+        each changed device re-admitted.  A changed dimension order or schema
+        reloads everything (rare).  The fleet's own writes come back through
+        the log too; they change nothing here.
+        """
+        layers: set[LayerId] = set()
+        devices: set[DeviceId] = set()
+        everything = False
+        while True:
+            batch = self.store.changes_since(self._seq, limit=CHANGE_BATCH)
+            for change in batch:
+                if change.kind == "layer":
+                    layers.add(LayerId(change.key))
+                elif change.kind == "device":
+                    devices.add(DeviceId(change.key))
+                elif change.kind == "setting":
+                    everything = True
+            if batch:
+                self._seq = batch[-1].seq
+            if len(batch) < CHANGE_BATCH:
+                break
+        if everything:
+            self._load()
+            return FleetChanges(
+                layers=frozenset(self.resolver.layer_ids()), devices=frozenset(devices),
+                everything=True,
+            )  # fmt: skip
+        changed = frozenset(layer for layer in sorted(layers) if self._reload_layer(layer))
+        for device in devices:
+            self._reload_device(device)
+        return FleetChanges(layers=changed, devices=frozenset(devices))
+
+    def _reload_layer(self, layer_id: LayerId) -> bool:
+        """Re-read one layer's head; whether its content changed."""
+        try:
+            head = self.store.get_layer(layer_id)
+        except NotFound:
+            return False
+        known = self._heads.get(layer_id)
+        if known is not None and known.revision == head.revision:
+            return False  # this fleet's own write, already installed
+        layer = layer_from_document(decode(self.store.get_blob(head.content)))
+        self._heads[layer_id] = head
+        if layer == self.resolver.layer(layer_id):
+            return False
+        self._install(layer_id, layer)
+        return True
+
+    def _reload_device(self, device_id: DeviceId) -> None:
+        """Re-read one device's registration (or notice it is gone)."""
+        self._facts.pop(device_id, None)
+        self._by_device.pop(device_id, None)
+        if self._members is None:
+            return  # loaded lazily, from the store as it is now
+        try:
+            record = self.store.get_device(device_id)
+        except NotFound:
+            _evict(self._members, device_id)
+            return
+        self._admit(self._members, _facts(record))
+
+    def members(self) -> _Members:
+        """Every registered device, grouped by signature (loaded once, lazily)."""
+        if self._members is None:
+            members = _Members()
+            with _collector_paused():
+                for record in self.store.iter_devices():
+                    self._admit(members, _facts(record))
+            self._members = members
+        return self._members
+
+    def warm(self) -> int:
+        """Resolve and encode every device's configuration now (a gateway at
+        start-up); returns the number of distinct configurations.
+
+        The work allocates millions of small objects that all stay alive; the
+        garbage collector is paused meanwhile rather than scanning them again
+        and again.
+        """
+        members = self.members()
+        with _collector_paused():
+            for devices in members.signatures.values():
+                shared = self.encoded(devices[0])
+                for device in devices[1:]:
+                    self._by_device[device] = shared
+        return len({e.etag for e in self._by_device.values()})
+
+    def _admit(self, members: _Members, facts: DeviceFacts) -> None:
+        old = members.by_device.get(facts.id)
+        if old is not None:
+            members.signatures[old].remove(facts.id)
+            if not members.signatures[old]:
+                del members.signatures[old]
+        signature = (self.resolver.tiers(facts), facts.applicability)
+        members.facts[facts.id] = facts
+        members.by_device[facts.id] = signature
+        members.signatures.setdefault(signature, []).append(facts.id)
+
+    # -- settings ---------------------------------------------------------------
+
+    def set_hierarchy(self, hierarchy: Hierarchy) -> None:
+        """Change the precedence order; refused if a device uses a dimension it drops."""
+        used = {dim for facts in self.members().facts.values() for dim in facts.groups}
+        missing = used - set(hierarchy.dimensions)
+        if missing:
+            raise UsageError(
+                f"devices use dimensions {sorted(missing)}, which the new order leaves out"
+            )
+        allowed = {*hierarchy.dimensions, "global", "device", "local"}
+        orphans = [i for i in self.resolver.layer_ids() if _layer_dimension(i) not in allowed]
+        if orphans:
+            raise UsageError(f"layers {orphans[:SAMPLE]} belong to dimensions the order leaves out")
+        ranks = [list(rank) for rank in hierarchy.ranks]
+        self.store.put_setting(HIERARCHY_SETTING, json.dumps(ranks).encode())
+        self.__init__(self.store)
+
+    def load_schema(self, data: bytes, fmt: TextFormat, *, source: str, now: float) -> Schema:
+        """Store a schema version (checked against the versions before it) and use it."""
+        schema = read_schema(data, fmt, source=source)
+        history: list[Schema] = []
+        for version in self.store.schema_versions(schema.name):
+            record = self.store.get_schema(schema.name, version)
+            if version == schema.version:
+                if record.document != data:
+                    raise UsageError(
+                        f"{schema.name} v{version} is already stored with other content; "
+                        "bump the version"
+                    )
+                continue
+            history.append(read_schema(record.document, _format_of(record.document)))
+        check_evolution([h for h in history if h.version < schema.version], schema)
+        self.store.put_schema(schema.name, schema.version, data, now=now)
+        self.store.put_setting(SCHEMA_SETTING, schema.name.encode())
+        self.__init__(self.store)
+        return schema
+
+    # -- reading ----------------------------------------------------------------
+
+    def layer(self, layer_id: LayerId) -> Layer:
+        """The current content of a layer (empty when never written)."""
+        self.hierarchy.parse(layer_id)
+        return self.resolver.layer(layer_id)
+
+    def head(self, layer_id: LayerId) -> LayerRevision | None:
+        """The newest revision of a layer, or None."""
+        if layer_id not in self._heads:
+            try:
+                self._heads[layer_id] = self.store.get_layer(layer_id)
+            except NotFound:
+                return None
+        return self._heads[layer_id]
+
+    def history(self, layer_id: LayerId) -> list[LayerRevision]:
+        """Every revision of a layer, oldest first."""
+        self.hierarchy.parse(layer_id)
+        return self.store.layer_history(layer_id)
+
+    def has_device(self, device_id: DeviceId) -> bool:
+        """Whether ``device_id`` is registered (one indexed lookup)."""
+        return self.store.has_device(device_id)
+
+    def record(self, device_id: DeviceId) -> DeviceRecord:
+        """A registered device's stored record (what it last reported, too);
+        :class:`NotFound` otherwise."""
+        return self.store.get_device(device_id)
+
+    def device(self, device_id: DeviceId) -> DeviceFacts:
+        """A registered device; :class:`NotFound` otherwise."""
+        if self._members is not None and device_id in self._members.facts:
+            return self._members.facts[device_id]
+        found = self._facts.get(device_id)
+        if found is None:
+            found = _facts(self.store.get_device(device_id))
+            self._facts[device_id] = found
+        return found
+
+    def resolve(self, device_id: DeviceId) -> Resolution:
+        """The device's effective configuration (with conflicts, blocks, drops)."""
+        return self.resolver.resolve(self.device(device_id))
+
+    def encoded(self, device_id: DeviceId) -> Encoded:
+        """The device's effective configuration, encoded; shared per signature.
+
+        The per-device answer is cached too (the hot path of every sync); any
+        layer or registry change clears that cache, the signature cache below
+        keeps the expensive part.
+        """
+        found = self._by_device.get(device_id)
+        if found is None:
+            found = self._encoded_for(device_id)
+            self._by_device[device_id] = found
+        return found
+
+    def _encoded_for(self, device_id: DeviceId) -> Encoded:
+        facts = self.device(device_id)
+        tiers = self.resolver.tiers(facts)
+        signature = (tiers, facts.applicability)
+        found = self._encoded.get(signature)
+        if found is None:
+            tree = self.resolver.resolve(facts, tiers=tiers).tree
+            found = Encoded.trusted(tree, encoder=self._encoder)
+            self._encoded[signature] = found
+            for tier in tiers:
+                for layer_id in tier:
+                    self._encoded_users.setdefault(layer_id, set()).add(signature)
+        return found
+
+    def etag(self, device_id: DeviceId) -> ETag:
+        """The ETag of the device's effective configuration (cached)."""
+        return self.encoded(device_id).etag
+
+    def explain(self, device_id: DeviceId, path: Path = ()) -> list[Explanation]:
+        """Why the device has each value at or below ``path``."""
+        return self.resolver.explain(self.device(device_id), path)
+
+    # -- writing ----------------------------------------------------------------
+
+    def write_layer(
+        self,
+        layer_id: LayerId,
+        edit: Layer,
+        *,
+        author: str,
+        message: str,
+        now: float,
+        replace: bool = False,
+        unlock: Iterable[Path] = (),
+    ) -> tuple[LayerRevision, Impact]:
+        """Apply ``edit`` to a layer (or replace it), after every check; store a revision."""
+        name = self.hierarchy.parse(layer_id)
+        if name.kind in ("device", "local"):
+            self.device(DeviceId(name.device))  # the device must exist
+        current = self.resolver.layer(layer_id)
+        new = edit if replace else current.merged(edit)
+        if unlock:
+            kept = frozenset(p for p in new.locks if p not in set(unlock))
+            new = Layer(new.sets, new.unsets, kept)
+        if self.schema is not None:
+            self._check_known_paths(layer_id, new)
+        impact = self.impact(layer_id, new)
+        refuse(impact)
+        if self.schema is not None:  # values no device inherits yet must be valid too
+            self._check_values(layer_id, new)
+        blob = self.store.put_blob(encode(layer_to_document(new)))
+        head = self.head(layer_id)
+        revision = self.store.append_layer_revision(
+            layer_id,
+            blob,
+            parent=head.revision if head else None,
+            author=author,
+            message=message,
+            now=now,
+        )
+        self._heads[layer_id] = revision
+        self._install(layer_id, new)
+        return revision, impact
+
+    def _install(self, layer_id: LayerId, layer: Layer) -> None:
+        self._by_device.clear()
+        self._leaves = None
+        had = self.resolver.has_layer(layer_id)
+        self.resolver.put_layer(layer_id, layer)
+        for signature in self._encoded_users.pop(layer_id, set()):
+            self._encoded.pop(signature, None)
+        name = self.hierarchy.parse(layer_id)
+        if name.kind in ("device", "local") and had != self.resolver.has_layer(layer_id):
+            members = self.members()  # the device's own layer appeared or vanished
+            facts = members.facts.get(DeviceId(name.device))
+            if facts is not None:
+                self._admit(members, facts)
+
+    def schema_refusals(self, layer_id: LayerId, layer: Layer) -> list[str]:
+        """Why the schema refuses ``layer`` whatever devices it reaches: paths it
+        does not declare, values outside its rules (``write_layer`` raises the
+        first; a dry run prints them all)."""
+        if self.schema is None:
+            return []
+        refusals: list[str] = []
+        for check in (self._check_known_paths, self._check_values):
+            try:
+                check(layer_id, layer)
+            except FleetValidationError as error:
+                refusals.append(str(error))
+        return refusals
+
+    def group_known(self, layer_id: LayerId) -> bool:
+        """Whether a layer names something in this fleet: ``global``, a group
+        with revisions or members (at or below it), or a registered device."""
+        name = self.hierarchy.parse(layer_id)
+        if name.kind == "global" or self.head(layer_id) is not None:
+            return True
+        if name.kind in ("device", "local"):
+            return self.store.has_device(DeviceId(name.device))
+        return bool(self.reached_by(layer_id))
+
+    def known_groups(self, dimension: str) -> list[str]:
+        """Group paths in ``dimension`` that have members or revisions, sorted."""
+        found: set[str] = set()
+        for facts in self.members().facts.values():
+            path = facts.groups.get(dimension)
+            while path:
+                found.add(path)
+                path = path.rpartition("/")[0]
+        prefix = f"{dimension}/"
+        found.update(
+            layer.removeprefix(prefix)
+            for layer in self.resolver.layer_ids()
+            if layer.startswith(prefix)
+        )
+        return sorted(found)
+
+    def _check_known_paths(self, layer_id: LayerId, layer: Layer) -> None:
+        assert self.schema is not None
+        unknown = undeclared(self.schema, (*layer.sets, *layer.unsets, *layer.locks))
+        if unknown:
+            shown = ", ".join(format_path(p) for p in sorted(unknown)[:SAMPLE])
+            raise FleetValidationError(
+                f"{layer_id}: {len(unknown)} path(s) not declared by schema {self.schema.name} "
+                f"v{self.schema.version}: {shown}"
+            )
+
+    def _check_values(self, layer_id: LayerId, layer: Layer) -> None:
+        assert self.schema is not None
+        problems = value_problems(self.schema, layer.sets)
+        if problems:
+            path, text = problems[0]
+            got = show_value(layer.sets[path])
+            raise FleetValidationError(
+                f"{layer_id}: {format_path(path)}: expected {text}, got {got}"
+                + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
+            )
+
+    def add_device(self, record: DeviceRecord) -> tuple[Resolution, list[Violation]]:
+        """Register (or re-register) a device after checking its effective config.
+
+        Conflicts and rule violations refuse the device.  Required keys that no
+        layer sets yet do not: they usually come from the device's own layer,
+        written next (``device set``); they are returned as pending.
+        """
+        check_device_id(record.id)
+        facts = _facts(record)
+        for dimension in facts.groups:
+            self.hierarchy.rank_of(dimension)
+        resolution = self.resolver.resolve(facts)
+        problems: list[str] = []
+        if resolution.conflicts:
+            conflict = resolution.conflicts[0]
+            sources = ", ".join(layer for layer, _ in conflict.sources)
+            problems.append(f"layers {sources} disagree on {format_path(conflict.path)}")
+        pending: list[Violation] = []
+        if self.schema is not None:
+            violations = self.schema.validate(
+                resolution.tree, hardware=facts.hardware, firmware=facts.firmware
+            )
+            pending = [v for v in violations if v.missing]
+            problems.extend(str(v) for v in violations if not v.missing)
+        if problems:
+            raise FleetValidationError(
+                f"device {facts.id} refused: {problems[0]}"
+                + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""),
+                devices=1,
+                examples=[facts.id],
+            )
+        self.store.put_device(record)
+        self._facts[facts.id] = facts
+        self._by_device.pop(facts.id, None)
+        if self._members is not None:
+            self._admit(self._members, facts)
+        return resolution, pending
+
+    # -- dry runs ---------------------------------------------------------------
+
+    def reached_by(self, layer_id: LayerId) -> list[DeviceId]:
+        """The devices whose stacks include ``layer_id``."""
+        name = self.hierarchy.parse(layer_id)
+        members = self.members()
+        if name.kind == "global":
+            return list(members.facts)
+        if name.kind in ("device", "local"):
+            device = DeviceId(name.device)
+            return [device] if device in members.facts else []
+        group = "/".join(name.group)
+        return [
+            device
+            for device, facts in members.facts.items()
+            if (path := facts.groups.get(name.dimension)) is not None
+            and (path == group or path.startswith(group + "/"))
+        ]
+
+    def impact(self, layer_id: LayerId, new: Layer) -> Impact:
+        """What replacing ``layer_id`` with ``new`` would change, violate or break.
+
+        Per touched leaf path, signatures are grouped by the layers in their
+        stacks that have any say on that path (and by whether the path is
+        dropped for their hardware): members of a group get the same answer,
+        so one walk per group decides for all of them.
+        """
+        old = self.resolver.layer(layer_id)
+        changed_ops = changed_paths(old, new)
+        lock_changes = old.locks ^ new.locks
+        candidates = self._candidates(changed_ops | lock_changes)
+        devices = self.reached_by(layer_id)
+        members = self.members()
+        by_signature: dict[Signature, list[DeviceId]] = {}
+        for device in devices:
+            by_signature.setdefault(members.by_device[device], []).append(device)
+        changed_signatures: set[Signature] = set()
+        changes: dict[object, Tally] = {}
+        violations: dict[object, Tally] = {}
+        blocked: dict[object, Tally] = {}
+        conflicts: dict[object, Tally] = {}
+        shadowed = 0
+        override = (layer_id, new)
+        for path in candidates:
+            speaking = self.resolver.layers_speaking_on(path, also=new) | {layer_id}
+            classes: dict[object, list[Signature]] = {}
+            for signature in by_signature:
+                tiers, applicability = signature
+                say = tuple(
+                    t for t in (tuple(i for i in tier if i in speaking) for tier in tiers) if t
+                )
+                key = (say, self.resolver.drop_reason(applicability, path))
+                classes.setdefault(key, []).append(signature)
+            for signatures in classes.values():
+                group = [device for signature in signatures for device in by_signature[signature]]
+                facts = members.facts[by_signature[signatures[0]][0]]
+                tiers = _with_layer(signatures[0][0], layer_id)
+                before = self.resolver.explain_leaf(facts, path, tiers=signatures[0][0])
+                after = self.resolver.explain_leaf(facts, path, tiers=tiers, override=override)
+                if not values_equal(before.value, after.value):
+                    changed_signatures.update(signatures)
+                    tally(changes, path, group, before.value, after.value)
+                    self._validate_change(path, after, facts, group, violations)
+                for step in after.steps:
+                    if step.layer != layer_id or step.touched not in changed_ops:
+                        continue
+                    if step.status == "blocked":
+                        lock, holder = lock_of(after, step.touched)
+                        tally(blocked, (step.touched, lock, holder), group)
+                    elif step.status == "conflict":
+                        tied = tuple(s.layer for s in after.steps if s.status == "conflict")
+                        tally(conflicts, (path, tied), group)
+                if path in new.locks or any(is_prefix(lock, path) for lock in lock_changes):
+                    shadowed += len(group) * sum(
+                        1 for s in after.steps if s.status == "blocked" and s.layer != layer_id
+                    )
+        changed = [device for signature in changed_signatures for device in by_signature[signature]]
+        return Impact(
+            layer=layer_id,
+            reached=len(devices),
+            changed=len(changed),
+            sample=tuple(sorted(changed)[:SAMPLE]),
+            changes=tuple(
+                PathChange(cast(Path, path), t.count, t.example, *cast(Effects, t.detail))
+                for path, t in sorted(changes.items(), key=lambda item: cast(Path, item[0]))
+            ),
+            violations=tuple(
+                (
+                    cast(Violation, t.detail[0]),
+                    t.count,
+                    t.example,
+                    cast(LayerId | None, t.detail[1]),
+                )
+                for t in violations.values()
+            ),
+            blocked=tuple(
+                (*cast(tuple[Path, Path, LayerId], key), t.count, t.example)
+                for key, t in blocked.items()
+            ),
+            conflicts=tuple(
+                (*cast(tuple[Path, tuple[LayerId, ...]], key), t.count, t.example)
+                for key, t in conflicts.items()
+            ),
+            locks_shadowing=shadowed,
+        )
+
+    def _candidates(self, touched: Iterable[Path]) -> list[Path]:
+        """Leaf paths an edit at ``touched`` can change: the paths themselves and
+        every known leaf below them (schema defaults and all layers' values)."""
+        known = self._known_leaves()
+        found: set[Path] = set()
+        for path in touched:
+            found.add(path)
+            at = bisect.bisect_left(known, path)
+            while at < len(known) and is_prefix(path, known[at]):
+                found.add(known[at])
+                at += 1
+        # a leaf that has leaves below it is a map somewhere: its leaves speak for it
+        return sorted(p for p in found if not any(q != p and is_prefix(p, q) for q in found))
+
+    def _known_leaves(self) -> list[Path]:
+        if self._leaves is None:
+            leaves: set[Path] = set(self.schema.default_paths()) if self.schema else set()
+            for layer_id in self.resolver.layer_ids():
+                leaves.update(self.resolver.layer(layer_id).sets)
+            self._leaves = sorted(leaves)
+        return self._leaves
+
+    def _validate_change(
+        self,
+        path: Path,
+        after: Explanation,
+        facts: DeviceFacts,
+        group: list[DeviceId],
+        violations: dict[object, Tally],
+    ) -> None:
+        if self.schema is None:
+            return
+        spec = self.schema.spec(path)
+        if spec is None or spec.path != path:
+            return
+        if after.value is UNSET:
+            applies = spec.applies_to(hardware=facts.hardware, firmware=facts.firmware) is None
+            if spec.required and applies:
+                violation = Violation(spec.dotted, None, "a value (required key)", missing=True)
+                tally(violations, (spec.dotted, violation.expected), group, violation, after.source)
+            return
+        assert not isinstance(after.value, UnsetType)
+        for text in spec.check(after.value):
+            violation = Violation(spec.dotted, after.value, text)
+            tally(violations, (spec.dotted, text), group, violation, after.source)
+
+
+@contextmanager
+def _collector_paused() -> Generator[None]:
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _evict(members: _Members, device_id: DeviceId) -> None:
+    """Drop a deleted device from the member index."""
+    signature = members.by_device.pop(device_id, None)
+    members.facts.pop(device_id, None)
+    if signature is not None:
+        members.signatures[signature].remove(device_id)
+        if not members.signatures[signature]:
+            del members.signatures[signature]
+
+
+def _with_layer(tiers: Tiers, layer_id: LayerId) -> Tiers:
+    """The tiers with ``layer_id`` present (a device's own layer, written first now)."""
+    if any(layer_id in tier for tier in tiers):
+        return tiers
+    if layer_id.startswith("local/"):
+        return (*tiers, (layer_id,))
+    if not layer_id.startswith("device/"):
+        return tiers
+    local = [tier for tier in tiers if tier[0].startswith("local/")]
+    rest = tuple(tier for tier in tiers if not tier[0].startswith("local/"))
+    return (*rest, (layer_id,), *local)
+
+
+def _facts(record: DeviceRecord) -> DeviceFacts:
+    return DeviceFacts(
+        record.id, dict(record.groups), record.hardware, record.firmware, record.agent_version
+    )
+
+
+def _layer_dimension(layer_id: LayerId) -> str:
+    return layer_id.split("/", 1)[0]
+
+
+def _format_of(document: bytes) -> TextFormat:
+    stripped = document.lstrip()
+    if stripped.startswith(b"{"):
+        return "json"
+    return "toml" if b"=" in stripped.split(b"\n", 1)[0] or stripped.startswith(b"[") else "yaml"

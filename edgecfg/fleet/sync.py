@@ -1,0 +1,345 @@
+"""What the gateway answers, independent of CoAP: representations, deltas,
+reports and telemetry (DESIGN §5, §6).
+
+:class:`SyncService` turns a device's request into bytes: the effective
+configuration, a delta from the version the device holds, the critical class
+only, a subtree, or a FETCH of paths.  Every representation is deterministic
+for its (device config, base) pair and cached, so Block2 can serve any block
+at any time while the ETag is current.  The CoAP resources in
+:mod:`edgecfg.gateway.resources` only translate options and codes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Final, Literal, cast
+
+from edgecfg.core.hlc import DEFAULT_MAX_DRIFT_MS
+from edgecfg.core.ids import DeviceId, ETag
+from edgecfg.core.path import Path, format_path, parse_path
+from edgecfg.core.schema import Schema, of_priority, translate
+from edgecfg.core.tree import (
+    UNSET,
+    Tree,
+    UnsetType,
+    Value,
+    get,
+)
+from edgecfg.errors import NotFound, OverBudget, PathError, PeerError
+from edgecfg.fleet.events import NO_EVENTS, EventSink
+from edgecfg.fleet.fleet import Fleet
+from edgecfg.fleet.reconcile import ChangeTimes, journal_entries, reconcile
+from edgecfg.store import DeviceRecord, Store
+from edgecfg.wire.cbor import Encoded, decode, encode, etag_of_bytes
+from edgecfg.wire.delta import make_delta, restrict_to_classes
+from edgecfg.wire.documents import read_schema
+from edgecfg.wire.messages import DeviceReport, StateAnswer
+from edgecfg.wire.numbers import ContentFormat
+from edgecfg.wire.senml import decode_senml
+
+Priority = Literal["critical"]
+MAX_FETCH_PATHS: Final = 256
+MAX_PIGGYBACK: Final = 1024  # a delta riding on a telemetry reply must fit one block
+"""Largest schema version a request may name (SQLite integers stop at 2**63 - 1)."""
+
+
+class UnknownPath(NotFound):
+    """A configuration path the device's config does not have (4.04)."""
+
+    def __init__(self, device: DeviceId, path: str) -> None:
+        super().__init__("path", f"{path} in the config of {device}")
+
+
+class BadRequest(PeerError, ValueError):
+    """A request the gateway cannot make sense of (4.00)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Representation:
+    """Bytes to send, their content-format, and the ETag that names them."""
+
+    payload: bytes
+    content_format: int
+    etag: ETag
+
+
+@dataclass(frozen=True, slots=True)
+class NotModified:
+    """The device already holds the current version (2.03 Valid)."""
+
+    etag: ETag
+
+
+class SyncService:
+    """Configuration sync on top of a :class:`~edgecfg.fleet.fleet.Fleet`."""
+
+    def __init__(
+        self,
+        fleet: Fleet,
+        *,
+        cache_entries: int = 4096,
+        telemetry_per_day: int | None = None,
+        max_drift_ms: int = DEFAULT_MAX_DRIFT_MS,
+    ) -> None:
+        self.fleet = fleet
+        self.quota = TelemetryQuota(fleet.store, telemetry_per_day)
+        self.max_drift_ms = max_drift_ms
+        self.change_times = ChangeTimes(fleet)
+        self._known: OrderedDict[ETag, Encoded] = OrderedDict()
+        self._deltas: OrderedDict[tuple[ETag, ETag], bytes] = OrderedDict()
+        self._schemas: dict[int, Schema] = {}
+        self._cache_entries = cache_entries
+        self._persisted: set[ETag] = set()
+        self.events: EventSink = NO_EVENTS  # telemetry and sync events (the MQTT bridge)
+
+    # -- configurations -------------------------------------------------------------
+
+    def current(self, device: DeviceId, *, schema_version: int | None = None) -> Encoded:
+        """The device's effective config, in the schema version its agent speaks."""
+        config = self.fleet.encoded(device)
+        schema = self.fleet.schema
+        if schema is not None and schema_version is not None and schema_version != schema.version:
+            config = Encoded.trusted(
+                translate(config.tree, schema, self._schema_version(schema, schema_version))
+            )
+        self._remember(config)
+        return config
+
+    def _schema_version(self, schema: Schema, version: int) -> Schema:
+        found = self._schemas.get(version)
+        if found is None:
+            try:
+                record = self.fleet.store.get_schema(schema.name, version)
+            except NotFound:
+                raise BadRequest(
+                    f"schema {schema.name} has no version {version}; the gateway knows "
+                    f"{self.fleet.store.schema_versions(schema.name)}"
+                ) from None
+            found = read_schema(record.document, "json", source=f"{schema.name} v{version}")
+            self._schemas[version] = found
+        return found
+
+    def _remember(self, config: Encoded) -> None:
+        if config.etag in self._known:
+            return
+        self._known[config.etag] = config
+        while len(self._known) > self._cache_entries:
+            self._known.popitem(last=False)
+        if config.etag not in self._persisted:
+            # a delta can be made from any version ever served, after restarts too
+            self.fleet.store.put_blob(config.cbor)
+            self._persisted.add(config.etag)
+
+    def known(self, etag: ETag) -> Encoded | None:
+        """A configuration version the gateway served before (memory, then store)."""
+        found = self._known.get(etag)
+        if found is None:
+            try:
+                data = self.fleet.store.get_blob(etag)
+            except NotFound:
+                return None
+            found = Encoded.stored(data)
+            if found.etag != etag:  # not a config this gateway stored
+                return None
+            self._known[etag] = found
+        return found
+
+    def config(
+        self,
+        device: DeviceId,
+        *,
+        base: ETag | None = None,
+        prio: Priority | None = None,
+        schema_version: int | None = None,
+    ) -> Representation | NotModified:
+        """GET /cfg/{dev}[?from=..][&prio=critical]: a delta when ``base`` is known."""
+        target = self.current(device, schema_version=schema_version)
+        held = self.known(base) if base is not None else None
+        if prio == "critical":
+            target = self._critical(target, held)
+        if base is not None and base == target.etag:
+            return NotModified(target.etag)
+        if held is None:
+            return Representation(target.cbor, ContentFormat.CBOR, target.etag)
+        return Representation(self._delta(held, target), ContentFormat.DELTA, target.etag)
+
+    def _critical(self, current: Encoded, held: Encoded | None) -> Encoded:
+        schema = self.fleet.schema
+        if held is not None:
+            if schema is None:
+                return held  # a free-form fleet has no critical keys
+            middle = restrict_to_classes(
+                held.tree, current.tree, schema=schema, classes={"critical"}
+            )
+            config = Encoded.trusted(middle)
+        else:
+            config = Encoded.trusted(of_priority(current.tree, schema, "critical"))
+        self._remember(config)
+        return config
+
+    def _delta(self, base: Encoded, target: Encoded) -> bytes:
+        key = (base.etag, target.etag)
+        found = self._deltas.get(key)
+        if found is None:
+            found = make_delta(base, target)
+            self._deltas[key] = found
+            while len(self._deltas) > self._cache_entries:
+                self._deltas.popitem(last=False)
+        else:
+            self._deltas.move_to_end(key)
+        return found
+
+    def subtree(self, device: DeviceId, path: Path) -> Representation:
+        """GET /cfg/{dev}/{path...}: one subtree (its own ETag)."""
+        config = self.current(device)
+        node = get(config.tree, path)
+        if node is UNSET:
+            raise UnknownPath(device, format_path(path))
+        blob = encode(cast(Value, node))
+        return Representation(blob, ContentFormat.CBOR, etag_of_bytes(blob))
+
+    def fetch(self, device: DeviceId, body: bytes) -> Representation:
+        """FETCH /cfg/{dev} with a CBOR array of dotted paths (RFC 8132)."""
+        try:
+            request = decode(body)
+        except PeerError as error:
+            raise BadRequest(f"FETCH body: {error}") from None
+        if not isinstance(request, list) or not all(isinstance(p, str) for p in request):
+            raise BadRequest('FETCH body must be a CBOR array of dotted paths, e.g. ["net.uplink"]')
+        paths = cast(list[str], request)
+        if len(paths) > MAX_FETCH_PATHS:
+            raise BadRequest(f"FETCH of {len(paths)} paths exceeds {MAX_FETCH_PATHS}")
+        config = self.current(device)
+        answer: Tree = {}
+        for text in paths:
+            try:
+                path = parse_path(text)
+            except PathError as error:
+                raise BadRequest(str(error)) from None
+            node = get(config.tree, path)
+            if isinstance(node, UnsetType):
+                raise UnknownPath(device, text)
+            answer[text] = node
+        blob = encode(answer)
+        return Representation(blob, ContentFormat.CBOR, etag_of_bytes(blob))
+
+    # -- uplink ---------------------------------------------------------------------
+
+    def report(self, device: DeviceId, body: bytes, *, now: float) -> Representation | None:
+        """POST /state/{dev}: record what the device applied; answer where it stands.
+
+        None when the device applied the current version (an empty 2.04: every
+        byte counts on the device's link); else ``{"etag": current}``.
+        """
+        report = DeviceReport.decode(body)
+        record = self.fleet.record(device)
+        updated = _updated_record(record, report)
+        # everything a report can be refused for is checked before anything is recorded
+        schema_version = report.schema
+        schema = self.fleet.schema
+        if schema is not None and schema_version not in (None, schema.version):
+            self._schema_version(schema, schema_version)
+        if report.journal is not None:
+            journal_entries(list(report.journal))
+        if updated != record:
+            self.fleet.add_device(updated)
+        self.fleet.store.record_seen(device, now=now, applied_etag=report.applied)
+        self.events.applied(device, report.applied, now=now)
+        outcome: Value | None = None
+        if report.journal is not None:  # offline changes to merge (issue 6)
+            held = self.known(report.base) if report.base is not None else None
+            outcome = reconcile(
+                self.fleet, device, list(report.journal),
+                base=held.tree if held is not None else None, now=now,
+                max_drift_ms=self.max_drift_ms, change_times=self.change_times,
+            )  # fmt: skip
+            self.events.local_changes(device, outcome, now=now)
+        current = self.current(device, schema_version=schema_version)
+        if report.applied == current.etag and outcome is None:
+            return None
+        answer = StateAnswer(current.etag, report.applied == current.etag, outcome)
+        return Representation(answer.encode(), ContentFormat.CBOR, current.etag)
+
+    def telemetry(
+        self, device: DeviceId, body: bytes, *, now: float, held: ETag | None
+    ) -> Representation | NotModified | None:
+        """POST /tel/{dev}[?cfg=..]: store the pack; piggyback the config delta.
+
+        Returns None without ``held``; NotModified when the device is current;
+        a delta (or full config) when it fits one block; otherwise NotModified
+        with the new ETag, telling the device to GET the delta itself.
+        """
+        self.fleet.device(device)
+        decode_senml(body)  # refuse malformed packs before storing anything
+        self.quota.charge(device, len(body), now=now)  # 4.29 beyond the day's bytes
+        self.fleet.store.append_telemetry(device, body, now=now)
+        self.events.telemetry(device, body, now=now)
+        if held is None:
+            return None
+        answer = self.config(device, base=held)
+        if isinstance(answer, Representation) and len(answer.payload) > MAX_PIGGYBACK:
+            return NotModified(answer.etag)  # too big to ride along: fetch with GET
+        return answer
+
+
+DAY_S: Final = 86400
+RECOUNT_PACKS: Final = 10_000
+
+
+class TelemetryQuota:
+    """Telemetry bytes per device per UTC day (None: no limit).
+
+    One device must not fill the gateway's disk: beyond its bytes for the day
+    a pack is refused with :class:`~edgecfg.errors.OverBudget` (4.29 with
+    Max-Age until the next day) and counted in ``refused``.  The count of a
+    day starts from the store (the day's newest packs, at most
+    ``RECOUNT_PACKS``), so a restart does not hand out a fresh day.
+    """
+
+    def __init__(self, store: Store, per_day: int | None) -> None:
+        self.store = store
+        self.per_day = per_day
+        self.refused: dict[DeviceId, int] = {}
+        self._used: dict[DeviceId, tuple[int, int]] = {}  # device -> (day, bytes)
+
+    def used(self, device: DeviceId, *, now: float) -> int:
+        """Bytes ``device`` stored on the day of ``now``."""
+        day = int(now // DAY_S)
+        found = self._used.get(device)
+        if found is not None and found[0] == day:
+            return found[1]
+        start = day * DAY_S
+        packs = self.store.telemetry(device, limit=RECOUNT_PACKS)
+        used = sum(len(blob) for at, blob in packs if at >= start)
+        self._used[device] = (day, used)
+        return used
+
+    def charge(self, device: DeviceId, size: int, *, now: float) -> None:
+        """Count ``size`` bytes for ``device``, or raise OverBudget."""
+        if self.per_day is None:
+            return
+        used = self.used(device, now=now)
+        if used + size > self.per_day:
+            self.refused[device] = self.refused.get(device, 0) + 1
+            next_day = (int(now // DAY_S) + 1) * DAY_S
+            raise OverBudget(
+                f"telemetry quota: {device} stored {used} of {self.per_day} bytes today; "
+                f"this pack of {size} bytes is refused",
+                limit="telemetry bytes per day",
+                retry_after_s=max(1, math.ceil(next_day - now)),
+            )
+        self._used[device] = (int(now // DAY_S), used + size)
+
+
+def _updated_record(record: DeviceRecord, report: DeviceReport) -> DeviceRecord:
+    return DeviceRecord(
+        record.id,
+        record.groups,
+        hardware=report.hardware if report.hardware is not None else record.hardware,
+        firmware=report.firmware if report.firmware is not None else record.firmware,
+        agent_version=report.agent if report.agent is not None else record.agent_version,
+        last_seen=record.last_seen,
+        applied_etag=record.applied_etag,
+    )

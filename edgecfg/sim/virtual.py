@@ -1,0 +1,380 @@
+"""A fleet in virtual time: the real sync session against the real service layer.
+
+Each simulated device runs the agent's own :class:`~edgecfg.core.session.SyncSession`
+(the decisions of a real sync); its "network" is an in-memory link to the
+gateway's :class:`~edgecfg.fleet.sync.SyncService` (the logic behind the CoAP
+resources: resolution, deltas, state reports), cut into blocks the way the
+gateway cuts them.  Time is a number: an event heap moves from one wake to
+the next, so a week of a fleet runs in seconds.  Deterministic for a seed.
+
+What happens:
+
+- every device wakes on its own schedule (``wake_every_s``, with a random
+  phase), syncs, sleeps; a lost exchange (``loss``) makes its session back
+  off and retry in virtual time;
+- operators write ``writes_per_day`` layer edits a day, group and device
+  layers mixed (a group edit reaches all its members);
+- after the last day every device wakes once more on a clean link, and an
+  independent check (each device's held ETag against a fresh resolution of
+  its layers) counts the devices that diverge: there must be none.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+from edgecfg.core.ids import DeviceId, LayerId
+from edgecfg.core.layers import device_layer, layer_from_parts
+from edgecfg.core.session import (
+    Answer,
+    Drop,
+    Event,
+    GaveUp,
+    Get,
+    Got,
+    Install,
+    Installed,
+    Keep,
+    Lost,
+    Policy,
+    Report,
+    Reported,
+    Sleep,
+    Start,
+    SyncSession,
+    Transfer,
+    Unusable,
+    Woke,
+)
+from edgecfg.errors import DeltaError, PeerError, UsageError
+from edgecfg.fleet.fleet import Fleet
+from edgecfg.fleet.sync import NotModified, Representation, SyncService
+from edgecfg.sim.loopback_fleet import FUNCTIONS, REGIONS
+from edgecfg.store import DeviceRecord, MemoryStore
+from edgecfg.wire.blocks import DEFAULT_SZX, block_of, block_size
+from edgecfg.wire.cbor import Encoded
+from edgecfg.wire.delta import apply_delta_encoded
+from edgecfg.wire.messages import DeviceReport, StateAnswer
+from edgecfg.wire.numbers import ContentFormat
+
+DAY_S: Final = 86_400.0
+HEADER_BYTES: Final = 24
+"""Bytes a CoAP request or response costs beyond its payload (header, token,
+Uri-Path, ETag and Block2 options), for the byte counts."""
+INTERVAL: Final = ("net", "uplink", "interval_s")
+FIXTURE_SCHEMA: Final = Path(__file__).resolve().parents[2] / "fixtures" / "schema" / "device.json"
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    """What to simulate."""
+
+    devices: int = 1000
+    days: float = 7.0
+    seed: int = 1
+    wake_every_s: float = DAY_S
+    writes_per_day: float = 10.0
+    """Layer edits a day, fleet-wide; ``group_share`` of them on group layers."""
+    group_share: float = 0.2
+    loss: float = 0.0
+    """Probability that one exchange is lost (the session backs off and retries)."""
+    szx: int = DEFAULT_SZX
+
+    def check(self) -> None:
+        if self.devices < 1:
+            raise UsageError(f"a simulation needs at least 1 device, got {self.devices}")
+        if not self.days > 0 or not self.wake_every_s > 0:
+            raise UsageError("days and wake_every_s must be positive")
+        if not 0.0 <= self.loss < 1.0 or not 0.0 <= self.group_share <= 1.0:
+            raise UsageError("loss must be in [0, 1) and group_share in [0, 1]")
+
+
+@dataclass(slots=True)
+class _Device:
+    id: DeviceId
+    held: Encoded | None = None
+    transfer: Transfer | None = None
+    session: SyncSession | None = None
+    pending_since: float | None = None  # the first write not yet applied
+
+
+@dataclass(slots=True)
+class Day:
+    """What one simulated day cost the fleet."""
+
+    syncs: int = 0
+    bytes: int = 0
+    round_trips: int = 0
+    retries: int = 0
+    writes: int = 0
+    convergence_s: list[float] = field(default_factory=list[float])
+
+
+@dataclass(slots=True)
+class RunReport:
+    """A run's figures (``summary`` is the JSON form)."""
+
+    scenario: Scenario
+    days: list[Day]
+    events: int
+    wall_s: float
+    divergent: int
+    failed_syncs: int
+    final: Day
+
+    def summary(self) -> dict[str, object]:
+        devices = self.scenario.devices
+        waits = sorted(w for day in [*self.days, self.final] for w in day.convergence_s)
+        return {
+            "devices": devices,
+            "days": self.scenario.days,
+            "seed": self.scenario.seed,
+            "wall_s": round(self.wall_s, 3),
+            "events": self.events,
+            "events_per_s": round(self.events / self.wall_s, 1) if self.wall_s else None,
+            "divergent_devices": self.divergent,
+            "failed_syncs": self.failed_syncs,
+            "per_day": [
+                {
+                    "day": number,
+                    "syncs": day.syncs,
+                    "writes": day.writes,
+                    "bytes_per_device": round(day.bytes / devices, 1),
+                    "round_trips_per_device": round(day.round_trips / devices, 3),
+                    "retries": day.retries,
+                }
+                for number, day in enumerate(self.days)
+            ],
+            "closing_round": {
+                "syncs": self.final.syncs,
+                "bytes_per_device": round(self.final.bytes / devices, 1),
+            },
+            "convergence_s": {
+                "count": len(waits),
+                "p50": _rank(waits, 0.5),
+                "p90": _rank(waits, 0.9),
+                "max": waits[-1] if waits else None,
+            },
+        }
+
+
+def _rank(values: list[float], fraction: float) -> float | None:
+    return values[round(fraction * (len(values) - 1))] if values else None
+
+
+class VirtualFleet:
+    """A scenario's fleet, gateway logic and clock; :meth:`run` plays it."""
+
+    def __init__(self, scenario: Scenario, *, progress: Callable[[float], None] | None = None):
+        scenario.check()
+        self.scenario = scenario
+        self.rng = random.Random(scenario.seed)
+        self.fleet = Fleet(MemoryStore())
+        self.service = SyncService(self.fleet)
+        self.devices: dict[DeviceId, _Device] = {}
+        self.progress = progress
+        self._heap: list[tuple[float, int, str, str]] = []
+        self._order = 0
+        self._events = 0
+        self._failed = 0
+        self._days = [Day() for _ in range(max(1, int(-(-scenario.days // 1))))]
+        self._final = Day()  # the closing clean round, apart from the days
+        self._groups: list[LayerId] = []
+        self._closing = False
+        self._build()
+
+    # -- set-up --------------------------------------------------------------------
+
+    def _build(self) -> None:
+        self.fleet.load_schema(FIXTURE_SCHEMA.read_bytes(), "json", source="sim", now=0.0)
+        for number in range(self.scenario.devices):
+            device = DeviceId(f"sim-{number:06d}")
+            groups = {"region": REGIONS[number % len(REGIONS)],
+                      "function": FUNCTIONS[number % len(FUNCTIONS)]}  # fmt: skip
+            self.fleet.add_device(DeviceRecord(device, groups, hardware="nbiot-sensor-r3"))
+            self.fleet.write_layer(
+                device_layer(device),
+                layer_from_parts({"device": {"id": device}, "security": {"psk_identity": device}}),
+                author="sim", message="identity", now=0.0,
+            )  # fmt: skip
+            self.devices[device] = _Device(device)
+            self._push(self.rng.uniform(0, self.scenario.wake_every_s), "wake", device)
+        self._groups = [LayerId(f"region/{r}") for r in REGIONS] + [
+            LayerId(f"function/{f}") for f in FUNCTIONS
+        ]
+        writes = self.scenario.writes_per_day * self.scenario.days
+        for _ in range(int(writes)):
+            self._push(self.rng.uniform(0, self.scenario.days * DAY_S), "write", "")
+
+    def _push(self, at: float, kind: str, device: str) -> None:
+        self._order += 1
+        heapq.heappush(self._heap, (at, self._order, kind, device))
+
+    # -- the run -------------------------------------------------------------------
+
+    def run(self) -> RunReport:
+        started = time.perf_counter()
+        end = self.scenario.days * DAY_S
+        while self._heap and self._heap[0][0] < end:
+            at, _, kind, name = heapq.heappop(self._heap)
+            self._events += 1
+            if kind == "write":
+                self._write(at)
+            elif kind == "wake":
+                self._wake(at, self.devices[DeviceId(name)], lossy=True)
+                self._push(at + self.scenario.wake_every_s, "wake", name)
+            else:  # "woke": a session's backoff is over
+                self._resume(at, self.devices[DeviceId(name)])
+            if self.progress is not None and self._events % 1000 == 0:
+                self.progress(at / end)
+        self._closing = True
+        for device in self.devices.values():  # one last clean wake each
+            device.session = None
+            self._wake(end, device, lossy=False)
+        if self.progress is not None:
+            self.progress(1.0)
+        return RunReport(
+            self.scenario, self._days, self._events, time.perf_counter() - started,
+            self.divergent(), self._failed, self._final,
+        )  # fmt: skip
+
+    def divergent(self) -> int:
+        """Devices whose held version is not a fresh resolution of their layers
+        (computed here, independently of the sync path)."""
+        count = 0
+        for device in self.devices.values():
+            expected = Encoded.trusted(
+                self.fleet.resolver.resolve(self.fleet.device(device.id)).tree
+            )
+            if device.held is None or device.held.etag != expected.etag:
+                count += 1
+        return count
+
+    def _day(self, at: float) -> Day:
+        if self._closing:
+            return self._final
+        return self._days[min(len(self._days) - 1, int(at // DAY_S))]
+
+    def _write(self, at: float) -> None:
+        value = self.rng.randrange(60, 7200, 60)
+        if self.rng.random() < self.scenario.group_share:
+            layer = self.rng.choice(self._groups)
+            reached = self.fleet.reached_by(layer)
+        else:
+            device = self.rng.choice(list(self.devices))
+            layer, reached = device_layer(device), [device]
+        self.fleet.write_layer(
+            layer, layer_from_parts(sets={INTERVAL: value}),
+            author="sim", message="interval", now=at,
+        )  # fmt: skip
+        self._day(at).writes += 1
+        for device in reached:
+            state = self.devices[device]
+            if state.pending_since is None:
+                state.pending_since = at
+
+    def _wake(self, at: float, device: _Device, *, lossy: bool) -> None:
+        if device.session is not None:
+            return  # still backing off from an earlier wake
+        device.session = SyncSession(Policy(szx=self.scenario.szx, attempts=8))
+        held = device.held.etag if device.held is not None else None
+        self._day(at).syncs += 1
+        self._play(at, device, Start(at, held, device.transfer), lossy=lossy)
+
+    def _resume(self, at: float, device: _Device) -> None:
+        if device.session is not None:
+            self._play(at, device, Woke(at), lossy=True)
+
+    def _play(self, at: float, device: _Device, first: Event, *, lossy: bool) -> None:
+        session = device.session
+        assert session is not None
+        day = self._day(at)
+        actions = session.receive(first)
+        while True:
+            event: Event | None = None
+            for action in actions:
+                if isinstance(action, Keep):
+                    device.transfer = action.transfer
+                elif isinstance(action, Drop):
+                    device.transfer = None
+                elif isinstance(action, Get):
+                    day.round_trips += 1
+                    if lossy and self.rng.random() < self.scenario.loss:
+                        day.bytes += HEADER_BYTES  # the request went out
+                        event = Lost(at, "lost", self.rng.random())
+                    else:
+                        answer = self._get(device, action)
+                        day.bytes += 2 * HEADER_BYTES + len(answer.payload)
+                        event = Got(at, answer)
+                elif isinstance(action, Install):
+                    event = self._install(at, device, action, day)
+                elif isinstance(action, Report):
+                    day.round_trips += 1
+                    body = DeviceReport(
+                        applied=device.held.etag if device.held is not None else None
+                    ).encode()
+                    answer = self.service.report(device.id, body, now=at)
+                    day.bytes += (
+                        2 * HEADER_BYTES + len(body) + (len(answer.payload) if answer else 0)
+                    )
+                    event = Reported(at, stale=not _current(answer))
+                elif isinstance(action, Sleep):
+                    day.retries += 1
+                    self._push(action.until, "woke", device.id)
+                    return
+                else:  # Finished or GaveUp: the sync is over
+                    self._failed += isinstance(action, GaveUp)
+                    device.session = None
+                    return
+            assert event is not None
+            actions = session.receive(event)
+
+    def _get(self, device: _Device, action: Get) -> Answer:
+        answer = self.service.config(device.id, base=action.etag)
+        if isinstance(answer, NotModified):
+            return Answer("valid", "2.03", etag=answer.etag)
+        payload = answer.payload
+        szx = action.szx if action.szx is not None else DEFAULT_SZX
+        if action.block == 0 and len(payload) <= block_size(szx):
+            return Answer("content", "2.05", payload, answer.etag, answer.content_format)
+        block = block_of(payload, action.block, szx)
+        return Answer(
+            "content", "2.05", block.payload, answer.etag, answer.content_format,
+            (block.number, block.more, szx), len(payload),
+        )  # fmt: skip
+
+    def _install(self, at: float, device: _Device, action: Install, day: Day) -> Event:
+        held = device.held if device.held is not None and action.base == device.held.etag else None
+        try:
+            if action.content_format == ContentFormat.DELTA:
+                if held is None:
+                    raise DeltaError("a delta arrived but the device holds no config")
+                config = apply_delta_encoded(held, action.payload)
+            else:
+                config = Encoded.from_bytes(action.payload)
+            if action.etag is not None and config.etag != action.etag:
+                raise DeltaError("the result does not check")
+        except (DeltaError, PeerError) as error:
+            return Unusable(at, str(error))
+        changed = device.held is None or config.etag != device.held.etag
+        device.held = config
+        if changed and device.pending_since is not None:
+            day.convergence_s.append(at - device.pending_since)
+            device.pending_since = None
+        return Installed(at, config.etag, changed)
+
+
+def _current(answer: Representation | None) -> bool:
+    """Whether the answer to a state report says the device is current."""
+    return answer is None or StateAnswer.decode(answer.payload).current
+
+
+def run(scenario: Scenario, *, progress: Callable[[float], None] | None = None) -> RunReport:
+    """Play ``scenario`` and report."""
+    return VirtualFleet(scenario, progress=progress).run()
