@@ -359,7 +359,13 @@ class _Known:
 
     @staticmethod
     def of(base: Value | Encoded) -> _Known:
-        """The cache entry for ``base`` (a fresh, uncached one if it has no content key)."""
+        """The cache entry for ``base`` (a fresh, uncached one if it has no content key).
+
+        An :class:`Encoded` base is keyed by its canonical bytes, a plain one
+        by its :func:`~edgecfg.wire.cbor.content_key`: the two never meet,
+        since an encoded map starts with a byte from 0xA0 and a marshal
+        serialisation (format 2) with an ASCII type code.
+        """
         if isinstance(base, Encoded):
             known = _known(base.cbor)
             known.cbor, known.etag = base.cbor, base.etag
