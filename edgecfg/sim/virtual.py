@@ -35,6 +35,7 @@ from edgecfg.core.session import (
     Answer,
     Drop,
     Event,
+    Finished,
     GaveUp,
     Get,
     Got,
@@ -330,6 +331,8 @@ class VirtualFleet:
                     return
                 else:  # Finished or GaveUp: the sync is over
                     self._failed += isinstance(action, GaveUp)
+                    if isinstance(action, Finished) and action.outcome == "current":
+                        device.pending_since = None  # the writes did not change this device
                     device.session = None
                     return
             assert event is not None
