@@ -35,6 +35,7 @@ import bisect
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from difflib import SequenceMatcher
+from functools import lru_cache
 from typing import Final, TypeAlias, cast
 
 from edgecfg.core.path import Path
@@ -135,12 +136,25 @@ _CONTAINERS: Final = (dict, list)
 
 
 class _Sizes:
-    """Memoised subtree sizes (keyed by object identity, valid for one call)."""
+    """Memoised subtree sizes (keyed by object identity, valid for one call).
 
-    __slots__ = ("memo",)
+    With ``table`` (see :func:`size_table`), :meth:`at` reads the size of the
+    node with a known preorder index from it instead of counting: node
+    ``index`` of the tree is ``table[offset + index]``.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("memo", "offset", "table")
+
+    def __init__(self, table: Sequence[int] | None = None, offset: int = 0) -> None:
         self.memo: dict[int, int] = {}
+        self.table = table
+        self.offset = offset
+
+    def at(self, node: Value, index: int) -> int:
+        """The size of ``node``, which has preorder number ``index``."""
+        if self.table is not None:
+            return self.table[self.offset + index]
+        return self.of(node)
 
     def of(self, node: Value) -> int:
         kind = type(node)
@@ -158,6 +172,45 @@ class _Sizes:
                     size += self.of(child) - 1  # containers add their insides
             self.memo[key] = size
         return size
+
+
+def size_table(tree: Value) -> list[int]:
+    """Every node's subtree size (:func:`node_count`), by preorder number.
+
+    :func:`diff_traced` and :func:`apply_traced` take it to address nodes
+    without counting subtrees: a caller that keeps it for a base it meets
+    again (the wire layer caches it by content) saves that walk.
+    """
+    table: list[int] = []
+    append = table.append
+
+    def visit(node: Value) -> None:
+        start = len(table)
+        append(1)
+        children: Iterable[Value]
+        if type(node) is dict:
+            entries = cast(dict[str, Value], node)
+            children = [entries[key] for key in canonical_keys(tuple(entries))]
+        else:
+            children = cast(list[Value], node)
+        for child in children:
+            if type(child) in _CONTAINERS:
+                visit(child)
+            else:
+                append(1)
+        table[start] = len(table) - start
+
+    if type(tree) in _CONTAINERS:
+        visit(tree)
+    else:
+        append(1)
+    return table
+
+
+@lru_cache(maxsize=4096)
+def canonical_keys(keys: tuple[str, ...]) -> tuple[str, ...]:
+    """``keys`` sorted as RFC 8949 §4.2.1 sorts map keys (cached: maps share key sets)."""
+    return tuple(sorted(keys, key=canonical_key_order))
 
 
 def key_table(base: Value) -> list[str]:
@@ -219,13 +272,20 @@ class Diffed:
     operation: a canonical encoder can splice the base's bytes."""
 
 
-def diff_traced(base: Value, target: Value, *, weigh: Weigh | None = None) -> Diffed:
+def diff_traced(
+    base: Value,
+    target: Value,
+    *,
+    weigh: Weigh | None = None,
+    sizes: Sequence[int] | None = None,
+) -> Diffed:
     """:func:`diff`, telling which containers it looked into.
 
     Subtrees that the two trees share (the same objects, as copy-on-write
     edits leave them) are neither compared nor sized after the last change.
+    ``sizes`` is the base's :func:`size_table`, if the caller has it.
     """
-    differ = _Differ(weigh)
+    differ = _Differ(weigh, _Sizes(sizes))
     differ.node(base, target, 0)
     ops = sorted(differ.ops, key=lambda op: op.index)
     return Diffed(ops, tuple(differ.base_visited), tuple(differ.target_visited))
@@ -237,9 +297,9 @@ _MISSING: Final = object()
 class _Differ:
     __slots__ = ("base_visited", "ops", "sizes", "target_visited", "weigh")
 
-    def __init__(self, weigh: Weigh | None) -> None:
+    def __init__(self, weigh: Weigh | None, sizes: _Sizes | None = None) -> None:
         self.ops: list[Op] = []
-        self.sizes = _Sizes()
+        self.sizes = sizes if sizes is not None else _Sizes()
         self.weigh = weigh
         self.base_visited: list[Value] = []
         self.target_visited: list[Value] = []
@@ -280,20 +340,21 @@ class _Differ:
         child = index + 1
         removed: dict[str, int] = {}
         shared: list[Value] = []  # passed over, not yet sized: sized only if a change follows
-        for key in sorted(base, key=canonical_key_order):
+        for key in canonical_keys(tuple(base)):
             value = base[key]
             new = target.get(key, _MISSING)
             if new is value:
                 shared.append(value)
                 continue
             if shared:
-                child += sum(map(self.sizes.of, shared))
+                for passed in shared:
+                    child += self.sizes.at(passed, child)
                 shared.clear()
             if new is _MISSING:
                 removed[key] = child
             else:
                 self.node(value, cast(Value, new), child)
-            child += self.sizes.of(value)
+            child += self.sizes.at(value, child)
         added = [key for key in target if key not in base]
         for key in sorted(added, key=canonical_key_order):
             old_key = _best_rename(key, target[key], removed, base)
@@ -315,7 +376,7 @@ class _Differ:
         wanted = value.keys()
         scored: list[tuple[float, int, dict[str, Value]]] = []
         child = index + 1
-        for sibling_key in sorted(base, key=canonical_key_order):
+        for sibling_key in canonical_keys(tuple(base)):
             sibling = base[sibling_key]
             if isinstance(sibling, dict) and sibling:
                 common = wanted & sibling.keys()
@@ -323,11 +384,13 @@ class _Differ:
                     equal = sum(1 for key in common if _same_scalar(value[key], sibling[key]))
                     score = (len(common) + equal) / max(len(wanted), len(sibling))
                     scored.append((-score, child, sibling))
-            child += self.sizes.of(sibling)
+            child += self.sizes.at(sibling, child)
         best: Op = plain
         best_weight = self.weigh(plain)
         for _score, source, sibling in sorted(scored, key=lambda item: item[:2])[:COPY_CANDIDATES]:
-            copy = Copy(index, key, source, tuple(diff(sibling, value, weigh=self.weigh)))
+            nested = _Differ(self.weigh, _Sizes(self.sizes.table, self.sizes.offset + source))
+            nested.node(sibling, value, 0)
+            copy = Copy(index, key, source, tuple(sorted(nested.ops, key=lambda op: op.index)))
             weight = self.weigh(copy)
             if weight < best_weight:
                 best, best_weight = copy, weight
@@ -338,7 +401,7 @@ class _Differ:
         self.target_visited.append(target)
         positions = [index + 1]
         for element in base:
-            positions.append(positions[-1] + self.sizes.of(element))
+            positions.append(positions[-1] + self.sizes.at(element, positions[-1]))
         matcher = SequenceMatcher(None, _fingerprints(base), _fingerprints(target), autojunk=False)
         runs: list[tuple[int, int, tuple[Value, ...]]] = []
         keep = 0
@@ -479,14 +542,23 @@ class Applied:
     """Containers of ``result`` made by applying, not taken from the base."""
 
 
-def apply_traced(base: Value, ops: Sequence[Op], *, max_nodes: int | None = None) -> Applied:
+def apply_traced(
+    base: Value,
+    ops: Sequence[Op],
+    *,
+    max_nodes: int | None = None,
+    sizes: Sequence[int] | None = None,
+) -> Applied:
     """:func:`apply`, telling which containers it rebuilt.
 
     Work is proportional to the part of the base before the last operation,
-    in preorder, not to the whole base: nothing after it is visited.
+    in preorder, not to the whole base: nothing after it is visited.  With
+    ``sizes``, the base's :func:`size_table`, it is proportional to the
+    containers on the way to the operations and their widths.
     """
-    budget = max_nodes if max_nodes is not None else 4 * node_count(base) + 1024
-    applier = _Applier(base, ops, budget=[budget])
+    table = _Sizes(sizes)
+    budget = max_nodes if max_nodes is not None else 4 * table.at(base, 0) + 1024
+    applier = _Applier(base, ops, budget=[budget], sizes=table)
     result = applier.run()
     return Applied(result, tuple(applier.rebuilt), tuple(applier.built))
 
@@ -496,14 +568,20 @@ class _Applier:
                  "reached", "rebuilt", "sizes")  # fmt: skip
 
     def __init__(
-        self, base: Value, ops: Sequence[Op], *, depth: int = 0, budget: list[int] | None = None
+        self,
+        base: Value,
+        ops: Sequence[Op],
+        *,
+        depth: int = 0,
+        budget: list[int] | None = None,
+        sizes: _Sizes | None = None,
     ) -> None:
         self.base = base
         self.depth = depth
-        self.sizes = _Sizes()
+        self.sizes = sizes if sizes is not None else _Sizes()
         # Nodes that copies may still add, shared by nested copies: a delta of
         # a few bytes must not multiply the base without bound.
-        self.budget = budget if budget is not None else [4 * self.sizes.of(base) + 1024]
+        self.budget = budget if budget is not None else [4 * self.sizes.at(base, 0) + 1024]
         self.by_index: dict[int, dict[type, Op]] = {}
         self.adds: dict[int, list[Add | Copy]] = {}
         for op in ops:
@@ -527,7 +605,7 @@ class _Applier:
         result = cast(Value, self.node(self.base, 0))
         if len(self.reached) < len(self.indexes):
             missed = min(set(self.indexes) - self.reached)
-            total = self.sizes.of(self.base)
+            total = self.sizes.at(self.base, 0)
             where = (
                 f"but the base has only {total} nodes"
                 if missed >= total
@@ -546,7 +624,7 @@ class _Applier:
         ops = self.by_index.get(index, {})
         # An operation at this node touches it; else one inside it does, which
         # needs its size.  The root holds every node: its size is never needed.
-        if not ops and index and not self.touched(index, self.sizes.of(node)):
+        if not ops and index and not self.touched(index, self.sizes.at(node, index)):
             return node
         if ops:
             self.reached.add(index)
@@ -580,7 +658,7 @@ class _Applier:
             raise DeltaError(f"list edit on node {index}, which is a map")
         out: Tree = {}
         child = index + 1
-        for key in sorted(node, key=canonical_key_order):
+        for key in canonical_keys(tuple(node)):
             value = node[key]
             if child > self.last:  # the rest is untouched: no need to size it
                 if key in out:
@@ -594,7 +672,7 @@ class _Applier:
                 if new_key in out:
                     raise DeltaError(f"rename of node {child} to {new_key!r} collides")
                 out[new_key] = cast(Value, new)
-            child += self.sizes.of(value)
+            child += self.sizes.at(value, child)
         for add in self.adds.get(index, []):
             if add.key in out:
                 raise DeltaError(f"add of {add.key!r} to node {index}: key already present")
@@ -606,19 +684,22 @@ class _Applier:
     def copy(self, op: Copy) -> Value:
         if self.depth >= MAX_COPY_DEPTH:
             raise DeltaError(f"copies nested deeper than {MAX_COPY_DEPTH} at node {op.index}")
-        total = self.sizes.of(self.base)
+        total = self.sizes.at(self.base, 0)
         if op.source >= total:
             raise DeltaError(f"copy from node {op.source}, but the base has only {total} nodes")
         source = self.node_at(op.source)
         if not isinstance(source, dict):
             raise DeltaError(f"copy into node {op.index} from node {op.source}, which is no map")
-        self.budget[0] -= self.sizes.of(source)
+        self.budget[0] -= self.sizes.at(source, op.source)
         if self.budget[0] < 0:
             raise DeltaError(
                 f"copy of node {op.source} exceeds the node budget of the result "
                 "(copies would multiply the base)"
             )
-        return _Applier(source, op.ops, depth=self.depth + 1, budget=self.budget).run()
+        nested = _Sizes(self.sizes.table, self.sizes.offset + op.source)
+        return _Applier(
+            source, op.ops, depth=self.depth + 1, budget=self.budget, sizes=nested
+        ).run()
 
     def node_at(self, index: int) -> Value:
         """The base node with preorder number ``index``."""
@@ -626,14 +707,14 @@ class _Applier:
         while position != index:
             children: list[Value]
             if isinstance(node, dict):
-                children = [node[key] for key in sorted(node, key=canonical_key_order)]
+                children = [node[key] for key in canonical_keys(tuple(node))]
             elif isinstance(node, list):
                 children = cast(list[Value], node)
             else:  # pragma: no cover - run() checked the index against the size
                 raise DeltaError(f"node {index} does not exist")
             position += 1
             for child in children:
-                size = self.sizes.of(child)
+                size = self.sizes.at(child, position)
                 if index < position + size:
                     node = child
                     break
@@ -651,7 +732,7 @@ class _Applier:
             if self.by_index.get(child, {}).get(Rename) is not None:
                 raise DeltaError(f"rename of node {child}, an array element")
             kept.append(new)  # type: ignore[arg-type]
-            child += self.sizes.of(value)
+            child += self.sizes.at(value, child)
         self.rebuilt.append(node)
         if edit is None:
             out = [v for v in kept if v is not _DROP]

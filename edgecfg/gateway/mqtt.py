@@ -21,9 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
+import os
 import random
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -45,6 +48,8 @@ BATCH: Final = 100
 BACKOFF_FIRST_S: Final = 0.5
 BACKOFF_MAX_S: Final = 60.0
 IDLE_WAKE_S: Final = 5.0
+STOP_TIMEOUT_S: Final = 5.0
+_BRIDGES: Final = itertools.count(1)  # numbers the bridges of one process
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,13 +94,18 @@ class MqttBridge:
         max_messages: int = DEFAULT_OUTBOX,
         backoff_first_s: float = BACKOFF_FIRST_S,
         backoff_max_s: float = BACKOFF_MAX_S,
-        client_id: str = "edgecfg-gateway",
+        client_id: str | None = None,
     ) -> None:
         self.broker = broker
         self.outbox = Outbox(outbox, max_messages=max_messages)
         self.backoff_first_s = backoff_first_s
         self.backoff_max_s = backoff_max_s
-        self.client_id = client_id
+        # A broker ends the older of two sessions with one client id: every
+        # gateway (and every test run) needs its own, or they take turns
+        # kicking each other off and nothing gets published.
+        self.client_id = client_id or (
+            f"edgecfg-gateway-{socket.gethostname()}-{os.getpid()}-{next(_BRIDGES)}"
+        )
         self.connected = False
         self.published = 0
         self._wake = asyncio.Event()
@@ -136,8 +146,11 @@ class MqttBridge:
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            # a disconnect from a broker that stopped answering must not hold
+            # the gateway's shutdown: wait a bounded time, then go on
+            done, _ = await asyncio.wait({task}, timeout=STOP_TIMEOUT_S)
+            if not done:
+                log.warning("mqtt: the publisher did not stop within %.0f s", STOP_TIMEOUT_S)
         self.outbox.close()
 
     async def _run(self) -> None:

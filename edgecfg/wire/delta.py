@@ -51,6 +51,8 @@ for the header, and the median real delta is ~40 bytes: one header byte is
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Final, NamedTuple, cast
 
 import zstandard
@@ -58,7 +60,7 @@ import zstandard
 from edgecfg.core import delta as structural
 from edgecfg.core.ids import ETag
 from edgecfg.core.schema import Schema
-from edgecfg.core.tree import Tree, Value, canonical_key_order, check_model, is_map
+from edgecfg.core.tree import Tree, Value, check_model, is_map
 from edgecfg.errors import (
     DecodeError,
     DeltaBaseMismatch,
@@ -72,11 +74,13 @@ from edgecfg.wire.cbor import (
     DEFAULT_LIMITS,
     DecodeLimits,
     Encoded,
+    content_key,
     decode,
     encode,
     encode_reusing,
     encode_unchecked,
     etag_of_bytes,
+    node_ends,
     parts_from_bytes,
 )
 from edgecfg.wire.delta_ops import KeyBook, decode_ops, encode_ops
@@ -116,31 +120,42 @@ def make_delta(
     class is listed are carried: the result turns ``old`` into a consistent
     intermediate config (see :func:`restrict_to_classes`).
     """
-    old_value = old.tree if isinstance(old, Encoded) else _checked(old)
+    known = _Known.of(old)
+    if isinstance(old, Encoded):
+        old_value = old.tree
+    else:
+        if not known.checked:  # checked once per content (see _Known)
+            _checked(old)
+            known.checked = True
+        old_value = old
     new_value = new.tree if isinstance(new, Encoded) else new
     if classes is not None:
         if not (is_map(old_value) and is_map(new_value)):
             raise UsageError("priority classes select keys of maps; both sides must be maps")
         new = new_value = restrict_to_classes(old_value, new_value, schema=schema, classes=classes)
-    book = KeyBook(old_value)
+    book = KeyBook(old_value, known.keys)
     try:
         diffed = structural.diff_traced(
-            old_value, new_value, weigh=lambda op: len(encode_ops([op], book))
+            old_value,
+            new_value,
+            weigh=lambda op: len(encode_ops([op], book)),
+            sizes=known.sizes,
         )
     except ModelError as error:  # a map key of the target is no text
         raise EncodeError(error.reason, path=error.path) from None
     ops = diffed.ops
     if isinstance(new, Encoded):
-        base, target = _side(old), _side(new)
+        base, target = known.side(old_value), _side(new)
     else:
         # The target's bytes are the base's, spliced: parts the diff found
         # equal are equal in encoding, and only the operations' values are new.
         _check_payloads(ops)
-        base, target = _spliced_pair(old, new_value, diffed)
+        base, target = _spliced_pair(old_value, new_value, diffed, known)
+    known.learn(old_value, book)
     header = _header(EMPTY, base.etag, target.etag)
     if base.cbor == target.cbor:
         return header
-    return min(_candidates(base, target, header, kinds=None, ops=(ops, book)), key=len)
+    return min(_candidates(base, target, header, kinds=None, ops=(ops, book), known=known), key=len)
 
 
 def encode_delta(old: Value | Encoded, new: Value | Encoded, kind: int) -> bytes:
@@ -174,6 +189,7 @@ def _candidates(
     *,
     kinds: Collection[int] | None,
     ops: tuple[list[structural.Op], KeyBook] | None = None,
+    known: _Known | None = None,
 ) -> list[bytes]:
     """Deltas of the wanted ``kinds`` (all when None); zstd only when worthwhile.
 
@@ -201,7 +217,7 @@ def _candidates(
     # the operations are big enough for compression to pay.
     if len(body) <= _ZSTD_WORTHWHILE and kinds is None:
         return candidates
-    compressor = _compressor(base.cbor, len(target.cbor))
+    compressor = _compressor(base.cbor, len(target.cbor), known)
     texts: list[tuple[bytes, int, int]] = []
     if wanted(OPS_ZSTD, OPS_ZSTD_FRAME):
         texts += [
@@ -270,41 +286,126 @@ def _check_payloads(ops: Sequence[structural.Op]) -> None:
 
 
 def _spliced_pair(
-    base: Value | Encoded, target: Value, diffed: structural.Diffed
+    base: Value, target: Value, diffed: structural.Diffed, known: _Known
 ) -> tuple[_Side, _Side]:
-    """Base and target with their encodings, the target's spliced from the base's."""
+    """Base and target with their encodings, the target's spliced from the base's.
+
+    A base met before has its bytes: the target's parts are sliced out of
+    them.  Otherwise the base is encoded once, in parts split where the
+    diff looked, and the target reuses those parts.
+    """
     parts: dict[int, bytes] = {}
-    if isinstance(base, Encoded):
-        old = _Side(base.tree, base.cbor, base.etag)
-    else:
-        blob = encode_reusing(base, {id(node) for node in diffed.base_visited}, parts)
-        old = _Side(base, blob, etag_of_bytes(blob))
+    visited = {id(node) for node in diffed.base_visited}
+    if known.cbor is None:
+        known.keep(encode_reusing(base, visited, parts))
+    elif parts_from_bytes(base, known.cbor, visited, parts, tables=known.tables()) is None:
+        parts.clear()  # pragma: no cover - the kept bytes are the base's canonical encoding
     blob = encode_reusing(target, {id(node) for node in diffed.target_visited}, parts)
-    return old, _Side(target, blob, etag_of_bytes(blob))
+    return known.side(base), _Side(target, blob, etag_of_bytes(blob))
 
 
-def _spliced(base: Value | Encoded | _Side, applied: structural.Applied) -> tuple[_Side, _Side]:
-    """Base and result with their encodings, the result's spliced from the base's."""
+def _spliced(base: _Side, applied: structural.Applied, known: _Known) -> _Side:
+    """The result with its encoding, spliced from the base's bytes."""
     parts: dict[int, bytes] = {}
     result = applied.result
     tail: tuple[int, int, bytes] | None = None
-    if isinstance(base, _Side | Encoded):
-        old = base if isinstance(base, _Side) else _Side(base.tree, base.cbor, base.etag)
-        # The base's bytes are at hand: slice the untouched children out of
-        # them instead of encoding them again, and take the root's entries
-        # after the last change as one run of bytes.
-        count = _shared_tail(old.value, result)
-        rebuilt = {id(node) for node in applied.rebuilt}
-        run = parts_from_bytes(old.value, old.cbor, rebuilt, parts, root_tail=count)
-        if run is None:
-            parts.clear()  # not canonical after all: encode instead of slicing
-        elif count:
-            tail = (id(result), count, run)
-    else:
-        blob = encode_reusing(base, {id(node) for node in applied.rebuilt}, parts)
-        old = _Side(base, blob, etag_of_bytes(blob))
+    # The base's bytes are at hand: slice the untouched children out of them
+    # instead of encoding them again, and take the root's entries after the
+    # last change as one run of bytes.
+    count = _shared_tail(base.value, result)
+    rebuilt = {id(node) for node in applied.rebuilt}
+    run = parts_from_bytes(
+        base.value, base.cbor, rebuilt, parts, root_tail=count, tables=known.tables()
+    )
+    if run is None:
+        parts.clear()  # not canonical after all: encode instead of slicing
+    elif count:
+        tail = (id(result), count, run)
     blob = encode_reusing(result, {id(node) for node in applied.built}, parts, tail)
-    return old, _Side(result, blob, etag_of_bytes(blob))
+    return _Side(result, blob, etag_of_bytes(blob))
+
+
+# How many bases the cache below remembers.  An entry holds two encodings of
+# the base (its key and its canonical bytes) and two tables about its size.
+_KNOWN_BASES: Final = 8
+
+
+@dataclass(slots=True)
+class _Known:
+    """What is known about one base content: its canonical encoding and ETag,
+    its :func:`~edgecfg.core.delta.size_table` and key table.
+
+    A gateway makes many deltas from one version and a device applies
+    several to one config, so these are cached, keyed by content and exact
+    types (see :func:`~edgecfg.wire.cbor.content_key`), never by object
+    identity: a caller may change a tree between calls, and then it is
+    another key.  The tables are built the second time a base is met: a
+    base met once does not pay for a walk it would not repeat.  ``checked``:
+    :func:`make_delta` checked this content against the model (a
+    ``bytearray`` leaf in place of an equal ``bytes`` leaf has the same key,
+    and the same canonical encoding, so it is taken as that ``bytes``).
+    """
+
+    cbor: bytes | None = None
+    etag: ETag | None = None
+    sizes: list[int] | None = None
+    ends: list[int] | None = None
+    keys: list[str] | None = None
+    met: int = 0
+    checked: bool = False
+    dictionaries: dict[tuple[int, ...], zstandard.ZstdCompressionDict] = field(
+        default_factory=lambda: {}
+    )
+
+    @staticmethod
+    def of(base: Value | Encoded) -> _Known:
+        """The cache entry for ``base`` (a fresh, uncached one if it has no content key).
+
+        An :class:`Encoded` base is keyed by its canonical bytes, a plain one
+        by its :func:`~edgecfg.wire.cbor.content_key`: the two never meet,
+        since an encoded map starts with a byte from 0xA0 and a marshal
+        serialisation (format 2) with an ASCII type code.
+        """
+        if isinstance(base, Encoded):
+            known = _known(base.cbor)
+            known.cbor, known.etag = base.cbor, base.etag
+        else:
+            content = content_key(base)
+            known = _known(content) if content is not None else _Known()
+        known.met += 1
+        return known
+
+    def side(self, value: Value) -> _Side:
+        """``value``, this entry's base, with its canonical encoding (encoded if need be)."""
+        if self.cbor is None or self.etag is None:
+            self.keep(encode_unchecked(value))
+        return _Side(value, cast(bytes, self.cbor), cast(ETag, self.etag))
+
+    def keep(self, cbor: bytes) -> None:
+        """Remember the base's canonical encoding (and its ETag)."""
+        self.cbor, self.etag = cbor, etag_of_bytes(cbor)
+
+    def learn(self, value: Value, book: KeyBook) -> None:
+        """Keep the key table if ``book`` built it; the size table from the second meeting on."""
+        if self.keys is None:
+            self.keys = book.built
+        if self.sizes is None and self.met > 1:
+            self.sizes = structural.size_table(value)
+            self.ends = node_ends(self.side(value).cbor)
+
+    def tables(self) -> tuple[list[int], list[int]] | None:
+        """The size table and :func:`~edgecfg.wire.cbor.node_ends`, once both are known."""
+        return (self.sizes, self.ends) if self.sizes is not None and self.ends is not None else None
+
+
+@lru_cache(maxsize=_KNOWN_BASES)
+def _known(content: bytes) -> _Known:
+    return _Known()
+
+
+def forget_bases() -> None:
+    """Empty the cache of bases met before (benchmarks time a first meeting with it)."""
+    _known.cache_clear()
 
 
 def _shared_tail(base: Value, result: Value) -> int:
@@ -312,8 +413,8 @@ def _shared_tail(base: Value, result: Value) -> int:
     if type(base) is not dict or type(result) is not dict or base is result:
         return 0
     old, new = cast(dict[str, Value], base), cast(dict[str, Value], result)
-    old_order = sorted(old, key=canonical_key_order)
-    new_order = sorted(new, key=canonical_key_order)
+    old_order = structural.canonical_keys(tuple(old))
+    new_order = structural.canonical_keys(tuple(new))
     count = 0
     for name, other in zip(reversed(old_order), reversed(new_order), strict=False):
         if name != other or old[name] is not new[name]:
@@ -397,23 +498,16 @@ def _apply(old: Value | Encoded, delta: bytes, limits: DecodeLimits) -> _Side:
     if kind not in KIND_NAMES:
         raise DeltaError(f"unknown delta kind {kind}")
     body = delta[HEADER_SIZE:]
-    if kind == OPS and not isinstance(old, Encoded):
-        # A plain base is encoded once, split where the operations apply, and
-        # the result spliced from it: apply costs one encoding, not two.
-        try:
-            ops = decode_ops(body, KeyBook(old), limits)
-            applied = structural.apply_traced(old, ops, max_nodes=limits.max_bytes)
-        except DeltaError:
-            _check_base(_side(old), delta)  # a wrong base is the likelier story
-            raise
-        base, result = _spliced(old, applied)
-        _check_base(base, delta)
+    # Hashed, not re-validated: the base check compares encodings, and the
+    # caller's base is a model value.  A base met before is not encoded again.
+    known = _Known.of(old)
+    value = old.tree if isinstance(old, Encoded) else old
+    if kind == OPS and known.cbor is None:
+        base, result = _apply_first_meeting(value, delta, limits, known)
     else:
-        # Hashed, not re-validated, like the split encoding above: the base
-        # check compares encodings, and the caller's base is a model value.
-        base = _side(old) if isinstance(old, Encoded) else _trusted(old)
+        base = known.side(value)
         _check_base(base, delta)
-        result = _apply_to(base, kind, body, limits)
+        result = _apply_to(base, kind, body, limits, known)
     if len(result.cbor) > limits.max_bytes:
         raise DeltaError(f"delta result of {len(result.cbor)} bytes exceeds {limits.max_bytes}")
     produced = result.etag[:TARGET_CHECK_SIZE]
@@ -422,13 +516,37 @@ def _apply(old: Value | Encoded, delta: bytes, limits: DecodeLimits) -> _Side:
     return result
 
 
+def _apply_first_meeting(
+    value: Value, delta: bytes, limits: DecodeLimits, known: _Known
+) -> tuple[_Side, _Side]:
+    """Apply operations to a plain base met for the first time.
+
+    The base is encoded once, split where the operations apply, and the
+    result spliced from its parts: apply costs one encoding, not two.
+    """
+    book = KeyBook(value, known.keys)
+    try:
+        ops = decode_ops(delta[HEADER_SIZE:], book, limits)
+        applied = structural.apply_traced(value, ops, max_nodes=limits.max_bytes, sizes=known.sizes)
+    except DeltaError:
+        _check_base(known.side(value), delta)  # a wrong base is the likelier story
+        raise
+    parts: dict[int, bytes] = {}
+    known.keep(encode_reusing(value, {id(node) for node in applied.rebuilt}, parts))
+    base = known.side(value)
+    _check_base(base, delta)
+    known.learn(value, book)
+    blob = encode_reusing(applied.result, {id(node) for node in applied.built}, parts)
+    return base, _Side(applied.result, blob, etag_of_bytes(blob))
+
+
 def _check_base(base: _Side, delta: bytes) -> None:
     expected, actual = delta[0] & 7, _base_check(base.etag)
     if actual != expected:
         raise DeltaBaseMismatch(expected=bytes([expected]), actual=bytes([actual]))
 
 
-def _apply_to(base: _Side, kind: int, body: bytes, limits: DecodeLimits) -> _Side:
+def _apply_to(base: _Side, kind: int, body: bytes, limits: DecodeLimits, known: _Known) -> _Side:
     if kind == EMPTY:
         if body:
             raise DeltaError(f"empty delta carries {len(body)} unexpected bytes")
@@ -439,10 +557,15 @@ def _apply_to(base: _Side, kind: int, body: bytes, limits: DecodeLimits) -> _Sid
         raw = _decompress(kind, body, base.cbor, limits)
         return _trusted(_decode_value(raw, limits, None))
     raw = body if kind == OPS else _decompress(kind, body, base.cbor, limits)
-    ops = decode_ops(raw, KeyBook(base.value), limits)
+    book = KeyBook(base.value, known.keys)
+    ops = decode_ops(raw, book, limits)
     # Each node encodes to at least one byte: more cannot fit the size limit.
     # Every part was checked: the base when encoded, new values by the decoder.
-    return _spliced(base, structural.apply_traced(base.value, ops, max_nodes=limits.max_bytes))[1]
+    applied = structural.apply_traced(
+        base.value, ops, max_nodes=limits.max_bytes, sizes=known.sizes
+    )
+    known.learn(base.value, book)
+    return _spliced(base, applied, known)
 
 
 def _trusted(value: Value) -> _Side:
@@ -492,11 +615,21 @@ def _where(error: DecodeError, offset: int | None) -> str:
 # ---------------------------------------------------------------- zstd
 
 
-def _compressor(dictionary: bytes, largest_input: int) -> zstandard.ZstdCompressor:
-    """One compressor primed with ``dictionary`` for every candidate of a delta."""
+def _compressor(
+    dictionary: bytes, largest_input: int, known: _Known | None = None
+) -> zstandard.ZstdCompressor:
+    """One compressor primed with ``dictionary`` for every candidate of a delta.
+
+    zstd digests a dictionary into match tables before it compresses with
+    it, which costs about as much as compressing the dictionary itself.  A
+    base met before (``known``) keeps the dictionary digested (a CDict, which
+    zstd lets compressors share, read-only): the output is byte for byte the
+    same.
+    """
     small = largest_input + len(dictionary) <= _ZSTD_SMALL_INPUT
+    level = _ZSTD_LEVEL_SMALL if small else _ZSTD_LEVEL_LARGE
     params = zstandard.ZstdCompressionParameters.from_level(  # pyright: ignore[reportUnknownMemberType]
-        _ZSTD_LEVEL_SMALL if small else _ZSTD_LEVEL_LARGE,
+        level,
         source_size=largest_input,
         dict_size=len(dictionary),
         format=zstandard.FORMAT_ZSTD1_MAGICLESS,
@@ -504,7 +637,23 @@ def _compressor(dictionary: bytes, largest_input: int) -> zstandard.ZstdCompress
         write_content_size=False,
         write_dict_id=False,
     )
-    return zstandard.ZstdCompressor(dict_data=_dictionary(dictionary), compression_params=params)
+    if known is None:
+        digested = _dictionary(dictionary)
+    else:
+        key = (params.window_log, params.chain_log, params.hash_log, params.search_log,
+               params.min_match, params.target_length, params.strategy)  # fmt: skip
+        digested = known.dictionaries.get(key)
+        if digested is None:
+            digested = _dictionary(dictionary)
+            digested.precompute_compress(compression_params=params)  # pyright: ignore[reportUnknownMemberType]
+            if len(known.dictionaries) >= _DICTIONARIES_KEPT:
+                known.dictionaries.clear()
+            known.dictionaries[key] = digested
+    return zstandard.ZstdCompressor(dict_data=digested, compression_params=params)
+
+
+# Digested dictionaries kept per known base: their tables take up to a few MiB.
+_DICTIONARIES_KEPT: Final = 2
 
 
 def _dictionary(data: bytes) -> zstandard.ZstdCompressionDict:

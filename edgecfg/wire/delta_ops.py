@@ -60,29 +60,45 @@ _VARINT_MAX_BYTES: Final = 5  # values below 2**35: every count and index we all
 class KeyBook:
     """The base's key table, for writing and reading keys as short references.
 
-    Built lazily: a delta of value changes only never needs it.
+    Built lazily: a delta of value changes only never needs it.  ``table``
+    is the base's key table when the caller kept it (it depends only on the
+    base's content); :attr:`built` is the table once it was needed.
     """
 
     __slots__ = ("_keys", "_positions", "_reversed", "_sorted", "base")
 
-    def __init__(self, base: Value) -> None:
+    def __init__(self, base: Value, table: list[str] | None = None) -> None:
         self.base = base
         self._keys: list[str] | None = None
         self._positions: dict[str, int] = {}
         self._sorted: list[tuple[bytes, int]] = []
         self._reversed: list[tuple[bytes, int]] = []
+        if table is not None:
+            self._index(table)
+
+    @property
+    def built(self) -> list[str] | None:
+        """The key table if it was built or given, else None."""
+        return self._keys
 
     @property
     def keys(self) -> list[str]:
         """The key table (:func:`edgecfg.core.delta.key_table` of the base)."""
         if self._keys is None:
-            keys = structural.key_table(self.base)
-            self._positions = {key: position for position, key in enumerate(keys)}
-            raw = [(key.encode("utf-8"), position) for position, key in enumerate(keys)]
-            self._sorted = sorted(raw)
-            self._reversed = sorted((key[::-1], position) for key, position in raw)
-            self._keys = keys
-        return self._keys
+            self._index(structural.key_table(self.base))
+        return cast(list[str], self._keys)
+
+    def _index(self, keys: list[str]) -> None:
+        self._positions = {key: position for position, key in enumerate(keys)}
+        self._keys = keys
+
+    def _spellings(self) -> None:
+        """The sorted tables of the keys' bytes and reversed bytes (for shared prefixes)."""
+        if self._sorted or not self.keys:
+            return
+        raw = [(key.encode("utf-8"), position) for position, key in enumerate(self.keys)]
+        self._sorted = sorted(raw)
+        self._reversed = sorted((key[::-1], position) for key, position in raw)
 
     @property
     def positions(self) -> dict[str, int]:
@@ -104,6 +120,7 @@ class KeyBook:
         if position is not None:
             ref = varint(position << 2 | _KEY_REF)
             return ref if len(ref) < len(best) else best
+        self._spellings()
         shared, source = _longest_shared(self._sorted, raw)
         while 0 < shared < len(raw) and raw[shared] & 0xC0 == 0x80:
             shared -= 1  # never split a UTF-8 sequence: the tail stays valid text

@@ -25,6 +25,7 @@ from edgecfg.core.delta import (
     key_table,
     node_count,
     restrict,
+    size_table,
 )
 from edgecfg.core.tree import Tree, Value, values_equal
 from edgecfg.errors import DeltaError
@@ -155,6 +156,8 @@ def test_apply_refuses_operations_that_do_not_fit(
 ) -> None:
     with pytest.raises(DeltaError, match=message):
         apply(base, ops)
+    with pytest.raises(DeltaError, match=message):  # sizes read from a table instead
+        apply_traced(base, ops, sizes=size_table(base))
 
 
 def test_copies_cannot_multiply_the_base() -> None:
@@ -260,3 +263,38 @@ def test_key_table_orders_by_count_then_canonical_key_order(pair: tuple[Value, V
             stack.extend(node)
     expected = sorted(counts, key=lambda key: (-counts[key], *canonical_key_order(key)))
     assert key_table(pair[0]) == expected
+
+
+def _preorder(value: Value) -> list[Value]:
+    """Every node of ``value`` in the numbering of the delta core (canonical preorder)."""
+    nodes = [value]
+    if isinstance(value, dict):
+        for key in structural.canonical_keys(tuple(value)):
+            nodes += _preorder(value[key])
+    elif isinstance(value, list):
+        for item in value:
+            nodes += _preorder(item)
+    return nodes
+
+
+@given(value_pairs())
+@settings(max_examples=200, deadline=None)
+def test_size_table_holds_every_nodes_subtree_size(pair: tuple[Value, Value]) -> None:
+    for value in pair:
+        assert size_table(value) == [node_count(node) for node in _preorder(value)]
+
+
+@given(value_pairs())
+@settings(max_examples=300, deadline=None)
+def test_diff_and_apply_with_a_size_table_equal_them_without(pair: tuple[Value, Value]) -> None:
+    old, new = pair
+    weigh = lambda op: len(repr(op))  # noqa: E731 - any weight lets copies compete
+    table = size_table(old)
+    plain = diff_traced(old, new, weigh=weigh)
+    tabled = diff_traced(old, new, weigh=weigh, sizes=table)
+    assert tabled.ops == plain.ops
+    assert values_equal(apply_traced(old, tabled.ops, sizes=table).result, new)
+
+
+def test_canonical_keys_sort_by_encoded_length_then_bytes() -> None:
+    assert structural.canonical_keys(("bb", "a", "ab", "é", "z")) == ("a", "z", "ab", "bb", "é")

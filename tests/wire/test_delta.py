@@ -12,11 +12,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import edgecfg
-from edgecfg.core.delta import apply_traced, diff_traced
+from edgecfg.core.delta import apply_traced, canonical_keys, diff_traced, size_table
 from edgecfg.core.schema import Schema
 from edgecfg.core.schema_document import schema_from_document
 from edgecfg.core.tree import Tree, UnsetType, Value, get, values_equal
 from edgecfg.errors import (
+    DecodeError,
     DeltaBaseMismatch,
     DeltaError,
     DeltaIntegrityError,
@@ -26,9 +27,11 @@ from edgecfg.errors import (
 from edgecfg.wire.cbor import (
     DecodeLimits,
     Encoded,
+    content_key,
     encode,
     encode_reusing,
     etag,
+    node_ends,
     parts_from_bytes,
 )
 from edgecfg.wire.delta import (
@@ -46,6 +49,7 @@ from edgecfg.wire.delta import (
     apply_delta_encoded,
     delta_kind,
     encode_delta,
+    forget_bases,
     make_delta,
     with_kind,
 )
@@ -586,3 +590,140 @@ def test_parts_from_bytes_notices_bytes_of_another_value() -> None:
     # the root's last entry taken whole, its key included
     whole = parts_from_bytes(value, encode(value), {id(value)}, {}, root_tail=1)
     assert whole == encode({"b": {"c": 1}})[1:]
+
+
+# ---------------------------------------------------------------- what is known of a base
+
+
+def _preorder(value: Value) -> list[Value]:
+    nodes = [value]
+    if isinstance(value, dict):
+        for key in canonical_keys(tuple(value)):
+            nodes += _preorder(value[key])
+    elif isinstance(value, list):
+        for item in value:
+            nodes += _preorder(item)
+    return nodes
+
+
+@given(top_values())
+@settings(max_examples=300, deadline=None)
+def test_node_ends_end_each_nodes_encoding(value: Value) -> None:
+    data = encode(value)
+    ends = node_ends(data)
+    nodes = _preorder(value)
+    assert len(ends) == len(nodes)
+    for node, end in zip(nodes, ends, strict=True):
+        blob = encode(node)
+        assert data[end - len(blob) : end] == blob
+
+
+@pytest.mark.parametrize("data", [b"\x82\x01", b"\xa1\x61", b"\x01\x02", b"\x1c"])
+def test_node_ends_refuse_malformed_bytes(data: bytes) -> None:
+    with pytest.raises(DecodeError):
+        node_ends(data)
+
+
+@given(value_pairs())
+@settings(max_examples=200, deadline=None)
+def test_parts_sliced_with_tables_equal_parts_sliced_by_decoding(
+    pair: tuple[Value, Value],
+) -> None:
+    old, new = pair
+    applied = apply_traced(old, diff_traced(old, new).ops)
+    rebuilt = {id(n) for n in applied.rebuilt}
+    data = encode(old)
+    decoded: dict[int, bytes] = {}
+    tabled: dict[int, bytes] = {}
+    tables = (size_table(old), node_ends(data))
+    for tail in (0, 1):
+        assert parts_from_bytes(old, data, rebuilt, tabled, root_tail=tail, tables=tables) == (
+            parts_from_bytes(old, data, rebuilt, decoded, root_tail=tail)
+        )
+        assert tabled == decoded
+    assert encode_reusing(applied.result, {id(n) for n in applied.built}, tabled) == encode(new)
+
+
+def test_content_keys_keep_exact_types_apart() -> None:
+    distinct: list[Value] = [
+        [1],
+        1,
+        1.0,
+        True,
+        0.0,
+        -0.0,
+        "1",
+        b"1",
+        {"a": 1, "b": 2},
+        {"b": 2, "a": 1},
+    ]
+    keys = [content_key(value) for value in distinct]
+    assert None not in keys
+    assert len(set(keys)) == len(keys)
+    assert content_key((1,)) != content_key([1])  # type: ignore[arg-type]
+
+    class Text(str):
+        pass
+
+    assert content_key({Text("a"): 1}) is None  # type: ignore[dict-item]
+
+
+@given(value_pairs())
+@settings(max_examples=150, deadline=None)
+def test_a_base_met_again_gives_the_same_deltas_and_results(pair: tuple[Value, Value]) -> None:
+    old, new = pair
+    forget_bases()
+    deltas = [make_delta(old, new) for _ in range(3)]  # the third uses the tables
+    assert deltas[0] == deltas[1] == deltas[2]
+    for _ in range(3):
+        assert values_equal(apply_delta(old, deltas[0]), new)
+    if isinstance(old, dict) and isinstance(new, dict):
+        base = Encoded(old, encode(old), etag(old))
+        for _ in range(3):
+            assert apply_delta_encoded(base, deltas[0]).cbor == encode(new)
+
+
+def test_a_base_changed_in_place_between_calls_is_another_base() -> None:
+    forget_bases()
+    old: Tree = {"a": {"b": 1, "c": [1, 2]}, "d": "text"}
+    new: Tree = {"a": {"b": 2, "c": [1, 2]}, "d": "text"}
+    delta = make_delta(old, new)
+    for _ in range(3):
+        assert apply_delta(old, delta) == new
+    cast(dict[str, Value], old["a"])["c"] = [1, 2, 3]  # same objects, another content
+    with pytest.raises((DeltaBaseMismatch, DeltaIntegrityError)):
+        apply_delta(old, delta)
+    changed = {"a": {"b": 2, "c": [1, 2, 3]}, "d": "text"}
+    assert apply_delta(old, make_delta(old, changed)) == changed
+
+
+def test_a_checked_base_does_not_vouch_for_a_tuple_in_its_place() -> None:
+    forget_bases()
+    make_delta({"a": [1]}, {"a": [2]})
+    make_delta({"a": [1]}, {"a": [2]})
+    with pytest.raises(EncodeError):
+        make_delta({"a": (1,)}, {"a": [2]})  # type: ignore[dict-item]
+
+
+@given(value_pairs())
+@settings(max_examples=100, deadline=None)
+def test_a_kept_zstd_dictionary_compresses_as_a_fresh_one(pair: tuple[Value, Value]) -> None:
+    old, new = pair
+    forget_bases()
+    made = [make_delta(old, new) for _ in range(2)]  # the second with the digested dictionary
+    kind = made[0][0] >> 3 & 7
+    if kind in (OPS_ZSTD, FULL_ZSTD, OPS_ZSTD_FRAME, FULL_ZSTD_FRAME):
+        assert made[0] == made[1] == encode_delta(old, new, kind)  # encode_delta keeps nothing
+
+
+def test_a_kept_zstd_dictionary_compresses_a_large_change_as_a_fresh_one() -> None:
+    forget_bases()
+    old: Tree = {
+        f"section {i}": {f"option_{j}": f"value {i}.{j}" for j in range(8)} for i in range(40)
+    }
+    new: Tree = {**old, **{f"new {i}": {"text": f"line {i} of a new macro " * 4} for i in range(6)}}
+    made = [make_delta(old, new) for _ in range(3)]
+    kind = made[0][0] >> 3 & 7
+    assert kind in (OPS_ZSTD, FULL_ZSTD)
+    assert made[0] == made[1] == made[2] == encode_delta(old, new, kind)
+    assert apply_delta(old, made[2]) == new
