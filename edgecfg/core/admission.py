@@ -245,3 +245,35 @@ class Admission:
     def _refuse(self, code: Literal["4.29", "5.03"], limit: str, wait_s: float) -> Refusal:
         self.refused[limit] = self.refused.get(limit, 0) + 1
         return Refusal(code, limit, max(1, math.ceil(wait_s)))
+
+
+RELEASE_AT: Final = 256
+"""Remembered exchanges a peak must reach before its end is worth a release."""
+RELEASE_PART: Final = 8
+"""A peak has ended when the remembered exchanges fell to this part of it."""
+
+
+@dataclass(slots=True)
+class Subsiding:
+    """Says when a burst of remembered exchanges is over, so the shell can
+    hand the memory they held back to the system (once per burst).
+
+    The shell reports the remembered count as it goes (:meth:`note`); the
+    answer is True once, when the count has fallen to ``1 / RELEASE_PART``
+    of a peak of at least ``RELEASE_AT`` since the last release.  A quiet
+    gateway never releases (nothing to give back), a gateway under steady
+    load neither (its memory is in use).
+    """
+
+    peak: int = 0
+    releases: int = 0
+
+    def note(self, remembered: int) -> bool:
+        if remembered > self.peak:
+            self.peak = remembered
+            return False
+        if self.peak < RELEASE_AT or remembered > self.peak // RELEASE_PART:
+            return False
+        self.peak = remembered
+        self.releases += 1
+        return True

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import logging
 import socket
+import time
 from collections.abc import AsyncIterator, Iterator
 
 import aiocoap
@@ -23,6 +24,7 @@ from edgecfg.core.layers import layer_from_parts
 from edgecfg.gateway.hardening import RECEIVE_BUFFER
 from edgecfg.gateway.identity import InsecurePolicy
 from edgecfg.gateway.server import Gateway
+from edgecfg.gateway.spool import SPOOL_TTL_S
 from edgecfg.store import MemoryStore
 from tests.gateway.conftest import SCHEMA, free_udp_port, sensor
 from tests.gateway.test_coap import INTERVAL, ask
@@ -51,9 +53,10 @@ async def gateway() -> AsyncIterator[Gateway]:
 
 
 def remembered_by_aiocoap(gateway: Gateway) -> int:
-    """Requests aiocoap keeps for duplicate detection (its private table)."""
+    """Requests kept for duplicate detection: the gateway's slim tables, and
+    aiocoap's own private one (which they replace: it must stay empty)."""
     assert gateway.context is not None
-    total = 0
+    total = sum(len(table) for table in gateway.remembered)
     for interface in gateway.context.request_interfaces:
         messages = interface.token_interface.message_interface
         total += len(messages._ctx._recent_messages)  # pyright: ignore
@@ -219,3 +222,47 @@ async def test_the_gateway_socket_queues_more_than_the_default(gateway: Gateway)
         allowed = fresh.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
     assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) == allowed
     assert allowed > default
+
+
+async def test_a_duplicate_gets_the_same_answer_until_the_exchange_lifetime_ends(
+    gateway: Gateway, client: aiocoap.Context
+) -> None:
+    tag = gateway.fleet.etag(DeviceId("dev-1"))
+    request = coap(CON, Code.GET, 500, b"dup", [(ETAG, tag), (URI_PATH, b"cfg"),
+                                                (URI_PATH, b"dev-1")])  # fmt: skip
+    peer = RawPeer(gateway, host="127.0.0.2")
+    try:
+        await peer.send(request)
+        first = await peer.answer()
+        await peer.send(request)  # RFC 7252 §4.5: a retransmission, answered the same
+        again = await peer.answer()
+        assert first is not None and again is not None
+        assert first.code == Code.VALID
+        same = [(m.mtype, m.mid, m.token, m.code, m.opt.etag, m.payload) for m in (first, again)]
+        assert same[0] == same[1]
+        assert remembered_by_aiocoap(gateway) == 1
+        assert gateway.admission.remembered == 1
+        gateway.housekeeping(time.monotonic() + BUDGETS.exchange_lifetime_s + 1)
+        assert remembered_by_aiocoap(gateway) == 0
+        assert gateway.admission.remembered == 0
+    finally:
+        peer.close()
+    await served(gateway, client)
+
+
+async def test_an_abandoned_upload_gives_back_its_peers_share_without_more_traffic(
+    gateway: Gateway, client: aiocoap.Context
+) -> None:
+    block0 = [(URI_PATH, b"state"), (URI_PATH, b"dev-1"), (12, b"\x3c"), (27, b"\x0e")]
+    peer = RawPeer(gateway, host="127.0.0.2")
+    try:
+        await peer.send(coap(CON, Code.POST, 600, b"up", block0, payload=b"\xa0" * 1024))
+        reply = await peer.answer()
+        assert reply is not None and reply.code == Code.CONTINUE
+    finally:
+        peer.close()
+    host = b"\x7f\x00\x00\x02"
+    assert gateway.gate.spool.of(host) > 0
+    gateway.housekeeping(time.monotonic() + SPOOL_TTL_S + 1)
+    assert (gateway.gate.spool.of(host), len(gateway.gate.spool)) == (0, 0)
+    await served(gateway, client)
