@@ -14,8 +14,11 @@ round trip: an empty 2.04 means current; a payload is the delta.
 
 A transfer interrupted at block N resumes at block N while the ETag holds
 (also after a restart: the received bytes are on disk), else starts over.
-Failures back off exponentially with full jitter; each failed attempt is
-reported (:class:`Retry`) so a person watching sees progress, not silence.
+Failures back off exponentially with full jitter, except when the gateway
+said when to come back: a 4.29 or 5.03 (RFC 8516) is retried after its
+Max-Age, and an observation the gateway ended that way is registered again
+after it.  Each failed attempt is reported (:class:`Retry`) so a person
+watching sees progress, not silence.
 
 Stopping: :meth:`Agent.watch` and :func:`until` end as soon as their stop
 event is set, whatever they are waiting for (a notification, a retry
@@ -33,7 +36,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal, TypeVar, cast
 
 from edgecfg.agent.coap import Link as CoapLinkProtocol
-from edgecfg.agent.coap import LinkDown, Reply
+from edgecfg.agent.coap import LinkDown, Reply, shed
 from edgecfg.agent.local import LocalOverrides
 from edgecfg.agent.state import LocalState, Transfer
 from edgecfg.core.ids import ETag
@@ -47,6 +50,8 @@ from edgecfg.wire.senml import CONTENT_FORMAT_SENML_CBOR, Record, encode_senml
 
 AGENT_VERSION: Final = "1.0.0"
 JOURNAL_CHUNK_BYTES: Final = 900  # journal entries per state report: one CoAP block
+MAX_HONOURED_S: Final = 86400.0  # a Max-Age beyond a day is a broken gateway's
+MAX_AGE_SPREAD: Final = 0.1  # retries after a Max-Age spread over a tenth of it
 Outcome = Literal["current", "updated", "partial"]
 T = TypeVar("T")
 
@@ -76,6 +81,16 @@ class Backoff:
 
     def delay(self, attempt: int, rng: random.Random) -> float:
         return rng.uniform(0, min(self.cap_s, self.base_s * 2**attempt))
+
+    def after(self, error: LinkDown, attempt: int, rng: random.Random) -> float:
+        """The wait before retrying after ``error``: the gateway's Max-Age when
+        it gave one (RFC 8516 §4: not earlier; up to ``MAX_AGE_SPREAD`` of it
+        later, so devices refused together do not return together; at most
+        ``MAX_HONOURED_S``), else :meth:`delay`."""
+        if error.retry_after_s is None:
+            return self.delay(attempt, rng)
+        wait = min(MAX_HONOURED_S, max(0.0, error.retry_after_s))
+        return wait * (1 + rng.uniform(0, MAX_AGE_SPREAD))
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,7 +185,7 @@ class Agent:
             except LinkDown as error:
                 if attempt == attempts - 1:
                     raise
-                delay = self.backoff.delay(attempt, self.rng)
+                delay = self.backoff.after(error, attempt, self.rng)
                 self._retrying(Retry(attempt + 1, attempts, delay, error))
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
@@ -212,9 +227,14 @@ class Agent:
             except LinkDown as down:
                 error = down
             failures += 1
-            delay = self.backoff.delay(min(failures, 10), self.rng) + 0.01
+            delay = self.backoff.after(error, min(failures, 10), self.rng) + 0.01
             self._retrying(Retry(failures, None, delay, error))
             await asyncio.sleep(delay)
+
+    @property
+    def link_address(self) -> str:
+        """The gateway's address, for messages (``coap://HOST:PORT`` on a CoAP link)."""
+        return str(getattr(self.link, "base", "the gateway"))
 
     def _retrying(self, retry: Retry) -> None:
         if self.on_retry is not None:
@@ -333,10 +353,9 @@ class Agent:
             "GET", ("cfg", self.device), query=query, block2=block2,
             etags=(base,) if base is not None else (),
         )  # fmt: skip
-        if reply.code == "5.03":
-            raise LinkDown(
-                f"gateway overloaded; retry after {reply.max_age or 60} s", kind="overloaded"
-            )
+        refused = shed(self.link_address, reply)
+        if refused is not None:
+            raise refused
         return reply
 
     async def _report(self) -> bool:
@@ -392,6 +411,9 @@ class Agent:
             "POST", ("state", self.device), payload=encode(report),
             content_format=CONTENT_FORMAT_CBOR,
         )  # fmt: skip
+        refused = shed(self.link_address, reply, "state report: ")
+        if refused is not None:
+            raise refused
         if not reply.ok:
             raise SyncFailed(f"{self.device}: state report refused: {reply.code} {reply.payload!r}")
         self._introduced = True

@@ -191,6 +191,13 @@ class _Phase:
     syncs: list[float] = field(default_factory=list[float])
     failures: int = 0
     rss: list[float] = field(default_factory=list[float])
+    begun: float = 0.0  # monotonic time the phase began
+    slowest_at: float | None = None  # when its slowest sync started, after ``begun``
+
+    def synced(self, started: float, seconds: float) -> None:
+        if not self.syncs or seconds > max(self.syncs):
+            self.slowest_at = started - self.begun
+        self.syncs.append(seconds)
 
     def figures(self) -> dict[str, float | int | None]:
         ordered = sorted(self.syncs)
@@ -199,6 +206,7 @@ class _Phase:
             "failures": self.failures,
             "sync_median_s": round(statistics.median(ordered), 3) if ordered else None,
             "sync_max_s": round(ordered[-1], 3) if ordered else None,
+            "slowest_started_s": round(self.slowest_at, 1) if self.slowest_at is not None else None,
             "rss_max_mib": round(max(self.rss), 1) if self.rss else None,
             "rss_last_mib": round(self.rss[-1], 1) if self.rss else None,
         }
@@ -225,7 +233,7 @@ async def _device(
             except Exception:  # a failed sync is a figure, not the end of the bench
                 phase.failures += 1
             else:
-                phase.syncs.append(time.monotonic() - started)
+                phase.synced(started, time.monotonic() - started)
             await asyncio.sleep(0.5)
 
 
@@ -302,11 +310,13 @@ async def _measure(
     out = spawn.Queue()
     flooder = spawn.Process(target=_flood, args=(port, rate, seconds, ports, out), daemon=True)
     current[0] = 1
+    phases[1].begun = time.monotonic()
     flooder.start()
     sent, flood_s, answers = await asyncio.to_thread(out.get, True, seconds + 120)
     flooder.join(10)
     ended = time.monotonic()
     current[0] = 2
+    phases[2].begun = ended
     await asyncio.sleep(max(0.0, ended + after - time.monotonic()))
     after_rss = rss_mib(pid)  # ``after`` seconds after the flood ended
     stop.set()
@@ -377,7 +387,12 @@ def targets(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
     base = rss["baseline_mib"]
     growth = rss["peak_mib"] - base
     back = (rss["after_mib"] - base) / base if base else 0.0
-    slowest = max(during["sync_max_s"] or 0.0, after["sync_max_s"] or 0.0)
+    slowest, started_s, phase = max(
+        (during["sync_max_s"] or 0.0, during["slowest_started_s"], "the flood began"),
+        (after["sync_max_s"] or 0.0, after["slowest_started_s"], "it ended"),
+        key=lambda candidate: candidate[0],
+    )
+    when = "" if started_s is None else f"; it started {started_s:.0f} s after {phase}"
     failed = during["failures"] + after["failures"]
     errors, tracebacks = report["flood"]["server_errors"], report["gateway_log"]["tracebacks"]
     return {
@@ -393,7 +408,7 @@ def targets(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
         "sync": {
             "met": slowest <= TARGET_SYNC_S and failed == 0, "slowest_s": round(slowest, 2),
             "failed": failed,
-            "text": f"slowest sync during/after {slowest:.2f} s (<= {TARGET_SYNC_S:.0f}); "
+            "text": f"slowest sync during/after {slowest:.2f} s (<= {TARGET_SYNC_S:.0f}{when}); "
                     f"failed {failed} (0)",
         },
         "errors": {

@@ -66,6 +66,10 @@ class Budgets:
     """Observations registered, in all."""
     peer_observations: int = 32
     """Observations one peer holds; a new one beyond ends its oldest."""
+    observation_idle_s: float = 600.0
+    """An observer not heard from (no request, no new registration) for this
+    long has its observations ended with 5.03 + Max-Age: a live one registers
+    again (one round trip per idle period), a vanished one frees its place."""
     spool_mib: float = 16.0
     """Bytes of Block1 uploads being reassembled, in all."""
     peer_spool_kib: float = 192.0
@@ -89,6 +93,7 @@ UNLIMITED: Final = Budgets(
     queue_delay_s=math.inf,
     peer_in_flight=10**9, observations=10**9, peer_observations=10**9, spool_mib=1e9,
     peer_spool_kib=1e12, telemetry_kib_per_day=None, exchange_lifetime_s=247.0,
+    observation_idle_s=math.inf,
 )  # fmt: skip
 """No budgets, and RFC 7252's exchange lifetime (same-run baselines in benchmarks only)."""
 
@@ -200,6 +205,11 @@ class Admission:
             if not state.expiries and not state.in_flight:
                 del self._peers[peer]
                 return
+
+    def last_heard(self, peer: Hashable) -> float | None:
+        """When ``peer`` last sent a request (None: not tracked, or forgotten)."""
+        state = self._peers.get(peer)
+        return state.stamp if state is not None else None
 
     def expire(self, now: float) -> None:
         """Forget the exchanges whose lifetime ended by ``now`` (admission does

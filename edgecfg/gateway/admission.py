@@ -18,7 +18,6 @@ CoAP answer to a refusal.
 from __future__ import annotations
 
 import functools
-import ipaddress
 import socket
 import time
 from collections import OrderedDict
@@ -38,16 +37,25 @@ def address_peer(sockaddr: object) -> bytes | None:
     """The budget key of a socket address (see the module docstring)."""
     if not isinstance(sockaddr, tuple) or not sockaddr or not isinstance(sockaddr[0], str):
         return None
-    host: str = sockaddr[0]
+    return _host_peer(sockaddr[0])
+
+
+_V4_MAPPED: Final = bytes(10) + b"\xff\xff"
+
+
+@functools.lru_cache(maxsize=4096)
+def _host_peer(host: str) -> bytes | None:
+    # Runs for every datagram: inet_pton, not the ipaddress module (10x the time).
+    address = host.split("%", 1)[0]
     try:
-        address = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
+        if ":" not in address:
+            return socket.inet_pton(socket.AF_INET, address)
+        packed = socket.inet_pton(socket.AF_INET6, address)
+    except (OSError, ValueError):
         return None
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            return address.ipv4_mapped.packed
-        return address.packed[:8]
-    return address.packed
+    if packed[:12] == _V4_MAPPED:
+        return packed[12:]
+    return packed[:8]
 
 
 def request_peer(request: aiocoap.Message, claimed: Identity | None) -> object:

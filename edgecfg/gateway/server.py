@@ -180,11 +180,13 @@ class Gateway:
 
     def housekeeping(self, now: float) -> None:
         """Forget what expired by ``now`` when no request comes to do it
-        (remembered exchanges, idle uploads), and hand the memory of a burst
-        back to the system once it is over (:func:`release_memory`)."""
+        (remembered exchanges, idle uploads), end the observations of idle
+        observers, and hand the memory of a burst back to the system once it
+        is over (:func:`release_memory`)."""
         self.admission.expire(now)  # counts stay true when it is quiet
         remembered = sum(table.expire(now) for table in self.remembered)
         self.gate.spool.expire(now)
+        self.gate.observations.end_idle(now, self.admission.last_heard)
         if self.subsiding.note(remembered):
             release_memory()
 

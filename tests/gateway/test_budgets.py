@@ -266,3 +266,32 @@ async def test_an_abandoned_upload_gives_back_its_peers_share_without_more_traff
     gateway.housekeeping(time.monotonic() + SPOOL_TTL_S + 1)
     assert (gateway.gate.spool.of(host), len(gateway.gate.spool)) == (0, 0)
     await served(gateway, client)
+
+
+async def test_an_observer_not_heard_from_is_ended_with_5_03_and_max_age(
+    gateway: Gateway, client: aiocoap.Context
+) -> None:
+    peer = RawPeer(gateway, host="127.0.0.2")
+    host = b"\x7f\x00\x00\x02"
+    observations = gateway.gate.observations
+    try:
+        await peer.send(coap(CON, Code.GET, 700, b"idle", observe((b"cfg", b"dev-1"))))
+        reply = await peer.answer()
+        assert reply is not None and reply.opt.observe is not None
+        idle = BUDGETS.observation_idle_s
+        now = time.monotonic()
+        # heard from lately (a request, by the admission's account): kept
+        assert observations.end_idle(now + idle + 1, lambda _: now + idle) == 0
+        gateway.housekeeping(now + idle / 2)
+        assert observations.of(host) == 1
+        gateway.housekeeping(now + idle + 1)  # silent for longer than the bound
+        ended = await peer.answer()
+        assert ended is not None
+        assert (ended.token, ended.code, ended.opt.observe) == (b"idle", Code.SERVICE_UNAVAILABLE,
+                                                                None)  # fmt: skip
+        assert ended.opt.max_age is not None and ended.opt.max_age >= 1
+        assert (observations.of(host), observations.total, observations.ended_idle) == (0, 0, 1)
+        assert gateway.config.observers == {}
+    finally:
+        peer.close()
+    await served(gateway, client)
