@@ -23,6 +23,7 @@ import errno
 import functools
 import gc
 import logging
+import math
 import platform
 import signal
 import socket
@@ -172,11 +173,17 @@ class Gateway:
         long queued work (datagrams, handlers) waits before it runs; and keep
         house while at it."""
         loop = asyncio.get_running_loop()
+        logged = -math.inf
         while True:
             due = loop.time() + LAG_PROBE_S
             await asyncio.sleep(LAG_PROBE_S)
             self.admission.note_delay(loop.time() - due)
-            self.housekeeping(time.monotonic())
+            try:
+                self.housekeeping(time.monotonic())
+            except Exception:  # must not stop the lag probe the admission relies on
+                if loop.time() - logged >= 60.0:  # a lasting fault: a traceback a minute
+                    logged = loop.time()
+                    log.exception("gateway housekeeping failed")
 
     def housekeeping(self, now: float) -> None:
         """Forget what expired by ``now`` when no request comes to do it
