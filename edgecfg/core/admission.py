@@ -272,17 +272,19 @@ class Subsiding:
     """Says when a burst of remembered exchanges is over, so the shell can
     hand the memory they held back to the system (once per burst).
 
-    The shell reports the remembered count as it goes (:meth:`note`); the
-    answer is True once, when the count has fallen to ``1 / RELEASE_PART``
-    of a peak of at least ``RELEASE_AT`` since the last release.  A quiet
-    gateway never releases (nothing to give back), a gateway under steady
-    load neither (its memory is in use).
+    The shell reports the remembered count as it goes (:meth:`note`, with
+    the highest count since its last report when it knows it); the answer is
+    True once, when the count has fallen to ``1 / RELEASE_PART`` of a peak
+    of at least ``RELEASE_AT`` since the last release.  A quiet gateway
+    never releases (nothing to give back), a gateway under steady load
+    neither (its memory is in use).
     """
 
     peak: int = 0
     releases: int = 0
 
-    def note(self, remembered: int) -> bool:
+    def note(self, remembered: int, highest: int = 0) -> bool:
+        self.peak = max(self.peak, highest)
         if remembered > self.peak:
             self.peak = remembered
             return False

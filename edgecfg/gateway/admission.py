@@ -103,6 +103,12 @@ class RememberedAnswers:
     def __init__(self, lifetime_s: float) -> None:
         self.lifetime_s = lifetime_s
         self._answers: OrderedDict[Key, tuple[float, bytes | None]] = OrderedDict()
+        self._highest = 0  # requests held at most since :meth:`highest` was asked
+
+    def highest(self) -> int:
+        """The most requests held at once since the last call."""
+        highest, self._highest = self._highest, len(self._answers)
+        return highest
 
     def __len__(self) -> int:
         return len(self._answers)
@@ -137,6 +143,7 @@ class RememberedAnswers:
         remembered = self._answers.get(key)
         if remembered is None:
             self._answers[key] = (now + self.lifetime_s, None)
+            self._highest = max(self._highest, len(self._answers))
             return False
         answer = remembered[1]
         if message.mtype == Type.CON and answer is not None:

@@ -192,9 +192,10 @@ class Gateway:
         is over (:func:`release_memory`)."""
         self.admission.expire(now)  # counts stay true when it is quiet
         remembered = sum(table.expire(now) for table in self.remembered)
+        highest = sum(table.highest() for table in self.remembered)  # since the last call
         self.gate.spool.expire(now)
         self.gate.observations.end_idle(now, self.admission.last_heard)
-        if self.subsiding.note(remembered):
+        if self.subsiding.note(remembered, highest):
             release_memory()
 
     async def _refresh_loop(self) -> None:

@@ -143,6 +143,13 @@ def test_memory_is_released_once_when_a_burst_has_subsided() -> None:
     assert subsiding.releases == 1
 
 
+def test_a_peak_between_two_reports_counts() -> None:
+    subsiding = Subsiding()
+    assert subsiding.note(0) is False
+    assert subsiding.note(0, highest=RELEASE_AT) is True  # came and went between two reports
+    assert subsiding.releases == 1
+
+
 @given(st.lists(st.integers(0, RELEASE_AT - 1), max_size=200))
 def test_a_gateway_that_never_held_much_never_releases(counts: list[int]) -> None:
     subsiding = Subsiding()

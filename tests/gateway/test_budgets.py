@@ -18,7 +18,7 @@ import aiocoap
 import pytest
 from aiocoap.numbers.codes import Code
 
-from edgecfg.core.admission import EXCHANGE_COST, Budgets
+from edgecfg.core.admission import EXCHANGE_COST, RELEASE_AT, Budgets
 from edgecfg.core.ids import DeviceId, LayerId
 from edgecfg.core.layers import layer_from_parts
 from edgecfg.gateway.hardening import RECEIVE_BUFFER
@@ -295,3 +295,34 @@ async def test_an_observer_not_heard_from_is_ended_with_5_03_and_max_age(
     finally:
         peer.close()
     await served(gateway, client)
+
+
+async def test_once_a_burst_of_exchanges_has_expired_its_memory_is_handed_back(
+    client: aiocoap.Context,
+) -> None:
+    gateway = Gateway(MemoryStore(), policy=InsecurePolicy(), refresh_s=0)  # default budgets
+    for host in ("127.0.0.1", "127.0.0.2"):
+        gateway.guard.trust(host)
+    gateway.fleet.load_schema(SCHEMA.read_bytes(), "json", source="device.json", now=1.0)
+    gateway.fleet.add_device(sensor("dev-2"))
+    tag = gateway.fleet.etag(DeviceId("dev-2"))
+    burst = RELEASE_AT + 44
+    await gateway.start("127.0.0.1", free_udp_port())
+    peer = RawPeer(gateway, host="127.0.0.2")
+    try:
+        for mid in range(burst):
+            options = [(ETAG, tag), (URI_PATH, b"cfg"), (URI_PATH, b"dev-2")]
+            await peer.send(coap(CON, Code.GET, mid, mid.to_bytes(2, "big"), options))
+            reply = await peer.answer()
+            assert reply is not None and reply.code == Code.VALID
+        assert remembered_by_aiocoap(gateway) == burst
+        assert gateway.subsiding.releases == 0  # still held: nothing to give back
+        gateway.housekeeping(time.monotonic() + gateway.admission.budgets.exchange_lifetime_s + 1)
+        assert remembered_by_aiocoap(gateway) == 0
+        assert gateway.subsiding.releases == 1  # gc and malloc_trim ran once
+        gateway.housekeeping(time.monotonic())
+        assert gateway.subsiding.releases == 1
+        await served(gateway, client)
+    finally:
+        peer.close()
+        await gateway.stop()
