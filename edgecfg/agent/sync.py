@@ -335,7 +335,7 @@ class Agent:
             actions = session.receive(event)
 
     def _lost(self, error: LinkDown) -> Lost:
-        return Lost(time.monotonic(), str(error), self.rng.random())
+        return Lost(time.monotonic(), str(error), self.rng.random(), error.retry_after_s)
 
     async def _get(self, action: Get, down: LinkDown | None) -> tuple[Event, LinkDown | None]:
         size = action.szx if action.szx is not None else DEFAULT_SZX
