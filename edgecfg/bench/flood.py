@@ -30,7 +30,6 @@ import asyncio
 import json
 import logging
 import multiprocessing
-import statistics
 import sys
 import tempfile
 import time
@@ -40,6 +39,7 @@ from multiprocessing.synchronize import Event
 from pathlib import Path
 from typing import Any, Final
 
+from edgecfg.bench.measure import median, rss_mib
 from edgecfg.errors import CommandError
 
 DEVICES: Final = 10
@@ -175,14 +175,6 @@ def _flood(port: int, rate: float, seconds: float, ports: int, out: Any) -> None
     out.put((report.sent, report.seconds, dict(report.answers)))
 
 
-def rss_mib(pid: int) -> float:
-    """Resident set size of process ``pid`` (Linux ``/proc``)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
 # -- the measurement --------------------------------------------------------------------
 
 
@@ -204,7 +196,7 @@ class _Phase:
         return {
             "syncs": len(ordered),
             "failures": self.failures,
-            "sync_median_s": round(statistics.median(ordered), 3) if ordered else None,
+            "sync_median_s": round(median(ordered), 3) if ordered else None,
             "sync_max_s": round(ordered[-1], 3) if ordered else None,
             "slowest_started_s": round(self.slowest_at, 1) if self.slowest_at is not None else None,
             "rss_max_mib": round(max(self.rss), 1) if self.rss else None,
