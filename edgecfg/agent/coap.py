@@ -71,7 +71,7 @@ _LIKELY: Final[dict[LinkFailure, str]] = {
     "timeout": "is the gateway host up and the address right, or does a firewall drop UDP?",
     "unresolved": "the host name does not resolve: a typo, or no DNS?",
     "unreachable": "no route to that address: is the network up, is the address right?",
-    "overloaded": "the gateway is shedding load (5.03); it asks to retry later",
+    "overloaded": "the gateway is shedding load (4.29 or 5.03); it asks to retry later",
     "observation": "the gateway ended the observation (restarted, or dropped this device)",
     "oscore": "the gateway's answers do not verify: are the credentials for this gateway?",
     "network": "is the network up and the address right?",
@@ -84,7 +84,8 @@ class LinkDown(EdgecfgError):
     ``address`` is the gateway (``coap://HOST:PORT``) when known, ``cause``
     the failure without the address, ``kind`` the coarse cause and
     :attr:`likely` what usually causes it, for the message a person reads
-    after the last retry.
+    after the last retry.  ``retry_after_s`` is the wait the gateway asked
+    for (the Max-Age of a 4.29 or 5.03, RFC 8516 §4), None when it did not.
     """
 
     def __init__(
@@ -94,11 +95,13 @@ class LinkDown(EdgecfgError):
         address: str | None = None,
         kind: LinkFailure = "network",
         cause: str | None = None,
+        retry_after_s: float | None = None,
     ) -> None:
         super().__init__(message)
         self.address = address
         self.kind: LinkFailure = kind
         self.cause = cause if cause is not None else message
+        self.retry_after_s = retry_after_s
 
     @property
     def likely(self) -> str:
@@ -131,6 +134,24 @@ def link_down(address: str, error: BaseException, doing: str = "") -> LinkDown:
         kind, detail = "network", f"network error ({type(error).__name__})"
     cause_text = f"{doing}{detail}"
     return LinkDown(f"{address}: {cause_text}", address=address, kind=kind, cause=cause_text)
+
+
+SHEDDING: Final = frozenset({"4.29", "5.03"})
+"""Codes that ask a client to come back after Max-Age (RFC 8516, RFC 7252 §5.9.3.4)."""
+DEFAULT_MAX_AGE_S: Final = 60  # RFC 7252 §5.10.5: Max-Age when the option is absent
+
+
+def shed(address: str, reply: Reply, doing: str = "") -> LinkDown | None:
+    """The :class:`LinkDown` for a 4.29 or 5.03 answer (the gateway sheds
+    load and says when to come back), else None."""
+    if reply.code not in SHEDDING:
+        return None
+    wait = reply.max_age if reply.max_age is not None else DEFAULT_MAX_AGE_S
+    cause = f"{doing}{reply.code}, retry after {wait} s"
+    return LinkDown(
+        f"{address}: {cause}", address=address, kind="overloaded", cause=cause,
+        retry_after_s=float(wait),
+    )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,6 +311,9 @@ class CoapLink:
             self.traffic.echo_challenges += 1
             request, reply = await self._register(path, reply.echo)
         try:
+            refused = shed(self.base, reply, "observation refused: ")
+            if refused is not None:
+                raise refused
             yield reply
             observation = request.observation
             if observation is None:  # the server did not accept the observation
@@ -298,7 +322,15 @@ class CoapLink:
                     f"{self.base}: {cause}", address=self.base, kind="observation", cause=cause
                 )
             async for notification in observation:
-                yield self._reply(notification)
+                note = self._reply(notification)
+                if not note.ok:  # RFC 7641 §3.2: an error notification ends it
+                    raise _ended(self.base, note)
+                yield note
+            # aiocoap 0.4.17 queues one notification: a final one that came
+            # while the caller was busy is only in the observation's record
+            final = getattr(observation, "_latest_response", None)
+            if isinstance(final, aiocoap.Message) and not (note := self._reply(final)).ok:
+                raise _ended(self.base, note)
         except (aiocoap.error.NetworkError, aiocoap.error.ObservationCancelled, OSError) as error:
             raise link_down(self.base, error, "observation ended: ") from None
         finally:
@@ -467,6 +499,15 @@ class CoapLink:
         reply = self._reply(response)
         self.traffic.codes.append(reply.code)
         return reply
+
+
+def _ended(address: str, note: Reply) -> LinkDown:
+    """The gateway ended an observation with ``note`` (a 4.xx or 5.xx)."""
+    refused = shed(address, note, "observation ended: ")
+    if refused is not None:
+        return refused
+    cause = f"observation ended: {note.code}"
+    return LinkDown(f"{address}: {cause}", address=address, kind="observation", cause=cause)
 
 
 def _anchored(document: object, folder: Path) -> dict[str, object]:

@@ -14,8 +14,11 @@ round trip: an empty 2.04 means current; a payload is the delta.
 
 A transfer interrupted at block N resumes at block N while the ETag holds
 (also after a restart: the received bytes are on disk), else starts over.
-Failures back off exponentially with full jitter; each failed attempt is
-reported (:class:`Retry`) so a person watching sees progress, not silence.
+Failures back off exponentially with full jitter, except when the gateway
+said when to come back: a 4.29 or 5.03 (RFC 8516) is retried after its
+Max-Age, and an observation the gateway ended that way is registered again
+after it.  Each failed attempt is reported (:class:`Retry`) so a person
+watching sees progress, not silence.
 
 Stopping: :meth:`Agent.watch` and :func:`until` end as soon as their stop
 event is set, whatever they are waiting for (a notification, a retry
@@ -34,12 +37,11 @@ from dataclasses import dataclass
 from typing import Any, Final, TypeVar, cast
 
 from edgecfg.agent.coap import Link as CoapLinkProtocol
-from edgecfg.agent.coap import LinkDown, Reply
+from edgecfg.agent.coap import LinkDown, Reply, shed
 from edgecfg.agent.local_state import LocalState
 from edgecfg.agent.overrides import LocalOverrides
 from edgecfg.core.ids import ETag
 from edgecfg.core.session import (
-    DEFAULT_MAX_AGE_S,
     Answer,
     AnswerKind,
     Drop,
@@ -73,6 +75,8 @@ from edgecfg.wire.senml import Record, encode_senml
 
 AGENT_VERSION: Final = "1.0.0"
 JOURNAL_CHUNK_BYTES: Final = 900  # journal entries per state report: one CoAP block
+MAX_HONOURED_S: Final = 86400.0  # a Max-Age beyond a day is a broken gateway's
+MAX_AGE_SPREAD: Final = 0.1  # retries after a Max-Age spread over a tenth of it
 T = TypeVar("T")
 
 
@@ -101,6 +105,16 @@ class Backoff:
 
     def delay(self, attempt: int, rng: random.Random) -> float:
         return rng.uniform(0, min(self.cap_s, self.base_s * 2**attempt))
+
+    def after(self, error: LinkDown, attempt: int, rng: random.Random) -> float:
+        """The wait before retrying after ``error``: the gateway's Max-Age when
+        it gave one (RFC 8516 §4: not earlier; up to ``MAX_AGE_SPREAD`` of it
+        later, so devices refused together do not return together; at most
+        ``MAX_HONOURED_S``), else :meth:`delay`."""
+        if error.retry_after_s is None:
+            return self.delay(attempt, rng)
+        wait = min(MAX_HONOURED_S, max(0.0, error.retry_after_s))
+        return wait * (1 + rng.uniform(0, MAX_AGE_SPREAD))
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,9 +241,14 @@ class Agent:
             except LinkDown as down:
                 error = down
             failures += 1
-            delay = self.backoff.delay(min(failures, 10), self.rng) + 0.01
+            delay = self.backoff.after(error, min(failures, 10), self.rng) + 0.01
             self._retrying(Retry(failures, None, delay, error))
             await asyncio.sleep(delay)
+
+    @property
+    def link_address(self) -> str:
+        """The gateway's address, for messages (``coap://HOST:PORT`` on a CoAP link)."""
+        return str(getattr(self.link, "base", "the gateway"))
 
     def _retrying(self, retry: Retry) -> None:
         if self.on_retry is not None:
@@ -316,7 +335,7 @@ class Agent:
             actions = session.receive(event)
 
     def _lost(self, error: LinkDown) -> Lost:
-        return Lost(time.monotonic(), str(error), self.rng.random())
+        return Lost(time.monotonic(), str(error), self.rng.random(), error.retry_after_s)
 
     async def _get(self, action: Get, down: LinkDown | None) -> tuple[Event, LinkDown | None]:
         size = action.szx if action.szx is not None else DEFAULT_SZX
@@ -331,9 +350,8 @@ class Agent:
         except LinkDown as error:
             return self._lost(error), error
         answer = _answer(reply)
-        if answer.kind == "busy":
-            wait = reply.max_age if reply.max_age is not None else DEFAULT_MAX_AGE_S
-            down = LinkDown(f"gateway overloaded; retry after {wait} s", kind="overloaded")
+        if answer.kind == "busy":  # the session waits its Max-Age; this says why
+            down = shed(self.link_address, reply) or down
         return Got(time.monotonic(), answer), down
 
     def _install(self, action: Install) -> Installed | Unusable:
@@ -400,6 +418,9 @@ class Agent:
             "POST", ("state", self.device), payload=encode(report),
             content_format=ContentFormat.CBOR,
         )  # fmt: skip
+        refused = shed(self.link_address, reply, "state report: ")
+        if refused is not None:
+            raise refused
         if not reply.ok:
             raise SyncFailed(f"{self.device}: state report refused: {reply.code} {reply.payload!r}")
         self._introduced = True

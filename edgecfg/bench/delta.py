@@ -17,7 +17,6 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import statistics
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -25,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgecfg.bench.baselines import full_lz4, json_patch_cbor, zstd_dictionary
+from edgecfg.bench.measure import median, percentile
 from edgecfg.core import delta as structural
 from edgecfg.core.tree import Value, check_model, flatten, is_map, values_equal
 from edgecfg.errors import CommandError, EdgecfgError
@@ -245,29 +245,20 @@ def worst(outcomes: Sequence[Outcome], count: int) -> list[str]:
     return lines
 
 
-def _percentile(values: Sequence[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[round(fraction * (len(ordered) - 1))] if ordered else float("nan")
-
-
-def _median(values: Sequence[float]) -> float:
-    return statistics.median(values) if values else float("nan")
-
-
 def summarize(tally: Tally) -> dict[str, float]:
     """The figures printed for one tally."""
     pairs = len(tally.percents)
     return {
         "pairs": pairs,
-        "median_pct": _median(tally.percents),
-        "p90_pct": _percentile(tally.percents, 0.9),
-        "p99_pct": _percentile(tally.percents, 0.99),
+        "median_pct": median(tally.percents),
+        "p90_pct": percentile(tally.percents, 0.9),
+        "p99_pct": percentile(tally.percents, 0.99),
         "max_pct": max(tally.percents, default=float("nan")),
         "single_edits": len(tally.single_bytes),
-        "single_edit_median_bytes": _median([float(v) for v in tally.single_bytes]),
+        "single_edit_median_bytes": median([float(v) for v in tally.single_bytes]),
         "larger_than_zstd_pct": 100.0 * tally.larger_than_zstd / pairs if pairs else float("nan"),
-        "make_us_median": _median(tally.make_us),
-        "apply_us_median": _median(tally.apply_us),
+        "make_us_median": median(tally.make_us),
+        "apply_us_median": median(tally.apply_us),
     }
 
 
@@ -363,8 +354,8 @@ def speed(leaves: int = 2000, runs: int = 200) -> dict[str, float]:
         "second_meeting_ms": second_meeting,
     }
     for name, values in times.items():
-        figures[f"{name}_ms_p50"] = _median(values)
-        figures[f"{name}_ms_p99"] = _percentile(values, 0.99)
+        figures[f"{name}_ms_p50"] = median(values)
+        figures[f"{name}_ms_p99"] = percentile(values, 0.99)
     return figures
 
 

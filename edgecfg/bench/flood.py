@@ -6,12 +6,17 @@ legitimate device (a real agent, 127.0.0.1) runs full syncs one after the
 other in this process, from a fresh local state each, before, during and
 after the flood.  Reported, with the same-run baseline (before the flood):
 
-- gateway RSS: baseline, peak during the flood, at its end, and ``--after``
-  seconds later (targets: peak <= baseline + 200 MiB; after within 10%);
+- gateway RSS, sampled every second: the baseline (the last sample before
+  the flood), the peak during the flood, and the sample taken ``--after``
+  seconds after the flood ended (targets: peak <= baseline + 200 MiB; after
+  within 10% of the baseline), and when it was first back within 10%;
 - the device's sync latency and failures before, during and after
   (target: every sync succeeds within 5 s);
 - the flood's answers by code (target: no 5.00) and tracebacks in the
   gateway's log (target: none).
+
+Each target gets a verdict, PASS or MISS, in the text and under ``targets``
+in the JSON.
 
 ``--oscore`` runs the gateway with OSCORE (the device enrolled, the flood
 unauthenticated); ``--unbounded`` runs it without budgets, to show what they
@@ -25,7 +30,6 @@ import asyncio
 import json
 import logging
 import multiprocessing
-import statistics
 import sys
 import tempfile
 import time
@@ -35,6 +39,7 @@ from multiprocessing.synchronize import Event
 from pathlib import Path
 from typing import Any, Final
 
+from edgecfg.bench.measure import median, rss_mib
 from edgecfg.errors import CommandError
 
 DEVICES: Final = 10
@@ -42,6 +47,7 @@ LEGIT: Final = "legit-0"
 SYNC_TIMEOUT_S: Final = 120.0
 TARGET_SYNC_S: Final = 5.0
 TARGET_GROWTH_MIB: Final = 200.0
+TARGET_BACK: Final = 0.10  # RSS after, above the baseline, as a part of it
 PHASES: Final = ("baseline", "flood", "after")
 SERIES_STEP_S: Final = 10
 KEY: Final = bytes(range(32))
@@ -169,14 +175,6 @@ def _flood(port: int, rate: float, seconds: float, ports: int, out: Any) -> None
     out.put((report.sent, report.seconds, dict(report.answers)))
 
 
-def rss_mib(pid: int) -> float:
-    """Resident set size of process ``pid`` (Linux ``/proc``)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
 # -- the measurement --------------------------------------------------------------------
 
 
@@ -185,14 +183,22 @@ class _Phase:
     syncs: list[float] = field(default_factory=list[float])
     failures: int = 0
     rss: list[float] = field(default_factory=list[float])
+    begun: float = 0.0  # monotonic time the phase began
+    slowest_at: float | None = None  # when its slowest sync started, after ``begun``
+
+    def synced(self, started: float, seconds: float) -> None:
+        if not self.syncs or seconds > max(self.syncs):
+            self.slowest_at = started - self.begun
+        self.syncs.append(seconds)
 
     def figures(self) -> dict[str, float | int | None]:
         ordered = sorted(self.syncs)
         return {
             "syncs": len(ordered),
             "failures": self.failures,
-            "sync_median_s": round(statistics.median(ordered), 3) if ordered else None,
+            "sync_median_s": round(median(ordered), 3) if ordered else None,
             "sync_max_s": round(ordered[-1], 3) if ordered else None,
+            "slowest_started_s": round(self.slowest_at, 1) if self.slowest_at is not None else None,
             "rss_max_mib": round(max(self.rss), 1) if self.rss else None,
             "rss_last_mib": round(self.rss[-1], 1) if self.rss else None,
         }
@@ -219,15 +225,14 @@ async def _device(
             except Exception:  # a failed sync is a figure, not the end of the bench
                 phase.failures += 1
             else:
-                phase.syncs.append(time.monotonic() - started)
+                phase.synced(started, time.monotonic() - started)
             await asyncio.sleep(0.5)
 
 
 async def _sample(
     pid: int, phases: Sequence[_Phase], current: list[int], stop: asyncio.Event,
-    series: list[tuple[float, str, float]],
+    series: list[tuple[float, str, float]], *, started: float,
 ) -> None:  # fmt: skip
-    started = time.monotonic()
     while not stop.is_set():
         rss = rss_mib(pid)
         phases[current[0]].rss.append(rss)
@@ -272,6 +277,7 @@ def run_flood_bench(
     }
     report["mode"] = ("OSCORE" if oscore else "plain CoAP") + (", no budgets" if unbounded else "")
     report["flood"].update({"rate_asked": rate, "source_ports": ports})
+    report["targets"] = targets(report)
     return report
 
 
@@ -287,26 +293,47 @@ async def _measure(
         _device(uri, folder, credentials, phases=phases, current=current, stop=stop)
     )
     series: list[tuple[float, str, float]] = []
-    sampler = asyncio.create_task(_sample(pid, phases, current, stop, series))
+    started = time.monotonic()
+    sampler = asyncio.create_task(_sample(pid, phases, current, stop, series, started=started))
     await asyncio.sleep(baseline)
     while not phases[0].syncs and not phases[0].failures:  # at least one baseline sync
         await asyncio.sleep(0.1)
+    baseline_rss = rss_mib(pid)  # just before the flood
     out = spawn.Queue()
     flooder = spawn.Process(target=_flood, args=(port, rate, seconds, ports, out), daemon=True)
     current[0] = 1
+    phases[1].begun = time.monotonic()
     flooder.start()
     sent, flood_s, answers = await asyncio.to_thread(out.get, True, seconds + 120)
     flooder.join(10)
+    ended = time.monotonic()
     current[0] = 2
-    await asyncio.sleep(after)
+    phases[2].begun = ended
+    await asyncio.sleep(max(0.0, ended + after - time.monotonic()))
+    after_rss = rss_mib(pid)  # ``after`` seconds after the flood ended
     stop.set()
     await asyncio.gather(device, sampler)
     before, during, later = (phase.figures() for phase in phases)
+    limit = baseline_rss * (1 + TARGET_BACK)
+    back_at = None  # seconds after the flood from which every sample is within 10%
+    for at, phase, mib in series:
+        if phase != "after":
+            continue
+        if mib > limit:
+            back_at = None
+        elif back_at is None:
+            back_at = round(max(0.0, at - (ended - started)), 1)
     return {
         "baseline": before,
         "during": during,
         "after": later,
         "after_s": after,
+        "rss": {
+            "baseline_mib": round(baseline_rss, 1),
+            "peak_mib": round(max([baseline_rss, *phases[1].rss]), 1),
+            "after_mib": round(after_rss, 1),
+            "back_within_10pct_after_s": back_at if after_rss <= limit else None,
+        },
         "rss_series": [list(sample) for sample in series],  # [seconds, phase, MiB] each second
         "flood": {
             "sent": sent,
@@ -335,17 +362,53 @@ def _print(report: dict[str, Any]) -> None:
           + "  (* during the flood)")  # fmt: skip
     answers = ", ".join(f"{code}: {count}" for code, count in sorted(flood["answers"].items()))
     print(f"flood answers: {answers or 'none'}")
-    baseline_rss = base["rss_max_mib"] or 0.0
-    growth = (during["rss_max_mib"] or 0.0) - baseline_rss
-    back = ((after["rss_last_mib"] or 0.0) - baseline_rss) / baseline_rss if baseline_rss else 0
-    slowest = max(during["sync_max_s"] or 0.0, after["sync_max_s"] or 0.0)
+    rss = report["rss"]
+    back = rss["back_within_10pct_after_s"]
+    print(f"RSS MiB: baseline {rss['baseline_mib']:.1f} (just before the flood), peak "
+          f"{rss['peak_mib']:.1f}, {report['after_s']:.0f} s after the flood "
+          f"{rss['after_mib']:.1f}; back within 10% "
+          + ("never" if back is None else f"{back:.0f} s after"))  # fmt: skip
     print("targets:")
-    print(f"  RSS growth during the flood {growth:.1f} MiB (<= {TARGET_GROWTH_MIB:.0f})")
-    print(f"  RSS {report['after_s']:.0f} s after: {back:+.0%} of baseline (within 10%)")
-    print(f"  slowest sync during/after {slowest:.2f} s (<= {TARGET_SYNC_S:.0f}); failed "
-          f"{during['failures'] + after['failures']} (0)")  # fmt: skip
-    print(f"  5.00 answers {flood['server_errors']} (0); tracebacks in the gateway log "
-          f"{report['gateway_log']['tracebacks']} (0)")  # fmt: skip
+    for target in report["targets"].values():
+        print(f"  {'PASS' if target['met'] else 'MISS'}  {target['text']}")
+
+
+def targets(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Issue 20's targets against a report's figures, each with its verdict."""
+    rss, during, after = report["rss"], report["during"], report["after"]
+    base = rss["baseline_mib"]
+    growth = rss["peak_mib"] - base
+    back = (rss["after_mib"] - base) / base if base else 0.0
+    slowest, started_s, phase = max(
+        (during["sync_max_s"] or 0.0, during["slowest_started_s"], "the flood began"),
+        (after["sync_max_s"] or 0.0, after["slowest_started_s"], "it ended"),
+        key=lambda candidate: candidate[0],
+    )
+    when = "" if started_s is None else f"; it started {started_s:.0f} s after {phase}"
+    failed = during["failures"] + after["failures"]
+    errors, tracebacks = report["flood"]["server_errors"], report["gateway_log"]["tracebacks"]
+    return {
+        "rss_growth": {
+            "met": growth <= TARGET_GROWTH_MIB, "value_mib": round(growth, 1),
+            "text": f"RSS growth during the flood {growth:.1f} MiB (<= {TARGET_GROWTH_MIB:.0f})",
+        },
+        "rss_after": {
+            "met": back <= TARGET_BACK, "value": round(back, 3),
+            "text": f"RSS {report['after_s']:.0f} s after the flood {back:+.1%} of the baseline "
+                    f"(<= +{TARGET_BACK:.0%})",
+        },
+        "sync": {
+            "met": slowest <= TARGET_SYNC_S and failed == 0, "slowest_s": round(slowest, 2),
+            "failed": failed,
+            "text": f"slowest sync during/after {slowest:.2f} s (<= {TARGET_SYNC_S:.0f}{when}); "
+                    f"failed {failed} (0)",
+        },
+        "errors": {
+            "met": errors == 0 and tracebacks == 0, "server_errors": errors,
+            "tracebacks": tracebacks,
+            "text": f"5.00 answers {errors} (0); tracebacks in the gateway log {tracebacks} (0)",
+        },
+    }  # fmt: skip
 
 
 def _num(value: float | None) -> str:

@@ -3,8 +3,8 @@
 One definition each, so figures from different benchmarks compare:
 
 - :func:`percentile` is the nearest rank on the ``(n - 1)`` scale (the value
-  at index ``round(fraction * (n - 1))`` of the sorted sample; p50 of an
-  even sample is its upper middle value, p99 of 100 values the 99th);
+  at index ``round(fraction * (n - 1))`` of the sorted sample; p99 of 100
+  values the 99th), :func:`median` the usual median;
 - :func:`rss_mib` is the resident set (``VmRSS``) of a process now and
   :func:`peak_rss_mib` this process's high-water mark;
 - :func:`cpu_seconds` is user + system time of a process from ``/proc``, in
@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import resource
 import socket
+import statistics
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
@@ -32,7 +33,8 @@ def percentile(values: Sequence[float], fraction: float) -> float:
 
 
 def median(values: Sequence[float]) -> float:
-    return percentile(values, 0.5)
+    """The median (the mean of the middle two of an even sample; NaN for none)."""
+    return statistics.median(values) if values else float("nan")
 
 
 def rss_mib(pid: int | None = None) -> float:

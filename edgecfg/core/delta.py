@@ -32,13 +32,14 @@ touches bytes.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from difflib import SequenceMatcher
 from functools import lru_cache
 from typing import Final, TypeAlias, cast
 
 from edgecfg.core.path import Path
+from edgecfg.core.schema import Schema
 from edgecfg.core.tree import (
     UNSET,
     Tree,
@@ -49,7 +50,7 @@ from edgecfg.core.tree import (
     unflatten,
     values_equal,
 )
-from edgecfg.errors import DeltaError, ModelError
+from edgecfg.errors import DeltaError, ModelError, UsageError
 
 # A splice costs two counts, so it must keep at least this many characters.
 SPLICE_MIN_KEPT: Final = 3
@@ -814,3 +815,23 @@ def _unflatten_lenient(flat: dict[Path, Value]) -> Tree:
             if prefix in flat and (not is_map(flat[prefix]) or flat[prefix] == {}):
                 del flat[prefix]
     return unflatten(flat)
+
+
+def restrict_to_classes(
+    old: Tree, new: Tree, *, schema: Schema | None, classes: Collection[str]
+) -> Tree:
+    """``old`` plus only the changes of ``new`` in the given priority classes.
+
+    Keys the schema does not know count as ``normal``.
+    """
+    if schema is None:
+        raise UsageError("priority classes need a schema (make_delta(..., schema=...))")
+    unknown = set(classes) - {"critical", "normal", "bulk"}
+    if unknown:
+        raise UsageError(f"unknown priority classes {sorted(unknown)}; use critical, normal, bulk")
+
+    def wanted(path: tuple[str, ...]) -> bool:
+        spec = schema.spec(path)
+        return (spec.priority if spec is not None else "normal") in classes
+
+    return restrict(old, new, wanted=wanted)

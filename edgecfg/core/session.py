@@ -60,6 +60,10 @@ Phase = Literal["critical", "full", "refetch", "piggyback"]
 CRITICAL_QUERY: Final = "prio=critical"
 DEFAULT_MAX_AGE_S: Final = 60
 """RFC 7252 §5.10.5: the Max-Age of a response that carries none."""
+MAX_WAIT_S: Final = 86_400.0
+"""A Max-Age beyond a day is a broken gateway's; a refusal waits at most this."""
+WAIT_SPREAD: Final = 0.1
+"""A retry after a refusal's Max-Age comes up to this share of it later (RFC 8516 §4)."""
 
 
 class SessionError(EdgecfgError):
@@ -149,11 +153,13 @@ class Got:
 
 @dataclass(frozen=True, slots=True)
 class Lost:
-    """The outstanding exchange failed (timeouts, no route); ``jitter`` in [0, 1)."""
+    """The outstanding exchange failed (timeouts, no route); ``jitter`` in [0, 1).
+    ``wait``: the gateway refused it and said when to come back (a Max-Age)."""
 
     now: float
     reason: str
     jitter: float
+    wait: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,7 +329,10 @@ class SyncSession:
 
     def _on_lost(self, event: Event) -> list[Action]:
         assert isinstance(event, Lost)
-        return self._retry(event.now, event.reason, event.jitter, None)
+        wait = None
+        if event.wait is not None:  # not earlier; spread so refused devices do not return together
+            wait = min(MAX_WAIT_S, max(0.0, event.wait)) * (1 + WAIT_SPREAD * event.jitter)
+        return self._retry(event.now, event.reason, event.jitter, wait)
 
     def _on_installed(self, event: Event) -> list[Action]:
         assert isinstance(event, Installed)

@@ -16,6 +16,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Final, Literal, cast
 
+from edgecfg.core.delta import restrict_to_classes
 from edgecfg.core.hlc import DEFAULT_MAX_DRIFT_MS
 from edgecfg.core.ids import DeviceId, ETag
 from edgecfg.core.path import Path, format_path, parse_path
@@ -33,7 +34,7 @@ from edgecfg.fleet.fleet import Fleet
 from edgecfg.fleet.reconcile import ChangeTimes, journal_entries, reconcile
 from edgecfg.store import DeviceRecord, Store
 from edgecfg.wire.cbor import Encoded, decode, encode, etag_of_bytes
-from edgecfg.wire.delta import make_delta, restrict_to_classes
+from edgecfg.wire.delta import make_delta
 from edgecfg.wire.documents import read_schema
 from edgecfg.wire.messages import DeviceReport, StateAnswer
 from edgecfg.wire.numbers import ContentFormat

@@ -16,7 +16,12 @@ the client goes away, which it may never say.  So the gateway holds at most
 - over the total, the peer holding the most observations ends its oldest
   one, with a 5.03 notification carrying Max-Age: a flood from many hosts
   cannot lock newcomers out, and nobody holds more than a fair share for
-  long.
+  long;
+- a peer not heard from for ``Budgets.observation_idle_s`` (no request, no
+  registration) has all its observations ended with a 5.03 notification and
+  a Max-Age of ``IDLE_RETRY_S`` (:meth:`Observations.end_idle`, from the
+  gateway's housekeeping): a client that went away no longer holds a place,
+  a live one registers again.
 
 The resources only register observations of things that exist (a known
 device, a layer that was written).
@@ -24,6 +29,7 @@ device, a layer that was written).
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Final
@@ -35,6 +41,7 @@ from edgecfg.gateway.admission import refusal_response
 
 Observation = aiocoap.protocol.ServerObservation
 RETRY_S: Final = 60
+IDLE_RETRY_S: Final = 1  # an idle observer may register again at once
 
 
 class Observations:
@@ -43,18 +50,22 @@ class Observations:
     def __init__(self, budgets: Budgets) -> None:
         self.budgets = budgets
         self._by_peer: dict[Hashable, OrderedDict[int, tuple[Observation, Callable[[], None]]]] = {}
+        self._registered: dict[Hashable, float] = {}  # a peer's latest registration
         self.total = 0
         self.ended = 0
+        self.ended_idle = 0
 
     def of(self, peer: Hashable) -> int:
         """How many observations ``peer`` holds."""
         return len(self._by_peer.get(peer, ()))
 
     def register(
-        self, peer: Hashable, observation: Observation, cancel: Callable[[], None]
-    ) -> bool:
+        self, peer: Hashable, observation: Observation, cancel: Callable[[], None],
+        *, now: float | None = None,
+    ) -> bool:  # fmt: skip
         """Accept ``observation`` for ``peer`` (``cancel`` runs when it ends),
-        making room as the module docstring says."""
+        making room as the module docstring says; ``now`` is monotonic time
+        (default: the clock's)."""
         held = self._by_peer.setdefault(peer, OrderedDict())
         while held and len(held) >= self.budgets.peer_observations:
             self._end_oldest(peer, Refusal("4.29", "peer observations", RETRY_S))
@@ -69,9 +80,11 @@ class Observations:
         if self.total >= self.budgets.observations:  # only with a total of 0
             if not held:
                 del self._by_peer[peer]
+                self._registered.pop(peer, None)
             cancel()
             decline(observation)
             return False
+        self._registered[peer] = time.monotonic() if now is None else now
         key = id(observation)
         done = False
 
@@ -85,12 +98,33 @@ class Observations:
                 self.total -= 1
                 if not watched:
                     del self._by_peer[peer]
+                    self._registered.pop(peer, None)
             cancel()
 
         held[key] = (observation, cancelled)
         self.total += 1
         observation.accept(cancelled)
         return True
+
+    def end_idle(self, now: float, heard: Callable[[Hashable], float | None]) -> int:
+        """End every observation of the peers not heard from for
+        ``Budgets.observation_idle_s`` by ``now``; how many ended.  ``heard``
+        says when a peer last sent a request (None: not known), on the same
+        monotonic clock; a registration counts as hearing from it."""
+        bound = self.budgets.observation_idle_s
+        idle: list[Hashable] = []
+        for peer, registered in self._registered.items():
+            last = heard(peer)
+            if now - max(registered, last if last is not None else registered) > bound:
+                idle.append(peer)
+        count = 0
+        refusal = Refusal("5.03", "observer idle time", IDLE_RETRY_S)
+        for peer in idle:
+            while self._by_peer.get(peer):
+                self._end_oldest(peer, refusal)
+                count += 1
+        self.ended_idle += count
+        return count
 
     def _end_oldest(self, peer: Hashable, refusal: Refusal) -> None:
         """End ``peer``'s oldest observation with an unsuccessful notification."""

@@ -16,9 +16,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
 import dataclasses
 import errno
+import functools
+import gc
 import logging
+import math
+import platform
 import signal
 import socket
 import time
@@ -28,12 +34,13 @@ from typing import Final
 import aiocoap
 import aiocoap.resource
 
-from edgecfg.core.admission import Admission, Budgets
+from edgecfg.core.admission import Admission, Budgets, Subsiding
 from edgecfg.core.echo import AMPLIFICATION_FACTOR
 from edgecfg.core.ids import LayerId
 from edgecfg.fleet.fleet import Fleet, FleetChanges
 from edgecfg.fleet.identity import AuthenticatedPolicy, IdentityPolicy
 from edgecfg.fleet.sync import SyncService
+from edgecfg.gateway.admission import RememberedAnswers
 from edgecfg.gateway.amplification import AddressGuard, Discovery
 from edgecfg.gateway.hardening import harden
 from edgecfg.gateway.oscore import OscoreSite, StoredCredentials
@@ -119,6 +126,9 @@ class Gateway:
         self.address: tuple[str, int] | None = None
         self._refresher: asyncio.Task[None] | None = None
         self._lag: asyncio.Task[None] | None = None
+        # duplicate detection of the server's UDP interfaces (edgecfg.gateway.admission)
+        self.remembered: list[RememberedAnswers] = []
+        self.subsiding = Subsiding()
 
     def layer_changed(self, layer: LayerId) -> None:
         """Notify observers of the layer and of every device that inherits it."""
@@ -149,6 +159,10 @@ class Gateway:
         )
         # datagrams aiocoap cannot decode (issue 7), budgets and RFC 7252 §5.4 (issue 20)
         harden(self.context, self.admission)
+        for manager in _message_managers(self.context):
+            table = RememberedAnswers(self.admission.budgets.exchange_lifetime_s)
+            table.install(manager)
+            self.remembered.append(table)
         self.address = (host, _bound_port(self.context) or port)
         if self.refresh_s > 0:
             self._refresher = asyncio.create_task(self._refresh_loop())
@@ -156,13 +170,33 @@ class Gateway:
 
     async def _measure_delay(self) -> None:
         """Feed admission the event loop's lag: how late a timer fires is how
-        long queued work (datagrams, handlers) waits before it runs."""
+        long queued work (datagrams, handlers) waits before it runs; and keep
+        house while at it."""
         loop = asyncio.get_running_loop()
+        logged = -math.inf
         while True:
             due = loop.time() + LAG_PROBE_S
             await asyncio.sleep(LAG_PROBE_S)
             self.admission.note_delay(loop.time() - due)
-            self.admission.expire(time.monotonic())  # counts stay true when it is quiet
+            try:
+                self.housekeeping(time.monotonic())
+            except Exception:  # must not stop the lag probe the admission relies on
+                if loop.time() - logged >= 60.0:  # a lasting fault: a traceback a minute
+                    logged = loop.time()
+                    log.exception("gateway housekeeping failed")
+
+    def housekeeping(self, now: float) -> None:
+        """Forget what expired by ``now`` when no request comes to do it
+        (remembered exchanges, idle uploads), end the observations of idle
+        observers, and hand the memory of a burst back to the system once it
+        is over (:func:`release_memory`)."""
+        self.admission.expire(now)  # counts stay true when it is quiet
+        remembered = sum(table.expire(now) for table in self.remembered)
+        highest = sum(table.highest() for table in self.remembered)  # since the last call
+        self.gate.spool.expire(now)
+        self.gate.observations.end_idle(now, self.admission.last_heard)
+        if self.subsiding.note(remembered, highest):
+            release_memory()
 
     async def _refresh_loop(self) -> None:
         while True:
@@ -213,6 +247,46 @@ class Gateway:
             raise RuntimeError("the gateway is not started")
         host, port = self.address
         return f"coap://[{host}]:{port}" if ":" in host else f"coap://{host}:{port}"
+
+
+def release_memory() -> None:
+    """Hand memory freed after a burst back to the system.
+
+    Freed objects stay with the process: CPython's allocator keeps an arena
+    while any object lives in it, and glibc's malloc keeps freed chunks for
+    reuse.  A full collection frees what only cycles held (emptying arenas,
+    which CPython then unmaps); ``malloc_trim(0)`` returns glibc's free pages.
+    A no-op where the C library is not glibc.
+    """
+    gc.collect()
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return trim
+
+
+def _message_managers(context: aiocoap.Context) -> list[object]:
+    """The message managers of the context's UDP interfaces."""
+    found: list[object] = []
+    for interface in context.request_interfaces:
+        messages = getattr(getattr(interface, "token_interface", None), "message_interface", None)
+        manager = getattr(messages, "_ctx", None)
+        if manager is not None and hasattr(manager, "_deduplicate_message"):
+            found.append(manager)
+    return found
 
 
 def _refuse_a_taken_port(host: str, port: int) -> None:

@@ -68,8 +68,7 @@ class Spool:
             self._drop(key)
             return _too_large()  # RFC 7959 §4: the announced size is already too much
         now = time.monotonic()
-        for stale in [k for k, t in self._bodies.items() if now - t.touched > SPOOL_TTL_S]:
-            self._drop(stale)
+        self.expire(now)
         if block1.block_number == 0:
             self._drop(key)  # starting over
             size = min(MAX_BODY, request.opt.size1 or MAX_BODY)
@@ -96,6 +95,19 @@ class Spool:
             return response
         self._drop(key)
         return bytes(entry.body)
+
+    def expire(self, now: float) -> int:
+        """Drop the transfers idle for ``SPOOL_TTL_S`` by ``now`` (feeding
+        does this as it goes; the gateway's housekeeping calls it when no
+        upload comes, so an abandoned one does not hold its peer's share);
+        how many are left."""
+        # least recently fed first (feeding moves a transfer to the end)
+        while self._bodies:
+            key, oldest = next(iter(self._bodies.items()))
+            if now - oldest.touched <= SPOOL_TTL_S:
+                break
+            self._drop(key)
+        return len(self._bodies)
 
     def _reserve(self, peer: object, size: int, now: float) -> Refusal | None:
         budgets = self.budgets

@@ -60,7 +60,7 @@ import zstandard
 from edgecfg.core import delta as structural
 from edgecfg.core.ids import ETag
 from edgecfg.core.schema import Schema
-from edgecfg.core.tree import Tree, Value, check_model, is_map
+from edgecfg.core.tree import Value, check_model, is_map
 from edgecfg.errors import (
     DecodeError,
     DeltaBaseMismatch,
@@ -118,7 +118,7 @@ def make_delta(
     configuration, which spares encoding it again.  With ``classes`` (needs
     ``schema`` and maps on both sides), only changes of keys whose priority
     class is listed are carried: the result turns ``old`` into a consistent
-    intermediate config (see :func:`restrict_to_classes`).
+    intermediate config (see :func:`edgecfg.core.delta.restrict_to_classes`).
     """
     known = _Known.of(old)
     if isinstance(old, Encoded):
@@ -132,7 +132,9 @@ def make_delta(
     if classes is not None:
         if not (is_map(old_value) and is_map(new_value)):
             raise UsageError("priority classes select keys of maps; both sides must be maps")
-        new = new_value = restrict_to_classes(old_value, new_value, schema=schema, classes=classes)
+        new = new_value = structural.restrict_to_classes(
+            old_value, new_value, schema=schema, classes=classes
+        )
     book = KeyBook(old_value, known.keys)
     try:
         diffed = structural.diff_traced(
@@ -421,26 +423,6 @@ def _shared_tail(base: Value, result: Value) -> int:
             break
         count += 1
     return count
-
-
-def restrict_to_classes(
-    old: Tree, new: Tree, *, schema: Schema | None, classes: Collection[str]
-) -> Tree:
-    """``old`` plus only the changes of ``new`` in the given priority classes.
-
-    Keys the schema does not know count as ``normal``.
-    """
-    if schema is None:
-        raise UsageError("priority classes need a schema (make_delta(..., schema=...))")
-    unknown = set(classes) - {"critical", "normal", "bulk"}
-    if unknown:
-        raise UsageError(f"unknown priority classes {sorted(unknown)}; use critical, normal, bulk")
-
-    def wanted(path: tuple[str, ...]) -> bool:
-        spec = schema.spec(path)
-        return (spec.priority if spec is not None else "normal") in classes
-
-    return structural.restrict(old, new, wanted=wanted)
 
 
 def apply_delta(

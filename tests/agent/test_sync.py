@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
@@ -11,9 +13,10 @@ import pytest
 
 from edgecfg.agent.coap import CoapLink, LinkDown, Method, Reply, Traffic
 from edgecfg.agent.local_state import LocalState
-from edgecfg.agent.sync import Agent, Backoff, Retry, until
+from edgecfg.agent.sync import MAX_AGE_SPREAD, Agent, Backoff, Retry, until
 from edgecfg.core.ids import DeviceId, LayerId
 from edgecfg.core.layers import layer_from_parts
+from edgecfg.gateway.observations import IDLE_RETRY_S
 from edgecfg.gateway.server import Gateway
 from edgecfg.sim.link import LinkProfile
 from edgecfg.sim.proxy import UdpProxy
@@ -387,3 +390,59 @@ async def test_a_corrupted_store_falls_back_and_the_next_report_says_so(
     assert b"authentication" in reports[-1]
     transfer_plain = gateway.fleet.encoded(DeviceId("dev-1")).cbor[:32]
     assert all(transfer_plain not in p.read_bytes() for p in tmp_path.rglob("*") if p.is_file())
+
+
+SLOW = Backoff(base_s=600.0, cap_s=600.0, attempts=3)
+"""An own backoff of minutes: a test that finishes did not use it."""
+
+
+async def test_a_sync_refused_4_29_waits_the_gateways_max_age_then_succeeds(
+    gateway: Gateway, tmp_path: Path
+) -> None:
+    budgets = gateway.admission.budgets
+    gateway.admission.budgets = dataclasses.replace(budgets, peer_in_flight=0)  # 4.29, Max-Age 1
+    retries: list[Retry] = []
+
+    def reopen(retry: Retry) -> None:
+        retries.append(retry)
+        gateway.admission.budgets = budgets  # the retry is let in
+
+    async with CoapLink(gateway.uri, ack_timeout=0.5) as link:
+        agent = Agent(link, LocalState(tmp_path), device="dev-1", backoff=SLOW, on_retry=reopen)
+        async with asyncio.timeout(60):  # a bound for a broken agent, not a timing assumption
+            result = await agent.sync()
+    assert result.outcome == "updated"
+    [retry] = retries
+    assert (retry.error.kind, retry.error.retry_after_s) == ("overloaded", 1.0)
+    # the sync session sleeps until the Max-Age is over (less what already passed)
+    assert 0.0 < retry.delay_s <= 1.0 * (1 + MAX_AGE_SPREAD)
+    assert "4.29, retry after 1 s" in str(retry.error)
+
+
+async def test_an_observation_the_gateway_ended_is_registered_again_after_its_max_age(
+    gateway: Gateway, tmp_path: Path
+) -> None:
+    results: asyncio.Queue[str] = asyncio.Queue()
+    retries: asyncio.Queue[Retry] = asyncio.Queue()
+    stop = asyncio.Event()
+    async with CoapLink(gateway.uri, ack_timeout=0.5) as link:
+        agent = Agent(link, LocalState(tmp_path), device="dev-1", backoff=SLOW,
+                      on_retry=retries.put_nowait)  # fmt: skip
+        watcher = asyncio.create_task(agent.watch(stop, lambda r: results.put_nowait(r.outcome)))
+        async with asyncio.timeout(60):
+            assert await results.get() == "updated"
+            await observing(gateway)
+            # the agent sends nothing while it observes: idle, by the gateway's bound
+            idle = gateway.admission.budgets.observation_idle_s
+            gateway.housekeeping(time.monotonic() + idle + 1)
+            assert gateway.gate.observations.ended_idle == 1
+            retry = await retries.get()
+            assert (retry.error.kind, retry.error.retry_after_s) == ("overloaded", IDLE_RETRY_S)
+            assert retry.delay_s <= IDLE_RETRY_S * (1 + MAX_AGE_SPREAD) + 0.01
+            assert await results.get() == "current"  # it syncs, then observes again
+            await observing(gateway)
+            edit(gateway, 5400)
+            assert await results.get() == "updated"  # notified through the new observation
+            stop.set()
+            await watcher
+    assert interval(agent) == 5400

@@ -25,6 +25,12 @@ def test_bench_flood_reports_rss_sync_latency_and_answers(
     assert report["gateway_log"]["tracebacks"] == 0
     for phase in ("baseline", "during", "after"):
         assert set(report[phase]) >= {"syncs", "failures", "sync_median_s", "rss_max_mib"}
+    rss = report["rss"]
+    assert rss["baseline_mib"] > 0 and rss["peak_mib"] >= rss["baseline_mib"]
+    assert rss["after_mib"] > 0  # sampled --after seconds after the flood ended
+    assert report["after_s"] == 1
+    assert set(report["targets"]) == {"rss_growth", "rss_after", "sync", "errors"}
+    assert all(isinstance(target["met"], bool) for target in report["targets"].values())
 
 
 def test_bench_flood_prints_targets(capsys: pytest.CaptureFixture[str]) -> None:
@@ -33,4 +39,7 @@ def test_bench_flood_prints_targets(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "RSS growth during the flood" in out
+    assert "RSS 0 s after the flood" in out
     assert "5.00 answers 0 (0)" in out
+    verdicts = [line.split()[0] for line in out.splitlines()[-4:]]
+    assert len(verdicts) == 4 and set(verdicts) <= {"PASS", "MISS"}

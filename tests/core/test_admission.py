@@ -8,7 +8,14 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgecfg.core.admission import EXCHANGE_COST, Admission, Budgets
+from edgecfg.core.admission import (
+    EXCHANGE_COST,
+    RELEASE_AT,
+    RELEASE_PART,
+    Admission,
+    Budgets,
+    Subsiding,
+)
 
 SMALL = Budgets(peer_rate=10.0, peer_burst=5.0, exchange_lifetime_s=60.0,
                 memory_mib=40 * EXCHANGE_COST / 2**20, peer_share=0.25, in_flight=3,
@@ -239,3 +246,25 @@ def test_every_decision_matches_a_model_of_the_budgets(
             for index, start in enumerate(times):
                 allowed = budgets.peer_burst + budgets.peer_rate * (now - start)
                 assert len(times) - index <= allowed + 1e-9, (name, start, now)
+
+
+def test_memory_is_released_once_when_a_burst_has_subsided() -> None:
+    subsiding = Subsiding()
+    answers = [subsiding.note(count) for count in (0, 100, RELEASE_AT * 4, RELEASE_AT * 2)]
+    assert answers == [False, False, False, False]  # still well above its part of the peak
+    assert subsiding.note(RELEASE_AT * 4 // RELEASE_PART) is True
+    assert [subsiding.note(count) for count in (RELEASE_AT // 2, 0, 0)] == [False] * 3
+    assert subsiding.releases == 1
+
+
+def test_a_peak_between_two_reports_counts() -> None:
+    subsiding = Subsiding()
+    assert subsiding.note(0) is False
+    assert subsiding.note(0, highest=RELEASE_AT) is True  # came and went between two reports
+    assert subsiding.releases == 1
+
+
+@given(st.lists(st.integers(0, RELEASE_AT - 1), max_size=200))
+def test_a_gateway_that_never_held_much_never_releases(counts: list[int]) -> None:
+    subsiding = Subsiding()
+    assert not any(subsiding.note(count) for count in counts)

@@ -353,3 +353,14 @@ def test_the_quiet_endings_finish_without_another_report() -> None:
     session = SyncSession()
     session.receive(Start(0.0, A, piggyback=content(etag=A)))
     assert session.receive(Installed(0.1, A, changed=False)) == [Drop(), Finished("current")]
+
+
+def test_a_refused_exchange_waits_its_max_age_spread_and_bounded() -> None:
+    session = SyncSession()
+    session.receive(Start(0.0, A, local_pending=True))
+    session.receive(Got(0.1, Answer("valid", "2.03")))
+    # the state report was refused with 4.29, Max-Age 30: not earlier, at most 10% later
+    assert session.receive(Lost(1.0, "shed", 0.5, wait=30.0)) == [Sleep(32.5, 1, 6, "shed")]
+    session.receive(Woke(32.5))
+    # a Max-Age of a year is a broken gateway's: a day at most
+    assert session.receive(Lost(40.0, "shed", 0.0, wait=3e7)) == [Sleep(86_440.0, 2, 6, "shed")]

@@ -83,9 +83,10 @@ async def ask(
 
 
 def remembered_by_aiocoap(gateway: Gateway) -> int:
-    """Requests aiocoap keeps for duplicate detection (its private table)."""
+    """Requests kept for duplicate detection: the gateway's slim tables, and
+    aiocoap's own private one (which they replace: it must stay empty)."""
     assert gateway.context is not None
-    total = 0
+    total = sum(len(table) for table in gateway.remembered)
     for interface in gateway.context.request_interfaces:
         messages = interface.token_interface.message_interface
         total += len(messages._ctx._recent_messages)  # pyright: ignore

@@ -11,18 +11,20 @@ from __future__ import annotations
 import gc
 import logging
 import socket
+import time
 from collections.abc import AsyncIterator, Iterator
 
 import aiocoap
 import pytest
 from aiocoap.numbers.codes import Code
 
-from edgecfg.core.admission import EXCHANGE_COST, Budgets
+from edgecfg.core.admission import EXCHANGE_COST, RELEASE_AT, Budgets
 from edgecfg.core.ids import DeviceId, LayerId
 from edgecfg.core.layers import layer_from_parts
 from edgecfg.fleet.identity import InsecurePolicy
 from edgecfg.gateway.hardening import RECEIVE_BUFFER
 from edgecfg.gateway.server import Gateway
+from edgecfg.gateway.spool import SPOOL_TTL_S
 from edgecfg.store import MemoryStore
 from tests.gateway.helpers import INTERVAL, ask, free_udp_port, remembered_by_aiocoap, sensor
 from tests.gateway.raw_peer import CON, URI_PATH, RawPeer, coap
@@ -209,3 +211,107 @@ async def test_the_gateway_socket_queues_more_than_the_default(gateway: Gateway)
         allowed = fresh.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
     assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) == allowed
     assert allowed > default
+
+
+async def test_a_duplicate_gets_the_same_answer_until_the_exchange_lifetime_ends(
+    gateway: Gateway, client: aiocoap.Context
+) -> None:
+    tag = gateway.fleet.etag(DeviceId("dev-1"))
+    request = coap(CON, Code.GET, 500, b"dup", [(ETAG, tag), (URI_PATH, b"cfg"),
+                                                (URI_PATH, b"dev-1")])  # fmt: skip
+    peer = RawPeer(gateway, host="127.0.0.2")
+    try:
+        await peer.send(request)
+        first = await peer.answer()
+        await peer.send(request)  # RFC 7252 §4.5: a retransmission, answered the same
+        again = await peer.answer()
+        assert first is not None and again is not None
+        assert first.code == Code.VALID
+        same = [(m.mtype, m.mid, m.token, m.code, m.opt.etag, m.payload) for m in (first, again)]
+        assert same[0] == same[1]
+        assert remembered_by_aiocoap(gateway) == 1
+        assert gateway.admission.remembered == 1
+        gateway.housekeeping(time.monotonic() + BUDGETS.exchange_lifetime_s + 1)
+        assert remembered_by_aiocoap(gateway) == 0
+        assert gateway.admission.remembered == 0
+    finally:
+        peer.close()
+    await served(gateway, client)
+
+
+async def test_an_abandoned_upload_gives_back_its_peers_share_without_more_traffic(
+    gateway: Gateway, client: aiocoap.Context
+) -> None:
+    block0 = [(URI_PATH, b"state"), (URI_PATH, b"dev-1"), (12, b"\x3c"), (27, b"\x0e")]
+    peer = RawPeer(gateway, host="127.0.0.2")
+    try:
+        await peer.send(coap(CON, Code.POST, 600, b"up", block0, payload=b"\xa0" * 1024))
+        reply = await peer.answer()
+        assert reply is not None and reply.code == Code.CONTINUE
+    finally:
+        peer.close()
+    host = b"\x7f\x00\x00\x02"
+    assert gateway.gate.spool.of(host) > 0
+    gateway.housekeeping(time.monotonic() + SPOOL_TTL_S + 1)
+    assert (gateway.gate.spool.of(host), len(gateway.gate.spool)) == (0, 0)
+    await served(gateway, client)
+
+
+async def test_an_observer_not_heard_from_is_ended_with_5_03_and_max_age(
+    gateway: Gateway, client: aiocoap.Context
+) -> None:
+    peer = RawPeer(gateway, host="127.0.0.2")
+    host = b"\x7f\x00\x00\x02"
+    observations = gateway.gate.observations
+    try:
+        await peer.send(coap(CON, Code.GET, 700, b"idle", observe((b"cfg", b"dev-1"))))
+        reply = await peer.answer()
+        assert reply is not None and reply.opt.observe is not None
+        idle = BUDGETS.observation_idle_s
+        now = time.monotonic()
+        # heard from lately (a request, by the admission's account): kept
+        assert observations.end_idle(now + idle + 1, lambda _: now + idle) == 0
+        gateway.housekeeping(now + idle / 2)
+        assert observations.of(host) == 1
+        gateway.housekeeping(now + idle + 1)  # silent for longer than the bound
+        ended = await peer.answer()
+        assert ended is not None
+        assert (ended.token, ended.code, ended.opt.observe) == (b"idle", Code.SERVICE_UNAVAILABLE,
+                                                                None)  # fmt: skip
+        assert ended.opt.max_age is not None and ended.opt.max_age >= 1
+        assert (observations.of(host), observations.total, observations.ended_idle) == (0, 0, 1)
+        assert gateway.config.observers == {}
+    finally:
+        peer.close()
+    await served(gateway, client)
+
+
+async def test_once_a_burst_of_exchanges_has_expired_its_memory_is_handed_back(
+    client: aiocoap.Context,
+) -> None:
+    gateway = Gateway(MemoryStore(), policy=InsecurePolicy(), refresh_s=0)  # default budgets
+    for host in ("127.0.0.1", "127.0.0.2"):
+        gateway.guard.trust(host)
+    gateway.fleet.load_schema(SCHEMA.read_bytes(), "json", source="device.json", now=1.0)
+    gateway.fleet.add_device(sensor("dev-2"))
+    tag = gateway.fleet.etag(DeviceId("dev-2"))
+    burst = RELEASE_AT + 44
+    await gateway.start("127.0.0.1", free_udp_port())
+    peer = RawPeer(gateway, host="127.0.0.2")
+    try:
+        for mid in range(burst):
+            options = [(ETAG, tag), (URI_PATH, b"cfg"), (URI_PATH, b"dev-2")]
+            await peer.send(coap(CON, Code.GET, mid, mid.to_bytes(2, "big"), options))
+            reply = await peer.answer()
+            assert reply is not None and reply.code == Code.VALID
+        assert remembered_by_aiocoap(gateway) == burst
+        assert gateway.subsiding.releases == 0  # still held: nothing to give back
+        gateway.housekeeping(time.monotonic() + gateway.admission.budgets.exchange_lifetime_s + 1)
+        assert remembered_by_aiocoap(gateway) == 0
+        assert gateway.subsiding.releases == 1  # gc and malloc_trim ran once
+        gateway.housekeeping(time.monotonic())
+        assert gateway.subsiding.releases == 1
+        await served(gateway, client)
+    finally:
+        peer.close()
+        await gateway.stop()
