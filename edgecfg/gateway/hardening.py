@@ -39,6 +39,7 @@ the gateway's start-up path; clients (the agent) are untouched.
 
 from __future__ import annotations
 
+import functools
 import logging
 import socket
 import time
@@ -52,7 +53,7 @@ from aiocoap.numbers.types import Type
 from aiocoap.optiontypes import BlockOption
 from aiocoap.transports.udp6 import MessageInterfaceUDP6, UDP6EndpointAddress
 
-from edgecfg.core.admission import Admission, Budgets
+from edgecfg.core.admission import Admission, Budgets, Refusal
 from edgecfg.gateway.admission import CODES, address_peer
 from edgecfg.gateway.conformance import bad_option
 from edgecfg.gateway.spool import MAX_BODY
@@ -147,10 +148,44 @@ def _admit(interface: MessageInterfaceUDP6, received: Received, admission: Admis
         if refusal is None:
             received(data, ancdata, flags, address)
         elif mtype == Type.CON:  # RFC 7252 §4.3: a NON may be dropped silently
-            _refuse(interface, data, ancdata, address, code=CODES[refusal.code],
-                    reason=refusal.reason, max_age=refusal.retry_after_s)  # fmt: skip
+            _shed(interface, data, ancdata, address, refusal)
 
     return admitted
+
+
+@functools.lru_cache(maxsize=512)
+def _shed_tail(code: Code, reason: str, max_age: int) -> bytes:
+    """What follows the header and token in a refusal: its options and
+    payload, encoded once by aiocoap for each (code, reason, Max-Age)."""
+    answer = aiocoap.Message(code=code, payload=reason.encode()[:MAX_REASON])
+    answer.mtype, answer.mid, answer.token = Type.ACK, 0, b""
+    answer.opt.max_age = max_age
+    return answer.encode()[HEADER_SIZE:]
+
+
+def _shed(
+    interface: MessageInterfaceUDP6, data: bytes, ancdata: list[tuple[int, int, bytes]],
+    address: tuple[object, ...], refusal: Refusal,
+) -> None:  # fmt: skip
+    """Refuse an admitted-against request with a piggybacked 4.29/5.03 and
+    Max-Age, built from its header and a cached tail: a flood is refused at a
+    few microseconds a datagram, not at the cost of building a message."""
+    token_length = data[0] & 0x0F
+    if token_length > MAX_TOKEN or len(data) < HEADER_SIZE + token_length:
+        return  # a message format error: nothing to answer (RFC 7252 §3)
+    code = CODES[refusal.code]
+    header = bytes((0x40 | Type.ACK << 4 | token_length, code)) + data[2:HEADER_SIZE]
+    token = data[HEADER_SIZE : HEADER_SIZE + token_length]
+    tail = _shed_tail(code, refusal.reason, refusal.retry_after_s)
+    interface.transport.sendmsg(header + token + tail, _reply_ancdata(ancdata), 0, address)
+
+
+def _reply_ancdata(ancdata: list[tuple[int, int, bytes]]) -> list[tuple[int, int, bytes]]:
+    """The answer leaves from the address the request came to (IPV6_PKTINFO)."""
+    return [
+        (level, kind, value) for level, kind, value in ancdata
+        if level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO
+    ]  # fmt: skip
 
 
 Dispatch = Callable[[aiocoap.Message], None]

@@ -13,16 +13,19 @@ import logging
 import socket
 import time
 from collections.abc import AsyncIterator, Iterator
+from types import SimpleNamespace
 
 import aiocoap
 import pytest
 from aiocoap.numbers.codes import Code
+from aiocoap.numbers.types import Type
 
-from edgecfg.core.admission import EXCHANGE_COST, RELEASE_AT, Budgets
+from edgecfg.core.admission import EXCHANGE_COST, RELEASE_AT, Budgets, Refusal
 from edgecfg.core.ids import DeviceId, LayerId
 from edgecfg.core.layers import layer_from_parts
 from edgecfg.fleet.identity import InsecurePolicy
-from edgecfg.gateway.hardening import RECEIVE_BUFFER
+from edgecfg.gateway.admission import CODES
+from edgecfg.gateway.hardening import RECEIVE_BUFFER, _shed  # pyright: ignore[reportPrivateUsage]
 from edgecfg.gateway.server import Gateway
 from edgecfg.gateway.spool import SPOOL_TTL_S
 from edgecfg.store import MemoryStore
@@ -315,3 +318,47 @@ async def test_once_a_burst_of_exchanges_has_expired_its_memory_is_handed_back(
     finally:
         peer.close()
         await gateway.stop()
+
+
+class _Capture:
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes, list[tuple[int, int, bytes]], tuple[object, ...]]] = []
+
+    def sendmsg(
+        self, data: bytes, ancdata: list[tuple[int, int, bytes]], flags: int,
+        address: tuple[object, ...],
+    ) -> None:  # fmt: skip
+        del flags
+        self.sent.append((data, ancdata, address))
+
+
+@pytest.mark.parametrize("token", [b"", b"\x01", b"\x01\x02\x03\x04\x05\x06\x07\x08"])
+@pytest.mark.parametrize(
+    "refusal", [Refusal("4.29", "peer rate", 3), Refusal("5.03", "memory", 61)]
+)
+def test_a_shed_request_gets_the_answer_aiocoap_would_encode(
+    token: bytes, refusal: Refusal
+) -> None:
+    request = aiocoap.Message(code=Code.GET, uri_path=("cfg", "d"))
+    request.mtype, request.mid, request.token = Type.CON, 0xBEEF, token
+    transport = _Capture()
+    interface = SimpleNamespace(transport=transport)
+    pktinfo = (socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, bytes(20))
+    address = ("::ffff:127.0.0.1", 5683, 0, 0)
+    _shed(interface, request.encode(), [pktinfo, (0, 0, b"x")], address, refusal)  # type: ignore[arg-type]
+    ((data, ancdata, to),) = transport.sent
+    expected = aiocoap.Message(code=CODES[refusal.code], payload=refusal.reason.encode()[:120])
+    expected.mtype, expected.mid, expected.token = Type.ACK, 0xBEEF, token
+    expected.opt.max_age = refusal.retry_after_s
+    assert data == expected.encode()
+    assert ancdata == [pktinfo] and to == address
+    decoded = aiocoap.Message.decode(data)
+    assert decoded.opt.max_age == refusal.retry_after_s and decoded.token == token
+
+
+def test_a_shed_datagram_with_a_broken_token_length_is_not_answered() -> None:
+    transport = _Capture()
+    interface = SimpleNamespace(transport=transport)
+    malformed = bytes((0x4F, 0x01, 0x00, 0x01)) + b"\x00" * 3  # token length 15
+    _shed(interface, malformed, [], ("::1", 1, 0, 0), Refusal("4.29", "peer rate", 1))  # type: ignore[arg-type]
+    assert transport.sent == []
