@@ -42,6 +42,8 @@ from edgecfg.agent.local_state import LocalState
 from edgecfg.agent.overrides import LocalOverrides
 from edgecfg.core.ids import ETag
 from edgecfg.core.session import (
+    MAX_WAIT_S,
+    WAIT_SPREAD,
     Answer,
     AnswerKind,
     Drop,
@@ -75,8 +77,6 @@ from edgecfg.wire.senml import Record, encode_senml
 
 AGENT_VERSION: Final = "1.0.0"
 JOURNAL_CHUNK_BYTES: Final = 900  # journal entries per state report: one CoAP block
-MAX_HONOURED_S: Final = 86400.0  # a Max-Age beyond a day is a broken gateway's
-MAX_AGE_SPREAD: Final = 0.1  # retries after a Max-Age spread over a tenth of it
 T = TypeVar("T")
 
 
@@ -108,13 +108,13 @@ class Backoff:
 
     def after(self, error: LinkDown, attempt: int, rng: random.Random) -> float:
         """The wait before retrying after ``error``: the gateway's Max-Age when
-        it gave one (RFC 8516 §4: not earlier; up to ``MAX_AGE_SPREAD`` of it
-        later, so devices refused together do not return together; at most
-        ``MAX_HONOURED_S``), else :meth:`delay`."""
+        it gave one (RFC 8516 §4: not earlier; up to the session's
+        ``WAIT_SPREAD`` of it later, so devices refused together do not return
+        together; at most ``MAX_WAIT_S``), else :meth:`delay`."""
         if error.retry_after_s is None:
             return self.delay(attempt, rng)
-        wait = min(MAX_HONOURED_S, max(0.0, error.retry_after_s))
-        return wait * (1 + rng.uniform(0, MAX_AGE_SPREAD))
+        wait = min(MAX_WAIT_S, max(0.0, error.retry_after_s))
+        return wait * (1 + rng.uniform(0, WAIT_SPREAD))
 
 
 @dataclass(frozen=True, slots=True)
@@ -358,7 +358,7 @@ class Agent:
         held = self.state.load_config()
         base = held if held is not None and action.base == held.etag else None
         try:
-            config = _decode(base, action.payload, action.content_format, action.etag)
+            config = decode_config(base, action.payload, action.content_format, action.etag)
         except (DeltaError, PeerError) as error:
             return Unusable(time.monotonic(), str(error))
         self.state.save_config(config)
@@ -476,9 +476,12 @@ def _answer(reply: Reply) -> Answer:
     )
 
 
-def _decode(
+def decode_config(
     held: Encoded | None, payload: bytes, content_format: int | None, etag: ETag | None
 ) -> Encoded:
+    """The configuration a config answer carries: a delta applied to ``held``
+    or a full config, checked against the announced ETag; DeltaError or
+    DecodeError when it is not usable."""
     if content_format == ContentFormat.DELTA:
         if held is None:
             raise DeltaError("a delta arrived but the agent holds no config")

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+from edgecfg.agent.sync import decode_config
 from edgecfg.core.ids import DeviceId, LayerId
 from edgecfg.core.layers import device_layer, layer_from_parts
 from edgecfg.core.session import (
@@ -60,9 +61,7 @@ from edgecfg.sim.loopback_fleet import FUNCTIONS, REGIONS
 from edgecfg.store import DeviceRecord, MemoryStore
 from edgecfg.wire.blocks import DEFAULT_SZX, block_of, block_size
 from edgecfg.wire.cbor import Encoded
-from edgecfg.wire.delta import apply_delta_encoded
 from edgecfg.wire.messages import DeviceReport, StateAnswer
-from edgecfg.wire.numbers import ContentFormat
 
 DAY_S: Final = 86_400.0
 HEADER_BYTES: Final = 24
@@ -354,15 +353,8 @@ class VirtualFleet:
 
     def _install(self, at: float, device: _Device, action: Install, day: Day) -> Event:
         held = device.held if device.held is not None and action.base == device.held.etag else None
-        try:
-            if action.content_format == ContentFormat.DELTA:
-                if held is None:
-                    raise DeltaError("a delta arrived but the device holds no config")
-                config = apply_delta_encoded(held, action.payload)
-            else:
-                config = Encoded.from_bytes(action.payload)
-            if action.etag is not None and config.etag != action.etag:
-                raise DeltaError("the result does not check")
+        try:  # exactly what the agent does with the answer
+            config = decode_config(held, action.payload, action.content_format, action.etag)
         except (DeltaError, PeerError) as error:
             return Unusable(at, str(error))
         changed = device.held is None or config.etag != device.held.etag

@@ -13,9 +13,10 @@ import pytest
 
 from edgecfg.agent.coap import CoapLink, LinkDown, Method, Reply, Traffic
 from edgecfg.agent.local_state import LocalState
-from edgecfg.agent.sync import MAX_AGE_SPREAD, Agent, Backoff, Retry, until
+from edgecfg.agent.sync import Agent, Backoff, Retry, until
 from edgecfg.core.ids import DeviceId, LayerId
 from edgecfg.core.layers import layer_from_parts
+from edgecfg.core.session import WAIT_SPREAD
 from edgecfg.gateway.observations import IDLE_RETRY_S
 from edgecfg.gateway.server import Gateway
 from edgecfg.sim.link import LinkProfile
@@ -415,7 +416,7 @@ async def test_a_sync_refused_4_29_waits_the_gateways_max_age_then_succeeds(
     [retry] = retries
     assert (retry.error.kind, retry.error.retry_after_s) == ("overloaded", 1.0)
     # the sync session sleeps until the Max-Age is over (less what already passed)
-    assert 0.0 < retry.delay_s <= 1.0 * (1 + MAX_AGE_SPREAD)
+    assert 0.0 < retry.delay_s <= 1.0 * (1 + WAIT_SPREAD)
     assert "4.29, retry after 1 s" in str(retry.error)
 
 
@@ -438,7 +439,7 @@ async def test_an_observation_the_gateway_ended_is_registered_again_after_its_ma
             assert gateway.gate.observations.ended_idle == 1
             retry = await retries.get()
             assert (retry.error.kind, retry.error.retry_after_s) == ("overloaded", IDLE_RETRY_S)
-            assert retry.delay_s <= IDLE_RETRY_S * (1 + MAX_AGE_SPREAD) + 0.01
+            assert retry.delay_s <= IDLE_RETRY_S * (1 + WAIT_SPREAD) + 0.01
             assert await results.get() == "current"  # it syncs, then observes again
             await observing(gateway)
             edit(gateway, 5400)
