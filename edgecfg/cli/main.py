@@ -223,6 +223,15 @@ def cmd_bench_store(args: argparse.Namespace) -> int:
     return run_store_bench(devices=args.devices, seed=args.seed)
 
 
+def cmd_bench_fleet(args: argparse.Namespace) -> int:
+    """Run the realistic-fleet gateway benchmark."""
+    from edgecfg.bench.fleet import run_fleet_bench
+
+    return run_fleet_bench(
+        devices=args.devices, sample=args.sample, seed=args.seed, as_json=args.json
+    )
+
+
 def cmd_bench_oscore(args: argparse.Namespace) -> int:
     """OSCORE cost with 100k enrolled devices against 10, in one run."""
     from edgecfg.bench.oscore import run_oscore_bench
@@ -391,6 +400,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=1, help="random seed (default: 1)")
     p.set_defaults(handler=cmd_bench_store)
     bench_flood.register(benches)
+    p = benches.add_parser(
+        "fleet", help="gateway start-up, memory, CPU and latency on realistic fleets"
+    )
+    p.add_argument(
+        "--devices", default="10000,100000",
+        help="fleet sizes, comma-separated (default: 10000,100000)",
+    )  # fmt: skip
+    p.add_argument(
+        "--sample", type=int, default=4000,
+        help="devices the load driver plays (default: 4000)",
+    )  # fmt: skip
+    p.add_argument("--seed", type=int, default=1, help="random seed (default: 1)")
+    p.add_argument("--json", action="store_true", help="one JSON object per fleet size")
+    p.set_defaults(handler=cmd_bench_fleet)
     return parser
 
 

@@ -1,0 +1,540 @@
+# aiocoap ships no type information; this module owns it for the load driver.
+# pyright: reportMissingTypeStubs=false, reportUnknownMemberType=false
+# pyright: reportUnknownVariableType=false, reportUnknownArgumentType=false
+# pyright: reportAttributeAccessIssue=false
+"""``edgecfg bench fleet``: the gateway on a fleet shaped like a real one (issue 12).
+
+Every device has its own layer (its identity, name and position) and one
+group in each of three dimensions: 60 sites in 4 regions, 12 hardware
+revisions of the fixture schema's 4 models, 25 functions (15,000 distinct
+group stacks, so about 15k at 100k devices).  The global layer and every
+group layer set schema-valid values; the fleet is written to a fresh SQLite
+database in bulk, as an import would.
+
+The gateway runs in a child process with its default settings (refresh,
+caches); the load comes from this process as raw CoAP datagrams (messages
+encoded with aiocoap's codec, nothing else of it: no exchange layer, no
+retransmission logic of aiocoap; our own CON timer of 2 s counts
+retransmissions).  A bare aiocoap resource returning 40 B, driven the same
+way in the same run, is the baseline.  Per fleet size it reports:
+
+- ``startup_s``: from starting the process to the first answer to a device;
+- ``idle_cpu_pct``: the gateway's CPU while nobody asks (percent of a core);
+- ``rss_mib`` after the load, ``db_bytes`` (database + WAL);
+- CPU per request, each ÷ bare: ``cpu_ratio_valid`` (2.03 for the current
+  ETag), ``cpu_ratio_delta`` (a delta the gateway already made);
+  ``cpu_ratio_first_after_edit``: a device's first request after a
+  fleet-wide (global layer) edit ÷ a cached delta;
+- ``p50_ms``/``p99_ms`` over the steady requests, ``retransmissions``;
+- ``visible_delay_s``: from a write committed by another process to the
+  gateway answering with the new version;
+- ``db_growth_per_device``: database bytes added by the fleet-wide edit and
+  one sync of every sampled device, per sampled device.
+
+    uv run edgecfg bench fleet --devices 10000,100000 [--sample 4000] [--json]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import multiprocessing
+import random
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from multiprocessing.context import SpawnProcess
+from multiprocessing.synchronize import Event
+from pathlib import Path
+from typing import Any, Final, cast
+
+import aiocoap
+from aiocoap.numbers.codes import Code
+from aiocoap.numbers.types import Type
+
+from edgecfg.bench.load import LOAD_BUDGETS, run_bare
+from edgecfg.bench.measure import TICKS, cpu_seconds, free_udp_port, median, percentile, rss_mib
+from edgecfg.core.ids import DeviceId, LayerId
+from edgecfg.core.layers import Layer, layer_from_document, layer_from_parts, layer_to_document
+from edgecfg.core.path import Path as KeyPath
+from edgecfg.core.schema import Schema
+from edgecfg.core.tree import Value, walk_leaves
+from edgecfg.errors import CommandError
+from edgecfg.fleet.fleet import Fleet
+from edgecfg.sim.configs import config_for_schema
+from edgecfg.store import DeviceRecord, SQLiteStore
+from edgecfg.wire.cbor import decode, encode
+
+FIXTURE_SCHEMA: Final = Path(__file__).resolve().parents[2] / "fixtures" / "schema" / "device.json"
+MODELS: Final = ("nbiot-sensor-r3", "lte-camera-c2", "ltem-meter-w1", "pi-gateway-cm4")
+REGIONS: Final = ("eu", "us", "apac", "latam")
+SITES_PER_REGION: Final = 15  # 60 sites
+REVISIONS_PER_MODEL: Final = 3  # 12 hardware groups
+FUNCTIONS: Final = 25  # 60 * 12 * 25 = 18,000 possible stacks
+GLOBAL_LEAVES: Final = 120
+GROUP_LEAVES: Final = 6
+CONCURRENCY: Final = 32
+ACK_TIMEOUT_S: Final = 2.0
+MAX_RETRANSMIT: Final = 4
+MIN_CPU_TICKS: Final = 30
+BARE_PAYLOAD: Final = 40
+STARTUP_LIMIT_S: Final = 600.0
+IDLE_S: Final = 10.0
+EDITED: Final = ("telemetry", "interval_s")
+
+
+# ---------------------------------------------------------------- the fleet
+
+
+@dataclass(frozen=True, slots=True)
+class Built:
+    devices: list[DeviceId]
+    seconds: float
+
+
+def _pool(schema: Schema, seed: int) -> list[tuple[KeyPath, Value]]:
+    """Schema-valid (path, value) pairs for keys every model has."""
+    tree = config_for_schema(schema, seed)
+    found: list[tuple[KeyPath, Value]] = []
+    for path, value in walk_leaves(tree):
+        spec = schema.spec(path)
+        if spec is None or spec.hardware is not None or spec.required or path == EDITED:
+            continue  # EDITED: only the global layer sets it, so its edit reaches everyone
+        found.append((path, value))
+    return found
+
+
+def _group_layer(schema: Schema, rng: random.Random, leaves: int) -> Layer:
+    pool = _pool(schema, rng.getrandbits(32))
+    chosen = rng.sample(pool, min(leaves, len(pool)))
+    return layer_from_parts(sets=dict(chosen))
+
+
+def build(db: Path, devices: int, *, seed: int = 1) -> Built:
+    """Write a realistic fleet of ``devices`` to a fresh database at ``db``."""
+    started = time.perf_counter()
+    rng = random.Random(seed)
+    with SQLiteStore(db) as store:
+        fleet = Fleet(store)
+        schema = fleet.load_schema(
+            FIXTURE_SCHEMA.read_bytes(), "json", source="bench", now=time.time()
+        )
+        sites = [f"{r}/{r}-{s}" for r in REGIONS for s in range(SITES_PER_REGION)]
+        hardware = [f"{m}/rev-{k}" for m in MODELS for k in range(REVISIONS_PER_MODEL)]
+        functions = [f"fn-{k}" for k in range(FUNCTIONS)]
+        root = _group_layer(schema, rng, GLOBAL_LEAVES).merged(layer_from_parts(sets={EDITED: 600}))
+        layers: dict[str, Layer] = {"global": root}
+        layers.update({f"region/{s}": _group_layer(schema, rng, GROUP_LEAVES) for s in sites})
+        layers.update({f"hardware/{h}": _group_layer(schema, rng, GROUP_LEAVES) for h in hardware})
+        layers.update({f"function/{f}": _group_layer(schema, rng, GROUP_LEAVES) for f in functions})
+        for name, layer in layers.items():  # before any device: the checks walk no one
+            fleet.write_layer(LayerId(name), layer, author="bench", message="seed", now=0.0)
+        ids = [DeviceId(f"dev-{n:07d}") for n in range(devices)]
+        records: list[DeviceRecord] = []
+        for device in ids:
+            model = rng.randrange(len(hardware))
+            records.append(
+                DeviceRecord(
+                    device,
+                    {
+                        "region": rng.choice(sites),
+                        "hardware": hardware[model],
+                        "function": rng.choice(functions),
+                    },
+                    hardware=MODELS[model // REVISIONS_PER_MODEL],
+                    firmware="3.2.0",
+                    agent_version="1.0.0",
+                )
+            )
+        store.put_devices(records)
+        for device in ids:
+            own = layer_from_parts(
+                sets={
+                    ("device", "id"): device,
+                    ("security", "psk_identity"): device,
+                    ("device", "name"): f"meter {device[4:]}",
+                    ("device", "location", "lat"): round(rng.uniform(-60, 60), 5),
+                    ("device", "location", "lon"): round(rng.uniform(-170, 170), 5),
+                }
+            )
+            blob = store.put_blob(encode(layer_to_document(own)))
+            store.append_layer_revision(
+                LayerId(f"device/{device}"), blob, parent=None, author="bench",
+                message="identity", now=0.0,
+            )  # fmt: skip
+    return Built(ids, time.perf_counter() - started)
+
+
+def edit_global(db: Path, value: int) -> float:
+    """Change one global value from another process than the gateway's (a
+    CLI with ``--force`` writes the same revision); when it committed."""
+    with SQLiteStore(db) as store:
+        head = store.get_layer(LayerId("global"))
+        layer = layer_from_document(decode(store.get_blob(head.content)))
+        edited = layer.merged(layer_from_parts(sets={EDITED: value}))
+        blob = store.put_blob(encode(layer_to_document(edited)))
+        store.append_layer_revision(
+            LayerId("global"), blob, parent=head.revision, author="bench",
+            message="fleet-wide edit", now=time.time(),
+        )  # fmt: skip
+    return time.perf_counter()
+
+
+def db_bytes(db: Path) -> int:
+    return sum(p.stat().st_size for p in db.parent.glob(db.name + "*"))
+
+
+# ---------------------------------------------------------------- the gateway
+
+
+def run_gateway(db: str, port: int, ready: Event) -> None:
+    """Child process: a gateway with default settings (budgets lifted: the
+    driver's one address stands for the fleet)."""
+    from edgecfg.fleet.identity import InsecurePolicy
+    from edgecfg.gateway.server import Gateway
+
+    async def main() -> None:
+        with SQLiteStore(db) as store:
+            gateway = Gateway(store, policy=InsecurePolicy(), budgets=LOAD_BUDGETS)
+            await gateway.start("127.0.0.1", port)
+            ready.set()
+            await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+# ---------------------------------------------------------------- the driver
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    path: tuple[str, ...]
+    etag: bytes | None = None
+
+
+@dataclass(slots=True)
+class Answer:
+    request: Request
+    code: Any
+    etag: bytes | None
+    content_format: int | None
+    size: int
+    seconds: float
+
+
+class RawClient(asyncio.DatagramProtocol):
+    """CON GETs over a plain UDP socket with its own retransmission timer."""
+
+    def __init__(self, address: tuple[str, int]) -> None:
+        self.address = address
+        self.transport: asyncio.DatagramTransport | None = None
+        self.waiting: dict[bytes, asyncio.Future[aiocoap.Message]] = {}
+        self.mid = random.randrange(0x10000)
+        self.tokens = 0
+        self.retransmissions = 0
+        self.echo: bytes | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        try:
+            message = aiocoap.Message.decode(data)
+        except Exception:  # a datagram we cannot read is not an answer
+            return
+        future = self.waiting.get(message.token)
+        if future is not None and not future.done():
+            future.set_result(message)
+
+    async def get(self, request: Request) -> Answer:
+        started = time.perf_counter()
+        response = await self._exchange(request)
+        if response.code == Code.UNAUTHORIZED and response.opt.echo is not None:
+            self.echo = response.opt.echo  # the amplification guard's challenge (RFC 9175)
+            response = await self._exchange(request)
+        return Answer(
+            request,
+            response.code,
+            response.opt.etag,
+            response.opt.content_format,
+            len(response.payload),
+            time.perf_counter() - started,
+        )
+
+    async def _exchange(self, request: Request) -> aiocoap.Message:
+        assert self.transport is not None
+        message = aiocoap.Message(code=Code.GET, uri_path=request.path)
+        message.mtype = Type.CON
+        self.mid = (self.mid + 1) & 0xFFFF
+        message.mid = self.mid
+        self.tokens += 1
+        message.token = self.tokens.to_bytes(4, "big")
+        if request.etag is not None:
+            message.opt.etags = (request.etag,)
+        if self.echo is not None:
+            message.opt.echo = self.echo
+        raw = message.encode()
+        future: asyncio.Future[aiocoap.Message] = asyncio.get_running_loop().create_future()
+        self.waiting[message.token] = future
+        try:
+            for attempt in range(MAX_RETRANSMIT + 1):
+                self.transport.sendto(raw, self.address)
+                try:
+                    return await asyncio.wait_for(
+                        asyncio.shield(future), ACK_TIMEOUT_S * 2**attempt
+                    )
+                except TimeoutError:
+                    self.retransmissions += 1
+            raise CommandError(f"no answer to GET /{'/'.join(request.path)} after retransmissions")
+        finally:
+            del self.waiting[message.token]
+
+
+@dataclass(frozen=True, slots=True)
+class Phase:
+    answers: list[Answer]
+    cpu_s: float
+
+    @property
+    def cpu_per_request_us(self) -> float:
+        return 1e6 * self.cpu_s / len(self.answers)
+
+
+async def drive(
+    client: RawClient, pid: int, requests: Sequence[Request], *, repeat: bool = True
+) -> Phase:
+    """Send ``requests`` CONCURRENCY at a time; with ``repeat``, again until
+    the server used MIN_CPU_TICKS clock ticks (a shorter run reads as noise)."""
+    answers: list[Answer] = []
+    cpu = cpu_seconds(pid)
+    while True:
+        queue = iter(requests)
+
+        async def worker(queue: Iterator[Request]) -> None:
+            for request in queue:
+                answers.append(await client.get(request))
+
+        await asyncio.gather(*(worker(queue) for _ in range(CONCURRENCY)))
+        used = cpu_seconds(pid) - cpu
+        if not repeat or used * TICKS >= MIN_CPU_TICKS or len(answers) > 50 * len(requests):
+            return Phase(answers, used)
+
+
+def _codes(phase: Phase) -> dict[str, int]:
+    found: dict[str, int] = {}
+    for answer in phase.answers:
+        found[str(answer.code)] = found.get(str(answer.code), 0) + 1
+    return found
+
+
+def _expect(phase: Phase, code: Any, what: str) -> None:
+    wrong = [a for a in phase.answers if a.code != code]
+    if wrong:
+        raise CommandError(f"{what}: {len(wrong)} of {len(phase.answers)} answers were not "
+                           f"{code}: {_codes(phase)}")  # fmt: skip
+
+
+# ---------------------------------------------------------------- one size
+
+
+@dataclass(frozen=True, slots=True)
+class Figures:
+    devices: int
+    sample: int
+    build_s: float
+    startup_s: float
+    idle_cpu_pct: float
+    rss_mib: float
+    db_bytes: int
+    bare_us: float
+    valid_us: float
+    delta_us: float
+    first_after_edit_us: float
+    cpu_ratio_valid: float
+    cpu_ratio_delta: float
+    cpu_ratio_first_after_edit: float
+    p50_ms: float
+    p99_ms: float
+    retransmissions: int
+    visible_delay_s: float
+    db_growth_per_device: float
+    delta_bytes: float
+
+
+def _spawn(target: Callable[..., None], *args: object) -> tuple[SpawnProcess, Event]:
+    context = multiprocessing.get_context("spawn")
+    ready = context.Event()
+    process = context.Process(target=target, args=(*args, ready), daemon=True)
+    process.start()
+    return process, ready
+
+
+async def _bare_us(sample: int) -> float:
+    port = free_udp_port()
+    process, ready = _spawn(run_bare, {"bare": BARE_PAYLOAD}, port)
+    try:
+        if not ready.wait(60):
+            raise CommandError("the bare aiocoap server did not start within 60 s")
+        loop = asyncio.get_running_loop()
+        transport, client = await loop.create_datagram_endpoint(
+            lambda: RawClient(("127.0.0.1", port)), local_addr=("127.0.0.1", 0)
+        )
+        try:
+            assert process.pid is not None
+            requests = [Request(("bare",))] * sample
+            await drive(client, process.pid, requests[:CONCURRENCY], repeat=False)  # warm
+            phase = await drive(client, process.pid, requests)
+            _expect(phase, Code.CONTENT, "bare")
+            return phase.cpu_per_request_us
+        finally:
+            transport.close()
+    finally:
+        process.kill()
+        process.join()
+
+
+async def measure(
+    devices: int, sample: int, *, seed: int, progress: Callable[[str], None]
+) -> Figures:
+    with tempfile.TemporaryDirectory(prefix="edgecfg-bench-fleet-") as folder:
+        db = Path(folder) / "fleet.db"
+        progress(f"building a fleet of {devices:,} devices")
+        built = build(db, devices, seed=seed)
+        rng = random.Random(seed)
+        chosen = sorted(rng.sample(built.devices, min(sample, devices)))
+        port = free_udp_port()
+        loop = asyncio.get_running_loop()
+        transport, client = await loop.create_datagram_endpoint(
+            lambda: RawClient(("127.0.0.1", port)), local_addr=("127.0.0.1", 0)
+        )
+        progress(f"built in {built.seconds:.0f} s; starting the gateway")
+        started = time.perf_counter()
+        process, ready = _spawn(run_gateway, str(db), port)
+        try:
+            assert process.pid is not None
+            pid = process.pid
+            if not await loop.run_in_executor(None, ready.wait, STARTUP_LIMIT_S):
+                raise CommandError(f"the gateway did not start within {STARTUP_LIMIT_S:.0f} s")
+            first = await client.get(Request(("cfg", chosen[0])))
+            startup = time.perf_counter() - started
+            if first.code != Code.CONTENT:
+                raise CommandError(f"the gateway answered {first.code} to its first device")
+            await asyncio.sleep(2.0)  # let start-up work settle
+            cpu = cpu_seconds(pid)
+            await asyncio.sleep(IDLE_S)
+            idle = 100 * (cpu_seconds(pid) - cpu) / IDLE_S
+            progress("full configs for the sample")
+            full = await drive(client, pid, [Request(("cfg", d)) for d in chosen], repeat=False)
+            _expect(full, Code.CONTENT, "first fetch")
+            held = {DeviceId(a.request.path[1]): a.etag or b"" for a in full.answers}
+            valid_requests = [Request(("cfg", d), held[d]) for d in chosen]
+            progress("2.03 for the current version")
+            valid = await drive(client, pid, valid_requests)
+            _expect(valid, Code.VALID, "current ETag")
+            before = db_bytes(db)
+            progress("a fleet-wide edit from another process")
+            committed = edit_global(db, 900 + rng.randrange(1000))
+            probe = Request(("cfg", chosen[0]), held[chosen[0]])
+            while (await client.get(probe)).code == Code.VALID:
+                await asyncio.sleep(0.01)
+            visible = time.perf_counter() - committed
+            progress("first request of each device after the edit")
+            first_after = await drive(client, pid, valid_requests[1:], repeat=False)
+            _expect(first_after, Code.CONTENT, "first after the edit")
+            growth = (db_bytes(db) - before) / len(chosen)
+            progress("cached deltas")
+            delta = await drive(client, pid, valid_requests)
+            _expect(delta, Code.CONTENT, "cached delta")
+            rss = rss_mib(pid)
+        finally:
+            process.kill()
+            process.join()
+            transport.close()
+        footprint = db_bytes(db)
+    progress("the bare aiocoap baseline")
+    bare = await _bare_us(sample)
+    steady = [a.seconds for a in (*valid.answers, *delta.answers)]
+    return Figures(
+        devices=devices,
+        sample=len(chosen),
+        build_s=built.seconds,
+        startup_s=startup,
+        idle_cpu_pct=idle,
+        rss_mib=rss,
+        db_bytes=footprint,
+        bare_us=bare,
+        valid_us=valid.cpu_per_request_us,
+        delta_us=delta.cpu_per_request_us,
+        first_after_edit_us=first_after.cpu_per_request_us,
+        cpu_ratio_valid=valid.cpu_per_request_us / bare,
+        cpu_ratio_delta=delta.cpu_per_request_us / bare,
+        cpu_ratio_first_after_edit=first_after.cpu_per_request_us / delta.cpu_per_request_us,
+        p50_ms=1000 * median(steady),
+        p99_ms=1000 * percentile(steady, 0.99),
+        retransmissions=client.retransmissions,
+        visible_delay_s=visible,
+        db_growth_per_device=growth,
+        delta_bytes=median([float(a.size) for a in delta.answers]),
+    )
+
+
+# ---------------------------------------------------------------- the command
+
+
+def _sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(part.replace("_", "")) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise CommandError(f"--devices {text}: expected sizes like 10000,100000") from None
+    if not sizes or any(n < 1 for n in sizes):
+        raise CommandError(f"--devices {text}: every size must be at least 1")
+    return sizes
+
+
+def run_fleet_bench(*, devices: str, sample: int, seed: int, as_json: bool) -> int:
+    """``edgecfg bench fleet``: measure each fleet size in turn, print the figures."""
+    sizes = _sizes(devices)
+    if sample < CONCURRENCY:
+        raise CommandError(f"--sample {sample}: at least {CONCURRENCY}")
+
+    def progress(text: str) -> None:
+        print(f"... {text}", file=sys.stderr, flush=True)
+
+    rows: list[Figures] = []
+    for size in sizes:
+        figures = asyncio.run(measure(size, sample, seed=seed, progress=progress))
+        rows.append(figures)
+        if as_json:
+            print(json.dumps(asdict(figures)), flush=True)
+    if not as_json:
+        print(render(rows))
+    return 0
+
+
+def render(rows: Sequence[Figures]) -> str:
+    """The figures as a table, one column per fleet size."""
+    lines = [f"edgecfg bench fleet (sample {rows[0].sample} devices, {CONCURRENCY} at a time)"]
+    header = f"{'':34}" + "".join(f"{r.devices:>14,}" for r in rows)
+    lines.append(header)
+    fields: list[tuple[str, Callable[[Figures], str]]] = [
+        ("build (s)", lambda r: f"{r.build_s:.1f}"),
+        ("start-up to first answer (s)", lambda r: f"{r.startup_s:.2f}"),
+        ("idle CPU (% of a core)", lambda r: f"{r.idle_cpu_pct:.1f}"),
+        ("RSS after load (MiB)", lambda r: f"{r.rss_mib:.0f}"),
+        ("database (MB)", lambda r: f"{r.db_bytes / 1e6:.1f}"),
+        ("bare aiocoap (µs/request)", lambda r: f"{r.bare_us:.0f}"),
+        ("2.03 (µs/request, ÷ bare)", lambda r: f"{r.valid_us:.0f} {r.cpu_ratio_valid:.2f}x"),
+        ("cached delta (µs, ÷ bare)", lambda r: f"{r.delta_us:.0f} {r.cpu_ratio_delta:.2f}x"),
+        ("first after edit (µs, ÷ delta)",
+         lambda r: f"{r.first_after_edit_us:.0f} {r.cpu_ratio_first_after_edit:.2f}x"),
+        ("p50 / p99 latency (ms)", lambda r: f"{r.p50_ms:.1f}/{r.p99_ms:.1f}"),
+        ("retransmissions", lambda r: f"{r.retransmissions}"),
+        ("write visible after (s)", lambda r: f"{r.visible_delay_s:.2f}"),
+        ("DB growth per device, edit (B)", lambda r: f"{r.db_growth_per_device:.0f}"),
+        ("delta size (B)", lambda r: f"{r.delta_bytes:.0f}"),
+    ]  # fmt: skip
+    for label, shown in fields:
+        lines.append(f"{label:34}" + "".join(f"{shown(r):>14}" for r in rows))
+    return "\n".join(lines)
