@@ -43,6 +43,7 @@ OWNERS: dict[str, set[str]] = {
     "jsonpatch": {"bench"},
     "lz4": {"bench"},
     "matplotlib": {"sim", "bench"},
+    "cachetools": {"fleet", "core"},  # byte-bounded caches of the fleet and resolver
 }
 """Third-party libraries and the packages that may import them (DESIGN §2)."""
 

@@ -40,7 +40,7 @@ from edgecfg.errors import CommandError, EdgecfgError, StoreError
 from edgecfg.fleet.identity import InsecurePolicy
 from edgecfg.gateway.mqtt import DEFAULT_OUTBOX, MqttBridge, parse_mqtt_url
 from edgecfg.gateway.oscore import StoredCredentials
-from edgecfg.gateway.server import Gateway, serve
+from edgecfg.gateway.server import REFRESH_S, Gateway, serve
 from edgecfg.store import PostgresStore, SQLiteStore, is_postgres_url
 from edgecfg.wire.blocks import szx_for
 from edgecfg.wire.documents import write_config
@@ -557,10 +557,10 @@ def register(commands: Any) -> None:
     q.add_argument(
         "--refresh",
         type=float,
-        default=1.0,
+        default=REFRESH_S,
         metavar="S",
         help="seconds between picking up operator edits and revocations from the "
-        "database (default: 1.0)",
+        f"database (default: {REFRESH_S})",
     )
     add_db_option(q)
     q.set_defaults(handler=cmd_gateway_serve)

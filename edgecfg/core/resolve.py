@@ -221,6 +221,10 @@ class Resolver:
         fold = self._folds.get(tiers)
         if fold is None:
             fold = _apply_tier(self._fold(tiers[:-1]), [(i, self.layer(i)) for i in tiers[-1]])
+            if _own(tiers[-1]):
+                # One device's own tier: cheap to apply on the shared group fold
+                # below it, and keeping it would hold a fold per device.
+                return fold
             self._folds[tiers] = fold
             for layer_id in tiers[-1]:
                 self._users.setdefault(layer_id, set()).add(tiers)
@@ -432,6 +436,11 @@ def _prune(tree: Tree, path: Path) -> Tree:
             break
         tree = delete(tree, parent)
     return tree
+
+
+def _own(tier: tuple[LayerId, ...]) -> bool:
+    """Whether a tier is one device's own (its device or local layer)."""
+    return tier[0].startswith(("device/", "local/"))
 
 
 def _device_layer(device: DeviceId) -> LayerId:

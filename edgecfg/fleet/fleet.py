@@ -29,13 +29,16 @@ from __future__ import annotations
 
 import bisect
 import gc
+import hashlib
 import json
 from collections.abc import Generator, Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Final, cast
+from typing import Final, TypeVar, cast
 
-from edgecfg.core.ids import DeviceId, ETag, LayerId, check_device_id
+from cachetools import LRUCache
+
+from edgecfg.core.ids import ETAG_SIZE, DeviceId, ETag, LayerId, check_device_id
 from edgecfg.core.layers import (
     Hierarchy,
     Layer,
@@ -80,6 +83,19 @@ SCHEMA_SETTING: Final = "fleet.schema"
 CHANGE_BATCH: Final = 10_000
 """Change-log entries read per query by :meth:`Fleet.refresh`."""
 
+CONFIG_CACHE_BYTES: Final = 128 * 2**20
+"""Default memory for resolved, encoded configurations (see :func:`config_weight`)."""
+FACTS_ENTRIES: Final = 1 << 17
+"""Devices whose registration stays at hand without the member index."""
+ETAG_ENTRIES: Final = 1 << 19
+"""Devices whose current ETag is known without their configuration (~0.3 KiB each)."""
+TREE_OVERHEAD: Final = 3
+"""Bytes a decoded tree holds per byte of its canonical CBOR, about (CPython
+dicts, strings and numbers of configs like the fixture schema's)."""
+
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
 Signature = tuple[Tiers, tuple[str | None, str | None, str | None]]
 
 
@@ -98,6 +114,34 @@ class FleetChanges:
         return bool(self.layers or self.devices or self.everything)
 
 
+@dataclass(frozen=True, slots=True)
+class _Cached:
+    stamps: tuple[int, ...]
+    config: Encoded
+
+
+def config_weight(config: Encoded) -> int:
+    """What holding ``config`` costs, roughly: its bytes and its decoded tree
+    (subtrees shared with other holders are counted for each, so this errs high)."""
+    return len(config.cbor) * (1 + TREE_OVERHEAD) + 200
+
+
+def keep(cache: LRUCache[_K, _V], key: _K, value: _V) -> None:
+    """Put ``value`` in a byte-bounded cache unless it alone exceeds the bound
+    (cachetools would raise)."""
+    if cache.getsizeof(value) <= cache.maxsize:
+        cache[key] = value
+
+
+def _digest(tiers: Tiers, stamps: tuple[int, ...]) -> bytes:
+    """8 bytes naming a device's stack and the revisions of its layers."""
+    return hashlib.blake2b(repr((tiers, stamps)).encode(), digest_size=8).digest()
+
+
+def _cached_weight(entry: _Cached) -> int:
+    return config_weight(entry.config) + 8 * len(entry.stamps)
+
+
 @dataclass(slots=True)
 class _Members:
     facts: dict[DeviceId, DeviceFacts] = field(default_factory=lambda: {})
@@ -108,8 +152,9 @@ class _Members:
 class Fleet:
     """Configuration state of a fleet, backed by a store."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, cache_bytes: int = CONFIG_CACHE_BYTES) -> None:
         self.store = store
+        self.cache_bytes = cache_bytes
         # Read before anything is loaded: a write committed meanwhile is then
         # both loaded and logged after this seq, never lost between the two.
         self._seq = store.last_change()
@@ -121,12 +166,17 @@ class Fleet:
         self._heads: dict[LayerId, LayerRevision] = {}
         self.resolver = Resolver(self.hierarchy, self._load_layers(), self.schema)
         self._members: _Members | None = None
-        self._encoded: dict[Signature, Encoded] = {}
-        self._by_device: dict[DeviceId, Encoded] = {}
-        self._facts: dict[DeviceId, DeviceFacts] = {}
+        # Encoded configs by signature, each with the layer stamps it was built
+        # from: a layer edit bumps its stamp, so a stale entry is seen at the
+        # next lookup and nothing has to find the users of a layer.
+        self._configs: LRUCache[Signature, _Cached] = LRUCache(
+            maxsize=self.cache_bytes, getsizeof=_cached_weight
+        )
+        self._stamps: dict[LayerId, int] = {}
+        self._facts: LRUCache[DeviceId, DeviceFacts] = LRUCache(maxsize=FACTS_ENTRIES)
+        self._etags: LRUCache[DeviceId, bytes] = LRUCache(maxsize=ETAG_ENTRIES)
         self._leaves: list[Path] | None = None
         self._encoder = SubtreeEncoder()
-        self._encoded_users: dict[LayerId, set[Signature]] = {}
 
     # -- loading ----------------------------------------------------------------
 
@@ -208,7 +258,7 @@ class Fleet:
     def _reload_device(self, device_id: DeviceId) -> None:
         """Re-read one device's registration (or notice it is gone)."""
         self._facts.pop(device_id, None)
-        self._by_device.pop(device_id, None)
+        self._etags.pop(device_id, None)
         if self._members is None:
             return  # loaded lazily, from the store as it is now
         try:
@@ -238,11 +288,8 @@ class Fleet:
         """
         members = self.members()
         with _collector_paused():
-            for devices in members.signatures.values():
-                shared = self.encoded(devices[0])
-                for device in devices[1:]:
-                    self._by_device[device] = shared
-        return len({e.etag for e in self._by_device.values()})
+            tags = {self.encoded(devices[0]).etag for devices in members.signatures.values()}
+        return len(tags)
 
     def _admit(self, members: _Members, facts: DeviceFacts) -> None:
         old = members.by_device.get(facts.id)
@@ -271,7 +318,7 @@ class Fleet:
             raise UsageError(f"layers {orphans[:SAMPLE]} belong to dimensions the order leaves out")
         ranks = [list(rank) for rank in hierarchy.ranks]
         self.store.put_setting(HIERARCHY_SETTING, json.dumps(ranks).encode())
-        self.__init__(self.store)
+        self.__init__(self.store, cache_bytes=self.cache_bytes)
 
     def load_schema(self, data: bytes, fmt: TextFormat, *, source: str, now: float) -> Schema:
         """Store a schema version (checked against the versions before it) and use it."""
@@ -290,7 +337,7 @@ class Fleet:
         check_evolution([h for h in history if h.version < schema.version], schema)
         self.store.put_schema(schema.name, schema.version, data, now=now)
         self.store.put_setting(SCHEMA_SETTING, schema.name.encode())
-        self.__init__(self.store)
+        self.__init__(self.store, cache_bytes=self.cache_bytes)
         return schema
 
     # -- reading ----------------------------------------------------------------
@@ -338,35 +385,42 @@ class Fleet:
         return self.resolver.resolve(self.device(device_id))
 
     def encoded(self, device_id: DeviceId) -> Encoded:
-        """The device's effective configuration, encoded; shared per signature.
-
-        The per-device answer is cached too (the hot path of every sync); any
-        layer or registry change clears that cache, the signature cache below
-        keeps the expensive part.
-        """
-        found = self._by_device.get(device_id)
-        if found is None:
-            found = self._encoded_for(device_id)
-            self._by_device[device_id] = found
-        return found
-
-    def _encoded_for(self, device_id: DeviceId) -> Encoded:
+        """The device's effective configuration, encoded; shared per signature
+        (devices without layers of their own share one) and kept in a
+        byte-bounded cache (``cache_bytes``): an evicted one is resolved again
+        from the cached group fold below it."""
         facts = self.device(device_id)
         tiers = self.resolver.tiers(facts)
         signature = (tiers, facts.applicability)
-        found = self._encoded.get(signature)
-        if found is None:
+        stamps = tuple(self._stamps.get(layer_id, 0) for tier in tiers for layer_id in tier)
+        found = self._configs.get(signature)
+        if found is None or found.stamps != stamps:
             tree = self.resolver.resolve(facts, tiers=tiers).tree
-            found = Encoded.trusted(tree, encoder=self._encoder)
-            self._encoded[signature] = found
-            for tier in tiers:
-                for layer_id in tier:
-                    self._encoded_users.setdefault(layer_id, set()).add(signature)
-        return found
+            found = _Cached(stamps, Encoded.trusted(tree, encoder=self._encoder))
+            keep(self._configs, signature, found)
+        return found.config
+
+    def cached_configs(self) -> int:
+        """Encoded configurations held now (bounded by ``cache_bytes``)."""
+        return len(self._configs)
 
     def etag(self, device_id: DeviceId) -> ETag:
-        """The ETag of the device's effective configuration (cached)."""
-        return self.encoded(device_id).etag
+        """The ETag of the device's effective configuration.
+
+        A compact record per device (the ETag and a digest of the layer
+        stamps it was made from) answers the hot path of every sync (is the
+        device current?) without holding the configuration itself.
+        """
+        facts = self.device(device_id)
+        tiers = self.resolver.tiers(facts)
+        stamps = tuple(self._stamps.get(layer_id, 0) for tier in tiers for layer_id in tier)
+        digest = _digest(tiers, stamps)
+        record = self._etags.get(device_id)
+        if record is not None and record[ETAG_SIZE:] == digest:
+            return ETag(record[:ETAG_SIZE])
+        tag = self.encoded(device_id).etag
+        self._etags[device_id] = tag + digest
+        return tag
 
     def explain(self, device_id: DeviceId, path: Path = ()) -> list[Explanation]:
         """Why the device has each value at or below ``path``."""
@@ -415,12 +469,10 @@ class Fleet:
         return revision, impact
 
     def _install(self, layer_id: LayerId, layer: Layer) -> None:
-        self._by_device.clear()
         self._leaves = None
         had = self.resolver.has_layer(layer_id)
         self.resolver.put_layer(layer_id, layer)
-        for signature in self._encoded_users.pop(layer_id, set()):
-            self._encoded.pop(signature, None)
+        self._stamps[layer_id] = self._stamps.get(layer_id, 0) + 1
         name = self.hierarchy.parse(layer_id)
         if name.kind in ("device", "local") and had != self.resolver.has_layer(layer_id):
             members = self.members()  # the device's own layer appeared or vanished
@@ -522,7 +574,7 @@ class Fleet:
             )
         self.store.put_device(record)
         self._facts[facts.id] = facts
-        self._by_device.pop(facts.id, None)
+        self._etags.pop(facts.id, None)
         if self._members is not None:
             self._admit(self._members, facts)
         return resolution, pending
@@ -530,7 +582,7 @@ class Fleet:
     # -- dry runs ---------------------------------------------------------------
 
     def reached_by(self, layer_id: LayerId) -> list[DeviceId]:
-        """The devices whose stacks include ``layer_id``."""
+        """The devices whose stacks include ``layer_id`` (loads every device)."""
         name = self.hierarchy.parse(layer_id)
         members = self.members()
         if name.kind == "global":
@@ -538,13 +590,22 @@ class Fleet:
         if name.kind in ("device", "local"):
             device = DeviceId(name.device)
             return [device] if device in members.facts else []
-        group = "/".join(name.group)
         return [
-            device
-            for device, facts in members.facts.items()
-            if (path := facts.groups.get(name.dimension)) is not None
-            and (path == group or path.startswith(group + "/"))
-        ]
+            device for device, facts in members.facts.items() if _in_group(facts, name.dimension,
+            name.group)
+        ]  # fmt: skip
+
+    def reaches(self, layer_id: LayerId, device_id: DeviceId) -> bool:
+        """Whether ``layer_id`` is in the stack of ``device_id`` (a registered
+        device; one device's facts are read, never the fleet's)."""
+        name = self.hierarchy.parse(layer_id)
+        if name.kind in ("device", "local"):
+            return name.device == device_id and self.has_device(device_id)
+        try:
+            facts = self.device(device_id)
+        except NotFound:
+            return False
+        return name.kind == "global" or _in_group(facts, name.dimension, name.group)
 
     def impact(self, layer_id: LayerId, new: Layer) -> Impact:
         """What replacing ``layer_id`` with ``new`` would change, violate or break.
@@ -718,6 +779,13 @@ def _facts(record: DeviceRecord) -> DeviceFacts:
     return DeviceFacts(
         record.id, dict(record.groups), record.hardware, record.firmware, record.agent_version
     )
+
+
+def _in_group(facts: DeviceFacts, dimension: str, group: tuple[str, ...]) -> bool:
+    """Whether the device is in ``group`` of ``dimension`` or below it."""
+    path = facts.groups.get(dimension)
+    wanted = "/".join(group)
+    return path is not None and (path == wanted or path.startswith(wanted + "/"))
 
 
 def _layer_dimension(layer_id: LayerId) -> str:

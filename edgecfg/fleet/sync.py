@@ -12,9 +12,10 @@ at any time while the ETag is current.  The CoAP resources in
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Final, Literal, cast
+
+from cachetools import LRUCache
 
 from edgecfg.core.delta import restrict_to_classes
 from edgecfg.core.hlc import DEFAULT_MAX_DRIFT_MS
@@ -30,7 +31,7 @@ from edgecfg.core.tree import (
 )
 from edgecfg.errors import NotFound, OverBudget, PathError, PeerError
 from edgecfg.fleet.events import NO_EVENTS, EventSink
-from edgecfg.fleet.fleet import Fleet
+from edgecfg.fleet.fleet import Fleet, config_weight, keep
 from edgecfg.fleet.reconcile import ChangeTimes, journal_entries, reconcile
 from edgecfg.store import DeviceRecord, Store
 from edgecfg.wire.cbor import Encoded, decode, encode, etag_of_bytes
@@ -41,6 +42,10 @@ from edgecfg.wire.numbers import ContentFormat
 from edgecfg.wire.senml import decode_senml
 
 Priority = Literal["critical"]
+CACHE_BYTES: Final = 96 * 2**20
+"""Default memory for configuration versions and deltas (see :func:`config_weight`)."""
+PERSISTED_ENTRIES: Final = 1 << 18
+"""Versions remembered as already in the store (a miss costs one idempotent write)."""
 MAX_FETCH_PATHS: Final = 256
 MAX_PIGGYBACK: Final = 1024  # a delta riding on a telemetry reply must fit one block
 """Largest schema version a request may name (SQLite integers stop at 2**63 - 1)."""
@@ -80,7 +85,7 @@ class SyncService:
         self,
         fleet: Fleet,
         *,
-        cache_entries: int = 4096,
+        cache_bytes: int = CACHE_BYTES,
         telemetry_per_day: int | None = None,
         max_drift_ms: int = DEFAULT_MAX_DRIFT_MS,
     ) -> None:
@@ -88,11 +93,16 @@ class SyncService:
         self.quota = TelemetryQuota(fleet.store, telemetry_per_day)
         self.max_drift_ms = max_drift_ms
         self.change_times = ChangeTimes(fleet)
-        self._known: OrderedDict[ETag, Encoded] = OrderedDict()
-        self._deltas: OrderedDict[tuple[ETag, ETag], bytes] = OrderedDict()
+        # Byte-bounded, least recently used first out: versions devices may
+        # hold (3/4) and the deltas made between them (1/4).
+        self._known: LRUCache[ETag, Encoded] = LRUCache(
+            maxsize=cache_bytes * 3 // 4, getsizeof=config_weight
+        )
+        self._deltas: LRUCache[tuple[ETag, ETag], bytes] = LRUCache(
+            maxsize=cache_bytes // 4, getsizeof=_delta_weight
+        )
         self._schemas: dict[int, Schema] = {}
-        self._cache_entries = cache_entries
-        self._persisted: set[ETag] = set()
+        self._persisted: LRUCache[ETag, bool] = LRUCache(maxsize=PERSISTED_ENTRIES)
         self.events: EventSink = NO_EVENTS  # telemetry and sync events (the MQTT bridge)
 
     # -- configurations -------------------------------------------------------------
@@ -125,13 +135,11 @@ class SyncService:
     def _remember(self, config: Encoded) -> None:
         if config.etag in self._known:
             return
-        self._known[config.etag] = config
-        while len(self._known) > self._cache_entries:
-            self._known.popitem(last=False)
+        keep(self._known, config.etag, config)
         if config.etag not in self._persisted:
             # a delta can be made from any version ever served, after restarts too
             self.fleet.store.put_blob(config.cbor)
-            self._persisted.add(config.etag)
+            self._persisted[config.etag] = True
 
     def known(self, etag: ETag) -> Encoded | None:
         """A configuration version the gateway served before (memory, then store)."""
@@ -144,7 +152,7 @@ class SyncService:
             found = Encoded.stored(data)
             if found.etag != etag:  # not a config this gateway stored
                 return None
-            self._known[etag] = found
+            keep(self._known, etag, found)
         return found
 
     def config(
@@ -155,13 +163,31 @@ class SyncService:
         prio: Priority | None = None,
         schema_version: int | None = None,
     ) -> Representation | NotModified:
-        """GET /cfg/{dev}[?from=..][&prio=critical]: a delta when ``base`` is known."""
+        """GET /cfg/{dev}[?from=..][&prio=critical]: a delta when ``base`` is known.
+
+        The usual answers (2.03 for the current version, a delta made before)
+        need only the device's ETag, never its configuration.
+        """
+        schema = self.fleet.schema
+        plain = schema is None or schema_version in (None, schema.version)
+        if base is not None and prio is None and plain:
+            current = self.fleet.etag(device)
+            if base == current:
+                return NotModified(current)
+            made = self._deltas.get((base, current))
+            if made is not None:
+                return Representation(made, ContentFormat.DELTA, current)
         target = self.current(device, schema_version=schema_version)
-        held = self.known(base) if base is not None else None
         if prio == "critical":
-            target = self._critical(target, held)
-        if base is not None and base == target.etag:
+            target = self._critical(target, self.known(base) if base is not None else None)
+        if base is None:
+            return Representation(target.cbor, ContentFormat.CBOR, target.etag)
+        if base == target.etag:
             return NotModified(target.etag)
+        made = self._deltas.get((base, target.etag))  # the base need not be at hand
+        if made is not None:
+            return Representation(made, ContentFormat.DELTA, target.etag)
+        held = self.known(base)
         if held is None:
             return Representation(target.cbor, ContentFormat.CBOR, target.etag)
         return Representation(self._delta(held, target), ContentFormat.DELTA, target.etag)
@@ -185,11 +211,7 @@ class SyncService:
         found = self._deltas.get(key)
         if found is None:
             found = make_delta(base, target)
-            self._deltas[key] = found
-            while len(self._deltas) > self._cache_entries:
-                self._deltas.popitem(last=False)
-        else:
-            self._deltas.move_to_end(key)
+            keep(self._deltas, key, found)
         return found
 
     def subtree(self, device: DeviceId, path: Path) -> Representation:
@@ -332,6 +354,10 @@ class TelemetryQuota:
                 retry_after_s=max(1, math.ceil(next_day - now)),
             )
         self._used[device] = (int(now // DAY_S), used + size)
+
+
+def _delta_weight(delta: bytes) -> int:
+    return len(delta) + 150  # the key's two ETags and the entry
 
 
 def _updated_record(record: DeviceRecord, report: DeviceReport) -> DeviceRecord:

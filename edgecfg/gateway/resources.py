@@ -299,6 +299,10 @@ class ConfigResource(_Base, aiocoap.interfaces.ObservableResource):
         peer = request_peer(request, _claimed(request))
         self.gate.observations.register(peer, serverobservation, cancel)
 
+    def observed(self) -> list[str]:
+        """The devices somebody observes now."""
+        return [device for device, watchers in self.observers.items() if watchers]
+
     def changed(self, devices: set[str] | None = None) -> int:
         """Notify observers of these devices (all when None); returns how many."""
         count = 0

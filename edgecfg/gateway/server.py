@@ -36,7 +36,7 @@ import aiocoap.resource
 
 from edgecfg.core.admission import Admission, Budgets, Subsiding
 from edgecfg.core.echo import AMPLIFICATION_FACTOR
-from edgecfg.core.ids import LayerId
+from edgecfg.core.ids import DeviceId, LayerId
 from edgecfg.fleet.fleet import Fleet, FleetChanges
 from edgecfg.fleet.identity import AuthenticatedPolicy, IdentityPolicy
 from edgecfg.fleet.sync import SyncService
@@ -55,7 +55,7 @@ from edgecfg.gateway.resources import (
 from edgecfg.store import Store
 
 log = logging.getLogger("edgecfg.gateway")
-REFRESH_S: Final = 1.0
+REFRESH_S: Final = 0.25
 MAX_CONCURRENT: Final = 256
 LAG_PROBE_S: Final = 0.25
 
@@ -131,10 +131,12 @@ class Gateway:
         self.subsiding = Subsiding()
 
     def layer_changed(self, layer: LayerId) -> None:
-        """Notify observers of the layer and of every device that inherits it."""
+        """Notify observers of the layer and of every observed device that
+        inherits it (work in proportion to the observers, never the fleet)."""
         self.groups.changed(layer)
-        reached = self.fleet.reached_by(layer)
-        self.config.changed({str(device) for device in reached})
+        reached = {d for d in self.config.observed() if self.fleet.reaches(layer, DeviceId(d))}
+        if reached:
+            self.config.changed(reached)
 
     def changed(self, changes: FleetChanges) -> None:
         """Notify the observers of what another writer changed."""
