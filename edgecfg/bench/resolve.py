@@ -355,6 +355,7 @@ def naive(fleet: Fleet, edited: Layer, rng: random.Random) -> Naive:
     the root edit; check each against the fleet's (memoised) encoding."""
     assert fleet.schema is not None
     members = fleet.members()
+    fleet.hold_all_layers()
     resolver = Resolver(fleet.hierarchy, _layers(fleet.resolver), fleet.schema)
     original = resolver.layer(GLOBAL)
     defaults = flatten(fleet.schema.defaults())

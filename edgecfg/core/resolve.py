@@ -18,9 +18,11 @@ that layer changes.  It is pure: layers come in as values, nothing is read.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Literal, TypeAlias
+
+from cachetools import LRUCache
 
 from edgecfg.core.ids import DeviceId, LayerId
 from edgecfg.core.layers import EMPTY_LAYER, Hierarchy, Layer
@@ -37,6 +39,8 @@ from edgecfg.core.tree import (
     values_equal,
 )
 
+OWN_LAYER_ENTRIES: Final = 1 << 16
+"""Devices' own layers a :class:`Resolver` with a loader keeps at hand."""
 DEFAULTS: Final = LayerId("defaults")
 SCHEMA_SOURCE: Final = LayerId("schema")
 Tiers: TypeAlias = tuple[tuple[LayerId, ...], ...]
@@ -144,6 +148,13 @@ class Resolver:
 
     ``layers`` maps layer ids to layers; an id absent from it is an empty layer.
     Replace a layer with :meth:`put_layer`: only folds containing it are redone.
+
+    With a ``loader``, devices' own layers (``device/...``, ``local/...``)
+    absent from ``layers`` are read through it when first needed and kept in
+    a cache of ``own_entries`` layers: a fleet where every device has its
+    own layer need not hold them all.  What needs every layer at once (the
+    path index of :meth:`layers_speaking_on`, :meth:`layer_ids` for own
+    layers) needs :meth:`add_layers` with all of them first.
     """
 
     def __init__(
@@ -151,10 +162,15 @@ class Resolver:
         hierarchy: Hierarchy,
         layers: Mapping[LayerId, Layer] | None = None,
         schema: Schema | None = None,
+        *,
+        loader: Callable[[LayerId], Layer] | None = None,
+        own_entries: int = OWN_LAYER_ENTRIES,
     ) -> None:
         self.hierarchy = hierarchy
         self.schema = schema
         self._layers: dict[LayerId, Layer] = dict(layers or {})
+        self._loader = loader
+        self._own: LRUCache[LayerId, Layer] = LRUCache(maxsize=own_entries)
         self._folds: dict[Tiers, _Fold] = {}
         self._tiers: dict[tuple[tuple[str, str], ...], Tiers] = {}
         self._index: _PathIndex | None = None
@@ -166,14 +182,43 @@ class Resolver:
 
     def layer(self, layer_id: LayerId) -> Layer:
         """The layer with this id (empty when none was stored)."""
-        return self._layers.get(layer_id, EMPTY_LAYER)
+        found = self._layers.get(layer_id)
+        if found is not None:
+            return found
+        if self._loader is None or not _is_own(layer_id):
+            return EMPTY_LAYER
+        found = self._own.get(layer_id)
+        if found is None:
+            found = self._loader(layer_id)
+            self._own[layer_id] = found
+        return found
 
     def has_layer(self, layer_id: LayerId) -> bool:
-        return layer_id in self._layers and not self._layers[layer_id].empty
+        return not self.layer(layer_id).empty
+
+    def holds(self, layer_id: LayerId) -> bool:
+        """Whether the layer is in memory now (asking never loads it)."""
+        return layer_id in self._layers or layer_id in self._own
+
+    @property
+    def complete(self) -> bool:
+        """Whether every layer is in memory (no loader, or :meth:`add_layers` ran)."""
+        return self._loader is None
+
+    def add_layers(self, layers: Mapping[LayerId, Layer]) -> None:
+        """Hold every layer from now on (``layers``: all the own layers there
+        are); the loader is not asked again."""
+        self._layers.update(layers)
+        self._own.clear()
+        self._loader = None
+        self._index = None
 
     def put_layer(self, layer_id: LayerId, layer: Layer) -> None:
         """Replace a layer and forget every fold that used it."""
-        self._layers[layer_id] = layer
+        if self._loader is not None and _is_own(layer_id) and layer_id not in self._layers:
+            self._own[layer_id] = layer
+        else:
+            self._layers[layer_id] = layer
         self._index = None
         for tiers in self._users.pop(layer_id, set()):
             self._folds.pop(tiers, None)
@@ -186,14 +231,14 @@ class Resolver:
     def tiers(self, device: DeviceFacts) -> Tiers:
         """The device's precedence tiers; its own layer only when it has one
         (so devices without overrides share their folds)."""
-        if self.has_layer(_device_layer(device.id)):
-            found = self.hierarchy.tiers(device.groups, device.id)
-        else:
-            key = tuple(sorted(device.groups.items()))
-            found = self._tiers.get(key)
-            if found is None:  # the group part is shared by every device in those groups
-                found = self.hierarchy.tiers(device.groups)
-                self._tiers[key] = found
+        key = tuple(sorted(device.groups.items()))
+        found = self._tiers.get(key)
+        if found is None:  # the group part is shared by every device in those groups
+            found = self.hierarchy.tiers(device.groups)
+            self._tiers[key] = found
+        own = _device_layer(device.id)
+        if self.has_layer(own):
+            found = (*found, (own,))
         local = LayerId(f"local/{device.id}")
         if self.has_layer(local):  # merged local overrides: above the device's own layer
             found = (*found, (local,))
@@ -255,6 +300,8 @@ class Resolver:
         return speaking
 
     def _path_index(self) -> _PathIndex:
+        if not self.complete:
+            raise RuntimeError("the path index needs every layer: call add_layers first")
         if self._index is None:
             owners: dict[Path, set[LayerId]] = {}
             ops: set[Path] = set()
@@ -440,7 +487,11 @@ def _prune(tree: Tree, path: Path) -> Tree:
 
 def _own(tier: tuple[LayerId, ...]) -> bool:
     """Whether a tier is one device's own (its device or local layer)."""
-    return tier[0].startswith(("device/", "local/"))
+    return _is_own(tier[0])
+
+
+def _is_own(layer_id: LayerId) -> bool:
+    return layer_id.startswith(("device/", "local/"))
 
 
 def _device_layer(device: DeviceId) -> LayerId:

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import bisect
 import gc
-import hashlib
 import json
 from collections.abc import Generator, Iterable
 from contextlib import contextmanager
@@ -40,6 +39,8 @@ from cachetools import LRUCache
 
 from edgecfg.core.ids import ETAG_SIZE, DeviceId, ETag, LayerId, check_device_id
 from edgecfg.core.layers import (
+    EMPTY_LAYER,
+    GLOBAL,
     Hierarchy,
     Layer,
     layer_from_document,
@@ -87,6 +88,8 @@ CONFIG_CACHE_BYTES: Final = 128 * 2**20
 """Default memory for resolved, encoded configurations (see :func:`config_weight`)."""
 FACTS_ENTRIES: Final = 1 << 17
 """Devices whose registration stays at hand without the member index."""
+HEAD_ENTRIES: Final = 1 << 16
+"""Newest revisions of layers kept at hand (every group layer's, usually)."""
 ETAG_ENTRIES: Final = 1 << 19
 """Devices whose current ETag is known without their configuration (~0.3 KiB each)."""
 TREE_OVERHEAD: Final = 3
@@ -134,8 +137,9 @@ def keep(cache: LRUCache[_K, _V], key: _K, value: _V) -> None:
 
 
 def _digest(tiers: Tiers, stamps: tuple[int, ...]) -> bytes:
-    """8 bytes naming a device's stack and the revisions of its layers."""
-    return hashlib.blake2b(repr((tiers, stamps)).encode(), digest_size=8).digest()
+    """8 bytes naming a device's stack and the revisions of its layers, for
+    this process only (Python's hash of strings is salted per process)."""
+    return hash((tiers, stamps)).to_bytes(8, "little", signed=True)
 
 
 def _cached_weight(entry: _Cached) -> int:
@@ -163,8 +167,10 @@ class Fleet:
     def _load(self) -> None:
         self.hierarchy = self._load_hierarchy()
         self.schema = self._load_schema()
-        self._heads: dict[LayerId, LayerRevision] = {}
-        self.resolver = Resolver(self.hierarchy, self._load_layers(), self.schema)
+        self._heads: LRUCache[LayerId, LayerRevision] = LRUCache(maxsize=HEAD_ENTRIES)
+        self.resolver = Resolver(
+            self.hierarchy, self._load_layers(), self.schema, loader=self._read_own
+        )
         self._members: _Members | None = None
         # Encoded configs by signature, each with the layer stamps it was built
         # from: a layer edit bumps its stamp, so a stale entry is seen at the
@@ -195,12 +201,37 @@ class Fleet:
         return read_schema(record.document, _format_of(record.document), source=record.name)
 
     def _load_layers(self) -> dict[LayerId, Layer]:
+        """The global and group layers; devices' own layers are read when
+        first needed (:meth:`_read_own`), so start-up does not grow with the fleet."""
         layers: dict[LayerId, Layer] = {}
-        for layer_id in self.store.layer_ids():
+        ids = [i for i in self.store.layer_ids(GLOBAL) if i == GLOBAL]
+        for dimension in self.hierarchy.dimensions:
+            ids.extend(self.store.layer_ids(f"{dimension}/"))
+        for layer_id in ids:
             head = self.store.get_layer(layer_id)
             layers[layer_id] = layer_from_document(decode(self.store.get_blob(head.content)))
             self._heads[layer_id] = head
         return layers
+
+    def _read_own(self, layer_id: LayerId) -> Layer:
+        """A device's own layer as stored now (empty when it has none)."""
+        try:
+            head = self.store.get_layer(layer_id)
+        except NotFound:
+            return EMPTY_LAYER
+        return layer_from_document(decode(self.store.get_blob(head.content)))
+
+    def hold_all_layers(self) -> None:
+        """Hold every device's own layer from now on: what an edit changes,
+        blocks or breaks (:meth:`impact`) is decided over all of them."""
+        if self.resolver.complete:
+            return
+        own: dict[LayerId, Layer] = {}
+        with _collector_paused():
+            for prefix in ("device/", "local/"):
+                for layer_id in self.store.layer_ids(prefix):
+                    own[layer_id] = self._read_own(layer_id)
+        self.resolver.add_layers(own)
 
     def refresh(self) -> FleetChanges:
         """Pick up what other writers (the CLI, another gateway) committed.
@@ -250,7 +281,7 @@ class Fleet:
             return False  # this fleet's own write, already installed
         layer = layer_from_document(decode(self.store.get_blob(head.content)))
         self._heads[layer_id] = head
-        if layer == self.resolver.layer(layer_id):
+        if self.resolver.holds(layer_id) and layer == self.resolver.layer(layer_id):
             return False
         self._install(layer_id, layer)
         return True
@@ -470,7 +501,8 @@ class Fleet:
 
     def _install(self, layer_id: LayerId, layer: Layer) -> None:
         self._leaves = None
-        had = self.resolver.has_layer(layer_id)
+        # a layer not held was read from the store, which may hold ``layer`` already
+        had = self.resolver.has_layer(layer_id) if self.resolver.holds(layer_id) else None
         self.resolver.put_layer(layer_id, layer)
         self._stamps[layer_id] = self._stamps.get(layer_id, 0) + 1
         name = self.hierarchy.parse(layer_id)
@@ -615,6 +647,7 @@ class Fleet:
         dropped for their hardware): members of a group get the same answer,
         so one walk per group decides for all of them.
         """
+        self.hold_all_layers()
         old = self.resolver.layer(layer_id)
         changed_ops = changed_paths(old, new)
         lock_changes = old.locks ^ new.locks
@@ -709,6 +742,7 @@ class Fleet:
         return sorted(p for p in found if not any(q != p and is_prefix(p, q) for q in found))
 
     def _known_leaves(self) -> list[Path]:
+        self.hold_all_layers()
         if self._leaves is None:
             leaves: set[Path] = set(self.schema.default_paths()) if self.schema else set()
             for layer_id in self.resolver.layer_ids():
