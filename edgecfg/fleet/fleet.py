@@ -30,7 +30,7 @@ from __future__ import annotations
 import bisect
 import gc
 import json
-from collections.abc import Generator, Iterable
+from collections.abc import Generator, Iterable, MutableMapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Final, TypeVar, cast
@@ -56,7 +56,7 @@ from edgecfg.core.resolve import (
 )
 from edgecfg.core.schema import Schema, undeclared, value_problems
 from edgecfg.core.schema_document import check_evolution
-from edgecfg.core.tree import UNSET, UnsetType, values_equal
+from edgecfg.core.tree import UNSET, UnsetType, Value, values_equal
 from edgecfg.errors import (
     FleetValidationError,
     NotFound,
@@ -118,9 +118,19 @@ class FleetChanges:
 
 
 @dataclass(frozen=True, slots=True)
+class Served:
+    """A device's configuration and how to rebuild it later: ``vector``
+    names the schema version and the revision of each layer in the device's
+    stack it was resolved from (:meth:`Fleet.rebuild`)."""
+
+    config: Encoded
+    vector: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class _Cached:
     stamps: tuple[int, ...]
-    config: Encoded
+    served: Served
 
 
 def config_weight(config: Encoded) -> int:
@@ -143,7 +153,7 @@ def _digest(tiers: Tiers, stamps: tuple[int, ...]) -> bytes:
 
 
 def _cached_weight(entry: _Cached) -> int:
-    return config_weight(entry.config) + 8 * len(entry.stamps)
+    return config_weight(entry.served.config) + 8 * len(entry.stamps) + len(entry.served.vector)
 
 
 @dataclass(slots=True)
@@ -167,7 +177,9 @@ class Fleet:
     def _load(self) -> None:
         self.hierarchy = self._load_hierarchy()
         self.schema = self._load_schema()
-        self._heads: LRUCache[LayerId, LayerRevision] = LRUCache(maxsize=HEAD_ENTRIES)
+        # newest revisions: every group layer's, and the own layers' read lately
+        self._group_heads: dict[LayerId, LayerRevision] = {}
+        self._own_heads: LRUCache[LayerId, LayerRevision] = LRUCache(maxsize=HEAD_ENTRIES)
         self.resolver = Resolver(
             self.hierarchy, self._load_layers(), self.schema, loader=self._read_own
         )
@@ -210,15 +222,18 @@ class Fleet:
         for layer_id in ids:
             head = self.store.get_layer(layer_id)
             layers[layer_id] = layer_from_document(decode(self.store.get_blob(head.content)))
-            self._heads[layer_id] = head
+            self._group_heads[layer_id] = head
         return layers
 
     def _read_own(self, layer_id: LayerId) -> Layer:
-        """A device's own layer as stored now (empty when it has none)."""
+        """A device's own layer as stored now (empty when it has none); its
+        head is noted with it, so a version vector names what was read."""
         try:
             head = self.store.get_layer(layer_id)
         except NotFound:
+            self._own_heads.pop(layer_id, None)
             return EMPTY_LAYER
+        self._own_heads[layer_id] = head
         return layer_from_document(decode(self.store.get_blob(head.content)))
 
     def hold_all_layers(self) -> None:
@@ -276,11 +291,11 @@ class Fleet:
             head = self.store.get_layer(layer_id)
         except NotFound:
             return False
-        known = self._heads.get(layer_id)
+        known = self._heads(layer_id).get(layer_id)
         if known is not None and known.revision == head.revision:
             return False  # this fleet's own write, already installed
         layer = layer_from_document(decode(self.store.get_blob(head.content)))
-        self._heads[layer_id] = head
+        self._heads(layer_id)[layer_id] = head
         if self.resolver.holds(layer_id) and layer == self.resolver.layer(layer_id):
             return False
         self._install(layer_id, layer)
@@ -380,12 +395,18 @@ class Fleet:
 
     def head(self, layer_id: LayerId) -> LayerRevision | None:
         """The newest revision of a layer, or None."""
-        if layer_id not in self._heads:
+        heads = self._heads(layer_id)
+        found = heads.get(layer_id)
+        if found is None:
             try:
-                self._heads[layer_id] = self.store.get_layer(layer_id)
+                found = self.store.get_layer(layer_id)
             except NotFound:
                 return None
-        return self._heads[layer_id]
+            heads[layer_id] = found
+        return found
+
+    def _heads(self, layer_id: LayerId) -> MutableMapping[LayerId, LayerRevision]:
+        return self._own_heads if _is_own(layer_id) else self._group_heads
 
     def history(self, layer_id: LayerId) -> list[LayerRevision]:
         """Every revision of a layer, oldest first."""
@@ -416,20 +437,70 @@ class Fleet:
         return self.resolver.resolve(self.device(device_id))
 
     def encoded(self, device_id: DeviceId) -> Encoded:
-        """The device's effective configuration, encoded; shared per signature
-        (devices without layers of their own share one) and kept in a
-        byte-bounded cache (``cache_bytes``): an evicted one is resolved again
-        from the cached group fold below it."""
+        """The device's effective configuration, encoded (see :meth:`served`)."""
+        return self.served(device_id).config
+
+    def served(self, device_id: DeviceId) -> Served:
+        """The device's effective configuration, encoded, with its version
+        vector; shared per signature (devices without layers of their own
+        share one) and kept in a byte-bounded cache (``cache_bytes``): an
+        evicted one is resolved again from the cached group fold below it."""
         facts = self.device(device_id)
         tiers = self.resolver.tiers(facts)
         signature = (tiers, facts.applicability)
         stamps = tuple(self._stamps.get(layer_id, 0) for tier in tiers for layer_id in tier)
         found = self._configs.get(signature)
         if found is None or found.stamps != stamps:
+            vector = self._vector(tiers)  # before resolving: a layer read now is in both
             tree = self.resolver.resolve(facts, tiers=tiers).tree
-            found = _Cached(stamps, Encoded.trusted(tree, encoder=self._encoder))
+            found = _Cached(stamps, Served(Encoded.trusted(tree, encoder=self._encoder), vector))
             keep(self._configs, signature, found)
-        return found.config
+        return found.served
+
+    def _vector(self, tiers: Tiers) -> bytes:
+        """The schema version and each layer's revision in ``tiers`` (0: none)."""
+        revisions: list[Value] = [self.schema.version if self.schema is not None else 0]
+        for tier in tiers:
+            for layer_id in tier:
+                if _is_own(layer_id):
+                    self.resolver.layer(layer_id)  # read now, it notes its head
+                    head = self.head(layer_id)
+                else:  # every group layer there is is loaded, with its head
+                    head = self._group_heads.get(layer_id)
+                revisions.append(head.revision if head is not None else 0)
+        return encode(revisions)
+
+    def rebuild(self, device_id: DeviceId, vector: bytes) -> Encoded | None:
+        """The configuration ``vector`` names for this device, from the layers'
+        history; None when it no longer can be (the device changed groups or
+        hardware since, the schema changed, a revision is gone): the caller
+        checks the result's ETag against the one it wanted, too."""
+        try:
+            revisions = decode(vector)
+        except ValueError:
+            return None
+        facts = self.device(device_id)
+        tiers = self.resolver.tiers(facts)
+        ids = [layer_id for tier in tiers for layer_id in tier]
+        schema_version = self.schema.version if self.schema is not None else 0
+        if (
+            not isinstance(revisions, list)
+            or len(revisions) != len(ids) + 1
+            or revisions[0] != schema_version
+            or not all(type(r) is int for r in revisions)
+        ):
+            return None
+        layers: dict[LayerId, Layer] = {}
+        for layer_id, revision in zip(ids, cast(list[int], revisions[1:]), strict=True):
+            if revision == 0:
+                continue
+            try:
+                head = self.store.get_layer(layer_id, revision)
+            except NotFound:
+                return None
+            layers[layer_id] = layer_from_document(decode(self.store.get_blob(head.content)))
+        resolver = Resolver(self.hierarchy, layers, self.schema)
+        return Encoded.trusted(resolver.resolve(facts, tiers=tiers).tree)
 
     def cached_configs(self) -> int:
         """Encoded configurations held now (bounded by ``cache_bytes``)."""
@@ -495,7 +566,7 @@ class Fleet:
             message=message,
             now=now,
         )
-        self._heads[layer_id] = revision
+        self._heads(layer_id)[layer_id] = revision
         self._install(layer_id, new)
         return revision, impact
 
@@ -813,6 +884,11 @@ def _facts(record: DeviceRecord) -> DeviceFacts:
     return DeviceFacts(
         record.id, dict(record.groups), record.hardware, record.firmware, record.agent_version
     )
+
+
+def _is_own(layer_id: LayerId) -> bool:
+    """Whether a layer is one device's own (its device or local layer)."""
+    return layer_id.startswith(("device/", "local/"))
 
 
 def _in_group(facts: DeviceFacts, dimension: str, group: tuple[str, ...]) -> bool:

@@ -12,6 +12,8 @@ at any time while the ETag is current.  The CoAP resources in
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, Literal, cast
 
@@ -44,6 +46,8 @@ from edgecfg.wire.senml import decode_senml
 Priority = Literal["critical"]
 CACHE_BYTES: Final = 96 * 2**20
 """Default memory for configuration versions and deltas (see :func:`config_weight`)."""
+VERSION_BATCH: Final = 512
+"""Version vectors written in one transaction, at most (see :meth:`SyncService.flush`)."""
 PERSISTED_ENTRIES: Final = 1 << 18
 """Versions remembered as already in the store (a miss costs one idempotent write)."""
 MAX_FETCH_PATHS: Final = 256
@@ -88,8 +92,10 @@ class SyncService:
         cache_bytes: int = CACHE_BYTES,
         telemetry_per_day: int | None = None,
         max_drift_ms: int = DEFAULT_MAX_DRIFT_MS,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.fleet = fleet
+        self.clock = clock
         self.quota = TelemetryQuota(fleet.store, telemetry_per_day)
         self.max_drift_ms = max_drift_ms
         self.change_times = ChangeTimes(fleet)
@@ -103,20 +109,23 @@ class SyncService:
         )
         self._schemas: dict[int, Schema] = {}
         self._persisted: LRUCache[ETag, bool] = LRUCache(maxsize=PERSISTED_ENTRIES)
+        self._pending: dict[ETag, bytes] = {}  # version vectors not yet written
         self.events: EventSink = NO_EVENTS  # telemetry and sync events (the MQTT bridge)
 
     # -- configurations -------------------------------------------------------------
 
     def current(self, device: DeviceId, *, schema_version: int | None = None) -> Encoded:
         """The device's effective config, in the schema version its agent speaks."""
-        config = self.fleet.encoded(device)
+        served = self.fleet.served(device)
         schema = self.fleet.schema
         if schema is not None and schema_version is not None and schema_version != schema.version:
             config = Encoded.trusted(
-                translate(config.tree, schema, self._schema_version(schema, schema_version))
+                translate(served.config.tree, schema, self._schema_version(schema, schema_version))
             )
-        self._remember(config)
-        return config
+            self._remember(config)
+            return config
+        self._remember(served.config, served.vector)
+        return served.config
 
     def _schema_version(self, schema: Schema, version: int) -> Schema:
         found = self._schemas.get(version)
@@ -132,27 +141,56 @@ class SyncService:
             self._schemas[version] = found
         return found
 
-    def _remember(self, config: Encoded) -> None:
+    def _remember(self, config: Encoded, vector: bytes | None = None) -> None:
+        """Keep a served version at hand, and make sure it can be found again
+        after it left memory (or the gateway restarted): by its version
+        vector (a few bytes, written in batches), or, for the rare versions
+        that have none (the critical part, another schema version), whole."""
         if config.etag in self._known:
             return
         keep(self._known, config.etag, config)
-        if config.etag not in self._persisted:
-            # a delta can be made from any version ever served, after restarts too
+        if config.etag in self._persisted:
+            return
+        if vector is None:
             self.fleet.store.put_blob(config.cbor)
             self._persisted[config.etag] = True
+            return
+        self._pending[config.etag] = vector
+        if len(self._pending) >= VERSION_BATCH:
+            self.flush()
 
-    def known(self, etag: ETag) -> Encoded | None:
-        """A configuration version the gateway served before (memory, then store)."""
+    def flush(self) -> int:
+        """Write the version vectors served since the last flush (the gateway
+        calls this a few times a second); how many."""
+        if not self._pending:
+            return 0
+        pending, self._pending = self._pending, {}
+        self.fleet.store.put_versions(pending.items(), now=self.clock())
+        for etag in pending:
+            self._persisted[etag] = True
+        return len(pending)
+
+    def known(self, etag: ETag, device: DeviceId | None = None) -> Encoded | None:
+        """A configuration version the gateway served before: from memory,
+        rebuilt for ``device`` from its version vector, or stored whole
+        (versions without a vector, and those older gateways stored)."""
         found = self._known.get(etag)
-        if found is None:
-            try:
-                data = self.fleet.store.get_blob(etag)
-            except NotFound:
-                return None
-            found = Encoded.stored(data)
-            if found.etag != etag:  # not a config this gateway stored
-                return None
-            keep(self._known, etag, found)
+        if found is not None:
+            return found
+        vector = self._pending.get(etag) or self.fleet.store.get_version(etag)
+        if vector is not None and device is not None:
+            found = self.fleet.rebuild(device, vector)
+            if found is not None and found.etag == etag:
+                keep(self._known, etag, found)
+                return found
+        try:
+            data = self.fleet.store.get_blob(etag)
+        except NotFound:
+            return None
+        found = Encoded.stored(data)
+        if found.etag != etag:  # not a config this gateway stored
+            return None
+        keep(self._known, etag, found)
         return found
 
     def config(
@@ -179,7 +217,8 @@ class SyncService:
                 return Representation(made, ContentFormat.DELTA, current)
         target = self.current(device, schema_version=schema_version)
         if prio == "critical":
-            target = self._critical(target, self.known(base) if base is not None else None)
+            held = self.known(base, device) if base is not None else None
+            target = self._critical(target, held)
         if base is None:
             return Representation(target.cbor, ContentFormat.CBOR, target.etag)
         if base == target.etag:
@@ -187,7 +226,7 @@ class SyncService:
         made = self._deltas.get((base, target.etag))  # the base need not be at hand
         if made is not None:
             return Representation(made, ContentFormat.DELTA, target.etag)
-        held = self.known(base)
+        held = self.known(base, device)
         if held is None:
             return Representation(target.cbor, ContentFormat.CBOR, target.etag)
         return Representation(self._delta(held, target), ContentFormat.DELTA, target.etag)
@@ -272,7 +311,7 @@ class SyncService:
         self.events.applied(device, report.applied, now=now)
         outcome: Value | None = None
         if report.journal is not None:  # offline changes to merge (issue 6)
-            held = self.known(report.base) if report.base is not None else None
+            held = self.known(report.base, device) if report.base is not None else None
             outcome = reconcile(
                 self.fleet, device, list(report.journal),
                 base=held.tree if held is not None else None, now=now,

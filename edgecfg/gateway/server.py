@@ -192,6 +192,7 @@ class Gateway:
         (remembered exchanges, idle uploads), end the observations of idle
         observers, and hand the memory of a burst back to the system once it
         is over (:func:`release_memory`)."""
+        self.service.flush()  # the version vectors served since the last call
         self.admission.expire(now)  # counts stay true when it is quiet
         remembered = sum(table.expire(now) for table in self.remembered)
         highest = sum(table.highest() for table in self.remembered)  # since the last call
@@ -230,6 +231,8 @@ class Gateway:
 
     async def stop(self) -> None:
         """Stop serving and release the socket."""
+        with contextlib.suppress(Exception):  # a failing store must not stop the stop
+            self.service.flush()
         for task in (self._refresher, self._lag):
             if task is not None:
                 task.cancel()

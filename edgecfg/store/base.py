@@ -358,6 +358,24 @@ class Store(Protocol):
         """Return whether a blob is stored under ``etag``."""
         ...
 
+    # -- served configuration versions ---------------------------------------
+
+    def put_versions(self, versions: Iterable[tuple[ETag, bytes]], *, now: float) -> None:
+        """Record how served configuration versions are rebuilt: per ETag, a
+        small version vector (the revisions of the layers it was resolved
+        from, a few bytes; never the configuration).  An ETag already recorded
+        keeps its first vector and time."""
+        ...
+
+    def get_version(self, etag: ETag) -> bytes | None:
+        """The version vector recorded for ``etag``, or None."""
+        ...
+
+    def drop_versions(self, *, before: float) -> int:
+        """Forget versions recorded before ``before`` (a device holding one
+        gets the full configuration); how many were dropped."""
+        ...
+
     # -- telemetry ---------------------------------------------------------
 
     def append_telemetry(self, device: DeviceId, payload: bytes, *, now: float) -> None:

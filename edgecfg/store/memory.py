@@ -44,6 +44,9 @@ class _Tables:
         default_factory=dict[str, dict[int, SchemaRecord]]
     )
     blobs: dict[ETag, bytes] = field(default_factory=dict[ETag, bytes])
+    versions: dict[ETag, tuple[bytes, float]] = field(
+        default_factory=dict[ETag, tuple[bytes, float]]
+    )
     layers: dict[LayerId, list[LayerRevision]] = field(
         default_factory=dict[LayerId, list[LayerRevision]]
     )
@@ -160,6 +163,27 @@ class MemoryStore:
     def has_blob(self, etag: ETag) -> bool:
         """See :meth:`edgecfg.store.base.Store.has_blob`."""
         return etag in self._open().blobs
+
+    # -- served configuration versions ---------------------------------------
+
+    def put_versions(self, versions: Iterable[tuple[ETag, bytes]], *, now: float) -> None:
+        """See :meth:`edgecfg.store.base.Store.put_versions`."""
+        table = self._open().versions
+        for etag, vector in versions:
+            table.setdefault(ETag(bytes(etag)), (bytes(vector), now))
+
+    def get_version(self, etag: ETag) -> bytes | None:
+        """See :meth:`edgecfg.store.base.Store.get_version`."""
+        found = self._open().versions.get(etag)
+        return None if found is None else found[0]
+
+    def drop_versions(self, *, before: float) -> int:
+        """See :meth:`edgecfg.store.base.Store.drop_versions`."""
+        table = self._open().versions
+        old = [etag for etag, (_, at) in table.items() if at < before]
+        for etag in old:
+            del table[etag]
+        return len(old)
 
     # -- telemetry ---------------------------------------------------------
 
