@@ -22,7 +22,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import replace
-from typing import Any, Protocol, cast
+from typing import Any, Protocol, Self, cast
 
 from edgecfg.core.ids import DeviceId, ETag, LayerId
 from edgecfg.errors import NotFound, StoreError
@@ -104,7 +104,7 @@ class Transaction(Protocol):
         """The first row of ``query``, or None."""
         ...
 
-    def all(self, query: str, params: Params = ()) -> list[Row]:
+    def all(self, query: str, params: Params = ()) -> Sequence[Row]:
         """Every row of ``query``."""
         ...
 
@@ -158,6 +158,16 @@ class SQLStore(ABC):
 
     path: str
     """What messages name: a file path, or a URL without its password."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the database; later calls raise :class:`StoreError`.  Idempotent."""
 
     @abstractmethod
     def _transaction(self, operation: str, *, write: bool) -> AbstractContextManager[Transaction]:

@@ -72,12 +72,6 @@ class SQLiteStore(SQLStore):
             self.close()
             raise
 
-    def __enter__(self) -> SQLiteStore:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
     def close(self) -> None:
         """Close the database (checkpointing the WAL); idempotent."""
         with self._lock:
@@ -170,7 +164,7 @@ class SQLiteTransaction(Transaction):
     def one(self, query: str, params: Params = ()) -> Row | None:
         return self.connection.execute(query, params).fetchone()
 
-    def all(self, query: str, params: Params = ()) -> list[Row]:
+    def all(self, query: str, params: Params = ()) -> Sequence[Row]:
         return self.connection.execute(query, params).fetchall()
 
     def run(self, query: str, params: Params = ()) -> int:
