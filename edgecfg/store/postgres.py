@@ -96,6 +96,8 @@ class PostgresStore(SQLStore):
     :class:`StoreError`.  Use as a context manager or call :meth:`close`.
     """
 
+    _HAS_LAYOUT = "SELECT 1 WHERE to_regclass('schema_version') IS NOT NULL"
+
     def __init__(self, url: str, *, schema: str | None = None) -> None:
         self.url = url
         self.path = redact(url)  # what messages name, like SQLiteStore.path
@@ -130,12 +132,6 @@ class PostgresStore(SQLStore):
         pool, self._pool = self._pool, None
         if pool is not None:
             pool.close()
-
-    @property
-    def layout_version(self) -> int:
-        """The layout version recorded in the database's ``schema_version`` table."""
-        with self._transaction("layout_version", write=False) as db:
-            return _layout_version(db.connection)
 
     def drop_schema(self) -> None:
         """Drop this store's PostgreSQL schema and everything in it (tests)."""
@@ -212,7 +208,7 @@ class PostgresStore(SQLStore):
         with self._transaction("migrate", write=True) as transaction:
             db = transaction.connection
             db.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
-            current = _layout_version(db)
+            current = self._layout_version(transaction)
             if current > LAYOUT_VERSION:
                 raise newer_layout(self.path, current, LAYOUT_VERSION)
             db.execute("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT PRIMARY KEY)")
@@ -235,14 +231,6 @@ def _detail(error: psycopg.Error) -> str:
 def _scalar(db: Connection, query: str, params: Sequence[object]) -> Any:
     row = db.execute(cast(Any, query), params).fetchone()
     return None if row is None else row[0]
-
-
-def _layout_version(db: Connection) -> int:
-    """The version in ``schema_version``; 0 for a database without that table."""
-    exists = _scalar(db, "SELECT to_regclass('schema_version')", ())
-    if exists is None:
-        return 0
-    return int(_scalar(db, "SELECT COALESCE(MAX(version), 0) FROM schema_version", ()) or 0)
 
 
 class PostgresTransaction(Transaction):

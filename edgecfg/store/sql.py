@@ -22,7 +22,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import replace
-from typing import Any, Protocol, Self, cast
+from typing import Any, ClassVar, Protocol, Self, cast
 
 from edgecfg.core.ids import DeviceId, ETag, LayerId
 from edgecfg.errors import NotFound, StoreError
@@ -168,6 +168,21 @@ class SQLStore(ABC):
     @abstractmethod
     def close(self) -> None:
         """Release the database; later calls raise :class:`StoreError`.  Idempotent."""
+
+    _HAS_LAYOUT: ClassVar[str]
+    """A query that returns a row when the database has a ``schema_version`` table."""
+
+    @property
+    def layout_version(self) -> int:
+        """The layout version recorded in the database's ``schema_version`` table."""
+        with self._transaction("layout_version", write=False) as db:
+            return self._layout_version(db)
+
+    def _layout_version(self, db: Transaction) -> int:
+        """The version in ``schema_version``; 0 for a database without that table."""
+        if db.one(self._HAS_LAYOUT) is None:
+            return 0
+        return int(_scalar(db, "SELECT COALESCE(MAX(version), 0) FROM schema_version") or 0)
 
     @abstractmethod
     def _transaction(self, operation: str, *, write: bool) -> AbstractContextManager[Transaction]:

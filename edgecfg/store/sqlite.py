@@ -50,6 +50,8 @@ class SQLiteStore(SQLStore):
     :class:`StoreError`.  Use as a context manager or call :meth:`close`.
     """
 
+    _HAS_LAYOUT = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
+
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)
         self._lock = threading.RLock()
@@ -78,12 +80,6 @@ class SQLiteStore(SQLStore):
             connection, self._connection = self._connection, None
             if connection is not None:
                 connection.close()
-
-    @property
-    def layout_version(self) -> int:
-        """The layout version recorded in the database's ``schema_version`` table."""
-        with self._transaction("layout_version", write=False) as db:
-            return _layout_version(db.connection)
 
     # -- transactions and migrations ----------------------------------------
 
@@ -117,7 +113,7 @@ class SQLiteStore(SQLStore):
 
     def _migrate(self) -> None:
         with self._transaction("read layout version", write=False) as transaction:
-            current = _layout_version(transaction.connection)
+            current = self._layout_version(transaction)
         if current > LAYOUT_VERSION:
             raise newer_layout(self.path, current, LAYOUT_VERSION)
         for number in range(current + 1, LAYOUT_VERSION + 1):
@@ -125,7 +121,7 @@ class SQLiteStore(SQLStore):
                 f"migrate to layout version {number}", write=True
             ) as transaction:
                 db = transaction.connection
-                if _layout_version(db) >= number:
+                if self._layout_version(transaction) >= number:
                     continue  # another process migrated since we looked
                 db.execute(
                     "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY)"
@@ -194,16 +190,6 @@ class SQLiteTransaction(Transaction):
             "SELECT seq FROM sqlite_sequence WHERE name = 'credentials'"
         ).fetchone()
         return itertools.count(1 if row is None else int(row[0]) + 1)
-
-
-def _layout_version(db: sqlite3.Connection) -> int:
-    """The version in ``schema_version``; 0 for a database without that table."""
-    exists = db.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
-    ).fetchone()
-    if exists is None:
-        return 0
-    return int(db.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()[0])
 
 
 def _statements(script: str) -> Iterator[str]:
