@@ -42,11 +42,9 @@ from edgecfg.store.postgres_layout import LAYOUT_VERSION, MIGRATIONS
 from edgecfg.store.sql import (
     INSERT_CHANGE,
     Params,
-    Row,
     SQLStore,
     Transaction,
     closed,
-    newer_layout,
 )
 
 __all__ = ["LAYOUT_VERSION", "PostgresStore", "is_initialised", "is_postgres_url", "redact"]
@@ -209,8 +207,7 @@ class PostgresStore(SQLStore):
             db = transaction.connection
             db.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
             current = self._layout_version(transaction)
-            if current > LAYOUT_VERSION:
-                raise newer_layout(self.path, current, LAYOUT_VERSION)
+            self._check_layout(current, LAYOUT_VERSION)
             db.execute("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT PRIMARY KEY)")
             for number in range(current + 1, LAYOUT_VERSION + 1):
                 db.execute(cast(Any, MIGRATIONS[number - 1]))
@@ -242,14 +239,8 @@ class PostgresTransaction(Transaction):
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
 
-    def one(self, query: str, params: Params = ()) -> Row | None:
-        return self.connection.execute(_psycopg(query), params).fetchone()
-
-    def all(self, query: str, params: Params = ()) -> Sequence[Row]:
-        return self.connection.execute(_psycopg(query), params).fetchall()
-
-    def run(self, query: str, params: Params = ()) -> int:
-        return self.connection.execute(_psycopg(query), params).rowcount
+    def execute(self, query: str, params: Params = ()) -> psycopg.Cursor[tuple[Any, ...]]:
+        return self.connection.execute(_psycopg(query), params)
 
     def run_many(self, query: str, rows: Iterable[Sequence[object]]) -> None:
         with self.connection.cursor() as cursor:

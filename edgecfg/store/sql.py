@@ -57,7 +57,7 @@ from edgecfg.store.rows import (
     layer_revision,
 )
 
-__all__ = ["GROUP_MEMBERS_SQL", "REVOCATIONS", "SQLStore", "Transaction", "closed", "newer_layout"]
+__all__ = ["GROUP_MEMBERS_SQL", "REVOCATIONS", "SQLStore", "Transaction", "closed"]
 
 Row = Sequence[Any]
 Params = Sequence[object] | Mapping[str, object]
@@ -97,54 +97,63 @@ _UPSERT_DEVICE = f"""
 _ACTIVE_CREDENTIAL = f"{CREDENTIAL_SELECT} WHERE role = ? AND name = ? AND revoked_at IS NULL"
 
 
-class Transaction(Protocol):
+class Cursor(Protocol):
+    """What both drivers' ``execute`` returns, as far as :class:`Transaction` reads it."""
+
+    @property
+    def rowcount(self) -> int: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> Sequence[Any]: ...
+
+
+class Transaction(ABC):
     """One open transaction of a SQL store, as :class:`SQLStore` uses it."""
+
+    __slots__ = ()
+
+    @abstractmethod
+    def execute(self, query: str, params: Params = ()) -> Cursor:
+        """Run ``query`` (in the shared parameter style) with ``params``."""
 
     def one(self, query: str, params: Params = ()) -> Row | None:
         """The first row of ``query``, or None."""
-        ...
+        return self.execute(query, params).fetchone()
 
     def all(self, query: str, params: Params = ()) -> Sequence[Row]:
         """Every row of ``query``."""
-        ...
+        return self.execute(query, params).fetchall()
 
     def run(self, query: str, params: Params = ()) -> int:
         """Run a statement; return how many rows it changed."""
-        ...
+        return self.execute(query, params).rowcount
 
+    @abstractmethod
     def run_many(self, query: str, rows: Iterable[Sequence[object]]) -> None:
         """Run a statement once per row of parameters (``rows`` may be lazy)."""
-        ...
 
+    @abstractmethod
     def claim(self, *key: str) -> None:
         """Hold a lock on ``key`` until the transaction ends, so that writers
         of one thing (a layer, a schema name, an identity) queue."""
-        ...
 
+    @abstractmethod
     def log(self, kind: ChangeKind, keys: Sequence[str]) -> None:
         """Append one change per key to the change log, in commit order."""
-        ...
 
+    @abstractmethod
     def count_up(self, key: str) -> None:
         """Add one to the counter kept in setting ``key`` (missing: 0)."""
-        ...
 
+    @abstractmethod
     def credential_numbers(self) -> Iterator[int]:
         """Credential numbers never handed out before, ascending."""
-        ...
 
 
 def closed(path: str, operation: str) -> StoreError:
     """The error of any call on a closed store."""
     return StoreError(f"{operation} on {path} failed: store is closed")
-
-
-def newer_layout(path: str, current: int, supported: int) -> StoreError:
-    """The error of opening a database that a newer edgecfg laid out."""
-    return StoreError(
-        f"database {path} has layout version {current}, newer than version "
-        f"{supported} that this edgecfg supports; open it with a newer edgecfg"
-    )
 
 
 class SQLStore(ABC):
@@ -177,6 +186,14 @@ class SQLStore(ABC):
         """The layout version recorded in the database's ``schema_version`` table."""
         with self._transaction("layout_version", write=False) as db:
             return self._layout_version(db)
+
+    def _check_layout(self, current: int, supported: int) -> None:
+        """Refuse a database that a newer edgecfg laid out."""
+        if current > supported:
+            raise StoreError(
+                f"database {self.path} has layout version {current}, newer than version "
+                f"{supported} that this edgecfg supports; open it with a newer edgecfg"
+            )
 
     def _layout_version(self, db: Transaction) -> int:
         """The version in ``schema_version``; 0 for a database without that table."""

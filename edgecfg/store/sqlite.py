@@ -32,11 +32,9 @@ from edgecfg.store.sql import (
     GROUP_MEMBERS_SQL,
     INSERT_CHANGE,
     Params,
-    Row,
     SQLStore,
     Transaction,
     closed,
-    newer_layout,
 )
 
 __all__ = ["GROUP_MEMBERS_SQL", "LAYOUT_VERSION", "MIGRATIONS", "SQLiteStore"]
@@ -114,8 +112,7 @@ class SQLiteStore(SQLStore):
     def _migrate(self) -> None:
         with self._transaction("read layout version", write=False) as transaction:
             current = self._layout_version(transaction)
-        if current > LAYOUT_VERSION:
-            raise newer_layout(self.path, current, LAYOUT_VERSION)
+        self._check_layout(current, LAYOUT_VERSION)
         for number in range(current + 1, LAYOUT_VERSION + 1):
             with self._transaction(
                 f"migrate to layout version {number}", write=True
@@ -157,14 +154,8 @@ class SQLiteTransaction(Transaction):
     def __init__(self, connection: sqlite3.Connection) -> None:
         self.connection = connection
 
-    def one(self, query: str, params: Params = ()) -> Row | None:
-        return self.connection.execute(query, params).fetchone()
-
-    def all(self, query: str, params: Params = ()) -> Sequence[Row]:
-        return self.connection.execute(query, params).fetchall()
-
-    def run(self, query: str, params: Params = ()) -> int:
-        return self.connection.execute(query, params).rowcount
+    def execute(self, query: str, params: Params = ()) -> sqlite3.Cursor:
+        return self.connection.execute(query, params)
 
     def run_many(self, query: str, rows: Iterable[Sequence[object]]) -> None:
         self.connection.executemany(query, rows)
