@@ -242,6 +242,11 @@ class PostgresTransaction(Transaction):
     def execute(self, query: str, params: Params = ()) -> psycopg.Cursor[tuple[Any, ...]]:
         return self.connection.execute(_psycopg(query), params)
 
+    def among(self, values: Sequence[str]) -> tuple[str, Params]:
+        """``= ANY(?)`` with one array: one query text for any number of values,
+        so the server plans it once."""
+        return "= ANY(?)", (list(values),)
+
     def run_many(self, query: str, rows: Iterable[Sequence[object]]) -> None:
         with self.connection.cursor() as cursor:
             cursor.executemany(_psycopg(query), rows)

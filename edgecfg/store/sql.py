@@ -129,6 +129,11 @@ class Transaction(ABC):
         """Run a statement; return how many rows it changed."""
         return self.execute(query, params).rowcount
 
+    def among(self, values: Sequence[str]) -> tuple[str, Params]:
+        """A condition on a column being one of ``values`` (at most :data:`PAGE`)
+        and its parameters: ``IN (?, ?, ...)`` here."""
+        return f"IN ({', '.join('?' * len(values))})", values
+
     @abstractmethod
     def run_many(self, query: str, rows: Iterable[Sequence[object]]) -> None:
         """Run a statement once per row of parameters (``rows`` may be lazy)."""
@@ -681,12 +686,12 @@ def _load_devices(db: Transaction, ids: Sequence[str]) -> list[DeviceRecord]:
     """Load the devices ``ids`` (at most :data:`PAGE`) in that order, skipping gone ones."""
     if not ids:
         return []
-    marks = ", ".join("?" * len(ids))
-    rows = db.all(f"SELECT {DEVICE_COLUMNS} FROM devices WHERE id IN ({marks})", ids)
+    among, params = db.among(ids)
+    rows = db.all(f"SELECT {DEVICE_COLUMNS} FROM devices WHERE id {among}", params)
     by_id = {str(row[0]): row for row in rows}
     memberships: dict[str, list[tuple[str, str]]] = {}
     for device_id, dimension, path in db.all(
-        f"SELECT device_id, dimension, path FROM device_groups WHERE device_id IN ({marks})", ids
+        f"SELECT device_id, dimension, path FROM device_groups WHERE device_id {among}", params
     ):
         memberships.setdefault(device_id, []).append((dimension, path))
     return [device_record(by_id[id], memberships.get(id, ())) for id in ids if id in by_id]
