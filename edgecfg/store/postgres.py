@@ -17,6 +17,10 @@ the same contract suite (``tests/store/test_store.py``):
   database *without* its password.
 - Commits are durable (PostgreSQL's default ``synchronous_commit = on``), which
   is what credentials and OSCORE sequence-number reservations need.
+- The queries and row mappings are :class:`~edgecfg.store.sql.SQLStore`'s,
+  shared with SQLite (rewritten to psycopg's ``%s`` once per query); this
+  module keeps the pool, transactions, advisory locks, the change log's
+  ``NOTIFY``, key-id numbering by a sequence, and migrations.
 
 ``schema=`` puts every table in that PostgreSQL schema (created if missing):
 the tests give each test its own and drop it afterwards.

@@ -12,6 +12,9 @@
   naming the operation.
 - Group membership lives in ``device_groups`` with an index on
   ``(dimension, path)``, so a group query is a range scan (``GROUP_MEMBERS_SQL``).
+- The queries and row mappings are :class:`~edgecfg.store.sql.SQLStore`'s,
+  shared with PostgreSQL; this module keeps the connection, transactions,
+  durability (``synchronous = FULL`` for credentials and nonces) and migrations.
 
 A store may be shared between threads; calls are serialised by a lock.
 """
