@@ -230,6 +230,17 @@ class _Base(aiocoap.resource.Resource, aiocoap.resource.PathCapable):
             request, request_peer(request, _claimed(request)), type(self).__name__
         )
 
+    def device_body(
+        self, request: aiocoap.Message, claimed: Identity | None
+    ) -> tuple[DeviceId, bytes] | aiocoap.Message:
+        """The device the path names (which ``claimed`` must be allowed to act
+        for) and the whole request body, or the response to send instead
+        (see :meth:`body`)."""
+        device = _device_of(request)
+        self.policy.for_device(claimed, device)
+        body = self.body(request)
+        return body if isinstance(body, aiocoap.Message) else (DeviceId(device), body)
+
     def get_resources_as_linkheader(self) -> LinkFormat:
         """This resource's entry for /.well-known/core (the site adds the path)."""
         return LinkFormat([Link("", **self.link)] if self.link else [])
@@ -244,6 +255,14 @@ def _claimed(request: aiocoap.Message) -> Identity | None:
     """
     claims = getattr(request.remote, "authenticated_claims", ())
     return next((claim for claim in claims if isinstance(claim, Identity)), None)
+
+
+def _changed(payload: bytes, content_format: int, etag: bytes) -> aiocoap.Message:
+    """2.04 Changed carrying a body: a state answer, or a config delta."""
+    response = aiocoap.Message(code=Code.CHANGED, payload=payload)
+    response.opt.content_format = content_format
+    response.opt.etag = etag
+    return response
 
 
 def _device_of(request: aiocoap.Message) -> str:
@@ -342,12 +361,11 @@ class ConfigResource(_Base, aiocoap.interfaces.ObservableResource):
         return serve_blocks(request, representation)
 
     async def fetch(self, request: aiocoap.Message, claimed: Identity | None) -> aiocoap.Message:
-        device = _device_of(request)
-        self.policy.for_device(claimed, device)
-        body = self.body(request)
-        if isinstance(body, aiocoap.Message):
-            return body
-        representation = self.service.fetch(DeviceId(device), body)
+        upload = self.device_body(request, claimed)
+        if isinstance(upload, aiocoap.Message):
+            return upload
+        device, body = upload
+        representation = self.service.fetch(device, body)
         return serve_blocks(request, representation)
 
 
@@ -371,18 +389,14 @@ class StateResource(_Base):
     link: ClassVar[dict[str, str | None]] = {"rt": "edgecfg.state", "ct": f"{ContentFormat.CBOR:d}"}
 
     async def post(self, request: aiocoap.Message, claimed: Identity | None) -> aiocoap.Message:
-        device = _device_of(request)
-        self.policy.for_device(claimed, device)
-        body = self.body(request)
-        if isinstance(body, aiocoap.Message):
-            return body
-        answer = self.service.report(DeviceId(device), body, now=time.time())
+        upload = self.device_body(request, claimed)
+        if isinstance(upload, aiocoap.Message):
+            return upload
+        device, body = upload
+        answer = self.service.report(device, body, now=time.time())
         if answer is None:
             return aiocoap.Message(code=Code.CHANGED)  # current: nothing more to say
-        response = aiocoap.Message(code=Code.CHANGED, payload=answer.payload)
-        response.opt.content_format = ContentFormat.CBOR
-        response.opt.etag = answer.etag
-        return response
+        return _changed(answer.payload, ContentFormat.CBOR, answer.etag)
 
 
 class TelemetryResource(_Base):
@@ -397,14 +411,13 @@ class TelemetryResource(_Base):
     queries: ClassVar[frozenset[str]] = frozenset({"cfg"})
 
     async def post(self, request: aiocoap.Message, claimed: Identity | None) -> aiocoap.Message:
-        device = _device_of(request)
-        self.policy.for_device(claimed, device)
-        body = self.body(request)
-        if isinstance(body, aiocoap.Message):
-            return body
+        upload = self.device_body(request, claimed)
+        if isinstance(upload, aiocoap.Message):
+            return upload
         query = parse_query(request.opt.uri_query)
         held = parse_etag(query["cfg"]) if "cfg" in query else None
-        answer = self.service.telemetry(DeviceId(device), body, now=time.time(), held=held)
+        device, body = upload
+        answer = self.service.telemetry(device, body, now=time.time(), held=held)
         if answer is None:
             return aiocoap.Message(code=Code.CHANGED)
         if isinstance(answer, NotModified):
@@ -412,10 +425,7 @@ class TelemetryResource(_Base):
             if held is not None and held != answer.etag:
                 response.opt.etag = answer.etag  # stale, and too big to ride along
             return response
-        response = aiocoap.Message(code=Code.CHANGED, payload=answer.payload)
-        response.opt.content_format = answer.content_format
-        response.opt.etag = answer.etag
-        return response
+        return _changed(answer.payload, answer.content_format, answer.etag)
 
 
 class _LayerResource(_Base):

@@ -269,13 +269,21 @@ class UdpProxy:
         except Exception:  # never raise into the loop
             log.exception("proxy delivery failed")
 
-    def _on_up(self, data: bytes, client: _PeerAddress) -> None:
-        """A datagram from a client: through the link, then to the target."""
+    def _admitted(self, data: bytes) -> asyncio.AbstractEventLoop | None:
+        """The loop to relay ``data`` on, or None to drop it: the proxy is not
+        running, or the datagram is too large (counted as refused)."""
         loop = self._loop
         if loop is None or self._state != "running":
-            return
+            return None
         if len(data) > MAX_DATAGRAM:
             self._refused += 1
+            return None
+        return loop
+
+    def _on_up(self, data: bytes, client: _PeerAddress) -> None:
+        """A datagram from a client: through the link, then to the target."""
+        loop = self._admitted(data)
+        if loop is None:
             return
         peer = self._peers.get(client)
         if peer is None:
@@ -289,11 +297,8 @@ class UdpProxy:
 
     def _on_down(self, peer: _Peer, data: bytes) -> None:
         """A datagram from the target to ``peer``'s client: through the link, then out."""
-        loop = self._loop
-        if loop is None or self._state != "running":
-            return
-        if len(data) > MAX_DATAGRAM:
-            self._refused += 1
+        loop = self._admitted(data)
+        if loop is None:
             return
         for delay in self._link.decide(self._now(loop), "down"):
             self._schedule(delay, lambda: _send(self._front, data, peer.client))

@@ -1,7 +1,26 @@
-"""The SQLite layout of the gateway store: migrations and the queries that
-depend on its indexes.  Only :mod:`edgecfg.store.sqlite` uses it."""
+"""The SQLite layout of the gateway store: its migrations.  Only
+:mod:`edgecfg.store.sqlite` uses it; the queries, the same for both databases,
+are in :mod:`edgecfg.store.sql`."""
 
 from __future__ import annotations
+
+
+def merges_from_settings(acknowledged: str) -> str:
+    """Layout step 7's data move, the same in both layouts: each device's
+    ``local-ack/{dev}`` and ``local-outcome/{dev}`` settings become its row of
+    ``merges`` and leave ``settings``.  ``acknowledged`` is the expression that
+    reads ``ack.value`` (decimal digits) as an integer in the database's SQL.
+    ``local-ack/`` is 10 characters."""
+    return f"""INSERT INTO merges (device_id, acknowledged, outcome)
+        SELECT substr(ack.key, 11), {acknowledged}, outcome.value
+        FROM settings AS ack
+        JOIN settings AS outcome ON outcome.key = 'local-outcome/' || substr(ack.key, 11)
+        WHERE ack.key >= 'local-ack/' AND ack.key < 'local-ack0';
+    DELETE FROM settings
+        WHERE (key >= 'local-ack/' AND key < 'local-ack0')
+           OR (key >= 'local-outcome/' AND key < 'local-outcome0');
+    """
+
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: schemas, content-addressed blobs, layer revision histories.
@@ -91,38 +110,18 @@ MIGRATIONS: tuple[str, ...] = (
     );
     """,
     # 7: the last merge of each device's offline changes, typed (they were two
-    # settings keys per device, moved here).  ``local-ack/`` is 10 characters.
+    # settings keys per device, moved here).
     """
     CREATE TABLE merges (
         device_id TEXT PRIMARY KEY,
         acknowledged INTEGER NOT NULL,
         outcome BLOB NOT NULL
     ) WITHOUT ROWID;
-    INSERT INTO merges (device_id, acknowledged, outcome)
-        SELECT substr(ack.key, 11), CAST(CAST(ack.value AS TEXT) AS INTEGER), outcome.value
-        FROM settings AS ack
-        JOIN settings AS outcome ON outcome.key = 'local-outcome/' || substr(ack.key, 11)
-        WHERE ack.key >= 'local-ack/' AND ack.key < 'local-ack0';
-    DELETE FROM settings
-        WHERE (key >= 'local-ack/' AND key < 'local-ack0')
-           OR (key >= 'local-outcome/' AND key < 'local-outcome0');
-    """,
+    """
+    + merges_from_settings("CAST(CAST(ack.value AS TEXT) AS INTEGER)"),
 )
 """Layout migrations; step ``i`` (0-based) brings a database to version ``i + 1``.
 Append new steps; never edit a released one."""
 
 LAYOUT_VERSION = len(MIGRATIONS)
 """The layout version this edgecfg writes."""
-
-GROUP_MEMBERS_SQL = """
-    SELECT device_id FROM device_groups
-    WHERE dimension = :dimension AND path = :path
-    UNION ALL
-    SELECT device_id FROM device_groups
-    WHERE dimension = :dimension AND path >= :path || '/' AND path < :path || '0'
-"""
-"""Ids of devices in group ``:path`` or below it.  ``'0'`` is the character after
-``'/'``, so ``[path/, path0)`` holds exactly the paths below ``path`` and never
-``europe`` for ``eu``.  Written as two index range scans joined by UNION ALL
-rather than ``path = ? OR (...)``: without ANALYZE statistics SQLite plans that
-OR as a scan of the whole dimension."""

@@ -1,5 +1,6 @@
-"""The PostgreSQL layout of the gateway store: migrations and the queries that
-depend on its indexes.  Only :mod:`edgecfg.store.postgres` uses it.
+"""The PostgreSQL layout of the gateway store: its migrations.  Only
+:mod:`edgecfg.store.postgres` uses it; the queries, the same for both databases,
+are in :mod:`edgecfg.store.sql`.
 
 It mirrors :mod:`edgecfg.store.layout` step for step (the same version numbers
 mean the same tables), in PostgreSQL's types.  Text that is ordered or
@@ -10,6 +11,8 @@ database's locale.
 """
 
 from __future__ import annotations
+
+from edgecfg.store.layout import merges_from_settings
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: schemas, content-addressed blobs, layer revision histories.
@@ -107,27 +110,11 @@ MIGRATIONS: tuple[str, ...] = (
         acknowledged BIGINT NOT NULL,
         outcome BYTEA NOT NULL
     );
-    INSERT INTO merges (device_id, acknowledged, outcome)
-        SELECT substr(ack.key, 11), convert_from(ack.value, 'UTF8')::BIGINT, outcome.value
-        FROM settings AS ack
-        JOIN settings AS outcome ON outcome.key = 'local-outcome/' || substr(ack.key, 11)
-        WHERE ack.key >= 'local-ack/' AND ack.key < 'local-ack0';
-    DELETE FROM settings
-        WHERE (key >= 'local-ack/' AND key < 'local-ack0')
-           OR (key >= 'local-outcome/' AND key < 'local-outcome0');
-    """,
+    """
+    + merges_from_settings("convert_from(ack.value, 'UTF8')::BIGINT"),
 )
 """Layout migrations; step ``i`` (0-based) brings a database to version ``i + 1``.
 Append new steps; never edit a released one."""
 
 LAYOUT_VERSION = len(MIGRATIONS)
 """The layout version this edgecfg writes."""
-
-GROUP_MEMBERS_SQL = """
-    SELECT device_id FROM device_groups
-    WHERE dimension = %(dimension)s AND path = %(path)s
-    UNION ALL
-    SELECT device_id FROM device_groups
-    WHERE dimension = %(dimension)s AND path >= %(path)s || '/' AND path < %(path)s || '0'
-"""
-"""Ids of devices in group ``path`` or below it (see :mod:`edgecfg.store.layout`)."""

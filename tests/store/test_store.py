@@ -152,8 +152,7 @@ def test_blob_etag_collision_with_different_bytes_raises_conflict(
         return ETag(b"\x00" * 8)
 
     monkeypatch.setattr("edgecfg.store.memory.blob_etag", colliding)
-    monkeypatch.setattr("edgecfg.store.sqlite.blob_etag", colliding)
-    monkeypatch.setattr("edgecfg.store.postgres.blob_etag", colliding)
+    monkeypatch.setattr("edgecfg.store.sql.blob_etag", colliding)
     etag = store.put_blob(b"first")
     with pytest.raises(StoreConflict, match="0000000000000000"):
         store.put_blob(b"second")
