@@ -409,8 +409,19 @@ class SyncSession:
     def _block(self, event: Got, answer: Answer) -> list[Action]:
         transfer = self.transfer
         assert transfer is not None
-        if answer.kind == "stale" or (answer.etag is not None and answer.etag != transfer.etag):
-            self.transfer = None  # the representation changed (or shrank): start over
+        if (
+            answer.kind == "stale"
+            or (answer.etag is not None and answer.etag != transfer.etag)
+            or (
+                answer.kind == "content"
+                and answer.content_format is not None  # a block may leave it out
+                and answer.content_format != transfer.content_format
+            )
+        ):
+            # The representation changed (or shrank): start over.  The same
+            # ETag in another format is a gateway that lost the base (a
+            # restart): a full config now, where the first blocks were a delta.
+            self.transfer = None
             return [Drop(), *self._get_first()]
         if answer.kind != "content":
             return self._fail(_refused(answer), "protocol")

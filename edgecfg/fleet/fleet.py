@@ -481,14 +481,18 @@ class Fleet:
             return None
         facts = self.device(device_id)
         tiers = self.resolver.tiers(facts)
-        ids = [layer_id for tier in tiers for layer_id in tier]
         schema_version = self.schema.version if self.schema is not None else 0
         if (
             not isinstance(revisions, list)
-            or len(revisions) != len(ids) + 1
+            or not revisions
             or revisions[0] != schema_version
             or not all(type(r) is int for r in revisions)
         ):
+            return None
+        while sum(map(len, tiers)) + 1 > len(revisions) and tiers and _is_own(tiers[-1][0]):
+            tiers = tiers[:-1]  # its own layer came after that version
+        ids = [layer_id for tier in tiers for layer_id in tier]
+        if len(revisions) != len(ids) + 1:
             return None
         layers: dict[LayerId, Layer] = {}
         for layer_id, revision in zip(ids, cast(list[int], revisions[1:]), strict=True):

@@ -119,6 +119,16 @@ MIGRATIONS: tuple[str, ...] = (
     ) WITHOUT ROWID;
     """
     + merges_from_settings("CAST(CAST(ack.value AS TEXT) AS INTEGER)"),
+    # 8: how each served configuration version is rebuilt (a version vector of
+    # a few bytes per ETag, never the configuration: a fleet-wide edit adds
+    # one row of ~40 bytes per device).  Versions served before stay in blobs.
+    """
+    CREATE TABLE config_versions (
+        etag BLOB PRIMARY KEY,
+        vector BLOB NOT NULL,
+        created_at REAL NOT NULL
+    ) WITHOUT ROWID;
+    """,
 )
 """Layout migrations; step ``i`` (0-based) brings a database to version ``i + 1``.
 Append new steps; never edit a released one."""

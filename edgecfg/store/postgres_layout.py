@@ -112,6 +112,14 @@ MIGRATIONS: tuple[str, ...] = (
     );
     """
     + merges_from_settings("convert_from(ack.value, 'UTF8')::BIGINT"),
+    # 8: how each served configuration version is rebuilt (see edgecfg.store.layout).
+    """
+    CREATE TABLE config_versions (
+        etag BYTEA PRIMARY KEY,
+        vector BYTEA NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL
+    );
+    """,
 )
 """Layout migrations; step ``i`` (0-based) brings a database to version ``i + 1``.
 Append new steps; never edit a released one."""

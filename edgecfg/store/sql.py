@@ -306,6 +306,31 @@ class SQLStore(ABC):
         with self._transaction("has_blob", write=False) as db:
             return db.one("SELECT 1 FROM blobs WHERE etag = ?", (bytes(etag),)) is not None
 
+    # -- served configuration versions ---------------------------------------
+
+    def put_versions(self, versions: Iterable[tuple[ETag, bytes]], *, now: float) -> None:
+        """See :meth:`edgecfg.store.base.Store.put_versions`."""
+        rows = [(bytes(etag), bytes(vector), now) for etag, vector in versions]
+        if not rows:
+            return
+        with self._transaction("put_versions", write=True) as db:
+            db.run_many(
+                "INSERT INTO config_versions (etag, vector, created_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (etag) DO NOTHING",
+                rows,
+            )
+
+    def get_version(self, etag: ETag) -> bytes | None:
+        """See :meth:`edgecfg.store.base.Store.get_version`."""
+        with self._transaction("get_version", write=False) as db:
+            row = db.one("SELECT vector FROM config_versions WHERE etag = ?", (bytes(etag),))
+        return None if row is None else bytes(row[0])
+
+    def drop_versions(self, *, before: float) -> int:
+        """See :meth:`edgecfg.store.base.Store.drop_versions`."""
+        with self._transaction("drop_versions", write=True) as db:
+            return db.run("DELETE FROM config_versions WHERE created_at < ?", (before,))
+
     # -- telemetry ---------------------------------------------------------
 
     def append_telemetry(self, device: DeviceId, payload: bytes, *, now: float) -> None:

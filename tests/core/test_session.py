@@ -273,6 +273,15 @@ def test_a_transfer_whose_representation_moved_on_starts_over() -> None:
     assert session.receive(Got(0.1, newer)) == [Drop(), Get((), 0, SZX, A)]
 
 
+def test_the_same_etag_in_another_format_starts_over() -> None:
+    """A gateway that lost the base (a restart) answers the same version
+    whole where the first blocks were a delta: the blocks must not be mixed."""
+    session = SyncSession(Policy(szx=SZX))
+    session.receive(Start(0.0, A, Transfer((), B, SZX, b"x" * 64, 130, 65100, A)))
+    whole = content(b"y" * 64, block=(1, True, SZX))  # format 60, same ETag B
+    assert session.receive(Got(0.1, whole)) == [Drop(), Get((), 0, SZX, A)]
+
+
 def test_a_transfer_from_another_base_is_dropped_at_start() -> None:
     session = SyncSession()
     stale = Transfer((), B, SZX, b"x" * 64, 130, 60, ETag(b"Z" * 8))
