@@ -57,7 +57,19 @@ from edgecfg.store.rows import (
     layer_revision,
 )
 
-__all__ = ["GROUP_MEMBERS_SQL", "REVOCATIONS", "SQLStore", "Transaction", "closed"]
+__all__ = [
+    "GROUP_MEMBERS_SQL",
+    "INSERT_CHANGE",
+    "PAGE",
+    "REVOCATIONS",
+    "Cursor",
+    "Params",
+    "Row",
+    "SQLStore",
+    "Transaction",
+    "closed",
+    "prefix_upper_bound",
+]
 
 Row = Sequence[Any]
 Params = Sequence[object] | Mapping[str, object]
