@@ -404,8 +404,8 @@ def build_parser() -> argparse.ArgumentParser:
         "fleet", help="gateway start-up, memory, CPU and latency on realistic fleets"
     )
     p.add_argument(
-        "--devices", default="10000,100000",
-        help="fleet sizes, comma-separated (default: 10000,100000)",
+        "--devices", default="1000,10000,100000",
+        help="fleet sizes, comma-separated (default: 1000,10000,100000)",
     )  # fmt: skip
     p.add_argument(
         "--sample", type=int, default=4000,

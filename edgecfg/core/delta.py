@@ -36,7 +36,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from difflib import SequenceMatcher
 from functools import lru_cache
-from typing import Final, TypeAlias, cast
+from typing import Final, Protocol, TypeAlias, cast
 
 from edgecfg.core.path import Path
 from edgecfg.core.schema import Schema
@@ -144,12 +144,15 @@ class _Sizes:
     ``index`` of the tree is ``table[offset + index]``.
     """
 
-    __slots__ = ("memo", "offset", "table")
+    __slots__ = ("hints", "memo", "offset", "table")
 
-    def __init__(self, table: Sequence[int] | None = None, offset: int = 0) -> None:
+    def __init__(
+        self, table: Sequence[int] | None = None, offset: int = 0, *, hints: Hints | None = None
+    ) -> None:
         self.memo: dict[int, int] = {}
         self.table = table
         self.offset = offset
+        self.hints = hints
 
     def at(self, node: Value, index: int) -> int:
         """The size of ``node``, which has preorder number ``index``."""
@@ -163,6 +166,8 @@ class _Sizes:
             return 1
         key = id(node)
         size = self.memo.get(key)
+        if size is None and self.hints is not None:
+            size = self.hints.count(node)
         if size is None:
             children: Iterable[Value] = (
                 cast(dict[str, Value], node).values() if kind is dict else cast(list[Value], node)
@@ -245,6 +250,21 @@ def key_table(base: Value) -> list[str]:
 
 
 Weigh: TypeAlias = Callable[[Op], int]
+
+
+class Hints(Protocol):
+    """What a caller may already know about the maps of both trees (an
+    encoder that encoded them): it spares the diff walks of equal subtrees."""
+
+    def same(self, a: Value, b: Value) -> bool:
+        """Whether two distinct maps are known to be equal (False: not known)."""
+        ...
+
+    def count(self, node: Value) -> int | None:
+        """The :func:`node_count` of a map, if known."""
+        ...
+
+
 """The encoded size of an operation; lets :func:`diff` choose between encodings."""
 
 # How many similar base sections a new section is tried against as a copy.
@@ -279,14 +299,18 @@ def diff_traced(
     *,
     weigh: Weigh | None = None,
     sizes: Sequence[int] | None = None,
+    hints: Hints | None = None,
 ) -> Diffed:
     """:func:`diff`, telling which containers it looked into.
 
     Subtrees that the two trees share (the same objects, as copy-on-write
     edits leave them) are neither compared nor sized after the last change.
     ``sizes`` is the base's :func:`size_table`, if the caller has it.
+    ``hints`` may tell that two maps are equal without a walk (their
+    canonical encodings are known and equal): they are passed over like
+    shared ones, and sized from the hints too.
     """
-    differ = _Differ(weigh, _Sizes(sizes))
+    differ = _Differ(weigh, _Sizes(sizes, hints=hints), hints)
     differ.node(base, target, 0)
     ops = sorted(differ.ops, key=lambda op: op.index)
     return Diffed(ops, tuple(differ.base_visited), tuple(differ.target_visited))
@@ -296,9 +320,12 @@ _MISSING: Final = object()
 
 
 class _Differ:
-    __slots__ = ("base_visited", "ops", "sizes", "target_visited", "weigh")
+    __slots__ = ("base_visited", "hints", "ops", "sizes", "target_visited", "weigh")
 
-    def __init__(self, weigh: Weigh | None, sizes: _Sizes | None = None) -> None:
+    def __init__(
+        self, weigh: Weigh | None, sizes: _Sizes | None = None, hints: Hints | None = None
+    ) -> None:
+        self.hints = hints
         self.ops: list[Op] = []
         self.sizes = sizes if sizes is not None else _Sizes()
         self.weigh = weigh
@@ -311,6 +338,8 @@ class _Differ:
         # Exact types: a dict or list subclass in the target is not a model
         # value; as a leaf it lands in an operation, where encoding refuses it.
         if type(base) is dict and type(target) is dict:
+            if self.hints is not None and self.hints.same(base, target):
+                return
             self.maps(cast(dict[str, Value], base), cast(dict[str, Value], target), index)
         elif type(base) is list and type(target) is list:
             self.lists(cast(list[Value], base), cast(list[Value], target), index)

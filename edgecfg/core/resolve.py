@@ -33,12 +33,13 @@ from edgecfg.core.tree import (
     Tree,
     UnsetType,
     Value,
-    delete,
     flatten,
     get,
     values_equal,
 )
 
+DROPPED_ENTRIES: Final = 1 << 15
+"""Group folds cleared for one applicability that a :class:`Resolver` keeps."""
 OWN_LAYER_ENTRIES: Final = 1 << 16
 """Devices' own layers a :class:`Resolver` with a loader keeps at hand."""
 DEFAULTS: Final = LayerId("defaults")
@@ -176,6 +177,10 @@ class Resolver:
         self._index: _PathIndex | None = None
         self._users: dict[LayerId, set[Tiers]] = {}
         self._unsupported: dict[tuple[str | None, str | None, str | None], tuple[Dropped, ...]] = {}
+        # a group fold cleared of what some hardware does not support, per fold
+        self._dropped: LRUCache[object, tuple[_Fold, Tree, tuple[Dropped, ...]]] = LRUCache(
+            maxsize=DROPPED_ENTRIES
+        )
         self._base = _Fold(schema.defaults() if schema else {}, {}, (), ())
 
     # -- layers ---------------------------------------------------------------
@@ -195,6 +200,10 @@ class Resolver:
 
     def has_layer(self, layer_id: LayerId) -> bool:
         return not self.layer(layer_id).empty
+
+    def held(self) -> int:
+        """How many layers are in memory."""
+        return len(self._layers) + len(self._own)
 
     def holds(self, layer_id: LayerId) -> bool:
         """Whether the layer is in memory now (asking never loads it)."""
@@ -247,18 +256,56 @@ class Resolver:
     # -- resolution -----------------------------------------------------------
 
     def resolve(self, device: DeviceFacts, *, tiers: Tiers | None = None) -> Resolution:
-        """The device's effective configuration."""
+        """The device's effective configuration.
+
+        The group part of the stack is folded and cleared of the keys the
+        device's hardware, firmware or agent does not support once, for all
+        devices with that stack and applicability; the device's own tiers
+        go on top of that (a lock below still blocks them), then their own
+        unsupported keys are dropped.
+        """
         tiers = tiers if tiers is not None else self.tiers(device)
+        split = len(tiers)
+        while split and _own(tiers[split - 1]):
+            split -= 1
+        unsupported = self._unsupported_for(device)
+        fold, tree, dropped = self._cleared(tiers[:split], device.applicability, unsupported)
+        if split < len(tiers):
+            fold = _Fold(tree, fold.locks, fold.conflicts, fold.blocked)
+            for tier in tiers[split:]:
+                fold = _apply_tier(fold, [(i, self.layer(i)) for i in tier])
+            tree, more = _drop(fold.tree, unsupported)
+            dropped = (*dropped, *(item for item in more if item not in dropped))
+        return Resolution(tree, tiers, fold.conflicts, fold.blocked, dropped, dict(fold.locks))
+
+    def _cleared(
+        self,
+        tiers: Tiers,
+        applicability: tuple[str | None, str | None, str | None],
+        unsupported: tuple[Dropped, ...],
+    ) -> tuple[_Fold, Tree, tuple[Dropped, ...]]:
+        """The fold of ``tiers`` and its tree without the ``unsupported``
+        keys: each tier applied on the cleared tree below it, so only what
+        that tier brings is looked for (applying a tier does not depend on
+        values below it, only on their locks)."""
         fold = self._fold(tiers)
-        tree = fold.tree
-        dropped: list[Dropped] = []
-        for item in self._unsupported_for(device):
-            if get(tree, item.path) is not UNSET:
-                tree = _prune(delete(tree, item.path), item.path)
-                dropped.append(item)
-        return Resolution(
-            tree, tiers, fold.conflicts, fold.blocked, tuple(dropped), dict(fold.locks)
-        )
+        if not unsupported:
+            return fold, fold.tree, ()
+        key = (tiers, applicability)
+        found = self._dropped.get(key)
+        if found is not None and found[0] is fold:  # else the fold was redone since
+            return found
+        if not tiers:
+            tree, dropped = _drop(fold.tree, unsupported)
+        else:
+            below, below_tree, below_dropped = self._cleared(tiers[:-1], applicability, unsupported)
+            layers = [(i, self.layer(i)) for i in tiers[-1]]
+            applied = _apply_tier(_Fold(below_tree, below.locks, (), ()), layers)
+            tree, more = _drop(applied.tree, unsupported)
+            dropped = (*below_dropped, *(item for item in more if item not in below_dropped))
+        found = (fold, tree, dropped)
+        self._dropped[key] = found
+        return found
 
     def _fold(self, tiers: Tiers) -> _Fold:
         if not tiers:
@@ -475,14 +522,21 @@ class Resolver:
         return self.explain_leaf(device, path, tiers=tiers, override=override)
 
 
-def _prune(tree: Tree, path: Path) -> Tree:
-    """Remove the maps that dropping ``path`` left empty (they held only it)."""
-    for depth in range(len(path) - 1, 0, -1):
-        parent = path[:depth]
-        if get(tree, parent) != {}:
-            break
-        tree = delete(tree, parent)
-    return tree
+def _drop(tree: Tree, unsupported: Sequence[Dropped]) -> tuple[Tree, tuple[Dropped, ...]]:
+    """``tree`` without the unsupported keys it has (maps left empty go too),
+    copying each map on the way once; and which ones it had."""
+    if not unsupported:
+        return tree, ()
+    writer: _Writer | None = None
+    dropped: list[Dropped] = []
+    for item in unsupported:
+        if get(tree if writer is None else writer.root, item.path) is UNSET:
+            continue
+        if writer is None:
+            writer = _Writer(tree)
+        writer.delete(item.path)
+        dropped.append(item)
+    return (tree if writer is None else writer.root), tuple(dropped)
 
 
 def _own(tier: tuple[LayerId, ...]) -> bool:

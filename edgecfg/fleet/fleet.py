@@ -37,7 +37,7 @@ from typing import Final, TypeVar, cast
 
 from cachetools import LRUCache
 
-from edgecfg.core.ids import ETAG_SIZE, DeviceId, ETag, LayerId, check_device_id
+from edgecfg.core.ids import DeviceId, ETag, LayerId, check_device_id
 from edgecfg.core.layers import (
     EMPTY_LAYER,
     GLOBAL,
@@ -88,10 +88,12 @@ CONFIG_CACHE_BYTES: Final = 128 * 2**20
 """Default memory for resolved, encoded configurations (see :func:`config_weight`)."""
 FACTS_ENTRIES: Final = 1 << 17
 """Devices whose registration stays at hand without the member index."""
+PAST_ENTRIES: Final = 1 << 15
+"""Folds and layers the resolver of past versions holds before it starts afresh."""
 HEAD_ENTRIES: Final = 1 << 16
 """Newest revisions of layers kept at hand (every group layer's, usually)."""
 ETAG_ENTRIES: Final = 1 << 19
-"""Devices whose current ETag is known without their configuration (~0.3 KiB each)."""
+"""Devices whose current ETag is known without their configuration (~0.4 KiB each)."""
 TREE_OVERHEAD: Final = 3
 """Bytes a decoded tree holds per byte of its canonical CBOR, about (CPython
 dicts, strings and numbers of configs like the fixture schema's)."""
@@ -146,12 +148,6 @@ def keep(cache: LRUCache[_K, _V], key: _K, value: _V) -> None:
         cache[key] = value
 
 
-def _digest(tiers: Tiers, stamps: tuple[int, ...]) -> bytes:
-    """8 bytes naming a device's stack and the revisions of its layers, for
-    this process only (Python's hash of strings is salted per process)."""
-    return hash((tiers, stamps)).to_bytes(8, "little", signed=True)
-
-
 def _cached_weight(entry: _Cached) -> int:
     return config_weight(entry.served.config) + 8 * len(entry.stamps) + len(entry.served.vector)
 
@@ -192,9 +188,12 @@ class Fleet:
         )
         self._stamps: dict[LayerId, int] = {}
         self._facts: LRUCache[DeviceId, DeviceFacts] = LRUCache(maxsize=FACTS_ENTRIES)
-        self._etags: LRUCache[DeviceId, bytes] = LRUCache(maxsize=ETAG_ENTRIES)
+        self._etags: LRUCache[DeviceId, tuple[Tiers, tuple[int, ...], ETag]] = LRUCache(
+            maxsize=ETAG_ENTRIES
+        )
         self._leaves: list[Path] | None = None
-        self._encoder = SubtreeEncoder()
+        self.encoder = SubtreeEncoder()  # shared by every encoding (and its cache)
+        self._past: Resolver | None = None  # see rebuild
 
     # -- loading ----------------------------------------------------------------
 
@@ -448,12 +447,12 @@ class Fleet:
         facts = self.device(device_id)
         tiers = self.resolver.tiers(facts)
         signature = (tiers, facts.applicability)
-        stamps = tuple(self._stamps.get(layer_id, 0) for tier in tiers for layer_id in tier)
+        stamps = self._stamps_of(tiers)
         found = self._configs.get(signature)
         if found is None or found.stamps != stamps:
             vector = self._vector(tiers)  # before resolving: a layer read now is in both
             tree = self.resolver.resolve(facts, tiers=tiers).tree
-            found = _Cached(stamps, Served(Encoded.trusted(tree, encoder=self._encoder), vector))
+            found = _Cached(stamps, Served(Encoded.trusted(tree, encoder=self.encoder), vector))
             keep(self._configs, signature, found)
         return found.served
 
@@ -494,17 +493,40 @@ class Fleet:
         ids = [layer_id for tier in tiers for layer_id in tier]
         if len(revisions) != len(ids) + 1:
             return None
-        layers: dict[LayerId, Layer] = {}
+        past = self._past_resolver()
+        names: dict[LayerId, LayerId] = {}
         for layer_id, revision in zip(ids, cast(list[int], revisions[1:]), strict=True):
-            if revision == 0:
+            # Past layers are named id@revision: devices that held the same
+            # past stack share its folds (and their encodings) here.
+            name = names[layer_id] = LayerId(f"{layer_id}@{revision}")
+            if revision == 0 or past.holds(name):
                 continue
-            try:
-                head = self.store.get_layer(layer_id, revision)
-            except NotFound:
+            layer = self._past_layer(layer_id, revision)
+            if layer is None:
                 return None
-            layers[layer_id] = layer_from_document(decode(self.store.get_blob(head.content)))
-        resolver = Resolver(self.hierarchy, layers, self.schema)
-        return Encoded.trusted(resolver.resolve(facts, tiers=tiers).tree)
+            past.put_layer(name, layer)
+        past_tiers = tuple(tuple(names[layer_id] for layer_id in tier) for tier in tiers)
+        tree = past.resolve(facts, tiers=past_tiers).tree
+        return Encoded.trusted(tree, encoder=self.encoder)
+
+    def _past_resolver(self) -> Resolver:
+        """The resolver of past versions, started afresh when it grew large."""
+        past = self._past
+        if past is None or past.cached_folds() + past.held() > PAST_ENTRIES:
+            past = self._past = Resolver(self.hierarchy, {}, self.schema)
+        return past
+
+    def _past_layer(self, layer_id: LayerId, revision: int) -> Layer | None:
+        """A layer as it was at ``revision`` (the one in memory if that is its
+        newest); None when that revision is not stored."""
+        head = self._heads(layer_id).get(layer_id)
+        if head is not None and head.revision == revision and self.resolver.holds(layer_id):
+            return self.resolver.layer(layer_id)
+        try:
+            record = self.store.get_layer(layer_id, revision)
+        except NotFound:
+            return None
+        return layer_from_document(decode(self.store.get_blob(record.content)))
 
     def cached_configs(self) -> int:
         """Encoded configurations held now (bounded by ``cache_bytes``)."""
@@ -513,20 +535,27 @@ class Fleet:
     def etag(self, device_id: DeviceId) -> ETag:
         """The ETag of the device's effective configuration.
 
-        A compact record per device (the ETag and a digest of the layer
-        stamps it was made from) answers the hot path of every sync (is the
-        device current?) without holding the configuration itself.
+        A compact record per device (its stack, the stamps of the layers in
+        it, the ETag) answers the hot path of every sync (is the device
+        current?) without holding the configuration itself or reading the
+        device's registration: a layer edit changes its stamp; a device's
+        change of groups, or its own layer appearing, drops its record.
         """
+        record = self._etags.get(device_id)
+        if record is not None:
+            tiers, stamps, tag = record
+            if stamps == self._stamps_of(tiers):
+                return tag
         facts = self.device(device_id)
         tiers = self.resolver.tiers(facts)
-        stamps = tuple(self._stamps.get(layer_id, 0) for tier in tiers for layer_id in tier)
-        digest = _digest(tiers, stamps)
-        record = self._etags.get(device_id)
-        if record is not None and record[ETAG_SIZE:] == digest:
-            return ETag(record[:ETAG_SIZE])
-        tag = self.encoded(device_id).etag
-        self._etags[device_id] = tag + digest
+        stamps = self._stamps_of(tiers)
+        tag = self.served(device_id).config.etag
+        self._etags[device_id] = (tiers, stamps, tag)
         return tag
+
+    def _stamps_of(self, tiers: Tiers) -> tuple[int, ...]:
+        stamps = self._stamps
+        return tuple([stamps.get(layer_id, 0) for tier in tiers for layer_id in tier])
 
     def explain(self, device_id: DeviceId, path: Path = ()) -> list[Explanation]:
         """Why the device has each value at or below ``path``."""
@@ -581,6 +610,8 @@ class Fleet:
         self.resolver.put_layer(layer_id, layer)
         self._stamps[layer_id] = self._stamps.get(layer_id, 0) + 1
         name = self.hierarchy.parse(layer_id)
+        if name.kind in ("device", "local"):
+            self._etags.pop(DeviceId(name.device), None)  # its stack may have grown
         if name.kind in ("device", "local") and had != self.resolver.has_layer(layer_id):
             members = self.members()  # the device's own layer appeared or vanished
             facts = members.facts.get(DeviceId(name.device))

@@ -249,7 +249,7 @@ class SyncService:
         key = (base.etag, target.etag)
         found = self._deltas.get(key)
         if found is None:
-            found = make_delta(base, target)
+            found = make_delta(base, target, hints=self.fleet.encoder)
             keep(self._deltas, key, found)
         return found
 

@@ -34,6 +34,7 @@ for an unproven peer for a 4.01 challenge with an Echo value.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import secrets
 import time
@@ -55,6 +56,9 @@ from edgecfg.core.echo import (
 )
 
 KEY_BYTES: Final = 32
+PEER_CACHE: Final = 1 << 14
+"""Addresses whose packed form is kept (parsing one costs more than the rest
+of the screen)."""
 CHALLENGE_TEXT: Final = b"repeat with Echo"
 
 
@@ -84,6 +88,7 @@ def peer_of(remote: object) -> bytes | None:
         return None
 
 
+@functools.lru_cache(maxsize=PEER_CACHE)
 def _packed(host: str, scope: int) -> bytes:
     address = ipaddress.ip_address(host.split("%", 1)[0])
     if isinstance(address, ipaddress.IPv6Address):

@@ -34,7 +34,7 @@ from typing import Final, cast
 
 import cbor2
 
-from edgecfg.core.delta import canonical_keys
+from edgecfg.core.delta import canonical_keys, node_count
 from edgecfg.core.ids import ETAG_SIZE, ETag
 from edgecfg.core.tree import Tree, Value, canonical_key_order, check_model, is_map
 from edgecfg.errors import DecodeError, EncodeError, ModelError, UsageError
@@ -121,10 +121,11 @@ class SubtreeEncoder:
     trees being immutable values, as everything edgecfg builds is.
     """
 
-    __slots__ = ("_cache", "_keys", "_orders", "max_entries")
+    __slots__ = ("_cache", "_counts", "_keys", "_orders", "max_entries")
 
     def __init__(self, max_entries: int = 500_000) -> None:
         self._cache: dict[int, tuple[object, bytes]] = {}
+        self._counts: dict[int, int] = {}  # node counts of maps in _cache
         self._orders: dict[tuple[str, ...], list[str]] = {}
         self._keys: dict[str, bytes] = {}
         self.max_entries = max_entries
@@ -132,10 +133,40 @@ class SubtreeEncoder:
     def encode(self, value: Value) -> bytes:
         if len(self._cache) > self.max_entries:
             self._cache.clear()
+            self._counts.clear()
             self._orders.clear()
         if type(value) is dict:
             return self._map(value)  # type: ignore[arg-type]
         return cbor2.dumps(value, canonical=True)
+
+    def count(self, node: Value) -> int | None:
+        """The node count of a map this encoder encoded (see
+        :func:`edgecfg.core.delta.node_count`), counted once; None for others."""
+        key = id(node)
+        hit = self._cache.get(key)
+        if hit is None or hit[0] is not node:
+            return None
+        found = self._counts.get(key)
+        if found is None:
+            found = 1
+            for child in cast(dict[str, Value], node).values():
+                kind = type(child)
+                if kind is dict:
+                    below = self.count(child)
+                    found += below if below is not None else node_count(child)
+                else:
+                    found += node_count(child) if kind is list else 1
+            self._counts[key] = found
+        return found
+
+    def same(self, a: Value, b: Value) -> bool:
+        """Whether two maps this encoder encoded have the same encoding, so
+        are equal (False when either one is not in its cache)."""
+        cache = self._cache
+        one, two = cache.get(id(a)), cache.get(id(b))
+        return (
+            one is not None and two is not None and one[0] is a and two[0] is b and one[1] == two[1]
+        )
 
     def _map(self, node: dict[str, Value]) -> bytes:
         cache = self._cache

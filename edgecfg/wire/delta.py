@@ -109,8 +109,12 @@ def make_delta(
     *,
     schema: Schema | None = None,
     classes: Collection[str] | None = None,
+    hints: structural.Hints | None = None,
 ) -> bytes:
     """The smallest delta that turns ``old`` into ``new``, bound to both.
+
+    ``hints`` may tell that two maps are equal without comparing them (a
+    :class:`~edgecfg.wire.cbor.SubtreeEncoder` that encoded both sides).
 
     Either side may be any model value (a map, a list or a scalar at the top
     level: real configuration files such as Home Assistant's
@@ -142,6 +146,7 @@ def make_delta(
             new_value,
             weigh=lambda op: len(encode_ops([op], book)),
             sizes=known.sizes,
+            hints=hints,
         )
     except ModelError as error:  # a map key of the target is no text
         raise EncodeError(error.reason, path=error.path) from None
