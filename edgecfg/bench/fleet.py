@@ -599,7 +599,8 @@ def render(rows: Sequence[Figures]) -> str:
             f"{('PASS' if found[name] else 'MISS') if name in found else '-':>14}"
             for found in judged
         )
-        lines.append(
-            f"  {name:48}"[:34] + marks if len(name) <= 32 else f"  {name}\n{'':34}{marks}"
-        )
+        if len(name) <= 32:
+            lines.append(f"  {name:32}{marks}")
+        else:  # the name on its own line
+            lines.extend((f"  {name}", f"{'':34}{marks}"))
     return "\n".join(lines)
