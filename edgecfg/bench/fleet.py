@@ -570,7 +570,8 @@ def verdicts(row: Figures, smallest: Figures) -> dict[str, bool]:
 
 def render(rows: Sequence[Figures]) -> str:
     """The figures as a table, one column per fleet size."""
-    lines = [f"edgecfg bench fleet (sample {rows[0].sample} devices, {CONCURRENCY} at a time)"]
+    samples = "/".join(f"{r.sample:,}" for r in rows)
+    lines = [f"edgecfg bench fleet (devices played: {samples}; {CONCURRENCY} at a time)"]
     header = f"{'':34}" + "".join(f"{r.devices:>14,}" for r in rows)
     lines.append(header)
     fields: list[tuple[str, Callable[[Figures], str]]] = [

@@ -271,11 +271,13 @@ class Resolver:
         unsupported = self._unsupported_for(device)
         fold, tree, dropped = self._cleared(tiers[:split], device.applicability, unsupported)
         if split < len(tiers):
-            fold = _Fold(tree, fold.locks, fold.conflicts, fold.blocked)
+            cleared = _Fold(tree, fold.locks, fold.conflicts, fold.blocked)
             for tier in tiers[split:]:
-                fold = _apply_tier(fold, [(i, self.layer(i)) for i in tier])
-            tree, more = _drop(fold.tree, unsupported)
-            dropped = (*dropped, *(item for item in more if item not in dropped))
+                layers = [(i, self.layer(i)) for i in tier]
+                fold = _apply_tier(fold, layers)  # what was dropped is read off this one
+                cleared = _apply_tier(cleared, layers)
+            tree, _ = _drop(cleared.tree, unsupported)
+            dropped = _present(fold.tree, unsupported)
         return Resolution(tree, tiers, fold.conflicts, fold.blocked, dropped, dict(fold.locks))
 
     def _cleared(
@@ -296,14 +298,13 @@ class Resolver:
         if found is not None and found[0] is fold:  # else the fold was redone since
             return found
         if not tiers:
-            tree, dropped = _drop(fold.tree, unsupported)
+            tree, _ = _drop(fold.tree, unsupported)
         else:
-            below, below_tree, below_dropped = self._cleared(tiers[:-1], applicability, unsupported)
+            below, below_tree, _ = self._cleared(tiers[:-1], applicability, unsupported)
             layers = [(i, self.layer(i)) for i in tiers[-1]]
             applied = _apply_tier(_Fold(below_tree, below.locks, (), ()), layers)
-            tree, more = _drop(applied.tree, unsupported)
-            dropped = (*below_dropped, *(item for item in more if item not in below_dropped))
-        found = (fold, tree, dropped)
+            tree, _ = _drop(applied.tree, unsupported)
+        found = (fold, tree, _present(fold.tree, unsupported))
         self._dropped[key] = found
         return found
 
@@ -520,6 +521,19 @@ class Resolver:
         ):
             tiers = (*tiers, (override[0],))
         return self.explain_leaf(device, path, tiers=tiers, override=override)
+
+
+def _present(tree: Tree, unsupported: Sequence[Dropped]) -> tuple[Dropped, ...]:
+    """The unsupported keys ``tree`` has (a dropped key is reported when the
+    fold itself has it, whatever was cleared on the way)."""
+    found: list[Dropped] = []
+    for item in unsupported:
+        if get(tree, item.path) is not UNSET and not any(
+            is_prefix(other.path, item.path)
+            for other in found  # gone with its ancestor
+        ):
+            found.append(item)
+    return tuple(found)
 
 
 def _drop(tree: Tree, unsupported: Sequence[Dropped]) -> tuple[Tree, tuple[Dropped, ...]]:

@@ -45,7 +45,18 @@ from edgecfg.core.resolve import (
 )
 from edgecfg.core.schema import Schema
 from edgecfg.core.schema_document import schema_from_document
-from edgecfg.core.tree import UNSET, Tree, UnsetType, Value, flatten, get, is_map, values_equal
+from edgecfg.core.tree import (
+    UNSET,
+    Tree,
+    UnsetType,
+    Value,
+    delete,
+    flatten,
+    get,
+    is_map,
+    set_value,
+    values_equal,
+)
 from tests.strategies import UNIVERSE, group_paths, layers, leaf_values, universe_paths
 
 Ranks = tuple[tuple[str, ...], ...]
@@ -1043,3 +1054,83 @@ def test_explain_lists_exactly_the_named_leaves_under_the_prefix(
             assert values_equal(explanation.value, alone.value)
             assert explanation.source == alone.source
         assert {leaf for leaf in flatten(resolved.tree) if is_prefix(prefix, leaf)} <= set(listed)
+
+
+# ------------------------------------------------- unsupported keys, stack by stack
+
+DROP_SCHEMA = {
+    "radio.lora.sf": {"id": 1, "type": "int", "default": 7, "hardware": ["x"]},
+    "radio.band": {"id": 2, "type": "int", "default": 3},
+    "net.apn": {"id": 3, "type": "str", "default": "iot", "hardware": ["x"]},
+    "plain": {"id": 4, "type": "int", "default": 0},
+}
+DROP_PATHS: list[Path] = [("radio", "lora", "sf"), ("radio", "band"), ("net", "apn"), ("plain",)]
+drop_layers = st.dictionaries(
+    st.sampled_from(DROP_PATHS), st.one_of(st.integers(0, 9), st.none()), max_size=3
+).map(  # None: a tombstone
+    lambda said: Layer(
+        {p: v for p, v in said.items() if v is not None},
+        frozenset(p for p, v in said.items() if v is None),
+    )
+)
+
+
+def _dropped_reference(tiers: Sequence[Sequence[LayerId]], stored: Mapping[LayerId, Layer],
+                       schema: Schema, hardware: str) -> Tree:  # fmt: skip
+    """Fold every tier on the schema defaults, then drop what ``hardware``
+    does not support, one key at a time, pruning the maps left empty."""
+    tree: Tree = copy.deepcopy(schema.defaults())
+    for tier in tiers:
+        for layer_id in tier:
+            layer = stored.get(layer_id)
+            if layer is None:
+                continue
+            for path in layer.unsets:
+                tree = _pruned(tree, path)
+            for path, value in layer.sets.items():
+                tree = set_value(tree, path, value)
+    for spec in schema:
+        if spec.applies_to(hardware=hardware) is not None:
+            tree = _pruned(tree, spec.path)
+    return tree
+
+
+def _pruned(tree: Tree, path: Path) -> Tree:
+    """``tree`` without ``path`` and without the maps that removing it emptied."""
+    if get(tree, path) is UNSET:
+        return tree
+    tree = cast(Tree, delete(tree, path))
+    for depth in range(len(path) - 1, 0, -1):
+        if get(tree, path[:depth]) != {}:
+            break
+        tree = cast(Tree, delete(tree, path[:depth]))
+    return tree
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from([GLOBAL, LayerId("region/a"), LayerId("region/a/b"), LayerId("device/d")]),
+        drop_layers,
+        max_size=4,
+    ),
+    st.lists(st.sampled_from(["x", "y"]), min_size=1, max_size=4),
+)
+def test_unsupported_keys_are_dropped_as_if_after_the_whole_fold(
+    stored: dict[LayerId, Layer], hardware: list[str]
+) -> None:
+    """The group part is cleared once per stack and hardware and the device's
+    own layer goes on top: the same tree as folding everything first and
+    dropping afterwards, for devices met in any order."""
+    schema = _schema(DROP_SCHEMA)
+    resolver = Resolver(Hierarchy(), stored, schema)
+    for model in hardware:
+        device = DeviceFacts(DeviceId("d"), {"region": "a/b"}, hardware=model)
+        resolved = resolver.resolve(device)
+        expected = _dropped_reference(resolved.tiers, stored, schema, model)
+        assert values_equal(resolved.tree, expected), (model, resolved.tiers)
+        assert {d.path for d in resolved.dropped} == {
+            p for p in (("radio", "lora", "sf"), ("net", "apn"))
+            if model == "y" and get(_dropped_reference(resolved.tiers, stored, schema, "x"), p)
+            is not UNSET
+        }  # fmt: skip
