@@ -265,11 +265,31 @@ class Resolver:
         unsupported keys are dropped.
         """
         tiers = tiers if tiers is not None else self.tiers(device)
+        return self._resolve(device, tiers, report=True)
+
+    def tree(self, device: DeviceFacts, *, tiers: Tiers | None = None) -> Tree:
+        """The device's effective configuration alone (what serving needs:
+        :meth:`resolve` also works out what was dropped, blocked and locked)."""
+        tiers = tiers if tiers is not None else self.tiers(device)
+        return self._resolve(device, tiers, report=False).tree
+
+    def _resolve(self, device: DeviceFacts, tiers: Tiers, *, report: bool) -> Resolution:
         split = len(tiers)
         while split and _own(tiers[split - 1]):
             split -= 1
         unsupported = self._unsupported_for(device)
         fold, tree, dropped = self._cleared(tiers[:split], device.applicability, unsupported)
+        if split < len(tiers) and not report:
+            cleared = _Fold(tree, fold.locks, (), ())
+            roots: set[str] = set()
+            for tier in tiers[split:]:
+                layers = [(i, self.layer(i)) for i in tier]
+                roots.update(path[0] for _, layer in layers for path in layer.sets)
+                cleared = _apply_tier(cleared, layers)
+            # only what the device's own tiers set can bring an unsupported key back
+            relevant = [item for item in unsupported if item.path[0] in roots]
+            tree, _ = _drop(cleared.tree, relevant)
+            return Resolution(tree, tiers, (), (), (), {})
         if split < len(tiers):
             cleared = _Fold(tree, fold.locks, fold.conflicts, fold.blocked)
             for tier in tiers[split:]:
@@ -527,12 +547,17 @@ def _present(tree: Tree, unsupported: Sequence[Dropped]) -> tuple[Dropped, ...]:
     """The unsupported keys ``tree`` has (a dropped key is reported when the
     fold itself has it, whatever was cleared on the way)."""
     found: list[Dropped] = []
+    paths: set[Path] = set()
     for item in unsupported:
-        if get(tree, item.path) is not UNSET and not any(
-            is_prefix(other.path, item.path)
-            for other in found  # gone with its ancestor
+        path = item.path
+        if (
+            get(tree, path) is not UNSET
+            and not any(  # else gone with its ancestor
+                path[:depth] in paths for depth in range(1, len(path))
+            )
         ):
             found.append(item)
+            paths.add(path)
     return tuple(found)
 
 

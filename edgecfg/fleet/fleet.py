@@ -451,7 +451,7 @@ class Fleet:
         found = self._configs.get(signature)
         if found is None or found.stamps != stamps:
             vector = self._vector(tiers)  # before resolving: a layer read now is in both
-            tree = self.resolver.resolve(facts, tiers=tiers).tree
+            tree = self.resolver.tree(facts, tiers=tiers)
             found = _Cached(stamps, Served(Encoded.trusted(tree, encoder=self.encoder), vector))
             keep(self._configs, signature, found)
         return found.served
@@ -506,7 +506,7 @@ class Fleet:
                 return None
             past.put_layer(name, layer)
         past_tiers = tuple(tuple(names[layer_id] for layer_id in tier) for tier in tiers)
-        tree = past.resolve(facts, tiers=past_tiers).tree
+        tree = past.tree(facts, tiers=past_tiers)
         return Encoded.trusted(tree, encoder=self.encoder)
 
     def _past_resolver(self) -> Resolver:

@@ -48,6 +48,9 @@ CACHE_BYTES: Final = 96 * 2**20
 """Default memory for configuration versions and deltas (see :func:`config_weight`)."""
 VERSION_BATCH: Final = 512
 """Version vectors written in one transaction, at most (see :meth:`SyncService.flush`)."""
+VECTOR_ENTRIES: Final = 1 << 18
+"""Version vectors of versions served lately, kept (~0.2 KiB each) so that a
+device's next sync rebuilds its base without reading the store."""
 PERSISTED_ENTRIES: Final = 1 << 18
 """Versions remembered as already in the store (a miss costs one idempotent write)."""
 MAX_FETCH_PATHS: Final = 256
@@ -110,6 +113,7 @@ class SyncService:
         self._schemas: dict[int, Schema] = {}
         self._persisted: LRUCache[ETag, bool] = LRUCache(maxsize=PERSISTED_ENTRIES)
         self._pending: dict[ETag, bytes] = {}  # version vectors not yet written
+        self._vectors: LRUCache[ETag, bytes] = LRUCache(maxsize=VECTOR_ENTRIES)  # served lately
         self.events: EventSink = NO_EVENTS  # telemetry and sync events (the MQTT bridge)
 
     # -- configurations -------------------------------------------------------------
@@ -149,6 +153,8 @@ class SyncService:
         if config.etag in self._known:
             return
         keep(self._known, config.etag, config)
+        if vector is not None:
+            self._vectors[config.etag] = vector
         if config.etag in self._persisted:
             return
         if vector is None:
@@ -177,7 +183,9 @@ class SyncService:
         found = self._known.get(etag)
         if found is not None:
             return found
-        vector = self._pending.get(etag) or self.fleet.store.get_version(etag)
+        vector = (
+            self._vectors.get(etag) or self._pending.get(etag) or self.fleet.store.get_version(etag)
+        )
         if vector is not None and device is not None:
             found = self.fleet.rebuild(device, vector)
             if found is not None and found.etag == etag:

@@ -1126,9 +1126,11 @@ def test_unsupported_keys_are_dropped_as_if_after_the_whole_fold(
     resolver = Resolver(Hierarchy(), stored, schema)
     for model in hardware:
         device = DeviceFacts(DeviceId("d"), {"region": "a/b"}, hardware=model)
+        served = resolver.tree(device)  # serving's path, without the report
         resolved = resolver.resolve(device)
         expected = _dropped_reference(resolved.tiers, stored, schema, model)
         assert values_equal(resolved.tree, expected), (model, resolved.tiers)
+        assert values_equal(served, expected), (model, resolved.tiers)
         assert {d.path for d in resolved.dropped} == {
             p for p in (("radio", "lora", "sf"), ("net", "apn"))
             if model == "y" and get(_dropped_reference(resolved.tiers, stored, schema, "x"), p)
