@@ -264,7 +264,6 @@ class RawClient(asyncio.DatagramProtocol):
         self.mid = random.randrange(0x10000)
         self.tokens = 0
         self.retransmissions = 0
-        self.echo: bytes | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)
@@ -282,8 +281,9 @@ class RawClient(asyncio.DatagramProtocol):
         started = time.perf_counter()
         response = await self._exchange(request)
         if response.code == Code.UNAUTHORIZED and response.opt.echo is not None:
-            self.echo = response.opt.echo  # the amplification guard's challenge (RFC 9175)
-            response = await self._exchange(request)
+            # the amplification guard's challenge (RFC 9175): shown once, as a
+            # device does, and the address is proven for a day and a half
+            response = await self._exchange(request, response.opt.echo)
         return Answer(
             request,
             response.code,
@@ -293,7 +293,7 @@ class RawClient(asyncio.DatagramProtocol):
             time.perf_counter() - started,
         )
 
-    async def _exchange(self, request: Request) -> aiocoap.Message:
+    async def _exchange(self, request: Request, echo: bytes | None = None) -> aiocoap.Message:
         assert self.transport is not None
         message = aiocoap.Message(code=Code.GET, uri_path=request.path)
         message.mtype = Type.CON
@@ -303,8 +303,8 @@ class RawClient(asyncio.DatagramProtocol):
         message.token = self.tokens.to_bytes(4, "big")
         if request.etag is not None:
             message.opt.etags = (request.etag,)
-        if self.echo is not None:
-            message.opt.echo = self.echo
+        if echo is not None:
+            message.opt.echo = echo
         raw = message.encode()
         future: asyncio.Future[aiocoap.Message] = asyncio.get_running_loop().create_future()
         self.waiting[message.token] = future

@@ -169,9 +169,10 @@ class _Base(aiocoap.resource.Resource, aiocoap.resource.PathCapable):
             return error_response(MethodNotAllowed(f"this resource takes {allowed}"))
         # RFC 7252 §5.4.1, §5.4.5 for an OSCORE message's inner options (the
         # datagram screen checked the outer ones, and every plain request)
-        faulty = bad_option(int(option.number) for option in request.opt.option_list())
-        if faulty is not None:
-            return error_response(BadOption(faulty))
+        if hasattr(request.remote, "authenticated_claims"):  # unprotected by OSCORE
+            faulty = bad_option(int(option.number) for option in request.opt.option_list())
+            if faulty is not None:
+                return error_response(BadOption(faulty))
         refused = self.refused_query(request.opt.uri_query)
         if refused is not None:
             return error_response(BadRequest(refused))
