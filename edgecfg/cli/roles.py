@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Generator
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from edgecfg.agent.coap import CoapLink, LinkDown
 from edgecfg.agent.local_state import (
@@ -27,7 +27,7 @@ from edgecfg.agent.local_state import (
 )
 from edgecfg.agent.overrides import LocalOverrides
 from edgecfg.agent.sync import AGENT_VERSION, Agent, Backoff, Retry, SyncResult, until
-from edgecfg.cli.database import add_db_option, check_exists, connect, shown
+from edgecfg.cli.database import add_db_option, check_exists, connect, open_store, shown
 from edgecfg.cli.files import load_schema, read_bytes, write_bytes
 from edgecfg.cli.operator import parse_assignment
 from edgecfg.cli.security import add_master_key_option, master_cipher
@@ -47,6 +47,9 @@ from edgecfg.wire.documents import write_config
 
 MAX_PORT = 65535
 DEFAULT_BUDGETS = Budgets()
+
+VERSION_RETENTION_DAYS: Final = 30.0
+"""Served versions a device may still hold as a delta base, by default."""
 
 
 def parse_bind(text: str) -> tuple[str, int]:
@@ -186,6 +189,16 @@ def _server_lock(store: SQLiteStore | PostgresStore) -> Generator[None]:
         except StoreError as error:
             raise CommandError(str(error)) from None
         yield
+
+
+def cmd_gateway_prune(args: argparse.Namespace) -> int:
+    """Drop the version vectors recorded before the retention."""
+    if not args.older_than >= 0:
+        raise CommandError(f"--older-than {args.older_than}: days, 0 or more")
+    with open_store(args) as store:
+        dropped = store.drop_versions(before=time.time() - args.older_than * 86_400)
+    print(f"forgot {dropped} served version(s) older than {args.older_than:g} day(s)")
+    return 0
 
 
 def cmd_agent_run(args: argparse.Namespace) -> int:
@@ -564,6 +577,19 @@ def register(commands: Any) -> None:
     )
     add_db_option(q)
     q.set_defaults(handler=cmd_gateway_serve)
+    q = gateway.add_parser(
+        "prune", help="forget served versions older than a retention (their devices get "
+        "the full config at their next sync)",
+    )  # fmt: skip
+    q.add_argument(
+        "--older-than",
+        type=float,
+        default=VERSION_RETENTION_DAYS,
+        metavar="DAYS",
+        help=f"retention in days (default: {VERSION_RETENTION_DAYS:g})",
+    )
+    add_db_option(q)
+    q.set_defaults(handler=cmd_gateway_prune)
 
     p = commands.add_parser("agent", help="the device agent")
     agent = p.add_subparsers(dest="agent_command", metavar="ACTION", required=True)
