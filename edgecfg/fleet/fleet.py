@@ -3,31 +3,30 @@
 :class:`Fleet` is the system of record's view of configuration (DESIGN §1,
 §4).  It reads layers, memberships and the schema from a
 :class:`~edgecfg.store.Store` and resolves effective configurations with a
-:class:`~edgecfg.core.resolve.Resolver`.  Resolution is lazy and shared:
-devices with the same tiers and the same hardware, firmware and agent
-version share one fold and one encoding, and changing a layer drops only the
-results that used it.
+:class:`~edgecfg.core.resolve.Resolver`.  What it holds is bounded by caches,
+not by the fleet:
 
-Writes are checked before anything is stored.  A layer edit is refused
-(:class:`~edgecfg.errors.WriteRefused`, with a device count and examples):
+- the global and group layers are loaded at start; a device's own layer is
+  read when first needed (all of them only for a dry run, which must see
+  every layer);
+- encoded configurations sit in a byte-bounded cache, shared per signature
+  (stack and applicability), each with the stamps of the layers it was made
+  from, so a layer edit makes stale exactly the entries that used it; a
+  compact record per device answers "which ETag is current" without them;
+- each served configuration carries its version vector (schema version and
+  layer revisions) so it can be rebuilt from history later
+  (:meth:`Fleet.rebuild`) instead of being stored.
 
-- when it changes a path that a lower-precedence layer locked for any device
-  that inherits from it (:class:`~edgecfg.errors.LockViolation`);
-- when it makes tied layers disagree on a path for any such device
-  (:class:`~edgecfg.errors.DirectiveConflict`). Conflicts are refused at write
-  time and never silently resolved. A conflict that arises from a membership
-  change is flagged in explain: neither value applies;
-- when it makes any device's effective config violate the schema
-  (:class:`~edgecfg.errors.FleetValidationError`).
-
-Only the paths the edit touches are re-evaluated, once per distinct device
-signature, so an edit of the global layer over 100,000 devices costs a few
-thousand cheap per-path walks instead of 100,000 folds.
+Writes are checked before anything is stored: a layer edit is refused
+(:class:`~edgecfg.errors.WriteRefused`, with a device count and examples)
+when it breaks a lock, makes tied layers disagree or makes any device's
+effective config violate the schema; the dry run behind it is
+:func:`edgecfg.fleet.impact.dry_run`.  Other writers' changes arrive through
+the store's change log (:meth:`Fleet.refresh`).
 """
 
 from __future__ import annotations
 
-import bisect
 import gc
 import json
 from collections.abc import Generator, Iterable, MutableMapping
@@ -46,7 +45,7 @@ from edgecfg.core.layers import (
     layer_from_document,
     layer_to_document,
 )
-from edgecfg.core.path import Path, format_path, is_prefix
+from edgecfg.core.path import Path, format_path
 from edgecfg.core.resolve import (
     DeviceFacts,
     Explanation,
@@ -56,7 +55,7 @@ from edgecfg.core.resolve import (
 )
 from edgecfg.core.schema import Schema, undeclared, value_problems
 from edgecfg.core.schema_document import check_evolution
-from edgecfg.core.tree import UNSET, UnsetType, Value, values_equal
+from edgecfg.core.tree import Value
 from edgecfg.errors import (
     FleetValidationError,
     NotFound,
@@ -66,14 +65,9 @@ from edgecfg.errors import (
 )
 from edgecfg.fleet.impact import (
     SAMPLE,
-    Effects,
     Impact,
-    PathChange,
-    Tally,
-    changed_paths,
-    lock_of,
+    dry_run,
     refuse,
-    tally,
 )
 from edgecfg.store import DeviceRecord, LayerRevision, Store
 from edgecfg.wire.cbor import Encoded, SubtreeEncoder, decode, encode
@@ -746,108 +740,13 @@ class Fleet:
         return name.kind == "global" or _in_group(facts, name.dimension, name.group)
 
     def impact(self, layer_id: LayerId, new: Layer) -> Impact:
-        """What replacing ``layer_id`` with ``new`` would change, violate or break.
+        """What replacing ``layer_id`` with ``new`` would change, violate or
+        break (:func:`edgecfg.fleet.impact.dry_run`)."""
+        return dry_run(self, layer_id, new)
 
-        Per touched leaf path, signatures are grouped by the layers in their
-        stacks that have any say on that path (and by whether the path is
-        dropped for their hardware): members of a group get the same answer,
-        so one walk per group decides for all of them.
-        """
-        self.hold_all_layers()
-        old = self.resolver.layer(layer_id)
-        changed_ops = changed_paths(old, new)
-        lock_changes = old.locks ^ new.locks
-        candidates = self._candidates(changed_ops | lock_changes)
-        devices = self.reached_by(layer_id)
-        members = self.members()
-        by_signature: dict[Signature, list[DeviceId]] = {}
-        for device in devices:
-            by_signature.setdefault(members.by_device[device], []).append(device)
-        changed_signatures: set[Signature] = set()
-        changes: dict[object, Tally] = {}
-        violations: dict[object, Tally] = {}
-        blocked: dict[object, Tally] = {}
-        conflicts: dict[object, Tally] = {}
-        shadowed = 0
-        override = (layer_id, new)
-        for path in candidates:
-            speaking = self.resolver.layers_speaking_on(path, also=new) | {layer_id}
-            classes: dict[object, list[Signature]] = {}
-            for signature in by_signature:
-                tiers, applicability = signature
-                say = tuple(
-                    t for t in (tuple(i for i in tier if i in speaking) for tier in tiers) if t
-                )
-                key = (say, self.resolver.drop_reason(applicability, path))
-                classes.setdefault(key, []).append(signature)
-            for signatures in classes.values():
-                group = [device for signature in signatures for device in by_signature[signature]]
-                facts = members.facts[by_signature[signatures[0]][0]]
-                tiers = _with_layer(signatures[0][0], layer_id)
-                before = self.resolver.explain_leaf(facts, path, tiers=signatures[0][0])
-                after = self.resolver.explain_leaf(facts, path, tiers=tiers, override=override)
-                if not values_equal(before.value, after.value):
-                    changed_signatures.update(signatures)
-                    tally(changes, path, group, before.value, after.value)
-                    self._validate_change(path, after, facts, group, violations)
-                for step in after.steps:
-                    if step.layer != layer_id or step.touched not in changed_ops:
-                        continue
-                    if step.status == "blocked":
-                        lock, holder = lock_of(after, step.touched)
-                        tally(blocked, (step.touched, lock, holder), group)
-                    elif step.status == "conflict":
-                        tied = tuple(s.layer for s in after.steps if s.status == "conflict")
-                        tally(conflicts, (path, tied), group)
-                if path in new.locks or any(is_prefix(lock, path) for lock in lock_changes):
-                    shadowed += len(group) * sum(
-                        1 for s in after.steps if s.status == "blocked" and s.layer != layer_id
-                    )
-        changed = [device for signature in changed_signatures for device in by_signature[signature]]
-        return Impact(
-            layer=layer_id,
-            reached=len(devices),
-            changed=len(changed),
-            sample=tuple(sorted(changed)[:SAMPLE]),
-            changes=tuple(
-                PathChange(cast(Path, path), t.count, t.example, *cast(Effects, t.detail))
-                for path, t in sorted(changes.items(), key=lambda item: cast(Path, item[0]))
-            ),
-            violations=tuple(
-                (
-                    cast(Violation, t.detail[0]),
-                    t.count,
-                    t.example,
-                    cast(LayerId | None, t.detail[1]),
-                )
-                for t in violations.values()
-            ),
-            blocked=tuple(
-                (*cast(tuple[Path, Path, LayerId], key), t.count, t.example)
-                for key, t in blocked.items()
-            ),
-            conflicts=tuple(
-                (*cast(tuple[Path, tuple[LayerId, ...]], key), t.count, t.example)
-                for key, t in conflicts.items()
-            ),
-            locks_shadowing=shadowed,
-        )
-
-    def _candidates(self, touched: Iterable[Path]) -> list[Path]:
-        """Leaf paths an edit at ``touched`` can change: the paths themselves and
-        every known leaf below them (schema defaults and all layers' values)."""
-        known = self._known_leaves()
-        found: set[Path] = set()
-        for path in touched:
-            found.add(path)
-            at = bisect.bisect_left(known, path)
-            while at < len(known) and is_prefix(path, known[at]):
-                found.add(known[at])
-                at += 1
-        # a leaf that has leaves below it is a map somewhere: its leaves speak for it
-        return sorted(p for p in found if not any(q != p and is_prefix(p, q) for q in found))
-
-    def _known_leaves(self) -> list[Path]:
+    def known_leaves(self) -> list[Path]:
+        """Every leaf path some layer or a schema default names, sorted (kept
+        until a layer changes)."""
         self.hold_all_layers()
         if self._leaves is None:
             leaves: set[Path] = set(self.schema.default_paths()) if self.schema else set()
@@ -855,30 +754,6 @@ class Fleet:
                 leaves.update(self.resolver.layer(layer_id).sets)
             self._leaves = sorted(leaves)
         return self._leaves
-
-    def _validate_change(
-        self,
-        path: Path,
-        after: Explanation,
-        facts: DeviceFacts,
-        group: list[DeviceId],
-        violations: dict[object, Tally],
-    ) -> None:
-        if self.schema is None:
-            return
-        spec = self.schema.spec(path)
-        if spec is None or spec.path != path:
-            return
-        if after.value is UNSET:
-            applies = spec.applies_to(hardware=facts.hardware, firmware=facts.firmware) is None
-            if spec.required and applies:
-                violation = Violation(spec.dotted, None, "a value (required key)", missing=True)
-                tally(violations, (spec.dotted, violation.expected), group, violation, after.source)
-            return
-        assert not isinstance(after.value, UnsetType)
-        for text in spec.check(after.value):
-            violation = Violation(spec.dotted, after.value, text)
-            tally(violations, (spec.dotted, text), group, violation, after.source)
 
 
 @contextmanager
@@ -900,19 +775,6 @@ def _evict(members: _Members, device_id: DeviceId) -> None:
         members.signatures[signature].remove(device_id)
         if not members.signatures[signature]:
             del members.signatures[signature]
-
-
-def _with_layer(tiers: Tiers, layer_id: LayerId) -> Tiers:
-    """The tiers with ``layer_id`` present (a device's own layer, written first now)."""
-    if any(layer_id in tier for tier in tiers):
-        return tiers
-    if layer_id.startswith("local/"):
-        return (*tiers, (layer_id,))
-    if not layer_id.startswith("device/"):
-        return tiers
-    local = [tier for tier in tiers if tier[0].startswith("local/")]
-    rest = tuple(tier for tier in tiers if not tier[0].startswith("local/"))
-    return (*rest, (layer_id,), *local)
 
 
 def _facts(record: DeviceRecord) -> DeviceFacts:

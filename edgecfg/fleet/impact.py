@@ -1,22 +1,28 @@
 """Dry runs of layer edits: what an edit changes, and why it would be refused.
 
-:meth:`edgecfg.fleet.fleet.Fleet.impact` computes an :class:`Impact`;
+:func:`dry_run` (and :meth:`edgecfg.fleet.fleet.Fleet.impact`) computes an
+:class:`Impact`;
 :func:`refuse` turns its findings into the errors a write raises (lock,
 conflict, schema violation), each with a device count and an example.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import bisect
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final, cast
 
 from edgecfg.core.ids import DeviceId, LayerId
 from edgecfg.core.layers import GLOBAL, Layer
 from edgecfg.core.path import Path, format_path, is_prefix
-from edgecfg.core.resolve import Explanation
+from edgecfg.core.resolve import DeviceFacts, Explanation, Tiers
+from edgecfg.core.schema import Schema
 from edgecfg.core.tree import UNSET, UnsetType, Value, values_equal
 from edgecfg.errors import DirectiveConflict, FleetValidationError, LockViolation, Violation
+
+if TYPE_CHECKING:
+    from edgecfg.fleet.fleet import Fleet, Signature
 
 SAMPLE: Final = 5
 Effects = tuple["Value | UnsetType", "Value | UnsetType"]
@@ -115,3 +121,146 @@ def changed_paths(old: Layer, new: Layer) -> frozenset[Path]:
         if not values_equal(old.sets.get(path, UNSET), new.sets.get(path, UNSET)):
             paths.add(path)
     return frozenset(paths)
+
+
+def dry_run(fleet: Fleet, layer_id: LayerId, new: Layer) -> Impact:
+    """What replacing ``layer_id`` with ``new`` would change, violate or break.
+
+    Per touched leaf path, signatures are grouped by the layers in their
+    stacks that have any say on that path (and by whether the path is
+    dropped for their hardware): members of a group get the same answer,
+    so one walk per group decides for all of them.
+    """
+    fleet.hold_all_layers()
+    old = fleet.resolver.layer(layer_id)
+    changed_ops = changed_paths(old, new)
+    lock_changes = old.locks ^ new.locks
+    candidates = _candidates(fleet.known_leaves(), changed_ops | lock_changes)
+    devices = fleet.reached_by(layer_id)
+    members = fleet.members()
+    by_signature: dict[Signature, list[DeviceId]] = {}
+    for device in devices:
+        by_signature.setdefault(members.by_device[device], []).append(device)
+    changed_signatures: set[Signature] = set()
+    changes: dict[object, Tally] = {}
+    violations: dict[object, Tally] = {}
+    blocked: dict[object, Tally] = {}
+    conflicts: dict[object, Tally] = {}
+    shadowed = 0
+    override = (layer_id, new)
+    for path in candidates:
+        speaking = fleet.resolver.layers_speaking_on(path, also=new) | {layer_id}
+        classes: dict[object, list[Signature]] = {}
+        for signature in by_signature:
+            tiers, applicability = signature
+            say = tuple(t for t in (tuple(i for i in tier if i in speaking) for tier in tiers) if t)
+            key = (say, fleet.resolver.drop_reason(applicability, path))
+            classes.setdefault(key, []).append(signature)
+        for signatures in classes.values():
+            group = [device for signature in signatures for device in by_signature[signature]]
+            facts = members.facts[by_signature[signatures[0]][0]]
+            tiers = _with_layer(signatures[0][0], layer_id)
+            before = fleet.resolver.explain_leaf(facts, path, tiers=signatures[0][0])
+            after = fleet.resolver.explain_leaf(facts, path, tiers=tiers, override=override)
+            if not values_equal(before.value, after.value):
+                changed_signatures.update(signatures)
+                tally(changes, path, group, before.value, after.value)
+                _validate_change(
+                        fleet.schema, path, after=after, facts=facts, group=group,
+                        violations=violations,
+                    )  # fmt: skip
+            for step in after.steps:
+                if step.layer != layer_id or step.touched not in changed_ops:
+                    continue
+                if step.status == "blocked":
+                    lock, holder = lock_of(after, step.touched)
+                    tally(blocked, (step.touched, lock, holder), group)
+                elif step.status == "conflict":
+                    tied = tuple(s.layer for s in after.steps if s.status == "conflict")
+                    tally(conflicts, (path, tied), group)
+            if path in new.locks or any(is_prefix(lock, path) for lock in lock_changes):
+                shadowed += len(group) * sum(
+                    1 for s in after.steps if s.status == "blocked" and s.layer != layer_id
+                )
+    changed = [device for signature in changed_signatures for device in by_signature[signature]]
+    return Impact(
+        layer=layer_id,
+        reached=len(devices),
+        changed=len(changed),
+        sample=tuple(sorted(changed)[:SAMPLE]),
+        changes=tuple(
+            PathChange(cast(Path, path), t.count, t.example, *cast(Effects, t.detail))
+            for path, t in sorted(changes.items(), key=lambda item: cast(Path, item[0]))
+        ),
+        violations=tuple(
+            (
+                cast(Violation, t.detail[0]),
+                t.count,
+                t.example,
+                cast(LayerId | None, t.detail[1]),
+            )
+            for t in violations.values()
+        ),
+        blocked=tuple(
+            (*cast(tuple[Path, Path, LayerId], key), t.count, t.example)
+            for key, t in blocked.items()
+        ),
+        conflicts=tuple(
+            (*cast(tuple[Path, tuple[LayerId, ...]], key), t.count, t.example)
+            for key, t in conflicts.items()
+        ),
+        locks_shadowing=shadowed,
+    )
+
+
+def _candidates(known: Sequence[Path], touched: Iterable[Path]) -> list[Path]:
+    """Leaf paths an edit at ``touched`` can change: the paths themselves and
+    every known leaf below them (schema defaults and all layers' values)."""
+    found: set[Path] = set()
+    for path in touched:
+        found.add(path)
+        at = bisect.bisect_left(known, path)
+        while at < len(known) and is_prefix(path, known[at]):
+            found.add(known[at])
+            at += 1
+    # a leaf that has leaves below it is a map somewhere: its leaves speak for it
+    return sorted(p for p in found if not any(q != p and is_prefix(p, q) for q in found))
+
+
+def _validate_change(
+    schema: Schema | None,
+    path: Path,
+    *,
+    after: Explanation,
+    facts: DeviceFacts,
+    group: list[DeviceId],
+    violations: dict[object, Tally],
+) -> None:
+    if schema is None:
+        return
+    spec = schema.spec(path)
+    if spec is None or spec.path != path:
+        return
+    if after.value is UNSET:
+        applies = spec.applies_to(hardware=facts.hardware, firmware=facts.firmware) is None
+        if spec.required and applies:
+            violation = Violation(spec.dotted, None, "a value (required key)", missing=True)
+            tally(violations, (spec.dotted, violation.expected), group, violation, after.source)
+        return
+    assert not isinstance(after.value, UnsetType)
+    for text in spec.check(after.value):
+        violation = Violation(spec.dotted, after.value, text)
+        tally(violations, (spec.dotted, text), group, violation, after.source)
+
+
+def _with_layer(tiers: Tiers, layer_id: LayerId) -> Tiers:
+    """The tiers with ``layer_id`` present (a device's own layer, written first now)."""
+    if any(layer_id in tier for tier in tiers):
+        return tiers
+    if layer_id.startswith("local/"):
+        return (*tiers, (layer_id,))
+    if not layer_id.startswith("device/"):
+        return tiers
+    local = [tier for tier in tiers if tier[0].startswith("local/")]
+    rest = tuple(tier for tier in tiers if not tier[0].startswith("local/"))
+    return (*rest, (layer_id,), *local)
