@@ -31,7 +31,7 @@ from typing import Final
 
 from edgecfg.agent.sync import decode_config
 from edgecfg.core.ids import DeviceId, LayerId
-from edgecfg.core.layers import device_layer, layer_from_parts
+from edgecfg.core.layers import device_layer, layer_from_parts, layer_to_document
 from edgecfg.core.session import (
     Answer,
     Drop,
@@ -54,13 +54,14 @@ from edgecfg.core.session import (
     Unusable,
     Woke,
 )
+from edgecfg.core.tree import Value
 from edgecfg.errors import DeltaError, PeerError, UsageError
 from edgecfg.fleet.fleet import Fleet
 from edgecfg.fleet.sync import NotModified, Representation, SyncService
 from edgecfg.sim.loopback_fleet import FUNCTIONS, REGIONS
 from edgecfg.store import DeviceRecord, MemoryStore
 from edgecfg.wire.blocks import DEFAULT_SZX, block_of, block_size
-from edgecfg.wire.cbor import Encoded
+from edgecfg.wire.cbor import Encoded, encode
 from edgecfg.wire.messages import DeviceReport, StateAnswer
 
 DAY_S: Final = 86_400.0
@@ -175,7 +176,8 @@ class VirtualFleet:
         scenario.check()
         self.scenario = scenario
         self.rng = random.Random(scenario.seed)
-        self.fleet = Fleet(MemoryStore())
+        self.store = MemoryStore()
+        self.fleet = Fleet(self.store)
         self.service = SyncService(self.fleet)
         self.devices: dict[DeviceId, _Device] = {}
         self.progress = progress
@@ -192,19 +194,32 @@ class VirtualFleet:
     # -- set-up --------------------------------------------------------------------
 
     def _build(self) -> None:
+        """The fleet, written in bulk as an import would (the identity layers
+        are valid by construction: checking each against the whole fleet
+        would make the set-up quadratic); then the gateway's view of it."""
         self.fleet.load_schema(FIXTURE_SCHEMA.read_bytes(), "json", source="sim", now=0.0)
+        records: list[DeviceRecord] = []
         for number in range(self.scenario.devices):
             device = DeviceId(f"sim-{number:06d}")
             groups = {"region": REGIONS[number % len(REGIONS)],
                       "function": FUNCTIONS[number % len(FUNCTIONS)]}  # fmt: skip
-            self.fleet.add_device(DeviceRecord(device, groups, hardware="nbiot-sensor-r3"))
-            self.fleet.write_layer(
-                device_layer(device),
-                layer_from_parts({"device": {"id": device}, "security": {"psk_identity": device}}),
-                author="sim", message="identity", now=0.0,
+            records.append(DeviceRecord(device, groups, hardware="nbiot-sensor-r3"))
+        self.store.put_devices(records)
+        for record in records:
+            device = record.id
+            identity: dict[str, Value] = {
+                "device": {"id": str(device)},
+                "security": {"psk_identity": str(device)},
+            }
+            blob = self.store.put_blob(encode(layer_to_document(layer_from_parts(identity))))
+            self.store.append_layer_revision(
+                device_layer(device), blob, parent=None, author="sim", message="identity",
+                now=0.0,
             )  # fmt: skip
             self.devices[device] = _Device(device)
             self._push(self.rng.uniform(0, self.scenario.wake_every_s), "wake", device)
+        self.fleet = Fleet(self.store)  # lazy: devices' own layers are read when they ask
+        self.service = SyncService(self.fleet)
         self._groups = [LayerId(f"region/{r}") for r in REGIONS] + [
             LayerId(f"function/{f}") for f in FUNCTIONS
         ]
