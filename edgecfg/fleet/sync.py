@@ -111,9 +111,11 @@ class SyncService:
             maxsize=cache_bytes // 4, getsizeof=_delta_weight
         )
         self._schemas: dict[int, Schema] = {}
-        self._persisted: LRUCache[ETag, bool] = LRUCache(maxsize=PERSISTED_ENTRIES)
-        self._pending: dict[ETag, bytes] = {}  # version vectors not yet written
-        self._vectors: LRUCache[ETag, bytes] = LRUCache(maxsize=VECTOR_ENTRIES)  # served lately
+        self._persisted: LRUCache[object, bool] = LRUCache(maxsize=PERSISTED_ENTRIES)
+        self._pending: dict[tuple[ETag, bytes], None] = {}  # vectors not yet written
+        # the vectors of versions served lately (equal configs of devices of
+        # different stacks share an ETag, each with its own vector)
+        self._vectors: LRUCache[ETag, tuple[bytes, ...]] = LRUCache(maxsize=VECTOR_ENTRIES)
         self.events: EventSink = NO_EVENTS  # telemetry and sync events (the MQTT bridge)
 
     # -- configurations -------------------------------------------------------------
@@ -150,18 +152,20 @@ class SyncService:
         after it left memory (or the gateway restarted): by its version
         vector (a few bytes, written in batches), or, for the rare versions
         that have none (the critical part, another schema version), whole."""
-        if config.etag in self._known:
-            return
-        keep(self._known, config.etag, config)
-        if vector is not None:
-            self._vectors[config.etag] = vector
-        if config.etag in self._persisted:
-            return
+        if config.etag not in self._known:
+            keep(self._known, config.etag, config)
         if vector is None:
-            self.fleet.store.put_blob(config.cbor)
-            self._persisted[config.etag] = True
+            if config.etag not in self._persisted:
+                self.fleet.store.put_blob(config.cbor)
+                self._persisted[config.etag] = True
             return
-        self._pending[config.etag] = vector
+        vectors = self._vectors.get(config.etag, ())
+        if vector not in vectors:
+            self._vectors[config.etag] = (*vectors, vector)
+        key = (config.etag, vector)
+        if key in self._persisted or key in self._pending:
+            return
+        self._pending[key] = None
         if len(self._pending) >= VERSION_BATCH:
             self.flush()
 
@@ -171,9 +175,9 @@ class SyncService:
         if not self._pending:
             return 0
         pending, self._pending = self._pending, {}
-        self.fleet.store.put_versions(pending.items(), now=self.clock())
-        for etag in pending:
-            self._persisted[etag] = True
+        self.fleet.store.put_versions(pending, now=self.clock())
+        for key in pending:
+            self._persisted[key] = True
         return len(pending)
 
     def known(self, etag: ETag, device: DeviceId | None = None) -> Encoded | None:
@@ -183,14 +187,13 @@ class SyncService:
         found = self._known.get(etag)
         if found is not None:
             return found
-        vector = (
-            self._vectors.get(etag) or self._pending.get(etag) or self.fleet.store.get_version(etag)
-        )
-        if vector is not None and device is not None:
-            found = self.fleet.rebuild(device, vector)
-            if found is not None and found.etag == etag:
-                keep(self._known, etag, found)
-                return found
+        if device is not None:
+            vectors = self._vectors.get(etag) or tuple(self.fleet.store.get_versions(etag))
+            for vector in vectors:
+                found = self.fleet.rebuild(device, vector)
+                if found is not None and found.etag == etag:
+                    keep(self._known, etag, found)
+                    return found
         try:
             data = self.fleet.store.get_blob(etag)
         except NotFound:

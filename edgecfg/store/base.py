@@ -362,13 +362,14 @@ class Store(Protocol):
 
     def put_versions(self, versions: Iterable[tuple[ETag, bytes]], *, now: float) -> None:
         """Record how served configuration versions are rebuilt: per ETag, a
-        small version vector (the revisions of the layers it was resolved
-        from, a few bytes; never the configuration).  An ETag already recorded
-        keeps its first vector and time."""
+        small version vector (the revisions of the layers of the stack it was
+        resolved from, a few bytes; never the configuration).  Devices of
+        different stacks may be served equal configurations: an ETag may have
+        several vectors.  A pair already recorded keeps its first time."""
         ...
 
-    def get_version(self, etag: ETag) -> bytes | None:
-        """The version vector recorded for ``etag``, or None."""
+    def get_versions(self, etag: ETag) -> list[bytes]:
+        """The version vectors recorded for ``etag``, oldest first."""
         ...
 
     def drop_versions(self, *, before: float) -> int:

@@ -120,13 +120,15 @@ MIGRATIONS: tuple[str, ...] = (
     """
     + merges_from_settings("CAST(CAST(ack.value AS TEXT) AS INTEGER)"),
     # 8: how each served configuration version is rebuilt (a version vector of
-    # a few bytes per ETag, never the configuration: a fleet-wide edit adds
-    # one row of ~40 bytes per device).  Versions served before stay in blobs.
+    # a few bytes per ETag and stack, never the configuration: a fleet-wide
+    # edit adds one row of ~40 bytes per device).  Versions served before stay
+    # in blobs.
     """
     CREATE TABLE config_versions (
-        etag BLOB PRIMARY KEY,
+        etag BLOB NOT NULL,
         vector BLOB NOT NULL,
-        created_at REAL NOT NULL
+        created_at REAL NOT NULL,
+        PRIMARY KEY (etag, vector)
     ) WITHOUT ROWID;
     """,
 )

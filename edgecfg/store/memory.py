@@ -44,8 +44,8 @@ class _Tables:
         default_factory=dict[str, dict[int, SchemaRecord]]
     )
     blobs: dict[ETag, bytes] = field(default_factory=dict[ETag, bytes])
-    versions: dict[ETag, tuple[bytes, float]] = field(
-        default_factory=dict[ETag, tuple[bytes, float]]
+    versions: dict[tuple[ETag, bytes], float] = field(
+        default_factory=dict[tuple[ETag, bytes], float]
     )
     layers: dict[LayerId, list[LayerRevision]] = field(
         default_factory=dict[LayerId, list[LayerRevision]]
@@ -170,19 +170,18 @@ class MemoryStore:
         """See :meth:`edgecfg.store.base.Store.put_versions`."""
         table = self._open().versions
         for etag, vector in versions:
-            table.setdefault(ETag(bytes(etag)), (bytes(vector), now))
+            table.setdefault((ETag(bytes(etag)), bytes(vector)), now)
 
-    def get_version(self, etag: ETag) -> bytes | None:
-        """See :meth:`edgecfg.store.base.Store.get_version`."""
-        found = self._open().versions.get(etag)
-        return None if found is None else found[0]
+    def get_versions(self, etag: ETag) -> list[bytes]:
+        """See :meth:`edgecfg.store.base.Store.get_versions`."""
+        return [vector for (tag, vector) in self._open().versions if tag == etag]
 
     def drop_versions(self, *, before: float) -> int:
         """See :meth:`edgecfg.store.base.Store.drop_versions`."""
         table = self._open().versions
-        old = [etag for etag, (_, at) in table.items() if at < before]
-        for etag in old:
-            del table[etag]
+        old = [key for key, at in table.items() if at < before]
+        for key in old:
+            del table[key]
         return len(old)
 
     # -- telemetry ---------------------------------------------------------

@@ -115,9 +115,10 @@ MIGRATIONS: tuple[str, ...] = (
     # 8: how each served configuration version is rebuilt (see edgecfg.store.layout).
     """
     CREATE TABLE config_versions (
-        etag BYTEA PRIMARY KEY,
+        etag BYTEA NOT NULL,
         vector BYTEA NOT NULL,
-        created_at DOUBLE PRECISION NOT NULL
+        created_at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (etag, vector)
     );
     """,
 )

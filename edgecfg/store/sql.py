@@ -328,15 +328,18 @@ class SQLStore(ABC):
         with self._transaction("put_versions", write=True) as db:
             db.run_many(
                 "INSERT INTO config_versions (etag, vector, created_at) VALUES (?, ?, ?) "
-                "ON CONFLICT (etag) DO NOTHING",
+                "ON CONFLICT (etag, vector) DO NOTHING",
                 rows,
             )
 
-    def get_version(self, etag: ETag) -> bytes | None:
-        """See :meth:`edgecfg.store.base.Store.get_version`."""
-        with self._transaction("get_version", write=False) as db:
-            row = db.one("SELECT vector FROM config_versions WHERE etag = ?", (bytes(etag),))
-        return None if row is None else bytes(row[0])
+    def get_versions(self, etag: ETag) -> list[bytes]:
+        """See :meth:`edgecfg.store.base.Store.get_versions`."""
+        with self._transaction("get_versions", write=False) as db:
+            rows = db.all(
+                "SELECT vector FROM config_versions WHERE etag = ? ORDER BY created_at",
+                (bytes(etag),),
+            )
+        return [bytes(row[0]) for row in rows]
 
     def drop_versions(self, *, before: float) -> int:
         """See :meth:`edgecfg.store.base.Store.drop_versions`."""

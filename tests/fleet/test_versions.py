@@ -68,7 +68,7 @@ def test_a_base_that_left_memory_is_rebuilt_and_the_device_gets_a_delta(store: S
     assert isinstance(first, Representation)
     held = Encoded.from_bytes(first.payload)
     assert service.flush() == 1
-    assert store.get_version(held.etag) is not None
+    assert store.get_versions(held.etag)
     assert not store.has_blob(held.etag)  # a vector, not the configuration
     edit(fleet, "region/eu", KEYS[1], 7)
     answer = service.config(device, base=held.etag)
@@ -169,3 +169,25 @@ def test_any_held_version_leads_to_the_current_config(
             assert holding[device] == fleet.encoded(device)
         if value % 2:
             service.flush()
+
+
+def test_equal_configs_of_devices_of_different_stacks_both_get_deltas() -> None:
+    """dev-3's own layer makes its config equal to dev-1's: one ETag, two
+    stacks, two vectors; each device's base is rebuilt from its own."""
+    fleet = fleet_of(MemoryStore())
+    service = SyncService(fleet, cache_bytes=1)
+    edit(fleet, "device/dev-3", KEYS[0], 60)  # what global says: equal configs
+    held = {}
+    for device in (DEVICES[1], DEVICES[3]):
+        answer = service.config(device)
+        assert isinstance(answer, Representation)
+        held[device] = Encoded.from_bytes(answer.payload)
+    assert held[DEVICES[1]].etag == held[DEVICES[3]].etag
+    service.flush()
+    assert len(fleet.store.get_versions(held[DEVICES[1]].etag)) == 2
+    edit(fleet, "global", KEYS[2], 4)
+    for device in (DEVICES[1], DEVICES[3]):
+        answer = service.config(device, base=held[device].etag)
+        assert isinstance(answer, Representation)
+        assert answer.content_format == ContentFormat.DELTA, device
+        assert served(answer, held[device]) == fleet.encoded(device)

@@ -145,18 +145,19 @@ def test_identical_blobs_share_one_etag(store: Store) -> None:
     assert store.get_blob(first) == b"same"
 
 
-def test_versions_keep_the_first_vector_and_drop_by_age(store: Store) -> None:
+def test_versions_keep_every_vector_of_an_etag_and_drop_by_age(store: Store) -> None:
     one, two, three = ETag(b"\x01" * 8), ETag(b"\x02" * 8), ETag(b"\x03" * 8)
-    assert store.get_version(one) is None
+    assert store.get_versions(one) == []
     store.put_versions([(one, b"\x83\x01\x02\x03"), (two, b"\x80")], now=100.0)
-    store.put_versions([(one, b"other"), (three, b"\x81\x07")], now=200.0)
+    store.put_versions([(one, b"\x83\x01\x02\x03"), (three, b"\x81\x07")], now=200.0)
+    store.put_versions([(one, b"\x82\x01\x05")], now=250.0)  # equal config, other stack
     store.put_versions([], now=300.0)
-    assert store.get_version(one) == b"\x83\x01\x02\x03"  # the first vector stays
-    assert store.get_version(three) == b"\x81\x07"
-    assert store.drop_versions(before=150.0) == 2  # one and two, recorded at 100
-    assert store.get_version(one) is None
-    assert store.get_version(two) is None
-    assert store.get_version(three) == b"\x81\x07"
+    assert store.get_versions(one) == [b"\x83\x01\x02\x03", b"\x82\x01\x05"]  # oldest first
+    assert store.get_versions(three) == [b"\x81\x07"]
+    assert store.drop_versions(before=150.0) == 2  # one's first vector (kept at 100) and two
+    assert store.get_versions(one) == [b"\x82\x01\x05"]
+    assert store.get_versions(two) == []
+    assert store.get_versions(three) == [b"\x81\x07"]
     assert store.drop_versions(before=150.0) == 0
 
 
