@@ -26,10 +26,10 @@ from pathlib import Path
 from edgecfg.bench.baselines import full_lz4, json_patch_cbor, zstd_dictionary
 from edgecfg.bench.measure import median, percentile
 from edgecfg.core import delta as structural
-from edgecfg.core.tree import Value, check_model, flatten, is_map, values_equal
+from edgecfg.core.tree import Tree, Value, check_model, flatten, is_map, values_equal
 from edgecfg.errors import CommandError, EdgecfgError
 from edgecfg.sim.configs import Shape, generate_config, generate_history, mutate_config
-from edgecfg.wire.cbor import Encoded, encode
+from edgecfg.wire.cbor import Encoded, decode, encode
 from edgecfg.wire.delta import (
     apply_delta,
     apply_delta_encoded,
@@ -347,6 +347,7 @@ def speed(leaves: int = 2000, runs: int = 200) -> dict[str, float]:
         times["cold_make"].append((t1 - t0) * 1000)
         times["cold_apply"].append((t3 - t2) * 1000)
         times["cold_make_plus_apply"].append((t1 - t0 + t3 - t2) * 1000)
+    times.update(_chain(config, runs))
     figures: dict[str, float] = {
         "leaves": leaves,
         "runs": runs,
@@ -357,6 +358,50 @@ def speed(leaves: int = 2000, runs: int = 200) -> dict[str, float]:
         figures[f"{name}_ms_p50"] = median(values)
         figures[f"{name}_ms_p99"] = percentile(values, 0.99)
     return figures
+
+
+def _chain(config: Tree, runs: int) -> dict[str, list[float]]:
+    """Make and apply times (ms) along a history, as a gateway and a device meet it.
+
+    Version N+1 is version N with 1-3 small edits.  The gateway makes each
+    delta from the version before (the target of its previous delta); then,
+    with what the gateway learnt forgotten, the device applies each delta to
+    the result of its previous apply, a tree it holds and never met as a
+    base before.  The device's copy of version 0 is decoded from bytes (its
+    own objects).  The first delta of each side meets version 0 for the
+    first time: it is timed apart (``chain_first_*``), the other ``runs``
+    in the percentiles.  Times are the thread's CPU time, and wall time
+    for the device's apply.
+    """
+    history = [config]
+    for seed in range(runs + 1):
+        history.append(mutate_config(history[-1], 1000 + seed, edits=1 + seed % 3))
+    times: dict[str, list[float]] = {"chain_make": [], "chain_apply": [], "chain_apply_cpu": []}
+    forget_bases()
+    deltas: list[bytes] = []
+    for old, new in itertools.pairwise(history):
+        cpu = time.thread_time()
+        deltas.append(make_delta(old, new))
+        times["chain_make"].append((time.thread_time() - cpu) * 1000)
+    forget_bases()
+    held = decode(encode(config))
+    for delta, new in zip(deltas, history[1:], strict=True):
+        cpu = time.thread_time()
+        t0 = time.perf_counter()
+        held = apply_delta(held, delta)
+        t1 = time.perf_counter()
+        times["chain_apply_cpu"].append((time.thread_time() - cpu) * 1000)
+        times["chain_apply"].append((t1 - t0) * 1000)
+        if not values_equal(held, new):
+            raise CommandError("chain run: the delta did not reproduce the next version")
+    times["chain_make_plus_apply_cpu"] = [
+        made + applied
+        for made, applied in zip(times["chain_make"], times["chain_apply_cpu"], strict=True)
+    ]
+    for name in list(times):
+        times[name.replace("chain_", "chain_first_")] = times[name][:1]
+        del times[name][0]
+    return times
 
 
 def render(tallies: dict[str, dict[str, Tally]], unchanged: int) -> str:
