@@ -154,7 +154,7 @@ def make_delta(
         _check_payloads(ops)
         base, target = _spliced_pair(old_value, new_value, diffed, known)
     known.learn(old_value, book)
-    if not isinstance(new, Encoded):
+    if not isinstance(new, Encoded) and known.met <= _CHAIN_MEETINGS:
         # A gateway makes the next delta from this version: it is met already.
         _remember(target, checked=True)
     header = _header(EMPTY, base.etag, target.etag)
@@ -512,9 +512,9 @@ class _Known:
             self.keys = book.built
         self.build_tables(value)
 
-    def build_tables(self, value: Value) -> None:
-        """The size table and node ends, from the second meeting on."""
-        if self.sizes is None and self.met > 1:
+    def build_tables(self, value: Value, *, now: bool = False) -> None:
+        """The size table, node lengths and key counts: from the second meeting on, or ``now``."""
+        if self.sizes is None and (now or self.met > 1):
             self.sizes = structural.size_table(value)
             self.ends = node_lengths(self.side(value).cbor)
             self.key_counts = structural.key_counts(value)
@@ -529,12 +529,22 @@ def _known(content: bytes) -> _Known:
     return _Known()
 
 
+# A base met at most this often is a link of a chain (the result of the last
+# call, met once, or twice when a call is repeated): its result will be the
+# next link, so it is remembered.  A base met more often is a hub (a
+# gateway's current version, deltas made to many devices' versions): its
+# results are rarely met again, and remembering one costs a content key
+# (a marshal pass, a third of an apply).
+_CHAIN_MEETINGS: Final = 2
+
+
 def _remember(side: _Side, *, checked: bool = False) -> None:
     """Enter what a delta call learnt about a plain result into the cache of bases.
 
     A device applies each delta to the result of the one before, and a
-    gateway makes each delta from the target of the one before: that value
-    is the next base.  Its canonical bytes and ETag were spliced and hashed
+    gateway may make each delta from the target of the one before: that
+    value is the next base (the callers pass only results of bases met at
+    most :data:`_CHAIN_MEETINGS` times).  Its canonical bytes and ETag were spliced and hashed
     already, so the next call slices the base's untouched parts out of them
     instead of encoding the whole tree once more.  Keyed by content like
     every entry: a caller who changes the result in place meets another
@@ -556,9 +566,13 @@ def _remember(side: _Side, *, checked: bool = False) -> None:
             pending.learnt = None
         _PENDING[:] = [known]
         known.learnt = side.learnt
-    # It will be met as a base: without tables, that meeting builds them
-    # (as a second meeting does), and the results after it inherit them.
-    known.met = max(known.met, 1)
+    elif known.sizes is None and not checked:
+        # A device's result will be met as a base, and there is nothing to
+        # derive its tables from (the base was met for the first time, or
+        # the delta carried the whole target): build them now, in the call
+        # that paid for an encoding anyway, and the results after it
+        # inherit them.  A gateway's target may never be a base.
+        known.build_tables(side.value, now=True)
 
 
 # The entry whose tables are still to be derived (see _remember): at most one.
@@ -656,10 +670,8 @@ def _apply(old: Value | Encoded, delta: bytes, limits: DecodeLimits) -> _Side:
     produced = result.etag[:TARGET_CHECK_SIZE]
     if produced != delta[1:HEADER_SIZE]:
         raise DeltaIntegrityError(expected=delta[1:HEADER_SIZE], actual=produced)
-    if not isinstance(old, Encoded) and result.value is not value:
-        _remember(
-            result
-        )  # the next delta applies to this result (an Encoded one is keyed by its bytes)
+    if not isinstance(old, Encoded) and result.value is not value and known.met <= _CHAIN_MEETINGS:
+        _remember(result)  # a device applies the next delta to it (an Encoded one has its bytes)
     return result
 
 
