@@ -779,7 +779,7 @@ def test_a_results_derived_tables_equal_the_tables_of_its_own_walk(
         delta = make_delta(held, new)
         held = apply_delta(held, delta)
         known = _Known.of(held)  # met as a base: what it inherited is derived now
-        assert known.cbor == encode(held)
+        assert known.cbor in (None, encode(held))  # None: a base met often, no chain
         if known.sizes is not None:
             assert known.sizes == size_table(held)
             assert known.ends == node_lengths(encode(held))
