@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import edgecfg
+import edgecfg.wire.delta as delta_module
 from edgecfg.core.delta import (
     apply_traced,
     canonical_keys,
@@ -819,3 +820,19 @@ def test_each_result_of_a_chain_inherits_its_bases_tables() -> None:
     assert known.ends == node_lengths(encode(held))
     assert known.key_counts is not None
     assert {k: n for k, n in known.key_counts.items() if n} == key_counts(held)
+
+
+@given(value_pairs())
+@settings(max_examples=100, deadline=None)
+def test_make_delta_takes_the_smaller_of_the_zstd_levels_and_each_applies(
+    pair: tuple[Value, Value],
+) -> None:
+    old, new = pair
+    chosen = make_delta(old, new)
+    for level in (19, 2):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(delta_module, "_levels", lambda _size, level=level: (level,))
+            single = make_delta(old, new)
+        assert len(chosen) <= len(single)
+        assert encode(apply_delta(old, single)) == encode(new)
+    assert encode(apply_delta(old, chosen)) == encode(new)
