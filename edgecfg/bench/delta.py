@@ -371,7 +371,9 @@ def _chain(config: Tree, runs: int) -> dict[str, list[float]]:
     own objects).  The first delta of each side meets version 0 for the
     first time: it is timed apart (``chain_first_*``), the other ``runs``
     in the percentiles.  Times are the thread's CPU time, and wall time
-    for the device's apply.
+    for the device's apply.  The device applies the chain twice: to plain
+    trees, and to :class:`Encoded` configurations as the agent holds them
+    (``chain_enc_apply``).
     """
     history = [config]
     for seed in range(runs + 1):
@@ -393,6 +395,16 @@ def _chain(config: Tree, runs: int) -> dict[str, list[float]]:
         times["chain_apply_cpu"].append((time.thread_time() - cpu) * 1000)
         times["chain_apply"].append((t1 - t0) * 1000)
         if not values_equal(held, new):
+            raise CommandError("chain run: the delta did not reproduce the next version")
+    # The agent's way: its configuration is an Encoded one, read from its store.
+    forget_bases()
+    stored = Encoded.from_bytes(encode(config))
+    times["chain_enc_apply"] = []
+    for delta, new in zip(deltas, history[1:], strict=True):
+        cpu = time.thread_time()
+        stored = apply_delta_encoded(stored, delta)
+        times["chain_enc_apply"].append((time.thread_time() - cpu) * 1000)
+        if stored.cbor != encode(new):
             raise CommandError("chain run: the delta did not reproduce the next version")
     times["chain_make_plus_apply_cpu"] = [
         made + applied
@@ -546,7 +558,8 @@ def run_delta_bench(
         f"  plain trees, a chain (version N+1 = version N with 1-3 edits; the gateway makes "
         f"each delta from the version before, the device applies it to its last result): "
         f"make (CPU) {_pp(timing, 'chain_make')}, apply {_pp(timing, 'chain_apply')}, "
-        f"apply CPU {_pp(timing, 'chain_apply_cpu')}, make+apply CPU "
+        f"apply CPU {_pp(timing, 'chain_apply_cpu')}, Encoded apply CPU "
+        f"{_pp(timing, 'chain_enc_apply')}, make+apply CPU "
         f"{_pp(timing, 'chain_make_plus_apply_cpu')}; the chain's first delta (the device's "
         f"copy met for the first time, not in these): apply "
         f"{timing['chain_first_apply_ms_p50']:.2f}, make {timing['chain_first_make_ms_p50']:.2f}\n"

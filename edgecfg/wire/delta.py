@@ -358,13 +358,13 @@ def _spliced(base: _Side, applied: structural.Applied, known: _Known) -> _Side:
     built = {id(node) for node in applied.built}
     blob = encode_reusing(result, built, parts, tail)
     base_tables, base_counts = known.tables(), known.key_counts
+    if run is None or base_tables is None:
+        return _Side(result, blob, etag_of_bytes(blob))  # nothing to derive tables from
 
     def learnt() -> _Learnt:
-        tables = None
-        if run is not None and base_tables is not None:
-            tables = _result_tables(
-                (result, blob), base_tables, applied, built=built, parts=parts, tail=tail
-            )
+        tables = _result_tables(
+            (result, blob), base_tables, applied, built=built, parts=parts, tail=tail
+        )
         counts = base_counts
         if counts is not None and not applied.same_keys:
             counts = structural.key_counts_after(counts, applied)
@@ -557,7 +557,7 @@ def _known(content: bytes) -> _Known:
 _CHAIN_MEETINGS: Final = 2
 
 
-def _remember(side: _Side, *, checked: bool = False) -> None:
+def _remember(side: _Side, *, checked: bool = False, encoded: bool = False) -> None:
     """Enter what a delta call learnt about a plain result into the cache of bases.
 
     A device applies each delta to the result of the one before, and a
@@ -569,8 +569,10 @@ def _remember(side: _Side, *, checked: bool = False) -> None:
     every entry: a caller who changes the result in place meets another
     base.  ``checked``: the value is known to be in the model (a target
     :func:`make_delta` checked: a checked base plus checked payloads).
+    ``encoded``: the result goes back as an :class:`Encoded` (the agent's
+    way), keyed by its canonical bytes as :meth:`_Known.of` keys one.
     """
-    content = content_key(side.value)
+    content = side.cbor if encoded else content_key(side.value)
     if content is None:  # pragma: no cover - results are model values, which marshal takes
         return
     known = _known(content)
@@ -689,8 +691,8 @@ def _apply(old: Value | Encoded, delta: bytes, limits: DecodeLimits) -> _Side:
     produced = result.etag[:TARGET_CHECK_SIZE]
     if produced != delta[1:HEADER_SIZE]:
         raise DeltaIntegrityError(expected=delta[1:HEADER_SIZE], actual=produced)
-    if not isinstance(old, Encoded) and result.value is not value and known.met <= _CHAIN_MEETINGS:
-        _remember(result)  # a device applies the next delta to it (an Encoded one has its bytes)
+    if result.value is not value and known.met <= _CHAIN_MEETINGS:
+        _remember(result, encoded=isinstance(old, Encoded))  # a device applies the next delta to it
     return result
 
 

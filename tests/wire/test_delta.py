@@ -836,3 +836,23 @@ def test_make_delta_takes_the_smaller_of_the_zstd_levels_and_each_applies(
         assert len(chosen) <= len(single)
         assert encode(apply_delta(old, single)) == encode(new)
     assert encode(apply_delta(old, chosen)) == encode(new)
+
+
+@given(_histories())
+@settings(max_examples=100, deadline=None)
+def test_an_agent_applying_each_delta_to_its_last_encoded_config_gets_every_version(
+    history: list[Value],
+) -> None:
+    maps = [version for version in history if isinstance(version, dict)]
+    if len(maps) < 2:
+        return
+    deltas = [make_delta(old, new) for old, new in itertools.pairwise(maps)]
+    forget_bases()
+    held = Encoded.from_bytes(encode(maps[0]))
+    for delta, new in zip(deltas, maps[1:], strict=True):
+        held = apply_delta_encoded(held, delta)
+        assert held.cbor == encode(new)
+        known = _Known.of(Encoded.from_bytes(held.cbor))  # as the store reads it back
+        if known.sizes is not None:
+            assert known.sizes == size_table(held.tree)
+            assert known.ends == node_lengths(held.cbor)
