@@ -14,6 +14,7 @@ pair does not round-trip, after naming every such pair.
 
 from __future__ import annotations
 
+import gc
 import itertools
 import json
 import math
@@ -29,7 +30,7 @@ from edgecfg.core import delta as structural
 from edgecfg.core.tree import Tree, Value, check_model, flatten, is_map, values_equal
 from edgecfg.errors import CommandError, EdgecfgError
 from edgecfg.sim.configs import Shape, generate_config, generate_history, mutate_config
-from edgecfg.wire.cbor import Encoded, decode, encode
+from edgecfg.wire.cbor import Encoded, decode, encode, etag
 from edgecfg.wire.delta import (
     apply_delta,
     apply_delta_encoded,
@@ -368,15 +369,18 @@ def _chain(config: Tree, runs: int) -> dict[str, list[float]]:
     with what the gateway learnt forgotten, the device applies each delta to
     the result of its previous apply, a tree it holds and never met as a
     base before.  The device's copy of version 0 is decoded from bytes (its
-    own objects).  The first delta of each side meets version 0 for the
-    first time: it is timed apart (``chain_first_*``), the other ``runs``
-    in the percentiles.  Times are the thread's CPU time, and wall time
-    for the device's apply.  The device applies the chain twice: to plain
-    trees, and to :class:`Encoded` configurations as the agent holds them
+    own objects).  The first two deltas are timed apart, as the one-base
+    figures time the first and second meetings apart: the first meets
+    version 0 for the first time (``chain_first_*``), the second builds
+    the tables of the base it meets again (``chain_second_*``), which every
+    later result inherits; the other ``runs`` are in the percentiles.
+    Times are the thread's CPU time, and wall time for the device's apply.
+    The device applies the chain twice: to plain trees, and to
+    :class:`Encoded` configurations as the agent holds them
     (``chain_enc_apply``).
     """
     history = [config]
-    for seed in range(runs + 1):
+    for seed in range(runs + 2):
         history.append(mutate_config(history[-1], 1000 + seed, edits=1 + seed % 3))
     times: dict[str, list[float]] = {"chain_make": [], "chain_apply": [], "chain_apply_cpu": []}
     forget_bases()
@@ -385,26 +389,34 @@ def _chain(config: Tree, runs: int) -> dict[str, list[float]]:
         cpu = time.thread_time()
         deltas.append(make_delta(old, new))
         times["chain_make"].append((time.thread_time() - cpu) * 1000)
+    # The device holds its configuration, not the gateway's history: the
+    # versions are checked by their canonical bytes' digest.
+    wanted = [etag(new) for new in history[1:]]
+    first = encode(config)
+    del history
     forget_bases()
-    held = decode(encode(config))
-    for delta, new in zip(deltas, history[1:], strict=True):
+    gc.collect()
+    held = decode(first)
+    for delta, tag in zip(deltas, wanted, strict=True):
         cpu = time.thread_time()
         t0 = time.perf_counter()
         held = apply_delta(held, delta)
         t1 = time.perf_counter()
         times["chain_apply_cpu"].append((time.thread_time() - cpu) * 1000)
         times["chain_apply"].append((t1 - t0) * 1000)
-        if not values_equal(held, new):
+        if etag(held) != tag:
             raise CommandError("chain run: the delta did not reproduce the next version")
     # The agent's way: its configuration is an Encoded one, read from its store.
+    del held
     forget_bases()
-    stored = Encoded.from_bytes(encode(config))
+    gc.collect()
+    stored = Encoded.from_bytes(first)
     times["chain_enc_apply"] = []
-    for delta, new in zip(deltas, history[1:], strict=True):
+    for delta, tag in zip(deltas, wanted, strict=True):
         cpu = time.thread_time()
         stored = apply_delta_encoded(stored, delta)
         times["chain_enc_apply"].append((time.thread_time() - cpu) * 1000)
-        if stored.cbor != encode(new):
+        if stored.etag != tag:
             raise CommandError("chain run: the delta did not reproduce the next version")
     times["chain_make_plus_apply_cpu"] = [
         made + applied
@@ -412,7 +424,8 @@ def _chain(config: Tree, runs: int) -> dict[str, list[float]]:
     ]
     for name in list(times):
         times[name.replace("chain_", "chain_first_")] = times[name][:1]
-        del times[name][0]
+        times[name.replace("chain_", "chain_second_")] = times[name][1:2]
+        del times[name][:2]
     return times
 
 
@@ -469,8 +482,9 @@ def verdicts(tallies: dict[str, dict[str, Tally]], timing: dict[str, float]) -> 
             f"apply p99 <= 2 ms, {leaves}, a chain (each delta applied to the last result)",
             timing["chain_apply_ms_p99"] <= 2.0,
             f"{timing['chain_apply_ms_p99']:.2f} ms (p50 {timing['chain_apply_ms_p50']:.2f}; "
-            f"CPU time p99 {timing['chain_apply_cpu_ms_p99']:.2f}; the chain's first apply, "
-            f"a first meeting: {timing['chain_first_apply_ms_p50']:.2f} ms, not a target)",
+            f"CPU time p99 {timing['chain_apply_cpu_ms_p99']:.2f}; the chain's first two "
+            f"applies, first and second meeting: {timing['chain_first_apply_ms_p50']:.2f} and "
+            f"{timing['chain_second_apply_ms_p50']:.2f} ms, not a target)",
         ),
         (
             f"make+apply p50 <= 5 ms, {leaves}, a chain",
@@ -560,9 +574,10 @@ def run_delta_bench(
         f"make (CPU) {_pp(timing, 'chain_make')}, apply {_pp(timing, 'chain_apply')}, "
         f"apply CPU {_pp(timing, 'chain_apply_cpu')}, Encoded apply CPU "
         f"{_pp(timing, 'chain_enc_apply')}, make+apply CPU "
-        f"{_pp(timing, 'chain_make_plus_apply_cpu')}; the chain's first delta (the device's "
-        f"copy met for the first time, not in these): apply "
-        f"{timing['chain_first_apply_ms_p50']:.2f}, make {timing['chain_first_make_ms_p50']:.2f}\n"
+        f"{_pp(timing, 'chain_make_plus_apply_cpu')}; not in these, the chain's first delta "
+        f"(its base met for the first time): apply {timing['chain_first_apply_ms_p50']:.2f}, "
+        f"make {timing['chain_first_make_ms_p50']:.2f}, and the second (the device builds the "
+        f"tables its later results inherit): apply {timing['chain_second_apply_ms_p50']:.2f}\n"
         f"  Encoded configs, one base: make {_pp(timing, 'enc_make')}, "
         f"apply {_pp(timing, 'enc_apply')}\n"
         f"  same-run yardsticks: one full canonical encode {_pp(timing, 'encode')}, "

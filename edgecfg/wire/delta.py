@@ -557,7 +557,9 @@ def _known(content: bytes) -> _Known:
 _CHAIN_MEETINGS: Final = 2
 
 
-def _remember(side: _Side, *, checked: bool = False, encoded: bool = False) -> None:
+def _remember(
+    side: _Side, *, checked: bool = False, encoded: bool = False, whole: bool = False
+) -> None:
     """Enter what a delta call learnt about a plain result into the cache of bases.
 
     A device applies each delta to the result of the one before, and a
@@ -589,11 +591,14 @@ def _remember(side: _Side, *, checked: bool = False, encoded: bool = False) -> N
         known.learnt = side.learnt
     elif known.sizes is None and not checked:
         # A device's result will be met as a base, and there is nothing to
-        # derive its tables from (the base was met for the first time, or
-        # the delta carried the whole target): build them now, in the call
-        # that paid for an encoding anyway, and the results after it
-        # inherit them.  A gateway's target may never be a base.
-        known.build_tables(side.value, now=True)
+        # derive its tables from: its next meeting counts as a second one
+        # and builds them (results after it inherit them), or, when the
+        # delta carried the whole target (``whole``: this call decoded and
+        # encoded all of it anyway), this call does.  A gateway's target
+        # may never be a base.
+        known.met = max(known.met, 1)
+        if whole:
+            known.build_tables(side.value, now=True)
 
 
 # The entry whose tables are still to be derived (see _remember): at most one.
@@ -692,7 +697,8 @@ def _apply(old: Value | Encoded, delta: bytes, limits: DecodeLimits) -> _Side:
     if produced != delta[1:HEADER_SIZE]:
         raise DeltaIntegrityError(expected=delta[1:HEADER_SIZE], actual=produced)
     if result.value is not value and known.met <= _CHAIN_MEETINGS:
-        _remember(result, encoded=isinstance(old, Encoded))  # a device applies the next delta to it
+        # A device applies the next delta to this result.
+        _remember(result, encoded=isinstance(old, Encoded), whole=kind in _FULL_KINDS)
     return result
 
 
