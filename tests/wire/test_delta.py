@@ -783,7 +783,7 @@ def test_a_results_derived_tables_equal_the_tables_of_its_own_walk(
         assert known.cbor in (None, encode(held))  # None: a base met often, no chain
         if known.sizes is not None:
             assert known.sizes == size_table(held)
-            assert known.ends == node_lengths(encode(held))
+            assert known.lengths == node_lengths(encode(held))
         if known.key_counts is not None:
             assert {k: n for k, n in known.key_counts.items() if n} == key_counts(held)
 
@@ -817,7 +817,7 @@ def test_each_result_of_a_chain_inherits_its_bases_tables() -> None:
     known = _Known.of(held)
     assert known.met == 1  # met for the first time now: derived, no walk built these
     assert known.sizes == size_table(held)
-    assert known.ends == node_lengths(encode(held))
+    assert known.lengths == node_lengths(encode(held))
     assert known.key_counts is not None
     assert {k: n for k, n in known.key_counts.items() if n} == key_counts(held)
 
@@ -855,4 +855,4 @@ def test_an_agent_applying_each_delta_to_its_last_encoded_config_gets_every_vers
         known = _Known.of(Encoded.from_bytes(held.cbor))  # as the store reads it back
         if known.sizes is not None:
             assert known.sizes == size_table(held.tree)
-            assert known.ends == node_lengths(held.cbor)
+            assert known.lengths == node_lengths(held.cbor)
