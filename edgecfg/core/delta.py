@@ -283,8 +283,14 @@ def key_counts_after(counts: Mapping[str, int], applied: Applied) -> dict[str, i
         old_children, new_children = _containers(old), _containers(new)
         old_ids = {id(child) for child in old_children}
         new_ids = {id(child) for child in new_children}
-        if len(old_ids) < len(old_children) or len(new_ids) < len(new_children):
-            # One object at two places (trees share subtrees): count it all again.
+        if (
+            len(old_ids) < len(old_children)
+            or len(new_ids) < len(new_children)
+            or not rebuilt.isdisjoint(new_ids)
+        ):
+            # One object at two places (trees share subtrees; an operation's
+            # value may be a base subtree that was also edited in place):
+            # count it all again.
             return key_counts(applied.result)
         for child in old_children:
             if id(child) not in new_ids and id(child) not in rebuilt:

@@ -321,3 +321,14 @@ def test_key_counts_after_count_a_shared_subtree_at_each_place() -> None:
     applied = apply_traced(old, diff(old, new), sizes=size_table(old))
     after = key_counts_after(key_counts(old), applied)
     assert {key: n for key, n in after.items() if n} == key_counts(new)
+
+
+def test_key_counts_after_count_a_base_subtree_both_edited_and_inserted() -> None:
+    # In process, an operation's value may be a base object: here the list edit
+    # inserts the base's first element again, while the diff edits it in place.
+    first: Tree = {"a": 1, "k": 2}
+    old: list[Value] = [first, {"z": 0}, {"q": 0}]
+    new: list[Value] = [{"a": 1, "k": 3, "n": 4}, old[1], old[2], first]
+    applied = apply_traced(old, diff(old, new), sizes=size_table(old))
+    after = key_counts_after(key_counts(old), applied)
+    assert {key: n for key, n in after.items() if n} == key_counts(new)
