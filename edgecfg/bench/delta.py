@@ -14,6 +14,7 @@ pair does not round-trip, after naming every such pair.
 
 from __future__ import annotations
 
+import gc
 import itertools
 import json
 import math
@@ -26,10 +27,10 @@ from pathlib import Path
 from edgecfg.bench.baselines import full_lz4, json_patch_cbor, zstd_dictionary
 from edgecfg.bench.measure import median, percentile
 from edgecfg.core import delta as structural
-from edgecfg.core.tree import Value, check_model, flatten, is_map, values_equal
+from edgecfg.core.tree import Tree, Value, check_model, flatten, is_map, values_equal
 from edgecfg.errors import CommandError, EdgecfgError
 from edgecfg.sim.configs import Shape, generate_config, generate_history, mutate_config
-from edgecfg.wire.cbor import Encoded, encode
+from edgecfg.wire.cbor import Encoded, decode, encode, etag
 from edgecfg.wire.delta import (
     apply_delta,
     apply_delta_encoded,
@@ -347,6 +348,7 @@ def speed(leaves: int = 2000, runs: int = 200) -> dict[str, float]:
         times["cold_make"].append((t1 - t0) * 1000)
         times["cold_apply"].append((t3 - t2) * 1000)
         times["cold_make_plus_apply"].append((t1 - t0 + t3 - t2) * 1000)
+    times.update(_chain(config, runs))
     figures: dict[str, float] = {
         "leaves": leaves,
         "runs": runs,
@@ -357,6 +359,74 @@ def speed(leaves: int = 2000, runs: int = 200) -> dict[str, float]:
         figures[f"{name}_ms_p50"] = median(values)
         figures[f"{name}_ms_p99"] = percentile(values, 0.99)
     return figures
+
+
+def _chain(config: Tree, runs: int) -> dict[str, list[float]]:
+    """Make and apply times (ms) along a history, as a gateway and a device meet it.
+
+    Version N+1 is version N with 1-3 small edits.  The gateway makes each
+    delta from the version before (the target of its previous delta); then,
+    with what the gateway learnt forgotten, the device applies each delta to
+    the result of its previous apply, a tree it holds and never met as a
+    base before.  The device's copy of version 0 is decoded from bytes (its
+    own objects).  The first two deltas are timed apart, as the one-base
+    figures time the first and second meetings apart: the first meets
+    version 0 for the first time (``chain_first_*``), the second builds
+    the tables of the base it meets again (``chain_second_*``), which every
+    later result inherits; the other ``runs`` are in the percentiles.
+    Times are the thread's CPU time, and wall time for the device's apply.
+    The device applies the chain twice: to plain trees, and to
+    :class:`Encoded` configurations as the agent holds them
+    (``chain_enc_apply``).
+    """
+    history = [config]
+    for seed in range(runs + 2):
+        history.append(mutate_config(history[-1], 1000 + seed, edits=1 + seed % 3))
+    times: dict[str, list[float]] = {"chain_make": [], "chain_apply": [], "chain_apply_cpu": []}
+    forget_bases()
+    deltas: list[bytes] = []
+    for old, new in itertools.pairwise(history):
+        cpu = time.thread_time()
+        deltas.append(make_delta(old, new))
+        times["chain_make"].append((time.thread_time() - cpu) * 1000)
+    # The device holds its configuration, not the gateway's history: the
+    # versions are checked by their canonical bytes' digest.
+    wanted = [etag(new) for new in history[1:]]
+    first = encode(config)
+    del history
+    forget_bases()
+    gc.collect()
+    held = decode(first)
+    for delta, tag in zip(deltas, wanted, strict=True):
+        cpu = time.thread_time()
+        t0 = time.perf_counter()
+        held = apply_delta(held, delta)
+        t1 = time.perf_counter()
+        times["chain_apply_cpu"].append((time.thread_time() - cpu) * 1000)
+        times["chain_apply"].append((t1 - t0) * 1000)
+        if etag(held) != tag:
+            raise CommandError("chain run: the delta did not reproduce the next version")
+    # The agent's way: its configuration is an Encoded one, read from its store.
+    del held
+    forget_bases()
+    gc.collect()
+    stored = Encoded.from_bytes(first)
+    times["chain_enc_apply"] = []
+    for delta, tag in zip(deltas, wanted, strict=True):
+        cpu = time.thread_time()
+        stored = apply_delta_encoded(stored, delta)
+        times["chain_enc_apply"].append((time.thread_time() - cpu) * 1000)
+        if stored.etag != tag:
+            raise CommandError("chain run: the delta did not reproduce the next version")
+    times["chain_make_plus_apply_cpu"] = [
+        made + applied
+        for made, applied in zip(times["chain_make"], times["chain_apply_cpu"], strict=True)
+    ]
+    for name in list(times):
+        times[name.replace("chain_", "chain_first_")] = times[name][:1]
+        times[name.replace("chain_", "chain_second_")] = times[name][1:2]
+        del times[name][:2]
+    return times
 
 
 def render(tallies: dict[str, dict[str, Tally]], unchanged: int) -> str:
@@ -409,6 +479,20 @@ def verdicts(tallies: dict[str, dict[str, Tally]], timing: dict[str, float]) -> 
             f"time: p99 {timing['cold_apply_ms_p99']:.2f} ms, not a target)",
         ),
         (
+            f"apply p99 <= 2 ms, {leaves}, a chain (each delta applied to the last result)",
+            timing["chain_apply_ms_p99"] <= 2.0,
+            f"{timing['chain_apply_ms_p99']:.2f} ms (p50 {timing['chain_apply_ms_p50']:.2f}; "
+            f"CPU time p99 {timing['chain_apply_cpu_ms_p99']:.2f}; the chain's first two "
+            f"applies, first and second meeting: {timing['chain_first_apply_ms_p50']:.2f} and "
+            f"{timing['chain_second_apply_ms_p50']:.2f} ms, not a target)",
+        ),
+        (
+            f"make+apply p50 <= 5 ms, {leaves}, a chain",
+            timing["chain_make_plus_apply_cpu_ms_p50"] <= 5.0,
+            f"{timing['chain_make_plus_apply_cpu_ms_p50']:.2f} ms CPU time (p99 "
+            f"{timing['chain_make_plus_apply_cpu_ms_p99']:.2f})",
+        ),
+        (
             f"make+apply p50 <= 5 ms, {leaves}",
             timing["make_plus_apply_ms_p50"] <= 5.0,
             f"{timing['make_plus_apply_ms_p50']:.2f} ms (p99 "
@@ -431,6 +515,9 @@ def run_delta_bench(
 ) -> int:
     """Entry point of ``edgecfg bench delta``; returns the exit code (1: a pair failed)."""
     paths = corpus_files(files)
+    # Timed first, in a heap without the corpus's trees (a device holds one
+    # configuration): the collector's full passes then walk what a device's would.
+    timing = speed(leaves, runs)
     if not paths and not synthetic and DEFAULT_CORPUS.is_dir():
         paths = sorted(DEFAULT_CORPUS.glob("*.jsonl"))
     if paths:
@@ -443,7 +530,6 @@ def run_delta_bench(
         raise CommandError(f"no changed pairs in {origin}")
     tallies, outcomes = measure(pairs)
     failures = [outcome for outcome in outcomes if outcome.error]
-    timing = speed(leaves, runs)
     if as_json:
         document = {
             "origin": origin,
@@ -483,6 +569,15 @@ def run_delta_bench(
         f"apply {_pp(timing, 'cold_apply')}, make+apply {_pp(timing, 'cold_make_plus_apply')}; "
         f"the second meeting (make+apply, building the base's tables, once, not in the "
         f"figures above): {timing['second_meeting_ms']:.2f}\n"
+        f"  plain trees, a chain (version N+1 = version N with 1-3 edits; the gateway makes "
+        f"each delta from the version before, the device applies it to its last result): "
+        f"make (CPU) {_pp(timing, 'chain_make')}, apply {_pp(timing, 'chain_apply')}, "
+        f"apply CPU {_pp(timing, 'chain_apply_cpu')}, Encoded apply CPU "
+        f"{_pp(timing, 'chain_enc_apply')}, make+apply CPU "
+        f"{_pp(timing, 'chain_make_plus_apply_cpu')}; not in these, the chain's first delta "
+        f"(its base met for the first time): apply {timing['chain_first_apply_ms_p50']:.2f}, "
+        f"make {timing['chain_first_make_ms_p50']:.2f}, and the second (the device builds the "
+        f"tables its later results inherit): apply {timing['chain_second_apply_ms_p50']:.2f}\n"
         f"  Encoded configs, one base: make {_pp(timing, 'enc_make')}, "
         f"apply {_pp(timing, 'enc_apply')}\n"
         f"  same-run yardsticks: one full canonical encode {_pp(timing, 'encode')}, "

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from difflib import SequenceMatcher
 from functools import lru_cache
 from typing import Final, Protocol, TypeAlias, cast
@@ -226,24 +226,92 @@ def key_table(base: Value) -> list[str]:
     keys that occur often in the base are likely to occur in new content too,
     so they get the positions that encode in one byte.
     """
-    counts: dict[str, int] = {}
+    return keys_by_count(key_counts(base))
+
+
+def key_counts(tree: Value, counts: dict[str, int] | None = None, sign: int = 1) -> dict[str, int]:
+    """How often each map key occurs in ``tree``, added (``sign`` -1: taken) to ``counts``."""
+    counts = {} if counts is None else counts
     seen = counts.get
-    stack: list[Value] = [base]
+    stack: list[Value] = [tree]
     while stack:
         node = stack.pop()
         if type(node) is dict:
             for key, value in cast(dict[str, Value], node).items():
-                counts[key] = seen(key, 0) + 1
+                counts[key] = seen(key, 0) + sign
                 if type(value) in _CONTAINERS:
                     stack.append(value)
         elif type(node) is list:
             stack.extend([item for item in cast(list[Value], node) if type(item) in _CONTAINERS])
+    return counts
+
+
+def keys_by_count(counts: Mapping[str, int]) -> list[str]:
+    """The :func:`key_table` order of the keys counted in ``counts`` (zero counts left out)."""
 
     def order(key: str) -> tuple[int, int, str]:
         # canonical_key_order without encoding: UTF-8 sorts as code points do
         return (-counts[key], len(key) if key.isascii() else len(key.encode()), key)
 
-    return sorted(counts, key=order)
+    return sorted([key for key, count in counts.items() if count], key=order)
+
+
+def key_counts_after(counts: Mapping[str, int], applied: Applied) -> dict[str, int]:
+    """:func:`key_counts` of ``applied.result``, given those of its base.
+
+    Only the containers the apply rebuilt and the subtrees it dropped or
+    brought are counted: each rebuilt container's keys and dropped children
+    are taken away, its replacement's keys and new children added.
+    """
+    if not applied.rebuilt:  # nothing rebuilt: the root was replaced, or nothing changed
+        return key_counts(applied.result)
+    after = dict(counts)
+    rebuilt = {id(node) for node in applied.rebuilt}
+    built = {id(node) for node in applied.built}
+    inner = [
+        id(child) for node in applied.rebuilt for child in _containers(node) if id(child) in rebuilt
+    ]
+    if len(inner) != len(set(inner)):  # a rebuilt object also in another place
+        return key_counts(applied.result)
+    for old, new in zip(applied.rebuilt, applied.built, strict=True):
+        if type(old) is dict and type(new) is dict:  # a map stays a map: its keys differ little
+            old_keys, new_keys = (
+                cast(dict[str, Value], old).keys(),
+                cast(dict[str, Value], new).keys(),
+            )
+            key_counts(dict.fromkeys(old_keys - new_keys), after, -1)
+            key_counts(dict.fromkeys(new_keys - old_keys), after)
+        elif type(old) is dict:
+            key_counts(dict.fromkeys(cast(dict[str, Value], old)), after, -1)
+        elif type(new) is dict:
+            key_counts(dict.fromkeys(cast(dict[str, Value], new)), after)
+        old_children, new_children = _containers(old), _containers(new)
+        old_ids = {id(child) for child in old_children}
+        new_ids = {id(child) for child in new_children}
+        if (
+            len(old_ids) < len(old_children)
+            or len(new_ids) < len(new_children)
+            or not rebuilt.isdisjoint(new_ids)
+        ):
+            # One object at two places (trees share subtrees; an operation's
+            # value may be a base subtree that was also edited in place):
+            # count it all again.
+            return key_counts(applied.result)
+        for child in old_children:
+            if id(child) not in new_ids and id(child) not in rebuilt:
+                key_counts(child, after, -1)
+        for child in new_children:
+            if id(child) not in old_ids and id(child) not in built:
+                key_counts(child, after)
+    return after
+
+
+def _containers(node: Value) -> list[Value]:
+    """The children of ``node`` that are containers (scalars hold no keys)."""
+    children: Iterable[Value] = (
+        cast(dict[str, Value], node).values() if type(node) is dict else cast(list[Value], node)
+    )
+    return [child for child in children if type(child) in _CONTAINERS]
 
 
 # ---------------------------------------------------------------- diff
@@ -570,6 +638,14 @@ class Applied:
     """Base containers on the way to an operation (their copies are in ``built``)."""
     built: tuple[Value, ...]
     """Containers of ``result`` made by applying, not taken from the base."""
+    kept: Mapping[int, int] = field(default_factory=lambda: {})
+    """``id`` of each base node that is a child of a ``built`` container,
+    unchanged, mapped to its preorder number in the base.  Filled only when
+    the base's size table was given: with it, the result's size table is
+    the base's, sliced (see :func:`edgecfg.wire.delta`)."""
+    same_keys: bool = False
+    """No map key was added, removed or renamed: the result's
+    :func:`key_table` is the base's."""
 
 
 def apply_traced(
@@ -589,13 +665,18 @@ def apply_traced(
     table = _Sizes(sizes)
     budget = max_nodes if max_nodes is not None else 4 * table.at(base, 0) + 1024
     applier = _Applier(base, ops, budget=[budget], sizes=table)
+    if sizes is not None:
+        applier.kept = {}
     result = applier.run()
-    return Applied(result, tuple(applier.rebuilt), tuple(applier.built))
+    same_keys = not applier.reshaped and all(isinstance(op, Set | Splice | TextEdit) for op in ops)
+    return Applied(
+        result, tuple(applier.rebuilt), tuple(applier.built), applier.kept or {}, same_keys
+    )
 
 
 class _Applier:
-    __slots__ = ("adds", "base", "budget", "built", "by_index", "depth", "indexes", "last",
-                 "reached", "rebuilt", "sizes")  # fmt: skip
+    __slots__ = ("adds", "base", "budget", "built", "by_index", "depth", "indexes", "kept",
+                 "last", "reached", "rebuilt", "reshaped", "sizes")  # fmt: skip
 
     def __init__(
         self,
@@ -627,6 +708,10 @@ class _Applier:
         self.reached: set[int] = set()
         self.rebuilt: list[Value] = []
         self.built: list[Value] = []
+        # With a size table: unchanged children of rebuilt containers (see Applied.kept).
+        self.kept: dict[int, int] | None = None
+        # A Set that replaced a container or put one in place (map keys changed).
+        self.reshaped = False
 
     def run(self) -> Value:
         root_ops = self.by_index.get(0, {})
@@ -664,7 +749,10 @@ class _Applier:
         if replaced is not None:
             if len(ops) > 1 + (Rename in ops):
                 raise DeltaError(f"node {index} is replaced and edited in one delta")
-            return cast(Set, replaced).value
+            value = cast(Set, replaced).value
+            if type(node) in _CONTAINERS or type(value) in _CONTAINERS:
+                self.reshaped = True
+            return value
         splice = ops.get(Splice)
         if splice is not None:
             return _splice(node, cast(Splice, splice))
@@ -688,14 +776,20 @@ class _Applier:
             raise DeltaError(f"list edit on node {index}, which is a map")
         out: Tree = {}
         child = index + 1
+        kept = self.kept
         for key in canonical_keys(tuple(node)):
             value = node[key]
             if child > self.last:  # the rest is untouched: no need to size it
                 if key in out:
                     raise DeltaError(f"a rename in node {index} to {key!r} collides")
                 out[key] = value
+                if kept is not None:  # sizes are table look-ups
+                    kept[id(value)] = child
+                    child += self.sizes.at(value, child)
                 continue
             new = self.node(value, child)
+            if new is value and kept is not None:
+                kept[id(value)] = child
             if new is not _DROP:
                 renamed = self.by_index.get(child, {}).get(Rename)
                 new_key = cast(Rename, renamed).key if renamed is not None else key
@@ -754,11 +848,17 @@ class _Applier:
     def list(self, node: list[Value], index: int, edit: ListEdit | None) -> list[Value]:
         kept: list[Value] = []
         child = index + 1
+        unchanged = self.kept
         for value in node:
             if child > self.last:
                 kept.append(value)
+                if unchanged is not None:  # sizes are table look-ups
+                    unchanged[id(value)] = child
+                    child += self.sizes.at(value, child)
                 continue
             new = self.node(value, child)
+            if new is value and unchanged is not None:
+                unchanged[id(value)] = child
             if self.by_index.get(child, {}).get(Rename) is not None:
                 raise DeltaError(f"rename of node {child}, an array element")
             kept.append(new)  # type: ignore[arg-type]

@@ -288,18 +288,18 @@ def parts_from_bytes(
     (``b""`` when ``root_tail`` is 0).  Returns None (``parts`` then partly
     filled, still correct) when ``data`` turns out not to be the canonical
     encoding of ``value``.  With ``tables`` = (the value's preorder size
-    table, :func:`node_ends` of ``data``), children are skipped by looking
-    their ends up: the cost is the width of the containers descended into.
+    table, :func:`node_lengths` of ``data``), children are skipped by looking
+    their lengths up: the cost is the width of the containers descended into.
     """
     if id(value) not in descend:
         return b""
     stream = io.BytesIO(data)
     decoder = cbor2.CBORDecoder(stream)
-    sizes, ends = tables if tables is not None else ((), ())
+    sizes, lengths = tables if tables is not None else ((), ())
 
     def skip(position: int, index: int) -> int:
-        if ends:
-            return ends[index]
+        if lengths:
+            return position + lengths[index]
         stream.seek(position)
         decoder.decode()
         return stream.tell()
@@ -344,15 +344,18 @@ def parts_from_bytes(
     return b""
 
 
-def node_ends(data: bytes) -> list[int]:
-    """Where each node of the value ``data`` encodes ends, by preorder number.
+def node_lengths(data: bytes) -> list[int]:
+    """How many bytes each node of the value ``data`` encodes to, by preorder number.
 
     Nodes are values, not map keys, numbered as :mod:`edgecfg.core.delta`
     numbers them when ``data`` is canonical (map entries in encoded key
     order).  ``data`` must be well-formed definite-length CBOR (as
-    :func:`encode` writes); raises :class:`DecodeError` otherwise.
+    :func:`encode` writes); raises :class:`DecodeError` otherwise.  A
+    node's length does not depend on where it sits, so a tree that keeps a
+    subtree keeps that subtree's rows.
     """
     ends: list[int] = []
+    starts: list[int] = []
     open_: list[list[int]] = []  # [entries left, node number, 1 for a map]
     position = 0
     try:
@@ -360,6 +363,7 @@ def node_ends(data: bytes) -> list[int]:
             if open_ and open_[-1][2]:  # a map entry: skip its key
                 _major, length, position = _read_head(data, position)
                 position += length
+            starts.append(position)
             major, argument, position = _read_head(data, position)
             number = len(ends)
             ends.append(position)
@@ -382,7 +386,7 @@ def node_ends(data: bytes) -> list[int]:
         raise DecodeError("malformed CBOR", offset=position) from None
     if position != len(data):
         raise DecodeError(f"{len(data) - position} trailing bytes", offset=position)
-    return ends
+    return [end - start for start, end in zip(starts, ends, strict=True)]
 
 
 @lru_cache(maxsize=8192)

@@ -50,10 +50,10 @@ for the header, and the median real delta is ~40 bytes: one header byte is
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Final, NamedTuple, cast
+from typing import Final, NamedTuple, TypeAlias, cast
 
 import zstandard
 
@@ -80,7 +80,7 @@ from edgecfg.wire.cbor import (
     encode_reusing,
     encode_unchecked,
     etag_of_bytes,
-    node_ends,
+    node_lengths,
     parts_from_bytes,
 )
 from edgecfg.wire.delta_ops import KeyBook, decode_ops, encode_ops
@@ -98,6 +98,7 @@ BASE_CHECK_BITS: Final = 3
 TARGET_CHECK_SIZE: Final = 2
 
 _ZSTD_LEVEL_SMALL: Final = 19
+_ZSTD_LEVEL_FAST: Final = 2
 _ZSTD_LEVEL_LARGE: Final = 6
 _ZSTD_SMALL_INPUT: Final = 16 * 1024
 _ZSTD_WORTHWHILE: Final = 32
@@ -139,7 +140,7 @@ def make_delta(
         new = new_value = structural.restrict_to_classes(
             old_value, new_value, schema=schema, classes=classes
         )
-    book = KeyBook(old_value, known.keys)
+    book = KeyBook(old_value, known.keys, known.key_counts)
     try:
         diffed = structural.diff_traced(
             old_value,
@@ -159,6 +160,9 @@ def make_delta(
         _check_payloads(ops)
         base, target = _spliced_pair(old_value, new_value, diffed, known)
     known.learn(old_value, book)
+    if not isinstance(new, Encoded) and known.met <= _CHAIN_MEETINGS:
+        # A gateway makes the next delta from this version: it is met already.
+        _remember(target, checked=True)
     header = _header(EMPTY, base.etag, target.etag)
     if base.cbor == target.cbor:
         return header
@@ -224,7 +228,10 @@ def _candidates(
     # the operations are big enough for compression to pay.
     if len(body) <= _ZSTD_WORTHWHILE and kinds is None:
         return candidates
-    compressor = _compressor(base.cbor, len(target.cbor), known)
+    compressors = [
+        _compressor(base.cbor, len(target.cbor), known, level=level)
+        for level in _levels(len(base.cbor) + len(target.cbor))
+    ]
     texts: list[tuple[bytes, int, int]] = []
     if wanted(OPS_ZSTD, OPS_ZSTD_FRAME):
         texts += [
@@ -238,21 +245,46 @@ def _candidates(
     if wanted(FULL_ZSTD, FULL_ZSTD_FRAME):
         texts.append((target.cbor, FULL_ZSTD, FULL_ZSTD_FRAME))
     for text, block_kind, frame_kind in texts:
-        frame = compressor.compress(text)
-        block = _strip(frame)
-        if block is not None and wanted(block_kind):
-            candidates.append(with_kind(header, block_kind) + block)
-        if (block is None and kinds is None) or wanted(frame_kind):
-            candidates.append(with_kind(header, frame_kind) + frame)
+        for compressor in compressors:
+            frame = compressor.compress(text)
+            block = _strip(frame)
+            if block is not None and wanted(block_kind):
+                candidates.append(with_kind(header, block_kind) + block)
+            if (block is None and kinds is None) or wanted(frame_kind):
+                candidates.append(with_kind(header, frame_kind) + frame)
     return candidates
 
 
+def _levels(size: int) -> tuple[int, ...]:
+    """The zstd levels tried for a base and target of ``size`` bytes together.
+
+    For a small pair, level 2 as well as 19: on a block of tens of bytes,
+    level 19's optimal parser sometimes spends more on match and literal
+    codes than the fast parser of level 2 (on the shared corpus, 171 of
+    1,247 pairs come out 1-6 bytes smaller at level 2).  Every level writes the same frame
+    format, so the reader does not care which one won.
+    """
+    if size <= _ZSTD_SMALL_INPUT:
+        return (_ZSTD_LEVEL_SMALL, _ZSTD_LEVEL_FAST)
+    return (_ZSTD_LEVEL_LARGE,)
+
+
+_Learnt: TypeAlias = tuple[tuple[list[int], list[int]] | None, dict[str, int] | None]
+"""A value's size table and node lengths, and its key counts (each None if unknown)."""
+
+
 class _Side(NamedTuple):
-    """One side of a delta: a model value with its canonical encoding and ETag."""
+    """One side of a delta: a model value with its canonical encoding and ETag.
+
+    ``learnt``, for a result spliced from a base with known tables: what
+    derives the result's tables and key counts from the base's (see
+    :func:`_remember`), called only if the result is met as a base.
+    """
 
     value: Value
     cbor: bytes
     etag: ETag
+    learnt: Callable[[], _Learnt] | None = None
 
 
 def _side(config: Value | Encoded) -> _Side:
@@ -328,8 +360,105 @@ def _spliced(base: _Side, applied: structural.Applied, known: _Known) -> _Side:
         parts.clear()  # not canonical after all: encode instead of slicing
     elif count:
         tail = (id(result), count, run)
-    blob = encode_reusing(result, {id(node) for node in applied.built}, parts, tail)
-    return _Side(result, blob, etag_of_bytes(blob))
+    built = {id(node) for node in applied.built}
+    blob = encode_reusing(result, built, parts, tail)
+    base_tables, base_counts = known.tables(), known.key_counts
+    if run is None or base_tables is None:
+        return _Side(result, blob, etag_of_bytes(blob))  # nothing to derive tables from
+
+    def learnt() -> _Learnt:
+        tables = _result_tables(
+            (result, blob), base_tables, applied, built=built, parts=parts, tail=tail
+        )
+        counts = base_counts
+        if counts is not None and not applied.same_keys:
+            counts = structural.key_counts_after(counts, applied)
+        return tables, counts
+
+    return _Side(result, blob, etag_of_bytes(blob), learnt)
+
+
+def _result_tables(
+    encoded: tuple[Value, bytes],
+    base_tables: tuple[list[int], list[int]],
+    applied: structural.Applied,
+    *,
+    built: set[int],
+    parts: dict[int, bytes],
+    tail: tuple[int, int, bytes] | None,
+) -> tuple[list[int], list[int]] | None:
+    """The result's size table and node lengths, from the base's (None if they do not fit).
+
+    ``encoded``: the result and its bytes; ``built``: ids of
+    ``applied.built``; ``parts`` and ``tail`` as :func:`encode_reusing`
+    used them.  The result is the base with the ``built`` containers in
+    place of the ones on the way to the operations: an unchanged base
+    subtree keeps its rows of both tables.  Only the containers built and
+    the values the operations brought are walked, so the next apply to this
+    result (a device applies each delta to the result of the last) finds
+    its tables without walking the whole tree.
+    """
+    result, blob = encoded
+    base_sizes, base_lengths = base_tables
+    kept = applied.kept
+    sizes: list[int] = []
+    lengths: list[int] = []
+
+    def walk(node: Value) -> None:
+        """Append the rows of ``node`` and its subtree."""
+        key = id(node)
+        if key not in built:
+            index = kept.get(key)
+            if index is None:  # a value an operation brought
+                sizes.extend(structural.size_table(node))
+                lengths.extend(node_lengths(parts[key]))
+            else:
+                end = index + base_sizes[index]
+                sizes.extend(base_sizes[index:end])
+                lengths.extend(base_lengths[index:end])
+            return
+        at = len(sizes)
+        sizes.append(0)
+        lengths.append(len(parts[key]))  # encode_reusing assembled it there
+        children: list[Value]
+        count = 0
+        if type(node) is dict:
+            entries = cast(dict[str, Value], node)
+            order = structural.canonical_keys(tuple(entries))
+            count = tail[1] if tail is not None and tail[0] == key else 0
+            children = [entries[name] for name in order[: len(order) - count]]
+            if count:  # the root's last entries: one run of the base's bytes
+                children.append(entries[order[len(order) - count]])
+        else:
+            children = cast(list[Value], node)
+        start = stop = -1  # a run of kept children, consecutive in the base
+        for child in children:
+            index = kept.get(id(child), -1) if id(child) not in built else -1
+            if index >= 0 and index == stop:
+                stop += base_sizes[index]
+                continue
+            if start >= 0:
+                sizes.extend(base_sizes[start:stop])
+                lengths.extend(base_lengths[start:stop])
+                start = stop = -1
+            if index >= 0:
+                start, stop = index, index + base_sizes[index]
+            else:
+                walk(child)
+        if start >= 0:
+            if count:
+                stop = len(base_sizes)  # through the tail's end: the base's last nodes
+            sizes.extend(base_sizes[start:stop])
+            lengths.extend(base_lengths[start:stop])
+        sizes[at] = len(sizes) - at
+
+    try:
+        walk(result)
+    except (KeyError, IndexError, DecodeError):  # pragma: no cover - defensive
+        return None
+    if len(sizes) != len(lengths) or lengths[0] != len(blob):  # pragma: no cover - defensive
+        return None
+    return sizes, lengths
 
 
 # How many bases the cache below remembers.  An entry holds two encodings of
@@ -347,7 +476,9 @@ class _Known:
     types (see :func:`~edgecfg.wire.cbor.content_key`), never by object
     identity: a caller may change a tree between calls, and then it is
     another key.  The tables are built the second time a base is met: a
-    base met once does not pay for a walk it would not repeat.  ``checked``:
+    base met once does not pay for a walk it would not repeat; a result of
+    an apply or a make gets its bytes and ETag when it is made, and its
+    tables derived from its base's (see :func:`_remember`).  ``checked``:
     :func:`make_delta` checked this content against the model (a
     ``bytearray`` leaf in place of an equal ``bytes`` leaf has the same key,
     and the same canonical encoding, so it is taken as that ``bytes``).
@@ -356,8 +487,10 @@ class _Known:
     cbor: bytes | None = None
     etag: ETag | None = None
     sizes: list[int] | None = None
-    ends: list[int] | None = None
+    lengths: list[int] | None = None
     keys: list[str] | None = None
+    key_counts: dict[str, int] | None = None
+    learnt: Callable[[], _Learnt] | None = None
     met: int = 0
     checked: bool = False
     dictionaries: dict[tuple[int, ...], zstandard.ZstdCompressionDict] = field(
@@ -380,6 +513,13 @@ class _Known:
             content = content_key(base)
             known = _known(content) if content is not None else _Known()
         known.met += 1
+        if known.learnt is not None:
+            tables, counts = known.learnt()
+            known.learnt = None
+            if known.sizes is None and tables is not None:
+                known.sizes, known.lengths = tables
+            if known.key_counts is None:
+                known.key_counts = counts
         return known
 
     def side(self, value: Value) -> _Side:
@@ -396,13 +536,22 @@ class _Known:
         """Keep the key table if ``book`` built it; the size table from the second meeting on."""
         if self.keys is None:
             self.keys = book.built
-        if self.sizes is None and self.met > 1:
+        self.build_tables(value)
+
+    def build_tables(self, value: Value, *, now: bool = False) -> None:
+        """The size table, node lengths and key counts: from the second meeting on, or ``now``."""
+        if self.sizes is None and (now or self.met > 1):
             self.sizes = structural.size_table(value)
-            self.ends = node_ends(self.side(value).cbor)
+            self.lengths = node_lengths(self.side(value).cbor)
+            self.key_counts = structural.key_counts(value)
 
     def tables(self) -> tuple[list[int], list[int]] | None:
-        """The size table and :func:`~edgecfg.wire.cbor.node_ends`, once both are known."""
-        return (self.sizes, self.ends) if self.sizes is not None and self.ends is not None else None
+        """The size table and :func:`~edgecfg.wire.cbor.node_lengths`, once both are known."""
+        return (
+            (self.sizes, self.lengths)
+            if self.sizes is not None and self.lengths is not None
+            else None
+        )
 
 
 @lru_cache(maxsize=_KNOWN_BASES)
@@ -410,9 +559,67 @@ def _known(content: bytes) -> _Known:
     return _Known()
 
 
+# A base met at most this often is a link of a chain (the result of the last
+# call, met once, or twice when a call is repeated): its result will be the
+# next link, so it is remembered.  A base met more often is a hub (a
+# gateway's current version, deltas made to many devices' versions): its
+# results are rarely met again, and remembering one costs a content key
+# (a marshal pass, a third of an apply).
+_CHAIN_MEETINGS: Final = 2
+
+
+def _remember(
+    side: _Side, *, checked: bool = False, encoded: bool = False, whole: bool = False
+) -> None:
+    """Enter what a delta call learnt about a plain result into the cache of bases.
+
+    A device applies each delta to the result of the one before, and a
+    gateway may make each delta from the target of the one before: that
+    value is the next base (the callers pass only results of bases met at
+    most :data:`_CHAIN_MEETINGS` times).  Its canonical bytes and ETag were spliced and hashed
+    already, so the next call slices the base's untouched parts out of them
+    instead of encoding the whole tree once more.  Keyed by content like
+    every entry: a caller who changes the result in place meets another
+    base.  ``checked``: the value is known to be in the model (a target
+    :func:`make_delta` checked: a checked base plus checked payloads).
+    ``encoded``: the result goes back as an :class:`Encoded` (the agent's
+    way), keyed by its canonical bytes as :meth:`_Known.of` keys one.
+    """
+    content = side.cbor if encoded else content_key(side.value)
+    if content is None:  # pragma: no cover - results are model values, which marshal takes
+        return
+    known = _known(content)
+    if known.cbor is None:
+        known.cbor, known.etag = side.cbor, side.etag
+    known.checked = known.checked or checked
+    if known.sizes is None and side.learnt is not None:
+        # Derived when met: most results of a gateway's deltas never are.
+        # The derivation holds the result tree and parts of the base, so
+        # only the latest result keeps one (a device applies to it next).
+        for pending in _PENDING:
+            pending.learnt = None
+        _PENDING[:] = [known]
+        known.learnt = side.learnt
+    elif known.sizes is None and not checked:
+        # A device's result will be met as a base, and there is nothing to
+        # derive its tables from: its next meeting counts as a second one
+        # and builds them (results after it inherit them), or, when the
+        # delta carried the whole target (``whole``: this call decoded and
+        # encoded all of it anyway), this call does.  A gateway's target
+        # may never be a base.
+        known.met = max(known.met, 1)
+        if whole:
+            known.build_tables(side.value, now=True)
+
+
+# The entry whose tables are still to be derived (see _remember): at most one.
+_PENDING: Final[list[_Known]] = []
+
+
 def forget_bases() -> None:
     """Empty the cache of bases met before (benchmarks time a first meeting with it)."""
     _known.cache_clear()
+    _PENDING.clear()
 
 
 def _shared_tail(base: Value, result: Value) -> int:
@@ -500,6 +707,9 @@ def _apply(old: Value | Encoded, delta: bytes, limits: DecodeLimits) -> _Side:
     produced = result.etag[:TARGET_CHECK_SIZE]
     if produced != delta[1:HEADER_SIZE]:
         raise DeltaIntegrityError(expected=delta[1:HEADER_SIZE], actual=produced)
+    if result.value is not value and known.met <= _CHAIN_MEETINGS:
+        # A device applies the next delta to this result.
+        _remember(result, encoded=isinstance(old, Encoded), whole=kind in _FULL_KINDS)
     return result
 
 
@@ -511,7 +721,7 @@ def _apply_first_meeting(
     The base is encoded once, split where the operations apply, and the
     result spliced from its parts: apply costs one encoding, not two.
     """
-    book = KeyBook(value, known.keys)
+    book = KeyBook(value, known.keys, known.key_counts)
     try:
         ops = decode_ops(delta[HEADER_SIZE:], book, limits)
         applied = structural.apply_traced(value, ops, max_nodes=limits.max_bytes, sizes=known.sizes)
@@ -544,8 +754,9 @@ def _apply_to(base: _Side, kind: int, body: bytes, limits: DecodeLimits, known: 
         raw = _decompress(kind, body, base.cbor, limits)
         return _trusted(_decode_value(raw, limits, None))
     raw = body if kind == OPS else _decompress(kind, body, base.cbor, limits)
-    book = KeyBook(base.value, known.keys)
+    book = KeyBook(base.value, known.keys, known.key_counts)
     ops = decode_ops(raw, book, limits)
+    known.build_tables(base.value)  # before applying: the result inherits them
     # Each node encodes to at least one byte: more cannot fit the size limit.
     # Every part was checked: the base when encoded, new values by the decoder.
     applied = structural.apply_traced(
@@ -603,7 +814,7 @@ def _where(error: DecodeError, offset: int | None) -> str:
 
 
 def _compressor(
-    dictionary: bytes, largest_input: int, known: _Known | None = None
+    dictionary: bytes, largest_input: int, known: _Known | None = None, *, level: int
 ) -> zstandard.ZstdCompressor:
     """One compressor primed with ``dictionary`` for every candidate of a delta.
 
@@ -613,8 +824,6 @@ def _compressor(
     zstd lets compressors share, read-only): the output is byte for byte the
     same.
     """
-    small = largest_input + len(dictionary) <= _ZSTD_SMALL_INPUT
-    level = _ZSTD_LEVEL_SMALL if small else _ZSTD_LEVEL_LARGE
     params = zstandard.ZstdCompressionParameters.from_level(  # pyright: ignore[reportUnknownMemberType]
         level,
         source_size=largest_input,
@@ -639,8 +848,9 @@ def _compressor(
     return zstandard.ZstdCompressor(dict_data=digested, compression_params=params)
 
 
-# Digested dictionaries kept per known base: their tables take up to a few MiB.
-_DICTIONARIES_KEPT: Final = 2
+# Digested dictionaries kept per known base (a small base has two levels: see
+# _levels): a large base's tables take up to a few MiB.
+_DICTIONARIES_KEPT: Final = 4
 
 
 def _dictionary(data: bytes) -> zstandard.ZstdCompressionDict:

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from typing import Final, cast
 
@@ -62,13 +62,21 @@ class KeyBook:
 
     Built lazily: a delta of value changes only never needs it.  ``table``
     is the base's key table when the caller kept it (it depends only on the
-    base's content); :attr:`built` is the table once it was needed.
+    base's content), ``counts`` its :func:`edgecfg.core.delta.key_counts`
+    (the table is then sorted from them when needed, without walking the
+    base); :attr:`built` is the table once it was needed.
     """
 
-    __slots__ = ("_keys", "_positions", "_reversed", "_sorted", "base")
+    __slots__ = ("_counts", "_keys", "_positions", "_reversed", "_sorted", "base")
 
-    def __init__(self, base: Value, table: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        base: Value,
+        table: list[str] | None = None,
+        counts: Mapping[str, int] | None = None,
+    ) -> None:
         self.base = base
+        self._counts = counts
         self._keys: list[str] | None = None
         self._positions: dict[str, int] = {}
         self._sorted: list[tuple[bytes, int]] = []
@@ -85,7 +93,11 @@ class KeyBook:
     def keys(self) -> list[str]:
         """The key table (:func:`edgecfg.core.delta.key_table` of the base)."""
         if self._keys is None:
-            self._index(structural.key_table(self.base))
+            self._index(
+                structural.key_table(self.base)
+                if self._counts is None
+                else structural.keys_by_count(self._counts)
+            )
         return cast(list[str], self._keys)
 
     def _index(self, keys: list[str]) -> None:

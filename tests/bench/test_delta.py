@@ -30,6 +30,16 @@ def test_bench_delta_on_a_small_corpus_prints_targets(
     assert "6 changed pairs (changed pair = consecutive versions" in out
     assert "p99%" in out
     assert "PASS  all 6 changed pairs round-trip" in out
+    assert "a chain (each delta applied to the last result)" in out
+
+
+def test_bench_delta_times_a_chain_of_versions_as_a_device_applies_it() -> None:
+    figures = bench.speed(leaves=60, runs=4)
+    for name in ("chain_make", "chain_apply", "chain_apply_cpu", "chain_make_plus_apply_cpu"):
+        assert figures[f"{name}_ms_p50"] > 0
+        assert figures[f"{name}_ms_p99"] >= figures[f"{name}_ms_p50"]
+        for meeting in ("first", "second"):
+            assert figures[f"chain_{meeting}_{name.removeprefix('chain_')}_ms_p50"] > 0
 
 
 def _history_dir(tmp_path: Path) -> Path:

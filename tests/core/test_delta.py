@@ -22,7 +22,10 @@ from edgecfg.core.delta import (
     apply_traced,
     diff,
     diff_traced,
+    key_counts,
+    key_counts_after,
     key_table,
+    keys_by_count,
     node_count,
     restrict,
     size_table,
@@ -298,3 +301,34 @@ def test_diff_and_apply_with_a_size_table_equal_them_without(pair: tuple[Value, 
 
 def test_canonical_keys_sort_by_encoded_length_then_bytes() -> None:
     assert structural.canonical_keys(("bb", "a", "ab", "é", "z")) == ("a", "z", "ab", "bb", "é")
+
+
+@given(value_pairs())
+@settings(max_examples=300, deadline=None)
+def test_key_counts_after_an_apply_equal_a_count_of_the_result(pair: tuple[Value, Value]) -> None:
+    old, new = pair
+    for sizes in (None, size_table(old)):
+        applied = apply_traced(old, diff(old, new), sizes=sizes)
+        after = key_counts_after(key_counts(old), applied)
+        assert {key: n for key, n in after.items() if n} == key_counts(applied.result)
+        assert keys_by_count(after) == key_table(applied.result)
+
+
+def test_key_counts_after_count_a_shared_subtree_at_each_place() -> None:
+    shared: Tree = {"x": 1, "y": {"z": 2}}
+    old: Tree = {"a": [shared, shared, {"k": 0}], "b": shared}
+    new: Tree = {"a": [shared, {"k": 0}], "b": {"x": 1}}
+    applied = apply_traced(old, diff(old, new), sizes=size_table(old))
+    after = key_counts_after(key_counts(old), applied)
+    assert {key: n for key, n in after.items() if n} == key_counts(new)
+
+
+def test_key_counts_after_count_a_base_subtree_both_edited_and_inserted() -> None:
+    # In process, an operation's value may be a base object: here the list edit
+    # inserts the base's first element again, while the diff edits it in place.
+    first: Tree = {"a": 1, "k": 2}
+    old: list[Value] = [first, {"z": 0}, {"q": 0}]
+    new: list[Value] = [{"a": 1, "k": 3, "n": 4}, old[1], old[2], first]
+    applied = apply_traced(old, diff(old, new), sizes=size_table(old))
+    after = key_counts_after(key_counts(old), applied)
+    assert {key: n for key, n in after.items() if n} == key_counts(new)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 from pathlib import Path
 from typing import cast
@@ -12,7 +13,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import edgecfg
-from edgecfg.core.delta import apply_traced, canonical_keys, diff_traced, size_table
+import edgecfg.wire.delta as delta_module
+from edgecfg.core.delta import (
+    apply_traced,
+    canonical_keys,
+    diff_traced,
+    key_counts,
+    size_table,
+)
 from edgecfg.core.schema import Schema
 from edgecfg.core.schema_document import schema_from_document
 from edgecfg.core.tree import Tree, UnsetType, Value, get, values_equal
@@ -28,10 +36,11 @@ from edgecfg.wire.cbor import (
     DecodeLimits,
     Encoded,
     content_key,
+    decode,
     encode,
     encode_reusing,
     etag,
-    node_ends,
+    node_lengths,
     parts_from_bytes,
 )
 from edgecfg.wire.delta import (
@@ -45,6 +54,7 @@ from edgecfg.wire.delta import (
     OPS,
     OPS_ZSTD,
     OPS_ZSTD_FRAME,
+    _Known,  # pyright: ignore[reportPrivateUsage] - the cache's entries are the subject
     apply_delta,
     apply_delta_encoded,
     delta_kind,
@@ -54,7 +64,7 @@ from edgecfg.wire.delta import (
     with_kind,
 )
 from edgecfg.wire.delta_ops import varint
-from tests.strategies import top_values, tree_pairs, trees, value_pairs
+from tests.strategies import edited, top_values, tree_pairs, trees, value_pairs
 
 
 @given(tree_pairs())
@@ -608,20 +618,20 @@ def _preorder(value: Value) -> list[Value]:
 
 @given(top_values())
 @settings(max_examples=300, deadline=None)
-def test_node_ends_end_each_nodes_encoding(value: Value) -> None:
+def test_node_lengths_measure_each_nodes_encoding(value: Value) -> None:
     data = encode(value)
-    ends = node_ends(data)
+    lengths = node_lengths(data)
     nodes = _preorder(value)
-    assert len(ends) == len(nodes)
-    for node, end in zip(nodes, ends, strict=True):
-        blob = encode(node)
-        assert data[end - len(blob) : end] == blob
+    assert len(lengths) == len(nodes)
+    assert lengths[0] == len(data)
+    for node, length in zip(nodes, lengths, strict=True):
+        assert length == len(encode(node))
 
 
 @pytest.mark.parametrize("data", [b"\x82\x01", b"\xa1\x61", b"\x01\x02", b"\x1c"])
-def test_node_ends_refuse_malformed_bytes(data: bytes) -> None:
+def test_node_lengths_refuse_malformed_bytes(data: bytes) -> None:
     with pytest.raises(DecodeError):
-        node_ends(data)
+        node_lengths(data)
 
 
 @given(value_pairs())
@@ -635,7 +645,7 @@ def test_parts_sliced_with_tables_equal_parts_sliced_by_decoding(
     data = encode(old)
     decoded: dict[int, bytes] = {}
     tabled: dict[int, bytes] = {}
-    tables = (size_table(old), node_ends(data))
+    tables = (size_table(old), node_lengths(data))
     for tail in (0, 1):
         assert parts_from_bytes(old, data, rebuilt, tabled, root_tail=tail, tables=tables) == (
             parts_from_bytes(old, data, rebuilt, decoded, root_tail=tail)
@@ -727,3 +737,122 @@ def test_a_kept_zstd_dictionary_compresses_a_large_change_as_a_fresh_one() -> No
     assert kind in (OPS_ZSTD, FULL_ZSTD)
     assert made[0] == made[1] == made[2] == encode_delta(old, new, kind)
     assert apply_delta(old, made[2]) == new
+
+
+@st.composite
+def _histories(draw: st.DrawFn) -> list[Value]:
+    """Versions of one value, each an edit of the one before (sometimes unrelated)."""
+    first, second = draw(value_pairs())
+    history = [first, second]
+    for _ in range(draw(st.integers(1, 4))):
+        previous = history[-1]
+        if isinstance(previous, dict) and draw(st.integers(0, 4)):
+            history.append(draw(edited(previous)))
+        else:
+            history.append(draw(top_values()))
+    return history
+
+
+@given(_histories())
+@settings(max_examples=150, deadline=None)
+def test_a_device_applying_each_delta_to_the_last_result_gets_every_version(
+    history: list[Value],
+) -> None:
+    # The gateway makes each delta from the version before; the device, its
+    # own copy decoded from bytes, applies each to the result of the last.
+    forget_bases()
+    deltas = [make_delta(old, new) for old, new in itertools.pairwise(history)]
+    forget_bases()
+    held = decode(encode(history[0]))
+    for delta, new in zip(deltas, history[1:], strict=True):
+        held = apply_delta(held, delta)
+        assert encode(held) == encode(new)
+
+
+@given(_histories())
+@settings(max_examples=150, deadline=None)
+def test_a_results_derived_tables_equal_the_tables_of_its_own_walk(
+    history: list[Value],
+) -> None:
+    forget_bases()
+    held = decode(encode(history[0]))
+    for new in history[1:]:
+        delta = make_delta(held, new)
+        held = apply_delta(held, delta)
+        known = _Known.of(held)  # met as a base: what it inherited is derived now
+        assert known.cbor in (None, encode(held))  # None: a base met often, no chain
+        if known.sizes is not None:
+            assert known.sizes == size_table(held)
+            assert known.lengths == node_lengths(encode(held))
+        if known.key_counts is not None:
+            assert {k: n for k, n in known.key_counts.items() if n} == key_counts(held)
+
+
+def test_a_result_changed_in_place_is_another_base() -> None:
+    forget_bases()
+    old: Tree = {"a": {"b": 1, "c": [1, 2]}, "d": "text"}
+    new: Tree = {"a": {"b": 2, "c": [1, 2]}, "d": "text"}
+    newer: Tree = {"a": {"b": 3, "c": [1, 2]}, "d": "text"}
+    result = apply_delta(old, make_delta(old, new))
+    onward = make_delta(new, newer)
+    cast(dict[str, Value], result["a"])["b"] = 5  # type: ignore[index]
+    with pytest.raises((DeltaBaseMismatch, DeltaIntegrityError)):
+        apply_delta(result, onward)
+
+
+def test_each_result_of_a_chain_inherits_its_bases_tables() -> None:
+    forget_bases()
+    versions: list[Tree] = [
+        {f"section {i}": {"pin": f"PA{i}", "speed": i, "list": [i, i + 1]} for i in range(20)}
+    ]
+    for step in range(6):
+        later = dict(versions[-1])
+        later[f"section {step * 3}"] = {"pin": f"PB{step}", "speed": step, "list": [step]}
+        if step % 2:
+            later[f"new {step}"] = {"pin": "PC0"}  # keys change: counts follow
+        versions.append(later)
+    held: Value = decode(encode(versions[0]))
+    for old, new in itertools.pairwise(versions):
+        held = apply_delta(held, make_delta(old, new))
+    known = _Known.of(held)
+    assert known.met == 1  # met for the first time now: derived, no walk built these
+    assert known.sizes == size_table(held)
+    assert known.lengths == node_lengths(encode(held))
+    assert known.key_counts is not None
+    assert {k: n for k, n in known.key_counts.items() if n} == key_counts(held)
+
+
+@given(value_pairs())
+@settings(max_examples=100, deadline=None)
+def test_make_delta_takes_the_smaller_of_the_zstd_levels_and_each_applies(
+    pair: tuple[Value, Value],
+) -> None:
+    old, new = pair
+    chosen = make_delta(old, new)
+    for level in (19, 2):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(delta_module, "_levels", lambda _size, level=level: (level,))
+            single = make_delta(old, new)
+        assert len(chosen) <= len(single)
+        assert encode(apply_delta(old, single)) == encode(new)
+    assert encode(apply_delta(old, chosen)) == encode(new)
+
+
+@given(_histories())
+@settings(max_examples=100, deadline=None)
+def test_an_agent_applying_each_delta_to_its_last_encoded_config_gets_every_version(
+    history: list[Value],
+) -> None:
+    maps = [version for version in history if isinstance(version, dict)]
+    if len(maps) < 2:
+        return
+    deltas = [make_delta(old, new) for old, new in itertools.pairwise(maps)]
+    forget_bases()
+    held = Encoded.from_bytes(encode(maps[0]))
+    for delta, new in zip(deltas, maps[1:], strict=True):
+        held = apply_delta_encoded(held, delta)
+        assert held.cbor == encode(new)
+        known = _Known.of(Encoded.from_bytes(held.cbor))  # as the store reads it back
+        if known.sizes is not None:
+            assert known.sizes == size_table(held.tree)
+            assert known.lengths == node_lengths(held.cbor)
