@@ -175,8 +175,8 @@ def build(db: Path, devices: int, *, seed: int = 1) -> Built:
 
 
 def edit_global(db: Path, value: int) -> float:
-    """Change one global value from another process than the gateway's (a
-    CLI with ``--force`` writes the same revision); when it committed."""
+    """Change one global value from another process than the gateway's, as
+    another writer (the CLI, another gateway) would; when it committed."""
     with SQLiteStore(db) as store:
         head = store.get_layer(LayerId("global"))
         layer = layer_from_document(decode(store.get_blob(head.content)))

@@ -231,8 +231,10 @@ class Gateway:
 
     async def stop(self) -> None:
         """Stop serving and release the socket."""
-        with contextlib.suppress(Exception):  # a failing store must not stop the stop
+        try:
             self.service.flush()
+        except Exception:  # a failing store must not stop the stop
+            log.exception("writing the served versions' vectors at stop failed")
         for task in (self._refresher, self._lag):
             if task is not None:
                 task.cancel()
