@@ -175,7 +175,14 @@ class SyncService:
         if not self._pending:
             return 0
         pending, self._pending = self._pending, {}
-        self.fleet.store.put_versions(pending, now=self.clock())
+        try:
+            self.fleet.store.put_versions(pending, now=self.clock())
+        except Exception:
+            # kept for the next flush (a bounded number: past it, their
+            # devices get the full config, which loses nothing but bytes)
+            if len(pending) + len(self._pending) <= VERSION_BATCH * 16:
+                self._pending = {**pending, **self._pending}
+            raise
         for key in pending:
             self._persisted[key] = True
         return len(pending)

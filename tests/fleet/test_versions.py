@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from edgecfg.core.ids import DeviceId, ETag, LayerId
 from edgecfg.core.layers import layer_from_parts
+from edgecfg.errors import StoreError
 from edgecfg.fleet.fleet import Fleet
 from edgecfg.fleet.sync import NotModified, Representation, SyncService
 from edgecfg.store import DeviceRecord, MemoryStore, SQLiteStore, Store
@@ -191,3 +192,22 @@ def test_equal_configs_of_devices_of_different_stacks_both_get_deltas() -> None:
         assert isinstance(answer, Representation)
         assert answer.content_format == ContentFormat.DELTA, device
         assert served(answer, held[device]) == fleet.encoded(device)
+
+
+def test_a_flush_the_store_refuses_is_kept_for_the_next_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    store = MemoryStore()
+    service = SyncService(fleet_of(store))
+    answer = service.config(DEVICES[0])
+    assert isinstance(answer, Representation)
+
+    def failing(versions: object, *, now: float) -> None:
+        raise StoreError("disk full")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(store, "put_versions", failing)
+        with pytest.raises(StoreError, match="disk full"):
+            service.flush()
+    assert service.flush() == 1
+    assert store.get_versions(answer.etag)
