@@ -18,11 +18,15 @@ import os
 from collections.abc import Generator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from edgecfg import store as stores
 from edgecfg.errors import CommandError
 from edgecfg.fleet.fleet import Fleet
-from edgecfg.store import PostgresStore, SQLiteStore, is_initialised, is_postgres_url, redact
+from edgecfg.store import SQLiteStore, is_postgres_url
+
+if TYPE_CHECKING:
+    from edgecfg.store import PostgresStore
 
 DEFAULT_DB = "edgecfg.db"
 MEMORY = ":memory:"
@@ -56,10 +60,10 @@ def check_exists(db: str, *, create: bool = False) -> None:
     if create or db == MEMORY:
         return
     if is_postgres_url(db):
-        if not is_initialised(db):
+        if not stores.is_initialised(db):
             raise CommandError(
-                f"{redact(db)}: no edgecfg database there yet; create it with "
-                f"'edgecfg --db {redact(db)} init' (or pass --create to this command)"
+                f"{stores.redact(db)}: no edgecfg database there yet; create it with "
+                f"'edgecfg --db {stores.redact(db)} init' (or pass --create to this command)"
             )
         return
     if Path(db).is_file():
@@ -74,12 +78,12 @@ def check_exists(db: str, *, create: bool = False) -> None:
 
 def connect(db: str) -> SQLiteStore | PostgresStore:
     """The store ``db`` names, opened (created or migrated as needed)."""
-    return PostgresStore(db) if is_postgres_url(db) else SQLiteStore(db)
+    return stores.PostgresStore(db) if is_postgres_url(db) else SQLiteStore(db)
 
 
 def shown(db: str) -> str:
     """``db`` as messages name it (a URL without its password)."""
-    return redact(db) if is_postgres_url(db) else db
+    return stores.redact(db) if is_postgres_url(db) else db
 
 
 @contextmanager
@@ -101,7 +105,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     """Create an empty gateway database (nothing to do when it exists)."""
     name = shown(args.db)
     if is_postgres_url(args.db):
-        existed = is_initialised(args.db)
+        existed = stores.is_initialised(args.db)
     else:
         if Path(args.db).exists() and not Path(args.db).is_file():
             raise CommandError(f"{args.db}: not a database file")

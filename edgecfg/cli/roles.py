@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Generator
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from edgecfg.agent.coap import CoapLink, LinkDown
 from edgecfg.agent.local_state import (
@@ -41,7 +41,10 @@ from edgecfg.fleet.identity import InsecurePolicy
 from edgecfg.gateway.mqtt import DEFAULT_OUTBOX, MqttBridge, parse_mqtt_url
 from edgecfg.gateway.oscore import StoredCredentials
 from edgecfg.gateway.server import REFRESH_S, Gateway, serve
-from edgecfg.store import PostgresStore, SQLiteStore, is_postgres_url
+from edgecfg.store import SQLiteStore, is_postgres_url
+
+if TYPE_CHECKING:
+    from edgecfg.store import PostgresStore
 from edgecfg.wire.blocks import szx_for
 from edgecfg.wire.documents import write_config
 
@@ -180,7 +183,7 @@ def _file_lock(db: str) -> Generator[None]:
 @contextlib.contextmanager
 def _server_lock(store: SQLiteStore | PostgresStore) -> Generator[None]:
     """The same rule on PostgreSQL, with a session advisory lock."""
-    if not isinstance(store, PostgresStore):
+    if isinstance(store, SQLiteStore):  # the lock file is taken before (see serve)
         yield
         return
     with contextlib.ExitStack() as held:

@@ -51,9 +51,8 @@ from edgecfg.store.sql import (
     closed,
 )
 
-__all__ = ["LAYOUT_VERSION", "PostgresStore", "is_initialised", "is_postgres_url", "redact"]
+__all__ = ["LAYOUT_VERSION", "PostgresStore", "is_initialised", "redact"]
 
-URL_SCHEMES = ("postgresql://", "postgres://")
 _POOL_SIZE = 4
 _CONNECT_TIMEOUT_S = 10.0
 _MIGRATION_LOCK = 0x6564676563666701  # advisory lock keys: "edgecfg" + 1, + 3
@@ -61,11 +60,6 @@ _CHANGES_LOCK = 0x6564676563666703
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 Connection = psycopg.Connection[tuple[Any, ...]]
-
-
-def is_postgres_url(text: str) -> bool:
-    """Whether ``--db`` names a PostgreSQL database rather than a SQLite file."""
-    return text.startswith(URL_SCHEMES)
 
 
 def is_initialised(url: str) -> bool:
