@@ -88,6 +88,7 @@ MIN_CPU_TICKS: Final = 30
 BARE_PAYLOAD: Final = 40
 STARTUP_LIMIT_S: Final = 600.0
 IDLE_S: Final = 10.0
+VISIBLE_LIMIT_S: Final = 60.0
 EDITED: Final = ("telemetry", "interval_s")
 
 
@@ -469,6 +470,11 @@ async def measure(
             committed = edit_global(db, 900 + rng.randrange(1000))
             probe = Request(("cfg", chosen[0]), held[chosen[0]])
             while (await client.get(probe)).code == Code.VALID:
+                if time.perf_counter() - committed > VISIBLE_LIMIT_S:
+                    raise CommandError(
+                        f"the gateway still served {chosen[0]}'s old version "
+                        f"{VISIBLE_LIMIT_S:.0f} s after the edit was committed"
+                    )
                 await asyncio.sleep(0.01)
             visible = time.perf_counter() - committed
             progress("first request of each device after the edit")
