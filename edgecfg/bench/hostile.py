@@ -122,13 +122,16 @@ def flood(
         started = time.monotonic()
         tick = 0.01
         drain = itertools.cycle(range(len(sockets)))
-        while True:
+        # the count is fixed in advance, so a busy machine sends late, never fewer
+        total = int(seconds * rate)
+        if stop_after is not None:
+            total = min(total, stop_after)
+        while report.sent < total:
             elapsed = time.monotonic() - started
-            if elapsed >= seconds or (stop_after is not None and report.sent >= stop_after):
-                break
             due = int(min(elapsed + tick, seconds) * rate) - report.sent
-            if stop_after is not None:
-                due = min(due, stop_after - report.sent)
+            if elapsed >= seconds:
+                due = total - report.sent
+            due = min(due, total - report.sent)
             for _ in range(max(0, due)):
                 number = next(numbers)
                 with_socket = sockets[number % len(sockets)]
