@@ -448,8 +448,8 @@ class RolloutRun:
         drain = 0.0
         if device.stratum.power == "battery":
             drain = max(0.0, rng.gauss(baseline.battery_drain_pct_per_day * drain_rel, 0.1))
-        reboots = _poisson(rng, baseline.reboots_per_device_week / 7 * days) + device.boots
-        errors = _poisson(rng, baseline.error_rate * error_rel * days)
+        reboots = poisson(rng, baseline.reboots_per_device_week / 7 * days) + device.boots
+        errors = poisson(rng, baseline.error_rate * error_rel * days)
         return drain, reboots / days, errors / days
 
     def _offer(self, device: _Device, t_h: float) -> None:
@@ -556,7 +556,8 @@ def _apportion(total: int, shares: list[float]) -> list[int]:
     return counts
 
 
-def _poisson(rng: random.Random, mean: float) -> float:
+def poisson(rng: random.Random, mean: float) -> float:
+    """A Poisson draw (a normal one for large means), from ``rng``."""
     if mean <= 0:
         return 0.0
     if mean > 30:

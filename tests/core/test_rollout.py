@@ -40,6 +40,7 @@ from edgecfg.core.rollout import (
 )
 from edgecfg.core.sequential import Arms, Moments
 from edgecfg.errors import UsageError
+from edgecfg.sim.rollout import poisson
 
 PLAN_TABLE: dict[str, object] = {
     "change": {"telemetry.interval_s": 600},
@@ -392,7 +393,7 @@ class _World:
             return Moments(n, total, n * (sd * sd) + total * total / n)
 
         def count(n: int, rate: float, extra: float = 0.0, extra_n: int = 0) -> Moments:
-            events = _poisson(rng, n * rate)
+            events = poisson(rng, n * rate)
             # rare events: at most one a day per device, so squares equal events
             loop_events = extra * extra_n
             return Moments(n, events + loop_events, events + extra * extra * extra_n)
@@ -402,22 +403,12 @@ class _World:
             "reboots": Arms(count(reporting, 0.003, 24.0, loops), count(control_n, 0.003)),
             "errors": Arms(count(reporting, 0.001), count(control_n, 0.001)),
             "checkin": Arms(
-                Moments(canary_n, _poisson(rng, canary_n * 0.02) + vanished, 0)
-                + Moments(0, 0, _poisson(rng, canary_n * 0.02) + vanished),
-                Moments(control_n, _poisson(rng, control_n * 0.02), 0)
-                + Moments(0, 0, _poisson(rng, control_n * 0.02)),
+                Moments(canary_n, poisson(rng, canary_n * 0.02) + vanished, 0)
+                + Moments(0, 0, poisson(rng, canary_n * 0.02) + vanished),
+                Moments(control_n, poisson(rng, control_n * 0.02), 0)
+                + Moments(0, 0, poisson(rng, control_n * 0.02)),
             ),
         }
-
-
-def _poisson(rng: random.Random, mean: float) -> float:
-    if mean > 30:
-        return max(0.0, round(rng.gauss(mean, math.sqrt(mean))))
-    limit, product, count = math.exp(-mean), rng.random(), 0
-    while product > limit:
-        product *= rng.random()
-        count += 1
-    return float(count)
 
 
 def test_a_to_a_rollouts_rarely_abort() -> None:
