@@ -371,18 +371,37 @@ class Progress:
 
 def checkin_evidence(
     devices: Iterable[tuple[Assignment, Progress, Arm]], now_h: float, overdue_factor: float
-) -> dict[str, Arms]:
-    """The check-in guardrail from device silence: per stratum and arm, one
-    device-day per device with 1 when it is in check-in deficit, else 0."""
-    tally: dict[str, dict[Arm, Moments]] = {}
+) -> Evidence:
+    """The check-in guardrail from device silence, per stratum and arm, one
+    device-day per device.
+
+    Harm is read from check-in *deficits* (silent past ``overdue_factor`` x
+    cadence: 1, else 0), so a device merely late never aborts a rollout;
+    an advance is read from *overdue or worse* (silent past 1.5 x cadence),
+    so canaries that went quiet after applying hold the stage before their
+    silence is long enough to count as harm.  Fresh: the newest check-in.
+    """
+    deficits: dict[str, dict[Arm, Moments]] = {}
+    overdue: dict[str, dict[Arm, Moments]] = {}
+    newest: float | None = None
     for assignment, progress, arm in devices:
-        missed = 1.0 if progress.due(now_h, overdue_factor) is Due.DEFICIT else 0.0
-        arms = tally.setdefault(assignment.stratum.key, {})
-        arms[arm] = arms.get(arm, Moments()).add(missed)
-    return {
-        key: Arms(arms.get(Arm.CANARY, Moments()), arms.get(Arm.CONTROL, Moments()))
-        for key, arms in tally.items()
-    }
+        due = progress.due(now_h, overdue_factor)
+        key = assignment.stratum.key
+        for tally, missed in (
+            (deficits, due is Due.DEFICIT),
+            (overdue, due is not Due.NOT_YET_DUE),
+        ):
+            arms = tally.setdefault(key, {})
+            arms[arm] = arms.get(arm, Moments()).add(1.0 if missed else 0.0)
+        newest = progress.last_seen_h if newest is None else max(newest, progress.last_seen_h)
+
+    def strata(tally: dict[str, dict[Arm, Moments]]) -> dict[str, Arms]:
+        return {
+            key: Arms(arms.get(Arm.CANARY, Moments()), arms.get(Arm.CONTROL, Moments()))
+            for key, arms in tally.items()
+        }
+
+    return Evidence(strata(deficits), newest, newest, advance_strata=strata(overdue))
 
 
 # -- the state and its decisions ---------------------------------------------------------
@@ -409,6 +428,7 @@ class Evidence:
     strata: Mapping[str, Arms]
     canary_fresh_h: float | None
     control_fresh_h: float | None
+    advance_strata: Mapping[str, Arms] | None = None  # read for an advance, if not strata
 
 
 @dataclass(frozen=True, slots=True)
@@ -443,10 +463,12 @@ def revert_evidence(devices: int, reverted: int, margin: float, harmful: float) 
     return math.exp(min(log_e, 700.0))
 
 
-# The revert gate: a canary reverting at 1 % is tolerated, and the test is
-# most powerful against 5 %.
-REVERT_MARGIN: Final = 0.01
-REVERT_HARMFUL: Final = 0.05
+# The revert gate: a device reverts only when its own probe failed, and a
+# no-op (the control) never does, so a canary reverting at 0.2 % (a flaky
+# probe) is tolerated and the test is most powerful against 2 %: a reboot
+# loop in 2 % of a 250-device canary aborts on the day it is reported.
+REVERT_MARGIN: Final = 0.002
+REVERT_HARMFUL: Final = 0.02
 
 
 @dataclass(frozen=True, slots=True)
@@ -513,18 +535,21 @@ def read_guardrail(plan: Plan, guardrail: Guardrail, evidence: Evidence, now_h: 
     pooled = difference(strata, alpha=share, counts=guardrail.counts)
     harm_stratum: str | None = None
     harm = pooled.informative and pooled.lower > 0
+    shown = pooled
     if not harm and len(strata) > 1:
         for key in sorted(strata):
             alone = difference({key: strata[key]}, alpha=share, counts=guardrail.counts)
             if alone.informative and alone.lower > 0:
-                harm, harm_stratum = True, key
+                harm, harm_stratum, shown = True, key, alone
                 break
-    advance = difference(strata, alpha=plan.alpha_advance, counts=guardrail.counts)
+    advance_strata = evidence.advance_strata if evidence.advance_strata is not None else strata
+    advance = difference(advance_strata, alpha=plan.alpha_advance, counts=guardrail.counts)
     canary_days = sum(arms.canary.days for arms in strata.values())
     control_days = sum(arms.control.days for arms in strata.values())
     enough = min(canary_days, control_days) >= guardrail.min_days
     non_inferior = advance.informative and advance.upper < guardrail.margin
-    shown = pooled if pooled is not UNINFORMED else advance
+    if shown is UNINFORMED:
+        shown = advance
     return Verdict(guardrail.name, shown, harm, harm_stratum, non_inferior, enough, stale)
 
 

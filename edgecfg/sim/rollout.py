@@ -520,11 +520,8 @@ class RolloutRun:
             )
             for name, strata in self.sums.items()
         }
-        if "checkin" in evidence or any(g.name == "checkin" for g in plan.guardrails):
-            fresh = max((p.last_seen_h for _a, p, _arm in rows), default=None)
-            evidence["checkin"] = Evidence(
-                checkin_evidence(rows, now_h, plan.overdue_factor), fresh, fresh
-            )
+        if any(g.name == "checkin" for g in plan.guardrails):
+            evidence["checkin"] = checkin_evidence(rows, now_h, plan.overdue_factor)
         snapshot = Snapshot(now_h, state, evidence, canary, proven, reverted, slowest or 24.0)
         outcome = decide(plan, snapshot)
         self._follow(outcome)

@@ -188,9 +188,17 @@ def test_checkin_evidence_counts_deficits_per_arm() -> None:
             Arm.CONTROL,
         ),
     ]
-    arms = checkin_evidence(rows, 100.0, 3.0)[stratum.key]
-    assert (arms.canary.days, arms.canary.total) == (2.0, 1.0)
+    evidence = checkin_evidence(rows, 100.0, 3.0)
+    arms = evidence.strata[stratum.key]
+    assert (arms.canary.days, arms.canary.total) == (2.0, 1.0)  # a's 100 h of silence
     assert (arms.control.days, arms.control.total) == (1.0, 0.0)
+    assert evidence.canary_fresh_h == 90.0
+    assert evidence.advance_strata is not None
+    late = checkin_evidence([(rows[0][0], Progress("a", DeviceStatus.APPLIED, 24, 50), Arm.CANARY)],
+                            100.0, 3.0)  # fmt: skip
+    assert late.strata[stratum.key].canary.total == 0.0  # overdue is not harm...
+    assert late.advance_strata is not None
+    assert late.advance_strata[stratum.key].canary.total == 1.0  # ...but holds an advance
 
 
 # -- gates on hand-made evidence ---------------------------------------------------------
