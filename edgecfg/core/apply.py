@@ -23,6 +23,8 @@ table, any other pair raises :class:`ApplyError`)::
 
     idle        Begin        -> staged (WriteCandidate)
     staged      Written      -> applying (ApplyConfig)
+    staged      ApplyFailed  -> reverting (Revert): the candidate was refused
+                                before it was written (schema, capabilities)
     applying    Applied      -> probing (RunProbes)
     applying    ApplyFailed  -> reverting (Revert)
     probing     Probed       -> confirming (Confirm) when every probe passed,
@@ -200,8 +202,13 @@ class Confirmed(_Moment):
     """The candidate's generation is marked good: it is the last-known-good now."""
 
 
-class RevertDone(_Moment):
-    """The last-known-good is current again, in the store and in the appliers."""
+@dataclass(frozen=True, slots=True)
+class RevertDone:
+    """The last-known-good is current again in the store; ``trouble`` says
+    what went wrong handing it to the appliers again (empty: nothing)."""
+
+    now: float
+    trouble: str = ""
 
 
 class Tick(_Moment):
@@ -338,7 +345,10 @@ def _confirmed(state: ApplyState, event: ApplyEvent) -> tuple[ApplyState, list[A
 
 def _revert_done(state: ApplyState, event: ApplyEvent) -> tuple[ApplyState, list[ApplyAction]]:
     assert isinstance(event, RevertDone) and state.trial is not None
-    return _ended(state, state.trial, "reverted", event.now), []
+    trial = state.trial
+    if event.trouble:
+        trial = replace(trial, detail=f"{trial.detail}; then {event.trouble}")
+    return _ended(state, trial, "reverted", event.now), []
 
 
 def _tick(state: ApplyState, event: ApplyEvent) -> tuple[ApplyState, list[ApplyAction]]:
@@ -394,6 +404,7 @@ TRANSITIONS: Final[dict[tuple[Phase, str], Handler]] = {
     ("idle", "Begin"): _begin,
     ("staged", "Written"): _written,
     ("applying", "Applied"): _applied,
+    ("staged", "ApplyFailed"): _apply_failed,
     ("applying", "ApplyFailed"): _apply_failed,
     ("probing", "Probed"): _probed,
     ("confirming", "Confirmed"): _confirmed,
