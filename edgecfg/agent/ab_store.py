@@ -273,6 +273,10 @@ class DeviceStore:
         generation = self._ensure().loaded.current
         return generation.config if generation else None
 
+    def generation(self) -> Generation | None:
+        """The current generation (number, slot, whether marked good), or None."""
+        return self._ensure().loaded.current
+
     def last_known_good(self) -> Encoded | None:
         """The newest configuration marked good, or None."""
         generation = self._ensure().loaded.last_known_good

@@ -31,7 +31,7 @@ import os
 from pathlib import Path
 from typing import Final, cast
 
-from edgecfg.agent.ab_store import SLOTS, DeviceStore, StoreEventKind
+from edgecfg.agent.ab_store import SLOTS, DeviceStore, Generation, StoreEventKind
 from edgecfg.agent.fs import REAL_FS, WriteFailed
 from edgecfg.core.ids import ETag
 from edgecfg.core.session import Transfer
@@ -41,11 +41,13 @@ from edgecfg.errors import EdgecfgError, PeerError
 from edgecfg.wire.cbor import Encoded, decode, encode
 
 TRANSFER_FILE: Final = "transfer.bin"
+APPLY_FILE: Final = "apply.bin"
 DEV_KEY_FILE: Final = "device.key"
 KEY_CHECK_FILE: Final = "key.check"
 DEVICE_FILE: Final = "device.id"
 STORE_DIR: Final = "store"
 _TRANSFER_AD: Final = b"edgecfg transfer v1"
+_APPLY_AD: Final = b"edgecfg apply v1"
 _KEY_CHECK_AD: Final = b"edgecfg store key check v1"
 _STATE_NAMES: Final = (DEVICE_FILE, DEV_KEY_FILE, KEY_CHECK_FILE, STORE_DIR, "local", "schema.json")
 
@@ -204,13 +206,70 @@ class LocalState:
         held = self.load_config()
         if held is not None and held.etag == config.etag:
             return
+        self._check_key_written()
+        generation = self.store.commit(config)
+        self.store.mark_good(generation.number)
+        self._held = config
+
+    def stage_config(self, config: Encoded) -> int:
+        """Commit ``config`` as a new generation that is not good yet (a
+        candidate on trial, issue 15) and return its number; the one that
+        is current already when it holds ``config``."""
+        loaded = self._current_generation()
+        if loaded is not None and loaded.etag == config.etag:
+            return loaded.number
+        self._check_key_written()
+        generation = self.store.commit(config)
+        self._held = config
+        return generation.number
+
+    def confirm(self, generation: int) -> None:
+        """Mark a staged generation good: it is the last-known-good now."""
+        self.load_config()
+        self.store.mark_good(generation)
+
+    def good_config(self) -> Encoded | None:
+        """The last-known-good configuration, or None."""
+        self.load_config()
+        return self.store.last_known_good()
+
+    def held_is_good(self) -> bool:
+        """Whether the current configuration is marked good (not on trial)."""
+        generation = self._current_generation()
+        return generation is not None and generation.good
+
+    def revert_config(self) -> Encoded:
+        """Make the last-known-good current again (see :meth:`DeviceStore.revert`)."""
+        self.load_config()
+        config = self.store.revert()
+        self._held = config
+        return config
+
+    def _current_generation(self) -> Generation | None:
+        self.load_config()
+        return self.store.generation()
+
+    def _check_key_written(self) -> None:
         if not self._key_checked:  # before the first record sealed with this key
             nonce, sealed = self._cipher.seal(b"", _KEY_CHECK_AD)
             self._write(KEY_CHECK_FILE, nonce + sealed)
             self._key_checked = True
-        generation = self.store.commit(config)
-        self.store.mark_good(generation.number)
-        self._held = config
+
+    def load_apply(self) -> bytes | None:
+        """The apply record's bytes (:mod:`edgecfg.wire.apply`), or None when
+        there is none or it does not open (damaged, another key)."""
+        data = self._read(APPLY_FILE)
+        if data is None:
+            return None
+        try:
+            return self._cipher.open(data[:12], data[12:], _APPLY_AD)
+        except AuthenticationFailed:
+            return None
+
+    def save_apply(self, record: bytes) -> None:
+        """Replace the apply record atomically (sealed like the transfer)."""
+        nonce, sealed = self._cipher.seal(record, _APPLY_AD)
+        self._write(APPLY_FILE, nonce + sealed)
 
     def events(self) -> list[str]:
         """Store problems found since the last call (corruption, recovery), to report."""

@@ -36,6 +36,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Sequ
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar, cast
 
+from edgecfg.agent.apply import ApplyGuard
 from edgecfg.agent.coap import Link as CoapLinkProtocol
 from edgecfg.agent.coap import LinkDown, Reply, shed
 from edgecfg.agent.local_state import LocalState
@@ -72,6 +73,7 @@ from edgecfg.wire.blocks import DEFAULT_SZX
 from edgecfg.wire.cbor import Encoded, decode, encode
 from edgecfg.wire.delta import apply_delta_encoded
 from edgecfg.wire.journal import entry_to_value
+from edgecfg.wire.messages import outcome_to_value
 from edgecfg.wire.numbers import CoapCode, ContentFormat
 from edgecfg.wire.senml import Record, encode_senml
 
@@ -171,6 +173,7 @@ class Agent:
         seed: int | None = None,
         local: LocalOverrides | None = None,
         on_retry: Callable[[Retry], None] | None = None,
+        guard: ApplyGuard | None = None,
     ) -> None:
         self.link = link
         self.state = state
@@ -186,6 +189,7 @@ class Agent:
         self.rng = random.Random(seed)
         self.local = local
         self.on_retry = on_retry
+        self.guard = guard  # apply -> probe -> commit or revert (issue 15); None: store at once
         self.last_merge: Value | None = None  # the gateway's last answer about local overrides
         self._introduced = False
 
@@ -202,6 +206,8 @@ class Agent:
 
     async def sync(self) -> SyncResult:
         """One sync with retries; raises :class:`LinkDown` when every attempt failed."""
+        if self.guard is not None:  # a trial past its deadline reverts before anything else
+            await self.guard.tick()
         return await self._measured(self._drive(self._start()))
 
     async def watch(self, stop: asyncio.Event, on_sync: Callable[[SyncResult], None]) -> None:
@@ -281,7 +287,8 @@ class Agent:
             time.monotonic(),
             held.etag if held is not None else None,
             self.state.load_transfer(),
-            local_pending=self.local is not None and bool(self.local.pending()),
+            local_pending=(self.local is not None and bool(self.local.pending()))
+            or (self.guard is not None and bool(self.guard.unreported()[0])),
             piggyback=piggyback,
         )
 
@@ -313,7 +320,7 @@ class Agent:
                     case Get():
                         event, down = await self._get(action, down)
                     case Install():
-                        event = self._install(action)
+                        event = await self._install(action)
                     case Report():
                         try:
                             event = Reported(time.monotonic(), await self._report())
@@ -354,14 +361,19 @@ class Agent:
             down = shed(self.link_address, reply) or down
         return Got(time.monotonic(), answer), down
 
-    def _install(self, action: Install) -> Installed | Unusable:
+    async def _install(self, action: Install) -> Installed | Unusable:
         held = self.state.load_config()
         base = held if held is not None and action.base == held.etag else None
         try:
             config = decode_config(base, action.payload, action.content_format, action.etag)
         except (DeltaError, PeerError) as error:
             return Unusable(time.monotonic(), str(error))
-        self.state.save_config(config)
+        if self.guard is None:
+            self.state.save_config(config)
+        elif await self.guard.install(config) is not None:  # a trial ended: report it
+            now = self.state.load_config()
+            assert now is not None
+            return Installed(time.monotonic(), now.etag, changed=True)
         changed = held is None or config.etag != held.etag
         return Installed(time.monotonic(), config.etag, changed)
 
@@ -408,6 +420,11 @@ class Agent:
         events = self.state.events()
         if events:  # corruption found (and recovered from) since the last report
             report["store_events"] = list[Value](events)
+        outcomes, dropped = self.guard.unreported() if self.guard is not None else ((), 0)
+        if outcomes:  # how trials of new configs ended: a revert is never silent
+            report["apply"] = [outcome_to_value(outcome) for outcome in outcomes]
+        if dropped:
+            report["apply_dropped"] = dropped
         if not self._introduced:  # versions once per run: they rarely change
             report["agent"] = self.agent_version
             if self.schema_version is not None:
@@ -424,6 +441,8 @@ class Agent:
         if not reply.ok:
             raise SyncFailed(f"{self.device}: state report refused: {reply.code} {reply.payload!r}")
         self._introduced = True
+        if self.guard is not None and outcomes:
+            self.guard.delivered(len(outcomes))
         if not reply.payload:
             return False  # current, nothing merged
         answer = decode(reply.payload)

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from edgecfg.cli.database import add_db_option, open_fleet, shown
+from edgecfg.cli.device_status import register_device_status
 from edgecfg.cli.files import read_bytes, write_bytes
 from edgecfg.cli.security import add_device_actions
 from edgecfg.cli.security import register as register_security
@@ -617,6 +618,7 @@ def register(commands: Any, formats: Sequence[str]) -> None:
     add_db_option(q)
     q.set_defaults(handler=cmd_device_set)
     add_device_actions(device)
+    register_device_status(device)
 
     register_security(commands)
 

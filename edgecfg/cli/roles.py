@@ -16,6 +16,13 @@ from collections.abc import Generator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+from edgecfg.agent.apply import (
+    PROBE_TIMEOUT_S,
+    ApplyGuard,
+    FileApplier,
+    ReachabilityProbe,
+    TrialPolicy,
+)
 from edgecfg.agent.coap import CoapLink, LinkDown
 from edgecfg.agent.local_state import (
     DeviceMismatch,
@@ -32,6 +39,7 @@ from edgecfg.cli.files import load_schema, read_bytes, write_bytes
 from edgecfg.cli.operator import parse_assignment
 from edgecfg.cli.security import add_master_key_option, master_cipher
 from edgecfg.core.admission import Budgets
+from edgecfg.core.apply import DEFAULT_DEADLINE_S
 from edgecfg.core.ids import check_device_id
 from edgecfg.core.path import format_path, is_prefix, parse_path
 from edgecfg.core.tree import UNSET, UnsetType, flatten, get
@@ -232,9 +240,13 @@ def cmd_agent_run(args: argparse.Namespace) -> int:
             max_retransmit=args.max_retransmit,
             credentials=args.credentials,
         ) as link:
+            guard = _guard(args, state, link, device, local)
+            if guard is not None:  # finish or undo a trial a restart interrupted
+                await guard.boot()
             agent = Agent(
                 link,
                 state,
+                guard=guard,
                 local=local,
                 device=device,
                 agent_version=args.agent_version,
@@ -275,6 +287,25 @@ def cmd_agent_run(args: argparse.Namespace) -> int:
                     return _stopped(device)
 
     return asyncio.run(main())
+
+
+def _guard(
+    args: argparse.Namespace, state: LocalState, link: CoapLink, device: str, local: LocalOverrides
+) -> ApplyGuard | None:
+    """With ``--apply-file``: each new config goes through apply → probe →
+    commit or revert (issue 15), written to that file, probed for reachability."""
+    if args.apply_file is None:
+        return None
+    if not args.confirm_within > 0:
+        raise CommandError(f"--confirm-within {args.confirm_within}: must be above 0 seconds")
+    policy = TrialPolicy(
+        local.schema, firmware=args.firmware, deadline_s=args.confirm_within,
+        probe_timeout_s=min(PROBE_TIMEOUT_S, args.confirm_within),
+    )  # fmt: skip
+    return ApplyGuard(
+        state, appliers=[FileApplier(args.apply_file)],
+        probes=[ReachabilityProbe(device, link)], policy=policy,
+    )  # fmt: skip
 
 
 class _Progress:
@@ -670,6 +701,20 @@ def register(commands: Any) -> None:
         help="OSCORE credentials.json from 'device enroll' (else plain CoAP)",
     )
     q.add_argument("--schema", metavar="FILE", help="schema for local-override policies")
+    q.add_argument(
+        "--apply-file",
+        metavar="FILE",
+        help="apply each new config to FILE (JSON), probe that the gateway is still "
+        "reachable, and revert by itself when not (default: store configs only)",
+    )
+    q.add_argument(
+        "--confirm-within",
+        type=float,
+        default=DEFAULT_DEADLINE_S,
+        metavar="S",
+        help="with --apply-file: revert a config not confirmed within S seconds, "
+        f"also across restarts (default: {DEFAULT_DEADLINE_S:g})",
+    )
     q.add_argument(
         "--secret-file",
         metavar="FILE",

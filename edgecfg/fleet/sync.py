@@ -35,7 +35,7 @@ from edgecfg.errors import NotFound, OverBudget, PathError, PeerError
 from edgecfg.fleet.events import NO_EVENTS, EventSink
 from edgecfg.fleet.fleet import Fleet, config_weight, keep
 from edgecfg.fleet.reconcile import ChangeTimes, journal_entries, reconcile
-from edgecfg.store import DeviceRecord, Store
+from edgecfg.store import BadVersion, DeviceRecord, Store
 from edgecfg.wire.cbor import Encoded, decode, encode, etag_of_bytes
 from edgecfg.wire.delta import make_delta
 from edgecfg.wire.documents import read_schema
@@ -56,6 +56,8 @@ PERSISTED_ENTRIES: Final = 1 << 18
 MAX_FETCH_PATHS: Final = 256
 MAX_PIGGYBACK: Final = 1024  # a delta riding on a telemetry reply must fit one block
 """Largest schema version a request may name (SQLite integers stop at 2**63 - 1)."""
+MAX_DETAIL: Final = 500
+"""Characters of a device's revert detail the gateway keeps."""
 
 
 class UnknownPath(NotFound):
@@ -231,9 +233,17 @@ class SyncService:
             if base == current:
                 return NotModified(current)
             made = self._deltas.get((base, current))
-            if made is not None:
+            if made is not None and self.fleet.store.get_bad_version(device, current) is None:
                 return Representation(made, ContentFormat.DELTA, current)
         target = self.current(device, schema_version=schema_version)
+        mark = self.fleet.store.get_bad_version(device, target.etag)
+        if mark is not None:  # the device reverted this version: not again (issue 15)
+            kept = self.known(mark.reverted_to, device)
+            if kept is None:  # keep it on what it holds (a device with nothing gets it)
+                if base is not None:
+                    return NotModified(base)
+            else:
+                target = kept
         if prio == "critical":
             held = self.known(base, device) if base is not None else None
             target = self._critical(target, held)
@@ -315,6 +325,7 @@ class SyncService:
         """
         report = DeviceReport.decode(body)
         record = self.fleet.record(device)
+        reverted = [trial for trial in report.apply if trial.verdict == "reverted"]
         updated = _updated_record(record, report)
         # everything a report can be refused for is checked before anything is recorded
         schema_version = report.schema
@@ -327,6 +338,13 @@ class SyncService:
             self.fleet.add_device(updated)
         self.fleet.store.record_seen(device, now=now, applied_etag=report.applied)
         self.events.applied(device, report.applied, now=now)
+        for trial in reverted:  # not offered to this device again (issue 15)
+            self.fleet.store.put_bad_version(
+                BadVersion(
+                    device, trial.candidate, trial.previous, trial.reason or "",
+                    trial.detail[:MAX_DETAIL], now,
+                )
+            )  # fmt: skip
         outcome: Value | None = None
         if report.journal is not None:  # offline changes to merge (issue 6)
             held = self.known(report.base, device) if report.base is not None else None
@@ -336,11 +354,26 @@ class SyncService:
                 max_drift_ms=self.max_drift_ms, change_times=self.change_times,
             )  # fmt: skip
             self.events.local_changes(device, outcome, now=now)
-        current = self.current(device, schema_version=schema_version)
-        if report.applied == current.etag and outcome is None:
+        served = self.served_etag(device, held=report.applied, schema_version=schema_version)
+        if report.applied == served and outcome is None:
             return None
-        answer = StateAnswer(current.etag, report.applied == current.etag, outcome)
-        return Representation(answer.encode(), ContentFormat.CBOR, current.etag)
+        answer = StateAnswer(served, report.applied == served, outcome)
+        return Representation(answer.encode(), ContentFormat.CBOR, served)
+
+    def served_etag(
+        self, device: DeviceId, *, held: ETag | None = None, schema_version: int | None = None
+    ) -> ETag:
+        """The ETag the device is served: its effective configuration's, or,
+        while the device has that version marked bad (it reverted it), the
+        version it went back to (``held`` when the gateway no longer has that
+        one: the device keeps what it has)."""
+        current = self.current(device, schema_version=schema_version).etag
+        mark = self.fleet.store.get_bad_version(device, current)
+        if mark is None:
+            return current
+        if self.known(mark.reverted_to, device) is None and held is not None:
+            return held
+        return mark.reverted_to
 
     def telemetry(
         self, device: DeviceId, body: bytes, *, now: float, held: ETag | None

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Final
 
 from edgecfg.store.base import (
+    BadVersion,
     CredentialRecord,
     DeviceRecord,
     Groups,
@@ -59,6 +60,7 @@ def open_store(db: str) -> SQLiteStore | PostgresStore:
 
 
 __all__ = [
+    "BadVersion",
     "CredentialRecord",
     "DeviceRecord",
     "Groups",

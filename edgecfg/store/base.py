@@ -28,6 +28,7 @@ from edgecfg.errors import StoreConflict, UsageError
 
 __all__ = [
     "ROLES",
+    "BadVersion",
     "CredentialRecord",
     "DeviceRecord",
     "Groups",
@@ -294,6 +295,23 @@ class MergeRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class BadVersion:
+    """A configuration version a device tried and reverted (issue 15): while
+    its effective configuration is ``etag`` the gateway serves it
+    ``reverted_to`` (the version it went back to) instead, until the effective
+    configuration changes or an operator clears the mark.  ``reason`` and
+    ``detail`` are the device's (``probe-failed``, "reachability: ...");
+    ``marked_at`` is when the gateway heard of it."""
+
+    device: DeviceId
+    etag: ETag
+    reverted_to: ETag
+    reason: str
+    detail: str
+    marked_at: float
+
+
+@dataclass(frozen=True, slots=True)
 class Change:
     """One entry of the change log: what a writer changed, in commit order.
 
@@ -406,6 +424,25 @@ class Store(Protocol):
     def put_merge(self, record: MergeRecord) -> None:
         """Remember a merge, replacing the device's earlier one (deleting the
         device forgets it)."""
+        ...
+
+    # -- versions devices reverted (issue 15) --------------------------------
+
+    def put_bad_version(self, record: BadVersion) -> None:
+        """Mark ``record.etag`` bad for ``record.device``, replacing an earlier
+        mark of the same pair (deleting the device forgets its marks)."""
+        ...
+
+    def get_bad_version(self, device: DeviceId, etag: ETag) -> BadVersion | None:
+        """The mark of ``etag`` for ``device``, or None."""
+        ...
+
+    def bad_versions(self, device: DeviceId) -> list[BadVersion]:
+        """Every mark of ``device``, oldest first."""
+        ...
+
+    def clear_bad_versions(self, device: DeviceId, etag: ETag | None = None) -> int:
+        """Forget the device's mark of ``etag`` (None: all of them); how many went."""
         ...
 
     # -- layers ------------------------------------------------------------

@@ -131,6 +131,19 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (etag, vector)
     ) WITHOUT ROWID;
     """,
+    # 9: configuration versions a device tried and reverted (issue 15): the
+    # gateway does not offer such a version to that device again.
+    """
+    CREATE TABLE bad_versions (
+        device_id TEXT NOT NULL,
+        etag BLOB NOT NULL CHECK (length(etag) = 8),
+        reverted_to BLOB NOT NULL CHECK (length(reverted_to) = 8),
+        reason TEXT NOT NULL,
+        detail TEXT NOT NULL,
+        marked_at REAL NOT NULL,
+        PRIMARY KEY (device_id, etag)
+    ) WITHOUT ROWID;
+    """,
 )
 """Layout migrations; step ``i`` (0-based) brings a database to version ``i + 1``.
 Append new steps; never edit a released one."""

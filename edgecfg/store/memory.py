@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from edgecfg.core.ids import DeviceId, ETag, LayerId
 from edgecfg.errors import NotFound, StoreError
 from edgecfg.store.base import (
+    BadVersion,
     Change,
     ChangeKind,
     CredentialRecord,
@@ -53,6 +54,9 @@ class _Tables:
     devices: dict[DeviceId, DeviceRecord] = field(default_factory=dict[DeviceId, DeviceRecord])
     settings: dict[str, bytes] = field(default_factory=dict[str, bytes])
     merges: dict[DeviceId, MergeRecord] = field(default_factory=dict[DeviceId, MergeRecord])
+    bad: dict[tuple[DeviceId, ETag], BadVersion] = field(
+        default_factory=dict[tuple[DeviceId, ETag], BadVersion]
+    )
     telemetry: dict[DeviceId, list[tuple[float, bytes]]] = field(
         default_factory=dict[DeviceId, list[tuple[float, bytes]]]
     )
@@ -218,6 +222,31 @@ class MemoryStore:
         """See :meth:`edgecfg.store.base.Store.put_merge`."""
         self._open().merges[record.device] = record
 
+    # -- versions devices reverted ---------------------------------------------
+
+    def put_bad_version(self, record: BadVersion) -> None:
+        """See :meth:`edgecfg.store.base.Store.put_bad_version`."""
+        bad = self._open().bad
+        bad.pop((record.device, record.etag), None)  # a new mark is the newest
+        bad[record.device, record.etag] = record
+
+    def get_bad_version(self, device: DeviceId, etag: ETag) -> BadVersion | None:
+        """See :meth:`edgecfg.store.base.Store.get_bad_version`."""
+        return self._open().bad.get((device, etag))
+
+    def bad_versions(self, device: DeviceId) -> list[BadVersion]:
+        """See :meth:`edgecfg.store.base.Store.bad_versions`."""
+        marks = [record for key, record in self._open().bad.items() if key[0] == device]
+        return sorted(marks, key=lambda record: record.marked_at)
+
+    def clear_bad_versions(self, device: DeviceId, etag: ETag | None = None) -> int:
+        """See :meth:`edgecfg.store.base.Store.clear_bad_versions`."""
+        bad = self._open().bad
+        gone = [key for key in bad if key[0] == device and etag in (None, key[1])]
+        for key in gone:
+            del bad[key]
+        return len(gone)
+
     # -- layers ------------------------------------------------------------
 
     def append_layer_revision(
@@ -296,6 +325,8 @@ class MemoryStore:
             raise NotFound("device", id)
         del tables.devices[id]
         tables.merges.pop(id, None)
+        for key in [key for key in tables.bad if key[0] == id]:
+            del tables.bad[key]
         tables.log("device", id)
 
     def count_devices(self) -> int:

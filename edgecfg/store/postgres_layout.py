@@ -121,6 +121,18 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (etag, vector)
     );
     """,
+    # 9: configuration versions a device tried and reverted (see edgecfg.store.layout).
+    """
+    CREATE TABLE bad_versions (
+        device_id TEXT COLLATE "C" NOT NULL,
+        etag BYTEA NOT NULL CHECK (octet_length(etag) = 8),
+        reverted_to BYTEA NOT NULL CHECK (octet_length(reverted_to) = 8),
+        reason TEXT NOT NULL,
+        detail TEXT NOT NULL,
+        marked_at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (device_id, etag)
+    );
+    """,
 )
 """Layout migrations; step ``i`` (0-based) brings a database to version ``i + 1``.
 Append new steps; never edit a released one."""

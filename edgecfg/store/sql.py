@@ -27,6 +27,7 @@ from typing import Any, ClassVar, Protocol, Self, cast
 from edgecfg.core.ids import DeviceId, ETag, LayerId
 from edgecfg.errors import NotFound, StoreError
 from edgecfg.store.base import (
+    BadVersion,
     Change,
     ChangeKind,
     CredentialRecord,
@@ -403,6 +404,50 @@ class SQLStore(ABC):
                 (record.device, record.acknowledged, bytes(record.outcome)),
             )
 
+    # -- versions devices reverted -------------------------------------------
+
+    def put_bad_version(self, record: BadVersion) -> None:
+        """See :meth:`edgecfg.store.base.Store.put_bad_version`."""
+        with self._transaction("put_bad_version", write=True) as db:
+            db.run(
+                f"INSERT INTO bad_versions ({_BAD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (device_id, etag) DO UPDATE SET "
+                "reverted_to = excluded.reverted_to, reason = excluded.reason, "
+                "detail = excluded.detail, marked_at = excluded.marked_at",
+                (
+                    record.device, bytes(record.etag), bytes(record.reverted_to),
+                    record.reason, record.detail, record.marked_at,
+                ),
+            )  # fmt: skip
+
+    def get_bad_version(self, device: DeviceId, etag: ETag) -> BadVersion | None:
+        """See :meth:`edgecfg.store.base.Store.get_bad_version`."""
+        with self._transaction("get_bad_version", write=False) as db:
+            row = db.one(
+                f"SELECT {_BAD_COLUMNS} FROM bad_versions WHERE device_id = ? AND etag = ?",
+                (device, bytes(etag)),
+            )
+        return None if row is None else _bad_version(row)
+
+    def bad_versions(self, device: DeviceId) -> list[BadVersion]:
+        """See :meth:`edgecfg.store.base.Store.bad_versions`."""
+        with self._transaction("bad_versions", write=False) as db:
+            rows = db.all(
+                f"SELECT {_BAD_COLUMNS} FROM bad_versions WHERE device_id = ? "
+                "ORDER BY marked_at, etag",
+                (device,),
+            )
+        return [_bad_version(row) for row in rows]
+
+    def clear_bad_versions(self, device: DeviceId, etag: ETag | None = None) -> int:
+        """See :meth:`edgecfg.store.base.Store.clear_bad_versions`."""
+        with self._transaction("clear_bad_versions", write=True) as db:
+            if etag is None:
+                return db.run("DELETE FROM bad_versions WHERE device_id = ?", (device,))
+            return db.run(
+                "DELETE FROM bad_versions WHERE device_id = ? AND etag = ?", (device, bytes(etag))
+            )
+
     # -- layers ------------------------------------------------------------
 
     def append_layer_revision(
@@ -529,6 +574,7 @@ class SQLStore(ABC):
         with self._transaction("delete_device", write=True) as db:
             db.run("DELETE FROM device_groups WHERE device_id = ?", (id,))
             db.run("DELETE FROM merges WHERE device_id = ?", (id,))
+            db.run("DELETE FROM bad_versions WHERE device_id = ?", (id,))
             if db.run("DELETE FROM devices WHERE id = ?", (id,)) == 0:
                 raise NotFound("device", id)
             db.log("device", [id])
@@ -715,6 +761,16 @@ def prefix_upper_bound(prefix: str) -> str | None:
     if 0xD800 <= following <= 0xDFFF:  # surrogates cannot be encoded as UTF-8
         following = 0xE000
     return stripped[:-1] + chr(following)
+
+
+_BAD_COLUMNS = "device_id, etag, reverted_to, reason, detail, marked_at"
+
+
+def _bad_version(row: Row) -> BadVersion:
+    return BadVersion(
+        DeviceId(str(row[0])), ETag(bytes(row[1])), ETag(bytes(row[2])), str(row[3]),
+        str(row[4]), float(row[5]),
+    )  # fmt: skip
 
 
 def _scalar(db: Transaction, query: str, params: Params = ()) -> Any:

@@ -5,6 +5,18 @@ answer to it travel as CBOR maps.  Each has one frozen dataclass here, with
 ``encode`` and ``decode``: whoever receives one decodes it at the edge and
 works with fields, never with a dict checked by hand.  A malformed message
 is a :class:`MessageError` (4.00 at the gateway) that names the field.
+
+A report may carry ``apply``: how the device's trials of new configurations
+ended (confirmed, or reverted and why, issue 15), each a map::
+
+    {"etag": h'..', "prev": h'..', "verdict": "confirmed" | "reverted",
+     "reason": "probe-failed" | "apply-failed" | "deadline" | "reboot" (reverted only),
+     "detail": text, "probes": [{"name": text, "ok": bool, "detail": text}, ...],
+     "started": seconds, "ended": seconds, "boots": int}
+
+and ``apply_dropped``, the outcomes the device had to forget (more than it
+keeps) since its last report.  Both keys are absent when there is nothing
+to say, so a report without them is byte for byte what it was before.
 """
 
 from __future__ import annotations
@@ -12,6 +24,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final, cast
 
+from edgecfg.core.apply import (
+    MAX_PROBES,
+    MAX_UNREPORTED,
+    REVERT_REASONS,
+    ApplyOutcome,
+    ProbeResult,
+    RevertReason,
+)
 from edgecfg.core.ids import ETag
 from edgecfg.core.tree import Tree, Value, is_map
 from edgecfg.errors import PeerError
@@ -43,6 +63,8 @@ class DeviceReport:
     firmware: str | None = None
     hardware: str | None = None
     schema: int | None = None
+    apply: tuple[ApplyOutcome, ...] = ()
+    apply_dropped: int = 0
 
     def encode(self) -> bytes:
         report: Tree = {"applied": self.applied}
@@ -51,6 +73,10 @@ class DeviceReport:
             report["base"] = self.base
         if self.store_events:
             report["store_events"] = list[Value](self.store_events)
+        if self.apply:
+            report["apply"] = [outcome_to_value(outcome) for outcome in self.apply]
+        if self.apply_dropped:
+            report["apply_dropped"] = self.apply_dropped
         for key, value in (
             ("agent", self.agent),
             ("schema", self.schema),
@@ -77,6 +103,14 @@ class DeviceReport:
             raise MessageError(
                 f"state report 'schema' must be a version from 0 to {MAX_SCHEMA_VERSION}"
             )
+        outcomes = report.get("apply", [])
+        if not isinstance(outcomes, list) or len(outcomes) > MAX_UNREPORTED:
+            raise MessageError(
+                f"state report 'apply' must be a list of at most {MAX_UNREPORTED} outcomes"
+            )
+        dropped = report.get("apply_dropped", 0)
+        if type(dropped) is not int or not 0 <= dropped < 2**32:
+            raise MessageError("state report 'apply_dropped' must be a count")
         return cls(
             applied=_etag(report, "applied", "state report"),
             journal=tuple(cast(list[Value], journal)) if journal is not None else None,
@@ -86,7 +120,85 @@ class DeviceReport:
             firmware=_text(report, "firmware"),
             hardware=_text(report, "hardware"),
             schema=schema,
+            apply=tuple(outcome_from_value(outcome) for outcome in outcomes),
+            apply_dropped=dropped,
         )
+
+
+def outcome_to_value(outcome: ApplyOutcome) -> Value:
+    """An apply outcome in its wire form (see the module docstring)."""
+    value: Tree = {
+        "etag": outcome.candidate,
+        "prev": outcome.previous,
+        "verdict": outcome.verdict,
+        "detail": outcome.detail,
+        "probes": [probe_to_value(probe) for probe in outcome.probes],
+        "started": outcome.started_at,
+        "ended": outcome.ended_at,
+        "boots": outcome.boots,
+    }
+    if outcome.reason is not None:
+        value["reason"] = outcome.reason
+    return value
+
+
+def outcome_from_value(value: Value) -> ApplyOutcome:
+    """An apply outcome from its wire form; :class:`MessageError` naming the field."""
+    what = "an apply outcome"
+    if not is_map(value):
+        raise MessageError(f"{what} is a CBOR map")
+    candidate = _etag(value, "etag", what)
+    previous = _etag(value, "prev", what)
+    if candidate is None or previous is None:
+        raise MessageError(f"{what} has the 8-byte 'etag' and 'prev' of both configs")
+    verdict = value.get("verdict")
+    reason = value.get("reason")
+    if verdict == "confirmed" and reason is None:
+        checked: RevertReason | None = None
+    elif verdict == "reverted" and reason in REVERT_REASONS:
+        checked = reason
+    else:
+        shown = ", ".join(REVERT_REASONS)
+        raise MessageError(
+            f"{what}: 'verdict' is confirmed (no 'reason') or reverted with a 'reason' of {shown}"
+        )
+    probes = value.get("probes", [])
+    if not isinstance(probes, list) or len(probes) > MAX_PROBES:
+        raise MessageError(f"{what}: 'probes' must be a list of at most {MAX_PROBES}")
+    times = [value.get(key) for key in ("started", "ended")]
+    started, ended = (t if type(t) in (int, float) else None for t in times)
+    if started is None or ended is None:
+        raise MessageError(f"{what}: 'started' and 'ended' must be numbers (seconds)")
+    boots = value.get("boots", 0)
+    if type(boots) is not int or not 0 <= boots < 2**32:
+        raise MessageError(f"{what}: 'boots' must be a count")
+    return ApplyOutcome(
+        candidate,
+        previous,
+        "confirmed" if checked is None else "reverted",
+        checked,
+        _text(value, "detail", what) or "",
+        tuple(probe_from_value(probe) for probe in probes),
+        float(cast(float, started)),
+        float(cast(float, ended)),
+        boots,
+    )
+
+
+def probe_to_value(probe: ProbeResult) -> Value:
+    """A probe result in its wire form."""
+    return {"name": probe.name, "ok": probe.ok, "detail": probe.detail}
+
+
+def probe_from_value(value: Value) -> ProbeResult:
+    """A probe result from its wire form; :class:`MessageError` naming the field."""
+    what = "a probe result"
+    if not is_map(value) or not isinstance(value.get("ok"), bool):
+        raise MessageError(f"{what} is a map with a boolean 'ok'")
+    name = _text(value, "name", what)
+    if not name:
+        raise MessageError(f"{what} has a 'name'")
+    return ProbeResult(name, value["ok"] is True, _text(value, "detail", what) or "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,8 +255,8 @@ def _etag(message: dict[str, Value], key: str, what: str, *, strict: bool = True
     raise MessageError(f"{what} '{key}' must be the 8-byte ETag of the config")
 
 
-def _text(report: dict[str, Value], key: str) -> str | None:
+def _text(report: dict[str, Value], key: str, what: str = "state report") -> str | None:
     value = report.get(key)
     if value is not None and not isinstance(value, str):
-        raise MessageError(f"state report '{key}' must be text")
+        raise MessageError(f"{what} '{key}' must be text")
     return value

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, cast
 
 import psycopg
 import pytest
 from psycopg import sql
 
-from edgecfg.core.ids import DeviceId, LayerId
+from edgecfg.core.ids import DeviceId, ETag, LayerId
 from edgecfg.errors import StoreConflict, StoreError
-from edgecfg.store import DeviceRecord, MergeRecord, PostgresStore, redact
+from edgecfg.store import BadVersion, DeviceRecord, MergeRecord, PostgresStore, redact
 from edgecfg.store.postgres import LAYOUT_VERSION
 from edgecfg.store.postgres_layout import MIGRATIONS
 from tests.store.helpers import POSTGRES_URL, postgres_unreachable
@@ -156,15 +159,22 @@ def test_one_gateway_per_database_and_schema(schema: str) -> None:
             store.drop_schema()
 
 
-def test_merges_kept_in_settings_by_layout_6_move_to_their_own_table(schema: str) -> None:
+@contextmanager
+def laid_out(schema: str, steps: int) -> Iterator[psycopg.Connection[Any]]:
+    """A connection to ``schema``, created at layout version ``steps``."""
     with psycopg.connect(POSTGRES_URL, autocommit=True) as db:
         db.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
         db.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
-        for number, step in enumerate(MIGRATIONS[:6], start=1):
+        for number, step in enumerate(MIGRATIONS[:steps], start=1):
             db.execute(cast(Any, step))  # a migration is trusted text, not a literal
             if number == 1:
                 db.execute("CREATE TABLE schema_version (version BIGINT PRIMARY KEY)")
             db.execute("INSERT INTO schema_version (version) VALUES (%s)", (number,))
+        yield db
+
+
+def test_merges_kept_in_settings_by_layout_6_move_to_their_own_table(schema: str) -> None:
+    with laid_out(schema, 6) as db:
         db.execute("INSERT INTO devices (id) VALUES ('d1'), ('d2')")
         db.execute(
             "INSERT INTO settings VALUES ('local-ack/d1', %s), ('local-outcome/d1', %s), "
@@ -180,5 +190,21 @@ def test_merges_kept_in_settings_by_layout_6_move_to_their_own_table(schema: str
             assert store.get_merge(DeviceId("d2")) is None
             assert store.get_setting("local-ack/d1") is None
             assert store.get_setting("dimensions") == b"\x80"
+        finally:
+            store.drop_schema()
+
+
+def test_a_layout_8_schema_gains_the_bad_versions_table_and_keeps_its_data(schema: str) -> None:
+    with laid_out(schema, 8) as db:
+        db.execute("INSERT INTO devices (id) VALUES ('d1')")
+    with PostgresStore(POSTGRES_URL, schema=schema) as store:
+        try:
+            assert store.layout_version == LAYOUT_VERSION == 9
+            assert store.has_device(DeviceId("d1"))
+            mark = BadVersion(DeviceId("d1"), ETag(b"B" * 8), ETag(b"G" * 8), "reboot", "x", 1.0)
+            store.put_bad_version(mark)
+            assert store.bad_versions(DeviceId("d1")) == [mark]
+            with pytest.raises(StoreError, match="put_bad_version"):
+                store.put_bad_version(dataclasses.replace(mark, etag=ETag(b"short")))
         finally:
             store.drop_schema()

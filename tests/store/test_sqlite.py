@@ -17,7 +17,7 @@ import pytest
 
 from edgecfg.core.ids import DeviceId, ETag, LayerId
 from edgecfg.errors import StoreConflict, StoreError
-from edgecfg.store import DeviceRecord, MergeRecord, SQLiteStore
+from edgecfg.store import BadVersion, DeviceRecord, MergeRecord, SQLiteStore
 from edgecfg.store.sqlite import GROUP_MEMBERS_SQL, LAYOUT_VERSION, MIGRATIONS
 
 
@@ -92,20 +92,30 @@ def test_db_at_an_older_layout_is_migrated_and_keeps_its_data(db_path: Path) -> 
         assert [r.id for r in store.iter_devices(group=("region", "eu"))] == ["d"]
 
 
-def test_merges_kept_in_settings_by_layout_6_move_to_their_own_table(db_path: Path) -> None:
+def laid_out(db_path: Path, steps: int, script: str) -> None:
+    """A database at layout version ``steps``, then ``script`` run on it."""
+    versions = ", ".join(f"({number})" for number in range(1, steps + 1))
     connection = sqlite3.connect(db_path)
     connection.executescript(
-        "".join(MIGRATIONS[:6])
-        + """
-        CREATE TABLE schema_version (version INTEGER PRIMARY KEY);
-        INSERT INTO schema_version VALUES (1), (2), (3), (4), (5), (6);
+        "".join(MIGRATIONS[:steps])
+        + "CREATE TABLE schema_version (version INTEGER PRIMARY KEY);"
+        + f"INSERT INTO schema_version VALUES {versions};"
+        + script
+    )
+    connection.close()
+
+
+def test_merges_kept_in_settings_by_layout_6_move_to_their_own_table(db_path: Path) -> None:
+    laid_out(
+        db_path,
+        6,
+        """
         INSERT INTO devices (id) VALUES ('d1'), ('d2');
         INSERT INTO settings VALUES ('local-ack/d1', CAST('12' AS BLOB));
         INSERT INTO settings VALUES ('local-outcome/d1', x'a16361636b0c');
         INSERT INTO settings VALUES ('dimensions', x'80');
-        """
+        """,
     )
-    connection.close()
     with SQLiteStore(db_path) as store:
         assert store.layout_version == LAYOUT_VERSION
         assert store.get_merge(DeviceId("d1")) == MergeRecord(
@@ -115,6 +125,17 @@ def test_merges_kept_in_settings_by_layout_6_move_to_their_own_table(db_path: Pa
         assert store.get_setting("local-ack/d1") is None
         assert store.get_setting("local-outcome/d1") is None
         assert store.get_setting("dimensions") == b"\x80"
+
+
+def test_a_layout_8_db_gains_the_bad_versions_table_and_keeps_its_data(db_path: Path) -> None:
+    laid_out(db_path, 8, "INSERT INTO devices (id) VALUES ('d1');")
+    with SQLiteStore(db_path) as store:
+        assert store.layout_version == LAYOUT_VERSION == 9
+        assert store.has_device(DeviceId("d1"))
+        mark = BadVersion(DeviceId("d1"), ETag(b"B" * 8), ETag(b"G" * 8), "deadline", "", 1.0)
+        store.put_bad_version(mark)
+    with SQLiteStore(db_path) as reopened:
+        assert reopened.bad_versions(DeviceId("d1")) == [mark]
 
 
 def test_db_from_a_newer_edgecfg_is_refused_naming_both_versions(db_path: Path) -> None:

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from edgecfg.core.ids import DeviceId, ETag, LayerId
 from edgecfg.errors import NotFound, StoreConflict, StoreError, UsageError
 from edgecfg.store import (
+    BadVersion,
     DeviceRecord,
     Groups,
     MemoryStore,
@@ -664,3 +665,33 @@ def test_a_merge_is_remembered_per_device_replaced_and_forgotten_with_the_device
     store.delete_device(device)
     assert store.get_merge(device) is None
     assert store.get_merge(DeviceId("other")) == MergeRecord(DeviceId("other"), 9, b"\xa0")
+
+
+# -- versions devices reverted (issue 15) ---------------------------------------
+
+
+def test_a_bad_version_is_marked_per_device_replaced_cleared_and_forgotten_with_the_device(
+    store: Store,
+) -> None:
+    device, other = DeviceId("dev-bad"), DeviceId("other")
+    store.put_device(DeviceRecord(device))
+    bad, good = ETag(b"B" * 8), ETag(b"G" * 8)
+    assert store.get_bad_version(device, bad) is None
+    first = BadVersion(device, bad, good, "probe-failed", "reachability: refused", 5.0)
+    store.put_bad_version(first)
+    store.put_bad_version(BadVersion(other, bad, good, "deadline", "", 6.0))
+    assert store.get_bad_version(device, bad) == first
+    assert store.get_bad_version(device, good) is None
+    again = BadVersion(device, bad, good, "reboot", "rebooted once", 9.0)
+    store.put_bad_version(again)
+    later = BadVersion(device, ETag(b"C" * 8), good, "apply-failed", "file: EACCES", 7.0)
+    store.put_bad_version(later)
+    assert store.bad_versions(device) == [later, again]  # oldest mark first
+    assert store.clear_bad_versions(device, ETag(b"C" * 8)) == 1
+    assert store.bad_versions(device) == [again]
+    assert store.clear_bad_versions(device, ETag(b"C" * 8)) == 0
+    store.delete_device(device)
+    assert store.bad_versions(device) == []
+    assert store.clear_bad_versions(other) == 1
+    assert store.bad_versions(other) == []
+    assert store.last_change() == 2  # marks are bookkeeping: only put and delete logged
