@@ -206,7 +206,7 @@ class Plan:
 _PLAN_KEYS: Final = frozenset(
     {"change", "target", "stages", "guardrails", "alpha", "alpha_advance", "coverage",
      "min_stage_h", "cadence_factor", "escalate_after", "overdue_factor", "stale_h",
-     "margins"}
+     "margins", "min_days"}
 )  # fmt: skip
 
 
@@ -226,6 +226,10 @@ def parse_plan(table: Mapping[str, object], rollout_id: str) -> Plan:
     stages = _texts(table["stages"], "stages")
     names = _texts(table.get("guardrails", list(DEFAULT_GUARDRAILS)), "guardrails")
     margins = _table(table.get("margins", {}), "margins")
+    min_days = table.get("min_days", 50.0)
+    if isinstance(min_days, bool) or not isinstance(min_days, int | float) or min_days < 0:
+        raise UsageError(f"[plan] min_days: expected a non-negative number, got {min_days!r}")
+    min_days = float(min_days)
     guardrails: list[Guardrail] = []
     for name in names:
         known = DEFAULT_GUARDRAILS.get(name)
@@ -236,7 +240,7 @@ def parse_plan(table: Mapping[str, object], rollout_id: str) -> Plan:
         margin = margins.get(name, known.margin)
         if not isinstance(margin, int | float) or margin <= 0:
             raise UsageError(f"[plan] margins.{name}: expected a positive number")
-        guardrails.append(replace(known, margin=float(margin)))
+        guardrails.append(replace(known, margin=float(margin), min_days=min_days))
     extra = set(margins) - set(names)
     if extra:
         raise UsageError(f"[plan] margins: {sorted(extra)} are not guardrails of this plan")
@@ -616,11 +620,21 @@ def decide(plan: Plan, snapshot: Snapshot) -> Outcome:
             f"coverage {coverage:.1%} of {snapshot.canary_devices} canary devices "
             f"< {plan.coverage:.0%} (not yet due or overdue are not failures)"
         )
-    thin = [verdict.guardrail for verdict in verdicts if not verdict.enough]
+    # A stage that treats every device leaves no control to compare with: a
+    # guardrail without a comparison there rests on what the stages before
+    # it showed (their harm checks go on wherever a control reported).
+    verdicts_gating = [
+        verdict
+        for verdict in verdicts
+        if not (stage.share >= 1.0 and not verdict.bound.informative)
+    ]
+    thin = [verdict.guardrail for verdict in verdicts_gating if not verdict.enough]
     if thin:
         waiting.append(f"not enough information yet for {thin}")
     unproven = [
-        verdict.guardrail for verdict in verdicts if verdict.enough and not verdict.non_inferior
+        verdict.guardrail
+        for verdict in verdicts_gating
+        if verdict.enough and not verdict.non_inferior
     ]
     if unproven:
         waiting.append(f"non-inferiority not shown for {unproven}")

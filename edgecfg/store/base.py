@@ -330,8 +330,10 @@ class RolloutRecord:
 class RolloutDevice:
     """One device of a rollout's cohorts: its stratum, wave and hash quantile
     (fixed at the start), and what the rollout did to it: the arm it was
-    offered in, when, and what its own layer held at the changed paths
-    before (JSON, so a rollback restores exactly that)."""
+    offered in, when, when it moved from the control into the canary (its
+    telemetry before that still speaks for the control), and what its own
+    layer held at the changed paths before (JSON, so a rollback restores
+    exactly that)."""
 
     device: DeviceId
     stratum: str
@@ -340,6 +342,7 @@ class RolloutDevice:
     arm: str | None = None
     offered_at: float | None = None
     previous: str | None = None
+    moved_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

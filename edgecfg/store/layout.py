@@ -161,6 +161,7 @@ MIGRATIONS: tuple[str, ...] = (
         quantile REAL NOT NULL,
         arm TEXT,
         offered_at REAL,
+        moved_at REAL,
         previous TEXT,
         PRIMARY KEY (rollout_id, device_id)
     ) WITHOUT ROWID;

@@ -150,6 +150,7 @@ MIGRATIONS: tuple[str, ...] = (
         quantile DOUBLE PRECISION NOT NULL,
         arm TEXT,
         offered_at DOUBLE PRECISION,
+        moved_at DOUBLE PRECISION,
         previous TEXT,
         PRIMARY KEY (rollout_id, device_id)
     );

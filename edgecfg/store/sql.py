@@ -480,12 +480,13 @@ class SQLStore(ABC):
         with self._transaction("put_rollout_devices", write=True) as db:
             db.run_many(
                 f"INSERT INTO rollout_devices (rollout_id, {_COHORT_COLUMNS}) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (rollout_id, device_id) DO UPDATE "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (rollout_id, device_id) DO UPDATE "
                 "SET stratum = excluded.stratum, wave = excluded.wave, "
                 "quantile = excluded.quantile, arm = excluded.arm, "
-                "offered_at = excluded.offered_at, previous = excluded.previous",
-                [(id, d.device, d.stratum, d.wave, d.quantile, d.arm, d.offered_at, d.previous)
-                 for d in devices],
+                "offered_at = excluded.offered_at, previous = excluded.previous, "
+                "moved_at = excluded.moved_at",
+                [(id, d.device, d.stratum, d.wave, d.quantile, d.arm, d.offered_at, d.previous,
+                  d.moved_at) for d in devices],
             )  # fmt: skip
 
     def rollout_devices(self, id: str) -> list[RolloutDevice]:
@@ -837,7 +838,7 @@ def prefix_upper_bound(prefix: str) -> str | None:
 
 _BAD_COLUMNS = "device_id, etag, reverted_to, reason, detail, marked_at"
 _ROLLOUT_COLUMNS = "id, plan, state, created_at, updated_at"
-_COHORT_COLUMNS = "device_id, stratum, wave, quantile, arm, offered_at, previous"
+_COHORT_COLUMNS = "device_id, stratum, wave, quantile, arm, offered_at, previous, moved_at"
 
 
 def _rollout(row: Row) -> RolloutRecord:
@@ -848,7 +849,7 @@ def _cohort_device(row: Row) -> RolloutDevice:
     return RolloutDevice(
         DeviceId(str(row[0])), str(row[1]), int(row[2]), float(row[3]),
         None if row[4] is None else str(row[4]), None if row[5] is None else float(row[5]),
-        None if row[6] is None else str(row[6]),
+        None if row[6] is None else str(row[6]), None if row[7] is None else float(row[7]),
     )  # fmt: skip
 
 

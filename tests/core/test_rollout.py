@@ -78,6 +78,7 @@ def test_a_plan_parses_with_defaults() -> None:
         ({"margins": {"errors": 0.1}, "guardrails": ["reboots"]}, "not guardrails"),
         ({"alpha": 2}, "alpha 2.0"),
         ({"alpha": "low"}, "expected a number"),
+        ({"min_days": -1}, "min_days"),
         ({"change": {}}, "change"),
         ({"change": 3}, "expected a table"),
         ({"target": ""}, "target"),
@@ -483,3 +484,14 @@ def test_revert_evidence_grows_with_reverts(devices: int, reverted: int) -> None
     assert revert_evidence(devices, more, 0.01, 0.05) >= revert_evidence(
         devices, reverted, 0.01, 0.05
     )
+
+
+def test_the_last_stage_needs_no_control_to_complete() -> None:
+    """At 100 % no control remains: a guardrail without a comparison does not hold it."""
+    plan = _plan(stages=["50%", "100%"])
+    evidence = _all(plan, 0.5, 0.5, 2000)
+    evidence["checkin"] = Evidence({}, 190.0, 190.0)  # nothing to compare with
+    done = decide(plan, _snapshot(plan, 100.0, evidence, state=State(stage=1)))
+    assert done.decision is Decision.ADVANCE and done.state.phase is Phase.COMPLETE
+    held = decide(plan, _snapshot(plan, 100.0, evidence, state=State(stage=0)))
+    assert held.decision is Decision.HOLD and "checkin" in held.reason
