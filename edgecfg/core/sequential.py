@@ -34,33 +34,56 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
-# Below this many device-days per arm a stratum's variance estimate is not
-# used on its own: the pooled variance of both arms stands in.
-_MIN_DAYS_FOR_OWN_VARIANCE: Final = 10
+# A stratum is compared only where each arm has at least this many
+# observations (reports or devices): a variance estimated from fewer says
+# too little about the spread to bound a difference at every look.
+MIN_OBSERVATIONS: Final = 10
 
 
 @dataclass(frozen=True, slots=True)
 class Moments:
-    """Sums over device-days of one arm in one stratum: count, sum, sum of squares."""
+    """Observations of one arm in one stratum, each a per-day value over some
+    device-days: a weekly report of battery drain is one observation
+    weighing seven device-days, not seven independent ones.
+
+    ``days`` = sum of weights, ``total`` = sum of weight x value, ``squares``
+    = sum of weight x value²; ``count`` observations; ``w2``, ``w2x``,
+    ``w2x2``: the sums of squared weights (times value, value²), which the
+    variance of the weighted mean needs (:meth:`mean_variance`).
+    """
 
     days: float = 0.0
     total: float = 0.0
     squares: float = 0.0
+    count: float = 0.0
+    w2: float = 0.0
+    w2x: float = 0.0
+    w2x2: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.days < 0 or self.squares < 0:
+        if min(self.days, self.squares, self.count, self.w2, self.w2x2) < 0:
             raise ValueError(f"moments must be non-negative: {self}")
 
     def add(self, value: float, days: float = 1.0) -> Moments:
-        """These moments with ``days`` more device-days of ``value`` per day."""
+        """These moments with one more observation: ``value`` per day over ``days``."""
+        weight2 = days * days
         return Moments(
-            self.days + days, self.total + value * days, self.squares + value * value * days
-        )
+            self.days + days, self.total + value * days, self.squares + value * value * days,
+            self.count + 1, self.w2 + weight2, self.w2x + weight2 * value,
+            self.w2x2 + weight2 * value * value,
+        )  # fmt: skip
+
+    @staticmethod
+    def of_days(days: float, total: float, squares: float) -> Moments:
+        """``days`` independent one-day observations with these sums."""
+        return Moments(days, total, squares, days, days, total, squares)
 
     def __add__(self, other: Moments) -> Moments:
         return Moments(
-            self.days + other.days, self.total + other.total, self.squares + other.squares
-        )
+            self.days + other.days, self.total + other.total, self.squares + other.squares,
+            self.count + other.count, self.w2 + other.w2, self.w2x + other.w2x,
+            self.w2x2 + other.w2x2,
+        )  # fmt: skip
 
     @property
     def mean(self) -> float:
@@ -73,6 +96,38 @@ class Moments:
             return 0.0
         mean = self.mean
         return max(0.0, self.squares / self.days - mean * mean)
+
+    def mean_variance(self) -> float:
+        """The variance of :attr:`mean`, from the spread of the observations
+        around it (the robust, or sandwich, estimate, with the small-sample
+        factor n / (n - 1)); 0 with fewer than two observations."""
+        if self.count < 2 or self.days <= 0:
+            return 0.0
+        mean = self.mean
+        spread = self.w2x2 - 2 * mean * self.w2x + mean * mean * self.w2
+        return max(0.0, spread) / (self.days * self.days) * self.count / (self.count - 1)
+
+
+SUMS: Final = 7  # the fields of Moments, in order
+
+
+def accumulate(sums: list[float], at: int, value: float, days: float) -> None:
+    """Add one observation to the :class:`Moments` fields kept as floats in
+    ``sums[at : at + SUMS]`` (a running tally that builds no objects)."""
+    weight2 = days * days
+    sums[at] += days
+    sums[at + 1] += value * days
+    sums[at + 2] += value * value * days
+    sums[at + 3] += 1
+    sums[at + 4] += weight2
+    sums[at + 5] += weight2 * value
+    sums[at + 6] += weight2 * value * value
+
+
+def arms_of(sums: list[float]) -> Arms:
+    """The canary's and the control's moments from a tally of ``2 * SUMS``
+    floats (see :func:`accumulate`), the canary first."""
+    return Arms(Moments(*sums[:SUMS]), Moments(*sums[SUMS:]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,14 +201,19 @@ def radius(information: float, alpha: float) -> float:
 def difference(strata: Mapping[str, Arms], *, alpha: float, counts: bool) -> Bound:
     """The stratified canary-minus-control bound over ``strata``.
 
-    ``counts``: the metric counts events (reboots, errors, missed
-    check-ins), so an arm's per-day variance is at least its add-one
-    Poisson rate ``(total + 1) / days``: an arm that saw no event yet has
-    not shown that events cannot happen.  Strata where either arm has no
-    device-days carry no comparison and are left out; with none left, the
-    result is :data:`UNINFORMED`.
+    Each arm's mean has the robust variance of its observations
+    (:meth:`Moments.mean_variance`); ``counts``: the metric counts events
+    (reboots, errors, missed check-ins), so that variance is at least the
+    add-one Poisson rate's, ``(total + 1) / days**2``: an arm that saw no
+    event yet has not shown that events cannot happen.  Strata where either
+    arm has fewer than :data:`MIN_OBSERVATIONS` observations are left out;
+    with none left, the result is :data:`UNINFORMED`.
     """
-    usable = [arms for arms in strata.values() if arms.canary.days > 0 and arms.control.days > 0]
+    usable = [
+        arms
+        for arms in strata.values()
+        if min(arms.canary.count, arms.control.count) >= MIN_OBSERVATIONS
+    ]
     if not usable:
         return UNINFORMED
     weight_total = sum(arms.canary.days + arms.control.days for arms in usable)
@@ -162,7 +222,14 @@ def difference(strata: Mapping[str, Arms], *, alpha: float, counts: bool) -> Bou
     for arms in usable:
         weight = (arms.canary.days + arms.control.days) / weight_total
         estimate += weight * (arms.canary.mean - arms.control.mean)
-        variance += weight * weight * _variance_of_difference(arms, counts=counts)
+        variance += (
+            weight
+            * weight
+            * (
+                _mean_variance(arms.canary, counts=counts)
+                + _mean_variance(arms.control, counts=counts)
+            )
+        )
     if variance <= 0:
         # A level metric with every observation equal in both arms: no
         # spread to measure, so the difference is as certain as the
@@ -174,17 +241,9 @@ def difference(strata: Mapping[str, Arms], *, alpha: float, counts: bool) -> Bou
     return Bound(estimate, estimate - width, estimate + width, information)
 
 
-def _variance_of_difference(arms: Arms, *, counts: bool) -> float:
-    canary, control = arms.canary, arms.control
-    if min(canary.days, control.days) < _MIN_DAYS_FOR_OWN_VARIANCE:
-        pooled = canary + control
-        spreads = (_spread(pooled, counts=counts),) * 2
-    else:
-        spreads = (_spread(canary, counts=counts), _spread(control, counts=counts))
-    return spreads[0] / canary.days + spreads[1] / control.days
-
-
-def _spread(moments: Moments, *, counts: bool) -> float:
+def _mean_variance(moments: Moments, *, counts: bool) -> float:
+    robust = moments.mean_variance()
     if counts:
-        return max(moments.variance, (moments.total + 1) / moments.days)
-    return moments.variance
+        # an add-one Poisson rate: no events seen yet is not proof of none
+        return max(robust, (moments.total + 1) / (moments.days * moments.days))
+    return robust

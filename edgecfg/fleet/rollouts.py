@@ -57,7 +57,7 @@ from edgecfg.core.rollout import (
     parse_plan,
 )
 from edgecfg.core.schema import undeclared
-from edgecfg.core.sequential import Arms, Moments
+from edgecfg.core.sequential import SUMS, Arms, Moments, accumulate, arms_of
 from edgecfg.core.tree import Value
 from edgecfg.errors import NotFound, PeerError, UsageError
 from edgecfg.fleet.fleet import Fleet
@@ -247,7 +247,7 @@ class RolloutService:
                 continue
             strata = sums[names[guardrail.name]]
             evidence[guardrail.name] = Evidence(
-                {key: Arms(Moments(*s[:3]), Moments(*s[3:])) for key, s in strata.items()},
+                {key: arms_of(s) for key, s in strata.items()},
                 fresh[Arm.CANARY],
                 fresh[Arm.CONTROL],
             )
@@ -315,17 +315,14 @@ class RolloutService:
                 elif measurement.name in counts:
                     counts[measurement.name] += float(value)
         days = max((max(p[0] for p in packs) - offered) / (DAY_H * HOUR), 1 / DAY_H)
-        slot = 0 if arm is Arm.CANARY else 3
+        slot = 0 if arm is Arm.CANARY else SUMS
         values = {name: total / days for name, total in counts.items()}
         if len(levels) >= 2:
             levels.sort()
             span = max((levels[-1][0] - levels[0][0]) / (DAY_H * HOUR), 1 / DAY_H)
             values[BATTERY] = max(0.0, levels[0][1] - levels[-1][1]) / span
         for name, value in values.items():
-            row = sums[name].setdefault(cohort.stratum, [0.0] * 6)
-            row[slot] += days
-            row[slot + 1] += value * days
-            row[slot + 2] += value * value * days
+            accumulate(sums[name].setdefault(cohort.stratum, [0.0] * (2 * SUMS)), slot, value, days)
         return {arm: max(p[0] for p in packs)}
 
     # -- offers and rollback ---------------------------------------------------------
@@ -541,7 +538,8 @@ def _state(text: str) -> State:
 
 
 def _moments(moments: Moments) -> list[float]:
-    return [moments.days, moments.total, moments.squares]
+    return [moments.days, moments.total, moments.squares, moments.count, moments.w2,
+            moments.w2x, moments.w2x2]  # fmt: skip
 
 
 def _snapshot_json(snapshot: Snapshot) -> dict[str, object]:

@@ -48,7 +48,7 @@ from edgecfg.core.rollout import (
     decide,
     parse_plan,
 )
-from edgecfg.core.sequential import Arms, Moments
+from edgecfg.core.sequential import SUMS, accumulate, arms_of
 from edgecfg.errors import UsageError
 
 OutageArm = Literal["both", "canary", "control"]
@@ -424,17 +424,15 @@ class RolloutRun:
         drain, reboots, errors = self._telemetry(device, days)
         device.boots = 0
         self.fresh[arm] = t_h
-        slot = 0 if arm is Arm.CANARY else 3
+        slot = 0 if arm is Arm.CANARY else SUMS
         for name, value in (("battery_drain", drain), ("reboots", reboots), ("errors", errors)):
             rows = self.sums.get(name)
             if rows is None:
                 continue
             sums = rows.get(device.key)
             if sums is None:
-                sums = rows[device.key] = [0.0] * 6  # canary, then control: days, sum, squares
-            sums[slot] += days
-            sums[slot + 1] += value * days
-            sums[slot + 2] += value * value * days
+                sums = rows[device.key] = [0.0] * (2 * SUMS)  # the canary, then the control
+            accumulate(sums, slot, value, days)
 
     def _telemetry(self, device: _Device, days: float) -> tuple[float, float, float]:
         """Per-day battery drain (%), reboots and errors over ``days``."""
@@ -514,7 +512,7 @@ class RolloutRun:
                 slowest = max(slowest, device.cadence_h)
         evidence = {
             name: Evidence(
-                {key: Arms(Moments(*sums[:3]), Moments(*sums[3:])) for key, sums in strata.items()},
+                {key: arms_of(sums) for key, sums in strata.items()},
                 self.fresh[Arm.CANARY],
                 self.fresh[Arm.CONTROL],
             )

@@ -209,7 +209,10 @@ def _evidence(canary: float, control: float, days: float, *, fresh: float | None
               spread: float = 0.1) -> Evidence:  # fmt: skip
     def arm(mean: float) -> Moments:
         half = days / 2
-        return Moments().add(mean - spread, half) + Moments().add(mean + spread, half)
+        low, high = mean - spread, mean + spread
+        return Moments.of_days(half, low * half, low * low * half) + Moments.of_days(
+            half, high * half, high * high * half
+        )
 
     # fresh: when both arms last reported (hours); the default is recent
     # for every test's clock, so only the staleness test sees stale data
@@ -227,8 +230,8 @@ def _all(plan: Plan, canary: float, control: float, days: float) -> dict[str, Ev
     for guardrail in plan.guardrails:
         if guardrail.counts:
             rate = 0.002 * canary / control
-            arms = Arms(Moments(days, rate * days, rate * days),
-                        Moments(days, 0.002 * days, 0.002 * days))  # fmt: skip
+            arms = Arms(Moments.of_days(days, rate * days, rate * days),
+                        Moments.of_days(days, 0.002 * days, 0.002 * days))  # fmt: skip
             evidence[guardrail.name] = Evidence({"s": arms}, 190.0, 190.0)
         else:
             evidence[guardrail.name] = _evidence(canary, control, days)
@@ -270,10 +273,14 @@ def test_harm_aborts_in_the_first_stage_and_rolls_back_later() -> None:
 
 def test_harm_in_one_stratum_is_not_hidden_by_the_others() -> None:
     plan = _plan()
-    calm = Arms(Moments().add(0.8, 50_000) + Moments().add(0.9, 50_000),
-                Moments().add(0.8, 50_000) + Moments().add(0.9, 50_000))  # fmt: skip
-    hurt = Arms(Moments().add(1.2, 100) + Moments().add(1.3, 100),
-                Moments().add(0.8, 100) + Moments().add(0.9, 100))  # fmt: skip
+
+    def two(low: float, high: float, days: float) -> Moments:
+        return Moments.of_days(days, low * days, low * low * days) + Moments.of_days(
+            days, high * days, high * high * days
+        )
+
+    calm = Arms(two(0.8, 0.9, 50_000), two(0.8, 0.9, 50_000))
+    hurt = Arms(two(1.2, 1.3, 100), two(0.8, 0.9, 100))
     evidence = _all(plan, 0.5, 0.5, 2000)
     evidence["battery_drain"] = Evidence({"big": calm, "small": hurt}, 0.0, 0.0)
     outcome = decide(plan, _snapshot(plan, 20.0, evidence))
@@ -399,24 +406,23 @@ class _World:
         def level(n: int, mean: float) -> Moments:
             sd = 0.15
             total = rng.gauss(n * mean, math.sqrt(n) * sd)
-            return Moments(n, total, n * (sd * sd) + total * total / n)
+            return Moments.of_days(n, total, n * (sd * sd) + total * total / n)
 
         def count(n: int, rate: float, extra: float = 0.0, extra_n: int = 0) -> Moments:
             events = poisson(rng, n * rate)
             # rare events: at most one a day per device, so squares equal events
             loop_events = extra * extra_n
-            return Moments(n, events + loop_events, events + extra * extra * extra_n)
+            return Moments.of_days(n, events + loop_events, events + extra * extra * extra_n)
+
+        def missed(n: int, gone: int) -> Moments:
+            events = poisson(rng, n * 0.02) + gone
+            return Moments.of_days(n, events, events)
 
         return {
             "battery_drain": Arms(level(reporting, 0.8 * self.drain_rel), level(control_n, 0.8)),
             "reboots": Arms(count(reporting, 0.003, 24.0, loops), count(control_n, 0.003)),
             "errors": Arms(count(reporting, 0.001), count(control_n, 0.001)),
-            "checkin": Arms(
-                Moments(canary_n, poisson(rng, canary_n * 0.02) + vanished, 0)
-                + Moments(0, 0, poisson(rng, canary_n * 0.02) + vanished),
-                Moments(control_n, poisson(rng, control_n * 0.02), 0)
-                + Moments(0, 0, poisson(rng, control_n * 0.02)),
-            ),
+            "checkin": Arms(missed(canary_n, vanished), missed(control_n, 0)),
         }
 
 

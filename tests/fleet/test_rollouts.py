@@ -25,13 +25,13 @@ PLAN: dict[str, object] = {
     "target": "region/eu",
     "stages": ["10%", "50%", "100%"],
     "guardrails": ["battery_drain", "reboots", "errors", "checkin"],
-    # a small fleet (12 canary devices) can only show wide margins
+    # a small fleet (24 canary devices) can only show wide margins
     "min_days": 10,
     "margins": {"reboots": 1.0, "errors": 1.0, "checkin": 0.6},
 }
 
 
-def _fleet(store: Store, devices: int = 120) -> Fleet:
+def _fleet(store: Store, devices: int = 240) -> Fleet:
     fleet = Fleet(store)
     fleet.load_schema(SCHEMA.read_bytes(), "json", source="device.json", now=1.0)
     for n in range(devices):
@@ -85,10 +85,10 @@ def test_a_rollout_offers_its_first_stage_into_own_layers_and_labels_the_control
     service = RolloutService(fleet)
     rollout = service.start(PLAN, now=START, author="alice", rollout_id="r1")
     cohort = service.store.rollout_devices(rollout)
-    assert len(cohort) == 120  # us-1 is outside the target
+    assert len(cohort) == 240  # us-1 is outside the target
     canary = [c for c in cohort if c.arm == "canary"]
     control = [c for c in cohort if c.arm == "control"]
-    assert len(canary) == len(control) == 12  # 10 % of each stratum, and its mirror
+    assert len(canary) == len(control) == 24  # 10 % of each stratum, and its mirror
     one = canary[0].device
     held = fleet.layer(device_layer(one)).sets
     assert held[parse_path("net.uplink.interval_s")] == 900
@@ -101,7 +101,7 @@ def test_a_rollout_offers_its_first_stage_into_own_layers_and_labels_the_control
     )
     status = service.status(rollout, START)
     assert status["phase"] == "running" and status["stage"] == "10%"
-    assert status["offered"] == {"canary": 12, "control": 12}
+    assert status["offered"] == {"canary": 24, "control": 24}
 
 
 def test_a_healthy_rollout_advances_daily_and_completes(tmp_path: Path) -> None:
@@ -112,11 +112,11 @@ def test_a_healthy_rollout_advances_daily_and_completes(tmp_path: Path) -> None:
         assert decisions.count(Decision.ADVANCE) == 3, decisions
         assert service.status(rollout, START + 12 * DAY)["phase"] == "complete"
         treated = sum(
-            1 for n in range(120)
+            1 for n in range(240)
             if service.fleet.resolve(DeviceId(f"dev-{n:03d}")).tree["net"]["uplink"]  # type: ignore[index]
             ["interval_s"] == 900
         )  # fmt: skip
-        assert treated == 120
+        assert treated == 240
         history = service.history(rollout)
         assert history[0]["action"] == "start"
         decided = [h for h in history if h["kind"] == "decision"]
@@ -130,7 +130,7 @@ def test_reverting_canaries_abort_and_every_layer_is_restored(tmp_path: Path) ->
         fleet.write_layer(device_layer(device), _layer({"net.uplink.interval_s": 1200}),
                           author="t", message="own value", now=2.0)  # fmt: skip
         before = {DeviceId(f"dev-{n:03d}"): fleet.layer(device_layer(DeviceId(f"dev-{n:03d}")))
-                  for n in range(120)}  # fmt: skip
+                  for n in range(240)}  # fmt: skip
         service = RolloutService(fleet)
         rollout = service.start(PLAN, now=START, author="alice", rollout_id="r1")
         decisions = _run(service, days=2, revert=True)
