@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import ClassVar, cast
 
 
 class EdgecfgError(Exception):
@@ -133,28 +133,30 @@ class DeltaError(PeerError, ValueError):
     """A delta is malformed, exceeds a bound, or does not fit."""
 
 
-class DeltaBaseMismatch(DeltaError):
+class DeltaCheckFailed(DeltaError):
+    """A delta's ETag check failed: ``expected`` and ``actual`` are the two
+    ETags; a subclass says which check, in its ``template``."""
+
+    template: ClassVar[str]
+
+    def __init__(self, *, expected: bytes, actual: bytes) -> None:
+        super().__init__(self.template.format(expected=expected.hex(), actual=actual.hex()))
+        self.expected = expected
+        self.actual = actual
+
+
+class DeltaBaseMismatch(DeltaCheckFailed):
     """A delta was applied to a tree that is not its base."""
 
-    def __init__(self, *, expected: bytes, actual: bytes) -> None:
-        super().__init__(
-            f"delta base mismatch: delta is for base {expected.hex()}, "
-            f"this tree checks as {actual.hex()}"
-        )
-        self.expected = expected
-        self.actual = actual
+    template = "delta base mismatch: delta is for base {expected}, this tree checks as {actual}"
 
 
-class DeltaIntegrityError(DeltaError):
+class DeltaIntegrityError(DeltaCheckFailed):
     """Applying a delta did not produce its declared target."""
 
-    def __init__(self, *, expected: bytes, actual: bytes) -> None:
-        super().__init__(
-            f"delta integrity failure: target should check as {expected.hex()}, "
-            f"result checks as {actual.hex()}"
-        )
-        self.expected = expected
-        self.actual = actual
+    template = (
+        "delta integrity failure: target should check as {expected}, result checks as {actual}"
+    )
 
 
 class WriteRefused(UsageError):

@@ -25,9 +25,7 @@ buy.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
 import logging
 import multiprocessing
 import sys
@@ -51,53 +49,6 @@ TARGET_BACK: Final = 0.10  # RSS after, above the baseline, as a part of it
 PHASES: Final = ("baseline", "flood", "after")
 SERIES_STEP_S: Final = 10
 KEY: Final = bytes(range(32))
-
-
-def register(benches: Any) -> None:
-    """Add ``bench flood`` to the ``bench`` subcommands."""
-    p = benches.add_parser(
-        "flood", help="gateway RSS and a device's sync latency under a single-host flood"
-    )
-    p.add_argument(
-        "--seconds", type=float, default=300.0, help="length of the flood (default: 300)"
-    )
-    p.add_argument(
-        "--after", type=float, default=60.0,
-        help="seconds measured after the flood (default: 60)",
-    )  # fmt: skip
-    p.add_argument(
-        "--baseline", type=float, default=10.0,
-        help="seconds measured before the flood (default: 10)",
-    )  # fmt: skip
-    p.add_argument("--rate", type=float, default=3900.0, help="datagrams/s (default: 3900)")
-    p.add_argument("--ports", type=int, default=4000, help="source ports (default: 4000)")
-    p.add_argument(
-        "--oscore", action="store_true",
-        help="OSCORE gateway, enrolled device, unauthenticated flood (default: plain CoAP)",
-    )  # fmt: skip
-    p.add_argument(
-        "--unbounded", action="store_true",
-        help="run the gateway without budgets, for comparison (default: budgets on)",
-    )  # fmt: skip
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(handler=_command)
-
-
-def _command(args: argparse.Namespace) -> int:
-    if args.seconds <= 0 or args.rate <= 0 or args.ports <= 0 or min(args.after, args.baseline) < 0:
-        raise CommandError(
-            "--seconds, --rate and --ports must be above 0, --after and --baseline not below"
-        )
-    report = run_flood_bench(
-        seconds=args.seconds, after=args.after, rate=args.rate, ports=args.ports,
-        baseline=args.baseline,
-        oscore=args.oscore, unbounded=args.unbounded,
-    )  # fmt: skip
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        _print(report)
-    return 0
 
 
 # -- the processes ----------------------------------------------------------------------
@@ -344,7 +295,8 @@ async def _measure(
     }
 
 
-def _print(report: dict[str, Any]) -> None:
+def print_report(report: dict[str, Any]) -> None:
+    """The report as text, a verdict beside each target."""
     base, during, after = report["baseline"], report["during"], report["after"]
     flood = report["flood"]
     print(f"edgecfg bench flood ({report['mode']}): {flood['sent']} datagrams in "

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgecfg import store as stores
+from edgecfg.cli.arguments import add_command
 from edgecfg.errors import CommandError
 from edgecfg.fleet.fleet import Fleet
 from edgecfg.store import SQLiteStore, is_postgres_url
@@ -124,6 +125,4 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 def register(commands: Any) -> None:
     """The ``init`` command."""
-    p = commands.add_parser("init", help="create an empty gateway database")
-    add_db_option(p)
-    p.set_defaults(handler=cmd_init)
+    add_db_option(add_command(commands, "init", cmd_init, "create an empty gateway database"))

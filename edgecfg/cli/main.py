@@ -10,13 +10,21 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import edgecfg
-from edgecfg.bench import flood as bench_flood
 from edgecfg.cli import rollout_sim
+from edgecfg.cli.arguments import (
+    JSON,
+    Declare,
+    Handler,
+    add_command,
+    add_commands,
+    argument,
+    number,
+)
 from edgecfg.cli.database import default_db
 from edgecfg.cli.database import register as register_database_commands
 from edgecfg.cli.files import dump_config, load_config, load_schema, read_bytes, write_bytes
@@ -27,8 +35,6 @@ from edgecfg.errors import CommandError, DeltaError, EdgecfgError, Violation
 from edgecfg.wire.cbor import encode, etag
 from edgecfg.wire.delta import apply_delta, delta_kind, make_delta
 from edgecfg.wire.documents import ConfigFormat, guess_format
-
-Handler = Callable[[argparse.Namespace], int]
 
 DEMO_DESCRIPTION = """\
 Runs edgecfg's main job end to end in a throw-away folder, on an embedded
@@ -243,6 +249,26 @@ def cmd_bench_oscore(args: argparse.Namespace) -> int:
     return run_oscore_bench(devices=args.devices, sample=args.sample, as_json=args.json)
 
 
+def cmd_bench_flood(args: argparse.Namespace) -> int:
+    """Gateway RSS and a device's sync latency under a single-host flood."""
+    from edgecfg.bench.flood import print_report, run_flood_bench
+
+    if args.seconds <= 0 or args.rate <= 0 or args.ports <= 0 or min(args.after, args.baseline) < 0:
+        raise CommandError(
+            "--seconds, --rate and --ports must be above 0, --after and --baseline not below"
+        )
+    report = run_flood_bench(
+        seconds=args.seconds, after=args.after, rate=args.rate, ports=args.ports,
+        baseline=args.baseline,
+        oscore=args.oscore, unbounded=args.unbounded,
+    )  # fmt: skip
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print_report(report)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
     parser = argparse.ArgumentParser(
@@ -260,166 +286,148 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     formats = ("json", "cbor", "diag", "toml", "yaml")
 
-    p = commands.add_parser("validate", help="check a config against a schema")
-    p.add_argument("config", metavar="CONFIG")
-    p.add_argument("--schema", required=True, metavar="SCHEMA", help="schema document (JSON)")
-    p.add_argument("--format", choices=formats, help="config format (default: by suffix)")
-    p.add_argument("--partial", action="store_true", help="a layer: missing keys are fine")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(handler=cmd_validate)
-
-    p = commands.add_parser("encode", help="JSON/diag/TOML/YAML -> canonical CBOR (or diag)")
-    p.add_argument("input", metavar="INPUT", help="file or - for stdin")
-    p.add_argument("-o", "--output", default="-", metavar="OUT", help="default: stdout")
-    p.add_argument(
-        "--from", dest="source_format", choices=formats, help="input format (default: by suffix)"
-    )
-    p.add_argument("--to", choices=("cbor", "diag", "json"), default="cbor", help="default: cbor")
-    p.set_defaults(handler=cmd_encode)
-
-    p = commands.add_parser("decode", help="CBOR -> diagnostic notation or JSON (strict)")
-    p.add_argument("input", metavar="INPUT", help="file or - for stdin")
-    p.add_argument("-o", "--output", default="-", metavar="OUT", help="default: stdout")
-    p.add_argument("--to", choices=("diag", "json", "cbor"), default="diag", help="default: diag")
-    p.add_argument(
-        "--hex", action="store_true", help="input is hex text (e.g. from coap-client -v)"
-    )
-    p.set_defaults(handler=cmd_decode)
-
-    p = commands.add_parser("etag", help="print a config's ETag and canonical size")
-    p.add_argument("input", metavar="INPUT")
-    p.add_argument("--format", choices=formats, help="input format (default: by suffix)")
-    p.set_defaults(handler=cmd_etag)
-
-    p = commands.add_parser(
-        "demo",
-        help="the main job end to end on a throw-away SQLite database",
+    add_command(
+        commands, "validate", cmd_validate, "check a config against a schema",
+        argument("config", metavar="CONFIG"),
+        argument("--schema", required=True, metavar="SCHEMA", help="schema document (JSON)"),
+        argument("--format", choices=formats, help="config format (default: by suffix)"),
+        argument("--partial", action="store_true", help="a layer: missing keys are fine"),
+        JSON,
+    )  # fmt: skip
+    add_command(
+        commands, "encode", cmd_encode, "JSON/diag/TOML/YAML -> canonical CBOR (or diag)",
+        argument("input", metavar="INPUT", help="file or - for stdin"),
+        argument("-o", "--output", default="-", metavar="OUT", help="default: stdout"),
+        argument("--from", dest="source_format", choices=formats,
+                 help="input format (default: by suffix)"),
+        argument("--to", choices=("cbor", "diag", "json"), default="cbor", help="default: cbor"),
+    )  # fmt: skip
+    add_command(
+        commands, "decode", cmd_decode, "CBOR -> diagnostic notation or JSON (strict)",
+        argument("input", metavar="INPUT", help="file or - for stdin"),
+        argument("-o", "--output", default="-", metavar="OUT", help="default: stdout"),
+        argument("--to", choices=("diag", "json", "cbor"), default="diag", help="default: diag"),
+        argument("--hex", action="store_true", help="input is hex text (e.g. from coap-client -v)"),
+    )  # fmt: skip
+    add_command(
+        commands, "etag", cmd_etag, "print a config's ETag and canonical size",
+        argument("input", metavar="INPUT"),
+        argument("--format", choices=formats, help="input format (default: by suffix)"),
+    )  # fmt: skip
+    add_command(
+        commands, "demo", cmd_demo, "the main job end to end on a throw-away SQLite database",
+        argument("--keep", action="store_true",
+                 help="keep the demo's folder (database, agents' state) and print its path"),
+        number("--agents", 50, "agents synced over OSCORE on loopback",
+               also="; 0 skips the fleet step"),
         description=DEMO_DESCRIPTION,
-    )
-    p.add_argument(
-        "--keep",
-        action="store_true",
-        help="keep the demo's folder (database, agents' state) and print its path",
-    )
-    p.add_argument(
-        "--agents",
-        type=int,
-        default=50,
-        help="agents synced over OSCORE on loopback (default: 50; 0 skips the fleet step)",
-    )
-    p.set_defaults(handler=cmd_demo)
-
-    p = commands.add_parser(
-        "sim",
-        help="a fleet in virtual time: the real sync session against the real service layer",
-    )
-    p.add_argument("--devices", type=int, default=1000, help="fleet size (default: 1000)")
-    p.add_argument("--days", type=float, default=7.0, help="simulated days (default: 7)")
-    p.add_argument("--out", type=Path, metavar="DIR",
-                   help="report folder: summary.json and PNG plots (required)")  # fmt: skip
-    p.add_argument("--seed", type=int, default=1, help="names one run (default: 1)")
-    p.add_argument("--wake-every", type=float, default=86400.0, metavar="S",
-                   help="seconds between a device's wakes (default: 86400, daily)")  # fmt: skip
-    p.add_argument("--writes-per-day", type=float, default=10.0, metavar="N",
-                   help="operator layer edits a day, fleet-wide (default: 10)")  # fmt: skip
-    p.add_argument("--group-share", type=float, default=0.2, metavar="P",
-                   help="share of edits on group layers (default: 0.2)")  # fmt: skip
-    p.add_argument("--loss", type=float, default=0.0, metavar="P",
-                   help="probability that one exchange is lost (default: 0)")  # fmt: skip
-    p.set_defaults(handler=cmd_sim)
-    rollout_sim.add_parser(p)
-
-    p = commands.add_parser("delta", help="make the delta that turns OLD into NEW")
-    p.add_argument("old", metavar="OLD")
-    p.add_argument("new", metavar="NEW")
-    p.add_argument("-o", "--output", required=True, metavar="OUT", help="delta file (- for stdout)")
-    p.add_argument("--format", choices=formats, help="format of OLD and NEW (default: by suffix)")
-    p.add_argument("--schema", metavar="SCHEMA", help="schema (needed for --classes)")
-    p.add_argument("--classes", metavar="C[,C]", help="only these priority classes, e.g. critical")
-    p.set_defaults(handler=cmd_delta)
-
-    p = commands.add_parser("patch", help="apply a delta to OLD")
-    p.add_argument("old", metavar="OLD")
-    p.add_argument("delta", metavar="DELTA")
-    p.add_argument("-o", "--output", required=True, metavar="OUT", help="result (- for stdout)")
-    p.add_argument("--format", choices=formats, help="format of OLD (default: by suffix)")
-    p.add_argument(
-        "--to", choices=("json", "cbor", "diag"), help="result format (default: by suffix)"
-    )
-    p.set_defaults(handler=cmd_patch)
+    )  # fmt: skip
+    sim = add_command(
+        commands, "sim", cmd_sim,
+        "a fleet in virtual time: the real sync session against the real service layer",
+        number("--devices", 1000, "fleet size"),
+        number("--days", 7.0, "simulated days"),
+        argument("--out", type=Path, metavar="DIR",
+                 help="report folder: summary.json and PNG plots (required)"),
+        number("--seed", 1, "names one run"),
+        number("--wake-every", 86400.0, "seconds between a device's wakes", metavar="S",
+               also=", daily"),
+        number("--writes-per-day", 10.0, "operator layer edits a day, fleet-wide", metavar="N"),
+        number("--group-share", 0.2, "share of edits on group layers", metavar="P"),
+        number("--loss", 0.0, "probability that one exchange is lost", metavar="P"),
+    )  # fmt: skip
+    rollout_sim.add_parser(sim)
+    add_command(
+        commands, "delta", cmd_delta, "make the delta that turns OLD into NEW",
+        argument("old", metavar="OLD"),
+        argument("new", metavar="NEW"),
+        argument("-o", "--output", required=True, metavar="OUT", help="delta file (- for stdout)"),
+        argument("--format", choices=formats, help="format of OLD and NEW (default: by suffix)"),
+        argument("--schema", metavar="SCHEMA", help="schema (needed for --classes)"),
+        argument("--classes", metavar="C[,C]", help="only these priority classes, e.g. critical"),
+    )  # fmt: skip
+    add_command(
+        commands, "patch", cmd_patch, "apply a delta to OLD",
+        argument("old", metavar="OLD"),
+        argument("delta", metavar="DELTA"),
+        argument("-o", "--output", required=True, metavar="OUT",
+                 help="result (- for stdout)"),
+        argument("--format", choices=formats, help="format of OLD (default: by suffix)"),
+        argument("--to", choices=("json", "cbor", "diag"),
+                 help="result format (default: by suffix)"),
+    )  # fmt: skip
 
     register_database_commands(commands)
     register_operator_commands(commands, formats)
     register_roles(commands)
+    _register_benches(commands)
+    return parser
 
+
+def _register_benches(commands: Any) -> None:
+    """``edgecfg bench NAME``: each benchmark with its same-run baselines."""
     bench = commands.add_parser("bench", help="benchmarks with same-run baselines")
     benches = bench.add_subparsers(dest="bench", metavar="BENCH", required=True)
-    p = benches.add_parser("delta", help="delta size and speed vs JSON Patch, zstd, lz4")
-    p.add_argument("files", nargs="*", metavar="FILE.jsonl", help="default: ../shared/corpus")
-    p.add_argument(
-        "--corpus", action="append", default=[], metavar="DIR",
-        help="a directory of *.jsonl histories (or one file) in ../shared/corpus's format "
-        "(repeatable; default: ../shared/corpus)",
+    table: tuple[tuple[str, Handler, str], ...] = (
+        ("delta", cmd_bench_delta, "delta size and speed vs JSON Patch, zstd, lz4"),
+        ("sync", cmd_bench_sync, "gateway CPU, wire bytes and round trips per sync"),
+        ("agent", cmd_bench_agent, "agent heap, local resolution, journal cost"),
+        ("oscore", cmd_bench_oscore, "OSCORE start-up, RSS, per-request cost at 100k devices"),
+        ("resolve", cmd_bench_resolve, "fleet resolution, impact and memory vs naive folds"),
+        ("store", cmd_bench_store, "device registry reads and group queries at fleet scale"),
+        ("flood", cmd_bench_flood,
+         "gateway RSS and a device's sync latency under a single-host flood"),
+        ("fleet", cmd_bench_fleet, "gateway start-up, memory, CPU and latency on realistic fleets"),
     )  # fmt: skip
-    p.add_argument("--worst", type=int, default=0, metavar="N",
-                   help="print the N largest deltas, op mix too (default: 0, none)")  # fmt: skip
-    p.add_argument("--leaves", type=int, default=2000,
-                   help="config size for the speed run (default: 2000)")  # fmt: skip
-    p.add_argument("--runs", type=int, default=200,
-                   help="edits timed in the speed run (default: 200)")  # fmt: skip
-    p.add_argument("--synthetic", action="store_true", help="use the generator, not the corpus")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(handler=cmd_bench_delta)
-    p = benches.add_parser("sync", help="gateway CPU, wire bytes and round trips per sync")
-    p.add_argument("--devices", type=int, default=200, help="fleet size (default: 200)")
-    p.add_argument("--requests", type=int, default=8000, help="requests per case (default: 8000)")
-    p.add_argument("--concurrency", type=int, default=32, help="requests in flight (default: 32)")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(handler=cmd_bench_sync)
-    p = benches.add_parser("agent", help="agent heap, local resolution, journal cost")
-    p.add_argument("--leaves", type=int, default=2000, help="config size (default: 2000)")
-    p.add_argument(
-        "--journal", type=int, default=1000, help="pending local changes (default: 1000)"
-    )
-    p.add_argument("--samples", type=int, default=2000, help="timed repetitions (default: 2000)")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(handler=cmd_bench_agent)
-    p = benches.add_parser("oscore", help="OSCORE start-up, RSS, per-request cost at 100k devices")
-    p.add_argument(
-        "--devices", type=int, default=100_000, help="enrolled devices (default: 100000)"
-    )
-    p.add_argument(
-        "--sample", type=int, default=2000, help="devices sending requests (default: 2000)"
-    )
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(handler=cmd_bench_oscore)
-    p = benches.add_parser("resolve", help="fleet resolution, impact and memory vs naive folds")
-    p.add_argument("--devices", type=int, default=100_000, help="fleet size (default: 100000)")
-    p.add_argument("--leaves", type=int, default=2000, help="schema keys (default: 2000)")
-    p.add_argument("--groups", type=int, default=200, help="group nodes, about (default: 200)")
-    p.add_argument("--seed", type=int, default=7, help="names one synthetic fleet (default: 7)")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(handler=cmd_bench_resolve)
-    p = benches.add_parser("store", help="device registry reads and group queries at fleet scale")
-    p.add_argument("--devices", type=int, default=100_000, help="fleet size (default: 100000)")
-    p.add_argument("--seed", type=int, default=1, help="random seed (default: 1)")
-    p.set_defaults(handler=cmd_bench_store)
-    bench_flood.register(benches)
-    p = benches.add_parser(
-        "fleet", help="gateway start-up, memory, CPU and latency on realistic fleets"
-    )
-    p.add_argument(
-        "--devices", default="1000,10000,100000",
-        help="fleet sizes, comma-separated (default: 1000,10000,100000)",
+    corpus = "../shared/corpus"
+    options: tuple[tuple[str, Declare], ...] = (
+        ("delta", argument("files", nargs="*", metavar="FILE.jsonl", help=f"default: {corpus}")),
+        ("delta", argument("--corpus", action="append", default=[], metavar="DIR",
+                           help=f"a directory of *.jsonl histories (or one file) in {corpus}'s "
+                           f"format (repeatable; default: {corpus})")),
+        ("delta", number("--worst", 0, "print the N largest deltas, op mix too", metavar="N",
+                         also=", none")),
+        ("delta", number("--leaves", 2000, "config size for the speed run")),
+        ("delta", number("--runs", 200, "edits timed in the speed run")),
+        ("delta", argument("--synthetic", action="store_true",
+                           help="use the generator, not the corpus")),
+        ("sync", number("--devices", 200, "fleet size")),
+        ("sync", number("--requests", 8000, "requests per case")),
+        ("sync", number("--concurrency", 32, "requests in flight")),
+        ("agent", number("--leaves", 2000, "config size")),
+        ("agent", number("--journal", 1000, "pending local changes")),
+        ("agent", number("--samples", 2000, "timed repetitions")),
+        ("oscore", number("--devices", 100_000, "enrolled devices")),
+        ("oscore", number("--sample", 2000, "devices sending requests")),
+        ("resolve", number("--devices", 100_000, "fleet size")),
+        ("resolve", number("--leaves", 2000, "schema keys")),
+        ("resolve", number("--groups", 200, "group nodes, about")),
+        ("resolve", number("--seed", 7, "names one synthetic fleet")),
+        ("store", number("--devices", 100_000, "fleet size")),
+        ("store", number("--seed", 1, "random seed")),
+        ("flood", number("--seconds", 300.0, "length of the flood")),
+        ("flood", number("--after", 60.0, "seconds measured after the flood")),
+        ("flood", number("--baseline", 10.0, "seconds measured before the flood")),
+        ("flood", number("--rate", 3900.0, "datagrams/s")),
+        ("flood", number("--ports", 4000, "source ports")),
+        ("flood", argument("--oscore", action="store_true", help="OSCORE gateway, enrolled "
+                           "device, unauthenticated flood (default: plain CoAP)")),
+        ("flood", argument("--unbounded", action="store_true", help="run the gateway without "
+                           "budgets, for comparison (default: budgets on)")),
+        ("fleet", argument("--devices", default="1000,10000,100000",
+                           help="fleet sizes, comma-separated (default: 1000,10000,100000)")),
+        ("fleet", number("--sample", 4000, "devices the load driver plays")),
+        ("fleet", number("--seed", 1, "random seed")),
+        # and --json, last in the help of each bench that prints JSON
+        ("delta", JSON),
+        ("sync", JSON),
+        ("agent", JSON),
+        ("oscore", JSON),
+        ("resolve", JSON),
+        ("flood", JSON),
+        ("fleet", argument("--json", action="store_true", help="one JSON object per fleet size")),
     )  # fmt: skip
-    p.add_argument(
-        "--sample", type=int, default=4000,
-        help="devices the load driver plays (default: 4000)",
-    )  # fmt: skip
-    p.add_argument("--seed", type=int, default=1, help="random seed (default: 1)")
-    p.add_argument("--json", action="store_true", help="one JSON object per fleet size")
-    p.set_defaults(handler=cmd_bench_fleet)
-    return parser
+    add_commands(benches, table, options)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import getpass
 import json
 import sys
@@ -20,6 +21,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from edgecfg.cli.arguments import JSON, Declare, add_actions, add_command, argument
 from edgecfg.cli.database import add_db_option, open_fleet, shown
 from edgecfg.cli.device_status import register_device_status
 from edgecfg.cli.files import read_bytes, write_bytes
@@ -538,121 +540,108 @@ def register(commands: Any, formats: Sequence[str]) -> None:
     """Add the operator commands to the top-level parser's subcommands."""
     del formats
 
-    def add_edit_options(p: argparse.ArgumentParser, *, assignments: bool) -> None:
-        if assignments:
-            p.add_argument(
-                "--set", action="append", metavar="PATH=VALUE", help="set a value (repeatable)"
-            )
-        p.add_argument(
-            "--unset",
-            action="append",
-            metavar="PATH",
-            help="remove an inherited value (repeatable)",
+    def edit_options(*, assignments: bool) -> tuple[Declare, ...]:
+        setting = argument(
+            "--set", action="append", metavar="PATH=VALUE", help="set a value (repeatable)"
         )
-        p.add_argument(
-            "--lock", action="append", metavar="PATH", help="forbid overrides below (repeatable)"
-        )
-        p.add_argument(
-            "-m", "--message", metavar="MESSAGE", help="revision message (default: none)"
-        )
-        p.add_argument(
-            "--author", metavar="NAME", help="revision author (default: your login name)"
-        )
-        p.add_argument("--json", action="store_true", help="machine-readable output")
+        return (
+            *((setting,) if assignments else ()),
+            argument("--unset", action="append", metavar="PATH",
+                     help="remove an inherited value (repeatable)"),
+            argument("--lock", action="append", metavar="PATH",
+                     help="forbid overrides below (repeatable)"),
+            argument("-m", "--message", metavar="MESSAGE", help="revision message (default: none)"),
+            argument("--author", metavar="NAME", help="revision author (default: your login name)"),
+            JSON,
+        )  # fmt: skip
 
-    def add_device_facts(p: argparse.ArgumentParser, *, verb: str) -> None:
-        p.add_argument(
-            "--group",
-            action="append",
-            metavar="DIMENSION=PATH",
-            help=f"{verb} the group in a dimension, e.g. region=eu/eu-west (repeatable)",
-        )
-        p.add_argument("--hardware", metavar="H", help=f"{verb} the hardware model")
-        p.add_argument("--firmware", metavar="F", help=f"{verb} the firmware version")
-        p.add_argument("--agent-version", metavar="V", help=f"{verb} the agent version")
+    def device_facts(verb: str) -> tuple[Declare, ...]:
+        return (
+            argument("--group", action="append", metavar="DIMENSION=PATH",
+                     help=f"{verb} the group in a dimension, e.g. region=eu/eu-west (repeatable)"),
+            argument("--hardware", metavar="H", help=f"{verb} the hardware model"),
+            argument("--firmware", metavar="F", help=f"{verb} the firmware version"),
+            argument("--agent-version", metavar="V", help=f"{verb} the agent version"),
+        )  # fmt: skip
 
-    p = commands.add_parser("schema", help="load the fleet's schema")
-    schema = p.add_subparsers(dest="schema_command", metavar="ACTION", required=True)
-    q = schema.add_parser("load", help="store a schema version and use it for the fleet")
-    q.add_argument("file", metavar="FILE", help="schema document (JSON, TOML or YAML)")
-    add_db_option(q, create=True)
-    q.set_defaults(handler=cmd_schema_load)
-
-    p = commands.add_parser("fleet", help="fleet settings")
-    fleet = p.add_subparsers(dest="fleet_command", metavar="ACTION", required=True)
-    q = fleet.add_parser("dimensions", help="show or set dimension precedence, lowest first")
-    q.add_argument("ranks", nargs="*", metavar="DIM[,DIM]", help="a comma ties dimensions")
-    q.add_argument("--json", action="store_true", help="machine-readable output")
-    add_db_option(q, create=True)
-    q.set_defaults(handler=cmd_fleet_dimensions)
-
-    p = commands.add_parser("group", help="edit or show a group layer")
-    group = p.add_subparsers(dest="group_command", metavar="ACTION", required=True)
-    q = group.add_parser("set", help="edit a group's layer (validated against the whole fleet)")
-    q.add_argument("layer", metavar="DIMENSION/PATH", help="or 'global'")
-    q.add_argument("--file", metavar="LAYER.json", help="a layer document or a partial tree")
-    q.add_argument("--unlock", action="append", metavar="PATH", help="drop a lock (repeatable)")
-    add_edit_options(q, assignments=True)
-    add_db_option(q, create=True)
-    q.set_defaults(handler=cmd_group_set)
-    q = group.add_parser("show", help="print a layer's content")
-    q.add_argument("layer", metavar="DIMENSION/PATH", help="or 'global'")
-    q.add_argument("--json", action="store_true", help="machine-readable output")
-    add_db_option(q)
-    q.set_defaults(handler=cmd_group_show)
-
-    p = commands.add_parser("device", help="register devices and set their overrides")
-    device = p.add_subparsers(dest="device_command", metavar="ACTION", required=True)
-    q = device.add_parser("add", help="register a new device in groups")
-    q.add_argument("id", metavar="ID", help=DEVICE_ID_RULE)
-    add_device_facts(q, verb="set")
-    add_db_option(q, create=True)
-    q.set_defaults(handler=cmd_device_add)
-    q = device.add_parser(
-        "set", help="change a registered device: its overrides, groups or hardware"
+    db_or_create = functools.partial(add_db_option, create=True)
+    layer = argument("layer", metavar="DIMENSION/PATH", help="or 'global'")
+    schema = add_actions(commands, "schema", "load the fleet's schema")
+    add_command(
+        schema, "load", cmd_schema_load, "store a schema version and use it for the fleet",
+        argument("file", metavar="FILE", help="schema document (JSON, TOML or YAML)"),
+        db_or_create,
+    )  # fmt: skip
+    fleet = add_actions(commands, "fleet", "fleet settings")
+    add_command(
+        fleet, "dimensions", cmd_fleet_dimensions, "show or set dimension precedence, lowest first",
+        argument("ranks", nargs="*", metavar="DIM[,DIM]", help="a comma ties dimensions"),
+        JSON,
+        db_or_create,
+    )  # fmt: skip
+    group = add_actions(commands, "group", "edit or show a group layer")
+    add_command(
+        group, "set", cmd_group_set, "edit a group's layer (validated against the whole fleet)",
+        layer,
+        argument("--file", metavar="LAYER.json", help="a layer document or a partial tree"),
+        argument("--unlock", action="append", metavar="PATH", help="drop a lock (repeatable)"),
+        *edit_options(assignments=True),
+        db_or_create,
+    )  # fmt: skip
+    add_command(
+        group, "show", cmd_group_show, "print a layer's content", layer, JSON, add_db_option
     )
-    q.add_argument("id", metavar="ID")
-    q.add_argument("set", nargs="*", metavar="PATH=VALUE", help="override values on this device")
-    add_device_facts(q, verb="change")
-    add_edit_options(q, assignments=False)
-    add_db_option(q)
-    q.set_defaults(handler=cmd_device_set)
+    device = add_actions(commands, "device", "register devices and set their overrides")
+    add_command(
+        device, "add", cmd_device_add, "register a new device in groups",
+        argument("id", metavar="ID", help=DEVICE_ID_RULE),
+        *device_facts("set"),
+        db_or_create,
+    )  # fmt: skip
+    add_command(
+        device, "set", cmd_device_set,
+        "change a registered device: its overrides, groups or hardware",
+        argument("id", metavar="ID"),
+        argument("set", nargs="*", metavar="PATH=VALUE", help="override values on this device"),
+        *device_facts("change"),
+        *edit_options(assignments=False),
+        add_db_option,
+    )  # fmt: skip
     add_device_actions(device)
     register_device_status(device)
 
     register_security(commands)
 
-    p = commands.add_parser("config", help="a device's effective config")
-    p.add_argument("id", metavar="ID")
-    p.add_argument(
-        "--format", choices=("json", "cbor", "diag"), default="json", help="default: json"
-    )
-    p.add_argument("--summary", action="store_true", help="ETag and what the next sync carries")
-    p.add_argument("--json", action="store_true", help="JSON output")
-    add_db_option(p)
-    p.set_defaults(handler=cmd_config)
-
-    p = commands.add_parser("explain", help="why a device has each value")
-    p.add_argument("id", metavar="ID")
-    p.add_argument("path", nargs="?", metavar="PATH", help="default: every value")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    add_db_option(p)
-    p.set_defaults(handler=cmd_explain)
-
-    p = commands.add_parser(
-        "impact", help="dry run: which devices an edit changes (exit 1 when it would be refused)"
-    )
-    p.add_argument("layer", metavar="DIMENSION/PATH", help="or 'global' or 'device/ID'")
-    add_edit_options(p, assignments=True)
-    add_db_option(p)
-    p.set_defaults(handler=cmd_impact)
-
-    p = commands.add_parser("history", help="revisions of a group or device layer")
-    p.add_argument("kind", choices=("group", "device"), help="group or device")
-    p.add_argument("target", metavar="DIMENSION/PATH|ID")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    add_db_option(p)
-    p.set_defaults(handler=cmd_history)
+    add_command(
+        commands, "config", cmd_config, "a device's effective config",
+        argument("id", metavar="ID"),
+        argument("--format", choices=("json", "cbor", "diag"), default="json",
+                 help="default: json"),
+        argument("--summary", action="store_true", help="ETag and what the next sync carries"),
+        argument("--json", action="store_true", help="JSON output"),
+        add_db_option,
+    )  # fmt: skip
+    add_command(
+        commands, "explain", cmd_explain, "why a device has each value",
+        argument("id", metavar="ID"),
+        argument("path", nargs="?", metavar="PATH", help="default: every value"),
+        JSON,
+        add_db_option,
+    )  # fmt: skip
+    add_command(
+        commands, "impact", cmd_impact,
+        "dry run: which devices an edit changes (exit 1 when it would be refused)",
+        argument("layer", metavar="DIMENSION/PATH", help="or 'global' or 'device/ID'"),
+        *edit_options(assignments=True),
+        add_db_option,
+    )  # fmt: skip
+    add_command(
+        commands, "history", cmd_history, "revisions of a group or device layer",
+        argument("kind", choices=("group", "device"), help="group or device"),
+        argument("target", metavar="DIMENSION/PATH|ID"),
+        JSON,
+        add_db_option,
+    )  # fmt: skip
 
 
 def hierarchy_text(hierarchy: Hierarchy) -> str:

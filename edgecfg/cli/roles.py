@@ -34,6 +34,7 @@ from edgecfg.agent.local_state import (
 )
 from edgecfg.agent.overrides import LocalOverrides
 from edgecfg.agent.sync import AGENT_VERSION, Agent, Backoff, Retry, SyncResult, until
+from edgecfg.cli.arguments import JSON, add_actions, add_command, argument, number
 from edgecfg.cli.database import add_db_option, check_exists, connect, open_store, shown
 from edgecfg.cli.files import load_schema, read_bytes, write_bytes
 from edgecfg.cli.operator import parse_assignment
@@ -541,215 +542,116 @@ def _print_result(device: str, result: SyncResult) -> None:
     sys.stdout.flush()
 
 
+STATE_DIR: Final = argument(
+    "--state-dir", required=True, metavar="DIR", help="the device's encrypted local store"
+)
+SECRET_FILE: Final = argument(
+    "--secret-file",
+    metavar="FILE",
+    help="provisioning secret the store key is derived from (else a dev key file)",
+)
+
+
 def register(commands: Any) -> None:
     """Add ``gateway serve`` and ``agent run`` to the top-level subcommands."""
-    p = commands.add_parser("gateway", help="the CoAP gateway")
-    gateway = p.add_subparsers(dest="gateway_command", metavar="ACTION", required=True)
-    q = gateway.add_parser("serve", help="serve the fleet over CoAP (UDP)")
-    q.add_argument(
-        "--bind",
-        default="127.0.0.1:5683",
-        metavar="HOST:PORT",
-        help="UDP address to serve on; port 0 picks a free one (default: 127.0.0.1:5683)",
-    )
-    q.add_argument(
-        "--insecure",
-        action="store_true",
-        help="plain CoAP, no OSCORE: device ids in paths are trusted (test benches only)",
-    )
-    add_master_key_option(q)
-    q.add_argument(
-        "--peer-rate",
-        type=float,
-        default=DEFAULT_BUDGETS.peer_rate,
-        metavar="N",
-        help="requests per second one peer (address or identity) may send, bursts of 10 s "
-        f"(default: {DEFAULT_BUDGETS.peer_rate:g}); beyond: 4.29 with Max-Age",
-    )
-    q.add_argument(
-        "--memory-mib",
-        type=float,
-        default=DEFAULT_BUDGETS.memory_mib,
-        metavar="MIB",
-        help="memory for remembered exchanges in all; beyond: 5.03 with Max-Age "
-        f"(default: {DEFAULT_BUDGETS.memory_mib:g})",
-    )
-    q.add_argument(
-        "--telemetry-kib-per-day",
-        type=float,
-        default=DEFAULT_BUDGETS.telemetry_kib_per_day,
-        metavar="KIB",
-        help="telemetry one device may store per UTC day, 0: no limit "
-        f"(default: {DEFAULT_BUDGETS.telemetry_kib_per_day:g})",
-    )
-    q.add_argument(
-        "--mqtt",
-        metavar="mqtt://HOST:PORT[/prefix]",
-        help="publish telemetry and sync events to this MQTT broker (default: none; "
-        "prefix default: edgecfg)",
-    )
-    q.add_argument(
-        "--mqtt-outbox",
-        metavar="FILE",
-        help="on-disk queue for the broker's outages (default: DB.mqtt-outbox)",
-    )
-    q.add_argument(
-        "--mqtt-outbox-size",
-        type=int,
-        default=DEFAULT_OUTBOX,
-        metavar="N",
-        help=f"messages the outbox keeps; beyond, the oldest are dropped and counted "
-        f"(default: {DEFAULT_OUTBOX})",
-    )
-    q.add_argument(
-        "--refresh",
-        type=float,
-        default=REFRESH_S,
-        metavar="S",
-        help="seconds between picking up operator edits and revocations from the "
-        f"database (default: {REFRESH_S})",
-    )
-    add_db_option(q)
-    q.set_defaults(handler=cmd_gateway_serve)
-    q = gateway.add_parser(
-        "prune", help="forget served versions older than a retention (their devices get "
-        "the full config at their next sync)",
+    gateway = add_actions(commands, "gateway", "the CoAP gateway")
+    add_command(
+        gateway, "serve", cmd_gateway_serve, "serve the fleet over CoAP (UDP)",
+        argument("--bind", default="127.0.0.1:5683", metavar="HOST:PORT",
+                 help="UDP address to serve on; port 0 picks a free one "
+                 "(default: 127.0.0.1:5683)"),
+        argument("--insecure", action="store_true",
+                 help="plain CoAP, no OSCORE: device ids in paths are trusted "
+                 "(test benches only)"),
+        add_master_key_option,
+        number("--peer-rate", DEFAULT_BUDGETS.peer_rate, metavar="N",
+               text="requests per second one peer (address or identity) may send, bursts of 10 s",
+               then="; beyond: 4.29 with Max-Age"),
+        number("--memory-mib", DEFAULT_BUDGETS.memory_mib, metavar="MIB",
+               text="memory for remembered exchanges in all; beyond: 5.03 with Max-Age"),
+        argument("--telemetry-kib-per-day", type=float, metavar="KIB",
+                 default=DEFAULT_BUDGETS.telemetry_kib_per_day,  # float | None, as in Budgets
+                 help="telemetry one device may store per UTC day, 0: no limit "
+                 f"(default: {DEFAULT_BUDGETS.telemetry_kib_per_day:g})"),
+        argument("--mqtt", metavar="mqtt://HOST:PORT[/prefix]",
+                 help="publish telemetry and sync events to this MQTT broker (default: none; "
+                 "prefix default: edgecfg)"),
+        argument("--mqtt-outbox", metavar="FILE",
+                 help="on-disk queue for the broker's outages (default: DB.mqtt-outbox)"),
+        number("--mqtt-outbox-size", DEFAULT_OUTBOX, metavar="N",
+               text="messages the outbox keeps; beyond, the oldest are dropped and counted"),
+        number("--refresh", REFRESH_S, metavar="S",
+               text="seconds between picking up operator edits and revocations from the database"),
+        add_db_option,
     )  # fmt: skip
-    q.add_argument(
-        "--older-than",
-        type=float,
-        default=VERSION_RETENTION_DAYS,
-        metavar="DAYS",
-        help=f"retention in days (default: {VERSION_RETENTION_DAYS:g})",
-    )
-    add_db_option(q)
-    q.set_defaults(handler=cmd_gateway_prune)
+    add_command(
+        gateway, "prune", cmd_gateway_prune,
+        "forget served versions older than a retention (their devices get "
+        "the full config at their next sync)",
+        number("--older-than", VERSION_RETENTION_DAYS, "retention in days", metavar="DAYS"),
+        add_db_option,
+    )  # fmt: skip
 
-    p = commands.add_parser("agent", help="the device agent")
-    agent = p.add_subparsers(dest="agent_command", metavar="ACTION", required=True)
-    q = agent.add_parser("run", help="keep one device's config in sync")
-    q.add_argument(
-        "--gateway", required=True, metavar="coap://HOST:PORT", help="the gateway to sync with"
-    )
-    q.add_argument(
-        "--device", required=True, metavar="ID", help="this device's id (recorded in the state dir)"
-    )
-    q.add_argument(
-        "--state-dir", required=True, metavar="DIR", help="the device's encrypted local store"
-    )
-    q.add_argument("--once", action="store_true", help="sync once and exit (1 if unreachable)")
-    q.add_argument(
-        "--interval",
-        type=float,
-        default=3600.0,
-        metavar="S",
-        help="seconds between syncs without --once or --observe (default: 3600)",
-    )
-    q.add_argument(
-        "--observe", action="store_true", help="stay online: observe the config, sync on change"
-    )
-    q.add_argument(
-        "--block-size",
-        type=int,
-        default=1024,
-        metavar="BYTES",
-        help="Block2 size, a power of two in 16..1024 (default: 1024)",
-    )
-    q.add_argument(
-        "--agent-version",
-        default=AGENT_VERSION,
-        metavar="V",
-        help=f"agent version reported to the gateway (default: {AGENT_VERSION})",
-    )
-    q.add_argument(
-        "--schema-version", type=int, metavar="N", help="schema version reported (default: none)"
-    )
-    q.add_argument("--firmware", metavar="F", help="firmware version reported (default: none)")
-    q.add_argument("--critical-first", action="store_true", help="critical class first")
-    q.add_argument("--budget", type=int, metavar="BYTES", help="defer transfers larger than this")
-    q.add_argument(
-        "--ack-timeout",
-        type=float,
-        default=2.0,
-        metavar="S",
-        help="CoAP ACK_TIMEOUT, the first retransmission wait (default: 2.0)",
-    )
-    q.add_argument(
-        "--max-retransmit",
-        type=int,
-        default=4,
-        metavar="N",
-        help="CoAP retransmissions per request, RFC 7252 MAX_RETRANSMIT (default: 4)",
-    )
-    q.add_argument(
-        "--attempts",
-        type=int,
-        default=6,
-        metavar="N",
-        help="attempts per sync before giving up until the next one (default: 6)",
-    )
-    q.add_argument(
-        "--backoff",
-        type=float,
-        default=1.0,
-        metavar="S",
-        help="first retry delay bound; doubles per attempt, full jitter (default: 1.0)",
-    )
-    q.add_argument(
-        "--credentials",
-        metavar="FILE",
-        help="OSCORE credentials.json from 'device enroll' (else plain CoAP)",
-    )
-    q.add_argument("--schema", metavar="FILE", help="schema for local-override policies")
-    q.add_argument(
-        "--apply-file",
-        metavar="FILE",
-        help="apply each new config to FILE (JSON), probe that the gateway is still "
-        "reachable, and revert by itself when not (default: store configs only)",
-    )
-    q.add_argument(
-        "--confirm-within",
-        type=float,
-        default=DEFAULT_DEADLINE_S,
-        metavar="S",
-        help="with --apply-file: revert a config not confirmed within S seconds, "
-        f"also across restarts (default: {DEFAULT_DEADLINE_S:g})",
-    )
-    q.add_argument(
-        "--secret-file",
-        metavar="FILE",
-        help="provisioning secret the store key is derived from (else a dev key file)",
-    )
-    q.set_defaults(handler=cmd_agent_run)
+    agent = add_actions(commands, "agent", "the device agent")
+    add_command(
+        agent, "run", cmd_agent_run, "keep one device's config in sync",
+        argument("--gateway", required=True, metavar="coap://HOST:PORT",
+                 help="the gateway to sync with"),
+        argument("--device", required=True, metavar="ID",
+                 help="this device's id (recorded in the state dir)"),
+        STATE_DIR,
+        argument("--once", action="store_true", help="sync once and exit (1 if unreachable)"),
+        number("--interval", 3600.0, "seconds between syncs without --once or --observe",
+               metavar="S"),
+        argument("--observe", action="store_true",
+                 help="stay online: observe the config, sync on change"),
+        number("--block-size", 1024, "Block2 size, a power of two in 16..1024", metavar="BYTES"),
+        argument("--agent-version", default=AGENT_VERSION, metavar="V",
+                 help=f"agent version reported to the gateway (default: {AGENT_VERSION})"),
+        argument("--schema-version", type=int, metavar="N",
+                 help="schema version reported (default: none)"),
+        argument("--firmware", metavar="F", help="firmware version reported (default: none)"),
+        argument("--critical-first", action="store_true", help="critical class first"),
+        argument("--budget", type=int, metavar="BYTES", help="defer transfers larger than this"),
+        number("--ack-timeout", 2.0, metavar="S",
+               text="CoAP ACK_TIMEOUT, the first retransmission wait"),
+        number("--max-retransmit", 4, metavar="N",
+               text="CoAP retransmissions per request, RFC 7252 MAX_RETRANSMIT"),
+        number("--attempts", 6, metavar="N",
+               text="attempts per sync before giving up until the next one"),
+        number("--backoff", 1.0, metavar="S",
+               text="first retry delay bound; doubles per attempt, full jitter"),
+        argument("--credentials", metavar="FILE",
+                 help="OSCORE credentials.json from 'device enroll' (else plain CoAP)"),
+        argument("--schema", metavar="FILE", help="schema for local-override policies"),
+        argument("--apply-file", metavar="FILE",
+                 help="apply each new config to FILE (JSON), probe that the gateway is still "
+                      "reachable, and revert by itself when not (default: store configs only)"),
+        number("--confirm-within", DEFAULT_DEADLINE_S, metavar="S",
+               text="with --apply-file: revert a config not confirmed within S seconds, "
+                    "also across restarts"),
+        SECRET_FILE,
+    )  # fmt: skip
 
-    q = agent.add_parser("set", help="change values locally (offline), within policy")
-    q.add_argument("assignments", nargs="*", metavar="PATH=VALUE", help="values to set locally")
-    q.add_argument(
-        "--state-dir", required=True, metavar="DIR", help="the device's encrypted local store"
-    )
-    q.add_argument(
-        "--reason", default="", metavar="TEXT", help="why, kept in the journal (default: none)"
-    )
-    q.add_argument("--unset", action="append", metavar="PATH", help="drop a local override")
-    q.add_argument("--schema", metavar="FILE", help="schema (kept in the state dir)")
-    q.add_argument(
-        "--device", metavar="ID", help="device id (default: the one 'agent run' recorded)"
-    )
-    q.set_defaults(handler=cmd_agent_set)
+    add_command(
+        agent, "set", cmd_agent_set, "change values locally (offline), within policy",
+        argument("assignments", nargs="*", metavar="PATH=VALUE", help="values to set locally"),
+        STATE_DIR,
+        argument("--reason", default="", metavar="TEXT",
+                 help="why, kept in the journal (default: none)"),
+        argument("--unset", action="append", metavar="PATH", help="drop a local override"),
+        argument("--schema", metavar="FILE", help="schema (kept in the state dir)"),
+        argument("--device", metavar="ID",
+                 help="device id (default: the one 'agent run' recorded)"),
+    )  # fmt: skip
 
-    q = agent.add_parser("show", help="the effective local config and its sources")
-    q.add_argument("path", nargs="?", metavar="PATH", help="default: the whole config")
-    q.add_argument(
-        "--state-dir", required=True, metavar="DIR", help="the device's encrypted local store"
-    )
-    q.add_argument("--explain", action="store_true", help="say where each value comes from")
-    q.add_argument("--json", action="store_true", help="machine-readable output")
-    q.add_argument(
-        "--device", metavar="ID", help="device id the store key is for (default: the recorded one)"
-    )
-    q.add_argument(
-        "--secret-file",
-        metavar="FILE",
-        help="provisioning secret the store key is derived from (else a dev key file)",
-    )
-    q.set_defaults(handler=cmd_agent_show)
+    add_command(
+        agent, "show", cmd_agent_show, "the effective local config and its sources",
+        argument("path", nargs="?", metavar="PATH", help="default: the whole config"),
+        STATE_DIR,
+        argument("--explain", action="store_true", help="say where each value comes from"),
+        JSON,
+        argument("--device", metavar="ID",
+                 help="device id the store key is for (default: the recorded one)"),
+        SECRET_FILE,
+    )  # fmt: skip

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from edgecfg.cli.arguments import Handler, add_actions, add_command, argument
 from edgecfg.cli.database import add_db_option, check_exists, open_store, shown
 from edgecfg.core.ids import check_device_id
 from edgecfg.crypto import RecordCipher, load_or_create_dev_key
@@ -137,31 +138,32 @@ def add_master_key_option(p: argparse.ArgumentParser) -> None:
 
 def add_device_actions(device: Any) -> None:
     """``device enroll`` and ``device revoke`` under the existing ``device`` command."""
-    _add_actions(device, "device", cmd_device_enroll, cmd_device_revoke)
+    _add_credential_actions(device, "device", cmd_device_enroll, cmd_device_revoke)
 
 
 def register(commands: Any) -> None:
     """The ``operator`` command: enrol and revoke operator identities."""
-    p = commands.add_parser("operator", help="operator identities (OSCORE)")
-    operator = p.add_subparsers(dest="operator_command", metavar="ACTION", required=True)
-    _add_actions(operator, "operator", cmd_operator_enroll, cmd_operator_revoke)
+    operator = add_actions(commands, "operator", "operator identities (OSCORE)")
+    _add_credential_actions(operator, "operator", cmd_operator_enroll, cmd_operator_revoke)
 
 
-def _add_actions(parent: Any, role: str, enroll_handler: Any, revoke_handler: Any) -> None:
+def _add_credential_actions(
+    parent: Any, role: str, enroll_handler: Handler, revoke_handler: Handler
+) -> None:
     article = "an" if role[0] in "aeiou" else "a"
-    q = parent.add_parser("enroll", help=f"issue {article} {role}'s OSCORE credentials")
-    q.add_argument("id", metavar="ID" if role == "device" else "NAME")
-    q.add_argument("--out", required=True, metavar="DIR", help="where the peer's side goes")
-    q.add_argument(
-        "--gateway",
-        metavar="coap://HOST:PORT",
-        help="limit them to this gateway (default: any, coap://*)",
-    )
-    q.add_argument("--replace", action="store_true", help="revoke an active credential first")
-    add_master_key_option(q)
-    add_db_option(q)
-    q.set_defaults(handler=enroll_handler)
-    q = parent.add_parser("revoke", help=f"end {article} {role}'s OSCORE credentials")
-    q.add_argument("id", metavar="ID" if role == "device" else "NAME")
-    add_db_option(q)
-    q.set_defaults(handler=revoke_handler)
+    who = argument("id", metavar="ID" if role == "device" else "NAME")
+    add_command(
+        parent, "enroll", enroll_handler, f"issue {article} {role}'s OSCORE credentials",
+        who,
+        argument("--out", required=True, metavar="DIR", help="where the peer's side goes"),
+        argument("--gateway", metavar="coap://HOST:PORT",
+                 help="limit them to this gateway (default: any, coap://*)"),
+        argument("--replace", action="store_true", help="revoke an active credential first"),
+        add_master_key_option,
+        add_db_option,
+    )  # fmt: skip
+    add_command(
+        parent, "revoke", revoke_handler, f"end {article} {role}'s OSCORE credentials",
+        who,
+        add_db_option,
+    )  # fmt: skip

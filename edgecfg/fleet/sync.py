@@ -55,7 +55,6 @@ PERSISTED_ENTRIES: Final = 1 << 18
 """Versions remembered as already in the store (a miss costs one idempotent write)."""
 MAX_FETCH_PATHS: Final = 256
 MAX_PIGGYBACK: Final = 1024  # a delta riding on a telemetry reply must fit one block
-"""Largest schema version a request may name (SQLite integers stop at 2**63 - 1)."""
 MAX_DETAIL: Final = 500
 """Characters of a device's revert detail the gateway keeps."""
 
