@@ -30,6 +30,7 @@ from edgecfg.cli.database import register as register_database_commands
 from edgecfg.cli.files import dump_config, load_config, load_schema, read_bytes, write_bytes
 from edgecfg.cli.operator import register as register_operator_commands
 from edgecfg.cli.roles import register as register_roles
+from edgecfg.cli.rollouts import register as register_rollout_commands
 from edgecfg.core.tree import Value, is_map
 from edgecfg.errors import CommandError, DeltaError, EdgecfgError, Violation
 from edgecfg.wire.cbor import encode, etag
@@ -359,6 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_database_commands(commands)
     register_operator_commands(commands, formats)
+    register_rollout_commands(commands)
     register_roles(commands)
     _register_benches(commands)
     return parser

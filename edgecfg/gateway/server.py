@@ -37,8 +37,10 @@ import aiocoap.resource
 from edgecfg.core.admission import Admission, Budgets, Subsiding
 from edgecfg.core.echo import AMPLIFICATION_FACTOR
 from edgecfg.core.ids import DeviceId, LayerId
+from edgecfg.core.rollout import Decision
 from edgecfg.fleet.fleet import Fleet, FleetChanges
 from edgecfg.fleet.identity import AuthenticatedPolicy, IdentityPolicy
+from edgecfg.fleet.rollouts import RolloutService
 from edgecfg.fleet.sync import SyncService
 from edgecfg.gateway.admission import RememberedAnswers
 from edgecfg.gateway.amplification import AddressGuard, Discovery
@@ -58,6 +60,7 @@ log = logging.getLogger("edgecfg.gateway")
 REFRESH_S: Final = 0.25
 MAX_CONCURRENT: Final = 256
 LAG_PROBE_S: Final = 0.25
+ROLLOUT_TICK_S: Final = 60.0  # how often the rollout loop runs (decisions are daily)
 
 
 def quiet_aiocoap() -> None:
@@ -125,6 +128,8 @@ class Gateway:
         self.context: aiocoap.Context | None = None
         self.address: tuple[str, int] | None = None
         self._refresher: asyncio.Task[None] | None = None
+        self.rollouts = RolloutService(self.fleet)
+        self._rollouts_due = -math.inf
         self._lag: asyncio.Task[None] | None = None
         # duplicate detection of the server's UDP interfaces (edgecfg.gateway.admission)
         self.remembered: list[RememberedAnswers] = []
@@ -208,10 +213,28 @@ class Gateway:
                 self.changed(self.fleet.refresh())
             except Exception:  # a bad row must not stop the gateway
                 log.exception("refreshing the fleet from the store failed")
+            try:  # on its own: a rollout's fault must not hold up serving
+                self.drive_rollouts(time.monotonic(), time.time())
+            except Exception:
+                log.exception("driving the rollouts failed")
             try:  # on its own: a bad fleet row must not hold up revocations
                 self.revocations()
             except Exception:
                 log.exception("checking for revoked credentials failed")
+
+    def drive_rollouts(self, monotonic: float, now: float) -> int:
+        """Run the rollout loop (offers, the daily decisions) once a minute:
+        a rollout's offers and rollbacks are layer writes, which the next
+        refresh serves and notifies like any other.  How many decisions."""
+        if monotonic < self._rollouts_due:
+            return 0
+        self._rollouts_due = monotonic + ROLLOUT_TICK_S
+        made = self.rollouts.tick(now)
+        for rollout, outcome in made:
+            quiet = outcome.decision in (Decision.HOLD, Decision.ADVANCE)
+            log.log(logging.INFO if quiet else logging.WARNING, "rollout %s: %s: %s", rollout,
+                    outcome.decision.value, outcome.reason)  # fmt: skip
+        return len(made)
 
     def revocations(self) -> int:
         """Drop revoked credentials and end their devices' observations (their

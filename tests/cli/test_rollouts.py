@@ -1,0 +1,79 @@
+"""``edgecfg rollout ...``: start, status, history, tick and the operator actions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from edgecfg.cli.main import main
+from tests.paths import SCHEMA
+
+PLAN = """
+[plan]
+change = { "net.uplink.interval_s" = 900 }
+target = "region/eu"
+stages = ["50%", "100%"]
+guardrails = ["reboots", "checkin"]
+"""
+
+
+def _ok(capsys: pytest.CaptureFixture[str], db: str, *argv: str) -> str:
+    code = main(["--db", db, *argv])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    return out
+
+
+@pytest.fixture
+def db(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> str:
+    path = str(tmp_path / "fleet.db")
+    _ok(capsys, path, "schema", "load", "--create", str(SCHEMA))
+    for n in range(8):
+        _ok(capsys, path, "device", "add", f"dev-{n}", "--group", "region=eu/west",
+            "--hardware", "nbiot-sensor-r3", "--firmware", "2.1.0")  # fmt: skip
+    return path
+
+
+def test_start_status_act_and_history(
+    tmp_path: Path, db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plan = tmp_path / "plan.toml"
+    plan.write_text(PLAN)
+    started = json.loads(_ok(capsys, db, "rollout", "start", str(plan), "--id", "r1",
+                             "--author", "alice", "--json"))  # fmt: skip
+    assert started["id"] == "r1" and started["phase"] == "running" and started["stage"] == "50%"
+    assert started["offered"] == {"canary": 4, "control": 4}
+    text = _ok(capsys, db, "rollout", "status", "r1")
+    assert "rollout r1: running, wave 0 stage 50%" in text and "4 canary, 4 control" in text
+    assert _ok(capsys, db, "rollout", "tick", "--json") == ""  # nothing due on day 0
+    paused = json.loads(_ok(capsys, db, "rollout", "pause", "r1", "--reason", "freeze",
+                            "--author", "bob", "--json"))  # fmt: skip
+    assert paused["phase"] == "paused" and "freeze" in paused["reason"]
+    assert main(["--db", db, "rollout", "pause", "r1", "--reason", "again"]) == 1
+    assert "cannot pause a rollout that is paused" in capsys.readouterr().err
+    _ok(capsys, db, "rollout", "resume", "r1", "--reason", "thaw")
+    rolled = json.loads(_ok(capsys, db, "rollout", "rollback", "r1", "--reason", "tickets",
+                            "--json"))  # fmt: skip
+    assert rolled["phase"] == "rolled_back"
+    history = json.loads(_ok(capsys, db, "rollout", "history", "r1", "--json"))
+    assert [row["action"] for row in history] == ["start", "pause", "resume", "rollback"]
+    assert history[1]["author"] == "bob"
+    text = _ok(capsys, db, "rollout", "history", "r1")
+    assert "pause    by bob: freeze" in text
+
+
+def test_errors_name_what_is_wrong(
+    tmp_path: Path, db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--db", db, "rollout", "status", "r9"]) == 1
+    assert "r9" in capsys.readouterr().err
+    assert main(["--db", db, "rollout", "start", str(tmp_path / "missing.toml")]) == 1
+    assert "missing.toml" in capsys.readouterr().err
+    bad = tmp_path / "bad.toml"
+    bad.write_text(PLAN.replace('stages = ["50%", "100%"]', 'stages = ["50%"]'))
+    assert main(["--db", db, "rollout", "start", str(bad)]) == 1
+    assert "must reach 100%" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--db", db, "rollout", "pause", "r1"])  # --reason is required
