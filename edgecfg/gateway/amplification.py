@@ -8,7 +8,7 @@
 
 The rule and its constants are in :mod:`edgecfg.core.echo`.  Here it meets
 aiocoap: :meth:`AddressGuard.screen` looks at each rendered response just
-before it leaves (``_Base.render`` for every edgecfg resource,
+before it leaves (``CoapResource.render`` for every edgecfg resource,
 :class:`Discovery` for ``/.well-known/core``) and swaps one that is too large
 for an unproven peer for a 4.01 challenge with an Echo value.
 

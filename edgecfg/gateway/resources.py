@@ -143,7 +143,7 @@ def valid(etag: ETag) -> aiocoap.Message:
     return response
 
 
-class _Base(aiocoap.resource.Resource, aiocoap.resource.PathCapable):
+class CoapResource(aiocoap.resource.Resource, aiocoap.resource.PathCapable):
     """Method dispatch with errors mapped once, overload shedding and no
     aiocoap block-wise assembly."""
 
@@ -273,7 +273,7 @@ def _device_of(request: aiocoap.Message) -> str:
     return path[0]
 
 
-def _watch(
+def watch(
     table: dict[str, set[aiocoap.protocol.ServerObservation]],
     key: str,
     observation: aiocoap.protocol.ServerObservation,
@@ -293,7 +293,7 @@ def _watch(
     return cancel
 
 
-class ConfigResource(_Base, aiocoap.interfaces.ObservableResource):
+class ConfigResource(CoapResource, aiocoap.interfaces.ObservableResource):
     """/cfg/{dev}[/{key}...]: GET (deltas, prio, subtrees), FETCH, observe."""
 
     methods: ClassVar[dict[Code, str]] = {Code.GET: "get", Code.FETCH: "fetch"}
@@ -315,7 +315,7 @@ class ConfigResource(_Base, aiocoap.interfaces.ObservableResource):
         if len(path) != 1 or not path[0] or not self.service.fleet.has_device(DeviceId(path[0])):
             decline(serverobservation)  # subtrees are not observable; unknown devices 4.04
             return
-        cancel = _watch(self.observers, path[0], serverobservation)
+        cancel = watch(self.observers, path[0], serverobservation)
         peer = request_peer(request, _claimed(request))
         self.gate.observations.register(peer, serverobservation, cancel)
 
@@ -383,7 +383,7 @@ def _version(text: str | None) -> int | None:
     return version
 
 
-class StateResource(_Base):
+class StateResource(CoapResource):
     """/state/{dev}: POST of the device's report."""
 
     methods: ClassVar[dict[Code, str]] = {Code.POST: "post"}
@@ -400,7 +400,7 @@ class StateResource(_Base):
         return _changed(answer.payload, ContentFormat.CBOR, answer.etag)
 
 
-class TelemetryResource(_Base):
+class TelemetryResource(CoapResource):
     """/tel/{dev}[?cfg=etag]: POST of SenML; the reply may carry the config delta."""
 
     methods: ClassVar[dict[Code, str]] = {Code.POST: "post"}
@@ -429,7 +429,7 @@ class TelemetryResource(_Base):
         return _changed(answer.payload, answer.content_format, answer.etag)
 
 
-class _LayerResource(_Base):
+class _LayerResource(CoapResource):
     """A resource holding a layer document: PUT replaces it, iPATCH merges into
     it; If-Match (the layer's revision ETag) guards both (4.12 when stale)."""
 
@@ -516,7 +516,7 @@ class GroupResource(_LayerResource, aiocoap.resource.ObservableResource):  # pyr
         if layer != GLOBAL and self.service.fleet.head(layer) is None:
             decline(serverobservation)  # a layer nobody wrote: answered, not observed
             return
-        cancel = _watch(self.layer_observers, layer, serverobservation)
+        cancel = watch(self.layer_observers, layer, serverobservation)
         peer = request_peer(request, _claimed(request))
         self.gate.observations.register(peer, serverobservation, cancel)
 

@@ -54,6 +54,7 @@ from edgecfg.gateway.resources import (
     StateResource,
     TelemetryResource,
 )
+from edgecfg.gateway.rollout_resource import RolloutResource
 from edgecfg.store import Store
 
 log = logging.getLogger("edgecfg.gateway")
@@ -125,11 +126,13 @@ class Gateway:
         self.site.add_resource(
             ("dev",), DeviceResource(self.service, policy, gate, self.layer_changed)
         )
+        self.rollouts = RolloutService(self.fleet)
+        self._rollouts_due = -math.inf
+        self.rollout_resource = RolloutResource(self.service, policy, gate, self.rollouts)
+        self.site.add_resource(("rollout",), self.rollout_resource)
         self.context: aiocoap.Context | None = None
         self.address: tuple[str, int] | None = None
         self._refresher: asyncio.Task[None] | None = None
-        self.rollouts = RolloutService(self.fleet)
-        self._rollouts_due = -math.inf
         self._lag: asyncio.Task[None] | None = None
         # duplicate detection of the server's UDP interfaces (edgecfg.gateway.admission)
         self.remembered: list[RememberedAnswers] = []
@@ -231,6 +234,7 @@ class Gateway:
         self._rollouts_due = monotonic + ROLLOUT_TICK_S
         made = self.rollouts.tick(now)
         for rollout, outcome in made:
+            self.rollout_resource.changed(rollout)
             quiet = outcome.decision in (Decision.HOLD, Decision.ADVANCE)
             log.log(logging.INFO if quiet else logging.WARNING, "rollout %s: %s: %s", rollout,
                     outcome.decision.value, outcome.reason)  # fmt: skip

@@ -1,0 +1,135 @@
+# aiocoap ships no type information (see edgecfg.gateway.resources).
+# pyright: reportMissingTypeStubs=false, reportUnknownMemberType=false
+# pyright: reportUnknownVariableType=false, reportUnknownArgumentType=false
+# pyright: reportUnknownParameterType=false, reportUntypedBaseClass=false
+"""/rollout/{id}: a rollout's status (GET, observable) and operator actions (POST).
+
+GET answers the status ``edgecfg rollout status --json`` prints, as a CBOR
+map; an observer is notified after every decision and action.  POST takes a
+CBOR map ``{"action": "pause" | "resume" | "advance" | "rollback",
+"reason": text}`` and answers 2.04 with the new status.  Operators only.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from typing import ClassVar, Final, cast
+
+import aiocoap
+import aiocoap.resource
+from aiocoap.numbers.codes import Code
+
+from edgecfg.core.rollout import Action
+from edgecfg.core.tree import Value, is_map
+from edgecfg.fleet.identity import Identity, IdentityPolicy
+from edgecfg.fleet.rollouts import RolloutService
+from edgecfg.fleet.sync import Representation, SyncService
+from edgecfg.gateway.admission import request_peer
+from edgecfg.gateway.errors import BadRequest
+from edgecfg.gateway.observations import decline
+from edgecfg.gateway.resources import CoapResource, Gate, serve_blocks, valid, watch
+from edgecfg.wire.cbor import decode, encode, etag_of_bytes
+from edgecfg.wire.numbers import ContentFormat
+
+ACTIONS: Final[frozenset[str]] = frozenset({"pause", "resume", "advance", "rollback"})
+MAX_REASON: Final = 500
+
+
+class RolloutResource(CoapResource, aiocoap.resource.ObservableResource):  # pyright: ignore[reportIncompatibleMethodOverride]
+    """/rollout/{id}: GET the status (observable), POST an action."""
+
+    methods: ClassVar[dict[Code, str]] = {Code.GET: "get", Code.POST: "post"}
+    link: ClassVar[dict[str, str | None]] = {
+        "rt": "edgecfg.rollout",
+        "ct": f"{ContentFormat.CBOR:d}",
+        "obs": None,
+    }
+
+    def __init__(
+        self, service: SyncService, policy: IdentityPolicy, gate: Gate, rollouts: RolloutService
+    ) -> None:
+        super().__init__(service, policy, gate)
+        self.rollouts = rollouts
+
+    @functools.cached_property
+    def rollout_observers(self) -> dict[str, set[aiocoap.protocol.ServerObservation]]:
+        """The observations of each rollout."""
+        return {}
+
+    async def add_observation(
+        self, request: aiocoap.Message, serverobservation: aiocoap.protocol.ServerObservation
+    ) -> None:
+        try:
+            rollout = _rollout_of(request)
+        except BadRequest:
+            decline(serverobservation)  # the GET says why
+            return
+        if self.service.fleet.store.get_rollout(rollout) is None:
+            decline(serverobservation)  # answered 4.04, not observed
+            return
+        cancel = watch(self.rollout_observers, rollout, serverobservation)
+        peer = request_peer(request, None)
+        self.gate.observations.register(peer, serverobservation, cancel)
+
+    def changed(self, rollout: str) -> None:
+        """Notify the observers of ``rollout`` (a decision or an action)."""
+        for observation in list(self.rollout_observers.get(rollout, ())):
+            observation.trigger()
+
+    def representation(self, rollout: str) -> Representation:
+        status = cast(Value, self.rollouts.status(rollout, time.time()))
+        blob = encode(_without_clock(status))
+        return Representation(blob, ContentFormat.CBOR, etag_of_bytes(blob))
+
+    async def get(self, request: aiocoap.Message, claimed: Identity | None) -> aiocoap.Message:
+        self.policy.for_operator(claimed)
+        representation = self.representation(_rollout_of(request))
+        if representation.etag in request.opt.etags:
+            return valid(representation.etag)
+        return serve_blocks(request, representation)
+
+    async def post(self, request: aiocoap.Message, claimed: Identity | None) -> aiocoap.Message:
+        operator = self.policy.for_operator(claimed)
+        rollout = _rollout_of(request)
+        body = self.body(request)
+        if isinstance(body, aiocoap.Message):
+            return body
+        action, reason = _action(decode(body))
+        self.rollouts.act(rollout, action, reason, now=time.time(), author=operator.name)
+        self.changed(rollout)
+        representation = self.representation(rollout)
+        response = aiocoap.Message(code=Code.CHANGED, payload=representation.payload)
+        response.opt.content_format = ContentFormat.CBOR
+        response.opt.etag = representation.etag
+        return response
+
+
+def _rollout_of(request: aiocoap.Message) -> str:
+    path = request.opt.uri_path
+    if len(path) != 1 or not path[0]:
+        raise BadRequest("name a rollout: /rollout/{id}")
+    return path[0]
+
+
+def _action(body: Value) -> tuple[Action, str]:
+    if not is_map(body):
+        raise BadRequest('expected a CBOR map {"action": ..., "reason": ...}')
+    action, reason = body.get("action"), body.get("reason")
+    if not isinstance(action, str) or action not in ACTIONS:
+        raise BadRequest(f"action: expected one of {sorted(ACTIONS)}, got {action!r}")
+    if not isinstance(reason, str) or not reason.strip():
+        raise BadRequest("reason: a non-empty text is required (it is recorded)")
+    if len(reason) > MAX_REASON:
+        raise BadRequest(f"reason: at most {MAX_REASON} characters, got {len(reason)}")
+    extra = sorted(set(body) - {"action", "reason"})
+    if extra:
+        raise BadRequest(f"unknown keys {extra}; expected action and reason")
+    return cast(Action, action), reason
+
+
+def _without_clock(status: Value) -> Value:
+    """The status without its age, so its ETag changes with the rollout, not the clock."""
+    if is_map(status):
+        return {key: value for key, value in status.items() if key != "age_h"}
+    return status  # pragma: no cover - status is a map
