@@ -259,7 +259,13 @@ class ApplyGuard:
         if held is None or previous is None:
             self.state.save_config(config)  # the first config: nothing to go back to
             for applier in self.appliers:
-                applier.apply(config)
+                try:
+                    applier.apply(config)
+                except (EdgecfgError, OSError) as error:
+                    raise ApplyRefused(
+                        f"the first configuration {config.etag.hex()} is stored, but "
+                        f"{applier.name} failed on it: {error}"
+                    ) from None
             return None
         await self.settle()  # a trial stopped midway goes first
         self._candidate = config

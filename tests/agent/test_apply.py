@@ -245,6 +245,13 @@ async def test_an_applier_failure_reverts_and_a_failure_on_the_way_back_is_repor
     assert recorder.applied == [FIRST.tree, SECOND.tree, FIRST.tree]
 
 
+async def test_an_applier_failing_on_the_first_config_says_so(tmp_path: Path) -> None:
+    device = ApplyGuard(LocalState(tmp_path), appliers=[Recorder(fail_on=(1,))])
+    with pytest.raises(ApplyRefused, match=r"first configuration .* is stored, but recorder"):
+        await device.install(FIRST)
+    assert device.state.load_config() == FIRST
+
+
 async def test_no_probe_is_no_proof_of_health(tmp_path: Path) -> None:
     device = ApplyGuard(LocalState(tmp_path))
     await device.install(FIRST)
