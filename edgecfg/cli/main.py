@@ -16,6 +16,7 @@ from typing import cast
 
 import edgecfg
 from edgecfg.bench import flood as bench_flood
+from edgecfg.cli import rollout_sim
 from edgecfg.cli.database import default_db
 from edgecfg.cli.database import register as register_database_commands
 from edgecfg.cli.files import dump_config, load_config, load_schema, read_bytes, write_bytes
@@ -109,6 +110,9 @@ def cmd_sim(args: argparse.Namespace) -> int:
     """Simulate a fleet in virtual time and write the report folder."""
     from edgecfg.sim.report import write_report
     from edgecfg.sim.virtual import Scenario, run
+
+    if args.out is None:
+        raise CommandError("--out DIR is required: the folder for summary.json and the plots")
 
     scenario = Scenario(
         devices=args.devices, days=args.days, seed=args.seed, wake_every_s=args.wake_every,
@@ -311,8 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--devices", type=int, default=1000, help="fleet size (default: 1000)")
     p.add_argument("--days", type=float, default=7.0, help="simulated days (default: 7)")
-    p.add_argument("--out", type=Path, required=True, metavar="DIR",
-                   help="report folder: summary.json and PNG plots")  # fmt: skip
+    p.add_argument("--out", type=Path, metavar="DIR",
+                   help="report folder: summary.json and PNG plots (required)")  # fmt: skip
     p.add_argument("--seed", type=int, default=1, help="names one run (default: 1)")
     p.add_argument("--wake-every", type=float, default=86400.0, metavar="S",
                    help="seconds between a device's wakes (default: 86400, daily)")  # fmt: skip
@@ -323,6 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loss", type=float, default=0.0, metavar="P",
                    help="probability that one exchange is lost (default: 0)")  # fmt: skip
     p.set_defaults(handler=cmd_sim)
+    rollout_sim.add_parser(p)
 
     p = commands.add_parser("delta", help="make the delta that turns OLD into NEW")
     p.add_argument("old", metavar="OLD")

@@ -19,7 +19,7 @@ Rules shared by every implementation:
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -34,6 +34,9 @@ __all__ = [
     "Groups",
     "LayerRevision",
     "OscoreState",
+    "RolloutDevice",
+    "RolloutEntry",
+    "RolloutRecord",
     "SchemaRecord",
     "Store",
     "already_enrolled",
@@ -312,6 +315,48 @@ class BadVersion:
 
 
 @dataclass(frozen=True, slots=True)
+class RolloutRecord:
+    """A staged rollout (issue 15): its plan and its state, as JSON texts the
+    fleet's rollout service writes and reads (the store keeps them opaque)."""
+
+    id: str
+    plan: str
+    state: str
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class RolloutDevice:
+    """One device of a rollout's cohorts: its stratum, wave and hash quantile
+    (fixed at the start), and what the rollout did to it: the arm it was
+    offered in, when, when it moved from the control into the canary (its
+    telemetry before that still speaks for the control), and what its own
+    layer held at the changed paths before (JSON, so a rollback restores
+    exactly that)."""
+
+    device: DeviceId
+    stratum: str
+    wave: int
+    quantile: float
+    arm: str | None = None
+    offered_at: float | None = None
+    previous: str | None = None
+    moved_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RolloutEntry:
+    """One entry of a rollout's history: a decision (with the snapshot it read,
+    so it replays) or an operator action; ``entry`` is JSON."""
+
+    seq: int
+    at: float
+    kind: str
+    entry: str
+
+
+@dataclass(frozen=True, slots=True)
 class Change:
     """One entry of the change log: what a writer changed, in commit order.
 
@@ -443,6 +488,36 @@ class Store(Protocol):
 
     def clear_bad_versions(self, device: DeviceId, etag: ETag | None = None) -> int:
         """Forget the device's mark of ``etag`` (None: all of them); how many went."""
+        ...
+
+    # -- rollouts (issue 15) -------------------------------------------------
+
+    def put_rollout(self, record: RolloutRecord) -> None:
+        """Insert or replace a rollout's plan and state."""
+        ...
+
+    def get_rollout(self, id: str) -> RolloutRecord | None:
+        """The rollout ``id``, or None."""
+        ...
+
+    def rollouts(self) -> list[RolloutRecord]:
+        """Every rollout, oldest first."""
+        ...
+
+    def put_rollout_devices(self, id: str, devices: Sequence[RolloutDevice]) -> None:
+        """Insert or replace these cohort devices of rollout ``id``."""
+        ...
+
+    def rollout_devices(self, id: str) -> list[RolloutDevice]:
+        """The cohort devices of rollout ``id``, by device id."""
+        ...
+
+    def append_rollout_entry(self, id: str, *, at: float, kind: str, entry: str) -> int:
+        """Append to rollout ``id``'s history; returns the entry's sequence number."""
+        ...
+
+    def rollout_history(self, id: str) -> list[RolloutEntry]:
+        """Rollout ``id``'s history, oldest first."""
         ...
 
     # -- layers ------------------------------------------------------------

@@ -144,6 +144,36 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (device_id, etag)
     ) WITHOUT ROWID;
     """,
+    # 10: staged rollouts (issue 15): plan and state, cohort devices, history.
+    """
+    CREATE TABLE rollouts (
+        id TEXT PRIMARY KEY,
+        plan TEXT NOT NULL,
+        state TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE TABLE rollout_devices (
+        rollout_id TEXT NOT NULL REFERENCES rollouts (id),
+        device_id TEXT NOT NULL,
+        stratum TEXT NOT NULL,
+        wave INTEGER NOT NULL,
+        quantile REAL NOT NULL,
+        arm TEXT,
+        offered_at REAL,
+        moved_at REAL,
+        previous TEXT,
+        PRIMARY KEY (rollout_id, device_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE rollout_history (
+        rollout_id TEXT NOT NULL REFERENCES rollouts (id),
+        seq INTEGER NOT NULL,
+        at REAL NOT NULL,
+        kind TEXT NOT NULL,
+        entry TEXT NOT NULL,
+        PRIMARY KEY (rollout_id, seq)
+    ) WITHOUT ROWID;
+    """,
 )
 """Layout migrations; step ``i`` (0-based) brings a database to version ``i + 1``.
 Append new steps; never edit a released one."""

@@ -7,7 +7,7 @@ Not thread-safe.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
 from edgecfg.core.ids import DeviceId, ETag, LayerId
@@ -21,6 +21,9 @@ from edgecfg.store.base import (
     LayerRevision,
     MergeRecord,
     OscoreState,
+    RolloutDevice,
+    RolloutEntry,
+    RolloutRecord,
     SchemaRecord,
     already_enrolled,
     blob_collision,
@@ -57,6 +60,11 @@ class _Tables:
     bad: dict[tuple[DeviceId, ETag], BadVersion] = field(
         default_factory=dict[tuple[DeviceId, ETag], BadVersion]
     )
+    rollouts: dict[str, RolloutRecord] = field(default_factory=dict[str, RolloutRecord])
+    cohorts: dict[str, dict[DeviceId, RolloutDevice]] = field(
+        default_factory=dict[str, dict[DeviceId, RolloutDevice]]
+    )
+    histories: dict[str, list[RolloutEntry]] = field(default_factory=dict[str, list[RolloutEntry]])
     telemetry: dict[DeviceId, list[tuple[float, bytes]]] = field(
         default_factory=dict[DeviceId, list[tuple[float, bytes]]]
     )
@@ -246,6 +254,51 @@ class MemoryStore:
         for key in gone:
             del bad[key]
         return len(gone)
+
+    # -- rollouts --------------------------------------------------------------
+
+    def put_rollout(self, record: RolloutRecord) -> None:
+        """See :meth:`edgecfg.store.base.Store.put_rollout`."""
+        tables = self._open()
+        known = tables.rollouts.get(record.id)
+        if known is not None:  # an update keeps the creation time, as the SQL stores do
+            record = replace(record, created_at=known.created_at)
+        tables.rollouts[record.id] = record
+
+    def get_rollout(self, id: str) -> RolloutRecord | None:
+        """See :meth:`edgecfg.store.base.Store.get_rollout`."""
+        return self._open().rollouts.get(id)
+
+    def rollouts(self) -> list[RolloutRecord]:
+        """See :meth:`edgecfg.store.base.Store.rollouts`."""
+        return sorted(self._open().rollouts.values(), key=lambda r: (r.created_at, r.id))
+
+    def put_rollout_devices(self, id: str, devices: Sequence[RolloutDevice]) -> None:
+        """See :meth:`edgecfg.store.base.Store.put_rollout_devices`."""
+        tables = self._open()
+        if id not in tables.rollouts:
+            raise StoreError(f"put_rollout_devices: no rollout {id!r}")
+        cohort = tables.cohorts.setdefault(id, {})
+        for device in devices:
+            cohort[device.device] = device
+
+    def rollout_devices(self, id: str) -> list[RolloutDevice]:
+        """See :meth:`edgecfg.store.base.Store.rollout_devices`."""
+        cohort = self._open().cohorts.get(id, {})
+        return [cohort[device] for device in sorted(cohort)]
+
+    def append_rollout_entry(self, id: str, *, at: float, kind: str, entry: str) -> int:
+        """See :meth:`edgecfg.store.base.Store.append_rollout_entry`."""
+        tables = self._open()
+        if id not in tables.rollouts:
+            raise StoreError(f"append_rollout_entry: no rollout {id!r}")
+        history = tables.histories.setdefault(id, [])
+        history.append(RolloutEntry(len(history) + 1, at, kind, entry))
+        return len(history)
+
+    def rollout_history(self, id: str) -> list[RolloutEntry]:
+        """See :meth:`edgecfg.store.base.Store.rollout_history`."""
+        return list(self._open().histories.get(id, []))
 
     # -- layers ------------------------------------------------------------
 

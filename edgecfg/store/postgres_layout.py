@@ -133,6 +133,36 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (device_id, etag)
     );
     """,
+    # 10: staged rollouts (see edgecfg.store.layout).
+    """
+    CREATE TABLE rollouts (
+        id TEXT COLLATE "C" PRIMARY KEY,
+        plan TEXT NOT NULL,
+        state TEXT NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL,
+        updated_at DOUBLE PRECISION NOT NULL
+    );
+    CREATE TABLE rollout_devices (
+        rollout_id TEXT COLLATE "C" NOT NULL REFERENCES rollouts (id),
+        device_id TEXT COLLATE "C" NOT NULL,
+        stratum TEXT NOT NULL,
+        wave INTEGER NOT NULL,
+        quantile DOUBLE PRECISION NOT NULL,
+        arm TEXT,
+        offered_at DOUBLE PRECISION,
+        moved_at DOUBLE PRECISION,
+        previous TEXT,
+        PRIMARY KEY (rollout_id, device_id)
+    );
+    CREATE TABLE rollout_history (
+        rollout_id TEXT COLLATE "C" NOT NULL REFERENCES rollouts (id),
+        seq INTEGER NOT NULL,
+        at DOUBLE PRECISION NOT NULL,
+        kind TEXT NOT NULL,
+        entry TEXT NOT NULL,
+        PRIMARY KEY (rollout_id, seq)
+    );
+    """,
 )
 """Layout migrations; step ``i`` (0-based) brings a database to version ``i + 1``.
 Append new steps; never edit a released one."""

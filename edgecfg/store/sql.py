@@ -35,6 +35,9 @@ from edgecfg.store.base import (
     LayerRevision,
     MergeRecord,
     OscoreState,
+    RolloutDevice,
+    RolloutEntry,
+    RolloutRecord,
     SchemaRecord,
     already_enrolled,
     blob_collision,
@@ -448,6 +451,76 @@ class SQLStore(ABC):
                 "DELETE FROM bad_versions WHERE device_id = ? AND etag = ?", (device, bytes(etag))
             )
 
+    # -- rollouts --------------------------------------------------------------
+
+    def put_rollout(self, record: RolloutRecord) -> None:
+        """See :meth:`edgecfg.store.base.Store.put_rollout`."""
+        with self._transaction("put_rollout", write=True) as db:
+            db.run(
+                "INSERT INTO rollouts (id, plan, state, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET plan = excluded.plan, "
+                "state = excluded.state, updated_at = excluded.updated_at",
+                (record.id, record.plan, record.state, record.created_at, record.updated_at),
+            )
+
+    def get_rollout(self, id: str) -> RolloutRecord | None:
+        """See :meth:`edgecfg.store.base.Store.get_rollout`."""
+        with self._transaction("get_rollout", write=False) as db:
+            row = db.one(f"SELECT {_ROLLOUT_COLUMNS} FROM rollouts WHERE id = ?", (id,))
+        return None if row is None else _rollout(row)
+
+    def rollouts(self) -> list[RolloutRecord]:
+        """See :meth:`edgecfg.store.base.Store.rollouts`."""
+        with self._transaction("rollouts", write=False) as db:
+            rows = db.all(f"SELECT {_ROLLOUT_COLUMNS} FROM rollouts ORDER BY created_at, id")
+        return [_rollout(row) for row in rows]
+
+    def put_rollout_devices(self, id: str, devices: Sequence[RolloutDevice]) -> None:
+        """See :meth:`edgecfg.store.base.Store.put_rollout_devices`."""
+        with self._transaction("put_rollout_devices", write=True) as db:
+            db.run_many(
+                f"INSERT INTO rollout_devices (rollout_id, {_COHORT_COLUMNS}) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (rollout_id, device_id) DO UPDATE "
+                "SET stratum = excluded.stratum, wave = excluded.wave, "
+                "quantile = excluded.quantile, arm = excluded.arm, "
+                "offered_at = excluded.offered_at, previous = excluded.previous, "
+                "moved_at = excluded.moved_at",
+                [(id, d.device, d.stratum, d.wave, d.quantile, d.arm, d.offered_at, d.previous,
+                  d.moved_at) for d in devices],
+            )  # fmt: skip
+
+    def rollout_devices(self, id: str) -> list[RolloutDevice]:
+        """See :meth:`edgecfg.store.base.Store.rollout_devices`."""
+        with self._transaction("rollout_devices", write=False) as db:
+            rows = db.all(
+                f"SELECT {_COHORT_COLUMNS} FROM rollout_devices WHERE rollout_id = ? "
+                "ORDER BY device_id",
+                (id,),
+            )
+        return [_cohort_device(row) for row in rows]
+
+    def append_rollout_entry(self, id: str, *, at: float, kind: str, entry: str) -> int:
+        """See :meth:`edgecfg.store.base.Store.append_rollout_entry`."""
+        with self._transaction("append_rollout_entry", write=True) as db:
+            last = _scalar(db, "SELECT MAX(seq) FROM rollout_history WHERE rollout_id = ?", (id,))
+            seq = 1 if last is None else int(last) + 1
+            db.run(
+                "INSERT INTO rollout_history (rollout_id, seq, at, kind, entry) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (id, seq, at, kind, entry),
+            )
+        return seq
+
+    def rollout_history(self, id: str) -> list[RolloutEntry]:
+        """See :meth:`edgecfg.store.base.Store.rollout_history`."""
+        with self._transaction("rollout_history", write=False) as db:
+            rows = db.all(
+                "SELECT seq, at, kind, entry FROM rollout_history WHERE rollout_id = ? "
+                "ORDER BY seq",
+                (id,),
+            )
+        return [RolloutEntry(int(r[0]), float(r[1]), str(r[2]), str(r[3])) for r in rows]
+
     # -- layers ------------------------------------------------------------
 
     def append_layer_revision(
@@ -764,6 +837,20 @@ def prefix_upper_bound(prefix: str) -> str | None:
 
 
 _BAD_COLUMNS = "device_id, etag, reverted_to, reason, detail, marked_at"
+_ROLLOUT_COLUMNS = "id, plan, state, created_at, updated_at"
+_COHORT_COLUMNS = "device_id, stratum, wave, quantile, arm, offered_at, previous, moved_at"
+
+
+def _rollout(row: Row) -> RolloutRecord:
+    return RolloutRecord(str(row[0]), str(row[1]), str(row[2]), float(row[3]), float(row[4]))
+
+
+def _cohort_device(row: Row) -> RolloutDevice:
+    return RolloutDevice(
+        DeviceId(str(row[0])), str(row[1]), int(row[2]), float(row[3]),
+        None if row[4] is None else str(row[4]), None if row[5] is None else float(row[5]),
+        None if row[6] is None else str(row[6]), None if row[7] is None else float(row[7]),
+    )  # fmt: skip
 
 
 def _bad_version(row: Row) -> BadVersion:

@@ -15,7 +15,15 @@ from psycopg import sql
 
 from edgecfg.core.ids import DeviceId, ETag, LayerId
 from edgecfg.errors import StoreConflict, StoreError
-from edgecfg.store import BadVersion, DeviceRecord, MergeRecord, PostgresStore, redact
+from edgecfg.store import (
+    BadVersion,
+    DeviceRecord,
+    MergeRecord,
+    PostgresStore,
+    RolloutDevice,
+    RolloutRecord,
+    redact,
+)
 from edgecfg.store.postgres import LAYOUT_VERSION
 from edgecfg.store.postgres_layout import MIGRATIONS
 from tests.store.helpers import POSTGRES_URL, postgres_unreachable
@@ -199,12 +207,27 @@ def test_a_layout_8_schema_gains_the_bad_versions_table_and_keeps_its_data(schem
         db.execute("INSERT INTO devices (id) VALUES ('d1')")
     with PostgresStore(POSTGRES_URL, schema=schema) as store:
         try:
-            assert store.layout_version == LAYOUT_VERSION == 9
+            assert store.layout_version == LAYOUT_VERSION
             assert store.has_device(DeviceId("d1"))
             mark = BadVersion(DeviceId("d1"), ETag(b"B" * 8), ETag(b"G" * 8), "reboot", "x", 1.0)
             store.put_bad_version(mark)
             assert store.bad_versions(DeviceId("d1")) == [mark]
             with pytest.raises(StoreError, match="put_bad_version"):
                 store.put_bad_version(dataclasses.replace(mark, etag=ETag(b"short")))
+        finally:
+            store.drop_schema()
+
+
+def test_a_layout_9_schema_gains_the_rollout_tables_and_keeps_its_data(schema: str) -> None:
+    with laid_out(schema, 9) as db:
+        db.execute("INSERT INTO devices (id) VALUES ('d1')")
+    with PostgresStore(POSTGRES_URL, schema=schema) as store:
+        try:
+            assert store.layout_version == LAYOUT_VERSION
+            assert store.has_device(DeviceId("d1"))
+            store.put_rollout(RolloutRecord("r1", "{}", "{}", 1.0, 1.0))
+            store.put_rollout_devices("r1", [RolloutDevice(DeviceId("d1"), "s", 0, 0.5)])
+            assert store.append_rollout_entry("r1", at=1.0, kind="decision", entry="{}") == 1
+            assert [d.device for d in store.rollout_devices("r1")] == ["d1"]
         finally:
             store.drop_schema()

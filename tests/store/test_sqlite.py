@@ -17,7 +17,14 @@ import pytest
 
 from edgecfg.core.ids import DeviceId, ETag, LayerId
 from edgecfg.errors import StoreConflict, StoreError
-from edgecfg.store import BadVersion, DeviceRecord, MergeRecord, SQLiteStore
+from edgecfg.store import (
+    BadVersion,
+    DeviceRecord,
+    MergeRecord,
+    RolloutDevice,
+    RolloutRecord,
+    SQLiteStore,
+)
 from edgecfg.store.sqlite import GROUP_MEMBERS_SQL, LAYOUT_VERSION, MIGRATIONS
 
 
@@ -130,7 +137,7 @@ def test_merges_kept_in_settings_by_layout_6_move_to_their_own_table(db_path: Pa
 def test_a_layout_8_db_gains_the_bad_versions_table_and_keeps_its_data(db_path: Path) -> None:
     laid_out(db_path, 8, "INSERT INTO devices (id) VALUES ('d1');")
     with SQLiteStore(db_path) as store:
-        assert store.layout_version == LAYOUT_VERSION == 9
+        assert store.layout_version == LAYOUT_VERSION
         assert store.has_device(DeviceId("d1"))
         mark = BadVersion(DeviceId("d1"), ETag(b"B" * 8), ETag(b"G" * 8), "deadline", "", 1.0)
         store.put_bad_version(mark)
@@ -259,3 +266,14 @@ def test_applied_etag_is_stored_as_an_8_byte_blob(db_path: Path) -> None:
     assert rows(db_path, "SELECT typeof(applied_etag), applied_etag FROM devices") == [
         ("blob", etag)
     ]
+
+
+def test_a_layout_9_db_gains_the_rollout_tables_and_keeps_its_data(db_path: Path) -> None:
+    laid_out(db_path, 9, "INSERT INTO devices (id) VALUES ('d1');")
+    with SQLiteStore(db_path) as store:
+        assert store.layout_version == LAYOUT_VERSION
+        assert store.has_device(DeviceId("d1"))
+        store.put_rollout(RolloutRecord("r1", "{}", "{}", 1.0, 1.0))
+        store.put_rollout_devices("r1", [RolloutDevice(DeviceId("d1"), "s", 0, 0.5)])
+    with SQLiteStore(db_path) as reopened:
+        assert [d.device for d in reopened.rollout_devices("r1")] == ["d1"]

@@ -21,6 +21,9 @@ from edgecfg.store import (
     MergeRecord,
     OscoreState,
     PostgresStore,
+    RolloutDevice,
+    RolloutEntry,
+    RolloutRecord,
     SQLiteStore,
     Store,
     blob_etag,
@@ -695,3 +698,36 @@ def test_a_bad_version_is_marked_per_device_replaced_cleared_and_forgotten_with_
     assert store.clear_bad_versions(other) == 1
     assert store.bad_versions(other) == []
     assert store.last_change() == 2  # marks are bookkeeping: only put and delete logged
+
+
+# -- rollouts (issue 15) ------------------------------------------------------------------
+
+
+def test_a_rollout_keeps_its_plan_state_cohort_and_history(store: Store) -> None:
+    assert store.get_rollout("r1") is None and store.rollouts() == []
+    first = RolloutRecord("r1", '{"stages": ["5%"]}', '{"phase": "running"}', 10.0, 10.0)
+    store.put_rollout(first)
+    store.put_rollout(RolloutRecord("r0", "{}", "{}", 20.0, 20.0))
+    assert store.get_rollout("r1") == first
+    moved = RolloutRecord("r1", first.plan, '{"phase": "paused"}', 99.0, 30.0)
+    store.put_rollout(moved)  # an update keeps when the rollout was created
+    assert store.get_rollout("r1") == RolloutRecord("r1", first.plan, moved.state, 10.0, 30.0)
+    assert [r.id for r in store.rollouts()] == ["r1", "r0"]
+    cohort = [
+        RolloutDevice(DeviceId("d2"), "hw|eu|battery|daily", 0, 0.75),
+        RolloutDevice(DeviceId("d1"), "hw|eu|mains|weekly", 1, 0.25, "canary", 12.5, '{"a": 1}'),
+    ]
+    store.put_rollout_devices("r1", cohort)
+    assert store.rollout_devices("r1") == sorted(cohort, key=lambda d: d.device)
+    offered = RolloutDevice(DeviceId("d2"), "hw|eu|battery|daily", 0, 0.75, "control", 13.0, "{}")
+    store.put_rollout_devices("r1", [offered])
+    assert store.rollout_devices("r1")[1] == offered
+    assert store.rollout_devices("r0") == []
+    assert store.append_rollout_entry("r1", at=1.0, kind="decision", entry='{"d": "hold"}') == 1
+    assert store.append_rollout_entry("r1", at=2.0, kind="action", entry='{"a": "pause"}') == 2
+    assert store.append_rollout_entry("r0", at=3.0, kind="decision", entry="{}") == 1
+    assert store.rollout_history("r1") == [
+        RolloutEntry(1, 1.0, "decision", '{"d": "hold"}'),
+        RolloutEntry(2, 2.0, "action", '{"a": "pause"}'),
+    ]
+    assert store.rollout_history("nope") == []
