@@ -237,9 +237,13 @@ class ApplyGuard:
             record = self._adopt_unconfirmed(record)
         await self._run(machine.Booted(self.clock()), record)
 
-    async def tick(self) -> None:
-        """Check the deadline of a trial in progress (the agent calls it on each wake)."""
-        await self._run(machine.Tick(self.clock()))
+    async def settle(self) -> None:
+        """Settle a trial an earlier call left midway (stopped, not rebooted:
+        :meth:`boot` handles reboots): reverted, as ``interrupted`` or, past its
+        deadline, ``deadline``.  The agent calls it before each sync."""
+        if self._load().phase == "idle":
+            return
+        await self._run(machine.Interrupted(self.clock()))
 
     def delivered(self, count: int) -> None:
         """The gateway took the first ``count`` unreported outcomes."""
@@ -255,8 +259,15 @@ class ApplyGuard:
         if held is None or previous is None:
             self.state.save_config(config)  # the first config: nothing to go back to
             for applier in self.appliers:
-                applier.apply(config)
+                try:
+                    applier.apply(config)
+                except (EdgecfgError, OSError) as error:
+                    raise ApplyRefused(
+                        f"the first configuration {config.etag.hex()} is stored, but "
+                        f"{applier.name} failed on it: {error}"
+                    ) from None
             return None
+        await self.settle()  # a trial stopped midway goes first
         self._candidate = config
         policy = self.policy
         now = self.clock()

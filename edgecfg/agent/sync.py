@@ -206,8 +206,8 @@ class Agent:
 
     async def sync(self) -> SyncResult:
         """One sync with retries; raises :class:`LinkDown` when every attempt failed."""
-        if self.guard is not None:  # a trial past its deadline reverts before anything else
-            await self.guard.tick()
+        if self.guard is not None:  # a trial a stopped sync left unconfirmed reverts first
+            await self.guard.settle()
         return await self._measured(self._drive(self._start()))
 
     async def watch(self, stop: asyncio.Event, on_sync: Callable[[SyncResult], None]) -> None:

@@ -36,6 +36,10 @@ table, any other pair raises :class:`ApplyError`)::
     (any)       Booted       -> an unconfirmed trial: applying again (within
                                 ``boot_limit``) or reverting; confirming and
                                 reverting repeat their action
+    (any)       Interrupted  -> an unconfirmed trial reverts (the agent
+                                stopped it without a reboot: not evidence
+                                against the config, so the gateway offers it
+                                again); confirming and reverting repeat
     (any)       Delivered    -> the same phase, fewer outcomes to report
 
 In staged, applying and probing every event at or after the deadline
@@ -56,9 +60,9 @@ PHASES: Final[tuple[Phase, ...]] = (
     "idle", "staged", "applying", "probing", "confirming", "reverting",
 )  # fmt: skip
 Verdict = Literal["confirmed", "reverted"]
-RevertReason = Literal["apply-failed", "probe-failed", "deadline", "reboot"]
+RevertReason = Literal["apply-failed", "probe-failed", "deadline", "reboot", "interrupted"]
 REVERT_REASONS: Final[tuple[RevertReason, ...]] = (
-    "apply-failed", "probe-failed", "deadline", "reboot",
+    "apply-failed", "probe-failed", "deadline", "reboot", "interrupted",
 )  # fmt: skip
 DEFAULT_DEADLINE_S: Final = 300.0
 """How long a candidate may stay unconfirmed (applied, probing) before it is reverted."""
@@ -219,6 +223,11 @@ class Booted(_Moment):
     """The device (re)started: the first event after every boot."""
 
 
+class Interrupted(_Moment):
+    """A trial was abandoned midway without a reboot (the agent was stopped
+    mid-sync) and a new configuration arrives: settle the old one first."""
+
+
 @dataclass(frozen=True, slots=True)
 class Delivered:
     """The gateway acknowledged the first ``count`` unreported outcomes."""
@@ -228,7 +237,7 @@ class Delivered:
 
 ApplyEvent = (
     Begin | Written | Applied | ApplyFailed | Probed | Confirmed | RevertDone | Tick | Booted
-    | Delivered
+    | Interrupted | Delivered
 )  # fmt: skip
 
 
@@ -280,8 +289,8 @@ def step(state: ApplyState, event: ApplyEvent) -> tuple[ApplyState, list[ApplyAc
     when the phase does not expect the event."""
     if isinstance(event, Delivered):
         return _delivered(state, event), []
-    if isinstance(event, Booted):
-        return _booted(state, event)
+    if isinstance(event, Booted | Interrupted):
+        return _resumed(state, event)
     handler = TRANSITIONS.get((state.phase, type(event).__name__))
     if handler is None:
         raise ApplyError(f"{type(event).__name__} is not expected in phase {state.phase}")
@@ -294,7 +303,7 @@ def step(state: ApplyState, event: ApplyEvent) -> tuple[ApplyState, list[ApplyAc
 
 def accepts(state: ApplyState, event: ApplyEvent) -> bool:
     """Whether :func:`step` takes ``event`` in ``state``'s phase."""
-    if isinstance(event, Delivered | Booted):
+    if isinstance(event, Delivered | Booted | Interrupted):
         return True
     return (state.phase, type(event).__name__) in TRANSITIONS
 
@@ -355,7 +364,9 @@ def _tick(state: ApplyState, event: ApplyEvent) -> tuple[ApplyState, list[ApplyA
     return state, []  # before the deadline (step reverts after it)
 
 
-def _booted(state: ApplyState, event: Booted) -> tuple[ApplyState, list[ApplyAction]]:
+def _resumed(
+    state: ApplyState, event: Booted | Interrupted
+) -> tuple[ApplyState, list[ApplyAction]]:
     trial = state.trial
     if trial is None:
         return state, []
@@ -364,9 +375,12 @@ def _booted(state: ApplyState, event: Booted) -> tuple[ApplyState, list[ApplyAct
         return state, [Confirm(trial.generation)]
     if state.phase == "reverting":
         return state, [Revert(trial.previous)]
-    trial = replace(trial, boots=trial.boots + 1)
+    if isinstance(event, Booted):
+        trial = replace(trial, boots=trial.boots + 1)
     if event.now >= trial.deadline:
-        return _revert(state, trial, "deadline", "the deadline passed while the device was down")
+        return _revert(state, trial, "deadline", "the deadline passed while the trial was stopped")
+    if isinstance(event, Interrupted):
+        return _revert(state, trial, "interrupted", "the trial was stopped before it was confirmed")
     if trial.boots > trial.boot_limit:
         shown = "once" if trial.boots == 1 else f"{trial.boots} times"
         return _revert(state, trial, "reboot", f"rebooted {shown} before it was confirmed")

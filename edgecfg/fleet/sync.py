@@ -324,7 +324,12 @@ class SyncService:
         """
         report = DeviceReport.decode(body)
         record = self.fleet.record(device)
-        reverted = [trial for trial in report.apply if trial.verdict == "reverted"]
+        # a trial the agent merely stopped says nothing against the version
+        reverted = [
+            trial
+            for trial in report.apply
+            if trial.verdict == "reverted" and trial.reason != "interrupted"
+        ]
         updated = _updated_record(record, report)
         # everything a report can be refused for is checked before anything is recorded
         schema_version = report.schema

@@ -175,17 +175,34 @@ async def test_the_deadline_reverts_across_a_reboot(tmp_path: Path) -> None:
     assert outcome.reason == "deadline"
 
 
-async def test_a_tick_past_the_deadline_reverts_a_trial_left_unconfirmed(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("later_s", "reason"), [(0.0, "interrupted"), (60.0, "deadline")])
+async def test_a_trial_stopped_midway_is_reverted_when_the_next_sync_settles_it(
+    tmp_path: Path, later_s: float, reason: str
+) -> None:
     clock = Clock()
     device = guard(tmp_path, Verdict(hang=True), clock=clock, deadline_s=60.0)
     await device.install(FIRST)
-    await cut_power_mid_probe(device, SECOND)
-    await device.tick()
-    assert device.phase == "probing"  # not yet
-    clock.now += 60.0
-    await device.tick()
+    await cut_power_mid_probe(device, SECOND)  # stopped, not rebooted
+    clock.now += later_s
+    await device.settle()
     assert device.phase == "idle"
     assert device.state.load_config() == FIRST
+    (outcome,) = device.unreported()[0]
+    assert outcome.reason == reason
+    await device.settle()  # nothing left to settle
+    assert len(device.unreported()[0]) == 1
+
+
+async def test_a_new_config_settles_a_trial_stopped_midway_first(tmp_path: Path) -> None:
+    device = guard(tmp_path, Verdict(hang=True))
+    await device.install(FIRST)
+    await cut_power_mid_probe(device, SECOND)
+    device.probes = (Verdict(),)
+    third = Encoded.of({"n": 3})
+    outcome = await device.install(third)
+    assert outcome is not None and outcome.verdict == "confirmed"
+    assert [o.reason for o in device.unreported()[0]] == ["interrupted", None]
+    assert device.state.load_config() == third
 
 
 async def test_a_lost_apply_record_with_an_unconfirmed_generation_reverts_at_boot(
@@ -226,6 +243,13 @@ async def test_an_applier_failure_reverts_and_a_failure_on_the_way_back_is_repor
     )
     assert device.state.load_config() == FIRST
     assert recorder.applied == [FIRST.tree, SECOND.tree, FIRST.tree]
+
+
+async def test_an_applier_failing_on_the_first_config_says_so(tmp_path: Path) -> None:
+    device = ApplyGuard(LocalState(tmp_path), appliers=[Recorder(fail_on=(1,))])
+    with pytest.raises(ApplyRefused, match=r"first configuration .* is stored, but recorder"):
+        await device.install(FIRST)
+    assert device.state.load_config() == FIRST
 
 
 async def test_no_probe_is_no_proof_of_health(tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ from edgecfg.core.apply import (
     Confirm,
     Confirmed,
     Delivered,
+    Interrupted,
     Probed,
     ProbeResult,
     Revert,
@@ -148,6 +149,20 @@ def test_confirming_and_reverting_repeat_their_action_after_a_reboot() -> None:
     assert step(ApplyState(), Booted(4)) == (ApplyState(), [])
 
 
+def test_an_interrupted_trial_reverts_without_counting_a_boot() -> None:
+    begun = Begin(0, CANDIDATE, PREVIOUS, boot_limit=3)
+    state, actions = run(ApplyState(), begun, Written(1, 2), Interrupted(2))
+    assert actions == [Revert(PREVIOUS)]
+    assert state.trial is not None
+    assert (state.trial.reason, state.trial.boots) == ("interrupted", 0)
+    confirming = run(
+        ApplyState(), begun, Written(1, 2), Applied(2), Probed(3, (OK,)), Interrupted(4)
+    )
+    assert confirming[1] == [Confirm(2)]
+    assert step(ApplyState(), Interrupted(0)) == (ApplyState(), [])
+    assert accepts(ApplyState(), Interrupted(0))
+
+
 def test_events_out_of_turn_raise_and_the_table_says_which_are_accepted() -> None:
     with pytest.raises(ApplyError, match="Applied is not expected in phase idle"):
         step(ApplyState(), Applied(0))
@@ -257,7 +272,7 @@ def test_any_run_leaves_a_usable_config_and_every_trial_ends_reported(
     device, state, clock = Device(), ApplyState(), [0.0, 0.0]
     began = 0
     for number in range(data.draw(st.integers(1, 12), "rounds")):
-        what = data.draw(st.sampled_from(["begin", "tick", "reboot"]), "what")
+        what = data.draw(st.sampled_from(["begin", "tick", "reboot", "interrupt"]), "what")
         clock[0] += data.draw(st.sampled_from([0.0, 10.0, DEFAULT_DEADLINE_S]), "idle time")
         if what == "begin" and state.phase == "idle":
             previous = device.last_known_good
@@ -268,6 +283,8 @@ def test_any_run_leaves_a_usable_config_and_every_trial_ends_reported(
             began += 1
         elif what == "tick":
             event = Tick(clock[0])
+        elif what == "interrupt":
+            event = Interrupted(clock[0])
         else:
             event = Booted(clock[0])
         state, down = drive(state, event, device, data, clock)

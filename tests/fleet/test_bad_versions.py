@@ -3,6 +3,8 @@ the effective configuration changes or an operator clears the mark."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from edgecfg.core.apply import ApplyOutcome, ProbeResult
 from edgecfg.core.ids import DeviceId, ETag
 from edgecfg.fleet.sync import NotModified, Representation, SyncService
@@ -83,3 +85,13 @@ def test_an_unknown_version_to_go_back_to_keeps_the_device_on_what_it_holds() ->
     assert service.config(DEVICE, base=stranger) == NotModified(stranger)
     assert service.served_etag(DEVICE) == stranger
     assert good != stranger
+
+
+def test_a_trial_the_agent_merely_stopped_marks_nothing() -> None:
+    service, good, _ = setup()
+    service.fleet.store.clear_bad_versions(DEVICE)
+    stopped = dataclasses.replace(
+        reverted(service.fleet.etag(DEVICE), good), reason="interrupted", probes=()
+    )
+    service.report(DEVICE, DeviceReport(good, apply=(stopped,)).encode(), now=60.0)
+    assert service.fleet.store.bad_versions(DEVICE) == []
