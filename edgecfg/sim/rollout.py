@@ -28,6 +28,26 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Final, Literal, cast
 
+from edgecfg.core.apply import (
+    Applied,
+    ApplyConfig,
+    ApplyEvent,
+    ApplyOutcome,
+    ApplyState,
+    Begin,
+    Booted,
+    Confirm,
+    Confirmed,
+    Probed,
+    ProbeResult,
+    Revert,
+    RevertDone,
+    RunProbes,
+    WriteCandidate,
+    Written,
+    step,
+)
+from edgecfg.core.ids import ETag
 from edgecfg.core.rollout import (
     CADENCE_HOURS,
     Arm,
@@ -52,10 +72,6 @@ from edgecfg.core.sequential import SUMS, accumulate, arms_of
 from edgecfg.errors import UsageError
 
 OutageArm = Literal["both", "canary", "control"]
-
-# A reboot-looping device reboots this many times before its boot counter
-# gives up on the unconfirmed change and boots the last-known-good one.
-BOOTS_BEFORE_REVERT: Final = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -470,25 +486,25 @@ class RolloutRun:
         if arm is Arm.CONTROL:
             device.running, device.pending = _BUMP, "confirmed"
             return
-        self._apply_change(device)
+        self._apply_change(device, t_h)
 
-    def _apply_change(self, device: _Device) -> None:
-        """Apply, probe, confirm or revert, as the agent does."""
+    def _apply_change(self, device: _Device, t_h: float) -> None:
+        """Apply, probe, confirm or revert through the agent's own apply machine."""
         effect, rng = self.scenario.effect, self.rng
         device.running = _CHANGE
-        if effect is None or not effect.reaches(device.stratum):
-            device.pending = "confirmed"
-            return
-        if rng.random() < effect.breaks_connectivity_fraction:
-            # the probe "can I still reach the gateway" fails: revert at once
+        reaches = effect is not None and effect.reaches(device.stratum)
+        breaks = (
+            reaches and effect is not None and rng.random() < effect.breaks_connectivity_fraction
+        )
+        loops = reaches and effect is not None and rng.random() < effect.reboot_loop_fraction
+        outcome = trial(t_h * HOUR_S, breaks=breaks, loops=loops)
+        if outcome.verdict == "reverted":
             device.running, device.pending = _BASE, "reverted"
+            device.boots = outcome.boots
             return
-        if rng.random() < effect.reboot_loop_fraction:
-            # reboots before confirming; the boot counter reverts it
-            device.running, device.pending = _BASE, "reverted"
-            device.boots = BOOTS_BEFORE_REVERT
-            return
-        device.vanishes = rng.random() < effect.never_syncs_again_fraction
+        device.vanishes = (
+            reaches and effect is not None and (rng.random() < effect.never_syncs_again_fraction)
+        )
         device.pending = "confirmed"
 
     # -- the gateway's daily look ----------------------------------------------------
@@ -539,6 +555,37 @@ class RolloutRun:
 
     def _rolled_back_everywhere(self) -> bool:
         return all(d.running == _BASE or d.gone for d in self.devices)
+
+
+HOUR_S: Final = 3600.0
+_CANDIDATE, _PREVIOUS = ETag(b"candidat"), ETag(b"previous")
+
+
+def trial(now: float, *, breaks: bool, loops: bool) -> ApplyOutcome:
+    """One device's trial of a change, run through :func:`edgecfg.core.apply.step`
+    as the agent runs it: ``breaks`` fails the reachability probe, ``loops``
+    reboots the device while the change is applied (each reboot a
+    :class:`Booted`), until the machine is idle again."""
+    state, actions = step(ApplyState(), Begin(now, _CANDIDATE, _PREVIOUS))
+    while actions:
+        action, *rest = actions
+        event: ApplyEvent
+        match action:
+            case WriteCandidate():
+                event = Written(now, 1)
+            case ApplyConfig() if loops:
+                event = Booted(now)  # the change crashes the device before it is confirmed
+            case ApplyConfig():
+                event = Applied(now)
+            case RunProbes():
+                event = Probed(now, (ProbeResult("reachability", not breaks),))
+            case Confirm():
+                event = Confirmed(now)
+            case Revert():
+                event = RevertDone(now)
+        state, more = step(state, event)
+        actions = [*rest, *more]
+    return state.unreported[-1]
 
 
 def _apportion(total: int, shares: list[float]) -> list[int]:

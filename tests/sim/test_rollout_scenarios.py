@@ -196,3 +196,13 @@ def test_sim_without_a_scenario_still_needs_out(capsys: pytest.CaptureFixture[st
 def test_phase_after_abort_is_rolled_back() -> None:
     _lines, run = _play(_scenario("[effect]\nbreaks_connectivity_fraction = 1.0\n", days=4))
     assert run.summary.phase is Phase.ROLLED_BACK
+
+
+def test_a_device_trial_runs_the_agents_apply_machine() -> None:
+    from edgecfg.sim.rollout import trial
+
+    assert trial(10.0, breaks=False, loops=False).verdict == "confirmed"
+    cut_off = trial(10.0, breaks=True, loops=False)
+    assert (cut_off.verdict, cut_off.reason) == ("reverted", "probe-failed")
+    looping = trial(10.0, breaks=False, loops=True)
+    assert (looping.verdict, looping.reason, looping.boots) == ("reverted", "reboot", 1)
