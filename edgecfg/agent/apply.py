@@ -133,7 +133,10 @@ class ReachabilityProbe:
     4.04); no answer (a timeout, a refused port, no route) fails.  The
     classic brick is exactly that: a network setting that cuts the device
     off.  When the address and timeouts are the agent's own, the agent's
-    link (and its OSCORE context) is used; otherwise a new plain link.
+    link (and its OSCORE context) is used; otherwise a new plain link.  With
+    OSCORE, new timeouts to the same address are probed on the agent's link
+    (its security context cannot be shared with a second one), and a new
+    address that answers 4.01 to the plain request counts as reachable.
     """
 
     name = "reachability"
@@ -158,10 +161,16 @@ class ReachabilityProbe:
         address, ack_timeout, max_retransmit = self.settings(config.tree)
         own = str(getattr(self.link, "base", ""))
         tuning = getattr(self.link, "tuning", None)
-        same = (
-            address in (None, own)
-            and ack_timeout in (None, getattr(tuning, "ACK_TIMEOUT", None))
-            and max_retransmit in (None, getattr(tuning, "MAX_RETRANSMIT", None))
+        secured = getattr(self.link, "credentials", None) is not None
+        same = address in (None, own) and (
+            # an OSCORE context belongs to the agent's link: a second link
+            # would have to share its sequence numbers, so new timeouts to
+            # the same address are probed on the agent's own link
+            secured
+            or (
+                ack_timeout in (None, getattr(tuning, "ACK_TIMEOUT", None))
+                and max_retransmit in (None, getattr(tuning, "MAX_RETRANSMIT", None))
+            )
         )
         target = own if address is None else address
         try:
@@ -177,6 +186,11 @@ class ReachabilityProbe:
                 await link.close()
         if reply.ok or reply.code in SHEDDING:
             return ProbeResult(self.name, True, f"{target} answered {reply.code}")
+        if secured and link is not self.link and reply.code == "4.01":
+            # A new address, asked without the OSCORE context (which stays
+            # bound to the agent's link): it answered, so it is reachable;
+            # that it wants authentication is what an OSCORE gateway says.
+            return ProbeResult(self.name, True, f"{target} answered 4.01: reachable, wants OSCORE")
         return ProbeResult(self.name, False, f"{target} answered {reply.code}: refused")
 
 

@@ -374,3 +374,36 @@ async def test_the_reachability_probe_reports_an_address_it_cannot_use() -> None
     config = Encoded.of({"net": {"coap": {"server_uri": "coap://[bad"}}})
     result = await probe.check(config)
     assert not result.ok and "must look like" in result.detail
+
+
+class Secured(Answering):
+    """The agent's OSCORE-protected link (it carries credentials)."""
+
+    credentials = "creds.json"
+
+
+async def test_with_oscore_new_timeouts_are_probed_on_the_agents_own_link() -> None:
+    opened: list[str] = []
+
+    def connect(address: str, ack: float | None, retransmit: int | None) -> Link:
+        opened.append(address)
+        return Answering("4.01")
+
+    own = Secured("2.03")
+    probe = ReachabilityProbe("dev-1", own, connect=connect)
+    config = Encoded.of({"net": {"coap": {"ack_timeout_s": 9.0, "max_retransmit": 1}}})
+    result = await probe.check(config)
+    assert result.ok and opened == [] and len(own.asked) == 1
+
+
+async def test_with_oscore_a_new_address_answering_4_01_is_reachable() -> None:
+    def connect(address: str, ack: float | None, retransmit: int | None) -> Link:
+        return Answering("4.01", base=address)
+
+    probe = ReachabilityProbe("dev-1", Secured("2.03"), connect=connect)
+    moved = Encoded.of({"net": {"coap": {"server_uri": "coap://10.0.0.9:5683"}}})
+    result = await probe.check(moved)
+    assert result.ok and "wants OSCORE" in result.detail
+    plain = ReachabilityProbe("dev-1", Answering("2.03"), connect=connect)
+    refused = await plain.check(moved)  # without OSCORE, 4.01 is a refusal
+    assert not refused.ok and "refused" in refused.detail
