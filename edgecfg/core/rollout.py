@@ -615,6 +615,12 @@ def decide(plan: Plan, snapshot: Snapshot) -> Outcome:
     if elapsed < length:
         return outcome(Decision.HOLD, f"stage window: {elapsed:.1f} h of {length:.1f} h")
     waiting: list[str] = []
+    if snapshot.canary_reverted > REVERT_MARGIN * snapshot.canary_devices:
+        # too few to abort on yet, too many to pass: the next reports decide
+        waiting.append(
+            f"{snapshot.canary_reverted} of {snapshot.canary_devices} canary devices reverted "
+            f"(more than the {REVERT_MARGIN:.1%} tolerated)"
+        )
     if coverage < plan.coverage:
         waiting.append(
             f"coverage {coverage:.1%} of {snapshot.canary_devices} canary devices "

@@ -501,3 +501,13 @@ def test_the_last_stage_needs_no_control_to_complete() -> None:
     assert done.decision is Decision.ADVANCE and done.state.phase is Phase.COMPLETE
     held = decide(plan, _snapshot(plan, 100.0, evidence, state=State(stage=0)))
     assert held.decision is Decision.HOLD and "checkin" in held.reason
+
+
+def test_a_few_reverts_hold_the_stage_before_they_can_abort_it() -> None:
+    plan = _plan()
+    snapshot = replace(_snapshot(plan, 60.0, _all(plan, 0.5, 0.5, 2000)), canary_devices=255,
+                       canary_proven=250, canary_reverted=2)  # fmt: skip
+    outcome = decide(plan, snapshot)
+    assert outcome.decision is Decision.HOLD
+    assert "2 of 255 canary devices reverted (more than the 0.2% tolerated)" in outcome.reason
+    assert decide(plan, replace(snapshot, canary_reverted=0)).decision is Decision.ADVANCE
