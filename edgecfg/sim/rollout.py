@@ -25,7 +25,7 @@ import math
 import random
 import tomllib
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Final, Literal, cast
 
 from edgecfg.core.apply import (
@@ -172,7 +172,7 @@ def load_scenario(text: str, *, source: str = "scenario") -> RolloutScenario:
         effect = _effect(_section(table, "effect", source), f"{source} [effect]")
     outages = tuple(_outage(row, f"{source} [[outage]] #{n + 1}")
                     for n, row in enumerate(_rows(table, "outage", source)))  # fmt: skip
-    plan = parse_plan(_section(table, "plan", source, required=True), f"sim-{source}")
+    plan = parse_plan(_section(table, "plan", source, required=True), "sim")
     return RolloutScenario(
         seed=int(_number(table, "seed", source, integer=True)) if "seed" in table else 1,
         days=_number(table, "days", source) if "days" in table else 28.0,
@@ -352,8 +352,10 @@ class RolloutRun:
 
     def __init__(self, scenario: RolloutScenario, seed: int | None = None) -> None:
         self.scenario = scenario
-        self.rng = random.Random(scenario.seed if seed is None else seed)
-        self.plan = scenario.plan
+        seed = scenario.seed if seed is None else seed
+        self.rng = random.Random(seed)
+        # cohorts hash the rollout id: one per seed, whatever the file is called
+        self.plan = replace(scenario.plan, rollout_id=f"sim-{seed}")
         self.devices = self._fleet()
         assignments = assign(self.plan, ((d.name, d.stratum) for d in self.devices))
         for device in self.devices:
