@@ -77,3 +77,43 @@ def test_errors_name_what_is_wrong(
     assert "must reach 100%" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["--db", db, "rollout", "pause", "r1"])  # --reason is required
+
+
+def test_a_gateway_killed_mid_rollout_resumes_without_offering_twice(
+    tmp_path: Path, db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Start a rollout, let a gateway process run its loop, kill it (SIGKILL:
+    no clean stop), start another: the cohorts, offers and layers are as they
+    were, and the new gateway serves the rollout."""
+    import signal
+    import time
+
+    from edgecfg.core.ids import DeviceId
+    from edgecfg.core.layers import device_layer
+    from edgecfg.store import SQLiteStore
+    from tests.cli.helpers import edgecfg
+    from tests.gateway.helpers import free_udp_port
+
+    plan = tmp_path / "plan.toml"
+    plan.write_text(PLAN)
+    _ok(capsys, db, "rollout", "start", str(plan), "--id", "r1")
+    with SQLiteStore(db) as store:
+        offers = {c.device: (c.arm, c.offered_at) for c in store.rollout_devices("r1")}
+        revisions = {n: len(store.layer_history(device_layer(DeviceId(f"dev-{n}"))))
+                     for n in range(8)}  # fmt: skip
+    for _ in range(2):
+        gateway = edgecfg("--db", db, "gateway", "serve", "--bind",
+                          f"127.0.0.1:{free_udp_port()}", "--insecure")  # fmt: skip
+        try:
+            assert gateway.stdout is not None
+            assert "serving" in gateway.stdout.readline()
+            time.sleep(3)  # its rollout loop runs a quarter second after it serves
+        finally:
+            gateway.send_signal(signal.SIGKILL)
+            gateway.communicate(timeout=60)
+    with SQLiteStore(db) as store:
+        assert {c.device: (c.arm, c.offered_at) for c in store.rollout_devices("r1")} == offers
+        assert {n: len(store.layer_history(device_layer(DeviceId(f"dev-{n}"))))
+                for n in range(8)} == revisions  # fmt: skip
+    status = json.loads(_ok(capsys, db, "rollout", "status", "r1", "--json"))
+    assert status["phase"] == "running" and status["offered"] == {"canary": 4, "control": 4}
