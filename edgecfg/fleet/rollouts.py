@@ -98,6 +98,7 @@ class RolloutService:
     def __init__(self, fleet: Fleet) -> None:
         self.fleet = fleet
         self.store = fleet.store
+        self._resumed: set[str] = set()  # rollouts whose offers this process has checked
 
     # -- start ---------------------------------------------------------------------
 
@@ -186,12 +187,15 @@ class RolloutService:
             state = _state(record.state)
             if state.phase not in (Phase.RUNNING, Phase.COMPLETE):
                 continue
+            if record.id not in self._resumed:
+                # once per process: finish what a crash interrupted (an offer
+                # stored but its layer not written)
+                self._offer(record.id, now, recover=True)
+                self._resumed.add(record.id)
             decided = sum(1 for e in self.store.rollout_history(record.id) if e.kind == "decision")
             due = int((now - record.created_at) / HOUR // DAY_H)
             if due > decided:
                 made.append((record.id, self.decide(record.id, now)))
-            else:
-                self._offer(record.id, now)
         return made
 
     def decide(self, rollout_id: str, now: float) -> Outcome:
@@ -327,8 +331,9 @@ class RolloutService:
 
     # -- offers and rollback ---------------------------------------------------------
 
-    def _offer(self, rollout_id: str, now: float) -> int:
-        """Offer every device its arm's version under the current stage; finish an
+    def _offer(self, rollout_id: str, now: float, *, recover: bool = False) -> int:
+        """Offer every device its arm's version under the current stage (the
+        intent first, then the layer); with ``recover``, also finish every
         offer a crash interrupted.  Returns how many layers were written."""
         record, plan, settings = self._load(rollout_id)
         state = _state(record.state)
@@ -358,7 +363,8 @@ class RolloutService:
             recorded.append(replace(cohort, arm=arm.value, offered_at=now, previous=previous))
         if recorded:
             self.store.put_rollout_devices(rollout_id, recorded)
-        for cohort in self.store.rollout_devices(rollout_id):
+        pending = self.store.rollout_devices(rollout_id) if recover else recorded
+        for cohort in pending:
             if cohort.arm is not None:
                 written += self._ensure(rollout_id, cohort, plan, settings, now)
         return written
