@@ -102,6 +102,12 @@ def _show(status: dict[str, object], as_json: bool) -> None:
           f"{status['devices']} device(s)")  # fmt: skip
     print(f"  change: {status['change']}")
     print(f"  offered: {offered.get('canary', 0)} canary, {offered.get('control', 0)} control")
+    counts = cast(dict[str, int], status["devices_by_status"])
+    print("  devices: " + ", ".join(f"{n} {name}" for name, n in sorted(counts.items())))
+    for stage, row in cast(dict[str, dict[str, float]], status["coverage_by_stage"]).items():
+        wave, name = stage.split(":", 1)
+        print(f"  wave {wave} stage {name}: {row['proven']:.0f} of {row['canary']:.0f} canary "
+              f"devices proven ({row['coverage']:.0%})")  # fmt: skip
     if status["reason"]:
         print(f"  {status['reason']}")
     last = cast(dict[str, object] | None, status["last_decision"])

@@ -439,6 +439,21 @@ class RolloutService:
         decisions = [json.loads(e.entry) for e in self.store.rollout_history(rollout_id)
                      if e.kind == "decision"]  # fmt: skip
         last = cast(dict[str, object], decisions[-1]) if decisions else None
+        by_status: dict[str, int] = {}
+        stages: dict[str, list[int]] = {}  # per stage: canary devices, proven
+        for cohort in cohorts:
+            if cohort.offered_at is None:
+                by_status["assigned"] = by_status.get("assigned", 0) + 1
+                continue
+            status, _seen = self._status(cohort)
+            by_status[status.value] = by_status.get(status.value, 0) + 1
+            if cohort.arm == Arm.CANARY.value:
+                assignment, _cadence = _assignment(cohort)
+                treated = assignment.treated_at(plan)
+                name = plan.stages[treated if treated is not None else -1].name
+                row = stages.setdefault(f"{assignment.wave}:{name}", [0, 0])
+                row[0] += 1
+                row[1] += status in (DeviceStatus.CONFIRMED, DeviceStatus.REPORTING)
         return {
             "id": rollout_id,
             "target": plan.target,
@@ -450,6 +465,11 @@ class RolloutService:
             "reason": state.reason,
             "devices": len(cohorts),
             "offered": arms,
+            "devices_by_status": by_status,
+            "coverage_by_stage": {
+                key: {"canary": row[0], "proven": row[1], "coverage": round(row[1] / row[0], 4)}
+                for key, row in stages.items()
+            },
             "age_h": round((now - record.created_at) / HOUR, 2),
             "last_decision": None if last is None else {
                 key: last[key] for key in ("t_h", "decision", "reason", "evidence") if key in last

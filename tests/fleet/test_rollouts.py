@@ -102,6 +102,12 @@ def test_a_rollout_offers_its_first_stage_into_own_layers_and_labels_the_control
     status = service.status(rollout, START)
     assert status["phase"] == "running" and status["stage"] == "10%"
     assert status["offered"] == {"canary": 24, "control": 24}
+    assert status["devices_by_status"] == {"assigned": 192, "offered": 48}
+    assert status["coverage_by_stage"] == {"0:10%": {"canary": 24, "proven": 0, "coverage": 0.0}}
+    _live(service, START + HOUR)
+    later = service.status(rollout, START + HOUR)
+    assert later["devices_by_status"] == {"assigned": 192, "reporting": 48}
+    assert later["coverage_by_stage"]["0:10%"]["coverage"] == 1.0  # type: ignore[index]
 
 
 def test_a_healthy_rollout_advances_daily_and_completes(tmp_path: Path) -> None:
