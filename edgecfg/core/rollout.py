@@ -49,7 +49,8 @@ from edgecfg.core.sequential import (
     Moments,
     difference,
 )
-from edgecfg.errors import UsageError
+from edgecfg.core.tree import check_model
+from edgecfg.errors import ModelError, UsageError
 
 Cadence = Literal["hourly", "daily", "weekly"]
 CADENCE_HOURS: Final[Mapping[str, float]] = {"hourly": 1.0, "daily": 24.0, "weekly": 168.0}
@@ -221,6 +222,11 @@ def parse_plan(table: Mapping[str, object], rollout_id: str) -> Plan:
     change, target = _table(table["change"], "change"), table["target"]
     if not change:
         raise UsageError("[plan] change: expected a table of dotted paths to values")
+    for path, value in change.items():
+        try:
+            check_model(value)
+        except ModelError as error:
+            raise UsageError(f"[plan] change.{path}: {error}") from None
     if not isinstance(target, str) or not target:
         raise UsageError("[plan] target: expected a group selector such as 'region/eu'")
     stages = _texts(table["stages"], "stages")

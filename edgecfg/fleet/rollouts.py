@@ -27,6 +27,7 @@ is every operator action with its reason.
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
@@ -59,11 +60,14 @@ from edgecfg.core.rollout import (
 from edgecfg.core.schema import undeclared
 from edgecfg.core.sequential import SUMS, Arms, Moments, accumulate, arms_of
 from edgecfg.core.tree import Value
-from edgecfg.errors import NotFound, PeerError, UsageError
+from edgecfg.errors import EdgecfgError, NotFound, PeerError, UsageError
 from edgecfg.fleet.fleet import Fleet
+from edgecfg.fleet.impact import refuse
 from edgecfg.store import RolloutDevice, RolloutRecord
 from edgecfg.wire.cbor import decode, encode
 from edgecfg.wire.senml import decode_senml
+
+log = logging.getLogger(__name__)
 
 HOUR: Final = 3600.0
 DAY_H: Final = 24.0
@@ -125,6 +129,8 @@ class RolloutService:
         if not targets:
             raise UsageError(f"rollout target {plan.target!r} reaches no device")
         self._check_paths(plan, settings)
+        for device in targets:  # the change must be valid on every device it may reach
+            self._dry_run(device, plan, settings)
         members = [(device, self._stratum(device, settings)) for device in targets]
         assignments = assign(plan, members)
         waves = 2 if any(a.wave == 1 for a in assignments.values()) else 1
@@ -145,6 +151,17 @@ class RolloutService:
                                               "devices": len(assignments)})  # fmt: skip
         self._offer(rollout_id, now)
         return rollout_id
+
+    def _dry_run(self, device: DeviceId, plan: Plan, settings: Settings) -> None:
+        """Refuse (naming the device) a change its own layer could not take."""
+        layer_id = device_layer(device)
+        wanted = {parse_path(p): cast(Value, v) for p, v in plan.change.items()}
+        wanted[settings.bump] = f"{plan.rollout_id}:canary"
+        new = self.fleet.layer(layer_id).merged(Layer(wanted))
+        try:
+            refuse(self.fleet.impact(layer_id, new))
+        except EdgecfgError as error:
+            raise UsageError(f"rollout change refused on {device}: {error}") from None
 
     def _targets(self, target: str) -> list[DeviceId]:
         from edgecfg.core.ids import LayerId
@@ -388,8 +405,16 @@ class RolloutService:
         held = self.fleet.layer(layer_id)
         if all(held.sets.get(path) == value for path, value in wanted.items()):
             return 0
-        self.fleet.write_layer(layer_id, Layer(wanted), author=f"rollout:{rollout_id}",
-                               message=f"rollout {rollout_id}: {cohort.arm}", now=now)  # fmt: skip
+        try:
+            self.fleet.write_layer(layer_id, Layer(wanted), author=f"rollout:{rollout_id}",
+                                   message=f"rollout {rollout_id}: {cohort.arm}",
+                                   now=now)  # fmt: skip
+        except EdgecfgError as error:
+            # e.g. a lock set since the start: the device stays offered but
+            # unwritten (it never proves the change, so the stage holds) and
+            # the next recovery tries again
+            log.warning("rollout %s: %s not offered: %s", rollout_id, cohort.device, error)
+            return 0
         return 1
 
     def _roll_back(self, rollout_id: str, settings: Settings, now: float, reason: str) -> int:

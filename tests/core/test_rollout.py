@@ -79,6 +79,7 @@ def test_a_plan_parses_with_defaults() -> None:
         ({"alpha": 2}, "alpha 2.0"),
         ({"alpha": "low"}, "expected a number"),
         ({"min_days": -1}, "min_days"),
+        ({"change": {"a.b": {1, 2}}}, "change.a.b: set is not a configuration value"),
         ({"change": {}}, "change"),
         ({"change": 3}, "expected a table"),
         ({"target": ""}, "target"),
