@@ -210,7 +210,7 @@ def test_bad_starts_are_refused_with_the_reason() -> None:
         service.start({**PLAN, "change": {"net.nonsense": 1}}, now=START, author="a")
     with pytest.raises(UsageError, match="reaches no device"):
         service.start({**PLAN, "target": "region/mars"}, now=START, author="a")
-    with pytest.raises(UsageError, match="refused on dev-000: .*expected >= 10, got 5"):
+    with pytest.raises(UsageError, match=r"refused on dev-000: .*expected >= 10, got 5"):
         service.start({**PLAN, "change": {"net.uplink.interval_s": 5}}, now=START, author="a",
                       rollout_id="r0")  # fmt: skip
     assert service.store.get_rollout("r0") is None  # nothing stored of a refused start
