@@ -388,3 +388,24 @@ def test_well_known_core_lists_the_resources(running: Running, tmp_path: Path) -
         assert f'rt="edgecfg.{name}"' in links.get(f"/{name}", []), links
     assert "obs" in links["/cfg"]
     assert "obs" in links["/grp"]
+
+
+def test_a_rollout_is_read_and_paused_with_coap_client(running: Running, tmp_path: Path) -> None:
+    plan = {"change": {"net.uplink.interval_s": 1200}, "target": "region/eu",
+            "stages": ["50%", "100%"]}  # fmt: skip
+    rollouts = running.gateway.rollouts
+    running.call(lambda: rollouts.start(plan, now=10.0, author="ops", rollout_id="cc1"))
+
+    shown = coap(running, tmp_path, "/rollout/cc1")
+    response = shown.only_response()
+    assert response.code == "2.05" and shown.body is not None, shown.log
+    status = decode(shown.body)
+    assert isinstance(status, dict) and status["phase"] == "running"
+
+    body = tmp_path / "pause.cbor"
+    body.write_bytes(encode({"action": "pause", "reason": "maintenance window"}))
+    paused = coap(running, tmp_path, "/rollout/cc1", "-m", "post", "-t", "60", "-f", str(body))
+    assert paused.only_response().code == "2.04", paused.log
+    assert paused.body is not None and decode(paused.body)["phase"] == "paused"  # type: ignore[index]
+    refused = coap(running, tmp_path, "/rollout/cc1", "-m", "post", "-t", "60", "-e", "x")
+    assert refused.only_response().code == "4.00"
