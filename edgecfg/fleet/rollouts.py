@@ -33,7 +33,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from typing import Final, cast
 
-from edgecfg.core.ids import DeviceId
+from edgecfg.core.ids import DeviceId, LayerId
 from edgecfg.core.layers import Layer, device_layer
 from edgecfg.core.path import Path, format_path, parse_path
 from edgecfg.core.rollout import (
@@ -164,8 +164,6 @@ class RolloutService:
             raise UsageError(f"rollout change refused on {device}: {error}") from None
 
     def _targets(self, target: str) -> list[DeviceId]:
-        from edgecfg.core.ids import LayerId
-
         try:
             return sorted(self.fleet.reached_by(LayerId(target)))
         except (UsageError, NotFound) as error:
@@ -227,11 +225,19 @@ class RolloutService:
             "evidence": outcome.evidence_json(), "snapshot": _snapshot_json(snapshot),
         })  # fmt: skip
         self._save_state(record, outcome.state, now)
-        if outcome.state.phase is Phase.ROLLED_BACK:
-            self._roll_back(rollout_id, settings, now, outcome.reason)
+        self._follow(rollout_id, outcome.state, settings, now, outcome.reason)
+        return outcome
+
+    def _follow(
+        self, rollout_id: str, state: State, settings: Settings, now: float, reason: str
+    ) -> None:
+        """Carry out what a new state asks: roll back, promote, or offer."""
+        if state.phase is Phase.ROLLED_BACK:
+            self._roll_back(rollout_id, settings, now, reason)
+        elif state.phase is Phase.COMPLETE:
+            self._promote(rollout_id, settings, now)
         else:
             self._offer(rollout_id, now)
-        return outcome
 
     def snapshot(self, rollout_id: str, now: float) -> Snapshot:
         """What the engine reads: cohort progress, guardrail evidence, check-ins."""
@@ -356,15 +362,15 @@ class RolloutService:
         state = _state(record.state)
         if state.phase is Phase.ROLLED_BACK:
             return 0
+        if state.phase is Phase.COMPLETE:
+            if recover:  # a promotion a crash interrupted is finished
+                self._promote(rollout_id, settings, now)
+            return 0
         written = 0
         recorded: list[RolloutDevice] = []
         for cohort in self.store.rollout_devices(rollout_id):
             assignment, _cadence = _assignment(cohort)
-            arm = (
-                Arm.CANARY
-                if state.phase is Phase.COMPLETE
-                else assignment.arm(plan, state.wave, state.stage)
-            )
+            arm = assignment.arm(plan, state.wave, state.stage)
             if arm is None:
                 continue
             if cohort.offered_at is not None and cohort.arm == arm.value:
@@ -417,9 +423,51 @@ class RolloutService:
             return 0
         return 1
 
+    def _promote(self, rollout_id: str, settings: Settings, now: float) -> None:
+        """A complete rollout's change becomes its target group's: the group
+        layer takes it (what the group held is stored first, for a rollback
+        on late harm), and each device's own layer goes back to what it
+        held, so a device joining the group later gets the change too."""
+        record, plan, _settings = self._load(rollout_id)
+        body = cast(dict[str, object], json.loads(record.plan))
+        group = LayerId(plan.target)
+        if "promoted" not in body:
+            held = self.fleet.layer(group).sets
+            body["promoted"] = {
+                format_path(path): None if path not in held else encode(held[path]).hex()
+                for path in map(parse_path, plan.change)
+            }
+            fresh = self.store.get_rollout(rollout_id) or record
+            self.store.put_rollout(replace(fresh, plan=json.dumps(body, sort_keys=True)))
+        wanted = {parse_path(p): cast(Value, v) for p, v in plan.change.items()}
+        if any(self.fleet.layer(group).sets.get(p) != v for p, v in wanted.items()):
+            self.fleet.write_layer(group, Layer(wanted), author=f"rollout:{rollout_id}",
+                                   message=f"rollout {rollout_id} complete", now=now)  # fmt: skip
+        self._restore_devices(rollout_id, plan, settings, now, f"promoted to {plan.target}")
+
     def _roll_back(self, rollout_id: str, settings: Settings, now: float, reason: str) -> int:
-        """Restore every offered device's layer to what it held before; how many."""
-        _record, plan, _settings = self._load(rollout_id)
+        """Restore every offered device's layer (and, after a promotion, the
+        target group's) to what it held before; how many layers changed."""
+        record, plan, _settings = self._load(rollout_id)
+        restored = 0
+        promoted = cast(dict[str, object], json.loads(record.plan)).get("promoted")
+        if isinstance(promoted, dict):
+            group = LayerId(plan.target)
+            previous = cast(dict[str, str | None], promoted)
+            back = {parse_path(p): decode(bytes.fromhex(h)) for p, h in previous.items() if h}
+            current = self.fleet.layer(group)
+            new = current.without(map(parse_path, previous)).merged(Layer(back))
+            if new != current:
+                self.fleet.write_layer(group, new, replace=True, author=f"rollout:{rollout_id}",
+                                       message=f"rollback: {reason}", now=now)  # fmt: skip
+                restored += 1
+        return restored + self._restore_devices(rollout_id, plan, settings, now,
+                                                f"rollback: {reason}")  # fmt: skip
+
+    def _restore_devices(
+        self, rollout_id: str, plan: Plan, settings: Settings, now: float, message: str
+    ) -> int:
+        """Every offered device's own layer as it was before the rollout; how many changed."""
         restored = 0
         paths = [*map(parse_path, plan.change), settings.bump]
         for cohort in self.store.rollout_devices(rollout_id):
@@ -433,7 +481,7 @@ class RolloutService:
             if new == current:
                 continue
             self.fleet.write_layer(layer_id, new, replace=True, author=f"rollout:{rollout_id}",
-                                   message=f"rollback: {reason}", now=now)  # fmt: skip
+                                   message=message, now=now)  # fmt: skip
             restored += 1
         return restored
 
@@ -449,10 +497,7 @@ class RolloutService:
         self._log(rollout_id, now, "action", {"action": action, "reason": reason,
                                               "author": author})  # fmt: skip
         self._save_state(record, state, now)
-        if state.phase is Phase.ROLLED_BACK:
-            self._roll_back(rollout_id, settings, now, reason)
-        else:
-            self._offer(rollout_id, now)
+        self._follow(rollout_id, state, settings, now, reason)
         return state
 
     def status(self, rollout_id: str, now: float) -> dict[str, object]:

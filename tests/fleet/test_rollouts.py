@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from edgecfg.core.ids import DeviceId, ETag
+from edgecfg.core.ids import DeviceId, ETag, LayerId
 from edgecfg.core.layers import device_layer
 from edgecfg.core.path import parse_path
 from edgecfg.core.rollout import Arm, Decision, Phase
@@ -127,6 +127,19 @@ def test_a_healthy_rollout_advances_daily_and_completes(tmp_path: Path) -> None:
         assert history[0]["action"] == "start"
         decided = [h for h in history if h["kind"] == "decision"]
         assert all(service.replay(rollout, int(h["seq"])) for h in decided)  # type: ignore[call-overload]
+        # complete: the change is the group's now, and the own layers are as before
+        fleet = service.fleet
+        assert fleet.layer(LayerId("region/eu")).sets[parse_path("net.uplink.interval_s")] == 900
+        assert all(fleet.layer(device_layer(DeviceId(f"dev-{n:03d}"))).sets == {}
+                   for n in range(240))  # fmt: skip
+        late = DeviceId("late-1")  # a device that joins after the rollout gets the change
+        fleet.add_device(DeviceRecord(late, {"region": "eu/west"}, hardware="nbiot-sensor-r3",
+                                      firmware="2.1.0", agent_version="1.0.0"))  # fmt: skip
+        assert fleet.resolve(late).tree["net"]["uplink"]["interval_s"] == 900  # type: ignore[index]
+        # and an operator who rolls a complete rollout back gets the group back
+        service.act(rollout, "rollback", "late complaint", now=START + 13 * DAY, author="bob")
+        assert parse_path("net.uplink.interval_s") not in fleet.layer(LayerId("region/eu")).sets
+        assert fleet.resolve(late).tree["net"]["uplink"]["interval_s"] != 900  # type: ignore[index]
 
 
 def test_reverting_canaries_abort_and_every_layer_is_restored(tmp_path: Path) -> None:
