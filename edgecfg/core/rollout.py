@@ -492,6 +492,7 @@ class Verdict:
     non_inferior: bool
     enough: bool
     stale: bool
+    missing: tuple[str, ...] = ()  # the arms whose telemetry stopped (both: ``stale``)
 
     def as_json(self) -> dict[str, object]:
         bound = self.bound
@@ -505,6 +506,7 @@ class Verdict:
             "non_inferior": self.non_inferior,
             "enough_information": self.enough,
             "telemetry_missing": self.stale,
+            "telemetry_missing_from": list(self.missing),
         }
 
 
@@ -535,10 +537,13 @@ def _finite(value: float) -> float | None:
 
 def read_guardrail(plan: Plan, guardrail: Guardrail, evidence: Evidence, now_h: float) -> Verdict:
     """Harm, non-inferiority and information of one guardrail, from its evidence."""
-    stale = all(
-        fresh is None or now_h - fresh > plan.stale_h
-        for fresh in (evidence.canary_fresh_h, evidence.control_fresh_h)
-    )
+    missing = tuple(
+        arm.value
+        for arm, fresh in ((Arm.CANARY, evidence.canary_fresh_h),
+                           (Arm.CONTROL, evidence.control_fresh_h))
+        if fresh is None or now_h - fresh > plan.stale_h
+    )  # fmt: skip
+    stale = len(missing) == 2
     strata = evidence.strata
     # Bonferroni over the pooled reading and each stratum's.
     share = plan.alpha / (1 + len(strata)) if len(strata) > 1 else plan.alpha
@@ -560,7 +565,7 @@ def read_guardrail(plan: Plan, guardrail: Guardrail, evidence: Evidence, now_h: 
     non_inferior = advance.informative and advance.upper < guardrail.margin
     if shown is UNINFORMED:
         shown = advance
-    return Verdict(guardrail.name, shown, harm, harm_stratum, non_inferior, enough, stale)
+    return Verdict(guardrail.name, shown, harm, harm_stratum, non_inferior, enough, stale, missing)
 
 
 def stage_length_h(plan: Plan, slowest_cadence_h: float) -> float:
@@ -640,6 +645,14 @@ def decide(plan: Plan, snapshot: Snapshot) -> Outcome:
         for verdict in verdicts
         if not (stage.share >= 1.0 and not verdict.bound.informative)
     ]
+    for arm in (Arm.CANARY, Arm.CONTROL):
+        # one arm silent: its old data may not pass a stage (missing metrics
+        # are never a pass); the last stage has no control left to hear from
+        if arm is Arm.CONTROL and stage.share >= 1.0:
+            continue
+        quiet = [v.guardrail for v in verdicts_gating if arm.value in v.missing]
+        if quiet:
+            waiting.append(f"telemetry missing from the {arm.value} arm for {quiet}")
     thin = [verdict.guardrail for verdict in verdicts_gating if not verdict.enough]
     if thin:
         waiting.append(f"not enough information yet for {thin}")

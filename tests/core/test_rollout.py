@@ -512,3 +512,14 @@ def test_a_few_reverts_hold_the_stage_before_they_can_abort_it() -> None:
     assert outcome.decision is Decision.HOLD
     assert "2 of 255 canary devices reverted (more than the 0.2% tolerated)" in outcome.reason
     assert decide(plan, replace(snapshot, canary_reverted=0)).decision is Decision.ADVANCE
+
+
+def test_telemetry_missing_from_one_arm_holds_and_is_never_a_pass() -> None:
+    plan = _plan()
+    evidence = _all(plan, 0.5, 0.5, 2000)
+    quiet = evidence["battery_drain"]
+    evidence["battery_drain"] = Evidence(quiet.strata, 1.0, 190.0)  # the canary went quiet
+    outcome = decide(plan, _snapshot(plan, 100.0, evidence))
+    assert outcome.decision is Decision.HOLD
+    assert "telemetry missing from the canary arm for ['battery_drain']" in outcome.reason
+    assert outcome.verdicts[0].as_json()["telemetry_missing_from"] == ["canary"]

@@ -206,3 +206,10 @@ def test_a_device_trial_runs_the_agents_apply_machine() -> None:
     assert (cut_off.verdict, cut_off.reason) == ("reverted", "probe-failed")
     looping = trial(10.0, breaks=False, loops=True)
     assert (looping.verdict, looping.reason, looping.boots) == ("reverted", "reboot", 1)
+
+
+def test_a_canary_only_telemetry_outage_holds_instead_of_passing() -> None:
+    outage = '[[outage]]\nstart_h = 20\nhours = 120\narm = "canary"\n'
+    lines, _run = _play(_scenario(extra=outage, days=6))
+    assert Decision.ADVANCE not in {line.decision for line in lines}
+    assert any("telemetry missing from the canary arm" in line.reason for line in lines)
