@@ -179,8 +179,9 @@ class RolloutService:
             "hourly" if seconds <= 1.5 * HOUR else "daily" if seconds <= 36 * HOUR else "weekly"
         )
         power = "battery" if _at(tree, settings.battery_path) is not None else "mains"
-        return Stratum(record.hardware or "unknown", region.split("/")[0] or "none", power,
-                       cadence)  # fmt: skip
+        # "|" separates the parts of a stratum's key (see _assignment)
+        hardware = (record.hardware or "unknown").replace("|", "/")
+        return Stratum(hardware, region.split("/")[0].replace("|", "/") or "none", power, cadence)
 
     def _check_paths(self, plan: Plan, settings: Settings) -> None:
         schema = self.fleet.schema

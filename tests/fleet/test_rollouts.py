@@ -35,7 +35,7 @@ def _fleet(store: Store, devices: int = 240) -> Fleet:
     fleet = Fleet(store)
     fleet.load_schema(SCHEMA.read_bytes(), "json", source="device.json", now=1.0)
     for n in range(devices):
-        hardware = "nbiot-sensor-r3" if n % 2 else "pi-gateway-cm4"
+        hardware = "nbiot-sensor-r3" if n % 2 else "pi|gateway"  # "|" must not split a stratum
         fleet.add_device(DeviceRecord(DeviceId(f"dev-{n:03d}"), {"region": "eu/west"},
                                       hardware=hardware, firmware="2.1.0",
                                       agent_version="1.0.0"))  # fmt: skip
