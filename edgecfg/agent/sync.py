@@ -34,7 +34,7 @@ import random
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, TypeVar, cast
+from typing import Any, Final, TypeVar
 
 from edgecfg.agent.apply import ApplyGuard
 from edgecfg.agent.coap import Link as CoapLinkProtocol
@@ -70,10 +70,10 @@ from edgecfg.core.session import (
 from edgecfg.core.tree import Tree, Value, is_map
 from edgecfg.errors import DeltaError, EdgecfgError, PeerError
 from edgecfg.wire.blocks import DEFAULT_SZX
-from edgecfg.wire.cbor import Encoded, decode, encode
+from edgecfg.wire.cbor import Encoded, encode
 from edgecfg.wire.delta import apply_delta_encoded
 from edgecfg.wire.journal import entry_to_value
-from edgecfg.wire.messages import outcome_to_value
+from edgecfg.wire.messages import DeviceReport, MessageError, StateAnswer
 from edgecfg.wire.numbers import CoapCode, ContentFormat
 from edgecfg.wire.senml import Record, encode_senml
 
@@ -412,27 +412,25 @@ class Agent:
 
     async def _post_state(self, chunk: list[Value]) -> bool:
         held = self.state.load_config()
-        report: Tree = {"applied": held.etag if held else None}
+        base: ETag | None = None
         if chunk:  # offline changes, for the gateway's three-way merge
-            report["journal"] = chunk
             base = self.local.base if self.local is not None else None
-            report["base"] = base if base is not None else (held.etag if held else None)
-        events = self.state.events()
-        if events:  # corruption found (and recovered from) since the last report
-            report["store_events"] = list[Value](events)
+            base = base if base is not None else (held.etag if held else None)
         outcomes, dropped = self.guard.unreported() if self.guard is not None else ((), 0)
-        if outcomes:  # how trials of new configs ended: a revert is never silent
-            report["apply"] = [outcome_to_value(outcome) for outcome in outcomes]
-        if dropped:
-            report["apply_dropped"] = dropped
-        if not self._introduced:  # versions once per run: they rarely change
-            report["agent"] = self.agent_version
-            if self.schema_version is not None:
-                report["schema"] = self.schema_version
-            if self.firmware is not None:
-                report["firmware"] = self.firmware
+        introducing = not self._introduced  # versions once per run: they rarely change
+        report = DeviceReport(
+            applied=held.etag if held else None,
+            journal=tuple(chunk) if chunk else None,
+            base=base,
+            store_events=tuple(self.state.events()),  # corruption found (and recovered from)
+            agent=self.agent_version if introducing else None,
+            schema=self.schema_version if introducing else None,
+            firmware=self.firmware if introducing else None,
+            apply=outcomes,  # how trials of new configs ended: a revert is never silent
+            apply_dropped=dropped,
+        )
         reply = await self.link.request(
-            "POST", ("state", self.device), payload=encode(report),
+            "POST", ("state", self.device), payload=report.encode(),
             content_format=ContentFormat.CBOR,
         )  # fmt: skip
         refused = shed(self.link_address, reply, "state report: ")
@@ -445,15 +443,16 @@ class Agent:
             self.guard.delivered(len(outcomes))
         if not reply.payload:
             return False  # current, nothing merged
-        answer = decode(reply.payload)
-        if not is_map(answer):
-            raise SyncFailed(f"{self.device}: state answer is not a CBOR map")
-        merged = answer.get("local")
-        if is_map(merged) and self.local is not None and type(merged.get("ack")) is int:
-            self.local.acknowledge(cast(int, merged["ack"]))
+        try:
+            answer = StateAnswer.decode(reply.payload)
+        except MessageError as error:
+            raise SyncFailed(f"{self.device}: {error}") from None
+        merged, ack = answer.local, answer.acknowledged
+        if is_map(merged) and self.local is not None and ack is not None:
+            self.local.acknowledge(ack)
             self.local.remember(merged)
             self.last_merge = merged
-        return answer.get("current") is False
+        return not answer.current
 
     async def _telemetry(self, records: Sequence[Record]) -> Outcome:
         held = self.state.load_config()
