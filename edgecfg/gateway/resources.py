@@ -242,6 +242,23 @@ class CoapResource(aiocoap.resource.Resource, aiocoap.resource.PathCapable):
         body = self.body(request)
         return body if isinstance(body, aiocoap.Message) else (DeviceId(device), body)
 
+    def observe_as(
+        self,
+        key: str | None,
+        table: dict[str, set[aiocoap.protocol.ServerObservation]],
+        request: aiocoap.Message,
+        observation: aiocoap.protocol.ServerObservation,
+    ) -> None:
+        """File ``observation`` under ``key`` in ``table`` within the peer's
+        budgets, or (``key`` None: a bad or unknown name) answer the
+        registering GET as a plain one."""
+        if key is None:
+            decline(observation)
+            return
+        cancel = watch(table, key, observation)
+        peer = request_peer(request, _claimed(request))
+        self.gate.observations.register(peer, observation, cancel)
+
     def get_resources_as_linkheader(self) -> LinkFormat:
         """This resource's entry for /.well-known/core (the site adds the path)."""
         return LinkFormat([Link("", **self.link)] if self.link else [])
@@ -271,6 +288,12 @@ def _device_of(request: aiocoap.Message) -> str:
     if not path or not path[0]:
         raise BadRequest("the path must name a device: /cfg/{device}")
     return path[0]
+
+
+def notify(table: dict[str, set[aiocoap.protocol.ServerObservation]], key: str) -> None:
+    """Trigger every observation filed under ``key``."""
+    for observation in list(table.get(key, ())):
+        observation.trigger()
 
 
 def watch(
@@ -509,20 +532,15 @@ class GroupResource(_LayerResource, aiocoap.resource.ObservableResource):  # pyr
         self, request: aiocoap.Message, serverobservation: aiocoap.protocol.ServerObservation
     ) -> None:
         try:
-            layer = _layer_of(request)
+            layer: str | None = _layer_of(request)
         except BadRequest:
-            decline(serverobservation)  # the GET says why
-            return
-        if layer != GLOBAL and self.service.fleet.head(layer) is None:
-            decline(serverobservation)  # a layer nobody wrote: answered, not observed
-            return
-        cancel = watch(self.layer_observers, layer, serverobservation)
-        peer = request_peer(request, _claimed(request))
-        self.gate.observations.register(peer, serverobservation, cancel)
+            layer = None  # the GET says why
+        if layer != GLOBAL and layer is not None and self.service.fleet.head(layer) is None:
+            layer = None  # a layer nobody wrote: answered, not observed
+        self.observe_as(layer, self.layer_observers, request, serverobservation)
 
     def changed(self, layer: LayerId) -> None:
-        for observation in list(self.layer_observers.get(layer, ())):
-            observation.trigger()
+        notify(self.layer_observers, layer)
 
     def changed_all(self) -> None:
         """Notify every group observer (an operator credential was revoked)."""

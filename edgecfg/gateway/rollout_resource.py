@@ -25,10 +25,8 @@ from edgecfg.core.tree import Value, is_map
 from edgecfg.fleet.identity import Identity, IdentityPolicy
 from edgecfg.fleet.rollouts import RolloutService
 from edgecfg.fleet.sync import Representation, SyncService
-from edgecfg.gateway.admission import request_peer
 from edgecfg.gateway.errors import BadRequest
-from edgecfg.gateway.observations import decline
-from edgecfg.gateway.resources import CoapResource, Gate, serve_blocks, valid, watch
+from edgecfg.gateway.resources import CoapResource, Gate, notify, serve_blocks, valid
 from edgecfg.wire.cbor import decode, encode, etag_of_bytes
 from edgecfg.wire.numbers import ContentFormat
 
@@ -61,21 +59,16 @@ class RolloutResource(CoapResource, aiocoap.resource.ObservableResource):  # pyr
         self, request: aiocoap.Message, serverobservation: aiocoap.protocol.ServerObservation
     ) -> None:
         try:
-            rollout = _rollout_of(request)
+            rollout: str | None = _rollout_of(request)
         except BadRequest:
-            decline(serverobservation)  # the GET says why
-            return
-        if self.service.fleet.store.get_rollout(rollout) is None:
-            decline(serverobservation)  # answered 4.04, not observed
-            return
-        cancel = watch(self.rollout_observers, rollout, serverobservation)
-        peer = request_peer(request, None)
-        self.gate.observations.register(peer, serverobservation, cancel)
+            rollout = None  # the GET says why
+        if rollout is not None and self.service.fleet.store.get_rollout(rollout) is None:
+            rollout = None  # answered 4.04, not observed
+        self.observe_as(rollout, self.rollout_observers, request, serverobservation)
 
     def changed(self, rollout: str) -> None:
         """Notify the observers of ``rollout`` (a decision or an action)."""
-        for observation in list(self.rollout_observers.get(rollout, ())):
-            observation.trigger()
+        notify(self.rollout_observers, rollout)
 
     def representation(self, rollout: str) -> Representation:
         status = cast(Value, self.rollouts.status(rollout, time.time()))
