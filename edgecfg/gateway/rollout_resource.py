@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import functools
 import time
-from typing import ClassVar, Final, cast
+from collections.abc import Awaitable, Callable
+from typing import ClassVar, Final, Protocol, TypeVar, cast
 
 import aiocoap
 import aiocoap.resource
@@ -31,6 +32,15 @@ from edgecfg.wire.cbor import decode, encode, etag_of_bytes
 from edgecfg.wire.numbers import ContentFormat
 
 ACTIONS: Final[frozenset[str]] = frozenset({"pause", "resume", "advance", "rollback"})
+T = TypeVar("T")
+
+
+class RolloutRunner(Protocol):
+    """Runs one step on a rollout service (the gateway's worker thread)."""
+
+    def __call__(self, work: Callable[[RolloutService], T]) -> Awaitable[T]: ...
+
+
 MAX_REASON: Final = 500
 
 
@@ -45,10 +55,10 @@ class RolloutResource(CoapResource, aiocoap.resource.ObservableResource):  # pyr
     }
 
     def __init__(
-        self, service: SyncService, policy: IdentityPolicy, gate: Gate, rollouts: RolloutService
+        self, service: SyncService, policy: IdentityPolicy, gate: Gate, run: RolloutRunner
     ) -> None:
         super().__init__(service, policy, gate)
-        self.rollouts = rollouts
+        self.run = run  # runs a step on the gateway's rollout worker
 
     @functools.cached_property
     def rollout_observers(self) -> dict[str, set[aiocoap.protocol.ServerObservation]]:
@@ -70,14 +80,14 @@ class RolloutResource(CoapResource, aiocoap.resource.ObservableResource):  # pyr
         """Notify the observers of ``rollout`` (a decision or an action)."""
         notify(self.rollout_observers, rollout)
 
-    def representation(self, rollout: str) -> Representation:
-        status = cast(Value, self.rollouts.status(rollout, time.time()))
-        blob = encode(_without_clock(status))
+    async def representation(self, rollout: str) -> Representation:
+        status = await self.run(lambda rollouts: rollouts.status(rollout, time.time()))
+        blob = encode(_without_clock(cast(Value, status)))
         return Representation(blob, ContentFormat.CBOR, etag_of_bytes(blob))
 
     async def get(self, request: aiocoap.Message, claimed: Identity | None) -> aiocoap.Message:
         self.policy.for_operator(claimed)
-        representation = self.representation(_rollout_of(request))
+        representation = await self.representation(_rollout_of(request))
         if representation.etag in request.opt.etags:
             return valid(representation.etag)
         return serve_blocks(request, representation)
@@ -89,9 +99,11 @@ class RolloutResource(CoapResource, aiocoap.resource.ObservableResource):  # pyr
         if isinstance(body, aiocoap.Message):
             return body
         action, reason = _action(decode(body))
-        self.rollouts.act(rollout, action, reason, now=time.time(), author=operator.name)
+        author, now = operator.name, time.time()
+        await self.run(lambda rollouts: rollouts.act(rollout, action, reason, now=now,
+                                                     author=author))  # fmt: skip
         self.changed(rollout)
-        representation = self.representation(rollout)
+        representation = await self.representation(rollout)
         response = aiocoap.Message(code=Code.CHANGED, payload=representation.payload)
         response.opt.content_format = ContentFormat.CBOR
         response.opt.etag = representation.etag

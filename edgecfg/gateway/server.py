@@ -29,7 +29,8 @@ import signal
 import socket
 import time
 from collections.abc import Awaitable, Callable
-from typing import Final
+from concurrent.futures import ThreadPoolExecutor
+from typing import Final, TypeVar
 
 import aiocoap
 import aiocoap.resource
@@ -55,12 +56,13 @@ from edgecfg.gateway.resources import (
     TelemetryResource,
 )
 from edgecfg.gateway.rollout_resource import RolloutResource
-from edgecfg.store import Store
+from edgecfg.store import MemoryStore, Store
 
 log = logging.getLogger("edgecfg.gateway")
 REFRESH_S: Final = 0.25
 MAX_CONCURRENT: Final = 256
 LAG_PROBE_S: Final = 0.25
+T = TypeVar("T")
 ROLLOUT_TICK_S: Final = 60.0  # how often the rollout loop runs (decisions are daily)
 
 
@@ -126,9 +128,12 @@ class Gateway:
         self.site.add_resource(
             ("dev",), DeviceResource(self.service, policy, gate, self.layer_changed)
         )
-        self.rollouts = RolloutService(self.fleet)
+        self.rollouts = RolloutService(self.fleet)  # the in-memory store's (tests)
+        self._rollout_worker: RolloutService | None = None  # on its own fleet view
+        self._rollout_thread = ThreadPoolExecutor(1, thread_name_prefix="edgecfg-rollouts")
         self._rollouts_due = -math.inf
-        self.rollout_resource = RolloutResource(self.service, policy, gate, self.rollouts)
+        self.rollout_resource = RolloutResource(self.service, policy, gate,
+                                                self.in_rollout_worker)  # fmt: skip
         self.site.add_resource(("rollout",), self.rollout_resource)
         self.context: aiocoap.Context | None = None
         self.address: tuple[str, int] | None = None
@@ -161,6 +166,7 @@ class Gateway:
         """Bind UDP on ``host:port`` and start serving."""
         quiet_aiocoap()
         self.fleet.store.check_writable()  # one StoreError now, not one per write later
+        self._rollout_thread = ThreadPoolExecutor(1, thread_name_prefix="edgecfg-rollouts")
         if port != 0:
             _refuse_a_taken_port(host, port)
         root = self.site if self.credentials is None else OscoreSite(self.site, self.credentials)
@@ -217,7 +223,7 @@ class Gateway:
             except Exception:  # a bad row must not stop the gateway
                 log.exception("refreshing the fleet from the store failed")
             try:  # on its own: a rollout's fault must not hold up serving
-                self.drive_rollouts(time.monotonic(), time.time())
+                await self.drive_rollouts(time.monotonic(), time.time())
             except Exception:
                 log.exception("driving the rollouts failed")
             try:  # on its own: a bad fleet row must not hold up revocations
@@ -225,20 +231,44 @@ class Gateway:
             except Exception:
                 log.exception("checking for revoked credentials failed")
 
-    def drive_rollouts(self, monotonic: float, now: float) -> int:
-        """Run the rollout loop (offers, the daily decisions) once a minute:
-        a rollout's offers and rollbacks are layer writes, which the next
-        refresh serves and notifies like any other.  How many decisions."""
+    async def drive_rollouts(self, monotonic: float, now: float) -> int:
+        """Run the rollout loop (offers, the daily decisions) once a minute.
+
+        A stage's offers are thousands of layer writes and a decision reads
+        every cohort device's reports, so the loop runs in a worker thread on
+        a fleet view of its own over the same store (which serialises its
+        connections); its writes reach serving through the next refresh,
+        like any other writer's.  A store that is not safe across threads
+        (the in-memory one of tests) is driven on the loop.  How many
+        decisions were made.
+        """
         if monotonic < self._rollouts_due:
             return 0
         self._rollouts_due = monotonic + ROLLOUT_TICK_S
-        made = self.rollouts.tick(now)
+        made = await self.in_rollout_worker(lambda service: service.tick(now))
         for rollout, outcome in made:
             self.rollout_resource.changed(rollout)
             quiet = outcome.decision in (Decision.HOLD, Decision.ADVANCE)
             log.log(logging.INFO if quiet else logging.WARNING, "rollout %s: %s: %s", rollout,
                     outcome.decision.value, outcome.reason)  # fmt: skip
         return len(made)
+
+    async def in_rollout_worker(self, work: Callable[[RolloutService], T]) -> T:
+        """Run ``work`` on the rollout service of the rollout worker: one
+        thread, so the loop's ticks and the operators' actions never overlap,
+        with a fleet view of its own, brought up to date first."""
+        if isinstance(self.fleet.store, MemoryStore):  # not safe across threads
+            return work(self.rollouts)
+
+        def turn() -> T:
+            if self._rollout_worker is None:
+                self._rollout_worker = RolloutService(Fleet(self.fleet.store))
+            worker = self._rollout_worker
+            worker.fleet.refresh()
+            return work(worker)
+
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._rollout_thread, turn)
 
     def revocations(self) -> int:
         """Drop revoked credentials and end their devices' observations (their
@@ -270,6 +300,8 @@ class Gateway:
         if self.context is not None:
             await self.context.shutdown()
             self.context = None
+        # a rollout step under way finishes (its writes are each complete)
+        await asyncio.get_running_loop().run_in_executor(None, self._rollout_thread.shutdown)
         if self.credentials is not None:
             # Exact sequence numbers and replay windows: no Echo round after a clean restart.
             self.credentials.flush()

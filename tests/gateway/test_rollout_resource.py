@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import aiocoap
 import cbor2
@@ -75,3 +76,42 @@ async def test_bad_requests_say_what_was_expected(
     assert illegal.code == Code.BAD_REQUEST and b"cannot resume" in illegal.payload
     bare = await ask(client, gateway, Code.GET, "/rollout/r1/extra")
     assert bare.code == Code.BAD_REQUEST and b"/rollout/{id}" in bare.payload
+
+
+async def test_a_sqlite_gateway_drives_rollouts_in_its_worker_thread(tmp_path: Path) -> None:
+    """Decisions and offers run on the rollout worker's own fleet view; serving
+    sees their layer writes through its refresh, as it sees any writer's."""
+    from edgecfg.core.ids import DeviceId
+    from edgecfg.fleet.identity import InsecurePolicy
+    from edgecfg.store import SQLiteStore
+    from tests.gateway.helpers import free_udp_port, sensor
+    from tests.paths import SCHEMA
+
+    with SQLiteStore(tmp_path / "fleet.db") as store:
+        gateway = Gateway(store, policy=InsecurePolicy(), refresh_s=3600)
+        gateway.fleet.load_schema(SCHEMA.read_bytes(), "json", source="device.json", now=1.0)
+        for n in range(4):
+            gateway.fleet.add_device(sensor(f"dev-{n}"))
+        await gateway.start("127.0.0.1", free_udp_port())
+        try:
+            plan = {**PLAN, "stages": ["50%", "100%"], "min_days": 0,
+                    "guardrails": ["checkin"], "margins": {"checkin": 1.0}}  # fmt: skip
+            start = 1000.0
+            await gateway.in_rollout_worker(
+                lambda service: service.start(plan, now=start, author="ops", rollout_id="w1")
+            )
+            assert gateway._rollout_worker is not None  # pyright: ignore[reportPrivateUsage]
+            assert gateway._rollout_worker.fleet is not gateway.fleet  # pyright: ignore[reportPrivateUsage]
+            gateway.changed(gateway.fleet.refresh())
+            canary = [c.device for c in store.rollout_devices("w1") if c.arm == "canary"]
+            assert len(canary) == 2
+            for device in canary:  # serving sees the worker's offers
+                tree = gateway.fleet.resolve(DeviceId(device)).tree
+                assert tree["net"]["uplink"]["interval_s"] == 900  # type: ignore[index]
+            made = await gateway.drive_rollouts(0.0, start + 86400.0)
+            assert made == 1
+            assert gateway.rollouts.history("w1")[-1]["kind"] == "decision"
+            status = await gateway.in_rollout_worker(lambda s: s.status("w1", start + 86400.0))
+            assert status["phase"] == "running"
+        finally:
+            await gateway.stop()
