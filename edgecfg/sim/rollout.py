@@ -173,6 +173,8 @@ def load_scenario(text: str, *, source: str = "scenario") -> RolloutScenario:
     outages = tuple(_outage(row, f"{source} [[outage]] #{n + 1}")
                     for n, row in enumerate(_rows(table, "outage", source)))  # fmt: skip
     plan = parse_plan(_section(table, "plan", source, required=True), "sim")
+    if not any(reaches(plan.target, row.stratum) for row in strata):
+        raise UsageError(f"{source} [plan] target {plan.target!r} reaches no stratum of the fleet")
     return RolloutScenario(
         seed=int(_number(table, "seed", source, integer=True)) if "seed" in table else 1,
         days=_number(table, "days", source) if "days" in table else 28.0,
@@ -314,6 +316,7 @@ class RunSummary:
     rolled_back_devices: int = 0
     rolled_back_h: float | None = None  # when the last device was back on its previous version
     end_h: float = 0.0
+    outside: int = 0  # devices outside the plan's target
 
     def as_json(self) -> dict[str, object]:
         return {"final": self.final.value if self.final else None, "phase": self.phase.value,
@@ -321,7 +324,8 @@ class RunSummary:
                 "completed": self.completed, "applied": self.applied,
                 "reverted_by_device": self.reverted_by_device,
                 "rolled_back_devices": self.rolled_back_devices,
-                "rolled_back_h": self.rolled_back_h, "end_h": self.end_h}  # fmt: skip
+                "rolled_back_h": self.rolled_back_h, "end_h": self.end_h,
+                "outside_target": self.outside}  # fmt: skip
 
 
 # What a device runs.
@@ -356,7 +360,10 @@ class RolloutRun:
         self.rng = random.Random(seed)
         # cohorts hash the rollout id: one per seed, whatever the file is called
         self.plan = replace(scenario.plan, rollout_id=f"sim-{seed}")
-        self.devices = self._fleet()
+        fleet = self._fleet()
+        # devices outside the plan's target take no part: never offered, no evidence
+        self.devices = [d for d in fleet if reaches(scenario.plan.target, d.stratum)]
+        self.outside = len(fleet) - len(self.devices)
         assignments = assign(self.plan, ((d.name, d.stratum) for d in self.devices))
         for device in self.devices:
             device.assignment = assignments[device.name]
@@ -365,7 +372,7 @@ class RolloutRun:
         # per guardrail and stratum: the canary's and the control's sums
         self.sums: dict[str, dict[str, list[float]]] = {g.name: {} for g in self.plan.guardrails}
         self.fresh: dict[Arm, float | None] = {Arm.CANARY: None, Arm.CONTROL: None}
-        self.summary = RunSummary()
+        self.summary = RunSummary(outside=self.outside)
 
     def _fleet(self) -> list[_Device]:
         rng = self.rng
@@ -588,6 +595,22 @@ def trial(now: float, *, breaks: bool, loops: bool) -> ApplyOutcome:
         state, more = step(state, event)
         actions = [*rest, *more]
     return state.unreported[-1]
+
+
+def reaches(target: str, stratum: Stratum) -> bool:
+    """Whether a plan's ``target`` (``global``, ``region/...`` or
+    ``hardware/...``: the group dimensions a scenario's strata name) takes
+    in the devices of ``stratum``; a deeper group reaches its subgroups."""
+    if target == "global":
+        return True
+    dimension, _, path = target.partition("/")
+    value = {"region": stratum.region, "hardware": stratum.hardware}.get(dimension)
+    if value is None or not path:
+        raise UsageError(
+            f"[plan] target {target!r}: a scenario's strata name hardware and region, so the "
+            f"target is global, region/PATH or hardware/NAME"
+        )
+    return value == path or value.startswith(path + "/")
 
 
 def _apportion(total: int, shares: list[float]) -> list[int]:

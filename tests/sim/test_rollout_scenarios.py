@@ -213,3 +213,23 @@ def test_a_canary_only_telemetry_outage_holds_instead_of_passing() -> None:
     lines, _run = _play(_scenario(extra=outage, days=6))
     assert Decision.ADVANCE not in {line.decision for line in lines}
     assert any("telemetry missing from the canary arm" in line.reason for line in lines)
+
+
+def test_devices_outside_the_target_take_no_part() -> None:
+    text = _scenario(days=3).replace('region = "eu"\npower = "mains"', 'region = "us/east"\n'
+                                     'power = "mains"')  # fmt: skip
+    run = RolloutRun(load_scenario(text))
+    for _line in run.lines():
+        pass
+    assert run.summary.outside == 3000  # the us/east stratum
+    assert all(device.stratum.region == "eu" for device in run.devices)
+    assert run.summary.as_json()["outside_target"] == 3000
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [("region/mars", "reaches no stratum"), ("function/metering", "global, region/PATH")],
+)
+def test_a_target_the_strata_cannot_meet_is_refused(target: str, message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        load_scenario(_scenario().replace('target = "region/eu"', f'target = "{target}"'))
