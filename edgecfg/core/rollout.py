@@ -547,13 +547,15 @@ def read_guardrail(plan: Plan, guardrail: Guardrail, evidence: Evidence, now_h: 
     strata = evidence.strata
     # Bonferroni over the pooled reading and each stratum's.
     share = plan.alpha / (1 + len(strata)) if len(strata) > 1 else plan.alpha
-    pooled = difference(strata, alpha=share, counts=guardrail.counts)
+    pooled = difference(strata, alpha=share, counts=guardrail.counts, pooled=True)
     harm_stratum: str | None = None
     harm = pooled.informative and pooled.lower > 0
     shown = pooled
     if not harm and len(strata) > 1:
         for key in sorted(strata):
-            alone = difference({key: strata[key]}, alpha=share, counts=guardrail.counts)
+            alone = difference(
+                {key: strata[key]}, alpha=share, counts=guardrail.counts, pooled=True
+            )
             if alone.informative and alone.lower > 0:
                 harm, harm_stratum, shown = True, key, alone
                 break

@@ -198,14 +198,20 @@ def radius(information: float, alpha: float) -> float:
     return high / information
 
 
-def difference(strata: Mapping[str, Arms], *, alpha: float, counts: bool) -> Bound:
+def difference(
+    strata: Mapping[str, Arms], *, alpha: float, counts: bool, pooled: bool = False
+) -> Bound:
     """The stratified canary-minus-control bound over ``strata``.
 
     Each arm's mean has the robust variance of its observations
     (:meth:`Moments.mean_variance`); ``counts``: the metric counts events
     (reboots, errors, missed check-ins), so that variance is at least the
     add-one Poisson rate's, ``(total + 1) / days**2``: an arm that saw no
-    event yet has not shown that events cannot happen.  Strata where either
+    event yet has not shown that events cannot happen.  ``pooled`` (for a
+    test of "no difference", as the harm test is): also at least the
+    Poisson variance of both arms' pooled rate over the arm's device-days,
+    so a control that saw few events by chance does not make the canary
+    look harmed.  Strata where either
     arm has fewer than :data:`MIN_OBSERVATIONS` observations are left out;
     with none left, the result is :data:`UNINFORMED`.
     """
@@ -226,8 +232,8 @@ def difference(strata: Mapping[str, Arms], *, alpha: float, counts: bool) -> Bou
             weight
             * weight
             * (
-                _mean_variance(arms.canary, counts=counts)
-                + _mean_variance(arms.control, counts=counts)
+                _mean_variance(arms.canary, arms, counts=counts, pooled=pooled)
+                + _mean_variance(arms.control, arms, counts=counts, pooled=pooled)
             )
         )
     if variance <= 0:
@@ -241,9 +247,16 @@ def difference(strata: Mapping[str, Arms], *, alpha: float, counts: bool) -> Bou
     return Bound(estimate, estimate - width, estimate + width, information)
 
 
-def _mean_variance(moments: Moments, *, counts: bool) -> float:
+def _mean_variance(moments: Moments, arms: Arms, *, counts: bool, pooled: bool) -> float:
     robust = moments.mean_variance()
-    if counts:
-        # an add-one Poisson rate: no events seen yet is not proof of none
-        return max(robust, (moments.total + 1) / (moments.days * moments.days))
-    return robust
+    if not counts:
+        return robust
+    # An add-one rate: no events seen yet is not proof of none.
+    own = (moments.total + 1) / (moments.days * moments.days)
+    if not pooled:
+        return max(robust, own)
+    # Testing "no difference", both arms share one event rate: an arm that
+    # saw fewer events than that rate gives by chance does not shrink the
+    # variance (a lucky control would make the canary look harmed).
+    both = arms.canary + arms.control
+    return max(robust, own, (both.total + 1) / both.days / moments.days)

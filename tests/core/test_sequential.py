@@ -138,3 +138,20 @@ def test_strata_are_weighted_by_exposure() -> None:
     small = Arms(Moments.of_days(10, 20, 40), Moments.of_days(10, 10, 10))
     bound = difference({"big": big, "small": small}, alpha=0.01, counts=False)
     assert bound.estimate == pytest.approx(0.1)
+
+
+def test_a_control_lucky_with_rare_events_does_not_make_a_harm() -> None:
+    """2 events in 13,900 control device-days against 43 in 37,800 canary ones
+    (both at about one per thousand device-days): the pooled rate sets the
+    variance, so this is no harm at alpha 0.01 (found in an A/A run)."""
+
+    def hourly(reports: int, events: int) -> Moments:
+        """Hourly reports (1/24 device-day each), ``events`` of them with one event."""
+        w = 1 / 24
+        return Moments(reports * w, events, events * 24, reports, reports * w * w,
+                       events * w, events)  # fmt: skip
+
+    canary, control = hourly(889_909, 43), hourly(327_004, 2)
+    bound = difference({"hourly": Arms(canary, control)}, alpha=0.01 / 5, counts=True,
+                       pooled=True)  # fmt: skip
+    assert bound.lower < 0 < bound.upper
