@@ -39,7 +39,7 @@ import hashlib
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Final, Literal, cast
 
 from edgecfg.core.sequential import (
@@ -368,7 +368,6 @@ class Progress:
     status: DeviceStatus
     cadence_h: float
     last_seen_h: float
-    reason: str = ""
 
     def due(self, now_h: float, overdue_factor: float) -> Due:
         silent = now_h - self.last_seen_h
@@ -520,14 +519,12 @@ class Outcome:
     verdicts: tuple[Verdict, ...] = ()
     coverage: float = 0.0
     next_decision_h: float | None = None
-    extra: Mapping[str, object] = field(default_factory=lambda: {})
 
     def evidence_json(self) -> dict[str, object]:
         return {
             "coverage": round(self.coverage, 4),
             "guardrails": {verdict.guardrail: verdict.as_json() for verdict in self.verdicts},
             "next_decision_h": self.next_decision_h,
-            **self.extra,
         }
 
 

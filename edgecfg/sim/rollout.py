@@ -24,7 +24,7 @@ import heapq
 import math
 import random
 import tomllib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Final, Literal, cast
 
@@ -390,7 +390,7 @@ class RolloutRun:
                 devices.append(device)
         return devices
 
-    def lines(self, on_line: Callable[[Line], None] | None = None) -> Iterator[Line]:
+    def lines(self) -> Iterator[Line]:
         """Play the scenario; yield each daily decision."""
         horizon = self.scenario.days * 24.0
         queue: list[tuple[float, int]] = [
@@ -412,8 +412,6 @@ class RolloutRun:
                     break
             else:
                 line = self._look(look)
-                if on_line is not None:
-                    on_line(line)
                 yield line
             look += 24.0
         self.summary.end_h = min(look, horizon)
