@@ -287,9 +287,10 @@ RulesState = Mapping[str, RuleState]
 
 def step_rule(rule: Rule, state: RuleState, inputs: Mapping[str, float], now: float) -> RuleState:
     """One wake of one rule (see the module docstring for the semantics)."""
-    reading = inputs.get(rule.when.input)
-    if reading is None or math.isnan(reading):
+    raw = inputs.get(rule.when.input)
+    if raw is None or math.isnan(raw):
         return state  # nothing measured: no count, no reset
+    reading, now = float(raw), float(now)  # one number type, so records compare equal
     moving = rule.when.leaving(reading) if state.active else rule.when.entering(reading)
     if not moving:
         return replace(state, streak=0) if state.streak else state
