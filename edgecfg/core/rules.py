@@ -130,11 +130,6 @@ class RuleSet:
 
     rules: tuple[Rule, ...] = ()
 
-    @property
-    def inputs(self) -> frozenset[str]:
-        """The inputs the rules read."""
-        return frozenset(rule.when.input for rule in self.rules)
-
 
 def rules_from_document(doc: Mapping[str, object]) -> RuleSet:
     """A :class:`RuleSet` from a plain document; :class:`RulesError` naming the

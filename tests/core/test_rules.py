@@ -3,6 +3,7 @@ evaluation for any sequence of readings and times."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -12,10 +13,11 @@ from hypothesis import strategies as st
 from edgecfg.core.journal import check_override
 from edgecfg.core.rules import (
     IDLE,
-    RuleSet,
     RulesError,
+    RuleSet,
     RuleState,
     adapt,
+    describe,
     evaluate,
     rules_from_document,
     step,
@@ -157,28 +159,84 @@ def test_an_action_the_local_policy_refuses_is_listed_not_applied() -> None:
 
 
 def test_the_earlier_rule_wins_a_path() -> None:
+    when = {"input": "x", "above": 0}
     doc = {
         "rules": [
-            {"name": "a", "when": {"input": "x", "above": 0}, "then": [{"path": "power.mode", "set": "saver"}]},
-            {"name": "b", "when": {"input": "x", "above": 0}, "then": [{"path": "power.mode", "set": "survival"}]},
+            {"name": "a", "when": when, "then": [{"path": "power.mode", "set": "saver"}]},
+            {"name": "b", "when": when, "then": [{"path": "power.mode", "set": "survival"}]},
         ]
-    }  # fmt: skip
+    }
     _, layer = evaluate(rules_from_document(doc), {}, {"x": 1.0}, 0.0, base=BASE, schema=SCHEMA)
     assert [(a.rule, a.value) for a in layer.values] == [("a", "saver")]
     assert layer.refused[0].reason == "shadowed by rule a"
 
 
+def _one(**fields: object) -> dict[str, object]:
+    """A rules document of one rule ``r``, with ``fields`` changed."""
+    rule: dict[str, object] = {"name": "r", "when": {"input": "b", "below": 1}}
+    rule["then"] = [{"path": "a", "set": 1}]
+    return {"rules": [rule | fields]}
+
+
+def test_scaling_what_is_not_a_number_is_refused_with_the_reason() -> None:
+    doc = _one(when={"input": "x", "above": 0}, then=[
+        {"path": "power.mode", "scale": 2}, {"path": "nothing.here", "scale": 2},
+        {"path": "sensors.gain", "scale": 1e308},
+    ])  # fmt: skip
+    base: Tree = {**BASE, "sensors": {"gain": 1e10}}
+    _, layer = evaluate(rules_from_document(doc), {}, {"x": 1}, 0, base=base, schema=SCHEMA)
+    assert [r.reason for r in layer.refused] == [
+        'cannot scale power.mode: the config below holds "balanced"',
+        "cannot scale nothing.here: the config below holds nothing",
+        "cannot scale sensors.gain: 10000000000.0 x 1e+308 is not finite",
+    ]
+
+
+def test_explain_says_which_rule_on_which_reading_and_which_bound() -> None:
+    base: Tree = {**BASE, "telemetry": {"interval_s": 60}}
+    doc = _one(when={"input": "load_pct", "above": 90}, then=[
+        {"path": "telemetry.interval_s", "scale": 0.5},
+    ])  # fmt: skip
+    _, layer = evaluate(rules_from_document(doc), {}, {"load_pct": 95}, 0, base=base, schema=SCHEMA)
+    [adapted] = layer.values
+    assert (adapted.value, adapted.requested) == (300, 30)
+    assert describe(adapted) == (
+        "rule r on load_pct = 95 > 90, asked 30, clamped to >= 300 (local-override policy)"
+    )
+
+
 @pytest.mark.parametrize(
     ("doc", "message"),
     [
-        ({"rules": [{"name": "r", "when": {"input": "b", "below": 20, "exit_above": 10}, "then": [{"path": "a", "set": 1}]}]}, "'exit_above' 10 is below 'below' 20"),
-        ({"rules": [{"name": "r", "when": {"input": "b", "below": 1, "above": 2}, "then": [{"path": "a", "set": 1}]}]}, "exactly one of 'below' and 'above'"),
-        ({"rules": [{"name": "r", "when": {"input": "B!", "below": 1}, "then": [{"path": "a", "set": 1}]}]}, "'when.input' must match"),
-        ({"rules": [{"name": "r", "when": {"input": "b", "below": 1}, "then": [{"path": "a", "scale": 0}]}]}, "'scale' of a must be above 0"),
-        ({"rules": [{"name": "r", "when": {"input": "b", "below": 1}, "then": []}]}, "'then' must be a list"),
-        ({"rules": [{"name": "r", "when": {"input": "b", "below": 1}, "wakes": 0, "then": [{"path": "a", "set": 1}]}]}, "'wakes' must be"),
-        ({"rules": [{"name": "r", "when": {"input": "b", "below": 1}, "then": [{"path": "a", "set": 1}]}] * 2}, "rule r: the name is used twice"),
+        (_one(when={"input": "b", "below": 20, "exit_above": 10}),
+         "'exit_above' 10 is below 'below' 20"),
+        (_one(when={"input": "b", "below": 1, "above": 2}), "exactly one of 'below' and 'above'"),
+        (_one(when={"input": "B!", "below": 1}), "'when.input' must match"),
+        (_one(then=[{"path": "a", "scale": 0}]), "'scale' of a must be above 0"),
+        (_one(then=[]), "'then' must be a list"),
+        (_one(wakes=0), "'wakes' must be"),
+        ({"rules": _one()["rules"] * 2}, "rule r: the name is used twice"),  # type: ignore[operator]
         ({"rule": []}, "unknown rules-document fields ['rule']"),
+        ({"rules": {}}, "'rules' must be a list"),
+        ({"rules": [1]}, "rule #1 must be a map"),
+        ({"rules": [{"when": {}}]}, "rule #1 needs a 'name'"),
+        (_one(extra=1), "rule r: unknown fields ['extra']"),
+        (_one(min_dwell_s=-1), "'min_dwell_s' must be a number of seconds >= 0"),
+        (_one(when={"input": "b", "below": "low"}), "'when.below' must be a finite number"),
+        (_one(when=[]), "'when' must be a map"),
+        (_one(when={"input": "b", "below": 1, "hold": 2}), "unknown 'when' fields ['hold']"),
+        (_one(when={"input": "b", "below": 1, "exit_below": 2}),
+         "a 'below' rule leaves with 'exit_above'"),
+        (_one(when={"input": "b", "above": 1, "exit_above": 2}),
+         "an 'above' rule leaves with 'exit_below'"),
+        (_one(when={"input": "b", "above": 1, "exit_below": 2}),
+         "'exit_below' 2 is above 'above' 1"),
+        (_one(then=[1]), "an action must be a map"),
+        (_one(then=[{"path": "a", "set": 1, "to": 2}]), "unknown action fields ['to']"),
+        (_one(then=[{"set": 1}]), "an action needs a 'path'"),
+        (_one(then=[{"path": "a..b", "set": 1}]), "action path 'a..b'"),
+        (_one(then=[{"path": "a", "set": 1, "scale": 2}]), "exactly one of 'set' and 'scale'"),
+        (_one(then=[{"path": "a", "set": {1: 2}}]), "'set' of a"),
     ],
 )  # fmt: skip
 def test_a_bad_declaration_is_refused_naming_the_rule_and_field(
@@ -230,7 +288,9 @@ rule_sets = st.builds(
     st.integers(1, 4), st.integers(1, 4),
 )  # fmt: skip
 bases = st.builds(
-    lambda interval, gain: {**BASE, "telemetry": {"interval_s": interval}, "sensors": {"gain": gain}},
+    lambda interval, gain: {
+        **BASE, "telemetry": {"interval_s": interval}, "sensors": {"gain": gain}
+    },
     st.integers(60, 86400), st.floats(0.1, 10.0),
 )  # fmt: skip
 
@@ -282,7 +342,7 @@ def test_no_rule_changes_state_faster_than_its_dwell(
         state = new
     for rule in rules.rules:
         times = changes[rule.name]
-        assert all(b - a >= rule.min_dwell_s for a, b in zip(times, times[1:], strict=False))
+        assert all(b - a >= rule.min_dwell_s for a, b in itertools.pairwise(times))
 
 
 @settings(max_examples=100, deadline=None)
