@@ -45,7 +45,7 @@ from edgecfg.core.admission import Budgets
 from edgecfg.core.apply import DEFAULT_DEADLINE_S
 from edgecfg.core.ids import check_device_id
 from edgecfg.core.path import format_path, is_prefix, parse_path
-from edgecfg.core.rules import NO_ADAPTATION, describe
+from edgecfg.core.rules import IDLE, NO_ADAPTATION, describe, progress
 from edgecfg.core.tree import UNSET, UnsetType, flatten, get
 from edgecfg.crypto import derive_store_key
 from edgecfg.errors import CommandError, EdgecfgError, StoreError
@@ -569,6 +569,12 @@ def cmd_agent_adapt(args: argparse.Namespace) -> int:
     now = time.time() if args.at is None else args.at
     adaptation = rules.wake(readings, now=now, base=local.effective(held.tree))
     print_adaptation(adaptation, as_json=args.json)
+    if not args.json:  # the rules part of the way to a change
+        for rule in rules.rules.rules:
+            found = progress(rule, rules.record.states.get(rule.name, IDLE))
+            if found is not None:
+                text, until = found
+                print(text if until is None else f"{text}, held by its dwell until {utc(until)}")
     return 0
 
 

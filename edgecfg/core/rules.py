@@ -297,6 +297,19 @@ def step_rule(rule: Rule, state: RuleState, inputs: Mapping[str, float], now: fl
     return replace(state, streak=streak)
 
 
+def progress(rule: Rule, state: RuleState) -> tuple[str, float | None] | None:
+    """Where a rule stands on its way to its next change, for people: a text
+    (``rule r: 2 of 3 wake(s) toward entering``) and, when its dwell is what
+    holds it, the time it may change; None when no wake asked for a change."""
+    if not state.streak:
+        return None
+    need = rule.exit_wakes if state.active else rule.wakes
+    toward = "leaving" if state.active else "entering"
+    text = f"rule {rule.name}: {state.streak} of {need} wake(s) toward {toward}"
+    held = state.streak >= need and state.since is not None
+    return text, state.since + rule.min_dwell_s if held and state.since is not None else None
+
+
 def step(
     rules: RuleSet, state: RulesState, inputs: Mapping[str, float], now: float
 ) -> dict[str, RuleState]:

@@ -45,6 +45,11 @@ def test_agent_adapt_applies_the_rules_offline_and_show_explains_them(
     assert "--reading battery=lots: expected NAME=NUMBER" in capsys.readouterr().err
     assert main([*adapt, "--reading", "battery_pct=80", "--json"]) == 0  # within the dwell
     assert '"rule": "battery-low"' in capsys.readouterr().out
+    assert main([*adapt, "--reading", "battery_pct=80"]) == 0
+    assert (
+        "rule battery-low: 1 of 1 wake(s) toward leaving, held by its dwell until "
+        "2025-12-07 22:00:00Z"
+    ) in capsys.readouterr().out
 
 
 def test_agent_run_reports_the_adaptation_and_explain_shows_it(

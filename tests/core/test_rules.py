@@ -19,6 +19,7 @@ from edgecfg.core.rules import (
     adapt,
     describe,
     evaluate,
+    progress,
     rules_from_document,
     step,
 )
@@ -126,6 +127,21 @@ def test_dwell_delays_leaving_until_the_first_wake_after_it() -> None:
     assert state["battery-low"].active
     state = step(RULES, state, {"battery_pct": 90.0}, 21600.0)
     assert not state["battery-low"].active and state["battery-low"].since == 21600.0
+
+
+def test_progress_says_how_far_a_rule_is_from_its_next_change() -> None:
+    rule = RULES.rules[1]  # poor-coverage: 3 wakes, one day's dwell
+    state = step(RULES, {}, {"rsrp_dbm": -120.0}, 0.0)
+    assert progress(rule, state["poor-coverage"]) == (
+        "rule poor-coverage: 1 of 3 wake(s) toward entering", None,
+    )  # fmt: skip
+    assert progress(rule, IDLE) is None
+    for now in (1.0, 2.0, 3.0, 4.0):  # entered at 2, then three wakes of good coverage
+        state = step(RULES, state, {"rsrp_dbm": -120.0 if now < 3 else -100.0}, now)
+    state = step(RULES, state, {"rsrp_dbm": -100.0}, 5.0)
+    assert progress(rule, state["poor-coverage"]) == (
+        "rule poor-coverage: 3 of 3 wake(s) toward leaving", 2.0 + 86400,
+    )  # fmt: skip
 
 
 def test_a_missing_reading_changes_nothing() -> None:
