@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from edgecfg.core.ids import ETag
 from edgecfg.core.rules import Adaptation, Adapted, Reading, Refused, RuleState
+from edgecfg.core.tree import Value
 from edgecfg.wire.adaptation import (
     AdaptationError,
     adaptation_from_value,
@@ -20,6 +21,7 @@ from edgecfg.wire.adaptation import (
 from edgecfg.wire.cbor import decode, encode
 from edgecfg.wire.documents import DocumentError
 from edgecfg.wire.messages import DeviceReport, MessageError
+from tests.strategies import model_values
 
 names = st.from_regex(r"[a-z][a-z0-9_]{0,8}", fullmatch=True)
 paths = st.lists(names, min_size=1, max_size=3).map(tuple)
@@ -115,3 +117,31 @@ def test_a_rules_document_must_be_a_map() -> None:
     with pytest.raises(DocumentError, match="a rules document must be a map"):
         read_rules(b"[1]", "json", source="r.json")
     assert read_rules(b"rules: []", "yaml").rules == ()
+
+
+hostile_items = st.fixed_dictionaries(
+    {},
+    optional={
+        key: model_values
+        for key in ("path", "value", "rule", "since", "when", "input", "reading", "at",
+                    "asked", "bound", "reason")
+    },
+)  # fmt: skip
+hostile = st.one_of(
+    model_values,
+    st.fixed_dictionaries(
+        {}, optional={"values": st.lists(hostile_items | model_values, max_size=3),
+                      "refused": st.lists(hostile_items | model_values, max_size=3)},
+    ),
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(hostile)
+def test_any_adapt_a_peer_sends_is_a_layer_or_a_message_error(adapt: Value) -> None:
+    body = encode({"applied": ETAG, "adapt": adapt})
+    try:
+        report = DeviceReport.decode(body)
+    except MessageError:
+        return
+    assert adapt is None or report.adapt is not None
