@@ -99,17 +99,25 @@ class Condition:
         return f"{self.input} = {reading:g} {sign} {self.enter:g}"
 
 
+class _AtPath:
+    """A value about one config path: its dotted text form."""
+
+    __slots__ = ()
+    path: Path
+
+    @property
+    def dotted(self) -> str:
+        """The path in dotted text form."""
+        return format_path(self.path)
+
+
 @dataclass(frozen=True, slots=True)
-class Action:
+class Action(_AtPath):
     """Set ``path`` to ``value``, or scale the value below the layer by ``scale``."""
 
     path: Path
     value: Value | UnsetType = UNSET
     scale: float | None = None
-
-    @property
-    def dotted(self) -> str:
-        return format_path(self.path)
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,7 +332,7 @@ def step(
 
 
 @dataclass(frozen=True, slots=True)
-class Adapted:
+class Adapted(_AtPath):
     """One value of the adaptation layer and why: ``rule`` (active since
     ``since``, entered on ``trigger``) asked for ``requested`` at ``path``;
     ``bound`` names the bound that clamped it (None: not clamped)."""
@@ -338,22 +346,14 @@ class Adapted:
     requested: Value
     bound: str | None = None
 
-    @property
-    def dotted(self) -> str:
-        return format_path(self.path)
-
 
 @dataclass(frozen=True, slots=True)
-class Refused:
+class Refused(_AtPath):
     """An action of an active rule that was not applied, and why."""
 
     path: Path
     rule: str
     reason: str
-
-    @property
-    def dotted(self) -> str:
-        return format_path(self.path)
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,6 @@ adaptation in ``agent show --explain`` and the gateway's ``explain`` (issue 14).
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -13,8 +12,7 @@ import pytest
 from edgecfg.agent.local_state import LocalState
 from edgecfg.cli.main import main
 from edgecfg.wire.cbor import Encoded
-from tests.cli.helpers import edgecfg
-from tests.gateway.helpers import free_udp_port
+from tests.cli.helpers import serving_one_device
 from tests.paths import FIXTURES, SCHEMA
 
 RULES = str(FIXTURES / "rules" / "examples.yaml")
@@ -56,15 +54,8 @@ def test_agent_run_reports_the_adaptation_and_explain_shows_it(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     db = str(tmp_path / "fleet.db")
-    assert main(["--db", db, "schema", "load", "--create", str(SCHEMA)]) == 0
-    assert main(["--db", db, "device", "add", "dev-1", "--group", "region=eu/west",
-                 "--hardware", "nbiot-sensor-r3", "--agent-version", "1.0.0"]) == 0  # fmt: skip
-    capsys.readouterr()
-    port = free_udp_port()
-    gateway = edgecfg("--db", db, "gateway", "serve", "--bind", f"127.0.0.1:{port}", "--insecure")
-    try:
-        assert gateway.stdout is not None
-        gateway.stdout.readline()  # the banner: serving
+    with serving_one_device(db) as port:
+        capsys.readouterr()
         agent = [
             sys.executable, "-m", "edgecfg.cli.main", "agent", "run", "--gateway",
             f"coap://127.0.0.1:{port}", "--device", "dev-1", "--state-dir",
@@ -77,9 +68,6 @@ def test_agent_run_reports_the_adaptation_and_explain_shows_it(
         second = subprocess.run(agent, capture_output=True, text=True, timeout=30, check=False)
         assert second.returncode == 0, second.stderr
         assert "dev-1: current " in second.stdout
-    finally:
-        gateway.send_signal(signal.SIGTERM)
-        gateway.communicate(timeout=15)
     assert main(["--db", db, "explain", "dev-1", "telemetry.interval_s"]) == 0
     out = capsys.readouterr().out
     assert "telemetry.interval_s = 3600" in out  # the served value: the gateway's
