@@ -10,7 +10,6 @@ and ``agent adapt`` use it without being told again.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from pathlib import Path
 from typing import Final
@@ -18,7 +17,7 @@ from typing import Final
 from edgecfg.agent.local_state import LocalState
 from edgecfg.agent.rules import LocalRules
 from edgecfg.cli.arguments import argument
-from edgecfg.cli.files import load_rules, read_bytes
+from edgecfg.cli.files import load_rules, print_json, read_bytes
 from edgecfg.cli.operator import adaptation_json, utc
 from edgecfg.core.rules import INPUT_NAME, Adaptation, describe
 from edgecfg.core.schema import Schema
@@ -94,7 +93,7 @@ def print_adaptation(adaptation: Adaptation, *, as_json: bool) -> None:
         ]
         for refused in adaptation.refused:
             rows.append({"path": refused.dotted, "rule": refused.rule, "refused": refused.reason})
-        print(json.dumps(rows, indent=2))
+        print_json(rows)
         return
     if not adaptation.values and not adaptation.refused:
         print("no rule is active: nothing adapted")

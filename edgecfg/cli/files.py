@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import TypeVar
 
 from edgecfg.core.rules import RuleSet
 from edgecfg.core.schema import Schema
-from edgecfg.core.tree import Value
+from edgecfg.core.tree import UnsetType, Value
 from edgecfg.errors import CommandError, EdgecfgError, UsageError
 from edgecfg.wire.adaptation import read_rules
 from edgecfg.wire.documents import (
@@ -93,6 +94,20 @@ def _load_document(name: str, reader: Callable[..., _D]) -> _D:
     except EdgecfgError as error:
         text = str(error)
         raise CommandError(text if text.startswith(name) else f"{name}: {text}") from None
+
+
+def print_json(document: object) -> None:
+    """``document`` as indented JSON on stdout (bytes as ``{"bytes": hex}``)."""
+    print(json.dumps(document, indent=2, ensure_ascii=False, default=jsonable))
+
+
+def jsonable(value: object) -> object:
+    """What JSON shows for a value it has no form of (``json.dumps(default=)``)."""
+    if isinstance(value, bytes):
+        return {"bytes": value.hex()}
+    if isinstance(value, UnsetType):
+        return None
+    return repr(value)
 
 
 def dump_config(value: Value, name: str, fmt: ConfigFormat) -> None:

@@ -24,7 +24,7 @@ from typing import Any
 from edgecfg.cli.arguments import JSON, Declare, add_actions, add_command, argument
 from edgecfg.cli.database import add_db_option, open_fleet, shown
 from edgecfg.cli.device_status import register_device_status
-from edgecfg.cli.files import read_bytes, write_bytes
+from edgecfg.cli.files import jsonable, print_json, read_bytes, write_bytes
 from edgecfg.cli.security import add_device_actions
 from edgecfg.cli.security import register as register_security
 from edgecfg.core.ids import DEVICE_ID_RULE, DeviceId, LayerId, check_device_id
@@ -115,22 +115,10 @@ def _text_format(name: str) -> Any:
     return fmt if fmt in ("json", "toml", "yaml") else "json"
 
 
-def _print_json(document: object) -> None:
-    print(json.dumps(document, indent=2, ensure_ascii=False, default=_jsonable))
-
-
-def _jsonable(value: object) -> object:
-    if isinstance(value, bytes):
-        return {"bytes": value.hex()}
-    if isinstance(value, UnsetType):
-        return None
-    return repr(value)
-
-
 def _show(value: Value | UnsetType) -> str:
     if value is UNSET:
         return "(unset)"
-    return json.dumps(value, ensure_ascii=False, default=_jsonable)
+    return json.dumps(value, ensure_ascii=False, default=jsonable)
 
 
 SAMPLE_GROUPS = 8
@@ -154,7 +142,7 @@ def cmd_fleet_dimensions(args: argparse.Namespace) -> int:
             fleet.set_hierarchy(hierarchy_from_text(args.ranks))
         ranks = [list(rank) for rank in fleet.hierarchy.ranks]
         if args.json:
-            _print_json({"ranks": ranks})
+            print_json({"ranks": ranks})
         else:
             print(f"precedence, lowest first: global < {hierarchy_text(fleet.hierarchy)} < device")
     return 0
@@ -183,7 +171,7 @@ def cmd_group_set(args: argparse.Namespace) -> int:
 
 def _report_write(revision: LayerRevision, impact: Impact, *, as_json: bool) -> None:
     if as_json:
-        _print_json({"revision": _revision_json(revision), "impact": _impact_json(impact)})
+        print_json({"revision": _revision_json(revision), "impact": _impact_json(impact)})
         return
     print(
         f"{revision.layer} r{revision.revision}: {impact.changed:,} of {impact.reached:,} "
@@ -293,7 +281,7 @@ def cmd_config(args: argparse.Namespace) -> int:
                 "next_sync": _next_sync(fleet, record, config),
             }
             if args.json:
-                _print_json(summary)
+                print_json(summary)
             else:
                 for key, value in summary.items():
                     print(f"{key:>13}: {'(not reported yet)' if value is None else value}")
@@ -330,7 +318,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
                 found = adapted.adaptation.at(explanation.path) if adapted else None
                 if adapted is not None and found is not None:
                     row["adaptation"] = adaptation_json(found, adapted.reported_at)
-            _print_json(rows)
+            print_json(rows)
             return 0
         for explanation in explanations:
             _print_explanation(fleet, explanation)
@@ -439,7 +427,7 @@ def cmd_impact(args: argparse.Namespace) -> int:
         schema_refusals = fleet.schema_refusals(layer_id, new)
         refused = bool(schema_refusals or impact.violations or impact.blocked or impact.conflicts)
         if args.json:
-            _print_json({**_impact_json(impact), "refused": refused, "schema": schema_refusals})
+            print_json({**_impact_json(impact), "refused": refused, "schema": schema_refusals})
             return 1 if refused else 0
         print(
             f"{layer_id}: reaches {impact.reached:,} device(s); {impact.changed:,} would change"
@@ -522,7 +510,7 @@ def cmd_history(args: argparse.Namespace) -> int:
         if not revisions:
             _check_known(fleet, layer_id)
         if args.json:
-            _print_json([_revision_json(r) for r in revisions])
+            print_json([_revision_json(r) for r in revisions])
             return 0
         if not revisions:
             print(f"{layer_id}: no revisions")
@@ -574,7 +562,7 @@ def cmd_group_show(args: argparse.Namespace) -> int:
         _check_known(fleet, layer_id)
         document = layer_to_document(fleet.layer(layer_id))
         if args.json:
-            _print_json(document)
+            print_json(document)
         else:
             sys.stdout.write(write_config(document, "json").decode())
     return 0

@@ -75,3 +75,7 @@ def test_agent_run_reports_the_adaptation_and_explain_shows_it(
     assert "rule battery-low on battery_pct = 12 < 20 (reported " in out
     assert main(["--db", db, "explain", "dev-1", "power.mode", "--json"]) == 0
     assert '"rule": "battery-low"' in capsys.readouterr().out
+    assert main(["--db", db, "device", "show", "dev-1"]) == 0
+    assert (
+        "adapted: telemetry.interval_s = 14400 (rule battery-low, on the device; see explain)"
+    ) in capsys.readouterr().out
