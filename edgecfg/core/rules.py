@@ -93,10 +93,11 @@ class Condition:
         """The reading asks an active rule to leave."""
         return reading >= self.exit if self.direction == "below" else reading <= self.exit
 
-    def describe(self, reading: float) -> str:
-        """The condition with a reading, for explain: ``battery_pct = 18 < 20``."""
+    @property
+    def comparison(self) -> str:
+        """The entering test without its input, for explain: ``< 20``."""
         sign = "<" if self.direction == "below" else ">"
-        return f"{self.input} = {reading:g} {sign} {self.enter:g}"
+        return f"{sign} {self.enter:g}"
 
 
 class _AtPath:
@@ -334,17 +335,25 @@ def step(
 @dataclass(frozen=True, slots=True)
 class Adapted(_AtPath):
     """One value of the adaptation layer and why: ``rule`` (active since
-    ``since``, entered on ``trigger``) asked for ``requested`` at ``path``;
-    ``bound`` names the bound that clamped it (None: not clamped)."""
+    ``since``, entered on ``trigger``, a reading that passed ``comparison``)
+    asked for ``requested`` at ``path``; ``bound`` names the bound that
+    clamped it (None: not clamped)."""
 
     path: Path
     value: Value
     rule: str
     since: float
     trigger: Reading | None
-    condition: str
+    comparison: str
     requested: Value
     bound: str | None = None
+
+    @property
+    def condition(self) -> str:
+        """The reading that made the rule, for explain: ``battery_pct = 18 < 20``."""
+        if self.trigger is None:
+            return self.comparison
+        return f"{self.trigger.input} = {self.trigger.value:g} {self.comparison}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -395,7 +404,6 @@ def adapt(rules: RuleSet, state: RulesState, base: Tree, schema: Schema) -> Adap
         if not rule_state.active or rule_state.since is None:
             continue
         trigger = rule_state.trigger
-        condition = rule.when.describe(trigger.value) if trigger is not None else ""
         for action in rule.then:
             if action.path in taken:
                 reason = f"shadowed by rule {taken[action.path]}"
@@ -413,7 +421,7 @@ def adapt(rules: RuleSet, state: RulesState, base: Tree, schema: Schema) -> Adap
             taken[action.path] = rule.name
             values.append(
                 Adapted(
-                    action.path, value, rule.name, rule_state.since, trigger, condition,
+                    action.path, value, rule.name, rule_state.since, trigger, rule.when.comparison,
                     requested, bound,
                 )
             )  # fmt: skip

@@ -2,26 +2,28 @@
 the agent's sealed record of its rule states.
 
 In ``POST /state/{dev}`` the key ``adapt`` carries the whole layer as it
-stands, sent once after each change (an empty layer clears the gateway's
-copy)::
+stands, sent once after each change (an empty layer, ``{}``, clears the
+gateway's copy).  It goes up on a constrained link, so it is compact: the
+values are grouped by the rule that set them, and the time a rule changed
+is also the time of the reading that made it::
 
-    "adapt": {"values": [{"path": "telemetry.interval_s", "value": 14400,
-                          "rule": "battery-low", "since": 1765123200.0,
-                          "when": "battery_pct = 18 < 20",
-                          "input": "battery_pct", "reading": 18.0, "at": 1765123200.0,
-                          "asked": 14400, "bound": "<= 86400 (local-override policy)"}],
-              "refused": [{"path": "...", "rule": "...", "reason": "..."}]}
+    "adapt": {"rules": [["battery-low", 1765123200, "battery_pct", 18.0, "< 20",
+                         [["telemetry.interval_s", 14400],
+                          ["power.mode", "saver"],
+                          ["sensors.gain", 4.0, 40.0, "<= 4 (local-override policy)"]]]],
+              "refused": [["security.debug_port", "battery-low", "expected no local override ..."]]}
 
-``asked`` and ``bound`` appear only when the value was clamped; ``input``,
-``reading`` and ``at`` only when the rule knows the reading that made it.
-Decoding is strict and bounded: a malformed layer is a
-:class:`~edgecfg.wire.messages.MessageError` naming the field.
+A rule entry is ``[rule, since, input, reading, comparison, values]``
+(``input`` and ``reading`` null when the rule does not know the reading); a
+value is ``[path, value]``, or ``[path, value, asked, bound]`` when it was
+clamped.  Either list is left out when empty.  Decoding is strict and
+bounded: a malformed layer is an :class:`AdaptationError` naming the field
+(a :class:`~edgecfg.wire.messages.MessageError` in a report).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from typing import Final, cast
 
 from edgecfg.core.path import parse_path
@@ -64,73 +66,84 @@ def read_rules(data: bytes, fmt: TextFormat, *, source: str = "<input>") -> Rule
 
 def adaptation_to_value(adaptation: Adaptation) -> Value:
     """The layer in its wire form (see the module docstring)."""
+    groups: list[Value] = []
+    key: tuple[object, ...] | None = None
     values: list[Value] = []
     for adapted in adaptation.values:
-        item: Tree = {
-            "path": adapted.dotted,
-            "value": adapted.value,
-            "rule": adapted.rule,
-            "since": adapted.since,
-            "when": adapted.condition,
-        }
-        if adapted.trigger is not None:
-            item |= {
-                "input": adapted.trigger.input,
-                "reading": adapted.trigger.value,
-                "at": adapted.trigger.at,
-            }
+        trigger = adapted.trigger
+        now = (adapted.rule, adapted.since, trigger, adapted.comparison)
+        if now != key:  # a new group: the values of one rule share its story
+            key, values = now, []
+            groups.append([
+                adapted.rule, _seconds(adapted.since),
+                trigger.input if trigger is not None else None,
+                trigger.value if trigger is not None else None,
+                adapted.comparison, values,
+            ])  # fmt: skip
+        item: list[Value] = [adapted.dotted, adapted.value]
         if adapted.bound is not None:
-            item |= {"asked": adapted.requested, "bound": adapted.bound}
+            item += [adapted.requested, adapted.bound]
         values.append(item)
-    refused: list[Value] = [
-        {"path": item.dotted, "rule": item.rule, "reason": item.reason}
-        for item in adaptation.refused
-    ]
-    return {"values": values, "refused": refused}
+    layer: Tree = {}
+    if groups:
+        layer["rules"] = groups
+    if adaptation.refused:
+        layer["refused"] = [[r.dotted, r.rule, r.reason] for r in adaptation.refused]
+    return layer
 
 
 def adaptation_from_value(value: Value) -> Adaptation:
     """The layer from its wire form; :class:`AdaptationError` naming the field."""
     if not is_map(value):
-        raise AdaptationError("'adapt' must be a map with 'values' and 'refused'")
-    values, refused = value.get("values", []), value.get("refused", [])
-    if not isinstance(values, list) or not isinstance(refused, list):
-        raise AdaptationError("'adapt' 'values' and 'refused' must be lists")
-    if len(values) > MAX_ENTRIES or len(refused) > MAX_ENTRIES:
-        raise AdaptationError(f"'adapt' holds at most {MAX_ENTRIES} values and refusals")
-    return Adaptation(
-        tuple(_adapted(item) for item in values), tuple(_refused(item) for item in refused)
-    )
+        raise AdaptationError("'adapt' must be a map with 'rules' and 'refused'")
+    groups, refused = value.get("rules", []), value.get("refused", [])
+    if not isinstance(groups, list) or not isinstance(refused, list):
+        raise AdaptationError("'adapt' 'rules' and 'refused' must be lists")
+    if len(groups) > MAX_RULES or len(refused) > MAX_ENTRIES:
+        raise AdaptationError(f"'adapt' holds at most {MAX_RULES} rules and {MAX_ENTRIES} refusals")
+    values = [adapted for group in groups for adapted in _group(group)]
+    if len(values) > MAX_ENTRIES:
+        raise AdaptationError(f"'adapt' holds at most {MAX_ENTRIES} values")
+    return Adaptation(tuple(values), tuple(_refused(item) for item in refused))
 
 
-def _adapted(item: Value) -> Adapted:
-    what = "an adapted value"
-    if not is_map(item) or "value" not in item:
-        raise AdaptationError(f"{what} is a map with a 'value'")
-    since = _number(item, "since", what)
+def _group(group: Value) -> list[Adapted]:
+    what = "an adapting rule"
+    if not isinstance(group, list) or len(group) != 6 or not isinstance(group[5], list):
+        raise AdaptationError(f"{what} is [rule, since, input, reading, comparison, values]")
+    rule, since, name, reading, comparison, values = group
+    rule, comparison = _text(rule, "rule", what), _text(comparison, "comparison", what)
+    at = _number(since, "since", what)
     trigger: Reading | None = None
-    if "input" in item:
-        trigger = Reading(
-            _text(item, "input", what), _number(item, "reading", what), _number(item, "at", what)
-        )
-    clamped = "bound" in item
-    return Adapted(
-        _path(item, what),
-        item["value"],
-        _text(item, "rule", what),
-        since,
-        trigger,
-        _text(item, "when", what),
-        item.get("asked") if clamped else item["value"],
-        _text(item, "bound", what) if clamped else None,
-    )
+    if name is not None or reading is not None:
+        trigger = Reading(_text(name, "input", what), _number(reading, "reading", what), at)
+    found: list[Adapted] = []
+    for item in cast(list[Value], values):
+        if not isinstance(item, list) or len(item) not in (2, 4):
+            raise AdaptationError(f"{what} {rule}: a value is [path, value(, asked, bound)]")
+        clamped = len(item) == 4
+        found.append(
+            Adapted(
+                _path(item[0], f"{what} {rule}"), item[1], rule, at, trigger, comparison,
+                item[2] if clamped else item[1],
+                _text(item[3], "bound", what) if clamped else None,
+            )
+        )  # fmt: skip
+    return found
 
 
 def _refused(item: Value) -> Refused:
     what = "a refused action"
-    if not is_map(item):
-        raise AdaptationError(f"{what} is a map")
-    return Refused(_path(item, what), _text(item, "rule", what), _text(item, "reason", what))
+    if not isinstance(item, list) or len(item) != 3:
+        raise AdaptationError(f"{what} is [path, rule, reason]")
+    return Refused(
+        _path(item[0], what), _text(item[1], "rule", what), _text(item[2], "reason", what)
+    )
+
+
+def _seconds(value: float) -> int | float:
+    """Whole seconds as an integer: shorter in CBOR than a float64."""
+    return int(value) if value.is_integer() and abs(value) < 2**53 else value
 
 
 # ---------------------------------------------------------------- the agent's record
@@ -198,23 +211,21 @@ def _reading(value: Value, name: str) -> Reading | None:
 # ---------------------------------------------------------------- fields
 
 
-def _path(item: Mapping[str, Value], what: str) -> tuple[str, ...]:
-    dotted = _text(item, "path", what)
+def _path(value: Value, what: str) -> tuple[str, ...]:
+    dotted = _text(value, "path", what)
     try:
         return parse_path(dotted)
     except EdgecfgError as error:
         raise AdaptationError(f"{what}: 'path' {error}") from None
 
 
-def _text(item: Mapping[str, Value], key: str, what: str) -> str:
-    value = item.get(key)
+def _text(value: Value, name: str, what: str) -> str:
     if not isinstance(value, str) or len(value) > MAX_TEXT:
-        raise AdaptationError(f"{what}: '{key}' must be text of at most {MAX_TEXT} characters")
+        raise AdaptationError(f"{what}: '{name}' must be text of at most {MAX_TEXT} characters")
     return value
 
 
-def _number(item: Mapping[str, Value], key: str, what: str) -> float:
-    value = item.get(key)
-    if type(value) not in (int, float) or not math.isfinite(cast(float, value)):
-        raise AdaptationError(f"{what}: '{key}' must be a finite number")
-    return float(cast(float, value))
+def _number(value: Value, name: str, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise AdaptationError(f"{what}: '{name}' must be a finite number")
+    return float(value)

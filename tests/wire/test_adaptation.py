@@ -29,11 +29,13 @@ times = st.floats(min_value=0, max_value=2e9)
 values = st.one_of(st.integers(-(2**31), 2**31), st.text(max_size=8), st.booleans())
 readings = st.builds(Reading, names, st.floats(-200, 200), times)
 adapted = st.builds(
-    lambda path, value, rule, since, trigger, clamped: Adapted(
-        path, value, rule, since, trigger, "x = 1 < 2", value if not clamped else 0,
-        "<= 9 (schema)" if clamped else None,
+    lambda path, value, rule, since, reading, clamped: Adapted(
+        path, value, rule, since,
+        None if reading is None else Reading(reading.input, reading.value, since),
+        "< 2", value if not clamped else 0, "<= 9 (schema)" if clamped else None,
     ),
-    paths, values, names, times, st.none() | readings, st.booleans(),
+    paths, values, names | st.just("r"), times | st.just(5.0), st.none() | readings,
+    st.booleans(),
 )  # fmt: skip
 layers = st.builds(
     lambda values, refused: Adaptation(tuple(values), tuple(refused)),
@@ -77,14 +79,17 @@ def test_a_report_carries_the_layer_and_one_without_is_as_before(layer: Adaptati
     ("adapt", "message"),
     [
         ([], "'adapt' must be a map"),
-        ({"values": 1}, "'values' and 'refused' must be lists"),
-        ({"values": [{"path": "a"}]}, "an adapted value is a map with a 'value'"),
-        ({"values": [{"path": "a", "value": 1, "rule": "r", "since": "x", "when": ""}]},
-         "'since' must be a finite number"),
-        ({"values": [{"path": "a..b", "value": 1, "rule": "r", "since": 1, "when": ""}]},
-         "'path'"),
-        ({"refused": [{"path": "a", "rule": 3, "reason": ""}]}, "'rule' must be text"),
-        ({"values": [1] * 1025}, "at most 1024"),
+        ({"rules": 1}, "'rules' and 'refused' must be lists"),
+        ({"rules": [["r", 1, None, None, "< 2"]]}, "an adapting rule is [rule, since,"),
+        ({"rules": [["r", "x", None, None, "< 2", []]]}, "'since' must be a finite number"),
+        ({"rules": [["r", 1, "b", None, "< 2", []]]}, "'reading' must be a finite number"),
+        ({"rules": [["r", 1, None, None, "< 2", [["a"]]]]}, "a value is [path, value"),
+        ({"rules": [["r", 1, None, None, "< 2", [["a..b", 1]]]]}, "'path'"),
+        ({"rules": [["r", 1, None, None, "< 2", [["a", 1, 2, 3]]]]}, "'bound' must be text"),
+        ({"refused": [["a", 3, ""]]}, "'rule' must be text"),
+        ({"refused": [1]}, "a refused action is [path, rule, reason]"),
+        ({"rules": [1] * 65}, "at most 64 rules"),
+        ({"rules": [["r", 1, None, None, "<", [["a", 1]] * 1025]]}, "at most 1024 values"),
     ],
 )  # fmt: skip
 def test_a_malformed_layer_in_a_report_is_refused_naming_the_field(
@@ -119,19 +124,23 @@ def test_a_rules_document_must_be_a_map() -> None:
     assert read_rules(b"rules: []", "yaml").rules == ()
 
 
-hostile_items = st.fixed_dictionaries(
-    {},
-    optional={
-        key: model_values
-        for key in ("path", "value", "rule", "since", "when", "input", "reading", "at",
-                    "asked", "bound", "reason")
-    },
-)  # fmt: skip
+hostile_values = st.lists(
+    st.lists(model_values, min_size=2, max_size=2) | st.lists(model_values, max_size=5),
+    max_size=3,
+)
+hostile_groups = st.tuples(
+    model_values,
+    model_values,
+    model_values,
+    model_values,
+    model_values,
+    hostile_values | model_values,
+).map(list)
 hostile = st.one_of(
     model_values,
     st.fixed_dictionaries(
-        {}, optional={"values": st.lists(hostile_items | model_values, max_size=3),
-                      "refused": st.lists(hostile_items | model_values, max_size=3)},
+        {}, optional={"rules": st.lists(hostile_groups | model_values, max_size=3),
+                      "refused": st.lists(st.lists(model_values, max_size=4), max_size=3)},
     ),
 )  # fmt: skip
 
