@@ -59,14 +59,8 @@ class RolloutResource(ObservedByName, aiocoap.resource.ObservableResource):  # p
         "obs": None,
     }
 
-    def __init__(
-        self,
-        service: SyncService,
-        policy: IdentityPolicy,
-        gate: Gate,
-        run: RolloutRunner,
-        known: Callable[[str], bool],
-    ) -> None:
+    def __init__(self, service: SyncService, policy: IdentityPolicy, gate: Gate,
+                 run: RolloutRunner, known: Callable[[str], bool]) -> None:  # fmt: skip
         super().__init__(service, policy, gate)
         self.run = run  # runs a step on the gateway's rollout worker
         self.known = known  # whether a rollout exists, answered without waiting for the worker
