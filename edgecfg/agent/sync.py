@@ -288,7 +288,10 @@ class Agent:
             held.etag if held is not None else None,
             self.state.load_transfer(),
             local_pending=(self.local is not None and bool(self.local.pending()))
-            or (self.guard is not None and bool(self.guard.unreported()[0])),
+            or (self.guard is not None and bool(self.guard.unreported()[0]))
+            # a config riding on telemetry is reported only with news; the first
+            # report of a run introduces the device (hardware, versions)
+            or (piggyback is not None and not self._introduced),
             piggyback=piggyback,
         )
 
@@ -373,7 +376,7 @@ class Agent:
         elif await self.guard.install(config) is not None:  # a trial ended: report it
             now = self.state.load_config()
             assert now is not None
-            return Installed(time.monotonic(), now.etag, changed=True)
+            return Installed(time.monotonic(), now.etag, changed=True, report=True)
         changed = held is None or config.etag != held.etag
         return Installed(time.monotonic(), config.etag, changed)
 
