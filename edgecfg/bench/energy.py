@@ -38,7 +38,6 @@ import asyncio
 import heapq
 import json
 import math
-import multiprocessing
 import random
 import tempfile
 import time
@@ -50,8 +49,7 @@ from typing import Final, Literal, cast, get_args
 from edgecfg.agent.coap import CoapLink
 from edgecfg.agent.local_state import LocalState
 from edgecfg.agent.sync import Agent, Backoff, SyncResult
-from edgecfg.bench.load import run_gateway
-from edgecfg.bench.measure import free_udp_port
+from edgecfg.bench.load import gateway_child
 from edgecfg.core.energy import (
     AA_PAIR_WH,
     EU868_DUTY_CYCLE,
@@ -70,7 +68,8 @@ from edgecfg.core.tree import Value
 from edgecfg.errors import CommandError
 from edgecfg.fleet.fleet import Fleet
 from edgecfg.store import DeviceRecord, SQLiteStore
-from edgecfg.wire.senml import Record
+from edgecfg.wire.numbers import ContentFormat
+from edgecfg.wire.senml import Record, encode_senml
 
 FIXTURES: Final = Path(__file__).resolve().parents[2] / "fixtures"
 DAY_S: Final = 86_400.0
@@ -299,9 +298,6 @@ def _counted(result: SyncResult, cpu_s: float) -> Counters:
 
 async def _baseline(device: _Device, samples: int = 3) -> Counters:
     """The telemetry POST alone (no ``?cfg=``), as the agent would send it."""
-    from edgecfg.wire.numbers import ContentFormat
-    from edgecfg.wire.senml import encode_senml
-
     traffic = device.link.traffic
     before = (traffic.round_trips, traffic.bytes_up, traffic.bytes_down)
     cpu = 0.0
@@ -497,22 +493,8 @@ def run_energy_bench(*, days: float, devices: int, seed: int, as_json: bool) -> 
         folder = Path(tmp)
         db = folder / "fleet.db"
         cases = _prepare(db, kinds, devices)
-        spawn = multiprocessing.get_context("spawn")
-        ready = spawn.Event()
-        port = free_udp_port()
-        gateway = spawn.Process(target=run_gateway, args=(str(db), port, ready), daemon=True)
-        gateway.start()
-        try:
-            if not ready.wait(60):
-                raise CommandError("the benchmark gateway did not start")
-            asyncio.run(
-                _play(
-                    f"coap://127.0.0.1:{port}", folder / "agents", db, cases, days=days, seed=seed
-                )
-            )
-        finally:
-            gateway.terminate()
-            gateway.join(10)
+        with gateway_child(db) as uri:
+            asyncio.run(_play(uri, folder / "agents", db, cases, days=days, seed=seed))
     groups: dict[tuple[str, str, str], list[Case]] = {}
     for case in cases:
         groups.setdefault((case.kind.id, case.pattern, case.mode), []).append(case)
