@@ -67,6 +67,7 @@ from edgecfg.core.path import parse_path
 from edgecfg.core.tree import Value
 from edgecfg.errors import CommandError
 from edgecfg.fleet.fleet import Fleet
+from edgecfg.sim.generators import link_walk
 from edgecfg.store import DeviceRecord, SQLiteStore
 from edgecfg.wire.numbers import ContentFormat
 from edgecfg.wire.senml import Record, encode_senml
@@ -188,6 +189,8 @@ class Case:
     mode: Mode
     config: Counters = field(default_factory=Counters)
     telemetry_wakes: int = 0
+    wakes: list[tuple[float, Counters]] = field(default_factory=list[tuple[float, Counters]])
+    """Each wake's time (virtual) and what configuration added to it."""
 
 
 def _layer(pattern: Pattern) -> LayerId:
@@ -319,24 +322,26 @@ async def _baseline(device: _Device, samples: int = 3) -> Counters:
     )
 
 
-async def _wake(device: _Device) -> None:
+async def _wake(device: _Device, at: float) -> None:
     case = device.case
     started = time.process_time()
     if case.mode == "own":
         result = await device.agent.sync()
-        case.config += Counters(wakes=1) + _counted(result, time.process_time() - started)
-        return
-    result = await device.agent.telemetry(TELEMETRY)
-    cpu = time.process_time() - started
-    base = device.base
-    case.telemetry_wakes += 1
-    case.config += Counters(
-        0,
-        max(0.0, result.round_trips - base.round_trips),
-        max(0.0, result.bytes_up - base.bytes_up),
-        max(0.0, result.bytes_down - base.bytes_down),
-        max(0.0, cpu - base.cpu_s),
-    )
+        added = Counters(wakes=1) + _counted(result, time.process_time() - started)
+    else:
+        result = await device.agent.telemetry(TELEMETRY)
+        cpu = time.process_time() - started
+        base = device.base
+        case.telemetry_wakes += 1
+        added = Counters(
+            0,
+            max(0.0, result.round_trips - base.round_trips),
+            max(0.0, result.bytes_up - base.bytes_up),
+            max(0.0, result.bytes_down - base.bytes_down),
+            max(0.0, cpu - base.cpu_s),
+        )
+    case.config += added
+    case.wakes.append((at, added))
 
 
 async def _play(
@@ -363,9 +368,9 @@ async def _play(
         first = {pattern: next(c.device for c in cases if c.pattern == pattern)
                  for pattern in PATTERNS}  # fmt: skip
         async with CoapLink(uri, ack_timeout=1.0) as probe:
-            for _, _, kind, index in _schedule(cases, days, random.Random(seed)):
+            for at, _, kind, index in _schedule(cases, days, random.Random(seed)):
                 if kind == "wake":
-                    await _wake(devices[index])
+                    await _wake(devices[index], at)
                     continue
                 pattern = PATTERNS[index]
                 edits[pattern] += 1
@@ -456,6 +461,47 @@ def _targets(rows: Sequence[dict[str, object]], kind: str) -> list[dict[str, obj
 
 
 OTHER_LINKS: Final = ("lte-m/mode-a", "wifi", "lorawan/sf7", "lorawan/sf12")
+WALK_MEAN_RSRP: Final = -112.0
+"""A device near the CE0/CE1 boundary (:func:`edgecfg.sim.generators.coverage_class`)."""
+WALK_STEP_S: Final = 3600.0
+
+
+def _walking_link(
+    cases: Sequence[Case], kind: DeviceType, days: float, seed: int
+) -> list[dict[str, object]]:
+    """``kind``'s NB-IoT cases with each wake priced at the coverage class a
+    seeded RSRP walk (:func:`~edgecfg.sim.generators.link_walk`, no outages)
+    puts the device in at that moment: the same counters, a moving link."""
+    names = {"CE0": "nb-iot/mcl144", "CE1": "nb-iot/mcl154", "CE2": "nb-iot/mcl164"}
+    found: list[dict[str, object]] = []
+    for pattern in PATTERNS:
+        for mode in MODES:
+            mine = [
+                case
+                for case in cases
+                if (case.kind, case.pattern, case.mode) == (kind, pattern, mode)
+            ]
+            joules, classes = 0.0, dict.fromkeys(names, 0)
+            for number, case in enumerate(mine):
+                steps = math.ceil(days * DAY_S / WALK_STEP_S) + 1
+                walk = list(
+                    link_walk(steps=steps, step_s=WALK_STEP_S, seed=seed * 1000 + number,
+                              mean_rsrp=WALK_MEAN_RSRP, outage_rate_per_day=0.0)
+                )  # fmt: skip
+                for at, added in case.wakes:
+                    coverage = walk[int(at // WALK_STEP_S)].coverage
+                    assert coverage != "none"  # no outages in this walk
+                    classes[coverage] += 1
+                    joules += energy(profile(names[coverage]), added).total_j
+            wakes = max(1, sum(classes.values()))
+            per_day = joules / (days * max(1, len(mine)))
+            found.append({
+                "pattern": pattern, "mode": mode,
+                "coverage_share": {name: count / wakes for name, count in classes.items()},
+                "j_per_day": per_day,
+                "percent_of_budget": share_of_budget(per_day, kind.budget_j),
+            })  # fmt: skip
+    return found
 
 
 def _other_links(rows: Sequence[dict[str, object]], kind: DeviceType) -> list[dict[str, object]]:
@@ -521,6 +567,14 @@ def run_energy_bench(*, days: float, devices: int, seed: int, as_json: bool) -> 
         "rows": rows,
         "targets": _targets(rows, nbiot.id) if nbiot is not None else [],
         "other_links": {nbiot.id: _other_links(rows, nbiot)} if nbiot is not None else {},
+        "walking_link": {
+            nbiot.id: {
+                "mean_rsrp_dbm": WALK_MEAN_RSRP,
+                "rows": _walking_link(cases, nbiot, days, seed),
+            }
+        }
+        if nbiot is not None
+        else {},
     }
     if as_json:
         print(json.dumps(report, indent=2))
@@ -561,6 +615,16 @@ def _print(report: Mapping[str, object], kinds: Sequence[DeviceType]) -> None:
             share = cast(float, link["percent_of_budget"])
             print(f"  {PATTERN_TEXT[cast(Pattern, link['pattern'])]:<36} {link['mode']:<5} "
                   f"{link['profile']:<14} {share:>9.3f}%{extra}")  # fmt: skip
+    for name, walked in cast(dict[str, dict[str, object]], report["walking_link"]).items():
+        print()
+        print(f"{name} on a walking link (seeded RSRP walk around {walked['mean_rsrp_dbm']:g} "
+              "dBm, each wake priced at its coverage class)")  # fmt: skip
+        for line in cast(list[dict[str, object]], walked["rows"]):
+            share = cast(dict[str, float], line["coverage_share"])
+            classes = " ".join(f"{c} {100 * v:.0f}%" for c, v in share.items())
+            percent = cast(float, line["percent_of_budget"])
+            print(f"  {PATTERN_TEXT[cast(Pattern, line['pattern'])]:<36} {line['mode']:<5} "
+                  f"{percent:>9.3f}%   wakes in {classes}")  # fmt: skip
     print()
     print("own = a radio wake for the config; ride = POST /tel?cfg= on telemetry wakes "
           "(counted: what ?cfg= adds to the same POST)")  # fmt: skip

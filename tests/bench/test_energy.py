@@ -104,6 +104,19 @@ def test_the_same_counters_are_priced_on_other_links(report: dict[str, Any]) -> 
     assert sf[("daily", "own", "lorawan/sf7")] < sf[("daily", "own", "lorawan/sf12")]
 
 
+def test_a_walking_link_prices_each_wake_between_the_best_and_worst_class(
+    report: dict[str, Any],
+) -> None:
+    walked = report["walking_link"]["nbiot-sensor"]
+    assert walked["mean_rsrp_dbm"] == -112.0
+    assert len(walked["rows"]) == len(PATTERNS) * 2
+    for line in walked["rows"]:
+        assert sum(line["coverage_share"].values()) == pytest.approx(1.0)
+        fixed = _row(report, "nbiot-sensor", line["pattern"], line["mode"])["energy"]
+        best, worst = (fixed[f"nb-iot/mcl{mcl}"]["percent_of_budget"] for mcl in (144, 164))
+        assert best * (1 - 1e-9) <= line["percent_of_budget"] <= worst * (1 + 1e-9)
+
+
 def test_the_text_output_states_the_budget_and_the_verdicts(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
