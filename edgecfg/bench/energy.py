@@ -243,12 +243,12 @@ def _expected(db: Path, device: str) -> ETag:
 async def _served(probe: CoapLink, device: str, tag: ETag) -> None:
     """Wait until the gateway serves ``tag`` to ``device`` (it reads edits
     from the database within its refresh period)."""
-    for _ in range(200):
+    for _ in range(600):  # 30 s: generous for a busy machine
         reply = await probe.request("GET", ("cfg", device), etags=(tag,))
         if reply.code == "2.03":
             return
         await asyncio.sleep(0.05)
-    raise CommandError(f"the gateway did not serve the edit to {device} within 10 s")
+    raise CommandError(f"the gateway did not serve the edit to {device} within 30 s")
 
 
 # ---------------------------------------------------------------- the run
