@@ -312,7 +312,10 @@ class Agent:
             self.state.load_transfer(),
             local_pending=(self.local is not None and bool(self.local.pending()))
             or (self.guard is not None and bool(self.guard.unreported()[0]))
-            or (self.rules is not None and self.rules.unreported() is not None),
+            or (self.rules is not None and self.rules.unreported() is not None)
+            # a config riding on telemetry is reported only with news; the first
+            # report of a run introduces the device (hardware, versions)
+            or (piggyback is not None and not self._introduced),
             piggyback=piggyback,
         )
 
@@ -397,7 +400,7 @@ class Agent:
         elif await self.guard.install(config) is not None:  # a trial ended: report it
             now = self.state.load_config()
             assert now is not None
-            return Installed(time.monotonic(), now.etag, changed=True)
+            return Installed(time.monotonic(), now.etag, changed=True, report=True)
         changed = held is None or config.etag != held.etag
         return Installed(time.monotonic(), config.etag, changed)
 
