@@ -437,7 +437,11 @@ def evaluate(
     base: Tree,
     schema: Schema,
 ) -> tuple[dict[str, RuleState], Adaptation]:
-    """One wake: the rules' new states and the adaptation layer they make."""
+    """One wake: the rules' new states and the adaptation layer they make;
+    :class:`RulesError` naming a reading that is not a number."""
+    for name, reading in inputs.items():
+        if isinstance(reading, bool) or not isinstance(reading, int | float):  # pyright: ignore[reportUnnecessaryIsInstance]
+            raise RulesError(f"reading {name!r}: expected a number, got {show_value(reading)}")
     new = step(rules, state, inputs, now)
     return new, adapt(rules, new, base, schema)
 

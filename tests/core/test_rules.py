@@ -144,6 +144,11 @@ def test_progress_says_how_far_a_rule_is_from_its_next_change() -> None:
     )  # fmt: skip
 
 
+def test_a_reading_that_is_no_number_is_refused_naming_it() -> None:
+    with pytest.raises(RulesError, match="reading 'battery_pct': expected a number, got \"low\""):
+        evaluate(RULES, {}, {"battery_pct": "low"}, 0.0, base=BASE, schema=SCHEMA)  # type: ignore[dict-item]
+
+
 def test_a_missing_reading_changes_nothing() -> None:
     state = step(RULES, {}, {"rsrp_dbm": -120.0}, 0.0)
     assert step(RULES, state, {"battery_pct": 50.0}, 1.0)["poor-coverage"] == state["poor-coverage"]
