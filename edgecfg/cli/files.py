@@ -7,11 +7,15 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
+from edgecfg.core.rules import RuleSet
 from edgecfg.core.schema import Schema
 from edgecfg.core.tree import Value
 from edgecfg.errors import CommandError, EdgecfgError, UsageError
+from edgecfg.wire.adaptation import read_rules
 from edgecfg.wire.documents import (
     ConfigFormat,
     TextFormat,
@@ -20,6 +24,8 @@ from edgecfg.wire.documents import (
     read_schema,
     write_config,
 )
+
+_D = TypeVar("_D")
 
 
 def read_bytes(name: str) -> bytes:
@@ -68,11 +74,20 @@ def load_config(name: str, fmt: str | None = None) -> Value:
 
 def load_schema(name: str) -> Schema:
     """Read a schema file (JSON, TOML or YAML by suffix; JSON otherwise)."""
+    return _load_document(name, read_schema)
+
+
+def load_rules(name: str) -> RuleSet:
+    """Read a rules document (JSON, TOML or YAML by suffix; JSON otherwise)."""
+    return _load_document(name, read_rules)
+
+
+def _load_document(name: str, reader: Callable[..., _D]) -> _D:
     fmt = guess_format(name)
     if fmt not in ("json", "toml", "yaml"):
         fmt = "json"
     try:
-        return read_schema(read_bytes(name), fmt, source=name)  # type: ignore[arg-type]
+        return reader(read_bytes(name), fmt, source=name)
     except CommandError:
         raise
     except EdgecfgError as error:

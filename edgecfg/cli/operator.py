@@ -39,8 +39,11 @@ from edgecfg.core.layers import (
 )
 from edgecfg.core.path import Path, format_path, parse_path
 from edgecfg.core.resolve import Explanation
+from edgecfg.core.rules import Adapted
+from edgecfg.core.rules import describe as describe_adapted
 from edgecfg.core.tree import UNSET, UnsetType, Value, check_model, is_map
 from edgecfg.errors import CommandError, EdgecfgError, NotFound
+from edgecfg.fleet.adaptation import ReportedAdaptation, reported_adaptation
 from edgecfg.fleet.fleet import Fleet
 from edgecfg.fleet.impact import Impact
 from edgecfg.fleet.reconcile import describe, last_outcome
@@ -320,8 +323,14 @@ def cmd_explain(args: argparse.Namespace) -> int:
         explanations = fleet.explain(device, path)
         if not explanations:
             raise CommandError(f"{args.id}: nothing at {args.path or 'any path'}")
+        adapted = reported_adaptation(fleet.store, device)  # the device's rules (issue 14)
         if args.json:
-            _print_json([_explanation_json(fleet, e) for e in explanations])
+            rows = [_explanation_json(fleet, e) for e in explanations]
+            for row, explanation in zip(rows, explanations, strict=True):
+                found = adapted.adaptation.at(explanation.path) if adapted else None
+                if adapted is not None and found is not None:
+                    row["adaptation"] = adaptation_json(found, adapted.reported_at)
+            _print_json(rows)
             return 0
         for explanation in explanations:
             _print_explanation(fleet, explanation)
@@ -329,7 +338,45 @@ def cmd_explain(args: argparse.Namespace) -> int:
         paths = [e.path for e in explanations]
         for line in describe(outcome, paths) if outcome is not None else []:
             print(f"    {line}")
+        for line in _adaptation_lines(adapted, paths) if adapted is not None else []:
+            print(f"    {line}")
     return 0
+
+
+def _adaptation_lines(reported: ReportedAdaptation, paths: Sequence[Path]) -> list[str]:
+    """What the device's own rules did at ``paths``, as its last report said."""
+    values, refused = reported.at(paths)
+    told = f"reported {utc(reported.reported_at)}"
+    lines = [
+        f"on the device: {format_path(a.path)} = {_show(a.value)} by local adaptation "
+        f"since {utc(a.since)}: {describe_adapted(a)} ({told})"
+        for a in values
+    ]
+    lines += [
+        f"on the device: rule {r.rule} did not adapt {format_path(r.path)}: {r.reason} ({told})"
+        for r in refused
+    ]
+    return lines
+
+
+def adaptation_json(adapted: Adapted, reported_at: float | None = None) -> dict[str, object]:
+    """One adapted value for ``--json`` output (gateway explain, agent show)."""
+    row: dict[str, object] = {
+        "value": adapted.value,
+        "rule": adapted.rule,
+        "since": utc(adapted.since),
+        "condition": adapted.condition,
+        "reading": None if adapted.trigger is None else adapted.trigger.value,
+        "bound": adapted.bound,
+    }
+    if reported_at is not None:
+        row["reported"] = utc(reported_at)
+    return row
+
+
+def utc(seconds: float) -> str:
+    """A wall-clock time as ``2026-12-07 16:00:00Z``."""
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 def _print_explanation(fleet: Fleet, explanation: Explanation) -> None:
