@@ -142,7 +142,8 @@ def device_types() -> tuple[list[DeviceType], dict[str, str]]:
 
 def edit_keys() -> list[tuple[str, ...]]:
     """Integer keys of the fixture schema an operator may tune on any device
-    (bounded, with a default, no hardware/version restriction), in id order."""
+    (bounded with room for 3 values, a default, no hardware/version
+    restriction), in id order."""
     document = json.loads((FIXTURES / "schema" / "device.json").read_text(encoding="utf-8"))
     keys = cast(dict[str, dict[str, object]], document["keys"])
     found: list[tuple[int, tuple[str, ...]]] = []
@@ -151,6 +152,8 @@ def edit_keys() -> list[tuple[str, ...]]:
             continue
         if {"hardware", "agent", "firmware"} & spec.keys() or dotted.startswith("device."):
             continue
+        if cast(int, spec["max"]) - cast(int, spec["min"]) < 2:
+            continue
         found.append((cast(int, spec["id"]), parse_path(dotted)))
     return [path for _, path in sorted(found)]
 
@@ -158,16 +161,16 @@ def edit_keys() -> list[tuple[str, ...]]:
 def edit_values(
     keys: Sequence[tuple[str, ...]], number: int, count: int
 ) -> dict[tuple[str, ...], Value]:
-    """Edit ``number`` (from 1) of ``count`` keys: each key's default moved
-    by one on odd edits and back on even ones, so every edit changes them."""
+    """Edit ``number`` (from 1) of ``count`` keys: each key steps through its
+    bounds from its default, one step an edit, so an edit never undoes the
+    one before it (two edits between two wakes still change the config)."""
     document = json.loads((FIXTURES / "schema" / "device.json").read_text(encoding="utf-8"))
     specs = cast(dict[str, dict[str, int]], document["keys"])
     values: dict[tuple[str, ...], Value] = {}
     for path in keys[:count]:
         spec = specs[".".join(path)]
-        default = spec["default"]
-        moved = default + 1 if default + 1 <= spec["max"] else default - 1
-        values[path] = moved if number % 2 else default
+        low, span = spec["min"], spec["max"] - spec["min"] + 1
+        values[path] = low + (spec["default"] - low + number) % span
     return values
 
 
