@@ -173,7 +173,8 @@ def link_walk(
             yield LinkSample(t, None, None, "none")
             continue
         sinr = min(max((rsrp + 120.0) * 0.8 + noise, SINR_RANGE[0]), SINR_RANGE[1])
-        yield LinkSample(t, round(rsrp, 2), round(sinr, 2), coverage_class(rsrp))
+        shown = round(rsrp, 2)  # the class of the value reported, not of its hidden digits
+        yield LinkSample(t, shown, round(sinr, 2), coverage_class(shown))
 
 
 def workload(
