@@ -53,6 +53,7 @@ from edgecfg.bench.load import run_gateway
 from edgecfg.bench.measure import free_udp_port
 from edgecfg.core.energy import (
     AA_PAIR_WH,
+    EU868_DUTY_CYCLE,
     LINK_PROFILES,
     Counters,
     RadioProfile,
@@ -444,11 +445,36 @@ def _targets(rows: Sequence[dict[str, object]], kind: str) -> list[dict[str, obj
         row = _find(rows, kind, "daily", mode)
         targets.append(_target(f"one typical change a day, MCL 144 dB, {text} (%)",
                                _percent(row, "nb-iot/mcl144"), CHANGE_PERCENT_LIMIT))  # fmt: skip
-    for mode, text in (("ride", "riding on telemetry"), ("own", "own weekly wake")):
+    for mode, text in (("own", "own weekly wake"),
+                       ("ride", "riding on telemetry, ?cfg= on every daily wake")):  # fmt: skip
         row = _find(rows, kind, "weekly", mode)
-        targets.append(_target(f"weekly-syncing device, MCL 154 dB, {text} (%)",
+        targets.append(_target(f"weekly batch, MCL 154 dB, {text} (%)",
                                _percent(row, "nb-iot/mcl154"), CHANGE_PERCENT_LIMIT))  # fmt: skip
     return targets
+
+
+OTHER_LINKS: Final = ("lte-m/mode-a", "wifi", "lorawan/sf7", "lorawan/sf12")
+
+
+def _other_links(rows: Sequence[dict[str, object]], kind: DeviceType) -> list[dict[str, object]]:
+    """What ``kind``'s measured counters would cost on other links (the same
+    counts: a what-if of the link, not of the protocol), with LoRaWAN's
+    uplink airtime against the EU868 1 % duty cycle."""
+    found: list[dict[str, object]] = []
+    for row in rows:
+        if row["device_type"] != kind.id or row["pattern"] not in ("none", "daily"):
+            continue
+        day = Counters(**cast(dict[str, float], row["per_day"]))
+        for name in OTHER_LINKS:
+            spent = energy(profile(name), day)
+            found.append({
+                "pattern": row["pattern"], "mode": row["mode"], "profile": name,
+                "j_per_day": spent.total_j,
+                "percent_of_budget": share_of_budget(spent.total_j, kind.budget_j),
+                "duty_cycle_percent": (100 * spent.airtime_s / DAY_S / EU868_DUTY_CYCLE
+                                       if name.startswith("lorawan") else None),
+            })  # fmt: skip
+    return found
 
 
 def _target(name: str, value: float, limit: float) -> dict[str, object]:
@@ -485,7 +511,7 @@ def run_energy_bench(*, days: float, devices: int, seed: int, as_json: bool) -> 
     for case in cases:
         groups.setdefault((case.kind.id, case.pattern, case.mode), []).append(case)
     rows = [_row(group, days) for group in groups.values()]
-    nbiot = next((kind.id for kind in kinds if kind.link == "nb-iot"), None)
+    nbiot = next((kind for kind in kinds if kind.link == "nb-iot"), None)
     report: dict[str, object] = {
         "days": days,
         "devices_per_case": devices,
@@ -505,7 +531,8 @@ def run_energy_bench(*, days: float, devices: int, seed: int, as_json: bool) -> 
         },
         "skipped": skipped,
         "rows": rows,
-        "targets": _targets(rows, nbiot) if nbiot is not None else [],
+        "targets": _targets(rows, nbiot.id) if nbiot is not None else [],
+        "other_links": {nbiot.id: _other_links(rows, nbiot)} if nbiot is not None else {},
     }
     if as_json:
         print(json.dumps(report, indent=2))
@@ -536,6 +563,16 @@ def _print(report: Mapping[str, object], kinds: Sequence[DeviceType]) -> None:
             print(f"  {PATTERN_TEXT[cast(Pattern, row['pattern'])]:<36} {row['mode']:<5} "
                   f"{day['round_trips']:>7.2f} {day['bytes_up']:>9.1f} {day['bytes_down']:>9.1f}  "
                   f"{shares}")  # fmt: skip
+    for name, links in cast(dict[str, list[dict[str, object]]], report["other_links"]).items():
+        print()
+        print(f"{name}'s counters on other links (% of its budget; LoRaWAN: share of the "
+              "EU868 1 % duty cycle used)")  # fmt: skip
+        for link in links:
+            duty = link["duty_cycle_percent"]
+            extra = "" if duty is None else f"   duty cycle {cast(float, duty):.2f}%"
+            share = cast(float, link["percent_of_budget"])
+            print(f"  {PATTERN_TEXT[cast(Pattern, link['pattern'])]:<36} {link['mode']:<5} "
+                  f"{link['profile']:<14} {share:>9.3f}%{extra}")  # fmt: skip
     print()
     print("own = a radio wake for the config; ride = POST /tel?cfg= on telemetry wakes "
           "(counted: what ?cfg= adds to the same POST)")  # fmt: skip

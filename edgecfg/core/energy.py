@@ -262,8 +262,12 @@ def lora_airtime_s(
 
 def _lora_frames(messages: float, size: float, radio: LoraRadio) -> float:
     """Frames for ``messages`` messages of ``size`` bytes in all: at least one
-    per message, and as many as fragmentation at the max payload needs."""
-    return max(messages, math.ceil(size / radio.max_payload)) if size or messages else 0.0
+    per message, and as many as fragmentation at the max payload needs.
+    Bytes without a message of their own (a query riding on telemetry) join
+    a frame that is sent anyway; only each full max payload adds a frame."""
+    if not messages:
+        return float(math.floor(size / radio.max_payload))
+    return max(messages, math.ceil(size / radio.max_payload))
 
 
 def _lora_energy(

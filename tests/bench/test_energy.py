@@ -89,6 +89,18 @@ def test_each_target_is_judged_on_its_value(report: dict[str, Any]) -> None:
     assert named["unchanged config riding on telemetry: extra bytes per wake"]["value"] == 22
 
 
+def test_the_same_counters_are_priced_on_other_links(report: dict[str, Any]) -> None:
+    links = report["other_links"]["nbiot-sensor"]
+    assert {link["profile"] for link in links} == {
+        "lte-m/mode-a", "wifi", "lorawan/sf7", "lorawan/sf12"
+    }  # fmt: skip
+    for link in links:
+        assert (link["duty_cycle_percent"] is None) != link["profile"].startswith("lorawan")
+    sf = {(link["pattern"], link["mode"], link["profile"]): link["percent_of_budget"]
+          for link in links}  # fmt: skip
+    assert sf[("daily", "own", "lorawan/sf7")] < sf[("daily", "own", "lorawan/sf12")]
+
+
 def test_the_text_output_states_the_budget_and_the_verdicts(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

@@ -161,3 +161,10 @@ def test_every_fixture_link_has_a_profile() -> None:
 def test_bad_input_is_refused_naming_what_is_wrong(call: object, message: str) -> None:
     with pytest.raises(UsageError, match=message.replace(".", r"\.")):
         call()  # type: ignore[operator]
+
+
+def test_bytes_riding_in_a_lorawan_frame_sent_anyway_cost_their_symbols_only() -> None:
+    sf12 = profile("lorawan/sf12")
+    riding = energy(sf12, Counters(bytes_up=22))
+    own = energy(sf12, Counters(round_trips=1, bytes_up=22))
+    assert 0 < riding.airtime_s < lora_airtime_s(22 + 13, 12) < own.airtime_s
