@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import json
+import math
 import multiprocessing
 import random
 import tempfile
@@ -271,15 +272,20 @@ def _schedule(
             every = case.kind.wake_every_s
         else:  # an own wake for the config: daily, weekly for the weekly pattern
             every = DAY_S * (7 if case.pattern == "weekly" else 1)
-        at = rng.uniform(0, min(every, case.kind.wake_every_s))
+        at = rng.uniform(1.0, min(every, case.kind.wake_every_s))
         while at < end:
             events.append((at, len(events), "wake", index))
             at += every
+    # Edits land at the same time of day (an operator's daily or weekly
+    # change window), the first one before any wake: every sync interval of
+    # every device then holds exactly one edit, so "one change a day" is one
+    # change delivered a day (random times would merge some and leave the
+    # last one undelivered at the end of the run).
     edits: dict[Pattern, list[float]] = {
         "none": [],
-        "daily": [day * DAY_S + rng.uniform(0, DAY_S) for day in range(int(days))],
-        "weekly": [week * 7 * DAY_S + rng.uniform(0, DAY_S) for week in range(int(-(-days // 7)))],
-        "rollout": [rng.uniform(0, DAY_S)],
+        "daily": [day * DAY_S for day in range(math.ceil(days))],
+        "weekly": [week * 7 * DAY_S for week in range(math.ceil(days / 7))],
+        "rollout": [0.0],
     }
     for number, pattern in enumerate(PATTERNS):
         events.extend((at, len(events), "edit", number) for at in edits[pattern] if at < end)

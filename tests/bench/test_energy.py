@@ -59,10 +59,13 @@ def test_an_own_wake_costs_a_wake_and_a_round_trip_a_day(report: dict[str, Any])
 
 def test_a_daily_change_is_delivered_and_reported(report: dict[str, Any]) -> None:
     ride = _row(report, "nbiot-sensor", "daily", "ride")["per_day"]
-    assert ride["round_trips"] >= 0.5  # the state report after a piggybacked delta
+    # each day's edit comes before each day's wake: one delivery a day, and
+    # the state report after a piggybacked delta is the one extra round trip
+    assert ride["round_trips"] == 1
     assert ride["bytes_down"] > 0
     own = _row(report, "nbiot-sensor", "daily", "own")["per_day"]
-    assert own["round_trips"] >= 1.5  # GET (delta) + POST /state on a changed day
+    assert own["round_trips"] == 2  # GET (the delta) + POST /state
+    assert own["wakes"] == 1
 
 
 def test_riding_costs_less_than_an_own_wake_and_coverage_orders_the_cost(
