@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import edgecfg
-from edgecfg.cli import rollout_sim
+from edgecfg.cli import battery_sim, rollout_sim
 from edgecfg.cli.arguments import (
     JSON,
     Declare,
@@ -344,7 +344,9 @@ def build_parser() -> argparse.ArgumentParser:
         number("--group-share", 0.2, "share of edits on group layers", metavar="P"),
         number("--loss", 0.0, "probability that one exchange is lost", metavar="P"),
     )  # fmt: skip
-    rollout_sim.add_parser(sim)
+    scenarios = sim.add_subparsers(dest="sim_command", metavar="SCENARIO-COMMAND")
+    rollout_sim.add_parser(scenarios)
+    battery_sim.add_parser(scenarios)
     add_command(
         commands, "delta", cmd_delta, "make the delta that turns OLD into NEW",
         argument("old", metavar="OLD"),
