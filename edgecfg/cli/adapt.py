@@ -32,15 +32,15 @@ RULES: Final = argument(
     help="adaptive rules (JSON, TOML or YAML; kept in the state dir for later runs)",
 )  # fmt: skip
 READING: Final = argument(
-    "--reading", action="append", default=[], metavar="NAME=NUMBER",
+    "--reading", action="append", metavar="NAME=NUMBER",
     help="a measurement for the rules at this wake, e.g. battery_pct=18 (repeatable)",
 )  # fmt: skip
 
 
-def parse_readings(items: list[str]) -> dict[str, float]:
-    """``NAME=NUMBER`` readings; the last of a name wins."""
+def parse_readings(items: list[str] | None) -> dict[str, float]:
+    """``NAME=NUMBER`` readings (None: the option was not given); the last of a name wins."""
     readings: dict[str, float] = {}
-    for item in items:
+    for item in items or ():
         name, sep, text = item.partition("=")
         try:
             value = float(text)
