@@ -487,10 +487,11 @@ class Agent:
 
     async def _telemetry(self, records: Sequence[Record]) -> Outcome:
         held = self.state.load_config()
-        query = (f"cfg={held.etag.hex()}",) if held is not None else ()
+        # the held version as an ETag option: 9 bytes where ?cfg=<hex> takes 22
         reply = await self.link.request(
-            "POST", ("tel", self.device), query=query, payload=encode_senml(records),
+            "POST", ("tel", self.device), payload=encode_senml(records),
             content_format=ContentFormat.SENML_CBOR,
+            etags=(held.etag,) if held is not None else (),
         )  # fmt: skip
         if not reply.ok:
             raise SyncFailed(f"{self.device}: telemetry refused: {reply.code} {reply.payload!r}")

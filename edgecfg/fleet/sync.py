@@ -56,6 +56,9 @@ PERSISTED_ENTRIES: Final = 1 << 18
 """Versions remembered as already in the store (a miss costs one idempotent write)."""
 MAX_FETCH_PATHS: Final = 256
 MAX_PIGGYBACK: Final = 1024  # a delta riding on a telemetry reply must fit one block
+APPLIED_ENTRIES: Final = 1 << 16
+"""Devices whose applied version, named in their telemetry, is remembered (a
+device not among them costs one read of its record at its next telemetry)."""
 MAX_DETAIL: Final = 500
 """Characters of a device's revert detail the gateway keeps."""
 
@@ -119,6 +122,8 @@ class SyncService:
         # different stacks share an ETag, each with its own vector)
         self._vectors: LRUCache[ETag, tuple[bytes, ...]] = LRUCache(maxsize=VECTOR_ENTRIES)
         self.events: EventSink = NO_EVENTS  # telemetry and sync events (the MQTT bridge)
+        # the applied version each device last named in its telemetry, recorded
+        self._applied: LRUCache[DeviceId, ETag] = LRUCache(maxsize=APPLIED_ENTRIES)
 
     # -- configurations -------------------------------------------------------------
 
@@ -342,6 +347,7 @@ class SyncService:
         if updated != record:
             self.fleet.add_device(updated)
         self.fleet.store.record_seen(device, now=now, applied_etag=report.applied)
+        self._applied.pop(device, None)
         self.events.applied(device, report.applied, now=now)
         if report.adapt is not None:  # the device's local adaptation layer (issue 14)
             record_adaptation(self.fleet.store, device, report.adapt, now=now)
@@ -398,10 +404,23 @@ class SyncService:
         self.events.telemetry(device, body, now=now)
         if held is None:
             return None
+        self._note_applied(device, held, now=now)
         answer = self.config(device, base=held)
         if isinstance(answer, Representation) and len(answer.payload) > MAX_PIGGYBACK:
             return NotModified(answer.etag)  # too big to ride along: fetch with GET
         return answer
+
+    def _note_applied(self, device: DeviceId, held: ETag, *, now: float) -> None:
+        """The version a device names in its telemetry (``?cfg=`` or the ETag
+        option) is the one it runs: record it as applied, once per change.  A
+        config that rode on a telemetry answer is not reported by itself (it
+        would cost the device a round trip); its next telemetry says it here."""
+        if self._applied.get(device) == held:
+            return
+        if self.fleet.record(device).applied_etag != held:
+            self.fleet.store.record_seen(device, now=now, applied_etag=held)
+            self.events.applied(device, held, now=now)
+        self._applied[device] = held
 
 
 DAY_S: Final = 86400

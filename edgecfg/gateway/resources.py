@@ -423,7 +423,8 @@ class StateResource(CoapResource):
 
 
 class TelemetryResource(CoapResource):
-    """/tel/{dev}[?cfg=etag]: POST of SenML; the reply may carry the config delta."""
+    """/tel/{dev}[?cfg=etag]: POST of SenML; the reply may carry the config delta.
+    The held version may come as an ETag option instead of ``?cfg=``."""
 
     methods: ClassVar[dict[Code, str]] = {Code.POST: "post"}
     link: ClassVar[dict[str, str | None]] = {
@@ -438,7 +439,7 @@ class TelemetryResource(CoapResource):
         if isinstance(upload, aiocoap.Message):
             return upload
         query = parse_query(request.opt.uri_query)
-        held = parse_etag(query["cfg"]) if "cfg" in query else None
+        held = parse_etag(query["cfg"]) if "cfg" in query else _held(request)
         device, body = upload
         answer = self.service.telemetry(device, body, now=time.time(), held=held)
         if answer is None:
@@ -584,6 +585,12 @@ class DeviceResource(_LayerResource):
         }
         blob = encode(document)
         return serve_blocks(request, Representation(blob, ContentFormat.CBOR, etag_of_bytes(blob)))
+
+
+def _held(request: aiocoap.Message) -> ETag | None:
+    """The version a device holds, from a request's ETag option (the short
+    form of ``?cfg=`` on a telemetry POST: 9 bytes instead of 22)."""
+    return ETag(request.opt.etags[0]) if request.opt.etags else None
 
 
 def parse_etag(text: str) -> ETag:
