@@ -61,16 +61,18 @@ class Measurement:
     unit: str
     kind: Kind
     meaning: str
+    low_is_worse: bool = False
+    """Whether lower readings are worse (battery, signal); ranks ``top``."""
 
 
 REGISTRY: Final[Mapping[str, Measurement]] = {
     m.name: m
     for m in (
-        Measurement("battery", "%EL", Kind.GAUGE, "remaining battery energy"),
-        Measurement("battery_v", "V", Kind.GAUGE, "battery voltage"),
-        Measurement("rsrp", "dBm", Kind.GAUGE, "LTE reference signal received power"),
-        Measurement("rsrq", "dB", Kind.GAUGE, "LTE reference signal received quality"),
-        Measurement("sinr", "dB", Kind.GAUGE, "signal to interference and noise ratio"),
+        Measurement("battery", "%EL", Kind.GAUGE, "remaining battery energy", True),
+        Measurement("battery_v", "V", Kind.GAUGE, "battery voltage", True),
+        Measurement("rsrp", "dBm", Kind.GAUGE, "LTE reference signal received power", True),
+        Measurement("rsrq", "dB", Kind.GAUGE, "LTE reference signal received quality", True),
+        Measurement("sinr", "dB", Kind.GAUGE, "signal to interference and noise ratio", True),
         Measurement("ce_level", "/", Kind.GAUGE, "coverage enhancement level (0, 1, 2)"),
         Measurement("uptime", "s", Kind.COUNTER, "seconds since boot"),
         Measurement("reboots", "1", Kind.COUNT, "reboots since the previous pack"),
@@ -89,6 +91,22 @@ resolution, the part after the last ``/`` or ``:``)."""
 
 LINK_METRICS: Final = ("rsrp", "sinr")
 """The link-quality series the degradation test watches."""
+
+BAND_WIDTH: Final[Mapping[str, float]] = {"rsrp": 10.0, "sinr": 5.0}
+"""Histogram bands of the link metrics (dB): a reading of RSRP -104 dBm counts
+in the series ``rsrp@-110`` (the band [-110, -100)), so a group's link
+quality distribution is a sum of counts, mergeable like any aggregate."""
+
+DEGRADED: Final = "link_degraded"
+"""The series that counts degradations found (one reading of 1 per flag)."""
+
+
+def band(name: str, value: float) -> str | None:
+    """The histogram series of a link reading, or None for other series."""
+    width = BAND_WIDTH.get(name)
+    if width is None:
+        return None
+    return f"{name}@{math.floor(value / width) * width:g}"
 
 
 def resolve_time(time: float, received: float) -> float:

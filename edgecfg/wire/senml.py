@@ -64,8 +64,10 @@ def decode_senml(data: bytes, *, limits: DecodeLimits = DEFAULT_LIMITS) -> list[
     return _resolve(cast(list[object], pack))
 
 
-JSON_LABELS: Final = {"bver": BVER, "bn": BN, "bt": BT, "bu": BU, "bv": BV, "bs": BS, "n": N,
-                      "u": U, "v": V, "vs": VS, "vb": VB, "s": S, "t": T, "ut": UT, "vd": VD}  # fmt: skip
+JSON_LABELS: Final = {
+    "bver": BVER, "bn": BN, "bt": BT, "bu": BU, "bv": BV, "bs": BS, "n": N,
+    "u": U, "v": V, "vs": VS, "vb": VB, "s": S, "t": T, "ut": UT, "vd": VD,
+}  # fmt: skip
 """SenML-JSON labels (RFC 8428 §4.3) and their SenML-CBOR numbers (§6)."""
 MAX_JSON: Final = 64 * 1024
 
@@ -91,9 +93,7 @@ def decode_senml_json(data: bytes) -> list[Record]:
             number = JSON_LABELS.get(label)
             if number is None:
                 raise SenmlError(f"record {index}: unknown label {label!r}")
-            if number == VD:
-                value = _base64url(value, index)
-            fields[number] = value
+            fields[number] = _base64url(value, index) if number == VD else value
         items.append(fields)
     return _resolve(items)
 
