@@ -31,6 +31,7 @@ from edgecfg.cli.files import dump_config, load_config, load_schema, read_bytes,
 from edgecfg.cli.operator import register as register_operator_commands
 from edgecfg.cli.roles import register as register_roles
 from edgecfg.cli.rollouts import register as register_rollout_commands
+from edgecfg.cli.telemetry import register as register_telemetry_commands
 from edgecfg.core.tree import Value, is_map
 from edgecfg.errors import CommandError, DeltaError, EdgecfgError, Violation
 from edgecfg.wire.cbor import encode, etag
@@ -361,6 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_database_commands(commands)
     register_operator_commands(commands, formats)
     register_rollout_commands(commands)
+    register_telemetry_commands(commands)
     register_roles(commands)
     _register_benches(commands)
     return parser
