@@ -13,8 +13,9 @@ fleet.
 Buckets written per numeric record (after :func:`~edgecfg.core.telemetry.series_name`):
 
 - the device's hour (kept for the retention window) and day (kept);
-- the day of each group the device belongs to, and of each ancestor group
-  (``region/eu`` and ``region/eu/eu-west`` for ``eu/eu-west``);
+- the day of each group the device belongs to (``region/eu/eu-west``; a
+  view of ``region/eu`` merges the days of the groups below it, so ingest
+  writes one bucket per dimension however deep the hierarchy);
 - the day of each config-value cohort: ``path=value`` for every path the
   operator listed in the setting ``telemetry.cohorts`` (a CBOR array of
   dotted paths), with the device's effective value of it;
@@ -125,12 +126,9 @@ class _State:
 
 
 def group_keys(groups: Mapping[str, str]) -> list[str]:
-    """``dimension/path`` of every group and ancestor group of a membership."""
-    keys: list[str] = []
-    for dimension, path in sorted(groups.items()):
-        parts = path.split("/")
-        keys.extend(f"{dimension}/{'/'.join(parts[: n + 1])}" for n in range(len(parts)))
-    return keys
+    """``dimension/path`` of each group of a membership (its leaf: a view of
+    ``region/eu`` merges the buckets of every group below it when read)."""
+    return [f"{dimension}/{path}" for dimension, path in sorted(groups.items())]
 
 
 def cohort_value(value: object) -> str | None:
@@ -259,8 +257,9 @@ class TelemetryService:
         dimension, _, path = target.partition("/")
         if not path:
             raise UsageError(f"{target}: no such device; a group is dimension/path (region/eu)")
-        series = merged(self.store.telemetry_rows("group", key=target, period=DAY,
-                                                  since=bucket(since, DAY)))  # fmt: skip
+        rows = self.store.telemetry_rows("group", key=target, period=DAY,
+                                         since=bucket(since, DAY), below=True)  # fmt: skip
+        series = merged(rows)
         flagged: list[str] = []
         for record in self.store.iter_devices(group=(dimension, path)):
             state = _State.decode(self.store.telemetry_state(record.id))
@@ -270,7 +269,7 @@ class TelemetryService:
         if (
             not series
             and not flagged
-            and not self.store.telemetry_rows("group", key=target, period=DAY)
+            and not self.store.telemetry_rows("group", key=target, period=DAY, below=True)
         ):
             raise UsageError(f"{target}: no such device, and no telemetry of such a group")
         return TelemetryView(target, "group", since, series, {}, flagged)

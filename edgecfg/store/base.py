@@ -493,11 +493,12 @@ class Store(Protocol):
 
     def telemetry_rows(
         self, scope: str, *, key: str | None = None, name: str | None = None,
-        period: float, since: float = float("-inf"),
+        period: float, since: float = float("-inf"), below: bool = False,
     ) -> list[TelemetryRow]:  # fmt: skip
         """The buckets of ``scope`` and ``period`` starting at or after ``since``,
-        of one ``key`` and/or one ``name`` (both None: all of the scope),
-        ordered by key, name and start."""
+        of one ``key`` (with ``below``, also of the keys under ``key/``: a
+        group and its subgroups) and/or one ``name`` (both None: all of the
+        scope), ordered by key, name and start."""
         ...
 
     def prune_telemetry(self, *, before: float, hourly: float = 3600.0) -> int:

@@ -244,12 +244,12 @@ class MemoryStore:
 
     def telemetry_rows(
         self, scope: str, *, key: str | None = None, name: str | None = None,
-        period: float, since: float = float("-inf"),
+        period: float, since: float = float("-inf"), below: bool = False,
     ) -> list[TelemetryRow]:  # fmt: skip
         """See :meth:`edgecfg.store.base.Store.telemetry_rows`."""
         found = [
             row for (s, k), buckets in self._open().aggregates.items()
-            if s == scope and (key is None or k == key)
+            if s == scope and (key is None or k == key or (below and k.startswith(key + "/")))
             for (p, start, n), row in buckets.items()
             if p == period and start >= since and (name is None or n == name)
         ]  # fmt: skip

@@ -437,12 +437,15 @@ class SQLStore(ABC):
 
     def telemetry_rows(
         self, scope: str, *, key: str | None = None, name: str | None = None,
-        period: float, since: float = float("-inf"),
+        period: float, since: float = float("-inf"), below: bool = False,
     ) -> list[TelemetryRow]:  # fmt: skip
         """See :meth:`edgecfg.store.base.Store.telemetry_rows`."""
         where = ["scope = ?", "period = ?", "start >= ?"]
         params: list[object] = [scope, period, max(since, -1e300)]
-        if key is not None:
+        if key is not None and below:  # '0' is the character after '/'
+            where.append("(key = ? OR (key >= ? AND key < ?))")
+            params.extend([key, key + "/", key + "0"])
+        elif key is not None:
             where.append("key = ?")
             params.append(key)
         if name is not None:

@@ -31,9 +31,14 @@ def service(*devices: tuple[str, str]) -> TelemetryService:
     return TelemetryService(store, retention_s=2 * DAY)
 
 
-def test_group_keys_name_every_ancestor() -> None:
+def test_group_keys_name_each_membership_and_views_merge_subgroups() -> None:
     assert group_keys({"region": "eu/west/site-17", "function": "meter"}) == [
-        "function/meter", "region/eu", "region/eu/west", "region/eu/west/site-17"]  # fmt: skip
+        "function/meter", "region/eu/west/site-17"]  # fmt: skip
+    telemetry = service(("d1", "eu/west"), ("d2", "eu/east"), ("d3", "europe"))
+    for device, region in (("d1", "eu/west"), ("d2", "eu/east"), ("d3", "europe")):
+        telemetry.ingest([pack(device, T0, Record("battery", 50.0, "%EL", T0), region=region)])
+    assert telemetry.view("region/eu", since=T0).series["battery"].count == 2  # not europe
+    assert telemetry.view("region/eu/west", since=T0).series["battery"].count == 1
 
 
 def test_a_reading_lands_in_the_device_hour_and_day_its_groups_and_its_cohorts() -> None:
@@ -44,10 +49,7 @@ def test_a_reading_lands_in_the_device_hour_and_day_its_groups_and_its_cohorts()
     store = telemetry.store
     assert [r.start for r in store.telemetry_rows("device", key="d1", period=HOUR)] == [
         at // HOUR * HOUR, at // HOUR * HOUR]  # rsrp and its band  # fmt: skip
-    assert {r.key for r in store.telemetry_rows("group", period=DAY)} == {
-        "region/eu",
-        "region/eu/west",
-    }
+    assert {r.key for r in store.telemetry_rows("group", period=DAY)} == {"region/eu/west"}
     cohort = store.telemetry_rows("cohort", name="rsrp", period=DAY)
     assert [(r.key, r.aggregate.last) for r in cohort] == [("net.uplink.interval_s=600", -99.0)]
 

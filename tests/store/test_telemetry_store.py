@@ -65,6 +65,12 @@ def test_rows_of_one_name_come_from_every_key_of_the_scope(store: Store) -> None
     found = store.telemetry_rows("device", name="rsrp", period=DAY)
     assert [(r.key, r.aggregate.last) for r in found] == [("d1", -90.0), ("d2", -100.0)]
     assert [r.key for r in store.telemetry_rows("group", period=DAY)] == ["region/eu"]
+    store.ingest_telemetry(TelemetryBatch([], [
+        row("region/eu/west", "rsrp", 0.0, (-90, 1), period=DAY, scope="group"),
+        row("region/europe", "rsrp", 0.0, (-80, 1), period=DAY, scope="group"),
+    ], []))  # fmt: skip
+    below = store.telemetry_rows("group", key="region/eu", period=DAY, below=True)
+    assert [r.key for r in below] == ["region/eu", "region/eu/west"]
 
 
 def test_a_state_is_replaced_and_packs_are_kept_until_retention(store: Store) -> None:
