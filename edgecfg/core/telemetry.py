@@ -166,6 +166,33 @@ class Aggregate:
         return self.total / self.count
 
 
+class Tally:
+    """An :class:`Aggregate` being built, one reading at a time, in place: what
+    ingest uses for a batch (thousands of readings into a few hundred
+    buckets), where a frozen value per reading would cost an allocation each.
+    ``Tally`` of some readings gives what :func:`aggregate` gives."""
+
+    __slots__ = ("count", "high", "last", "last_time", "low", "total")
+
+    def __init__(self, value: float, time: float) -> None:
+        self.count = 1
+        self.total = self.low = self.high = self.last = value
+        self.last_time = time
+
+    def add(self, value: float, time: float) -> None:
+        """Count one more reading."""
+        self.count += 1
+        self.total += value
+        self.low = min(self.low, value)
+        self.high = max(self.high, value)
+        if time > self.last_time or (time == self.last_time and value > self.last):
+            self.last, self.last_time = value, time
+
+    def aggregate(self) -> Aggregate:
+        """The readings so far as an :class:`Aggregate`."""
+        return Aggregate(self.count, self.total, self.low, self.high, self.last, self.last_time)
+
+
 def aggregate(readings: Iterable[tuple[float, float]]) -> Aggregate | None:
     """The aggregate of ``(value, time)`` readings; None for none."""
     result: Aggregate | None = None

@@ -487,8 +487,9 @@ class Store(Protocol):
         """Write one :class:`TelemetryBatch` in one transaction."""
         ...
 
-    def telemetry_state(self, device: DeviceId) -> bytes | None:
-        """The device's telemetry analysis state, or None before its first pack."""
+    def telemetry_states(self, devices: Sequence[DeviceId]) -> dict[DeviceId, bytes]:
+        """The telemetry analysis states of those ``devices`` that have one
+        (none before a device's first pack); at most 500 devices a call."""
         ...
 
     def telemetry_rows(

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
 from edgecfg.core.ids import DeviceId, ETag, LayerId
-from edgecfg.errors import NotFound, StoreError
+from edgecfg.errors import NotFound, StoreError, UsageError
 from edgecfg.store.base import (
     BadVersion,
     Change,
@@ -238,9 +238,12 @@ class MemoryStore:
             del buckets[key]
         return len(packs) - len(kept)
 
-    def telemetry_state(self, device: DeviceId) -> bytes | None:
-        """See :meth:`edgecfg.store.base.Store.telemetry_state`."""
-        return self._open().telemetry_states.get(device)
+    def telemetry_states(self, devices: Sequence[DeviceId]) -> dict[DeviceId, bytes]:
+        """See :meth:`edgecfg.store.base.Store.telemetry_states`."""
+        if len(devices) > 500:  # as the SQL stores (their IN lists)
+            raise UsageError(f"telemetry_states: {len(devices)} devices exceed 500 a call")
+        held = self._open().telemetry_states
+        return {device: held[device] for device in devices if device in held}
 
     def telemetry_rows(
         self, scope: str, *, key: str | None = None, name: str | None = None,

@@ -26,7 +26,7 @@ from typing import Any, ClassVar, Protocol, Self, cast
 
 from edgecfg.core.ids import DeviceId, ETag, LayerId
 from edgecfg.core.telemetry import Aggregate
-from edgecfg.errors import NotFound, StoreError
+from edgecfg.errors import NotFound, StoreError, UsageError
 from edgecfg.store.base import (
     BadVersion,
     Change,
@@ -429,11 +429,19 @@ class SQLStore(ABC):
                     [(device, batch.hourly, batch.keep_after - batch.hourly) for device in devices],
                 )
 
-    def telemetry_state(self, device: DeviceId) -> bytes | None:
-        """See :meth:`edgecfg.store.base.Store.telemetry_state`."""
-        with self._transaction("telemetry_state", write=False) as db:
-            row = db.one("SELECT state FROM telemetry_states WHERE device_id = ?", (device,))
-        return None if row is None else bytes(row[0])
+    def telemetry_states(self, devices: Sequence[DeviceId]) -> dict[DeviceId, bytes]:
+        """See :meth:`edgecfg.store.base.Store.telemetry_states`."""
+        if len(devices) > PAGE:
+            raise UsageError(f"telemetry_states: {len(devices)} devices exceed {PAGE} a call")
+        if not devices:
+            return {}
+        marks = ", ".join("?" * len(devices))
+        with self._transaction("telemetry_states", write=False) as db:
+            rows = db.all(
+                f"SELECT device_id, state FROM telemetry_states WHERE device_id IN ({marks})",
+                list(devices),
+            )
+        return {DeviceId(str(row[0])): bytes(row[1]) for row in rows}
 
     def telemetry_rows(
         self, scope: str, *, key: str | None = None, name: str | None = None,

@@ -19,6 +19,7 @@ from edgecfg.core.telemetry import (
     CusumParameters,
     Kind,
     LinkMonitor,
+    Tally,
     aggregate,
     band,
     bucket,
@@ -59,6 +60,14 @@ def test_aggregate_of_a_concatenation_is_the_merge_of_the_aggregates(
     a: list[tuple[float, float]], b: list[tuple[float, float]]
 ) -> None:
     assert of(a + b) == of(a).merge(of(b))
+
+
+@given(readings)
+def test_a_tally_gives_the_aggregate_of_its_readings(a: list[tuple[float, float]]) -> None:
+    tally = Tally(*a[0])
+    for value, time in a[1:]:
+        tally.add(value, time)
+    assert tally.aggregate() == of(a)
 
 
 @given(readings, st.randoms(use_true_random=False))

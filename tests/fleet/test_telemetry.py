@@ -47,8 +47,10 @@ def test_a_reading_lands_in_the_device_hour_and_day_its_groups_and_its_cohorts()
     telemetry.ingest([pack("d1", at, Record("rsrp", -99.0, "dBm", at),
                            cohorts={"net.uplink.interval_s": "600"})])  # fmt: skip
     store = telemetry.store
-    assert [r.start for r in store.telemetry_rows("device", key="d1", period=HOUR)] == [
-        at // HOUR * HOUR, at // HOUR * HOUR]  # rsrp and its band  # fmt: skip
+    hours = store.telemetry_rows("device", key="d1", period=HOUR)
+    assert [(r.name, r.start) for r in hours] == [("rsrp", at // HOUR * HOUR)]
+    days = store.telemetry_rows("device", key="d1", period=DAY)
+    assert [r.name for r in days] == ["rsrp", "rsrp@-100"]  # and its band, by day
     assert {r.key for r in store.telemetry_rows("group", period=DAY)} == {"region/eu/west"}
     cohort = store.telemetry_rows("cohort", name="rsrp", period=DAY)
     assert [(r.key, r.aggregate.last) for r in cohort] == [("net.uplink.interval_s=600", -99.0)]

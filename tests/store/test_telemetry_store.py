@@ -13,6 +13,7 @@ import pytest
 
 from edgecfg.core.ids import DeviceId
 from edgecfg.core.telemetry import DAY, HOUR, Aggregate
+from edgecfg.errors import UsageError
 from edgecfg.store import PostgresStore, SQLiteStore, Store, TelemetryBatch, TelemetryRow
 from edgecfg.store.layout import MIGRATIONS
 from tests.store.helpers import POSTGRES_URL, postgres_unreachable
@@ -74,7 +75,7 @@ def test_rows_of_one_name_come_from_every_key_of_the_scope(store: Store) -> None
 
 
 def test_a_state_is_replaced_and_packs_are_kept_until_retention(store: Store) -> None:
-    assert store.telemetry_state(D1) is None
+    assert store.telemetry_states([D1, D2]) == {}
     store.ingest_telemetry(TelemetryBatch(
         [(D1, 10.0, b"\x80"), (D2, 10.0, b"\x81")], [row("d1", "x", 0.0, (1, 1))],
         [(D1, b"one")],
@@ -83,12 +84,14 @@ def test_a_state_is_replaced_and_packs_are_kept_until_retention(store: Store) ->
         [(D1, 5000.0, b"\x82")], [row("d1", "x", 3600.0, (1, 3601))], [(D1, b"two")],
         keep_after=4000.0,
     ))  # fmt: skip
-    assert store.telemetry_state(D1) == b"two"
+    assert store.telemetry_states([D1, D2]) == {D1: b"two"}
     assert store.telemetry(D1) == [(5000.0, b"\x82")]  # its old pack and hour went
     assert [r.start for r in store.telemetry_rows("device", key="d1", period=HOUR)] == [3600.0]
     assert store.telemetry(D2) == [(10.0, b"\x81")]  # not seen: pruned by housekeeping
     assert store.prune_telemetry(before=4000.0) == 1
     assert store.telemetry(D2) == []
+    with pytest.raises(UsageError, match="501 devices exceed 500"):
+        store.telemetry_states([DeviceId(f"d{n}") for n in range(501)])
 
 
 def test_a_layout_10_sqlite_db_gains_the_telemetry_tables_and_keeps_its_packs(
@@ -107,7 +110,7 @@ def test_a_layout_10_sqlite_db_gains_the_telemetry_tables_and_keeps_its_packs(
         assert store.layout_version == len(MIGRATIONS) == 11
         assert store.telemetry(D1) == [(7.0, b"\x80")]
         store.ingest_telemetry(TelemetryBatch([], [row("d1", "x", 0.0, (1, 1))], [(D1, b"s")]))
-        assert store.telemetry_state(D1) == b"s"
+        assert store.telemetry_states([D1]) == {D1: b"s"}
 
 
 @pytest.fixture
