@@ -12,7 +12,8 @@ fleet.
 
 Buckets written per numeric record (after :func:`~edgecfg.core.telemetry.series_name`):
 
-- the device's hour (kept for the retention window) and day (kept);
+- the device's day (kept), and with ``hourly`` its hour (kept for the
+  retention window);
 - the day of each group the device belongs to (``region/eu/eu-west``; a
   view of ``region/eu`` merges the days of the groups below it, so ingest
   writes one bucket per dimension however deep the hierarchy);
@@ -43,6 +44,7 @@ from edgecfg.core.telemetry import (
     CusumParameters,
     Kind,
     LinkMonitor,
+    Measurement,
     Tally,
     band,
     bucket,
@@ -64,6 +66,7 @@ since a stage began (48 h by default), so this must stay well above that."""
 COHORTS_SETTING: Final = "telemetry.cohorts"
 LISTED_DEGRADED: Final = 20
 PAGE: Final = 500  # devices whose states one read asks for
+NAMES_CACHED: Final = 4096  # (name, unit) -> series, cleared when full
 
 
 def read_pack(body: bytes, content_format: int | None) -> list[Record]:
@@ -140,7 +143,11 @@ def cohort_value(value: object) -> str | None:
 
 
 class TelemetryService:
-    """Ingest and views over one store (see the module docstring)."""
+    """Ingest and views over one store (see the module docstring).
+
+    ``hourly`` also keeps device hour buckets within the retention window; it
+    is off by default: it doubles the device buckets a pack writes, and the
+    raw packs kept over the same window hold the same detail."""
 
     def __init__(
         self,
@@ -148,10 +155,13 @@ class TelemetryService:
         *,
         retention_s: float = DEFAULT_RETENTION_S,
         test: CusumParameters = DEFAULT_CUSUM,
+        hourly: bool = False,
     ) -> None:
         self.store = store
         self.retention_s = retention_s
         self.test = test
+        self.hourly = hourly
+        self._names: dict[tuple[str, str | None], tuple[str, Measurement | None]] = {}
 
     def cohort_paths(self) -> list[str]:
         """The dotted paths whose values define cohorts (setting ``telemetry.cohorts``)."""
@@ -205,7 +215,7 @@ class TelemetryService:
         shared += [("cohort", f"{path}={value}") for path, value in sorted(pack.cohorts.items())]
         device = pack.device
 
-        def add(name: str, value: float, at: float, *, hourly: bool = True) -> None:
+        def add(name: str, value: float, at: float, *, hourly: bool = self.hourly) -> None:
             day = bucket(at, DAY)
             slots = [("device", device, name, DAY, day)]
             if hourly:
@@ -227,7 +237,14 @@ class TelemetryService:
                 value = float(value)
             if not isinstance(value, float | int) or not math.isfinite(value):
                 continue  # text and data values stay in the raw pack only
-            name, known = series_name(record.name, record.unit)
+            named = self._names.get((record.name, record.unit))
+            if named is None:
+                if len(self._names) > NAMES_CACHED:
+                    self._names.clear()
+                named = self._names[record.name, record.unit] = series_name(
+                    record.name, record.unit
+                )
+            name, known = named
             if known is not None and known.kind is Kind.COUNTER:
                 delta = counter_delta(state.counters.get(name), value)
                 state.counters[name] = value

@@ -24,11 +24,11 @@ def pack(device: str, at: float, *records: Record, region: str = "eu/west",
                 cohorts or {})  # fmt: skip
 
 
-def service(*devices: tuple[str, str]) -> TelemetryService:
+def service(*devices: tuple[str, str], hourly: bool = True) -> TelemetryService:
     store = MemoryStore()
     for device, region in devices:
         store.put_device(DeviceRecord(DeviceId(device), {"region": region}))
-    return TelemetryService(store, retention_s=2 * DAY)
+    return TelemetryService(store, retention_s=2 * DAY, hourly=hourly)
 
 
 def test_group_keys_name_each_membership_and_views_merge_subgroups() -> None:
@@ -51,6 +51,9 @@ def test_a_reading_lands_in_the_device_hour_and_day_its_groups_and_its_cohorts()
     assert [(r.name, r.start) for r in hours] == [("rsrp", at // HOUR * HOUR)]
     days = store.telemetry_rows("device", key="d1", period=DAY)
     assert [r.name for r in days] == ["rsrp", "rsrp@-100"]  # and its band, by day
+    without = service(("d1", "eu/west"), hourly=False)
+    without.ingest([pack("d1", at, Record("rsrp", -99.0, "dBm", at))])
+    assert without.store.telemetry_rows("device", key="d1", period=HOUR) == []
     assert {r.key for r in store.telemetry_rows("group", period=DAY)} == {"region/eu/west"}
     cohort = store.telemetry_rows("cohort", name="rsrp", period=DAY)
     assert [(r.key, r.aggregate.last) for r in cohort] == [("net.uplink.interval_s=600", -99.0)]
