@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, cast
 
@@ -414,7 +414,3 @@ def _band_order(item: tuple[str, Aggregate]) -> tuple[str, float]:
         return name, float(low)
     except ValueError:
         return name, math.inf
-
-
-CohortLookup = Callable[[DeviceId], Mapping[str, str]]
-"""The cohort values of a device: ``{path: value text}`` for the listed paths."""

@@ -10,10 +10,15 @@ import pytest
 
 from edgecfg.core.ids import DeviceId
 from edgecfg.core.telemetry import DAY, HOUR
+from edgecfg.core.tree import get
 from edgecfg.errors import UsageError
+from edgecfg.fleet.fleet import Fleet
+from edgecfg.fleet.sync import SyncService
 from edgecfg.fleet.telemetry import Pack, TelemetryService, group_keys
 from edgecfg.store import DeviceRecord, MemoryStore
-from edgecfg.wire.senml import Record, encode_senml
+from edgecfg.wire.numbers import ContentFormat
+from edgecfg.wire.senml import Record, encode_senml, encode_senml_json
+from tests.paths import SCHEMA
 
 T0 = 1_800_000_000.0  # absolute times (above 2**28)
 
@@ -112,3 +117,24 @@ def test_an_unknown_target_is_a_clear_error() -> None:
         service().view("dev-9", since=T0)
     with pytest.raises(UsageError, match="region/xx: no such device, and no telemetry"):
         service().view("region/xx", since=T0)
+
+
+def test_the_sync_service_files_packs_under_the_cohorts_of_the_listed_paths() -> None:
+    fleet = Fleet(MemoryStore())
+    fleet.load_schema(SCHEMA.read_bytes(), "json", source="device.json", now=1.0)
+    fleet.add_device(DeviceRecord(DeviceId("d1"), {"region": "eu"}, hardware="nbiot-sensor-r3",
+                                  firmware="2.1.0", agent_version="1.0.0"))  # fmt: skip
+    TelemetryService(fleet.store).set_cohort_paths(["net.uplink.interval_s", "no.such.path"])
+    sync = SyncService(fleet)
+    body = encode_senml_json([Record("rsrp", -100.0, "dBm", 0.0)])
+    assert sync.telemetry(DeviceId("d1"), body, now=T0, held=None,
+                          content_format=ContentFormat.SENML_JSON) is None  # fmt: skip
+    interval = get(fleet.encoded(DeviceId("d1")).tree, ("net", "uplink", "interval_s"))
+    cohorts = fleet.store.telemetry_rows("cohort", period=DAY)
+    assert [(r.key, r.name) for r in cohorts] == [
+        (f"net.uplink.interval_s={interval}", "rsrp"),
+        (f"net.uplink.interval_s={interval}", "rsrp@-100"),
+    ]
+    assert fleet.store.telemetry(DeviceId("d1"))[0][1] == encode_senml(
+        [Record("rsrp", -100.0, "dBm", 0.0)]
+    )  # stored as SenML-CBOR
