@@ -14,29 +14,22 @@ from aiocoap.numbers.codes import Code
 
 from edgecfg.cli.main import main
 from edgecfg.core.ids import DeviceId
-from edgecfg.fleet.identity import InsecurePolicy
 from edgecfg.gateway.server import Gateway
 from edgecfg.store import SQLiteStore
 from edgecfg.wire.numbers import ContentFormat
 from edgecfg.wire.senml import Record, encode_senml, encode_senml_json
-from tests.gateway.helpers import ask, free_udp_port, sensor
-from tests.paths import SCHEMA  # the fixture device schema
+from tests.gateway.helpers import ask, started_gateway
 
 
 @pytest.fixture
 async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
     """A gateway on a SQLite file (so ingest runs in its worker thread)."""
-    gateway = Gateway(SQLiteStore(tmp_path / "fleet.db"), policy=InsecurePolicy(), refresh_s=0)
-    gateway.guard.trust("127.0.0.1")
-    gateway.fleet.load_schema(SCHEMA.read_bytes(), "json", source="device.json", now=1.0)
-    for device in ("dev-1", "dev-2"):
-        gateway.fleet.add_device(sensor(device))
-    await gateway.start("127.0.0.1", free_udp_port())
+    store = SQLiteStore(tmp_path / "fleet.db")
     try:
-        yield gateway
+        async with started_gateway(store) as gateway:
+            yield gateway
     finally:
-        await gateway.stop()
-        gateway.fleet.store.close()
+        store.close()
 
 
 def show(db: Path, target: str, capsys: pytest.CaptureFixture[str]) -> dict[str, object]:

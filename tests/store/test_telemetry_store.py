@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import sqlite3
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,20 +17,8 @@ from edgecfg.store import PostgresStore, SQLiteStore, Store, TelemetryBatch, Tel
 from edgecfg.store.layout import MIGRATIONS
 from tests.store.helpers import POSTGRES_URL, postgres_unreachable
 from tests.store.test_postgres import laid_out as pg_laid_out
-from tests.store.test_store import FACTORIES
 
 D1, D2 = DeviceId("d1"), DeviceId("d2")
-
-
-@pytest.fixture(params=sorted(FACTORIES))
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    opened = FACTORIES[request.param](tmp_path)
-    try:
-        yield opened
-    finally:
-        if isinstance(opened, PostgresStore):
-            opened.drop_schema()
-        opened.close()
 
 
 def row(key: str, name: str, start: float, *values: tuple[float, float],
