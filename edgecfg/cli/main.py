@@ -193,11 +193,11 @@ def cmd_bench_delta(args: argparse.Namespace) -> int:
     files = [*args.files, *args.corpus]
     if args.synthetic and files:
         raise CommandError("--synthetic and corpus files exclude each other")
-    if args.worst < 0 or args.runs < 1:
-        raise CommandError("--worst must be >= 0 and --runs >= 1")
+    if args.worst < 0 or args.runs < 1 or args.repeat < 1:
+        raise CommandError("--worst must be >= 0, --runs and --repeat >= 1")
     return run_delta_bench(
         files, as_json=args.json, leaves=args.leaves, synthetic=args.synthetic,
-        worst_count=args.worst, runs=args.runs,
+        worst_count=args.worst, runs=args.runs, repeat=args.repeat,
     )  # fmt: skip
 
 
@@ -402,6 +402,7 @@ def _register_benches(commands: Any) -> None:
                          also=", none")),
         ("delta", number("--leaves", 2000, "config size for the speed run")),
         ("delta", number("--runs", 200, "edits timed in the speed run")),
+        ("delta", number("--repeat", 3, "speed runs; each call's figure is its least time")),
         ("delta", argument("--synthetic", action="store_true",
                            help="use the generator, not the corpus")),
         ("sync", number("--devices", 200, "fleet size")),

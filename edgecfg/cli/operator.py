@@ -42,7 +42,7 @@ from edgecfg.core.resolve import Explanation
 from edgecfg.core.tree import UNSET, UnsetType, Value, check_model, is_map
 from edgecfg.errors import CommandError, EdgecfgError, NotFound
 from edgecfg.fleet.fleet import Fleet
-from edgecfg.fleet.impact import Impact
+from edgecfg.fleet.impact import Impact, schema_refusals
 from edgecfg.fleet.reconcile import describe, last_outcome
 from edgecfg.store import DeviceRecord, LayerRevision
 from edgecfg.wire.cbor import Encoded
@@ -389,10 +389,10 @@ def cmd_impact(args: argparse.Namespace) -> int:
         edit = _edit_from_args(args)
         new = fleet.layer(layer_id).merged(edit)
         impact = fleet.impact(layer_id, new)
-        schema_refusals = fleet.schema_refusals(layer_id, new)
-        refused = bool(schema_refusals or impact.violations or impact.blocked or impact.conflicts)
+        refused_by_schema = schema_refusals(fleet.schema, layer_id, new)
+        refused = bool(refused_by_schema or impact.violations or impact.blocked or impact.conflicts)
         if args.json:
-            _print_json({**_impact_json(impact), "refused": refused, "schema": schema_refusals})
+            _print_json({**_impact_json(impact), "refused": refused, "schema": refused_by_schema})
             return 1 if refused else 0
         print(
             f"{layer_id}: reaches {impact.reached:,} device(s); {impact.changed:,} would change"
@@ -418,7 +418,7 @@ def cmd_impact(args: argparse.Namespace) -> int:
                 f"  REFUSED: {', '.join(tied)} would disagree on {format_path(path)} for "
                 f"{count:,} device(s), e.g. {example}"
             )
-        for refusal in schema_refusals:
+        for refusal in refused_by_schema:
             print(f"  REFUSED: {refusal}")
     return 1 if refused else 0
 

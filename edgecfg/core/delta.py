@@ -248,12 +248,36 @@ def key_counts(tree: Value, counts: dict[str, int] | None = None, sign: int = 1)
 
 def keys_by_count(counts: Mapping[str, int]) -> list[str]:
     """The :func:`key_table` order of the keys counted in ``counts`` (zero counts left out)."""
+    return sorted([key for key, count in counts.items() if count], key=_table_order(counts))
+
+
+def _table_order(counts: Mapping[str, int]) -> Callable[[str], tuple[int, int, str]]:
+    """The sort key of the key table: most frequent first, ties in canonical order."""
 
     def order(key: str) -> tuple[int, int, str]:
         # canonical_key_order without encoding: UTF-8 sorts as code points do
         return (-counts[key], len(key) if key.isascii() else len(key.encode()), key)
 
-    return sorted([key for key, count in counts.items() if count], key=order)
+    return order
+
+
+def keys_by_count_after(
+    table: Sequence[str], before: Mapping[str, int], after: Mapping[str, int]
+) -> list[str]:
+    """:func:`keys_by_count` of ``after``, given ``table``, that of ``before``.
+
+    A delta changes the counts of a few keys: the others keep their order,
+    and only the changed ones are placed again (a binary search each).
+    """
+    changed = {key for key, _count in before.items() ^ after.items()}
+    if len(changed) * 8 > len(table):  # many changed: sorting is as cheap
+        return keys_by_count(after)
+    order = _table_order(after)
+    kept = [key for key in table if key not in changed]
+    for key in changed:
+        if after.get(key, 0):
+            bisect.insort(kept, key, key=order)
+    return kept
 
 
 def key_counts_after(counts: Mapping[str, int], applied: Applied) -> dict[str, int]:

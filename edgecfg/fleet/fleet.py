@@ -20,9 +20,11 @@ not by the fleet:
 Writes are checked before anything is stored: a layer edit is refused
 (:class:`~edgecfg.errors.WriteRefused`, with a device count and examples)
 when it breaks a lock, makes tied layers disagree or makes any device's
-effective config violate the schema; the dry run behind it is
-:func:`edgecfg.fleet.impact.dry_run`.  Other writers' changes arrive through
-the store's change log (:meth:`Fleet.refresh`).
+effective config violate the schema; the dry run and the schema checks
+behind it live in :mod:`edgecfg.fleet.impact`, which reads the fleet through
+:meth:`Fleet.reached_by`, :meth:`Fleet.members` and :meth:`Fleet.known_leaves`.
+Other writers' changes arrive through the store's change log
+(:meth:`Fleet.refresh`).
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ from edgecfg.core.resolve import (
     Resolver,
     Tiers,
 )
-from edgecfg.core.schema import Schema, undeclared, value_problems
+from edgecfg.core.schema import Schema
 from edgecfg.core.schema_document import check_evolution
 from edgecfg.core.tree import Value
 from edgecfg.errors import (
@@ -61,11 +63,12 @@ from edgecfg.errors import (
     NotFound,
     UsageError,
     Violation,
-    show_value,
 )
 from edgecfg.fleet.impact import (
     SAMPLE,
     Impact,
+    check_known_paths,
+    check_values,
     dry_run,
     refuse,
 )
@@ -578,11 +581,11 @@ class Fleet:
             kept = frozenset(p for p in new.locks if p not in set(unlock))
             new = Layer(new.sets, new.unsets, kept)
         if self.schema is not None:
-            self._check_known_paths(layer_id, new)
+            check_known_paths(self.schema, layer_id, new)
         impact = self.impact(layer_id, new)
         refuse(impact)
         if self.schema is not None:  # values no device inherits yet must be valid too
-            self._check_values(layer_id, new)
+            check_values(self.schema, layer_id, new)
         blob = self.store.put_blob(encode(layer_to_document(new)))
         head = self.head(layer_id)
         revision = self.store.append_layer_revision(
@@ -612,20 +615,6 @@ class Fleet:
             if facts is not None:
                 self._admit(members, facts)
 
-    def schema_refusals(self, layer_id: LayerId, layer: Layer) -> list[str]:
-        """Why the schema refuses ``layer`` whatever devices it reaches: paths it
-        does not declare, values outside its rules (``write_layer`` raises the
-        first; a dry run prints them all)."""
-        if self.schema is None:
-            return []
-        refusals: list[str] = []
-        for check in (self._check_known_paths, self._check_values):
-            try:
-                check(layer_id, layer)
-            except FleetValidationError as error:
-                refusals.append(str(error))
-        return refusals
-
     def group_known(self, layer_id: LayerId) -> bool:
         """Whether a layer names something in this fleet: ``global``, a group
         with revisions or members (at or below it), or a registered device."""
@@ -651,27 +640,6 @@ class Fleet:
             if layer.startswith(prefix)
         )
         return sorted(found)
-
-    def _check_known_paths(self, layer_id: LayerId, layer: Layer) -> None:
-        assert self.schema is not None
-        unknown = undeclared(self.schema, (*layer.sets, *layer.unsets, *layer.locks))
-        if unknown:
-            shown = ", ".join(format_path(p) for p in sorted(unknown)[:SAMPLE])
-            raise FleetValidationError(
-                f"{layer_id}: {len(unknown)} path(s) not declared by schema {self.schema.name} "
-                f"v{self.schema.version}: {shown}"
-            )
-
-    def _check_values(self, layer_id: LayerId, layer: Layer) -> None:
-        assert self.schema is not None
-        problems = value_problems(self.schema, layer.sets)
-        if problems:
-            path, text = problems[0]
-            got = show_value(layer.sets[path])
-            raise FleetValidationError(
-                f"{layer_id}: {format_path(path)}: expected {text}, got {got}"
-                + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
-            )
 
     def add_device(self, record: DeviceRecord) -> tuple[Resolution, list[Violation]]:
         """Register (or re-register) a device after checking its effective config.
@@ -711,7 +679,7 @@ class Fleet:
             self._admit(self._members, facts)
         return resolution, pending
 
-    # -- dry runs ---------------------------------------------------------------
+    # -- reach: who a layer reaches (what a dry run reads) -----------------------
 
     def reached_by(self, layer_id: LayerId) -> list[DeviceId]:
         """The devices whose stacks include ``layer_id`` (loads every device)."""

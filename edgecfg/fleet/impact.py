@@ -17,9 +17,15 @@ from edgecfg.core.ids import DeviceId, LayerId
 from edgecfg.core.layers import GLOBAL, Layer
 from edgecfg.core.path import Path, format_path, is_prefix
 from edgecfg.core.resolve import DeviceFacts, Explanation, Tiers
-from edgecfg.core.schema import Schema
+from edgecfg.core.schema import Schema, undeclared, value_problems
 from edgecfg.core.tree import UNSET, UnsetType, Value, values_equal
-from edgecfg.errors import DirectiveConflict, FleetValidationError, LockViolation, Violation
+from edgecfg.errors import (
+    DirectiveConflict,
+    FleetValidationError,
+    LockViolation,
+    Violation,
+    show_value,
+)
 
 if TYPE_CHECKING:
     from edgecfg.fleet.fleet import Fleet, Signature
@@ -112,6 +118,42 @@ def refuse(impact: Impact) -> None:
             + (f"; and {more} more rule(s)" if more else ""),
             devices=count,
             examples=[example],
+        )
+
+
+def schema_refusals(schema: Schema | None, layer_id: LayerId, layer: Layer) -> list[str]:
+    """Why the schema refuses ``layer`` whatever devices it reaches: paths it
+    does not declare, values outside its rules (a write raises the first; a
+    dry run prints them all)."""
+    if schema is None:
+        return []
+    refusals: list[str] = []
+    for check in (check_known_paths, check_values):
+        try:
+            check(schema, layer_id, layer)
+        except FleetValidationError as error:
+            refusals.append(str(error))
+    return refusals
+
+
+def check_known_paths(schema: Schema, layer_id: LayerId, layer: Layer) -> None:
+    unknown = undeclared(schema, (*layer.sets, *layer.unsets, *layer.locks))
+    if unknown:
+        shown = ", ".join(format_path(p) for p in sorted(unknown)[:SAMPLE])
+        raise FleetValidationError(
+            f"{layer_id}: {len(unknown)} path(s) not declared by schema {schema.name} "
+            f"v{schema.version}: {shown}"
+        )
+
+
+def check_values(schema: Schema, layer_id: LayerId, layer: Layer) -> None:
+    problems = value_problems(schema, layer.sets)
+    if problems:
+        path, text = problems[0]
+        got = show_value(layer.sets[path])
+        raise FleetValidationError(
+            f"{layer_id}: {format_path(path)}: expected {text}, got {got}"
+            + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
         )
 
 

@@ -501,6 +501,10 @@ class RolloutService:
         self._follow(rollout_id, state, settings, now, reason)
         return state
 
+    def exists(self, rollout_id: str) -> bool:
+        """Whether a rollout of that id was ever started."""
+        return self.store.get_rollout(rollout_id) is not None
+
     def status(self, rollout_id: str, now: float) -> dict[str, object]:
         """The rollout at a glance: phase, stage, cohorts, the last decision."""
         record, plan, _settings = self._load(rollout_id)

@@ -243,23 +243,6 @@ class CoapResource(aiocoap.resource.Resource, aiocoap.resource.PathCapable):
         body = self.body(request)
         return body if isinstance(body, aiocoap.Message) else (DeviceId(device), body)
 
-    def observe_as(
-        self,
-        key: str | None,
-        table: dict[str, set[aiocoap.protocol.ServerObservation]],
-        request: aiocoap.Message,
-        observation: aiocoap.protocol.ServerObservation,
-    ) -> None:
-        """File ``observation`` under ``key`` in ``table`` within the peer's
-        budgets, or (``key`` None: a bad or unknown name) answer the
-        registering GET as a plain one."""
-        if key is None:
-            decline(observation)
-            return
-        cancel = watch(table, key, observation)
-        peer = request_peer(request, _claimed(request))
-        self.gate.observations.register(peer, observation, cancel)
-
     def get_resources_as_linkheader(self) -> LinkFormat:
         """This resource's entry for /.well-known/core (the site adds the path)."""
         return LinkFormat([Link("", **self.link)] if self.link else [])
@@ -276,7 +259,7 @@ def _claimed(request: aiocoap.Message) -> Identity | None:
     return next((claim for claim in claims if isinstance(claim, Identity)), None)
 
 
-def _changed(payload: bytes, content_format: int, etag: bytes) -> aiocoap.Message:
+def changed_with(payload: bytes, content_format: int, etag: bytes) -> aiocoap.Message:
     """2.04 Changed carrying a body: a state answer, or a config delta."""
     response = aiocoap.Message(code=Code.CHANGED, payload=payload)
     response.opt.content_format = content_format
@@ -289,12 +272,6 @@ def _device_of(request: aiocoap.Message) -> str:
     if not path or not path[0]:
         raise BadRequest("the path must name a device: /cfg/{device}")
     return path[0]
-
-
-def notify(table: dict[str, set[aiocoap.protocol.ServerObservation]], key: str) -> None:
-    """Trigger every observation filed under ``key``."""
-    for observation in list(table.get(key, ())):
-        observation.trigger()
 
 
 def watch(
@@ -317,7 +294,38 @@ def watch(
     return cancel
 
 
-class ConfigResource(CoapResource, aiocoap.interfaces.ObservableResource):
+class ObservedByName(CoapResource):
+    """A resource whose observations are filed by name (a device, a layer, a
+    rollout), each within the observing peer's budgets."""
+
+    @functools.cached_property
+    def observers(self) -> dict[str, set[aiocoap.protocol.ServerObservation]]:
+        """The observations of each name."""
+        return {}
+
+    async def observation_key(self, request: aiocoap.Message) -> str | None:
+        """The name to file an observation of ``request`` under; None (a bad or
+        unknown name) answers the registering GET as a plain one."""
+        raise NotImplementedError
+
+    async def add_observation(
+        self, request: aiocoap.Message, serverobservation: aiocoap.protocol.ServerObservation
+    ) -> None:
+        key = await self.observation_key(request)
+        if key is None:
+            decline(serverobservation)
+            return
+        cancel = watch(self.observers, key, serverobservation)
+        peer = request_peer(request, _claimed(request))
+        self.gate.observations.register(peer, serverobservation, cancel)
+
+    def changed_name(self, key: str) -> None:
+        """Trigger every observation filed under ``key``."""
+        for observation in list(self.observers.get(key, ())):
+            observation.trigger()
+
+
+class ConfigResource(ObservedByName, aiocoap.interfaces.ObservableResource):
     """/cfg/{dev}[/{key}...]: GET (deltas, prio, subtrees), FETCH, observe."""
 
     methods: ClassVar[dict[Code, str]] = {Code.GET: "get", Code.FETCH: "fetch"}
@@ -328,20 +336,11 @@ class ConfigResource(CoapResource, aiocoap.interfaces.ObservableResource):
     }
     queries: ClassVar[frozenset[str]] = frozenset({"from", "prio", "sv"})
 
-    def __init__(self, service: SyncService, policy: IdentityPolicy, gate: Gate) -> None:
-        super().__init__(service, policy, gate)
-        self.observers: dict[str, set[aiocoap.protocol.ServerObservation]] = {}
-
-    async def add_observation(
-        self, request: aiocoap.Message, serverobservation: aiocoap.protocol.ServerObservation
-    ) -> None:
+    async def observation_key(self, request: aiocoap.Message) -> str | None:
         path = request.opt.uri_path
         if len(path) != 1 or not path[0] or not self.service.fleet.has_device(DeviceId(path[0])):
-            decline(serverobservation)  # subtrees are not observable; unknown devices 4.04
-            return
-        cancel = watch(self.observers, path[0], serverobservation)
-        peer = request_peer(request, _claimed(request))
-        self.gate.observations.register(peer, serverobservation, cancel)
+            return None  # subtrees are not observable; unknown devices 4.04
+        return path[0]
 
     def observed(self) -> list[str]:
         """The devices somebody observes now."""
@@ -421,7 +420,7 @@ class StateResource(CoapResource):
         answer = self.service.report(device, body, now=time.time())
         if answer is None:
             return aiocoap.Message(code=Code.CHANGED)  # current: nothing more to say
-        return _changed(answer.payload, ContentFormat.CBOR, answer.etag)
+        return changed_with(answer.payload, ContentFormat.CBOR, answer.etag)
 
 
 class TelemetryResource(CoapResource):
@@ -464,7 +463,7 @@ class TelemetryResource(CoapResource):
             if held is not None and held != answer.etag:
                 response.opt.etag = answer.etag  # stale, and too big to ride along
             return response
-        return _changed(answer.payload, answer.content_format, answer.etag)
+        return changed_with(answer.payload, answer.content_format, answer.etag)
 
 
 class _LayerResource(CoapResource):
@@ -528,7 +527,7 @@ class _LayerResource(CoapResource):
         return response
 
 
-class GroupResource(_LayerResource, aiocoap.resource.ObservableResource):  # pyright: ignore[reportIncompatibleMethodOverride]
+class GroupResource(_LayerResource, ObservedByName, aiocoap.resource.ObservableResource):  # pyright: ignore[reportIncompatibleMethodOverride]
     """/grp/global and /grp/{dimension}/{path...}: a layer, observable."""
 
     methods: ClassVar[dict[Code, str]] = {Code.GET: "get", Code.PUT: "put", Code.iPATCH: "patch"}
@@ -538,29 +537,22 @@ class GroupResource(_LayerResource, aiocoap.resource.ObservableResource):  # pyr
         "obs": None,
     }
 
-    @functools.cached_property
-    def layer_observers(self) -> dict[str, set[aiocoap.protocol.ServerObservation]]:
-        """The observations of each layer."""
-        return {}
-
-    async def add_observation(
-        self, request: aiocoap.Message, serverobservation: aiocoap.protocol.ServerObservation
-    ) -> None:
+    async def observation_key(self, request: aiocoap.Message) -> str | None:
         try:
-            layer: str | None = _layer_of(request)
+            layer = _layer_of(request)
         except BadRequest:
-            layer = None  # the GET says why
-        if layer != GLOBAL and layer is not None and self.service.fleet.head(layer) is None:
-            layer = None  # a layer nobody wrote: answered, not observed
-        self.observe_as(layer, self.layer_observers, request, serverobservation)
+            return None  # the GET says why
+        if layer != GLOBAL and self.service.fleet.head(layer) is None:
+            return None  # a layer nobody wrote: answered, not observed
+        return layer
 
     def changed(self, layer: LayerId) -> None:
-        notify(self.layer_observers, layer)
+        self.changed_name(layer)
 
     def changed_all(self) -> None:
         """Notify every group observer (an operator credential was revoked)."""
-        for layer in list(self.layer_observers):
-            self.changed(LayerId(layer))
+        for layer in list(self.observers):
+            self.changed_name(layer)
 
     def target(self, request: aiocoap.Message) -> LayerId:
         return _layer_of(request)

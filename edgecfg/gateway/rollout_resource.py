@@ -12,7 +12,6 @@ CBOR map ``{"action": "pause" | "resume" | "advance" | "rollback",
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Awaitable, Callable
 from typing import ClassVar, Final, Protocol, TypeVar, cast
@@ -27,7 +26,13 @@ from edgecfg.fleet.identity import Identity, IdentityPolicy
 from edgecfg.fleet.rollouts import RolloutService
 from edgecfg.fleet.sync import Representation, SyncService
 from edgecfg.gateway.errors import BadRequest
-from edgecfg.gateway.resources import CoapResource, Gate, notify, serve_blocks, valid
+from edgecfg.gateway.resources import (
+    Gate,
+    ObservedByName,
+    changed_with,
+    serve_blocks,
+    valid,
+)
 from edgecfg.wire.cbor import decode, encode, etag_of_bytes
 from edgecfg.wire.numbers import ContentFormat
 
@@ -44,7 +49,7 @@ class RolloutRunner(Protocol):
 MAX_REASON: Final = 500
 
 
-class RolloutResource(CoapResource, aiocoap.resource.ObservableResource):  # pyright: ignore[reportIncompatibleMethodOverride]
+class RolloutResource(ObservedByName, aiocoap.resource.ObservableResource):  # pyright: ignore[reportIncompatibleMethodOverride]
     """/rollout/{id}: GET the status (observable), POST an action."""
 
     methods: ClassVar[dict[Code, str]] = {Code.GET: "get", Code.POST: "post"}
@@ -54,31 +59,24 @@ class RolloutResource(CoapResource, aiocoap.resource.ObservableResource):  # pyr
         "obs": None,
     }
 
-    def __init__(
-        self, service: SyncService, policy: IdentityPolicy, gate: Gate, run: RolloutRunner
-    ) -> None:
+    def __init__(self, service: SyncService, policy: IdentityPolicy, gate: Gate,
+                 run: RolloutRunner, known: Callable[[str], bool]) -> None:  # fmt: skip
         super().__init__(service, policy, gate)
         self.run = run  # runs a step on the gateway's rollout worker
+        self.known = known  # whether a rollout exists, answered without waiting for the worker
 
-    @functools.cached_property
-    def rollout_observers(self) -> dict[str, set[aiocoap.protocol.ServerObservation]]:
-        """The observations of each rollout."""
-        return {}
-
-    async def add_observation(
-        self, request: aiocoap.Message, serverobservation: aiocoap.protocol.ServerObservation
-    ) -> None:
+    async def observation_key(self, request: aiocoap.Message) -> str | None:
         try:
-            rollout: str | None = _rollout_of(request)
+            rollout = _rollout_of(request)
         except BadRequest:
-            rollout = None  # the GET says why
-        if rollout is not None and self.service.fleet.store.get_rollout(rollout) is None:
-            rollout = None  # answered 4.04, not observed
-        self.observe_as(rollout, self.rollout_observers, request, serverobservation)
+            return None  # the GET says why
+        if not self.known(rollout):
+            return None  # answered 4.04, not observed
+        return rollout
 
     def changed(self, rollout: str) -> None:
         """Notify the observers of ``rollout`` (a decision or an action)."""
-        notify(self.rollout_observers, rollout)
+        self.changed_name(rollout)
 
     async def representation(self, rollout: str) -> Representation:
         status = await self.run(lambda rollouts: rollouts.status(rollout, time.time()))
@@ -104,10 +102,7 @@ class RolloutResource(CoapResource, aiocoap.resource.ObservableResource):  # pyr
                                                      author=author))  # fmt: skip
         self.changed(rollout)
         representation = await self.representation(rollout)
-        response = aiocoap.Message(code=Code.CHANGED, payload=representation.payload)
-        response.opt.content_format = ContentFormat.CBOR
-        response.opt.etag = representation.etag
-        return response
+        return changed_with(representation.payload, ContentFormat.CBOR, representation.etag)
 
 
 def _rollout_of(request: aiocoap.Message) -> str:

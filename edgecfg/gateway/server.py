@@ -137,7 +137,8 @@ class Gateway:
         self._rollout_thread = ThreadPoolExecutor(1, thread_name_prefix="edgecfg-rollouts")
         self._rollouts_due = -math.inf
         self.rollout_resource = RolloutResource(self.service, policy, gate,
-                                                self.in_rollout_worker)  # fmt: skip
+                                                self.in_rollout_worker,
+                                                self.rollouts.exists)  # fmt: skip
         self.site.add_resource(("rollout",), self.rollout_resource)
         self.context: aiocoap.Context | None = None
         self.address: tuple[str, int] | None = None

@@ -110,6 +110,84 @@ def content_key(value: Value) -> bytes | None:
 _MARSHAL_VERSION: Final = 2
 
 
+@dataclass(frozen=True, slots=True)
+class ContentKey:
+    """A :func:`content_key` with the serialisation of each root entry kept.
+
+    ``parts``: per entry of ``root`` in iteration order, a map's key and
+    value (or a list's item) serialised: ``key`` is their concatenation in
+    marshal's frame (``{`` ... ``0`` for a map, ``[`` and a 4-byte count for
+    a list), byte for byte what :func:`content_key` gives.  A value that
+    shares most of its root entries with ``root`` (the result of a delta,
+    which keeps the base's untouched sections as the very same objects) gets
+    its key spliced from these parts by :func:`spliced_content_key` instead
+    of serialising the whole tree again.
+    """
+
+    key: bytes
+    root: Value
+    parts: tuple[bytes, ...]
+
+
+def content_key_parts(value: Value) -> ContentKey | None:
+    """:func:`content_key` of ``value``, with its root entries' parts (None as there)."""
+    dumps = marshal.dumps
+    try:
+        if type(value) is dict:
+            entries = cast(dict[str, Value], value)
+            parts = tuple(
+                [dumps(key, _MARSHAL_VERSION) + dumps(item, _MARSHAL_VERSION)
+                 for key, item in entries.items()]
+            )  # fmt: skip
+            return ContentKey(b"".join((b"{", *parts, b"0")), value, parts)
+        if type(value) is list:
+            items = cast(list[Value], value)
+            parts = tuple([dumps(item, _MARSHAL_VERSION) for item in items])
+            return ContentKey(b"".join((_list_head(len(items)), *parts)), value, parts)
+        return ContentKey(dumps(value, _MARSHAL_VERSION), value, ())
+    except (ValueError, RecursionError):
+        return None
+
+
+def spliced_content_key(value: Value, base: ContentKey) -> bytes | None:
+    """:func:`content_key` of ``value``, reusing ``base``'s parts for the root
+    entries ``value`` shares with ``base.root`` (the same objects under the
+    same keys; a list's items by identity).  The caller vouches that
+    ``base.root`` still holds the content ``base`` was made from (it was
+    keyed within the same call).  Work: the entries that are not shared."""
+    dumps = marshal.dumps
+    try:
+        if type(value) is dict and type(base.root) is dict:
+            old = cast(dict[str, Value], base.root)
+            shared = dict(zip(old, zip(old.values(), base.parts, strict=True), strict=True))
+            parts: list[bytes] = [b"{"]
+            for key, item in cast(dict[str, Value], value).items():
+                found = shared.get(key)
+                if found is not None and found[0] is item:
+                    parts.append(found[1])
+                else:
+                    parts.append(dumps(key, _MARSHAL_VERSION) + dumps(item, _MARSHAL_VERSION))
+            parts.append(b"0")
+            return b"".join(parts)
+        if type(value) is list and type(base.root) is list:
+            items = cast(list[Value], value)
+            known = {id(item): part for item, part in zip(base.root, base.parts, strict=True)}
+            return b"".join(
+                (
+                    _list_head(len(items)),
+                    *[known.get(id(item)) or dumps(item, _MARSHAL_VERSION) for item in items],
+                )
+            )
+        return dumps(value, _MARSHAL_VERSION)
+    except (ValueError, RecursionError):
+        return None
+
+
+def _list_head(count: int) -> bytes:
+    """marshal's list header: the type code and a 4-byte little-endian count."""
+    return b"[" + count.to_bytes(4, "little", signed=True)
+
+
 class SubtreeEncoder:
     """Canonical encoding that reuses the encodings of maps it has seen.
 

@@ -72,9 +72,11 @@ from edgecfg.errors import (
 )
 from edgecfg.wire.cbor import (
     DEFAULT_LIMITS,
+    ContentKey,
     DecodeLimits,
     Encoded,
     content_key,
+    content_key_parts,
     decode,
     encode,
     encode_reusing,
@@ -82,6 +84,7 @@ from edgecfg.wire.cbor import (
     etag_of_bytes,
     node_lengths,
     parts_from_bytes,
+    spliced_content_key,
 )
 from edgecfg.wire.delta_ops import KeyBook, decode_ops, encode_ops
 
@@ -125,7 +128,7 @@ def make_delta(
     class is listed are carried: the result turns ``old`` into a consistent
     intermediate config (see :func:`edgecfg.core.delta.restrict_to_classes`).
     """
-    known = _Known.of(old)
+    known, content = _Known.keyed(old)
     if isinstance(old, Encoded):
         old_value = old.tree
     else:
@@ -162,7 +165,7 @@ def make_delta(
     known.learn(old_value, book)
     if not isinstance(new, Encoded) and known.met <= _CHAIN_MEETINGS:
         # A gateway makes the next delta from this version: it is met already.
-        _remember(target, checked=True)
+        _remember(target, content, checked=True)
     header = _header(EMPTY, base.etag, target.etag)
     if base.cbor == target.cbor:
         return header
@@ -269,7 +272,9 @@ def _levels(size: int) -> tuple[int, ...]:
     return (_ZSTD_LEVEL_LARGE,)
 
 
-_Learnt: TypeAlias = tuple[tuple[list[int], list[int]] | None, dict[str, int] | None]
+_Learnt: TypeAlias = tuple[
+    tuple[list[int], list[int]] | None, dict[str, int] | None, list[str] | None
+]
 """A value's size table and node lengths, and its key counts (each None if unknown)."""
 
 
@@ -362,7 +367,7 @@ def _spliced(base: _Side, applied: structural.Applied, known: _Known) -> _Side:
         tail = (id(result), count, run)
     built = {id(node) for node in applied.built}
     blob = encode_reusing(result, built, parts, tail)
-    base_tables, base_counts = known.tables(), known.key_counts
+    base_tables, base_counts, base_keys = known.tables(), known.key_counts, known.keys
     if run is None or base_tables is None:
         return _Side(result, blob, etag_of_bytes(blob))  # nothing to derive tables from
 
@@ -370,10 +375,13 @@ def _spliced(base: _Side, applied: structural.Applied, known: _Known) -> _Side:
         tables = _result_tables(
             (result, blob), base_tables, applied, built=built, parts=parts, tail=tail
         )
-        counts = base_counts
+        counts, keys = base_counts, base_keys
         if counts is not None and not applied.same_keys:
-            counts = structural.key_counts_after(counts, applied)
-        return tables, counts
+            after = structural.key_counts_after(counts, applied)
+            if keys is not None:
+                keys = structural.keys_by_count_after(keys, counts, after)
+            counts = after
+        return tables, counts, keys
 
     return _Side(result, blob, etag_of_bytes(blob), learnt)
 
@@ -498,29 +506,33 @@ class _Known:
     )
 
     @staticmethod
-    def of(base: Value | Encoded) -> _Known:
-        """The cache entry for ``base`` (a fresh, uncached one if it has no content key).
+    def keyed(base: Value | Encoded) -> tuple[_Known, ContentKey | None]:
+        """The cache entry for ``base`` (a fresh, uncached one if it has no content key),
+        and the plain base's content key with its parts (see :func:`_remember`).
 
         An :class:`Encoded` base is keyed by its canonical bytes, a plain one
         by its :func:`~edgecfg.wire.cbor.content_key`: the two never meet,
         since an encoded map starts with a byte from 0xA0 and a marshal
         serialisation (format 2) with an ASCII type code.
         """
+        content: ContentKey | None = None
         if isinstance(base, Encoded):
             known = _known(base.cbor)
             known.cbor, known.etag = base.cbor, base.etag
         else:
-            content = content_key(base)
-            known = _known(content) if content is not None else _Known()
+            content = content_key_parts(base)
+            known = _known(content.key) if content is not None else _Known()
         known.met += 1
         if known.learnt is not None:
-            tables, counts = known.learnt()
+            tables, counts, keys = known.learnt()
             known.learnt = None
             if known.sizes is None and tables is not None:
                 known.sizes, known.lengths = tables
             if known.key_counts is None:
                 known.key_counts = counts
-        return known
+            if known.keys is None:
+                known.keys = keys
+        return known, content
 
     def side(self, value: Value) -> _Side:
         """``value``, this entry's base, with its canonical encoding (encoded if need be)."""
@@ -569,7 +581,12 @@ _CHAIN_MEETINGS: Final = 2
 
 
 def _remember(
-    side: _Side, *, checked: bool = False, encoded: bool = False, whole: bool = False
+    side: _Side,
+    base: ContentKey | None,
+    *,
+    checked: bool = False,
+    encoded: bool = False,
+    whole: bool = False,
 ) -> None:
     """Enter what a delta call learnt about a plain result into the cache of bases.
 
@@ -583,9 +600,17 @@ def _remember(
     base.  ``checked``: the value is known to be in the model (a target
     :func:`make_delta` checked: a checked base plus checked payloads).
     ``encoded``: the result goes back as an :class:`Encoded` (the agent's
-    way), keyed by its canonical bytes as :meth:`_Known.of` keys one.
+    way), keyed by its canonical bytes as :meth:`_Known.keyed` keys one.
+    ``base``: the content key of the call's plain base, made in this call;
+    the result's key is spliced from it (the result keeps the base's
+    untouched sections as the same objects), not serialised whole.
     """
-    content = side.cbor if encoded else content_key(side.value)
+    if encoded:
+        content: bytes | None = side.cbor
+    elif base is not None:
+        content = spliced_content_key(side.value, base)
+    else:
+        content = content_key(side.value)
     if content is None:  # pragma: no cover - results are model values, which marshal takes
         return
     known = _known(content)
@@ -694,7 +719,7 @@ def _apply(old: Value | Encoded, delta: bytes, limits: DecodeLimits) -> _Side:
     body = delta[HEADER_SIZE:]
     # Hashed, not re-validated: the base check compares encodings, and the
     # caller's base is a model value.  A base met before is not encoded again.
-    known = _Known.of(old)
+    known, content = _Known.keyed(old)
     value = old.tree if isinstance(old, Encoded) else old
     if kind == OPS and known.cbor is None:
         base, result = _apply_first_meeting(value, delta, limits, known)
@@ -709,7 +734,7 @@ def _apply(old: Value | Encoded, delta: bytes, limits: DecodeLimits) -> _Side:
         raise DeltaIntegrityError(expected=delta[1:HEADER_SIZE], actual=produced)
     if result.value is not value and known.met <= _CHAIN_MEETINGS:
         # A device applies the next delta to this result.
-        _remember(result, encoded=isinstance(old, Encoded), whole=kind in _FULL_KINDS)
+        _remember(result, content, encoded=isinstance(old, Encoded), whole=kind in _FULL_KINDS)
     return result
 
 

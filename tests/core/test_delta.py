@@ -26,6 +26,7 @@ from edgecfg.core.delta import (
     key_counts_after,
     key_table,
     keys_by_count,
+    keys_by_count_after,
     node_count,
     restrict,
     size_table,
@@ -312,6 +313,23 @@ def test_key_counts_after_an_apply_equal_a_count_of_the_result(pair: tuple[Value
         after = key_counts_after(key_counts(old), applied)
         assert {key: n for key, n in after.items() if n} == key_counts(applied.result)
         assert keys_by_count(after) == key_table(applied.result)
+        before = key_counts(old)
+        assert keys_by_count_after(keys_by_count(before), before, after) == key_table(
+            applied.result
+        )
+
+
+@given(
+    st.dictionaries(st.text(max_size=4), st.integers(0, 5), max_size=40),
+    st.dictionaries(st.text(max_size=4), st.integers(-1, 3), max_size=6),
+)
+def test_a_key_table_placed_again_after_a_few_changes_is_the_sorted_one(
+    before: dict[str, int], change: dict[str, int]
+) -> None:
+    after = dict(before)
+    for key, step in change.items():
+        after[key] = max(0, after.get(key, 0) + step)
+    assert keys_by_count_after(keys_by_count(before), before, after) == keys_by_count(after)
 
 
 def test_key_counts_after_count_a_shared_subtree_at_each_place() -> None:

@@ -5,6 +5,8 @@ own values break the schema where no device inherits them."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -16,7 +18,7 @@ from edgecfg.core.schema import value_problems
 from edgecfg.core.tree import UNSET, Tree, Value, flatten, get
 from edgecfg.errors import FleetValidationError, WriteRefused
 from edgecfg.fleet.fleet import Fleet
-from edgecfg.fleet.impact import SAMPLE, refuse
+from edgecfg.fleet.impact import SAMPLE, refuse, schema_refusals
 from edgecfg.store import DeviceRecord, MemoryStore
 from tests.paths import SCHEMA
 
@@ -116,3 +118,15 @@ def test_an_edit_that_changes_nothing_reaches_devices_but_changes_none() -> None
     impact = fleet.impact(LayerId("region/eu"), layer)
     assert (impact.reached, impact.changed, impact.changes) == (3, 0, ())
     assert get(fleet.encoded(DeviceId("dev-1")).tree, PATHS[0]) is not UNSET
+
+
+def test_schema_refusals_list_what_the_write_refuses_first() -> None:
+    fleet = fresh_fleet()
+    layer = Layer({parse_path("no.such.key"): 1, PATHS[0]: 5}, frozenset(), frozenset())
+    refusals = schema_refusals(fleet.schema, LayerId("region/us"), layer)
+    assert len(refusals) == 2
+    assert "no.such.key" in refusals[0] and "not declared by schema" in refusals[0]
+    assert "region/us: net.uplink.interval_s: expected" in refusals[1]
+    with pytest.raises(FleetValidationError, match=re.escape(refusals[0])):
+        fleet.write_layer(LayerId("region/us"), layer, author="t", message="m", now=2.0)
+    assert schema_refusals(None, LayerId("region/us"), layer) == []

@@ -133,7 +133,7 @@ async def test_observations_of_made_up_layers_and_unknown_devices_are_not_kept(
     finally:
         peer.close()
     assert gateway.gate.observations.total == 0
-    assert gateway.groups.layer_observers == {}
+    assert gateway.groups.observers == {}
     assert gateway.config.observers == {}
     await served(gateway, client)
 

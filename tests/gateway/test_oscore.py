@@ -365,7 +365,7 @@ async def _observe_then_revoke(
 async def test_revoking_an_operator_ends_their_group_observation(secured: Secured) -> None:
     replies = await _observe_then_revoke(secured, "operator", "alice", ["grp", "region", "eu"])
     await asyncio.sleep(0.1)
-    assert not any(secured.gateway.groups.layer_observers.values())
+    assert not any(secured.gateway.groups.observers.values())
     await replies.aclose()  # pyright: ignore[reportAttributeAccessIssue]
 
 

@@ -56,6 +56,17 @@ async def test_observers_hear_of_actions(gateway: Gateway, client: aiocoap.Conte
     request.observation.cancel()
 
 
+async def test_an_unknown_rollout_is_answered_not_observed(
+    gateway: Gateway, client: aiocoap.Context
+) -> None:
+    request = client.request(
+        aiocoap.Message(code=Code.GET, uri=gateway.uri + "/rollout/nobody", observe=0)
+    )
+    reply = await request.response
+    assert reply.code == Code.NOT_FOUND and reply.opt.observe is None
+    assert gateway.rollout_resource.observers == {}
+
+
 async def test_bad_requests_say_what_was_expected(
     gateway: Gateway, client: aiocoap.Context
 ) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import marshal
 import math
 import subprocess
 import sys
@@ -16,17 +18,27 @@ from hypothesis import strategies as st
 
 import edgecfg
 from edgecfg import DecodeError, DecodeLimits, EncodeError, decode, decode_tree, encode, etag
+from edgecfg.core.delta import apply_traced, diff_traced
 from edgecfg.core.tree import Value, values_equal
 from edgecfg.errors import EdgecfgError, ModelError, PeerError, UsageError
 from edgecfg.wire.cbor import (
     DEFAULT_LIMITS,
+    content_key,
+    content_key_parts,
     decode_extended,
     decode_item,
     encode_unchecked,
     etag_of_bytes,
+    spliced_content_key,
 )
 from edgecfg.wire.numbers import ContentFormat
-from tests.strategies import NAN_WITH_PAYLOAD, NEGATIVE_NAN, model_trees, model_values
+from tests.strategies import (
+    NAN_WITH_PAYLOAD,
+    NEGATIVE_NAN,
+    model_trees,
+    model_values,
+    value_pairs,
+)
 
 # ---------------------------------------------------------------- golden vectors
 
@@ -657,3 +669,39 @@ def test_subtree_encoder_is_byte_identical_to_canonical_encoding(values: list[Va
         tree: Value = {"a": value, "s": shared, "nested": {"s": shared, "v": value}}
         assert encoder.encode(tree) == encode_unchecked(tree)
         assert encoder.encode(value) == encode_unchecked(value)
+
+
+@given(value_pairs())
+@settings(max_examples=200, deadline=None)
+def test_a_content_key_spliced_from_the_base_parts_is_the_whole_key(
+    pair: tuple[Value, Value],
+) -> None:
+    old, new = pair
+    base = content_key_parts(old)
+    assert base is not None
+    assert base.key == content_key(old)
+    # A delta's result keeps the base's untouched entries as the same objects.
+    result = apply_traced(old, diff_traced(old, new).ops).result
+    assert spliced_content_key(result, base) == content_key(result)
+    # Entries that are equal but other objects are serialised again, to the same bytes.
+    assert spliced_content_key(copy.deepcopy(result), base) == content_key(result)
+
+
+def test_a_spliced_content_key_keeps_shared_entries_and_refuses_what_marshal_refuses() -> None:
+    section = {"rate": 1, "list": [1.0, True, None, b"x"]}
+    old: dict[str, Value] = {"a": section, "b": "text", "c": [section]}
+    base = content_key_parts(old)
+    assert base is not None and len(base.parts) == 3
+    new: dict[str, Value] = {"a": section, "b": "other", "d": 0.0}
+    assert spliced_content_key(new, base) == marshal.dumps(new, 2)
+    items: list[Value] = [section, "x", section]
+    listed = content_key_parts(items)
+    assert listed is not None and listed.key == marshal.dumps(items, 2)
+    assert spliced_content_key([section, -0.0], listed) == marshal.dumps([section, -0.0], 2)
+    assert spliced_content_key(3, listed) == marshal.dumps(3, 2)  # another top-level type
+
+    class Text(str):
+        pass
+
+    assert content_key_parts({Text("a"): 1}) is None  # type: ignore[dict-item]
+    assert spliced_content_key({Text("a"): 1}, base) is None  # type: ignore[dict-item]

@@ -779,7 +779,7 @@ def test_a_results_derived_tables_equal_the_tables_of_its_own_walk(
     for new in history[1:]:
         delta = make_delta(held, new)
         held = apply_delta(held, delta)
-        known = _Known.of(held)  # met as a base: what it inherited is derived now
+        known = _Known.keyed(held)[0]  # met as a base: what it inherited is derived now
         assert known.cbor in (None, encode(held))  # None: a base met often, no chain
         if known.sizes is not None:
             assert known.sizes == size_table(held)
@@ -814,7 +814,7 @@ def test_each_result_of_a_chain_inherits_its_bases_tables() -> None:
     held: Value = decode(encode(versions[0]))
     for old, new in itertools.pairwise(versions):
         held = apply_delta(held, make_delta(old, new))
-    known = _Known.of(held)
+    known = _Known.keyed(held)[0]
     assert known.met == 1  # met for the first time now: derived, no walk built these
     assert known.sizes == size_table(held)
     assert known.lengths == node_lengths(encode(held))
@@ -852,7 +852,7 @@ def test_an_agent_applying_each_delta_to_its_last_encoded_config_gets_every_vers
     for delta, new in zip(deltas, maps[1:], strict=True):
         held = apply_delta_encoded(held, delta)
         assert held.cbor == encode(new)
-        known = _Known.of(Encoded.from_bytes(held.cbor))  # as the store reads it back
+        known = _Known.keyed(Encoded.from_bytes(held.cbor))[0]  # as the store reads it back
         if known.sizes is not None:
             assert known.sizes == size_table(held.tree)
             assert known.lengths == node_lengths(held.cbor)
