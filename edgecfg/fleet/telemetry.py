@@ -198,11 +198,13 @@ class TelemetryService:
         self.store.ingest_telemetry(
             TelemetryBatch(
                 packs=[(p.device, p.received, p.payload) for p in packs],
+                # in key order: two gateways on one PostgreSQL upsert the same
+                # group rows, and rows locked in one order cannot deadlock
                 rows=[
                     TelemetryRow(scope, key, name, period, start, tally.aggregate())
-                    for (scope, key, name, period, start), tally in rows.items()
+                    for (scope, key, name, period, start), tally in sorted(rows.items())
                 ],
-                states=[(device, state.encode()) for device, state in states.items()],
+                states=[(device, states[device].encode()) for device in sorted(states)],
                 keep_after=newest - self.retention_s,
                 hourly=HOUR,
             )
