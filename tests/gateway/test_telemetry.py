@@ -82,3 +82,27 @@ async def test_other_content_formats_and_bad_packs_are_refused_and_not_stored(
     assert bad.code == Code.BAD_REQUEST
     assert b"record 0" in bad.payload
     assert gateway.fleet.store.telemetry(DeviceId("dev-1")) == []
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * 30_000,  # nesting deeper than the parser's stack
+        b'[{"n":"a","v":1e999}]',  # infinity
+        b'[{"n":"a","v":' + b"9" * 5000 + b"}]",  # an integer too long to convert
+        b'[{"n":"a","v":1,"n":"b"}]',  # a label twice
+        b'[{"bn":"x","bt":1e300,"t":1e300,"v":1}]',  # a time past 2**34
+        '[{"n":"\u00e9","v":1}]'.encode("latin-1"),  # not UTF-8
+    ],
+    ids=["deep", "infinite", "long-int", "duplicate", "far-time", "latin-1"],
+)
+async def test_hostile_senml_json_is_4_00_and_the_gateway_keeps_serving(
+    gateway: Gateway, client: aiocoap.Context, body: bytes
+) -> None:
+    answer = await ask(client, gateway, Code.POST, "/tel/dev-1", payload=body, blockwise=True,
+                       content_format=ContentFormat.SENML_JSON)  # fmt: skip
+    assert answer.code == Code.BAD_REQUEST, answer.payload
+    fine = await ask(client, gateway, Code.POST, "/tel/dev-1",
+                     payload=encode_senml_json([Record("rsrp", -90.0, "dBm", 0.0)]),
+                     content_format=ContentFormat.SENML_JSON)  # fmt: skip
+    assert fine.code == Code.CHANGED
