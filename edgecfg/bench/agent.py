@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import multiprocessing
 import random
 import resource
 import statistics
@@ -33,8 +32,8 @@ from edgecfg.agent.coap import CoapLink
 from edgecfg.agent.local_state import LocalState
 from edgecfg.agent.overrides import LocalOverrides
 from edgecfg.agent.sync import Agent, Backoff
-from edgecfg.bench.load import run_gateway
-from edgecfg.bench.measure import free_udp_port, percentile
+from edgecfg.bench.load import gateway_child
+from edgecfg.bench.measure import percentile
 from edgecfg.core.ids import DeviceId
 from edgecfg.core.layers import GLOBAL, layer_from_parts
 from edgecfg.core.tree import flatten, get, is_map
@@ -125,20 +124,8 @@ def run_agent_bench(*, leaves: int, journal: int, samples: int, as_json: bool = 
         folder = Path(tmp)
         db = folder / "fleet.db"
         _prepare(db, leaves)
-        spawn = multiprocessing.get_context("spawn")
-        ready = spawn.Event()
-        port = free_udp_port()
-        gateway = spawn.Process(target=run_gateway, args=(str(db), port, ready), daemon=True)
-        gateway.start()
-        try:
-            if not ready.wait(60):
-                raise CommandError("the benchmark gateway did not start")
-            figures = asyncio.run(
-                _run(f"coap://127.0.0.1:{port}", folder / "agent", journal, samples)
-            )
-        finally:
-            gateway.terminate()
-            gateway.join(10)
+        with gateway_child(db) as uri:
+            figures = asyncio.run(_run(uri, folder / "agent", journal, samples))
     heap_ok = figures["heap_peak_mb"] <= HEAP_TARGET_MB
     resolve_ok = figures["resolve_warm_p99_ms"] <= RESOLVE_TARGET_MS
     changed_ok = figures["resolve_cold_p99_ms"] <= RESOLVE_TARGET_MS

@@ -15,19 +15,22 @@ requests come from the parent, and each server's CPU time is read from
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import multiprocessing
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass
 from multiprocessing.synchronize import Event
+from pathlib import Path
 from typing import Final
 
 import aiocoap
 import aiocoap.resource
 from aiocoap.numbers.codes import Code
 
-from edgecfg.bench.measure import TICKS, cpu_seconds
+from edgecfg.bench.measure import TICKS, cpu_seconds, free_udp_port
 from edgecfg.core.admission import Budgets
-from edgecfg.errors import EdgecfgError
+from edgecfg.errors import CommandError, EdgecfgError
 from edgecfg.fleet.identity import InsecurePolicy
 from edgecfg.gateway.server import Gateway, quiet_aiocoap
 from edgecfg.store import SQLiteStore
@@ -66,6 +69,24 @@ def run_gateway(db: str, port: int, ready: Event) -> None:
             await asyncio.Event().wait()
 
     asyncio.run(main())
+
+
+@contextlib.contextmanager
+def gateway_child(db: Path) -> Generator[str]:
+    """A :func:`run_gateway` child process on ``db`` while the block runs:
+    its ``coap://`` URI; stopped after the block, whatever happened."""
+    spawn = multiprocessing.get_context("spawn")
+    ready = spawn.Event()
+    port = free_udp_port()
+    gateway = spawn.Process(target=run_gateway, args=(str(db), port, ready), daemon=True)
+    gateway.start()
+    try:
+        if not ready.wait(60):
+            raise CommandError("the benchmark gateway did not start")
+        yield f"coap://127.0.0.1:{port}"
+    finally:
+        gateway.terminate()
+        gateway.join(10)
 
 
 class _Fixed(aiocoap.resource.Resource):

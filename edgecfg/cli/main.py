@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import edgecfg
-from edgecfg.cli import rollout_sim
+from edgecfg.cli import battery_sim, rollout_sim
 from edgecfg.cli.arguments import (
     JSON,
     Declare,
@@ -228,6 +228,13 @@ def cmd_bench_agent(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_bench_energy(args: argparse.Namespace) -> int:
+    """Config-management energy as a share of each battery device's daily budget."""
+    from edgecfg.bench.energy import run_energy_bench
+
+    return run_energy_bench(days=args.days, devices=args.devices, seed=args.seed, as_json=args.json)
+
+
 def cmd_bench_store(args: argparse.Namespace) -> int:
     """Run the device-registry benchmark."""
     from edgecfg.bench.store import run_store_bench
@@ -346,7 +353,9 @@ def build_parser() -> argparse.ArgumentParser:
         number("--group-share", 0.2, "share of edits on group layers", metavar="P"),
         number("--loss", 0.0, "probability that one exchange is lost", metavar="P"),
     )  # fmt: skip
-    rollout_sim.add_parser(sim)
+    scenarios = sim.add_subparsers(dest="sim_command", metavar="SCENARIO-COMMAND")
+    rollout_sim.add_parser(scenarios)
+    battery_sim.add_parser(scenarios)
     add_command(
         commands, "delta", cmd_delta, "make the delta that turns OLD into NEW",
         argument("old", metavar="OLD"),
@@ -384,6 +393,8 @@ def _register_benches(commands: Any) -> None:
         ("delta", cmd_bench_delta, "delta size and speed vs JSON Patch, zstd, lz4"),
         ("sync", cmd_bench_sync, "gateway CPU, wire bytes and round trips per sync"),
         ("agent", cmd_bench_agent, "agent heap, local resolution, journal cost"),
+        ("energy", cmd_bench_energy,
+         "config-management energy as % of each battery device's daily budget"),
         ("oscore", cmd_bench_oscore, "OSCORE start-up, RSS, per-request cost at 100k devices"),
         ("resolve", cmd_bench_resolve, "fleet resolution, impact and memory vs naive folds"),
         ("store", cmd_bench_store, "device registry reads and group queries at fleet scale"),
@@ -411,6 +422,9 @@ def _register_benches(commands: Any) -> None:
         ("agent", number("--leaves", 2000, "config size")),
         ("agent", number("--journal", 1000, "pending local changes")),
         ("agent", number("--samples", 2000, "timed repetitions")),
+        ("energy", number("--days", 14.0, "simulated days")),
+        ("energy", number("--devices", 2, "devices per device type, pattern and sync mode")),
+        ("energy", number("--seed", 1, "random seed (wake phases, edit times)")),
         ("oscore", number("--devices", 100_000, "enrolled devices")),
         ("oscore", number("--sample", 2000, "devices sending requests")),
         ("resolve", number("--devices", 100_000, "fleet size")),
@@ -440,6 +454,7 @@ def _register_benches(commands: Any) -> None:
         ("delta", JSON),
         ("sync", JSON),
         ("agent", JSON),
+        ("energy", JSON),
         ("oscore", JSON),
         ("resolve", JSON),
         ("flood", JSON),

@@ -11,6 +11,12 @@ A sync asks ``GET /cfg/{dev}`` with the held version as ETag (2.03 when
 current, else a delta from it, block by block), installs the result, reports
 ``POST /state/{dev}`` when something was applied or offline changes wait, and
 fetches once more when the report says the merge changed the served config.
+A config that rode on a telemetry answer (``piggyback``) is not reported by
+itself: the device's next telemetry ``POST /tel/{dev}?cfg=`` names the ETag
+it holds, and the gateway records that as applied, which saves a round trip
+per change on the link that costs most; it is reported when something else
+waits (``local_pending``: offline changes, a trial's outcome, a first
+introduction, or :attr:`Installed.report`).
 With ``critical_first`` it first fetches the critical keys alone.  A failed
 exchange or a busy gateway (5.03, 4.29) restarts the sync after a delay:
 the gateway's Max-Age when it gave one, else exponential backoff with full
@@ -164,11 +170,14 @@ class Lost:
 
 @dataclass(frozen=True, slots=True)
 class Installed:
-    """The :class:`Install` worked: ``etag`` is held now (``changed``: a new version)."""
+    """The :class:`Install` worked: ``etag`` is held now (``changed``: a new version).
+    ``report``: the install has news of its own to report (a trial of an
+    earlier config ended)."""
 
     now: float
     etag: ETag
     changed: bool
+    report: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,6 +346,7 @@ class SyncSession:
     def _on_installed(self, event: Event) -> list[Action]:
         assert isinstance(event, Installed)
         self.held, self.transfer = event.etag, None
+        self._local_pending = self._local_pending or event.report
         return [Drop(), *self._phase_done("updated" if event.changed else "current")]
 
     def _on_unusable(self, event: Event) -> list[Action]:
@@ -449,8 +459,8 @@ class SyncSession:
                 return [Report()]
             return self._finish()
         self.outcome = outcome
-        if phase == "piggyback":
-            if outcome == "updated":
+        if phase == "piggyback":  # the next telemetry's ?cfg= tells what was applied
+            if outcome == "updated" and self._local_pending:
                 self.state = "reporting"
                 return [Report()]
             return self._finish()

@@ -32,6 +32,7 @@ from edgecfg.core.tree import (
     get,
 )
 from edgecfg.errors import NotFound, OverBudget, PathError, PeerError
+from edgecfg.fleet.adaptation import record_adaptation
 from edgecfg.fleet.events import NO_EVENTS, EventSink
 from edgecfg.fleet.fleet import Fleet, config_weight, keep
 from edgecfg.fleet.reconcile import ChangeTimes, journal_entries, reconcile
@@ -344,6 +345,8 @@ class SyncService:
             self.fleet.add_device(updated)
         self.fleet.store.record_seen(device, now=now, applied_etag=report.applied)
         self.events.applied(device, report.applied, now=now)
+        if report.adapt is not None:  # the device's local adaptation layer (issue 14)
+            record_adaptation(self.fleet.store, device, report.adapt, now=now)
         for trial in reverted:  # not offered to this device again (issue 15)
             self.fleet.store.put_bad_version(
                 BadVersion(

@@ -331,12 +331,23 @@ def test_a_refused_request_gives_up_naming_the_code() -> None:
     ]
 
 
-def test_a_config_riding_on_telemetry_is_installed_and_reported() -> None:
+def test_a_config_riding_on_telemetry_is_installed_and_left_to_the_next_telemetry() -> None:
+    # The next POST /tel?cfg= names B: a report alone would cost a round trip.
     session = SyncSession()
     actions = session.receive(Start(0.0, A, piggyback=content(b"delta")))
     assert actions == [Install(b"delta", 60, B, A)]
+    assert session.receive(Installed(0.1, B, changed=True)) == [Drop(), Finished("updated")]
+
+
+def test_a_config_riding_on_telemetry_is_reported_when_something_else_waits() -> None:
+    session = SyncSession()
+    session.receive(Start(0.0, A, local_pending=True, piggyback=content(b"delta")))
     assert session.receive(Installed(0.1, B, changed=True)) == [Drop(), Report()]
     assert session.receive(Reported(0.2, stale=True)) == [Finished("updated")]
+    # an install that ended a trial has news of its own
+    session = SyncSession()
+    session.receive(Start(0.0, A, piggyback=content(b"delta")))
+    assert session.receive(Installed(0.1, B, changed=True, report=True)) == [Drop(), Report()]
 
 
 def test_a_session_refuses_an_event_it_does_not_expect() -> None:
