@@ -70,6 +70,7 @@ from edgecfg.gateway.errors import (
 )
 from edgecfg.gateway.observations import Observations, decline
 from edgecfg.gateway.spool import Spool
+from edgecfg.gateway.telemetry_writer import TelemetryWriter
 from edgecfg.wire.blocks import DEFAULT_SZX, MAX_SZX, block_of, block_size
 from edgecfg.wire.cbor import decode, encode, etag_of_bytes
 from edgecfg.wire.messages import MAX_SCHEMA_VERSION
@@ -423,16 +424,24 @@ class StateResource(CoapResource):
 
 
 class TelemetryResource(CoapResource):
-    """/tel/{dev}[?cfg=etag]: POST of SenML; the reply may carry the config delta.
-    The held version may come as an ETag option instead of ``?cfg=``."""
+    """/tel/{dev}[?cfg=etag]: POST of SenML-CBOR (112) or SenML-JSON (110),
+    ingested off the event loop by the ``writer``; the reply may carry the
+    config delta.  The held version may come as an ETag option instead of
+    ``?cfg=`` (9 bytes instead of 22)."""
 
     methods: ClassVar[dict[Code, str]] = {Code.POST: "post"}
     link: ClassVar[dict[str, str | None]] = {
         "rt": "edgecfg.tel",
-        "ct": f"{ContentFormat.SENML_CBOR:d}",
+        "ct": f"{ContentFormat.SENML_CBOR:d} {ContentFormat.SENML_JSON:d}",
     }
-    formats: ClassVar[tuple[int, ...]] = (ContentFormat.SENML_CBOR,)
+    formats: ClassVar[tuple[int, ...]] = (ContentFormat.SENML_CBOR, ContentFormat.SENML_JSON)
     queries: ClassVar[frozenset[str]] = frozenset({"cfg"})
+
+    def __init__(
+        self, service: SyncService, policy: IdentityPolicy, gate: Gate, writer: TelemetryWriter
+    ) -> None:
+        super().__init__(service, policy, gate)
+        self.writer = writer
 
     async def post(self, request: aiocoap.Message, claimed: Identity | None) -> aiocoap.Message:
         upload = self.device_body(request, claimed)
@@ -441,7 +450,13 @@ class TelemetryResource(CoapResource):
         query = parse_query(request.opt.uri_query)
         held = parse_etag(query["cfg"]) if "cfg" in query else _held(request)
         device, body = upload
-        answer = self.service.telemetry(device, body, now=time.time(), held=held)
+        now = time.time()
+        pack = self.service.accept_telemetry(
+            device, body, now=now, content_format=request.opt.content_format
+        )
+        await self.writer.write(pack)
+        self.service.events.telemetry(device, pack.payload, now=now)
+        answer = self.service.piggyback(device, held, now=now)
         if answer is None:
             return aiocoap.Message(code=Code.CHANGED)
         if isinstance(answer, NotModified):
