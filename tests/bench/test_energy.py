@@ -41,13 +41,15 @@ def test_every_battery_type_pattern_and_mode_has_a_row(report: dict[str, Any]) -
     assert "2xAA (9 Wh) over 10 years = 8.9 J/day" in report["budget"]
 
 
-def test_unchanged_config_riding_on_telemetry_adds_only_the_query(report: dict[str, Any]) -> None:
+def test_unchanged_config_riding_on_telemetry_adds_only_the_etag_option(
+    report: dict[str, Any],
+) -> None:
     for kind in ("nbiot-sensor", "ltem-meter", "lte-camera"):
         wake = _row(report, kind, "none", "ride")["per_telemetry_wake"]
         assert wake["round_trips"] == 0
-        assert wake["bytes_down"] == 0  # 2.04, empty, as without ?cfg=
-        # "cfg=" and 16 hex digits in a Uri-Query option (2 header bytes)
-        assert wake["bytes_up"] == 22
+        assert wake["bytes_down"] == 0  # 2.04, empty, as without the held version
+        # the 8-byte ETag in an ETag option (1 header byte)
+        assert wake["bytes_up"] == 9
 
 
 def test_an_own_wake_costs_a_wake_and_a_round_trip_a_day(report: dict[str, Any]) -> None:
@@ -90,7 +92,7 @@ def test_each_target_is_judged_on_its_value(report: dict[str, Any]) -> None:
     for target in targets:
         assert target["pass"] == (target["value"] <= target["limit"])
     named = {target["target"]: target for target in targets}
-    assert named["unchanged config riding on telemetry: extra bytes per wake"]["value"] == 22
+    assert named["unchanged config riding on telemetry: extra bytes per wake"]["value"] == 9
 
 
 def test_the_same_counters_are_priced_on_other_links(report: dict[str, Any]) -> None:
