@@ -183,8 +183,10 @@ class Tally:
         """Count one more reading."""
         self.count += 1
         self.total += value
-        self.low = min(self.low, value)
-        self.high = max(self.high, value)
+        if value < self.low:
+            self.low = value
+        elif value > self.high:
+            self.high = value
         if time > self.last_time or (time == self.last_time and value > self.last):
             self.last, self.last_time = value, time
 

@@ -114,19 +114,25 @@ class _State:
 
     counters: dict[str, float]
     monitors: dict[str, LinkMonitor]
+    trimmed: float = -math.inf
+    """The day (its start) this device's raw packs were last cut to retention."""
 
     @classmethod
     def decode(cls, data: bytes | None) -> _State:
         if data is None:
             return cls({}, {})
-        items = cast(dict[str, dict[str, Any]], json.loads(data))
+        items = cast(dict[str, Any], json.loads(data))
         counters = {k: float(v) for k, v in items.get("c", {}).items()}
         monitors = {k: monitor_from_list(v) for k, v in items.get("m", {}).items()}
-        return cls(counters, monitors)
+        trimmed = items.get("t")
+        return cls(counters, monitors, -math.inf if trimmed is None else float(trimmed))
 
     def encode(self) -> bytes:
         monitors = {k: monitor_to_list(m) for k, m in self.monitors.items()}
-        return json.dumps({"c": self.counters, "m": monitors}, separators=(",", ":")).encode()
+        items: dict[str, Any] = {"c": self.counters, "m": monitors}
+        if self.trimmed != -math.inf:
+            items["t"] = self.trimmed
+        return json.dumps(items, separators=(",", ":")).encode()
 
 
 def group_keys(groups: Mapping[str, str]) -> list[str]:
@@ -189,11 +195,16 @@ class TelemetryService:
             held.update(self.store.telemetry_states(devices[first : first + PAGE]))
         states: dict[DeviceId, _State] = {}
         rows: dict[tuple[str, str, str, float, float], Tally] = {}
+        trim: list[DeviceId] = []
         for pack in packs:
             state = states.get(pack.device)
             if state is None:
                 state = states[pack.device] = _State.decode(held.get(pack.device))
             self._fold(pack, state, rows)
+            day = bucket(pack.received, DAY)
+            if state.trimmed < day:  # cut the raw packs to retention once a day
+                state.trimmed = day
+                trim.append(pack.device)
         newest = max(pack.received for pack in packs)
         self.store.ingest_telemetry(
             TelemetryBatch(
@@ -207,24 +218,30 @@ class TelemetryService:
                 states=[(device, states[device].encode()) for device in sorted(states)],
                 keep_after=newest - self.retention_s,
                 hourly=HOUR,
+                trim=trim,
             )
         )
 
     def _fold(
         self, pack: Pack, state: _State, rows: dict[tuple[str, str, str, float, float], Tally]
     ) -> None:
-        shared = [("group", key) for key in group_keys(pack.groups)]
-        shared += [("cohort", f"{path}={value}") for path, value in sorted(pack.cohorts.items())]
-        device = pack.device
+        scopes = [("device", pack.device)]
+        scopes += [("group", key) for key in group_keys(pack.groups)]
+        scopes += [("cohort", f"{path}={value}") for path, value in sorted(pack.cohorts.items())]
+        device, found = pack.device, rows.get
 
         def add(name: str, value: float, at: float, *, hourly: bool = self.hourly) -> None:
-            day = bucket(at, DAY)
-            slots = [("device", device, name, DAY, day)]
+            day = math.floor(at / DAY) * DAY  # bucket(at, DAY), inlined: the hot loop
+            for scope, key in scopes:
+                slot = (scope, key, name, DAY, day)
+                tally = found(slot)
+                if tally is None:
+                    rows[slot] = Tally(value, at)
+                else:
+                    tally.add(value, at)
             if hourly:
-                slots.append(("device", device, name, HOUR, bucket(at, HOUR)))
-            slots += [(scope, key, name, DAY, day) for scope, key in shared]
-            for slot in slots:
-                tally = rows.get(slot)
+                slot = ("device", device, name, HOUR, bucket(at, HOUR))
+                tally = found(slot)
                 if tally is None:
                     rows[slot] = Tally(value, at)
                 else:

@@ -379,14 +379,22 @@ class TelemetryBatch:
     payload)``, aggregate increments (merged into the stored buckets, never
     replacing them), each device's analysis state (opaque bytes, replaced),
     and the retention cut: each device's raw packs before ``keep_after``,
-    and its ``hourly`` buckets that end by then, are dropped.  Cost is proportional to the
-    batch, never to the fleet."""
+    and its ``hourly`` buckets that end by then, are dropped (for the devices
+    in ``trim``; None: every device of the batch).  Cost is proportional to
+    the batch, never to the fleet."""
 
     packs: Sequence[tuple[DeviceId, float, bytes]]
     rows: Sequence[TelemetryRow]
     states: Sequence[tuple[DeviceId, bytes]]
     keep_after: float | None = None
     hourly: float = 3600.0
+    trim: Sequence[DeviceId] | None = None
+
+    def trimmed(self) -> list[DeviceId]:
+        """The devices the retention cut applies to, in order."""
+        if self.trim is not None:
+            return sorted(set(self.trim))
+        return sorted({device for device, _, _ in self.packs})
 
 
 @dataclass(frozen=True, slots=True)

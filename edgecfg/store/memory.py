@@ -225,7 +225,7 @@ class MemoryStore:
             buckets[key] = replace(row, aggregate=merged)
         tables.telemetry_states.update((device, bytes(state)) for device, state in batch.states)
         if batch.keep_after is not None:
-            for device in {device for device, _, _ in batch.packs}:
+            for device in batch.trimmed():
                 self._prune(device, batch.keep_after, batch.hourly)
 
     def _prune(self, device: DeviceId, before: float, hourly: float) -> int:

@@ -418,7 +418,7 @@ class SQLStore(ABC):
                 [(device, bytes(state)) for device, state in batch.states],
             )
             if batch.keep_after is not None:
-                devices = sorted({device for device, _, _ in batch.packs})
+                devices = batch.trimmed()
                 db.run_many(
                     "DELETE FROM telemetry WHERE device_id = ? AND time < ?",
                     [(device, batch.keep_after) for device in devices],
