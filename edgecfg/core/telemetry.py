@@ -190,6 +190,15 @@ class Tally:
         if time > self.last_time or (time == self.last_time and value > self.last):
             self.last, self.last_time = value, time
 
+    def merge(self, other: Aggregate) -> None:
+        """Count the readings of ``other`` too."""
+        self.count += other.count
+        self.total += other.total
+        self.low = min(self.low, other.low)
+        self.high = max(self.high, other.high)
+        if (other.last_time, other.last) > (self.last_time, self.last):
+            self.last, self.last_time = other.last, other.last_time
+
     def aggregate(self) -> Aggregate:
         """The readings so far as an :class:`Aggregate`."""
         return Aggregate(self.count, self.total, self.low, self.high, self.last, self.last_time)

@@ -56,7 +56,7 @@ from edgecfg.core.telemetry import (
 )
 from edgecfg.errors import UsageError
 from edgecfg.store import Store, TelemetryBatch, TelemetryRow
-from edgecfg.wire.cbor import decode, encode
+from edgecfg.wire.cbor import decode, dump_record, encode, load_record
 from edgecfg.wire.numbers import ContentFormat
 from edgecfg.wire.senml import Record, decode_senml, decode_senml_json, encode_senml
 
@@ -108,31 +108,77 @@ class Pack:
 
 @dataclass(slots=True)
 class _State:
-    """A device's analysis state, stored as JSON: it is the gateway's own
-    (never a peer's bytes), and the stdlib's C codec is several times faster
-    than the strict CBOR decoder meant for what devices send."""
+    """A device's analysis state, stored with cbor2's C codec as is
+    (:func:`~edgecfg.wire.cbor.dump_record`): it is the gateway's own, never
+    a peer's bytes, and that codec is several times faster than the strict
+    decoder meant for what devices send (and than JSON, which states written
+    before were in: they are still read)."""
 
     counters: dict[str, float]
     monitors: dict[str, LinkMonitor]
     trimmed: float = -math.inf
     """The day (its start) this device's raw packs were last cut to retention."""
+    day: float = -math.inf
+    """The day (its start) whose device aggregates are in ``today``."""
+    today: dict[str, list[float]] = field(default_factory=lambda: {})
+    """The device's aggregates of ``day`` per series, [count, sum, min, max,
+    last, last time]: kept here, in the row a pack writes anyway, and written
+    as the device's day buckets when a later day begins (a pack then writes
+    one row for the device instead of one per series)."""
 
     @classmethod
     def decode(cls, data: bytes | None) -> _State:
         if data is None:
             return cls({}, {})
-        items = cast(dict[str, Any], json.loads(data))
+        items = cast(dict[str, Any], json.loads(data) if data[:1] == b"{" else load_record(data))
         counters = {k: float(v) for k, v in items.get("c", {}).items()}
         monitors = {k: monitor_from_list(v) for k, v in items.get("m", {}).items()}
-        trimmed = items.get("t")
-        return cls(counters, monitors, -math.inf if trimmed is None else float(trimmed))
+        trimmed, day = items.get("t"), items.get("d")
+        return cls(
+            counters, monitors, -math.inf if trimmed is None else float(trimmed),
+            -math.inf if day is None else float(day), items.get("a", {}),
+        )  # fmt: skip
 
     def encode(self) -> bytes:
         monitors = {k: monitor_to_list(m) for k, m in self.monitors.items()}
         items: dict[str, Any] = {"c": self.counters, "m": monitors}
         if self.trimmed != -math.inf:
             items["t"] = self.trimmed
-        return json.dumps(items, separators=(",", ":")).encode()
+        if self.today:
+            items["d"], items["a"] = self.day, self.today
+        return dump_record(items)
+
+    def add(self, name: str, value: float, at: float, day: float) -> bool:
+        """Count a reading of ``day`` into ``today``; False for an earlier day
+        than the one held (a late reading: the caller writes it as a row)."""
+        if day != self.day:
+            if day < self.day:
+                return False
+            self.day, self.today = day, {}  # the caller wrote the finished day
+        held = self.today.get(name)
+        if held is None:
+            self.today[name] = [1, value, value, value, value, at]
+            return True
+        held[0] += 1
+        held[1] += value
+        if value < held[2]:
+            held[2] = value
+        elif value > held[3]:
+            held[3] = value
+        if at > held[5] or (at == held[5] and value > held[4]):
+            held[4], held[5] = value, at
+        return True
+
+    def series(self, since: float) -> dict[str, Aggregate]:
+        """``today`` as aggregates, if its day is ``since`` or later."""
+        if not self.today or self.day < since:
+            return {}
+        return {name: _aggregate(items) for name, items in self.today.items()}
+
+
+def _aggregate(items: list[float]) -> Aggregate:
+    count, total, low, high, last, at = items
+    return Aggregate(int(count), total, low, high, last, at)
 
 
 def group_keys(groups: Mapping[str, str]) -> list[str]:
@@ -209,12 +255,7 @@ class TelemetryService:
         self.store.ingest_telemetry(
             TelemetryBatch(
                 packs=[(p.device, p.received, p.payload) for p in packs],
-                # in key order: two gateways on one PostgreSQL upsert the same
-                # group rows, and rows locked in one order cannot deadlock
-                rows=[
-                    TelemetryRow(scope, key, name, period, start, tally.aggregate())
-                    for (scope, key, name, period, start), tally in sorted(rows.items())
-                ],
+                rows=_rows(rows),
                 states=[(device, states[device].encode()) for device in sorted(states)],
                 keep_after=newest - self.retention_s,
                 hourly=HOUR,
@@ -225,13 +266,21 @@ class TelemetryService:
     def _fold(
         self, pack: Pack, state: _State, rows: dict[tuple[str, str, str, float, float], Tally]
     ) -> None:
-        scopes = [("device", pack.device)]
-        scopes += [("group", key) for key in group_keys(pack.groups)]
+        scopes = [("group", key) for key in group_keys(pack.groups)]
         scopes += [("cohort", f"{path}={value}") for path, value in sorted(pack.cohorts.items())]
         device, found = pack.device, rows.get
 
         def add(name: str, value: float, at: float, *, hourly: bool = self.hourly) -> None:
             day = math.floor(at / DAY) * DAY  # bucket(at, DAY), inlined: the hot loop
+            if day > state.day and state.today:  # a new day: the last one becomes rows
+                _flush(state, device, rows)
+            if not state.add(name, value, at, day):  # a late reading: a row of its own
+                slot = ("device", device, name, DAY, day)
+                tally = found(slot)
+                if tally is None:
+                    rows[slot] = Tally(value, at)
+                else:
+                    tally.add(value, at)
             for scope, key in scopes:
                 slot = (scope, key, name, DAY, day)
                 tally = found(slot)
@@ -295,6 +344,9 @@ class TelemetryService:
             series = merged(self.store.telemetry_rows("device", key=device, period=DAY,
                                                       since=bucket(since, DAY)))  # fmt: skip
             state = _State.decode(self.store.telemetry_states([device]).get(device))
+            for name, held in state.series(bucket(since, DAY)).items():
+                found = series.get(name)
+                series[name] = held if found is None else found.merge(held)
             links = {name: _link(m) for name, m in sorted(state.monitors.items())}
             return TelemetryView(target, "device", since, series, links, [])
         dimension, _, path = target.partition("/")
@@ -330,12 +382,44 @@ class TelemetryService:
         for row in series:
             held = per_device.get(row.key)
             per_device[row.key] = row.aggregate if held is None else held.merge(row.aggregate)
+        devices = [record.id for record in self.store.iter_devices()]
+        for first in range(0, len(devices), PAGE):  # the days held in the states
+            for device, raw in self.store.telemetry_states(devices[first : first + PAGE]).items():
+                today = _State.decode(raw).series(bucket(since, DAY)).get(metric)
+                if today is not None:
+                    held = per_device.get(device)
+                    per_device[device] = today if held is None else held.merge(today)
         known = REGISTRY.get(metric)
         summed = (known is not None and known.kind is not Kind.GAUGE) or metric == DEGRADED
         scored = [(key, a.total if summed else a.mean) for key, a in per_device.items()]
         low_first = known is not None and known.low_is_worse
         scored.sort(key=lambda item: (item[1] if low_first else -item[1], item[0]))
         return scored[:limit]
+
+
+def _flush(
+    state: _State, device: DeviceId, rows: dict[tuple[str, str, str, float, float], Tally]
+) -> None:
+    """Move the day ``state`` holds into ``rows`` as the device's day buckets."""
+    for name, items in state.today.items():
+        count, total, low, high, last, at = items
+        slot = ("device", device, name, DAY, state.day)
+        tally = rows.get(slot)
+        if tally is None:
+            tally = rows[slot] = Tally(low, at)
+            tally.count, tally.total, tally.high, tally.last = int(count), total, high, last
+        else:
+            tally.merge(_aggregate(items))
+    state.today = {}
+
+
+def _rows(rows: dict[tuple[str, str, str, float, float], Tally]) -> list[TelemetryRow]:
+    # in key order: two gateways on one PostgreSQL upsert the same group rows,
+    # and rows locked in one order cannot deadlock
+    return [
+        TelemetryRow(scope, key, name, period, start, tally.aggregate())
+        for (scope, key, name, period, start), tally in sorted(rows.items())
+    ]
 
 
 def merged(rows: Iterable[TelemetryRow]) -> dict[str, Aggregate]:

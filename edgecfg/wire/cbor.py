@@ -89,6 +89,18 @@ def encode_unchecked(value: Value) -> bytes:
     return cbor2.dumps(value, canonical=True)
 
 
+def dump_record(value: object) -> bytes:
+    """CBOR of a record edgecfg keeps for itself (the gateway's analysis state
+    of a device): cbor2's C codec as is, neither canonical nor checked
+    against the model; never for what is sent, hashed or read from a peer."""
+    return cbor2.dumps(value)
+
+
+def load_record(data: bytes) -> object:
+    """A record :func:`dump_record` wrote (edgecfg's own bytes, never a peer's)."""
+    return cast(object, cbor2.loads(data))
+
+
 def content_key(value: Value) -> bytes | None:
     """Bytes that stand for ``value``'s content and exact types: a cache key.
 

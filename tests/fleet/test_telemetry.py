@@ -15,7 +15,7 @@ from edgecfg.errors import UsageError
 from edgecfg.fleet.fleet import Fleet
 from edgecfg.fleet.sync import SyncService
 from edgecfg.fleet.telemetry import Pack, TelemetryService, group_keys
-from edgecfg.store import DeviceRecord, MemoryStore
+from edgecfg.store import DeviceRecord, MemoryStore, TelemetryBatch
 from edgecfg.wire.numbers import ContentFormat
 from edgecfg.wire.senml import Record, encode_senml, encode_senml_json
 from tests.paths import SCHEMA
@@ -54,8 +54,17 @@ def test_a_reading_lands_in_the_device_hour_and_day_its_groups_and_its_cohorts()
     store = telemetry.store
     hours = store.telemetry_rows("device", key="d1", period=HOUR)
     assert [(r.name, r.start) for r in hours] == [("rsrp", at // HOUR * HOUR)]
+    # the device's day is held in its state (the row a pack writes anyway) and
+    # becomes its day buckets when a later day begins; views read both
+    assert store.telemetry_rows("device", key="d1", period=DAY) == []
+    assert set(telemetry.view("d1", since=T0).series) == {"rsrp", "rsrp@-100"}
+    later = at + DAY
+    telemetry.ingest([pack("d1", later, Record("rsrp", -98.0, "dBm", later))])
     days = store.telemetry_rows("device", key="d1", period=DAY)
     assert [r.name for r in days] == ["rsrp", "rsrp@-100"]  # and its band, by day
+    assert [r.aggregate.last for r in days] == [-99.0, 1.0]
+    assert telemetry.view("d1", since=T0).series["rsrp"].count == 2
+    assert telemetry.view("d1", since=later).series["rsrp"].count == 1
     without = service(("d1", "eu/west"), hourly=False)
     without.ingest([pack("d1", at, Record("rsrp", -99.0, "dBm", at))])
     assert without.store.telemetry_rows("device", key="d1", period=HOUR) == []
@@ -107,8 +116,10 @@ def test_raw_packs_past_retention_go_when_the_device_reports_again() -> None:
     telemetry.ingest([pack("d1", T0, Record("battery", 70.0, "%EL", T0))])
     telemetry.ingest([pack("d1", T0 + 3 * DAY, Record("battery", 69.0, "%EL", T0 + 3 * DAY))])
     assert [at for at, _ in telemetry.store.telemetry(DeviceId("d1"))] == [T0 + 3 * DAY]
-    # the days stay (downsampled); the hours of the old day went
-    assert len(telemetry.store.telemetry_rows("device", key="d1", period=DAY)) == 2
+    # the days stay (downsampled: the old one as a row, the current one held
+    # in the device's state); the hours of the old day went
+    assert len(telemetry.store.telemetry_rows("device", key="d1", period=DAY)) == 1
+    assert telemetry.view("d1", since=T0).series["battery"].count == 2
     assert len(telemetry.store.telemetry_rows("device", key="d1", period=HOUR)) == 1
 
 
@@ -138,3 +149,13 @@ def test_the_sync_service_files_packs_under_the_cohorts_of_the_listed_paths() ->
     assert fleet.store.telemetry(DeviceId("d1"))[0][1] == encode_senml(
         [Record("rsrp", -100.0, "dBm", 0.0)]
     )  # stored as SenML-CBOR
+
+
+def test_a_state_written_as_json_by_an_earlier_gateway_is_still_read() -> None:
+    telemetry = service(("d1", "eu"))
+    earlier = b'{"c":{"uptime":100.0},"m":{}}'  # the JSON form states had before
+    device = DeviceId("d1")
+    telemetry.store.ingest_telemetry(TelemetryBatch(packs=[], rows=[], states=[(device, earlier)]))
+    telemetry.ingest([pack("d1", T0, Record("uptime", 400.0, "s", T0))])
+    assert telemetry.view("d1", since=T0).series["uptime"].total == 300  # counted from 100
+    assert telemetry.store.telemetry_states([device])[device][:1] != b"{"  # CBOR now
