@@ -299,9 +299,13 @@ class Fleet:
         known = self._heads(layer_id).get(layer_id)
         if known is not None and known.revision == head.revision:
             return False  # this fleet's own write, already installed
-        layer = layer_from_document(decode(self.store.get_blob(head.content)))
+        blob = self.store.get_blob(head.content)
+        layer = layer_from_document(decode(blob))
         self._heads(layer_id)[layer_id] = head
-        if self.resolver.holds(layer_id) and layer == self.resolver.layer(layer_id):
+        # equal encodings, not ==: a layer whose value went from true to 1 changed
+        if self.resolver.holds(layer_id) and blob == encode(
+            layer_to_document(self.resolver.layer(layer_id))
+        ):
             return False
         self._install(layer_id, layer)
         return True
