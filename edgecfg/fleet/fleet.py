@@ -453,11 +453,14 @@ class Fleet:
         """The device's effective configuration, encoded, with its version
         vector; shared per signature (devices without layers of their own
         share one) and kept in a byte-bounded cache (``cache_bytes``): an
-        evicted one is resolved again from the cached group fold below it."""
+        evicted one is resolved again from the cached group fold below it
+        (or, after a group layer's edit, carried over it: :meth:`_carried`)."""
         facts = self.device(device_id)
         tiers = self.resolver.tiers(facts)
+        return self._served(facts, tiers, self._stamps_of(tiers))
+
+    def _served(self, facts: DeviceFacts, tiers: Tiers, stamps: tuple[int, ...]) -> Served:
         signature = (tiers, facts.applicability)
-        stamps = self._stamps_of(tiers)
         found = self._configs.get(signature)
         if found is None or found.stamps != stamps:
             vector = self._vector(tiers)  # before resolving: a layer read now is in both
@@ -585,7 +588,7 @@ class Fleet:
         facts = self.device(device_id)
         tiers = self.resolver.tiers(facts)
         stamps = self._stamps_of(tiers)
-        tag = self.served(device_id).config.etag
+        tag = self._served(facts, tiers, stamps).config.etag
         self._etags[device_id] = (tiers, stamps, tag)
         return tag
 
