@@ -15,7 +15,12 @@ not by the fleet:
   compact record per device answers "which ETag is current" without them;
 - each served configuration carries its version vector (schema version and
   layer revisions) so it can be rebuilt from history later
-  (:meth:`Fleet.rebuild`) instead of being stored.
+  (:meth:`Fleet.rebuild`) instead of being stored;
+- after a group or global layer's edit, a cached configuration is carried
+  over the layer-level change (:meth:`Resolver.rederive
+  <edgecfg.core.resolve.Resolver.rederive>`, when that provably equals
+  resolving) rather than resolved again, and the one it replaces stays at
+  hand (:meth:`Fleet.replaced`) for the delta its devices ask for next.
 
 Writes are checked before anything is stored: a layer edit is refused
 (:class:`~edgecfg.errors.WriteRefused`, with a device count and examples)

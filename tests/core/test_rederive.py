@@ -29,7 +29,8 @@ PATHS: list[Path] = [
     ("a",), ("b",), ("a", "x"), ("a", "y"), ("b", "x"), ("a", "x", "p"), ("a", "y", "p"),
     ("b", "x", "p"),
 ]  # fmt: skip
-VALUES = st.one_of(st.integers(0, 2), st.just(True), st.just({}), st.just([1]), st.just({"q": 1}))
+LEAVES: list[Value] = [0, 1, 2, True, {}, [1], {"q": 1}]  # a map as a leaf replaces what is below
+VALUES = st.sampled_from(LEAVES)
 DEVICE = DeviceId("d")
 GROUPS = {"hardware": "h", "function": "f", "region": "r/s"}
 LAYER_IDS = [

@@ -13,6 +13,8 @@ never cached anything resolves from the store.
 
 from __future__ import annotations
 
+from typing import cast
+
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
@@ -107,3 +109,38 @@ def test_a_device_served_after_any_writes_holds_the_resolution_of_that_moment(
             held[device] = _held_after(answer, held[device])
             assert held[device].cbor == encode(truth.resolve(device).tree)
         event("carried" if serving.carried > carried else "folded")
+
+
+def test_a_global_edit_reaches_every_device_as_a_carried_delta() -> None:
+    """The fleet-wide edit of issue 12: each device's config is carried over
+    the global layer's change, and its delta starts from the config the edit
+    replaced, with no base rebuilt from history."""
+    store = MemoryStore()
+    serving = Fleet(store)
+    serving.write_layer(
+        LayerId("global"), layer_from_parts(sets={("net", "interval"): 60, ("log", "level"): 1}),
+        author="t", message="m", now=1.0,
+    )  # fmt: skip
+    for device, region in zip(DEVICES, REGIONS, strict=True):
+        serving.add_device(DeviceRecord(device, {"region": region}, hardware="hw-1"))
+        own = layer_from_parts(sets={("id",): str(device), ("log", "level"): 2})
+        serving.write_layer(LayerId(f"device/{device}"), own, author="t", message="m", now=1.0)
+    sync = SyncService(serving, cache_bytes=1, clock=lambda: 10.0)  # keeps no version itself
+    held = {d: Encoded.from_bytes(cast(Representation, sync.config(d)).payload) for d in DEVICES}
+    rebuilt: list[DeviceId] = []
+    rebuild = serving.rebuild
+    serving.rebuild = lambda device, vector: rebuilt.append(device) or rebuild(device, vector)  # type: ignore[method-assign]
+    Fleet(store).write_layer(  # another writer
+        LayerId("global"), layer_from_parts(sets={("net", "interval"): 90}),
+        author="t", message="m", now=2.0,
+    )  # fmt: skip
+    assert serving.refresh().layers == {LayerId("global")}
+    for device in DEVICES:
+        answer = sync.config(device, base=held[device].etag)
+        assert isinstance(answer, Representation)
+        assert answer.content_format == ContentFormat.DELTA
+        now = _held_after(answer, held[device])
+        assert now.tree["net"] == {"interval": 90}
+        assert now.cbor == encode(Fleet(store).resolve(device).tree)
+    assert serving.carried == len(DEVICES)
+    assert rebuilt == []
