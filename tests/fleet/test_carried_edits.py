@@ -65,7 +65,7 @@ def _held_after(answer: Representation | NotModified, held: Encoded) -> Encoded:
     return now
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(
     steps=st.lists(writes, min_size=1, max_size=10),
     sync_cache=st.sampled_from([1, 96 * 2**20]),
