@@ -182,6 +182,10 @@ class Resolver:
             maxsize=DROPPED_ENTRIES
         )
         self._base = _Fold(schema.defaults() if schema else {}, {}, (), ())
+        # the last change of each layer a derivation looked at, and whether
+        # it meets a key some applicability drops (see rederive)
+        self._changes: dict[LayerId, tuple[Layer, Layer, list[Path] | None]] = {}
+        self._meets_dropped: dict[object, bool] = {}
 
     # -- layers ---------------------------------------------------------------
 
@@ -345,6 +349,79 @@ class Resolver:
                 for layer_id in tier:
                     self._users.setdefault(layer_id, set()).add(tiers)
         return fold
+
+    def rederive(
+        self, device: DeviceFacts, tiers: Tiers, held: Tree, layer_id: LayerId, before: Layer
+    ) -> Tree | None:
+        """The device's effective configuration now, derived from ``held``
+        instead of folded again; None when that is not provably what
+        :meth:`tree` gives (the caller then resolves).
+
+        ``held`` must be what :meth:`tree` gave for this device and ``tiers``
+        while ``layer_id`` (a group or the global layer in them) was
+        ``before`` and every other layer was as it is now.  The layer's
+        change (the paths where its values or tombstones differ) is laid on
+        ``held``, copy-on-write, with the values the shared fold up to that
+        layer now has there.  That is exact only when nothing else decides
+        those paths (see :func:`_untouched_above`): the derivation is refused
+        when the layer's locks changed, its tier is tied or the change
+        touches a lock anywhere in the stack, a path a higher layer (group,
+        the device's own) sets or unsets, or a key the device's hardware,
+        firmware or agent does not support, or when the fold has a leaf or an
+        empty map on the way to a changed path (the held configuration's maps
+        there would be removed or kept wrongly).
+        """
+        after = self.layer(layer_id)
+        index = next((n for n, tier in enumerate(tiers) if layer_id in tier), None)
+        if index is None or len(tiers[index]) != 1 or _own(tiers[index]):
+            return None
+        changed = self._change(layer_id, before, after)
+        if changed is None:
+            return None
+        if not changed:
+            return held
+        above = [self.layer(i) for tier in tiers[index + 1 :] for i in tier]
+        below = [self.layer(i) for tier in tiers[:index] for i in tier]
+        if not _untouched_above(changed, above, below) or self._meets_unsupported(device, changed):
+            return None
+        fold = self._fold(tiers[: index + 1]).tree
+        writer: _Writer | None = None
+        for path in changed:
+            for depth in range(1, len(path)):
+                now = get(fold, path[:depth])  # what the fold has on the way
+                if not (now is UNSET or (type(now) is dict and now)):
+                    return None
+            if writer is None:
+                writer = _Writer(held)
+            value = get(fold, path)
+            if isinstance(value, UnsetType):
+                writer.delete(path)
+            else:
+                writer.put(path, value)
+        return held if writer is None else writer.root
+
+    def _change(self, layer_id: LayerId, before: Layer, after: Layer) -> list[Path] | None:
+        """:func:`_layer_change`, worked out once per edit (every device of
+        the fleet asks about the same one)."""
+        found = self._changes.get(layer_id)
+        if found is not None and found[0] is before and found[1] is after:
+            return found[2]
+        changed = _layer_change(before, after)
+        self._changes[layer_id] = (before, after, changed)
+        return changed
+
+    def _meets_unsupported(self, device: DeviceFacts, changed: list[Path]) -> bool:
+        """Whether a changed path is related to a key this device's hardware,
+        firmware or agent does not support (once per applicability and change)."""
+        key = (device.applicability, tuple(changed))
+        found = self._meets_dropped.get(key)
+        if found is None:
+            unsupported = self._unsupported_for(device)
+            found = any(_related(p, item.path) for p in changed for item in unsupported)
+            if len(self._meets_dropped) >= DROPPED_ENTRIES:
+                self._meets_dropped.clear()
+            self._meets_dropped[key] = found
+        return found
 
     def layers_speaking_on(self, path: Path, *, also: Layer | None = None) -> set[LayerId]:
         """The stored layers that may decide ``path``.
@@ -541,6 +618,57 @@ class Resolver:
         ):
             tiers = (*tiers, (override[0],))
         return self.explain_leaf(device, path, tiers=tiers, override=override)
+
+
+MAX_CHANGE: Final = 64
+"""Paths of one layer change :meth:`Resolver.rederive` lays on a held
+configuration, at most (a larger change is folded again)."""
+
+
+def _layer_change(before: Layer, after: Layer) -> list[Path] | None:
+    """The outermost paths where ``after`` differs from ``before`` (values or
+    tombstones), sorted; None when the change is not one a derivation
+    understands: locks changed, or too many paths.  Paths the layer names on
+    both sides may be related to changed ones (``unset net`` kept, ``set
+    net.apn`` changed): what the fold has at a changed path is taken whole."""
+    if before.locks != after.locks:
+        return None
+    changed: set[Path] = set(before.unsets ^ after.unsets)
+    for path, value in before.sets.items():
+        other = after.sets.get(path, UNSET)
+        if other is UNSET or not values_equal(value, other):
+            changed.add(path)
+    changed.update(path for path in after.sets if path not in before.sets)
+    if len(changed) > MAX_CHANGE:
+        return None
+    # a path below another changed one is laid on with it
+    return [p for p in sorted(changed) if not any(p[:d] in changed for d in range(1, len(p)))]
+
+
+def _untouched_above(
+    changed: Sequence[Path], above: Sequence[Layer], below: Sequence[Layer]
+) -> bool:
+    """Whether no layer above the changed one sets or unsets a path related
+    to a changed one and no lock anywhere in the stack (``below``, ``above``)
+    is related to one: then, unless a key the device does not support is,
+    those paths hold in the effective configuration exactly what the fold up
+    to the changed layer holds, and nothing else depends on them."""
+    for path in changed:
+        ancestry = [path[:depth] for depth in range(1, len(path) + 1)]
+        for layer in above:
+            if path in layer.set_prefixes or any(a in layer.sets for a in ancestry):
+                return False
+            if layer.unsets and any(_related(path, other) for other in layer.unsets):
+                return False
+        for layer in (*below, *above):
+            if layer.locks and any(_related(path, lock) for lock in layer.locks):
+                return False
+    return True
+
+
+def _related(one: Path, other: Path) -> bool:
+    """Whether one path is the other or an ancestor of it."""
+    return is_prefix(one, other) or is_prefix(other, one)
 
 
 def _present(tree: Tree, unsupported: Sequence[Dropped]) -> tuple[Dropped, ...]:

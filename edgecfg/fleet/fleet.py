@@ -15,7 +15,12 @@ not by the fleet:
   compact record per device answers "which ETag is current" without them;
 - each served configuration carries its version vector (schema version and
   layer revisions) so it can be rebuilt from history later
-  (:meth:`Fleet.rebuild`) instead of being stored.
+  (:meth:`Fleet.rebuild`) instead of being stored;
+- after a group or global layer's edit, a cached configuration is carried
+  over the layer-level change (:meth:`Resolver.rederive
+  <edgecfg.core.resolve.Resolver.rederive>`, when that provably equals
+  resolving) rather than resolved again, and the one it replaces stays at
+  hand (:meth:`Fleet.replaced`) for the delta its devices ask for next.
 
 Writes are checked before anything is stored: a layer edit is refused
 (:class:`~edgecfg.errors.WriteRefused`, with a device count and examples)
@@ -57,7 +62,7 @@ from edgecfg.core.resolve import (
 )
 from edgecfg.core.schema import Schema
 from edgecfg.core.schema_document import check_evolution
-from edgecfg.core.tree import Value
+from edgecfg.core.tree import Tree, Value
 from edgecfg.errors import (
     FleetValidationError,
     NotFound,
@@ -91,6 +96,11 @@ HEAD_ENTRIES: Final = 1 << 16
 """Newest revisions of layers kept at hand (every group layer's, usually)."""
 ETAG_ENTRIES: Final = 1 << 19
 """Devices whose current ETag is known without their configuration (~0.4 KiB each)."""
+LAYER_HISTORY: Final = 4
+"""Past contents of each group layer kept (by stamp), so a configuration
+resolved before an edit can be carried over it (:meth:`Fleet.served`)."""
+REPLACED_ENTRIES: Final = 256
+"""Configurations a fresher one replaced lately, kept for the delta from them."""
 TREE_OVERHEAD: Final = 3
 """Bytes a decoded tree holds per byte of its canonical CBOR, about (CPython
 dicts, strings and numbers of configs like the fixture schema's)."""
@@ -184,6 +194,10 @@ class Fleet:
             maxsize=self.cache_bytes, getsizeof=_cached_weight
         )
         self._stamps: dict[LayerId, int] = {}
+        # group layers as they were at their last few stamps (see _install)
+        self._history: dict[LayerId, dict[int, Layer]] = {}
+        self._replaced: LRUCache[ETag, Encoded] = LRUCache(maxsize=REPLACED_ENTRIES)
+        self.carried = 0  # configurations carried over an edit, not resolved again
         self._facts: LRUCache[DeviceId, DeviceFacts] = LRUCache(maxsize=FACTS_ENTRIES)
         self._etags: LRUCache[DeviceId, tuple[Tiers, tuple[int, ...], ETag]] = LRUCache(
             maxsize=ETAG_ENTRIES
@@ -290,9 +304,13 @@ class Fleet:
         known = self._heads(layer_id).get(layer_id)
         if known is not None and known.revision == head.revision:
             return False  # this fleet's own write, already installed
-        layer = layer_from_document(decode(self.store.get_blob(head.content)))
+        blob = self.store.get_blob(head.content)
+        layer = layer_from_document(decode(blob))
         self._heads(layer_id)[layer_id] = head
-        if self.resolver.holds(layer_id) and layer == self.resolver.layer(layer_id):
+        # equal encodings, not ==: a layer whose value went from true to 1 changed
+        if self.resolver.holds(layer_id) and blob == encode(
+            layer_to_document(self.resolver.layer(layer_id))
+        ):
             return False
         self._install(layer_id, layer)
         return True
@@ -440,18 +458,47 @@ class Fleet:
         """The device's effective configuration, encoded, with its version
         vector; shared per signature (devices without layers of their own
         share one) and kept in a byte-bounded cache (``cache_bytes``): an
-        evicted one is resolved again from the cached group fold below it."""
+        evicted one is resolved again from the cached group fold below it
+        (or, after a group layer's edit, carried over it: :meth:`_carried`)."""
         facts = self.device(device_id)
         tiers = self.resolver.tiers(facts)
+        return self._served(facts, tiers, self._stamps_of(tiers))
+
+    def _served(self, facts: DeviceFacts, tiers: Tiers, stamps: tuple[int, ...]) -> Served:
         signature = (tiers, facts.applicability)
-        stamps = self._stamps_of(tiers)
         found = self._configs.get(signature)
         if found is None or found.stamps != stamps:
             vector = self._vector(tiers)  # before resolving: a layer read now is in both
-            tree = self.resolver.tree(facts, tiers=tiers)
+            tree = None if found is None else self._carried(facts, tiers, found, stamps)
+            if tree is None:
+                tree = self.resolver.tree(facts, tiers=tiers)
+            else:
+                self.carried += 1
+            if found is not None:  # what devices of this signature hold: deltas start there
+                self._replaced[found.served.config.etag] = found.served.config
             found = _Cached(stamps, Served(Encoded.trusted(tree, encoder=self.encoder), vector))
             keep(self._configs, signature, found)
         return found.served
+
+    def _carried(
+        self, facts: DeviceFacts, tiers: Tiers, stale: _Cached, stamps: tuple[int, ...]
+    ) -> Tree | None:
+        """The configuration of ``stale`` carried over the one group layer
+        edited since (:meth:`Resolver.rederive`: the layer-level change laid
+        on it, when that provably equals resolving); None otherwise."""
+        moved = [n for n, (a, b) in enumerate(zip(stale.stamps, stamps, strict=True)) if a != b]
+        if len(moved) != 1:
+            return None
+        layer_id = [layer_id for tier in tiers for layer_id in tier][moved[0]]
+        before = self._history.get(layer_id, {}).get(stale.stamps[moved[0]])
+        if before is None:
+            return None
+        return self.resolver.rederive(facts, tiers, stale.served.config.tree, layer_id, before)
+
+    def replaced(self, etag: ETag) -> Encoded | None:
+        """A configuration served until a layer edit replaced it lately (the
+        version its devices hold), or None."""
+        return self._replaced.get(etag)
 
     def _vector(self, tiers: Tiers) -> bytes:
         """The schema version and each layer's revision in ``tiers`` (0: none)."""
@@ -546,7 +593,7 @@ class Fleet:
         facts = self.device(device_id)
         tiers = self.resolver.tiers(facts)
         stamps = self._stamps_of(tiers)
-        tag = self.served(device_id).config.etag
+        tag = self._served(facts, tiers, stamps).config.etag
         self._etags[device_id] = (tiers, stamps, tag)
         return tag
 
@@ -604,8 +651,14 @@ class Fleet:
         self._leaves = None
         # a layer not held was read from the store, which may hold ``layer`` already
         had = self.resolver.has_layer(layer_id) if self.resolver.holds(layer_id) else None
+        stamp = self._stamps.get(layer_id, 0)
+        if not _is_own(layer_id):  # every group layer is held: this is its content at ``stamp``
+            history = self._history.setdefault(layer_id, {})
+            history[stamp] = self.resolver.layer(layer_id)
+            for old in [s for s in history if s <= stamp - LAYER_HISTORY]:
+                del history[old]
         self.resolver.put_layer(layer_id, layer)
-        self._stamps[layer_id] = self._stamps.get(layer_id, 0) + 1
+        self._stamps[layer_id] = stamp + 1
         name = self.hierarchy.parse(layer_id)
         if name.kind in ("device", "local"):
             self._etags.pop(DeviceId(name.device), None)  # its stack may have grown

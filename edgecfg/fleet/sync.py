@@ -201,6 +201,8 @@ class SyncService:
         rebuilt for ``device`` from its version vector, or stored whole
         (versions without a vector, and those older gateways stored)."""
         found = self._known.get(etag)
+        if found is None:  # a version a layer edit replaced just now: its devices ask next
+            found = self.fleet.replaced(etag)
         if found is not None:
             return found
         if device is not None:

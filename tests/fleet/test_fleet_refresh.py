@@ -87,6 +87,19 @@ def test_a_layer_written_elsewhere_is_served_and_reported(pair: tuple[Fleet, Fle
     assert not server.refresh()  # seen once
 
 
+def test_a_value_written_elsewhere_as_an_equal_number_of_another_type_is_a_change(
+    pair: tuple[Fleet, Fleet],
+) -> None:
+    """true and 1 compare equal in Python, not in CBOR: the layer changed."""
+    writer, server = pair
+    write(writer, "region/eu", True)
+    assert server.refresh().layers == {"region/eu"}
+    write(writer, "region/eu", 1)
+    assert server.refresh().layers == {"region/eu"}
+    assert interval(server, "d0") == 1
+    assert type(interval(server, "d0")) is int
+
+
 def test_a_membership_changed_elsewhere_is_served_and_reported(pair: tuple[Fleet, Fleet]) -> None:
     writer, server = pair
     write(writer, "region/us", 1200)
