@@ -21,6 +21,7 @@ configuration tree directly.
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -55,9 +56,14 @@ def _prepare(db: Path, leaves: int) -> None:
 
 
 def _device(
-    uri: str, device: str, folder: Path, *, journal: int, samples: int, mode: str
+    uri: str, device: str, folder: Path, *, journal: int, samples: int, mode: str, pycache: Path
 ) -> dict[str, Any]:
     """The device side, in a child process of its own (its RSS is the agent's)."""
+    # A device runs compiled bytecode: let the children write theirs (to a
+    # folder of the bench's) even where PYTHONDONTWRITEBYTECODE is set, or
+    # every import would compile from source and count the compiler's memory.
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPYCACHEPREFIX"] = str(pycache)
     result = subprocess.run(
         [sys.executable, "-m", "edgecfg.bench.agent_child", uri, device, str(folder), str(journal),
          str(samples), mode],
@@ -65,6 +71,7 @@ def _device(
         text=True,
         timeout=600,
         check=False,
+        env=env,
     )  # fmt: skip
     if result.returncode != 0:
         raise CommandError(f"the bench's agent process failed: {result.stderr.strip()[-800:]}")
@@ -73,14 +80,18 @@ def _device(
 
 
 def _figures(uri: str, folder: Path, journal: int, samples: int) -> dict[str, float]:
-    """The device run twice on fresh state: traced for the heap, untraced for
-    the RSS (tracemalloc's bookkeeping would count as the agent's)."""
+    """The device run twice on fresh state: traced for the heap, then
+    untraced for the RSS (tracemalloc's bookkeeping would count as the
+    agent's), on the bytecode the first run compiled."""
+    pycache = folder / "pycache"
     raw = _device(
-        uri, DEVICES[0], folder / "traced", journal=journal, samples=samples, mode="trace"
-    )
+        uri, DEVICES[0], folder / "traced", journal=journal, samples=samples, mode="trace",
+        pycache=pycache,
+    )  # fmt: skip
     untraced = _device(
-        uri, DEVICES[1], folder / "untraced", journal=journal, samples=samples, mode="rss"
-    )
+        uri, DEVICES[1], folder / "untraced", journal=journal, samples=samples, mode="rss",
+        pycache=pycache,
+    )  # fmt: skip
     warm: list[float] = raw.pop("warm_ms")
     cold: list[float] = raw.pop("cold_ms")
     direct: list[float] = raw.pop("direct_ms")
