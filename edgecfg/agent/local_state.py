@@ -42,12 +42,14 @@ from edgecfg.wire.cbor import Encoded, decode, encode
 
 TRANSFER_FILE: Final = "transfer.bin"
 APPLY_FILE: Final = "apply.bin"
+RULES_FILE: Final = "rules.bin"
 DEV_KEY_FILE: Final = "device.key"
 KEY_CHECK_FILE: Final = "key.check"
 DEVICE_FILE: Final = "device.id"
 STORE_DIR: Final = "store"
 _TRANSFER_AD: Final = b"edgecfg transfer v1"
 _APPLY_AD: Final = b"edgecfg apply v1"
+_RULES_AD: Final = b"edgecfg rules v1"
 _KEY_CHECK_AD: Final = b"edgecfg store key check v1"
 _STATE_NAMES: Final = (DEVICE_FILE, DEV_KEY_FILE, KEY_CHECK_FILE, STORE_DIR, "local", "schema.json")
 
@@ -258,18 +260,34 @@ class LocalState:
     def load_apply(self) -> bytes | None:
         """The apply record's bytes (:mod:`edgecfg.wire.apply`), or None when
         there is none or it does not open (damaged, another key)."""
-        data = self._read(APPLY_FILE)
-        if data is None:
-            return None
-        try:
-            return self._cipher.open(data[:12], data[12:], _APPLY_AD)
-        except AuthenticationFailed:
-            return None
+        return self._open_sealed(APPLY_FILE, _APPLY_AD)
 
     def save_apply(self, record: bytes) -> None:
         """Replace the apply record atomically (sealed like the transfer)."""
-        nonce, sealed = self._cipher.seal(record, _APPLY_AD)
-        self._write(APPLY_FILE, nonce + sealed)
+        self._seal(APPLY_FILE, record, _APPLY_AD)
+
+    def load_rules(self) -> bytes | None:
+        """The adaptive rules' record (:mod:`edgecfg.wire.adaptation`: rule
+        states and the layer they made), or None when there is none or it
+        does not open."""
+        return self._open_sealed(RULES_FILE, _RULES_AD)
+
+    def save_rules(self, record: bytes) -> None:
+        """Replace the rules' record atomically (sealed like the apply record)."""
+        self._seal(RULES_FILE, record, _RULES_AD)
+
+    def _open_sealed(self, name: str, associated: bytes) -> bytes | None:
+        data = self._read(name)
+        if data is None:
+            return None
+        try:
+            return self._cipher.open(data[:12], data[12:], associated)
+        except AuthenticationFailed:
+            return None
+
+    def _seal(self, name: str, record: bytes, associated: bytes) -> None:
+        nonce, sealed = self._cipher.seal(record, associated)
+        self._write(name, nonce + sealed)
 
     def events(self) -> list[str]:
         """Store problems found since the last call (corruption, recovery), to report."""

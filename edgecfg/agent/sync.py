@@ -32,7 +32,7 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
@@ -41,7 +41,9 @@ from edgecfg.agent.coap import Link as CoapLinkProtocol
 from edgecfg.agent.coap import LinkDown, Reply, shed
 from edgecfg.agent.local_state import LocalState
 from edgecfg.agent.overrides import LocalOverrides
+from edgecfg.agent.rules import LocalRules
 from edgecfg.core.ids import ETag
+from edgecfg.core.rules import Adaptation
 from edgecfg.core.session import (
     MAX_WAIT_S,
     WAIT_SPREAD,
@@ -174,6 +176,7 @@ class Agent:
         local: LocalOverrides | None = None,
         on_retry: Callable[[Retry], None] | None = None,
         guard: ApplyGuard | None = None,
+        rules: LocalRules | None = None,
     ) -> None:
         self.link = link
         self.state = state
@@ -190,6 +193,7 @@ class Agent:
         self.local = local
         self.on_retry = on_retry
         self.guard = guard  # apply -> probe -> commit or revert (issue 15); None: store at once
+        self.rules = rules  # the local adaptation layer (issue 14); None: no rules
         self.last_merge: Value | None = None  # the gateway's last answer about local overrides
         self._introduced = False
 
@@ -198,17 +202,36 @@ class Agent:
     @property
     def config(self) -> Tree | None:
         """What the device runs on: the applied configuration, plus local overrides
-        the gateway has not merged yet (offline changes)."""
+        the gateway has not merged yet (offline changes), plus the local
+        adaptation layer of the device's rules."""
+        base = self._below_adaptation()
+        if base is None or self.rules is None:
+            return base
+        return self.rules.lay(base)
+
+    def _below_adaptation(self) -> Tree | None:
         held = self.state.load_config()
         if held is None:
             return None
         return self.local.effective(held.tree) if self.local is not None else held.tree
 
+    def wake(self, readings: Mapping[str, float], *, now: float | None = None) -> Adaptation | None:
+        """Feed this wake's measurements to the device's rules (no gateway
+        needed): returns the adaptation layer now in force, or None without
+        rules or before the first configuration.  ``now`` defaults to the
+        wall clock (dwell times span reboots)."""
+        base = self._below_adaptation()
+        if self.rules is None or base is None:
+            return None
+        return self.rules.wake(readings, now=time.time() if now is None else now, base=base)
+
     async def sync(self) -> SyncResult:
         """One sync with retries; raises :class:`LinkDown` when every attempt failed."""
         if self.guard is not None:  # a trial a stopped sync left unconfirmed reverts first
             await self.guard.settle()
-        return await self._measured(self._drive(self._start()))
+        result = await self._measured(self._drive(self._start()))
+        self.wake({})  # scaled values follow a new config; no reading, no rule changes
+        return result
 
     async def watch(self, stop: asyncio.Event, on_sync: Callable[[SyncResult], None]) -> None:
         """Stay online: observe the config and sync whenever its ETag moves;
@@ -289,6 +312,7 @@ class Agent:
             self.state.load_transfer(),
             local_pending=(self.local is not None and bool(self.local.pending()))
             or (self.guard is not None and bool(self.guard.unreported()[0]))
+            or (self.rules is not None and self.rules.unreported() is not None)
             # a config riding on telemetry is reported only with news; the first
             # report of a run introduces the device (hardware, versions)
             or (piggyback is not None and not self._introduced),
@@ -421,6 +445,7 @@ class Agent:
             base = base if base is not None else (held.etag if held else None)
         outcomes, dropped = self.guard.unreported() if self.guard is not None else ((), 0)
         introducing = not self._introduced  # versions once per run: they rarely change
+        adapt = self.rules.unreported() if self.rules is not None else None
         report = DeviceReport(
             applied=held.etag if held else None,
             journal=tuple(chunk) if chunk else None,
@@ -431,6 +456,7 @@ class Agent:
             firmware=self.firmware if introducing else None,
             apply=outcomes,  # how trials of new configs ended: a revert is never silent
             apply_dropped=dropped,
+            adapt=adapt,  # the local adaptation layer, once after each change (issue 14)
         )
         reply = await self.link.request(
             "POST", ("state", self.device), payload=report.encode(),
@@ -444,6 +470,8 @@ class Agent:
         self._introduced = True
         if self.guard is not None and outcomes:
             self.guard.delivered(len(outcomes))
+        if self.rules is not None and adapt is not None:
+            self.rules.delivered(adapt)
         if not reply.payload:
             return False  # current, nothing merged
         try:
@@ -459,10 +487,11 @@ class Agent:
 
     async def _telemetry(self, records: Sequence[Record]) -> Outcome:
         held = self.state.load_config()
-        query = (f"cfg={held.etag.hex()}",) if held is not None else ()
+        # the held version as an ETag option: 9 bytes where ?cfg=<hex> takes 22
         reply = await self.link.request(
-            "POST", ("tel", self.device), query=query, payload=encode_senml(records),
+            "POST", ("tel", self.device), payload=encode_senml(records),
             content_format=ContentFormat.SENML_CBOR,
+            etags=(held.etag,) if held is not None else (),
         )  # fmt: skip
         if not reply.ok:
             raise SyncFailed(f"{self.device}: telemetry refused: {reply.code} {reply.payload!r}")

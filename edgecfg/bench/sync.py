@@ -36,7 +36,8 @@ from edgecfg.errors import CommandError
 from edgecfg.fleet.fleet import Fleet
 from edgecfg.sim.loopback_fleet import REGIONS
 from edgecfg.store import DeviceRecord, SQLiteStore
-from edgecfg.wire.senml import Record
+from edgecfg.wire.numbers import ContentFormat
+from edgecfg.wire.senml import Record, encode_senml
 
 FIXTURE_SCHEMA: Final = Path(__file__).resolve().parents[2] / "fixtures" / "schema" / "device.json"
 INTERVAL: Final = ("net", "uplink", "interval_s")
@@ -101,12 +102,20 @@ async def _wire(uri: str, folder: Path, db: Path, device: str) -> dict[str, dict
         figures["first sync (full config)"] = _figures(full)
         own = await agent.sync()
         figures["unchanged, own wake"] = _figures(own)
-        ride = await agent.telemetry([Record("battery_v", 3.1, "V", 0.0)])
-        telemetry_only = ride.bytes_up + ride.bytes_down
+        pack = [Record("battery_v", 3.1, "V", 0.0)]
+        ride = await agent.telemetry(pack)
+        # the same POST without the held version: what riding adds is the difference
+        traffic = link.traffic
+        before = traffic.bytes_up + traffic.bytes_down
+        await link.request(
+            "POST", ("tel", device), payload=encode_senml(pack),
+            content_format=ContentFormat.SENML_CBOR,
+        )  # fmt: skip
+        alone = traffic.bytes_up + traffic.bytes_down - before
         figures["unchanged, piggyback"] = {
-            "bytes": 0.0,
-            "round_trips": 0.0,
-            "telemetry_bytes": float(telemetry_only),
+            "bytes": float(ride.bytes_up + ride.bytes_down - alone),
+            "round_trips": float(ride.round_trips - 1),
+            "telemetry_bytes": float(alone),
         }
         _edit(db, {INTERVAL: 1234}, "single edit")
         await asyncio.sleep(0.5)  # the gateway picks the edit up from the database

@@ -11,12 +11,13 @@ gateway offers that version again: the operator's way to say "try again"
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
 from edgecfg.cli.database import add_db_option, open_fleet
+from edgecfg.cli.files import print_json
 from edgecfg.core.ids import DeviceId, ETag
-from edgecfg.errors import CommandError
+from edgecfg.errors import CommandError, show_value
+from edgecfg.fleet.adaptation import reported_adaptation
 from edgecfg.fleet.sync import SyncService
 from edgecfg.store import BadVersion
 
@@ -38,6 +39,8 @@ def cmd_device_show(args: argparse.Namespace) -> int:
         effective = fleet.etag(device)
         served = SyncService(fleet).served_etag(device, held=record.applied_etag)
         marks = fleet.store.bad_versions(device)
+        adapted = reported_adaptation(fleet.store, device)  # the device's own rules (issue 14)
+        values = adapted.adaptation.values if adapted is not None else ()
         status: dict[str, object] = {
             "device": device,
             "groups": dict(record.groups),
@@ -49,12 +52,13 @@ def cmd_device_show(args: argparse.Namespace) -> int:
             "effective_etag": effective.hex(),
             "served_etag": served.hex(),
             "reverted": [_mark_json(mark) for mark in marks],
+            "adapted": {a.dotted: {"value": a.value, "rule": a.rule} for a in values},
         }
     if args.json:
-        print(json.dumps(status, indent=2, ensure_ascii=False))
+        print_json(status)
         return 0
     for key, value in status.items():
-        if key != "reverted":
+        if key not in ("reverted", "adapted"):
             print(f"{key:>14}: {'(not reported yet)' if value is None else value}")
     if served != effective:
         print(f"{'':>14}  held back: the device reverted {effective.hex()}")
@@ -62,6 +66,11 @@ def cmd_device_show(args: argparse.Namespace) -> int:
         print(
             f"{'reverted':>14}: {mark.etag.hex()} -> {mark.reverted_to.hex()} "
             f"({mark.reason}: {mark.detail or 'no detail'})"
+        )
+    for adapted_value in values:  # what the device runs on instead of the served value
+        print(
+            f"{'adapted':>14}: {adapted_value.dotted} = {show_value(adapted_value.value)} "
+            f"(rule {adapted_value.rule}, on the device; see explain)"
         )
     return 0
 

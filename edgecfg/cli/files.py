@@ -6,12 +6,17 @@
 
 from __future__ import annotations
 
+import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
+from edgecfg.core.rules import RuleSet
 from edgecfg.core.schema import Schema
-from edgecfg.core.tree import Value
+from edgecfg.core.tree import UnsetType, Value
 from edgecfg.errors import CommandError, EdgecfgError, UsageError
+from edgecfg.wire.adaptation import read_rules
 from edgecfg.wire.documents import (
     ConfigFormat,
     TextFormat,
@@ -20,6 +25,8 @@ from edgecfg.wire.documents import (
     read_schema,
     write_config,
 )
+
+_D = TypeVar("_D")
 
 
 def read_bytes(name: str) -> bytes:
@@ -68,16 +75,39 @@ def load_config(name: str, fmt: str | None = None) -> Value:
 
 def load_schema(name: str) -> Schema:
     """Read a schema file (JSON, TOML or YAML by suffix; JSON otherwise)."""
+    return _load_document(name, read_schema)
+
+
+def load_rules(name: str) -> RuleSet:
+    """Read a rules document (JSON, TOML or YAML by suffix; JSON otherwise)."""
+    return _load_document(name, read_rules)
+
+
+def _load_document(name: str, reader: Callable[..., _D]) -> _D:
     fmt = guess_format(name)
     if fmt not in ("json", "toml", "yaml"):
         fmt = "json"
     try:
-        return read_schema(read_bytes(name), fmt, source=name)  # type: ignore[arg-type]
+        return reader(read_bytes(name), fmt, source=name)
     except CommandError:
         raise
     except EdgecfgError as error:
         text = str(error)
         raise CommandError(text if text.startswith(name) else f"{name}: {text}") from None
+
+
+def print_json(document: object) -> None:
+    """``document`` as indented JSON on stdout (bytes as ``{"bytes": hex}``)."""
+    print(json.dumps(document, indent=2, ensure_ascii=False, default=jsonable))
+
+
+def jsonable(value: object) -> object:
+    """What JSON shows for a value it has no form of (``json.dumps(default=)``)."""
+    if isinstance(value, bytes):
+        return {"bytes": value.hex()}
+    if isinstance(value, UnsetType):
+        return None
+    return repr(value)
 
 
 def dump_config(value: Value, name: str, fmt: ConfigFormat) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import edgecfg
-from edgecfg.cli import rollout_sim
+from edgecfg.cli import battery_sim, rollout_sim
 from edgecfg.cli.arguments import (
     JSON,
     Declare,
@@ -31,6 +31,7 @@ from edgecfg.cli.files import dump_config, load_config, load_schema, read_bytes,
 from edgecfg.cli.operator import register as register_operator_commands
 from edgecfg.cli.roles import register as register_roles
 from edgecfg.cli.rollouts import register as register_rollout_commands
+from edgecfg.cli.telemetry import register as register_telemetry_commands
 from edgecfg.core.tree import Value, is_map
 from edgecfg.errors import CommandError, DeltaError, EdgecfgError, Violation
 from edgecfg.wire.cbor import encode, etag
@@ -242,6 +243,14 @@ def cmd_bench_store(args: argparse.Namespace) -> int:
     return run_store_bench(devices=args.devices, seed=args.seed)
 
 
+def cmd_bench_telemetry(args: argparse.Namespace) -> int:
+    """Run the telemetry ingest benchmark."""
+    from edgecfg.bench.telemetry import run_telemetry_bench
+
+    return run_telemetry_bench(devices=args.devices, packs=args.packs, burst=args.burst,
+                               seed=args.seed, as_json=args.json)  # fmt: skip
+
+
 def cmd_bench_fleet(args: argparse.Namespace) -> int:
     """Run the realistic-fleet gateway benchmark."""
     from edgecfg.bench.fleet import run_fleet_bench
@@ -348,7 +357,9 @@ def build_parser() -> argparse.ArgumentParser:
                  help="each day, forget served versions older than DAYS, as "
                       "`edgecfg gateway prune` does (default: never)"),
     )  # fmt: skip
-    rollout_sim.add_parser(sim)
+    scenarios = sim.add_subparsers(dest="sim_command", metavar="SCENARIO-COMMAND")
+    rollout_sim.add_parser(scenarios)
+    battery_sim.add_parser(scenarios)
     add_command(
         commands, "delta", cmd_delta, "make the delta that turns OLD into NEW",
         argument("old", metavar="OLD"),
@@ -372,6 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_database_commands(commands)
     register_operator_commands(commands, formats)
     register_rollout_commands(commands)
+    register_telemetry_commands(commands)
     register_roles(commands)
     _register_benches(commands)
     return parser
@@ -393,6 +405,7 @@ def _register_benches(commands: Any) -> None:
         ("flood", cmd_bench_flood,
          "gateway RSS and a device's sync latency under a single-host flood"),
         ("fleet", cmd_bench_fleet, "gateway start-up, memory, CPU and latency on realistic fleets"),
+        ("telemetry", cmd_bench_telemetry, "telemetry ingest per pack, 1k vs 100k devices; bursts"),
     )  # fmt: skip
     corpus = "../shared/corpus"
     options: tuple[tuple[str, Declare], ...] = (
@@ -437,6 +450,10 @@ def _register_benches(commands: Any) -> None:
                            help="fleet sizes, comma-separated (default: 1000,10000,100000)")),
         ("fleet", number("--sample", 4000, "devices the load driver plays")),
         ("fleet", number("--seed", 1, "random seed")),
+        ("telemetry", number("--devices", 100_000, "fleet size")),
+        ("telemetry", number("--packs", 3000, "packs ingested one per transaction")),
+        ("telemetry", number("--burst", 20_000, "packs of the burst, ingested in batches")),
+        ("telemetry", number("--seed", 1, "random seed")),
         # and --json, last in the help of each bench that prints JSON
         ("delta", JSON),
         ("sync", JSON),
@@ -445,6 +462,7 @@ def _register_benches(commands: Any) -> None:
         ("oscore", JSON),
         ("resolve", JSON),
         ("flood", JSON),
+        ("telemetry", JSON),
         ("fleet", argument("--json", action="store_true", help="one JSON object per fleet size")),
     )  # fmt: skip
     add_commands(benches, table, options)

@@ -24,7 +24,7 @@ from typing import Any
 from edgecfg.cli.arguments import JSON, Declare, add_actions, add_command, argument
 from edgecfg.cli.database import add_db_option, open_fleet, shown
 from edgecfg.cli.device_status import register_device_status
-from edgecfg.cli.files import read_bytes, write_bytes
+from edgecfg.cli.files import jsonable, print_json, read_bytes, write_bytes
 from edgecfg.cli.security import add_device_actions
 from edgecfg.cli.security import register as register_security
 from edgecfg.core.ids import DEVICE_ID_RULE, DeviceId, LayerId, check_device_id
@@ -39,8 +39,11 @@ from edgecfg.core.layers import (
 )
 from edgecfg.core.path import Path, format_path, parse_path
 from edgecfg.core.resolve import Explanation
+from edgecfg.core.rules import Adapted
+from edgecfg.core.rules import describe as describe_adapted
 from edgecfg.core.tree import UNSET, UnsetType, Value, check_model, is_map
 from edgecfg.errors import CommandError, EdgecfgError, NotFound
+from edgecfg.fleet.adaptation import ReportedAdaptation, reported_adaptation
 from edgecfg.fleet.fleet import Fleet
 from edgecfg.fleet.impact import Impact, schema_refusals
 from edgecfg.fleet.reconcile import describe, last_outcome
@@ -112,22 +115,10 @@ def _text_format(name: str) -> Any:
     return fmt if fmt in ("json", "toml", "yaml") else "json"
 
 
-def _print_json(document: object) -> None:
-    print(json.dumps(document, indent=2, ensure_ascii=False, default=_jsonable))
-
-
-def _jsonable(value: object) -> object:
-    if isinstance(value, bytes):
-        return {"bytes": value.hex()}
-    if isinstance(value, UnsetType):
-        return None
-    return repr(value)
-
-
 def _show(value: Value | UnsetType) -> str:
     if value is UNSET:
         return "(unset)"
-    return json.dumps(value, ensure_ascii=False, default=_jsonable)
+    return json.dumps(value, ensure_ascii=False, default=jsonable)
 
 
 SAMPLE_GROUPS = 8
@@ -151,7 +142,7 @@ def cmd_fleet_dimensions(args: argparse.Namespace) -> int:
             fleet.set_hierarchy(hierarchy_from_text(args.ranks))
         ranks = [list(rank) for rank in fleet.hierarchy.ranks]
         if args.json:
-            _print_json({"ranks": ranks})
+            print_json({"ranks": ranks})
         else:
             print(f"precedence, lowest first: global < {hierarchy_text(fleet.hierarchy)} < device")
     return 0
@@ -180,7 +171,7 @@ def cmd_group_set(args: argparse.Namespace) -> int:
 
 def _report_write(revision: LayerRevision, impact: Impact, *, as_json: bool) -> None:
     if as_json:
-        _print_json({"revision": _revision_json(revision), "impact": _impact_json(impact)})
+        print_json({"revision": _revision_json(revision), "impact": _impact_json(impact)})
         return
     print(
         f"{revision.layer} r{revision.revision}: {impact.changed:,} of {impact.reached:,} "
@@ -290,7 +281,7 @@ def cmd_config(args: argparse.Namespace) -> int:
                 "next_sync": _next_sync(fleet, record, config),
             }
             if args.json:
-                _print_json(summary)
+                print_json(summary)
             else:
                 for key, value in summary.items():
                     print(f"{key:>13}: {'(not reported yet)' if value is None else value}")
@@ -320,8 +311,14 @@ def cmd_explain(args: argparse.Namespace) -> int:
         explanations = fleet.explain(device, path)
         if not explanations:
             raise CommandError(f"{args.id}: nothing at {args.path or 'any path'}")
+        adapted = reported_adaptation(fleet.store, device)  # the device's rules (issue 14)
         if args.json:
-            _print_json([_explanation_json(fleet, e) for e in explanations])
+            rows = [_explanation_json(fleet, e) for e in explanations]
+            for row, explanation in zip(rows, explanations, strict=True):
+                found = adapted.adaptation.at(explanation.path) if adapted else None
+                if adapted is not None and found is not None:
+                    row["adaptation"] = adaptation_json(found, adapted.reported_at)
+            print_json(rows)
             return 0
         for explanation in explanations:
             _print_explanation(fleet, explanation)
@@ -329,7 +326,45 @@ def cmd_explain(args: argparse.Namespace) -> int:
         paths = [e.path for e in explanations]
         for line in describe(outcome, paths) if outcome is not None else []:
             print(f"    {line}")
+        for line in _adaptation_lines(adapted, paths) if adapted is not None else []:
+            print(f"    {line}")
     return 0
+
+
+def _adaptation_lines(reported: ReportedAdaptation, paths: Sequence[Path]) -> list[str]:
+    """What the device's own rules did at ``paths``, as its last report said."""
+    values, refused = reported.at(paths)
+    told = f"reported {utc(reported.reported_at)}"
+    lines = [
+        f"on the device: {format_path(a.path)} = {_show(a.value)} by local adaptation "
+        f"since {utc(a.since)}: {describe_adapted(a)} ({told})"
+        for a in values
+    ]
+    lines += [
+        f"on the device: rule {r.rule} did not adapt {format_path(r.path)}: {r.reason} ({told})"
+        for r in refused
+    ]
+    return lines
+
+
+def adaptation_json(adapted: Adapted, reported_at: float | None = None) -> dict[str, object]:
+    """One adapted value for ``--json`` output (gateway explain, agent show)."""
+    row: dict[str, object] = {
+        "value": adapted.value,
+        "rule": adapted.rule,
+        "since": utc(adapted.since),
+        "condition": adapted.condition,
+        "reading": None if adapted.trigger is None else adapted.trigger.value,
+        "bound": adapted.bound,
+    }
+    if reported_at is not None:
+        row["reported"] = utc(reported_at)
+    return row
+
+
+def utc(seconds: float) -> str:
+    """A wall-clock time as ``2026-12-07 16:00:00Z``."""
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 def _print_explanation(fleet: Fleet, explanation: Explanation) -> None:
@@ -392,7 +427,7 @@ def cmd_impact(args: argparse.Namespace) -> int:
         refused_by_schema = schema_refusals(fleet.schema, layer_id, new)
         refused = bool(refused_by_schema or impact.violations or impact.blocked or impact.conflicts)
         if args.json:
-            _print_json({**_impact_json(impact), "refused": refused, "schema": refused_by_schema})
+            print_json({**_impact_json(impact), "refused": refused, "schema": refused_by_schema})
             return 1 if refused else 0
         print(
             f"{layer_id}: reaches {impact.reached:,} device(s); {impact.changed:,} would change"
@@ -475,7 +510,7 @@ def cmd_history(args: argparse.Namespace) -> int:
         if not revisions:
             _check_known(fleet, layer_id)
         if args.json:
-            _print_json([_revision_json(r) for r in revisions])
+            print_json([_revision_json(r) for r in revisions])
             return 0
         if not revisions:
             print(f"{layer_id}: no revisions")
@@ -527,7 +562,7 @@ def cmd_group_show(args: argparse.Namespace) -> int:
         _check_known(fleet, layer_id)
         document = layer_to_document(fleet.layer(layer_id))
         if args.json:
-            _print_json(document)
+            print_json(document)
         else:
             sys.stdout.write(write_config(document, "json").decode())
     return 0

@@ -33,16 +33,19 @@ from edgecfg.agent.local_state import (
     recorded_device,
 )
 from edgecfg.agent.overrides import LocalOverrides
+from edgecfg.agent.rules import load_record
 from edgecfg.agent.sync import AGENT_VERSION, Agent, Backoff, Retry, SyncResult, until
+from edgecfg.cli.adapt import READING, RULES, open_rules, parse_readings, print_adaptation
 from edgecfg.cli.arguments import JSON, add_actions, add_command, argument, number
 from edgecfg.cli.database import add_db_option, check_exists, connect, open_store, shown
 from edgecfg.cli.files import load_schema, read_bytes, write_bytes
-from edgecfg.cli.operator import parse_assignment
+from edgecfg.cli.operator import parse_assignment, utc
 from edgecfg.cli.security import add_master_key_option, master_cipher
 from edgecfg.core.admission import Budgets
 from edgecfg.core.apply import DEFAULT_DEADLINE_S
 from edgecfg.core.ids import check_device_id
 from edgecfg.core.path import format_path, is_prefix, parse_path
+from edgecfg.core.rules import IDLE, NO_ADAPTATION, describe, progress
 from edgecfg.core.tree import UNSET, UnsetType, flatten, get
 from edgecfg.crypto import derive_store_key
 from edgecfg.errors import CommandError, EdgecfgError, StoreError
@@ -224,10 +227,12 @@ def cmd_agent_run(args: argparse.Namespace) -> int:
     if args.max_retransmit < 0:
         raise CommandError(f"--max-retransmit {args.max_retransmit}: must be 0 or more")
     check_device_id(args.device)  # one /cfg/{dev} path segment
+    readings = parse_readings(args.reading)
     device: str = _reading_device(args) or args.device  # another device's directory: refused
     state = _state(args, device=device, writing=True)
     _claim(args.state_dir, device)
     local = _local(args.state_dir, device, args.schema)
+    rules = open_rules(args, state, local.schema)
 
     async def main() -> int:
         stop = asyncio.Event()
@@ -258,18 +263,26 @@ def cmd_agent_run(args: argparse.Namespace) -> int:
                 budget=args.budget,
                 backoff=Backoff(base_s=args.backoff, attempts=args.attempts),
                 on_retry=progress.retried,
+                rules=rules,
             )
+            shown = NO_ADAPTATION  # the layer last printed
             if args.observe and not args.once:
+                agent.wake(readings)
                 progress.finished()  # quiet is normal while observing: no notes
                 await agent.watch(stop, lambda result: _print_result(device, result))
                 return _stopped(device)
             while True:
+                # this wake's readings first: the rules adapt offline, and the
+                # report of this sync carries the layer
+                woke = agent.wake(readings) is not None
                 try:
                     progress.started()
                     try:
                         result = await until(stop, agent.sync())
                     finally:
                         progress.finished()
+                    if not woke:  # the first config just arrived: the rules run on it now
+                        agent.wake(readings)
                 except LinkDown as error:
                     message = _unreachable(args.gateway, device, args.attempts, error)
                     if args.once:
@@ -278,6 +291,9 @@ def cmd_agent_run(args: argparse.Namespace) -> int:
                 else:
                     if result is not None:
                         _print_result(device, result)
+                    if rules is not None and rules.adaptation != shown:
+                        shown = rules.adaptation
+                        print_adaptation(shown, as_json=False)
                 if stop.is_set():
                     return _stopped(device)
                 if args.once:
@@ -490,7 +506,8 @@ def cmd_agent_show(args: argparse.Namespace) -> int:
         why = f"the store is damaged ({damage[0]})" if damage else "never synced"
         print(f"{args.state_dir}: no configuration applied yet ({why})", file=sys.stderr)
     applied = held.tree if held is not None else {}
-    effective = local.effective(applied)
+    adaptation = load_record(state).adaptation  # the rules' layer, on top (issue 14)
+    effective = adaptation.lay(local.effective(applied))
     prefix = parse_path(args.path) if args.path else ()
     node = get(effective, prefix) if prefix else effective
     if isinstance(node, UnsetType):
@@ -506,7 +523,10 @@ def cmd_agent_show(args: argparse.Namespace) -> int:
         if not is_prefix(prefix, path):
             continue
         dotted = format_path(path)
-        if path in pending:
+        adapted = adaptation.at(path)
+        if adapted is not None:
+            source = f"local adaptation since {utc(adapted.since)}: {describe(adapted)}"
+        elif path in pending:
             entry = pending[path]
             source = f"local override #{entry.sequence} (pending: {entry.reason})"
         elif dotted in verdicts and verdicts[dotted] == "accepted":
@@ -517,12 +537,44 @@ def cmd_agent_show(args: argparse.Namespace) -> int:
     for dotted, verdict in sorted(verdicts.items()):
         if verdict != "accepted" and is_prefix(prefix, parse_path(dotted)):
             rows.append({"path": dotted, "value": None, "source": f"local override {verdict}"})
+    for refused in adaptation.refused:
+        if is_prefix(prefix, refused.path):
+            source = f"local adaptation: rule {refused.rule} not applied: {refused.reason}"
+            rows.append({"path": refused.dotted, "value": None, "source": source})
     if args.json:
         print(json.dumps(rows, indent=2, default=_bytes_as_diag))
     else:
         for row in rows:
             shown = json.dumps(row["value"], default=_bytes_as_diag)
             print(f"{row['path']} = {shown}   ({row['source']})")
+    return 0
+
+
+def cmd_agent_adapt(args: argparse.Namespace) -> int:
+    """One wake of the device's rules, offline: the readings go in, the
+    adaptation layer comes out (and is kept, for the next sync to report)."""
+    readings = parse_readings(args.reading)
+    device = _reading_device(args)
+    state = _state(args, device=device, writing=False)
+    local = _local(args.state_dir, device or "agent", args.schema)
+    rules = open_rules(args, state, local.schema)
+    if rules is None:
+        raise CommandError(f"{args.state_dir}: no rules kept here; pass --rules FILE")
+    held = state.load_config()
+    if held is None:
+        raise CommandError(
+            f"{args.state_dir}: no configuration applied yet: the rules adapt the synced "
+            "configuration, so run 'agent run' once first"
+        )
+    now = time.time() if args.at is None else args.at
+    adaptation = rules.wake(readings, now=now, base=local.effective(held.tree))
+    print_adaptation(adaptation, as_json=args.json)
+    if not args.json:  # the rules part of the way to a change
+        for rule in rules.rules.rules:
+            found = progress(rule, rules.record.states.get(rule.name, IDLE))
+            if found is not None:
+                text, until = found
+                print(text if until is None else f"{text}, held by its dwell until {utc(until)}")
     return 0
 
 
@@ -630,6 +682,23 @@ def register(commands: Any) -> None:
         number("--confirm-within", DEFAULT_DEADLINE_S, metavar="S",
                text="with --apply-file: revert a config not confirmed within S seconds, "
                     "also across restarts"),
+        RULES,
+        READING,
+        SECRET_FILE,
+    )  # fmt: skip
+
+    add_command(
+        agent, "adapt", cmd_agent_adapt,
+        "one wake of the device's adaptive rules, offline: readings in, adapted values out",
+        STATE_DIR,
+        READING,
+        RULES,
+        argument("--schema", metavar="FILE", help="schema (kept in the state dir)"),
+        argument("--at", type=float, metavar="SECONDS",
+                 help="the wake's wall-clock time, Unix seconds (default: now)"),
+        JSON,
+        argument("--device", metavar="ID",
+                 help="device id the store key is for (default: the recorded one)"),
         SECRET_FILE,
     )  # fmt: skip
 

@@ -9,9 +9,8 @@ from pathlib import Path
 from edgecfg.errors import CommandError
 
 
-def add_parser(sim: argparse.ArgumentParser) -> None:
+def add_parser(scenarios: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:  # pyright: ignore[reportPrivateUsage]
     """Add ``rollout`` under ``edgecfg sim``."""
-    scenarios = sim.add_subparsers(dest="sim_command", metavar="SCENARIO-COMMAND")
     p = scenarios.add_parser(
         "rollout",
         help="a staged rollout in virtual time: the real rollout engine over a modelled fleet",

@@ -133,11 +133,19 @@ class KeySpec:
         problems = _local_enum_problems(value, self.enum, self.local.enum)
         if problems:
             return problems
-        low, low_by = _tighter(self.min, self.local.min, max)
-        high, high_by = _tighter(self.max, self.local.max, min)
+        (low, low_by), (high, high_by) = self.local_bounds()
         problems = [f"{p} ({low_by})" for p in bound_problems(value, low, None)]
         problems = problems or [f"{p} ({high_by})" for p in bound_problems(value, None, high)]
         return problems or self._pattern_problems(value)
+
+    def local_bounds(self) -> tuple[tuple[int | float | None, str], tuple[int | float | None, str]]:
+        """The lower and upper bound a *local* value must keep, each with the
+        rule that sets it: the tighter of the key's own (``schema``) and the
+        local-override policy's (``local-override policy``); None: unbounded."""
+        return (
+            _tighter(self.min, self.local.min, max),
+            _tighter(self.max, self.local.max, min),
+        )
 
     def applies_to(
         self,

@@ -32,16 +32,17 @@ from edgecfg.core.tree import (
     get,
 )
 from edgecfg.errors import NotFound, OverBudget, PathError, PeerError
+from edgecfg.fleet.adaptation import record_adaptation
 from edgecfg.fleet.events import NO_EVENTS, EventSink
 from edgecfg.fleet.fleet import Fleet, config_weight, keep
 from edgecfg.fleet.reconcile import ChangeTimes, journal_entries, reconcile
+from edgecfg.fleet.telemetry import Pack, TelemetryService, cohort_value
 from edgecfg.store import BadVersion, DeviceRecord, Store
 from edgecfg.wire.cbor import Encoded, decode, encode, etag_of_bytes
 from edgecfg.wire.delta import make_delta
 from edgecfg.wire.documents import read_schema
 from edgecfg.wire.messages import DeviceReport, StateAnswer
 from edgecfg.wire.numbers import ContentFormat
-from edgecfg.wire.senml import decode_senml
 
 Priority = Literal["critical"]
 CACHE_BYTES: Final = 96 * 2**20
@@ -55,6 +56,9 @@ PERSISTED_ENTRIES: Final = 1 << 18
 """Versions remembered as already in the store (a miss costs one idempotent write)."""
 MAX_FETCH_PATHS: Final = 256
 MAX_PIGGYBACK: Final = 1024  # a delta riding on a telemetry reply must fit one block
+APPLIED_ENTRIES: Final = 1 << 16
+"""Devices whose applied version, named in their telemetry, is remembered (a
+device not among them costs one read of its record at its next telemetry)."""
 MAX_DETAIL: Final = 500
 """Characters of a device's revert detail the gateway keeps."""
 
@@ -118,6 +122,10 @@ class SyncService:
         # different stacks share an ETag, each with its own vector)
         self._vectors: LRUCache[ETag, tuple[bytes, ...]] = LRUCache(maxsize=VECTOR_ENTRIES)
         self.events: EventSink = NO_EVENTS  # telemetry and sync events (the MQTT bridge)
+        self.telemetry_service = TelemetryService(fleet.store)
+        self._cohort_paths: list[str] | None = None
+        # the applied version each device last named in its telemetry, recorded
+        self._applied: LRUCache[DeviceId, ETag] = LRUCache(maxsize=APPLIED_ENTRIES)
 
     # -- configurations -------------------------------------------------------------
 
@@ -341,7 +349,10 @@ class SyncService:
         if updated != record:
             self.fleet.add_device(updated)
         self.fleet.store.record_seen(device, now=now, applied_etag=report.applied)
+        self._applied.pop(device, None)
         self.events.applied(device, report.applied, now=now)
+        if report.adapt is not None:  # the device's local adaptation layer (issue 14)
+            record_adaptation(self.fleet.store, device, report.adapt, now=now)
         for trial in reverted:  # not offered to this device again (issue 15)
             self.fleet.store.put_bad_version(
                 BadVersion(
@@ -380,25 +391,77 @@ class SyncService:
         return mark.reverted_to
 
     def telemetry(
-        self, device: DeviceId, body: bytes, *, now: float, held: ETag | None
+        self,
+        device: DeviceId,
+        body: bytes,
+        *,
+        now: float,
+        held: ETag | None,
+        content_format: int | None = None,
     ) -> Representation | NotModified | None:
         """POST /tel/{dev}[?cfg=..]: store the pack; piggyback the config delta.
 
         Returns None without ``held``; NotModified when the device is current;
         a delta (or full config) when it fits one block; otherwise NotModified
-        with the new ETag, telling the device to GET the delta itself.
+        with the new ETag, telling the device to GET the delta itself.  The
+        gateway does the same in three steps (:meth:`accept_telemetry`, the
+        ingest off its event loop, :meth:`piggyback`).
         """
-        self.fleet.device(device)
-        decode_senml(body)  # refuse malformed packs before storing anything
+        pack = self.accept_telemetry(device, body, now=now, content_format=content_format)
+        self.telemetry_service.ingest([pack])
+        self.events.telemetry(device, pack.payload, now=now)
+        return self.piggyback(device, held, now=now)
+
+    def accept_telemetry(
+        self, device: DeviceId, body: bytes, *, now: float, content_format: int | None = None
+    ) -> Pack:
+        """Check a telemetry pack (known device, well-formed SenML-CBOR or
+        SenML-JSON, within the day's quota) and make it ready to ingest."""
+        facts = self.fleet.device(device)
+        # refuse malformed packs before storing anything
+        pack = Pack.of(device, body, content_format, received=now, groups=facts.groups,
+                       cohorts=self._cohorts(device))  # fmt: skip
         self.quota.charge(device, len(body), now=now)  # 4.29 beyond the day's bytes
-        self.fleet.store.append_telemetry(device, body, now=now)
-        self.events.telemetry(device, body, now=now)
+        return pack
+
+    def piggyback(
+        self, device: DeviceId, held: ETag | None, *, now: float
+    ) -> Representation | NotModified | None:
+        """The config answer riding on a telemetry POST (see :meth:`telemetry`);
+        the version the device names is recorded as applied."""
         if held is None:
             return None
+        self._note_applied(device, held, now=now)
         answer = self.config(device, base=held)
         if isinstance(answer, Representation) and len(answer.payload) > MAX_PIGGYBACK:
             return NotModified(answer.etag)  # too big to ride along: fetch with GET
         return answer
+
+    def _cohorts(self, device: DeviceId) -> dict[str, str]:
+        """The device's values of the cohort paths (read once per service)."""
+        if self._cohort_paths is None:
+            self._cohort_paths = self.telemetry_service.cohort_paths()
+        if not self._cohort_paths:
+            return {}
+        tree = self.fleet.encoded(device).tree
+        found: dict[str, str] = {}
+        for path in self._cohort_paths:
+            value = cohort_value(get(tree, parse_path(path)))
+            if value is not None:
+                found[path] = value
+        return found
+
+    def _note_applied(self, device: DeviceId, held: ETag, *, now: float) -> None:
+        """The version a device names in its telemetry (``?cfg=`` or the ETag
+        option) is the one it runs: record it as applied, once per change.  A
+        config that rode on a telemetry answer is not reported by itself (it
+        would cost the device a round trip); its next telemetry says it here."""
+        if self._applied.get(device) == held:
+            return
+        if self.fleet.record(device).applied_etag != held:
+            self.fleet.store.record_seen(device, now=now, applied_etag=held)
+            self.events.applied(device, held, now=now)
+        self._applied[device] = held
 
 
 DAY_S: Final = 86400

@@ -70,6 +70,7 @@ from edgecfg.gateway.errors import (
 )
 from edgecfg.gateway.observations import Observations, decline
 from edgecfg.gateway.spool import Spool
+from edgecfg.gateway.telemetry_writer import TelemetryWriter
 from edgecfg.wire.blocks import DEFAULT_SZX, MAX_SZX, block_of, block_size
 from edgecfg.wire.cbor import decode, encode, etag_of_bytes
 from edgecfg.wire.messages import MAX_SCHEMA_VERSION
@@ -423,24 +424,39 @@ class StateResource(CoapResource):
 
 
 class TelemetryResource(CoapResource):
-    """/tel/{dev}[?cfg=etag]: POST of SenML; the reply may carry the config delta."""
+    """/tel/{dev}[?cfg=etag]: POST of SenML-CBOR (112) or SenML-JSON (110),
+    ingested off the event loop by the ``writer``; the reply may carry the
+    config delta.  The held version may come as an ETag option instead of
+    ``?cfg=`` (9 bytes instead of 22)."""
 
     methods: ClassVar[dict[Code, str]] = {Code.POST: "post"}
     link: ClassVar[dict[str, str | None]] = {
         "rt": "edgecfg.tel",
-        "ct": f"{ContentFormat.SENML_CBOR:d}",
+        "ct": f"{ContentFormat.SENML_CBOR:d} {ContentFormat.SENML_JSON:d}",
     }
-    formats: ClassVar[tuple[int, ...]] = (ContentFormat.SENML_CBOR,)
+    formats: ClassVar[tuple[int, ...]] = (ContentFormat.SENML_CBOR, ContentFormat.SENML_JSON)
     queries: ClassVar[frozenset[str]] = frozenset({"cfg"})
+
+    def __init__(
+        self, service: SyncService, policy: IdentityPolicy, gate: Gate, writer: TelemetryWriter
+    ) -> None:
+        super().__init__(service, policy, gate)
+        self.writer = writer
 
     async def post(self, request: aiocoap.Message, claimed: Identity | None) -> aiocoap.Message:
         upload = self.device_body(request, claimed)
         if isinstance(upload, aiocoap.Message):
             return upload
         query = parse_query(request.opt.uri_query)
-        held = parse_etag(query["cfg"]) if "cfg" in query else None
+        held = parse_etag(query["cfg"]) if "cfg" in query else _held(request)
         device, body = upload
-        answer = self.service.telemetry(device, body, now=time.time(), held=held)
+        now = time.time()
+        pack = self.service.accept_telemetry(
+            device, body, now=now, content_format=request.opt.content_format
+        )
+        await self.writer.write(pack)
+        self.service.events.telemetry(device, pack.payload, now=now)
+        answer = self.service.piggyback(device, held, now=now)
         if answer is None:
             return aiocoap.Message(code=Code.CHANGED)
         if isinstance(answer, NotModified):
@@ -584,6 +600,12 @@ class DeviceResource(_LayerResource):
         }
         blob = encode(document)
         return serve_blocks(request, Representation(blob, ContentFormat.CBOR, etag_of_bytes(blob)))
+
+
+def _held(request: aiocoap.Message) -> ETag | None:
+    """The version a device holds, from a request's ETag option (the short
+    form of ``?cfg=`` on a telemetry POST: 9 bytes instead of 22)."""
+    return ETag(request.opt.etags[0]) if request.opt.etags else None
 
 
 def parse_etag(text: str) -> ETag:

@@ -56,6 +56,7 @@ from edgecfg.gateway.resources import (
     TelemetryResource,
 )
 from edgecfg.gateway.rollout_resource import RolloutResource
+from edgecfg.gateway.telemetry_writer import TelemetryWriter
 from edgecfg.store import MemoryStore, Store
 
 log = logging.getLogger("edgecfg.gateway")
@@ -123,7 +124,10 @@ class Gateway:
         )
         self.site.add_resource(("cfg",), self.config)
         self.site.add_resource(("state",), StateResource(self.service, policy, gate))
-        self.site.add_resource(("tel",), TelemetryResource(self.service, policy, gate))
+        self.telemetry = TelemetryWriter(self.service.telemetry_service)
+        self.site.add_resource(
+            ("tel",), TelemetryResource(self.service, policy, gate, self.telemetry)
+        )
         self.site.add_resource(("grp",), self.groups)
         self.site.add_resource(
             ("dev",), DeviceResource(self.service, policy, gate, self.layer_changed)
@@ -301,6 +305,7 @@ class Gateway:
         if self.context is not None:
             await self.context.shutdown()
             self.context = None
+        await self.telemetry.close()  # packs accepted are stored
         # a rollout step under way finishes (its writes are each complete)
         await asyncio.get_running_loop().run_in_executor(None, self._rollout_thread.shutdown)
         if self.credentials is not None:

@@ -12,8 +12,10 @@ from __future__ import annotations
 import json
 import resource
 from pathlib import Path
+from typing import cast
 
 from edgecfg.errors import CommandError
+from edgecfg.sim.battery import Fleet, Life, Outcome, deciles
 from edgecfg.sim.virtual import DAY_S, RunReport
 
 
@@ -95,3 +97,71 @@ def _plot_longevity(report: RunReport, path: Path) -> Path:
     figure.savefig(path, dpi=90)
     plt.close(figure)
     return path
+
+
+def plot_battery(outcome: Outcome, path: str) -> None:
+    """The fleet's charge over time, with and without rules: median and p10-p90."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summary = outcome.summary()
+    figure, axis = plt.subplots(figsize=(8, 4.5))
+    for lives, label, colour in (
+        (outcome.without, "without rules", "tab:red"),
+        (outcome.with_rules, "with the example rules", "tab:blue"),
+    ):
+        years, median, low, high = _bands(lives, outcome.fleet)
+        axis.plot(years, median, color=colour, label=label)
+        axis.fill_between(years, low, high, color=colour, alpha=0.15)
+    before = cast(dict[str, float], summary["days_to_empty_without"])["median"] / 365.25
+    after = cast(dict[str, float], summary["days_to_empty_with_rules"])["median"] / 365.25
+    axis.set_title(
+        f"{outcome.fleet.devices} NB-IoT sensors, {outcome.fleet.battery_wh:g} Wh "
+        f"{outcome.fleet.chemistry}: median life {before:.1f} -> {after:.1f} years "
+        f"(+{summary['median_gain_pct']:.0f}%)",
+        fontsize=10,
+    )
+    axis.set_xlabel("years")
+    axis.set_ylabel("battery charge, % (median, p10-p90)")
+    axis.axhline(20, color="grey", linewidth=0.6, linestyle=":")
+    ended = [life.days for life in outcome.with_rules if life.days is not None]
+    if ended and len(ended) == len(outcome.with_rules):  # all emptied: show up to the last
+        axis.set_xlim(0, max(ended) / 365.25 * 1.1)
+    axis.legend()
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def _bands(
+    lives: list[Life], fleet: Fleet
+) -> tuple[list[float], list[float], list[float], list[float]]:
+    """Charge percentiles across devices at each sampling time (an empty device counts 0)."""
+    step_days = fleet.sample_every_days
+    count = int(fleet.years * 365.25 // step_days) + 1
+    years: list[float] = []
+    median: list[float] = []
+    low: list[float] = []
+    high: list[float] = []
+    for k in range(count):
+        day = k * step_days
+        p10, p50, p90 = deciles([_charge_at(life, day) for life in lives])
+        years.append(day / 365.25)
+        median.append(p50)
+        low.append(p10)
+        high.append(p90)
+    return years, median, low, high
+
+
+def _charge_at(life: Life, day: float) -> float:
+    last = 100.0
+    for when, percent in life.charge:
+        if when > day:
+            break
+        last = percent
+    if life.days is not None and day >= life.days:
+        return 0.0
+    return last

@@ -25,6 +25,8 @@ from edgecfg.store.base import (
     RolloutRecord,
     SchemaRecord,
     Store,
+    TelemetryBatch,
+    TelemetryRow,
     blob_etag,
     in_group,
 )
@@ -78,6 +80,8 @@ __all__ = [
     "SQLiteStore",
     "SchemaRecord",
     "Store",
+    "TelemetryBatch",
+    "TelemetryRow",
     "blob_etag",
     "in_group",
     "is_initialised",

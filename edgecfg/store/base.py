@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from edgecfg.core.ids import DeviceId, ETag, LayerId
+from edgecfg.core.telemetry import Aggregate
 from edgecfg.errors import StoreConflict, UsageError
 
 __all__ = [
@@ -39,6 +40,8 @@ __all__ = [
     "RolloutRecord",
     "SchemaRecord",
     "Store",
+    "TelemetryBatch",
+    "TelemetryRow",
     "already_enrolled",
     "blob_collision",
     "blob_etag",
@@ -357,6 +360,44 @@ class RolloutEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class TelemetryRow:
+    """One aggregate bucket of one series: ``scope`` is ``device``, ``group``
+    (key ``dimension/path``) or ``cohort`` (key ``path=value``); ``period`` the
+    bucket width in seconds, ``start`` its UTC-aligned start."""
+
+    scope: str
+    key: str
+    name: str
+    period: float
+    start: float
+    aggregate: Aggregate
+
+
+@dataclass(frozen=True, slots=True)
+class TelemetryBatch:
+    """What one ingest writes, atomically: raw packs ``(device, time,
+    payload)``, aggregate increments (merged into the stored buckets, never
+    replacing them), each device's analysis state (opaque bytes, replaced),
+    and the retention cut: each device's raw packs before ``keep_after``,
+    and its ``hourly`` buckets that end by then, are dropped (for the devices
+    in ``trim``; None: every device of the batch).  Cost is proportional to
+    the batch, never to the fleet."""
+
+    packs: Sequence[tuple[DeviceId, float, bytes]]
+    rows: Sequence[TelemetryRow]
+    states: Sequence[tuple[DeviceId, bytes]]
+    keep_after: float | None = None
+    hourly: float = 3600.0
+    trim: Sequence[DeviceId] | None = None
+
+    def trimmed(self) -> list[DeviceId]:
+        """The devices the retention cut applies to, in order."""
+        if self.trim is not None:
+            return sorted(set(self.trim))
+        return sorted({device for device, _, _ in self.packs})
+
+
+@dataclass(frozen=True, slots=True)
 class Change:
     """One entry of the change log: what a writer changed, in commit order.
 
@@ -448,6 +489,31 @@ class Store(Protocol):
 
     def telemetry(self, device: DeviceId, *, limit: int = 100) -> list[tuple[float, bytes]]:
         """The device's newest telemetry packs, newest first, at most ``limit``."""
+        ...
+
+    def ingest_telemetry(self, batch: TelemetryBatch) -> None:
+        """Write one :class:`TelemetryBatch` in one transaction."""
+        ...
+
+    def telemetry_states(self, devices: Sequence[DeviceId]) -> dict[DeviceId, bytes]:
+        """The telemetry analysis states of those ``devices`` that have one
+        (none before a device's first pack); at most 500 devices a call."""
+        ...
+
+    def telemetry_rows(
+        self, scope: str, *, key: str | None = None, name: str | None = None,
+        period: float, since: float = float("-inf"), below: bool = False,
+    ) -> list[TelemetryRow]:  # fmt: skip
+        """The buckets of ``scope`` and ``period`` starting at or after ``since``,
+        of one ``key`` (with ``below``, also of the keys under ``key/``: a
+        group and its subgroups) and/or one ``name`` (both None: all of the
+        scope), ordered by key, name and start."""
+        ...
+
+    def prune_telemetry(self, *, before: float, hourly: float = 3600.0) -> int:
+        """Housekeeping: drop raw packs older than ``before``, and ``hourly``
+        device buckets that end by then, for every device (ingest prunes only the devices it sees);
+        how many raw packs were dropped."""
         ...
 
     # -- settings ----------------------------------------------------------

@@ -174,6 +174,33 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (rollout_id, seq)
     ) WITHOUT ROWID;
     """,
+    # 11: telemetry analysis (issue 14): aggregate buckets (count, sum, min,
+    # max, last) per device, group and config-value cohort, upserted by
+    # ingest; each device's analysis state (counters' last readings, the link
+    # monitors); raw packs indexed by time for the retention sweep.
+    """
+    CREATE TABLE telemetry_aggregates (
+        scope TEXT NOT NULL,
+        key TEXT NOT NULL,
+        period REAL NOT NULL,
+        start REAL NOT NULL,
+        name TEXT NOT NULL,
+        count INTEGER NOT NULL,
+        total REAL NOT NULL,
+        low REAL NOT NULL,
+        high REAL NOT NULL,
+        last REAL NOT NULL,
+        last_time REAL NOT NULL,
+        PRIMARY KEY (scope, key, period, start, name)
+    ) WITHOUT ROWID;
+    CREATE INDEX telemetry_aggregates_by_name
+        ON telemetry_aggregates (scope, name, period, start);
+    CREATE TABLE telemetry_states (
+        device_id TEXT PRIMARY KEY,
+        state BLOB NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX telemetry_by_time ON telemetry (time);
+    """,
 )
 """Layout migrations; step ``i`` (0-based) brings a database to version ``i + 1``.
 Append new steps; never edit a released one."""

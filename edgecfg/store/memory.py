@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
 from edgecfg.core.ids import DeviceId, ETag, LayerId
-from edgecfg.errors import NotFound, StoreError
+from edgecfg.errors import NotFound, StoreError, UsageError
 from edgecfg.store.base import (
     BadVersion,
     Change,
@@ -25,6 +25,8 @@ from edgecfg.store.base import (
     RolloutEntry,
     RolloutRecord,
     SchemaRecord,
+    TelemetryBatch,
+    TelemetryRow,
     already_enrolled,
     blob_collision,
     blob_etag,
@@ -68,6 +70,10 @@ class _Tables:
     telemetry: dict[DeviceId, list[tuple[float, bytes]]] = field(
         default_factory=dict[DeviceId, list[tuple[float, bytes]]]
     )
+    aggregates: dict[tuple[str, str], dict[tuple[float, float, str], TelemetryRow]] = field(
+        default_factory=dict[tuple[str, str], dict[tuple[float, float, str], TelemetryRow]]
+    )  # (scope, key) -> (period, start, name) -> bucket
+    telemetry_states: dict[DeviceId, bytes] = field(default_factory=dict[DeviceId, bytes])
     credentials: dict[bytes, CredentialRecord] = field(
         default_factory=dict[bytes, CredentialRecord]
     )
@@ -221,6 +227,58 @@ class MemoryStore:
         """See :meth:`edgecfg.store.base.Store.telemetry`."""
         packs = self._open().telemetry.get(device, [])
         return sorted(packs, key=lambda pack: -pack[0])[:limit]
+
+    def ingest_telemetry(self, batch: TelemetryBatch) -> None:
+        """See :meth:`edgecfg.store.base.Store.ingest_telemetry`."""
+        tables = self._open()
+        for device, at, payload in batch.packs:
+            tables.telemetry.setdefault(device, []).append((at, bytes(payload)))
+        for row in batch.rows:
+            buckets = tables.aggregates.setdefault((row.scope, row.key), {})
+            held = buckets.get(key := (row.period, row.start, row.name))
+            merged = row.aggregate if held is None else held.aggregate.merge(row.aggregate)
+            buckets[key] = replace(row, aggregate=merged)
+        tables.telemetry_states.update((device, bytes(state)) for device, state in batch.states)
+        if batch.keep_after is not None:
+            for device in batch.trimmed():
+                self._prune(device, batch.keep_after, batch.hourly)
+
+    def _prune(self, device: DeviceId, before: float, hourly: float) -> int:
+        tables = self._open()
+        packs = tables.telemetry.get(device, [])
+        kept = [pack for pack in packs if pack[0] >= before]
+        tables.telemetry[device] = kept
+        buckets = tables.aggregates.get(("device", device), {})
+        for key in [k for k in buckets if k[0] == hourly and k[1] + hourly <= before]:
+            del buckets[key]
+        return len(packs) - len(kept)
+
+    def telemetry_states(self, devices: Sequence[DeviceId]) -> dict[DeviceId, bytes]:
+        """See :meth:`edgecfg.store.base.Store.telemetry_states`."""
+        if len(devices) > 500:  # as the SQL stores (their IN lists)
+            raise UsageError(f"telemetry_states: {len(devices)} devices exceed 500 a call")
+        held = self._open().telemetry_states
+        return {device: held[device] for device in devices if device in held}
+
+    def telemetry_rows(
+        self, scope: str, *, key: str | None = None, name: str | None = None,
+        period: float, since: float = float("-inf"), below: bool = False,
+    ) -> list[TelemetryRow]:  # fmt: skip
+        """See :meth:`edgecfg.store.base.Store.telemetry_rows`."""
+        found = [
+            row for (s, k), buckets in self._open().aggregates.items()
+            if s == scope and (key is None or k == key or (below and k.startswith(key + "/")))
+            for (p, start, n), row in buckets.items()
+            if p == period and start >= since and (name is None or n == name)
+        ]  # fmt: skip
+        return sorted(found, key=lambda row: (row.key, row.name, row.start))
+
+    def prune_telemetry(self, *, before: float, hourly: float = 3600.0) -> int:
+        """See :meth:`edgecfg.store.base.Store.prune_telemetry`."""
+        devices = set(self._open().telemetry) | {
+            DeviceId(key) for scope, key in self._open().aggregates if scope == "device"
+        }
+        return sum(self._prune(device, before, hourly) for device in devices)
 
     # -- settings ----------------------------------------------------------
 

@@ -163,6 +163,30 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (rollout_id, seq)
     );
     """,
+    # 11: telemetry analysis (see edgecfg.store.layout).
+    """
+    CREATE TABLE telemetry_aggregates (
+        scope TEXT COLLATE "C" NOT NULL,
+        key TEXT COLLATE "C" NOT NULL,
+        period DOUBLE PRECISION NOT NULL,
+        start DOUBLE PRECISION NOT NULL,
+        name TEXT COLLATE "C" NOT NULL,
+        count BIGINT NOT NULL,
+        total DOUBLE PRECISION NOT NULL,
+        low DOUBLE PRECISION NOT NULL,
+        high DOUBLE PRECISION NOT NULL,
+        last DOUBLE PRECISION NOT NULL,
+        last_time DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (scope, key, period, start, name)
+    );
+    CREATE INDEX telemetry_aggregates_by_name
+        ON telemetry_aggregates (scope, name, period, start);
+    CREATE TABLE telemetry_states (
+        device_id TEXT COLLATE "C" PRIMARY KEY,
+        state BYTEA NOT NULL
+    );
+    CREATE INDEX telemetry_by_time ON telemetry (time);
+    """,
 )
 """Layout migrations; step ``i`` (0-based) brings a database to version ``i + 1``.
 Append new steps; never edit a released one."""

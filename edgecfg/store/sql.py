@@ -25,7 +25,8 @@ from dataclasses import replace
 from typing import Any, ClassVar, Protocol, Self, cast
 
 from edgecfg.core.ids import DeviceId, ETag, LayerId
-from edgecfg.errors import NotFound, StoreError
+from edgecfg.core.telemetry import Aggregate
+from edgecfg.errors import NotFound, StoreError, UsageError
 from edgecfg.store.base import (
     BadVersion,
     Change,
@@ -39,6 +40,8 @@ from edgecfg.store.base import (
     RolloutEntry,
     RolloutRecord,
     SchemaRecord,
+    TelemetryBatch,
+    TelemetryRow,
     already_enrolled,
     blob_collision,
     blob_etag,
@@ -109,6 +112,37 @@ _UPSERT_DEVICE = f"""
         last_seen = excluded.last_seen,
         applied_etag = excluded.applied_etag
 """
+
+_LATER = (
+    "(excluded.last_time > telemetry_aggregates.last_time OR (excluded.last_time = "
+    "telemetry_aggregates.last_time AND excluded.last > telemetry_aggregates.last))"
+)
+
+_AGGREGATE_COLUMNS = "scope, key, period, start, name, count, total, low, high, last, last_time"
+
+_MERGE_AGGREGATE = f"""
+    INSERT INTO telemetry_aggregates ({_AGGREGATE_COLUMNS})
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    ON CONFLICT (scope, key, period, start, name) DO UPDATE SET
+        count = telemetry_aggregates.count + excluded.count,
+        total = telemetry_aggregates.total + excluded.total,
+        low = CASE WHEN excluded.low < telemetry_aggregates.low
+                   THEN excluded.low ELSE telemetry_aggregates.low END,
+        high = CASE WHEN excluded.high > telemetry_aggregates.high
+                    THEN excluded.high ELSE telemetry_aggregates.high END,
+        last = CASE WHEN {_LATER} THEN excluded.last ELSE telemetry_aggregates.last END,
+        last_time = CASE WHEN {_LATER}
+                         THEN excluded.last_time ELSE telemetry_aggregates.last_time END
+"""
+"""Merge an aggregate increment into its bucket (Aggregate.merge, in SQL:
+the SET expressions all read the row as it was)."""
+
+
+def _aggregate_row(row: TelemetryRow) -> tuple[object, ...]:
+    a = row.aggregate
+    return (row.scope, row.key, row.period, row.start, row.name,
+            a.count, a.total, a.low, a.high, a.last, a.last_time)  # fmt: skip
+
 
 _ACTIVE_CREDENTIAL = f"{CREDENTIAL_SELECT} WHERE role = ? AND name = ? AND revoked_at IS NULL"
 
@@ -369,6 +403,85 @@ class SQLStore(ABC):
                 (device, limit),
             )
         return [(float(row[0]), bytes(row[1])) for row in rows]
+
+    def ingest_telemetry(self, batch: TelemetryBatch) -> None:
+        """See :meth:`edgecfg.store.base.Store.ingest_telemetry`."""
+        with self._transaction("ingest_telemetry", write=True) as db:
+            db.run_many(
+                "INSERT INTO telemetry (device_id, time, payload) VALUES (?, ?, ?)",
+                [(device, at, bytes(payload)) for device, at, payload in batch.packs],
+            )
+            db.run_many(_MERGE_AGGREGATE, [_aggregate_row(row) for row in batch.rows])
+            db.run_many(
+                "INSERT INTO telemetry_states (device_id, state) VALUES (?, ?) "
+                "ON CONFLICT (device_id) DO UPDATE SET state = excluded.state",
+                [(device, bytes(state)) for device, state in batch.states],
+            )
+            if batch.keep_after is not None:
+                devices = batch.trimmed()
+                db.run_many(
+                    "DELETE FROM telemetry WHERE device_id = ? AND time < ?",
+                    [(device, batch.keep_after) for device in devices],
+                )
+                db.run_many(
+                    "DELETE FROM telemetry_aggregates WHERE scope = 'device' AND key = ? "
+                    "AND period = ? AND start < ?",
+                    [(device, batch.hourly, batch.keep_after - batch.hourly) for device in devices],
+                )
+
+    def telemetry_states(self, devices: Sequence[DeviceId]) -> dict[DeviceId, bytes]:
+        """See :meth:`edgecfg.store.base.Store.telemetry_states`."""
+        if len(devices) > PAGE:
+            raise UsageError(f"telemetry_states: {len(devices)} devices exceed {PAGE} a call")
+        if not devices:
+            return {}
+        marks = ", ".join("?" * len(devices))
+        with self._transaction("telemetry_states", write=False) as db:
+            rows = db.all(
+                f"SELECT device_id, state FROM telemetry_states WHERE device_id IN ({marks})",
+                list(devices),
+            )
+        return {DeviceId(str(row[0])): bytes(row[1]) for row in rows}
+
+    def telemetry_rows(
+        self, scope: str, *, key: str | None = None, name: str | None = None,
+        period: float, since: float = float("-inf"), below: bool = False,
+    ) -> list[TelemetryRow]:  # fmt: skip
+        """See :meth:`edgecfg.store.base.Store.telemetry_rows`."""
+        where = ["scope = ?", "period = ?", "start >= ?"]
+        params: list[object] = [scope, period, max(since, -1e300)]
+        if key is not None and below:  # '0' is the character after '/'
+            where.append("(key = ? OR (key >= ? AND key < ?))")
+            params.extend([key, key + "/", key + "0"])
+        elif key is not None:
+            where.append("key = ?")
+            params.append(key)
+        if name is not None:
+            where.append("name = ?")
+            params.append(name)
+        with self._transaction("telemetry_rows", write=False) as db:
+            rows = db.all(
+                f"SELECT {_AGGREGATE_COLUMNS} FROM telemetry_aggregates "
+                f"WHERE {' AND '.join(where)} ORDER BY key, name, start",
+                params,
+            )
+        return [
+            TelemetryRow(str(r[0]), str(r[1]), str(r[4]), float(r[2]), float(r[3]),
+                         Aggregate(int(r[5]), float(r[6]), float(r[7]), float(r[8]),
+                                   float(r[9]), float(r[10])))
+            for r in rows
+        ]  # fmt: skip
+
+    def prune_telemetry(self, *, before: float, hourly: float = 3600.0) -> int:
+        """See :meth:`edgecfg.store.base.Store.prune_telemetry`."""
+        with self._transaction("prune_telemetry", write=True) as db:
+            dropped = db.run("DELETE FROM telemetry WHERE time < ?", (before,))
+            db.run(
+                "DELETE FROM telemetry_aggregates WHERE scope = 'device' AND period = ? "
+                "AND start < ?",
+                (hourly, before - hourly),
+            )
+        return dropped
 
     # -- settings ----------------------------------------------------------
 

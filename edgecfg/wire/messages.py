@@ -17,6 +17,10 @@ ended (confirmed, or reverted and why, issue 15), each a map::
 and ``apply_dropped``, the outcomes the device had to forget (more than it
 keeps) since its last report.  Both keys are absent when there is nothing
 to say, so a report without them is byte for byte what it was before.
+
+A report may carry ``adapt``: the device's local adaptation layer (issue 14,
+:mod:`edgecfg.wire.adaptation`), sent once after it changed; absent
+otherwise, so reports of devices without rules are as before.
 """
 
 from __future__ import annotations
@@ -33,8 +37,10 @@ from edgecfg.core.apply import (
     RevertReason,
 )
 from edgecfg.core.ids import ETag
+from edgecfg.core.rules import Adaptation
 from edgecfg.core.tree import Tree, Value, is_map
 from edgecfg.errors import PeerError
+from edgecfg.wire.adaptation import AdaptationError, adaptation_from_value, adaptation_to_value
 from edgecfg.wire.cbor import decode, encode
 
 MAX_SCHEMA_VERSION: Final = 2**31 - 1
@@ -65,6 +71,7 @@ class DeviceReport:
     schema: int | None = None
     apply: tuple[ApplyOutcome, ...] = ()
     apply_dropped: int = 0
+    adapt: Adaptation | None = None
 
     def encode(self) -> bytes:
         report: Tree = {"applied": self.applied}
@@ -77,6 +84,8 @@ class DeviceReport:
             report["apply"] = [outcome_to_value(outcome) for outcome in self.apply]
         if self.apply_dropped:
             report["apply_dropped"] = self.apply_dropped
+        if self.adapt is not None:
+            report["adapt"] = adaptation_to_value(self.adapt)
         for key, value in (
             ("agent", self.agent),
             ("schema", self.schema),
@@ -111,6 +120,11 @@ class DeviceReport:
         dropped = report.get("apply_dropped", 0)
         if type(dropped) is not int or not 0 <= dropped < 2**32:
             raise MessageError("state report 'apply_dropped' must be a count")
+        adapt = report.get("adapt")
+        try:
+            adaptation = adaptation_from_value(adapt) if adapt is not None else None
+        except AdaptationError as error:
+            raise MessageError(f"state report 'adapt': {error}") from None
         return cls(
             applied=_etag(report, "applied", "state report"),
             journal=tuple(cast(list[Value], journal)) if journal is not None else None,
@@ -122,6 +136,7 @@ class DeviceReport:
             schema=schema,
             apply=tuple(outcome_from_value(outcome) for outcome in outcomes),
             apply_dropped=dropped,
+            adapt=adaptation,
         )
 
 

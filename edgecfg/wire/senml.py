@@ -1,4 +1,4 @@
-"""SenML records in CBOR (RFC 8428 §6), as devices send telemetry.
+"""SenML records in CBOR (RFC 8428 §6) and JSON (§5), as devices send telemetry.
 
 Labels are integers in SenML-CBOR: base name -2, base time -3, base unit -4,
 base value -5, base sum -6, base version -1, name 0, unit 1, value 2, string
@@ -61,7 +61,60 @@ def decode_senml(data: bytes, *, limits: DecodeLimits = DEFAULT_LIMITS) -> list[
         raise SenmlError(f"SenML pack is not valid CBOR: {error}") from None
     if not isinstance(pack, list) or not pack:
         raise SenmlError("a SenML pack is a non-empty CBOR array of records")
-    items = cast(list[object], pack)
+    return _resolve(cast(list[object], pack))
+
+
+JSON_LABELS: Final = {
+    "bver": BVER, "bn": BN, "bt": BT, "bu": BU, "bv": BV, "bs": BS, "n": N,
+    "u": U, "v": V, "vs": VS, "vb": VB, "s": S, "t": T, "ut": UT, "vd": VD,
+}  # fmt: skip
+"""SenML-JSON labels (RFC 8428 §4.3) and their SenML-CBOR numbers (§6)."""
+MAX_JSON: Final = 64 * 1024
+
+
+def decode_senml_json(data: bytes) -> list[Record]:
+    """Decode and resolve a SenML-JSON pack (RFC 8428 §5): the same records,
+    and the same checks, as :func:`decode_senml`; a data value (``vd``) is
+    base64url (§5, padding optional).  Duplicate labels are refused."""
+    if len(data) > MAX_JSON:
+        raise SenmlError(f"SenML-JSON pack of {len(data)} bytes exceeds {MAX_JSON}")
+    try:
+        pack = json.loads(data.decode("utf-8"), object_pairs_hook=_unique_labels)
+    except (UnicodeDecodeError, ValueError, RecursionError) as error:
+        raise SenmlError(f"SenML pack is not valid JSON: {error}") from None
+    if not isinstance(pack, list) or not pack:
+        raise SenmlError("a SenML pack is a non-empty JSON array of records")
+    items: list[object] = []
+    for index, item in enumerate(cast(list[object], pack)):
+        if not isinstance(item, dict):
+            raise SenmlError(f"record {index} is not an object")
+        fields: dict[object, object] = {}
+        for label, value in cast(dict[str, object], item).items():
+            number = JSON_LABELS.get(label)
+            if number is None:
+                raise SenmlError(f"record {index}: unknown label {label!r}")
+            fields[number] = _base64url(value, index) if number == VD else value
+        items.append(fields)
+    return _resolve(items)
+
+
+def _unique_labels(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    fields = dict(pairs)
+    if len(fields) != len(pairs):
+        raise ValueError("a record repeats a label")
+    return fields
+
+
+def _base64url(value: object, index: int) -> bytes:
+    if not isinstance(value, str) or len(value) > 2 * MAX_STRING:
+        raise SenmlError(f"record {index}: data value must be base64url text")
+    try:
+        return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+    except ValueError:
+        raise SenmlError(f"record {index}: data value is not base64url") from None
+
+
+def _resolve(items: list[object]) -> list[Record]:
     if len(items) > MAX_RECORDS:
         raise SenmlError(f"SenML pack of {len(items)} records exceeds {MAX_RECORDS}")
     records: list[Record] = []

@@ -111,7 +111,29 @@ async def test_config_rides_on_telemetry(gateway: Gateway, tmp_path: Path) -> No
         edit(gateway, 1800)
         stale = await agent.telemetry(pack)
         assert stale.outcome == "updated"
+        assert stale.round_trips == 1  # the telemetry POST alone: no state report
         assert interval(agent) == 1800
+        served = gateway.fleet.etag(DeviceId("dev-1"))
+        assert gateway.fleet.store.get_device(DeviceId("dev-1")).applied_etag != served
+        # the next telemetry names the applied version, and the gateway records it
+        again = await agent.telemetry(pack)
+        assert (again.outcome, again.round_trips) == ("current", 1)
+        assert gateway.fleet.store.get_device(DeviceId("dev-1")).applied_etag == served
+
+
+async def test_a_config_riding_on_telemetry_is_reported_when_the_run_has_not_introduced_itself(
+    gateway: Gateway, tmp_path: Path
+) -> None:
+    pack = [Record("temp", 20.5, "Cel", 0.0)]
+    async with CoapLink(gateway.uri, ack_timeout=0.5) as link:
+        await Agent(link, LocalState(tmp_path), device="dev-1", backoff=FAST).sync()
+        edit(gateway, 1800)
+        # a new run (a reboot): its first report says hardware and versions
+        agent = Agent(link, LocalState(tmp_path), device="dev-1", backoff=FAST)
+        stale = await agent.telemetry(pack)
+        assert (stale.outcome, stale.round_trips) == ("updated", 2)
+    record = gateway.fleet.store.get_device(DeviceId("dev-1"))
+    assert record.applied_etag == gateway.fleet.etag(DeviceId("dev-1"))
 
 
 async def test_transfer_resumes_at_the_block_where_it_broke_off(

@@ -23,6 +23,7 @@ def test_bench_sync_reports_wire_bytes_cpu_and_verdicts(
     assert wire["unchanged, own wake"]["round_trips"] == 1
     assert 0 < wire["unchanged, own wake"]["bytes"] < 80
     assert wire["unchanged, piggyback"]["round_trips"] == 0
+    assert wire["unchanged, piggyback"]["bytes"] == 9  # the held ETag as an ETag option
     assert wire["single edit"]["round_trips"] == 2
     assert wire["single edit"]["bytes"] < wire["first sync (full config)"]["bytes"] / 20
     for name in ("unchanged (2.03)", "delta", "full config"):

@@ -13,7 +13,7 @@ from aiocoap.optiontypes import BlockOption
 from edgecfg.core.ids import DeviceId
 from edgecfg.fleet.identity import InsecurePolicy
 from edgecfg.gateway.server import Gateway
-from edgecfg.store import DeviceRecord, MemoryStore
+from edgecfg.store import DeviceRecord, MemoryStore, Store
 from tests.paths import SCHEMA
 
 SENSOR = "nbiot-sensor-r3"
@@ -43,9 +43,10 @@ def sensor(device: str, region: str = "eu/west", agent: str = "1.0.0") -> Device
 
 
 @asynccontextmanager
-async def started_gateway() -> AsyncIterator[Gateway]:
-    """A started gateway with the fixture schema and devices dev-1, dev-2."""
-    gateway = Gateway(MemoryStore(), policy=InsecurePolicy(), refresh_s=0)
+async def started_gateway(store: Store | None = None) -> AsyncIterator[Gateway]:
+    """A started gateway with the fixture schema and devices dev-1, dev-2, on
+    ``store`` (default: a new in-memory one)."""
+    gateway = Gateway(store or MemoryStore(), policy=InsecurePolicy(), refresh_s=0)
     # aiocoap's plain-CoAP client does not answer Echo challenges: loopback counts
     # as proven here, and test_amplification.py tests the guard on fresh gateways.
     gateway.guard.trust("127.0.0.1")

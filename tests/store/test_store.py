@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -20,37 +20,15 @@ from edgecfg.store import (
     MemoryStore,
     MergeRecord,
     OscoreState,
-    PostgresStore,
     RolloutDevice,
     RolloutEntry,
     RolloutRecord,
-    SQLiteStore,
     Store,
     blob_etag,
     in_group,
 )
-from tests.store.helpers import postgres_store
+from tests.store.conftest import FACTORIES
 from tests.strategies import device_ids, device_records
-
-StoreFactory = Callable[[Path], Store]
-
-FACTORIES: dict[str, StoreFactory] = {
-    "memory": lambda _: MemoryStore(),
-    "sqlite-memory": lambda _: SQLiteStore(":memory:"),
-    "sqlite-file": lambda tmp: SQLiteStore(tmp / "store.db"),
-    "postgres": lambda _: postgres_store(),
-}
-
-
-@pytest.fixture(params=sorted(FACTORIES))
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    opened = FACTORIES[request.param](tmp_path)
-    try:
-        yield opened
-    finally:
-        if isinstance(opened, PostgresStore):
-            opened.drop_schema()
-        opened.close()
 
 
 def dev(id: str, **groups: str) -> DeviceRecord:

@@ -25,6 +25,7 @@ from edgecfg.wire.senml import (
     Record,
     SenmlError,
     decode_senml,
+    decode_senml_json,
     encode_senml,
     encode_senml_json,
 )
@@ -382,3 +383,34 @@ def test_a_time_below_2_pow_28_is_relative_and_kept_as_given() -> None:
     assert decode_senml(pack_of({0: "a", 2: 1, 6: -60}))[0].time == -60.0
     assert decode_senml(pack_of({0: "a", 2: 1, 6: 2**28 - 1}))[0].time == 2**28 - 1
     assert decode_senml(pack_of({-3: 100.0, 0: "a", 2: 1, 6: -160}))[0].time == -60.0
+
+
+@pytest.mark.parametrize(("text", "records"), RFC8428_EXAMPLES)
+def test_rfc8428_example_as_senml_json_resolves_to_the_same_records(
+    text: str, records: list[Record]
+) -> None:
+    assert decode_senml_json(text.encode()) == records
+
+
+def test_senml_json_round_trips_resolved_records_with_data_values() -> None:
+    records = [Record("a", b"\x00\xff", None, 5.0), Record("b", 1.5, "V", 6.0),
+               Record("c", True, None, 7.0), Record("d", "on", None, 8.0)]  # fmt: skip
+    assert decode_senml_json(encode_senml_json(records)) == records
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (b"{}", "non-empty JSON array"),
+        (b"[1]", "record 0 is not an object"),
+        (b'[{"n":"a","x":1}]', "unknown label 'x'"),
+        (b'[{"n":"a","v":1,"v":2}]', "repeats a label"),
+        (b'[{"n":"a","v":NaN}]', "finite number"),
+        (b'[{"n":"a","vd":5}]', "base64url"),
+        (b"\xff", "not valid JSON"),
+        (b"[" * 100_000, "exceeds"),
+    ],
+)
+def test_a_bad_senml_json_pack_is_refused_naming_what(text: bytes, message: str) -> None:
+    with pytest.raises(SenmlError, match=message):
+        decode_senml_json(text)
