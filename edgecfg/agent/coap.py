@@ -39,7 +39,6 @@ from urllib.parse import urlsplit
 import aiocoap
 import aiocoap.credentials
 import aiocoap.error
-import aiocoap.oscore
 from aiocoap.numbers.codes import Code
 from aiocoap.numbers.constants import TransportTuning
 from aiocoap.optiontypes import BlockOption
@@ -424,6 +423,13 @@ class CoapLink:
         that cannot use our context (revoked, unknown) answers in plain CoAP,
         typically 4.01, which is returned as it is (unauthenticated, so only
         ever a failure); an answer that does not verify is :class:`LinkDown`."""
+        if self.credentials is None:  # plain CoAP: none of OSCORE's failures can arise
+            return await request.response
+        # Imported here: aiocoap.oscore (and what it pulls: filelock, cbor_diag,
+        # more of cryptography) is ~5 MB of RSS that a device without OSCORE
+        # credentials never needs (issue 16: the agent in 30 MB).
+        import aiocoap.oscore
+
         try:
             return await request.response
         except aiocoap.oscore.NotAProtectedMessage as error:

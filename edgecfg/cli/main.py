@@ -125,6 +125,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
     scenario = Scenario(
         devices=args.devices, days=args.days, seed=args.seed, wake_every_s=args.wake_every,
         writes_per_day=args.writes_per_day, group_share=args.group_share, loss=args.loss,
+        prune_versions_days=args.prune_versions,
     )  # fmt: skip
     live = sys.stderr.isatty()
 
@@ -352,6 +353,9 @@ def build_parser() -> argparse.ArgumentParser:
         number("--writes-per-day", 10.0, "operator layer edits a day, fleet-wide", metavar="N"),
         number("--group-share", 0.2, "share of edits on group layers", metavar="P"),
         number("--loss", 0.0, "probability that one exchange is lost", metavar="P"),
+        argument("--prune-versions", type=float, metavar="DAYS",
+                 help="each day, forget served versions older than DAYS, as "
+                      "`edgecfg gateway prune` does (default: never)"),
     )  # fmt: skip
     scenarios = sim.add_subparsers(dest="sim_command", metavar="SCENARIO-COMMAND")
     rollout_sim.add_parser(scenarios)

@@ -62,7 +62,41 @@ def write_report(report: RunReport, out: Path) -> list[Path]:
     figure.savefig(out / "convergence_cdf.png", dpi=100)
     plt.close(figure)
     written.append(out / "convergence_cdf.png")
+    if report.footprints:
+        written.append(_plot_longevity(report, out / "longevity.png"))
     return written
+
+
+LONGEVITY_PANELS = (
+    ("rss_mib", "process RSS (MiB)"),
+    ("store_bytes_per_device", "store bytes per device"),
+    ("layer_revisions", "layer revisions (rows)"),
+    ("change_log", "store change log (rows)"),
+    ("versions_kept", "served versions kept"),
+    ("agent_state_bytes_max", "largest device state (bytes)"),
+)
+"""The longevity series, one panel each: (Footprint field, axis label)."""
+
+
+def _plot_longevity(report: RunReport, path: Path) -> Path:
+    """One panel per footprint series, over the run's days."""
+    import matplotlib.pyplot as plt
+
+    days = [sample.day for sample in report.footprints]
+    figure, axes = plt.subplots(2, 3, figsize=(11, 5.5), sharex=True)
+    for axis, (name, label) in zip(axes.flat, LONGEVITY_PANELS, strict=True):
+        axis.plot(days, [getattr(sample, name) for sample in report.footprints], color="#aa3377")
+        axis.set_title(label, fontsize=9)
+        axis.set_ylim(bottom=0)
+        axis.set_xlabel("day")
+    figure.suptitle(
+        f"longevity: {report.scenario.devices:,} devices, {report.scenario.days:g} days, "
+        f"{report.scenario.writes_per_day:g} writes/day"
+    )
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+    return path
 
 
 def plot_battery(outcome: Outcome, path: str) -> None:

@@ -14,6 +14,9 @@ What happens:
   off and retry in virtual time;
 - operators write ``writes_per_day`` layer edits a day, group and device
   layers mixed (a group edit reaches all its members);
+- at the end of each day the run takes the fleet's footprint (the
+  process's RSS, the store's tables, the journals' rows, the devices' held
+  state): a longevity run shows none of it grows without bound;
 - after the last day every device wakes once more on a clean link, and an
   independent check (each device's held ETag against a fresh resolution of
   its layers) counts the devices that diverge: there must be none.
@@ -86,6 +89,9 @@ class Scenario:
     loss: float = 0.0
     """Probability that one exchange is lost (the session backs off and retries)."""
     szx: int = DEFAULT_SZX
+    prune_versions_days: float | None = None
+    """Run ``edgecfg gateway prune --older-than DAYS`` at the end of each day
+    (``None``: never, and the served versions table keeps every version)."""
 
     def check(self) -> None:
         if self.devices < 1:
@@ -94,6 +100,10 @@ class Scenario:
             raise UsageError("days and wake_every_s must be positive")
         if not 0.0 <= self.loss < 1.0 or not 0.0 <= self.group_share <= 1.0:
             raise UsageError("loss must be in [0, 1) and group_share in [0, 1]")
+        if self.prune_versions_days is not None and not self.prune_versions_days >= 0:
+            raise UsageError(
+                f"prune_versions_days must be 0 or more days, got {self.prune_versions_days}"
+            )
 
 
 @dataclass(slots=True)
@@ -117,6 +127,35 @@ class Day:
     convergence_s: list[float] = field(default_factory=list[float])
 
 
+@dataclass(frozen=True, slots=True)
+class Footprint:
+    """What the fleet holds at the end of one day (the longevity series)."""
+
+    day: int
+    rss_mib: float
+    """The simulator process (gateway logic, store and devices' state)."""
+    store_bytes_per_device: float
+    """Blobs (layer documents) and served versions, over the fleet."""
+    layer_revisions: int
+    """The layers' history: one row per write (the audit trail)."""
+    change_log: int
+    """The store's change journal (what the gateways' caches follow)."""
+    versions_kept: int
+    """Served configuration versions kept as delta bases."""
+    agent_state_bytes_max: int
+    """The largest state a device holds (its config and any partial transfer)."""
+    agent_state_bytes_mean: float
+
+
+def process_rss_mib() -> float:
+    """This process's resident set size (``VmRSS``), in MiB."""
+    status = Path("/proc/self/status")
+    for line in status.read_text(encoding="ascii").splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise OSError(f"{status}: no VmRSS line (not Linux?)")
+
+
 @dataclass(slots=True)
 class RunReport:
     """A run's figures (``summary`` is the JSON form)."""
@@ -128,6 +167,7 @@ class RunReport:
     divergent: int
     failed_syncs: int
     final: Day
+    footprints: list[Footprint] = field(default_factory=list[Footprint])
 
     def summary(self) -> dict[str, object]:
         devices = self.scenario.devices
@@ -151,6 +191,10 @@ class RunReport:
                     "retries": day.retries,
                 }
                 for number, day in enumerate(self.days)
+            ],
+            "longevity": [
+                {name: getattr(sample, name) for name in Footprint.__slots__}
+                for sample in self.footprints
             ],
             "closing_round": {
                 "syncs": self.final.syncs,
@@ -176,9 +220,11 @@ class VirtualFleet:
         scenario.check()
         self.scenario = scenario
         self.rng = random.Random(scenario.seed)
+        self.now = 0.0
+        """Virtual time: the gateway logic's clock too (it stamps what it stores)."""
         self.store = MemoryStore()
         self.fleet = Fleet(self.store)
-        self.service = SyncService(self.fleet)
+        self.service = SyncService(self.fleet, clock=self._clock)
         self.devices: dict[DeviceId, _Device] = {}
         self.progress = progress
         self._heap: list[tuple[float, int, str, str]] = []
@@ -189,6 +235,7 @@ class VirtualFleet:
         self._final = Day()  # the closing clean round, apart from the days
         self._groups: list[LayerId] = []
         self._closing = False
+        self._footprints: list[Footprint] = []
         self._build()
 
     # -- set-up --------------------------------------------------------------------
@@ -219,13 +266,18 @@ class VirtualFleet:
             self.devices[device] = _Device(device)
             self._push(self.rng.uniform(0, self.scenario.wake_every_s), "wake", device)
         self.fleet = Fleet(self.store)  # lazy: devices' own layers are read when they ask
-        self.service = SyncService(self.fleet)
+        self.service = SyncService(self.fleet, clock=self._clock)
         self._groups = [LayerId(f"region/{r}") for r in REGIONS] + [
             LayerId(f"function/{f}") for f in FUNCTIONS
         ]
         writes = self.scenario.writes_per_day * self.scenario.days
         for _ in range(int(writes)):
             self._push(self.rng.uniform(0, self.scenario.days * DAY_S), "write", "")
+        for day in range(1, len(self._days)):
+            self._push(day * DAY_S, "footprint", "")
+
+    def _clock(self) -> float:
+        return self.now
 
     def _push(self, at: float, kind: str, device: str) -> None:
         self._order += 1
@@ -238,9 +290,12 @@ class VirtualFleet:
         end = self.scenario.days * DAY_S
         while self._heap and self._heap[0][0] < end:
             at, _, kind, name = heapq.heappop(self._heap)
+            self.now = at
             self._events += 1
             if kind == "write":
                 self._write(at)
+            elif kind == "footprint":
+                self._footprint(at)
             elif kind == "wake":
                 self._wake(at, self.devices[DeviceId(name)], lossy=True)
                 self._push(at + self.scenario.wake_every_s, "wake", name)
@@ -248,6 +303,8 @@ class VirtualFleet:
                 self._resume(at, self.devices[DeviceId(name)])
             if self.progress is not None and self._events % 1000 == 0:
                 self.progress(at / end)
+        self.now = end
+        self._footprint(end)
         self._closing = True
         for device in self.devices.values():  # one last clean wake each
             device.session = None
@@ -256,7 +313,7 @@ class VirtualFleet:
             self.progress(1.0)
         return RunReport(
             self.scenario, self._days, self._events, time.perf_counter() - started,
-            self.divergent(), self._failed, self._final,
+            self.divergent(), self._failed, self._final, self._footprints,
         )  # fmt: skip
 
     def divergent(self) -> int:
@@ -270,6 +327,34 @@ class VirtualFleet:
             if device.held is None or device.held.etag != expected.etag:
                 count += 1
         return count
+
+    def _footprint(self, at: float) -> None:
+        """The end of a day: the gateway's chores (its version vectors
+        written, as it does a few times a second; the retention pruned, if
+        the scenario runs it), then what the gateway and the devices hold."""
+        self.service.flush()
+        if self.scenario.prune_versions_days is not None:
+            self.store.drop_versions(before=at - self.scenario.prune_versions_days * DAY_S)
+        tables = self.store.footprint()
+        held = [
+            (len(d.held.cbor) if d.held is not None else 0)
+            + (len(d.transfer.received) if d.transfer is not None else 0)
+            for d in self.devices.values()
+        ]
+        self._footprints.append(
+            Footprint(
+                day=len(self._footprints),
+                rss_mib=round(process_rss_mib(), 1),
+                store_bytes_per_device=round(
+                    (tables["blob_bytes"] + tables["version_bytes"]) / len(self.devices), 1
+                ),
+                layer_revisions=tables["layer_revisions"],
+                change_log=tables["change_log"],
+                versions_kept=tables["versions"],
+                agent_state_bytes_max=max(held),
+                agent_state_bytes_mean=round(sum(held) / len(held), 1),
+            )
+        )
 
     def _day(self, at: float) -> Day:
         if self._closing:

@@ -110,6 +110,21 @@ class MemoryStore:
         """See :meth:`edgecfg.store.base.Store.last_change`."""
         return len(self._open().changes)
 
+    def footprint(self) -> dict[str, int]:
+        """What the store holds, table by table: payload bytes for the byte
+        tables, rows for the journals (a longevity run plots these per day)."""
+        tables = self._open()
+        return {
+            "blob_bytes": sum(len(data) for data in tables.blobs.values()),
+            "blobs": len(tables.blobs),
+            "version_bytes": sum(len(tag) + len(vector) for tag, vector in tables.versions),
+            "versions": len(tables.versions),
+            "layer_revisions": sum(len(history) for history in tables.layers.values()),
+            "change_log": len(tables.changes),
+            "merges": len(tables.merges),
+            "bad_versions": len(tables.bad),
+        }
+
     def check_writable(self) -> None:
         """See :meth:`edgecfg.store.base.Store.check_writable`: memory always is."""
         self._open()

@@ -207,24 +207,38 @@ class SubtreeEncoder:
     maps (folds are copy-on-write), so a fleet's configs are encoded once per
     distinct map, not once per device.  Output is byte-identical to
     :func:`encode_unchecked`.  The cache holds each map it encoded (so ids
-    cannot be reused) and is cleared past ``max_entries``; it relies on the
-    trees being immutable values, as everything edgecfg builds is.
+    cannot be reused) and is cleared past ``max_entries`` maps or
+    ``max_bytes`` bytes of their encodings (the maps it keeps alive cost a few
+    times that again); it relies on the trees being immutable values, as
+    everything edgecfg builds is.
+
+    The byte bound is what keeps a long-running gateway's memory flat: each
+    edit makes new maps for the devices it reaches, so over weeks the count
+    bound alone let the cache hold gigabytes (issue 16's longevity run).
     """
 
-    __slots__ = ("_cache", "_counts", "_keys", "_orders", "max_entries")
+    __slots__ = ("_bytes", "_cache", "_counts", "_keys", "_orders", "max_bytes", "max_entries")
 
-    def __init__(self, max_entries: int = 500_000) -> None:
+    def __init__(self, max_entries: int = 500_000, max_bytes: int = 32 * 2**20) -> None:
         self._cache: dict[int, tuple[object, bytes]] = {}
         self._counts: dict[int, int] = {}  # node counts of maps in _cache
         self._orders: dict[tuple[str, ...], list[str]] = {}
         self._keys: dict[str, bytes] = {}
+        self._bytes = 0  # encodings held in _cache
         self.max_entries = max_entries
+        self.max_bytes = max_bytes
+
+    @property
+    def held_bytes(self) -> int:
+        """Bytes of encodings the cache holds now."""
+        return self._bytes
 
     def encode(self, value: Value) -> bytes:
-        if len(self._cache) > self.max_entries:
+        if len(self._cache) > self.max_entries or self._bytes > self.max_bytes:
             self._cache.clear()
             self._counts.clear()
             self._orders.clear()
+            self._bytes = 0
         if type(value) is dict:
             return self._map(value)  # type: ignore[arg-type]
         return cbor2.dumps(value, canonical=True)
@@ -287,6 +301,7 @@ class SubtreeEncoder:
                     parts.append(cbor2.dumps(child, canonical=True))
             data = b"".join(parts)
         cache[id(node)] = (node, data)
+        self._bytes += len(data)
         return data
 
 

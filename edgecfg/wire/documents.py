@@ -11,15 +11,10 @@ from __future__ import annotations
 
 import json
 import math
-import tomllib
 from pathlib import PurePath
 from typing import Final, Literal, cast
 
-import cbor_diag
-import yaml
-
 from edgecfg.core.schema import Schema
-from edgecfg.core.schema_document import schema_from_document
 from edgecfg.core.tree import Value, check_model
 from edgecfg.errors import ModelError, PeerError, UsageError
 from edgecfg.wire.cbor import DEFAULT_LIMITS, DecodeLimits, decode, encode
@@ -54,18 +49,27 @@ def parse_text_document(data: bytes, fmt: TextFormat, *, source: str = "<input>"
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:
         raise DocumentError(f"{source}: not UTF-8 text (byte {error.start})") from None
-    try:
-        if fmt == "json":
+    # The parsers of TOML and YAML and the diagnostic notation are imported in
+    # the branch that needs them: a device's agent imports this module to
+    # write its config and must not load yaml (issue 16: the agent in 30 MB).
+    if fmt == "json":
+        try:
             return json.loads(text)
-        if fmt == "toml":
+        except json.JSONDecodeError as error:
+            raise DocumentError(
+                f"{source}: invalid JSON at line {error.lineno} column {error.colno}: {error.msg}"
+            ) from None
+    if fmt == "toml":
+        import tomllib
+
+        try:
             return tomllib.loads(text)
+        except tomllib.TOMLDecodeError as error:
+            raise DocumentError(f"{source}: invalid TOML: {error}") from None
+    import yaml
+
+    try:
         return yaml.safe_load(text)
-    except json.JSONDecodeError as error:
-        raise DocumentError(
-            f"{source}: invalid JSON at line {error.lineno} column {error.colno}: {error.msg}"
-        ) from None
-    except tomllib.TOMLDecodeError as error:
-        raise DocumentError(f"{source}: invalid TOML: {error}") from None
     except yaml.YAMLError as error:
         raise DocumentError(f"{source}: invalid YAML: {_one_line(str(error))}") from None
 
@@ -81,6 +85,8 @@ def read_config(
     if fmt == "cbor":
         return decode(data, limits=limits)
     if fmt == "diag":
+        import cbor_diag
+
         try:
             text = data.decode("utf-8")
             raw = cbor_diag.diag2cbor(text)
@@ -103,6 +109,8 @@ def write_config(value: Value, fmt: ConfigFormat) -> bytes:
     if fmt == "cbor":
         return encode(value)
     if fmt == "diag":
+        import cbor_diag
+
         return (cbor_diag.cbor2diag(encode(value)) + "\n").encode()
     _check_json(value, "")
     return (json.dumps(value, indent=2, ensure_ascii=False) + "\n").encode()
@@ -125,6 +133,8 @@ def _check_json(value: Value, where: str) -> None:
 
 def diagnostic(data: bytes) -> str:
     """Diagnostic notation of arbitrary CBOR bytes (for showing what arrived)."""
+    import cbor_diag
+
     try:
         return cbor_diag.cbor2diag(data)
     except ValueError as error:
@@ -140,4 +150,6 @@ def read_schema(data: bytes, fmt: TextFormat, *, source: str = "<input>") -> Sch
     document = parse_text_document(data, fmt, source=source)
     if not isinstance(document, dict):
         raise DocumentError(f"{source}: a schema document must be a map at the top level")
+    from edgecfg.core.schema_document import schema_from_document
+
     return schema_from_document(cast(dict[str, object], document))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -17,7 +18,11 @@ SMALL = Scenario(devices=40, days=2, seed=3, writes_per_day=12, group_share=0.5)
 
 
 def _figures(summary: dict[str, object]) -> dict[str, object]:
-    return {key: value for key, value in summary.items() if key not in ("wall_s", "events_per_s")}
+    """The summary without what the machine decides (wall time, the RSS)."""
+    figures = {k: v for k, v in summary.items() if k not in ("wall_s", "events_per_s")}
+    samples = cast(list[dict[str, object]], figures.pop("longevity"))
+    figures["longevity"] = [{k: v for k, v in day.items() if k != "rss_mib"} for day in samples]
+    return figures
 
 
 def test_a_seed_names_one_run() -> None:
@@ -77,4 +82,6 @@ def test_edgecfg_sim_writes_its_report_folder(
     assert summary["devices"] == 25 and summary["divergent_devices"] == 0
     assert (out / "bytes_per_device.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "convergence_cdf.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "longevity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [day["day"] for day in summary["longevity"]] == [0, 1]
     assert "divergent devices: 0" in capsys.readouterr().out

@@ -17,6 +17,7 @@ from edgecfg.store import (
     BadVersion,
     DeviceRecord,
     Groups,
+    MemoryStore,
     MergeRecord,
     OscoreState,
     RolloutDevice,
@@ -708,3 +709,19 @@ def test_a_rollout_keeps_its_plan_state_cohort_and_history(store: Store) -> None
         RolloutEntry(2, 2.0, "action", '{"a": "pause"}'),
     ]
     assert store.rollout_history("nope") == []
+
+
+def test_the_memory_store_footprint_counts_what_each_table_holds() -> None:
+    store = MemoryStore()
+    empty = store.footprint()
+    assert set(empty.values()) == {0}
+    a = store.put_blob(b"layer one")
+    store.put_blob(b"layer one")  # the same blob: held once
+    store.append_layer_revision(L("g"), a, parent=None, author="x", message="1", now=1.0)
+    store.put_versions([(ETag(b"12345678"), b"vv")], now=1.0)
+    held = store.footprint()
+    assert held["blobs"] == 1 and held["blob_bytes"] == len(b"layer one")
+    assert held["layer_revisions"] == 1 and held["change_log"] >= 1
+    assert held["versions"] == 1 and held["version_bytes"] == 8 + 2
+    store.drop_versions(before=2.0)
+    assert store.footprint()["versions"] == 0

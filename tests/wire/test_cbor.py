@@ -671,6 +671,18 @@ def test_subtree_encoder_is_byte_identical_to_canonical_encoding(values: list[Va
         assert encoder.encode(value) == encode_unchecked(value)
 
 
+def test_subtree_encoder_forgets_its_maps_past_its_byte_bound() -> None:
+    from edgecfg.wire.cbor import SubtreeEncoder, encode_unchecked
+
+    encoder = SubtreeEncoder(max_bytes=1000)
+    trees: list[Value] = [{"n": {"i": i, "pad": "x" * 100}} for i in range(30)]
+    for tree in trees:
+        assert encoder.encode(tree) == encode_unchecked(tree)
+        assert encoder.held_bytes <= 1000 + 2 * len(encode_unchecked(tree))
+    assert encoder.count(trees[0]) is None  # long forgotten
+    assert encoder.count(trees[-1]) == 4  # just encoded: the map, n, i, pad
+
+
 @given(value_pairs())
 @settings(max_examples=200, deadline=None)
 def test_a_content_key_spliced_from_the_base_parts_is_the_whole_key(

@@ -1,0 +1,125 @@
+"""The device side of ``edgecfg bench agent``, alone in a child process.
+
+``python -m edgecfg.bench.agent_child URI DEVICE FOLDER ...`` syncs from
+the gateway at ``URI``, records ``JOURNAL`` local changes "offline", times
+local resolution, reconnects, and prints its figures as JSON.  It runs in a
+process of its own so that the peak RSS it reports is what a device's agent
+costs (the agent's imports and its sync), not the benchmark's fleet, store
+and configuration generator (issue 16: the agent in 30 MB of RSS).  It
+imports only what a device imports (the parent computes the percentiles).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+from edgecfg.agent.coap import CoapLink
+from edgecfg.agent.local_state import LocalState
+from edgecfg.agent.overrides import LocalOverrides
+from edgecfg.agent.sync import Agent, Backoff
+from edgecfg.core.tree import flatten, get, is_map
+from edgecfg.errors import CommandError
+
+
+def peak_rss_mib() -> float:
+    """This process's peak RSS (``VmHWM``), in MiB.  Not ``ru_maxrss``: Linux
+    carries that across ``exec``, so a child would inherit its parent's peak."""
+    status = Path("/proc/self/status")
+    for line in status.read_text(encoding="ascii").splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise OSError(f"{status}: no VmHWM line (not Linux?)")
+
+
+async def run_device(
+    uri: str, device: str, folder: Path, journal: int, samples: int, *, trace: bool
+) -> dict[str, float | list[float]]:
+    """Sync, go "offline" for ``journal`` local changes, time local resolution,
+    reconnect: the figures and the timings (ms), the process's peak RSS taken
+    after the reconnect.  With ``trace`` the reconnect's heap is traced
+    (tracemalloc's own bookkeeping then inflates the RSS; run twice)."""
+    async with CoapLink(uri, ack_timeout=1.0) as link:
+        local = LocalOverrides(folder / "local", node=device)
+        agent = Agent(
+            link, LocalState(folder), device=device, local=local, backoff=Backoff(attempts=3)
+        )
+        await agent.sync()
+        held = agent.state.load_config()
+        if held is None:
+            raise CommandError("the first sync brought no configuration")
+        leaves = [p for p, v in flatten(held.tree).items() if isinstance(v, int | float)]
+        rng = random.Random(3)
+        started = time.perf_counter()
+        for number in range(journal):
+            path = rng.choice(leaves)
+            local.set(path, number, reason="bench", now_ms=number)
+        per_change_ms = 1000 * (time.perf_counter() - started) / max(1, journal)
+        changes = max(1, journal)
+        probe = rng.choice(leaves)
+        cold: list[float] = []
+        for number in range(min(samples, 200)):  # a change, then the first read
+            local.set(probe, number, reason="bench", now_ms=journal + number)
+            begin = time.perf_counter()
+            config = agent.config
+            cold.append((time.perf_counter() - begin) * 1000)
+            assert config is not None and get(config, probe) == number
+        warm: list[float] = []
+        direct: list[float] = []
+        for _ in range(samples):
+            begin = time.perf_counter()
+            config = agent.config
+            value = get(config or {}, probe)
+            warm.append((time.perf_counter() - begin) * 1000)
+            begin = time.perf_counter()
+            get(held.tree, probe)
+            direct.append((time.perf_counter() - begin) * 1000)
+            assert value is not None
+        pending = len(local.pending())
+        peak = float("nan")
+        if trace:
+            tracemalloc.start()
+        result = await agent.sync()  # the reconnect: journal up, merge, new config down
+        if trace:
+            _, traced = tracemalloc.get_traced_memory()
+            tracemalloc.stop()
+            peak = traced / 2**20
+        merged = agent.config
+        if local.pending() or merged is None or not is_map(merged):
+            raise CommandError("the reconnect did not converge")
+        return {
+            "leaves": float(len(flatten(held.tree))),
+            "config_bytes": float(len(held.cbor)),
+            "journal_entries": float(pending),
+            "heap_peak_mb": peak,
+            "rss_peak_mb": peak_rss_mib(),
+            "warm_ms": warm,
+            "cold_ms": cold,
+            "direct_ms": direct,
+            "bytes_per_change": local.bytes_written / (changes + len(cold)),
+            "fsyncs_per_change": local.fsyncs / (changes + len(cold)),
+            "ms_per_change": per_change_ms,
+            "reconnect_round_trips": float(result.round_trips),
+            "reconnect_bytes_up": float(result.bytes_up),
+        }
+
+
+def main(argv: list[str]) -> int:
+    """Child entry: ``python -m edgecfg.bench.agent_child URI DEVICE FOLDER JOURNAL
+    SAMPLES trace|rss``."""
+    uri, device, folder, journal, samples, mode = argv
+    figures = asyncio.run(
+        run_device(uri, device, Path(folder), int(journal), int(samples), trace=mode == "trace")
+    )
+    figures["modules_loaded"] = float(len(sys.modules))
+    print(json.dumps(figures))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
