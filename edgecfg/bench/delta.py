@@ -542,11 +542,14 @@ def run_delta_bench(
 ) -> int:
     """Entry point of ``edgecfg bench delta``; returns the exit code (1: a pair failed)."""
     paths = corpus_files(files)
-    # Timed first, in a heap without the corpus's trees (a device holds one
-    # configuration): the collector's full passes then walk what a device's would.
-    timing = speed(leaves, runs, repeat)
     if not paths and not synthetic and DEFAULT_CORPUS.is_dir():
         paths = sorted(DEFAULT_CORPUS.glob("*.jsonl"))
+    if paths:  # read once first: a malformed corpus is refused before a minute of timing
+        load_pairs(paths)
+    # Timed in a heap without the corpus's trees (a device holds one
+    # configuration): the collector's full passes then walk what a device's would.
+    gc.collect()
+    timing = speed(leaves, runs, repeat)
     if paths:
         pairs, unchanged = load_pairs(paths)
         origin = ", ".join(str(path) for path in paths)
