@@ -224,12 +224,13 @@ def run_gateway(db: str, port: int, ready: Event) -> None:
     """Child process: a gateway with default settings (budgets lifted: the
     driver's one address stands for the fleet)."""
     from edgecfg.fleet.identity import InsecurePolicy
-    from edgecfg.gateway.server import Gateway
+    from edgecfg.gateway.server import Gateway, settle_heap
 
     async def main() -> None:
         with SQLiteStore(db) as store:
             gateway = Gateway(store, policy=InsecurePolicy(), budgets=LOAD_BUDGETS)
             await gateway.start("127.0.0.1", port)
+            settle_heap()  # as `gateway serve` does
             ready.set()
             await asyncio.Event().wait()
 
