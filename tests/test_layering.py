@@ -43,7 +43,8 @@ OWNERS: dict[str, set[str]] = {
     "jsonpatch": {"bench"},
     "lz4": {"bench"},
     "matplotlib": {"sim", "bench"},
-    "cachetools": {"fleet", "core"},  # byte-bounded caches of the fleet and resolver
+    # byte-bounded caches of the fleet and resolver, and of POST answers served block-wise
+    "cachetools": {"fleet", "core", "gateway"},
 }
 """Third-party libraries and the packages that may import them (DESIGN §2)."""
 
