@@ -18,7 +18,7 @@ import pytest
 
 from edgecfg.core.ids import DeviceId, ETag, LayerId
 from edgecfg.core.layers import Layer, layer_from_parts, layer_to_document
-from edgecfg.core.tree import get
+from edgecfg.core.tree import Value, get
 from edgecfg.fleet.identity import InsecurePolicy
 from edgecfg.gateway.server import Gateway
 from edgecfg.store import MemoryStore
@@ -409,3 +409,36 @@ def test_a_rollout_is_read_and_paused_with_coap_client(running: Running, tmp_pat
     assert paused.body is not None and decode(paused.body)["phase"] == "paused"  # type: ignore[index]
     refused = coap(running, tmp_path, "/rollout/cc1", "-m", "post", "-t", "60", "-e", "x")
     assert refused.only_response().code == "4.00"
+
+
+def test_a_large_state_answer_comes_block_wise_to_coap_client(
+    running: Running, tmp_path: Path
+) -> None:
+    applied: Value = bytes(current(running).etag)
+    journal: list[Value] = [
+        [n, f"no.such.setting_{n:03d}", [1_000 + n, 0, "dev-1"], "field test", n]
+        for n in range(1, 41)
+    ]
+    report = tmp_path / "report.cbor"
+    report.write_bytes(encode({"applied": applied, "journal": journal, "base": applied}))
+
+    exchange = coap(running, tmp_path, "/state/dev-1", "-m", "post", "-t", "60",
+                    "-f", str(report), "-b", "256")  # fmt: skip
+
+    # the report goes up block-wise (2.31 Continue), its answer comes down so
+    answers = [r for r in exchange.responses if r.code != "2.31"]
+    first = answers[0]
+    assert first.code == "2.04", exchange.log
+    assert first.block2 is not None and first.block2[0] == 0 and first.block2[1]
+    assert first.size2 is not None and first.size2 > 1024
+    # every later block came from the answer kept for this client (libcoap
+    # asks with empty POSTs), so the body is one whole answer, merged once
+    assert {r.code for r in answers} == {"2.04"}, exchange.log
+    assert len({r.etag for r in answers}) == 1
+    assert exchange.body is not None and len(exchange.body) == first.size2
+    answer = decode(exchange.body)
+    assert isinstance(answer, dict)
+    local = answer["local"]
+    assert isinstance(local, dict) and local["ack"] == 40
+    rejected = local["rejected"]
+    assert isinstance(rejected, list) and len(rejected) == 40
