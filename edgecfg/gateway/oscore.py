@@ -18,10 +18,13 @@ directory and a lock per peer.  At fleet scale the gateway instead:
   (least recently used are saved and dropped);
 - persists what must survive a restart in the store:
 
-  * the **sender sequence number** is reserved ahead in growing chunks and
-    the reservation is committed durably *before* a number from it is used
-    (RFC 8613 Appendix B.1.1), so a crash skips numbers but never reuses one;
-    it lives in its own table, so no configuration rollback can take it back;
+  * the **sender sequence number** is reserved ahead in growing chunks, each
+    one atomic step in the store (``reserve_sequence_numbers``: one upsert
+    with RETURNING) committed durably *before* a number from it is used
+    (RFC 8613 Appendix B.1.1), so a crash skips numbers but never reuses one,
+    and several gateways on one PostgreSQL database never hand out the same
+    (kid, Partial IV); it lives in its own table, so no configuration
+    rollback can take it back;
   * the **replay window** is marked unknown in the store as soon as it
     changes, and written back exactly on a clean shutdown or eviction.  After
     a crash the window is unknown and the peer's first request gets a 4.01
@@ -39,7 +42,8 @@ import logging
 import secrets
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any, Final
+from pathlib import Path
+from typing import Any, Final, TextIO
 
 import aiocoap.error
 from aiocoap import oscore
@@ -80,6 +84,10 @@ RESERVED_FLAGS: Final = 0xE0
 RFC 9203, gives bit 2 a meaning this gateway does not speak)."""
 
 Persist = Callable[[bytes, OscoreState], None]
+Reserve = Callable[[bytes, int], int]
+"""``(kid, count) -> first``: :meth:`~edgecfg.store.base.Store.reserve_sequence_numbers`."""
+Used = Callable[[bytes, int], None]
+"""``(kid, sequence number)``: told of every Partial IV the gateway generates."""
 
 
 def encode_window(persisted: dict[str, Any]) -> bytes:
@@ -109,6 +117,9 @@ class StoredContext(oscore.CanProtect, oscore.CanUnprotect, oscore.SecurityConte
         secret: Secret,
         state: OscoreState | None,
         persist: Persist,
+        *,
+        reserve: Reserve,
+        used: Used | None = None,
     ) -> None:
         self.alg_aead = oscore.algorithms[ALGORITHM]
         self.hashfun = oscore.hashfunctions[HKDF]
@@ -124,6 +135,8 @@ class StoredContext(oscore.CanProtect, oscore.CanUnprotect, oscore.SecurityConte
         # durable write per request.
         self.echo_recovery = secrets.token_bytes(8)
         self._persist = persist
+        self._reserve = reserve
+        self._used = used
         self.recipient_replay_window = oscore.ReplayWindow(WINDOW_SIZE, self._window_changed)
         if state is None:
             self.sender_sequence_number = 0
@@ -141,6 +154,8 @@ class StoredContext(oscore.CanProtect, oscore.CanUnprotect, oscore.SecurityConte
                 else:
                     self.recipient_replay_window.initialize_from_persisted(window)
                     self.window_saved = True
+        # Nothing reserved yet: the first number used reserves a chunk (which
+        # may start above next_to_send: another gateway may have reserved).
         self.reserved = self.sender_sequence_number
         self.chunk = CHUNK_START
         self.retired = False
@@ -186,27 +201,34 @@ class StoredContext(oscore.CanProtect, oscore.CanUnprotect, oscore.SecurityConte
 
     def retirement(self) -> OscoreState:
         """The state to store when the context leaves the cache: the window as
-        it is, and a last reservation above every number it may still use (an
-        observation can keep it alive)."""
-        window = self.state(exact=True).window
-        return OscoreState(self.sender_sequence_number + CHUNK_LIMIT, window)
+        it is (its reservations are stored already)."""
+        return OscoreState(self.reserved, self.state(exact=True).window)
 
     def retire(self, stored: OscoreState) -> None:
-        """Left the cache, with ``stored`` saved: use the numbers below its
-        reservation and refuse to go beyond (a reload starts there)."""
+        """Left the cache, with ``stored`` saved.  An observation can keep the
+        context alive: it goes on reserving its own chunks, atomically, so it
+        and a reload of the context never share a number."""
+        del stored
         self.retired = True
-        self.reserved = stored.next_to_send
+
+    def new_sequence_number(self) -> int:
+        """The next sender sequence number, from a reservation of this
+        context's own: a new chunk is reserved atomically in the store when
+        the current one is used up (RFC 8613 Appendix B.1.1), so no other
+        gateway on the database and no restart can use it again."""
+        if self.sender_sequence_number >= self.reserved:
+            # Durable before the number is used, and in memory only once
+            # stored: a failed reservation hands out nothing.
+            first = self._reserve(self.kid, self.chunk)
+            self.sender_sequence_number, self.reserved = first, first + self.chunk
+            self.chunk = min(self.chunk * 2, CHUNK_LIMIT)
+        number = int(super().new_sequence_number())
+        if self._used is not None:
+            self._used(self.kid, number)
+        return number
 
     def post_seqnoincrease(self) -> None:
-        if self.sender_sequence_number <= self.reserved:
-            return
-        if self.retired:
-            raise oscore.ContextUnavailable("security context was unloaded")
-        reserved, chunk = self.reserved + self.chunk, min(self.chunk * 2, CHUNK_LIMIT)
-        # Durable before the number is used (protect() runs after this), and
-        # in memory only once stored: a failed write reserves nothing.
-        self._persist(self.kid, OscoreState(reserved, None))
-        self.reserved, self.chunk = reserved, chunk
+        """Nothing: :meth:`new_sequence_number` reserves before a number is used."""
 
 
 class MemoryContext(oscore.CanProtect, oscore.CanUnprotect, oscore.SecurityContextUtils):
@@ -247,9 +269,22 @@ class StoredCredentials(CredentialsMap):
     read plus a key derivation for a cold one.
     """
 
-    def __init__(self, store: Store, cipher: RecordCipher, *, cache_size: int = CACHE_SIZE) -> None:
+    def __init__(
+        self,
+        store: Store,
+        cipher: RecordCipher,
+        *,
+        cache_size: int = CACHE_SIZE,
+        piv_log: Path | None = None,
+    ) -> None:
         super().__init__()
         self.store = store
+        # A debug record of every (kid, Partial IV) this gateway generates, one
+        # "kid-hex number" line each, written at once (it survives a kill -9):
+        # the failover test checks that no pair is ever used twice.
+        self._piv_log: TextIO | None = None
+        if piv_log is not None:
+            self._piv_log = piv_log.open("a", encoding="ascii", buffering=1)
         self.cipher = cipher
         self.cache_size = cache_size
         self.loaded: OrderedDict[bytes, StoredContext] = OrderedDict()
@@ -286,7 +321,11 @@ class StoredCredentials(CredentialsMap):
             # The peer gets 4.01 (no context); the operator gets the reason.
             log.exception("OSCORE credential %s cannot be used", kid.hex())
             raise KeyError(kid) from None
-        context = StoredContext(record, secret, self.store.oscore_state(kid), self._save)
+        context = StoredContext(
+            record, secret, self.store.oscore_state(kid), self._save,
+            reserve=self.store.reserve_sequence_numbers,
+            used=None if self._piv_log is None else self._log_piv,
+        )  # fmt: skip
         context.on_verified = self._admit
         self.pending[kid] = context
         while len(self.pending) > PENDING_SIZE:
@@ -304,6 +343,16 @@ class StoredCredentials(CredentialsMap):
             del self.loaded[kid]
         self.pending.pop(context.kid, None)
         self.loaded[context.kid] = context
+
+    def _log_piv(self, kid: bytes, number: int) -> None:
+        if self._piv_log is not None:
+            self._piv_log.write(f"{kid.hex()} {number}\n")
+
+    def close(self) -> None:
+        """Close the Partial IV record (:meth:`flush` first at a clean stop)."""
+        log_file, self._piv_log = self._piv_log, None
+        if log_file is not None:
+            log_file.close()
 
     def _save(self, kid: bytes, state: OscoreState) -> None:
         self.store.put_oscore_states([(kid, state)])

@@ -30,7 +30,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Final, TypeVar
+from typing import Final, Protocol, TypeVar, runtime_checkable
 
 import aiocoap
 import aiocoap.resource
@@ -65,6 +65,20 @@ MAX_CONCURRENT: Final = 256
 LAG_PROBE_S: Final = 0.25
 T = TypeVar("T")
 ROLLOUT_TICK_S: Final = 60.0  # how often the rollout loop runs (decisions are daily)
+
+
+class Listening(Protocol):
+    """A running change listener (:class:`~edgecfg.store.postgres.ChangeListener`)."""
+
+    def close(self, timeout: float = 5.0) -> None: ...
+
+
+@runtime_checkable
+class ChangeSource(Protocol):
+    """A store that can wake a reader when its change log grows (PostgreSQL:
+    LISTEN/NOTIFY), so several gateways see each other's writes at once."""
+
+    def listen_changes(self, wake: Callable[[], None]) -> Listening: ...
 
 
 def quiet_aiocoap() -> None:
@@ -143,6 +157,8 @@ class Gateway:
         self.context: aiocoap.Context | None = None
         self.address: tuple[str, int] | None = None
         self._refresher: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()  # a change was committed: refresh now
+        self.listener: Listening | None = None
         self._lag: asyncio.Task[None] | None = None
         # duplicate detection of the server's UDP interfaces (edgecfg.gateway.admission)
         self.remembered: list[RememberedAnswers] = []
@@ -186,6 +202,12 @@ class Gateway:
             self.remembered.append(table)
         self.address = (host, _bound_port(self.context) or port)
         if self.refresh_s > 0:
+            self._wake = asyncio.Event()
+            if isinstance(self.fleet.store, ChangeSource):
+                # Several gateways on one database: a commit anywhere wakes the
+                # change-log read at once; the poll every refresh_s stays as a
+                # safety net.
+                self.listener = self.fleet.store.listen_changes(_waker(self._wake))
             self._refresher = asyncio.create_task(self._refresh_loop())
         self._lag = asyncio.create_task(self._measure_delay())
 
@@ -222,7 +244,9 @@ class Gateway:
 
     async def _refresh_loop(self) -> None:
         while True:
-            await asyncio.sleep(self.refresh_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.refresh_s)
+            self._wake.clear()  # before reading: a commit from now on wakes again
             try:
                 self.changed(self.fleet.refresh())
             except Exception:  # a bad row must not stop the gateway
@@ -297,6 +321,9 @@ class Gateway:
             self.service.flush()
         except Exception:  # a failing store must not stop the stop
             log.exception("writing the served versions' vectors at stop failed")
+        if self.listener is not None:
+            listener, self.listener = self.listener, None
+            await asyncio.get_running_loop().run_in_executor(None, listener.close)
         for task in (self._refresher, self._lag):
             if task is not None:
                 task.cancel()
@@ -311,6 +338,7 @@ class Gateway:
         if self.credentials is not None:
             # Exact sequence numbers and replay windows: no Echo round after a clean restart.
             self.credentials.flush()
+            self.credentials.close()
 
     @property
     def uri(self) -> str:
@@ -319,6 +347,17 @@ class Gateway:
             raise RuntimeError("the gateway is not started")
         host, port = self.address
         return f"coap://[{host}]:{port}" if ":" in host else f"coap://{host}:{port}"
+
+
+def _waker(event: asyncio.Event) -> Callable[[], None]:
+    """A thread-safe ``event.set`` for the running loop (a no-op once it closed)."""
+    loop = asyncio.get_running_loop()
+
+    def wake() -> None:
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits
+            loop.call_soon_threadsafe(event.set)
+
+    return wake
 
 
 def release_memory() -> None:
