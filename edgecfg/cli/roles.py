@@ -99,6 +99,7 @@ def cmd_gateway_serve(args: argparse.Namespace) -> int:
                 credentials = StoredCredentials(
                     store, master_cipher(args, store, create=False),
                     piv_log=Path(args.debug_piv_log) if args.debug_piv_log else None,
+                    shared=is_postgres_url(args.db),  # several gateways may serve it
                 )  # fmt: skip
                 try:
                     credentials.check_key()

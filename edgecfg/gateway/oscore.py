@@ -276,9 +276,15 @@ class StoredCredentials(CredentialsMap):
         *,
         cache_size: int = CACHE_SIZE,
         piv_log: Path | None = None,
+        shared: bool = False,
     ) -> None:
         super().__init__()
         self.store = store
+        # Several gateways on one database (PostgreSQL): each keeps its own
+        # replay windows, and a window one stored could be stale for what the
+        # peer did at another since; so none is ever stored as known, and a
+        # context loaded anywhere starts with Echo recovery (RFC 8613 B.1.2).
+        self.shared = shared
         # A debug record of every (kid, Partial IV) this gateway generates, one
         # "kid-hex number" line each, written at once (it survives a kill -9):
         # the failover test checks that no pair is ever used twice.
@@ -337,7 +343,7 @@ class StoredCredentials(CredentialsMap):
         used out of it first (if that save fails, nothing moves)."""
         while len(self.loaded) >= self.cache_size:
             kid, evicted = next(iter(self.loaded.items()))
-            stored = evicted.retirement()
+            stored = self._unless_shared(evicted.retirement())
             self._save(kid, stored)
             evicted.retire(stored)
             del self.loaded[kid]
@@ -370,7 +376,7 @@ class StoredCredentials(CredentialsMap):
             if record is None or not record.active:
                 context = self.loaded[kid]
                 context.revoked = True
-                stored = context.retirement()
+                stored = self._unless_shared(context.retirement())
                 self._save(kid, stored)
                 context.retire(stored)
                 del self.loaded[kid]
@@ -387,10 +393,16 @@ class StoredCredentials(CredentialsMap):
         check_master_key(self.store, self.cipher)
 
     def flush(self) -> None:
-        """Save every loaded context exactly (clean shutdown): no Echo needed after."""
+        """Save every loaded context exactly (clean shutdown): no Echo needed
+        after, unless the store is ``shared`` (then windows stay unknown)."""
         self.store.put_oscore_states(
-            (kid, context.state(exact=True)) for kid, context in self.loaded.items()
+            (kid, self._unless_shared(context.state(exact=True)))
+            for kid, context in self.loaded.items()
         )
+
+    def _unless_shared(self, state: OscoreState) -> OscoreState:
+        """``state`` with its window unknown when gateways share the store."""
+        return OscoreState(state.next_to_send, None) if self.shared else state
 
     def find_all_used_contextless_oscore_kid(self) -> set[bytes]:
         # Only EDHOC asks; the gateway does not offer EDHOC.

@@ -794,3 +794,17 @@ async def test_an_identity_is_charged_wherever_it_sends_from(tmp_path: Path) -> 
             assert served[:3] == [Code.CONTENT] * 3
         finally:
             await fleet_gateway.stop()
+
+
+def test_gateways_sharing_a_store_never_store_a_known_window() -> None:
+    """Another gateway may have served the peer since: a window stored by one
+    would be stale, so a shared store keeps windows unknown (Echo on load)."""
+    store = MemoryStore()
+    (enrolment,) = _enrolled(store, "dev-1")
+    shared = StoredCredentials(store, RecordCipher(KEY), shared=True)
+    context = _verified(shared, enrolment)
+    context.new_sequence_number()
+    shared.flush()
+    state = store.oscore_state(enrolment.record.kid)
+    assert state is not None and state.window is None and state.next_to_send > 0
+    _verified(_credentials(store), enrolment)  # a one-gateway store keeps it exactly
