@@ -70,6 +70,9 @@ ROLLOUT_TICK_S: Final = 60.0  # how often the rollout loop runs (decisions are d
 class Listening(Protocol):
     """A running change listener (:class:`~edgecfg.store.postgres.ChangeListener`)."""
 
+    leader: bool
+    """Whether this gateway is the one of the database's that drives rollouts."""
+
     def close(self, timeout: float = 5.0) -> None: ...
 
 
@@ -267,12 +270,15 @@ class Gateway:
         every cohort device's reports, so the loop runs in a worker thread on
         a fleet view of its own over the same store (which serialises its
         connections); its writes reach serving through the next refresh,
-        like any other writer's.  A store that is not safe across threads
+        like any other writer's.  Of several gateways on one database only the
+        leader (:attr:`Listening.leader`) drives them.  A store that is not safe across threads
         (the in-memory one of tests) is driven on the loop.  How many
         decisions were made.
         """
         if monotonic < self._rollouts_due:
             return 0
+        if self.listener is not None and not self.listener.leader:
+            return 0  # several gateways: the leader drives them (and this one may take over)
         self._rollouts_due = monotonic + ROLLOUT_TICK_S
         made = await self.in_rollout_worker(lambda service: service.tick(now))
         for rollout, outcome in made:

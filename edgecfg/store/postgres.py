@@ -17,7 +17,8 @@ the same contract suite (``tests/store/test_store.py``):
   database *without* its password.
 - Several gateways serve one database: every change-log append sends
   ``NOTIFY edgecfg_changes`` at commit, and :meth:`PostgresStore.listen_changes`
-  wakes a gateway's change-log read at once (:class:`ChangeListener`).
+  wakes a gateway's change-log read at once (:class:`ChangeListener`); the
+  listening connection also elects the one gateway that drives rollouts.
 - Commits are durable (PostgreSQL's default ``synchronous_commit = on``), which
   is what credentials and OSCORE sequence-number reservations need.
 - The queries and row mappings are :class:`~edgecfg.store.sql.SQLStore`'s,
@@ -69,6 +70,8 @@ _MIGRATION_LOCK = 0x6564676563666701  # advisory lock keys: "edgecfg" + 1, + 3
 _CHANGES_LOCK = 0x6564676563666703
 _LISTEN_POLL_S = 0.5  # how soon a listener notices close()
 _LISTEN_BACKOFF_S = (0.1, 5.0)  # reconnect delays: first, most
+_TRY_LEAD = ("SELECT pg_try_advisory_lock(hashtextextended("
+             "'edgecfg leader ' || COALESCE(%s, current_schema()), 0))")  # fmt: skip
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 Connection = psycopg.Connection[tuple[Any, ...]]
@@ -152,8 +155,10 @@ class PostgresStore(SQLStore):
     def listen_changes(self, wake: Callable[[], None]) -> ChangeListener:
         """Call ``wake`` (from a thread of its own) whenever a writer commits to
         the change log, and after every (re)connect of the listening
-        connection: see :class:`ChangeListener`.  Stop it with ``close()``."""
-        return ChangeListener(self.url, wake)
+        connection: see :class:`ChangeListener`.  Its ``leader`` says whether
+        this process is the one of the database's (and schema's) gateways that
+        drives the rollouts.  Stop it with ``close()``."""
+        return ChangeListener(self.url, wake, schema=self.schema)
 
     # -- connections, transactions and migrations ---------------------------
 
@@ -300,10 +305,19 @@ class ChangeListener:
     meanwhile is missed.  A lost connection is retried with doubling delays
     (0.1 s to 5 s), logged once per outage.  ``wake`` must be quick and
     thread-safe (``loop.call_soon_threadsafe``).
+
+    **Leadership.** The listening connection also tries, every poll, to take
+    a session advisory lock named for the database and ``schema`` (default:
+    the connection's ``current_schema()``): :attr:`leader` is true while it
+    holds it.  Of several gateways exactly one leads; when its process dies or
+    its connection breaks the server releases the lock and another takes it
+    within a poll (0.5 s).  The gateway drives rollouts only while leading.
     """
 
-    def __init__(self, url: str, wake: Callable[[], None]) -> None:
+    def __init__(self, url: str, wake: Callable[[], None], *, schema: str | None = None) -> None:
         self.url = url
+        self.schema = schema
+        self.leader = False
         self.connects = 0  # how many times it (re)connected
         self.backend_pid: int | None = None  # of the listening connection, while connected
         self._wake = wake
@@ -333,6 +347,7 @@ class ChangeListener:
                 return  # closed
             finally:
                 self.backend_pid = None
+                self.leader = False  # the server released the lock with the session
             if self._stop.wait(delay):
                 return
             delay = min(delay * 2, _LISTEN_BACKOFF_S[1])
@@ -348,6 +363,8 @@ class ChangeListener:
             self.connects += 1
             self._call_wake()  # catch up on what was committed while not listening
             while not self._stop.is_set():
+                if not self.leader:
+                    self.leader = bool(_scalar(db, _TRY_LEAD, (self.schema,)))
                 # the rest of a burst is read together by the one refresh it wakes
                 if list(db.notifies(timeout=_LISTEN_POLL_S, stop_after=1)):
                     self._call_wake()

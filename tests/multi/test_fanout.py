@@ -141,3 +141,28 @@ def test_a_listener_wakes_at_once_and_after_each_connect(schema: str) -> None:
         assert len(woken) == 2 and woken[1] - sent < BOUND_S
     finally:
         listener.close()
+
+
+async def test_exactly_one_gateway_leads_and_one_leads_again_after_a_lost_connection(
+    gateways: list[Gateway],
+) -> None:
+    """The leader drives rollouts; when its connection goes, the server frees
+    the lock and one gateway (the other, or the same one reconnected) leads."""
+    listeners = [gateway.listener for gateway in gateways]
+    assert all(isinstance(listener, ChangeListener) for listener in listeners)
+
+    async def leaders() -> list[ChangeListener]:
+        for _ in range(100):
+            found = [x for x in listeners if isinstance(x, ChangeListener) and x.leader]
+            if found:
+                return found
+            await asyncio.sleep(0.05)
+        return []
+
+    (first,) = await leaders()
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (first.backend_pid,))
+    await asyncio.sleep(0.1)
+    found = await leaders()
+    assert len(found) == 1
+    assert sum(1 for x in listeners if isinstance(x, ChangeListener) and x.leader) == 1
