@@ -13,9 +13,12 @@ generated twice by any gateway (each gateway writes what it generates with
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections import Counter
@@ -26,13 +29,14 @@ import pytest
 
 from edgecfg.agent.coap import LinkDown
 from edgecfg.core.ids import DeviceId, LayerId
-from edgecfg.core.layers import device_layer, layer_from_parts
+from edgecfg.core.layers import device_layer, layer_from_parts, layer_to_document
 from edgecfg.crypto import RecordCipher, load_or_create_dev_key
-from edgecfg.fleet.credentials import enroll, write_peer_side
+from edgecfg.fleet.credentials import Enrolment, Secret, seal, write_peer_side
 from edgecfg.fleet.fleet import Fleet
 from edgecfg.sim.balancer import UdpBalancer
 from edgecfg.sim.loopback_fleet import REGIONS, SimulatedDevice, SimulatedFleet
 from edgecfg.store import DeviceRecord, PostgresStore
+from edgecfg.wire.cbor import encode
 from tests.paths import SCHEMA
 from tests.store.helpers import POSTGRES_URL, postgres_unreachable
 
@@ -54,19 +58,31 @@ def schema() -> Iterator[str]:
             store.drop_schema()
 
 
-def _populate(store: PostgresStore, devices: list[str], now: float) -> None:
-    fleet = Fleet(store)
-    fleet.load_schema(SCHEMA.read_bytes(), "json", source="device.json", now=now)
-    for number, device in enumerate(devices):
-        fleet.add_device(DeviceRecord(
-            DeviceId(device), {"region": REGIONS[number % len(REGIONS)]},
-            hardware="nbiot-sensor-r3", firmware="2.1.0", agent_version="1.0.0",
-        ))  # fmt: skip
-        fleet.write_layer(
-            device_layer(device),
-            layer_from_parts({"device": {"id": device}, "security": {"psk_identity": device}}),
-            author="provisioning", message="identity", now=now,
-        )  # fmt: skip
+def _populate(url: str, devices: list[str], cipher: RecordCipher) -> dict[str, Enrolment]:
+    """The fleet, written in bulk: devices, their identity layers, credentials."""
+    now = time.time()
+    # test data only: this writer's commits need not wait for the disk (the
+    # gateways' reservations and reports stay durable)
+    with PostgresStore(f"{url}%20-csynchronous_commit%3Doff") as store:
+        fleet = Fleet(store)
+        fleet.load_schema(SCHEMA.read_bytes(), "json", source="device.json", now=now)
+        store.put_devices([
+            DeviceRecord(DeviceId(device), {"region": REGIONS[number % len(REGIONS)]},
+                         hardware="nbiot-sensor-r3", firmware="2.1.0", agent_version="1.0.0")
+            for number, device in enumerate(devices)
+        ])  # fmt: skip
+        for device in devices:
+            own = layer_from_parts({"device": {"id": device}, "security": {"psk_identity": device}})
+            blob = store.put_blob(encode(layer_to_document(own)))
+            store.append_layer_revision(
+                device_layer(device), blob, parent=None, author="provisioning",
+                message="identity", now=now,
+            )  # fmt: skip
+        secrets = {device: Secret.generate() for device in devices}
+        records = store.enroll_many(
+            [("device", d, seal(cipher, "device", d, secrets[d])) for d in devices], now=now
+        )
+    return {record.name: Enrolment(record, secrets[record.name]) for record in records}
 
 
 def _edit(store: PostgresStore, layer: str, value: int) -> None:
@@ -129,8 +145,24 @@ def _behind(simulated: SimulatedFleet, effective: dict[str, bytes]) -> list[Simu
     return behind
 
 
+@pytest.fixture
+def quick(tmp_path: Path) -> Iterator[Path]:
+    """The agents' folders in memory (tmpfs) where there is one: 300 agents'
+    fsyncs on a busy disk would stall the one event loop they share, and the
+    agents' durability is tested elsewhere (tests/agent)."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or not os.access(shm, os.W_OK):
+        yield tmp_path
+        return
+    folder = Path(tempfile.mkdtemp(prefix="edgecfg-failover-", dir=shm))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 async def test_a_killed_gateway_s_devices_move_and_every_device_converges(
-    schema: str, tmp_path: Path
+    schema: str, tmp_path: Path, quick: Path
 ) -> None:
     url = f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
     key_file = tmp_path / "master-key"
@@ -143,23 +175,23 @@ async def test_a_killed_gateway_s_devices_move_and_every_device_converges(
     balancer: UdpBalancer | None = None
     simulated: SimulatedFleet | None = None
     try:
-        with PostgresStore(POSTGRES_URL, schema=schema) as store:
-            # the gateways start on the empty layout while the fleet is written:
-            # they pick it all up from the change log
-            processes.extend(_start_gateway(url, key_file, log) for log in logs)
-            _populate(store, devices, time.time())
-            enrolments = {d: enroll(store, cipher, "device", d, now=time.time()) for d in devices}
+        with PostgresStore(POSTGRES_URL, schema=schema):  # the layout, for the gateways
+            pass
+        # the gateways start on the empty layout while the fleet is written:
+        # they pick it all up from the change log
+        processes.extend(_start_gateway(url, key_file, log) for log in logs)
+        enrolments = _populate(url, devices, cipher)
         figures["setup_s"] = round(time.monotonic() - t0, 1)
         ports = [_port_of(process) for process in processes]
         figures["gateways_up_s"] = round(time.monotonic() - t0, 1)
         balancer = UdpBalancer([("127.0.0.1", port) for port in ports])
         await balancer.start()
         credentials = {
-            device: write_peer_side(enrolments[device], tmp_path / "creds" / device,
+            device: write_peer_side(enrolments[device], quick / "creds" / device,
                                     gateway=balancer.uri)
             for device in devices
         }  # fmt: skip
-        simulated = SimulatedFleet(balancer.uri, devices, tmp_path / "agents",
+        simulated = SimulatedFleet(balancer.uri, devices, quick / "agents",
                                    ack_timeout=0.5, credentials=credentials)  # fmt: skip
         members = simulated.members
         figures["agents_ready_s"] = round(time.monotonic() - t0, 1)
