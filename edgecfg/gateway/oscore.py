@@ -285,6 +285,9 @@ class StoredCredentials(CredentialsMap):
         # peer did at another since; so none is ever stored as known, and a
         # context loaded anywhere starts with Echo recovery (RFC 8613 B.1.2).
         self.shared = shared
+        # told the key id of every context admitted to the cache (several
+        # gateways: announced to the others, which forget theirs)
+        self.on_admit: Callable[[bytes], None] | None = None
         # A debug record of every (kid, Partial IV) this gateway generates, one
         # "kid-hex number" line each, written at once (it survives a kill -9):
         # the failover test checks that no pair is ever used twice.
@@ -349,6 +352,27 @@ class StoredCredentials(CredentialsMap):
             del self.loaded[kid]
         self.pending.pop(context.kid, None)
         self.loaded[context.kid] = context
+        if self.on_admit is not None:
+            self.on_admit(context.kid)
+
+    def forget(self, kid: bytes) -> bool:
+        """Drop ``kid``'s context: another gateway loaded it, so the peer is
+        served there and this replay window falls behind.  The peer's next
+        request here reloads the context and recovers the window with Echo
+        (RFC 8613 Appendix B.1.2), instead of being checked against a stale
+        window that would let a request it sent elsewhere be replayed here.
+        An observation holding the context keeps working.  Whether one was held."""
+        self.pending.pop(kid, None)
+        context = self.loaded.pop(kid, None)
+        if context is None:
+            return False
+        stored = self._unless_shared(context.retirement())
+        try:
+            self._save(kid, stored)
+        except StoreError:
+            log.exception("saving the OSCORE state of kid %s failed", kid.hex())
+        context.retire(stored)
+        return True
 
     def _log_piv(self, kid: bytes, number: int) -> None:
         if self._piv_log is not None:

@@ -25,6 +25,7 @@ import gc
 import logging
 import math
 import platform
+import secrets
 import signal
 import socket
 import time
@@ -39,6 +40,7 @@ from edgecfg.core.admission import Admission, Budgets, Subsiding
 from edgecfg.core.echo import AMPLIFICATION_FACTOR
 from edgecfg.core.ids import DeviceId, LayerId
 from edgecfg.core.rollout import Decision
+from edgecfg.errors import EdgecfgError
 from edgecfg.fleet.fleet import Fleet, FleetChanges
 from edgecfg.fleet.identity import AuthenticatedPolicy, IdentityPolicy
 from edgecfg.fleet.rollouts import RolloutService
@@ -81,7 +83,11 @@ class ChangeSource(Protocol):
     """A store that can wake a reader when its change log grows (PostgreSQL:
     LISTEN/NOTIFY), so several gateways see each other's writes at once."""
 
-    def listen_changes(self, wake: Callable[[], None]) -> Listening: ...
+    def listen_changes(
+        self, wake: Callable[[], None], *, on_loaded: Callable[[str], None] | None = None
+    ) -> Listening: ...
+
+    def announce_loaded(self, payload: str) -> None: ...
 
 
 def quiet_aiocoap() -> None:
@@ -210,9 +216,42 @@ class Gateway:
                 # Several gateways on one database: a commit anywhere wakes the
                 # change-log read at once; the poll every refresh_s stays as a
                 # safety net.
-                self.listener = self.fleet.store.listen_changes(_waker(self._wake))
+                self.listener = self.fleet.store.listen_changes(
+                    _waker(self._wake), on_loaded=self._share_contexts(self.fleet.store)
+                )
             self._refresher = asyncio.create_task(self._refresh_loop())
         self._lag = asyncio.create_task(self._measure_delay())
+
+    def _share_contexts(self, store: ChangeSource) -> Callable[[str], None] | None:
+        """With OSCORE and several gateways: announce every context this one
+        loads, and forget a context another one loaded (its replay window
+        here would be stale); the listener's callback for those announcements."""
+        credentials = self.credentials
+        if credentials is None:
+            return None
+        origin = secrets.token_hex(8)
+        loop = asyncio.get_running_loop()
+
+        def announce(kid: bytes) -> None:
+            try:
+                store.announce_loaded(f"{origin}:{kid.hex()}")
+            except EdgecfgError:  # the others keep a window Echo would renew; serve on
+                log.exception("announcing the OSCORE context of kid %s failed", kid.hex())
+
+        def loaded(payload: str) -> None:  # on the listener's thread
+            who, _, kid = payload.partition(":")
+            if who == origin:
+                return
+            try:
+                key_id = bytes.fromhex(kid)
+            except ValueError:
+                log.warning("ignored an OSCORE announcement %r", payload)
+                return
+            with contextlib.suppress(RuntimeError):  # the loop closed
+                loop.call_soon_threadsafe(credentials.forget, key_id)
+
+        credentials.on_admit = announce
+        return loaded
 
     async def _measure_delay(self) -> None:
         """Feed admission the event loop's lag: how late a timer fires is how

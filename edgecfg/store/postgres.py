@@ -56,13 +56,22 @@ from edgecfg.store.sql import (
     closed,
 )
 
-__all__ = ["CHANGES_CHANNEL", "LAYOUT_VERSION", "ChangeListener", "PostgresStore", "is_initialised",
-           "redact"]  # fmt: skip
+__all__ = [
+    "CHANGES_CHANNEL",
+    "LAYOUT_VERSION",
+    "OSCORE_CHANNEL",
+    "ChangeListener",
+    "PostgresStore",
+    "is_initialised",
+    "redact",
+]  # fmt: skip
 
 log = logging.getLogger("edgecfg.store.postgres")
 
 CHANGES_CHANNEL = "edgecfg_changes"
 """The LISTEN/NOTIFY channel of the change log (one per database)."""
+OSCORE_CHANNEL = "edgecfg_oscore"
+"""The channel on which a gateway announces an OSCORE context it loaded."""
 
 _POOL_SIZE = 4
 _CONNECT_TIMEOUT_S = 10.0
@@ -152,13 +161,23 @@ class PostgresStore(SQLStore):
         with self._unpooled("drop_schema") as db:  # works after close() too
             db.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(self.schema)))
 
-    def listen_changes(self, wake: Callable[[], None]) -> ChangeListener:
+    def listen_changes(
+        self, wake: Callable[[], None], *, on_loaded: Callable[[str], None] | None = None
+    ) -> ChangeListener:
         """Call ``wake`` (from a thread of its own) whenever a writer commits to
         the change log, and after every (re)connect of the listening
         connection: see :class:`ChangeListener`.  Its ``leader`` says whether
         this process is the one of the database's (and schema's) gateways that
-        drives the rollouts.  Stop it with ``close()``."""
-        return ChangeListener(self.url, wake, schema=self.schema)
+        drives the rollouts.  ``on_loaded`` gets the payload of every
+        :meth:`announce_loaded`.  Stop it with ``close()``."""
+        return ChangeListener(self.url, wake, schema=self.schema, on_loaded=on_loaded)
+
+    def announce_loaded(self, payload: str) -> None:
+        """Tell every listening gateway that one loaded an OSCORE context
+        (``payload``: the loader and the key id), so the others drop theirs
+        and recover its replay window with Echo when the peer comes back."""
+        with self._transaction("announce_loaded", write=True) as transaction:
+            transaction.connection.execute("SELECT pg_notify(%s, %s)", (OSCORE_CHANNEL, payload))
 
     # -- connections, transactions and migrations ---------------------------
 
@@ -314,8 +333,16 @@ class ChangeListener:
     within a poll (0.5 s).  The gateway drives rollouts only while leading.
     """
 
-    def __init__(self, url: str, wake: Callable[[], None], *, schema: str | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        wake: Callable[[], None],
+        *,
+        schema: str | None = None,
+        on_loaded: Callable[[str], None] | None = None,
+    ) -> None:
         self.url = url
+        self._on_loaded = on_loaded
         self.schema = schema
         self.leader = False
         self.connects = 0  # how many times it (re)connected
@@ -359,15 +386,27 @@ class ChangeListener:
             keepalives=1, keepalives_idle=5, keepalives_interval=2, keepalives_count=3,
         ) as db:  # fmt: skip
             db.execute(f"LISTEN {CHANGES_CHANNEL}")
+            if self._on_loaded is not None:
+                db.execute(f"LISTEN {OSCORE_CHANNEL}")
             self.backend_pid = db.info.backend_pid
             self.connects += 1
             self._call_wake()  # catch up on what was committed while not listening
             while not self._stop.is_set():
                 if not self.leader:
                     self.leader = bool(_scalar(db, _TRY_LEAD, (self.schema,)))
-                # the rest of a burst is read together by the one refresh it wakes
-                if list(db.notifies(timeout=_LISTEN_POLL_S, stop_after=1)):
+                # the rest of a burst of changes is read by the one refresh it wakes
+                notes = list(db.notifies(timeout=_LISTEN_POLL_S, stop_after=1))
+                for note in notes:
+                    if note.channel == OSCORE_CHANNEL and self._on_loaded is not None:
+                        self._call(self._on_loaded, note.payload)
+                if any(note.channel == CHANGES_CHANNEL for note in notes):
                     self._call_wake()
+
+    def _call(self, callback: Callable[[str], None], payload: str) -> None:
+        try:
+            callback(payload)
+        except Exception:  # the listener outlives a failing callback
+            log.exception("change listener callback failed")
 
     def _call_wake(self) -> None:
         try:

@@ -25,7 +25,9 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import aiocoap
 import pytest
+from aiocoap.numbers.codes import Code
 
 from edgecfg.agent.coap import LinkDown
 from edgecfg.core.ids import DeviceId, LayerId
@@ -131,6 +133,24 @@ async def _round(
     return outcomes, time.monotonic() - started
 
 
+async def _caught_up(ports: list[int]) -> None:
+    """Until every gateway answers at once: it has read the fleet the test
+    wrote from its change log (that read holds its event loop)."""
+    client = await aiocoap.Context.create_client_context(transports=["udp6"])
+    try:
+        for port in ports:
+            quick = 0
+            while quick < 2:
+                started = time.monotonic()
+                request = aiocoap.Message(
+                    code=Code.GET, uri=f"coap://127.0.0.1:{port}/.well-known/core"
+                )
+                await asyncio.wait_for(client.request(request).response, 30)
+                quick = quick + 1 if time.monotonic() - started < 0.2 else 0
+    finally:
+        await client.shutdown()
+
+
 def _effective(store: PostgresStore, devices: list[str]) -> dict[str, bytes]:
     fleet = Fleet(store)
     return {device: bytes(fleet.etag(DeviceId(device))) for device in devices}
@@ -184,7 +204,9 @@ async def test_a_killed_gateway_s_devices_move_and_every_device_converges(
         figures["setup_s"] = round(time.monotonic() - t0, 1)
         ports = [_port_of(process) for process in processes]
         figures["gateways_up_s"] = round(time.monotonic() - t0, 1)
-        balancer = UdpBalancer([("127.0.0.1", port) for port in ports])
+        await _caught_up(ports)
+        # 3 s of silence marks a gateway down: well above a busy gateway's pause
+        balancer = UdpBalancer([("127.0.0.1", port) for port in ports], dead_after_s=3.0)
         await balancer.start()
         credentials = {
             device: write_peer_side(enrolments[device], quick / "creds" / device,
