@@ -177,7 +177,10 @@ class PostgresStore(SQLStore):
         (``payload``: the loader and the key id), so the others drop theirs
         and recover its replay window with Echo when the peer comes back."""
         with self._transaction("announce_loaded", write=True) as transaction:
-            transaction.connection.execute("SELECT pg_notify(%s, %s)", (OSCORE_CHANNEL, payload))
+            # scoped by schema: fleets in other schemas of the database ignore it
+            transaction.connection.execute(
+                "SELECT pg_notify(%s, %s)", (OSCORE_CHANNEL, f"{self.schema or ''}/{payload}")
+            )
 
     # -- connections, transactions and migrations ---------------------------
 
@@ -398,7 +401,9 @@ class ChangeListener:
                 notes = list(db.notifies(timeout=_LISTEN_POLL_S, stop_after=1))
                 for note in notes:
                     if note.channel == OSCORE_CHANNEL and self._on_loaded is not None:
-                        self._call(self._on_loaded, note.payload)
+                        scope, _, payload = note.payload.partition("/")
+                        if scope == (self.schema or ""):  # this fleet's, not another schema's
+                            self._call(self._on_loaded, payload)
                 if any(note.channel == CHANGES_CHANNEL for note in notes):
                     self._call_wake()
 
