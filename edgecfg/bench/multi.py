@@ -316,6 +316,10 @@ def run_multi_bench(*, devices: int, seconds: float, postgres: str, as_json: boo
         "target_ratio": TARGET_RATIO,
         "verdict": "PASS" if ratio >= TARGET_RATIO else "MISS",
         "sqlite_to_postgres": round(lite_case.syncs_per_s / one.syncs_per_s, 2),
+        # how much CPU the gateways got in all: a ratio below the target with
+        # less than 1.6x the cores says the machine had no more to give them
+        "gateway_cores_1": round(sum(one.gateway_cpu_pct) / 100, 2),
+        "gateway_cores_2": round(sum(two.gateway_cpu_pct) / 100, 2),
     }
     if as_json:
         print(json.dumps(summary, indent=2))
@@ -329,6 +333,8 @@ def run_multi_bench(*, devices: int, seconds: float, postgres: str, as_json: boo
               f"{shares:>16} {case.driver_cpu_pct:>10g}%")  # fmt: skip
     print(f"  load average (1 min) before/after: {load_before:g}/{summary['load_average_after']:g}"
           " (above the core count, other work shared the cores)")  # fmt: skip
+    print(f"  cores the gateways got in all: {summary['gateway_cores_1']:g} (one), "
+          f"{summary['gateway_cores_2']:g} (two)")  # fmt: skip
     print(f"  2 gateways / 1: {ratio:.2f}x (target >= {TARGET_RATIO}x: {summary['verdict']})")
     print(f"  SQLite / PostgreSQL, one gateway: {summary['sqlite_to_postgres']:.2f}x")
     return 0
