@@ -367,12 +367,22 @@ class StoredCredentials(CredentialsMap):
         if context is None:
             return False
         stored = self._unless_shared(context.retirement())
-        try:
-            self._save(kid, stored)
-        except StoreError:
-            log.exception("saving the OSCORE state of kid %s failed", kid.hex())
+        if not self.shared:  # shared: the reservations are stored, no window ever is
+            try:
+                self._save(kid, stored)
+            except StoreError:
+                log.exception("saving the OSCORE state of kid %s failed", kid.hex())
         context.retire(stored)
         return True
+
+    def forget_all(self) -> int:
+        """:meth:`forget` every context (this gateway may have missed
+        announcements: its listener was disconnected); how many were held."""
+        self.pending.clear()
+        dropped = sum(1 for kid in list(self.loaded) if self.forget(kid))
+        if dropped:
+            log.info("dropped %d OSCORE context(s) after missing announcements", dropped)
+        return dropped
 
     def _log_piv(self, kid: bytes, number: int) -> None:
         if self._piv_log is not None:

@@ -84,7 +84,11 @@ class ChangeSource(Protocol):
     LISTEN/NOTIFY), so several gateways see each other's writes at once."""
 
     def listen_changes(
-        self, wake: Callable[[], None], *, on_loaded: Callable[[str], None] | None = None
+        self,
+        wake: Callable[[], None],
+        *,
+        on_loaded: Callable[[str], None] | None = None,
+        on_reconnect: Callable[[], None] | None = None,
     ) -> Listening: ...
 
     def announce_loaded(self, payload: str) -> None: ...
@@ -216,19 +220,23 @@ class Gateway:
                 # Several gateways on one database: a commit anywhere wakes the
                 # change-log read at once; the poll every refresh_s stays as a
                 # safety net.
+                on_loaded, on_reconnect = self._share_contexts(self.fleet.store)
                 self.listener = self.fleet.store.listen_changes(
-                    _waker(self._wake), on_loaded=self._share_contexts(self.fleet.store)
+                    _waker(self._wake), on_loaded=on_loaded, on_reconnect=on_reconnect
                 )
             self._refresher = asyncio.create_task(self._refresh_loop())
         self._lag = asyncio.create_task(self._measure_delay())
 
-    def _share_contexts(self, store: ChangeSource) -> Callable[[str], None] | None:
+    def _share_contexts(
+        self, store: ChangeSource
+    ) -> tuple[Callable[[str], None] | None, Callable[[], None] | None]:
         """With OSCORE and several gateways: announce every context this one
         loads, and forget a context another one loaded (its replay window
-        here would be stale); the listener's callback for those announcements."""
+        here would be stale), or every context after the listener reconnected
+        (announcements may have been missed); the listener's two callbacks."""
         credentials = self.credentials
         if credentials is None:
-            return None
+            return None, None
         origin = secrets.token_hex(8)
         loop = asyncio.get_running_loop()
 
@@ -250,8 +258,12 @@ class Gateway:
             with contextlib.suppress(RuntimeError):  # the loop closed
                 loop.call_soon_threadsafe(credentials.forget, key_id)
 
+        def reconnected() -> None:  # on the listener's thread
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(credentials.forget_all)
+
         credentials.on_admit = announce
-        return loaded
+        return loaded, reconnected
 
     async def _measure_delay(self) -> None:
         """Feed admission the event loop's lag: how late a timer fires is how

@@ -162,15 +162,23 @@ class PostgresStore(SQLStore):
             db.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(self.schema)))
 
     def listen_changes(
-        self, wake: Callable[[], None], *, on_loaded: Callable[[str], None] | None = None
+        self,
+        wake: Callable[[], None],
+        *,
+        on_loaded: Callable[[str], None] | None = None,
+        on_reconnect: Callable[[], None] | None = None,
     ) -> ChangeListener:
         """Call ``wake`` (from a thread of its own) whenever a writer commits to
         the change log, and after every (re)connect of the listening
         connection: see :class:`ChangeListener`.  Its ``leader`` says whether
         this process is the one of the database's (and schema's) gateways that
         drives the rollouts.  ``on_loaded`` gets the payload of every
-        :meth:`announce_loaded`.  Stop it with ``close()``."""
-        return ChangeListener(self.url, wake, schema=self.schema, on_loaded=on_loaded)
+        :meth:`announce_loaded`; ``on_reconnect`` is called after every
+        connect but the first (announcements sent meanwhile were missed).
+        Stop it with ``close()``."""
+        return ChangeListener(
+            self.url, wake, schema=self.schema, on_loaded=on_loaded, on_reconnect=on_reconnect
+        )
 
     def announce_loaded(self, payload: str) -> None:
         """Tell every listening gateway that one loaded an OSCORE context
@@ -343,9 +351,11 @@ class ChangeListener:
         *,
         schema: str | None = None,
         on_loaded: Callable[[str], None] | None = None,
+        on_reconnect: Callable[[], None] | None = None,
     ) -> None:
         self.url = url
         self._on_loaded = on_loaded
+        self._on_reconnect = on_reconnect
         self.schema = schema
         self.leader = False
         self.connects = 0  # how many times it (re)connected
@@ -393,6 +403,8 @@ class ChangeListener:
                 db.execute(f"LISTEN {OSCORE_CHANNEL}")
             self.backend_pid = db.info.backend_pid
             self.connects += 1
+            if self.connects > 1 and self._on_reconnect is not None:
+                self._safely(self._on_reconnect)
             self._call_wake()  # catch up on what was committed while not listening
             while not self._stop.is_set():
                 if not self.leader:
@@ -408,13 +420,14 @@ class ChangeListener:
                     self._call_wake()
 
     def _call(self, callback: Callable[[str], None], payload: str) -> None:
-        try:
-            callback(payload)
-        except Exception:  # the listener outlives a failing callback
-            log.exception("change listener callback failed")
+        self._safely(lambda: callback(payload))
 
     def _call_wake(self) -> None:
+        self._safely(self._wake)
+
+    @staticmethod
+    def _safely(callback: Callable[[], None]) -> None:
         try:
-            self._wake()
+            callback()
         except Exception:  # the listener outlives a failing callback
             log.exception("change listener callback failed")

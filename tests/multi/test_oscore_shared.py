@@ -10,6 +10,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
+import psycopg
 import pytest
 from aiocoap.numbers.codes import Code
 
@@ -19,6 +20,7 @@ from edgecfg.fleet.fleet import Fleet
 from edgecfg.gateway.oscore import StoredCredentials
 from edgecfg.gateway.server import Gateway
 from edgecfg.store import PostgresStore
+from edgecfg.store.postgres import ChangeListener
 from tests.gateway.helpers import free_udp_port, sensor
 from tests.gateway.test_oscore import KEY, DeviceSide, exchange
 from tests.paths import SCHEMA
@@ -81,3 +83,23 @@ async def test_a_moved_device_is_served_after_echo_and_cannot_be_replayed_back(
     answer = device.open(await exchange(first.uri, bytes(replayed), device))
     assert answer.code == Code.UNAUTHORIZED and answer.opt.echo is not None  # not served
     assert (await device.get(first.uri, "cfg/dev-1", mid=30)).code == Code.CONTENT  # moved back
+
+
+async def test_a_gateway_whose_listener_reconnected_forgets_every_context(
+    pair: tuple[list[Gateway], Enrolment],
+) -> None:
+    """Announcements sent while it was disconnected are lost: it drops all."""
+    (first, _), enrolment = pair
+    device = DeviceSide(enrolment, sequence=500)
+    assert (await device.get(first.uri, "cfg/dev-1", mid=1)).code == Code.CONTENT
+    assert first.credentials is not None and enrolment.record.kid in first.credentials.loaded
+    listener = first.listener
+    assert isinstance(listener, ChangeListener)
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (listener.backend_pid,))
+    for _ in range(200):
+        if not first.credentials.loaded:
+            break
+        await asyncio.sleep(0.02)
+    assert not first.credentials.loaded and listener.connects == 2
+    assert (await device.get(first.uri, "cfg/dev-1", mid=10)).code == Code.CONTENT  # after Echo
