@@ -261,6 +261,16 @@ def cmd_bench_fleet(args: argparse.Namespace) -> int:
     )  # fmt: skip
 
 
+def cmd_bench_multi(args: argparse.Namespace) -> int:
+    """One vs two gateways on one PostgreSQL database; SQLite vs PostgreSQL."""
+    from edgecfg.bench.multi import DEFAULT_POSTGRES, run_multi_bench
+
+    postgres = args.postgres or DEFAULT_POSTGRES
+    return run_multi_bench(
+        devices=args.devices, seconds=args.seconds, postgres=postgres, as_json=args.json
+    )
+
+
 def cmd_bench_oscore(args: argparse.Namespace) -> int:
     """OSCORE cost with 100k enrolled devices against 10, in one run."""
     from edgecfg.bench.oscore import run_oscore_bench
@@ -407,6 +417,8 @@ def _register_benches(commands: Any) -> None:
          "gateway RSS and a device's sync latency under a single-host flood"),
         ("fleet", cmd_bench_fleet, "gateway start-up, memory, CPU and latency on realistic fleets"),
         ("telemetry", cmd_bench_telemetry, "telemetry ingest per pack, 1k vs 100k devices; bursts"),
+        ("multi", cmd_bench_multi,
+         "1 vs 2 gateway processes on one PostgreSQL, and SQLite vs PostgreSQL"),
     )  # fmt: skip
     corpus = "../shared/corpus"
     options: tuple[tuple[str, Declare], ...] = (
@@ -456,7 +468,14 @@ def _register_benches(commands: Any) -> None:
         ("telemetry", number("--packs", 3000, "packs ingested one per transaction")),
         ("telemetry", number("--burst", 20_000, "packs of the burst, ingested in batches")),
         ("telemetry", number("--seed", 1, "random seed")),
+        ("multi", number("--devices", 2000, "fleet size")),
+        ("multi", number("--seconds", 8.0, "seconds measured per case, after a 2 s warm-up")),
+        ("multi", argument("--postgres", default=None, metavar="URL",
+                           help="the PostgreSQL server (default: $EDGECFG_TEST_POSTGRES, else "
+                           "postgresql://postgres@127.0.0.1:5432/test); a schema of its own, "
+                           "dropped after")),
         # and --json, last in the help of each bench that prints JSON
+        ("multi", JSON),
         ("delta", JSON),
         ("sync", JSON),
         ("agent", JSON),

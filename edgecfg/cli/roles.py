@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Generator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from edgecfg.agent.apply import (
     PROBE_TIMEOUT_S,
@@ -48,15 +48,12 @@ from edgecfg.core.path import format_path, is_prefix, parse_path
 from edgecfg.core.rules import IDLE, NO_ADAPTATION, describe, progress
 from edgecfg.core.tree import UNSET, UnsetType, flatten, get
 from edgecfg.crypto import derive_store_key
-from edgecfg.errors import CommandError, EdgecfgError, StoreError
+from edgecfg.errors import CommandError, EdgecfgError
 from edgecfg.fleet.identity import InsecurePolicy
 from edgecfg.gateway.mqtt import DEFAULT_OUTBOX, MqttBridge, parse_mqtt_url
 from edgecfg.gateway.oscore import StoredCredentials
 from edgecfg.gateway.server import REFRESH_S, Gateway, serve
-from edgecfg.store import SQLiteStore, is_postgres_url
-
-if TYPE_CHECKING:
-    from edgecfg.store import PostgresStore
+from edgecfg.store import is_postgres_url
 from edgecfg.wire.blocks import szx_for
 from edgecfg.wire.documents import write_config
 
@@ -91,7 +88,7 @@ def cmd_gateway_serve(args: argparse.Namespace) -> int:
 
     async def main() -> None:
         # the lock file first: a gateway already serving is the likelier mistake
-        with _file_lock(args.db), connect(args.db) as store, _server_lock(store):
+        with _file_lock(args.db), connect(args.db) as store:
             budgets = _budgets(args)
             if args.insecure:
                 gateway = Gateway(
@@ -99,7 +96,11 @@ def cmd_gateway_serve(args: argparse.Namespace) -> int:
                 )
                 mode = "insecure: no OSCORE, device ids trusted from paths"
             else:
-                credentials = StoredCredentials(store, master_cipher(args, store, create=False))
+                credentials = StoredCredentials(
+                    store, master_cipher(args, store, create=False),
+                    piv_log=Path(args.debug_piv_log) if args.debug_piv_log else None,
+                    shared=is_postgres_url(args.db),  # several gateways may serve it
+                )  # fmt: skip
                 try:
                     credentials.check_key()
                 except EdgecfgError as error:
@@ -176,8 +177,10 @@ def _bind_failure(bind: str, error: OSError) -> str:
 
 @contextlib.contextmanager
 def _file_lock(db: str) -> Generator[None]:
-    """One gateway per SQLite database: two would keep two replay windows for
-    each OSCORE context (and race for its sequence numbers).  ``DB.lock``, flock."""
+    """One gateway per SQLite database (``DB.lock``, flock): SQLite is one
+    machine's database.  Several gateways share a PostgreSQL database: they
+    see each other's writes by LISTEN/NOTIFY and reserve OSCORE sequence
+    numbers atomically there (see "Running several gateways" in the README)."""
     if db == ":memory:" or is_postgres_url(db):
         yield
         return
@@ -190,20 +193,6 @@ def _file_lock(db: str) -> Generator[None]:
             yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-@contextlib.contextmanager
-def _server_lock(store: SQLiteStore | PostgresStore) -> Generator[None]:
-    """The same rule on PostgreSQL, with a session advisory lock."""
-    if isinstance(store, SQLiteStore):  # the lock file is taken before (see serve)
-        yield
-        return
-    with contextlib.ExitStack() as held:
-        try:  # only taking the lock is translated, not what runs under it
-            held.enter_context(store.serving_lock())
-        except StoreError as error:
-            raise CommandError(str(error)) from None
-        yield
 
 
 def cmd_gateway_prune(args: argparse.Namespace) -> int:
@@ -633,7 +622,11 @@ def register(commands: Any) -> None:
         number("--mqtt-outbox-size", DEFAULT_OUTBOX, metavar="N",
                text="messages the outbox keeps; beyond, the oldest are dropped and counted"),
         number("--refresh", REFRESH_S, metavar="S",
-               text="seconds between picking up operator edits and revocations from the database"),
+               text="seconds between picking up operator edits and revocations from the database "
+               "(on PostgreSQL, a commit from anywhere wakes it at once)"),
+        argument("--debug-piv-log", metavar="FILE",
+                 help="append every OSCORE (kid, Partial IV) this gateway generates to FILE, "
+                 "one 'kid-hex number' line each (tests; default: none)"),
         add_db_option,
     )  # fmt: skip
     add_command(

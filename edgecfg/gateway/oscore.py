@@ -18,10 +18,13 @@ directory and a lock per peer.  At fleet scale the gateway instead:
   (least recently used are saved and dropped);
 - persists what must survive a restart in the store:
 
-  * the **sender sequence number** is reserved ahead in growing chunks and
-    the reservation is committed durably *before* a number from it is used
-    (RFC 8613 Appendix B.1.1), so a crash skips numbers but never reuses one;
-    it lives in its own table, so no configuration rollback can take it back;
+  * the **sender sequence number** is reserved ahead in growing chunks, each
+    one atomic step in the store (``reserve_sequence_numbers``: one upsert
+    with RETURNING) committed durably *before* a number from it is used
+    (RFC 8613 Appendix B.1.1), so a crash skips numbers but never reuses one,
+    and several gateways on one PostgreSQL database never hand out the same
+    (kid, Partial IV); it lives in its own table, so no configuration
+    rollback can take it back;
   * the **replay window** is marked unknown in the store as soon as it
     changes, and written back exactly on a clean shutdown or eviction.  After
     a crash the window is unknown and the peer's first request gets a 4.01
@@ -39,7 +42,8 @@ import logging
 import secrets
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any, Final
+from pathlib import Path
+from typing import Any, Final, TextIO
 
 import aiocoap.error
 from aiocoap import oscore
@@ -80,6 +84,10 @@ RESERVED_FLAGS: Final = 0xE0
 RFC 9203, gives bit 2 a meaning this gateway does not speak)."""
 
 Persist = Callable[[bytes, OscoreState], None]
+Reserve = Callable[[bytes, int], int]
+"""``(kid, count) -> first``: :meth:`~edgecfg.store.base.Store.reserve_sequence_numbers`."""
+Used = Callable[[bytes, int], None]
+"""``(kid, sequence number)``: told of every Partial IV the gateway generates."""
 
 
 def encode_window(persisted: dict[str, Any]) -> bytes:
@@ -109,6 +117,9 @@ class StoredContext(oscore.CanProtect, oscore.CanUnprotect, oscore.SecurityConte
         secret: Secret,
         state: OscoreState | None,
         persist: Persist,
+        *,
+        reserve: Reserve,
+        used: Used | None = None,
     ) -> None:
         self.alg_aead = oscore.algorithms[ALGORITHM]
         self.hashfun = oscore.hashfunctions[HKDF]
@@ -124,6 +135,8 @@ class StoredContext(oscore.CanProtect, oscore.CanUnprotect, oscore.SecurityConte
         # durable write per request.
         self.echo_recovery = secrets.token_bytes(8)
         self._persist = persist
+        self._reserve = reserve
+        self._used = used
         self.recipient_replay_window = oscore.ReplayWindow(WINDOW_SIZE, self._window_changed)
         if state is None:
             self.sender_sequence_number = 0
@@ -141,6 +154,8 @@ class StoredContext(oscore.CanProtect, oscore.CanUnprotect, oscore.SecurityConte
                 else:
                     self.recipient_replay_window.initialize_from_persisted(window)
                     self.window_saved = True
+        # Nothing reserved yet: the first number used reserves a chunk (which
+        # may start above next_to_send: another gateway may have reserved).
         self.reserved = self.sender_sequence_number
         self.chunk = CHUNK_START
         self.retired = False
@@ -186,27 +201,34 @@ class StoredContext(oscore.CanProtect, oscore.CanUnprotect, oscore.SecurityConte
 
     def retirement(self) -> OscoreState:
         """The state to store when the context leaves the cache: the window as
-        it is, and a last reservation above every number it may still use (an
-        observation can keep it alive)."""
-        window = self.state(exact=True).window
-        return OscoreState(self.sender_sequence_number + CHUNK_LIMIT, window)
+        it is (its reservations are stored already)."""
+        return OscoreState(self.reserved, self.state(exact=True).window)
 
     def retire(self, stored: OscoreState) -> None:
-        """Left the cache, with ``stored`` saved: use the numbers below its
-        reservation and refuse to go beyond (a reload starts there)."""
+        """Left the cache, with ``stored`` saved.  An observation can keep the
+        context alive: it goes on reserving its own chunks, atomically, so it
+        and a reload of the context never share a number."""
+        del stored
         self.retired = True
-        self.reserved = stored.next_to_send
+
+    def new_sequence_number(self) -> int:
+        """The next sender sequence number, from a reservation of this
+        context's own: a new chunk is reserved atomically in the store when
+        the current one is used up (RFC 8613 Appendix B.1.1), so no other
+        gateway on the database and no restart can use it again."""
+        if self.sender_sequence_number >= self.reserved:
+            # Durable before the number is used, and in memory only once
+            # stored: a failed reservation hands out nothing.
+            first = self._reserve(self.kid, self.chunk)
+            self.sender_sequence_number, self.reserved = first, first + self.chunk
+            self.chunk = min(self.chunk * 2, CHUNK_LIMIT)
+        number = int(super().new_sequence_number())
+        if self._used is not None:
+            self._used(self.kid, number)
+        return number
 
     def post_seqnoincrease(self) -> None:
-        if self.sender_sequence_number <= self.reserved:
-            return
-        if self.retired:
-            raise oscore.ContextUnavailable("security context was unloaded")
-        reserved, chunk = self.reserved + self.chunk, min(self.chunk * 2, CHUNK_LIMIT)
-        # Durable before the number is used (protect() runs after this), and
-        # in memory only once stored: a failed write reserves nothing.
-        self._persist(self.kid, OscoreState(reserved, None))
-        self.reserved, self.chunk = reserved, chunk
+        """Nothing: :meth:`new_sequence_number` reserves before a number is used."""
 
 
 class MemoryContext(oscore.CanProtect, oscore.CanUnprotect, oscore.SecurityContextUtils):
@@ -247,9 +269,31 @@ class StoredCredentials(CredentialsMap):
     read plus a key derivation for a cold one.
     """
 
-    def __init__(self, store: Store, cipher: RecordCipher, *, cache_size: int = CACHE_SIZE) -> None:
+    def __init__(
+        self,
+        store: Store,
+        cipher: RecordCipher,
+        *,
+        cache_size: int = CACHE_SIZE,
+        piv_log: Path | None = None,
+        shared: bool = False,
+    ) -> None:
         super().__init__()
         self.store = store
+        # Several gateways on one database (PostgreSQL): each keeps its own
+        # replay windows, and a window one stored could be stale for what the
+        # peer did at another since; so none is ever stored as known, and a
+        # context loaded anywhere starts with Echo recovery (RFC 8613 B.1.2).
+        self.shared = shared
+        # told the key id of every context admitted to the cache (several
+        # gateways: announced to the others, which forget theirs)
+        self.on_admit: Callable[[bytes], None] | None = None
+        # A debug record of every (kid, Partial IV) this gateway generates, one
+        # "kid-hex number" line each, written at once (it survives a kill -9):
+        # the failover test checks that no pair is ever used twice.
+        self._piv_log: TextIO | None = None
+        if piv_log is not None:
+            self._piv_log = piv_log.open("a", encoding="ascii", buffering=1)
         self.cipher = cipher
         self.cache_size = cache_size
         self.loaded: OrderedDict[bytes, StoredContext] = OrderedDict()
@@ -286,7 +330,11 @@ class StoredCredentials(CredentialsMap):
             # The peer gets 4.01 (no context); the operator gets the reason.
             log.exception("OSCORE credential %s cannot be used", kid.hex())
             raise KeyError(kid) from None
-        context = StoredContext(record, secret, self.store.oscore_state(kid), self._save)
+        context = StoredContext(
+            record, secret, self.store.oscore_state(kid), self._save,
+            reserve=self.store.reserve_sequence_numbers,
+            used=None if self._piv_log is None else self._log_piv,
+        )  # fmt: skip
         context.on_verified = self._admit
         self.pending[kid] = context
         while len(self.pending) > PENDING_SIZE:
@@ -298,12 +346,53 @@ class StoredCredentials(CredentialsMap):
         used out of it first (if that save fails, nothing moves)."""
         while len(self.loaded) >= self.cache_size:
             kid, evicted = next(iter(self.loaded.items()))
-            stored = evicted.retirement()
+            stored = self._unless_shared(evicted.retirement())
             self._save(kid, stored)
             evicted.retire(stored)
             del self.loaded[kid]
         self.pending.pop(context.kid, None)
         self.loaded[context.kid] = context
+        if self.on_admit is not None:
+            self.on_admit(context.kid)
+
+    def forget(self, kid: bytes) -> bool:
+        """Drop ``kid``'s context: another gateway loaded it, so the peer is
+        served there and this replay window falls behind.  The peer's next
+        request here reloads the context and recovers the window with Echo
+        (RFC 8613 Appendix B.1.2), instead of being checked against a stale
+        window that would let a request it sent elsewhere be replayed here.
+        An observation holding the context keeps working.  Whether one was held."""
+        self.pending.pop(kid, None)
+        context = self.loaded.pop(kid, None)
+        if context is None:
+            return False
+        stored = self._unless_shared(context.retirement())
+        if not self.shared:  # shared: the reservations are stored, no window ever is
+            try:
+                self._save(kid, stored)
+            except StoreError:
+                log.exception("saving the OSCORE state of kid %s failed", kid.hex())
+        context.retire(stored)
+        return True
+
+    def forget_all(self) -> int:
+        """:meth:`forget` every context (this gateway may have missed
+        announcements: its listener was disconnected); how many were held."""
+        self.pending.clear()
+        dropped = sum(1 for kid in list(self.loaded) if self.forget(kid))
+        if dropped:
+            log.info("dropped %d OSCORE context(s) after missing announcements", dropped)
+        return dropped
+
+    def _log_piv(self, kid: bytes, number: int) -> None:
+        if self._piv_log is not None:
+            self._piv_log.write(f"{kid.hex()} {number}\n")
+
+    def close(self) -> None:
+        """Close the Partial IV record (:meth:`flush` first at a clean stop)."""
+        log_file, self._piv_log = self._piv_log, None
+        if log_file is not None:
+            log_file.close()
 
     def _save(self, kid: bytes, state: OscoreState) -> None:
         self.store.put_oscore_states([(kid, state)])
@@ -321,7 +410,7 @@ class StoredCredentials(CredentialsMap):
             if record is None or not record.active:
                 context = self.loaded[kid]
                 context.revoked = True
-                stored = context.retirement()
+                stored = self._unless_shared(context.retirement())
                 self._save(kid, stored)
                 context.retire(stored)
                 del self.loaded[kid]
@@ -338,10 +427,16 @@ class StoredCredentials(CredentialsMap):
         check_master_key(self.store, self.cipher)
 
     def flush(self) -> None:
-        """Save every loaded context exactly (clean shutdown): no Echo needed after."""
+        """Save every loaded context exactly (clean shutdown): no Echo needed
+        after, unless the store is ``shared`` (then windows stay unknown)."""
         self.store.put_oscore_states(
-            (kid, context.state(exact=True)) for kid, context in self.loaded.items()
+            (kid, self._unless_shared(context.state(exact=True)))
+            for kid, context in self.loaded.items()
         )
+
+    def _unless_shared(self, state: OscoreState) -> OscoreState:
+        """``state`` with its window unknown when gateways share the store."""
+        return OscoreState(state.next_to_send, None) if self.shared else state
 
     def find_all_used_contextless_oscore_kid(self) -> set[bytes]:
         # Only EDHOC asks; the gateway does not offer EDHOC.

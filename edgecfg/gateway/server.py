@@ -25,12 +25,13 @@ import gc
 import logging
 import math
 import platform
+import secrets
 import signal
 import socket
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Final, TypeVar
+from typing import Final, Protocol, TypeVar, runtime_checkable
 
 import aiocoap
 import aiocoap.resource
@@ -39,6 +40,7 @@ from edgecfg.core.admission import Admission, Budgets, Subsiding
 from edgecfg.core.echo import AMPLIFICATION_FACTOR
 from edgecfg.core.ids import DeviceId, LayerId
 from edgecfg.core.rollout import Decision
+from edgecfg.errors import EdgecfgError
 from edgecfg.fleet.fleet import Fleet, FleetChanges
 from edgecfg.fleet.identity import AuthenticatedPolicy, IdentityPolicy
 from edgecfg.fleet.rollouts import RolloutService
@@ -65,6 +67,31 @@ MAX_CONCURRENT: Final = 256
 LAG_PROBE_S: Final = 0.25
 T = TypeVar("T")
 ROLLOUT_TICK_S: Final = 60.0  # how often the rollout loop runs (decisions are daily)
+
+
+class Listening(Protocol):
+    """A running change listener (:class:`~edgecfg.store.postgres.ChangeListener`)."""
+
+    leader: bool
+    """Whether this gateway is the one of the database's that drives rollouts."""
+
+    def close(self, timeout: float = 5.0) -> None: ...
+
+
+@runtime_checkable
+class ChangeSource(Protocol):
+    """A store that can wake a reader when its change log grows (PostgreSQL:
+    LISTEN/NOTIFY), so several gateways see each other's writes at once."""
+
+    def listen_changes(
+        self,
+        wake: Callable[[], None],
+        *,
+        on_loaded: Callable[[str], None] | None = None,
+        on_reconnect: Callable[[], None] | None = None,
+    ) -> Listening: ...
+
+    def announce_loaded(self, payload: str) -> None: ...
 
 
 def quiet_aiocoap() -> None:
@@ -143,6 +170,8 @@ class Gateway:
         self.context: aiocoap.Context | None = None
         self.address: tuple[str, int] | None = None
         self._refresher: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()  # a change was committed: refresh now
+        self.listener: Listening | None = None
         self._lag: asyncio.Task[None] | None = None
         # duplicate detection of the server's UDP interfaces (edgecfg.gateway.admission)
         self.remembered: list[RememberedAnswers] = []
@@ -186,8 +215,55 @@ class Gateway:
             self.remembered.append(table)
         self.address = (host, _bound_port(self.context) or port)
         if self.refresh_s > 0:
+            self._wake = asyncio.Event()
+            if isinstance(self.fleet.store, ChangeSource):
+                # Several gateways on one database: a commit anywhere wakes the
+                # change-log read at once; the poll every refresh_s stays as a
+                # safety net.
+                on_loaded, on_reconnect = self._share_contexts(self.fleet.store)
+                self.listener = self.fleet.store.listen_changes(
+                    _waker(self._wake), on_loaded=on_loaded, on_reconnect=on_reconnect
+                )
             self._refresher = asyncio.create_task(self._refresh_loop())
         self._lag = asyncio.create_task(self._measure_delay())
+
+    def _share_contexts(
+        self, store: ChangeSource
+    ) -> tuple[Callable[[str], None] | None, Callable[[], None] | None]:
+        """With OSCORE and several gateways: announce every context this one
+        loads, and forget a context another one loaded (its replay window
+        here would be stale), or every context after the listener reconnected
+        (announcements may have been missed); the listener's two callbacks."""
+        credentials = self.credentials
+        if credentials is None:
+            return None, None
+        origin = secrets.token_hex(8)
+        loop = asyncio.get_running_loop()
+
+        def announce(kid: bytes) -> None:
+            try:
+                store.announce_loaded(f"{origin}:{kid.hex()}")
+            except EdgecfgError:  # the others keep a window Echo would renew; serve on
+                log.exception("announcing the OSCORE context of kid %s failed", kid.hex())
+
+        def loaded(payload: str) -> None:  # on the listener's thread
+            who, _, kid = payload.partition(":")
+            if who == origin:
+                return
+            try:
+                key_id = bytes.fromhex(kid)
+            except ValueError:
+                log.warning("ignored an OSCORE announcement %r", payload)
+                return
+            with contextlib.suppress(RuntimeError):  # the loop closed
+                loop.call_soon_threadsafe(credentials.forget, key_id)
+
+        def reconnected() -> None:  # on the listener's thread
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(credentials.forget_all)
+
+        credentials.on_admit = announce
+        return loaded, reconnected
 
     async def _measure_delay(self) -> None:
         """Feed admission the event loop's lag: how late a timer fires is how
@@ -222,7 +298,9 @@ class Gateway:
 
     async def _refresh_loop(self) -> None:
         while True:
-            await asyncio.sleep(self.refresh_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.refresh_s)
+            self._wake.clear()  # before reading: a commit from now on wakes again
             try:
                 self.changed(self.fleet.refresh())
             except Exception:  # a bad row must not stop the gateway
@@ -243,12 +321,15 @@ class Gateway:
         every cohort device's reports, so the loop runs in a worker thread on
         a fleet view of its own over the same store (which serialises its
         connections); its writes reach serving through the next refresh,
-        like any other writer's.  A store that is not safe across threads
+        like any other writer's.  Of several gateways on one database only the
+        leader (:attr:`Listening.leader`) drives them.  A store that is not safe across threads
         (the in-memory one of tests) is driven on the loop.  How many
         decisions were made.
         """
         if monotonic < self._rollouts_due:
             return 0
+        if self.listener is not None and not self.listener.leader:
+            return 0  # several gateways: the leader drives them (and this one may take over)
         self._rollouts_due = monotonic + ROLLOUT_TICK_S
         made = await self.in_rollout_worker(lambda service: service.tick(now))
         for rollout, outcome in made:
@@ -297,6 +378,9 @@ class Gateway:
             self.service.flush()
         except Exception:  # a failing store must not stop the stop
             log.exception("writing the served versions' vectors at stop failed")
+        if self.listener is not None:
+            listener, self.listener = self.listener, None
+            await asyncio.get_running_loop().run_in_executor(None, listener.close)
         for task in (self._refresher, self._lag):
             if task is not None:
                 task.cancel()
@@ -311,6 +395,7 @@ class Gateway:
         if self.credentials is not None:
             # Exact sequence numbers and replay windows: no Echo round after a clean restart.
             self.credentials.flush()
+            self.credentials.close()
 
     @property
     def uri(self) -> str:
@@ -319,6 +404,17 @@ class Gateway:
             raise RuntimeError("the gateway is not started")
         host, port = self.address
         return f"coap://[{host}]:{port}" if ":" in host else f"coap://{host}:{port}"
+
+
+def _waker(event: asyncio.Event) -> Callable[[], None]:
+    """A thread-safe ``event.set`` for the running loop (a no-op once it closed)."""
+    loop = asyncio.get_running_loop()
+
+    def wake() -> None:
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits
+            loop.call_soon_threadsafe(event.set)
+
+    return wake
 
 
 def release_memory() -> None:

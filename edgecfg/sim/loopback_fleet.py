@@ -8,6 +8,7 @@ socket) and its own state directory, so the gateway sees a real fleet.
 from __future__ import annotations
 
 import asyncio
+import gc
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from edgecfg.agent.coap import CoapLink
 from edgecfg.agent.local_state import LocalState
 from edgecfg.agent.sync import Agent, Backoff, SyncResult
 from edgecfg.core.ids import DeviceId
+from edgecfg.fleet.fleet import Fleet
 from edgecfg.gateway.server import Gateway
 from edgecfg.wire.senml import Record
 
@@ -56,12 +58,14 @@ class SimulatedDevice:
 
 
 class SimulatedFleet:
-    """Agents for ``devices``, each with a link to ``gateway`` and a state folder
-    (and OSCORE, for a device that has a ``credentials.json`` in ``credentials``)."""
+    """Agents for ``devices``, each with a link to ``gateway`` (a running one,
+    or the ``coap://`` URI of one elsewhere: another process, a balancer) and a
+    state folder (and OSCORE, for a device that has a ``credentials.json`` in
+    ``credentials``)."""
 
     def __init__(
         self,
-        gateway: Gateway,
+        gateway: Gateway | str,
         devices: Sequence[str],
         folder: Path,
         *,
@@ -70,14 +74,13 @@ class SimulatedFleet:
         seed: int = 0,
         credentials: Mapping[str, Path] | None = None,
     ) -> None:
-        self.gateway = gateway
+        self.gateway = gateway if isinstance(gateway, Gateway) else None
+        uri = gateway if isinstance(gateway, str) else gateway.uri
         found = credentials or {}
         self.members = [
             SimulatedDevice(
                 device,
-                link := CoapLink(
-                    gateway.uri, ack_timeout=ack_timeout, credentials=found.get(device)
-                ),
+                link := CoapLink(uri, ack_timeout=ack_timeout, credentials=found.get(device)),
                 Agent(
                     link,
                     LocalState(folder / device),
@@ -92,11 +95,16 @@ class SimulatedFleet:
         self.rng = random.Random(seed)
 
     async def close(self) -> None:
-        await asyncio.gather(*(member.link.close() for member in self.members))
+        await asyncio.gather(*(member.link.close(collect=False) for member in self.members))
+        gc.collect()  # once for all: aiocoap saves dropped OSCORE contexts' numbers
 
-    def converged(self) -> int:
-        """Devices whose applied config is the gateway's current one."""
-        fleet = self.gateway.fleet
+    def converged(self, fleet: Fleet | None = None) -> int:
+        """Devices whose applied config is the current one of ``fleet`` (default:
+        the gateway's)."""
+        if fleet is None:
+            if self.gateway is None:
+                raise ValueError("converged: no gateway in this process; name a fleet")
+            fleet = self.gateway.fleet
         count = 0
         for member in self.members:
             held = member.agent.state.load_config()

@@ -715,6 +715,17 @@ class Store(Protocol):
         """
         ...
 
+    def reserve_sequence_numbers(self, kid: bytes, count: int) -> int:
+        """Reserve ``count`` sender sequence numbers of ``kid``'s context: the
+        first of a range ``[first, first + count)`` that no other call, in
+        this process or any other on the same database, is ever given.
+
+        One atomic, durable step (RFC 8613 Appendix B.1.1): ``next_to_send``
+        goes up by ``count`` and the range below it is the caller's.  The
+        stored replay window is left as it is (``None`` for a new row).
+        """
+        ...
+
     # -- change log --------------------------------------------------------
 
     def changes_since(self, seq: int, *, limit: int = 10_000) -> list[Change]:

@@ -549,6 +549,16 @@ class MemoryStore:
             floor = before.next_to_send if before is not None else 0
             held[bytes(kid)] = OscoreState(max(floor, state.next_to_send), state.window)
 
+    def reserve_sequence_numbers(self, kid: bytes, count: int) -> int:
+        """See :meth:`edgecfg.store.base.Store.reserve_sequence_numbers`."""
+        if count < 1:
+            raise ValueError(f"reserve {count} sequence numbers: at least 1")
+        held = self._open().oscore
+        before = held.get(bytes(kid))
+        first = 0 if before is None else before.next_to_send
+        held[bytes(kid)] = OscoreState(first + count, None if before is None else before.window)
+        return first
+
 
 def _iter_sorted(
     devices: dict[DeviceId, DeviceRecord], group: tuple[str, str] | None

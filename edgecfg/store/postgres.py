@@ -15,6 +15,10 @@ the same contract suite (``tests/store/test_store.py``):
 - psycopg errors are translated once, in :meth:`PostgresStore._transaction`,
   into :class:`~edgecfg.errors.StoreError` naming the operation and the
   database *without* its password.
+- Several gateways serve one database: every change-log append sends
+  ``NOTIFY edgecfg_changes`` at commit, and :meth:`PostgresStore.listen_changes`
+  wakes a gateway's change-log read at once (:class:`ChangeListener`); the
+  listening connection also elects the one gateway that drives rollouts.
 - Commits are durable (PostgreSQL's default ``synchronous_commit = on``), which
   is what credentials and OSCORE sequence-number reservations need.
 - The queries and row mappings are :class:`~edgecfg.store.sql.SQLStore`'s,
@@ -29,9 +33,10 @@ the tests give each test its own and drop it afterwards.
 from __future__ import annotations
 
 import functools
+import logging
 import re
 import threading
-from collections.abc import Generator, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
@@ -51,12 +56,31 @@ from edgecfg.store.sql import (
     closed,
 )
 
-__all__ = ["LAYOUT_VERSION", "PostgresStore", "is_initialised", "redact"]
+__all__ = [
+    "CHANGES_CHANNEL",
+    "LAYOUT_VERSION",
+    "OSCORE_CHANNEL",
+    "ChangeListener",
+    "PostgresStore",
+    "is_initialised",
+    "redact",
+]  # fmt: skip
+
+log = logging.getLogger("edgecfg.store.postgres")
+
+CHANGES_CHANNEL = "edgecfg_changes"
+"""The LISTEN/NOTIFY channel of the change log (one per database)."""
+OSCORE_CHANNEL = "edgecfg_oscore"
+"""The channel on which a gateway announces an OSCORE context it loaded."""
 
 _POOL_SIZE = 4
 _CONNECT_TIMEOUT_S = 10.0
 _MIGRATION_LOCK = 0x6564676563666701  # advisory lock keys: "edgecfg" + 1, + 3
 _CHANGES_LOCK = 0x6564676563666703
+_LISTEN_POLL_S = 0.5  # how soon a listener notices close()
+_LISTEN_BACKOFF_S = (0.1, 5.0)  # reconnect delays: first, most
+_TRY_LEAD = ("SELECT pg_try_advisory_lock(hashtextextended("
+             "'edgecfg leader ' || COALESCE(%s, current_schema()), 0))")  # fmt: skip
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 Connection = psycopg.Connection[tuple[Any, ...]]
@@ -137,25 +161,34 @@ class PostgresStore(SQLStore):
         with self._unpooled("drop_schema") as db:  # works after close() too
             db.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(self.schema)))
 
-    @contextmanager
-    def serving_lock(self) -> Generator[None]:
-        """Held while one gateway serves this database (a session advisory lock
-        on a connection of its own), as ``DB.lock`` is for SQLite: until the
-        change log and shared OSCORE state of several gateways exist, two
-        gateways on one database would keep two replay windows per context."""
-        with self._unpooled("serving lock") as db:
-            # one lock per database and schema (current_schema: set by the URL's options)
-            key = _scalar(
-                db,
-                "SELECT hashtextextended('edgecfg serving ' || COALESCE(%s, current_schema()), 0)",
-                (self.schema,),
+    def listen_changes(
+        self,
+        wake: Callable[[], None],
+        *,
+        on_loaded: Callable[[str], None] | None = None,
+        on_reconnect: Callable[[], None] | None = None,
+    ) -> ChangeListener:
+        """Call ``wake`` (from a thread of its own) whenever a writer commits to
+        the change log, and after every (re)connect of the listening
+        connection: see :class:`ChangeListener`.  Its ``leader`` says whether
+        this process is the one of the database's (and schema's) gateways that
+        drives the rollouts.  ``on_loaded`` gets the payload of every
+        :meth:`announce_loaded`; ``on_reconnect`` is called after every
+        connect but the first (announcements sent meanwhile were missed).
+        Stop it with ``close()``."""
+        return ChangeListener(
+            self.url, wake, schema=self.schema, on_loaded=on_loaded, on_reconnect=on_reconnect
+        )
+
+    def announce_loaded(self, payload: str) -> None:
+        """Tell every listening gateway that one loaded an OSCORE context
+        (``payload``: the loader and the key id), so the others drop theirs
+        and recover its replay window with Echo when the peer comes back."""
+        with self._transaction("announce_loaded", write=True) as transaction:
+            # scoped by schema: fleets in other schemas of the database ignore it
+            transaction.connection.execute(
+                "SELECT pg_notify(%s, %s)", (OSCORE_CHANNEL, f"{self.schema or ''}/{payload}")
             )
-            if not _scalar(db, "SELECT pg_try_advisory_lock(%s)", (key,)):
-                raise StoreError(f"{self.path}: another gateway is serving this database")
-            try:
-                yield
-            finally:
-                db.execute("SELECT pg_advisory_unlock(%s)", (key,))
 
     # -- connections, transactions and migrations ---------------------------
 
@@ -263,7 +296,7 @@ class PostgresTransaction(Transaction):
             return
         self.connection.execute("SELECT pg_advisory_xact_lock(%s)", (_CHANGES_LOCK,))
         self.run_many(INSERT_CHANGE, [(kind, key) for key in keys])
-        self.connection.execute("NOTIFY edgecfg_changes")
+        self.connection.execute(f"NOTIFY {CHANGES_CHANNEL}")
 
     def count_up(self, key: str) -> None:
         # The value is decimal digits as bytes (bytea), like every setting here.
@@ -289,3 +322,112 @@ def _psycopg(query: str) -> Any:
     ``%(name)s`` (see :mod:`edgecfg.store.sql`).  ``Any``: psycopg's stubs
     want a literal string, and the shared queries are trusted text."""
     return _MARK.sub(lambda mark: "%s" if mark[1] is None else f"%({mark[1]})s", query)
+
+
+class ChangeListener:
+    """A thread that listens on :data:`CHANGES_CHANNEL` with a connection of
+    its own and calls ``wake`` for each notification (several at once: one
+    call).
+
+    ``wake`` is also called after every connect, the first included: a
+    notification sent while the listener was not connected is lost, so the
+    reader catches up by sequence (``changes_since``), and nothing committed
+    meanwhile is missed.  A lost connection is retried with doubling delays
+    (0.1 s to 5 s), logged once per outage.  ``wake`` must be quick and
+    thread-safe (``loop.call_soon_threadsafe``).
+
+    **Leadership.** The listening connection also tries, every poll, to take
+    a session advisory lock named for the database and ``schema`` (default:
+    the connection's ``current_schema()``): :attr:`leader` is true while it
+    holds it.  Of several gateways exactly one leads; when its process dies or
+    its connection breaks the server releases the lock and another takes it
+    within a poll (0.5 s).  The gateway drives rollouts only while leading.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        wake: Callable[[], None],
+        *,
+        schema: str | None = None,
+        on_loaded: Callable[[str], None] | None = None,
+        on_reconnect: Callable[[], None] | None = None,
+    ) -> None:
+        self.url = url
+        self._on_loaded = on_loaded
+        self._on_reconnect = on_reconnect
+        self.schema = schema
+        self.leader = False
+        self.connects = 0  # how many times it (re)connected
+        self.backend_pid: int | None = None  # of the listening connection, while connected
+        self._wake = wake
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="edgecfg-listen", daemon=True)
+        self._thread.start()
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop listening; returns once the thread ended (or after ``timeout``)."""
+        self._stop.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        delay = _LISTEN_BACKOFF_S[0]
+        failing = False
+        while not self._stop.is_set():
+            try:
+                self._listen()
+            except (psycopg.Error, OSError) as error:
+                if not failing:
+                    log.warning("listening for changes on %s: %s; reconnecting",
+                                redact(self.url), _detail(error) if isinstance(
+                                    error, psycopg.Error) else error)  # fmt: skip
+                failing = True
+            else:
+                return  # closed
+            finally:
+                self.backend_pid = None
+                self.leader = False  # the server released the lock with the session
+            if self._stop.wait(delay):
+                return
+            delay = min(delay * 2, _LISTEN_BACKOFF_S[1])
+
+    def _listen(self) -> None:
+        # TCP keepalives: a dead server or a cut link shows within ~10 s, not hours
+        with psycopg.connect(
+            self.url, autocommit=True, connect_timeout=int(_CONNECT_TIMEOUT_S),
+            keepalives=1, keepalives_idle=5, keepalives_interval=2, keepalives_count=3,
+        ) as db:  # fmt: skip
+            db.execute(f"LISTEN {CHANGES_CHANNEL}")
+            if self._on_loaded is not None:
+                db.execute(f"LISTEN {OSCORE_CHANNEL}")
+            self.backend_pid = db.info.backend_pid
+            self.connects += 1
+            if self.connects > 1 and self._on_reconnect is not None:
+                self._safely(self._on_reconnect)
+            self._call_wake()  # catch up on what was committed while not listening
+            while not self._stop.is_set():
+                if not self.leader:
+                    self.leader = bool(_scalar(db, _TRY_LEAD, (self.schema,)))
+                # the rest of a burst of changes is read by the one refresh it wakes
+                notes = list(db.notifies(timeout=_LISTEN_POLL_S, stop_after=1))
+                for note in notes:
+                    if note.channel == OSCORE_CHANNEL and self._on_loaded is not None:
+                        scope, _, payload = note.payload.partition("/")
+                        if scope == (self.schema or ""):  # this fleet's, not another schema's
+                            self._call(self._on_loaded, payload)
+                if any(note.channel == CHANGES_CHANNEL for note in notes):
+                    self._call_wake()
+
+    def _call(self, callback: Callable[[str], None], payload: str) -> None:
+        self._safely(lambda: callback(payload))
+
+    def _call_wake(self) -> None:
+        self._safely(self._wake)
+
+    @staticmethod
+    def _safely(callback: Callable[[], None]) -> None:
+        try:
+            callback()
+        except Exception:  # the listener outlives a failing callback
+            log.exception("change listener callback failed")

@@ -921,6 +921,22 @@ class SQLStore(ABC):
                 rows,
             )
 
+    def reserve_sequence_numbers(self, kid: bytes, count: int) -> int:
+        """See :meth:`edgecfg.store.base.Store.reserve_sequence_numbers`: one
+        upsert with RETURNING, so concurrent reservations (row-locked on
+        PostgreSQL, serialised writers on SQLite) never overlap."""
+        if count < 1:
+            raise ValueError(f"reserve {count} sequence numbers: at least 1")
+        with self._durable("reserve_sequence_numbers") as db:
+            end = _scalar(
+                db,
+                'INSERT INTO oscore_state (kid, next_to_send, "window") VALUES (?, ?, NULL) '
+                "ON CONFLICT (kid) DO UPDATE SET next_to_send = oscore_state.next_to_send + ? "
+                "RETURNING next_to_send",
+                (bytes(kid), count, count),
+            )
+        return int(end) - count
+
     # -- change log --------------------------------------------------------
 
     def changes_since(self, seq: int, *, limit: int = 10_000) -> list[Change]:

@@ -65,42 +65,45 @@ def test_operator_commands_work_on_postgres_and_refuse_an_empty_one(
     assert "region/eu r1" in out
 
 
-def test_a_gateway_serves_a_postgres_fleet_and_only_one_at_a_time(
+def _serve(url: str) -> tuple[subprocess.Popen[str], str]:
+    gateway = subprocess.Popen(
+        [sys.executable, "-m", "edgecfg.cli.main", "gateway", "serve", "--db", url,
+         "--bind", "127.0.0.1:0", "--insecure"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert gateway.stdout is not None
+    banner = gateway.stdout.readline()
+    assert f"serving {url} on coap://127.0.0.1:" in banner, gateway.stderr
+    return gateway, banner.split("coap://127.0.0.1:")[1].split()[0]
+
+
+def test_two_gateways_serve_one_postgres_fleet(
     url: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     assert main(["--db", url, "schema", "load", "--create", str(SCHEMA)]) == 0
     assert main(["--db", url, "device", "add", "dev-1", "--group", "region=eu/west",
                  "--hardware", "nbiot-sensor-r3"]) == 0  # fmt: skip
     capsys.readouterr()
-    gateway = subprocess.Popen(
-        [sys.executable, "-m", "edgecfg.cli.main", "gateway", "serve", "--db", url,
-         "--bind", "127.0.0.1:0", "--insecure"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    first, port = _serve(url)
+    second = None
     try:
-        assert gateway.stdout is not None
-        banner = gateway.stdout.readline()
-        assert f"serving {url} on coap://127.0.0.1:" in banner, gateway.stderr
-        port = banner.split("coap://127.0.0.1:")[1].split()[0]
-        second = subprocess.run(
-            [sys.executable, "-m", "edgecfg.cli.main", "gateway", "serve", "--db", url,
-             "--bind", "127.0.0.1:0", "--insecure"],
-            capture_output=True, text=True, timeout=TIMEOUT, check=False,
-        )  # fmt: skip
-        assert second.returncode == 1
-        assert "another gateway is serving this database" in second.stderr
-        agent = subprocess.run(
-            [sys.executable, "-m", "edgecfg.cli.main", "agent", "run", "--gateway",
-             f"coap://127.0.0.1:{port}", "--device", "dev-1", "--state-dir",
-             str(tmp_path / "state"), "--once", "--ack-timeout", "0.5"],
-            capture_output=True, text=True, timeout=TIMEOUT, check=False,
-        )  # fmt: skip
-        assert agent.returncode == 0, agent.stderr
-        assert agent.stdout.startswith("dev-1: updated ")
+        second, other = _serve(url)  # no longer refused: several gateways share PostgreSQL
+        assert other != port
+        for number, serving in enumerate((port, other)):
+            agent = subprocess.run(
+                [sys.executable, "-m", "edgecfg.cli.main", "agent", "run", "--gateway",
+                 f"coap://127.0.0.1:{serving}", "--device", "dev-1", "--state-dir",
+                 str(tmp_path / f"state-{number}"), "--once", "--ack-timeout", "0.5"],
+                capture_output=True, text=True, timeout=TIMEOUT, check=False,
+            )  # fmt: skip
+            assert agent.returncode == 0, agent.stderr
+            assert agent.stdout.startswith("dev-1: updated ")
     finally:
-        gateway.terminate()
-        gateway.communicate(timeout=TIMEOUT)
-    assert gateway.returncode == 0
+        for gateway in (first, second):
+            if gateway is not None:
+                gateway.terminate()
+                gateway.communicate(timeout=TIMEOUT)
+                assert gateway.returncode == 0
 
 
 def test_enrolment_on_postgres_needs_an_explicit_master_key(

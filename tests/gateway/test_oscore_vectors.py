@@ -98,7 +98,9 @@ def test_the_gateway_context_derives_the_c_1_1_keys() -> None:
     secret = Secret(
         bytes.fromhex(DATA["common"]["master_secret"]), bytes.fromhex(item["master_salt"])
     )
-    context = StoredContext(record, secret, None, lambda kid, state: None)
+    context = StoredContext(
+        record, secret, None, lambda kid, state: None, reserve=lambda kid, count: 0
+    )
     assert context.sender_id == b""
     assert context.sender_key.hex() == item["sender_key"]
     assert context.recipient_key.hex() == item["recipient_key"]
@@ -181,12 +183,16 @@ def test_state_round_trip_of_the_window() -> None:
         bytes.fromhex(DATA["common"]["master_secret"]), bytes.fromhex(item["master_salt"])
     )
     saved: list[OscoreState] = []
-    context = StoredContext(record, secret, None, lambda kid, state: saved.append(state))
+    context = StoredContext(
+        record, secret, None, lambda kid, state: saved.append(state), reserve=lambda kid, count: 0
+    )
     for number in (3, 5, 40):
         context.recipient_replay_window.strike_out(number)
     assert saved == [OscoreState(0, None)]  # marked unknown once, not per request
     state = context.state(exact=True)
-    again = StoredContext(record, secret, state, lambda kid, state: None)
+    again = StoredContext(
+        record, secret, state, lambda kid, state: None, reserve=lambda kid, count: 0
+    )
     assert not again.recipient_replay_window.is_valid(40)
     assert again.recipient_replay_window.is_valid(41)
     assert again.recipient_replay_window.persist() == context.recipient_replay_window.persist()

@@ -152,21 +152,6 @@ def test_group_ranges_use_code_point_order_whatever_the_locale(schema: str) -> N
             store.drop_schema()
 
 
-def test_one_gateway_per_database_and_schema(schema: str) -> None:
-    with PostgresStore(POSTGRES_URL, schema=schema) as store:
-        try:
-            with (
-                store.serving_lock(),
-                pytest.raises(StoreError, match="another gateway is serving"),
-                store.serving_lock(),
-            ):
-                pass
-            with store.serving_lock():  # released with the first
-                pass
-        finally:
-            store.drop_schema()
-
-
 @contextmanager
 def laid_out(schema: str, steps: int) -> Iterator[psycopg.Connection[Any]]:
     """A connection to ``schema``, created at layout version ``steps``."""

@@ -561,6 +561,20 @@ def test_oscore_state_round_trips(store: Store) -> None:
     store.put_oscore_states([])
 
 
+def test_sequence_number_reservations_never_overlap_and_keep_the_window(store: Store) -> None:
+    kid = b"\x07"
+    assert store.reserve_sequence_numbers(kid, 16) == 0  # a new row
+    assert store.reserve_sequence_numbers(kid, 32) == 16
+    assert store.oscore_state(kid) == OscoreState(48, None)
+    store.put_oscore_states([(kid, OscoreState(10, b"\x01" * 12))])  # a stale exact write
+    assert store.oscore_state(kid) == OscoreState(48, b"\x01" * 12)
+    assert store.reserve_sequence_numbers(kid, 4) == 48
+    assert store.oscore_state(kid) == OscoreState(52, b"\x01" * 12)
+    assert store.reserve_sequence_numbers(b"\x08", 1) == 0  # per kid
+    with pytest.raises(ValueError, match="at least 1"):
+        store.reserve_sequence_numbers(kid, 0)
+
+
 # -- change log ------------------------------------------------------------------
 
 
