@@ -29,6 +29,7 @@ from edgecfg.cli.database import default_db
 from edgecfg.cli.database import register as register_database_commands
 from edgecfg.cli.files import dump_config, load_config, load_schema, read_bytes, write_bytes
 from edgecfg.cli.operator import register as register_operator_commands
+from edgecfg.cli.optimize import register as register_optimize_commands
 from edgecfg.cli.roles import register as register_roles
 from edgecfg.cli.rollouts import register as register_rollout_commands
 from edgecfg.cli.telemetry import register as register_telemetry_commands
@@ -385,6 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_operator_commands(commands, formats)
     register_rollout_commands(commands)
     register_telemetry_commands(commands)
+    register_optimize_commands(commands)
     register_roles(commands)
     _register_benches(commands)
     return parser

@@ -96,10 +96,14 @@ class Tunable:
         return self.step is not None
 
     def candidates(self) -> tuple[float, ...]:
-        """Every value a proposal may use: the steps from ``low``, or the search grid."""
+        """Every value a proposal may use: the step's multiples, or the search grid."""
         if self.step is not None:
-            count = math.floor((self.high - self.low) / self.step + 1e-9) + 1
-            return tuple(self.low + index * self.step for index in range(count))
+            # the multiples of the step inside the bounds (300 s steps of
+            # [10, 86400] are 300, 600, ...), or the low bound alone
+            first = math.ceil(self.low / self.step - 1e-9)
+            last = math.floor(self.high / self.step + 1e-9)
+            found = tuple(index * self.step for index in range(first, last + 1))
+            return found or (self.low,)
         return tuple(float(v) for v in np.linspace(self.low, self.high, GRID + 1))
 
 
@@ -131,6 +135,9 @@ class Panel:
     metrics: Mapping[str, Floats]
     strata: Ints
     stratum_keys: tuple[str, ...]
+    current: Mapping[str, Floats] | None = None
+    """Each device's value of each setting now (indexed by device); without
+    it a stratum's baseline is read from the panel's last day."""
 
     def __post_init__(self) -> None:
         rows = len(self.device)
@@ -236,7 +243,13 @@ def analyse(panel: Panel, settings: Sequence[str]) -> Analysis:
     row_base: dict[str, Floats] = {}
     for setting in settings:
         values = panel.settings[setting]
-        base = _stratum_modes(values, panel.device, panel.day, row_stratum, strata_n)
+        if panel.current is not None and setting in panel.current:
+            everyone = np.arange(panel.devices, dtype=np.int64)
+            base = _stratum_modes(panel.current[setting], everyone,
+                                  np.zeros(panel.devices, dtype=np.int64), panel.strata,
+                                  strata_n)  # fmt: skip
+        else:
+            base = _stratum_modes(values, panel.device, panel.day, row_stratum, strata_n)
         for index, key in enumerate(panel.stratum_keys):
             if not math.isnan(base[index]):
                 baselines[(key, setting)] = float(base[index])
@@ -255,18 +268,18 @@ def analyse(panel: Panel, settings: Sequence[str]) -> Analysis:
     levels: dict[tuple[str, str], float] = {}
     effects: list[Effect] = []
     for metric, values in panel.metrics.items():
-        level_sum = np.bincount(row_stratum, weights=np.where(stayed_row, values, 0.0),
+        level_sum = _sums(row_stratum, weights=np.where(stayed_row, values, 0.0),
                                 minlength=strata_n)  # fmt: skip
-        level_n = np.bincount(row_stratum, weights=stayed_row.astype(np.float64),
+        level_n = _sums(row_stratum, weights=stayed_row.astype(np.float64),
                               minlength=strata_n)  # fmt: skip
         level = np.divide(level_sum, level_n, out=np.full(strata_n, np.nan), where=level_n > 0)
         for index, key in enumerate(panel.stratum_keys):
             if level_n[index] > 0:
                 levels[(key, metric)] = float(level[index])
         # the common trend of each stratum-day among devices that stayed
-        cell_sum = np.bincount(cell, weights=np.where(stayed_row, values, 0.0),
+        cell_sum = _sums(cell, weights=np.where(stayed_row, values, 0.0),
                                minlength=strata_n * days)  # fmt: skip
-        cell_n = np.bincount(cell, weights=stayed_row.astype(np.float64),
+        cell_n = _sums(cell, weights=stayed_row.astype(np.float64),
                              minlength=strata_n * days)  # fmt: skip
         trend = np.where(
             cell_n >= 3,
@@ -286,13 +299,19 @@ def analyse(panel: Panel, settings: Sequence[str]) -> Analysis:
                     {key: int(sizes[i]) for i, key in enumerate(panel.stratum_keys)})  # fmt: skip
 
 
+def _sums(index: Ints, *, weights: Floats, minlength: int) -> Floats:
+    """``np.bincount`` with weights, always float (an empty panel gives ints)."""
+    return np.bincount(index, weights=weights, minlength=minlength).astype(np.float64)
+
+
 def _stratum_modes(
     values: Floats, device: Ints, day: Ints, row_stratum: Ints, strata_n: int
 ) -> Floats:
     """Each stratum's most common value of a setting on the panel's last day
-    (ties: the smaller value); NaN for a stratum with no row that day."""
+    (ties: the smaller value); NaN for a stratum with no known value that day."""
     last = day == day.max() if len(day) else np.zeros(0, dtype=bool)
     modes = np.full(strata_n, np.nan)
+    last &= ~np.isnan(values)
     if not last.any():
         return modes
     pairs = np.stack([row_stratum[last].astype(np.float64), values[last]], axis=1)
@@ -313,10 +332,10 @@ def _effects_of(
     values = panel.settings[setting]
     on_base = values == base_row
     n = panel.devices
-    base_sum = np.bincount(panel.device, weights=np.where(on_base, residual, 0.0), minlength=n)
-    base_n = np.bincount(panel.device, weights=on_base.astype(np.float64), minlength=n)
-    alt_sum = np.bincount(panel.device, weights=np.where(on_base, 0.0, residual), minlength=n)
-    alt_n = np.bincount(panel.device, weights=(~on_base).astype(np.float64), minlength=n)
+    base_sum = _sums(panel.device, weights=np.where(on_base, residual, 0.0), minlength=n)
+    base_n = _sums(panel.device, weights=on_base.astype(np.float64), minlength=n)
+    alt_sum = _sums(panel.device, weights=np.where(on_base, 0.0, residual), minlength=n)
+    alt_n = _sums(panel.device, weights=(~on_base).astype(np.float64), minlength=n)
     alt_low = np.full(n, np.inf)
     alt_high = np.full(n, -np.inf)
     off = ~on_base
@@ -332,8 +351,8 @@ def _effects_of(
     unique, inverse = np.unique(pairs, axis=0, return_inverse=True)
     inverse = inverse.reshape(-1)
     count = np.bincount(inverse, minlength=len(unique)).astype(np.float64)
-    total = np.bincount(inverse, weights=delta, minlength=len(unique))
-    squares = np.bincount(inverse, weights=delta * delta, minlength=len(unique))
+    total = _sums(inverse, weights=delta, minlength=len(unique))
+    squares = _sums(inverse, weights=delta * delta, minlength=len(unique))
     mean = total / count
     variance = np.maximum(0.0, squares / count - mean * mean) * count / np.maximum(count - 1, 1)
     found: list[Effect] = []
