@@ -261,6 +261,14 @@ def cmd_bench_fleet(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_bench_optimize(args: argparse.Namespace) -> int:
+    """Run the optimizer analysis benchmark."""
+    from edgecfg.bench.optimize import run_optimize_bench
+
+    return run_optimize_bench(devices=args.devices, days=args.days, seed=args.seed,
+                              as_json=args.json)  # fmt: skip
+
+
 def cmd_bench_oscore(args: argparse.Namespace) -> int:
     """OSCORE cost with 100k enrolled devices against 10, in one run."""
     from edgecfg.bench.oscore import run_oscore_bench
@@ -409,6 +417,7 @@ def _register_benches(commands: Any) -> None:
          "gateway RSS and a device's sync latency under a single-host flood"),
         ("fleet", cmd_bench_fleet, "gateway start-up, memory, CPU and latency on realistic fleets"),
         ("telemetry", cmd_bench_telemetry, "telemetry ingest per pack, 1k vs 100k devices; bursts"),
+        ("optimize", cmd_bench_optimize, "optimizer analysis of 100k devices x 30 days"),
     )  # fmt: skip
     corpus = "../shared/corpus"
     options: tuple[tuple[str, Declare], ...] = (
@@ -457,6 +466,9 @@ def _register_benches(commands: Any) -> None:
         ("telemetry", number("--packs", 3000, "packs ingested one per transaction")),
         ("telemetry", number("--burst", 20_000, "packs of the burst, ingested in batches")),
         ("telemetry", number("--seed", 1, "random seed")),
+        ("optimize", number("--devices", 100_000, "fleet size")),
+        ("optimize", number("--days", 30, "days of daily aggregates")),
+        ("optimize", number("--seed", 1, "random seed")),
         # and --json, last in the help of each bench that prints JSON
         ("delta", JSON),
         ("sync", JSON),
@@ -466,6 +478,7 @@ def _register_benches(commands: Any) -> None:
         ("resolve", JSON),
         ("flood", JSON),
         ("telemetry", JSON),
+        ("optimize", JSON),
         ("fleet", argument("--json", action="store_true", help="one JSON object per fleet size")),
     )  # fmt: skip
     add_commands(benches, table, options)
