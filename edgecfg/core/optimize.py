@@ -10,9 +10,9 @@ argument, and the result is values.  Three steps:
   from devices that changed that setting within the window: each device is
   compared with *itself* before and after (so a value that is merely
   popular on good-coverage devices does not look good), after the days'
-  common trend (the stratum's devices that stayed on the baseline that day)
-  is taken out.  Each :class:`Effect` has an interval and the number of
-  devices behind it.
+  common trend (a factor: the mean of the stratum's devices that stayed on
+  the baseline that day over their window mean) is divided out.  Each
+  :class:`Effect` has an interval and the number of devices behind it.
 - :func:`propose` searches: **adopt** a value for a stratum when an
   always-valid bound (the confidence sequence of
   :mod:`edgecfg.core.sequential`, Bonferroni over every stratum x setting x
@@ -276,18 +276,17 @@ def analyse(panel: Panel, settings: Sequence[str]) -> Analysis:
         for index, key in enumerate(panel.stratum_keys):
             if level_n[index] > 0:
                 levels[(key, metric)] = float(level[index])
-        # the common trend of each stratum-day among devices that stayed
+        # the common trend of each stratum-day among devices that stayed, as
+        # a factor (weather or load scales every device's drain and errors:
+        # subtracting it would over-correct devices below the mean)
         cell_sum = _sums(cell, weights=np.where(stayed_row, values, 0.0),
-                               minlength=strata_n * days)  # fmt: skip
-        cell_n = _sums(cell, weights=stayed_row.astype(np.float64),
-                             minlength=strata_n * days)  # fmt: skip
-        trend = np.where(
-            cell_n >= 3,
-            np.divide(cell_sum, cell_n, out=np.zeros_like(cell_sum), where=cell_n > 0)
-            - np.repeat(np.nan_to_num(level), days),
-            0.0,
-        )
-        residual = values - trend[cell]
+                         minlength=strata_n * days)  # fmt: skip
+        cell_n = _sums(cell, weights=stayed_row.astype(np.float64), minlength=strata_n * days)
+        cell_mean = np.divide(cell_sum, cell_n, out=np.zeros_like(cell_sum), where=cell_n > 0)
+        overall = np.repeat(np.nan_to_num(level), days)
+        usable_trend = (cell_n >= 3) & (cell_mean > 0) & (overall > 0)
+        factor = np.divide(cell_mean, overall, out=np.ones_like(cell_mean), where=usable_trend)
+        residual = values / factor[cell]
         for setting in settings:
             others = [varied[o] for o in settings if o != setting]
             clean = ~np.logical_or.reduce(others) if others else np.ones(panel.devices, bool)
