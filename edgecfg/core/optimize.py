@@ -536,7 +536,7 @@ def _adoption(
         return None
     plan = canary_plan(
         objective, analysis, stratum=stratum, setting=chosen.setting, value=chosen.value,
-        search=search, rollout_id=f"opt-{round_id}-{objective.name}-{stratum}-adopt", adopt=True,
+        search=search, rollout_id=_rollout_id(round_id, objective, stratum, "adopt"), adopt=True,
     )  # fmt: skip
     return Proposal("adopt", objective.name, stratum, chosen.setting, chosen.baseline,
                     chosen.value, analysis.sizes[stratum], plan, chosen)  # fmt: skip
@@ -689,7 +689,7 @@ def _trials(
     for (setting, value), devices in sorted(chosen.items()):
         plan = canary_plan(
             objective, analysis, stratum=stratum, setting=setting, value=value, search=search,
-            rollout_id=f"opt-{round_id}-{objective.name}-{stratum}-{setting}={value:g}",
+            rollout_id=_rollout_id(round_id, objective, stratum, f"{setting}-{value:g}"),
             adopt=False, share=devices / max(1, analysis.sizes[stratum]),
         )  # fmt: skip
         proposals.append(Proposal(
@@ -697,6 +697,12 @@ def _trials(
             value, devices, plan, analysis.effect(stratum, setting, objective.metric, value),
         ))  # fmt: skip
     return proposals
+
+
+def _rollout_id(round_id: str, objective: Objective, stratum: str, what: str) -> str:
+    """``opt-ROUND-OBJECTIVE-STRATUM-WHAT`` with only letters, digits, ``.`` and ``-``."""
+    text = f"opt-{round_id}-{objective.name}-{stratum}-{what}"
+    return "".join(c if c.isalnum() or c in ".-" else "." for c in text)
 
 
 def canary_plan(
