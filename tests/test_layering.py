@@ -44,6 +44,11 @@ OWNERS: dict[str, set[str]] = {
     "lz4": {"bench"},
     "matplotlib": {"sim", "bench"},
     "cachetools": {"fleet", "core"},  # byte-bounded caches of the fleet and resolver
+    # the optimizer's numerics (the optimize extra): its maths in core, the
+    # panels it reads in fleet, sim and bench; never the agent
+    "numpy": {"core", "fleet", "sim", "bench"},
+    "scipy": {"core"},
+    "sklearn": {"core"},
 }
 """Third-party libraries and the packages that may import them (DESIGN §2)."""
 
