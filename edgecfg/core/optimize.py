@@ -37,15 +37,7 @@ from typing import Final, Literal
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.stats import norm as normal  # pyright: ignore[reportMissingTypeStubs]
-from scipy.stats import t as student_t  # pyright: ignore[reportMissingTypeStubs]
-from sklearn.gaussian_process import (  # pyright: ignore[reportMissingTypeStubs]
-    GaussianProcessRegressor,
-)
-from sklearn.gaussian_process.kernels import (  # pyright: ignore[reportMissingTypeStubs]
-    RBF,
-    ConstantKernel,
-)
+from scipy.special import ndtri, stdtrit  # pyright: ignore[reportMissingTypeStubs]
 
 from edgecfg.core.objectives import (
     DERIVED,
@@ -548,8 +540,7 @@ def _small_sample(devices: int, alpha: float) -> float:
     a known variance: with 10 devices and a 1e-4 tail the normal bound is
     too narrow by half)."""
     tail = 1 - alpha / 2
-    t_value = student_t.ppf(tail, devices - 1)  # pyright: ignore[reportUnknownMemberType]
-    return float(t_value / normal.ppf(tail))  # pyright: ignore[reportUnknownMemberType]
+    return float(stdtrit(devices - 1, tail) / ndtri(tail))
 
 
 def _constraints_hold(objective: Objective, analysis: Analysis, effect: Effect) -> bool:
@@ -619,6 +610,16 @@ def _gp_draw(analysis: Analysis, stratum: str, tunable: Tunable, metric: str, *,
     observed relative effects with their own noise (``alpha`` = se²), the
     baseline at 0, fixed kernel hyperparameters (a quarter of the range
     as the length scale: a few points are too few to fit them)."""
+    # scikit-learn takes seconds to import without cached bytecode: only
+    # a continuous setting's search needs it
+    from sklearn.gaussian_process import (  # pyright: ignore[reportMissingTypeStubs]
+        GaussianProcessRegressor,
+    )
+    from sklearn.gaussian_process.kernels import (  # pyright: ignore[reportMissingTypeStubs]
+        RBF,
+        ConstantKernel,
+    )
+
     grid = np.asarray(tunable.candidates())
     baseline = analysis.baselines[(stratum, tunable.path)]
     xs: list[float] = [baseline]
