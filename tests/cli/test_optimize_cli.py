@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import json
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
-from psycopg import sql
 
 from edgecfg.cli.main import main
 from edgecfg.core.ids import DeviceId
 from edgecfg.fleet.fleet import Fleet
 from edgecfg.store import DeviceRecord
 from edgecfg.store.sqlite import SQLiteStore
+from tests.cli.test_postgres_cli import url  # the fixture: an empty schema of its own
 from tests.paths import SCHEMA
-from tests.store.helpers import POSTGRES_URL, postgres_unreachable
 
 ROOT = Path(__file__).resolve().parents[2]
 OBJECTIVES = ROOT / "fixtures" / "optimize" / "objectives.toml"
@@ -81,28 +77,15 @@ def test_bad_objectives_are_refused_naming_the_key(
     assert "not TOML" in capsys.readouterr().err
 
 
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A URL whose search_path is an empty schema of this test's own."""
-    reason = postgres_unreachable()
-    if reason is not None:
-        pytest.skip(reason)
-    schema = f"t_{uuid.uuid4().hex[:16]}"
-    with psycopg.connect(POSTGRES_URL, autocommit=True) as db:
-        db.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
-    try:
-        yield f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
-    finally:
-        with psycopg.connect(POSTGRES_URL, autocommit=True) as db:
-            db.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+__all__ = ["url"]
 
 
 def test_objectives_live_in_a_postgres_database_too(
-    postgres_url: str, capsys: pytest.CaptureFixture[str]
+    url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _ok(capsys, postgres_url, "schema", "load", "--create", str(SCHEMA))
-    _ok(capsys, postgres_url, "device", "add", "dev-1", "--hardware", "nbiot-r3")
-    _ok(capsys, postgres_url, "optimize", "objectives", "set", str(OBJECTIVES))
-    status = json.loads(_ok(capsys, postgres_url, "optimize", "status", "--json"))
+    _ok(capsys, url, "schema", "load", "--create", str(SCHEMA))
+    _ok(capsys, url, "device", "add", "dev-1", "--hardware", "nbiot-r3")
+    _ok(capsys, url, "optimize", "objectives", "set", str(OBJECTIVES))
+    status = json.loads(_ok(capsys, url, "optimize", "status", "--json"))
     assert [o["name"] for o in status["objectives"]] == ["battery-life", "mains-errors"]
     assert [s["stratum"] for s in status["segments"]] == ["nbiot-r3|none|mains|good"]
