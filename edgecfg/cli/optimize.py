@@ -55,8 +55,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     for row in cast(list[dict[str, Any]], status["segments"]):
         best = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}=?"
                          for k, v in row["best"].items())  # fmt: skip
+        lead = row["leading"]
+        leading = ("" if lead is None else f"; leading {lead['setting']}={lead['value']:g} "
+                   f"({lead['relative']:+.1%}, {lead['devices']} device(s))")  # fmt: skip
         print(f"{row['objective']} {row['stratum']}: {row['devices']} device(s); best {best}; "
-              f"{len(row['evidence'])} effect(s) measured")  # fmt: skip
+              f"{len(row['evidence'])} effect(s) measured{leading}")  # fmt: skip
         for effect in row["evidence"]:
             print(f"    {effect['setting']}={effect['value']:g} vs {effect['baseline']:g}: "
                   f"{effect['metric']} {effect['relative']:+.1%} [{effect['low']:.4g}, "

@@ -168,9 +168,11 @@ class OptimizerService:
                        round_id=f"{int(now // DAY)}")  # fmt: skip
 
     def status(self, now: float) -> dict[str, object]:
-        """Per objective and stratum: the current best (the baseline of each
-        setting), the evidence (effects on the objective's metric), and the
-        optimizer's rollouts in flight."""
+        """Per objective and stratum: the current best (the value of each
+        setting the stratum runs: a value replaces it only through a passed
+        canary), the leading candidate (the measured value with the best
+        estimate, not yet shown better), the evidence (effects on the
+        objective's metric), and the optimizer's rollouts in flight."""
         objectives, _tunables, analysis = self.analysis(now)
         segments: list[dict[str, object]] = []
         for objective in objectives:
@@ -182,11 +184,16 @@ class OptimizerService:
                     for setting in objective.settings
                     for effect in analysis.effects_of(stratum, setting, objective.metric)
                 ]
+                sign = 1.0 if objective.lower_is_better else -1.0
+                measured = [e for e in evidence if isinstance(e["relative"], float)]
+                leading = min(measured, key=lambda e: sign * cast(float, e["relative"]),
+                              default=None)  # fmt: skip
                 segments.append({
                     "objective": objective.name, "stratum": stratum,
                     "devices": analysis.sizes[stratum],
                     "best": {s: analysis.baselines.get((stratum, s)) for s in objective.settings},
                     "level": analysis.levels.get((stratum, objective.metric)),
+                    "leading": leading,
                     "evidence": evidence,
                 })  # fmt: skip
         return {

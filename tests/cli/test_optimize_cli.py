@@ -47,6 +47,7 @@ def test_objectives_status_and_a_dry_run(db: str, capsys: pytest.CaptureFixture[
     (segment,) = status["segments"]
     assert segment["objective"] == "mains-errors" and segment["devices"] == 60
     assert segment["best"] == {"net.coap.ack_timeout_s": 2.0}
+    assert segment["leading"] is None and segment["evidence"] == []  # no settings history
     assert status["in_flight"] == []
     assert "best net.coap.ack_timeout_s=2" in _ok(capsys, db, "optimize", "status")
     dry = json.loads(_ok(capsys, db, "optimize", "propose", "--dry-run", "--json"))
