@@ -21,6 +21,7 @@ import numpy as np
 
 from edgecfg.bench.measure import peak_rss_mib
 from edgecfg.core.optimize import Panel, analyse, propose
+from edgecfg.errors import CommandError
 from edgecfg.sim.optimize import (
     INTERVAL,
     TIMEOUT,
@@ -93,6 +94,9 @@ def measure(devices: int, days: int, seed: int) -> Figures:
 
 def run_optimize_bench(*, devices: int, days: int, seed: int, as_json: bool) -> int:
     """Measure the 1,000-device baseline, then ``devices``; print both and the verdict."""
+    if devices < 16 or days < 2:
+        raise CommandError(f"--devices {devices} --days {days}: expected at least 16 devices "
+                           "and 2 days (a trial starts mid-window)")  # fmt: skip
     base = measure(1000, days, seed)
     big = measure(devices, days, seed)
     ratio = big.us_per_row / base.us_per_row if base.us_per_row > 0 else float("nan")

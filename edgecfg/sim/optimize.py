@@ -293,6 +293,15 @@ def objectives() -> tuple[Objective, ...]:
     return parse_objectives(OBJECTIVES, tuple(TUNABLES))
 
 
+def _mean(values: Floats) -> float:
+    """The mean, 0 for no values (a fleet without battery devices)."""
+    return float(np.mean(values)) if len(values) else 0.0
+
+
+def _median(values: Floats) -> float:
+    return float(np.median(values)) if len(values) else 0.0
+
+
 def _life_years(joules: Floats, battery: NDArray[np.bool_]) -> Floats:
     return BATTERY_J / joules[battery] / 365.25
 
@@ -377,9 +386,8 @@ def run(setup: Setup, progress: Callable[[float], None] | None = None) -> Outcom
             now = truth(fleet, fleet.interval, fleet.timeout)
             poor = battery & (fleet.link == 1)
             weeks.append(Week(
-                day // 7 + 1, float(np.mean(_life_years(now["joules"], battery))),
-                float(np.mean(base_life)), float(np.median(fleet.interval[poor])),
-                float(np.median(fleet.timeout[poor])), *week_counts,
+                day // 7 + 1, _mean(_life_years(now["joules"], battery)), _mean(base_life),
+                _median(fleet.interval[poor]), _median(fleet.timeout[poor]), *week_counts,
             ))  # fmt: skip
             week_counts = [0, 0, 0, 0]
             if progress is not None:
@@ -393,8 +401,8 @@ def run(setup: Setup, progress: Callable[[float], None] | None = None) -> Outcom
     if setup.aa:
         life = base_life
     return Outcome(
-        setup, weeks, float(np.mean(life) / np.mean(base_life) - 1.0),
-        float(np.median(life / base_life) - 1.0), max_interval <= FRESHNESS_LIMIT_S,
+        setup, weeks, _mean(life) / _mean(base_life) - 1.0 if len(life) else 0.0,
+        _median(life / base_life - 1.0), max_interval <= FRESHNESS_LIMIT_S,
         max_interval, breaches, proposed, passed, stopped, trials, changes,
     )  # fmt: skip
 
