@@ -502,13 +502,7 @@ def _adoption(
     sign = 1.0 if objective.lower_is_better else -1.0
     chosen: Effect | None = None
     for setting in settings:
-        for effect in analysis.effects:
-            if (effect.stratum, effect.setting, effect.metric) != (
-                stratum,
-                setting,
-                objective.metric,
-            ):
-                continue
+        for effect in analysis.effects_of(stratum, setting, objective.metric):
             if effect.devices < MIN_DEVICES or not math.isfinite(effect.se) or effect.se <= 0:
                 continue
             if effect.value == effect.baseline:
