@@ -12,10 +12,10 @@ The panel read from a database: each device's day buckets of ``battery``
 ``reboots`` (sums); its stratum is hardware x top region x power (battery
 settings present) x link quality (the day-mean RSRP of its window below
 -110 dBm, or a coverage-enhancement level >= 1: poor).  The setting each
-device ran is its *current* effective value on every day: the store keeps
-no per-device history of settings yet, so evidence from within-device
-changes comes from the simulator (``edgecfg sim optimize``), and a
-database's analysis shows baselines and levels but no effects until it does.
+device ran on a day is the last value it reported that day as a record
+``cfg/<dotted path>`` (e.g. ``cfg/net.uplink.interval_s``); without such
+a record, its *current* effective value (the store keeps no per-device
+history of settings), which gives no within-device evidence.
 """
 
 from __future__ import annotations
@@ -48,6 +48,9 @@ OBJECTIVES_KEY: Final = "optimize.objectives"
 BATTERY_PATH: Final = parse_path("power.battery")
 POOR_RSRP_DBM: Final = -110.0
 WINDOW_DAYS: Final = 30
+REPORTED: Final = "cfg/"
+"""A device that reports the value it runs of a setting as a SenML record
+``cfg/<dotted path>`` gives the panel its settings history."""
 
 
 class OptimizerService:
@@ -85,6 +88,7 @@ class OptimizerService:
         records = list(self.store.iter_devices())
         index = {record.id: at for at, record in enumerate(records)}
         metrics: dict[tuple[int, int], dict[str, float]] = {}
+        reported: dict[tuple[int, int], dict[str, float]] = {}
         rsrp: dict[int, list[float]] = {}
         poor_ce: set[int] = set()
         for row in self.store.telemetry_rows("device", period=DAY, since=since):
@@ -92,8 +96,13 @@ class OptimizerService:
             if at is None:
                 continue
             day = int(row.start // DAY)
-            cell = metrics.setdefault((at, day), {})
             agg = row.aggregate
+            setting = reported_setting(row.name, settings)
+            if setting is not None:
+                if agg.count:
+                    reported.setdefault((at, day), {})[setting] = agg.last
+                continue
+            cell = metrics.setdefault((at, day), {})
             if row.name == "battery" and agg.count:
                 cell["battery_drain"] = max(0.0, agg.high - agg.low)
             elif row.name in ("errors", "reboots"):
@@ -128,7 +137,8 @@ class OptimizerService:
             path = parse_path(setting)
             per_device = [_number(get(tree, path) if is_map(tree) else UNSET) for tree in trees]
             current[setting] = per_device
-            values[setting] = [per_device[at] for at, _day in rows]
+            values[setting] = [reported.get(row, {}).get(setting, per_device[row[0]])
+                               for row in rows]  # fmt: skip
         names = ("battery_drain", "errors", "reboots")
         return Panel(
             device, days,
@@ -201,6 +211,16 @@ class OptimizerService:
             "segments": segments,
             "in_flight": self.in_flight(),
         }
+
+
+def reported_setting(series: str, settings: tuple[str, ...]) -> str | None:
+    """The setting a series reports (``cfg/<dotted path>``, after any SenML
+    base name), or None."""
+    short = series.replace(":", "/")
+    for setting in settings:
+        if short == f"{REPORTED}{setting}" or short.endswith(f"/{REPORTED}{setting}"):
+            return setting
+    return None
 
 
 def _number(value: Value | UnsetType) -> float:

@@ -71,3 +71,30 @@ def test_objectives_are_stored_checked_against_the_schema_and_read_back() -> Non
         service.set_objectives(bad)
     status = service.status(T0)
     assert status["in_flight"] == [] and len(status["segments"]) == 1  # type: ignore[arg-type]
+
+
+def test_settings_devices_report_give_within_device_evidence_from_a_database() -> None:
+    store = MemoryStore()
+    fleet = Fleet(store)
+    fleet.load_schema(SCHEMA.read_bytes(), "json", source="device.json", now=1.0)
+    names = [f"d{n}" for n in range(40)]
+    for name in names:
+        fleet.add_device(DeviceRecord(DeviceId(name), {"region": "eu/west"}, hardware="nb"))
+    telemetry = TelemetryService(store, retention_s=40 * DAY)
+    for day in range(7):
+        at = T0 + day * DAY + 3600
+        packs: list[Pack] = []
+        for n, name in enumerate(names):
+            moved = n < 20 and day >= 3  # half of them run 10 s from day 3 on
+            errors = (5.0 if moved else 10.0) + n % 3
+            timeout = 10.0 if moved else 2.0
+            packs.append(_pack(name, at, Record("errors", errors, "1", at),
+                               Record(f"cfg/{TIMEOUT}", timeout, "s", at)))  # fmt: skip
+        telemetry.ingest(packs)
+    service = OptimizerService(fleet)
+    service.set_objectives(DOC)
+    (segment,) = service.status(T0 + 7 * DAY)["segments"]  # type: ignore[misc]
+    (effect,) = segment["evidence"]
+    assert (effect["baseline"], effect["value"], effect["devices"]) == (2.0, 10.0, 20)
+    assert effect["relative"] == pytest.approx(-0.45, abs=0.05)
+    assert segment["leading"] == effect
