@@ -414,6 +414,7 @@ class Search:
     prior_sd: float = PRIOR_SD
     guardrail_tolerance: float = 0.10
     min_days: float = 30.0
+    escalate_after: float = 6.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -727,4 +728,8 @@ def canary_plan(
     target = f"{objective.segment.text} stratum {stratum}"
     if not adopt:
         target += f" trial {share:.1%}"
-    return Plan(rollout_id, target, {setting: value}, stages, tuple(guardrails))
+    # an optimizer's canary is expected to be better, and a count guardrail
+    # of a quiet stratum needs days to show non-inferiority: escalate after
+    # 6 stage lengths, not 3 (the bounds stay valid however long it looks)
+    return Plan(rollout_id, target, {setting: value}, stages, tuple(guardrails),
+                escalate_after=search.escalate_after)  # fmt: skip
