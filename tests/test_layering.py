@@ -43,7 +43,8 @@ OWNERS: dict[str, set[str]] = {
     "jsonpatch": {"bench"},
     "lz4": {"bench"},
     "matplotlib": {"sim", "bench"},
-    "cachetools": {"fleet", "core"},  # byte-bounded caches of the fleet and resolver
+    # byte-bounded caches of the fleet and resolver, and of POST answers served block-wise
+    "cachetools": {"fleet", "core", "gateway"},
     # the optimizer's numerics (the optimize extra): its maths in core, the
     # panels it reads in fleet, sim and bench; never the agent
     "numpy": {"core", "fleet", "sim", "bench"},

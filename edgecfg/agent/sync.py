@@ -33,7 +33,7 @@ import contextlib
 import random
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final, TypeVar
 
 from edgecfg.agent.apply import ApplyGuard
@@ -81,6 +81,7 @@ from edgecfg.wire.senml import Record, encode_senml
 
 AGENT_VERSION: Final = "1.0.0"
 JOURNAL_CHUNK_BYTES: Final = 900  # journal entries per state report: one CoAP block
+MAX_ANSWER_BYTES: Final = 64 * 1024  # a state answer the agent takes, block-wise
 T = TypeVar("T")
 
 
@@ -458,10 +459,7 @@ class Agent:
             apply_dropped=dropped,
             adapt=adapt,  # the local adaptation layer, once after each change (issue 14)
         )
-        reply = await self.link.request(
-            "POST", ("state", self.device), payload=report.encode(),
-            content_format=ContentFormat.CBOR,
-        )  # fmt: skip
+        reply = await self._post_whole(("state", self.device), report.encode())
         refused = shed(self.link_address, reply, "state report: ")
         if refused is not None:
             raise refused
@@ -484,6 +482,32 @@ class Agent:
             self.local.remember(merged)
             self.last_merge = merged
         return not answer.current
+
+    async def _post_whole(self, path: tuple[str, str], payload: bytes) -> Reply:
+        """POST ``payload`` (CBOR) to ``path``; an answer too large for one block
+        comes block-wise (RFC 7959 §2.5): the rest is asked for by empty POSTs
+        naming the block, and the reply returned carries the whole answer."""
+        reply = await self.link.request(
+            "POST", path, payload=payload, content_format=ContentFormat.CBOR
+        )
+        body = bytearray(reply.payload)
+        while reply.ok and reply.block2 is not None and reply.block2[1]:
+            number, _, szx = reply.block2
+            if len(body) != (number + 1) << (szx + 4) or len(body) >= MAX_ANSWER_BYTES:
+                raise SyncFailed(
+                    f"{self.device}: the answer to POST /{'/'.join(path)} came in blocks out "
+                    f"of order or beyond {MAX_ANSWER_BYTES} bytes (block {number}, "
+                    f"{len(body)} bytes so far)"
+                )
+            etag = reply.etag
+            reply = await self.link.request("POST", path, block2=(number + 1, szx))
+            if reply.ok and reply.etag != etag:
+                raise SyncFailed(
+                    f"{self.device}: the answer to POST /{'/'.join(path)} changed between "
+                    "its blocks; it is sent again on the next sync"
+                )
+            body += reply.payload
+        return replace(reply, payload=bytes(body)) if reply.ok else reply
 
     async def _telemetry(self, records: Sequence[Record]) -> Outcome:
         held = self.state.load_config()

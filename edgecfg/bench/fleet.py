@@ -224,12 +224,13 @@ def run_gateway(db: str, port: int, ready: Event) -> None:
     """Child process: a gateway with default settings (budgets lifted: the
     driver's one address stands for the fleet)."""
     from edgecfg.fleet.identity import InsecurePolicy
-    from edgecfg.gateway.server import Gateway
+    from edgecfg.gateway.server import Gateway, settle_heap
 
     async def main() -> None:
         with SQLiteStore(db) as store:
             gateway = Gateway(store, policy=InsecurePolicy(), budgets=LOAD_BUDGETS)
             await gateway.start("127.0.0.1", port)
+            settle_heap()  # as `gateway serve` does
             ready.set()
             await asyncio.Event().wait()
 
@@ -427,7 +428,7 @@ async def _bare_us(sample: int) -> float:
 
 
 async def measure(
-    devices: int, sample: int, *, seed: int, progress: Callable[[str], None]
+    devices: int, sample: int, *, seed: int, progress: Callable[[str], None], idle_s: float = IDLE_S
 ) -> Figures:
     with tempfile.TemporaryDirectory(prefix="edgecfg-bench-fleet-") as folder:
         db = Path(folder) / "fleet.db"
@@ -454,8 +455,8 @@ async def measure(
                 raise CommandError(f"the gateway answered {first.code} to its first device")
             await asyncio.sleep(2.0)  # let start-up work settle
             cpu = cpu_seconds(pid)
-            await asyncio.sleep(IDLE_S)
-            idle = 100 * (cpu_seconds(pid) - cpu) / IDLE_S
+            await asyncio.sleep(idle_s)
+            idle = 100 * (cpu_seconds(pid) - cpu) / idle_s
             progress("full configs for the sample")
             full = await drive(client, pid, [Request(("cfg", d)) for d in chosen], repeat=False)
             _expect(full, Code.CONTENT, "first fetch")
@@ -531,18 +532,22 @@ def _sizes(text: str) -> list[int]:
     return sizes
 
 
-def run_fleet_bench(*, devices: str, sample: int, seed: int, as_json: bool) -> int:
+def run_fleet_bench(
+    *, devices: str, sample: int, seed: int, as_json: bool, idle: float = IDLE_S
+) -> int:
     """``edgecfg bench fleet``: measure each fleet size in turn, print the figures."""
     sizes = _sizes(devices)
     if sample < CONCURRENCY:
         raise CommandError(f"--sample {sample}: at least {CONCURRENCY}")
+    if not idle > 0:
+        raise CommandError(f"--idle {idle}: the idle CPU is read over a positive number of seconds")
 
     def progress(text: str) -> None:
         print(f"... {text}", file=sys.stderr, flush=True)
 
     rows: list[Figures] = []
     for size in sizes:
-        figures = asyncio.run(measure(size, sample, seed=seed, progress=progress))
+        figures = asyncio.run(measure(size, sample, seed=seed, progress=progress, idle_s=idle))
         rows.append(figures)
         if as_json:
             document: dict[str, object] = dict(asdict(figures))

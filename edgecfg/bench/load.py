@@ -32,7 +32,7 @@ from edgecfg.bench.measure import TICKS, cpu_seconds, free_udp_port
 from edgecfg.core.admission import Budgets
 from edgecfg.errors import CommandError, EdgecfgError
 from edgecfg.fleet.identity import InsecurePolicy
-from edgecfg.gateway.server import Gateway, quiet_aiocoap
+from edgecfg.gateway.server import Gateway, quiet_aiocoap, settle_heap
 from edgecfg.store import SQLiteStore
 
 MIN_CPU_TICKS: Final = 20
@@ -65,6 +65,7 @@ def run_gateway(db: str, port: int, ready: Event) -> None:
         with SQLiteStore(db) as store:
             gateway = Gateway(store, policy=InsecurePolicy(), refresh_s=0.2, budgets=LOAD_BUDGETS)
             await gateway.start("127.0.0.1", port)
+            settle_heap()  # as `gateway serve` does
             ready.set()
             await asyncio.Event().wait()
 

@@ -257,8 +257,9 @@ def cmd_bench_fleet(args: argparse.Namespace) -> int:
     from edgecfg.bench.fleet import run_fleet_bench
 
     return run_fleet_bench(
-        devices=args.devices, sample=args.sample, seed=args.seed, as_json=args.json
-    )
+        devices=args.devices, sample=args.sample, seed=args.seed, idle=args.idle,
+        as_json=args.json,
+    )  # fmt: skip
 
 
 def cmd_bench_optimize(args: argparse.Namespace) -> int:
@@ -462,6 +463,7 @@ def _register_benches(commands: Any) -> None:
                            help="fleet sizes, comma-separated (default: 1000,10000,100000)")),
         ("fleet", number("--sample", 4000, "devices the load driver plays")),
         ("fleet", number("--seed", 1, "random seed")),
+        ("fleet", number("--idle", 10.0, "seconds the idle gateway's CPU is read over")),
         ("telemetry", number("--devices", 100_000, "fleet size")),
         ("telemetry", number("--packs", 3000, "packs ingested one per transaction")),
         ("telemetry", number("--burst", 20_000, "packs of the burst, ingested in batches")),

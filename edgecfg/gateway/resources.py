@@ -42,6 +42,7 @@ from typing import ClassVar, Final, cast
 
 import aiocoap
 import aiocoap.resource
+import cachetools
 from aiocoap.numbers.codes import Code
 from aiocoap.optiontypes import BlockOption
 from aiocoap.util.linkformat import Link, LinkFormat
@@ -80,6 +81,8 @@ log = logging.getLogger("edgecfg.gateway")
 
 MAX_QUERY_OPTIONS: Final = 8
 MAX_QUERY_BYTES: Final = 256
+MAX_ANSWER_BYTES: Final = 8 * 2**20
+"""POST answers held for their later blocks (:class:`Answers`), in all."""
 
 Handler = Callable[[aiocoap.Message, Identity | None], Awaitable[aiocoap.Message]]
 
@@ -102,6 +105,7 @@ class Gate:
         self.guard = guard if guard is not None else AddressGuard(None)
         self.observations = Observations(admission.budgets)
         self.spool = Spool(admission.budgets)
+        self.answers = Answers(admission.budgets.exchange_lifetime_s)
 
     @property
     def limit(self) -> int:
@@ -135,6 +139,58 @@ def serve_blocks(
     response.opt.content_format = representation.content_format
     response.opt.etag = representation.etag  # RFC 7959 §2.4: on every block
     return response
+
+
+class Answers:
+    """The answers to POSTs too large for one block, kept per peer and path
+    for ``lifetime`` seconds so that the peer can ask for their later blocks
+    (RFC 7959 §2.5: the same POST, empty, with Block2 N; the gateway must not
+    act on the request twice), at most ``MAX_ANSWER_BYTES`` in all (the
+    oldest go first).  Another peer asking gets nothing: its key differs."""
+
+    def __init__(self, lifetime: float) -> None:
+        self._held: cachetools.TTLCache[tuple[object, tuple[str, ...]], Representation] = (
+            cachetools.TTLCache(
+                MAX_ANSWER_BYTES, lifetime, timer=time.monotonic, getsizeof=_answer_size
+            )
+        )
+
+    def keep(
+        self, request: aiocoap.Message, claimed: Identity | None, answer: Representation
+    ) -> None:
+        """Hold ``answer`` to the POST ``request`` (made as ``claimed``)."""
+        if _answer_size(answer) <= MAX_ANSWER_BYTES:
+            self._held[_asker(request, claimed), tuple(request.opt.uri_path)] = answer
+
+    def block(self, request: aiocoap.Message, claimed: Identity | None) -> aiocoap.Message:
+        """The block of the held answer that ``request`` asks for; 4.08 when
+        none is held (expired, or never given: the POST must be sent again)."""
+        answer = self._held.get((_asker(request, claimed), tuple(request.opt.uri_path)))
+        if answer is None:
+            return aiocoap.Message(
+                code=Code.REQUEST_ENTITY_INCOMPLETE,
+                payload=b"no answer to a POST to this path is held for this peer "
+                b"(it expires after the exchange lifetime); send the request again",
+            )
+        return serve_blocks(request, answer, Code.CHANGED)
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+
+def _asker(request: aiocoap.Message, claimed: Identity | None) -> object:
+    """Whose answer: the OSCORE identity, else the whole socket address (the
+    budgets' key, an address without its port, would let every device
+    behind one NAT read each other's answers)."""
+    if claimed is not None:
+        return (claimed.role, claimed.name)
+    remote = request.remote
+    remote = getattr(remote, "underlying_address", None) or remote
+    return getattr(remote, "sockaddr", None)
+
+
+def _answer_size(answer: Representation) -> int:
+    return len(answer.payload) + 64
 
 
 def valid(etag: ETag) -> aiocoap.Message:
@@ -187,8 +243,17 @@ class CoapResource(aiocoap.resource.Resource, aiocoap.resource.PathCapable):
             return refusal_response(refusal)
         try:
             try:
-                handler = cast(Handler, getattr(self, name))
-                response = await handler(request, claimed)
+                asked = request.opt.block2
+                if (
+                    request.code == Code.POST
+                    and asked is not None
+                    and asked.block_number > 0
+                    and not request.payload
+                ):  # RFC 7959 §2.5: a later block of the answer to this peer's POST
+                    response = self.gate.answers.block(request, claimed)
+                else:
+                    handler = cast(Handler, getattr(self, name))
+                    response = await handler(request, claimed)
             except Exception as error:  # translated once, here (DESIGN §5)
                 response = error_response(error)
                 log_failure(response, request.get_request_uri(), error)
@@ -243,6 +308,16 @@ class CoapResource(aiocoap.resource.Resource, aiocoap.resource.PathCapable):
         body = self.body(request)
         return body if isinstance(body, aiocoap.Message) else (DeviceId(device), body)
 
+    def answer_changed(
+        self, request: aiocoap.Message, claimed: Identity | None, answer: Representation
+    ) -> aiocoap.Message:
+        """2.04 Changed carrying ``answer``: whole when it fits one block, else
+        its block 0, the rest kept for this peer's POSTs asking for them."""
+        response = serve_blocks(request, answer, Code.CHANGED)
+        if response.opt.block2 is not None and response.opt.block2.more:
+            self.gate.answers.keep(request, claimed, answer)
+        return response
+
     def get_resources_as_linkheader(self) -> LinkFormat:
         """This resource's entry for /.well-known/core (the site adds the path)."""
         return LinkFormat([Link("", **self.link)] if self.link else [])
@@ -257,14 +332,6 @@ def _claimed(request: aiocoap.Message) -> Identity | None:
     """
     claims = getattr(request.remote, "authenticated_claims", ())
     return next((claim for claim in claims if isinstance(claim, Identity)), None)
-
-
-def changed_with(payload: bytes, content_format: int, etag: bytes) -> aiocoap.Message:
-    """2.04 Changed carrying a body: a state answer, or a config delta."""
-    response = aiocoap.Message(code=Code.CHANGED, payload=payload)
-    response.opt.content_format = content_format
-    response.opt.etag = etag
-    return response
 
 
 def _device_of(request: aiocoap.Message) -> str:
@@ -420,7 +487,7 @@ class StateResource(CoapResource):
         answer = self.service.report(device, body, now=time.time())
         if answer is None:
             return aiocoap.Message(code=Code.CHANGED)  # current: nothing more to say
-        return changed_with(answer.payload, ContentFormat.CBOR, answer.etag)
+        return self.answer_changed(request, claimed, answer)
 
 
 class TelemetryResource(CoapResource):
@@ -464,7 +531,7 @@ class TelemetryResource(CoapResource):
             if held is not None and held != answer.etag:
                 response.opt.etag = answer.etag  # stale, and too big to ride along
             return response
-        return changed_with(answer.payload, answer.content_format, answer.etag)
+        return self.answer_changed(request, claimed, answer)
 
 
 class _LayerResource(CoapResource):

@@ -29,7 +29,6 @@ from edgecfg.gateway.errors import BadRequest
 from edgecfg.gateway.resources import (
     Gate,
     ObservedByName,
-    changed_with,
     serve_blocks,
     valid,
 )
@@ -101,8 +100,7 @@ class RolloutResource(ObservedByName, aiocoap.resource.ObservableResource):  # p
         await self.run(lambda rollouts: rollouts.act(rollout, action, reason, now=now,
                                                      author=author))  # fmt: skip
         self.changed(rollout)
-        representation = await self.representation(rollout)
-        return changed_with(representation.payload, ContentFormat.CBOR, representation.etag)
+        return self.answer_changed(request, claimed, await self.representation(rollout))
 
 
 def _rollout_of(request: aiocoap.Message) -> str:

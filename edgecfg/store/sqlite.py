@@ -42,6 +42,9 @@ from edgecfg.store.sql import (
 
 __all__ = ["GROUP_MEMBERS_SQL", "LAYOUT_VERSION", "MIGRATIONS", "SQLiteStore"]
 
+CACHE_KIB = 64 * 1024
+"""SQLite's page cache per connection, in KiB (its default is 2 MiB)."""
+
 
 class SQLiteStore(SQLStore):
     """A :class:`~edgecfg.store.base.Store` in one SQLite database.
@@ -70,6 +73,11 @@ class SQLiteStore(SQLStore):
                     connection.execute("PRAGMA journal_mode = WAL")
                 connection.execute("PRAGMA synchronous = NORMAL")
                 connection.execute("PRAGMA foreign_keys = ON")
+                # SQLite's default page cache is 2 MiB; a 100k-device database
+                # is hundreds, and every random device touched (a telemetry
+                # state, a raw pack's index entry) then costs a read from the
+                # OS; pages are allocated only as used
+                connection.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
             self._migrate()
         except BaseException:
             self.close()

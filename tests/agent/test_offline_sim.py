@@ -309,6 +309,7 @@ class ReportTap:
         self.cut = cut
         self.reports: list[bytes] = []
         self.answers: list[Value] = []  # the gateway's "local" answers the device heard
+        self.answer = b""  # the answer being heard, block by block
 
     def journals(self) -> list[list[Any]]:
         """The journal of each report sent, as CBOR values."""
@@ -332,6 +333,8 @@ class ReportTap:
             method, path, query=query, payload=payload, content_format=content_format,
             etags=etags, block2=block2,
         )  # fmt: skip
+        if method == "POST" and path[0] == "state" and block2 is not None:
+            return self._heard(await sending)  # a later block of the answer
         report = decode(payload) if method == "POST" and path[0] == "state" else None
         if not (is_map(report) and "journal" in report):
             return await sending
@@ -350,7 +353,12 @@ class ReportTap:
         return self._heard(await reply)
 
     def _heard(self, reply: Reply) -> Reply:
-        answer = decode(reply.payload) if reply.payload else None
+        """Note the merge outcome the answer carries (assembled when block-wise)."""
+        first = reply.block2 is None or reply.block2[0] == 0
+        self.answer = reply.payload if first else self.answer + reply.payload
+        if reply.block2 is not None and reply.block2[1]:
+            return reply  # more to come
+        answer = decode(self.answer) if self.answer else None
         if is_map(answer) and "local" in answer:
             self.answers.append(answer["local"])
         return reply

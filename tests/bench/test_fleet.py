@@ -25,7 +25,8 @@ KEYS = {
 def test_bench_fleet_prints_every_figure_of_issue_12_as_json(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    code, out, _ = run(capsys, "bench", "fleet", "--devices", "300", "--sample", "60", "--json")
+    code, out, _ = run(capsys, "bench", "fleet", "--devices", "300", "--sample", "60",
+                       "--idle", "1", "--json")  # fmt: skip
     assert code == 0
     (line,) = out.splitlines()
     figures = json.loads(line)

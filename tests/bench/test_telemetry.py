@@ -27,6 +27,7 @@ def test_bench_telemetry_json_has_both_fleets(capsys: pytest.CaptureFixture[str]
     assert (figures["baseline"]["devices"], figures["fleet"]["devices"]) == (1000, 60)
     assert figures["ratio"] > 0
     assert figures["fleet"]["burst_packs_per_s"] > 0
+    assert figures["fleet"]["burst_cpu_packs_per_s"] > 0
 
 
 def test_bench_telemetry_refuses_an_empty_fleet(capsys: pytest.CaptureFixture[str]) -> None:
