@@ -97,6 +97,7 @@ def run_optimize_bench(*, devices: int, days: int, seed: int, as_json: bool) -> 
     if devices < 16 or days < 2:
         raise CommandError(f"--devices {devices} --days {days}: expected at least 16 devices "
                            "and 2 days (a trial starts mid-window)")  # fmt: skip
+    measure(200, days, seed)  # a warm-up: the first proposal imports scikit-learn
     base = measure(1000, days, seed)
     big = measure(devices, days, seed)
     ratio = big.us_per_row / base.us_per_row if base.us_per_row > 0 else float("nan")
