@@ -45,6 +45,11 @@ OWNERS: dict[str, set[str]] = {
     "matplotlib": {"sim", "bench"},
     # byte-bounded caches of the fleet and resolver, and of POST answers served block-wise
     "cachetools": {"fleet", "core", "gateway"},
+    # the optimizer's numerics (the optimize extra): its maths in core, the
+    # panels it reads in fleet, sim and bench; never the agent
+    "numpy": {"core", "fleet", "sim", "bench"},
+    "scipy": {"core"},
+    "sklearn": {"core"},
 }
 """Third-party libraries and the packages that may import them (DESIGN §2)."""
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import edgecfg
-from edgecfg.cli import battery_sim, rollout_sim
+from edgecfg.cli import battery_sim, optimize_sim, rollout_sim
 from edgecfg.cli.arguments import (
     JSON,
     Declare,
@@ -29,6 +29,7 @@ from edgecfg.cli.database import default_db
 from edgecfg.cli.database import register as register_database_commands
 from edgecfg.cli.files import dump_config, load_config, load_schema, read_bytes, write_bytes
 from edgecfg.cli.operator import register as register_operator_commands
+from edgecfg.cli.optimize import register as register_optimize_commands
 from edgecfg.cli.roles import register as register_roles
 from edgecfg.cli.rollouts import register as register_rollout_commands
 from edgecfg.cli.telemetry import register as register_telemetry_commands
@@ -271,6 +272,14 @@ def cmd_bench_multi(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_bench_optimize(args: argparse.Namespace) -> int:
+    """Run the optimizer analysis benchmark."""
+    from edgecfg.bench.optimize import run_optimize_bench
+
+    return run_optimize_bench(devices=args.devices, days=args.days, seed=args.seed,
+                              as_json=args.json)  # fmt: skip
+
+
 def cmd_bench_oscore(args: argparse.Namespace) -> int:
     """OSCORE cost with 100k enrolled devices against 10, in one run."""
     from edgecfg.bench.oscore import run_oscore_bench
@@ -371,6 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
     scenarios = sim.add_subparsers(dest="sim_command", metavar="SCENARIO-COMMAND")
     rollout_sim.add_parser(scenarios)
     battery_sim.add_parser(scenarios)
+    optimize_sim.add_parser(scenarios)
     add_command(
         commands, "delta", cmd_delta, "make the delta that turns OLD into NEW",
         argument("old", metavar="OLD"),
@@ -395,6 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_operator_commands(commands, formats)
     register_rollout_commands(commands)
     register_telemetry_commands(commands)
+    register_optimize_commands(commands)
     register_roles(commands)
     _register_benches(commands)
     return parser
@@ -419,6 +430,7 @@ def _register_benches(commands: Any) -> None:
         ("telemetry", cmd_bench_telemetry, "telemetry ingest per pack, 1k vs 100k devices; bursts"),
         ("multi", cmd_bench_multi,
          "1 vs 2 gateway processes on one PostgreSQL, and SQLite vs PostgreSQL"),
+        ("optimize", cmd_bench_optimize, "optimizer analysis of 100k devices x 30 days"),
     )  # fmt: skip
     corpus = "../shared/corpus"
     options: tuple[tuple[str, Declare], ...] = (
@@ -474,6 +486,9 @@ def _register_benches(commands: Any) -> None:
                            help="the PostgreSQL server (default: $EDGECFG_TEST_POSTGRES, else "
                            "postgresql://postgres@127.0.0.1:5432/test); a schema of its own, "
                            "dropped after")),
+        ("optimize", number("--devices", 100_000, "fleet size")),
+        ("optimize", number("--days", 30, "days of daily aggregates")),
+        ("optimize", number("--seed", 1, "random seed")),
         # and --json, last in the help of each bench that prints JSON
         ("multi", JSON),
         ("delta", JSON),
@@ -484,6 +499,7 @@ def _register_benches(commands: Any) -> None:
         ("resolve", JSON),
         ("flood", JSON),
         ("telemetry", JSON),
+        ("optimize", JSON),
         ("fleet", argument("--json", action="store_true", help="one JSON object per fleet size")),
     )  # fmt: skip
     add_commands(benches, table, options)

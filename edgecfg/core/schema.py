@@ -91,6 +91,8 @@ class KeySpec:
     firmware: VersionRange = ANY_VERSION
     hardware: frozenset[str] | None = None
     renamed_from: Path | None = None
+    tunable: bool = False
+    step: int | float | None = None
 
     @property
     def dotted(self) -> str:

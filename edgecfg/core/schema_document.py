@@ -35,7 +35,7 @@ _KEY_FIELDS: Final = frozenset(
     {
         "id", "type", "default", "min", "max", "enum", "pattern", "items", "unit",
         "description", "priority", "required", "local", "merge", "agent", "firmware",
-        "hardware", "renamed_from", "nullable",
+        "hardware", "renamed_from", "nullable", "tunable", "step",
     }
 )  # fmt: skip
 _LOCAL_FIELDS: Final = frozenset({"allowed", "min", "max", "enum"})
@@ -120,6 +120,8 @@ def _key_from_document(path: Path, raw: Mapping[str, object]) -> KeySpec:
         firmware=_range(raw.get("firmware"), "firmware", where),
         hardware=_hardware(raw.get("hardware"), where),
         renamed_from=_renamed_from(raw.get("renamed_from"), where),
+        tunable=_flag(raw.get("tunable"), "tunable", where),
+        step=_number(raw.get("step"), "step", where),
     )
     _check_consistency(spec)
     return spec
@@ -176,10 +178,30 @@ def _check_consistency(spec: KeySpec) -> None:
                     f"local.enum value {allowed!r} breaks the key's rule: expected {problems[0]}",
                     path=where,
                 )
+    _check_tunable(spec)
     if spec.merge == "device-wins-within-bounds" and not local.allowed:
         raise SchemaError(
             "merge policy device-wins-within-bounds needs local.allowed = true", path=where
         )
+
+
+def _check_tunable(spec: KeySpec) -> None:
+    """A tunable key (one the fleet optimizer may change) is a number with
+    both bounds; a ``step`` makes it discrete (an int key is always)."""
+    where = spec.dotted
+    if spec.step is not None:
+        if not spec.tunable:
+            raise SchemaError("'step' is only for a key declared tunable", path=where)
+        if spec.step <= 0:
+            raise SchemaError(f"'step' must be > 0, got {spec.step}", path=where)
+        if spec.type == "int" and type(spec.step) is not int:
+            raise SchemaError(f"'step' of an int key must be an int, got {spec.step}", path=where)
+    if not spec.tunable:
+        return
+    if spec.type not in ("int", "float", "number"):
+        raise SchemaError(f"a tunable key must be a number, not {spec.type}", path=where)
+    if spec.min is None or spec.max is None:
+        raise SchemaError("a tunable key needs both 'min' and 'max'", path=where)
 
 
 def _choice(
