@@ -420,7 +420,7 @@ def _register_benches(commands: Any) -> None:
         ("sync", cmd_bench_sync, "gateway CPU, wire bytes and round trips per sync"),
         ("agent", cmd_bench_agent, "agent heap, local resolution, journal cost"),
         ("energy", cmd_bench_energy,
-         "config-management energy as % of each battery device's daily budget"),
+         "config-management energy as %% of each battery device's daily budget"),
         ("oscore", cmd_bench_oscore, "OSCORE start-up, RSS, per-request cost at 100k devices"),
         ("resolve", cmd_bench_resolve, "fleet resolution, impact and memory vs naive folds"),
         ("store", cmd_bench_store, "device registry reads and group queries at fleet scale"),
