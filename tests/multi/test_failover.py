@@ -98,7 +98,19 @@ def _start_gateway(url: str, key: Path, piv_log: Path) -> subprocess.Popen[str]:
         [sys.executable, "-m", "edgecfg.cli.main", "gateway", "serve", "--db", url,
          "--bind", "127.0.0.1:0", "--master-key", str(key), "--debug-piv-log", str(piv_log)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONFAULTHANDLER": "1"},  # SIGABRT prints every thread's stack
     )  # fmt: skip
+
+
+def _stopped(process: subprocess.Popen[str]) -> None:
+    """Wait for a terminated gateway; one that hangs is aborted, and the test
+    fails with the stacks of its threads (faulthandler) rather than a bare timeout."""
+    try:
+        process.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGABRT)
+        _, stderr = process.communicate(timeout=30)
+        pytest.fail(f"a gateway did not stop within 30 s of SIGTERM:\n{stderr[-6000:]}")
 
 
 def _port_of(process: subprocess.Popen[str]) -> int:
@@ -274,7 +286,7 @@ async def test_a_killed_gateway_s_devices_move_and_every_device_converges(
         for process in processes:
             if process.poll() is None:
                 process.terminate()
-            process.communicate(timeout=30)
+            _stopped(process)
 
     assert all(process.returncode == 0 for process in processes[1:])
 
