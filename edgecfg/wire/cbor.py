@@ -163,36 +163,43 @@ def content_key_parts(value: Value) -> ContentKey | None:
 
 def spliced_content_key(value: Value, base: ContentKey) -> bytes | None:
     """:func:`content_key` of ``value``, reusing ``base``'s parts for the root
-    entries ``value`` shares with ``base.root`` (the same objects under the
+    entries ``value`` shares with ``base.root`` (see :func:`spliced_content_key_parts`)."""
+    spliced = spliced_content_key_parts(value, base)
+    return None if spliced is None else spliced.key
+
+
+def spliced_content_key_parts(value: Value, base: ContentKey) -> ContentKey | None:
+    """:func:`content_key_parts` of ``value``, reusing ``base``'s parts for the
+    root entries ``value`` shares with ``base.root`` (the same objects under the
     same keys; a list's items by identity).  The caller vouches that
     ``base.root`` still holds the content ``base`` was made from (it was
-    keyed within the same call).  Work: the entries that are not shared."""
+    keyed within the same call).  Work: the entries that are not shared.
+
+    The parts returned let the next call that meets ``value`` again (a chain:
+    each delta applied to the last result) check its content with one
+    :func:`content_key` pass instead of serialising it entry by entry.
+    """
     dumps = marshal.dumps
     try:
         if type(value) is dict and type(base.root) is dict:
             old = cast(dict[str, Value], base.root)
             shared = dict(zip(old, zip(old.values(), base.parts, strict=True), strict=True))
-            parts: list[bytes] = [b"{"]
+            parts: list[bytes] = []
             for key, item in cast(dict[str, Value], value).items():
                 found = shared.get(key)
                 if found is not None and found[0] is item:
                     parts.append(found[1])
                 else:
                     parts.append(dumps(key, _MARSHAL_VERSION) + dumps(item, _MARSHAL_VERSION))
-            parts.append(b"0")
-            return b"".join(parts)
+            return ContentKey(b"".join((b"{", *parts, b"0")), value, tuple(parts))
         if type(value) is list and type(base.root) is list:
             items = cast(list[Value], value)
             known = {id(item): part for item, part in zip(base.root, base.parts, strict=True)}
-            return b"".join(
-                (
-                    _list_head(len(items)),
-                    *[known.get(id(item)) or dumps(item, _MARSHAL_VERSION) for item in items],
-                )
-            )
-        return dumps(value, _MARSHAL_VERSION)
+            listed = tuple([known.get(id(item)) or dumps(item, _MARSHAL_VERSION) for item in items])
+            return ContentKey(b"".join((_list_head(len(items)), *listed)), value, listed)
     except (ValueError, RecursionError):
         return None
+    return content_key_parts(value)  # another top-level type: nothing to share
 
 
 def _list_head(count: int) -> bytes:
