@@ -188,11 +188,27 @@ def size_table(tree: Value) -> list[int]:
     again (the wire layer caches it by content) saves that walk.
     """
     table: list[int] = []
-    append = table.append
+    if type(tree) in _CONTAINERS:
+        _SizeWalk(table).visit(tree)
+    else:
+        table.append(1)
+    return table
 
-    def visit(node: Value) -> None:
+
+class _SizeWalk:
+    """:func:`size_table`'s recursion.  A method, not a nested function: a
+    closure that calls itself holds itself through its cell, a cycle that
+    only the collector frees (with the table and everything it holds)."""
+
+    __slots__ = ("table",)
+
+    def __init__(self, table: list[int]) -> None:
+        self.table = table
+
+    def visit(self, node: Value) -> None:
+        table = self.table
         start = len(table)
-        append(1)
+        table.append(1)
         children: Iterable[Value]
         if type(node) is dict:
             entries = cast(dict[str, Value], node)
@@ -201,16 +217,10 @@ def size_table(tree: Value) -> list[int]:
             children = cast(list[Value], node)
         for child in children:
             if type(child) in _CONTAINERS:
-                visit(child)
+                self.visit(child)
             else:
-                append(1)
+                table.append(1)
         table[start] = len(table) - start
-
-    if type(tree) in _CONTAINERS:
-        visit(tree)
-    else:
-        append(1)
-    return table
 
 
 @lru_cache(maxsize=4096)

@@ -405,18 +405,50 @@ def parts_from_bytes(
     """
     if id(value) not in descend:
         return b""
-    stream = io.BytesIO(data)
-    decoder = cbor2.CBORDecoder(stream)
-    sizes, lengths = tables if tables is not None else ((), ())
+    slicer = _Slicer(data, descend, parts, tables)
+    try:
+        if root_tail and type(value) is dict:
+            return data[slicer.walk(value, 0, 0, root_tail) :]
+        parts[id(value)] = data[: slicer.walk(value, 0, 0)]
+    except (_NotCanonical, IndexError, cbor2.CBORDecodeError):
+        return None
+    return b""
 
-    def skip(position: int, index: int) -> int:
-        if lengths:
-            return position + lengths[index]
-        stream.seek(position)
-        decoder.decode()
-        return stream.tell()
 
-    def walk(node: Value, position: int, index: int, tail: int = 0) -> int:
+class _Slicer:
+    """:func:`parts_from_bytes`'s walk.  A class, not nested functions: two
+    closures that call each other hold each other through their cells, a
+    cycle that only the collector frees (and with it the call's decoder
+    and tables), in whichever later call it happens to run."""
+
+    __slots__ = ("data", "decoder", "descend", "lengths", "parts", "sizes", "stream")
+
+    def __init__(
+        self,
+        data: bytes,
+        descend: set[int],
+        parts: dict[int, bytes],
+        tables: tuple[Sequence[int], Sequence[int]] | None,
+    ) -> None:
+        self.data = data
+        self.descend = descend
+        self.parts = parts
+        self.sizes, self.lengths = tables if tables is not None else ((), ())
+        self.stream: io.BytesIO | None = None
+        self.decoder: cbor2.CBORDecoder | None = None
+
+    def skip(self, position: int, index: int) -> int:
+        if self.lengths:
+            return position + self.lengths[index]
+        if self.stream is None or self.decoder is None:
+            self.stream = io.BytesIO(self.data)
+            self.decoder = cbor2.CBORDecoder(self.stream)
+        self.stream.seek(position)
+        self.decoder.decode()
+        return self.stream.tell()
+
+    def walk(self, node: Value, position: int, index: int, tail: int = 0) -> int:
+        data, sizes = self.data, self.sizes
         major, length, position = _read_head(data, position)
         index += 1  # the first child's
         if type(node) is dict:
@@ -428,32 +460,24 @@ def parts_from_bytes(
                 key = text_item(name)
                 if data[position : position + len(key)] != key:
                     raise _NotCanonical
-                position = child(entries[name], position + len(key), index)
+                position = self.child(entries[name], position + len(key), index)
                 index += sizes[index] if sizes else 0
         else:
             items = cast(list[Value], node)
             if major != _MAJOR_ARRAY or length != len(items):
                 raise _NotCanonical
             for item in items:
-                position = child(item, position, index)
+                position = self.child(item, position, index)
                 index += sizes[index] if sizes else 0
         return position
 
-    def child(node: Value, position: int, index: int) -> int:
-        if id(node) in descend and type(node) in (dict, list):
-            end = walk(node, position, index)
+    def child(self, node: Value, position: int, index: int) -> int:
+        if id(node) in self.descend and type(node) in (dict, list):
+            end = self.walk(node, position, index)
         else:
-            end = skip(position, index)
-        parts.setdefault(id(node), data[position:end])
+            end = self.skip(position, index)
+        self.parts.setdefault(id(node), self.data[position:end])
         return end
-
-    try:
-        if root_tail and type(value) is dict:
-            return data[walk(value, 0, 0, root_tail) :]
-        parts[id(value)] = data[: walk(value, 0, 0)]
-    except (_NotCanonical, IndexError, cbor2.CBORDecodeError):
-        return None
-    return b""
 
 
 def node_lengths(data: bytes) -> list[int]:

@@ -51,7 +51,7 @@ for the header, and the median real delta is ~40 bytes: one header byte is
 from __future__ import annotations
 
 from array import array
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Final, NamedTuple, TypeAlias, cast
@@ -423,19 +423,50 @@ def _result_tables(
     its tables without walking the whole tree.
     """
     result, blob = encoded
-    base_sizes, base_lengths = base_tables
-    kept = applied.kept
-    sizes: _Table = array(_TYPECODE)
-    lengths: _Table = array(_TYPECODE)
+    walk = _TableWalk(base_tables, applied.kept, built, parts, tail)
+    try:
+        walk.visit(result)
+    except (KeyError, IndexError, DecodeError):  # pragma: no cover - defensive
+        return None
+    sizes, lengths = walk.sizes, walk.lengths
+    if len(sizes) != len(lengths) or lengths[0] != len(blob):  # pragma: no cover - defensive
+        return None
+    return sizes, lengths
 
-    def walk(node: Value) -> None:
+
+class _TableWalk:
+    """:func:`_result_tables`'s recursion.  A method, not a nested function:
+    a closure that calls itself holds itself through its cell, a cycle that
+    only the collector frees, with the tables it holds."""
+
+    __slots__ = ("base_lengths", "base_sizes", "built", "kept", "lengths", "parts", "sizes",
+                 "tail")  # fmt: skip
+
+    def __init__(
+        self,
+        base_tables: tuple[_Table, _Table],
+        kept: Mapping[int, int],
+        built: set[int],
+        parts: dict[int, bytes],
+        tail: tuple[int, int, bytes] | None,
+    ) -> None:
+        self.base_sizes, self.base_lengths = base_tables
+        self.kept, self.built, self.parts, self.tail = kept, built, parts, tail
+        self.sizes: _Table = array(_TYPECODE)
+        self.lengths: _Table = array(_TYPECODE)
+
+    def visit(self, node: Value) -> None:
         """Append the rows of ``node`` and its subtree."""
+        sizes, lengths, base_sizes, base_lengths = (
+            self.sizes, self.lengths, self.base_sizes, self.base_lengths
+        )  # fmt: skip
+        kept, built, tail = self.kept, self.built, self.tail
         key = id(node)
         if key not in built:
             index = kept.get(key)
             if index is None:  # a value an operation brought
                 sizes.extend(structural.size_table(node))
-                lengths.extend(node_lengths(parts[key]))
+                lengths.extend(node_lengths(self.parts[key]))
             else:
                 end = index + base_sizes[index]
                 sizes.extend(base_sizes[index:end])
@@ -443,7 +474,7 @@ def _result_tables(
             return
         at = len(sizes)
         sizes.append(0)
-        lengths.append(len(parts[key]))  # encode_reusing assembled it there
+        lengths.append(len(self.parts[key]))  # encode_reusing assembled it there
         children: list[Value]
         count = 0
         if type(node) is dict:
@@ -468,21 +499,13 @@ def _result_tables(
             if index >= 0:
                 start, stop = index, index + base_sizes[index]
             else:
-                walk(child)
+                self.visit(child)
         if start >= 0:
             if count:
                 stop = len(base_sizes)  # through the tail's end: the base's last nodes
             sizes.extend(base_sizes[start:stop])
             lengths.extend(base_lengths[start:stop])
         sizes[at] = len(sizes) - at
-
-    try:
-        walk(result)
-    except (KeyError, IndexError, DecodeError):  # pragma: no cover - defensive
-        return None
-    if len(sizes) != len(lengths) or lengths[0] != len(blob):  # pragma: no cover - defensive
-        return None
-    return sizes, lengths
 
 
 # How many bases the cache below remembers.  An entry holds two encodings of

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import itertools
 import json
 from pathlib import Path
@@ -857,3 +858,33 @@ def test_an_agent_applying_each_delta_to_its_last_encoded_config_gets_every_vers
         if known.sizes is not None:
             assert list(known.sizes) == size_table(held.tree)
             assert list(known.lengths or ()) == node_lengths(held.cbor)
+
+
+def test_a_chain_of_applies_leaves_no_cycles_for_the_collector() -> None:
+    # Each apply's walks free what they hold by reference counts: garbage
+    # cycles (recursive closures holding their tables) were collected in
+    # passes of 1-5 ms that landed in whichever later apply triggered them.
+    versions: list[Value] = [
+        {f"s{i}": {"rate": i, "name": f"n{i}", "pins": [i, i + 1]} for i in range(30)}
+    ]
+    for step in range(8):
+        new = dict(cast(dict[str, Value], versions[-1]))
+        new[f"s{step * 3}"] = {"rate": -step, "name": "x" * step, "pins": [step]}
+        new[f"t{step}"] = {"added": step}
+        versions.append(new)
+    deltas = [make_delta(old, new) for old, new in itertools.pairwise(versions)]
+    forget_bases()
+    held = decode(encode(versions[0]))
+    for delta in deltas[:2]:  # the second meeting builds the tables the rest derive
+        held = apply_delta(held, delta)
+    gc.collect()
+    gc.disable()
+    try:
+        for delta in deltas[2:]:
+            held = apply_delta(held, delta)
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
+    assert encode(held) == encode(versions[-1])
+    known = _Known.keyed(held)[0]
+    assert known.sizes is not None  # the chain ran with its tables derived
