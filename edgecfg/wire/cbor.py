@@ -490,8 +490,20 @@ def node_lengths(data: bytes) -> list[int]:
     node's length does not depend on where it sits, so a tree that keeps a
     subtree keeps that subtree's rows.
     """
+    return node_tables(data)[1]
+
+
+def node_tables(data: bytes) -> tuple[list[int], list[int]]:
+    """:func:`~edgecfg.core.delta.size_table` of the value ``data`` encodes, and
+    its :func:`node_lengths`, in one pass over the bytes.
+
+    When ``data`` is the canonical encoding of a value, the first table is
+    that value's size table (map entries in encoded key order are the
+    canonical order): a holder of the bytes need not walk the tree as well.
+    """
     ends: list[int] = []
     starts: list[int] = []
+    sizes: list[int] = []
     open_: list[list[int]] = []  # [entries left, node number, 1 for a map]
     position = 0
     try:
@@ -503,6 +515,7 @@ def node_lengths(data: bytes) -> list[int]:
             major, argument, position = _read_head(data, position)
             number = len(ends)
             ends.append(position)
+            sizes.append(1)
             if major in (_MAJOR_BYTES, _MAJOR_TEXT):
                 position += argument
                 ends[number] = position
@@ -515,6 +528,7 @@ def node_lengths(data: bytes) -> list[int]:
                 if top[0]:
                     break
                 ends[top[1]] = position
+                sizes[top[1]] = len(ends) - top[1]
                 open_.pop()
             if not open_:
                 break
@@ -522,7 +536,7 @@ def node_lengths(data: bytes) -> list[int]:
         raise DecodeError("malformed CBOR", offset=position) from None
     if position != len(data):
         raise DecodeError(f"{len(data) - position} trailing bytes", offset=position)
-    return [end - start for start, end in zip(starts, ends, strict=True)]
+    return sizes, [end - start for start, end in zip(starts, ends, strict=True)]
 
 
 @lru_cache(maxsize=8192)

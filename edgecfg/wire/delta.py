@@ -84,6 +84,7 @@ from edgecfg.wire.cbor import (
     encode_unchecked,
     etag_of_bytes,
     node_lengths,
+    node_tables,
     parts_from_bytes,
     spliced_content_key_parts,
 )
@@ -592,8 +593,10 @@ class _Known:
     def build_tables(self, value: Value, *, now: bool = False) -> None:
         """The size table, node lengths and key counts: from the second meeting on, or ``now``."""
         if self.sizes is None and (now or self.met > 1):
-            self.sizes = array(_TYPECODE, structural.size_table(value))
-            self.lengths = array(_TYPECODE, node_lengths(self.side(value).cbor))
+            # One pass over the canonical bytes gives both tables (their
+            # order is the canonical order the size table follows).
+            sizes, lengths = node_tables(self.side(value).cbor)
+            self.sizes, self.lengths = array(_TYPECODE, sizes), array(_TYPECODE, lengths)
             self.key_counts = structural.key_counts(value)
 
     def tables(self) -> tuple[_Table, _Table] | None:

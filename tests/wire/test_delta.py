@@ -42,6 +42,7 @@ from edgecfg.wire.cbor import (
     encode_reusing,
     etag,
     node_lengths,
+    node_tables,
     parts_from_bytes,
 )
 from edgecfg.wire.delta import (
@@ -627,6 +628,8 @@ def test_node_lengths_measure_each_nodes_encoding(value: Value) -> None:
     assert lengths[0] == len(data)
     for node, length in zip(nodes, lengths, strict=True):
         assert length == len(encode(node))
+    # One pass gives the size table too, the one a walk of the value gives.
+    assert node_tables(data) == (size_table(value), lengths)
 
 
 @pytest.mark.parametrize("data", [b"\x82\x01", b"\xa1\x61", b"\x01\x02", b"\x1c"])
