@@ -83,7 +83,6 @@ from edgecfg.wire.cbor import (
     encode_reusing,
     encode_unchecked,
     etag_of_bytes,
-    node_lengths,
     node_tables,
     parts_from_bytes,
     spliced_content_key_parts,
@@ -465,9 +464,10 @@ class _TableWalk:
         key = id(node)
         if key not in built:
             index = kept.get(key)
-            if index is None:  # a value an operation brought
-                sizes.extend(structural.size_table(node))
-                lengths.extend(node_lengths(self.parts[key]))
+            if index is None:  # a value an operation brought: its canonical bytes
+                new_sizes, new_lengths = node_tables(self.parts[key])
+                sizes.extend(new_sizes)
+                lengths.extend(new_lengths)
             else:
                 end = index + base_sizes[index]
                 sizes.extend(base_sizes[index:end])
