@@ -20,7 +20,7 @@ import json
 import math
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -110,19 +110,7 @@ def load_pairs(files: Sequence[Path]) -> tuple[list[Pair], int]:
     unchanged = 0
     for file in files:
         previous: dict[tuple[str, str], tuple[Value, int]] = {}
-        try:
-            lines = file.read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as error:
-            raise CommandError(f"{file}: cannot read: {error}") from None
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                key = (str(record["repo"]), str(record["path"]))
-                tree = check_model(record["tree"])
-            except (ValueError, KeyError, TypeError, EdgecfgError) as error:
-                raise CommandError(f"{file}:{number}: not a corpus record: {error}") from None
+        for number, key, tree in _records(file):
             old, version = previous.get(key, (None, -1))
             previous[key] = (tree, version + 1)
             if version < 0:
@@ -133,6 +121,32 @@ def load_pairs(files: Sequence[Path]) -> tuple[list[Pair], int]:
                 where = f"{key[0]} {key[1]} #{version + 1} ({file.name}:{number})"
                 pairs.append(Pair(file.stem, old, tree, _single_edit(old, tree), where))
     return pairs, unchanged
+
+
+def check_corpus(files: Sequence[Path]) -> int:
+    """Read every record of the corpus files as :func:`load_pairs` does, keeping
+    none: a malformed corpus is refused (:class:`CommandError` naming the file
+    and line) before a long run, without building its pairs twice.  Returns
+    the number of records."""
+    return sum(1 for file in files for _record in _records(file))
+
+
+def _records(file: Path) -> Iterator[tuple[int, tuple[str, str], Value]]:
+    """(line number, (repo, path), tree) of each record of one corpus file, in order."""
+    try:
+        lines = file.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise CommandError(f"{file}: cannot read: {error}") from None
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            key = (str(record["repo"]), str(record["path"]))
+            tree = check_model(record["tree"])
+        except (ValueError, KeyError, TypeError, EdgecfgError) as error:
+            raise CommandError(f"{file}:{number}: not a corpus record: {error}") from None
+        yield number, key, tree
 
 
 def synthetic_pairs(seed: int = 7) -> tuple[list[Pair], int]:
@@ -544,8 +558,8 @@ def run_delta_bench(
     paths = corpus_files(files)
     if not paths and not synthetic and DEFAULT_CORPUS.is_dir():
         paths = sorted(DEFAULT_CORPUS.glob("*.jsonl"))
-    if paths:  # read once first: a malformed corpus is refused before a minute of timing
-        load_pairs(paths)
+    if paths:  # checked first: a malformed corpus is refused before a minute of timing
+        check_corpus(paths)
     # Timed in a heap without the corpus's trees (a device holds one
     # configuration): the collector's full passes then walk what a device's would.
     gc.collect()

@@ -188,11 +188,27 @@ def size_table(tree: Value) -> list[int]:
     again (the wire layer caches it by content) saves that walk.
     """
     table: list[int] = []
-    append = table.append
+    if type(tree) in _CONTAINERS:
+        _SizeWalk(table).visit(tree)
+    else:
+        table.append(1)
+    return table
 
-    def visit(node: Value) -> None:
+
+class _SizeWalk:
+    """:func:`size_table`'s recursion.  A method, not a nested function: a
+    closure that calls itself holds itself through its cell, a cycle that
+    only the collector frees (with the table and everything it holds)."""
+
+    __slots__ = ("table",)
+
+    def __init__(self, table: list[int]) -> None:
+        self.table = table
+
+    def visit(self, node: Value) -> None:
+        table = self.table
         start = len(table)
-        append(1)
+        table.append(1)
         children: Iterable[Value]
         if type(node) is dict:
             entries = cast(dict[str, Value], node)
@@ -201,16 +217,10 @@ def size_table(tree: Value) -> list[int]:
             children = cast(list[Value], node)
         for child in children:
             if type(child) in _CONTAINERS:
-                visit(child)
+                self.visit(child)
             else:
-                append(1)
+                table.append(1)
         table[start] = len(table) - start
-
-    if type(tree) in _CONTAINERS:
-        visit(tree)
-    else:
-        append(1)
-    return table
 
 
 @lru_cache(maxsize=4096)
@@ -262,14 +272,21 @@ def _table_order(counts: Mapping[str, int]) -> Callable[[str], tuple[int, int, s
 
 
 def keys_by_count_after(
-    table: Sequence[str], before: Mapping[str, int], after: Mapping[str, int]
+    table: Sequence[str],
+    before: Mapping[str, int],
+    after: Mapping[str, int],
+    changed: Collection[str] | None = None,
 ) -> list[str]:
     """:func:`keys_by_count` of ``after``, given ``table``, that of ``before``.
 
     A delta changes the counts of a few keys: the others keep their order,
     and only the changed ones are placed again (a binary search each).
+    ``changed``: the keys whose counts may differ (at least those that do),
+    when the caller knows them (:func:`key_count_change`); else every count
+    is compared.
     """
-    changed = {key for key, _count in before.items() ^ after.items()}
+    if changed is None:
+        changed = {key for key, _count in before.items() ^ after.items()}
     if len(changed) * 8 > len(table):  # many changed: sorting is as cheap
         return keys_by_count(after)
     order = _table_order(after)
@@ -281,34 +298,54 @@ def keys_by_count_after(
 
 
 def key_counts_after(counts: Mapping[str, int], applied: Applied) -> dict[str, int]:
-    """:func:`key_counts` of ``applied.result``, given those of its base.
+    """:func:`key_counts` of ``applied.result``, given those of its base."""
+    change = key_count_change(applied)
+    if change is None:
+        return key_counts(applied.result)
+    return counts_changed(counts, change)
+
+
+def counts_changed(counts: Mapping[str, int], change: Mapping[str, int]) -> dict[str, int]:
+    """``counts`` with ``change`` (from :func:`key_count_change`) added."""
+    after = dict(counts)
+    for key, step in change.items():
+        if step:
+            after[key] = after.get(key, 0) + step
+    return after
+
+
+def key_count_change(applied: Applied) -> dict[str, int] | None:
+    """How the :func:`key_counts` of ``applied.result`` differ from its base's:
+    per key, the count added (negative: taken), or None when they must be
+    counted again (the root replaced, or one object at two places).
 
     Only the containers the apply rebuilt and the subtrees it dropped or
     brought are counted: each rebuilt container's keys and dropped children
-    are taken away, its replacement's keys and new children added.
+    are taken away, its replacement's keys and new children added.  The
+    work is the size of the change, not of the tree.
     """
     if not applied.rebuilt:  # nothing rebuilt: the root was replaced, or nothing changed
-        return key_counts(applied.result)
-    after = dict(counts)
+        return None
+    change: dict[str, int] = {}
     rebuilt = {id(node) for node in applied.rebuilt}
     built = {id(node) for node in applied.built}
     inner = [
         id(child) for node in applied.rebuilt for child in _containers(node) if id(child) in rebuilt
     ]
     if len(inner) != len(set(inner)):  # a rebuilt object also in another place
-        return key_counts(applied.result)
+        return None
     for old, new in zip(applied.rebuilt, applied.built, strict=True):
         if type(old) is dict and type(new) is dict:  # a map stays a map: its keys differ little
             old_keys, new_keys = (
                 cast(dict[str, Value], old).keys(),
                 cast(dict[str, Value], new).keys(),
             )
-            key_counts(dict.fromkeys(old_keys - new_keys), after, -1)
-            key_counts(dict.fromkeys(new_keys - old_keys), after)
+            key_counts(dict.fromkeys(old_keys - new_keys), change, -1)
+            key_counts(dict.fromkeys(new_keys - old_keys), change)
         elif type(old) is dict:
-            key_counts(dict.fromkeys(cast(dict[str, Value], old)), after, -1)
+            key_counts(dict.fromkeys(cast(dict[str, Value], old)), change, -1)
         elif type(new) is dict:
-            key_counts(dict.fromkeys(cast(dict[str, Value], new)), after)
+            key_counts(dict.fromkeys(cast(dict[str, Value], new)), change)
         old_children, new_children = _containers(old), _containers(new)
         old_ids = {id(child) for child in old_children}
         new_ids = {id(child) for child in new_children}
@@ -320,14 +357,14 @@ def key_counts_after(counts: Mapping[str, int], applied: Applied) -> dict[str, i
             # One object at two places (trees share subtrees; an operation's
             # value may be a base subtree that was also edited in place):
             # count it all again.
-            return key_counts(applied.result)
+            return None
         for child in old_children:
             if id(child) not in new_ids and id(child) not in rebuilt:
-                key_counts(child, after, -1)
+                key_counts(child, change, -1)
         for child in new_children:
             if id(child) not in old_ids and id(child) not in built:
-                key_counts(child, after)
-    return after
+                key_counts(child, change)
+    return change
 
 
 def _containers(node: Value) -> list[Value]:

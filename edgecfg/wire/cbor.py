@@ -163,36 +163,43 @@ def content_key_parts(value: Value) -> ContentKey | None:
 
 def spliced_content_key(value: Value, base: ContentKey) -> bytes | None:
     """:func:`content_key` of ``value``, reusing ``base``'s parts for the root
-    entries ``value`` shares with ``base.root`` (the same objects under the
+    entries ``value`` shares with ``base.root`` (see :func:`spliced_content_key_parts`)."""
+    spliced = spliced_content_key_parts(value, base)
+    return None if spliced is None else spliced.key
+
+
+def spliced_content_key_parts(value: Value, base: ContentKey) -> ContentKey | None:
+    """:func:`content_key_parts` of ``value``, reusing ``base``'s parts for the
+    root entries ``value`` shares with ``base.root`` (the same objects under the
     same keys; a list's items by identity).  The caller vouches that
     ``base.root`` still holds the content ``base`` was made from (it was
-    keyed within the same call).  Work: the entries that are not shared."""
+    keyed within the same call).  Work: the entries that are not shared.
+
+    The parts returned let the next call that meets ``value`` again (a chain:
+    each delta applied to the last result) check its content with one
+    :func:`content_key` pass instead of serialising it entry by entry.
+    """
     dumps = marshal.dumps
     try:
         if type(value) is dict and type(base.root) is dict:
             old = cast(dict[str, Value], base.root)
             shared = dict(zip(old, zip(old.values(), base.parts, strict=True), strict=True))
-            parts: list[bytes] = [b"{"]
+            parts: list[bytes] = []
             for key, item in cast(dict[str, Value], value).items():
                 found = shared.get(key)
                 if found is not None and found[0] is item:
                     parts.append(found[1])
                 else:
                     parts.append(dumps(key, _MARSHAL_VERSION) + dumps(item, _MARSHAL_VERSION))
-            parts.append(b"0")
-            return b"".join(parts)
+            return ContentKey(b"".join((b"{", *parts, b"0")), value, tuple(parts))
         if type(value) is list and type(base.root) is list:
             items = cast(list[Value], value)
             known = {id(item): part for item, part in zip(base.root, base.parts, strict=True)}
-            return b"".join(
-                (
-                    _list_head(len(items)),
-                    *[known.get(id(item)) or dumps(item, _MARSHAL_VERSION) for item in items],
-                )
-            )
-        return dumps(value, _MARSHAL_VERSION)
+            listed = tuple([known.get(id(item)) or dumps(item, _MARSHAL_VERSION) for item in items])
+            return ContentKey(b"".join((_list_head(len(items)), *listed)), value, listed)
     except (ValueError, RecursionError):
         return None
+    return content_key_parts(value)  # another top-level type: nothing to share
 
 
 def _list_head(count: int) -> bytes:
@@ -398,18 +405,50 @@ def parts_from_bytes(
     """
     if id(value) not in descend:
         return b""
-    stream = io.BytesIO(data)
-    decoder = cbor2.CBORDecoder(stream)
-    sizes, lengths = tables if tables is not None else ((), ())
+    slicer = _Slicer(data, descend, parts, tables)
+    try:
+        if root_tail and type(value) is dict:
+            return data[slicer.walk(value, 0, 0, root_tail) :]
+        parts[id(value)] = data[: slicer.walk(value, 0, 0)]
+    except (_NotCanonical, IndexError, cbor2.CBORDecodeError):
+        return None
+    return b""
 
-    def skip(position: int, index: int) -> int:
-        if lengths:
-            return position + lengths[index]
-        stream.seek(position)
-        decoder.decode()
-        return stream.tell()
 
-    def walk(node: Value, position: int, index: int, tail: int = 0) -> int:
+class _Slicer:
+    """:func:`parts_from_bytes`'s walk.  A class, not nested functions: two
+    closures that call each other hold each other through their cells, a
+    cycle that only the collector frees (and with it the call's decoder
+    and tables), in whichever later call it happens to run."""
+
+    __slots__ = ("data", "decoder", "descend", "lengths", "parts", "sizes", "stream")
+
+    def __init__(
+        self,
+        data: bytes,
+        descend: set[int],
+        parts: dict[int, bytes],
+        tables: tuple[Sequence[int], Sequence[int]] | None,
+    ) -> None:
+        self.data = data
+        self.descend = descend
+        self.parts = parts
+        self.sizes, self.lengths = tables if tables is not None else ((), ())
+        self.stream: io.BytesIO | None = None
+        self.decoder: cbor2.CBORDecoder | None = None
+
+    def skip(self, position: int, index: int) -> int:
+        if self.lengths:
+            return position + self.lengths[index]
+        if self.stream is None or self.decoder is None:
+            self.stream = io.BytesIO(self.data)
+            self.decoder = cbor2.CBORDecoder(self.stream)
+        self.stream.seek(position)
+        self.decoder.decode()
+        return self.stream.tell()
+
+    def walk(self, node: Value, position: int, index: int, tail: int = 0) -> int:
+        data, sizes = self.data, self.sizes
         major, length, position = _read_head(data, position)
         index += 1  # the first child's
         if type(node) is dict:
@@ -421,32 +460,24 @@ def parts_from_bytes(
                 key = text_item(name)
                 if data[position : position + len(key)] != key:
                     raise _NotCanonical
-                position = child(entries[name], position + len(key), index)
+                position = self.child(entries[name], position + len(key), index)
                 index += sizes[index] if sizes else 0
         else:
             items = cast(list[Value], node)
             if major != _MAJOR_ARRAY or length != len(items):
                 raise _NotCanonical
             for item in items:
-                position = child(item, position, index)
+                position = self.child(item, position, index)
                 index += sizes[index] if sizes else 0
         return position
 
-    def child(node: Value, position: int, index: int) -> int:
-        if id(node) in descend and type(node) in (dict, list):
-            end = walk(node, position, index)
+    def child(self, node: Value, position: int, index: int) -> int:
+        if id(node) in self.descend and type(node) in (dict, list):
+            end = self.walk(node, position, index)
         else:
-            end = skip(position, index)
-        parts.setdefault(id(node), data[position:end])
+            end = self.skip(position, index)
+        self.parts.setdefault(id(node), self.data[position:end])
         return end
-
-    try:
-        if root_tail and type(value) is dict:
-            return data[walk(value, 0, 0, root_tail) :]
-        parts[id(value)] = data[: walk(value, 0, 0)]
-    except (_NotCanonical, IndexError, cbor2.CBORDecodeError):
-        return None
-    return b""
 
 
 def node_lengths(data: bytes) -> list[int]:
@@ -459,8 +490,20 @@ def node_lengths(data: bytes) -> list[int]:
     node's length does not depend on where it sits, so a tree that keeps a
     subtree keeps that subtree's rows.
     """
+    return node_tables(data)[1]
+
+
+def node_tables(data: bytes) -> tuple[list[int], list[int]]:
+    """:func:`~edgecfg.core.delta.size_table` of the value ``data`` encodes, and
+    its :func:`node_lengths`, in one pass over the bytes.
+
+    When ``data`` is the canonical encoding of a value, the first table is
+    that value's size table (map entries in encoded key order are the
+    canonical order): a holder of the bytes need not walk the tree as well.
+    """
     ends: list[int] = []
     starts: list[int] = []
+    sizes: list[int] = []
     open_: list[list[int]] = []  # [entries left, node number, 1 for a map]
     position = 0
     try:
@@ -472,6 +515,7 @@ def node_lengths(data: bytes) -> list[int]:
             major, argument, position = _read_head(data, position)
             number = len(ends)
             ends.append(position)
+            sizes.append(1)
             if major in (_MAJOR_BYTES, _MAJOR_TEXT):
                 position += argument
                 ends[number] = position
@@ -484,6 +528,7 @@ def node_lengths(data: bytes) -> list[int]:
                 if top[0]:
                     break
                 ends[top[1]] = position
+                sizes[top[1]] = len(ends) - top[1]
                 open_.pop()
             if not open_:
                 break
@@ -491,7 +536,7 @@ def node_lengths(data: bytes) -> list[int]:
         raise DecodeError("malformed CBOR", offset=position) from None
     if position != len(data):
         raise DecodeError(f"{len(data) - position} trailing bytes", offset=position)
-    return [end - start for start, end in zip(starts, ends, strict=True)]
+    return sizes, [end - start for start, end in zip(starts, ends, strict=True)]
 
 
 @lru_cache(maxsize=8192)

@@ -50,7 +50,8 @@ for the header, and the median real delta is ~40 bytes: one header byte is
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from array import array
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Final, NamedTuple, TypeAlias, cast
@@ -82,9 +83,9 @@ from edgecfg.wire.cbor import (
     encode_reusing,
     encode_unchecked,
     etag_of_bytes,
-    node_lengths,
+    node_tables,
     parts_from_bytes,
-    spliced_content_key,
+    spliced_content_key_parts,
 )
 from edgecfg.wire.delta_ops import KeyBook, decode_ops, encode_ops
 
@@ -272,9 +273,19 @@ def _levels(size: int) -> tuple[int, ...]:
     return (_ZSTD_LEVEL_LARGE,)
 
 
-_Learnt: TypeAlias = tuple[
-    tuple[list[int], list[int]] | None, dict[str, int] | None, list[str] | None
-]
+_Table: TypeAlias = "array[int]"
+"""A table with a row per node of a value, by preorder number.
+
+An :class:`array.array` rather than a list: a config's tables have a row
+per node (thousands), and a chain makes a pair for every result.  The
+collector does not track arrays; it walks every item of every young list
+at each collection, and with a few dozen such lists young at once that
+walk cost 1-5 ms, in whichever apply happened to trigger it.
+"""
+
+_TYPECODE: Final = "q"
+
+_Learnt: TypeAlias = tuple[tuple[_Table, _Table] | None, dict[str, int] | None, list[str] | None]
 """A value's size table and node lengths, and its key counts (each None if unknown)."""
 
 
@@ -377,9 +388,14 @@ def _spliced(base: _Side, applied: structural.Applied, known: _Known) -> _Side:
         )
         counts, keys = base_counts, base_keys
         if counts is not None and not applied.same_keys:
-            after = structural.key_counts_after(counts, applied)
+            change = structural.key_count_change(applied)
+            if change is None:
+                after, changed = structural.key_counts(result), None
+            else:  # the keys placed again are the few whose counts moved
+                after = structural.counts_changed(counts, change)
+                changed = [key for key, step in change.items() if step]
             if keys is not None:
-                keys = structural.keys_by_count_after(keys, counts, after)
+                keys = structural.keys_by_count_after(keys, counts, after, changed)
             counts = after
         return tables, counts, keys
 
@@ -388,13 +404,13 @@ def _spliced(base: _Side, applied: structural.Applied, known: _Known) -> _Side:
 
 def _result_tables(
     encoded: tuple[Value, bytes],
-    base_tables: tuple[list[int], list[int]],
+    base_tables: tuple[_Table, _Table],
     applied: structural.Applied,
     *,
     built: set[int],
     parts: dict[int, bytes],
     tail: tuple[int, int, bytes] | None,
-) -> tuple[list[int], list[int]] | None:
+) -> tuple[_Table, _Table] | None:
     """The result's size table and node lengths, from the base's (None if they do not fit).
 
     ``encoded``: the result and its bytes; ``built``: ids of
@@ -407,19 +423,51 @@ def _result_tables(
     its tables without walking the whole tree.
     """
     result, blob = encoded
-    base_sizes, base_lengths = base_tables
-    kept = applied.kept
-    sizes: list[int] = []
-    lengths: list[int] = []
+    walk = _TableWalk(base_tables, applied.kept, built, parts, tail)
+    try:
+        walk.visit(result)
+    except (KeyError, IndexError, DecodeError):  # pragma: no cover - defensive
+        return None
+    sizes, lengths = walk.sizes, walk.lengths
+    if len(sizes) != len(lengths) or lengths[0] != len(blob):  # pragma: no cover - defensive
+        return None
+    return sizes, lengths
 
-    def walk(node: Value) -> None:
+
+class _TableWalk:
+    """:func:`_result_tables`'s recursion.  A method, not a nested function:
+    a closure that calls itself holds itself through its cell, a cycle that
+    only the collector frees, with the tables it holds."""
+
+    __slots__ = ("base_lengths", "base_sizes", "built", "kept", "lengths", "parts", "sizes",
+                 "tail")  # fmt: skip
+
+    def __init__(
+        self,
+        base_tables: tuple[_Table, _Table],
+        kept: Mapping[int, int],
+        built: set[int],
+        parts: dict[int, bytes],
+        tail: tuple[int, int, bytes] | None,
+    ) -> None:
+        self.base_sizes, self.base_lengths = base_tables
+        self.kept, self.built, self.parts, self.tail = kept, built, parts, tail
+        self.sizes: _Table = array(_TYPECODE)
+        self.lengths: _Table = array(_TYPECODE)
+
+    def visit(self, node: Value) -> None:
         """Append the rows of ``node`` and its subtree."""
+        sizes, lengths, base_sizes, base_lengths = (
+            self.sizes, self.lengths, self.base_sizes, self.base_lengths
+        )  # fmt: skip
+        kept, built, tail = self.kept, self.built, self.tail
         key = id(node)
         if key not in built:
             index = kept.get(key)
-            if index is None:  # a value an operation brought
-                sizes.extend(structural.size_table(node))
-                lengths.extend(node_lengths(parts[key]))
+            if index is None:  # a value an operation brought: its canonical bytes
+                new_sizes, new_lengths = node_tables(self.parts[key])
+                sizes.extend(new_sizes)
+                lengths.extend(new_lengths)
             else:
                 end = index + base_sizes[index]
                 sizes.extend(base_sizes[index:end])
@@ -427,7 +475,7 @@ def _result_tables(
             return
         at = len(sizes)
         sizes.append(0)
-        lengths.append(len(parts[key]))  # encode_reusing assembled it there
+        lengths.append(len(self.parts[key]))  # encode_reusing assembled it there
         children: list[Value]
         count = 0
         if type(node) is dict:
@@ -452,21 +500,13 @@ def _result_tables(
             if index >= 0:
                 start, stop = index, index + base_sizes[index]
             else:
-                walk(child)
+                self.visit(child)
         if start >= 0:
             if count:
                 stop = len(base_sizes)  # through the tail's end: the base's last nodes
             sizes.extend(base_sizes[start:stop])
             lengths.extend(base_lengths[start:stop])
         sizes[at] = len(sizes) - at
-
-    try:
-        walk(result)
-    except (KeyError, IndexError, DecodeError):  # pragma: no cover - defensive
-        return None
-    if len(sizes) != len(lengths) or lengths[0] != len(blob):  # pragma: no cover - defensive
-        return None
-    return sizes, lengths
 
 
 # How many bases the cache below remembers.  An entry holds two encodings of
@@ -494,8 +534,8 @@ class _Known:
 
     cbor: bytes | None = None
     etag: ETag | None = None
-    sizes: list[int] | None = None
-    lengths: list[int] | None = None
+    sizes: _Table | None = None
+    lengths: _Table | None = None
     keys: list[str] | None = None
     key_counts: dict[str, int] | None = None
     learnt: Callable[[], _Learnt] | None = None
@@ -520,7 +560,7 @@ class _Known:
             known = _known(base.cbor)
             known.cbor, known.etag = base.cbor, base.etag
         else:
-            content = content_key_parts(base)
+            content = _content_of(base)
             known = _known(content.key) if content is not None else _Known()
         known.met += 1
         if known.learnt is not None:
@@ -553,11 +593,13 @@ class _Known:
     def build_tables(self, value: Value, *, now: bool = False) -> None:
         """The size table, node lengths and key counts: from the second meeting on, or ``now``."""
         if self.sizes is None and (now or self.met > 1):
-            self.sizes = structural.size_table(value)
-            self.lengths = node_lengths(self.side(value).cbor)
+            # One pass over the canonical bytes gives both tables (their
+            # order is the canonical order the size table follows).
+            sizes, lengths = node_tables(self.side(value).cbor)
+            self.sizes, self.lengths = array(_TYPECODE, sizes), array(_TYPECODE, lengths)
             self.key_counts = structural.key_counts(value)
 
-    def tables(self) -> tuple[list[int], list[int]] | None:
+    def tables(self) -> tuple[_Table, _Table] | None:
         """The size table and :func:`~edgecfg.wire.cbor.node_lengths`, once both are known."""
         return (
             (self.sizes, self.lengths)
@@ -605,12 +647,19 @@ def _remember(
     the result's key is spliced from it (the result keeps the base's
     untouched sections as the same objects), not serialised whole.
     """
+    content: bytes | None
     if encoded:
-        content: bytes | None = side.cbor
-    elif base is not None:
-        content = spliced_content_key(side.value, base)
+        content = side.cbor
     else:
-        content = content_key(side.value)
+        parts = (
+            content_key_parts(side.value)
+            if base is None
+            else spliced_content_key_parts(side.value, base)
+        )
+        # The caller meets this result next: one marshal pass will tell
+        # whether it still holds this content, and then these parts hold.
+        _LAST[:] = [] if parts is None else [parts]
+        content = None if parts is None else parts.key
     if content is None:  # pragma: no cover - results are model values, which marshal takes
         return
     known = _known(content)
@@ -640,11 +689,32 @@ def _remember(
 # The entry whose tables are still to be derived (see _remember): at most one.
 _PENDING: Final[list[_Known]] = []
 
+# The content key, with its root entries' parts, of the last plain result
+# entered by _remember (at most one): the next call of a chain meets it.
+_LAST: Final[list[ContentKey]] = []
+
+
+def _content_of(base: Value) -> ContentKey | None:
+    """:func:`~edgecfg.wire.cbor.content_key_parts` of a plain base, in one
+    marshal pass when ``base`` is the last result entered (a chain's next link).
+
+    Identity only picks the way: the base's whole content key is made and
+    compared with the one entered, so a result changed in place since is
+    told apart and serialised entry by entry like any base.
+    """
+    last = _LAST[0] if _LAST else None
+    if last is not None and last.root is base:
+        if content_key(base) == last.key:
+            return last
+        _LAST.clear()
+    return content_key_parts(base)
+
 
 def forget_bases() -> None:
     """Empty the cache of bases met before (benchmarks time a first meeting with it)."""
     _known.cache_clear()
     _PENDING.clear()
+    _LAST.clear()
 
 
 def _shared_tail(base: Value, result: Value) -> int:

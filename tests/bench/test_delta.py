@@ -10,7 +10,7 @@ import pytest
 
 from edgecfg.bench import delta as bench
 from edgecfg.core.tree import Value
-from edgecfg.errors import DeltaError
+from edgecfg.errors import CommandError, DeltaError
 from tests.cli.helpers import run
 
 
@@ -114,6 +114,17 @@ def test_bench_delta_refuses_a_malformed_corpus_line(
     code, _, err = run(capsys, "bench", "delta", str(corpus))
     assert code == 1
     assert f"{corpus}:1: not a corpus record" in err
+
+
+def test_checking_a_corpus_reads_every_record_and_names_a_bad_line(tmp_path: Path) -> None:
+    lines = [json.dumps({"repo": "r", "path": "p", "tree": [i, {"a": i}]}) for i in range(3)]
+    good = tmp_path / "good.jsonl"
+    good.write_text("\n".join(lines) + "\n\n")
+    assert bench.check_corpus([good]) == 3
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("\n".join([*lines, '{"repo": "r", "path": "p", "tree": [1, 2]']))
+    with pytest.raises(CommandError, match=f"{bad}:4: not a corpus record"):
+        bench.check_corpus([good, bad])
 
 
 def test_bench_delta_names_a_pair_whose_delta_raises(

@@ -20,8 +20,10 @@ from edgecfg.core.delta import (
     TextEdit,
     apply,
     apply_traced,
+    counts_changed,
     diff,
     diff_traced,
+    key_count_change,
     key_counts,
     key_counts_after,
     key_table,
@@ -317,6 +319,14 @@ def test_key_counts_after_an_apply_equal_a_count_of_the_result(pair: tuple[Value
         assert keys_by_count_after(keys_by_count(before), before, after) == key_table(
             applied.result
         )
+        # Placed again from the change alone (what the wire layer does), the same table.
+        change = key_count_change(applied)
+        if change is not None:
+            assert counts_changed(before, change) == after
+            moved = [key for key, step in change.items() if step]
+            assert keys_by_count_after(keys_by_count(before), before, after, moved) == key_table(
+                applied.result
+            )
 
 
 @given(
@@ -330,6 +340,8 @@ def test_a_key_table_placed_again_after_a_few_changes_is_the_sorted_one(
     for key, step in change.items():
         after[key] = max(0, after.get(key, 0) + step)
     assert keys_by_count_after(keys_by_count(before), before, after) == keys_by_count(after)
+    moved = [key for key, step in change.items() if step]
+    assert keys_by_count_after(keys_by_count(before), before, after, moved) == keys_by_count(after)
 
 
 def test_key_counts_after_count_a_shared_subtree_at_each_place() -> None:

@@ -30,6 +30,7 @@ from edgecfg.wire.cbor import (
     encode_unchecked,
     etag_of_bytes,
     spliced_content_key,
+    spliced_content_key_parts,
 )
 from edgecfg.wire.numbers import ContentFormat
 from tests.strategies import (
@@ -697,6 +698,11 @@ def test_a_content_key_spliced_from_the_base_parts_is_the_whole_key(
     assert spliced_content_key(result, base) == content_key(result)
     # Entries that are equal but other objects are serialised again, to the same bytes.
     assert spliced_content_key(copy.deepcopy(result), base) == content_key(result)
+    # The spliced parts are the result's own: the next link of a chain splices from them.
+    spliced = spliced_content_key_parts(result, base)
+    whole = content_key_parts(result)
+    assert spliced is not None and whole is not None
+    assert (spliced.key, spliced.parts, spliced.root) == (whole.key, whole.parts, result)
 
 
 def test_a_spliced_content_key_keeps_shared_entries_and_refuses_what_marshal_refuses() -> None:
