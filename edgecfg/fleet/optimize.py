@@ -12,10 +12,12 @@ The panel read from a database: each device's day buckets of ``battery``
 ``reboots`` (sums); its stratum is hardware x top region x power (battery
 settings present) x link quality (the day-mean RSRP of its window below
 -110 dBm, or a coverage-enhancement level >= 1: poor).  The setting each
-device ran on a day is the last value it reported that day as a record
-``cfg/<dotted path>`` (e.g. ``cfg/net.uplink.interval_s``); without such
-a record, its *current* effective value (the store keeps no per-device
-history of settings), which gives no within-device evidence.
+device ran on a day is the last value of that day's ``cfg/<dotted path>``
+series (e.g. ``cfg/net.uplink.interval_s``): the gateway adds it at ingest,
+from the version the device's telemetry says it runs
+(:meth:`~edgecfg.fleet.sync.SyncService.accept_telemetry`), and a device may
+send it too; without one, its *current* effective value, which gives no
+within-device evidence.
 """
 
 from __future__ import annotations
@@ -43,12 +45,13 @@ from edgecfg.core.telemetry import DAY
 from edgecfg.core.tree import UNSET, UnsetType, Value, get, is_map
 from edgecfg.errors import UsageError
 from edgecfg.fleet.fleet import Fleet
+from edgecfg.fleet.telemetry import SETTING_SERIES
 
 OBJECTIVES_KEY: Final = "optimize.objectives"
 BATTERY_PATH: Final = parse_path("power.battery")
 POOR_RSRP_DBM: Final = -110.0
 WINDOW_DAYS: Final = 30
-REPORTED: Final = "cfg/"
+REPORTED: Final = SETTING_SERIES
 """A device that reports the value it runs of a setting as a SenML record
 ``cfg/<dotted path>`` gives the panel its settings history."""
 

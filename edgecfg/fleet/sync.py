@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final, Literal, cast
 
 from cachetools import LRUCache
@@ -36,13 +36,14 @@ from edgecfg.fleet.adaptation import record_adaptation
 from edgecfg.fleet.events import NO_EVENTS, EventSink
 from edgecfg.fleet.fleet import Fleet, config_weight, keep
 from edgecfg.fleet.reconcile import ChangeTimes, journal_entries, reconcile
-from edgecfg.fleet.telemetry import Pack, TelemetryService, cohort_value
+from edgecfg.fleet.telemetry import SETTING_SERIES, Pack, TelemetryService, cohort_value
 from edgecfg.store import BadVersion, DeviceRecord, Store
 from edgecfg.wire.cbor import Encoded, decode, encode, etag_of_bytes
 from edgecfg.wire.delta import make_delta
 from edgecfg.wire.documents import read_schema
 from edgecfg.wire.messages import DeviceReport, StateAnswer
 from edgecfg.wire.numbers import ContentFormat
+from edgecfg.wire.senml import Record
 
 Priority = Literal["critical"]
 CACHE_BYTES: Final = 96 * 2**20
@@ -124,6 +125,7 @@ class SyncService:
         self.events: EventSink = NO_EVENTS  # telemetry and sync events (the MQTT bridge)
         self.telemetry_service = TelemetryService(fleet.store)
         self._cohort_paths: list[str] | None = None
+        self._tunables: tuple[Schema, list[str]] | None = None  # the schema's, per schema
         # the applied version each device last named in its telemetry, recorded
         self._applied: LRUCache[DeviceId, ETag] = LRUCache(maxsize=APPLIED_ENTRIES)
 
@@ -409,22 +411,59 @@ class SyncService:
         gateway does the same in three steps (:meth:`accept_telemetry`, the
         ingest off its event loop, :meth:`piggyback`).
         """
-        pack = self.accept_telemetry(device, body, now=now, content_format=content_format)
+        pack = self.accept_telemetry(device, body, now=now, content_format=content_format,
+                                     held=held)  # fmt: skip
         self.telemetry_service.ingest([pack])
         self.events.telemetry(device, pack.payload, now=now)
         return self.piggyback(device, held, now=now)
 
     def accept_telemetry(
-        self, device: DeviceId, body: bytes, *, now: float, content_format: int | None = None
+        self,
+        device: DeviceId,
+        body: bytes,
+        *,
+        now: float,
+        content_format: int | None = None,
+        held: ETag | None = None,
     ) -> Pack:
         """Check a telemetry pack (known device, well-formed SenML-CBOR or
-        SenML-JSON, within the day's quota) and make it ready to ingest."""
+        SenML-JSON, within the day's quota) and make it ready to ingest.
+
+        With ``held``, the version the device says it runs: when that is the
+        version it is served, the values it runs of the schema's tunable
+        settings are added to the pack's readings as ``cfg/<dotted path>``
+        (not to the raw pack), so the device's day buckets record the settings
+        it ran each day: the optimizer's within-device evidence, at no cost on
+        the device's link.  A device on another version (it is about to be
+        brought up to date) adds none that time."""
         facts = self.fleet.device(device)
         # refuse malformed packs before storing anything
         pack = Pack.of(device, body, content_format, received=now, groups=facts.groups,
                        cohorts=self._cohorts(device))  # fmt: skip
         self.quota.charge(device, len(body), now=now)  # 4.29 beyond the day's bytes
-        return pack
+        settings = self._settings_run(device, held, now=now)
+        return replace(pack, records=pack.records + settings) if settings else pack
+
+    def _settings_run(
+        self, device: DeviceId, held: ETag | None, *, now: float
+    ) -> tuple[Record, ...]:
+        """``cfg/<path>`` readings of the tunable settings of the version
+        ``device`` runs, when it runs the one it is served (else none)."""
+        schema = self.fleet.schema
+        if held is None or schema is None:
+            return ()
+        if self._tunables is None or self._tunables[0] is not schema:
+            self._tunables = (schema, [spec.dotted for spec in schema if spec.tunable])
+        paths = self._tunables[1]
+        if not paths or self.fleet.etag(device) != held:
+            return ()
+        tree = self.fleet.encoded(device).tree
+        readings: list[Record] = []
+        for dotted in paths:
+            value = get(tree, parse_path(dotted))
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                readings.append(Record(f"{SETTING_SERIES}{dotted}", float(value), None, now))
+        return tuple(readings)
 
     def piggyback(
         self, device: DeviceId, held: ETag | None, *, now: float

@@ -64,6 +64,9 @@ DEFAULT_RETENTION_S: Final = 30 * DAY
 """How long raw packs (and device hours) are kept; rollouts read raw packs
 since a stage began (48 h by default), so this must stay well above that."""
 COHORTS_SETTING: Final = "telemetry.cohorts"
+SETTING_SERIES: Final = "cfg/"
+"""The series ``cfg/<dotted path>``: the value a device ran of a tunable
+setting (added at ingest by the gateway, or sent by the device)."""
 LISTED_DEGRADED: Final = 20
 PAGE: Final = 500  # devices whose states one read asks for
 NAMES_CACHED: Final = 4096  # (name, unit) -> series, cleared when full

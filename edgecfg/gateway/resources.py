@@ -519,7 +519,7 @@ class TelemetryResource(CoapResource):
         device, body = upload
         now = time.time()
         pack = self.service.accept_telemetry(
-            device, body, now=now, content_format=request.opt.content_format
+            device, body, now=now, content_format=request.opt.content_format, held=held
         )
         await self.writer.write(pack)
         self.service.events.telemetry(device, pack.payload, now=now)

@@ -6,10 +6,12 @@ from __future__ import annotations
 import pytest
 
 from edgecfg.core.ids import DeviceId
+from edgecfg.core.layers import device_layer, layer_from_parts
 from edgecfg.core.telemetry import DAY
 from edgecfg.errors import UsageError
 from edgecfg.fleet.fleet import Fleet
 from edgecfg.fleet.optimize import OBJECTIVES_KEY, OptimizerService
+from edgecfg.fleet.sync import SyncService
 from edgecfg.fleet.telemetry import Pack, TelemetryService
 from edgecfg.store import DeviceRecord, MemoryStore
 from edgecfg.wire.senml import Record, encode_senml
@@ -98,3 +100,33 @@ def test_settings_devices_report_give_within_device_evidence_from_a_database() -
     assert (effect["baseline"], effect["value"], effect["devices"]) == (2.0, 10.0, 20)
     assert effect["relative"] == pytest.approx(-0.45, abs=0.05)
     assert segment["leading"] == effect
+
+
+def test_the_gateway_records_the_settings_devices_run_so_a_database_has_evidence() -> None:
+    """Devices send no ``cfg/`` records: the gateway adds the tunables' values
+    of the version a device says it runs (its telemetry's ETag) at ingest."""
+    store = MemoryStore()
+    fleet = Fleet(store)
+    fleet.load_schema(SCHEMA.read_bytes(), "json", source="device.json", now=1.0)
+    names = [f"d{n}" for n in range(40)]
+    for name in names:
+        fleet.add_device(DeviceRecord(DeviceId(name), {"region": "eu/west"}, hardware="nb"))
+    sync = SyncService(fleet)
+    for day in range(7):
+        at = T0 + day * DAY + 3600
+        for n, name in enumerate(names):
+            moved = n < 20 and day >= 3  # half of them run 10 s from day 3 on
+            if moved and day == 3:
+                edit = layer_from_parts(sets={("net", "coap", "ack_timeout_s"): 10.0})
+                fleet.write_layer(device_layer(name), edit, author="ops", message="", now=at)
+            runs = fleet.etag(DeviceId(name))  # the device applied what it is served
+            pack = encode_senml([Record("errors", (5.0 if moved else 10.0) + n % 3, "1", at)])
+            sync.telemetry(DeviceId(name), pack, now=at, held=runs)
+    raw = store.telemetry(DeviceId("d0"))
+    assert all(b"cfg/" not in blob for _, blob in raw)  # the raw packs are as sent
+    service = OptimizerService(fleet)
+    service.set_objectives(DOC)
+    (segment,) = service.status(T0 + 7 * DAY)["segments"]  # type: ignore[misc]
+    (effect,) = segment["evidence"]
+    assert (effect["baseline"], effect["value"], effect["devices"]) == (2.0, 10.0, 20)
+    assert effect["relative"] == pytest.approx(-0.45, abs=0.05)
