@@ -75,13 +75,19 @@ def test_objectives_are_stored_checked_against_the_schema_and_read_back() -> Non
     assert status["in_flight"] == [] and len(status["segments"]) == 1  # type: ignore[arg-type]
 
 
-def test_settings_devices_report_give_within_device_evidence_from_a_database() -> None:
-    store = MemoryStore()
-    fleet = Fleet(store)
+def _forty() -> tuple[Fleet, list[str]]:
+    """A fleet of 40 devices of one stratum, d0 to d39."""
+    fleet = Fleet(MemoryStore())
     fleet.load_schema(SCHEMA.read_bytes(), "json", source="device.json", now=1.0)
     names = [f"d{n}" for n in range(40)]
     for name in names:
         fleet.add_device(DeviceRecord(DeviceId(name), {"region": "eu/west"}, hardware="nb"))
+    return fleet, names
+
+
+def test_settings_devices_report_give_within_device_evidence_from_a_database() -> None:
+    fleet, names = _forty()
+    store = fleet.store
     telemetry = TelemetryService(store, retention_s=40 * DAY)
     for day in range(7):
         at = T0 + day * DAY + 3600
@@ -105,12 +111,8 @@ def test_settings_devices_report_give_within_device_evidence_from_a_database() -
 def test_the_gateway_records_the_settings_devices_run_so_a_database_has_evidence() -> None:
     """Devices send no ``cfg/`` records: the gateway adds the tunables' values
     of the version a device says it runs (its telemetry's ETag) at ingest."""
-    store = MemoryStore()
-    fleet = Fleet(store)
-    fleet.load_schema(SCHEMA.read_bytes(), "json", source="device.json", now=1.0)
-    names = [f"d{n}" for n in range(40)]
-    for name in names:
-        fleet.add_device(DeviceRecord(DeviceId(name), {"region": "eu/west"}, hardware="nb"))
+    fleet, names = _forty()
+    store = fleet.store
     sync = SyncService(fleet)
     for day in range(7):
         at = T0 + day * DAY + 3600
