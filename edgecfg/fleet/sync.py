@@ -126,6 +126,8 @@ class SyncService:
         self.telemetry_service = TelemetryService(fleet.store)
         self._cohort_paths: list[str] | None = None
         self._tunables: tuple[Schema, list[str]] | None = None  # the schema's, per schema
+        # the day and version whose settings each device's telemetry last recorded
+        self._settings_noted: LRUCache[DeviceId, tuple[int, ETag]] = LRUCache(APPLIED_ENTRIES)
         # the applied version each device last named in its telemetry, recorded
         self._applied: LRUCache[DeviceId, ETag] = LRUCache(maxsize=APPLIED_ENTRIES)
 
@@ -455,9 +457,13 @@ class SyncService:
         if self._tunables is None or self._tunables[0] is not schema:
             self._tunables = (schema, [spec.dotted for spec in schema if spec.tunable])
         paths = self._tunables[1]
-        if not paths or self.fleet.etag(device) != held:
+        day = int(now // DAY_S)
+        if not paths or self._settings_noted.get(device) == (day, held):
+            return ()  # once a device-day and version: the day's last value is what counts
+        if self.fleet.etag(device) != held:
             return ()
-        tree = self.fleet.encoded(device).tree
+        self._settings_noted[device] = (day, held)
+        tree = self.fleet.encoded(device).tree  # a resolve when not cached: once a day
         readings: list[Record] = []
         for dotted in paths:
             value = get(tree, parse_path(dotted))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from edgecfg.core.ids import DeviceId
+from edgecfg.core.ids import DeviceId, ETag
 from edgecfg.core.layers import device_layer, layer_from_parts
 from edgecfg.core.telemetry import DAY
 from edgecfg.errors import UsageError
@@ -132,3 +132,24 @@ def test_the_gateway_records_the_settings_devices_run_so_a_database_has_evidence
     (effect,) = segment["evidence"]
     assert (effect["baseline"], effect["value"], effect["devices"]) == (2.0, 10.0, 20)
     assert effect["relative"] == pytest.approx(-0.45, abs=0.05)
+
+
+def test_the_settings_a_device_runs_are_read_once_a_device_day_and_version() -> None:
+    fleet, _ = _forty()
+    sync = SyncService(fleet)
+    device = DeviceId("d0")
+    pack = encode_senml([Record("errors", 1.0, "1", T0)])
+
+    def added(at: float, held: ETag | None) -> list[str]:
+        accepted = sync.accept_telemetry(device, pack, now=at, held=held)
+        return [r.name for r in accepted.records if r.name.startswith("cfg/")]
+
+    runs = fleet.etag(device)
+    assert sorted(added(T0 + 60, runs)) == [f"cfg/{TIMEOUT}", "cfg/net.uplink.interval_s"]
+    assert added(T0 + 120, runs) == []  # the same day and version: nothing read again
+    assert added(T0 + 120, None) == []  # no version named: nothing to say
+    edit = layer_from_parts(sets={("net", "coap", "ack_timeout_s"): 10.0})
+    fleet.write_layer(device_layer("d0"), edit, author="ops", message="", now=T0 + 130)
+    assert added(T0 + 140, runs) == []  # still on the old version: about to be updated
+    assert len(added(T0 + 150, fleet.etag(device))) == 2  # the new version, the same day
+    assert added(T0 + DAY + 10, fleet.etag(device)) != []  # and again the next day
