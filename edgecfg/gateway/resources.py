@@ -174,9 +174,6 @@ class Answers:
             )
         return serve_blocks(request, answer, Code.CHANGED)
 
-    def __len__(self) -> int:
-        return len(self._held)
-
 
 def _asker(request: aiocoap.Message, claimed: Identity | None) -> object:
     """Whose answer: the OSCORE identity, else the whole socket address (the

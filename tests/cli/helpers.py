@@ -33,6 +33,13 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
+def ok(capsys: pytest.CaptureFixture[str], db: str, *argv: str) -> str:
+    """``edgecfg --db DB ARGV...`` that must succeed (its stderr names why not); stdout."""
+    code, out, err = run(capsys, "--db", db, *argv)
+    assert code == 0, err
+    return out
+
+
 @contextlib.contextmanager
 def serving_one_device(db: str) -> Iterator[int]:
     """A fleet ``db`` with the fixture schema and device dev-1, served by an

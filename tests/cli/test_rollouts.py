@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from edgecfg.cli.main import main
+from tests.cli.helpers import ok
 from tests.paths import SCHEMA
 
 PLAN = """
@@ -19,19 +20,12 @@ guardrails = ["reboots", "checkin"]
 """
 
 
-def _ok(capsys: pytest.CaptureFixture[str], db: str, *argv: str) -> str:
-    code = main(["--db", db, *argv])
-    out, err = capsys.readouterr()
-    assert code == 0, err
-    return out
-
-
 @pytest.fixture
 def db(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> str:
     path = str(tmp_path / "fleet.db")
-    _ok(capsys, path, "schema", "load", "--create", str(SCHEMA))
+    ok(capsys, path, "schema", "load", "--create", str(SCHEMA))
     for n in range(8):
-        _ok(capsys, path, "device", "add", f"dev-{n}", "--group", "region=eu/west",
+        ok(capsys, path, "device", "add", f"dev-{n}", "--group", "region=eu/west",
             "--hardware", "nbiot-sensor-r3", "--firmware", "2.1.0")  # fmt: skip
     return path
 
@@ -41,26 +35,26 @@ def test_start_status_act_and_history(
 ) -> None:
     plan = tmp_path / "plan.toml"
     plan.write_text(PLAN)
-    started = json.loads(_ok(capsys, db, "rollout", "start", str(plan), "--id", "r1",
+    started = json.loads(ok(capsys, db, "rollout", "start", str(plan), "--id", "r1",
                              "--author", "alice", "--json"))  # fmt: skip
     assert started["id"] == "r1" and started["phase"] == "running" and started["stage"] == "50%"
     assert started["offered"] == {"canary": 4, "control": 4}
-    text = _ok(capsys, db, "rollout", "status", "r1")
+    text = ok(capsys, db, "rollout", "status", "r1")
     assert "rollout r1: running, wave 0 stage 50%" in text and "4 canary, 4 control" in text
-    assert _ok(capsys, db, "rollout", "tick", "--json") == ""  # nothing due on day 0
-    paused = json.loads(_ok(capsys, db, "rollout", "pause", "r1", "--reason", "freeze",
+    assert ok(capsys, db, "rollout", "tick", "--json") == ""  # nothing due on day 0
+    paused = json.loads(ok(capsys, db, "rollout", "pause", "r1", "--reason", "freeze",
                             "--author", "bob", "--json"))  # fmt: skip
     assert paused["phase"] == "paused" and "freeze" in paused["reason"]
     assert main(["--db", db, "rollout", "pause", "r1", "--reason", "again"]) == 1
     assert "cannot pause a rollout that is paused" in capsys.readouterr().err
-    _ok(capsys, db, "rollout", "resume", "r1", "--reason", "thaw")
-    rolled = json.loads(_ok(capsys, db, "rollout", "rollback", "r1", "--reason", "tickets",
+    ok(capsys, db, "rollout", "resume", "r1", "--reason", "thaw")
+    rolled = json.loads(ok(capsys, db, "rollout", "rollback", "r1", "--reason", "tickets",
                             "--json"))  # fmt: skip
     assert rolled["phase"] == "rolled_back"
-    history = json.loads(_ok(capsys, db, "rollout", "history", "r1", "--json"))
+    history = json.loads(ok(capsys, db, "rollout", "history", "r1", "--json"))
     assert [row["action"] for row in history] == ["start", "pause", "resume", "rollback"]
     assert history[1]["author"] == "bob"
-    text = _ok(capsys, db, "rollout", "history", "r1")
+    text = ok(capsys, db, "rollout", "history", "r1")
     assert "pause    by bob: freeze" in text
 
 
@@ -96,7 +90,7 @@ def test_a_gateway_killed_mid_rollout_resumes_without_offering_twice(
 
     plan = tmp_path / "plan.toml"
     plan.write_text(PLAN)
-    _ok(capsys, db, "rollout", "start", str(plan), "--id", "r1")
+    ok(capsys, db, "rollout", "start", str(plan), "--id", "r1")
     with SQLiteStore(db) as store:
         offers = {c.device: (c.arm, c.offered_at) for c in store.rollout_devices("r1")}
         revisions = {n: len(store.layer_history(device_layer(DeviceId(f"dev-{n}"))))
@@ -115,5 +109,5 @@ def test_a_gateway_killed_mid_rollout_resumes_without_offering_twice(
         assert {c.device: (c.arm, c.offered_at) for c in store.rollout_devices("r1")} == offers
         assert {n: len(store.layer_history(device_layer(DeviceId(f"dev-{n}"))))
                 for n in range(8)} == revisions  # fmt: skip
-    status = json.loads(_ok(capsys, db, "rollout", "status", "r1", "--json"))
+    status = json.loads(ok(capsys, db, "rollout", "status", "r1", "--json"))
     assert status["phase"] == "running" and status["offered"] == {"canary": 4, "control": 4}
