@@ -85,6 +85,10 @@ CONCURRENCY: Final = 32
 ACK_TIMEOUT_S: Final = 2.0
 MAX_RETRANSMIT: Final = 4
 MIN_CPU_TICKS: Final = 30
+ROUNDS: Final = 3  # of each steady phase, alternating with the bare server
+EDITS: Final = 3  # fleet-wide edits, each followed by every device's first request
+SETTLE_S: Final = 0.5
+SETTLE_LIMIT_S: Final = 30.0
 BARE_PAYLOAD: Final = 40
 STARTUP_LIMIT_S: Final = 600.0
 IDLE_S: Final = 10.0
@@ -354,6 +358,28 @@ async def drive(
             return Phase(answers, used)
 
 
+async def settle(pid: int) -> float:
+    """Wait until the gateway's deferred work (versions it served written in
+    batches, layers read ahead) is done: CPU that rises by at most one clock
+    tick over SETTLE_S.  Its CPU time then, so a phase is charged its own
+    deferred work and the next one starts clean."""
+    deadline = time.perf_counter() + SETTLE_LIMIT_S
+    cpu = cpu_seconds(pid)
+    while True:
+        await asyncio.sleep(SETTLE_S)
+        now = cpu_seconds(pid)
+        if (now - cpu) * TICKS <= 1 or time.perf_counter() > deadline:
+            return now
+        cpu = now
+
+
+async def drive_settled(client: RawClient, pid: int, requests: Sequence[Request]) -> Phase:
+    """``requests`` once, charged with the deferred work they left."""
+    cpu = await settle(pid)
+    phase = await drive(client, pid, requests, repeat=False)
+    return Phase(phase.answers, await settle(pid) - cpu)
+
+
 def _codes(phase: Phase) -> dict[str, int]:
     found: dict[str, int] = {}
     for answer in phase.answers:
@@ -403,28 +429,43 @@ def _spawn(target: Callable[..., None], *args: object) -> tuple[SpawnProcess, Ev
     return process, ready
 
 
-async def _bare_us(sample: int) -> float:
-    port = free_udp_port()
-    process, ready = _spawn(run_bare, {"bare": BARE_PAYLOAD}, port)
-    try:
-        if not ready.wait(60):
-            raise CommandError("the bare aiocoap server did not start within 60 s")
-        loop = asyncio.get_running_loop()
-        transport, client = await loop.create_datagram_endpoint(
-            lambda: RawClient(("127.0.0.1", port)), local_addr=("127.0.0.1", 0)
-        )
-        try:
-            assert process.pid is not None
-            requests = [Request(("bare",))] * sample
-            await drive(client, process.pid, requests[:CONCURRENCY], repeat=False)  # warm
-            phase = await drive(client, process.pid, requests)
-            _expect(phase, Code.CONTENT, "bare")
-            return phase.cpu_per_request_us
-        finally:
-            transport.close()
-    finally:
-        process.kill()
-        process.join()
+@dataclass(slots=True)
+class Bare:
+    """The bare aiocoap server, alive for the whole measurement of one size:
+    each steady phase of the gateway is measured in rounds alternating with
+    one of it, so a change of the machine's load during the run (another
+    job starting) falls on both sides of the ratio."""
+
+    client: RawClient
+    pid: int
+    requests: list[Request]
+    cpu_s: float = 0.0
+    count: int = 0
+
+    async def round(self) -> None:
+        phase = await drive(self.client, self.pid, self.requests)
+        _expect(phase, Code.CONTENT, "bare")
+        self.cpu_s += phase.cpu_s
+        self.count += len(phase.answers)
+
+    @property
+    def us(self) -> float:
+        return 1e6 * self.cpu_s / self.count
+
+
+async def paired(client: RawClient, pid: int, requests: Sequence[Request], bare: Bare) -> Phase:
+    """``requests`` to the gateway ROUNDS times, each round between two of
+    the bare server's: the gateway's CPU over all of them."""
+    answers: list[Answer] = []
+    cpu = 0.0
+    await settle(pid)
+    await bare.round()
+    for _ in range(ROUNDS):
+        phase = await drive(client, pid, requests)
+        answers.extend(phase.answers)
+        cpu += phase.cpu_s
+        await bare.round()
+    return Phase(answers, cpu)
 
 
 async def measure(
@@ -441,7 +482,18 @@ async def measure(
         transport, client = await loop.create_datagram_endpoint(
             lambda: RawClient(("127.0.0.1", port)), local_addr=("127.0.0.1", 0)
         )
-        progress(f"built in {built.seconds:.0f} s; starting the gateway")
+        progress(f"built in {built.seconds:.0f} s; starting the bare aiocoap server")
+        bare_port = free_udp_port()
+        bare_process, bare_ready = _spawn(run_bare, {"bare": BARE_PAYLOAD}, bare_port)
+        bare_transport, bare_client = await loop.create_datagram_endpoint(
+            lambda: RawClient(("127.0.0.1", bare_port)), local_addr=("127.0.0.1", 0)
+        )
+        if not await loop.run_in_executor(None, bare_ready.wait, 60):
+            raise CommandError("the bare aiocoap server did not start within 60 s")
+        assert bare_process.pid is not None
+        bare = Bare(bare_client, bare_process.pid, [Request(("bare",))] * len(chosen))
+        await drive(bare_client, bare.pid, bare.requests[:CONCURRENCY], repeat=False)  # warm
+        progress("starting the gateway")
         started = time.perf_counter()
         process, ready = _spawn(run_gateway, str(db), port)
         try:
@@ -462,38 +514,54 @@ async def measure(
             _expect(full, Code.CONTENT, "first fetch")
             held = {DeviceId(a.request.path[1]): a.etag or b"" for a in full.answers}
             valid_requests = [Request(("cfg", d), held[d]) for d in chosen]
-            progress("2.03 for the current version")
-            valid = await drive(client, pid, valid_requests)
+            progress("2.03 for the current version (rounds alternating with the bare server)")
+            valid = await paired(client, pid, valid_requests, bare)
             _expect(valid, Code.VALID, "current ETag")
             await asyncio.sleep(1.0)  # the gateway writes what it served a few times a second
             before = data_bytes(db)
-            progress("a fleet-wide edit from another process")
-            committed = edit_global(db, 900 + rng.randrange(1000))
-            probe = Request(("cfg", chosen[0]), held[chosen[0]])
-            while (await client.get(probe)).code == Code.VALID:
-                if time.perf_counter() - committed > VISIBLE_LIMIT_S:
-                    raise CommandError(
-                        f"the gateway still served {chosen[0]}'s old version "
-                        f"{VISIBLE_LIMIT_S:.0f} s after the edit was committed"
-                    )
-                await asyncio.sleep(0.01)
-            visible = time.perf_counter() - committed
-            progress("first request of each device after the edit")
-            first_after = await drive(client, pid, valid_requests[1:], repeat=False)
-            _expect(first_after, Code.CONTENT, "first after the edit")
-            await asyncio.sleep(1.0)
-            growth = (data_bytes(db) - before) / len(chosen)
-            progress("cached deltas")
-            delta = await drive(client, pid, valid_requests)
+            firsts: list[Phase] = []
+            cached: list[Phase] = []
+            visible = 0.0
+            stale: list[Request] = []
+            for number in range(EDITS):
+                progress(f"fleet-wide edit {number + 1} of {EDITS}, from another process")
+                committed = edit_global(db, 900 + 1000 * number + rng.randrange(1000))
+                probe = Request(("cfg", chosen[0]), held[chosen[0]])
+                seen = await client.get(probe)
+                while seen.code == Code.VALID:
+                    if time.perf_counter() - committed > VISIBLE_LIMIT_S:
+                        raise CommandError(
+                            f"the gateway still served {chosen[0]}'s old version "
+                            f"{VISIBLE_LIMIT_S:.0f} s after the edit was committed"
+                        )
+                    await asyncio.sleep(0.01)
+                    seen = await client.get(probe)
+                visible = max(visible, time.perf_counter() - committed)
+                # every other device asks once with the version it holds, then
+                # again (a delta made already): each charged its deferred work
+                stale = [Request(("cfg", d), held[d]) for d in chosen[1:]]
+                firsts.append(await drive_settled(client, pid, stale))
+                _expect(firsts[-1], Code.CONTENT, "first after the edit")
+                cached.append(await drive_settled(client, pid, stale))
+                _expect(cached[-1], Code.CONTENT, "the same delta again")
+                held = {DeviceId(a.request.path[1]): a.etag or b"" for a in firsts[-1].answers}
+                held[chosen[0]] = seen.etag or b""
+            growth = (data_bytes(db) - before) / (len(chosen) * EDITS)
+            first_after = Phase(
+                [a for p in firsts for a in p.answers], sum(p.cpu_s for p in firsts)
+            )
+            first_ratio = first_after.cpu_s / sum(p.cpu_s for p in cached)
+            progress("cached deltas (rounds alternating with the bare server)")
+            delta = await paired(client, pid, stale, bare)
             _expect(delta, Code.CONTENT, "cached delta")
             rss = rss_mib(pid)
         finally:
-            process.kill()
-            process.join()
+            for child in (process, bare_process):
+                child.kill()
+                child.join()
             transport.close()
+            bare_transport.close()
         footprint = db_bytes(db)
-    progress("the bare aiocoap baseline")
-    bare = await _bare_us(sample)
     steady = [a.seconds for a in (*valid.answers, *delta.answers)]
     return Figures(
         devices=devices,
@@ -503,13 +571,13 @@ async def measure(
         idle_cpu_pct=idle,
         rss_mib=rss,
         db_bytes=footprint,
-        bare_us=bare,
+        bare_us=bare.us,
         valid_us=valid.cpu_per_request_us,
         delta_us=delta.cpu_per_request_us,
         first_after_edit_us=first_after.cpu_per_request_us,
-        cpu_ratio_valid=valid.cpu_per_request_us / bare,
-        cpu_ratio_delta=delta.cpu_per_request_us / bare,
-        cpu_ratio_first_after_edit=first_after.cpu_per_request_us / delta.cpu_per_request_us,
+        cpu_ratio_valid=valid.cpu_per_request_us / bare.us,
+        cpu_ratio_delta=delta.cpu_per_request_us / bare.us,
+        cpu_ratio_first_after_edit=first_ratio,
         p50_ms=1000 * median(steady),
         p99_ms=1000 * percentile(steady, 0.99),
         retransmissions=client.retransmissions,

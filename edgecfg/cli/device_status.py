@@ -87,7 +87,7 @@ def cmd_device_retry(args: argparse.Namespace) -> int:
             raise CommandError(f"--etag {args.etag!r}: the 16 hex digits of a version's ETag")
     with open_fleet(args) as fleet:
         fleet.store.get_device(device)  # NotFound names an unknown device
-        cleared = fleet.store.clear_bad_versions(device, etag)
+        cleared = fleet.clear_marks(device, etag)
     if cleared == 0:
         which = f"version {args.etag}" if etag is not None else "any version"
         raise CommandError(f"{device}: no revert of {which} is recorded")

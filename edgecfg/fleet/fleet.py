@@ -77,7 +77,7 @@ from edgecfg.fleet.impact import (
     dry_run,
     refuse,
 )
-from edgecfg.store import DeviceRecord, LayerRevision, Store
+from edgecfg.store import BadVersion, DeviceRecord, LayerRevision, Store
 from edgecfg.wire.cbor import Encoded, SubtreeEncoder, decode, encode
 from edgecfg.wire.documents import TextFormat, read_schema
 
@@ -205,6 +205,9 @@ class Fleet:
         self._leaves: list[Path] | None = None
         self.encoder = SubtreeEncoder()  # shared by every encoding (and its cache)
         self._past: Resolver | None = None  # see rebuild
+        # devices holding a bad-version mark (issue 15): few, so the hot path
+        # asks the store about these alone; kept by the change log's marks
+        self._marked: set[DeviceId] = set(self.store.marked_devices())
 
     # -- loading ----------------------------------------------------------------
 
@@ -270,6 +273,7 @@ class Fleet:
         """
         layers: set[LayerId] = set()
         devices: set[DeviceId] = set()
+        marks: set[DeviceId] = set()
         everything = False
         while True:
             batch = self.store.changes_since(self._seq, limit=CHANGE_BATCH)
@@ -278,22 +282,56 @@ class Fleet:
                     layers.add(LayerId(change.key))
                 elif change.kind == "device":
                     devices.add(DeviceId(change.key))
+                elif change.kind == "mark":  # the device is served another version
+                    marks.add(DeviceId(change.key))
                 elif change.kind == "setting":
                     everything = True
             if batch:
                 self._seq = batch[-1].seq
             if len(batch) < CHANGE_BATCH:
                 break
+        for device in marks | (devices & self._marked):  # a deleted device lost its marks
+            self._note_marks(device)
         if everything:
             self._load()
             return FleetChanges(
-                layers=frozenset(self.resolver.layer_ids()), devices=frozenset(devices),
+                layers=frozenset(self.resolver.layer_ids()), devices=frozenset(devices | marks),
                 everything=True,
             )  # fmt: skip
         changed = frozenset(layer for layer in sorted(layers) if self._reload_layer(layer))
         for device in devices:
             self._reload_device(device)
-        return FleetChanges(layers=changed, devices=frozenset(devices))
+        return FleetChanges(layers=changed, devices=frozenset(devices | marks))
+
+    # -- versions devices reverted (issue 15) ----------------------------------------
+
+    def bad_version(self, device_id: DeviceId, etag: ETag) -> BadVersion | None:
+        """The device's mark of ``etag`` (it reverted that version), or None.
+
+        Asked on every delta served, so the store is read only for a device
+        known to hold a mark: a mark another process puts or clears arrives
+        through the change log with the next :meth:`refresh`.
+        """
+        if device_id not in self._marked:
+            return None
+        return self.store.get_bad_version(device_id, etag)
+
+    def mark_bad(self, record: BadVersion) -> None:
+        """Mark ``record.etag`` bad for its device, at once for this process."""
+        self.store.put_bad_version(record)
+        self._marked.add(record.device)
+
+    def clear_marks(self, device_id: DeviceId, etag: ETag | None = None) -> int:
+        """Forget the device's mark of ``etag`` (None: all); how many went."""
+        gone = self.store.clear_bad_versions(device_id, etag)
+        self._note_marks(device_id)
+        return gone
+
+    def _note_marks(self, device_id: DeviceId) -> None:
+        if self.store.bad_versions(device_id):
+            self._marked.add(device_id)
+        else:
+            self._marked.discard(device_id)
 
     def _reload_layer(self, layer_id: LayerId) -> bool:
         """Re-read one layer's head; whether its content changed."""

@@ -246,10 +246,10 @@ class SyncService:
             if base == current:
                 return NotModified(current)
             made = self._deltas.get((base, current))
-            if made is not None and self.fleet.store.get_bad_version(device, current) is None:
+            if made is not None and self.fleet.bad_version(device, current) is None:
                 return Representation(made, ContentFormat.DELTA, current)
         target = self.current(device, schema_version=schema_version)
-        mark = self.fleet.store.get_bad_version(device, target.etag)
+        mark = self.fleet.bad_version(device, target.etag)
         if mark is not None:  # the device reverted this version: not again (issue 15)
             kept = self.known(mark.reverted_to, device)
             if kept is None:  # keep it on what it holds (a device with nothing gets it)
@@ -360,7 +360,7 @@ class SyncService:
         if report.adapt is not None:  # the device's local adaptation layer (issue 14)
             record_adaptation(self.fleet.store, device, report.adapt, now=now)
         for trial in reverted:  # not offered to this device again (issue 15)
-            self.fleet.store.put_bad_version(
+            self.fleet.mark_bad(
                 BadVersion(
                     device, trial.candidate, trial.previous, trial.reason or "",
                     trial.detail[:MAX_DETAIL], now,
@@ -389,7 +389,7 @@ class SyncService:
         version it went back to (``held`` when the gateway no longer has that
         one: the device keeps what it has)."""
         current = self.current(device, schema_version=schema_version).etag
-        mark = self.fleet.store.get_bad_version(device, current)
+        mark = self.fleet.bad_version(device, current)
         if mark is None:
             return current
         if self.known(mark.reverted_to, device) is None and held is not None:

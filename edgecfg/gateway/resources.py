@@ -223,7 +223,7 @@ class CoapResource(aiocoap.resource.Resource, aiocoap.resource.PathCapable):
             return error_response(MethodNotAllowed(f"this resource takes {allowed}"))
         # RFC 7252 §5.4.1, §5.4.5 for an OSCORE message's inner options (the
         # datagram screen checked the outer ones, and every plain request)
-        if hasattr(request.remote, "authenticated_claims"):  # unprotected by OSCORE
+        if getattr(request.remote, "underlying_address", None) is not None:  # OSCORE's inner
             faulty = bad_option(int(option.number) for option in request.opt.option_list())
             if faulty is not None:
                 return error_response(BadOption(faulty))

@@ -281,7 +281,7 @@ class OscoreState:
     window: bytes | None = None
 
 
-ChangeKind = Literal["layer", "device", "setting", "revocation"]
+ChangeKind = Literal["layer", "device", "setting", "revocation", "mark"]
 
 FLEET_SETTINGS = "fleet."
 """Settings under this prefix configure the fleet (dimension order, schema):
@@ -402,8 +402,9 @@ class Change:
     """One entry of the change log: what a writer changed, in commit order.
 
     ``kind`` and ``key`` say what to re-read: a layer (its id), a device (its
-    id; registered, changed or deleted), a fleet setting (its key) or a
-    credential revocation (``role/name``).
+    id; registered, changed or deleted), a fleet setting (its key), a
+    credential revocation (``role/name``) or a device's bad-version marks
+    (``mark``, its id: put or cleared).
     """
 
     seq: int
@@ -554,6 +555,12 @@ class Store(Protocol):
 
     def clear_bad_versions(self, device: DeviceId, etag: ETag | None = None) -> int:
         """Forget the device's mark of ``etag`` (None: all of them); how many went."""
+        ...
+
+    def marked_devices(self) -> list[DeviceId]:
+        """Every device holding at least one mark, sorted: a gateway keeps
+        them in memory so the hot path asks the store only for these (marks
+        are rare; a put or clear appends a ``mark`` change)."""
         ...
 
     # -- rollouts (issue 15) -------------------------------------------------

@@ -310,6 +310,7 @@ class MemoryStore:
         bad = self._open().bad
         bad.pop((record.device, record.etag), None)  # a new mark is the newest
         bad[record.device, record.etag] = record
+        self._open().log("mark", record.device)
 
     def get_bad_version(self, device: DeviceId, etag: ETag) -> BadVersion | None:
         """See :meth:`edgecfg.store.base.Store.get_bad_version`."""
@@ -326,7 +327,13 @@ class MemoryStore:
         gone = [key for key in bad if key[0] == device and etag in (None, key[1])]
         for key in gone:
             del bad[key]
+        if gone:
+            self._open().log("mark", device)
         return len(gone)
+
+    def marked_devices(self) -> list[DeviceId]:
+        """See :meth:`edgecfg.store.base.Store.marked_devices`."""
+        return sorted({device for device, _ in self._open().bad})
 
     # -- rollouts --------------------------------------------------------------
 

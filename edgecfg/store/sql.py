@@ -535,6 +535,7 @@ class SQLStore(ABC):
                     record.reason, record.detail, record.marked_at,
                 ),
             )  # fmt: skip
+            db.log("mark", [record.device])
 
     def get_bad_version(self, device: DeviceId, etag: ETag) -> BadVersion | None:
         """See :meth:`edgecfg.store.base.Store.get_bad_version`."""
@@ -559,10 +560,21 @@ class SQLStore(ABC):
         """See :meth:`edgecfg.store.base.Store.clear_bad_versions`."""
         with self._transaction("clear_bad_versions", write=True) as db:
             if etag is None:
-                return db.run("DELETE FROM bad_versions WHERE device_id = ?", (device,))
-            return db.run(
-                "DELETE FROM bad_versions WHERE device_id = ? AND etag = ?", (device, bytes(etag))
-            )
+                gone = db.run("DELETE FROM bad_versions WHERE device_id = ?", (device,))
+            else:
+                gone = db.run(
+                    "DELETE FROM bad_versions WHERE device_id = ? AND etag = ?",
+                    (device, bytes(etag)),
+                )
+            if gone:
+                db.log("mark", [device])
+            return gone
+
+    def marked_devices(self) -> list[DeviceId]:
+        """See :meth:`edgecfg.store.base.Store.marked_devices`."""
+        with self._transaction("marked_devices", write=False) as db:
+            rows = db.all("SELECT DISTINCT device_id FROM bad_versions ORDER BY device_id", ())
+        return [DeviceId(row[0]) for row in rows]
 
     # -- rollouts --------------------------------------------------------------
 

@@ -7,7 +7,9 @@ import dataclasses
 
 from edgecfg.core.apply import ApplyOutcome, ProbeResult
 from edgecfg.core.ids import DeviceId, ETag
+from edgecfg.fleet.fleet import Fleet
 from edgecfg.fleet.sync import NotModified, Representation, SyncService
+from edgecfg.store import BadVersion
 from edgecfg.wire.messages import DeviceReport, StateAnswer
 from tests.fleet.test_sync import DEVICE, fresh_fleet, write
 
@@ -95,3 +97,40 @@ def test_a_trial_the_agent_merely_stopped_marks_nothing() -> None:
     )
     service.report(DEVICE, DeviceReport(good, apply=(stopped,)).encode(), now=60.0)
     assert service.fleet.store.bad_versions(DEVICE) == []
+
+
+def test_a_mark_from_another_writer_holds_after_the_next_refresh() -> None:
+    """The gateway asks the store only about devices it knows hold a mark;
+    a mark put or cleared elsewhere (another gateway, the CLI) arrives
+    through the change log, and the device is reported as changed."""
+    fleet = fresh_fleet()
+    service = SyncService(fleet)
+    write(fleet, {"net.uplink.interval_s": 600}, now=2.0)
+    good = service.current(DEVICE).etag
+    write(fleet, {"net.uplink.interval_s": 700}, now=3.0)
+    bad = service.current(DEVICE).etag
+    first = service.config(DEVICE, base=good)  # the delta is made and cached
+    assert isinstance(first, Representation) and first.etag == bad
+    fleet.store.put_bad_version(BadVersion(DEVICE, bad, good, "reboot", "", 4.0))
+    changes = fleet.refresh()
+    assert DEVICE in changes.devices
+    assert service.config(DEVICE, base=good) == NotModified(good)  # not the cached delta
+    fleet.store.clear_bad_versions(DEVICE)
+    assert DEVICE in fleet.refresh().devices
+    again = service.config(DEVICE, base=good)
+    assert isinstance(again, Representation) and again.etag == bad
+
+
+def test_a_fleet_started_on_a_store_with_marks_honours_them() -> None:
+    service, good, _ = setup()
+    restarted = SyncService(Fleet(service.fleet.store))
+    assert restarted.config(DEVICE, base=good) == NotModified(good)
+    assert restarted.served_etag(DEVICE) == good
+
+
+def test_clearing_through_the_fleet_takes_effect_at_once() -> None:
+    service, good, bad = setup()
+    assert service.fleet.clear_marks(DEVICE) == 1
+    assert service.fleet.bad_version(DEVICE, bad) is None
+    answer = service.config(DEVICE, base=good)
+    assert isinstance(answer, Representation) and answer.etag == bad

@@ -808,3 +808,20 @@ def test_gateways_sharing_a_store_never_store_a_known_window() -> None:
     state = store.oscore_state(enrolment.record.kid)
     assert state is not None and state.window is None and state.next_to_send > 0
     _verified(_credentials(store), enrolment)  # a one-gateway store keeps it exactly
+
+
+async def test_an_unrecognized_critical_inner_option_is_4_02(secured: Secured) -> None:
+    """RFC 7252 §5.4.1 inside OSCORE: the datagram screen sees only the
+    outer options, so the resource checks the decrypted request's (a plain
+    request is checked once, by the screen)."""
+    link = secured.link("dev-1")
+    await link.open()
+    context = link._context  # pyright: ignore[reportPrivateUsage]  (its OSCORE context, raw)
+    assert context is not None
+    request = aiocoap.Message(code=Code.GET, uri=f"{secured.uri}/cfg/dev-1")
+    request.opt.add_option(OpaqueOption(65001, b"x"))  # critical (odd), unknown: class E
+    answer = await context.request(request).response
+    assert answer.code == Code.BAD_OPTION, answer
+    assert b"65001" in answer.payload
+    request = aiocoap.Message(code=Code.GET, uri=f"{secured.uri}/cfg/dev-1")
+    assert (await context.request(request).response).code == Code.CONTENT  # the same link

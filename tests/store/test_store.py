@@ -685,11 +685,29 @@ def test_a_bad_version_is_marked_per_device_replaced_cleared_and_forgotten_with_
     assert store.clear_bad_versions(device, ETag(b"C" * 8)) == 1
     assert store.bad_versions(device) == [again]
     assert store.clear_bad_versions(device, ETag(b"C" * 8)) == 0
+    assert store.marked_devices() == [device, other]
     store.delete_device(device)
     assert store.bad_versions(device) == []
+    assert store.marked_devices() == [other]
     assert store.clear_bad_versions(other) == 1
     assert store.bad_versions(other) == []
-    assert store.last_change() == 2  # marks are bookkeeping: only put and delete logged
+    assert store.marked_devices() == []
+
+
+def test_putting_or_clearing_a_mark_appends_a_mark_change(store: Store) -> None:
+    """A gateway keeps the marked devices in memory: every change to a
+    device's marks reaches it through the log, and nothing else does."""
+    device = DeviceId("dev-bad")
+    bad, good = ETag(b"B" * 8), ETag(b"G" * 8)
+    store.put_bad_version(BadVersion(device, bad, good, "reboot", "", 5.0))
+    before = store.last_change()
+    assert store.clear_bad_versions(device, good) == 0  # nothing went: nothing logged
+    assert store.last_change() == before
+    assert store.clear_bad_versions(device) == 1
+    assert [(c.kind, c.key) for c in store.changes_since(0)] == [
+        ("mark", "dev-bad"),
+        ("mark", "dev-bad"),
+    ]
 
 
 # -- rollouts (issue 15) ------------------------------------------------------------------
