@@ -21,7 +21,7 @@ import functools
 import socket
 import time
 from collections import OrderedDict
-from typing import Final
+from typing import Final, cast
 
 import aiocoap
 from aiocoap.numbers.codes import Code
@@ -154,7 +154,11 @@ class RememberedAnswers:
         key = self._key(message)
         remembered = self._answers.get(key)
         if remembered is not None and message.mtype != Type.CON:
-            self._answers[key] = (remembered[0], message.encode())
+            data = cast(bytes, message.encode())
+            self._answers[key] = (remembered[0], data)
+            # aiocoap sends the message right after asking to store it, and
+            # would encode it again: the bytes kept are the bytes sent
+            message.encode = lambda: data
 
 
 def _resend(manager: object, remote: object, answer: bytes) -> None:

@@ -55,6 +55,12 @@ def is_critical(number: int) -> bool:
 def bad_option(numbers: Iterable[int]) -> str | None:
     """Why a request with these option numbers (in any order, repeats
     included) must be refused 4.02, or None when it may be handled."""
+    numbers = numbers if isinstance(numbers, list) else list(numbers)
+    critical = [n for n in numbers if n & 1]
+    if RECOGNIZED_CRITICAL.issuperset(critical):  # every request that is not refused
+        once = [n for n in critical if n not in REPEATABLE_CRITICAL]
+        if len(once) == len(set(once)):
+            return None
     seen = Counter(numbers)
     unknown = sorted(n for n in seen if is_critical(n) and n not in RECOGNIZED_CRITICAL)
     if unknown:

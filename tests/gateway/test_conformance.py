@@ -18,9 +18,16 @@ import pytest
 from aiocoap.numbers.codes import Code
 from aiocoap.numbers.types import Type
 from aiocoap.optiontypes import BlockOption
+from hypothesis import given
+from hypothesis import strategies as st
 
 from edgecfg.core.ids import DeviceId
-from edgecfg.gateway.conformance import bad_option, block_size_fault
+from edgecfg.gateway.conformance import (
+    RECOGNIZED_CRITICAL,
+    REPEATABLE_CRITICAL,
+    bad_option,
+    block_size_fault,
+)
 from edgecfg.gateway.hardening import UnparsableCount
 from edgecfg.gateway.server import Gateway
 from edgecfg.wire.cbor import encode
@@ -201,3 +208,19 @@ def test_the_unparsable_count_is_logged_once_per_interval(caplog: pytest.LogCapt
     assert "dropped 1 unparsable datagram(s)" in caplog.text
     other = logging.LogRecord("coap-server", logging.WARNING, __file__, 1, "other", (), None)
     assert counter.filter(other) is True
+
+
+@given(st.lists(st.sampled_from([1, 3, 4, 5, 7, 9, 11, 12, 15, 17, 19, 23, 27, 35, 60, 65001])))
+def test_bad_option_refuses_exactly_the_rule(numbers: list[int]) -> None:
+    """The quick path for valid requests answers as the rule: refuse an
+    unrecognized critical option, or a non-repeatable critical one given twice."""
+    unknown = [n for n in numbers if n & 1 and n not in RECOGNIZED_CRITICAL]
+    twice = [
+        n for n in set(numbers)
+        if numbers.count(n) > 1 and n & 1 and n not in REPEATABLE_CRITICAL
+    ]  # fmt: skip
+    found = bad_option(numbers)
+    assert (found is None) == (not unknown and not twice)
+    assert bad_option(iter(numbers)) == found  # any iterable
+    if unknown:
+        assert found is not None and found.startswith("unrecognized critical option")
