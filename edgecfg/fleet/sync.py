@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Final, Literal, cast
 
@@ -119,6 +119,9 @@ class SyncService:
         self._schemas: dict[int, Schema] = {}
         self._persisted: LRUCache[object, bool] = LRUCache(maxsize=PERSISTED_ENTRIES)
         self._pending: dict[tuple[ETag, bytes], None] = {}  # vectors not yet written
+        # vectors held before they are written at once; a gateway that writes
+        # them off its event loop a few times a second raises it
+        self.flush_at = VERSION_BATCH
         # the vectors of versions served lately (equal configs of devices of
         # different stacks share an ETag, each with its own vector)
         self._vectors: LRUCache[ETag, tuple[bytes, ...]] = LRUCache(maxsize=VECTOR_ENTRIES)
@@ -179,26 +182,45 @@ class SyncService:
         if key in self._persisted or key in self._pending:
             return
         self._pending[key] = None
-        if len(self._pending) >= VERSION_BATCH:
+        if len(self._pending) >= self.flush_at:
             self.flush()
 
     def flush(self) -> int:
         """Write the version vectors served since the last flush (the gateway
         calls this a few times a second); how many."""
-        if not self._pending:
+        pending = self.take_versions()
+        if not pending:
             return 0
-        pending, self._pending = self._pending, {}
         try:
-            self.fleet.store.put_versions(pending, now=self.clock())
+            self.write_versions(pending)
         except Exception:
-            # kept for the next flush (a bounded number: past it, their
-            # devices get the full config, which loses nothing but bytes)
+            self.versions_written(pending, ok=False)
+            raise
+        self.versions_written(pending, ok=True)
+        return len(pending)
+
+    def take_versions(self) -> dict[tuple[ETag, bytes], None]:
+        """The version vectors served since the last call, for
+        :meth:`write_versions` (which a gateway runs in a worker thread) and
+        then :meth:`versions_written`; :meth:`flush` is the three in one."""
+        pending, self._pending = self._pending, {}
+        return pending
+
+    def write_versions(self, pending: Mapping[tuple[ETag, bytes], None]) -> None:
+        """Write ``pending`` to the store; touches nothing else, so it may run
+        in another thread than the one serving."""
+        self.fleet.store.put_versions(pending, now=self.clock())
+
+    def versions_written(self, pending: Mapping[tuple[ETag, bytes], None], *, ok: bool) -> None:
+        """Note how the write of ``pending`` went: written, or kept for the
+        next flush (a bounded number: past it, their devices get the full
+        config, which loses nothing but bytes)."""
+        if not ok:
             if len(pending) + len(self._pending) <= VERSION_BATCH * 16:
                 self._pending = {**pending, **self._pending}
-            raise
+            return
         for key in pending:
             self._persisted[key] = True
-        return len(pending)
 
     def known(self, etag: ETag, device: DeviceId | None = None) -> Encoded | None:
         """A configuration version the gateway served before: from memory,

@@ -38,13 +38,13 @@ import aiocoap.resource
 
 from edgecfg.core.admission import Admission, Budgets, Subsiding
 from edgecfg.core.echo import AMPLIFICATION_FACTOR
-from edgecfg.core.ids import DeviceId, LayerId
+from edgecfg.core.ids import DeviceId, ETag, LayerId
 from edgecfg.core.rollout import Decision
 from edgecfg.errors import EdgecfgError
 from edgecfg.fleet.fleet import Fleet, FleetChanges
 from edgecfg.fleet.identity import AuthenticatedPolicy, IdentityPolicy
 from edgecfg.fleet.rollouts import RolloutService
-from edgecfg.fleet.sync import SyncService
+from edgecfg.fleet.sync import VERSION_BATCH, SyncService
 from edgecfg.gateway.admission import RememberedAnswers
 from edgecfg.gateway.amplification import AddressGuard, Discovery
 from edgecfg.gateway.hardening import harden
@@ -176,6 +176,12 @@ class Gateway:
         # duplicate detection of the server's UDP interfaces (edgecfg.gateway.admission)
         self.remembered: list[RememberedAnswers] = []
         self.subsiding = Subsiding()
+        # the served versions' vectors are written off the event loop
+        self._store_thread = ThreadPoolExecutor(1, thread_name_prefix="edgecfg-store")
+        self._versions: asyncio.Task[None] | None = None
+        self._versions_failed = -math.inf  # when a write of them last failed (logged)
+        if not isinstance(store, MemoryStore):  # safe across threads
+            self.service.flush_at = VERSION_BATCH * 8
 
     def layer_changed(self, layer: LayerId) -> None:
         """Notify observers of the layer and of every observed device that
@@ -201,6 +207,7 @@ class Gateway:
         quiet_aiocoap()
         self.fleet.store.check_writable()  # one StoreError now, not one per write later
         self._rollout_thread = ThreadPoolExecutor(1, thread_name_prefix="edgecfg-rollouts")
+        self._store_thread = ThreadPoolExecutor(1, thread_name_prefix="edgecfg-store")
         if port != 0:
             _refuse_a_taken_port(host, port)
         root = self.site if self.credentials is None else OscoreSite(self.site, self.credentials)
@@ -287,7 +294,7 @@ class Gateway:
         (remembered exchanges, idle uploads), end the observations of idle
         observers, and hand the memory of a burst back to the system once it
         is over (:func:`release_memory`)."""
-        self.service.flush()  # the version vectors served since the last call
+        self._write_versions()  # the version vectors served since the last call
         self.admission.expire(now)  # counts stay true when it is quiet
         remembered = sum(table.expire(now) for table in self.remembered)
         highest = sum(table.highest() for table in self.remembered)  # since the last call
@@ -295,6 +302,35 @@ class Gateway:
         self.gate.observations.end_idle(now, self.admission.last_heard)
         if self.subsiding.note(remembered, highest):
             release_memory()
+
+    def _write_versions(self) -> None:
+        """Write the version vectors served since the last call in the store
+        thread (on the loop for the in-memory store of tests, or when no loop
+        runs); one write at a time."""
+        if self._versions is not None and not self._versions.done():
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is None or isinstance(self.fleet.store, MemoryStore):
+            self.service.flush()
+            return
+        pending = self.service.take_versions()
+        if pending:
+            self._versions = loop.create_task(self._versions_off_loop(pending))
+
+    async def _versions_off_loop(self, pending: dict[tuple[ETag, bytes], None]) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._store_thread, self.service.write_versions, pending)
+        except Exception:
+            self.service.versions_written(pending, ok=False)
+            if loop.time() - self._versions_failed >= 60.0:  # a lasting fault: once a minute
+                self._versions_failed = loop.time()
+                log.exception("writing the served versions' vectors failed (kept to retry)")
+        else:
+            self.service.versions_written(pending, ok=True)
 
     async def _refresh_loop(self) -> None:
         while True:
@@ -374,6 +410,9 @@ class Gateway:
 
     async def stop(self) -> None:
         """Stop serving and release the socket."""
+        if self._versions is not None:
+            await self._versions  # its failures are kept for the flush below
+        await asyncio.get_running_loop().run_in_executor(None, self._store_thread.shutdown)
         try:
             self.service.flush()
         except Exception:  # a failing store must not stop the stop
