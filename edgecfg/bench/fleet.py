@@ -16,7 +16,11 @@ caches); the load comes from this process as raw CoAP datagrams (messages
 encoded with aiocoap's codec, nothing else of it: no exchange layer, no
 retransmission logic of aiocoap; our own CON timer of 2 s counts
 retransmissions).  A bare aiocoap resource returning 40 B, driven the same
-way in the same run, is the baseline.  Per fleet size it reports:
+way in the same run, is the baseline: its server runs beside the gateway,
+and each steady phase of the gateway is ROUNDS rounds, each between two of
+the bare server's, the ratio the median over the rounds (a change of the
+machine's load during the run falls on both sides of it).  Per fleet size
+it reports:
 
 - ``startup_s``: from starting the process to the first answer to a device;
 - ``idle_cpu_pct``: the gateway's CPU while nobody asks (percent of a core);
@@ -24,12 +28,15 @@ way in the same run, is the baseline.  Per fleet size it reports:
 - CPU per request, each ÷ bare: ``cpu_ratio_valid`` (2.03 for the current
   ETag), ``cpu_ratio_delta`` (a delta the gateway already made);
   ``cpu_ratio_first_after_edit``: a device's first request after a
-  fleet-wide (global layer) edit ÷ a cached delta;
+  fleet-wide (global layer) edit ÷ its second one (the delta made, cached),
+  over EDITS edits, each phase charged its deferred work (the versions'
+  vectors written after it);
 - ``p50_ms``/``p99_ms`` over the steady requests, ``retransmissions``;
 - ``visible_delay_s``: from a write committed by another process to the
   gateway answering with the new version;
 - ``db_growth_per_device``: bytes the database file (checkpointed) grew by
-  with the fleet-wide edit and one sync of every sampled device, per device.
+  per fleet-wide edit and sampled device (each edit followed by a sync of
+  every sampled device).
 
 The load driver plays ``--sample`` devices: every device of randomly chosen
 group stacks (after an edit every device of a stack asks, and what they
@@ -85,7 +92,7 @@ CONCURRENCY: Final = 32
 ACK_TIMEOUT_S: Final = 2.0
 MAX_RETRANSMIT: Final = 4
 MIN_CPU_TICKS: Final = 30
-ROUNDS: Final = 3  # of each steady phase, alternating with the bare server
+ROUNDS: Final = 5  # of each steady phase, alternating with the bare server
 EDITS: Final = 3  # fleet-wide edits, each followed by every device's first request
 SETTLE_S: Final = 0.5
 SETTLE_LIMIT_S: Final = 30.0
@@ -442,30 +449,43 @@ class Bare:
     cpu_s: float = 0.0
     count: int = 0
 
-    async def round(self) -> None:
+    async def round(self) -> float:
+        """One round; its CPU per request (µs)."""
         phase = await drive(self.client, self.pid, self.requests)
         _expect(phase, Code.CONTENT, "bare")
         self.cpu_s += phase.cpu_s
         self.count += len(phase.answers)
+        return phase.cpu_per_request_us
 
     @property
     def us(self) -> float:
         return 1e6 * self.cpu_s / self.count
 
 
-async def paired(client: RawClient, pid: int, requests: Sequence[Request], bare: Bare) -> Phase:
+@dataclass(frozen=True, slots=True)
+class Paired:
+    phase: Phase
+    ratio: float
+    """The median over the rounds of the gateway's CPU per request ÷ the
+    mean of the bare rounds just before and just after it."""
+
+
+async def paired(client: RawClient, pid: int, requests: Sequence[Request], bare: Bare) -> Paired:
     """``requests`` to the gateway ROUNDS times, each round between two of
-    the bare server's: the gateway's CPU over all of them."""
+    the bare server's."""
     answers: list[Answer] = []
     cpu = 0.0
+    ratios: list[float] = []
     await settle(pid)
-    await bare.round()
+    before = await bare.round()
     for _ in range(ROUNDS):
         phase = await drive(client, pid, requests)
         answers.extend(phase.answers)
         cpu += phase.cpu_s
-        await bare.round()
-    return Phase(answers, cpu)
+        after = await bare.round()
+        ratios.append(phase.cpu_per_request_us / ((before + after) / 2))
+        before = after
+    return Paired(Phase(answers, cpu), median(ratios))
 
 
 async def measure(
@@ -515,7 +535,8 @@ async def measure(
             held = {DeviceId(a.request.path[1]): a.etag or b"" for a in full.answers}
             valid_requests = [Request(("cfg", d), held[d]) for d in chosen]
             progress("2.03 for the current version (rounds alternating with the bare server)")
-            valid = await paired(client, pid, valid_requests, bare)
+            valid_paired = await paired(client, pid, valid_requests, bare)
+            valid = valid_paired.phase
             _expect(valid, Code.VALID, "current ETag")
             await asyncio.sleep(1.0)  # the gateway writes what it served a few times a second
             before = data_bytes(db)
@@ -552,7 +573,8 @@ async def measure(
             )
             first_ratio = first_after.cpu_s / sum(p.cpu_s for p in cached)
             progress("cached deltas (rounds alternating with the bare server)")
-            delta = await paired(client, pid, stale, bare)
+            delta_paired = await paired(client, pid, stale, bare)
+            delta = delta_paired.phase
             _expect(delta, Code.CONTENT, "cached delta")
             rss = rss_mib(pid)
         finally:
@@ -575,8 +597,8 @@ async def measure(
         valid_us=valid.cpu_per_request_us,
         delta_us=delta.cpu_per_request_us,
         first_after_edit_us=first_after.cpu_per_request_us,
-        cpu_ratio_valid=valid.cpu_per_request_us / bare.us,
-        cpu_ratio_delta=delta.cpu_per_request_us / bare.us,
+        cpu_ratio_valid=valid_paired.ratio,
+        cpu_ratio_delta=delta_paired.ratio,
         cpu_ratio_first_after_edit=first_ratio,
         p50_ms=1000 * median(steady),
         p99_ms=1000 * percentile(steady, 0.99),
