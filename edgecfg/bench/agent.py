@@ -29,6 +29,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from edgecfg.bench.agent_child import LAUNCH
 from edgecfg.bench.load import gateway_child
 from edgecfg.bench.measure import percentile
 from edgecfg.core.ids import DeviceId
@@ -65,7 +66,7 @@ def _device(
     env = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
     env["PYTHONPYCACHEPREFIX"] = str(pycache)
     result = subprocess.run(
-        [sys.executable, "-m", "edgecfg.bench.agent_child", uri, device, str(folder), str(journal),
+        [sys.executable, "-c", LAUNCH, uri, device, str(folder), str(journal),
          str(samples), mode],
         capture_output=True,
         text=True,

@@ -1,6 +1,8 @@
 """The device side of ``edgecfg bench agent``, alone in a child process.
 
-``python -m edgecfg.bench.agent_child URI DEVICE FOLDER ...`` syncs from
+:data:`LAUNCH` (``python -c LAUNCH URI DEVICE FOLDER ...``) starts it as a
+device's process starts (:func:`~edgecfg.agent.device_process.refuse_openssl`
+before anything else is imported), then syncs from
 the gateway at ``URI``, records ``JOURNAL`` local changes "offline", times
 local resolution, reconnects, and prints its figures as JSON.  It runs in a
 process of its own so that the peak RSS it reports is what a device's agent
@@ -12,19 +14,28 @@ imports only what a device imports (the parent computes the percentiles).
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import sys
 import time
-import tracemalloc
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Final
 
 from edgecfg.agent.coap import CoapLink
 from edgecfg.agent.local_state import LocalState
 from edgecfg.agent.overrides import LocalOverrides
-from edgecfg.agent.sync import Agent, Backoff
+from edgecfg.agent.sync import Agent, Backoff, SyncResult
 from edgecfg.core.tree import flatten, get, is_map
 from edgecfg.errors import CommandError
+
+LAUNCH: Final = (
+    "import sys\n"
+    "from edgecfg.agent.device_process import refuse_openssl\n"
+    "refuse_openssl()\n"
+    "from edgecfg.bench.agent_child import main\n"
+    "sys.exit(main(sys.argv[1:]))\n"
+)
+"""The child's program: OpenSSL's modules refused before the agent loads."""
 
 
 def peak_rss_mib() -> float:
@@ -83,12 +94,9 @@ async def run_device(
         pending = len(local.pending())
         peak = float("nan")
         if trace:
-            tracemalloc.start()
-        result = await agent.sync()  # the reconnect: journal up, merge, new config down
-        if trace:
-            _, traced = tracemalloc.get_traced_memory()
-            tracemalloc.stop()
-            peak = traced / 2**20
+            result, peak = await _traced(agent.sync())
+        else:
+            result = await agent.sync()  # the reconnect: journal up, merge, new config down
         merged = agent.config
         if local.pending() or merged is None or not is_map(merged):
             raise CommandError("the reconnect did not converge")
@@ -109,17 +117,28 @@ async def run_device(
         }
 
 
+async def _traced(sync: Coroutine[None, None, SyncResult]) -> tuple[SyncResult, float]:
+    """Run the reconnect ``sync`` under tracemalloc: its result and heap peak
+    (MiB).  tracemalloc (with pickle) loads here, in the traced run only."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        result = await sync
+        _, traced = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return result, traced / 2**20
+
+
 def main(argv: list[str]) -> int:
-    """Child entry: ``python -m edgecfg.bench.agent_child URI DEVICE FOLDER JOURNAL
-    SAMPLES trace|rss``."""
+    """Child entry: ``python -c LAUNCH URI DEVICE FOLDER JOURNAL SAMPLES trace|rss``."""
     uri, device, folder, journal, samples, mode = argv
     figures = asyncio.run(
         run_device(uri, device, Path(folder), int(journal), int(samples), trace=mode == "trace")
     )
     figures["modules_loaded"] = float(len(sys.modules))
+    import json  # after the peak was read: the device has no use for it
+
     print(json.dumps(figures))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -36,13 +36,37 @@ FORBIDDEN = (
 )
 
 
-def loaded_by(*modules: str) -> set[str]:
-    """The modules a fresh interpreter holds after importing ``modules``."""
+DEVICE_PROCESS_FORBIDDEN = (
+    "ssl",  # asyncio's TLS: libssl + libcrypto, 4.4 MB (refused, see device_process)
+    "_ssl",
+    "_hashlib",  # OpenSSL digests; the built-in _sha256 gives the same ETags
+    "pickle",  # tracemalloc's; the bench's traced run only
+    "tracemalloc",
+    "argparse",  # the whole CLI's
+    "email",  # importlib.metadata's
+    "http",
+    "multiprocessing",
+    "concurrent.futures.process",
+    "logging.config",
+    "unittest",
+)
+"""What the device's own process (``bench agent``'s child) must not load beyond
+:data:`FORBIDDEN`: each was measured in MBs of RSS (README, "Performance")."""
+
+
+def loaded_by(*modules: str, refuse_openssl: bool = False) -> set[str]:
+    """The modules a fresh interpreter holds after importing ``modules``
+    (first refusing OpenSSL's modules as a device's process does, if asked)."""
+    refuse = (
+        "from edgecfg.agent.device_process import refuse_openssl\nrefuse_openssl()\n"
+        if refuse_openssl
+        else ""
+    )
     code = (
-        "import importlib, json, sys\n"
+        f"{refuse}import importlib, json, sys\n"
         f"for name in {list(modules)!r}:\n"
         "    importlib.import_module(name)\n"
-        "print(json.dumps(sorted(sys.modules)))\n"
+        "print(json.dumps(sorted(n for n, m in sys.modules.items() if m is not None)))\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
@@ -70,6 +94,19 @@ def test_the_agent_loads_no_operator_gateway_or_tooling_module() -> None:
     loaded = loaded_by(*AGENT_MODULES)
     assert "edgecfg.agent.sync" in loaded  # the probe really imported the agent
     assert offenders(loaded, FORBIDDEN) == []
+
+
+def test_the_device_process_loads_neither_openssl_nor_a_heavy_module() -> None:
+    loaded = loaded_by(
+        *AGENT_MODULES,
+        "edgecfg.agent.local_state",
+        "edgecfg.agent.overrides",
+        "edgecfg.bench.agent_child",
+        refuse_openssl=True,
+    )
+    assert "edgecfg.bench.agent_child" in loaded
+    allowed_bench = {"edgecfg.bench", "edgecfg.bench.agent_child"}  # the probe itself
+    assert offenders(loaded - allowed_bench, FORBIDDEN + DEVICE_PROCESS_FORBIDDEN) == []
 
 
 @pytest.mark.parametrize("name", ["__version__", "make_delta", "Schema", "schema_from_document"])
