@@ -39,9 +39,9 @@ from typing import Any, Final, TypeVar
 from edgecfg.agent.apply import ApplyGuard
 from edgecfg.agent.coap import Link as CoapLinkProtocol
 from edgecfg.agent.coap import LinkDown, Reply, shed
-from edgecfg.agent.local_state import LocalState
 from edgecfg.agent.overrides import LocalOverrides
 from edgecfg.agent.rules import LocalRules
+from edgecfg.agent.sealed_store import LocalState
 from edgecfg.core.ids import ETag
 from edgecfg.core.rules import Adaptation
 from edgecfg.core.session import (

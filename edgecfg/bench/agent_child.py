@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Final
 
 from edgecfg.agent.coap import CoapLink
-from edgecfg.agent.local_state import LocalState
 from edgecfg.agent.overrides import LocalOverrides
+from edgecfg.agent.sealed_store import LocalState
 from edgecfg.agent.sync import Agent, Backoff, SyncResult
 from edgecfg.core.tree import flatten, get, is_map
 from edgecfg.errors import CommandError

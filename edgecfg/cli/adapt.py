@@ -14,8 +14,8 @@ import math
 from pathlib import Path
 from typing import Final
 
-from edgecfg.agent.local_state import LocalState
 from edgecfg.agent.rules import LocalRules
+from edgecfg.agent.sealed_store import LocalState
 from edgecfg.cli.arguments import argument
 from edgecfg.cli.files import load_rules, print_json, read_bytes
 from edgecfg.cli.operator import adaptation_json, utc

@@ -24,7 +24,9 @@ from edgecfg.agent.apply import (
     TrialPolicy,
 )
 from edgecfg.agent.coap import CoapLink, LinkDown
-from edgecfg.agent.local_state import (
+from edgecfg.agent.overrides import LocalOverrides
+from edgecfg.agent.rules import load_record
+from edgecfg.agent.sealed_store import (
     DeviceMismatch,
     KeyMismatch,
     LocalState,
@@ -32,8 +34,6 @@ from edgecfg.agent.local_state import (
     record_device,
     recorded_device,
 )
-from edgecfg.agent.overrides import LocalOverrides
-from edgecfg.agent.rules import load_record
 from edgecfg.agent.sync import AGENT_VERSION, Agent, Backoff, Retry, SyncResult, until
 from edgecfg.cli.adapt import READING, RULES, open_rules, parse_readings, print_adaptation
 from edgecfg.cli.arguments import JSON, add_actions, add_command, argument, number

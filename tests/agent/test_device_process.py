@@ -23,7 +23,7 @@ def test_the_agent_runs_without_openssl_and_computes_the_same_etags() -> None:
         "import json, sys\n"
         "from edgecfg.agent.device_process import refuse_openssl\n"
         "refuse_openssl()\n"
-        "import edgecfg.agent.sync, edgecfg.agent.coap, edgecfg.agent.local_state\n"
+        "import edgecfg.agent.sync, edgecfg.agent.coap, edgecfg.agent.sealed_store\n"
         "from edgecfg.wire.cbor import etag\n"
         f"tag = etag({CONFIG!r}).hex()\n"
         "absent = [n for n in ('ssl', '_ssl', '_hashlib') if sys.modules.get(n) is not None]\n"

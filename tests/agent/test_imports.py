@@ -99,7 +99,7 @@ def test_the_agent_loads_no_operator_gateway_or_tooling_module() -> None:
 def test_the_device_process_loads_neither_openssl_nor_a_heavy_module() -> None:
     loaded = loaded_by(
         *AGENT_MODULES,
-        "edgecfg.agent.local_state",
+        "edgecfg.agent.sealed_store",
         "edgecfg.agent.overrides",
         "edgecfg.bench.agent_child",
         refuse_openssl=True,

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from edgecfg.agent.coap import CoapLink, LinkDown, Method, Reply, Traffic
-from edgecfg.agent.local_state import LocalState
+from edgecfg.agent.sealed_store import LocalState
 from edgecfg.agent.sync import Agent, Backoff, Retry, until
 from edgecfg.core.ids import DeviceId, LayerId
 from edgecfg.core.layers import layer_from_parts
