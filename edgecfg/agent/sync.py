@@ -34,16 +34,13 @@ import random
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-from edgecfg.agent.apply import ApplyGuard
 from edgecfg.agent.coap import Link as CoapLinkProtocol
 from edgecfg.agent.coap import LinkDown, Reply, shed
 from edgecfg.agent.overrides import LocalOverrides
-from edgecfg.agent.rules import LocalRules
 from edgecfg.agent.sealed_store import LocalState
 from edgecfg.core.ids import ETag
-from edgecfg.core.rules import Adaptation
 from edgecfg.core.session import (
     MAX_WAIT_S,
     WAIT_SPREAD,
@@ -78,6 +75,13 @@ from edgecfg.wire.journal import entry_to_value
 from edgecfg.wire.messages import DeviceReport, MessageError, StateAnswer
 from edgecfg.wire.numbers import CoapCode, ContentFormat
 from edgecfg.wire.senml import Record, encode_senml
+
+if TYPE_CHECKING:
+    # Given by the caller when it has them: a device without a probe or
+    # rules never loads their modules (issue 16).
+    from edgecfg.agent.apply import ApplyGuard
+    from edgecfg.agent.rules import LocalRules
+    from edgecfg.core.rules import Adaptation
 
 AGENT_VERSION: Final = "1.0.0"
 JOURNAL_CHUNK_BYTES: Final = 900  # journal entries per state report: one CoAP block

@@ -38,14 +38,25 @@ LAUNCH: Final = (
 """The child's program: OpenSSL's modules refused before the agent loads."""
 
 
-def peak_rss_mib() -> float:
-    """This process's peak RSS (``VmHWM``), in MiB.  Not ``ru_maxrss``: Linux
-    carries that across ``exec``, so a child would inherit its parent's peak."""
+def memory_mib(*fields: str) -> list[float]:
+    """``fields`` of ``/proc/self/status`` in MiB: ``VmHWM`` is this
+    process's peak RSS (not ``ru_maxrss``: Linux carries that across
+    ``exec``, so a child would inherit its parent's peak); ``RssAnon`` and
+    ``RssFile`` split the current RSS into private memory and mapped files
+    (shared libraries' pages, which other processes share and the kernel
+    may drop)."""
     status = Path("/proc/self/status")
-    for line in status.read_text(encoding="ascii").splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise OSError(f"{status}: no VmHWM line (not Linux?)")
+    values = {
+        name: int(rest.split()[0]) / 1024
+        for name, _, rest in (
+            line.partition(":") for line in status.read_text("ascii").splitlines()
+        )
+        if name in fields
+    }
+    missing = [name for name in fields if name not in values]
+    if missing:
+        raise OSError(f"{status}: no {', '.join(missing)} line (not Linux?)")
+    return [values[name] for name in fields]
 
 
 async def run_device(
@@ -100,12 +111,15 @@ async def run_device(
         merged = agent.config
         if local.pending() or merged is None or not is_map(merged):
             raise CommandError("the reconnect did not converge")
+        rss_peak, rss_anon, rss_file = memory_mib("VmHWM", "RssAnon", "RssFile")
         return {
             "leaves": float(len(flatten(held.tree))),
             "config_bytes": float(len(held.cbor)),
             "journal_entries": float(pending),
             "heap_peak_mb": peak,
-            "rss_peak_mb": peak_rss_mib(),
+            "rss_peak_mb": rss_peak,
+            "rss_anon_mb": rss_anon,
+            "rss_file_mb": rss_file,
             "warm_ms": warm,
             "cold_ms": cold,
             "direct_ms": direct,
