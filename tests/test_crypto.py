@@ -1,6 +1,6 @@
 """Keys and record sealing for the device store (edgecfg/crypto.py): HKDF key
 derivation (RFC 5869), the dev key file, AES-256-GCM records.  The store that
-uses them: tests/agent/test_ab_store.py."""
+uses them: tests/agent/test_sealed_store_generations.py."""
 
 from __future__ import annotations
 

@@ -19,8 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from edgecfg.agent.local_state import LocalState
 from edgecfg.agent.rules import LocalRules
+from edgecfg.agent.sealed_store import LocalState
 from edgecfg.cli.files import load_rules, load_schema
 from edgecfg.core.ids import ETag
 from edgecfg.core.rules import RuleState, evaluate

@@ -37,10 +37,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol
 
-from edgecfg.agent.ab_store import NothingToRevert
 from edgecfg.agent.coap import SHEDDING, CoapLink, Link, LinkDown
-from edgecfg.agent.fs import REAL_FS, FileSystem, WriteFailed
-from edgecfg.agent.local_state import LocalState
+from edgecfg.agent.sealed_store import REAL_FS, FileSystem, LocalState, NothingToRevert, WriteFailed
 from edgecfg.core import apply as machine
 from edgecfg.core.apply import ApplyOutcome, ApplyState, ProbeResult, Trial
 from edgecfg.core.path import Path as ConfigPath

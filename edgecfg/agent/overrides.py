@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
 
-from edgecfg.agent.fs import REAL_FS, WriteFailed
+from edgecfg.agent.sealed_store import REAL_FS, WriteFailed
 from edgecfg.core.hlc import Timestamp, tick
 from edgecfg.core.ids import ETag
 from edgecfg.core.journal import Journal, JournalEntry, check_override

@@ -7,7 +7,7 @@ with ``{"battery_pct": 18.0, "rsrp_dbm": -117.0}``); the pure evaluation of
 schema's local-override policy, over the configuration below it (the applied
 config plus pending local overrides).  The rule states and the layer are
 sealed in the state directory (``rules.bin``, written atomically by
-:class:`~edgecfg.agent.local_state.LocalState` with the store key), so a
+:class:`~edgecfg.agent.sealed_store.LocalState` with the store key), so a
 restart resumes mid-dwell and mid-count, and the device runs on the adapted
 values while offline.  A changed layer is marked unreported: the next
 ``POST /state`` carries it (``adapt``), and the gateway shows it in
@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from edgecfg.agent.local_state import LocalState
+from edgecfg.agent.sealed_store import LocalState
 from edgecfg.core.rules import NO_ADAPTATION, Adaptation, RuleSet, RuleState, evaluate
 from edgecfg.core.schema import Schema
 from edgecfg.core.tree import Tree

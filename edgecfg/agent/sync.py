@@ -34,16 +34,13 @@ import random
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-from edgecfg.agent.apply import ApplyGuard
 from edgecfg.agent.coap import Link as CoapLinkProtocol
 from edgecfg.agent.coap import LinkDown, Reply, shed
-from edgecfg.agent.local_state import LocalState
 from edgecfg.agent.overrides import LocalOverrides
-from edgecfg.agent.rules import LocalRules
+from edgecfg.agent.sealed_store import LocalState
 from edgecfg.core.ids import ETag
-from edgecfg.core.rules import Adaptation
 from edgecfg.core.session import (
     MAX_WAIT_S,
     WAIT_SPREAD,
@@ -78,6 +75,13 @@ from edgecfg.wire.journal import entry_to_value
 from edgecfg.wire.messages import DeviceReport, MessageError, StateAnswer
 from edgecfg.wire.numbers import CoapCode, ContentFormat
 from edgecfg.wire.senml import Record, encode_senml
+
+if TYPE_CHECKING:
+    # Given by the caller when it has them: a device without a probe or
+    # rules never loads their modules (issue 16).
+    from edgecfg.agent.apply import ApplyGuard
+    from edgecfg.agent.rules import LocalRules
+    from edgecfg.core.rules import Adaptation
 
 AGENT_VERSION: Final = "1.0.0"
 JOURNAL_CHUNK_BYTES: Final = 900  # journal entries per state report: one CoAP block
@@ -156,7 +160,10 @@ class Agent:
     """Keeps one device's configuration in sync with the gateway.
 
     ``on_retry`` is told about each failed attempt before the agent waits
-    to retry (the CLI prints it).
+    to retry (the CLI prints it).  ``clock`` (monotonic seconds) and
+    ``sleep`` are the only time the driver knows: a test or a simulator
+    passes a virtual clock and a sleep that advances it, and a backoff or a
+    gateway's Max-Age then costs no real time.
     """
 
     def __init__(
@@ -178,6 +185,8 @@ class Agent:
         on_retry: Callable[[Retry], None] | None = None,
         guard: ApplyGuard | None = None,
         rules: LocalRules | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.link = link
         self.state = state
@@ -197,6 +206,8 @@ class Agent:
         self.rules = rules  # the local adaptation layer (issue 14); None: no rules
         self.last_merge: Value | None = None  # the gateway's last answer about local overrides
         self._introduced = False
+        self.clock = clock  # the session's time (monotonic seconds)
+        self.sleep = sleep  # waits out a backoff or Max-Age; tests pass a virtual one
 
     # -- public -------------------------------------------------------------------
 
@@ -273,7 +284,7 @@ class Agent:
             failures += 1
             delay = self.backoff.after(error, min(failures, 10), self.rng) + 0.01
             self._retrying(Retry(failures, None, delay, error))
-            await asyncio.sleep(delay)
+            await self.sleep(delay)
 
     @property
     def link_address(self) -> str:
@@ -308,7 +319,7 @@ class Agent:
         if self.local is not None:  # pending changes were made on this version
             self.local.note_base(held.etag if held is not None else None)
         return Start(
-            time.monotonic(),
+            self.clock(),
             held.etag if held is not None else None,
             self.state.load_transfer(),
             local_pending=(self.local is not None and bool(self.local.pending()))
@@ -351,15 +362,15 @@ class Agent:
                         event = await self._install(action)
                     case Report():
                         try:
-                            event = Reported(time.monotonic(), await self._report())
+                            event = Reported(self.clock(), await self._report())
                         except LinkDown as error:
                             event, down = self._lost(error), error
                     case Sleep(until=until, attempt=attempt, attempts=attempts):
-                        delay = max(0.0, until - time.monotonic())
+                        delay = max(0.0, until - self.clock())
                         assert down is not None
                         self._retrying(Retry(attempt, attempts, delay, down))
-                        await asyncio.sleep(delay)
-                        event = Woke(time.monotonic())
+                        await self.sleep(delay)
+                        event = Woke(self.clock())
                     case Finished(outcome=outcome):
                         return outcome
                     case GaveUp(reason=reason, kind=kind):
@@ -370,7 +381,7 @@ class Agent:
             actions = session.receive(event)
 
     def _lost(self, error: LinkDown) -> Lost:
-        return Lost(time.monotonic(), str(error), self.rng.random(), error.retry_after_s)
+        return Lost(self.clock(), str(error), self.rng.random(), error.retry_after_s)
 
     async def _get(self, action: Get, down: LinkDown | None) -> tuple[Event, LinkDown | None]:
         size = action.szx if action.szx is not None else DEFAULT_SZX
@@ -387,7 +398,7 @@ class Agent:
         answer = _answer(reply)
         if answer.kind == "busy":  # the session waits its Max-Age; this says why
             down = shed(self.link_address, reply) or down
-        return Got(time.monotonic(), answer), down
+        return Got(self.clock(), answer), down
 
     async def _install(self, action: Install) -> Installed | Unusable:
         held = self.state.load_config()
@@ -395,15 +406,15 @@ class Agent:
         try:
             config = decode_config(base, action.payload, action.content_format, action.etag)
         except (DeltaError, PeerError) as error:
-            return Unusable(time.monotonic(), str(error))
+            return Unusable(self.clock(), str(error))
         if self.guard is None:
             self.state.save_config(config)
         elif await self.guard.install(config) is not None:  # a trial ended: report it
             now = self.state.load_config()
             assert now is not None
-            return Installed(time.monotonic(), now.etag, changed=True, report=True)
+            return Installed(self.clock(), now.etag, changed=True, report=True)
         changed = held is None or config.etag != held.etag
-        return Installed(time.monotonic(), config.etag, changed)
+        return Installed(self.clock(), config.etag, changed)
 
     async def _report(self) -> bool:
         """POST /state (several when the journal is long); True when the gateway

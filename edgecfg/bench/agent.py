@@ -29,6 +29,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from edgecfg.bench.agent_child import LAUNCH
 from edgecfg.bench.load import gateway_child
 from edgecfg.bench.measure import percentile
 from edgecfg.core.ids import DeviceId
@@ -42,8 +43,9 @@ HEAP_TARGET_MB = 5.0
 RSS_TARGET_MB = 30.0
 """Issue 16: the agent's process fits a 64 MB device with room for its application."""
 RESOLVE_TARGET_MS = 0.25
-DEVICES = ("bench-agent", "bench-agent-rss")
-"""The traced run's device and the untraced (RSS) run's: one state each."""
+DEVICES = ("bench-agent", "bench-agent-rss", "bench-agent-oo-compile", "bench-agent-oo")
+"""One device (one state) per run: traced, untraced (RSS), the run that
+compiles the ``-OO`` bytecode, untraced on that bytecode."""
 
 
 def _prepare(db: Path, leaves: int) -> None:
@@ -56,16 +58,27 @@ def _prepare(db: Path, leaves: int) -> None:
 
 
 def _device(
-    uri: str, device: str, folder: Path, *, journal: int, samples: int, mode: str, pycache: Path
+    uri: str,
+    device: str,
+    folder: Path,
+    *,
+    journal: int,
+    samples: int,
+    mode: str,
+    pycache: Path,
+    optimize: bool = False,
 ) -> dict[str, Any]:
-    """The device side, in a child process of its own (its RSS is the agent's)."""
+    """The device side, in a child process of its own (its RSS is the agent's);
+    with ``optimize``, on bytecode compiled by ``python -OO`` (no docstrings,
+    no asserts), as a device's image ships it."""
     # A device runs compiled bytecode: let the children write theirs (to a
     # folder of the bench's) even where PYTHONDONTWRITEBYTECODE is set, or
     # every import would compile from source and count the compiler's memory.
     env = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
     env["PYTHONPYCACHEPREFIX"] = str(pycache)
     result = subprocess.run(
-        [sys.executable, "-m", "edgecfg.bench.agent_child", uri, device, str(folder), str(journal),
+        [sys.executable, *(["-OO"] if optimize else []), "-c", LAUNCH, uri, device, str(folder),
+         str(journal),
          str(samples), mode],
         capture_output=True,
         text=True,
@@ -80,24 +93,40 @@ def _device(
 
 
 def _figures(uri: str, folder: Path, journal: int, samples: int) -> dict[str, float]:
-    """The device run twice on fresh state: traced for the heap, then
+    """The device run on fresh state each time: traced for the heap, then
     untraced for the RSS (tracemalloc's bookkeeping would count as the
-    agent's), on the bytecode the first run compiled."""
+    agent's) on the bytecode the first run compiled; then the same on
+    ``-OO`` bytecode, compiled by a short run first (a device's image ships
+    it compiled: the compiler's memory is not the agent's)."""
     pycache = folder / "pycache"
-    raw = _device(
-        uri, DEVICES[0], folder / "traced", journal=journal, samples=samples, mode="trace",
-        pycache=pycache,
-    )  # fmt: skip
-    untraced = _device(
-        uri, DEVICES[1], folder / "untraced", journal=journal, samples=samples, mode="rss",
-        pycache=pycache,
-    )  # fmt: skip
+    runs = (
+        ("trace", False, journal, samples),
+        ("rss", False, journal, samples),
+        ("rss", True, 8, 8),  # compiles the -OO bytecode, on the same code paths
+        ("rss", True, journal, samples),
+    )
+    raw, untraced, _, optimized = (
+        _device(
+            uri,
+            device,
+            folder / device,
+            journal=changes,
+            samples=count,
+            mode=mode,
+            pycache=pycache,
+            optimize=optimize,
+        )
+        for device, (mode, optimize, changes, count) in zip(DEVICES, runs, strict=True)
+    )
     warm: list[float] = raw.pop("warm_ms")
     cold: list[float] = raw.pop("cold_ms")
     direct: list[float] = raw.pop("direct_ms")
     figures: dict[str, float] = {
         **raw,
-        "rss_peak_mb": untraced["rss_peak_mb"],
+        "rss_peak_mb": optimized["rss_peak_mb"],
+        "rss_anon_mb": optimized["rss_anon_mb"],
+        "rss_file_mb": optimized["rss_file_mb"],
+        "rss_peak_docstrings_mb": untraced["rss_peak_mb"],
         "rss_peak_traced_mb": raw["rss_peak_mb"],
         "resolve_warm_p50_ms": statistics.median(warm),
         "resolve_warm_p99_ms": percentile(warm, 0.99),
@@ -136,6 +165,9 @@ def run_agent_bench(*, leaves: int, journal: int, samples: int, as_json: bool = 
     rows = [
         ("heap peak during the reconnect sync (MB)", figures["heap_peak_mb"]),
         ("agent process peak RSS, reconnect included (MB)", figures["rss_peak_mb"]),
+        ("  at the end: private (RssAnon) (MB)", figures["rss_anon_mb"]),
+        ("  at the end: mapped files (RssFile) (MB)", figures["rss_file_mb"]),
+        ("  the same peak on bytecode with docstrings (MB)", figures["rss_peak_docstrings_mb"]),
         ("modules the agent process loaded", figures["modules_loaded"]),
         ("local resolution, warm p50 / p99 (ms)", figures["resolve_warm_p50_ms"]),
         ("", figures["resolve_warm_p99_ms"]),

@@ -1,6 +1,8 @@
 """The device side of ``edgecfg bench agent``, alone in a child process.
 
-``python -m edgecfg.bench.agent_child URI DEVICE FOLDER ...`` syncs from
+:data:`LAUNCH` (``python -c LAUNCH URI DEVICE FOLDER ...``) starts it as a
+device's process starts (:func:`~edgecfg.agent.device_process.refuse_openssl`
+before anything else is imported), then syncs from
 the gateway at ``URI``, records ``JOURNAL`` local changes "offline", times
 local resolution, reconnects, and prints its figures as JSON.  It runs in a
 process of its own so that the peak RSS it reports is what a device's agent
@@ -12,29 +14,49 @@ imports only what a device imports (the parent computes the percentiles).
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import sys
 import time
-import tracemalloc
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Final
 
 from edgecfg.agent.coap import CoapLink
-from edgecfg.agent.local_state import LocalState
 from edgecfg.agent.overrides import LocalOverrides
-from edgecfg.agent.sync import Agent, Backoff
+from edgecfg.agent.sealed_store import LocalState
+from edgecfg.agent.sync import Agent, Backoff, SyncResult
 from edgecfg.core.tree import flatten, get, is_map
 from edgecfg.errors import CommandError
 
+LAUNCH: Final = (
+    "import sys\n"
+    "from edgecfg.agent.device_process import refuse_openssl\n"
+    "refuse_openssl()\n"
+    "from edgecfg.bench.agent_child import main\n"
+    "sys.exit(main(sys.argv[1:]))\n"
+)
+"""The child's program: OpenSSL's modules refused before the agent loads."""
 
-def peak_rss_mib() -> float:
-    """This process's peak RSS (``VmHWM``), in MiB.  Not ``ru_maxrss``: Linux
-    carries that across ``exec``, so a child would inherit its parent's peak."""
+
+def memory_mib(*fields: str) -> list[float]:
+    """``fields`` of ``/proc/self/status`` in MiB: ``VmHWM`` is this
+    process's peak RSS (not ``ru_maxrss``: Linux carries that across
+    ``exec``, so a child would inherit its parent's peak); ``RssAnon`` and
+    ``RssFile`` split the current RSS into private memory and mapped files
+    (shared libraries' pages, which other processes share and the kernel
+    may drop)."""
     status = Path("/proc/self/status")
-    for line in status.read_text(encoding="ascii").splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise OSError(f"{status}: no VmHWM line (not Linux?)")
+    values = {
+        name: int(rest.split()[0]) / 1024
+        for name, _, rest in (
+            line.partition(":") for line in status.read_text("ascii").splitlines()
+        )
+        if name in fields
+    }
+    missing = [name for name in fields if name not in values]
+    if missing:
+        raise OSError(f"{status}: no {', '.join(missing)} line (not Linux?)")
+    return [values[name] for name in fields]
 
 
 async def run_device(
@@ -83,21 +105,21 @@ async def run_device(
         pending = len(local.pending())
         peak = float("nan")
         if trace:
-            tracemalloc.start()
-        result = await agent.sync()  # the reconnect: journal up, merge, new config down
-        if trace:
-            _, traced = tracemalloc.get_traced_memory()
-            tracemalloc.stop()
-            peak = traced / 2**20
+            result, peak = await _traced(agent.sync())
+        else:
+            result = await agent.sync()  # the reconnect: journal up, merge, new config down
         merged = agent.config
         if local.pending() or merged is None or not is_map(merged):
             raise CommandError("the reconnect did not converge")
+        rss_peak, rss_anon, rss_file = memory_mib("VmHWM", "RssAnon", "RssFile")
         return {
             "leaves": float(len(flatten(held.tree))),
             "config_bytes": float(len(held.cbor)),
             "journal_entries": float(pending),
             "heap_peak_mb": peak,
-            "rss_peak_mb": peak_rss_mib(),
+            "rss_peak_mb": rss_peak,
+            "rss_anon_mb": rss_anon,
+            "rss_file_mb": rss_file,
             "warm_ms": warm,
             "cold_ms": cold,
             "direct_ms": direct,
@@ -109,17 +131,28 @@ async def run_device(
         }
 
 
+async def _traced(sync: Coroutine[None, None, SyncResult]) -> tuple[SyncResult, float]:
+    """Run the reconnect ``sync`` under tracemalloc: its result and heap peak
+    (MiB).  tracemalloc (with pickle) loads here, in the traced run only."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        result = await sync
+        _, traced = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return result, traced / 2**20
+
+
 def main(argv: list[str]) -> int:
-    """Child entry: ``python -m edgecfg.bench.agent_child URI DEVICE FOLDER JOURNAL
-    SAMPLES trace|rss``."""
+    """Child entry: ``python -c LAUNCH URI DEVICE FOLDER JOURNAL SAMPLES trace|rss``."""
     uri, device, folder, journal, samples, mode = argv
     figures = asyncio.run(
         run_device(uri, device, Path(folder), int(journal), int(samples), trace=mode == "trace")
     )
     figures["modules_loaded"] = float(len(sys.modules))
+    import json  # after the peak was read: the device has no use for it
+
     print(json.dumps(figures))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Final, Literal, cast, get_args
 
 from edgecfg.agent.coap import CoapLink
-from edgecfg.agent.local_state import LocalState
+from edgecfg.agent.sealed_store import LocalState
 from edgecfg.agent.sync import Agent, Backoff, SyncResult
 from edgecfg.bench.load import gateway_child
 from edgecfg.core.energy import (

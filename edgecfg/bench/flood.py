@@ -161,7 +161,7 @@ async def _device(
 ) -> None:  # fmt: skip
     """Full syncs one after the other, each from a fresh local state."""
     from edgecfg.agent.coap import CoapLink
-    from edgecfg.agent.local_state import LocalState
+    from edgecfg.agent.sealed_store import LocalState
     from edgecfg.agent.sync import Agent
 
     number = 0

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Final, cast
 
 from edgecfg.agent.coap import CoapLink
-from edgecfg.agent.local_state import LocalState
+from edgecfg.agent.sealed_store import LocalState
 from edgecfg.agent.sync import Agent, SyncResult
 from edgecfg.bench.load import Load, Target, drive, response_size, run_bare, run_gateway
 from edgecfg.bench.measure import free_udp_port

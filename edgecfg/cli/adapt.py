@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import argparse
 import math
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
 
-from edgecfg.agent.local_state import LocalState
 from edgecfg.agent.rules import LocalRules
+from edgecfg.agent.sealed_store import LocalState
 from edgecfg.cli.arguments import argument
 from edgecfg.cli.files import load_rules, print_json, read_bytes
-from edgecfg.cli.operator import adaptation_json, utc
-from edgecfg.core.rules import INPUT_NAME, Adaptation, describe
+from edgecfg.core.rules import INPUT_NAME, Adaptation, Adapted, describe
 from edgecfg.core.schema import Schema
 from edgecfg.errors import CommandError, show_value
 from edgecfg.wire.documents import guess_format
@@ -104,3 +104,23 @@ def print_adaptation(adaptation: Adaptation, *, as_json: bool) -> None:
         )
     for refused in adaptation.refused:
         print(f"{refused.dotted}: rule {refused.rule} not applied: {refused.reason}")
+
+
+def adaptation_json(adapted: Adapted, reported_at: float | None = None) -> dict[str, object]:
+    """One adapted value for ``--json`` output (gateway explain, agent show)."""
+    row: dict[str, object] = {
+        "value": adapted.value,
+        "rule": adapted.rule,
+        "since": utc(adapted.since),
+        "condition": adapted.condition,
+        "reading": None if adapted.trigger is None else adapted.trigger.value,
+        "bound": adapted.bound,
+    }
+    if reported_at is not None:
+        row["reported"] = utc(reported_at)
+    return row
+
+
+def utc(seconds: float) -> str:
+    """A wall-clock time as ``2026-12-07 16:00:00Z``."""
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M:%SZ")

@@ -8,8 +8,11 @@ family of commands of one form, the benchmarks, is a table
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable, Iterable
 from typing import Any, Final, cast
+
+from edgecfg.errors import EdgecfgError
 
 Handler = Callable[[argparse.Namespace], int]
 Declare = Callable[[argparse.ArgumentParser], object]
@@ -75,3 +78,26 @@ def number(
 
 
 JSON: Final[Declare] = argument("--json", action="store_true", help="machine-readable output")
+
+
+def dispatch(args: argparse.Namespace, name: str) -> int:
+    """Run the command ``args`` were parsed for (its ``handler``); turn
+    edgecfg's errors into one line on stderr, ``name: error: ...``."""
+    handler = cast(Handler, args.handler)
+    try:
+        return handler(args)
+    except EdgecfgError as error:
+        print(f"{name}: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{name}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 141
+    except OSError as error:
+        if error.filename is None:
+            raise
+        # a file the command may not open or lock (a read-only folder, a lock
+        # path that is a folder): one line, as for edgecfg's own errors
+        print(f"{name}: error: {error.filename}: {error.strerror}", file=sys.stderr)
+        return 1

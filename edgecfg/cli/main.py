@@ -23,6 +23,7 @@ from edgecfg.cli.arguments import (
     add_command,
     add_commands,
     argument,
+    dispatch,
     number,
 )
 from edgecfg.cli.database import default_db
@@ -34,7 +35,7 @@ from edgecfg.cli.roles import register as register_roles
 from edgecfg.cli.rollouts import register as register_rollout_commands
 from edgecfg.cli.telemetry import register as register_telemetry_commands
 from edgecfg.core.tree import Value, is_map
-from edgecfg.errors import CommandError, DeltaError, EdgecfgError, Violation
+from edgecfg.errors import CommandError, DeltaError, Violation
 from edgecfg.wire.cbor import encode, etag
 from edgecfg.wire.delta import apply_delta, delta_kind, make_delta
 from edgecfg.wire.documents import ConfigFormat, guess_format
@@ -507,27 +508,8 @@ def _register_benches(commands: Any) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: parse, dispatch, turn edgecfg errors into one line on stderr."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    handler = cast(Handler, args.handler)
-    try:
-        return handler(args)
-    except EdgecfgError as error:
-        print(f"edgecfg {args.command}: error: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"edgecfg {args.command}: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:
-        return 141
-    except OSError as error:
-        if error.filename is None:
-            raise
-        # a file the command may not open or lock (a read-only folder, a lock
-        # path that is a folder): one line, as for edgecfg's own errors
-        print(f"edgecfg {args.command}: error: {error.filename}: {error.strerror}",
-              file=sys.stderr)  # fmt: skip
-        return 1
+    args = build_parser().parse_args(argv)
+    return dispatch(args, f"edgecfg {args.command}")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from edgecfg.cli.adapt import adaptation_json, utc
 from edgecfg.cli.arguments import JSON, Declare, add_actions, add_command, argument
 from edgecfg.cli.database import add_db_option, open_fleet, shown
 from edgecfg.cli.device_status import register_device_status
@@ -39,7 +40,6 @@ from edgecfg.core.layers import (
 )
 from edgecfg.core.path import Path, format_path, parse_path
 from edgecfg.core.resolve import Explanation
-from edgecfg.core.rules import Adapted
 from edgecfg.core.rules import describe as describe_adapted
 from edgecfg.core.tree import UNSET, UnsetType, Value, check_model, is_map
 from edgecfg.errors import CommandError, EdgecfgError, NotFound
@@ -345,26 +345,6 @@ def _adaptation_lines(reported: ReportedAdaptation, paths: Sequence[Path]) -> li
         for r in refused
     ]
     return lines
-
-
-def adaptation_json(adapted: Adapted, reported_at: float | None = None) -> dict[str, object]:
-    """One adapted value for ``--json`` output (gateway explain, agent show)."""
-    row: dict[str, object] = {
-        "value": adapted.value,
-        "rule": adapted.rule,
-        "since": utc(adapted.since),
-        "condition": adapted.condition,
-        "reading": None if adapted.trigger is None else adapted.trigger.value,
-        "bound": adapted.bound,
-    }
-    if reported_at is not None:
-        row["reported"] = utc(reported_at)
-    return row
-
-
-def utc(seconds: float) -> str:
-    """A wall-clock time as ``2026-12-07 16:00:00Z``."""
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 def _print_explanation(fleet: Fleet, explanation: Explanation) -> None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgecfg.agent.coap import CoapLink
-from edgecfg.agent.local_state import LocalState
+from edgecfg.agent.sealed_store import LocalState
 from edgecfg.agent.sync import Agent, Backoff, SyncResult
 from edgecfg.core.ids import DeviceId
 from edgecfg.fleet.fleet import Fleet

@@ -1,5 +1,5 @@
 # pyright: strict
-"""The kill -9 target of ``test_ab_store_crash.py``: commits configurations until killed.
+"""The kill -9 target of ``test_sealed_store_crash.py``: commits configurations until killed.
 
 Usage: ``python crash_worker.py DIRECTORY KEY_HEX SEED``
 
@@ -35,7 +35,7 @@ import sys
 import time
 import traceback
 
-from edgecfg.agent.ab_store import DeviceStore
+from edgecfg.agent.sealed_store import DeviceStore
 from edgecfg.wire.cbor import Encoded
 
 LIFETIME_S = 30.0

@@ -20,8 +20,8 @@ from edgecfg.agent.apply import (
     TrialPolicy,
 )
 from edgecfg.agent.coap import Link, LinkDown, Method, Reply, Traffic
-from edgecfg.agent.fs import FaultyFileSystem, MemoryFileSystem
-from edgecfg.agent.local_state import APPLY_FILE, LocalState
+from edgecfg.agent.fs_doubles import FaultyFileSystem, MemoryFileSystem
+from edgecfg.agent.sealed_store import APPLY_FILE, LocalState
 from edgecfg.core.apply import ProbeResult
 from edgecfg.core.schema import Schema
 from edgecfg.errors import UsageError

@@ -8,53 +8,11 @@ not an RSS threshold (``edgecfg bench agent`` measures the RSS).
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 import pytest
 
+from tests.imports import DEVICE_PROCESS_FORBIDDEN, FORBIDDEN, loaded_by, offenders
+
 AGENT_MODULES = ("edgecfg.agent.sync", "edgecfg.agent.coap", "edgecfg.agent.apply")
-
-FORBIDDEN = (
-    "yaml",  # documents in YAML are an operator's
-    "tomllib",
-    "cbor_diag",  # diagnostic notation is for showing bytes to people
-    "psycopg",
-    "sqlite3",  # the gateway's stores
-    "matplotlib",
-    "aiocoap.oscore",  # only with OSCORE credentials (CoapLink loads it then)
-    "filelock",  # aiocoap.oscore's
-    "importlib.metadata",  # edgecfg.__version__, asked for by the CLI only
-    "edgecfg.gateway",
-    "edgecfg.fleet",
-    "edgecfg.store",
-    "edgecfg.sim",
-    "edgecfg.bench",
-    "edgecfg.cli",
-    "edgecfg.core.schema_document",
-)
-
-
-def loaded_by(*modules: str) -> set[str]:
-    """The modules a fresh interpreter holds after importing ``modules``."""
-    code = (
-        "import importlib, json, sys\n"
-        f"for name in {list(modules)!r}:\n"
-        "    importlib.import_module(name)\n"
-        "print(json.dumps(sorted(sys.modules)))\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
-    )
-    return set(json.loads(result.stdout))
-
-
-def offenders(loaded: set[str], forbidden: tuple[str, ...]) -> list[str]:
-    """The loaded modules that are, or lie under, a forbidden one."""
-    return sorted(
-        name for name in loaded if any(name == f or name.startswith(f + ".") for f in forbidden)
-    )
 
 
 def test_offenders_finds_a_package_and_its_submodules_but_not_a_prefix_name() -> None:
@@ -70,6 +28,19 @@ def test_the_agent_loads_no_operator_gateway_or_tooling_module() -> None:
     loaded = loaded_by(*AGENT_MODULES)
     assert "edgecfg.agent.sync" in loaded  # the probe really imported the agent
     assert offenders(loaded, FORBIDDEN) == []
+
+
+def test_the_device_process_loads_neither_openssl_nor_a_heavy_module() -> None:
+    loaded = loaded_by(
+        *AGENT_MODULES,
+        "edgecfg.agent.sealed_store",
+        "edgecfg.agent.overrides",
+        "edgecfg.bench.agent_child",
+        refuse_openssl=True,
+    )
+    assert "edgecfg.bench.agent_child" in loaded
+    allowed_bench = {"edgecfg.bench", "edgecfg.bench.agent_child"}  # the probe itself
+    assert offenders(loaded - allowed_bench, FORBIDDEN + DEVICE_PROCESS_FORBIDDEN) == []
 
 
 @pytest.mark.parametrize("name", ["__version__", "make_delta", "Schema", "schema_from_document"])

@@ -9,8 +9,8 @@ import pytest
 from aiocoap.numbers.codes import Code
 
 from edgecfg.agent.coap import CoapLink
-from edgecfg.agent.local_state import LocalState
 from edgecfg.agent.overrides import LocalOverrides
+from edgecfg.agent.sealed_store import LocalState
 from edgecfg.agent.sync import Agent, Backoff
 from edgecfg.core.ids import DeviceId, LayerId
 from edgecfg.core.journal import LocalOverrideRefused

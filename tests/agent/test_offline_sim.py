@@ -24,8 +24,8 @@ import pytest
 from aiocoap.numbers.codes import Code
 
 from edgecfg.agent.coap import CoapLink, Link, LinkDown, Method, Reply, Traffic
-from edgecfg.agent.local_state import LocalState
 from edgecfg.agent.overrides import LocalOverrides
+from edgecfg.agent.sealed_store import LocalState
 from edgecfg.agent.sync import Agent, Backoff
 from edgecfg.core.ids import DeviceId, ETag, LayerId
 from edgecfg.core.layers import layer_from_parts, local_layer

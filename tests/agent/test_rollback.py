@@ -20,7 +20,7 @@ from edgecfg.agent.apply import (
     TrialPolicy,
 )
 from edgecfg.agent.coap import CoapLink
-from edgecfg.agent.local_state import LocalState
+from edgecfg.agent.sealed_store import LocalState
 from edgecfg.agent.sync import Agent, Backoff
 from edgecfg.core.ids import DeviceId, LayerId
 from edgecfg.core.layers import layer_from_parts

@@ -13,7 +13,7 @@ import pytest
 
 from edgecfg.agent.apply import SERVER_URI, ApplyGuard, FileApplier, ReachabilityProbe, TrialPolicy
 from edgecfg.agent.coap import CoapLink
-from edgecfg.agent.local_state import LocalState
+from edgecfg.agent.sealed_store import LocalState
 from edgecfg.agent.sync import Agent, Backoff
 from edgecfg.core.ids import DeviceId, LayerId
 from edgecfg.core.layers import layer_from_parts

@@ -7,9 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgecfg.agent.coap import CoapLink
-from edgecfg.agent.local_state import RULES_FILE, LocalState
 from edgecfg.agent.overrides import LocalOverrides
 from edgecfg.agent.rules import LocalRules
+from edgecfg.agent.sealed_store import RULES_FILE, LocalState
 from edgecfg.agent.sync import Agent, Backoff
 from edgecfg.core.ids import DeviceId
 from edgecfg.core.tree import get

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from edgecfg.agent.coap import CoapLink, LinkDown, Method, Reply, Traffic
-from edgecfg.agent.local_state import LocalState
+from edgecfg.agent.sealed_store import LocalState
 from edgecfg.agent.sync import Agent, Backoff, Retry, until
 from edgecfg.core.ids import DeviceId, LayerId
 from edgecfg.core.layers import layer_from_parts
@@ -22,6 +22,7 @@ from edgecfg.gateway.server import Gateway
 from edgecfg.sim.link import LinkProfile
 from edgecfg.sim.proxy import UdpProxy
 from edgecfg.wire.senml import Record
+from tests.agent.virtual_time import VirtualTime
 from tests.gateway.helpers import free_udp_port
 
 INTERVAL = ("net", "uplink", "interval_s")
@@ -430,15 +431,21 @@ async def test_a_sync_refused_4_29_waits_the_gateways_max_age_then_succeeds(
         retries.append(retry)
         gateway.admission.budgets = budgets  # the retry is let in
 
+    virtual = VirtualTime()  # the Max-Age is waited out in virtual time, not for real
     async with CoapLink(gateway.uri, ack_timeout=0.5) as link:
-        agent = Agent(link, LocalState(tmp_path), device="dev-1", backoff=SLOW, on_retry=reopen)
+        agent = Agent(
+            link, LocalState(tmp_path), device="dev-1", backoff=SLOW, on_retry=reopen,
+            clock=virtual.clock, sleep=virtual.sleep,
+        )  # fmt: skip
         async with asyncio.timeout(60):  # a bound for a broken agent, not a timing assumption
             result = await agent.sync()
     assert result.outcome == "updated"
     [retry] = retries
     assert (retry.error.kind, retry.error.retry_after_s) == ("overloaded", 1.0)
-    # the sync session sleeps until the Max-Age is over (less what already passed)
-    assert 0.0 < retry.delay_s <= 1.0 * (1 + WAIT_SPREAD)
+    # the sync session sleeps until the Max-Age is over, spread by up to WAIT_SPREAD
+    # (no virtual time passed since the refusal: the whole Max-Age is left)
+    assert virtual.slept == [retry.delay_s]
+    assert 1.0 <= retry.delay_s <= 1.0 * (1 + WAIT_SPREAD)
     assert "4.29, retry after 1 s" in str(retry.error)
 
 
@@ -448,9 +455,11 @@ async def test_an_observation_the_gateway_ended_is_registered_again_after_its_ma
     results: asyncio.Queue[str] = asyncio.Queue()
     retries: asyncio.Queue[Retry] = asyncio.Queue()
     stop = asyncio.Event()
+    virtual = VirtualTime()  # the Max-Age is waited out in virtual time, not for real
     async with CoapLink(gateway.uri, ack_timeout=0.5) as link:
         agent = Agent(link, LocalState(tmp_path), device="dev-1", backoff=SLOW,
-                      on_retry=retries.put_nowait)  # fmt: skip
+                      on_retry=retries.put_nowait, clock=virtual.clock,
+                      sleep=virtual.sleep)  # fmt: skip
         watcher = asyncio.create_task(agent.watch(stop, lambda r: results.put_nowait(r.outcome)))
         async with asyncio.timeout(60):
             assert await results.get() == "updated"
@@ -463,6 +472,7 @@ async def test_an_observation_the_gateway_ended_is_registered_again_after_its_ma
             assert (retry.error.kind, retry.error.retry_after_s) == ("overloaded", IDLE_RETRY_S)
             assert retry.delay_s <= IDLE_RETRY_S * (1 + WAIT_SPREAD) + 0.01
             assert await results.get() == "current"  # it syncs, then observes again
+            assert virtual.slept == [retry.delay_s]  # the one wait, in virtual time
             await observing(gateway)
             edit(gateway, 5400)
             assert await results.get() == "updated"  # notified through the new observation

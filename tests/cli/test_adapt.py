@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from edgecfg.agent.local_state import LocalState
+from edgecfg.agent.sealed_store import LocalState
 from edgecfg.cli.main import main
 from edgecfg.wire.cbor import Encoded
 from tests.cli.helpers import serving_one_device

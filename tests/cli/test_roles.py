@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from edgecfg.agent.local_state import LocalState, record_device
+from edgecfg.agent.sealed_store import LocalState, record_device
 from edgecfg.cli.main import main
 from edgecfg.crypto import derive_store_key
 from edgecfg.wire.cbor import Encoded

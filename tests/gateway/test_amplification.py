@@ -18,7 +18,7 @@ from aiocoap.numbers.types import Type
 
 from edgecfg.agent import coap as agent_coap
 from edgecfg.agent.coap import CoapLink
-from edgecfg.agent.local_state import LocalState
+from edgecfg.agent.sealed_store import LocalState
 from edgecfg.agent.sync import Agent, Backoff
 from edgecfg.core.echo import FRESHNESS_S, VerifiedPeers, allowance, make_echo
 from edgecfg.core.ids import DeviceId, LayerId

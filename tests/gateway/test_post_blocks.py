@@ -16,7 +16,7 @@ import aiocoap
 from aiocoap.numbers.codes import Code
 
 from edgecfg.agent.coap import CoapLink
-from edgecfg.agent.local_state import LocalState
+from edgecfg.agent.sealed_store import LocalState
 from edgecfg.agent.sync import Agent
 from edgecfg.core.ids import DeviceId
 from edgecfg.fleet.reconcile import acknowledged_sequence

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from edgecfg.agent.local_state import (
+from edgecfg.agent.sealed_store import (
     DEV_KEY_FILE,
     KEY_CHECK_FILE,
     DeviceMismatch,

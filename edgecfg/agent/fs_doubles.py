@@ -1,203 +1,22 @@
-"""A small file-system interface for the device store.
-
-The store talks to the disk only through :class:`FileSystem`: a handful of
-primitive operations (``open_write``, ``write``, ``fsync``, ``close``,
-``rename``, ``fsync_dir``, ``read``, ``exists``, ``remove``, ``listdir``,
-``make_dir``) and :meth:`FileSystem.write_file_atomic`, composed from them.
-That narrow waist lets tests see every operation in order
-(:class:`RecordingFileSystem`), replay any prefix of them under a crash
-model, keep files in memory (:class:`MemoryFileSystem`) and inject errors
-(:class:`FaultyFileSystem`) like httpcore's in-memory transports.
-
-Primitives raise :class:`OSError` exactly as the OS does; only
-:meth:`~FileSystem.write_file_atomic` translates, into :class:`WriteFailed`.
-Paths are plain strings.
+"""Test doubles of :class:`~edgecfg.agent.sealed_store.FileSystem`: files in
+memory (:class:`MemoryFileSystem`), every operation recorded in order
+(:class:`RecordingFileSystem`, so a crash harness can replay any prefix of
+them) and injected errors (:class:`FaultyFileSystem`), like httpcore's
+in-memory transports.  Shipped with the package for the crash tests and the
+simulator; a device never loads it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno as errnos
 import os
-from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Final, Literal, NewType, TypeVar
+from typing import TypeVar
 
-from edgecfg.errors import StoreError
+from edgecfg.agent.sealed_store import MUTATING, FileHandle, FileSystem, OperationKind
 
 _T = TypeVar("_T")
-
-FileHandle = NewType("FileHandle", int)
-"""An open file, as returned by :meth:`FileSystem.open_write`."""
-
-OperationKind = Literal[
-    "open_write", "write", "fsync", "close", "rename", "fsync_dir",
-    "read", "exists", "remove", "listdir", "make_dir",
-]  # fmt: skip
-MUTATING: Final[frozenset[OperationKind]] = frozenset(
-    ("open_write", "write", "fsync", "close", "rename", "fsync_dir", "remove", "make_dir")
-)
-"""Operations that change the disk (or its durability); the rest only look."""
-TEMP_SUFFIX: Final = ".tmp"
-""":meth:`FileSystem.write_file_atomic` writes ``path + TEMP_SUFFIX`` first."""
-
-
-class WriteFailed(StoreError):
-    """An atomic file write failed; ``replaced`` says whether the rename happened.
-
-    With ``replaced`` false the target still holds its previous content and
-    the temporary file was removed (best effort).  With ``replaced`` true
-    the rename was done but the directory fsync failed: the target holds the
-    new content now, and after a power cut may hold either.
-    """
-
-    def __init__(self, *, path: str, operation: str, error: OSError, replaced: bool) -> None:
-        code = errnos.errorcode.get(error.errno or 0, str(error.errno))
-        super().__init__(f"{path}: {operation} failed: {error.strerror or error} ({code})")
-        self.path = path
-        self.operation = operation
-        self.errno = error.errno
-        self.replaced = replaced
-
-
-class FileSystem(ABC):
-    """Primitive file operations plus the atomic write built from them."""
-
-    @abstractmethod
-    def open_write(self, path: str) -> FileHandle:
-        """Create ``path`` (mode 0600) or truncate it; open it for writing."""
-
-    @abstractmethod
-    def write(self, handle: FileHandle, data: bytes) -> None:
-        """Append all of ``data`` at the file position."""
-
-    @abstractmethod
-    def fsync(self, handle: FileHandle) -> None:
-        """Make the file's data and size durable."""
-
-    @abstractmethod
-    def close(self, handle: FileHandle) -> None:
-        """Release the handle (does not imply durability)."""
-
-    @abstractmethod
-    def rename(self, source: str, target: str) -> None:
-        """Atomically replace ``target`` by ``source`` (rename(2) semantics)."""
-
-    @abstractmethod
-    def fsync_dir(self, path: str) -> None:
-        """Make the directory's entries (creations, renames, removals) durable."""
-
-    @abstractmethod
-    def read(self, path: str, limit: int) -> bytes:
-        """At most ``limit`` bytes from the start of ``path``; FileNotFoundError if absent."""
-
-    @abstractmethod
-    def exists(self, path: str) -> bool:
-        """Whether a file or directory exists at ``path``."""
-
-    @abstractmethod
-    def remove(self, path: str) -> None:
-        """Unlink the file ``path``."""
-
-    @abstractmethod
-    def listdir(self, path: str) -> list[str]:
-        """Sorted names of the entries in the directory ``path``."""
-
-    @abstractmethod
-    def make_dir(self, path: str) -> None:
-        """Create the directory ``path`` and its parents (mode 0700); no error if present."""
-
-    def write_file_atomic(self, path: str, data: bytes) -> None:
-        """Replace ``path`` with ``data`` so that a crash leaves the old or the new file.
-
-        Temporary file → write → fsync → close → rename over ``path`` → fsync
-        of the directory.  The data fsync comes before the rename because a
-        file system may commit the rename before the data (ext4 without
-        ``auto_da_alloc``, XFS, btrfs): renaming unsynced data can leave an
-        empty or torn file under the final name.  The directory fsync makes
-        the rename itself durable (fsync(2): "an fsync() on a file descriptor
-        for the directory is also needed").  Raises :class:`WriteFailed`.
-        """
-        temporary = path + TEMP_SUFFIX
-        operation = "open_write"
-        try:
-            handle = self.open_write(temporary)
-            try:
-                operation = "write"
-                self.write(handle, data)
-                operation = "fsync"
-                self.fsync(handle)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    self.close(handle)
-                raise
-            operation = "close"
-            self.close(handle)
-            operation = "rename"
-            self.rename(temporary, path)
-        except OSError as error:
-            with contextlib.suppress(OSError):
-                self.remove(temporary)
-            raise WriteFailed(
-                path=temporary, operation=operation, error=error, replaced=False
-            ) from error
-        directory = os.path.dirname(path) or "."
-        try:
-            self.fsync_dir(directory)
-        except OSError as error:
-            raise WriteFailed(
-                path=directory, operation="fsync_dir", error=error, replaced=True
-            ) from error
-
-
-class RealFileSystem(FileSystem):
-    """The operating system's file system, through :mod:`os`."""
-
-    def open_write(self, path: str) -> FileHandle:
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
-        return FileHandle(os.open(path, flags, 0o600))
-
-    def write(self, handle: FileHandle, data: bytes) -> None:
-        view = memoryview(data)
-        while view:  # write(2) may write less than asked
-            view = view[os.write(handle, view) :]
-
-    def fsync(self, handle: FileHandle) -> None:
-        os.fsync(handle)
-
-    def close(self, handle: FileHandle) -> None:
-        os.close(handle)
-
-    def rename(self, source: str, target: str) -> None:
-        os.replace(source, target)
-
-    def fsync_dir(self, path: str) -> None:
-        descriptor = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
-
-    def read(self, path: str, limit: int) -> bytes:
-        with open(path, "rb") as handle:
-            return handle.read(limit)
-
-    def exists(self, path: str) -> bool:
-        return os.path.exists(path)
-
-    def remove(self, path: str) -> None:
-        os.remove(path)
-
-    def listdir(self, path: str) -> list[str]:
-        return sorted(os.listdir(path))
-
-    def make_dir(self, path: str) -> None:
-        os.makedirs(path, mode=0o700, exist_ok=True)
-
-
-REAL_FS: Final = RealFileSystem()
-"""The shared :class:`RealFileSystem` (it holds no state)."""
 
 
 def _missing(path: str) -> FileNotFoundError:

@@ -41,7 +41,7 @@ tests check the harness itself: without the data fsync it finds violations
 under (b) and (c); without the directory fsync, under (d).
 
 Not modelled: reordering across an fsync (it is a barrier), damage to
-synced data (``test_ab_store.py`` covers corruption) and the creation of the
+synced data (``test_sealed_store_generations.py`` covers corruption) and the creation of the
 store directory itself (the tests create it first).
 """
 
@@ -63,14 +63,19 @@ from typing import Literal
 
 import pytest
 
-from edgecfg.agent.ab_store import CommitFailed, DeviceStore, Loaded, NothingToRevert
-from edgecfg.agent.fs import (
-    REAL_FS,
+from edgecfg.agent.fs_doubles import (
     FaultyFileSystem,
-    FileHandle,
     MemoryFileSystem,
     Operation,
     RecordingFileSystem,
+)
+from edgecfg.agent.sealed_store import (
+    REAL_FS,
+    CommitFailed,
+    DeviceStore,
+    FileHandle,
+    Loaded,
+    NothingToRevert,
 )
 from edgecfg.crypto import derive_store_key
 from edgecfg.wire.cbor import Encoded

@@ -2,7 +2,7 @@
 """The device store: generations, last-known-good, corruption recovery (its keys
 and record sealing: ``tests/test_crypto.py``).
 
-Crash safety (prefix replay, kill -9, ENOSPC/EIO) is in ``test_ab_store_crash.py``.
+Crash safety (prefix replay, kill -9, ENOSPC/EIO) is in ``test_sealed_store_crash.py``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgecfg.agent.ab_store import (
+from edgecfg.agent.fs_doubles import FaultyFileSystem, MemoryFileSystem
+from edgecfg.agent.sealed_store import (
+    REAL_FS,
     RECORD_OVERHEAD,
     DeviceStore,
     NothingToRevert,
@@ -26,7 +28,6 @@ from edgecfg.agent.ab_store import (
     StoreEventKind,
     UnknownGeneration,
 )
-from edgecfg.agent.fs import REAL_FS, FaultyFileSystem, MemoryFileSystem
 from edgecfg.crypto import (
     RecordCipher,
     derive_store_key,
@@ -374,7 +375,7 @@ def test_events_accumulate_until_taken(store: DeviceStore) -> None:
 
 
 def sealed_by_hand(slot: str, number: int, body: bytes) -> bytes:
-    """A slot file built from the layout documented in ``edgecfg.agent.ab_store``."""
+    """A slot file built from the layout documented in ``edgecfg.agent.sealed_store``."""
     aad = b"ECDS\x01" + slot.encode() + b"\x00\x00" + number.to_bytes(8, "big")
     nonce, sealed = RecordCipher(KEY).seal(body, aad)
     return aad + nonce + sealed
