@@ -666,6 +666,9 @@ def verdicts(row: Figures, smallest: Figures) -> dict[str, bool]:
         found["2.03 CPU within 1.15x the smallest fleet's"] = (
             row.cpu_ratio_valid <= 1.15 * smallest.cpu_ratio_valid
         )
+        found["cached delta CPU within 1.15x the smallest fleet's"] = (
+            row.cpu_ratio_delta <= 1.15 * smallest.cpu_ratio_delta
+        )
     return found
 
 
