@@ -32,6 +32,7 @@ touches bytes.
 from __future__ import annotations
 
 import bisect
+import re
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from difflib import SequenceMatcher
@@ -56,6 +57,8 @@ from edgecfg.errors import DeltaError, ModelError, UsageError
 SPLICE_MIN_KEPT: Final = 3
 # Texts at least this long are also diffed line by line (several hunks).
 TEXT_EDIT_MIN_LENGTH: Final = 64
+# Texts up to this long are also diffed word by word (the work grows with the words).
+TOKEN_EDIT_MAX_LENGTH: Final = 4096
 # Copies inside copies are allowed to this depth (bounds a hostile delta's recursion).
 MAX_COPY_DEPTH: Final = 4
 # A removed and an added map entry count as a rename at this shared-leaf share.
@@ -483,9 +486,15 @@ class _Differ:
         suffix = _common_suffix(base, new, min(len(base), len(new)) - prefix)
         middle = new[prefix : len(new) - suffix]
         if len(new) >= TEXT_EDIT_MIN_LENGTH and len(middle) > 2 * SPLICE_MIN_KEPT:
-            runs = _text_runs(base, new)
-            if len(runs) > 1 and sum(len(run[2]) + 2 for run in runs) < len(middle):
-                return TextEdit(index, tuple(runs))
+            best: list[tuple[int, int, str | bytes]] | None = None
+            best_weight = len(middle)
+            for split in (_lines, _tokens) if len(new) <= TOKEN_EDIT_MAX_LENGTH else (_lines,):
+                runs = _text_runs(base, new, split)
+                weight = sum(len(run[2]) + 2 for run in runs)
+                if len(runs) > 1 and weight < best_weight:
+                    best, best_weight = runs, weight
+            if best is not None:
+                return TextEdit(index, tuple(best))
         if prefix + suffix >= SPLICE_MIN_KEPT:
             return Splice(index, prefix, suffix, middle)
         return Set(index, target)
@@ -585,9 +594,27 @@ class _Differ:
             self.ops.append(ListEdit(index, tuple(runs)))
 
 
-def _text_runs(old: str | bytes, new: str | bytes) -> list[tuple[int, int, str | bytes]]:
-    """Line-level hunks of two texts, each trimmed to the characters that differ."""
-    old_lines, new_lines = old.splitlines(keepends=True), new.splitlines(keepends=True)
+def _lines(text: str | bytes) -> list[str | bytes]:
+    return text.splitlines(keepends=True)  # type: ignore[return-value]
+
+
+_TOKEN_TEXT: Final = re.compile(r"\w+|\s+|[^\w\s]")
+_TOKEN_BYTES: Final = re.compile(rb"\w+|\s+|[^\w\s]")
+
+
+def _tokens(text: str | bytes) -> list[str | bytes]:
+    """Words, runs of white space and single other characters: pin lists and
+    aliases (``EXP1_3=PB1, EXP1_5=PE10``) change by a word inside a long line."""
+    if isinstance(text, str):
+        return _TOKEN_TEXT.findall(text)
+    return _TOKEN_BYTES.findall(text)
+
+
+def _text_runs(
+    old: str | bytes, new: str | bytes, split: Callable[[str | bytes], list[str | bytes]] = _lines
+) -> list[tuple[int, int, str | bytes]]:
+    """Hunks of two texts split into lines (or words), trimmed to the characters that differ."""
+    old_lines, new_lines = split(old), split(new)
     empty = old[:0]
     matcher = SequenceMatcher(None, old_lines, new_lines, autojunk=False)
     runs: list[tuple[int, int, str | bytes]] = []

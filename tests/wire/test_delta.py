@@ -6,6 +6,8 @@ import contextlib
 import gc
 import itertools
 import json
+import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import cast
 
@@ -15,6 +17,7 @@ from hypothesis import strategies as st
 
 import edgecfg
 import edgecfg.wire.delta as delta_module
+from edgecfg.core.delta import apply as apply_ops
 from edgecfg.core.delta import (
     apply_traced,
     canonical_keys,
@@ -34,6 +37,7 @@ from edgecfg.errors import (
     UsageError,
 )
 from edgecfg.wire.cbor import (
+    DEFAULT_LIMITS,
     DecodeLimits,
     Encoded,
     content_key,
@@ -54,6 +58,7 @@ from edgecfg.wire.delta import (
     HEADER_SIZE,
     KIND_NAMES,
     OPS,
+    OPS_DEFLATE,
     OPS_ZSTD,
     OPS_ZSTD_FRAME,
     _Known,  # pyright: ignore[reportPrivateUsage] - the cache's entries are the subject
@@ -65,7 +70,7 @@ from edgecfg.wire.delta import (
     make_delta,
     with_kind,
 )
-from edgecfg.wire.delta_ops import varint
+from edgecfg.wire.delta_ops import KeyBook, decode_ops, varint
 from tests.strategies import edited, top_values, tree_pairs, trees, value_pairs
 
 
@@ -332,16 +337,18 @@ def test_key_ref_amplification_is_bounded() -> None:
         apply_delta(old, crafted, limits=DecodeLimits(max_bytes=10_000))
 
 
-def test_unknown_format_version_and_kind_are_named() -> None:
+def test_unknown_format_version_is_named_and_every_kind_field_value_is_a_kind() -> None:
     delta = bytearray(make_delta({"a": 1}, {"a": 2}))
     delta[0] = 0x11  # format 1 (4-byte header)
     with pytest.raises(DeltaError, match="format version 0; this edgecfg reads 2"):
         apply_delta({"a": 1}, bytes(delta))
-    delta[0] = 0b10_111_000 | etag({"a": 1})[0] >> 5
-    with pytest.raises(DeltaError, match="unknown delta kind 7"):
-        apply_delta({"a": 1}, bytes(delta))
     with pytest.raises(DeltaError, match="not an edgecfg delta"):
         delta_kind(bytes(delta))
+    assert sorted(KIND_NAMES) == list(range(8))  # the 3-bit field has no unknown value
+    delta[0] = 0b10_111_000 | etag({"a": 1})[0] >> 5
+    assert delta_kind(bytes(delta)) == "ops+deflate"
+    with pytest.raises(DeltaError, match="deflate"):
+        apply_delta({"a": 1}, bytes(delta))
 
 
 def test_full_kind_carries_the_target_for_an_unrelated_base() -> None:
@@ -470,6 +477,64 @@ def test_compressed_kinds_carry_one_block_without_frame_and_block_headers() -> N
     assert len(block) == len(frame) - 5
     assert apply_delta(old, block) == new
     assert apply_delta(old, frame) == new
+
+
+_STEPPERS: Tree = {
+    f"stepper_{axis}": {"step_pin": f"PA{n}", "dir_pin": f"PB{n}", "enable_pin": "!PC0",
+                        "microsteps": 16}
+    for n, axis in enumerate("xyz")
+}  # fmt: skip
+_REMAPPED: Tree = {
+    f"stepper_{axis}": {"step_pin": f"PD{n + 3}", "dir_pin": f"!PE{n + 1}", "enable_pin": "!PC0",
+                        "microsteps": 32}
+    for n, axis in enumerate("xyz")
+}  # fmt: skip
+
+
+def test_ops_deflate_golden_vector() -> None:
+    # kind 7: the OPS body as raw deflate primed with the base's canonical CBOR
+    hexed = "b89c9713008ab81a722407b8180b4828807946209e098c670ce299027900"
+    assert make_delta(_STEPPERS, _REMAPPED).hex() == hexed
+    assert apply_delta(_STEPPERS, bytes.fromhex(hexed)) == _REMAPPED
+    body = bytes.fromhex(hexed)[HEADER_SIZE:]
+    # raw deflate (no zlib header), the base's encoding as preset dictionary
+    ops_body = zlib.decompressobj(-15, zdict=encode(_STEPPERS)).decompress(body)
+    ops = decode_ops(ops_body, KeyBook(_STEPPERS), DEFAULT_LIMITS)
+    assert apply_ops(_STEPPERS, ops) == _REMAPPED
+
+
+def test_ops_deflate_uses_the_last_32_kib_of_a_large_base() -> None:
+    old: Tree = {f"section {n:04}": {"pin": f"PA{n}", "text": f"line {n} " * 6} for n in range(900)}
+    new: Tree = {**old, "section 0899": {"pin": "PZ9", "text": "line 899 " * 5 + "changed"}}
+    new["section 0001"] = {"pin": "PY1", "text": "line 1 " * 5 + "changed too"}
+    assert len(encode(old)) > 32 * 1024
+    delta = encode_delta(old, new, OPS_DEFLATE)
+    assert encode(apply_delta(old, delta)) == encode(new)
+
+
+@pytest.mark.parametrize(
+    ("mangle", "message"),
+    [
+        pytest.param(lambda body: body + b"\x00", "1 bytes after its stream", id="trailing"),
+        pytest.param(lambda body: body[:-2], "ends inside its stream", id="truncated"),
+        pytest.param(lambda body: b"\xff" + body, "corrupt deflate", id="corrupt"),
+    ],
+)
+def test_a_malformed_deflate_body_is_refused(
+    mangle: Callable[[bytes], bytes], message: str
+) -> None:
+    delta = encode_delta(_STEPPERS, _REMAPPED, OPS_DEFLATE)
+    crafted = delta[:HEADER_SIZE] + mangle(delta[HEADER_SIZE:])
+    with pytest.raises(DeltaError, match=message):
+        apply_delta(_STEPPERS, crafted)
+
+
+def test_a_deflate_bomb_is_refused_before_it_inflates() -> None:
+    header = encode_delta(_STEPPERS, _REMAPPED, OPS_DEFLATE)[:HEADER_SIZE]
+    bomb = zlib.compressobj(9, zlib.DEFLATED, -15)
+    body = bomb.compress(bytes(1_000_000)) + bomb.flush()
+    with pytest.raises(DeltaError, match="beyond 10000 bytes"):
+        apply_delta(_STEPPERS, header + body, limits=DecodeLimits(max_bytes=10_000))
 
 
 def test_a_frame_with_bytes_after_it_is_refused() -> None:
