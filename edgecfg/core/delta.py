@@ -57,8 +57,9 @@ from edgecfg.errors import DeltaError, ModelError, UsageError
 SPLICE_MIN_KEPT: Final = 3
 # Texts at least this long are also diffed line by line (several hunks).
 TEXT_EDIT_MIN_LENGTH: Final = 64
-# Texts up to this long are also diffed word by word (the work grows with the words).
-TOKEN_EDIT_MAX_LENGTH: Final = 4096
+# Changed spans of text up to this long are also diffed word by word (the work
+# grows with the words).
+TOKEN_EDIT_MAX_LENGTH: Final = 2048
 # Copies inside copies are allowed to this depth (bounds a hostile delta's recursion).
 MAX_COPY_DEPTH: Final = 4
 # A removed and an added map entry count as a rename at this shared-leaf share.
@@ -486,15 +487,20 @@ class _Differ:
         suffix = _common_suffix(base, new, min(len(base), len(new)) - prefix)
         middle = new[prefix : len(new) - suffix]
         if len(new) >= TEXT_EDIT_MIN_LENGTH and len(middle) > 2 * SPLICE_MIN_KEPT:
+            # Only the span between the common prefix and suffix is diffed:
+            # the work follows the change, not the length of the text.
+            old_middle = base[prefix : len(base) - suffix]
             best: list[tuple[int, int, str | bytes]] | None = None
             best_weight = len(middle)
-            for split in (_lines, _tokens) if len(new) <= TOKEN_EDIT_MAX_LENGTH else (_lines,):
-                runs = _text_runs(base, new, split)
+            splits = (_lines, _tokens) if len(middle) <= TOKEN_EDIT_MAX_LENGTH else (_lines,)
+            for split in splits:
+                runs = _text_runs(old_middle, middle, split)
                 weight = sum(len(run[2]) + 2 for run in runs)
                 if len(runs) > 1 and weight < best_weight:
                     best, best_weight = runs, weight
             if best is not None:
-                return TextEdit(index, tuple(best))
+                keep, drop, inserted = best[0]
+                return TextEdit(index, ((prefix + keep, drop, inserted), *best[1:]))
         if prefix + suffix >= SPLICE_MIN_KEPT:
             return Splice(index, prefix, suffix, middle)
         return Set(index, target)

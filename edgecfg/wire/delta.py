@@ -113,7 +113,13 @@ _ZSTD_LEVEL_SMALL: Final = 19
 _ZSTD_LEVEL_FAST: Final = 2
 _ZSTD_LEVEL_LARGE: Final = 6
 _ZSTD_SMALL_INPUT: Final = 16 * 1024
-_ZSTD_WORTHWHILE: Final = 32
+_COMPRESS_WORTHWHILE: Final = 32
+# zstd is tried on larger operation bodies only: on smaller ones deflate's
+# fixed-code blocks do as well (on the shared corpus, trying zstd on bodies
+# of 33-64 bytes too changes no percentile, and 1 pair in 1,247), and each
+# zstd call loads the base's digested dictionary, which on a large base
+# costs more than the rest of the delta.
+_ZSTD_WORTHWHILE: Final = 64
 
 
 def make_delta(
@@ -173,8 +179,11 @@ def make_delta(
         base, target = _spliced_pair(old_value, new_value, diffed, known)
     known.learn(old_value, book)
     if not isinstance(new, Encoded) and known.met <= _CHAIN_MEETINGS:
-        # A gateway makes the next delta from this version: it is met already.
-        _remember(target, content, checked=True)
+        # A gateway makes the next delta from this version: it is met already,
+        # and its tables can be derived from the base's.
+        learnt = _learnt_by_applying(base, ops, known, target.cbor)
+        _remember(target if learnt is None else target._replace(learnt=learnt), content,
+                  checked=True)  # fmt: skip
     header = _header(EMPTY, base.etag, target.etag)
     if base.cbor == target.cbor:
         return header
@@ -235,15 +244,20 @@ def _candidates(
     body = encode_ops(operations, book) if wanted(*_OPS_KINDS) else b""
     if wanted(OPS):
         candidates.append(with_kind(header, OPS) + body)
-    # A zstd block costs a few bytes of tables and loading the base as its
-    # dictionary costs time in proportion to the base: try it only when
-    # the operations are big enough for compression to pay.
-    if len(body) <= _ZSTD_WORTHWHILE and kinds is None:
+    # A compressed body costs a few bytes of framing or tables, and loading
+    # the base as its dictionary costs time in proportion to the base: try
+    # compression only when the operations are big enough for it to pay.
+    if len(body) <= _COMPRESS_WORTHWHILE and kinds is None:
         return candidates
-    compressors = [
-        _compressor(base.cbor, len(target.cbor), known, level=level)
-        for level in _levels(len(base.cbor) + len(target.cbor))
-    ]
+    zstd_worthwhile = kinds is not None or len(body) > _ZSTD_WORTHWHILE
+    compressors = (
+        [
+            _compressor(base.cbor, len(target.cbor), known, level=level)
+            for level in _levels(len(base.cbor) + len(target.cbor))
+        ]
+        if zstd_worthwhile
+        else []
+    )
     texts: list[tuple[bytes, int, int]] = []
     ops_texts = (
         [
@@ -255,10 +269,17 @@ def _candidates(
         else []
     )
     if wanted(OPS_DEFLATE):
-        candidates += [with_kind(header, OPS_DEFLATE) + _deflate(text, base.cbor)
-                       for text in ops_texts]  # fmt: skip
+        candidates += [with_kind(header, OPS_DEFLATE) + deflated
+                       for deflated in _deflate(ops_texts, base.cbor)]  # fmt: skip
     if wanted(OPS_ZSTD, OPS_ZSTD_FRAME):
-        texts += [(text, OPS_ZSTD, OPS_ZSTD_FRAME) for text in ops_texts]
+        # On a large base, each zstd call copies the digested dictionary's
+        # match tables (a MiB or so at level 6) into its context: the calls
+        # cost more than their output, so only the operations' plain
+        # variant (the one that matches the base's bytes) is tried there.
+        large = len(base.cbor) + len(target.cbor) > _ZSTD_SMALL_INPUT and kinds is None
+        texts += [
+            (text, OPS_ZSTD, OPS_ZSTD_FRAME) for text in (ops_texts[2:] if large else ops_texts)
+        ]
     if wanted(FULL_ZSTD, FULL_ZSTD_FRAME):
         texts.append((target.cbor, FULL_ZSTD, FULL_ZSTD_FRAME))
     for text, block_kind, frame_kind in texts:
@@ -413,6 +434,36 @@ def _spliced(base: _Side, applied: structural.Applied, known: _Known) -> _Side:
         return tables, counts, keys
 
     return _Side(result, blob, etag_of_bytes(blob), learnt)
+
+
+def _learnt_by_applying(
+    base: _Side, ops: Sequence[structural.Op], known: _Known, cbor: bytes
+) -> Callable[[], _Learnt] | None:
+    """What derives the tables of a made target, the next link of a gateway's
+    chain, from those of its base (``known``), if the base has them.
+
+    :func:`make_delta` diffs and never applies, so nothing it made tells the
+    target's tables; applying ``ops`` to the base (work in proportion to the
+    change, as on a device) does, as :func:`_spliced` derives a result's.
+    Run only if the target is met as a base, and only trusted if the
+    applied result's bytes are the target's (``cbor``): a caller may have
+    changed the base tree in place since.  Without it, each link's make
+    sized the subtrees it passed and counted every key of the tree.
+    """
+    if known.tables() is None:
+        return None
+
+    def learnt() -> _Learnt:
+        try:
+            applied = structural.apply_traced(base.value, ops, sizes=known.sizes)
+        except DeltaError:  # pragma: no cover - the base was changed in place since
+            return None, None, None
+        side = _spliced(base, applied, known)
+        if side.cbor != cbor or side.learnt is None:
+            return None, None, None
+        return side.learnt()
+
+    return learnt
 
 
 def _result_tables(
@@ -687,15 +738,14 @@ def _remember(
             pending.learnt = None
         _PENDING[:] = [known]
         known.learnt = side.learnt
-    elif known.sizes is None and not checked:
-        # A device's result will be met as a base, and there is nothing to
-        # derive its tables from: its next meeting counts as a second one
-        # and builds them (results after it inherit them), or, when the
-        # delta carried the whole target (``whole``: this call decoded and
-        # encoded all of it anyway), this call does.  A gateway's target
-        # may never be a base.
+    elif known.sizes is None:
+        # A device's result (or a gateway's target) will be met as a base,
+        # and there is nothing to derive its tables from: its next meeting
+        # counts as a second one and builds them (results after it inherit
+        # them), or, when the delta carried the whole target (``whole``:
+        # this call decoded and encoded all of it anyway), this call does.
         known.met = max(known.met, 1)
-        if whole:
+        if whole and not checked:
             known.build_tables(side.value, now=True)
 
 
@@ -1049,12 +1099,20 @@ _DEFLATE_WINDOW: Final = 32 * 1024
 _DEFLATE_WBITS: Final = -15  # raw deflate: no zlib header or Adler-32 trailer
 
 
-def _deflate(text: bytes, base: bytes) -> bytes:
-    """``text`` as raw deflate, primed with the end of the base's encoding."""
-    compressor = zlib.compressobj(
+def _deflate(texts: Sequence[bytes], base: bytes) -> list[bytes]:
+    """Each of ``texts`` as raw deflate, primed with the end of the base's encoding.
+
+    The dictionary is loaded once: each text goes through a copy of the
+    primed compressor.
+    """
+    primed = zlib.compressobj(
         9, zlib.DEFLATED, _DEFLATE_WBITS, 9, zlib.Z_DEFAULT_STRATEGY, base[-_DEFLATE_WINDOW:]
     )
-    return compressor.compress(text) + compressor.flush()
+    out: list[bytes] = []
+    for text in texts:
+        compressor = primed.copy()
+        out.append(compressor.compress(text) + compressor.flush())
+    return out
 
 
 def _inflate(body: bytes, base: bytes, limits: DecodeLimits) -> bytes:

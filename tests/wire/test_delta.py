@@ -892,6 +892,75 @@ def test_each_result_of_a_chain_inherits_its_bases_tables() -> None:
     assert {k: n for k, n in known.key_counts.items() if n} == key_counts(held)
 
 
+def test_each_target_of_a_gateways_chain_inherits_its_bases_tables() -> None:
+    # The gateway makes each delta from the target of the one before: from
+    # the third link on, the base's tables are derived from the last base's.
+    forget_bases()
+    versions: list[Tree] = [
+        {f"section {i}": {"pin": f"PA{i}", "speed": i, "list": [i, i + 1]} for i in range(20)}
+    ]
+    for step in range(6):
+        later = dict(versions[-1])
+        later[f"section {step * 3}"] = {"pin": f"PB{step}", "speed": step, "list": [step]}
+        if step % 2:
+            later[f"new {step}"] = {"pin": "PC0"}  # keys change: counts follow
+        versions.append(later)
+    deltas = [make_delta(old, new) for old, new in itertools.pairwise(versions)]
+    known = _Known.keyed(versions[-1])[0]
+    assert known.met == 1  # met as a base for the first time now: derived, no walk
+    assert list(known.sizes or ()) == size_table(versions[-1])
+    assert list(known.lengths or ()) == node_lengths(encode(versions[-1]))
+    assert known.key_counts is not None
+    assert {k: n for k, n in known.key_counts.items() if n} == key_counts(versions[-1])
+    forget_bases()
+    held: Value = decode(encode(versions[0]))
+    for delta, new in zip(deltas, versions[1:], strict=True):
+        held = apply_delta(held, delta)
+        assert encode(held) == encode(new)
+
+
+@given(_histories())
+@settings(max_examples=150, deadline=None)
+def test_a_made_targets_derived_tables_equal_the_tables_of_its_own_walk(
+    history: list[Value],
+) -> None:
+    forget_bases()
+    for old, new in itertools.pairwise(history):
+        delta = make_delta(old, new)
+        known = _Known.keyed(new)[0]  # met as the next base: derived now, if at all
+        assert encode(apply_delta(old, delta)) == encode(new)
+        if known.sizes is not None:
+            assert list(known.sizes) == size_table(new)
+            assert list(known.lengths or ()) == node_lengths(encode(new))
+        if known.key_counts is not None:
+            assert {k: n for k, n in known.key_counts.items() if n} == key_counts(new)
+
+
+@pytest.mark.parametrize("edit", ["kept", "replaced"])
+def test_a_base_changed_in_place_after_a_make_gives_its_target_true_tables(edit: str) -> None:
+    forget_bases()
+    versions: list[Tree] = [{f"s{i}": {"rate": i, "pins": [i, i + 1]} for i in range(12)}]
+    for step in range(3):
+        later = dict(versions[-1])
+        later[f"s{step}"] = {"rate": -step, "pins": [step]}
+        versions.append(later)
+    for old, new in itertools.pairwise(versions):
+        make_delta(old, new)  # the last target's tables wait to be derived from its base
+    base, target = versions[-2], versions[-1]
+    # The target is as made; only the base changes, where the delta kept its
+    # section or where it edited one.
+    if edit == "kept":
+        base["s9"] = {"rate": 99, "extra": [1, 2, 3]}
+    else:
+        base["s2"] = {"other": "x" * 40}
+    known = _Known.keyed(target)[0]
+    if known.sizes is not None:  # derived only where they describe the target's bytes
+        assert list(known.sizes) == size_table(target)
+        assert list(known.lengths or ()) == node_lengths(encode(target))
+    onward = {**target, "s7": {"rate": 7, "pins": []}}
+    assert apply_delta(target, make_delta(target, onward)) == onward
+
+
 @given(value_pairs())
 @settings(max_examples=100, deadline=None)
 def test_make_delta_takes_the_smaller_of_the_zstd_levels_and_each_applies(
