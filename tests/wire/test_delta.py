@@ -870,8 +870,8 @@ def test_a_result_changed_in_place_is_another_base() -> None:
         apply_delta(result, onward)
 
 
-def test_each_result_of_a_chain_inherits_its_bases_tables() -> None:
-    forget_bases()
+def _chain_versions() -> list[Tree]:
+    """Seven versions, each a few sections changed (and every other one a key added)."""
     versions: list[Tree] = [
         {f"section {i}": {"pin": f"PA{i}", "speed": i, "list": [i, i + 1]} for i in range(20)}
     ]
@@ -881,37 +881,35 @@ def test_each_result_of_a_chain_inherits_its_bases_tables() -> None:
         if step % 2:
             later[f"new {step}"] = {"pin": "PC0"}  # keys change: counts follow
         versions.append(later)
+    return versions
+
+
+def _assert_derived_tables(value: Value) -> None:
+    """``value``, met as a base for the first time now, has all its tables, derived."""
+    known = _Known.keyed(value)[0]
+    assert known.met == 1  # no walk built these
+    assert list(known.sizes or ()) == size_table(value)
+    assert list(known.lengths or ()) == node_lengths(encode(value))
+    assert known.key_counts is not None
+    assert {k: n for k, n in known.key_counts.items() if n} == key_counts(value)
+
+
+def test_each_result_of_a_chain_inherits_its_bases_tables() -> None:
+    forget_bases()
+    versions = _chain_versions()
     held: Value = decode(encode(versions[0]))
     for old, new in itertools.pairwise(versions):
         held = apply_delta(held, make_delta(old, new))
-    known = _Known.keyed(held)[0]
-    assert known.met == 1  # met for the first time now: derived, no walk built these
-    assert list(known.sizes or ()) == size_table(held)
-    assert list(known.lengths or ()) == node_lengths(encode(held))
-    assert known.key_counts is not None
-    assert {k: n for k, n in known.key_counts.items() if n} == key_counts(held)
+    _assert_derived_tables(held)
 
 
 def test_each_target_of_a_gateways_chain_inherits_its_bases_tables() -> None:
     # The gateway makes each delta from the target of the one before: from
     # the third link on, the base's tables are derived from the last base's.
     forget_bases()
-    versions: list[Tree] = [
-        {f"section {i}": {"pin": f"PA{i}", "speed": i, "list": [i, i + 1]} for i in range(20)}
-    ]
-    for step in range(6):
-        later = dict(versions[-1])
-        later[f"section {step * 3}"] = {"pin": f"PB{step}", "speed": step, "list": [step]}
-        if step % 2:
-            later[f"new {step}"] = {"pin": "PC0"}  # keys change: counts follow
-        versions.append(later)
+    versions = _chain_versions()
     deltas = [make_delta(old, new) for old, new in itertools.pairwise(versions)]
-    known = _Known.keyed(versions[-1])[0]
-    assert known.met == 1  # met as a base for the first time now: derived, no walk
-    assert list(known.sizes or ()) == size_table(versions[-1])
-    assert list(known.lengths or ()) == node_lengths(encode(versions[-1]))
-    assert known.key_counts is not None
-    assert {k: n for k, n in known.key_counts.items() if n} == key_counts(versions[-1])
+    _assert_derived_tables(versions[-1])
     forget_bases()
     held: Value = decode(encode(versions[0]))
     for delta, new in zip(deltas, versions[1:], strict=True):
