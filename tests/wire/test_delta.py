@@ -267,15 +267,27 @@ def _sample_delta() -> tuple[Tree, bytes]:
     return old, make_delta(old, new)
 
 
-def test_every_truncation_is_refused_cleanly() -> None:
+_SAMPLE_KINDS = [None, OPS, OPS_DEFLATE, OPS_ZSTD_FRAME, FULL_ZSTD]  # None: make_delta picks
+
+
+def _sample_of_kind(kind: int | None) -> tuple[Tree, bytes]:
     old, delta = _sample_delta()
+    if kind is None:
+        return old, delta
+    return old, encode_delta(old, apply_delta(old, delta), kind)
+
+
+@pytest.mark.parametrize("kind", _SAMPLE_KINDS)
+def test_every_truncation_is_refused_cleanly(kind: int | None) -> None:
+    old, delta = _sample_of_kind(kind)
     for end in range(len(delta)):
         with pytest.raises(DeltaError):
             apply_delta(old, delta[:end])
 
 
-def test_every_single_bit_flip_is_refused_or_harmless() -> None:
-    old, delta = _sample_delta()
+@pytest.mark.parametrize("kind", _SAMPLE_KINDS)
+def test_every_single_bit_flip_is_refused_or_harmless(kind: int | None) -> None:
+    old, delta = _sample_of_kind(kind)
     target = apply_delta(old, delta)
     for position in range(len(delta)):
         for bit in range(8):
