@@ -871,8 +871,24 @@ class _Applier:
         out: Tree = {}
         child = index + 1
         kept = self.kept
+        # With a size table, an untouched child (no operation inside it) is
+        # passed over here, without a call per child: the next operation's
+        # index is followed along the children, which come in index order.
+        table, offset = self.sizes.table, self.sizes.offset
+        indexes, last = self.indexes, self.last
+        upcoming = bisect.bisect_left(indexes, child)
         for key in canonical_keys(tuple(node)):
             value = node[key]
+            if table is not None and child <= last:
+                while indexes[upcoming] < child:
+                    upcoming += 1
+                size = table[offset + child]
+                if indexes[upcoming] >= child + size:
+                    out[key] = value
+                    if kept is not None:
+                        kept[id(value)] = child
+                    child += size
+                    continue
             if child > self.last:  # the rest is untouched: no need to size it
                 if key in out:
                     raise DeltaError(f"a rename in node {index} to {key!r} collides")
@@ -943,7 +959,20 @@ class _Applier:
         kept: list[Value] = []
         child = index + 1
         unchanged = self.kept
+        table, offset = self.sizes.table, self.sizes.offset
+        indexes, last = self.indexes, self.last
+        upcoming = bisect.bisect_left(indexes, child)
         for value in node:
+            if table is not None and child <= last:  # as in map(): pass untouched ones over
+                while indexes[upcoming] < child:
+                    upcoming += 1
+                size = table[offset + child]
+                if indexes[upcoming] >= child + size:
+                    kept.append(value)
+                    if unchanged is not None:
+                        unchanged[id(value)] = child
+                    child += size
+                    continue
             if child > self.last:
                 kept.append(value)
                 if unchanged is not None:  # sizes are table look-ups

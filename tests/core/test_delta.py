@@ -252,6 +252,40 @@ def test_apply_traced_shares_all_but_what_it_rebuilt(pair: tuple[Value, Value]) 
 
 @given(value_pairs())
 @settings(max_examples=300, deadline=None)
+def test_apply_with_a_size_table_equals_apply_without(pair: tuple[Value, Value]) -> None:
+    # With the table, untouched children are passed over without a visit:
+    # the result, what was rebuilt and what was kept must not change.
+    old, new = pair
+    ops = diff(old, new, weigh=lambda op: len(repr(op)))
+    plain = apply_traced(old, ops)
+    tabled = apply_traced(old, ops, sizes=size_table(old))
+    assert values_equal(tabled.result, new)
+    assert values_equal(plain.result, tabled.result)
+    assert [id(node) for node in plain.rebuilt] == [id(node) for node in tabled.rebuilt]
+    containers = _container_indexes(old)
+    for identity, index in tabled.kept.items():  # scalars may be one object at two places
+        assert containers.get(identity, index) == index
+
+
+def _container_indexes(base: Value) -> dict[int, int]:
+    """The preorder index of every container of ``base``, by identity."""
+    indexes: dict[int, int] = {}
+    stack: list[Value] = [base]
+    position = 0
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            indexes[id(node)] = position
+            stack.extend(reversed([node[key] for key in structural.canonical_keys(tuple(node))]))
+        elif isinstance(node, list):
+            indexes[id(node)] = position
+            stack.extend(reversed(cast(list[Value], node)))
+        position += 1
+    return indexes
+
+
+@given(value_pairs())
+@settings(max_examples=300, deadline=None)
 def test_diff_traced_visits_only_containers_that_differ(pair: tuple[Value, Value]) -> None:
     old, new = pair
     diffed = diff_traced(old, new)
