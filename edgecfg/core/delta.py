@@ -32,6 +32,7 @@ touches bytes.
 from __future__ import annotations
 
 import bisect
+import re
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from difflib import SequenceMatcher
@@ -56,6 +57,9 @@ from edgecfg.errors import DeltaError, ModelError, UsageError
 SPLICE_MIN_KEPT: Final = 3
 # Texts at least this long are also diffed line by line (several hunks).
 TEXT_EDIT_MIN_LENGTH: Final = 64
+# Changed spans of text up to this long are also diffed word by word (the work
+# grows with the words).
+TOKEN_EDIT_MAX_LENGTH: Final = 2048
 # Copies inside copies are allowed to this depth (bounds a hostile delta's recursion).
 MAX_COPY_DEPTH: Final = 4
 # A removed and an added map entry count as a rename at this shared-leaf share.
@@ -483,9 +487,20 @@ class _Differ:
         suffix = _common_suffix(base, new, min(len(base), len(new)) - prefix)
         middle = new[prefix : len(new) - suffix]
         if len(new) >= TEXT_EDIT_MIN_LENGTH and len(middle) > 2 * SPLICE_MIN_KEPT:
-            runs = _text_runs(base, new)
-            if len(runs) > 1 and sum(len(run[2]) + 2 for run in runs) < len(middle):
-                return TextEdit(index, tuple(runs))
+            # Only the span between the common prefix and suffix is diffed:
+            # the work follows the change, not the length of the text.
+            old_middle = base[prefix : len(base) - suffix]
+            best: list[tuple[int, int, str | bytes]] | None = None
+            best_weight = len(middle)
+            splits = (_lines, _tokens) if len(middle) <= TOKEN_EDIT_MAX_LENGTH else (_lines,)
+            for split in splits:
+                runs = _text_runs(old_middle, middle, split)
+                weight = sum(len(run[2]) + 2 for run in runs)
+                if len(runs) > 1 and weight < best_weight:
+                    best, best_weight = runs, weight
+            if best is not None:
+                keep, drop, inserted = best[0]
+                return TextEdit(index, ((prefix + keep, drop, inserted), *best[1:]))
         if prefix + suffix >= SPLICE_MIN_KEPT:
             return Splice(index, prefix, suffix, middle)
         return Set(index, target)
@@ -585,9 +600,27 @@ class _Differ:
             self.ops.append(ListEdit(index, tuple(runs)))
 
 
-def _text_runs(old: str | bytes, new: str | bytes) -> list[tuple[int, int, str | bytes]]:
-    """Line-level hunks of two texts, each trimmed to the characters that differ."""
-    old_lines, new_lines = old.splitlines(keepends=True), new.splitlines(keepends=True)
+def _lines(text: str | bytes) -> list[str | bytes]:
+    return text.splitlines(keepends=True)  # type: ignore[return-value]
+
+
+_TOKEN_TEXT: Final = re.compile(r"\w+|\s+|[^\w\s]")
+_TOKEN_BYTES: Final = re.compile(rb"\w+|\s+|[^\w\s]")
+
+
+def _tokens(text: str | bytes) -> list[str | bytes]:
+    """Words, runs of white space and single other characters: pin lists and
+    aliases (``EXP1_3=PB1, EXP1_5=PE10``) change by a word inside a long line."""
+    if isinstance(text, str):
+        return _TOKEN_TEXT.findall(text)
+    return _TOKEN_BYTES.findall(text)
+
+
+def _text_runs(
+    old: str | bytes, new: str | bytes, split: Callable[[str | bytes], list[str | bytes]] = _lines
+) -> list[tuple[int, int, str | bytes]]:
+    """Hunks of two texts split into lines (or words), trimmed to the characters that differ."""
+    old_lines, new_lines = split(old), split(new)
     empty = old[:0]
     matcher = SequenceMatcher(None, old_lines, new_lines, autojunk=False)
     runs: list[tuple[int, int, str | bytes]] = []
@@ -838,8 +871,24 @@ class _Applier:
         out: Tree = {}
         child = index + 1
         kept = self.kept
+        # With a size table, an untouched child (no operation inside it) is
+        # passed over here, without a call per child: the next operation's
+        # index is followed along the children, which come in index order.
+        table, offset = self.sizes.table, self.sizes.offset
+        indexes, last = self.indexes, self.last
+        upcoming = bisect.bisect_left(indexes, child)
         for key in canonical_keys(tuple(node)):
             value = node[key]
+            if table is not None and child <= last:
+                while indexes[upcoming] < child:
+                    upcoming += 1
+                size = table[offset + child]
+                if indexes[upcoming] >= child + size:
+                    out[key] = value
+                    if kept is not None:
+                        kept[id(value)] = child
+                    child += size
+                    continue
             if child > self.last:  # the rest is untouched: no need to size it
                 if key in out:
                     raise DeltaError(f"a rename in node {index} to {key!r} collides")
@@ -910,7 +959,20 @@ class _Applier:
         kept: list[Value] = []
         child = index + 1
         unchanged = self.kept
+        table, offset = self.sizes.table, self.sizes.offset
+        indexes, last = self.indexes, self.last
+        upcoming = bisect.bisect_left(indexes, child)
         for value in node:
+            if table is not None and child <= last:  # as in map(): pass untouched ones over
+                while indexes[upcoming] < child:
+                    upcoming += 1
+                size = table[offset + child]
+                if indexes[upcoming] >= child + size:
+                    kept.append(value)
+                    if unchanged is not None:
+                        unchanged[id(value)] = child
+                    child += size
+                    continue
             if child > self.last:
                 kept.append(value)
                 if unchanged is not None:  # sizes are table look-ups

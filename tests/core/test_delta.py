@@ -117,6 +117,30 @@ def test_far_apart_text_edits_are_a_multi_hunk_text_edit() -> None:
     assert apply({"m": old}, ops) == {"m": new}
 
 
+def test_far_apart_word_edits_in_one_long_line_are_a_text_edit() -> None:
+    # pin aliases: one line, a word changed near each end
+    old = ", ".join(f"EXP1_{i}=P1.{i + 10}" for i in range(20))
+    new = old.replace("EXP1_0=P1.10", "EXP1_0=PE8").replace("EXP1_19=P1.29", "EXP1_19=PB9")
+    ops = diff({"aliases": old}, {"aliases": new})
+    assert len(ops) == 1
+    assert isinstance(ops[0], TextEdit)
+    assert len(ops[0].runs) == 2
+    assert sum(len(run[2]) for run in ops[0].runs) <= 6
+    assert apply({"aliases": old}, ops) == {"aliases": new}
+
+
+@given(
+    st.lists(st.sampled_from(["a", "bc", " ", ",", "=", "\n", "é", "42"]), max_size=60),
+    st.lists(st.sampled_from(["a", "bc", " ", ",", "=", "\n", "é", "42"]), max_size=60),
+)
+@settings(max_examples=200, deadline=None)
+def test_text_edits_of_any_two_texts_apply(old_parts: list[str], new_parts: list[str]) -> None:
+    old, new = "".join(old_parts) * 3, "".join(new_parts) * 3
+    for before, after in ((old, new), (old.encode(), new.encode())):
+        ops = diff({"t": before}, {"t": after})
+        assert apply({"t": before}, ops) == {"t": after}
+
+
 def test_new_section_like_a_sibling_is_a_copy_when_lighter() -> None:
     section: dict[str, Value] = {f"option_{i}": f"value {i}" for i in range(12)}
     old: Tree = {"stepper_z": section}
@@ -224,6 +248,40 @@ def test_apply_traced_shares_all_but_what_it_rebuilt(pair: tuple[Value, Value]) 
     # every container of the result is either built by apply, taken whole from
     # the base (shared), or new content from an operation
     assert all(id(node) not in rebuilt for node in applied.built)
+
+
+@given(value_pairs())
+@settings(max_examples=300, deadline=None)
+def test_apply_with_a_size_table_equals_apply_without(pair: tuple[Value, Value]) -> None:
+    # With the table, untouched children are passed over without a visit:
+    # the result, what was rebuilt and what was kept must not change.
+    old, new = pair
+    ops = diff(old, new, weigh=lambda op: len(repr(op)))
+    plain = apply_traced(old, ops)
+    tabled = apply_traced(old, ops, sizes=size_table(old))
+    assert values_equal(tabled.result, new)
+    assert values_equal(plain.result, tabled.result)
+    assert [id(node) for node in plain.rebuilt] == [id(node) for node in tabled.rebuilt]
+    containers = _container_indexes(old)
+    for identity, index in tabled.kept.items():  # scalars may be one object at two places
+        assert containers.get(identity, index) == index
+
+
+def _container_indexes(base: Value) -> dict[int, int]:
+    """The preorder index of every container of ``base``, by identity."""
+    indexes: dict[int, int] = {}
+    stack: list[Value] = [base]
+    position = 0
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            indexes[id(node)] = position
+            stack.extend(reversed([node[key] for key in structural.canonical_keys(tuple(node))]))
+        elif isinstance(node, list):
+            indexes[id(node)] = position
+            stack.extend(reversed(cast(list[Value], node)))
+        position += 1
+    return indexes
 
 
 @given(value_pairs())

@@ -6,6 +6,8 @@ import contextlib
 import gc
 import itertools
 import json
+import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import cast
 
@@ -15,6 +17,7 @@ from hypothesis import strategies as st
 
 import edgecfg
 import edgecfg.wire.delta as delta_module
+from edgecfg.core.delta import apply as apply_ops
 from edgecfg.core.delta import (
     apply_traced,
     canonical_keys,
@@ -34,6 +37,7 @@ from edgecfg.errors import (
     UsageError,
 )
 from edgecfg.wire.cbor import (
+    DEFAULT_LIMITS,
     DecodeLimits,
     Encoded,
     content_key,
@@ -54,6 +58,7 @@ from edgecfg.wire.delta import (
     HEADER_SIZE,
     KIND_NAMES,
     OPS,
+    OPS_DEFLATE,
     OPS_ZSTD,
     OPS_ZSTD_FRAME,
     _Known,  # pyright: ignore[reportPrivateUsage] - the cache's entries are the subject
@@ -65,7 +70,7 @@ from edgecfg.wire.delta import (
     make_delta,
     with_kind,
 )
-from edgecfg.wire.delta_ops import varint
+from edgecfg.wire.delta_ops import KeyBook, decode_ops, varint
 from tests.strategies import edited, top_values, tree_pairs, trees, value_pairs
 
 
@@ -262,15 +267,27 @@ def _sample_delta() -> tuple[Tree, bytes]:
     return old, make_delta(old, new)
 
 
-def test_every_truncation_is_refused_cleanly() -> None:
+_SAMPLE_KINDS = [None, OPS, OPS_DEFLATE, OPS_ZSTD_FRAME, FULL_ZSTD]  # None: make_delta picks
+
+
+def _sample_of_kind(kind: int | None) -> tuple[Tree, bytes]:
     old, delta = _sample_delta()
+    if kind is None:
+        return old, delta
+    return old, encode_delta(old, apply_delta(old, delta), kind)
+
+
+@pytest.mark.parametrize("kind", _SAMPLE_KINDS)
+def test_every_truncation_is_refused_cleanly(kind: int | None) -> None:
+    old, delta = _sample_of_kind(kind)
     for end in range(len(delta)):
         with pytest.raises(DeltaError):
             apply_delta(old, delta[:end])
 
 
-def test_every_single_bit_flip_is_refused_or_harmless() -> None:
-    old, delta = _sample_delta()
+@pytest.mark.parametrize("kind", _SAMPLE_KINDS)
+def test_every_single_bit_flip_is_refused_or_harmless(kind: int | None) -> None:
+    old, delta = _sample_of_kind(kind)
     target = apply_delta(old, delta)
     for position in range(len(delta)):
         for bit in range(8):
@@ -332,16 +349,18 @@ def test_key_ref_amplification_is_bounded() -> None:
         apply_delta(old, crafted, limits=DecodeLimits(max_bytes=10_000))
 
 
-def test_unknown_format_version_and_kind_are_named() -> None:
+def test_unknown_format_version_is_named_and_every_kind_field_value_is_a_kind() -> None:
     delta = bytearray(make_delta({"a": 1}, {"a": 2}))
     delta[0] = 0x11  # format 1 (4-byte header)
     with pytest.raises(DeltaError, match="format version 0; this edgecfg reads 2"):
         apply_delta({"a": 1}, bytes(delta))
-    delta[0] = 0b10_111_000 | etag({"a": 1})[0] >> 5
-    with pytest.raises(DeltaError, match="unknown delta kind 7"):
-        apply_delta({"a": 1}, bytes(delta))
     with pytest.raises(DeltaError, match="not an edgecfg delta"):
         delta_kind(bytes(delta))
+    assert sorted(KIND_NAMES) == list(range(8))  # the 3-bit field has no unknown value
+    delta[0] = 0b10_111_000 | etag({"a": 1})[0] >> 5
+    assert delta_kind(bytes(delta)) == "ops+deflate"
+    with pytest.raises(DeltaError, match="deflate"):
+        apply_delta({"a": 1}, bytes(delta))
 
 
 def test_full_kind_carries_the_target_for_an_unrelated_base() -> None:
@@ -470,6 +489,64 @@ def test_compressed_kinds_carry_one_block_without_frame_and_block_headers() -> N
     assert len(block) == len(frame) - 5
     assert apply_delta(old, block) == new
     assert apply_delta(old, frame) == new
+
+
+_STEPPERS: Tree = {
+    f"stepper_{axis}": {"step_pin": f"PA{n}", "dir_pin": f"PB{n}", "enable_pin": "!PC0",
+                        "microsteps": 16}
+    for n, axis in enumerate("xyz")
+}  # fmt: skip
+_REMAPPED: Tree = {
+    f"stepper_{axis}": {"step_pin": f"PD{n + 3}", "dir_pin": f"!PE{n + 1}", "enable_pin": "!PC0",
+                        "microsteps": 32}
+    for n, axis in enumerate("xyz")
+}  # fmt: skip
+
+
+def test_ops_deflate_golden_vector() -> None:
+    # kind 7: the OPS body as raw deflate primed with the base's canonical CBOR
+    hexed = "b89c9713008ab81a722407b8180b4828807946209e098c670ce299027900"
+    assert make_delta(_STEPPERS, _REMAPPED).hex() == hexed
+    assert apply_delta(_STEPPERS, bytes.fromhex(hexed)) == _REMAPPED
+    body = bytes.fromhex(hexed)[HEADER_SIZE:]
+    # raw deflate (no zlib header), the base's encoding as preset dictionary
+    ops_body = zlib.decompressobj(-15, zdict=encode(_STEPPERS)).decompress(body)
+    ops = decode_ops(ops_body, KeyBook(_STEPPERS), DEFAULT_LIMITS)
+    assert apply_ops(_STEPPERS, ops) == _REMAPPED
+
+
+def test_ops_deflate_uses_the_last_32_kib_of_a_large_base() -> None:
+    old: Tree = {f"section {n:04}": {"pin": f"PA{n}", "text": f"line {n} " * 6} for n in range(900)}
+    new: Tree = {**old, "section 0899": {"pin": "PZ9", "text": "line 899 " * 5 + "changed"}}
+    new["section 0001"] = {"pin": "PY1", "text": "line 1 " * 5 + "changed too"}
+    assert len(encode(old)) > 32 * 1024
+    delta = encode_delta(old, new, OPS_DEFLATE)
+    assert encode(apply_delta(old, delta)) == encode(new)
+
+
+@pytest.mark.parametrize(
+    ("mangle", "message"),
+    [
+        pytest.param(lambda body: body + b"\x00", "1 bytes after its stream", id="trailing"),
+        pytest.param(lambda body: body[:-2], "ends inside its stream", id="truncated"),
+        pytest.param(lambda body: b"\xff" + body, "corrupt deflate", id="corrupt"),
+    ],
+)
+def test_a_malformed_deflate_body_is_refused(
+    mangle: Callable[[bytes], bytes], message: str
+) -> None:
+    delta = encode_delta(_STEPPERS, _REMAPPED, OPS_DEFLATE)
+    crafted = delta[:HEADER_SIZE] + mangle(delta[HEADER_SIZE:])
+    with pytest.raises(DeltaError, match=message):
+        apply_delta(_STEPPERS, crafted)
+
+
+def test_a_deflate_bomb_is_refused_before_it_inflates() -> None:
+    header = encode_delta(_STEPPERS, _REMAPPED, OPS_DEFLATE)[:HEADER_SIZE]
+    bomb = zlib.compressobj(9, zlib.DEFLATED, -15)
+    body = bomb.compress(bytes(1_000_000)) + bomb.flush()
+    with pytest.raises(DeltaError, match="beyond 10000 bytes"):
+        apply_delta(_STEPPERS, header + body, limits=DecodeLimits(max_bytes=10_000))
 
 
 def test_a_frame_with_bytes_after_it_is_refused() -> None:
@@ -805,8 +882,8 @@ def test_a_result_changed_in_place_is_another_base() -> None:
         apply_delta(result, onward)
 
 
-def test_each_result_of_a_chain_inherits_its_bases_tables() -> None:
-    forget_bases()
+def _chain_versions() -> list[Tree]:
+    """Seven versions, each a few sections changed (and every other one a key added)."""
     versions: list[Tree] = [
         {f"section {i}": {"pin": f"PA{i}", "speed": i, "list": [i, i + 1]} for i in range(20)}
     ]
@@ -816,15 +893,82 @@ def test_each_result_of_a_chain_inherits_its_bases_tables() -> None:
         if step % 2:
             later[f"new {step}"] = {"pin": "PC0"}  # keys change: counts follow
         versions.append(later)
+    return versions
+
+
+def _assert_derived_tables(value: Value) -> None:
+    """``value``, met as a base for the first time now, has all its tables, derived."""
+    known = _Known.keyed(value)[0]
+    assert known.met == 1  # no walk built these
+    assert list(known.sizes or ()) == size_table(value)
+    assert list(known.lengths or ()) == node_lengths(encode(value))
+    assert known.key_counts is not None
+    assert {k: n for k, n in known.key_counts.items() if n} == key_counts(value)
+
+
+def test_each_result_of_a_chain_inherits_its_bases_tables() -> None:
+    forget_bases()
+    versions = _chain_versions()
     held: Value = decode(encode(versions[0]))
     for old, new in itertools.pairwise(versions):
         held = apply_delta(held, make_delta(old, new))
-    known = _Known.keyed(held)[0]
-    assert known.met == 1  # met for the first time now: derived, no walk built these
-    assert list(known.sizes or ()) == size_table(held)
-    assert list(known.lengths or ()) == node_lengths(encode(held))
-    assert known.key_counts is not None
-    assert {k: n for k, n in known.key_counts.items() if n} == key_counts(held)
+    _assert_derived_tables(held)
+
+
+def test_each_target_of_a_gateways_chain_inherits_its_bases_tables() -> None:
+    # The gateway makes each delta from the target of the one before: from
+    # the third link on, the base's tables are derived from the last base's.
+    forget_bases()
+    versions = _chain_versions()
+    deltas = [make_delta(old, new) for old, new in itertools.pairwise(versions)]
+    _assert_derived_tables(versions[-1])
+    forget_bases()
+    held: Value = decode(encode(versions[0]))
+    for delta, new in zip(deltas, versions[1:], strict=True):
+        held = apply_delta(held, delta)
+        assert encode(held) == encode(new)
+
+
+@given(_histories())
+@settings(max_examples=150, deadline=None)
+def test_a_made_targets_derived_tables_equal_the_tables_of_its_own_walk(
+    history: list[Value],
+) -> None:
+    forget_bases()
+    for old, new in itertools.pairwise(history):
+        delta = make_delta(old, new)
+        known = _Known.keyed(new)[0]  # met as the next base: derived now, if at all
+        assert encode(apply_delta(old, delta)) == encode(new)
+        if known.sizes is not None:
+            assert list(known.sizes) == size_table(new)
+            assert list(known.lengths or ()) == node_lengths(encode(new))
+        if known.key_counts is not None:
+            assert {k: n for k, n in known.key_counts.items() if n} == key_counts(new)
+
+
+@pytest.mark.parametrize("edit", ["kept", "replaced"])
+def test_a_base_changed_in_place_after_a_make_gives_its_target_true_tables(edit: str) -> None:
+    forget_bases()
+    versions: list[Tree] = [{f"s{i}": {"rate": i, "pins": [i, i + 1]} for i in range(12)}]
+    for step in range(3):
+        later = dict(versions[-1])
+        later[f"s{step}"] = {"rate": -step, "pins": [step]}
+        versions.append(later)
+    for old, new in itertools.pairwise(versions):
+        make_delta(old, new)  # the last target's tables wait to be derived from its base
+    base, target = versions[-2], versions[-1]
+    # The target is as made; only the base changes, where the delta kept its
+    # section or where it edited one.
+    if edit == "kept":
+        base["s9"] = {"rate": 99, "extra": [1, 2, 3]}
+    else:
+        base["s2"] = {"other": "x" * 40}
+    known = _Known.keyed(target)[0]
+    if known.sizes is not None:  # derived only where they describe the target's bytes
+        assert list(known.sizes) == size_table(target)
+        assert list(known.lengths or ()) == node_lengths(encode(target))
+    onward = {**target, "s7": {"rate": 7, "pins": []}}
+    assert apply_delta(target, make_delta(target, onward)) == onward
 
 
 @given(value_pairs())
