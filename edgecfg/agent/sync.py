@@ -83,7 +83,7 @@ if TYPE_CHECKING:
     from edgecfg.agent.rules import LocalRules
     from edgecfg.core.rules import Adaptation
 
-AGENT_VERSION: Final = "1.0.0"
+AGENT_VERSION: Final = "1.0.1"
 JOURNAL_CHUNK_BYTES: Final = 900  # journal entries per state report: one CoAP block
 MAX_ANSWER_BYTES: Final = 64 * 1024  # a state answer the agent takes, block-wise
 T = TypeVar("T")

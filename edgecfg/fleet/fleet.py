@@ -201,7 +201,8 @@ class Fleet:
         self._replaced: LRUCache[ETag, Encoded] = LRUCache(maxsize=REPLACED_ENTRIES)
         self.carried = 0  # configurations carried over an edit, not resolved again
         self._facts: LRUCache[DeviceId, DeviceFacts] = LRUCache(maxsize=FACTS_ENTRIES)
-        self._etags: LRUCache[DeviceId, tuple[Tiers, tuple[int, ...], ETag]] = LRUCache(
+        # per device: its stack, the layers' stamps, the ETag, its agent's version
+        self._etags: LRUCache[DeviceId, tuple[Tiers, tuple[int, ...], ETag, str | None]] = LRUCache(
             maxsize=ETAG_ENTRIES
         )
         self._leaves: list[Path] | None = None
@@ -633,15 +634,23 @@ class Fleet:
         """
         record = self._etags.get(device_id)
         if record is not None:
-            tiers, stamps, tag = record
+            tiers, stamps, tag, _ = record
             if stamps == self._stamps_of(tiers):
                 return tag
         facts = self.device(device_id)
         tiers = self.resolver.tiers(facts)
         stamps = self._stamps_of(tiers)
         tag = self._served(facts, tiers, stamps).config.etag
-        self._etags[device_id] = (tiers, stamps, tag)
+        self._etags[device_id] = (tiers, stamps, tag, facts.agent_version)
         return tag
+
+    def agent_version(self, device_id: DeviceId) -> str | None:
+        """The version of the agent the device runs, as it reported it (from
+        its compact record when it has one: no read of its registration)."""
+        record = self._etags.get(device_id)
+        if record is not None:
+            return record[3]
+        return self.device(device_id).agent_version
 
     def _stamps_of(self, tiers: Tiers) -> tuple[int, ...]:
         stamps = self._stamps

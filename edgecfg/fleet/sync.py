@@ -39,7 +39,7 @@ from edgecfg.fleet.reconcile import ChangeTimes, journal_entries, reconcile
 from edgecfg.fleet.telemetry import SETTING_SERIES, Pack, TelemetryService, cohort_value
 from edgecfg.store import BadVersion, DeviceRecord, Store
 from edgecfg.wire.cbor import Encoded, decode, encode, etag_of_bytes
-from edgecfg.wire.delta import make_delta
+from edgecfg.wire.delta import LEGACY_KINDS, make_delta
 from edgecfg.wire.documents import read_schema
 from edgecfg.wire.messages import DeviceReport, StateAnswer
 from edgecfg.wire.numbers import ContentFormat
@@ -113,7 +113,8 @@ class SyncService:
         self._known: LRUCache[ETag, Encoded] = LRUCache(
             maxsize=cache_bytes * 3 // 4, getsizeof=config_weight
         )
-        self._deltas: LRUCache[tuple[ETag, ETag], bytes] = LRUCache(
+        # by base, target and whether the device's agent predates a delta kind
+        self._deltas: LRUCache[tuple[ETag, ETag, bool], bytes] = LRUCache(
             maxsize=cache_bytes // 4, getsizeof=_delta_weight
         )
         self._schemas: dict[int, Schema] = {}
@@ -267,7 +268,7 @@ class SyncService:
             current = self.fleet.etag(device)
             if base == current:
                 return NotModified(current)
-            made = self._deltas.get((base, current))
+            made = self._deltas.get((base, current, self._legacy(device)))
             if made is not None and self.fleet.bad_version(device, current) is None:
                 return Representation(made, ContentFormat.DELTA, current)
         target = self.current(device, schema_version=schema_version)
@@ -286,13 +287,21 @@ class SyncService:
             return Representation(target.cbor, ContentFormat.CBOR, target.etag)
         if base == target.etag:
             return NotModified(target.etag)
-        made = self._deltas.get((base, target.etag))  # the base need not be at hand
+        legacy = self._legacy(device)
+        made = self._deltas.get((base, target.etag, legacy))  # the base need not be at hand
         if made is not None:
             return Representation(made, ContentFormat.DELTA, target.etag)
         held = self.known(base, device)
         if held is None:
             return Representation(target.cbor, ContentFormat.CBOR, target.etag)
-        return Representation(self._delta(held, target), ContentFormat.DELTA, target.etag)
+        delta = self._delta(held, target, legacy=legacy)
+        return Representation(delta, ContentFormat.DELTA, target.etag)
+
+    def _legacy(self, device: DeviceId) -> bool:
+        """Whether the device's agent predates the ops+deflate delta kind
+        (it reported agent 1.0.0, or no version yet): it is never sent one,
+        which it could not decode (it would fetch the full config instead)."""
+        return _is_legacy_agent(self.fleet.agent_version(device))
 
     def _critical(self, current: Encoded, held: Encoded | None) -> Encoded:
         schema = self.fleet.schema
@@ -308,11 +317,12 @@ class SyncService:
         self._remember(config)
         return config
 
-    def _delta(self, base: Encoded, target: Encoded) -> bytes:
-        key = (base.etag, target.etag)
+    def _delta(self, base: Encoded, target: Encoded, *, legacy: bool) -> bytes:
+        key = (base.etag, target.etag, legacy)
         found = self._deltas.get(key)
         if found is None:
-            found = make_delta(base, target, hints=self.fleet.encoder)
+            kinds = LEGACY_KINDS if legacy else None
+            found = make_delta(base, target, hints=self.fleet.encoder, kinds=kinds)
             keep(self._deltas, key, found)
         return found
 
@@ -535,6 +545,21 @@ class SyncService:
 
 DAY_S: Final = 86400
 RECOUNT_PACKS: Final = 10_000
+FIRST_DEFLATE_AGENT: Final = (1, 0, 1)
+"""The first agent version that decodes ops+deflate deltas (kind 7)."""
+
+
+def _is_legacy_agent(version: str | None) -> bool:
+    """Whether an agent of ``version`` (as it reported it: major.minor.patch,
+    missing parts 0) predates :data:`FIRST_DEFLATE_AGENT`; an unknown or
+    unreadable version does."""
+    if version is None:
+        return True
+    parts = version.split(".")[:3]
+    if not all(part.isascii() and part.isdigit() for part in parts):
+        return True
+    numbers = tuple(int(part) for part in parts)
+    return numbers + (0,) * (3 - len(numbers)) < FIRST_DEFLATE_AGENT
 
 
 class TelemetryQuota:

@@ -104,6 +104,8 @@ KIND_NAMES: Final = {EMPTY: "empty", OPS: "ops", OPS_ZSTD: "ops+zstd", FULL_ZSTD
                      FULL: "full", OPS_ZSTD_FRAME: "ops+zstd-frame",
                      FULL_ZSTD_FRAME: "full+zstd-frame", OPS_DEFLATE: "ops+deflate"}  # fmt: skip
 _OPS_KINDS: Final = frozenset({OPS, OPS_ZSTD, OPS_ZSTD_FRAME, OPS_DEFLATE})
+LEGACY_KINDS: Final = frozenset(KIND_NAMES) - {OPS_DEFLATE}
+"""The kinds an agent from before ops+deflate (edgecfg agent 1.0) decodes."""
 _FULL_KINDS: Final = frozenset({FULL, FULL_ZSTD, FULL_ZSTD_FRAME})
 HEADER_SIZE: Final = 3
 BASE_CHECK_BITS: Final = 3
@@ -129,8 +131,12 @@ def make_delta(
     schema: Schema | None = None,
     classes: Collection[str] | None = None,
     hints: structural.Hints | None = None,
+    kinds: Collection[int] | None = None,
 ) -> bytes:
     """The smallest delta that turns ``old`` into ``new``, bound to both.
+
+    ``kinds`` limits the kinds it may be (all when None; EMPTY and FULL are
+    always among them): :data:`LEGACY_KINDS` for a reader that predates one.
 
     ``hints`` may tell that two maps are equal without comparing them (a
     :class:`~edgecfg.wire.cbor.SubtreeEncoder` that encoded both sides).
@@ -187,7 +193,12 @@ def make_delta(
     header = _header(EMPTY, base.etag, target.etag)
     if base.cbor == target.cbor:
         return header
-    return min(_candidates(base, target, header, kinds=None, ops=(ops, book), known=known), key=len)
+    excluded: frozenset[int] = (
+        frozenset() if kinds is None else frozenset(KIND_NAMES) - {FULL, *kinds}
+    )
+    found = _candidates(base, target, header, kinds=None, excluded=excluded, ops=(ops, book),
+                        known=known)  # fmt: skip
+    return min(found, key=len)
 
 
 def encode_delta(old: Value | Encoded, new: Value | Encoded, kind: int) -> bytes:
@@ -220,16 +231,19 @@ def _candidates(
     header: bytes,
     *,
     kinds: Collection[int] | None,
+    excluded: Collection[int] = frozenset(),
     ops: tuple[list[structural.Op], KeyBook] | None = None,
     known: _Known | None = None,
 ) -> list[bytes]:
-    """Deltas of the wanted ``kinds`` (all when None); zstd only when worthwhile.
+    """Deltas of the wanted ``kinds`` (all when None: then zstd only when
+    worthwhile), none of the ``excluded`` ones (a reader's limits: they do
+    not make the rest forced).
 
     ``ops`` are the diff's operations and key book when the caller has them.
     """
 
     def wanted(*which: int) -> bool:
-        return kinds is None or any(kind in kinds for kind in which)
+        return any((kinds is None or kind in kinds) and kind not in excluded for kind in which)
 
     candidates: list[bytes] = []
     if wanted(FULL):
