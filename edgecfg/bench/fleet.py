@@ -90,6 +90,7 @@ GLOBAL_LEAVES: Final = 120
 GROUP_LEAVES: Final = 6
 CONCURRENCY: Final = 32
 ACK_TIMEOUT_S: Final = 2.0
+MIDS_PER_SOCKET: Final = 30_000  # of 65,536 message IDs (see RawClient)
 MAX_RETRANSMIT: Final = 4
 MIN_CPU_TICKS: Final = 30
 ROUNDS: Final = 5  # of each steady phase, alternating with the bare server
@@ -268,18 +269,41 @@ class Answer:
 
 
 class RawClient(asyncio.DatagramProtocol):
-    """CON GETs over a plain UDP socket with its own retransmission timer."""
+    """CON GETs over a plain UDP socket with its own retransmission timer.
+
+    It stands for many devices, so it sends far more requests than one
+    device would: every MIDS_PER_SOCKET requests it moves to a new source
+    port, so no (address, message ID) pair comes again within the exchange
+    lifetime (RFC 7252 §4.5: the gateway would take it for a duplicate and
+    answer with the earlier request's answer, another token)."""
 
     def __init__(self, address: tuple[str, int]) -> None:
         self.address = address
         self.transport: asyncio.DatagramTransport | None = None
+        self.transports: list[asyncio.DatagramTransport] = []
         self.waiting: dict[bytes, asyncio.Future[aiocoap.Message]] = {}
         self.mid = random.randrange(0x10000)
         self.tokens = 0
         self.retransmissions = 0
+        self._on_socket = 0  # requests sent from the current source port
+        self._moving = asyncio.Lock()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)
+        self.transports.append(self.transport)
+        self._on_socket = 0
+
+    async def _fresh_port(self) -> None:
+        async with self._moving:
+            if self._on_socket < MIDS_PER_SOCKET:
+                return  # another worker moved already
+            await asyncio.get_running_loop().create_datagram_endpoint(
+                lambda: self, local_addr=("127.0.0.1", 0)
+            )  # answers to the old port still arrive: it stays open until close()
+
+    def close(self) -> None:
+        for transport in self.transports:
+            transport.close()
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
         try:
@@ -291,6 +315,8 @@ class RawClient(asyncio.DatagramProtocol):
             future.set_result(message)
 
     async def get(self, request: Request) -> Answer:
+        if self._on_socket >= MIDS_PER_SOCKET:
+            await self._fresh_port()
         started = time.perf_counter()
         response = await self._exchange(request)
         if response.code == Code.UNAUTHORIZED and response.opt.echo is not None:
@@ -311,6 +337,7 @@ class RawClient(asyncio.DatagramProtocol):
         message = aiocoap.Message(code=Code.GET, uri_path=request.path)
         message.mtype = Type.CON
         self.mid = (self.mid + 1) & 0xFFFF
+        self._on_socket += 1
         message.mid = self.mid
         self.tokens += 1
         message.token = self.tokens.to_bytes(4, "big")
@@ -499,13 +526,13 @@ async def measure(
         chosen = sample_of(built, sample, rng)
         port = free_udp_port()
         loop = asyncio.get_running_loop()
-        transport, client = await loop.create_datagram_endpoint(
+        _, client = await loop.create_datagram_endpoint(
             lambda: RawClient(("127.0.0.1", port)), local_addr=("127.0.0.1", 0)
         )
         progress(f"built in {built.seconds:.0f} s; starting the bare aiocoap server")
         bare_port = free_udp_port()
         bare_process, bare_ready = _spawn(run_bare, {"bare": BARE_PAYLOAD}, bare_port)
-        bare_transport, bare_client = await loop.create_datagram_endpoint(
+        _, bare_client = await loop.create_datagram_endpoint(
             lambda: RawClient(("127.0.0.1", bare_port)), local_addr=("127.0.0.1", 0)
         )
         if not await loop.run_in_executor(None, bare_ready.wait, 60):
@@ -581,8 +608,8 @@ async def measure(
             for child in (process, bare_process):
                 child.kill()
                 child.join()
-            transport.close()
-            bare_transport.close()
+            client.close()
+            bare_client.close()
         footprint = db_bytes(db)
     steady = [a.seconds for a in (*valid.answers, *delta.answers)]
     return Figures(

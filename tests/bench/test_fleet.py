@@ -4,13 +4,17 @@ few bytes each in the database (no timing is judged here)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import multiprocessing
 import random
 from pathlib import Path
 
 import pytest
 
 from edgecfg.bench import fleet as bench
+from edgecfg.bench.load import run_bare
+from edgecfg.bench.measure import free_udp_port
 from edgecfg.errors import CommandError
 from edgecfg.store import SQLiteStore
 from tests.cli.helpers import run
@@ -60,3 +64,32 @@ def test_a_sample_is_made_of_whole_stacks(tmp_path: Path) -> None:
 def test_bad_sizes_are_refused_with_the_expected_form(text: str) -> None:
     with pytest.raises(CommandError, match="--devices"):
         bench.run_fleet_bench(devices=text, sample=100, seed=1, as_json=True)
+
+
+async def test_the_load_driver_moves_to_a_fresh_port_before_message_ids_come_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One driver plays thousands of devices: past MIDS_PER_SOCKET requests
+    it sends from a new source port, so the gateway never takes a new
+    request for a duplicate of one with the same address and message ID."""
+    monkeypatch.setattr(bench, "MIDS_PER_SOCKET", 4)
+    port = free_udp_port()
+    context = multiprocessing.get_context("spawn")
+    ready = context.Event()
+    server = context.Process(target=run_bare, args=({"bare": 4}, port, ready), daemon=True)
+    server.start()
+    loop = asyncio.get_running_loop()
+    _, client = await loop.create_datagram_endpoint(
+        lambda: bench.RawClient(("127.0.0.1", port)), local_addr=("127.0.0.1", 0)
+    )
+    try:
+        assert await loop.run_in_executor(None, ready.wait, 60)
+        answers = [await client.get(bench.Request(("bare",))) for _ in range(10)]
+        ports = {t.get_extra_info("sockname")[1] for t in client.transports}
+    finally:
+        client.close()
+        server.kill()
+        server.join()
+    assert all(str(a.code) == "2.05 Content" for a in answers)
+    assert len(client.transports) == 3 and len(ports) == 3  # 4 + 4 + 2 requests
+    assert client.retransmissions == 0
