@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import edgecfg
-from edgecfg.cli import battery_sim, optimize_sim, rollout_sim
+from edgecfg.cli import battery_sim, network_sim, optimize_sim, rollout_sim
 from edgecfg.cli.arguments import (
     JSON,
     Declare,
@@ -381,6 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     rollout_sim.add_parser(scenarios)
     battery_sim.add_parser(scenarios)
     optimize_sim.add_parser(scenarios)
+    network_sim.add_parser(scenarios)
     add_command(
         commands, "delta", cmd_delta, "make the delta that turns OLD into NEW",
         argument("old", metavar="OLD"),

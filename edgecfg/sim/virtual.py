@@ -27,9 +27,10 @@ from __future__ import annotations
 import heapq
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from time import thread_time
 from typing import Final
 
 from edgecfg.agent.sync import decode_config
@@ -62,7 +63,7 @@ from edgecfg.errors import DeltaError, PeerError, UsageError
 from edgecfg.fleet.fleet import Fleet
 from edgecfg.fleet.sync import NotModified, Representation, SyncService
 from edgecfg.sim.loopback_fleet import FUNCTIONS, REGIONS
-from edgecfg.store import DeviceRecord, MemoryStore
+from edgecfg.store import DeviceRecord, MemoryStore, Store
 from edgecfg.wire.blocks import DEFAULT_SZX, block_of, block_size
 from edgecfg.wire.cbor import Encoded, encode
 from edgecfg.wire.messages import DeviceReport, StateAnswer
@@ -72,6 +73,10 @@ HEADER_BYTES: Final = 24
 """Bytes a CoAP request or response costs beyond its payload (header, token,
 Uri-Path, ETag and Block2 options), for the byte counts."""
 INTERVAL: Final = ("net", "uplink", "interval_s")
+PROTOCOL_US: Final = 0.0
+"""A real gateway's CPU per request beyond the sync service (aiocoap's
+parsing and sending, the event loop, the store's I/O), in microseconds:
+measured by ``edgecfg bench sim-truth`` on this machine."""
 FIXTURE_SCHEMA: Final = Path(__file__).resolve().parents[2] / "fixtures" / "schema" / "device.json"
 
 
@@ -92,6 +97,9 @@ class Scenario:
     prune_versions_days: float | None = None
     """Run ``edgecfg gateway prune --older-than DAYS`` at the end of each day
     (``None``: never, and the served versions table keeps every version)."""
+    protocol_us: float = PROTOCOL_US
+    """What a real gateway spends per request beyond the service layer (see
+    :data:`PROTOCOL_US`)."""
 
     def check(self) -> None:
         if self.devices < 1:
@@ -125,6 +133,18 @@ class Day:
     retries: int = 0
     writes: int = 0
     convergence_s: list[float] = field(default_factory=list[float])
+    requests: int = 0
+    """Requests that reached the gateway logic."""
+    service_cpu_s: float = 0.0
+    """Thread CPU time spent in the gateway logic (the sync service) on them."""
+
+    def gateway_us_per_sync(self, protocol_us: float) -> float | None:
+        """The gateway's work per sync: the service's CPU plus ``protocol_us``
+        per request for what the simulation skips (CoAP, the socket, the
+        loop, the store's I/O), in microseconds."""
+        if not self.syncs:
+            return None
+        return (self.service_cpu_s * 1e6 + self.requests * protocol_us) / self.syncs
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,9 +167,9 @@ class Footprint:
     agent_state_bytes_mean: float
 
 
-def process_rss_mib() -> float:
-    """This process's resident set size (``VmRSS``), in MiB."""
-    status = Path("/proc/self/status")
+def process_rss_mib(pid: int | None = None) -> float:
+    """The resident set size (``VmRSS``) of process ``pid`` (this one by default), in MiB."""
+    status = Path(f"/proc/{'self' if pid is None else pid}/status")
     for line in status.read_text(encoding="ascii").splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
@@ -172,6 +192,11 @@ class RunReport:
     def summary(self) -> dict[str, object]:
         devices = self.scenario.devices
         waits = sorted(w for day in [*self.days, self.final] for w in day.convergence_s)
+        total = Day(
+            syncs=sum(day.syncs for day in self.days),
+            requests=sum(day.requests for day in self.days),
+            service_cpu_s=sum(day.service_cpu_s for day in self.days),
+        )
         return {
             "devices": devices,
             "days": self.scenario.days,
@@ -189,6 +214,10 @@ class RunReport:
                     "bytes_per_device": round(day.bytes / devices, 1),
                     "round_trips_per_device": round(day.round_trips / devices, 3),
                     "retries": day.retries,
+                    "gateway_us_per_sync": _round(
+                        day.gateway_us_per_sync(self.scenario.protocol_us)
+                    ),
+                    "service_us_per_sync": _round(day.gateway_us_per_sync(0.0)),
                 }
                 for number, day in enumerate(self.days)
             ],
@@ -196,6 +225,14 @@ class RunReport:
                 {name: getattr(sample, name) for name in Footprint.__slots__}
                 for sample in self.footprints
             ],
+            "gateway_work": {
+                "protocol_us_per_request": self.scenario.protocol_us,
+                "us_per_sync": _round(total.gateway_us_per_sync(self.scenario.protocol_us)),
+                "service_us_per_sync": _round(total.gateway_us_per_sync(0.0)),
+                "requests_per_sync": round(total.requests / total.syncs, 3)
+                if total.syncs
+                else None,
+            },
             "closing_round": {
                 "syncs": self.final.syncs,
                 "bytes_per_device": round(self.final.bytes / devices, 1),
@@ -207,6 +244,10 @@ class RunReport:
                 "max": waits[-1] if waits else None,
             },
         }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
 
 
 def _rank(values: list[float], fraction: float) -> float | None:
@@ -245,24 +286,8 @@ class VirtualFleet:
         are valid by construction: checking each against the whole fleet
         would make the set-up quadratic); then the gateway's view of it."""
         self.fleet.load_schema(FIXTURE_SCHEMA.read_bytes(), "json", source="sim", now=0.0)
-        records: list[DeviceRecord] = []
-        for number in range(self.scenario.devices):
-            device = DeviceId(f"sim-{number:06d}")
-            groups = {"region": REGIONS[number % len(REGIONS)],
-                      "function": FUNCTIONS[number % len(FUNCTIONS)]}  # fmt: skip
-            records.append(DeviceRecord(device, groups, hardware="nbiot-sensor-r3"))
-        self.store.put_devices(records)
-        for record in records:
-            device = record.id
-            identity: dict[str, Value] = {
-                "device": {"id": str(device)},
-                "security": {"psk_identity": str(device)},
-            }
-            blob = self.store.put_blob(encode(layer_to_document(layer_from_parts(identity))))
-            self.store.append_layer_revision(
-                device_layer(device), blob, parent=None, author="sim", message="identity",
-                now=0.0,
-            )  # fmt: skip
+        names = [DeviceId(f"sim-{number:06d}") for number in range(self.scenario.devices)]
+        for device in write_devices(self.store, names):
             self.devices[device] = _Device(device)
             self._push(self.rng.uniform(0, self.scenario.wake_every_s), "wake", device)
         self.fleet = Fleet(self.store)  # lazy: devices' own layers are read when they ask
@@ -409,7 +434,10 @@ class VirtualFleet:
                         day.bytes += HEADER_BYTES  # the request went out
                         event = Lost(at, "lost", self.rng.random())
                     else:
+                        started = thread_time()
                         answer = self._get(device, action)
+                        day.service_cpu_s += thread_time() - started
+                        day.requests += 1
                         day.bytes += 2 * HEADER_BYTES + len(answer.payload)
                         event = Got(at, answer)
                 elif isinstance(action, Install):
@@ -419,7 +447,10 @@ class VirtualFleet:
                     body = DeviceReport(
                         applied=device.held.etag if device.held is not None else None
                     ).encode()
+                    started = thread_time()
                     answer = self.service.report(device.id, body, now=at)
+                    day.service_cpu_s += thread_time() - started
+                    day.requests += 1
                     day.bytes += (
                         2 * HEADER_BYTES + len(body) + (len(answer.payload) if answer else 0)
                     )
@@ -463,6 +494,34 @@ class VirtualFleet:
             day.convergence_s.append(at - device.pending_since)
             device.pending_since = None
         return Installed(at, config.etag, changed)
+
+
+def write_devices(store: Store, names: Sequence[DeviceId]) -> Sequence[DeviceId]:
+    """Register ``names`` in bulk, as an import would: the n-th device in the
+    n-th region and function group (round robin), each with its identity
+    layer (valid by construction); ``names`` back."""
+    records = [
+        DeviceRecord(
+            device,
+            {
+                "region": REGIONS[number % len(REGIONS)],
+                "function": FUNCTIONS[number % len(FUNCTIONS)],
+            },
+            hardware="nbiot-sensor-r3",
+        )
+        for number, device in enumerate(names)
+    ]
+    store.put_devices(records)
+    for device in names:
+        identity: dict[str, Value] = {
+            "device": {"id": str(device)},
+            "security": {"psk_identity": str(device)},
+        }
+        blob = store.put_blob(encode(layer_to_document(layer_from_parts(identity))))
+        store.append_layer_revision(
+            device_layer(device), blob, parent=None, author="sim", message="identity", now=0.0
+        )
+    return names
 
 
 def _current(answer: Representation | None) -> bool:
