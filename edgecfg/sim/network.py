@@ -207,11 +207,11 @@ def _rank(values: list[float], fraction: float) -> float | None:
     return round(values[round(fraction * (len(values) - 1))], 2) if values else None
 
 
-def build_fleet(db: Path, count: int) -> list[DeviceId]:
-    """A fresh fleet of ``count`` devices (``net-0000``...) at ``db``."""
+def build_fleet(db: Path, names: list[DeviceId]) -> list[DeviceId]:
+    """A fresh fleet of the devices ``names`` at ``db`` (the virtual sim's
+    schema, groups and identity layers); ``names`` back."""
     with SQLiteStore(db) as store:
         Fleet(store).load_schema(FIXTURE_SCHEMA.read_bytes(), "json", source="sim", now=0.0)
-        names = [DeviceId(f"net-{n:04d}") for n in range(count)]
         write_devices(store, names)
     return names
 
@@ -221,6 +221,44 @@ def _expected(db: Path, devices: list[DeviceId]) -> dict[DeviceId, str]:
     with SQLiteStore(db) as store:
         fleet = Fleet(store)
         return {device: fleet.etag(device).hex() for device in devices}
+
+
+async def start_gateway(
+    db: Path, started: list[asyncio.subprocess.Process], *options: str
+) -> tuple[asyncio.subprocess.Process, int]:
+    """``edgecfg gateway serve`` on ``db`` (plain CoAP, a free loopback port,
+    edits picked up each second) as a child process, appended to ``started``
+    at once (for the caller to stop); it and its port once it serves."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "edgecfg.cli.main", "gateway", "serve", "--db", str(db),
+        "--insecure", "--bind", "127.0.0.1:0", "--refresh", "1", *options,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    started.append(process)
+    assert process.stdout is not None
+    try:
+        line = await asyncio.wait_for(process.stdout.readline(), START_LIMIT_S)
+    except TimeoutError:
+        raise CommandError(f"the gateway did not start within {START_LIMIT_S:.0f} s") from None
+    match = SERVING.search(line.decode())
+    if match is None:
+        raise CommandError(f"the gateway did not start: {line.decode().strip()!r}")
+    return process, int(match.group("port"))
+
+
+async def stop_processes(processes: list[asyncio.subprocess.Process]) -> None:
+    """SIGTERM to each, then SIGKILL to any still running after a grace period."""
+    for process in processes:
+        if process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
+    for process in processes:
+        try:
+            await asyncio.wait_for(process.wait(), STOP_LIMIT_S)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
 
 
 class _Run:
@@ -244,21 +282,7 @@ class _Run:
         return time.monotonic() - self.started
 
     async def gateway(self) -> tuple[asyncio.subprocess.Process, int]:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "edgecfg.cli.main", "gateway", "serve", "--db", str(self.db),
-            "--insecure", "--bind", "127.0.0.1:0", "--refresh", "1",
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-        )  # fmt: skip
-        self.processes.append(process)
-        assert process.stdout is not None
-        try:
-            line = await asyncio.wait_for(process.stdout.readline(), START_LIMIT_S)
-        except TimeoutError:
-            raise CommandError(f"the gateway did not start within {START_LIMIT_S:.0f} s") from None
-        match = SERVING.search(line.decode())
-        if match is None:
-            raise CommandError(f"the gateway did not start: {line.decode().strip()!r}")
-        return process, int(match.group("port"))
+        return await start_gateway(self.db, self.processes)
 
     async def agent(self, agent: Agent, port: int) -> None:
         await asyncio.sleep(self.rng.uniform(0, self.scenario.interval_s))
@@ -339,17 +363,7 @@ class _Run:
             await asyncio.sleep(1.0)
 
     async def stop(self) -> None:
-        for process in self.processes:
-            if process.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    process.send_signal(signal.SIGTERM)
-        for process in self.processes:
-            try:
-                await asyncio.wait_for(process.wait(), STOP_LIMIT_S)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    process.kill()
-                await process.wait()
+        await stop_processes(self.processes)
         for reader in self.readers:
             reader.cancel()
 
@@ -413,7 +427,9 @@ def run(
         else:
             folder = keep
             folder.mkdir(parents=True, exist_ok=True)
-        devices = build_fleet(folder / "fleet.db", scenario.agents)
+        devices = build_fleet(
+            folder / "fleet.db", [DeviceId(f"net-{n:04d}") for n in range(scenario.agents)]
+        )
         cells = stack.enter_context(Cells.open(rates(profile, scenario.seed, scenario.agents)))
         return asyncio.run(_Run(scenario, folder, progress).play(cells, devices))
     raise AssertionError("unreachable")  # pragma: no cover

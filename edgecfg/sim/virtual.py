@@ -33,7 +33,7 @@ from pathlib import Path
 from time import thread_time
 from typing import Final
 
-from edgecfg.agent.sync import decode_config
+from edgecfg.agent.sync import AGENT_VERSION, decode_config
 from edgecfg.core.ids import DeviceId, LayerId
 from edgecfg.core.layers import device_layer, layer_from_parts, layer_to_document
 from edgecfg.core.session import (
@@ -73,7 +73,7 @@ HEADER_BYTES: Final = 24
 """Bytes a CoAP request or response costs beyond its payload (header, token,
 Uri-Path, ETag and Block2 options), for the byte counts."""
 INTERVAL: Final = ("net", "uplink", "interval_s")
-PROTOCOL_US: Final = 0.0
+PROTOCOL_US: Final = 450.0
 """A real gateway's CPU per request beyond the sync service (aiocoap's
 parsing and sending, the event loop, the store's I/O), in microseconds:
 measured by ``edgecfg bench sim-truth`` on this machine."""
@@ -121,6 +121,7 @@ class _Device:
     transfer: Transfer | None = None
     session: SyncSession | None = None
     pending_since: float | None = None  # the first write not yet applied
+    introduced: bool = False  # the agent sends its version in its first report of a run
 
 
 @dataclass(slots=True)
@@ -341,6 +342,15 @@ class VirtualFleet:
             self.divergent(), self._failed, self._final, self._footprints,
         )  # fmt: skip
 
+    def sync_round(self, at: float) -> Day:
+        """Every device wakes once at ``at`` on a clean link; the day it counts
+        in (for a scripted mix: ``edgecfg bench sim-truth``)."""
+        self.now = at
+        for device in self.devices.values():
+            device.session = None
+            self._wake(at, device, lossy=False)
+        return self._day(at)
+
     def divergent(self) -> int:
         """Devices whose held version is not a fresh resolution of their layers
         (computed here, independently of the sync path)."""
@@ -445,8 +455,10 @@ class VirtualFleet:
                 elif isinstance(action, Report):
                     day.round_trips += 1
                     body = DeviceReport(
-                        applied=device.held.etag if device.held is not None else None
+                        applied=device.held.etag if device.held is not None else None,
+                        agent=None if device.introduced else AGENT_VERSION,
                     ).encode()
+                    device.introduced = True
                     started = thread_time()
                     answer = self.service.report(device.id, body, now=at)
                     day.service_cpu_s += thread_time() - started
@@ -508,6 +520,7 @@ def write_devices(store: Store, names: Sequence[DeviceId]) -> Sequence[DeviceId]
                 "function": FUNCTIONS[number % len(FUNCTIONS)],
             },
             hardware="nbiot-sensor-r3",
+            agent_version=AGENT_VERSION,  # introduced long ago: a fleet in its steady state
         )
         for number, device in enumerate(names)
     ]

@@ -1,0 +1,53 @@
+"""The simulator's gateway work per sync: counted in the virtual fleet, and
+the same mix played against a real gateway process (``bench sim-truth``).
+Outcomes only (counts, the same mix on both sides), never CPU figures."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from edgecfg.bench.sim_truth import real, virtual
+from edgecfg.sim.virtual import DAY_S, Day, Scenario, VirtualFleet, run
+
+
+def test_the_virtual_fleet_counts_requests_and_the_service_s_cpu() -> None:
+    sim = VirtualFleet(Scenario(devices=30, days=3, writes_per_day=0, seed=2))
+    first = sim.sync_round(0.0)
+    again = sim.sync_round(DAY_S)
+    assert first.syncs == again.syncs == 30
+    assert first.requests == first.round_trips  # every exchange reached the gateway logic
+    assert first.requests >= 30 * 7  # a full config is block-wise, then a report
+    assert again.requests == 30  # one 2.03 each
+    assert first.service_cpu_s > again.service_cpu_s > 0
+
+
+def test_gateway_work_per_sync_adds_the_protocol_cost_per_request() -> None:
+    day = Day(syncs=4, requests=10, service_cpu_s=0.002)
+    assert day.gateway_us_per_sync(0.0) == pytest.approx(500.0)
+    assert day.gateway_us_per_sync(100.0) == pytest.approx(750.0)
+    assert Day().gateway_us_per_sync(100.0) is None
+
+
+def test_the_summary_reports_the_gateway_work_per_sync() -> None:
+    summary = run(Scenario(devices=20, days=2, seed=4, protocol_us=300.0)).summary()
+    work = summary["gateway_work"]
+    assert isinstance(work, dict)
+    assert work["protocol_us_per_request"] == 300.0
+    assert work["us_per_sync"] > work["service_us_per_sync"] > 0
+    assert work["requests_per_sync"] >= 1
+
+
+@pytest.mark.slow
+def test_the_real_gateway_and_the_simulation_play_the_same_mix() -> None:
+    measured = asyncio.run(real(devices=24, edits=4, rounds=1, seed=3))
+    simulated = virtual(devices=24, edits=4, rounds=1, seed=3)
+    for phase in ("full", "delta", "current"):
+        assert measured[phase].syncs == simulated[phase].syncs == 24
+    # the same exchanges: block-wise full configs and a report each, then deltas, then
+    # 2.03s (the real gateway's cold start makes a few devices ask again: not many)
+    assert simulated["full"].requests == 24 * 8
+    assert measured["full"].requests == pytest.approx(simulated["full"].requests, rel=0.1)
+    assert measured["delta"].requests == pytest.approx(simulated["delta"].requests, rel=0.25)
+    assert measured["full"].cpu_s > 0
