@@ -36,10 +36,19 @@ from typing import Final
 
 from edgecfg.core.ids import DeviceId, LayerId
 from edgecfg.core.layers import device_layer, layer_from_parts
+from edgecfg.errors import CommandError
 from edgecfg.fleet.fleet import Fleet
 from edgecfg.sim.loopback_fleet import FUNCTIONS, REGIONS, SimulatedFleet
 from edgecfg.sim.network import build_fleet, cpu_seconds, start_gateway, stop_processes
-from edgecfg.sim.virtual import DAY_S, INTERVAL, Day, Scenario, VirtualFleet
+from edgecfg.sim.virtual import (
+    DAY_S,
+    INTERVAL,
+    NO_PROTOCOL,
+    Day,
+    ProtocolCost,
+    Scenario,
+    VirtualFleet,
+)
 from edgecfg.store import SQLiteStore
 
 TARGET: Final = 0.20
@@ -49,12 +58,14 @@ PHASES: Final = ("full", "delta", "current")
 
 @dataclass(frozen=True, slots=True)
 class Phase:
+    """What the real gateway did in one phase."""
+
     syncs: int
     requests: int
     cpu_s: float
 
-    def us_per_sync(self, protocol_us: float = 0.0) -> float:
-        return (self.cpu_s * 1e6 + self.requests * protocol_us) / self.syncs
+    def us_per_sync(self) -> float:
+        return self.cpu_s * 1e6 / self.syncs
 
 
 def _edits(count: int, devices: list[DeviceId], seed: int) -> list[tuple[LayerId, int]]:
@@ -75,19 +86,21 @@ def _write(fleet: Fleet, edits: list[tuple[LayerId, int]]) -> None:
                           message="sim-truth", now=time.time())  # fmt: skip
 
 
-def virtual(devices: int, edits: int, rounds: int, seed: int) -> dict[str, Phase]:
-    """The mix in the virtual sim: its gateway logic's CPU per phase."""
+def virtual(devices: int, edits: int, rounds: int, seed: int) -> dict[str, Day]:
+    """The mix in the virtual sim: its requests by kind and its gateway logic's CPU."""
     sim = VirtualFleet(Scenario(devices=devices, days=rounds + 3, writes_per_day=0, seed=seed))
     names = list(sim.devices)
-
-    def phase(days: list[Day]) -> Phase:
-        return Phase(sum(d.syncs for d in days), sum(d.requests for d in days),
-                     sum(d.service_cpu_s for d in days))  # fmt: skip
-
-    full = phase([sim.sync_round(0.0)])
+    full = sim.sync_round(0.0)
     _write(sim.fleet, _edits(edits, names, seed))
-    delta = phase([sim.sync_round(DAY_S)])
-    current = phase([sim.sync_round((2 + k) * DAY_S) for k in range(rounds)])
+    delta = sim.sync_round(DAY_S)
+    current = Day()
+    for k in range(rounds):
+        day = sim.sync_round((2 + k) * DAY_S)
+        current.syncs += day.syncs
+        current.valid += day.valid
+        current.content += day.content
+        current.reports += day.reports
+        current.service_cpu_s += day.service_cpu_s
     return {"full": full, "delta": delta, "current": current}
 
 
@@ -130,73 +143,92 @@ async def real(devices: int, edits: int, rounds: int, seed: int) -> dict[str, Ph
     return {"full": full, "delta": delta, "current": current}
 
 
-def run_sim_truth_bench(devices: int, edits: int, rounds: int, seed: int, as_json: bool) -> int:
-    """Measure both, fit ``protocol_us`` on the 2.03 phase, judge the rest."""
-    measured_real = asyncio.run(real(devices, edits, rounds, seed))
-    measured_sim = virtual(devices, edits, rounds, seed)
-    current_real, current_sim = measured_real["current"], measured_sim["current"]
-    protocol_us = (current_real.cpu_s - current_sim.cpu_s) * 1e6 / current_sim.requests
-    total_real = _total(measured_real)
-    total_sim = _total(measured_sim)
-    rows = {
-        name: {
-            "real_us_per_sync": round(measured_real[name].us_per_sync(), 1),
-            "sim_service_us_per_sync": round(measured_sim[name].us_per_sync(), 1),
-            "sim_us_per_sync": round(measured_sim[name].us_per_sync(protocol_us), 1),
-            "real_requests_per_sync": round(
-                measured_real[name].requests / measured_real[name].syncs, 2
-            ),
-            "sim_requests_per_sync": round(
-                measured_sim[name].requests / measured_sim[name].syncs, 2
-            ),
+def fit(real: dict[str, Phase], sim: dict[str, Day]) -> ProtocolCost:
+    """The protocol cost per kind of request that makes the simulation's
+    gateway CPU the real one's: 2.03 from the 2.03 phase, content and reports
+    from the full and delta phases (two equations, two unknowns)."""
+    current = sim["current"]
+    valid_us = (real["current"].cpu_s - current.service_cpu_s) * 1e6 / current.valid
+    rest = {
+        name: (real[name].cpu_s - sim[name].service_cpu_s) * 1e6 - sim[name].valid * valid_us
+        for name in ("full", "delta")
+    }
+    a, b = sim["full"].content, sim["full"].reports
+    c, d = sim["delta"].content, sim["delta"].reports
+    determinant = a * d - b * c
+    if determinant == 0:
+        raise CommandError("the full and delta phases did not tell content from reports apart")
+    content_us = (rest["full"] * d - b * rest["delta"]) / determinant
+    report_us = (a * rest["delta"] - c * rest["full"]) / determinant
+    return ProtocolCost(round(valid_us, 1), round(content_us, 1), round(report_us, 1))
+
+
+def _rows(
+    real: dict[str, Phase], sim: dict[str, Day], cost: ProtocolCost
+) -> dict[str, dict[str, float]]:
+    rows: dict[str, dict[str, float]] = {}
+    phases = [*PHASES, "mix"]
+    for name in phases:
+        if name == "mix":
+            r = Phase(sum(p.syncs for p in real.values()), sum(p.requests for p in real.values()),
+                      sum(p.cpu_s for p in real.values()))  # fmt: skip
+            v = Day(
+                syncs=sum(d.syncs for d in sim.values()), valid=sum(d.valid for d in sim.values()),
+                content=sum(d.content for d in sim.values()),
+                reports=sum(d.reports for d in sim.values()),
+                service_cpu_s=sum(d.service_cpu_s for d in sim.values()),
+            )  # fmt: skip
+        else:
+            r, v = real[name], sim[name]
+        sim_us = v.gateway_us_per_sync(cost) or 0.0
+        rows[name] = {
+            "real_us_per_sync": round(r.us_per_sync(), 1),
+            "sim_service_us_per_sync": round(v.gateway_us_per_sync(NO_PROTOCOL) or 0.0, 1),
+            "sim_us_per_sync": round(sim_us, 1),
+            "sim_over_real": round(sim_us / r.us_per_sync(), 3),
+            "real_requests_per_sync": round(r.requests / r.syncs, 2),
+            "sim_requests_per_sync": round(v.requests / v.syncs, 2),
         }
-        for name in PHASES
+    return rows
+
+
+def run_sim_truth_bench(devices: int, edits: int, rounds: int, seed: int, as_json: bool) -> int:
+    """Fit the protocol cost on one mix; judge the simulation on another."""
+    mixes = {
+        "fit": (devices, edits, rounds, seed),
+        "check": (max(2, devices // 2), edits * 4, max(1, rounds // 2), seed + 1),
     }
-    rows["mix"] = {
-        "real_us_per_sync": round(total_real.us_per_sync(), 1),
-        "sim_service_us_per_sync": round(total_sim.us_per_sync(), 1),
-        "sim_us_per_sync": round(total_sim.us_per_sync(protocol_us), 1),
-        "real_requests_per_sync": round(total_real.requests / total_real.syncs, 2),
-        "sim_requests_per_sync": round(total_sim.requests / total_sim.syncs, 2),
-    }
-    for row in rows.values():
-        row["sim_over_real"] = round(row["sim_us_per_sync"] / row["real_us_per_sync"], 3)
-    verdict = abs(rows["mix"]["sim_over_real"] - 1) <= TARGET
+    measured = {name: (asyncio.run(real(*shape)), virtual(*shape)) for name, shape in mixes.items()}
+    cost = fit(*measured["fit"])
+    tables = {name: _rows(*measured[name], cost) for name in mixes}
+    verdict = abs(tables["check"]["mix"]["sim_over_real"] - 1) <= TARGET
     result = {
-        "devices": devices,
-        "edits": edits,
-        "rounds": rounds,
-        "protocol_us_per_request": round(protocol_us, 1),
-        "phases": rows,
-        "raw": {
-            "real": {k: asdict(v) for k, v in measured_real.items()},
-            "sim": {k: asdict(v) for k, v in measured_sim.items()},
+        "mixes": {
+            name: dict(zip(("devices", "edits", "rounds", "seed"), shape, strict=True))
+            for name, shape in mixes.items()
         },
+        "protocol_us": asdict(cost),
+        "phases": tables,
         "pass": verdict,
     }
     if as_json:
         print(json.dumps(result))
         return 0
-    print(f"gateway CPU per sync, {devices} devices, {edits} edits, {rounds} rounds of 2.03 "
-          "(real: a gateway process's /proc CPU, idle taken off; sim: the service's thread "
-          "CPU + protocol_us per request)")  # fmt: skip
-    print(f"  protocol_us fitted on the 2.03 phase: {protocol_us:.0f} us per request")
-    print(f"  {'phase':8} {'real us':>9} {'sim svc us':>11} {'sim us':>9} {'sim/real':>9} "
-          f"{'req/sync real/sim':>18}")  # fmt: skip
-    for name, row in rows.items():
-        trips = f"{row['real_requests_per_sync']:.2f}/{row['sim_requests_per_sync']:.2f}"
-        print(f"  {name:8} {row['real_us_per_sync']:9.0f} {row['sim_service_us_per_sync']:11.0f} "
-              f"{row['sim_us_per_sync']:9.0f} {row['sim_over_real']:9.2f} {trips:>18}")  # fmt: skip
+    print("gateway CPU per sync (real: a gateway process's /proc CPU, its idle taken off; sim: "
+          "the service's thread CPU + the protocol cost of each request)")  # fmt: skip
+    print(f"  protocol cost fitted on the first mix, per request: 2.03 {cost.valid_us:.0f} us, "
+          f"content {cost.content_us:.0f} us, report {cost.report_us:.0f} us")  # fmt: skip
+    for name, (count, edited, repeats, _seed) in mixes.items():
+        print(f"  {name} mix: {count} devices, {edited} edits, {repeats} round(s) of 2.03")
+        print(f"    {'phase':8} {'real us':>9} {'sim svc us':>11} {'sim us':>9} {'sim/real':>9} "
+              f"{'req/sync real/sim':>18}")  # fmt: skip
+        for phase, row in tables[name].items():
+            trips = f"{row['real_requests_per_sync']:.2f}/{row['sim_requests_per_sync']:.2f}"
+            print(f"    {phase:8} {row['real_us_per_sync']:9.0f} "
+                  f"{row['sim_service_us_per_sync']:11.0f} {row['sim_us_per_sync']:9.0f} "
+                  f"{row['sim_over_real']:9.2f} {trips:>18}")  # fmt: skip
     print(
-        f"  the mix within {TARGET:.0%}: {'PASS' if verdict else 'MISS'} "
-        "(the 2.03 phase matches by construction: the fit)"
+        f"  the check mix within {TARGET:.0%}: {'PASS' if verdict else 'MISS'} "
+        "(the fit mix matches by construction)"
     )
     return 0
-
-
-def _total(phases: dict[str, Phase]) -> Phase:
-    return Phase(
-        sum(p.syncs for p in phases.values()),
-        sum(p.requests for p in phases.values()),
-        sum(p.cpu_s for p in phases.values()),
-    )

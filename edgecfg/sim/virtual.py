@@ -24,10 +24,12 @@ What happens:
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import heapq
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from time import thread_time
@@ -66,6 +68,7 @@ from edgecfg.sim.loopback_fleet import FUNCTIONS, REGIONS
 from edgecfg.store import DeviceRecord, MemoryStore, Store
 from edgecfg.wire.blocks import DEFAULT_SZX, block_of, block_size
 from edgecfg.wire.cbor import Encoded, encode
+from edgecfg.wire.delta import BaseCache, bases_of
 from edgecfg.wire.messages import DeviceReport, StateAnswer
 
 DAY_S: Final = 86_400.0
@@ -73,10 +76,29 @@ HEADER_BYTES: Final = 24
 """Bytes a CoAP request or response costs beyond its payload (header, token,
 Uri-Path, ETag and Block2 options), for the byte counts."""
 INTERVAL: Final = ("net", "uplink", "interval_s")
-PROTOCOL_US: Final = 450.0
-"""A real gateway's CPU per request beyond the sync service (aiocoap's
-parsing and sending, the event loop, the store's I/O), in microseconds:
-measured by ``edgecfg bench sim-truth`` on this machine."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProtocolCost:
+    """What a real gateway spends per request beyond the sync service
+    (aiocoap's parsing and sending, the event loop, the store's I/O), in
+    microseconds, by kind of request: a GET answered 2.03 Valid, a GET
+    answered with content (a block, a delta), a state report (POST)."""
+
+    valid_us: float
+    content_us: float
+    report_us: float
+
+    def of(self, day: Day) -> float:
+        """The protocol CPU of ``day``'s requests, in seconds."""
+        return (
+            day.valid * self.valid_us + day.content * self.content_us + day.reports * self.report_us
+        ) / 1e6
+
+
+PROTOCOL: Final = ProtocolCost(valid_us=360.0, content_us=360.0, report_us=1500.0)
+"""Fitted by ``edgecfg bench sim-truth`` on this machine (see the README)."""
+NO_PROTOCOL: Final = ProtocolCost(0.0, 0.0, 0.0)
 FIXTURE_SCHEMA: Final = Path(__file__).resolve().parents[2] / "fixtures" / "schema" / "device.json"
 
 
@@ -97,9 +119,8 @@ class Scenario:
     prune_versions_days: float | None = None
     """Run ``edgecfg gateway prune --older-than DAYS`` at the end of each day
     (``None``: never, and the served versions table keeps every version)."""
-    protocol_us: float = PROTOCOL_US
-    """What a real gateway spends per request beyond the service layer (see
-    :data:`PROTOCOL_US`)."""
+    protocol: ProtocolCost = PROTOCOL
+    """What a real gateway spends per request beyond the service layer."""
 
     def check(self) -> None:
         if self.devices < 1:
@@ -134,18 +155,27 @@ class Day:
     retries: int = 0
     writes: int = 0
     convergence_s: list[float] = field(default_factory=list[float])
-    requests: int = 0
-    """Requests that reached the gateway logic."""
+    valid: int = 0
+    """GETs that reached the gateway logic and were answered 2.03 Valid."""
+    content: int = 0
+    """GETs answered with content (a block of a config, a delta)."""
+    reports: int = 0
+    """State reports (POST /state)."""
     service_cpu_s: float = 0.0
     """Thread CPU time spent in the gateway logic (the sync service) on them."""
 
-    def gateway_us_per_sync(self, protocol_us: float) -> float | None:
-        """The gateway's work per sync: the service's CPU plus ``protocol_us``
-        per request for what the simulation skips (CoAP, the socket, the
-        loop, the store's I/O), in microseconds."""
+    @property
+    def requests(self) -> int:
+        """Requests that reached the gateway logic."""
+        return self.valid + self.content + self.reports
+
+    def gateway_us_per_sync(self, protocol: ProtocolCost) -> float | None:
+        """The gateway's work per sync: the service's CPU plus ``protocol``'s
+        cost of each request for what the simulation skips (CoAP, the socket,
+        the loop, the store's I/O), in microseconds."""
         if not self.syncs:
             return None
-        return (self.service_cpu_s * 1e6 + self.requests * protocol_us) / self.syncs
+        return (self.service_cpu_s + protocol.of(self)) * 1e6 / self.syncs
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,7 +225,9 @@ class RunReport:
         waits = sorted(w for day in [*self.days, self.final] for w in day.convergence_s)
         total = Day(
             syncs=sum(day.syncs for day in self.days),
-            requests=sum(day.requests for day in self.days),
+            valid=sum(day.valid for day in self.days),
+            content=sum(day.content for day in self.days),
+            reports=sum(day.reports for day in self.days),
             service_cpu_s=sum(day.service_cpu_s for day in self.days),
         )
         return {
@@ -215,10 +247,8 @@ class RunReport:
                     "bytes_per_device": round(day.bytes / devices, 1),
                     "round_trips_per_device": round(day.round_trips / devices, 3),
                     "retries": day.retries,
-                    "gateway_us_per_sync": _round(
-                        day.gateway_us_per_sync(self.scenario.protocol_us)
-                    ),
-                    "service_us_per_sync": _round(day.gateway_us_per_sync(0.0)),
+                    "gateway_us_per_sync": _round(day.gateway_us_per_sync(self.scenario.protocol)),
+                    "service_us_per_sync": _round(day.gateway_us_per_sync(NO_PROTOCOL)),
                 }
                 for number, day in enumerate(self.days)
             ],
@@ -227,9 +257,13 @@ class RunReport:
                 for sample in self.footprints
             ],
             "gateway_work": {
-                "protocol_us_per_request": self.scenario.protocol_us,
-                "us_per_sync": _round(total.gateway_us_per_sync(self.scenario.protocol_us)),
-                "service_us_per_sync": _round(total.gateway_us_per_sync(0.0)),
+                "protocol_us": {
+                    "valid": self.scenario.protocol.valid_us,
+                    "content": self.scenario.protocol.content_us,
+                    "report": self.scenario.protocol.report_us,
+                },
+                "us_per_sync": _round(total.gateway_us_per_sync(self.scenario.protocol)),
+                "service_us_per_sync": _round(total.gateway_us_per_sync(NO_PROTOCOL)),
                 "requests_per_sync": round(total.requests / total.syncs, 3)
                 if total.syncs
                 else None,
@@ -278,6 +312,8 @@ class VirtualFleet:
         self._groups: list[LayerId] = []
         self._closing = False
         self._footprints: list[Footprint] = []
+        self._device_bases = BaseCache()
+        """The devices' delta bases apart from the gateway's, as on two machines."""
         self._build()
 
     # -- set-up --------------------------------------------------------------------
@@ -313,6 +349,10 @@ class VirtualFleet:
 
     def run(self) -> RunReport:
         started = time.perf_counter()
+        with _collector_for_a_heap():
+            return self._run(started)
+
+    def _run(self, started: float) -> RunReport:
         end = self.scenario.days * DAY_S
         while self._heap and self._heap[0][0] < end:
             at, _, kind, name = heapq.heappop(self._heap)
@@ -447,7 +487,10 @@ class VirtualFleet:
                         started = thread_time()
                         answer = self._get(device, action)
                         day.service_cpu_s += thread_time() - started
-                        day.requests += 1
+                        if answer.kind == "valid":
+                            day.valid += 1
+                        else:
+                            day.content += 1
                         day.bytes += 2 * HEADER_BYTES + len(answer.payload)
                         event = Got(at, answer)
                 elif isinstance(action, Install):
@@ -462,7 +505,7 @@ class VirtualFleet:
                     started = thread_time()
                     answer = self.service.report(device.id, body, now=at)
                     day.service_cpu_s += thread_time() - started
-                    day.requests += 1
+                    day.reports += 1
                     day.bytes += (
                         2 * HEADER_BYTES + len(body) + (len(answer.payload) if answer else 0)
                     )
@@ -496,8 +539,9 @@ class VirtualFleet:
 
     def _install(self, at: float, device: _Device, action: Install, day: Day) -> Event:
         held = device.held if device.held is not None and action.base == device.held.etag else None
-        try:  # exactly what the agent does with the answer
-            config = decode_config(held, action.payload, action.content_format, action.etag)
+        try:  # exactly what the agent does with the answer, with a device's memory of bases
+            with bases_of(self._device_bases):
+                config = decode_config(held, action.payload, action.content_format, action.etag)
         except (DeltaError, PeerError) as error:
             return Unusable(at, str(error))
         changed = device.held is None or config.etag != device.held.etag
@@ -506,6 +550,23 @@ class VirtualFleet:
             day.convergence_s.append(at - device.pending_since)
             device.pending_since = None
         return Installed(at, config.etag, changed)
+
+
+@contextlib.contextmanager
+def _collector_for_a_heap() -> Generator[None]:
+    """The cyclic collector tuned for a run's heap: what was built before the
+    run is frozen (it lives as long as the run), and the youngest generation
+    is collected every 50,000 allocations, not 700 (the devices' configs are
+    millions of long-lived containers that each pass would look at again);
+    as it was after."""
+    thresholds = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(50_000, thresholds[1], thresholds[2])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
 
 
 def write_devices(store: Store, names: Sequence[DeviceId]) -> Sequence[DeviceId]:
