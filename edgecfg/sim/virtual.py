@@ -96,7 +96,7 @@ class ProtocolCost:
         ) / 1e6
 
 
-PROTOCOL: Final = ProtocolCost(valid_us=360.0, content_us=360.0, report_us=1500.0)
+PROTOCOL: Final = ProtocolCost(valid_us=460.0, content_us=800.0, report_us=1040.0)
 """Fitted by ``edgecfg bench sim-truth`` on this machine (see the README)."""
 NO_PROTOCOL: Final = ProtocolCost(0.0, 0.0, 0.0)
 FIXTURE_SCHEMA: Final = Path(__file__).resolve().parents[2] / "fixtures" / "schema" / "device.json"
