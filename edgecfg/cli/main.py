@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import edgecfg
-from edgecfg.cli import battery_sim, optimize_sim, rollout_sim
+from edgecfg.cli import battery_sim, network_sim, optimize_sim, rollout_sim
 from edgecfg.cli.arguments import (
     JSON,
     Declare,
@@ -263,6 +263,14 @@ def cmd_bench_fleet(args: argparse.Namespace) -> int:
     )  # fmt: skip
 
 
+def cmd_bench_sim_truth(args: argparse.Namespace) -> int:
+    """The virtual sim's gateway CPU per sync against a real gateway process's."""
+    from edgecfg.bench.sim_truth import run_sim_truth_bench
+
+    return run_sim_truth_bench(devices=args.devices, edits=args.edits, rounds=args.rounds,
+                               seed=args.seed, as_json=args.json)  # fmt: skip
+
+
 def cmd_bench_multi(args: argparse.Namespace) -> int:
     """One vs two gateways on one PostgreSQL database; SQLite vs PostgreSQL."""
     from edgecfg.bench.multi import DEFAULT_POSTGRES, run_multi_bench
@@ -382,6 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
     rollout_sim.add_parser(scenarios)
     battery_sim.add_parser(scenarios)
     optimize_sim.add_parser(scenarios)
+    network_sim.add_parser(scenarios)
     add_command(
         commands, "delta", cmd_delta, "make the delta that turns OLD into NEW",
         argument("old", metavar="OLD"),
@@ -432,6 +441,8 @@ def _register_benches(commands: Any) -> None:
         ("multi", cmd_bench_multi,
          "1 vs 2 gateway processes on one PostgreSQL, and SQLite vs PostgreSQL"),
         ("optimize", cmd_bench_optimize, "optimizer analysis of 100k devices x 30 days"),
+        ("sim-truth", cmd_bench_sim_truth,
+         "the virtual sim's gateway CPU per sync vs a real gateway process on the same mix"),
     )  # fmt: skip
     corpus = "../shared/corpus"
     options: tuple[tuple[str, Declare], ...] = (
@@ -490,6 +501,11 @@ def _register_benches(commands: Any) -> None:
         ("optimize", number("--devices", 100_000, "fleet size")),
         ("optimize", number("--days", 30, "days of daily aggregates")),
         ("optimize", number("--seed", 1, "random seed")),
+        ("sim-truth", number("--devices", 400, "fleet size")),
+        ("sim-truth", number("--edits", 8, "layer edits between the full and the delta phase")),
+        ("sim-truth", number("--rounds", 5, "rounds of every device current (2.03)")),
+        ("sim-truth", number("--seed", 1, "random seed")),
+        ("sim-truth", JSON),
         # and --json, last in the help of each bench that prints JSON
         ("multi", JSON),
         ("delta", JSON),

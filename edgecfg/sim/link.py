@@ -57,6 +57,9 @@ class LinkProfile:
     - ``partitions``: windows ``[start, end)`` in seconds since the proxy
       started during which every datagram is dropped, in both directions.
       ``end`` may be ``math.inf`` (the link never comes back by itself).
+    - ``bursts``: windows ``[start, end)`` of bad coverage during which a
+      datagram is lost with probability ``burst_loss`` instead of ``loss``
+      (loss bursts, as a radio fading in and out).
 
     Construction validates every field and raises :class:`UsageError` naming
     the field.
@@ -70,27 +73,37 @@ class LinkProfile:
     partitions: tuple[tuple[float, float], ...] = ()
     duplicate_gap_s: float = 0.001
     reorder_hold_s: float = 0.05
+    bursts: tuple[tuple[float, float], ...] = ()
+    burst_loss: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("loss", "duplicate", "reorder"):
+        for name in ("loss", "duplicate", "reorder", "burst_loss"):
             _check_probability(name, getattr(self, name))
         for name in ("delay_s", "jitter_s", "duplicate_gap_s", "reorder_hold_s"):
             _check_duration(name, getattr(self, name))
-        for index, window in enumerate(self.partitions):
-            if len(window) != 2:
-                raise UsageError(
-                    f"LinkProfile.partitions[{index}] must be a (start, end) pair, got {window!r}"
-                )
-            start, end = window
-            if not (math.isfinite(start) and start >= 0.0 and end > start):
-                raise UsageError(
-                    f"LinkProfile.partitions[{index}] must satisfy 0 <= start < end "
-                    f"(start finite), got {window!r}"
-                )
+        for field in ("partitions", "bursts"):
+            for index, window in enumerate(getattr(self, field)):
+                _check_window(f"{field}[{index}]", window)
 
     def in_partition_window(self, now: float) -> bool:
         """True when ``now`` (seconds since the proxy started) lies in a partition window."""
         return any(start <= now < end for start, end in self.partitions)
+
+    def loss_at(self, now: float) -> float:
+        """The loss probability at ``now``: ``burst_loss`` in a burst window, else ``loss``."""
+        if any(start <= now < end for start, end in self.bursts):
+            return self.burst_loss
+        return self.loss
+
+
+def _check_window(name: str, window: tuple[float, float]) -> None:
+    if len(window) != 2:
+        raise UsageError(f"LinkProfile.{name} must be a (start, end) pair, got {window!r}")
+    start, end = window
+    if not (math.isfinite(start) and start >= 0.0 and end > start):
+        raise UsageError(
+            f"LinkProfile.{name} must satisfy 0 <= start < end (start finite), got {window!r}"
+        )
 
 
 PERFECT: Final = LinkProfile()
@@ -249,7 +262,7 @@ class LinkModel:
             counters.dropped += 1
             counters.partitioned += 1
             return ()
-        if u_loss < profile.loss:
+        if u_loss < profile.loss_at(now):
             counters.dropped += 1
             return ()
         delay = profile.delay_s + u_jitter * profile.jitter_s

@@ -12,23 +12,32 @@ from __future__ import annotations
 import json
 import resource
 from pathlib import Path
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from edgecfg.errors import CommandError
 from edgecfg.sim.battery import Fleet, Life, Outcome, deciles
 from edgecfg.sim.virtual import DAY_S, RunReport
 
+if TYPE_CHECKING:
+    from edgecfg.sim.network import NetworkReport
 
-def write_report(report: RunReport, out: Path) -> list[Path]:
-    """Write ``out/summary.json`` and the plots; the files written."""
+
+def _summary(out: Path, summary: dict[str, object]) -> Path:
+    """Write ``out/summary.json`` (making ``out``); its path."""
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise CommandError(f"{out}: cannot create the report folder: {error.strerror}") from None
+    path = out / "summary.json"
+    path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def write_report(report: RunReport, out: Path) -> list[Path]:
+    """Write ``out/summary.json`` and the plots; the files written."""
     summary = report.summary()
     summary["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-    written = [out / "summary.json"]
-    written[0].write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    written = [_summary(out, summary)]
     try:
         import matplotlib
 
@@ -36,7 +45,7 @@ def write_report(report: RunReport, out: Path) -> list[Path]:
         import matplotlib.pyplot as plt
     except ImportError:
         summary["plots"] = "matplotlib is not installed: install edgecfg[sim] (uv sync does)"
-        written[0].write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        _summary(out, summary)
         return written
     days = [day for day in range(len(report.days))]
     devices = report.scenario.devices
@@ -165,3 +174,62 @@ def _charge_at(life: Life, day: float) -> float:
     if life.days is not None and day >= life.days:
         return 0.0
     return last
+
+
+def write_network_report(report: NetworkReport, out: Path) -> list[Path]:
+    """``out/summary.json`` and ``out/network.png`` of a real-network run."""
+    summary = report.summary()
+    written = [_summary(out, summary)]
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return written
+    figure, (timeline, volume, cdf) = plt.subplots(
+        1, 3, figsize=(14, 4), gridspec_kw={"width_ratios": [2.2, 1, 1]}
+    )
+    for start, end in report.link.partitions:
+        timeline.axvspan(start, end, color="#cc3311", alpha=0.25, linewidth=0)
+    for start, end in report.link.bursts:
+        timeline.axvspan(start, end, color="#ee7733", alpha=0.15, linewidth=0)
+    for edit in report.edits:
+        timeline.axvline(edit.at, color="#4477aa", linewidth=0.8, linestyle="--")
+    colours = {"updated": "#228833", "current": "#999999", "partial": "#aa3377"}
+    for row, agent in enumerate(report.agents):
+        for outcome, colour in colours.items():
+            times = [sync.at for sync in agent.syncs if sync.outcome == outcome]
+            timeline.scatter(times, [row] * len(times), s=14, color=colour,
+                             label=outcome if row == 0 else None)  # fmt: skip
+    timeline.set_yticks(range(len(report.agents)))
+    timeline.set_yticklabels(
+        [f"{a.device} {a.cell.rates.up_kbit}/{a.cell.rates.down_kbit} kbit" for a in report.agents],
+        fontsize=7,
+    )
+    timeline.axvline(report.scenario.seconds, color="black", linewidth=0.8)
+    timeline.set_xlabel("seconds (red: outages, orange: loss bursts, dashed: edits)")
+    timeline.set_title(
+        f"{len(report.agents)} agents, {report.profile.name}: syncs as they finished", fontsize=10
+    )
+    timeline.legend(fontsize=7, loc="upper right")
+    volume.bar(range(len(report.agents)),
+               [sum(s.bytes_up + s.bytes_down for s in a.syncs) for a in report.agents],
+               color="#4477aa")  # fmt: skip
+    volume.set_xlabel("device")
+    volume.set_ylabel("bytes on the wire (CoAP payloads and headers)")
+    volume.set_title("bytes per device", fontsize=10)
+    waits = sorted(w for agent in report.agents for w in agent.convergence_s)
+    if waits:
+        cdf.plot(waits, [(n + 1) / len(waits) for n in range(len(waits))], color="#228833",
+                 drawstyle="steps-post")  # fmt: skip
+    cdf.set_xlabel("seconds from an edit to the device applying it")
+    cdf.set_ylabel("share of updates")
+    cdf.set_xlim(left=0)
+    cdf.set_ylim(0, 1.02)
+    cdf.set_title("convergence", fontsize=10)
+    figure.tight_layout()
+    figure.savefig(out / "network.png", dpi=90)
+    plt.close(figure)
+    written.append(out / "network.png")
+    return written

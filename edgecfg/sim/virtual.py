@@ -24,15 +24,18 @@ What happens:
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import heapq
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from time import thread_time
 from typing import Final
 
-from edgecfg.agent.sync import decode_config
+from edgecfg.agent.sync import AGENT_VERSION, decode_config
 from edgecfg.core.ids import DeviceId, LayerId
 from edgecfg.core.layers import device_layer, layer_from_parts, layer_to_document
 from edgecfg.core.session import (
@@ -62,9 +65,10 @@ from edgecfg.errors import DeltaError, PeerError, UsageError
 from edgecfg.fleet.fleet import Fleet
 from edgecfg.fleet.sync import NotModified, Representation, SyncService
 from edgecfg.sim.loopback_fleet import FUNCTIONS, REGIONS
-from edgecfg.store import DeviceRecord, MemoryStore
+from edgecfg.store import DeviceRecord, MemoryStore, Store
 from edgecfg.wire.blocks import DEFAULT_SZX, block_of, block_size
 from edgecfg.wire.cbor import Encoded, encode
+from edgecfg.wire.delta import BaseCache, bases_of
 from edgecfg.wire.messages import DeviceReport, StateAnswer
 
 DAY_S: Final = 86_400.0
@@ -72,6 +76,29 @@ HEADER_BYTES: Final = 24
 """Bytes a CoAP request or response costs beyond its payload (header, token,
 Uri-Path, ETag and Block2 options), for the byte counts."""
 INTERVAL: Final = ("net", "uplink", "interval_s")
+
+
+@dataclass(frozen=True, slots=True)
+class ProtocolCost:
+    """What a real gateway spends per request beyond the sync service
+    (aiocoap's parsing and sending, the event loop, the store's I/O), in
+    microseconds, by kind of request: a GET answered 2.03 Valid, a GET
+    answered with content (a block, a delta), a state report (POST)."""
+
+    valid_us: float
+    content_us: float
+    report_us: float
+
+    def of(self, day: Day) -> float:
+        """The protocol CPU of ``day``'s requests, in seconds."""
+        return (
+            day.valid * self.valid_us + day.content * self.content_us + day.reports * self.report_us
+        ) / 1e6
+
+
+PROTOCOL: Final = ProtocolCost(valid_us=460.0, content_us=800.0, report_us=1040.0)
+"""Fitted by ``edgecfg bench sim-truth`` on this machine (see the README)."""
+NO_PROTOCOL: Final = ProtocolCost(0.0, 0.0, 0.0)
 FIXTURE_SCHEMA: Final = Path(__file__).resolve().parents[2] / "fixtures" / "schema" / "device.json"
 
 
@@ -92,6 +119,8 @@ class Scenario:
     prune_versions_days: float | None = None
     """Run ``edgecfg gateway prune --older-than DAYS`` at the end of each day
     (``None``: never, and the served versions table keeps every version)."""
+    protocol: ProtocolCost = PROTOCOL
+    """What a real gateway spends per request beyond the service layer."""
 
     def check(self) -> None:
         if self.devices < 1:
@@ -113,6 +142,7 @@ class _Device:
     transfer: Transfer | None = None
     session: SyncSession | None = None
     pending_since: float | None = None  # the first write not yet applied
+    introduced: bool = False  # the agent sends its version in its first report of a run
 
 
 @dataclass(slots=True)
@@ -125,6 +155,27 @@ class Day:
     retries: int = 0
     writes: int = 0
     convergence_s: list[float] = field(default_factory=list[float])
+    valid: int = 0
+    """GETs that reached the gateway logic and were answered 2.03 Valid."""
+    content: int = 0
+    """GETs answered with content (a block of a config, a delta)."""
+    reports: int = 0
+    """State reports (POST /state)."""
+    service_cpu_s: float = 0.0
+    """Thread CPU time spent in the gateway logic (the sync service) on them."""
+
+    @property
+    def requests(self) -> int:
+        """Requests that reached the gateway logic."""
+        return self.valid + self.content + self.reports
+
+    def gateway_us_per_sync(self, protocol: ProtocolCost) -> float | None:
+        """The gateway's work per sync: the service's CPU plus ``protocol``'s
+        cost of each request for what the simulation skips (CoAP, the socket,
+        the loop, the store's I/O), in microseconds."""
+        if not self.syncs:
+            return None
+        return (self.service_cpu_s + protocol.of(self)) * 1e6 / self.syncs
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,9 +198,9 @@ class Footprint:
     agent_state_bytes_mean: float
 
 
-def process_rss_mib() -> float:
-    """This process's resident set size (``VmRSS``), in MiB."""
-    status = Path("/proc/self/status")
+def process_rss_mib(pid: int | None = None) -> float:
+    """The resident set size (``VmRSS``) of process ``pid`` (this one by default), in MiB."""
+    status = Path(f"/proc/{'self' if pid is None else pid}/status")
     for line in status.read_text(encoding="ascii").splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
@@ -172,6 +223,13 @@ class RunReport:
     def summary(self) -> dict[str, object]:
         devices = self.scenario.devices
         waits = sorted(w for day in [*self.days, self.final] for w in day.convergence_s)
+        total = Day(
+            syncs=sum(day.syncs for day in self.days),
+            valid=sum(day.valid for day in self.days),
+            content=sum(day.content for day in self.days),
+            reports=sum(day.reports for day in self.days),
+            service_cpu_s=sum(day.service_cpu_s for day in self.days),
+        )
         return {
             "devices": devices,
             "days": self.scenario.days,
@@ -189,6 +247,8 @@ class RunReport:
                     "bytes_per_device": round(day.bytes / devices, 1),
                     "round_trips_per_device": round(day.round_trips / devices, 3),
                     "retries": day.retries,
+                    "gateway_us_per_sync": _round(day.gateway_us_per_sync(self.scenario.protocol)),
+                    "service_us_per_sync": _round(day.gateway_us_per_sync(NO_PROTOCOL)),
                 }
                 for number, day in enumerate(self.days)
             ],
@@ -196,6 +256,18 @@ class RunReport:
                 {name: getattr(sample, name) for name in Footprint.__slots__}
                 for sample in self.footprints
             ],
+            "gateway_work": {
+                "protocol_us": {
+                    "valid": self.scenario.protocol.valid_us,
+                    "content": self.scenario.protocol.content_us,
+                    "report": self.scenario.protocol.report_us,
+                },
+                "us_per_sync": _round(total.gateway_us_per_sync(self.scenario.protocol)),
+                "service_us_per_sync": _round(total.gateway_us_per_sync(NO_PROTOCOL)),
+                "requests_per_sync": round(total.requests / total.syncs, 3)
+                if total.syncs
+                else None,
+            },
             "closing_round": {
                 "syncs": self.final.syncs,
                 "bytes_per_device": round(self.final.bytes / devices, 1),
@@ -207,6 +279,10 @@ class RunReport:
                 "max": waits[-1] if waits else None,
             },
         }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
 
 
 def _rank(values: list[float], fraction: float) -> float | None:
@@ -236,6 +312,8 @@ class VirtualFleet:
         self._groups: list[LayerId] = []
         self._closing = False
         self._footprints: list[Footprint] = []
+        self._device_bases = BaseCache()
+        """The devices' delta bases apart from the gateway's, as on two machines."""
         self._build()
 
     # -- set-up --------------------------------------------------------------------
@@ -245,24 +323,8 @@ class VirtualFleet:
         are valid by construction: checking each against the whole fleet
         would make the set-up quadratic); then the gateway's view of it."""
         self.fleet.load_schema(FIXTURE_SCHEMA.read_bytes(), "json", source="sim", now=0.0)
-        records: list[DeviceRecord] = []
-        for number in range(self.scenario.devices):
-            device = DeviceId(f"sim-{number:06d}")
-            groups = {"region": REGIONS[number % len(REGIONS)],
-                      "function": FUNCTIONS[number % len(FUNCTIONS)]}  # fmt: skip
-            records.append(DeviceRecord(device, groups, hardware="nbiot-sensor-r3"))
-        self.store.put_devices(records)
-        for record in records:
-            device = record.id
-            identity: dict[str, Value] = {
-                "device": {"id": str(device)},
-                "security": {"psk_identity": str(device)},
-            }
-            blob = self.store.put_blob(encode(layer_to_document(layer_from_parts(identity))))
-            self.store.append_layer_revision(
-                device_layer(device), blob, parent=None, author="sim", message="identity",
-                now=0.0,
-            )  # fmt: skip
+        names = [DeviceId(f"sim-{number:06d}") for number in range(self.scenario.devices)]
+        for device in write_devices(self.store, names):
             self.devices[device] = _Device(device)
             self._push(self.rng.uniform(0, self.scenario.wake_every_s), "wake", device)
         self.fleet = Fleet(self.store)  # lazy: devices' own layers are read when they ask
@@ -287,6 +349,10 @@ class VirtualFleet:
 
     def run(self) -> RunReport:
         started = time.perf_counter()
+        with _collector_for_a_heap():
+            return self._run(started)
+
+    def _run(self, started: float) -> RunReport:
         end = self.scenario.days * DAY_S
         while self._heap and self._heap[0][0] < end:
             at, _, kind, name = heapq.heappop(self._heap)
@@ -315,6 +381,15 @@ class VirtualFleet:
             self.scenario, self._days, self._events, time.perf_counter() - started,
             self.divergent(), self._failed, self._final, self._footprints,
         )  # fmt: skip
+
+    def sync_round(self, at: float) -> Day:
+        """Every device wakes once at ``at`` on a clean link; the day it counts
+        in (for a scripted mix: ``edgecfg bench sim-truth``)."""
+        self.now = at
+        for device in self.devices.values():
+            device.session = None
+            self._wake(at, device, lossy=False)
+        return self._day(at)
 
     def divergent(self) -> int:
         """Devices whose held version is not a fresh resolution of their layers
@@ -409,7 +484,13 @@ class VirtualFleet:
                         day.bytes += HEADER_BYTES  # the request went out
                         event = Lost(at, "lost", self.rng.random())
                     else:
+                        started = thread_time()
                         answer = self._get(device, action)
+                        day.service_cpu_s += thread_time() - started
+                        if answer.kind == "valid":
+                            day.valid += 1
+                        else:
+                            day.content += 1
                         day.bytes += 2 * HEADER_BYTES + len(answer.payload)
                         event = Got(at, answer)
                 elif isinstance(action, Install):
@@ -417,9 +498,14 @@ class VirtualFleet:
                 elif isinstance(action, Report):
                     day.round_trips += 1
                     body = DeviceReport(
-                        applied=device.held.etag if device.held is not None else None
+                        applied=device.held.etag if device.held is not None else None,
+                        agent=None if device.introduced else AGENT_VERSION,
                     ).encode()
+                    device.introduced = True
+                    started = thread_time()
                     answer = self.service.report(device.id, body, now=at)
+                    day.service_cpu_s += thread_time() - started
+                    day.reports += 1
                     day.bytes += (
                         2 * HEADER_BYTES + len(body) + (len(answer.payload) if answer else 0)
                     )
@@ -453,8 +539,9 @@ class VirtualFleet:
 
     def _install(self, at: float, device: _Device, action: Install, day: Day) -> Event:
         held = device.held if device.held is not None and action.base == device.held.etag else None
-        try:  # exactly what the agent does with the answer
-            config = decode_config(held, action.payload, action.content_format, action.etag)
+        try:  # exactly what the agent does with the answer, with a device's memory of bases
+            with bases_of(self._device_bases):
+                config = decode_config(held, action.payload, action.content_format, action.etag)
         except (DeltaError, PeerError) as error:
             return Unusable(at, str(error))
         changed = device.held is None or config.etag != device.held.etag
@@ -463,6 +550,52 @@ class VirtualFleet:
             day.convergence_s.append(at - device.pending_since)
             device.pending_since = None
         return Installed(at, config.etag, changed)
+
+
+@contextlib.contextmanager
+def _collector_for_a_heap() -> Generator[None]:
+    """The cyclic collector tuned for a run's heap: what was built before the
+    run is frozen (it lives as long as the run), and the youngest generation
+    is collected every 50,000 allocations, not 700 (the devices' configs are
+    millions of long-lived containers that each pass would look at again);
+    as it was after."""
+    thresholds = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(50_000, thresholds[1], thresholds[2])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
+
+
+def write_devices(store: Store, names: Sequence[DeviceId]) -> Sequence[DeviceId]:
+    """Register ``names`` in bulk, as an import would: the n-th device in the
+    n-th region and function group (round robin), each with its identity
+    layer (valid by construction); ``names`` back."""
+    records = [
+        DeviceRecord(
+            device,
+            {
+                "region": REGIONS[number % len(REGIONS)],
+                "function": FUNCTIONS[number % len(FUNCTIONS)],
+            },
+            hardware="nbiot-sensor-r3",
+            agent_version=AGENT_VERSION,  # introduced long ago: a fleet in its steady state
+        )
+        for number, device in enumerate(names)
+    ]
+    store.put_devices(records)
+    for device in names:
+        identity: dict[str, Value] = {
+            "device": {"id": str(device)},
+            "security": {"psk_identity": str(device)},
+        }
+        blob = store.put_blob(encode(layer_to_document(layer_from_parts(identity))))
+        store.append_layer_revision(
+            device_layer(device), blob, parent=None, author="sim", message="identity", now=0.0
+        )
+    return names
 
 
 def _current(answer: Representation | None) -> bool:

@@ -57,9 +57,10 @@ for the header, and the median real delta is ~40 bytes: one header byte is
 
 from __future__ import annotations
 
+import contextlib
 import zlib
 from array import array
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Final, NamedTuple, TypeAlias, cast
@@ -686,9 +687,13 @@ class _Known:
         )
 
 
-@lru_cache(maxsize=_KNOWN_BASES)
-def _known(content: bytes) -> _Known:
+def _meet(content: bytes) -> _Known:
     return _Known()
+
+
+def _known(content: bytes) -> _Known:
+    """The entry for a base of this content in the current role's cache."""
+    return _CACHES[-1].known(content)
 
 
 # A base met at most this often is a link of a chain (the result of the last
@@ -787,9 +792,45 @@ def _content_of(base: Value) -> ContentKey | None:
     return content_key_parts(base)
 
 
+class BaseCache:
+    """One role's memory of the delta bases it met (see :func:`bases_of`)."""
+
+    __slots__ = ("known", "last", "pending")
+
+    def __init__(self) -> None:
+        self.known = lru_cache(maxsize=_KNOWN_BASES)(_meet)
+        self.pending: list[_Known] = []
+        self.last: list[ContentKey] = []
+
+
+@contextlib.contextmanager
+def bases_of(cache: BaseCache) -> Generator[None]:
+    """Within, delta calls meet bases in ``cache``, not the process's own.
+
+    One process that plays two roles (a simulator's gateway and its
+    devices) keeps their meetings apart, as two processes would: a device
+    meeting a base its gateway made a delta from is its first meeting, and
+    the tables of a second one are not built for it.  Not thread-safe, as
+    the cache itself is not.
+    """
+    saved = (_PENDING[:], _LAST[:])
+    _PENDING[:], _LAST[:] = cache.pending, cache.last
+    _CACHES.append(cache)
+    try:
+        yield
+    finally:
+        _CACHES.pop()
+        cache.pending, cache.last = _PENDING[:], _LAST[:]
+        _PENDING[:], _LAST[:] = saved
+
+
+_CACHES: Final[list[BaseCache]] = [BaseCache()]
+"""The process's cache of bases, then those :func:`bases_of` put in front."""
+
+
 def forget_bases() -> None:
     """Empty the cache of bases met before (benchmarks time a first meeting with it)."""
-    _known.cache_clear()
+    _CACHES[-1].known.cache_clear()
     _PENDING.clear()
     _LAST.clear()
 

@@ -22,6 +22,11 @@ def _figures(summary: dict[str, object]) -> dict[str, object]:
     figures = {k: v for k, v in summary.items() if k not in ("wall_s", "events_per_s")}
     samples = cast(list[dict[str, object]], figures.pop("longevity"))
     figures["longevity"] = [{k: v for k, v in day.items() if k != "rss_mib"} for day in samples]
+    cpu = ("gateway_us_per_sync", "service_us_per_sync", "us_per_sync")  # CPU time
+    days = cast(list[dict[str, object]], figures.pop("per_day"))
+    figures["per_day"] = [{k: v for k, v in day.items() if k not in cpu} for day in days]
+    work = cast(dict[str, object], figures.pop("gateway_work"))
+    figures["gateway_work"] = {k: v for k, v in work.items() if k not in cpu}
     return figures
 
 
