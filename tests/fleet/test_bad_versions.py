@@ -24,16 +24,22 @@ def reverted(candidate: ETag, previous: ETag) -> ApplyOutcome:
     )  # fmt: skip
 
 
-def setup() -> tuple[SyncService, ETag, ETag]:
-    """A service whose device held ``good``, was offered ``bad``, and reverted it."""
+def offered() -> tuple[SyncService, ETag, ETag]:
+    """A service whose device held ``good`` and was offered ``bad``."""
     fleet = fresh_fleet()
     service = SyncService(fleet)
     write(fleet, {"net.uplink.interval_s": 600}, now=2.0)
     good = service.current(DEVICE).etag
     write(fleet, {"net.uplink.interval_s": 700}, now=3.0)
     bad = service.current(DEVICE).etag
-    answer = service.config(DEVICE, base=good)
+    answer = service.config(DEVICE, base=good)  # the delta is made and cached
     assert isinstance(answer, Representation) and answer.etag == bad  # offered once
+    return service, good, bad
+
+
+def setup() -> tuple[SyncService, ETag, ETag]:
+    """A service whose device held ``good``, was offered ``bad``, and reverted it."""
+    service, good, bad = offered()
     report = DeviceReport(good, apply=(reverted(bad, good),))
     reply = service.report(DEVICE, report.encode(), now=20.0)
     assert reply is None  # held back: the device is where the gateway wants it
@@ -103,14 +109,8 @@ def test_a_mark_from_another_writer_holds_after_the_next_refresh() -> None:
     """The gateway asks the store only about devices it knows hold a mark;
     a mark put or cleared elsewhere (another gateway, the CLI) arrives
     through the change log, and the device is reported as changed."""
-    fleet = fresh_fleet()
-    service = SyncService(fleet)
-    write(fleet, {"net.uplink.interval_s": 600}, now=2.0)
-    good = service.current(DEVICE).etag
-    write(fleet, {"net.uplink.interval_s": 700}, now=3.0)
-    bad = service.current(DEVICE).etag
-    first = service.config(DEVICE, base=good)  # the delta is made and cached
-    assert isinstance(first, Representation) and first.etag == bad
+    service, good, bad = offered()
+    fleet = service.fleet
     fleet.store.put_bad_version(BadVersion(DEVICE, bad, good, "reboot", "", 4.0))
     changes = fleet.refresh()
     assert DEVICE in changes.devices

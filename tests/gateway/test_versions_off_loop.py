@@ -15,10 +15,22 @@ from aiocoap.numbers.codes import Code
 
 from edgecfg.core.ids import ETag
 from edgecfg.errors import StoreError
+from edgecfg.gateway.server import Gateway
 from edgecfg.store import SQLiteStore
 from tests.gateway.helpers import ask, started_gateway
 
 Pending = Mapping[tuple[ETag, bytes], None]
+
+
+async def served(gateway: Gateway) -> ETag:
+    """One device's config asked for over CoAP: its ETag."""
+    client = await aiocoap.Context.create_client_context()
+    try:
+        answer = await ask(client, gateway, Code.GET, "/cfg/dev-1")
+    finally:
+        await client.shutdown()
+    assert answer.code == Code.CONTENT
+    return ETag(answer.opt.etag)
 
 
 async def test_served_versions_are_written_by_the_store_thread(tmp_path: Path) -> None:
@@ -32,17 +44,12 @@ async def test_served_versions_are_written_by_the_store_thread(tmp_path: Path) -
                 write(pending)
 
             gateway.service.write_versions = spying
-            client = await aiocoap.Context.create_client_context()
-            try:
-                answer = await ask(client, gateway, Code.GET, "/cfg/dev-1")
-            finally:
-                await client.shutdown()
-            assert answer.code == Code.CONTENT
+            etag = await served(gateway)
             gateway.housekeeping(time.monotonic())
             await gateway.stop()  # waits for the write under way
             assert writers and all(name.startswith("edgecfg-store") for name in writers)
             assert threading.current_thread().name not in writers
-            assert store.get_versions(ETag(answer.opt.etag))  # written
+            assert store.get_versions(etag)  # written
 
 
 async def test_a_write_the_store_refuses_is_kept_for_the_next(
@@ -60,17 +67,13 @@ async def test_a_write_the_store_refuses_is_kept_for_the_next(
                 write(pending)
 
             gateway.service.write_versions = failing_once
-            client = await aiocoap.Context.create_client_context()
-            try:
-                answer = await ask(client, gateway, Code.GET, "/cfg/dev-1")
-            finally:
-                await client.shutdown()
+            etag = await served(gateway)
             gateway.housekeeping(time.monotonic())
             task = gateway._versions  # pyright: ignore[reportPrivateUsage]
             assert task is not None
             await task
-            assert not store.get_versions(ETag(answer.opt.etag))  # refused, kept
+            assert not store.get_versions(etag)  # refused, kept
             assert "kept to retry" in caplog.text
             gateway.housekeeping(time.monotonic())
             await gateway.stop()
-            assert store.get_versions(ETag(answer.opt.etag))
+            assert store.get_versions(etag)
