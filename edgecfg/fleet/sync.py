@@ -11,6 +11,7 @@ at any time while the ETag is current.  The CoAP resources in
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -549,6 +550,7 @@ FIRST_DEFLATE_AGENT: Final = (1, 0, 1)
 """The first agent version that decodes ops+deflate deltas (kind 7)."""
 
 
+@functools.lru_cache(maxsize=64)  # asked on every delta served; a fleet runs a few versions
 def _is_legacy_agent(version: str | None) -> bool:
     """Whether an agent of ``version`` (as it reported it: major.minor.patch,
     missing parts 0) predates :data:`FIRST_DEFLATE_AGENT`; an unknown or
